@@ -1,0 +1,3 @@
+"""Root conftest: every test directory gets Pulse's real-emulator fixtures."""
+
+pytest_plugins = ["pulse.testing"]

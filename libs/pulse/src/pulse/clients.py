@@ -1,0 +1,44 @@
+"""Client factories for AWS (boto3) and Redis, configured from :class:`PulseSettings`.
+
+boto3 honours ``AWS_ENDPOINT_URL`` itself; we pass it explicitly as well so settings built in
+code (tests, the CLI) reach the same emulator. Clients are thread-safe and meant to be
+created once per process.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import boto3
+import redis.asyncio as aioredis
+from botocore.config import Config
+
+if TYPE_CHECKING:
+    from pulse.settings import PulseSettings
+
+__all__ = ["aws_client", "redis_client"]
+
+
+def aws_client(service_name: str, settings: PulseSettings, *, max_pool: int = 64) -> Any:
+    """A boto3 client for ``service_name`` with standard retries and a bounded pool."""
+    config = Config(
+        region_name=settings.aws_region,
+        retries={"mode": "standard", "max_attempts": 5},
+        max_pool_connections=max_pool,
+        connect_timeout=5,
+        read_timeout=30,
+    )
+    session = boto3.session.Session()
+    return session.client(  # type: ignore[call-overload]
+        service_name, endpoint_url=settings.aws_endpoint_url, config=config
+    )
+
+
+def redis_client(settings: PulseSettings, *, max_connections: int = 64) -> aioredis.Redis:
+    """An asyncio Redis client from ``REDIS_URL`` (bytes responses)."""
+    return aioredis.Redis.from_url(
+        settings.redis_url,
+        max_connections=max_connections,
+        socket_connect_timeout=5,
+        health_check_interval=30,
+    )

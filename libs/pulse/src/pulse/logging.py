@@ -1,0 +1,79 @@
+"""JSON logs via structlog, with the service, event id and trace id carried in contextvars.
+
+Call :func:`configure_logging` once at start-up; bind per-event context with
+:func:`event_context` so every line logged while handling an event carries its ids.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any
+
+import orjson
+import structlog
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+__all__ = ["configure_logging", "event_context", "get_logger"]
+
+
+def _orjson_dumps(obj: Any, default: Any = None) -> str:
+    return orjson.dumps(obj, default=default).decode()
+
+
+def configure_logging(service: str, *, level: str = "info", fmt: str = "json") -> None:
+    """Route structlog and stdlib logging to stdout as JSON lines (or console for humans)."""
+    shared: list[Any] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.processors.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+        structlog.processors.StackInfoRenderer(),
+        structlog.processors.format_exc_info,
+    ]
+    renderer: Any = (
+        structlog.processors.JSONRenderer(serializer=_orjson_dumps)
+        if fmt == "json"
+        else structlog.dev.ConsoleRenderer(colors=False)
+    )
+    numeric = logging.getLevelNamesMapping()[level.upper()]
+    structlog.configure(
+        processors=[*shared, renderer],
+        wrapper_class=structlog.make_filtering_bound_logger(numeric),
+        logger_factory=structlog.PrintLoggerFactory(file=sys.stdout),
+        cache_logger_on_first_use=True,
+    )
+    # Libraries that log through the standard library end up in the same stream.
+    handler = logging.StreamHandler(sys.stdout)
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(foreign_pre_chain=shared, processor=renderer)
+    )
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(max(numeric, logging.INFO))
+    for noisy in ("botocore", "boto3", "urllib3", "aiohttp.access", "websockets"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    structlog.contextvars.clear_contextvars()
+    structlog.contextvars.bind_contextvars(service=service)
+
+
+@contextmanager
+def event_context(
+    event_id: str | None, trace_id: str | None = None, **extra: Any
+) -> Iterator[None]:
+    """Bind ``event_id`` / ``trace_id`` (and extras) to every log line inside the block."""
+    values = {"event_id": event_id, "trace_id": trace_id, **extra}
+    tokens = structlog.contextvars.bind_contextvars(
+        **{k: v for k, v in values.items() if v is not None}
+    )
+    try:
+        yield
+    finally:
+        structlog.contextvars.reset_contextvars(**tokens)
+
+
+def get_logger(name: str | None = None) -> Any:
+    """A structlog logger; ``name`` becomes the ``logger`` field."""
+    return structlog.get_logger(name) if name is None else structlog.get_logger().bind(logger=name)

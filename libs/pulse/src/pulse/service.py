@@ -1,0 +1,149 @@
+"""The Kubernetes lifecycle every Pulse process shares.
+
+- ``/healthz`` (liveness) answers as long as the event loop runs; it checks no dependency.
+- ``/readyz`` (readiness) runs the service's dependency checks and answers 503 while any
+  fails or while the process is shutting down.
+- ``/metrics`` serves Prometheus.
+- SIGTERM / SIGINT set :attr:`Lifecycle.stopping`; the service stops taking work, finishes
+  what is in flight within ``shutdown_grace_seconds`` and the process exits 0.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from importlib.metadata import PackageNotFoundError, version
+from typing import TYPE_CHECKING
+
+from aiohttp import web
+
+from pulse.errors import ConfigurationError
+from pulse.logging import configure_logging, get_logger
+from pulse.metrics import BUILD_INFO, http_metrics_middleware, metrics_handler
+
+if TYPE_CHECKING:
+    from pulse.settings import PulseSettings
+
+__all__ = ["Lifecycle", "ReadinessCheck", "add_ops_routes", "run_service", "start_http_app"]
+
+ReadinessCheck = Callable[[], Awaitable[object]]
+log = get_logger("pulse.service")
+
+
+class Lifecycle:
+    """Shutdown signalling and readiness checks of one process."""
+
+    def __init__(self, settings: PulseSettings) -> None:
+        self.settings = settings
+        self.stopping = asyncio.Event()
+        self.checks: dict[str, ReadinessCheck] = {}
+        self.started_at = time.time()
+
+    def add_check(self, name: str, check: ReadinessCheck) -> None:
+        self.checks[name] = check
+
+    def install_signal_handlers(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self._on_signal, sig)
+
+    def _on_signal(self, sig: signal.Signals) -> None:
+        if not self.stopping.is_set():
+            log.info("shutdown requested", signal=sig.name)
+        self.stopping.set()
+
+    async def readiness(self) -> tuple[bool, dict[str, str]]:
+        """Run every check (each bounded to 2 s); ``(ok, {name: "ok" | error})``."""
+        results: dict[str, str] = {}
+        for name, check in self.checks.items():
+            try:
+                await asyncio.wait_for(check(), timeout=2.0)
+                results[name] = "ok"
+            except Exception as exc:  # a failing dependency is reported, not raised
+                results[name] = f"{type(exc).__name__}: {exc}"[:200]
+        if self.stopping.is_set():
+            results["shutdown"] = "stopping"
+        ok = all(v == "ok" for v in results.values())
+        return ok, results
+
+
+def add_ops_routes(app: web.Application, lifecycle: Lifecycle) -> None:
+    """Mount ``/healthz``, ``/readyz`` and ``/metrics`` on ``app``."""
+
+    async def healthz(_request: web.Request) -> web.Response:
+        return web.json_response({"status": "ok"})
+
+    async def readyz(_request: web.Request) -> web.Response:
+        ok, results = await lifecycle.readiness()
+        return web.json_response(
+            {"status": "ready" if ok else "not ready", "checks": results},
+            status=200 if ok else 503,
+        )
+
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    app.router.add_get("/metrics", metrics_handler)
+
+
+async def start_http_app(
+    app: web.Application, host: str, port: int, *, shutdown_timeout: float = 10.0
+) -> web.AppRunner:
+    """Start ``app`` on ``host:port``; the caller awaits ``runner.cleanup()`` to stop it."""
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=shutdown_timeout)
+    await runner.setup()
+    site = web.TCPSite(runner, host, port, reuse_address=True)
+    await site.start()
+    log.info("http listening", host=host, port=port)
+    return runner
+
+
+def ops_app(lifecycle: Lifecycle) -> web.Application:
+    """A small app with only the ops routes, for workers that serve no API."""
+    app = web.Application(middlewares=[http_metrics_middleware(lifecycle.settings.service_name)])
+    add_ops_routes(app, lifecycle)
+    return app
+
+
+def _package_version(name: str) -> str:
+    try:
+        return version(name)
+    except PackageNotFoundError:
+        return "0+unknown"
+
+
+def run_service(
+    settings_factory: Callable[[], PulseSettings],
+    main: Callable[[Lifecycle], Awaitable[None]],
+    *,
+    package: str,
+) -> int:
+    """Load settings, configure logging, run ``main`` until it returns; the exit code.
+
+    Exit codes: 0 after a clean shutdown, 2 on invalid configuration, 1 on a crash.
+    """
+    try:
+        settings = settings_factory()
+    except ConfigurationError as exc:
+        sys.stderr.write(f"{package}: {exc}\n")
+        return 2
+    configure_logging(settings.service_name, level=settings.log_level, fmt=settings.log_format)
+    BUILD_INFO.info({"service": settings.service_name, "version": _package_version(package)})
+
+    async def _run() -> None:
+        lifecycle = Lifecycle(settings)
+        lifecycle.install_signal_handlers()
+        await main(lifecycle)
+
+    try:
+        asyncio.run(_run())
+    except ConfigurationError as exc:
+        log.error("invalid configuration", error=str(exc))  # noqa: TRY400 - no traceback for bad config
+        return 2
+    except Exception:
+        log.exception("service crashed")
+        return 1
+    log.info("stopped")
+    return 0

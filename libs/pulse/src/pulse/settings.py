@@ -1,0 +1,85 @@
+"""Typed settings, parsed once from the environment at start-up.
+
+Every service subclasses :class:`PulseSettings`. Service settings are prefixed ``PULSE_``;
+the AWS endpoint is the standard ``AWS_ENDPOINT_URL`` and Redis is ``REDIS_URL``. A bad
+value stops the process at once with a message naming the variable (:func:`load_settings`).
+"""
+
+from __future__ import annotations
+
+from typing import Literal, TypeVar
+
+from pydantic import AliasChoices, Field, ValidationError
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from pulse.errors import ConfigurationError
+
+__all__ = ["PulseSettings", "ResourceNames", "load_settings"]
+
+DEV_JWT_SECRET = "pulse-dev-secret-change-me"  # noqa: S105 - the documented development default
+
+
+class ResourceNames:
+    """AWS resource names derived from one prefix, so two stacks can share an account."""
+
+    def __init__(self, prefix: str) -> None:
+        self.prefix = prefix
+        self.payments_table = f"{prefix}payments"
+        self.events_table = f"{prefix}events"
+        self.leases_table = f"{prefix}leases"
+        self.topic = f"{prefix}payment-events"
+        self.fraud_queue = f"{prefix}fraud"
+        self.fraud_dlq = f"{prefix}fraud-dlq"
+        self.notify_queue = f"{prefix}notify"
+        self.notify_dlq = f"{prefix}notify-dlq"
+
+
+class PulseSettings(BaseSettings):
+    """Settings every Pulse process shares."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="PULSE_", frozen=True, extra="ignore", populate_by_name=True
+    )
+
+    service_name: str = "pulse"
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    log_format: Literal["json", "console"] = "json"
+
+    redis_url: str = Field(
+        default="redis://127.0.0.1:6379/0",
+        validation_alias=AliasChoices("REDIS_URL", "PULSE_REDIS_URL"),
+    )
+    redis_prefix: str = Field(default="pulse:", min_length=1, max_length=64)
+
+    aws_endpoint_url: str | None = Field(
+        default=None, validation_alias=AliasChoices("AWS_ENDPOINT_URL", "PULSE_AWS_ENDPOINT_URL")
+    )
+    aws_region: str = Field(
+        default="us-east-1",
+        validation_alias=AliasChoices("AWS_REGION", "AWS_DEFAULT_REGION", "PULSE_AWS_REGION"),
+    )
+    resource_prefix: str = Field(default="pulse-", pattern=r"^[A-Za-z0-9_.-]{0,40}$")
+
+    http_host: str = "0.0.0.0"
+    http_port: int = Field(default=8080, ge=0, le=65535)
+    shutdown_grace_seconds: float = Field(default=20.0, gt=0, le=600)
+
+    @property
+    def names(self) -> ResourceNames:
+        return ResourceNames(self.resource_prefix)
+
+
+SettingsT = TypeVar("SettingsT", bound=BaseSettings)
+
+
+def load_settings(cls: type[SettingsT]) -> SettingsT:
+    """Build ``cls`` from the environment; raise :class:`ConfigurationError` naming bad vars."""
+    try:
+        return cls()
+    except ValidationError as exc:
+        prefix = str(cls.model_config.get("env_prefix", ""))
+        problems = "; ".join(
+            f"{prefix}{'.'.join(str(p) for p in err['loc']).upper()}: {err['msg']}"
+            for err in exc.errors()
+        )
+        raise ConfigurationError(f"invalid configuration: {problems}") from exc

