@@ -9,12 +9,12 @@ from __future__ import annotations
 
 from typing import Literal, TypeVar
 
-from pydantic import AliasChoices, Field, ValidationError
+from pydantic import AliasChoices, Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from pulse.errors import ConfigurationError
 
-__all__ = ["PulseSettings", "ResourceNames", "load_settings"]
+__all__ = ["DEV_JWT_SECRET", "PulseSettings", "ResourceNames", "load_settings"]
 
 DEV_JWT_SECRET = "pulse-dev-secret-change-me"  # noqa: S105 - the documented development default
 
@@ -63,6 +63,9 @@ class PulseSettings(BaseSettings):
     http_host: str = "0.0.0.0"
     http_port: int = Field(default=8080, ge=0, le=65535)
     shutdown_grace_seconds: float = Field(default=20.0, gt=0, le=600)
+
+    # HS256 secret for connection tokens (gateway verifies, ``pulse token`` issues).
+    jwt_secret: SecretStr = SecretStr(DEV_JWT_SECRET)
 
     @property
     def names(self) -> ResourceNames:
