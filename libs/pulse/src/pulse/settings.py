@@ -16,7 +16,7 @@ from pulse.errors import ConfigurationError
 
 __all__ = ["DEV_JWT_SECRET", "PulseSettings", "ResourceNames", "load_settings"]
 
-DEV_JWT_SECRET = "pulse-dev-secret-change-me"  # noqa: S105 - the documented development default
+DEV_JWT_SECRET = "pulse-dev-secret-not-for-production-use"  # noqa: S105 - the documented development default
 
 
 class ResourceNames:
@@ -65,7 +65,7 @@ class PulseSettings(BaseSettings):
     shutdown_grace_seconds: float = Field(default=20.0, gt=0, le=600)
 
     # HS256 secret for connection tokens (gateway verifies, ``pulse token`` issues).
-    jwt_secret: SecretStr = SecretStr(DEV_JWT_SECRET)
+    jwt_secret: SecretStr = Field(default=SecretStr(DEV_JWT_SECRET), min_length=32)
 
     @property
     def names(self) -> ResourceNames:

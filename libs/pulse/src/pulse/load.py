@@ -1,0 +1,139 @@
+"""``pulse load``: send payments to the ingest API at a steady rate and report latency.
+
+Requests are scheduled on a fixed timetable (open-loop), so a slow server shows up as latency,
+not as a lower offered rate. A progress bar shows the run; the summary gives status counts and
+latency percentiles.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import statistics
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any
+
+import aiohttp
+from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+__all__ = ["LoadResult", "percentile", "random_payment", "run_load"]
+
+_CURRENCIES = ("EUR", "USD", "GBP", "CHF", "JPY")
+_COUNTRIES = ("DE", "FR", "GB", "US", "CH", "NL")
+
+
+def random_payment(rng: random.Random | None = None, accounts: int = 20) -> dict[str, Any]:
+    """A plausible payment; a few are large enough to be reviewed or declined."""
+    rng = rng or random.Random()  # noqa: S311 - demo data, not security
+    cents = rng.choice([rng.randint(100, 20_000)] * 9 + [rng.randint(500_000, 9_000_000)])
+    return {
+        "account_id": f"acct-{rng.randint(1, accounts):03d}",
+        "amount": str(Decimal(cents) / 100),
+        "currency": rng.choice(_CURRENCIES),
+        "merchant_id": f"m-{rng.randint(1, 50):02d}",
+        "country": rng.choice(_COUNTRIES),
+    }
+
+
+def percentile(values: list[float], pct: float) -> float:
+    """Nearest-rank percentile of ``values`` (0 for an empty list)."""
+    if not values:
+        return 0.0
+    ordered = sorted(values)
+    rank = max(1, round(pct / 100 * len(ordered) + 0.5)) if pct < 100 else len(ordered)  # noqa: PLR2004
+    return ordered[min(rank, len(ordered)) - 1]
+
+
+@dataclass
+class LoadResult:
+    sent: int = 0
+    statuses: Counter[str] = field(default_factory=Counter)
+    latencies_ms: list[float] = field(default_factory=list)
+    payments: list[tuple[str, float]] = field(default_factory=list)  # (payment_id, sent at)
+    elapsed_s: float = 0.0
+
+    def summary(self) -> dict[str, float]:
+        lat = self.latencies_ms
+        return {
+            "sent": float(self.sent),
+            "ok": float(self.statuses.get("201", 0)),
+            "rate_per_s": self.sent / self.elapsed_s if self.elapsed_s else 0.0,
+            "p50_ms": percentile(lat, 50),
+            "p90_ms": percentile(lat, 90),
+            "p99_ms": percentile(lat, 99),
+            "max_ms": max(lat) if lat else 0.0,
+            "mean_ms": statistics.fmean(lat) if lat else 0.0,
+        }
+
+
+async def _one(
+    session: aiohttp.ClientSession, url: str, body: dict[str, Any], result: LoadResult
+) -> None:
+    sent_at = time.time()
+    start = time.perf_counter()
+    try:
+        async with session.post(url, json=body) as resp:
+            payload = await resp.json(content_type=None)
+            result.statuses[str(resp.status)] += 1
+            if resp.status == 201 and isinstance(payload, dict):  # noqa: PLR2004 - Created
+                result.payments.append((str(payload.get("payment_id")), sent_at))
+    except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+        result.statuses[type(exc).__name__] += 1
+        return
+    result.latencies_ms.append((time.perf_counter() - start) * 1000)
+
+
+async def run_load(
+    base_url: str,
+    *,
+    rate: float,
+    duration: float,
+    accounts: int = 20,
+    seed: int | None = None,
+    progress: bool = True,
+    max_in_flight: int = 256,
+) -> LoadResult:
+    """Send ``rate`` payments/s for ``duration`` s to ``base_url``; the collected result."""
+    if rate <= 0 or duration <= 0:
+        raise ValueError("rate and duration must be positive")
+    rng = random.Random(seed)  # noqa: S311 - load data, not security
+    url = base_url.rstrip("/") + "/v1/payments"
+    total = max(1, round(rate * duration))
+    result = LoadResult()
+    limit = asyncio.Semaphore(max_in_flight)
+    tasks: set[asyncio.Task[None]] = set()
+    connector = aiohttp.TCPConnector(limit=max_in_flight)
+    timeout = aiohttp.ClientTimeout(total=30)
+    bar = Progress(
+        TextColumn("[bold]load[/]"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total}"),
+        TimeRemainingColumn(),
+        disable=not progress,
+        transient=True,
+    )
+
+    async def fire(body: dict[str, Any], task_id: Any) -> None:
+        async with limit:
+            await _one(session, url, body, result)
+        bar.advance(task_id)
+
+    async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
+        with bar:
+            task_id = bar.add_task("load", total=total)
+            start = time.perf_counter()
+            for i in range(total):
+                delay = start + i / rate - time.perf_counter()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+                task = asyncio.create_task(fire(random_payment(rng, accounts), task_id))
+                tasks.add(task)
+                task.add_done_callback(tasks.discard)
+                result.sent += 1
+            if tasks:
+                await asyncio.gather(*tasks)
+            result.elapsed_s = time.perf_counter() - start
+    return result
