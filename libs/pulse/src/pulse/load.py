@@ -8,6 +8,7 @@ latency percentiles.
 from __future__ import annotations
 
 import asyncio
+import math
 import random
 import statistics
 import time
@@ -43,7 +44,7 @@ def percentile(values: list[float], pct: float) -> float:
     if not values:
         return 0.0
     ordered = sorted(values)
-    rank = max(1, round(pct / 100 * len(ordered) + 0.5)) if pct < 100 else len(ordered)  # noqa: PLR2004
+    rank = max(1, math.ceil(pct / 100 * len(ordered)))
     return ordered[min(rank, len(ordered)) - 1]
 
 

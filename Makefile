@@ -1,0 +1,56 @@
+# Pulse — the commands the README names. Everything bootstraps from uv.lock.
+#   make run            the whole system locally (DEMO=1 adds demo traffic)
+#   make test           lint, type-check, the whole test suite, chart checks
+#   make bench          benchmarks (ONLY=<group> for one group)
+
+PYTHON ?= python3
+UV_VERSION := 0.13.8
+TOOLS := .tools
+VENV := .venv
+UV := $(shell command -v uv 2>/dev/null || echo $(TOOLS)/bin/uv)
+PYTEST_ARGS ?=
+
+export UV_PYTHON_DOWNLOADS := never
+
+.PHONY: run test lint fmt typecheck unit k8s-check bench clean help sync
+
+help:
+	@sed -n '2,5p' Makefile
+
+$(TOOLS)/bin/uv:
+	$(PYTHON) -m venv $(TOOLS)
+	$(TOOLS)/bin/pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
+
+$(VENV)/.synced: uv.lock pyproject.toml libs/pulse/pyproject.toml $(wildcard services/*/pyproject.toml) | $(UV)
+	$(UV) sync --frozen --python $(PYTHON)
+	@touch $@
+
+sync: $(VENV)/.synced
+
+run: sync
+	$(VENV)/bin/pulse dev $(if $(DEMO),--demo) $(ARGS)
+
+lint: sync
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+typecheck: sync
+	$(VENV)/bin/mypy libs/pulse/src services/*/src
+
+unit: sync
+	$(VENV)/bin/pytest $(PYTEST_ARGS)
+
+k8s-check:
+	bash scripts/k8s-check.sh
+
+test: lint typecheck unit k8s-check
+
+fmt: sync
+	$(VENV)/bin/ruff format .
+	$(VENV)/bin/ruff check --fix .
+
+bench: sync
+	$(VENV)/bin/python bench/run.py $(ONLY)
+
+clean:
+	rm -rf $(VENV) $(TOOLS) .run .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,74 @@
+import asyncio
+
+import orjson
+import pytest
+import redis.asyncio as aioredis
+
+from pulse.channels import ChannelPublisher, is_valid_channel
+from pulse.events import PAYMENT_CREATED, new_event
+
+
+@pytest.mark.parametrize("name", ["payments", "alerts", "stats", "account:A-1", "account:x@y.z"])
+def test_design_channels_are_valid(name: str) -> None:
+    assert is_valid_channel(name)
+
+
+@pytest.mark.parametrize("name", ["", "account:", "account:a b", "payments2", "acct:1", "a" * 300])
+def test_other_names_are_not(name: str) -> None:
+    assert not is_valid_channel(name)
+
+
+async def test_append_is_exactly_once_and_publishes_ready_frames(
+    redis_url: str, stack_prefix: str
+) -> None:
+    client = aioredis.Redis.from_url(redis_url)
+    publisher = ChannelPublisher(client, f"pulse:{stack_prefix}")
+    pubsub = client.pubsub()
+    await pubsub.subscribe(publisher.keys.live("payments"))
+    await pubsub.get_message(timeout=1)  # subscribe confirmation
+    event = new_event(type=PAYMENT_CREATED, source="/t", data={"payment_id": "p"})
+
+    first = await publisher.append(event, ["payments", "account:A"])
+    again = await publisher.append(event, ["payments", "account:A"])
+
+    assert first.applied
+    assert not again.applied
+    assert await client.xlen(publisher.keys.history("payments")) == 1
+    assert await client.xlen(publisher.keys.history("account:A")) == 1
+    message = None
+    for _ in range(20):
+        message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=0.5)
+        if message:
+            break
+    assert message is not None
+    frame = orjson.loads(message["data"])
+    assert frame == {
+        "op": "event",
+        "channel": "payments",
+        "offset": first.offsets["payments"],
+        "event": orjson.loads(event.to_json()),
+    }
+    assert await pubsub.get_message(ignore_subscribe_messages=True, timeout=0.3) is None
+    await pubsub.aclose()
+    await client.aclose()
+
+
+async def test_concurrent_duplicates_apply_once(redis_url: str, stack_prefix: str) -> None:
+    client = aioredis.Redis.from_url(redis_url)
+    publisher = ChannelPublisher(client, f"pulse:{stack_prefix}")
+    event = new_event(type=PAYMENT_CREATED, source="/t", data={})
+    results = await asyncio.gather(*(publisher.append(event, ["payments"]) for _ in range(20)))
+    assert sum(r.applied for r in results) == 1
+    assert await client.xlen(publisher.keys.history("payments")) == 1
+    await client.aclose()
+
+
+async def test_invalid_channel_is_refused_before_touching_redis(
+    redis_url: str, stack_prefix: str
+) -> None:
+    client = aioredis.Redis.from_url(redis_url)
+    publisher = ChannelPublisher(client, f"pulse:{stack_prefix}")
+    with pytest.raises(ValueError, match="invalid channel"):
+        await publisher.append(new_event(type="t", source="/s", data={}), ["nope"])
+    assert await client.exists(publisher.keys.history("nope")) == 0
+    await client.aclose()

@@ -1,0 +1,68 @@
+import json
+
+from pulse.clients import aws_client
+from pulse.settings import PulseSettings
+from pulse.topology import apply_topology
+
+
+def test_apply_creates_everything_then_changes_nothing(stack_settings: PulseSettings) -> None:
+    first = apply_topology(stack_settings)
+    second = apply_topology(stack_settings)
+
+    names = stack_settings.names
+    assert first.changes
+    assert second.changes == []
+    assert second.queue_urls == first.queue_urls
+    assert second.topic_arn == first.topic_arn
+    assert names.payments_table in first.stream_arns
+
+    ddb = aws_client("dynamodb", stack_settings)
+    table = ddb.describe_table(TableName=names.payments_table)["Table"]
+    assert table["StreamSpecification"]["StreamViewType"] == "NEW_AND_OLD_IMAGES"
+    ttl = ddb.describe_time_to_live(TableName=names.events_table)["TimeToLiveDescription"]
+    assert ttl["AttributeName"] == "expires_at"
+
+    sqs = aws_client("sqs", stack_settings)
+    attrs = sqs.get_queue_attributes(
+        QueueUrl=first.queue_urls[names.fraud_queue], AttributeNames=["All"]
+    )["Attributes"]
+    redrive = json.loads(attrs["RedrivePolicy"])
+    assert redrive["deadLetterTargetArn"] == first.queue_arns[names.fraud_dlq]
+    assert int(redrive["maxReceiveCount"]) == 5
+
+
+def test_drift_is_repaired(stack_settings: PulseSettings) -> None:
+    out = apply_topology(stack_settings)
+    names = stack_settings.names
+    sqs = aws_client("sqs", stack_settings)
+    sqs.set_queue_attributes(
+        QueueUrl=out.queue_urls[names.notify_queue], Attributes={"VisibilityTimeout": "5"}
+    )
+    repaired = apply_topology(stack_settings)
+    assert any("VisibilityTimeout" in change for change in repaired.changes)
+    attrs = sqs.get_queue_attributes(
+        QueueUrl=out.queue_urls[names.notify_queue], AttributeNames=["VisibilityTimeout"]
+    )["Attributes"]
+    assert attrs["VisibilityTimeout"] == "30"
+
+
+def test_subscriptions_route_by_event_type(stack_settings: PulseSettings) -> None:
+    out = apply_topology(stack_settings)
+    names = stack_settings.names
+    sns = aws_client("sns", stack_settings)
+    sqs = aws_client("sqs", stack_settings)
+    for kind in ("created", "updated", "deleted"):
+        sns.publish(
+            TopicArn=out.topic_arn,
+            Message=json.dumps({"kind": kind}),
+            MessageAttributes={"type": {"DataType": "String", "StringValue": kind}},
+        )
+
+    def drain(queue: str) -> list[dict[str, str]]:
+        got = sqs.receive_message(
+            QueueUrl=out.queue_urls[queue], MaxNumberOfMessages=10, WaitTimeSeconds=1
+        )
+        return [json.loads(m["Body"]) for m in got.get("Messages", [])]
+
+    assert drain(names.fraud_queue) == [{"kind": "created"}]  # raw delivery: body as sent
+    assert drain(names.notify_queue) == [{"kind": "updated"}]
