@@ -119,3 +119,7 @@ def tail(url: str, channels: tuple[str, ...], token_: str | None, since: str | N
         sys.exit(asyncio.run(tail_channels(url, list(channels), token_, since=since)))
     except KeyboardInterrupt:
         sys.exit(0)
+
+
+if __name__ == "__main__":
+    main()

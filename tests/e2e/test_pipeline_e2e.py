@@ -1,0 +1,202 @@
+"""End to end: the system started the way `make run` starts it, driven as a user drives it.
+
+`pulse dev` runs as a real process (emulator, topology, five services); the test talks to it
+only over HTTP and WebSocket sockets.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import orjson
+import pytest
+from websockets.asyncio.client import ClientConnection, connect
+
+from pulse.auth import issue_token
+from pulse.emulators import free_port
+from pulse.settings import DEV_JWT_SECRET
+
+pytestmark = pytest.mark.timeout(240)
+
+
+@dataclass
+class Stack:
+    ingest: str
+    gateway: str
+    ports: list[int]
+    proc: subprocess.Popen[bytes]
+    log: Path
+
+
+def _free_block(size: int) -> int:
+    """A base port with ``size`` consecutive free ports."""
+    for _ in range(50):
+        base = free_port()
+        if base + size > 65535:
+            continue
+        ok = True
+        for port in range(base, base + size):
+            with socket.socket() as sock:
+                try:
+                    sock.bind(("127.0.0.1", port))
+                except OSError:
+                    ok = False
+                    break
+        if ok:
+            return base
+    raise RuntimeError("no block of free ports")
+
+
+def _port_open(port: int) -> bool:
+    with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.3):
+        return True
+    return False
+
+
+@pytest.fixture(scope="module")
+def stack(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    log = tmp_path_factory.mktemp("e2e") / "pulse-dev.log"
+    emulator, ingest, gateway, ops = free_port(), free_port(), free_port(), _free_block(3)
+    prefix = f"e2e{os.getpid()}-"
+    argv = [
+        sys.executable,
+        "-m",
+        "pulse.cli",
+        "dev",
+        "--emulator-port",
+        str(emulator),
+        "--redis-url",
+        redis_url,
+        "--ingest-port",
+        str(ingest),
+        "--gateway-port",
+        str(gateway),
+        "--ops-port-base",
+        str(ops),
+        "--resource-prefix",
+        prefix,
+        "--redis-prefix",
+        f"pulse:{prefix}",
+    ]
+    env = {**os.environ, "PULSE_JWT_SECRET": DEV_JWT_SECRET}
+    env.pop("AWS_ENDPOINT_URL", None)
+    with log.open("wb") as out:
+        proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, env=env)
+    deadline = time.monotonic() + 120
+    while b"\nready\n" not in log.read_bytes():
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            pytest.fail(f"pulse dev did not become ready:\n{log.read_text()[-6000:]}")
+        time.sleep(0.2)
+    yield Stack(
+        f"http://127.0.0.1:{ingest}",
+        f"ws://127.0.0.1:{gateway}/ws",
+        [emulator, ingest, gateway, ops, ops + 1, ops + 2],
+        proc,
+        log,
+    )
+    if proc.poll() is None:
+        proc.kill()
+
+
+async def _open(stack: Stack, sub: str, roles: list[str]) -> ClientConnection:
+    token = issue_token(DEV_JWT_SECRET, sub=sub, roles=roles)
+    return await connect(f"{stack.gateway}?token={token}")
+
+
+async def _subscribe(ws: ClientConnection, channel: str) -> dict[str, Any]:
+    await ws.send(orjson.dumps({"op": "subscribe", "channel": channel}).decode())
+    while True:
+        frame = orjson.loads(await asyncio.wait_for(ws.recv(), 10))
+        if frame.get("op") in {"subscribed", "error"} and frame.get("channel", channel) == channel:
+            return dict(frame)
+
+
+async def _events_for(
+    ws: ClientConnection, payment_id: str, want: set[str]
+) -> list[dict[str, Any]]:
+    """Collect event frames about ``payment_id`` until every type in ``want`` arrived."""
+    got: list[dict[str, Any]] = []
+    async with asyncio.timeout(45):
+        while not want <= {f["event"]["type"] for f in got}:
+            frame = orjson.loads(await ws.recv())
+            if frame.get("op") == "event" and (
+                frame["event"].get("data", {}).get("payment_id") == payment_id
+            ):
+                got.append(frame)
+    return got
+
+
+async def test_payment_travels_from_api_to_both_websockets(stack: Stack) -> None:
+    owner = await _open(stack, "A", [])
+    ops = await _open(stack, "ops-1", ["ops"])
+    intruder = await _open(stack, "B", [])
+    try:
+        assert (await _subscribe(owner, "account:A"))["op"] == "subscribed"
+        assert (await _subscribe(ops, "payments"))["op"] == "subscribed"
+        refused = await _subscribe(intruder, "account:A")
+        assert refused["op"] == "error"
+        assert refused["code"] == "forbidden"
+
+        body = {"account_id": "A", "amount": "12.50", "currency": "EUR", "merchant_id": "m-1"}
+        async with aiohttp.ClientSession() as http:
+            async with http.post(f"{stack.ingest}/v1/payments", json=body) as resp:
+                assert resp.status == 201
+                payment = await resp.json()
+            payment_id = payment["payment_id"]
+            assert payment["status"] == "PENDING"
+
+            wanted = {"pulse.payment.created", "pulse.payment.updated"}
+            owner_frames, ops_frames = await asyncio.gather(
+                _events_for(owner, payment_id, wanted | {"pulse.notification"}),
+                _events_for(ops, payment_id, wanted),
+            )
+            for frames, channel in ((owner_frames, "account:A"), (ops_frames, "payments")):
+                types = [f["event"]["type"] for f in frames]
+                assert types.index("pulse.payment.created") < types.index("pulse.payment.updated")
+                assert {f["channel"] for f in frames} == {channel}
+                updated = next(f for f in frames if f["event"]["type"] == "pulse.payment.updated")
+                assert updated["event"]["data"]["old_status"] == "PENDING"
+                assert updated["event"]["data"]["status"] == "APPROVED"
+                assert updated["event"]["subject"] == payment_id
+
+            async with http.get(f"{stack.ingest}/v1/payments/{payment_id}") as resp:
+                assert (await resp.json())["status"] == "APPROVED"
+            async with asyncio.timeout(20):
+                while True:
+                    async with http.get(f"{stack.ingest}/v1/payments/{payment_id}/events") as r:
+                        audit = await r.json()
+                    if len(audit["events"]) >= 2:
+                        break
+                    await asyncio.sleep(0.2)
+            assert [e["type"] for e in audit["events"]][:2] == [
+                "pulse.payment.created",
+                "pulse.payment.updated",
+            ]
+
+        # the intruder saw nothing and is still connected
+        await intruder.send('{"op":"ping"}')
+        assert orjson.loads(await asyncio.wait_for(intruder.recv(), 5)) == {"op": "pong"}
+    finally:
+        for ws in (owner, ops, intruder):
+            await ws.close()
+
+
+def test_sigterm_stops_every_process(stack: Stack) -> None:
+    stack.proc.send_signal(signal.SIGTERM)
+    assert stack.proc.wait(timeout=60) == 0
+    still_listening = [p for p in stack.ports if _port_open(p)]
+    assert still_listening == [], stack.log.read_text()[-3000:]
+    assert b"stopped" in stack.log.read_bytes()
