@@ -9,14 +9,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import signal
 import socket
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -25,38 +19,10 @@ import pytest
 from websockets.asyncio.client import ClientConnection, connect
 
 from pulse.auth import issue_token
-from pulse.emulators import free_port
+from pulse.devstack import DevStackProcess
 from pulse.settings import DEV_JWT_SECRET
 
 pytestmark = pytest.mark.timeout(240)
-
-
-@dataclass
-class Stack:
-    ingest: str
-    gateway: str
-    ports: list[int]
-    proc: subprocess.Popen[bytes]
-    log: Path
-
-
-def _free_block(size: int) -> int:
-    """A base port with ``size`` consecutive free ports."""
-    for _ in range(50):
-        base = free_port()
-        if base + size > 65535:
-            continue
-        ok = True
-        for port in range(base, base + size):
-            with socket.socket() as sock:
-                try:
-                    sock.bind(("127.0.0.1", port))
-                except OSError:
-                    ok = False
-                    break
-        if ok:
-            return base
-    raise RuntimeError("no block of free ports")
 
 
 def _port_open(port: int) -> bool:
@@ -66,54 +32,20 @@ def _port_open(port: int) -> bool:
 
 
 @pytest.fixture(scope="module")
-def stack(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    log = tmp_path_factory.mktemp("e2e") / "pulse-dev.log"
-    emulator, ingest, gateway, ops = free_port(), free_port(), free_port(), _free_block(3)
-    prefix = f"e2e{os.getpid()}-"
-    argv = [
-        sys.executable,
-        "-m",
-        "pulse.cli",
-        "dev",
-        "--emulator-port",
-        str(emulator),
-        "--redis-url",
-        redis_url,
-        "--ingest-port",
-        str(ingest),
-        "--gateway-port",
-        str(gateway),
-        "--ops-port-base",
-        str(ops),
-        "--resource-prefix",
-        prefix,
-        "--redis-prefix",
-        f"pulse:{prefix}",
-    ]
-    env = {**os.environ, "PULSE_JWT_SECRET": DEV_JWT_SECRET}
-    env.pop("AWS_ENDPOINT_URL", None)
-    with log.open("wb") as out:
-        proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, env=env)
-    deadline = time.monotonic() + 120
-    while b"\nready\n" not in log.read_bytes():
-        if proc.poll() is not None or time.monotonic() > deadline:
-            proc.kill()
-            pytest.fail(f"pulse dev did not become ready:\n{log.read_text()[-6000:]}")
-        time.sleep(0.2)
-    yield Stack(
-        f"http://127.0.0.1:{ingest}",
-        f"ws://127.0.0.1:{gateway}/ws",
-        [emulator, ingest, gateway, ops, ops + 1, ops + 2],
-        proc,
-        log,
+def stack(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevStackProcess]:
+    proc = DevStackProcess(
+        tmp_path_factory.mktemp("e2e") / "pulse-dev.log",
+        redis_url=redis_url,
+        prefix=f"e2e{os.getpid()}-",
     )
-    if proc.poll() is None:
-        proc.kill()
+    proc.start()
+    yield proc
+    proc.kill()
 
 
-async def _open(stack: Stack, sub: str, roles: list[str]) -> ClientConnection:
+async def _open(stack: DevStackProcess, sub: str, roles: list[str]) -> ClientConnection:
     token = issue_token(DEV_JWT_SECRET, sub=sub, roles=roles)
-    return await connect(f"{stack.gateway}?token={token}")
+    return await connect(f"{stack.gateway_url}?token={token}")
 
 
 async def _subscribe(ws: ClientConnection, channel: str) -> dict[str, Any]:
@@ -139,7 +71,7 @@ async def _events_for(
     return got
 
 
-async def test_payment_travels_from_api_to_both_websockets(stack: Stack) -> None:
+async def test_payment_travels_from_api_to_both_websockets(stack: DevStackProcess) -> None:
     owner = await _open(stack, "A", [])
     ops = await _open(stack, "ops-1", ["ops"])
     intruder = await _open(stack, "B", [])
@@ -152,7 +84,7 @@ async def test_payment_travels_from_api_to_both_websockets(stack: Stack) -> None
 
         body = {"account_id": "A", "amount": "12.50", "currency": "EUR", "merchant_id": "m-1"}
         async with aiohttp.ClientSession() as http:
-            async with http.post(f"{stack.ingest}/v1/payments", json=body) as resp:
+            async with http.post(f"{stack.ingest_url}/v1/payments", json=body) as resp:
                 assert resp.status == 201
                 payment = await resp.json()
             payment_id = payment["payment_id"]
@@ -172,11 +104,11 @@ async def test_payment_travels_from_api_to_both_websockets(stack: Stack) -> None
                 assert updated["event"]["data"]["status"] == "APPROVED"
                 assert updated["event"]["subject"] == payment_id
 
-            async with http.get(f"{stack.ingest}/v1/payments/{payment_id}") as resp:
+            async with http.get(f"{stack.ingest_url}/v1/payments/{payment_id}") as resp:
                 assert (await resp.json())["status"] == "APPROVED"
             async with asyncio.timeout(20):
                 while True:
-                    async with http.get(f"{stack.ingest}/v1/payments/{payment_id}/events") as r:
+                    async with http.get(f"{stack.ingest_url}/v1/payments/{payment_id}/events") as r:
                         audit = await r.json()
                     if len(audit["events"]) >= 2:
                         break
@@ -194,9 +126,8 @@ async def test_payment_travels_from_api_to_both_websockets(stack: Stack) -> None
             await ws.close()
 
 
-def test_sigterm_stops_every_process(stack: Stack) -> None:
-    stack.proc.send_signal(signal.SIGTERM)
-    assert stack.proc.wait(timeout=60) == 0
+def test_sigterm_stops_every_process(stack: DevStackProcess) -> None:
+    assert stack.stop() == 0
     still_listening = [p for p in stack.ports if _port_open(p)]
-    assert still_listening == [], stack.log.read_text()[-3000:]
-    assert b"stopped" in stack.log.read_bytes()
+    assert still_listening == [], stack.logs()[-3000:]
+    assert "stopped" in stack.logs()

@@ -13,6 +13,8 @@ import contextlib
 import ctypes
 import os
 import signal
+import socket
+import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
@@ -22,11 +24,17 @@ from typing import TextIO
 import aiohttp
 
 from pulse.auth import issue_token
-from pulse.emulators import AWS_TEST_CREDENTIALS, redis_answers, redis_server_binary
+from pulse.emulators import AWS_TEST_CREDENTIALS, free_port, redis_answers, redis_server_binary
 from pulse.settings import PulseSettings
 from pulse.topology import apply_topology
 
-__all__ = ["DevStackConfig", "ServiceSpec", "run_dev_stack"]
+__all__ = [
+    "DevStackConfig",
+    "DevStackProcess",
+    "ServiceSpec",
+    "free_port_block",
+    "run_dev_stack",
+]
 
 _COLOURS = ("\033[36m", "\033[35m", "\033[33m", "\033[32m", "\033[34m", "\033[31m", "\033[37m")
 _RESET = "\033[0m"
@@ -354,3 +362,99 @@ def _settings_from(env: dict[str, str]) -> PulseSettings:
     finally:
         os.environ.clear()
         os.environ.update(saved)
+
+
+def free_port_block(size: int) -> int:
+    """A base port followed by ``size - 1`` more free ports (for the workers' ops ports)."""
+    for _ in range(100):
+        base = free_port()
+        if base + size > 65535:  # noqa: PLR2004 - highest TCP port
+            continue
+        if all(_bindable(p) for p in range(base, base + size)):
+            return base
+    raise RuntimeError(f"no block of {size} free ports found")
+
+
+def _bindable(port: int) -> bool:
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+class DevStackProcess:
+    """``pulse dev`` as a child process on free ports, for tests and benchmarks.
+
+    ``start()`` returns once the launcher printed ``ready``; ``stop()`` sends SIGTERM and
+    returns the exit code.
+    """
+
+    def __init__(self, log_path: Path, *, redis_url: str | None = None, prefix: str = "") -> None:
+        self.log_path = log_path
+        self.emulator_port, self.ingest_port, self.gateway_port = (free_port() for _ in range(3))
+        self.ops_port_base = free_port_block(3)
+        self.prefix = prefix or f"dev{os.getpid()}-"
+        self.redis_url = redis_url
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def ingest_url(self) -> str:
+        return f"http://127.0.0.1:{self.ingest_port}"
+
+    @property
+    def gateway_url(self) -> str:
+        return f"ws://127.0.0.1:{self.gateway_port}/ws"
+
+    @property
+    def ports(self) -> list[int]:
+        ops = self.ops_port_base
+        return [self.emulator_port, self.ingest_port, self.gateway_port, ops, ops + 1, ops + 2]
+
+    def start(self, *, timeout: float = 120.0, extra_args: list[str] | None = None) -> None:
+        argv = [
+            sys.executable,
+            "-m",
+            "pulse.cli",
+            "dev",
+            "--emulator-port",
+            str(self.emulator_port),
+            "--ingest-port",
+            str(self.ingest_port),
+            "--gateway-port",
+            str(self.gateway_port),
+            "--ops-port-base",
+            str(self.ops_port_base),
+            "--resource-prefix",
+            self.prefix,
+            "--redis-prefix",
+            f"pulse:{self.prefix}",
+            *(["--redis-url", self.redis_url] if self.redis_url else []),
+            *(extra_args or []),
+        ]
+        env = dict(os.environ)
+        env.pop("AWS_ENDPOINT_URL", None)
+        with self.log_path.open("wb") as out:
+            self.proc = subprocess.Popen(  # noqa: S603 - our own interpreter and CLI
+                argv, stdout=out, stderr=subprocess.STDOUT, env=env
+            )
+        deadline = time.monotonic() + timeout
+        while b"\nready\n" not in self.log_path.read_bytes():
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                self.kill()
+                raise RuntimeError(f"pulse dev did not become ready:\n{self.logs()[-6000:]}")
+            time.sleep(0.2)
+
+    def logs(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self, timeout: float = 60.0) -> int:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(timeout=timeout)
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
