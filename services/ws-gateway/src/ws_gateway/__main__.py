@@ -1,0 +1,58 @@
+"""``python -m ws_gateway``: the WebSocket gateway on PULSE_HTTP_PORT (8090)."""
+
+from __future__ import annotations
+
+import asyncio
+
+import redis.asyncio as aioredis
+
+from pulse.channels import ChannelKeys
+from pulse.clients import redis_client
+from pulse.logging import get_logger
+from pulse.service import Lifecycle, run_service
+from ws_gateway.history import ChannelHistory
+from ws_gateway.live import LiveHub
+from ws_gateway.server import Gateway
+from ws_gateway.settings import GatewaySettings, load_gateway_settings
+
+log = get_logger("ws_gateway")
+
+
+async def serve(lifecycle: Lifecycle) -> None:
+    settings = lifecycle.settings
+    if not isinstance(settings, GatewaySettings):  # run_service passes what main() loaded
+        raise TypeError("ws-gateway needs GatewaySettings")
+    keys = ChannelKeys(settings.redis_prefix)
+    redis = redis_client(settings)
+    lifecycle.add_check("redis", redis.ping)
+    # The pub/sub connection gets a client of its own, without redis-py's health checks.
+    hub = LiveHub(
+        aioredis.Redis.from_url(
+            settings.redis_url, socket_connect_timeout=5, socket_keepalive=True
+        ),
+        keys,
+    )
+    await hub.start()
+    history = ChannelHistory(redis, keys, batch_size=settings.replay_batch_size)
+    gateway = Gateway(settings, lifecycle, hub, history)
+    server = await gateway.start()
+    log.info("ws-gateway listening", host=settings.http_host, port=settings.http_port)
+    try:
+        await lifecycle.stopping.wait()
+    finally:
+        # Stop accepting, close every connection with 1001 so clients reconnect elsewhere.
+        server.close()
+        try:
+            await asyncio.wait_for(server.wait_closed(), settings.shutdown_grace_seconds)
+        except TimeoutError:
+            log.warning("connections still open after the grace period")
+        await hub.close()
+        await redis.aclose()
+
+
+def main() -> None:
+    raise SystemExit(run_service(load_gateway_settings, serve, package="pulse-ws-gateway"))
+
+
+if __name__ == "__main__":
+    main()

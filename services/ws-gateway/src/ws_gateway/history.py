@@ -1,0 +1,88 @@
+"""Reads of a channel's bounded history (a Redis stream written by pulse.channels)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from redis.exceptions import ResponseError
+
+from ws_gateway.offsets import ZERO, StreamId, is_recovered
+from ws_gateway.protocol import event_frame
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator
+
+    import redis.asyncio as aioredis
+
+    from pulse.channels import ChannelKeys
+
+__all__ = ["ChannelHistory", "HistorySnapshot"]
+
+
+@dataclass(frozen=True)
+class HistorySnapshot:
+    """What a channel's stream holds at one moment (``last_generated`` None: no stream)."""
+
+    first: StreamId | None
+    last: StreamId | None
+    last_generated: StreamId | None
+    trimmed: bool
+
+    @property
+    def latest(self) -> StreamId:
+        """The channel's latest offset, ``0-0`` when it holds nothing."""
+        return self.last or ZERO
+
+    def recovers(self, since: StreamId) -> bool:
+        return is_recovered(
+            since, first=self.first, last_generated=self.last_generated, trimmed=self.trimmed
+        )
+
+
+def _text(value: object) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _entry_id(entry: Any) -> StreamId | None:
+    return StreamId.parse(_text(entry[0])) if entry else None
+
+
+class ChannelHistory:
+    def __init__(self, redis: aioredis.Redis, keys: ChannelKeys, *, batch_size: int) -> None:
+        self._redis = redis
+        self._keys = keys
+        self._batch = batch_size
+
+    async def snapshot(self, channel: str) -> HistorySnapshot:
+        try:
+            info: dict[str, Any] = await self._redis.xinfo_stream(self._keys.history(channel))
+        except ResponseError as exc:
+            if "no such key" not in str(exc).lower():
+                raise
+            return HistorySnapshot(first=None, last=None, last_generated=None, trimmed=False)
+        return HistorySnapshot(
+            first=_entry_id(info.get("first-entry")),
+            last=_entry_id(info.get("last-entry")),
+            last_generated=StreamId.parse(_text(info["last-generated-id"])),
+            trimmed=int(info.get("entries-added", 0)) > int(info["length"]),
+        )
+
+    async def frames_between(
+        self, channel: str, after: StreamId, upto: StreamId
+    ) -> AsyncIterator[list[str]]:
+        """Event frames for the entries in ``(after, upto]``, oldest first, in batches."""
+        key = self._keys.history(channel)
+        cursor = after
+        while cursor < upto:
+            entries = await self._redis.xrange(key, f"({cursor}", str(upto), count=self._batch)
+            if not entries:
+                return
+            frames = []
+            for raw_id, fields in entries:
+                offset = _text(raw_id)
+                event = fields.get(b"e") if fields else None
+                if event is not None:
+                    frames.append(event_frame(channel, offset, _text(event)))
+                cursor = StreamId.parse(offset)
+            yield frames

@@ -1,0 +1,167 @@
+"""Live delivery: one Redis pub/sub connection per process, fanned out to local subscribers.
+
+Each channel has one Redis subscription, reference-counted over the local subscribers: the
+first subscriber subscribes, the last one unsubscribes. A published frame is decoded once
+and the same ``str`` is handed to every subscriber's synchronous :meth:`Subscriber.deliver`,
+which must not block (it queues the frame for the connection's writer).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections import deque
+from typing import TYPE_CHECKING, Any, Final, Protocol
+
+from pulse.logging import get_logger
+from ws_gateway.metrics import REDIS_CHANNELS
+
+if TYPE_CHECKING:
+    import redis.asyncio as aioredis
+    from redis.asyncio.client import PubSub
+
+    from pulse.channels import ChannelKeys
+
+__all__ = ["LiveHub", "Subscriber"]
+
+log = get_logger("ws_gateway.live")
+_RETRY_DELAY_SECONDS: Final = 1.0
+
+
+class Subscriber(Protocol):
+    def deliver(self, channel: str, frame: str) -> None:
+        """Take one live frame; must not block or await."""
+
+
+class LiveHub:
+    def __init__(
+        self,
+        redis: aioredis.Redis,
+        keys: ChannelKeys,
+        *,
+        subscribe_timeout: float = 5.0,
+        ping_interval: float = 30.0,
+    ) -> None:
+        # ``redis`` must be a client of its own with health checks off: the pub/sub
+        # connection is read only by the reader task (redis-py would otherwise read a PING
+        # reply from another task while the reader is waiting).
+        self._redis = redis
+        self._pubsub: PubSub = redis.pubsub()
+        self._live_prefix = keys.live("")
+        self._keys = keys
+        self._subscribe_timeout = subscribe_timeout
+        self._ping_interval = ping_interval
+        self._subscribers: dict[str, set[Subscriber]] = {}
+        self._ready: dict[str, asyncio.Future[None]] = {}
+        # Futures waiting for Redis to confirm a SUBSCRIBE, per live key, in send order.
+        self._confirmations: dict[str, deque[asyncio.Future[None]]] = {}
+        self._tasks: list[asyncio.Task[None]] = []
+
+    async def start(self) -> None:
+        await self._pubsub.connect()  # type: ignore[no-untyped-call]
+        self._tasks = [
+            asyncio.create_task(self._read_loop(), name="live-reader"),
+            asyncio.create_task(self._ping_loop(), name="live-ping"),
+        ]
+
+    async def close(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        await self._pubsub.aclose()  # type: ignore[no-untyped-call]
+        await self._redis.aclose()
+
+    @property
+    def channel_count(self) -> int:
+        return len(self._subscribers)
+
+    async def add(self, channel: str, subscriber: Subscriber) -> None:
+        """Deliver ``channel``'s live frames to ``subscriber``; returns once Redis listens."""
+        subscribers = self._subscribers.get(channel)
+        if subscribers is None:
+            subscribers = self._subscribers[channel] = set()
+            live_key = self._keys.live(channel)
+            ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            self._ready[channel] = ready
+            self._confirmations.setdefault(live_key, deque()).append(ready)
+            REDIS_CHANNELS.set(len(self._subscribers))
+            subscribers.add(subscriber)
+            try:
+                await self._pubsub.subscribe(live_key)
+            except Exception:
+                self._forget_confirmation(live_key, ready)
+                await self.remove(channel, subscriber)
+                raise
+        else:
+            subscribers.add(subscriber)
+            ready = self._ready[channel]
+        try:
+            await asyncio.wait_for(asyncio.shield(ready), self._subscribe_timeout)
+        except Exception:
+            await self.remove(channel, subscriber)
+            raise
+
+    async def remove(self, channel: str, subscriber: Subscriber) -> None:
+        subscribers = self._subscribers.get(channel)
+        if subscribers is None:
+            return
+        subscribers.discard(subscriber)
+        if subscribers:
+            return
+        del self._subscribers[channel]
+        self._ready.pop(channel, None)
+        REDIS_CHANNELS.set(len(self._subscribers))
+        try:
+            await self._pubsub.unsubscribe(self._keys.live(channel))
+        except Exception as exc:  # the reconnect resubscribes only to channels still held
+            log.warning("redis unsubscribe failed", channel=channel, error=str(exc))
+
+    async def _read_loop(self) -> None:
+        while True:
+            try:
+                message = await self._pubsub.get_message(timeout=None)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("redis pub/sub read failed", error=str(exc))
+                await asyncio.sleep(_RETRY_DELAY_SECONDS)
+                continue
+            if message is not None:
+                self._on_message(message)
+
+    def _on_message(self, message: dict[str, Any]) -> None:
+        kind = message["type"]
+        if kind == "message":
+            channel = message["channel"].decode().removeprefix(self._live_prefix)
+            subscribers = self._subscribers.get(channel)
+            if subscribers:
+                frame: str = message["data"].decode()
+                for subscriber in subscribers:
+                    subscriber.deliver(channel, frame)
+        elif kind == "subscribe":
+            live_key = message["channel"].decode()
+            waiting = self._confirmations.get(live_key)
+            if waiting:
+                ready = waiting.popleft()
+                if not waiting:
+                    del self._confirmations[live_key]
+                if not ready.done():
+                    ready.set_result(None)
+
+    def _forget_confirmation(self, live_key: str, ready: asyncio.Future[None]) -> None:
+        waiting = self._confirmations.get(live_key)
+        if waiting is not None and ready in waiting:
+            waiting.remove(ready)
+            if not waiting:
+                del self._confirmations[live_key]
+
+    async def _ping_loop(self) -> None:
+        # Traffic on an idle pub/sub connection, so a dead one fails and reconnects.
+        while True:
+            await asyncio.sleep(self._ping_interval)
+            try:
+                await self._pubsub.ping()
+            except Exception as exc:
+                log.warning("redis pub/sub ping failed", error=str(exc))

@@ -1,0 +1,40 @@
+"""The gateway's Prometheus metrics (KUBERNETES.md: gateway connections and messages sent)."""
+
+from __future__ import annotations
+
+from typing import Final
+
+from prometheus_client import Counter, Gauge, Histogram
+
+__all__ = [
+    "AUTH_FAILURES",
+    "CONNECTIONS",
+    "CONNECTION_DURATION",
+    "MESSAGES_SENT",
+    "REDIS_CHANNELS",
+    "SLOW_CONSUMER_CLOSES",
+    "SUBSCRIPTIONS",
+]
+
+AUTH_REASONS: Final = ("missing", "invalid", "expired")
+
+CONNECTIONS = Gauge("pulse_ws_connections", "Open WebSocket connections")
+MESSAGES_SENT = Counter("pulse_ws_messages_sent_total", "Frames written to WebSocket clients")
+SUBSCRIPTIONS = Gauge("pulse_ws_subscriptions", "Channel subscriptions of open connections")
+REDIS_CHANNELS = Gauge(
+    "pulse_ws_redis_channels", "Redis pub/sub channels this process is subscribed to"
+)
+AUTH_FAILURES = Counter(
+    "pulse_ws_auth_failures_total", "Connections refused at the handshake", ["reason"]
+)
+SLOW_CONSUMER_CLOSES = Counter(
+    "pulse_ws_slow_consumer_closes_total", "Connections closed because their send queue was full"
+)
+CONNECTION_DURATION = Histogram(
+    "pulse_ws_connection_duration_seconds",
+    "How long WebSocket connections stayed open",
+    buckets=(1, 5, 15, 60, 300, 900, 3600, 4 * 3600, 24 * 3600),
+)
+
+for _reason in AUTH_REASONS:
+    AUTH_FAILURES.labels(_reason)

@@ -1,0 +1,167 @@
+"""The gateway's WebSocket protocol (DESIGN.md "ws-gateway"): text frames, JSON. No I/O.
+
+Client frames::
+
+    {"op":"subscribe","channel":C,"since":OFFSET?}
+    {"op":"unsubscribe","channel":C}
+    {"op":"ping"}
+
+Server frames::
+
+    {"op":"subscribed","channel":C,"offset":O,"recovered":bool}
+    {"op":"unsubscribed","channel":C}
+    {"op":"event","channel":C,"offset":O,"event":CLOUDEVENT}   (built by pulse.channels)
+    {"op":"error","code":CODE,"message":TEXT,"channel":C?}
+    {"op":"pong"}
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from typing import Any, Final
+
+import orjson
+
+from ws_gateway.offsets import StreamId
+
+__all__ = [
+    "ClientFrame",
+    "ErrorCode",
+    "FrameError",
+    "Ping",
+    "Subscribe",
+    "Unsubscribe",
+    "error_frame",
+    "event_frame",
+    "parse_client_frame",
+    "pong_frame",
+    "subscribed_frame",
+    "unsubscribed_frame",
+]
+
+_MAX_CHANNEL_CHARS: Final = 256
+
+
+class ErrorCode(enum.StrEnum):
+    FORBIDDEN = "forbidden"
+    BAD_REQUEST = "bad_request"
+    UNKNOWN_OP = "unknown_op"
+    UNKNOWN_CHANNEL = "unknown_channel"
+    NOT_SUBSCRIBED = "not_subscribed"
+    TOO_LARGE = "too_large"
+    LIMIT_EXCEEDED = "limit_exceeded"
+    UNAVAILABLE = "unavailable"
+
+
+class FrameError(Exception):
+    """A client frame the gateway refuses; answered with an error frame, never a close."""
+
+    def __init__(self, code: ErrorCode, message: str, channel: str | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.channel = channel
+
+
+@dataclass(frozen=True)
+class Subscribe:
+    channel: str
+    since: StreamId | None = None
+
+
+@dataclass(frozen=True)
+class Unsubscribe:
+    channel: str
+
+
+@dataclass(frozen=True)
+class Ping:
+    pass
+
+
+ClientFrame = Subscribe | Unsubscribe | Ping
+
+
+def parse_client_frame(text: str | bytes) -> ClientFrame:
+    """Parse one client frame; raises :class:`FrameError` (bad_request / unknown_op)."""
+    if isinstance(text, bytes):
+        raise FrameError(ErrorCode.BAD_REQUEST, "binary frames are not supported; send JSON text")
+    try:
+        data: Any = orjson.loads(text)
+    except orjson.JSONDecodeError:
+        raise FrameError(ErrorCode.BAD_REQUEST, "frame is not valid JSON") from None
+    if not isinstance(data, dict):
+        raise FrameError(ErrorCode.BAD_REQUEST, "frame must be a JSON object")
+    op = data.get("op")
+    if not isinstance(op, str):
+        raise FrameError(ErrorCode.BAD_REQUEST, '"op" must be a string')
+    if op == "ping":
+        return Ping()
+    if op == "subscribe":
+        channel = _channel(data)
+        return Subscribe(channel, _since(data, channel))
+    if op == "unsubscribe":
+        return Unsubscribe(_channel(data))
+    raise FrameError(ErrorCode.UNKNOWN_OP, f"unknown op {op[:40]!r}")
+
+
+def _channel(data: dict[str, Any]) -> str:
+    channel = data.get("channel")
+    if not isinstance(channel, str) or not channel:
+        raise FrameError(ErrorCode.BAD_REQUEST, '"channel" must be a non-empty string')
+    if len(channel) > _MAX_CHANNEL_CHARS:
+        raise FrameError(ErrorCode.BAD_REQUEST, '"channel" is too long')
+    return channel
+
+
+def _since(data: dict[str, Any], channel: str) -> StreamId | None:
+    since = data.get("since")
+    if since is None:
+        return None
+    if not isinstance(since, str):
+        raise FrameError(ErrorCode.BAD_REQUEST, '"since" must be an offset string', channel)
+    try:
+        return StreamId.parse(since)
+    except ValueError:
+        raise FrameError(
+            ErrorCode.BAD_REQUEST, '"since" is not a channel offset', channel
+        ) from None
+
+
+def _dump(frame: dict[str, Any]) -> str:
+    return orjson.dumps(frame).decode()
+
+
+def subscribed_frame(channel: str, offset: StreamId, *, recovered: bool) -> str:
+    return _dump(
+        {"op": "subscribed", "channel": channel, "offset": str(offset), "recovered": recovered}
+    )
+
+
+def unsubscribed_frame(channel: str) -> str:
+    return _dump({"op": "unsubscribed", "channel": channel})
+
+
+def error_frame(code: ErrorCode, message: str, channel: str | None = None) -> str:
+    frame: dict[str, Any] = {"op": "error", "code": str(code), "message": message}
+    if channel is not None:
+        frame["channel"] = channel
+    return _dump(frame)
+
+
+def pong_frame() -> str:
+    return '{"op":"pong"}'
+
+
+def event_frame(channel: str, offset: str, event_json: str) -> str:
+    """The event frame for a history entry, byte-identical to the one pulse.channels publishes."""
+    return (
+        '{"op":"event","channel":'
+        + orjson.dumps(channel).decode()
+        + ',"offset":"'
+        + offset
+        + '","event":'
+        + event_json
+        + "}"
+    )

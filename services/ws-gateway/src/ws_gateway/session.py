@@ -1,0 +1,107 @@
+"""The state of one client connection: its claims and its channels. Pure, no I/O.
+
+A subscription goes through two states. While *pending* (the gateway is subscribing to
+Redis and replaying history) live frames for the channel are buffered. When the gateway
+completes it with a *floor* offset (the newest entry it read from history), the buffered
+frames newer than the floor are released, and later live frames at or below the floor are
+dropped, so history and live join with no gap and no duplicate.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from ws_gateway.authz import Access, authorize_channel
+from ws_gateway.offsets import StreamId, frame_offset
+from ws_gateway.protocol import ErrorCode, FrameError, Subscribe
+
+if TYPE_CHECKING:
+    from pulse.auth import Claims
+
+__all__ = ["BufferOverflowError", "Session"]
+
+
+class BufferOverflowError(Exception):
+    """More live frames arrived during a replay than the connection may buffer."""
+
+
+@dataclass
+class _ChannelState:
+    pending: bool = True
+    buffer: list[str] = field(default_factory=list)
+    # Live frames at or below this offset were already sent from history; None once passed.
+    floor: StreamId | None = None
+
+
+class Session:
+    def __init__(self, claims: Claims, *, max_subscriptions: int, buffer_limit: int) -> None:
+        self.claims = claims
+        self._max_subscriptions = max_subscriptions
+        self._buffer_limit = buffer_limit
+        self._channels: dict[str, _ChannelState] = {}
+
+    @property
+    def channels(self) -> list[str]:
+        return list(self._channels)
+
+    def is_subscribed(self, channel: str) -> bool:
+        return channel in self._channels
+
+    def begin_subscribe(self, frame: Subscribe) -> None:
+        """Authorise ``frame`` and mark its channel pending; raises :class:`FrameError`."""
+        channel = frame.channel
+        access = authorize_channel(self.claims, channel)
+        if access is Access.UNKNOWN_CHANNEL:
+            raise FrameError(ErrorCode.UNKNOWN_CHANNEL, "no such channel", channel)
+        if access is Access.FORBIDDEN:
+            raise FrameError(ErrorCode.FORBIDDEN, "not allowed to subscribe", channel)
+        if channel in self._channels:
+            raise FrameError(ErrorCode.BAD_REQUEST, "already subscribed", channel)
+        if len(self._channels) >= self._max_subscriptions:
+            raise FrameError(
+                ErrorCode.LIMIT_EXCEEDED,
+                f"at most {self._max_subscriptions} subscriptions per connection",
+                channel,
+            )
+        self._channels[channel] = _ChannelState()
+
+    def complete_subscribe(self, channel: str, floor: StreamId) -> list[str]:
+        """Make ``channel`` live; returns the buffered frames newer than ``floor``."""
+        state = self._channels[channel]
+        state.pending = False
+        state.floor = floor
+        buffered, state.buffer = state.buffer, []
+        return [f for f in buffered if self._passes_floor(state, f)]
+
+    def unsubscribe(self, channel: str) -> bool:
+        """Forget ``channel``; False if it was not subscribed."""
+        return self._channels.pop(channel, None) is not None
+
+    def on_live(self, channel: str, frame: str) -> str | None:
+        """The frame to send for a live message, or None (not subscribed, buffered, duplicate).
+
+        Raises :class:`BufferOverflowError` when a pending channel's buffer is full.
+        """
+        state = self._channels.get(channel)
+        if state is None:
+            return None
+        if state.pending:
+            if len(state.buffer) >= self._buffer_limit:
+                raise BufferOverflowError(channel)
+            state.buffer.append(frame)
+            return None
+        if state.floor is None or self._passes_floor(state, frame):
+            return frame
+        return None
+
+    @staticmethod
+    def _passes_floor(state: _ChannelState, frame: str) -> bool:
+        if state.floor is None:
+            return True
+        offset = frame_offset(frame)
+        if offset is None or offset > state.floor:
+            # Offsets only grow on a channel: once one passes, every later one does too.
+            state.floor = None
+            return True
+        return False
