@@ -1,0 +1,252 @@
+"""The OpenAPI 3.1 document of the ingest API, built from the pydantic models it validates with."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic.json_schema import models_json_schema
+
+from ingest.problems import PROBLEM_BASE, PROBLEM_CONTENT_TYPE, ProblemDocument
+from ingest.validation import (
+    DEFAULT_MAX_AMOUNT,
+    IDEMPOTENCY_KEY_PATTERN,
+    PaymentRequest,
+    amount_pattern,
+)
+from pulse.events import CloudEvent  # noqa: TC001 - pydantic resolves field types at runtime
+
+if TYPE_CHECKING:
+    from decimal import Decimal
+
+__all__ = ["Payment", "PaymentEvents", "openapi_document"]
+
+_REF = "#/components/schemas/{model}"
+
+
+class Payment(BaseModel):
+    """A payment as the API shows it."""
+
+    model_config = ConfigDict(title="Payment")
+
+    payment_id: str = Field(json_schema_extra={"format": "uuid"})
+    account_id: str
+    amount: str = Field(
+        description="Two-place decimal string.", json_schema_extra={"examples": ["12.50"]}
+    )
+    currency: str
+    merchant_id: str
+    country: str | None = None
+    metadata: dict[str, str] | None = None
+    status: Literal["PENDING", "APPROVED", "REVIEW", "DECLINED"]
+    created_at: str = Field(description="ISO-8601 UTC with milliseconds.")
+    updated_at: str
+    fraud_score: float | None = None
+    fraud_reasons: list[str] | None = None
+    decided_at: str | None = None
+
+
+class PaymentEvents(BaseModel):
+    """A payment's audit trail, oldest first."""
+
+    model_config = ConfigDict(title="PaymentEvents")
+
+    payment_id: str = Field(json_schema_extra={"format": "uuid"})
+    events: list[CloudEvent]
+
+
+def _schemas() -> dict[str, Any]:
+    _, top = models_json_schema(
+        [
+            (PaymentRequest, "validation"),
+            (Payment, "serialization"),
+            (PaymentEvents, "serialization"),
+            (ProblemDocument, "serialization"),
+        ],
+        ref_template=_REF,
+    )
+    schemas: dict[str, Any] = top["$defs"]
+    return schemas
+
+
+def _ref(name: str) -> dict[str, str]:
+    return {"$ref": _REF.format(model=name)}
+
+
+def _problem(description: str) -> dict[str, Any]:
+    return {
+        "description": description,
+        "content": {PROBLEM_CONTENT_TYPE: {"schema": _ref("ProblemDocument")}},
+    }
+
+
+def _json(description: str, schema: dict[str, Any]) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+_PAYMENT_ID = {
+    "name": "payment_id",
+    "in": "path",
+    "required": True,
+    "schema": {"type": "string", "format": "uuid"},
+}
+_TRACEPARENT_HEADER = {
+    "description": "The W3C trace context the payment travels under.",
+    "schema": {"type": "string"},
+}
+
+
+def _create_operation(max_body_bytes: int, max_amount: Decimal) -> dict[str, Any]:
+    return {
+        "operationId": "createPayment",
+        "summary": "Create a payment",
+        "description": (
+            "Validates the payment and writes it once (PENDING). With an `Idempotency-Key` "
+            "the same key and body answer with the payment as first created and "
+            "`Idempotent-Replayed: true`; the same key with another body is refused (422, "
+            f"type {PROBLEM_BASE}idempotency-key-reused). Amounts must be greater than 0 "
+            f"and at most {max_amount}; bodies larger than {max_body_bytes} bytes get 413."
+        ),
+        "parameters": [
+            {
+                "name": "Idempotency-Key",
+                "in": "header",
+                "required": False,
+                "schema": {
+                    "type": "string",
+                    "minLength": 1,
+                    "maxLength": 255,
+                    "pattern": IDEMPOTENCY_KEY_PATTERN,
+                },
+            },
+            {
+                "name": "traceparent",
+                "in": "header",
+                "required": False,
+                "description": "W3C trace context; a new one is started when absent or invalid.",
+                "schema": {"type": "string"},
+            },
+        ],
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": _ref("PaymentRequest")}},
+        },
+        "responses": {
+            "201": {
+                "description": "Created (or replayed for a repeated Idempotency-Key).",
+                "headers": {
+                    "Location": {"schema": {"type": "string"}},
+                    "Idempotent-Replayed": {
+                        "description": "Present (true) when this is a replay.",
+                        "schema": {"type": "string", "enum": ["true"]},
+                    },
+                    "traceparent": _TRACEPARENT_HEADER,
+                },
+                "content": {"application/json": {"schema": _ref("Payment")}},
+            },
+            "400": _problem("Malformed JSON or an invalid Idempotency-Key."),
+            "413": _problem("The body is larger than the limit."),
+            "415": _problem("The body is not application/json."),
+            "422": _problem("Invalid fields, or an Idempotency-Key reused with another body."),
+            "500": _problem("Unexpected error."),
+            "503": _problem("DynamoDB is throttling or unreachable; retry later."),
+        },
+    }
+
+
+def openapi_document(
+    *, max_body_bytes: int = 16 * 1024, max_amount: Decimal = DEFAULT_MAX_AMOUNT
+) -> dict[str, Any]:
+    """The OpenAPI 3.1 document, with the limits of this deployment."""
+    schemas = _schemas()
+    amount = schemas["PaymentRequest"]["properties"]["amount"]
+    amount["anyOf"][0]["pattern"] = amount_pattern(max_amount)
+    amount["anyOf"][1]["maximum"] = float(max_amount)
+    not_found = _problem("No such payment (or the id is not a UUID).")
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "Pulse ingest API",
+            "version": "1.0.0",
+            "description": "Create and read payments, and read a payment's audit trail. "
+            "Errors are RFC 9457 problem details (application/problem+json).",
+        },
+        "paths": {
+            "/v1/payments": {"post": _create_operation(max_body_bytes, max_amount)},
+            "/v1/payments/{payment_id}": {
+                "get": {
+                    "operationId": "getPayment",
+                    "summary": "Read a payment",
+                    "parameters": [_PAYMENT_ID],
+                    "responses": {
+                        "200": _json("The payment.", _ref("Payment")),
+                        "404": not_found,
+                        "500": _problem("Unexpected error."),
+                        "503": _problem("DynamoDB unavailable."),
+                    },
+                }
+            },
+            "/v1/payments/{payment_id}/events": {
+                "get": {
+                    "operationId": "getPaymentEvents",
+                    "summary": "A payment's audit trail, oldest first",
+                    "parameters": [_PAYMENT_ID],
+                    "responses": {
+                        "200": _json("The payment's CloudEvents.", _ref("PaymentEvents")),
+                        "404": not_found,
+                        "500": _problem("Unexpected error."),
+                        "503": _problem("DynamoDB unavailable."),
+                    },
+                }
+            },
+            "/openapi.json": {
+                "get": {
+                    "operationId": "getOpenApi",
+                    "summary": "This document",
+                    "responses": {"200": _json("OpenAPI 3.1", {"type": "object"})},
+                }
+            },
+            "/healthz": {
+                "get": {
+                    "operationId": "getHealth",
+                    "summary": "Liveness (checks no dependency)",
+                    "responses": {"200": _json("Alive.", _ref("Status"))},
+                }
+            },
+            "/readyz": {
+                "get": {
+                    "operationId": "getReadiness",
+                    "summary": "Readiness (DynamoDB tables reachable and ACTIVE)",
+                    "responses": {
+                        "200": _json("Ready.", _ref("Status")),
+                        "503": _json("Not ready.", _ref("Status")),
+                    },
+                }
+            },
+            "/metrics": {
+                "get": {
+                    "operationId": "getMetrics",
+                    "summary": "Prometheus metrics",
+                    "responses": {
+                        "200": {
+                            "description": "Prometheus text format.",
+                            "content": {"text/plain": {"schema": {"type": "string"}}},
+                        }
+                    },
+                }
+            },
+        },
+        "components": {
+            "schemas": {
+                **schemas,
+                "Status": {
+                    "type": "object",
+                    "required": ["status"],
+                    "properties": {
+                        "status": {"type": "string"},
+                        "checks": {"type": "object", "additionalProperties": {"type": "string"}},
+                    },
+                },
+            }
+        },
+    }

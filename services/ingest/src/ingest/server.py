@@ -1,0 +1,284 @@
+"""The ingest HTTP API (aiohttp): create and read payments, the audit trail, the OpenAPI spec.
+
+Handlers parse with :mod:`ingest.validation`, build items with :mod:`ingest.records` and talk
+to DynamoDB only through :class:`ingest.store.PaymentStore`. Every error leaves as an RFC 9457
+problem (:mod:`ingest.problems`); unexpected exceptions are logged with their traceback and
+answered with a bare 500 problem.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING, Any, Final
+
+import orjson
+from aiohttp import web
+
+from ingest.metrics import PAYMENTS_CREATED, PAYMENTS_REJECTED, REJECTION_REASONS
+from ingest.openapi import openapi_document
+from ingest.problems import PROBLEM_CONTENT_TYPE, Problem, not_found
+from ingest.records import created_payment, new_item
+from ingest.settings import IngestSettings, load_ingest_settings
+from ingest.store import PaymentStore
+from ingest.validation import (
+    PaymentRequest,
+    parse_idempotency_key,
+    parse_payment_id,
+    parse_payment_request,
+    parse_traceparent,
+    payment_id_for_key,
+    request_hash,
+)
+from pulse.clients import aws_client
+from pulse.errors import RetryableError
+from pulse.events import new_traceparent, utc_now
+from pulse.logging import event_context, get_logger
+from pulse.metrics import http_metrics_middleware
+from pulse.payments import item_from_image, payment_from_item
+from pulse.service import Lifecycle, add_ops_routes, start_http_app
+
+if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable
+
+__all__ = ["create_app", "serve"]
+
+log = get_logger("ingest.server")
+
+IDEMPOTENCY_HEADER: Final = "Idempotency-Key"
+REPLAYED_HEADER: Final = "Idempotent-Replayed"
+TRACEPARENT_HEADER: Final = "traceparent"
+_HOP_HEADERS: Final = frozenset({"content-type", "content-length"})
+
+
+def _render(problem: Problem) -> web.Response:
+    headers = {k: v for k, v in problem.headers.items() if k.lower() not in _HOP_HEADERS}
+    return web.Response(
+        body=problem.body(),
+        status=problem.status,
+        content_type=PROBLEM_CONTENT_TYPE,
+        headers=headers,
+    )
+
+
+def _from_http_exception(exc: web.HTTPException) -> Problem:
+    if isinstance(exc, web.HTTPRequestEntityTooLarge):
+        return _too_large(exc.text or "")
+    problem = Problem.from_status(exc.status)
+    problem.headers = {k: v for k, v in exc.headers.items() if k.lower() not in _HOP_HEADERS}
+    return problem
+
+
+def _too_large(detail: str) -> Problem:
+    return Problem(413, "payload-too-large", "Payload too large", detail)
+
+
+@web.middleware
+async def problem_middleware(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    """Render every error as ``application/problem+json``; never leak a stack trace."""
+    try:
+        return await handler(request)
+    except Problem as problem:
+        return _render(problem)
+    except web.HTTPException as exc:
+        if exc.status < 400:  # noqa: PLR2004 - redirects pass through
+            raise
+        return _render(_from_http_exception(exc))
+    except RetryableError as exc:
+        log.warning("dependency unavailable", error=str(exc), path=request.path)
+        return _render(
+            Problem(
+                503,
+                "unavailable",
+                "Service unavailable",
+                "a dependency is busy or unreachable; retry later",
+                headers={"Retry-After": "1"},
+            )
+        )
+    except Exception:
+        log.exception("unexpected error", method=request.method, path=request.path)
+        return _render(Problem(500, "internal", "Internal server error"))
+
+
+def _json(payload: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
+    return web.Response(
+        body=orjson.dumps(payload),
+        status=status,
+        content_type="application/json",
+        headers=headers,
+    )
+
+
+def _is_json(content_type: str) -> bool:
+    return content_type == "application/json" or (
+        content_type.startswith("application/") and content_type.endswith("+json")
+    )
+
+
+def _require_json(content_type: str) -> None:
+    if not _is_json(content_type):
+        raise Problem(
+            415,
+            "unsupported-media-type",
+            "Unsupported media type",
+            "send the payment as application/json",
+            headers={"Accept-Post": "application/json"},
+        )
+
+
+class PaymentsApi:
+    """The handlers of ``/v1/payments``."""
+
+    def __init__(self, settings: IngestSettings, store: PaymentStore) -> None:
+        self._settings = settings
+        self._store = store
+
+    async def _parse(self, request: web.Request) -> tuple[PaymentRequest, str | None]:
+        """The validated body and idempotency key; counts and re-raises every refusal."""
+        limit = self._settings.max_body_bytes
+        try:
+            _require_json(request.content_type)
+            length = request.content_length
+            if length is not None and length > limit:
+                raise _too_large(f"the body is {length} bytes; at most {limit} are accepted")
+            try:
+                raw = await request.read()
+            except web.HTTPRequestEntityTooLarge:
+                raise _too_large(f"the body is larger than {limit} bytes") from None
+            key = parse_idempotency_key(request.headers.get(IDEMPOTENCY_HEADER))
+            body = parse_payment_request(raw, max_amount=self._settings.max_amount)
+        except Problem as problem:
+            if problem.slug in REJECTION_REASONS:
+                PAYMENTS_REJECTED.labels(problem.slug).inc()
+            raise
+        return body, key
+
+    async def create(self, request: web.Request) -> web.Response:
+        """``POST /v1/payments``: one conditional PutItem; a refused put tells replay from reuse."""
+        body, key = await self._parse(request)
+        traceparent = parse_traceparent(request.headers.get(TRACEPARENT_HEADER))
+        traceparent = traceparent or new_traceparent()
+        payment_id = payment_id_for_key(key)
+        digest = request_hash(body)
+        item = new_item(
+            body,
+            payment_id=payment_id,
+            request_hash=digest,
+            traceparent=traceparent,
+            idempotency_key=key,
+            now=utc_now(),
+        )
+        with event_context(None, traceparent.split("-")[1], payment_id=payment_id):
+            # A stored item can vanish between the refused put and the read (deleted):
+            # then the put is tried once more.
+            for _ in range(2):
+                if await self._store.put_new(item):
+                    PAYMENTS_CREATED.labels("created").inc()
+                    log.info("payment created", account_id=body.account_id)
+                    return self._created(created_payment(item_from_image(item)), traceparent)
+                stored = await self._store.get(payment_id)
+                if stored is not None:
+                    return self._replay(stored, digest, traceparent)
+        raise Problem(409, "conflict", "Conflict", "the payment changed concurrently; retry")
+
+    def _replay(self, stored: dict[str, Any], digest: str, traceparent: str) -> web.Response:
+        if stored.get("request_hash") != digest:
+            PAYMENTS_CREATED.labels("conflict").inc()
+            log.info("idempotency key reused with another body")
+            raise Problem(
+                422,
+                "idempotency-key-reused",
+                "Idempotency-Key reused",
+                "this Idempotency-Key was already used with a different request body",
+            )
+        PAYMENTS_CREATED.labels("replayed").inc()
+        log.info("payment replayed")
+        original_trace = str(stored.get("traceparent") or traceparent)
+        return self._created(created_payment(stored), original_trace, replayed=True)
+
+    @staticmethod
+    def _created(
+        payment: dict[str, Any], traceparent: str, *, replayed: bool = False
+    ) -> web.Response:
+        headers = {
+            "Location": f"/v1/payments/{payment['payment_id']}",
+            TRACEPARENT_HEADER: traceparent,
+        }
+        if replayed:
+            headers[REPLAYED_HEADER] = "true"
+        return _json(payment, status=201, headers=headers)
+
+    def _payment_id(self, request: web.Request) -> str:
+        payment_id = parse_payment_id(request.match_info["payment_id"])
+        if payment_id is None:
+            raise not_found("payment ids are UUIDs")
+        return payment_id
+
+    async def get(self, request: web.Request) -> web.Response:
+        """``GET /v1/payments/{payment_id}``."""
+        payment_id = self._payment_id(request)
+        item = await self._store.get(payment_id)
+        if item is None:
+            raise not_found(f"no payment {payment_id}")
+        return _json(payment_from_item(item))
+
+    async def events(self, request: web.Request) -> web.Response:
+        """``GET /v1/payments/{payment_id}/events``: the audit trail, oldest first."""
+        payment_id = self._payment_id(request)
+        events = await self._store.events(payment_id, self._settings.max_audit_events)
+        if not events and await self._store.get(payment_id) is None:
+            raise not_found(f"no payment {payment_id}")
+        return _json({"payment_id": payment_id, "events": events})
+
+
+def create_app(
+    settings: IngestSettings, store: PaymentStore, lifecycle: Lifecycle
+) -> web.Application:
+    """The aiohttp application: API routes, ops routes, metrics and problem middleware."""
+    app = web.Application(
+        client_max_size=settings.max_body_bytes,
+        middlewares=[http_metrics_middleware(settings.service_name), problem_middleware],
+    )
+    api = PaymentsApi(settings, store)
+    spec = orjson.dumps(
+        openapi_document(max_body_bytes=settings.max_body_bytes, max_amount=settings.max_amount)
+    )
+
+    async def openapi(_request: web.Request) -> web.Response:
+        return web.Response(body=spec, content_type="application/json")
+
+    app.router.add_post("/v1/payments", api.create)
+    app.router.add_get("/v1/payments/{payment_id}", api.get)
+    app.router.add_get("/v1/payments/{payment_id}/events", api.events)
+    app.router.add_get("/openapi.json", openapi)
+    add_ops_routes(app, lifecycle)
+    return app
+
+
+async def serve(lifecycle: Lifecycle) -> None:
+    """Serve until SIGTERM, then stop listening and let in-flight requests finish."""
+    settings = lifecycle.settings
+    if not isinstance(settings, IngestSettings):
+        settings = load_ingest_settings()
+    # asyncio.to_thread runs boto3 calls in the default executor: bound it to the pool size.
+    loop = asyncio.get_running_loop()
+    loop.set_default_executor(
+        ThreadPoolExecutor(max_workers=settings.aws_concurrency, thread_name_prefix="dynamodb")
+    )
+    ddb = aws_client("dynamodb", settings, max_pool=settings.aws_concurrency)
+    store = PaymentStore(ddb, settings.names)
+    lifecycle.add_check("dynamodb", store.check_tables)
+    app = create_app(settings, store, lifecycle)
+    runner = await start_http_app(
+        app,
+        settings.http_host,
+        settings.http_port,
+        shutdown_timeout=settings.shutdown_grace_seconds,
+    )
+    try:
+        await lifecycle.stopping.wait()
+    finally:
+        log.info("stopping: finishing in-flight requests")
+        await runner.cleanup()

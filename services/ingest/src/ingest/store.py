@@ -1,0 +1,140 @@
+"""DynamoDB access of the ingest service: the thin I/O edge.
+
+boto3 is synchronous; every call runs in the event loop's default executor
+(``asyncio.to_thread``), which :func:`ingest.server.serve` bounds to
+``aws_concurrency`` threads — the same size as the client's connection pool.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING, Any
+
+import orjson
+from botocore.exceptions import BotoCoreError, ClientError
+
+from pulse.errors import RetryableError
+from pulse.logging import get_logger
+from pulse.payments import item_from_image
+
+if TYPE_CHECKING:
+    from pulse.settings import ResourceNames
+
+__all__ = ["PaymentStore"]
+
+log = get_logger("ingest.store")
+
+_RETRYABLE_CODES = frozenset(
+    {
+        "ProvisionedThroughputExceededException",
+        "ThrottlingException",
+        "RequestLimitExceeded",
+        "InternalServerError",
+        "ServiceUnavailable",
+        "TransactionConflictException",
+    }
+)
+
+
+def _classify(exc: Exception) -> Exception:
+    """Turn throttling and unreachable-endpoint errors into :class:`RetryableError`."""
+    if isinstance(exc, ClientError):
+        code = exc.response.get("Error", {}).get("Code", "")
+        if code in _RETRYABLE_CODES:
+            return RetryableError(f"DynamoDB: {code}")
+        return exc
+    if isinstance(exc, BotoCoreError):
+        return RetryableError(f"DynamoDB unreachable: {type(exc).__name__}")
+    return exc
+
+
+class PaymentStore:
+    """Payments and their audit trail in DynamoDB."""
+
+    def __init__(self, ddb: Any, names: ResourceNames) -> None:
+        self._ddb = ddb
+        self._payments = names.payments_table
+        self._events = names.events_table
+
+    async def _call(self, method: str, **kwargs: Any) -> Any:
+        try:
+            return await asyncio.to_thread(getattr(self._ddb, method), **kwargs)
+        except (ClientError, BotoCoreError) as exc:
+            classified = _classify(exc)
+            if classified is exc:
+                raise
+            raise classified from exc
+
+    async def put_new(self, item: dict[str, Any]) -> bool:
+        """Write ``item`` unless its payment id exists; ``False`` if it does (nothing written).
+
+        Raises :class:`RetryableError` when DynamoDB is throttling or unreachable.
+        """
+        try:
+            await self._call(
+                "put_item",
+                TableName=self._payments,
+                Item=item,
+                ConditionExpression="attribute_not_exists(payment_id)",
+            )
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException":
+                return False
+            raise
+        return True
+
+    async def get(self, payment_id: str) -> dict[str, Any] | None:
+        """The deserialised payment item (consistent read), or ``None``."""
+        response = await self._call(
+            "get_item",
+            TableName=self._payments,
+            Key={"payment_id": {"S": payment_id}},
+            ConsistentRead=True,
+        )
+        item = response.get("Item")
+        return item_from_image(item) if item else None
+
+    async def events(self, payment_id: str, limit: int) -> list[dict[str, Any]]:
+        """The payment's audit trail, oldest first (ascending sort key), at most ``limit``."""
+        events: list[dict[str, Any]] = []
+        kwargs: dict[str, Any] = {
+            "TableName": self._events,
+            "KeyConditionExpression": "payment_id = :p",
+            "ExpressionAttributeValues": {":p": {"S": payment_id}},
+            "ScanIndexForward": True,
+            "ConsistentRead": True,
+        }
+        while len(events) < limit:
+            page = await self._call("query", Limit=min(limit - len(events), 500), **kwargs)
+            for row in page.get("Items", []):
+                event = _row_event(row)
+                if event is not None:
+                    events.append(event)
+            if "LastEvaluatedKey" not in page:
+                break
+            kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+        return events[:limit]
+
+    async def check_tables(self) -> None:
+        """Readiness: both tables exist and are ACTIVE; raises otherwise."""
+        for table in (self._payments, self._events):
+            described = await self._call("describe_table", TableName=table)
+            status = described["Table"]["TableStatus"]
+            if status != "ACTIVE":
+                raise RuntimeError(f"table {table} is {status}")
+
+
+def _row_event(row: dict[str, Any]) -> dict[str, Any] | None:
+    raw = row.get("event", {}).get("S")
+    try:
+        event = orjson.loads(raw) if raw is not None else None
+    except orjson.JSONDecodeError:
+        event = None
+    if not isinstance(event, dict):
+        log.warning(
+            "skipping unreadable audit row",
+            payment_id=row.get("payment_id", {}).get("S"),
+            sk=row.get("sk", {}).get("S"),
+        )
+        return None
+    return event

@@ -1,0 +1,333 @@
+"""Validation of a payment request: bytes in, a :class:`PaymentRequest` or a problem out.
+
+Pure: no I/O. Amounts are judged by their *decimal text*. The body is parsed with the
+standard ``json`` module keeping every JSON number as its raw text (:class:`JsonNumber`), so
+``0.30000000000000004`` is seen with its sixteen decimals and refused, and ``12.50`` is
+exactly twelve and a half; a float is never involved.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import uuid
+from dataclasses import dataclass
+from decimal import Decimal, InvalidOperation
+from typing import Annotated, Any, Final
+
+import orjson
+import pycountry
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictStr,
+    StringConstraints,
+    ValidationError,
+    ValidationInfo,
+    WithJsonSchema,
+    field_validator,
+)
+
+from ingest.problems import FieldError, bad_request, unprocessable
+
+__all__ = [
+    "COUNTRY_CODES",
+    "CURRENCY_CODES",
+    "DEFAULT_MAX_AMOUNT",
+    "IDEMPOTENCY_KEY_PATTERN",
+    "ID_PATTERN",
+    "JsonNumber",
+    "PaymentRequest",
+    "amount_pattern",
+    "canonical_request",
+    "parse_idempotency_key",
+    "parse_json",
+    "parse_payment_id",
+    "parse_payment_request",
+    "parse_traceparent",
+    "payment_id_for_key",
+    "request_hash",
+]
+
+DEFAULT_MAX_AMOUNT: Final = Decimal("1000000.00")
+ID_PATTERN: Final = r"^[A-Za-z0-9_.@-]{1,128}$"
+MAX_METADATA_ENTRIES: Final = 20
+MAX_METADATA_KEY_LENGTH: Final = 64
+MAX_METADATA_VALUE_LENGTH: Final = 256
+# Printable ASCII; HTTP strips surrounding blanks, so the first and last are not blank.
+IDEMPOTENCY_KEY_PATTERN: Final = r"^[!-~](?:[ -~]{0,253}[!-~])?$"
+
+# ISO 4217 codes for real money: XTS (testing) and XXX (no currency) are not payable.
+CURRENCY_CODES: Final = tuple(sorted({c.alpha_3 for c in pycountry.currencies} - {"XTS", "XXX"}))
+COUNTRY_CODES: Final = tuple(sorted(c.alpha_2 for c in pycountry.countries))
+_CURRENCIES: Final = frozenset(CURRENCY_CODES)
+_COUNTRIES: Final = frozenset(COUNTRY_CODES)
+
+# Plain decimal notation, optionally negative (so "-5" gets "must be greater than 0").
+_DECIMAL_TEXT: Final = re.compile(r"-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?")
+_MAX_AMOUNT_TEXT: Final = 40
+_IDEMPOTENCY_KEY: Final = re.compile(IDEMPOTENCY_KEY_PATTERN)
+_TRACEPARENT: Final = re.compile(r"00-([0-9a-f]{32})-([0-9a-f]{16})-[0-9a-f]{2}")
+# Namespace of payment ids derived from idempotency keys: the same key, the same payment.
+_PAYMENT_NAMESPACE: Final = uuid.UUID("4b2d7f0e-3c1a-5e9b-8d6f-2a7c9e1b5d30")
+_CENT: Final = Decimal("0.01")
+
+
+@dataclass(frozen=True, slots=True)
+class JsonNumber:
+    """A JSON number kept as the exact text the client sent."""
+
+    text: str
+
+
+def parse_json(raw: bytes) -> Any:
+    """Parse a request body; numbers become :class:`JsonNumber`.
+
+    Raises :class:`~ingest.problems.Problem` (400) for bytes that are not UTF-8 JSON.
+    """
+    try:
+        text = raw.decode("utf-8")
+        return json.loads(
+            text,
+            parse_float=JsonNumber,
+            parse_int=JsonNumber,
+            parse_constant=_refuse_constant,
+        )
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise bad_request("malformed-json", "Malformed JSON", _json_error(exc)) from None
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _json_error(exc: Exception) -> str:
+    if isinstance(exc, json.JSONDecodeError):
+        return f"the body is not valid JSON: {exc.msg} (line {exc.lineno}, column {exc.colno})"
+    if isinstance(exc, UnicodeDecodeError):
+        return "the body is not valid UTF-8"
+    return f"the body is not valid JSON: {exc}"
+
+
+def amount_pattern(max_amount: Decimal) -> str:
+    """A regular expression for amount strings in ``(0, max_amount]``.
+
+    Exact when ``max_amount`` is a power of ten (the default); otherwise it bounds the number
+    of integer digits and the server checks the rest.
+    """
+    integer = max_amount.to_integral_value()
+    digits = len(str(int(integer)))
+    fraction = r"0\.(?:0[1-9]|[1-9][0-9]?)"
+    if max_amount == integer and str(int(integer)) == "1" + "0" * (digits - 1):
+        body = (
+            rf"{fraction}|[1-9][0-9]{{0,{digits - 2}}}(?:\.[0-9]{{1,2}})?|{int(integer)}(?:\.00?)?"
+        )
+    else:
+        body = rf"{fraction}|[1-9][0-9]{{0,{digits - 1}}}(?:\.[0-9]{{1,2}})?"
+    return rf"^(?:{body})$"
+
+
+def _amount_schema() -> dict[str, Any]:
+    return {
+        "description": (
+            "A decimal string or JSON number in plain notation (no exponent), greater than 0, "
+            "with at most two decimal places, at most the configured maximum."
+        ),
+        "anyOf": [
+            {"type": "string", "pattern": amount_pattern(DEFAULT_MAX_AMOUNT)},
+            {
+                "type": "number",
+                "exclusiveMinimum": 0,
+                "maximum": float(DEFAULT_MAX_AMOUNT),
+                "multipleOf": 0.01,
+            },
+        ],
+        "examples": ["12.50"],
+    }
+
+
+def _decimal_from_text(text: str) -> Decimal:
+    if len(text) > _MAX_AMOUNT_TEXT or not _DECIMAL_TEXT.fullmatch(text):
+        raise ValueError("amount must be a decimal in plain notation, such as 12.50")
+    try:
+        value = Decimal(text)
+    except InvalidOperation:  # pragma: no cover - the pattern admits only decimals
+        raise ValueError("amount must be a decimal in plain notation, such as 12.50") from None
+    exponent = value.as_tuple().exponent
+    if isinstance(exponent, int) and exponent < -2:  # noqa: PLR2004 - two decimal places
+        raise ValueError("amount must have at most 2 decimal places")
+    return value
+
+
+Identifier = Annotated[
+    StrictStr,
+    StringConstraints(min_length=1, max_length=128, pattern=ID_PATTERN),
+]
+MetadataKey = Annotated[str, StringConstraints(min_length=1, max_length=MAX_METADATA_KEY_LENGTH)]
+MetadataValue = Annotated[StrictStr, StringConstraints(max_length=MAX_METADATA_VALUE_LENGTH)]
+
+
+class PaymentRequest(BaseModel):
+    """The body of ``POST /v1/payments``. Unknown fields are refused so typos are caught."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, title="PaymentRequest")
+
+    account_id: Identifier = Field(description="The paying account; used in channel names.")
+    amount: Annotated[Decimal, WithJsonSchema(_amount_schema())]
+    currency: Annotated[
+        StrictStr,
+        WithJsonSchema({"type": "string", "enum": list(CURRENCY_CODES), "examples": ["EUR"]}),
+    ] = Field(description="ISO 4217 currency code, upper case.")
+    merchant_id: Identifier = Field(description="The merchant being paid.")
+    country: Annotated[
+        StrictStr | None,
+        WithJsonSchema(
+            {
+                "anyOf": [{"type": "string", "enum": list(COUNTRY_CODES)}, {"type": "null"}],
+                "examples": ["DE"],
+            }
+        ),
+    ] = Field(default=None, description="ISO 3166-1 alpha-2 country code, upper case.")
+    metadata: (
+        Annotated[
+            dict[MetadataKey, MetadataValue],
+            Field(max_length=MAX_METADATA_ENTRIES),
+        ]
+        | None
+    ) = Field(
+        default=None,
+        description=f"At most {MAX_METADATA_ENTRIES} string entries.",
+    )
+
+    @field_validator("amount", mode="before")
+    @classmethod
+    def _amount_text(cls, value: Any) -> Decimal:
+        if isinstance(value, JsonNumber):
+            return _decimal_from_text(value.text)
+        if isinstance(value, str):
+            return _decimal_from_text(value)
+        if isinstance(value, int) and not isinstance(value, bool):  # built in code, not JSON
+            return Decimal(value)
+        raise ValueError("amount must be a decimal string or a JSON number")
+
+    @field_validator("amount")
+    @classmethod
+    def _amount_range(cls, value: Decimal, info: ValidationInfo) -> Decimal:
+        if value <= 0:
+            raise ValueError("amount must be greater than 0")
+        context = info.context or {}
+        maximum = Decimal(context.get("max_amount", DEFAULT_MAX_AMOUNT))
+        if value > maximum:
+            raise ValueError(f"amount must be at most {maximum}")
+        return value.quantize(_CENT)
+
+    @field_validator("currency")
+    @classmethod
+    def _currency_code(cls, value: str) -> str:
+        if value not in _CURRENCIES:
+            raise ValueError("currency must be an ISO 4217 code such as EUR (upper case)")
+        return value
+
+    @field_validator("country")
+    @classmethod
+    def _country_code(cls, value: str | None) -> str | None:
+        if value is not None and value not in _COUNTRIES:
+            raise ValueError("country must be an ISO 3166-1 alpha-2 code such as DE (upper case)")
+        return value
+
+
+def _field_name(loc: tuple[int | str, ...]) -> str:
+    return ".".join(str(part) for part in loc) or "(body)"
+
+
+def _message(error: Any) -> str:
+    kind = error["type"]
+    if kind == "extra_forbidden":
+        return "unknown field"
+    if kind == "missing":
+        return "field required"
+    if kind == "model_type":
+        return "the body must be a JSON object"
+    message = str(error["msg"])
+    return message.removeprefix("Value error, ")
+
+
+def parse_payment_request(
+    raw: bytes, *, max_amount: Decimal = DEFAULT_MAX_AMOUNT
+) -> PaymentRequest:
+    """Parse and validate a request body.
+
+    Raises :class:`~ingest.problems.Problem`: 400 for malformed JSON, 422 with one entry per
+    bad field otherwise.
+    """
+    data = parse_json(raw)
+    try:
+        return PaymentRequest.model_validate(data, context={"max_amount": max_amount})
+    except ValidationError as exc:
+        errors = [
+            FieldError(field=_field_name(err["loc"]), message=_message(err))
+            for err in exc.errors(include_url=False)
+        ]
+        raise unprocessable(errors) from None
+
+
+def canonical_request(request: PaymentRequest) -> dict[str, Any]:
+    """The request as stored and hashed: amount as ``"12.50"``, no absent or empty parts."""
+    out: dict[str, Any] = {
+        "account_id": request.account_id,
+        "amount": str(request.amount),
+        "currency": request.currency,
+        "merchant_id": request.merchant_id,
+    }
+    if request.country is not None:
+        out["country"] = request.country
+    if request.metadata:
+        out["metadata"] = dict(request.metadata)
+    return out
+
+
+def request_hash(request: PaymentRequest) -> str:
+    """SHA-256 (hex) of the canonical request: equal for bodies that mean the same payment."""
+    canonical = orjson.dumps(canonical_request(request), option=orjson.OPT_SORT_KEYS)
+    return hashlib.sha256(canonical).hexdigest()
+
+
+def parse_idempotency_key(value: str | None) -> str | None:
+    """The ``Idempotency-Key`` header, or ``None``; raises a 400 problem if malformed."""
+    if value is None:
+        return None
+    if not _IDEMPOTENCY_KEY.fullmatch(value):
+        raise bad_request(
+            "invalid-idempotency-key",
+            "Invalid Idempotency-Key",
+            "Idempotency-Key must be 1 to 255 printable ASCII characters",
+        )
+    return value
+
+
+def payment_id_for_key(key: str | None) -> str:
+    """The payment id: determined by the idempotency key, random without one."""
+    if key is None:
+        return str(uuid.uuid4())
+    return str(uuid.uuid5(_PAYMENT_NAMESPACE, key))
+
+
+def parse_traceparent(value: str | None) -> str | None:
+    """A valid W3C ``traceparent`` (version 00), lower-cased; ``None`` if absent or invalid."""
+    if value is None:
+        return None
+    candidate = value.strip().lower()
+    match = _TRACEPARENT.fullmatch(candidate)
+    if match is None or set(match.group(1)) == {"0"} or set(match.group(2)) == {"0"}:
+        return None
+    return candidate
+
+
+def parse_payment_id(value: str) -> str | None:
+    """The canonical form of a payment id, or ``None`` when it is not a UUID."""
+    try:
+        return str(uuid.UUID(value))
+    except ValueError:
+        return None
