@@ -1,0 +1,355 @@
+"""The gateway as a real process against a real Redis, driven by a websockets client."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+import orjson
+import pytest
+import redis.asyncio as aioredis
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed, InvalidStatus
+
+from pulse.auth import issue_token
+from pulse.channels import AppendResult, ChannelKeys, ChannelPublisher
+from pulse.events import PAYMENT_CREATED, CloudEvent, new_event
+from pulse.testing import ServiceProcess, free_port
+
+SECRET = "ws-gateway-test-secret-0123456789abcdef"
+pytestmark = pytest.mark.timeout(60)
+
+
+@dataclass
+class RunningGateway:
+    port: int
+    prefix: str
+    proc: ServiceProcess
+
+    @property
+    def url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}/ws"
+
+    def ws_url(self, sub: str, roles: list[str] | None = None, ttl: int = 600) -> str:
+        return f"{self.url}?token={issue_token(SECRET, sub=sub, roles=roles, ttl_seconds=ttl)}"
+
+
+@pytest.fixture(scope="module")
+def gateway(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningGateway]:
+    """One gateway for the module (each test uses its own channels); SIGTERM has its own."""
+    port = free_port()
+    prefix = f"pulse:wsg{uuid.uuid4().hex[:8]}:"
+    env = {
+        "REDIS_URL": redis_url,
+        "PULSE_REDIS_PREFIX": prefix,
+        "PULSE_HTTP_PORT": str(port),
+        "PULSE_JWT_SECRET": SECRET,
+        "PULSE_LOG_LEVEL": "debug",
+        "PULSE_SEND_QUEUE_SIZE": "64",
+    }
+    log = tmp_path_factory.mktemp("ws-gateway") / "ws_gateway.log"
+    proc = ServiceProcess("ws_gateway", env, log).start(wait_port=port)
+    yield RunningGateway(port, prefix, proc)
+    proc.kill()
+
+
+@pytest.fixture
+async def redis(redis_url: str) -> AsyncIterator[aioredis.Redis]:
+    client = aioredis.Redis.from_url(redis_url)
+    yield client
+    await client.aclose()
+
+
+def _account() -> str:
+    return f"acct-{uuid.uuid4().hex[:8]}"
+
+
+async def _publish(
+    redis: aioredis.Redis, prefix: str, channels: list[str], **data: Any
+) -> tuple[CloudEvent, AppendResult]:
+    event = new_event(type=PAYMENT_CREATED, source="/tests/ws-gateway", data=data)
+    return event, await ChannelPublisher(redis, prefix).append(event, channels)
+
+
+async def _recv(ws: ClientConnection, timeout: float = 5.0) -> dict[str, Any]:
+    return dict(orjson.loads(await asyncio.wait_for(ws.recv(), timeout)))
+
+
+async def _send(ws: ClientConnection, **frame: Any) -> dict[str, Any]:
+    await ws.send(orjson.dumps(frame).decode())
+    return await _recv(ws)
+
+
+async def _drain(ws: ClientConnection) -> None:
+    async with asyncio.timeout(10):
+        while True:
+            await ws.recv()
+
+
+async def _metrics(gateway: RunningGateway) -> str:
+    async with (
+        aiohttp.ClientSession() as http,
+        http.get(f"http://127.0.0.1:{gateway.port}/metrics") as resp,
+    ):
+        assert resp.status == 200
+        return await resp.text()
+
+
+def _sample(metrics: str, name: str) -> float:
+    line = next(line for line in metrics.splitlines() if line.startswith(name + " "))
+    return float(line.rsplit(" ", 1)[1])
+
+
+async def _numsub(redis: aioredis.Redis, key: str) -> int:
+    result = await redis.pubsub_numsub(key)
+    return int(result[0][1])
+
+
+async def test_events_reach_the_owner_and_ops_and_nobody_else(
+    gateway: RunningGateway, redis: aioredis.Redis
+) -> None:
+    account = _account()
+    async with (
+        connect(gateway.ws_url(account)) as owner,
+        connect(gateway.ws_url("ops-1", ["ops"])) as ops,
+        connect(gateway.ws_url("intruder")) as intruder,
+    ):
+        subscribed = await _send(owner, op="subscribe", channel=f"account:{account}")
+        assert subscribed == {
+            "op": "subscribed",
+            "channel": f"account:{account}",
+            "offset": "0-0",
+            "recovered": False,
+        }
+        assert (await _send(ops, op="subscribe", channel="payments"))["op"] == "subscribed"
+        refused = await _send(intruder, op="subscribe", channel=f"account:{account}")
+        assert refused["op"] == "error"
+        assert refused["code"] == "forbidden"
+        assert (await _send(intruder, op="subscribe", channel="payments"))["code"] == "forbidden"
+
+        event, result = await _publish(
+            redis, gateway.prefix, ["payments", f"account:{account}"], account_id=account
+        )
+        got = await _recv(owner)
+        assert got == {
+            "op": "event",
+            "channel": f"account:{account}",
+            "offset": result.offsets[f"account:{account}"],
+            "event": orjson.loads(event.to_json()),
+        }
+        got_ops = await _recv(ops)
+        assert got_ops["channel"] == "payments"
+        assert got_ops["offset"] == result.offsets["payments"]
+        assert got_ops["event"]["id"] == event.id
+        # the intruder is still connected and saw no event: its next frame is the pong
+        assert await _send(intruder, op="ping") == {"op": "pong"}
+
+
+async def test_handshake_refuses_missing_invalid_and_expired_tokens(
+    gateway: RunningGateway,
+) -> None:
+    bad = issue_token("another-secret-of-enough-length-123456", sub="a")
+    expired = issue_token(SECRET, sub="a", ttl_seconds=-30)
+    for url, message in (
+        (gateway.url, b"missing token"),
+        (f"{gateway.url}?token=not-a-jwt", b"invalid token"),
+        (f"{gateway.url}?token={bad}", b"invalid token"),
+        (f"{gateway.url}?token={expired}", b"token expired"),
+    ):
+        with pytest.raises(InvalidStatus) as info:
+            async with connect(url):
+                pass
+        assert info.value.response.status_code == 401
+        assert message in info.value.response.body
+
+    # the token may also come as a bearer header
+    token = issue_token(SECRET, sub="header-user")
+    async with connect(gateway.url, additional_headers={"Authorization": f"Bearer {token}"}) as ws:
+        assert await _send(ws, op="ping") == {"op": "pong"}
+
+    metrics = await _metrics(gateway)
+    assert _sample(metrics, 'pulse_ws_auth_failures_total{reason="expired"}') >= 1
+    assert _sample(metrics, 'pulse_ws_auth_failures_total{reason="invalid"}') >= 2
+
+
+async def test_one_redis_subscription_per_channel_shared_by_local_clients(
+    gateway: RunningGateway, redis: aioredis.Redis
+) -> None:
+    account = _account()
+    channel = f"account:{account}"
+    live_key = ChannelKeys(gateway.prefix).live(channel)
+    async with (
+        connect(gateway.ws_url(account)) as first,
+        connect(gateway.ws_url(account)) as second,
+    ):
+        for ws in (first, second):
+            assert (await _send(ws, op="subscribe", channel=channel))["op"] == "subscribed"
+        assert await _numsub(redis, live_key) == 1
+
+        event, _ = await _publish(redis, gateway.prefix, [channel])
+        for ws in (first, second):
+            assert (await _recv(ws))["event"]["id"] == event.id
+
+        assert await _send(first, op="unsubscribe", channel=channel) == {
+            "op": "unsubscribed",
+            "channel": channel,
+        }
+        assert await _numsub(redis, live_key) == 1
+        again = await _send(first, op="unsubscribe", channel=channel)
+        assert again["code"] == "not_subscribed"
+
+        # the first client no longer receives; the second still does
+        event2, _ = await _publish(redis, gateway.prefix, [channel])
+        assert (await _recv(second))["event"]["id"] == event2.id
+        assert await _send(first, op="ping") == {"op": "pong"}
+
+        assert (await _send(second, op="unsubscribe", channel=channel))["op"] == "unsubscribed"
+        async with asyncio.timeout(3):
+            while await _numsub(redis, live_key) != 0:
+                await asyncio.sleep(0.05)
+
+
+async def test_closing_a_connection_releases_its_subscriptions(
+    gateway: RunningGateway, redis: aioredis.Redis
+) -> None:
+    account = _account()
+    live_key = ChannelKeys(gateway.prefix).live(f"account:{account}")
+    async with connect(gateway.ws_url(account)) as ws:
+        await _send(ws, op="subscribe", channel=f"account:{account}")
+        assert await _numsub(redis, live_key) == 1
+    async with asyncio.timeout(3):
+        while await _numsub(redis, live_key) != 0:
+            await asyncio.sleep(0.05)
+
+
+async def test_since_replays_what_was_missed_then_continues_live_without_duplicates(
+    gateway: RunningGateway, redis: aioredis.Redis
+) -> None:
+    account = _account()
+    channel = f"account:{account}"
+    async with connect(gateway.ws_url(account)) as watcher:
+        await _send(watcher, op="subscribe", channel=channel)
+        offsets, live_frames = [], []
+        for n in range(3):
+            _, result = await _publish(redis, gateway.prefix, [channel], n=n)
+            offsets.append(result.offsets[channel])
+            live_frames.append(await asyncio.wait_for(watcher.recv(), 5))
+
+    async with connect(gateway.ws_url(account)) as ws:
+        subscribed = await _send(ws, op="subscribe", channel=channel, since=offsets[0])
+        assert subscribed == {
+            "op": "subscribed",
+            "channel": channel,
+            "offset": offsets[2],
+            "recovered": True,
+        }
+        # the replayed frames are byte for byte the frames live clients got
+        replayed = [await asyncio.wait_for(ws.recv(), 5) for _ in range(2)]
+        assert replayed == live_frames[1:]
+
+        event, _ = await _publish(redis, gateway.prefix, [channel], n=3)
+        assert (await _recv(ws))["event"]["id"] == event.id
+        assert await _send(ws, op="ping") == {"op": "pong"}
+
+    # once the history no longer reaches back, the client is told so
+    await redis.xtrim(ChannelKeys(gateway.prefix).history(channel), maxlen=1, approximate=False)
+    async with connect(gateway.ws_url(account)) as ws:
+        subscribed = await _send(ws, op="subscribe", channel=channel, since=offsets[0])
+        assert subscribed["recovered"] is False
+        assert (await _recv(ws))["event"]["id"] == event.id  # what is left is still sent
+        assert await _send(ws, op="ping") == {"op": "pong"}
+
+
+async def test_bad_frames_get_error_frames_and_the_connection_stays(
+    gateway: RunningGateway,
+) -> None:
+    async with connect(gateway.ws_url("frames-user")) as ws:
+        await ws.send("{not json")
+        assert (await _recv(ws))["code"] == "bad_request"
+        await ws.send(b'{"op":"ping"}')
+        assert (await _recv(ws))["code"] == "bad_request"
+        assert (await _send(ws, op="dance"))["code"] == "unknown_op"
+        assert (await _send(ws, op="subscribe", channel=7))["code"] == "bad_request"
+        assert (await _send(ws, op="subscribe", channel="nope"))["code"] == "unknown_channel"
+        bad_since = await _send(ws, op="subscribe", channel="stats", since="x")
+        assert bad_since["code"] == "bad_request"
+        assert (await _send(ws, op="unsubscribe", channel="stats"))["code"] == "not_subscribed"
+        assert await _send(ws, op="ping") == {"op": "pong"}
+
+        await ws.send('{"op":"ping","pad":"' + "x" * 70_000 + '"}')
+        with pytest.raises(ConnectionClosed) as info:
+            await _recv(ws)
+        assert info.value.rcvd is not None
+        assert info.value.rcvd.code == 1009
+
+
+async def test_an_expired_token_closes_the_connection_with_4001(gateway: RunningGateway) -> None:
+    async with connect(gateway.ws_url("short-lived", ttl=2)) as ws:
+        assert (await _send(ws, op="subscribe", channel="stats"))["op"] == "subscribed"
+        with pytest.raises(ConnectionClosed) as info:
+            await _recv(ws, timeout=6)
+        assert info.value.rcvd is not None
+        assert info.value.rcvd.code == 4001
+        assert info.value.rcvd.reason == "token expired"
+
+
+async def test_a_client_that_does_not_read_is_closed_with_4008(
+    gateway: RunningGateway, redis: aioredis.Redis
+) -> None:
+    account = _account()
+    channel = f"account:{account}"
+    publisher = ChannelPublisher(redis, gateway.prefix, history_length=10)
+    blob = "x" * 60_000
+    async with connect(gateway.ws_url(account), max_queue=1, max_size=2**20) as ws:
+        await _send(ws, op="subscribe", channel=channel)
+        for n in range(2000):  # until TCP buffers and the send queue (64) are full
+            event = new_event(type=PAYMENT_CREATED, source="/tests", data={"n": n, "b": blob})
+            await publisher.append(event, [channel])
+            if n % 50 == 0:
+                await asyncio.sleep(0.05)
+                if ws.protocol.close_rcvd is not None:
+                    break
+        with pytest.raises(ConnectionClosed) as info:
+            await _drain(ws)
+        assert info.value.rcvd is not None
+        assert info.value.rcvd.code == 4008
+
+
+async def test_http_endpoints(gateway: RunningGateway) -> None:
+    base = f"http://127.0.0.1:{gateway.port}"
+    async with aiohttp.ClientSession() as http:
+        async with http.get(f"{base}/healthz") as resp:
+            assert resp.status == 200
+        async with http.get(f"{base}/readyz") as resp:
+            assert resp.status == 200
+            assert (await resp.json())["checks"] == {"redis": "ok"}
+        async with http.get(f"{base}/nope") as resp:
+            assert resp.status == 404
+    async with connect(gateway.ws_url("metrics-user")):
+        metrics = await _metrics(gateway)
+    assert _sample(metrics, "pulse_ws_connections") >= 1
+    assert "pulse_ws_messages_sent_total" in metrics
+    assert "pulse_ws_subscriptions" in metrics
+
+
+async def test_sigterm_closes_clients_with_going_away_and_exits_0(
+    service_process: Any,
+) -> None:
+    port = free_port()
+    proc = service_process("ws_gateway", PULSE_HTTP_PORT=str(port), PULSE_JWT_SECRET=SECRET).start(
+        wait_port=port
+    )
+    token = issue_token(SECRET, sub="ops", roles=["ops"])
+    async with connect(f"ws://127.0.0.1:{port}/ws?token={token}") as ws:
+        assert (await _send(ws, op="subscribe", channel="payments"))["op"] == "subscribed"
+        stopping = asyncio.create_task(asyncio.to_thread(proc.stop))
+        with pytest.raises(ConnectionClosed) as info:
+            await _recv(ws, timeout=10)
+        assert info.value.rcvd is not None
+        assert info.value.rcvd.code == 1001
+        assert await stopping == 0, proc.logs()[-3000:]
+    assert "stopped" in proc.logs()
