@@ -1,0 +1,102 @@
+"""Unit tests of problem rendering (RFC 9457) and of the item/response records."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import orjson
+
+from ingest.problems import FieldError, Problem, unprocessable
+from ingest.records import created_payment, iso_timestamp, new_item
+from ingest.validation import parse_payment_request, request_hash
+from pulse.payments import item_from_image, payment_from_item
+
+
+def test_validation_problem_document() -> None:
+    problem = unprocessable([FieldError(field="amount", message="amount must be greater than 0")])
+    assert orjson.loads(problem.body()) == {
+        "type": "https://pulse.dev/problems/validation",
+        "title": "Invalid request",
+        "status": 422,
+        "detail": "the request has invalid fields: amount",
+        "errors": [{"field": "amount", "message": "amount must be greater than 0"}],
+    }
+
+
+def test_problems_without_detail_or_errors_leave_them_out() -> None:
+    doc = Problem(500, "internal", "Internal server error").document()
+    assert doc == {
+        "type": "https://pulse.dev/problems/internal",
+        "title": "Internal server error",
+        "status": 500,
+    }
+
+
+def test_generic_problems_from_http_statuses() -> None:
+    assert Problem.from_status(404).document() == {
+        "type": "https://pulse.dev/problems/not-found",
+        "title": "Not Found",
+        "status": 404,
+    }
+    assert Problem.from_status(405).slug == "method-not-allowed"
+
+
+def test_iso_timestamps_have_milliseconds_and_z() -> None:
+    ts = datetime(2026, 1, 2, 3, 4, 5, 678901, tzinfo=UTC)
+    assert iso_timestamp(ts) == "2026-01-02T03:04:05.678Z"
+
+
+def test_new_item_matches_the_contract_and_reads_back_as_the_payment() -> None:
+    request = parse_payment_request(
+        b'{"account_id":"A","amount":12.5,"currency":"EUR","merchant_id":"m",'
+        b'"country":"DE","metadata":{"order":"42"}}'
+    )
+    now = datetime(2026, 1, 1, tzinfo=UTC)
+    item = new_item(
+        request,
+        payment_id="p-1",
+        request_hash=request_hash(request),
+        traceparent="00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+        idempotency_key="k",
+        now=now,
+    )
+    assert item["amount"] == {"S": "12.50"}
+    assert item["metadata"] == {"M": {"order": {"S": "42"}}}
+    assert item["status"] == {"S": "PENDING"}
+    assert item["idempotency_key"] == {"S": "k"}
+    assert item["created_at"] == item["updated_at"] == {"S": "2026-01-01T00:00:00.000Z"}
+    assert set(item) >= {"request_hash", "traceparent", "country"}
+    payment = created_payment(item_from_image(item))
+    assert payment == {
+        "payment_id": "p-1",
+        "account_id": "A",
+        "amount": "12.50",
+        "currency": "EUR",
+        "merchant_id": "m",
+        "country": "DE",
+        "metadata": {"order": "42"},
+        "status": "PENDING",
+        "created_at": "2026-01-01T00:00:00.000Z",
+        "updated_at": "2026-01-01T00:00:00.000Z",
+    }
+    assert payment == payment_from_item(item_from_image(item))
+
+
+def test_a_replay_shows_the_payment_as_first_created() -> None:
+    later = {
+        "payment_id": "p-1",
+        "account_id": "A",
+        "amount": "12.50",
+        "currency": "EUR",
+        "merchant_id": "m",
+        "status": "DECLINED",
+        "created_at": "2026-01-01T00:00:00.000Z",
+        "updated_at": "2026-01-01T00:00:05.000Z",
+        "fraud_score": 90,
+        "request_hash": "h",
+    }
+    payment = created_payment(later)
+    assert payment["status"] == "PENDING"
+    assert payment["updated_at"] == "2026-01-01T00:00:00.000Z"
+    assert "fraud_score" not in payment
+    assert "request_hash" not in payment
