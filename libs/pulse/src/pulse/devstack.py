@@ -317,7 +317,10 @@ async def run_dev_stack(config: DevStackConfig, out: TextIO = sys.stdout) -> int
     try:
         await stack.ensure_emulator(env)
         env["REDIS_URL"] = await stack.ensure_redis(env)
-        os.environ.update({k: env[k] for k in ("AWS_ENDPOINT_URL", "REDIS_URL")})
+        # The launcher applies the topology itself, so it needs the same AWS settings.
+        os.environ.update(
+            {k: env[k] for k in ("AWS_ENDPOINT_URL", "REDIS_URL", *AWS_TEST_CREDENTIALS)}
+        )
         settings = _settings_from(env)
         outputs = await asyncio.to_thread(apply_topology, settings)
         stack.say(f"topology: {len(outputs.changes)} change(s) applied")
