@@ -245,6 +245,20 @@ def test_malformed_json_is_a_400(raw: bytes) -> None:
     assert problem.type == "https://pulse.dev/problems/malformed-json"
 
 
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"[" * 100_000 + b"]" * 100_000,
+        body(account_id="\ud800"),  # json.dumps writes the lone surrogate as an escape
+        body(metadata={"\udc00": "x"}),
+        body(metadata={"k": "\udc00"}),
+    ],
+)
+def test_deep_nesting_and_lone_surrogates_are_malformed(raw: bytes) -> None:
+    assert b"\\ud" in raw or raw.startswith(b"[[")
+    assert problem_of(raw).status == 400
+
+
 @pytest.mark.parametrize("raw", [b"[]", b'"text"', b"12", b"null"])
 def test_a_body_that_is_not_an_object_is_a_422(raw: bytes) -> None:
     assert fields_of(raw) == {"(body)"}

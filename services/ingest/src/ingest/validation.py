@@ -94,13 +94,34 @@ def parse_json(raw: bytes) -> Any:
             parse_float=JsonNumber,
             parse_int=JsonNumber,
             parse_constant=_refuse_constant,
+            object_pairs_hook=_object,
         )
+    except RecursionError:
+        raise bad_request(
+            "malformed-json", "Malformed JSON", "the body is nested too deeply"
+        ) from None
     except (UnicodeDecodeError, ValueError) as exc:
         raise bad_request("malformed-json", "Malformed JSON", _json_error(exc)) from None
 
 
 def _refuse_constant(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
+
+
+def _is_unicode(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate escape such as "\ud800"
+        return False
+    return True
+
+
+def _object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    # Strings must be storable (DynamoDB, the request hash): no lone surrogate escapes.
+    for key, value in pairs:
+        if not _is_unicode(key) or (isinstance(value, str) and not _is_unicode(value)):
+            raise ValueError("strings must be valid Unicode (a lone surrogate escape was sent)")
+    return dict(pairs)
 
 
 def _json_error(exc: Exception) -> str:
