@@ -145,6 +145,7 @@ def _create_operation(max_body_bytes: int, max_amount: Decimal) -> dict[str, Any
                 "content": {"application/json": {"schema": _ref("Payment")}},
             },
             "400": _problem("Malformed JSON or an invalid Idempotency-Key."),
+            "409": _problem("The payment changed concurrently (deleted while replayed); retry."),
             "413": _problem("The body is larger than the limit."),
             "415": _problem("The body is not application/json."),
             "422": _problem("Invalid fields, or an Idempotency-Key reused with another body."),
