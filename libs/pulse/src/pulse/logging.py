@@ -75,5 +75,9 @@ def event_context(
 
 
 def get_logger(name: str | None = None) -> Any:
-    """A structlog logger; ``name`` becomes the ``logger`` field."""
-    return structlog.get_logger(name) if name is None else structlog.get_logger().bind(logger=name)
+    """A structlog logger; ``name`` becomes the ``logger_name`` field.
+
+    The logger is a lazy proxy: it picks up the configuration on first use, so modules may
+    create theirs at import time, before :func:`configure_logging` runs.
+    """
+    return structlog.get_logger() if name is None else structlog.get_logger(logger_name=name)
