@@ -1,0 +1,558 @@
+"""The SQS consumer runtime the workers run on.
+
+:class:`SqsConsumer` long-polls one queue and hands each message to an async handler,
+several at once (at most ``max_in_flight``). What happens to a message depends on how its
+handler ended:
+
+- returned: the message is deleted (batched: ``DeleteMessageBatch`` of up to 10, or after
+  ~100 ms), never before the handler's effects are done;
+- raised :class:`~pulse.errors.RetryableError` (or anything unexpected): the message's
+  visibility is set to a backoff (the error's ``delay``, else ``min(2**receive_count, 300)``
+  seconds) so it comes back later; the queue's redrive policy (``maxReceiveCount``) moves
+  a message that keeps failing to the dead-letter queue;
+- raised :class:`~pulse.errors.PermanentError`: the body goes to the dead-letter queue at
+  once with a message attribute ``error`` giving the reason, then the original is deleted.
+
+Shutdown (``stopping`` set): receiving stops at once — a pending long poll is abandoned,
+and any messages it returns later are made visible again (``ChangeMessageVisibility`` 0);
+in-flight handlers get ``shutdown_grace_seconds`` to finish (the messages of those that do
+not are released the same way); pending deletes are flushed; :meth:`SqsConsumer.run` returns.
+
+Every boto3 call runs off the event loop. The long poll runs in its own daemon thread rather
+than the default executor: ``asyncio.run`` joins executor threads at exit, which would hold a
+stopping process for the rest of a 20 s poll.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import math
+import threading
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any, Final
+
+from prometheus_client import Counter, Histogram
+
+from pulse.errors import PermanentError, RetryableError
+from pulse.logging import event_context, get_logger
+
+if TYPE_CHECKING:
+    from pulse.metrics import StageMetrics
+
+__all__ = [
+    "MessageHandler",
+    "SqsConsumer",
+    "SqsMessage",
+    "backoff_seconds",
+    "wait_for_queue_url",
+]
+
+log = get_logger("pulse.consumer")
+
+MAX_BATCH: Final = 10  # SQS's limit for ReceiveMessage and the *Batch calls
+MAX_VISIBILITY_SECONDS: Final = 43_200  # SQS's limit: 12 hours
+_MAX_MESSAGE_ATTRIBUTES: Final = 10  # SQS's limit per message
+_MAX_REASON_CHARS: Final = 1_000
+
+RECEIVE_COUNT = Histogram(
+    "pulse_sqs_message_receive_count",
+    "How many times a message had been received (ApproximateReceiveCount) when handled",
+    ["queue"],
+    buckets=(1, 2, 3, 4, 5, 10, 20),
+)
+DELETE_FAILURES = Counter(
+    "pulse_sqs_delete_failures_total",
+    "Messages whose delete failed after successful handling (they will be redelivered)",
+    ["queue"],
+)
+RELEASED = Counter(
+    "pulse_sqs_messages_released_total",
+    "Messages made visible again unhandled because the consumer was stopping",
+    ["queue"],
+)
+
+
+@dataclass(frozen=True)
+class SqsMessage:
+    """One received SQS message, decoded."""
+
+    message_id: str
+    receipt_handle: str
+    body: bytes
+    attributes: dict[str, str] = field(default_factory=dict)
+    message_attributes: dict[str, Any] = field(default_factory=dict)
+    receive_count: int = 1
+    sent_at: datetime | None = None
+
+    @classmethod
+    def from_sqs(cls, raw: dict[str, Any]) -> SqsMessage:
+        """Build from one entry of ``ReceiveMessage``'s ``Messages``."""
+        attributes = {str(k): str(v) for k, v in (raw.get("Attributes") or {}).items()}
+        sent_ms = attributes.get("SentTimestamp")
+        sent_at = (
+            datetime.fromtimestamp(int(sent_ms) / 1000, UTC)
+            if sent_ms and sent_ms.isdigit()
+            else None
+        )
+        count = attributes.get("ApproximateReceiveCount", "1")
+        return cls(
+            message_id=str(raw["MessageId"]),
+            receipt_handle=str(raw["ReceiptHandle"]),
+            body=str(raw.get("Body", "")).encode(),
+            attributes=attributes,
+            message_attributes=dict(raw.get("MessageAttributes") or {}),
+            receive_count=int(count) if count.isdigit() else 1,
+            sent_at=sent_at,
+        )
+
+    def string_attribute(self, name: str) -> str | None:
+        """The value of String (or Number) message attribute ``name``, if present."""
+        value = self.message_attributes.get(name)
+        if not isinstance(value, dict):
+            return None
+        text = value.get("StringValue")
+        return str(text) if text is not None else None
+
+    def age_seconds(self, now: float | None = None) -> float | None:
+        """Seconds since the message was sent, or None without a SentTimestamp."""
+        if self.sent_at is None:
+            return None
+        return (time.time() if now is None else now) - self.sent_at.timestamp()
+
+
+MessageHandler = Callable[[SqsMessage], Awaitable[None]]
+
+
+def backoff_seconds(receive_count: int, *, maximum: float = 300.0) -> float:
+    """Visibility delay before the next attempt: ``min(2**receive_count, maximum)``."""
+    return float(min(2 ** min(max(receive_count, 0), 20), maximum))
+
+
+async def wait_for_queue_url(
+    sqs_client: Any, queue_name: str, stopping: asyncio.Event, *, retry_seconds: float = 2.0
+) -> str | None:
+    """The URL of ``queue_name``, retrying until it exists; None if ``stopping`` is set first."""
+    while not stopping.is_set():
+        try:
+            response = await asyncio.to_thread(sqs_client.get_queue_url, QueueName=queue_name)
+            return str(response["QueueUrl"])
+        except Exception as exc:
+            log.warning("queue not available yet", queue=queue_name, error=str(exc))
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stopping.wait(), timeout=retry_seconds)
+    return None
+
+
+def _release_sync(sqs_client: Any, queue_url: str, messages: list[SqsMessage]) -> None:
+    """Make ``messages`` visible again now (blocking; runs in a worker thread)."""
+    for start in range(0, len(messages), MAX_BATCH):
+        chunk = messages[start : start + MAX_BATCH]
+        try:
+            sqs_client.change_message_visibility_batch(
+                QueueUrl=queue_url,
+                Entries=[
+                    {"Id": str(i), "ReceiptHandle": m.receipt_handle, "VisibilityTimeout": 0}
+                    for i, m in enumerate(chunk)
+                ],
+            )
+        except Exception as exc:  # they become visible anyway when the timeout ends
+            log.warning("could not release messages", count=len(chunk), error=str(exc))
+
+
+class _LongPoll:
+    """One ``ReceiveMessage`` call in a daemon thread that the caller may abandon.
+
+    If abandoned, the thread itself releases whatever the call returns, so no message stays
+    invisible for a whole visibility timeout because the process was stopping.
+    """
+
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        call: Callable[[], list[SqsMessage]],
+        release: _QueueRelease,
+    ) -> None:
+        self._loop = loop
+        self._call = call
+        self._release = release
+        self._lock = threading.Lock()
+        self._abandoned = False
+        self._delivered = False
+        self.future: asyncio.Future[list[SqsMessage]] = loop.create_future()
+        threading.Thread(target=self._target, name="sqs-receive", daemon=True).start()
+
+    def _target(self) -> None:
+        result: list[SqsMessage] = []
+        error: BaseException | None = None
+        try:
+            result = self._call()
+        except BaseException as exc:  # handed to the awaiting coroutine
+            error = exc
+        with self._lock:
+            abandoned = self._abandoned
+            self._delivered = not abandoned
+        if not abandoned:
+            try:
+                self._loop.call_soon_threadsafe(self._settle, result, error)
+                return  # noqa: TRY300 - the release below is for a closed loop only
+            except RuntimeError:  # the loop is closed: nobody will handle these
+                pass
+        if result:
+            self._release(result)
+            RELEASED.labels(self._release.queue_name).inc(len(result))
+
+    def _settle(self, result: list[SqsMessage], error: BaseException | None) -> None:
+        if self.future.done():
+            return
+        if error is not None:
+            self.future.set_exception(error)
+        else:
+            self.future.set_result(result)
+
+    def abandon(self) -> bool:
+        """Give up on the call; False if its result is already on its way to the loop."""
+        with self._lock:
+            if self._delivered:
+                return False
+            self._abandoned = True
+            return True
+
+
+class _DeleteBatcher:
+    """Deletes handled messages in batches of up to 10, or after ``max_delay`` seconds."""
+
+    def __init__(
+        self, sqs_client: Any, queue_url: str, queue_name: str, *, max_delay: float = 0.1
+    ) -> None:
+        self._sqs = sqs_client
+        self._queue_url = queue_url
+        self._queue_name = queue_name
+        self._max_delay = max_delay
+        self._pending: asyncio.Queue[SqsMessage | None] = asyncio.Queue()
+        self._sends: set[asyncio.Task[None]] = set()
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name=f"sqs-delete:{self._queue_name}")
+
+    def add(self, message: SqsMessage) -> None:
+        self._pending.put_nowait(message)
+
+    async def close(self) -> None:
+        """Send everything added so far, then stop."""
+        self._pending.put_nowait(None)
+        if self._task is not None:
+            await self._task
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        closing = False
+        while not closing:
+            first = await self._pending.get()
+            if first is None:
+                break
+            batch = [first]
+            deadline = loop.time() + self._max_delay
+            while len(batch) < MAX_BATCH:
+                try:
+                    item = await asyncio.wait_for(
+                        self._pending.get(), timeout=max(deadline - loop.time(), 0)
+                    )
+                except TimeoutError:
+                    break
+                if item is None:
+                    closing = True
+                    break
+                batch.append(item)
+            task = asyncio.create_task(self._send(batch))
+            self._sends.add(task)
+            task.add_done_callback(self._sends.discard)
+        if self._sends:
+            await asyncio.gather(*self._sends)
+
+    async def _send(self, batch: list[SqsMessage]) -> None:
+        entries = [{"Id": str(i), "ReceiptHandle": m.receipt_handle} for i, m in enumerate(batch)]
+        try:
+            response = await asyncio.to_thread(
+                self._sqs.delete_message_batch, QueueUrl=self._queue_url, Entries=entries
+            )
+        except Exception as exc:
+            DELETE_FAILURES.labels(self._queue_name).inc(len(batch))
+            log.warning("delete batch failed", count=len(batch), error=str(exc))
+            return
+        failed = response.get("Failed") or []
+        if failed:
+            DELETE_FAILURES.labels(self._queue_name).inc(len(failed))
+            log.warning("some deletes failed", count=len(failed), failed=failed[:3])
+
+
+class SqsConsumer:
+    """Long-polls ``queue_url`` and runs ``handler`` on each message; see the module doc."""
+
+    def __init__(
+        self,
+        sqs_client: Any,
+        queue_url: str,
+        handler: MessageHandler,
+        stage_metrics: StageMetrics,
+        *,
+        max_in_flight: int = 10,
+        wait_time_seconds: int = 20,
+        visibility_timeout: int = 30,
+        dlq_url: str | None = None,
+        shutdown_grace_seconds: float = 20.0,
+        max_backoff_seconds: float = 300.0,
+        delete_delay_seconds: float = 0.1,
+        receive_error_backoff_seconds: float = 1.0,
+    ) -> None:
+        if max_in_flight < 1:
+            raise ValueError("max_in_flight must be at least 1")
+        self._sqs = sqs_client
+        self.queue_url = queue_url
+        self.queue_name = queue_url.rstrip("/").rsplit("/", 1)[-1]
+        self._handler = handler
+        self._metrics = stage_metrics
+        self._max_in_flight = max_in_flight
+        self._wait_time = max(0, min(wait_time_seconds, 20))
+        self._visibility_timeout = visibility_timeout
+        self._dlq_url = dlq_url
+        self._grace = shutdown_grace_seconds
+        self._max_backoff = max_backoff_seconds
+        self._receive_error_backoff = receive_error_backoff_seconds
+        self._slots = asyncio.Semaphore(max_in_flight)
+        self._in_flight: dict[asyncio.Task[None], SqsMessage] = {}
+        self._deletes = _DeleteBatcher(
+            sqs_client, queue_url, self.queue_name, max_delay=delete_delay_seconds
+        )
+        self._receive_count = RECEIVE_COUNT.labels(self.queue_name)
+
+    # -- the receive loop -----------------------------------------------------------------
+    async def run(self, stopping: asyncio.Event) -> None:
+        """Consume until ``stopping`` is set; then drain in-flight work and return."""
+        log.info("consuming", queue=self.queue_name, max_in_flight=self._max_in_flight)
+        self._deletes.start()
+        stop_wait = asyncio.create_task(stopping.wait())
+        try:
+            while not stopping.is_set():
+                slots = await self._acquire_slots(stop_wait)
+                if not slots:
+                    break
+                messages = await self._receive(slots, stop_wait)
+                for _ in range(slots - len(messages or ())):
+                    self._slots.release()
+                for message in messages or ():
+                    self._start(message)
+                if messages is None:  # the receive failed: do not spin on a broken queue
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(
+                            asyncio.shield(stop_wait), timeout=self._receive_error_backoff
+                        )
+        finally:
+            stop_wait.cancel()
+            await self._drain()
+            await self._deletes.close()
+            log.info("consumer stopped", queue=self.queue_name)
+
+    async def _acquire_slots(self, stop_wait: asyncio.Task[bool]) -> int:
+        """Wait for at least one free slot (0 if stopping first); take up to 10 free ones."""
+        acquire = asyncio.ensure_future(self._slots.acquire())
+        await asyncio.wait({acquire, stop_wait}, return_when=asyncio.FIRST_COMPLETED)
+        if not acquire.done():
+            acquire.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await acquire
+        if not acquire.done() or acquire.cancelled():
+            return 0
+        if stop_wait.done():
+            self._slots.release()
+            return 0
+        slots = 1
+        while slots < MAX_BATCH and not self._slots.locked():
+            await self._slots.acquire()  # does not block: a slot is free
+            slots += 1
+        return slots
+
+    def _receive_sync(self, count: int) -> list[SqsMessage]:
+        response = self._sqs.receive_message(
+            QueueUrl=self.queue_url,
+            MaxNumberOfMessages=count,
+            WaitTimeSeconds=self._wait_time,
+            VisibilityTimeout=self._visibility_timeout,
+            AttributeNames=["All"],
+            MessageAttributeNames=["All"],
+        )
+        return [SqsMessage.from_sqs(raw) for raw in response.get("Messages") or []]
+
+    async def _receive(self, count: int, stop_wait: asyncio.Task[bool]) -> list[SqsMessage] | None:
+        """Up to ``count`` messages; [] when stopping; None when ReceiveMessage failed."""
+        loop = asyncio.get_running_loop()
+        release = _QueueRelease(self._sqs, self.queue_url, self.queue_name)
+        poll = _LongPoll(loop, lambda: self._receive_sync(count), release)
+        waiters: set[asyncio.Future[Any]] = {poll.future, stop_wait}
+        await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+        if not poll.future.done() and poll.abandon():
+            log.info("stopping: long poll abandoned", queue=self.queue_name)
+            return []
+        try:
+            messages = await poll.future
+        except Exception as exc:
+            log.warning("receive failed", queue=self.queue_name, error=str(exc))
+            return None
+        if stop_wait.done() and messages:
+            # Stopping: hand them straight back rather than start new work.
+            await asyncio.to_thread(release, messages)
+            RELEASED.labels(self.queue_name).inc(len(messages))
+            return []
+        return messages
+
+    # -- one message ----------------------------------------------------------------------
+    def _start(self, message: SqsMessage) -> None:
+        self._metrics.received.inc()
+        self._receive_count.observe(message.receive_count)
+        age = message.age_seconds()
+        if age is not None:
+            self._metrics.observe_age(age)
+        task = asyncio.create_task(self._handle(message), name=f"sqs:{message.message_id}")
+        self._in_flight[task] = message
+        task.add_done_callback(self._finished)
+
+    def _finished(self, task: asyncio.Task[None]) -> None:
+        self._in_flight.pop(task, None)
+        self._slots.release()
+
+    async def _handle(self, message: SqsMessage) -> None:
+        start = time.perf_counter()
+        self._metrics.in_progress.inc()
+        outcome = "retry"
+        try:
+            with event_context(
+                None, None, sqs_message_id=message.message_id, queue=self.queue_name
+            ):
+                outcome = await self._outcome(message)
+        finally:
+            self._metrics.in_progress.dec()
+            self._metrics.observe(outcome, time.perf_counter() - start)
+
+    async def _outcome(self, message: SqsMessage) -> str:
+        try:
+            await self._handler(message)
+        except PermanentError as exc:
+            return await self._dead_letter(message, str(exc) or type(exc).__name__)
+        except RetryableError as exc:
+            log.warning("handler failed, will retry", error=str(exc), attempt=message.receive_count)
+            await self._retry_later(message, exc.delay)
+            return "retry"
+        except Exception as exc:
+            log.exception("handler crashed, will retry", attempt=message.receive_count)
+            await self._retry_later(message, None, reason=type(exc).__name__)
+            return "retry"
+        self._deletes.add(message)
+        return "success"
+
+    async def _retry_later(
+        self, message: SqsMessage, delay: float | None, *, reason: str | None = None
+    ) -> None:
+        if delay is None:
+            delay = backoff_seconds(message.receive_count, maximum=self._max_backoff)
+        seconds = max(0, min(math.ceil(delay), MAX_VISIBILITY_SECONDS))
+        try:
+            await asyncio.to_thread(
+                self._sqs.change_message_visibility,
+                QueueUrl=self.queue_url,
+                ReceiptHandle=message.receipt_handle,
+                VisibilityTimeout=seconds,
+            )
+        except Exception as exc:  # it comes back when the current timeout ends
+            log.warning("could not set retry delay", error=str(exc), reason=reason)
+
+    async def dlq_url(self) -> str | None:
+        """The dead-letter queue: as given, else the target of the queue's RedrivePolicy."""
+        if self._dlq_url is None:
+            response = await asyncio.to_thread(
+                self._sqs.get_queue_attributes,
+                QueueUrl=self.queue_url,
+                AttributeNames=["RedrivePolicy"],
+            )
+            policy = (response.get("Attributes") or {}).get("RedrivePolicy")
+            if not policy:
+                return None
+            arn = str(json.loads(policy)["deadLetterTargetArn"])
+            parts = arn.split(":")
+            found = await asyncio.to_thread(
+                self._sqs.get_queue_url, QueueName=parts[5], QueueOwnerAWSAccountId=parts[4]
+            )
+            self._dlq_url = str(found["QueueUrl"])
+        return self._dlq_url
+
+    async def _require_dlq_url(self) -> str:
+        dlq = await self.dlq_url()
+        if dlq is None:
+            raise PermanentError(f"queue {self.queue_name} has no dead-letter queue")
+        return dlq
+
+    def _dead_letter_attributes(self, message: SqsMessage, reason: str) -> dict[str, Any]:
+        ours: dict[str, Any] = {
+            "error": {"DataType": "String", "StringValue": reason[:_MAX_REASON_CHARS]},
+            "source_queue": {"DataType": "String", "StringValue": self.queue_name},
+            "receive_count": {"DataType": "Number", "StringValue": str(message.receive_count)},
+        }
+        kept = {
+            name: {"DataType": value["DataType"], "StringValue": value["StringValue"]}
+            for name, value in message.message_attributes.items()
+            if name not in ours and isinstance(value, dict) and "StringValue" in value
+        }
+        room = _MAX_MESSAGE_ATTRIBUTES - len(ours)
+        return {**dict(list(kept.items())[:room]), **ours}
+
+    async def _dead_letter(self, message: SqsMessage, reason: str) -> str:
+        """Send the message to the DLQ with its reason, then delete it; ``dlq`` or ``retry``."""
+        try:
+            dlq = await self._require_dlq_url()
+            await asyncio.to_thread(
+                self._sqs.send_message,
+                QueueUrl=dlq,
+                MessageBody=message.body.decode(),
+                MessageAttributes=self._dead_letter_attributes(message, reason),
+            )
+        except Exception as exc:
+            # Left for redelivery: the redrive policy dead-letters it in the end.
+            log.error("could not dead-letter message", reason=reason, error=str(exc))  # noqa: TRY400
+            await self._retry_later(message, None)
+            return "retry"
+        log.warning("message dead-lettered", reason=reason)
+        self._deletes.add(message)
+        return "dlq"
+
+    # -- shutdown -------------------------------------------------------------------------
+    async def _drain(self) -> None:
+        if not self._in_flight:
+            return
+        log.info("stopping: finishing in-flight messages", count=len(self._in_flight))
+        tasks = set(self._in_flight)
+        _done, pending = await asyncio.wait(tasks, timeout=self._grace)
+        if not pending:
+            return
+        unfinished = [self._in_flight[t] for t in pending if t in self._in_flight]
+        log.warning("grace period over: abandoning handlers", count=len(pending))
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
+        await asyncio.to_thread(_release_sync, self._sqs, self.queue_url, unfinished)
+        RELEASED.labels(self.queue_name).inc(len(unfinished))
+
+
+class _QueueRelease:
+    """Callable that makes messages of one queue visible again (used from any thread)."""
+
+    def __init__(self, sqs_client: Any, queue_url: str, queue_name: str) -> None:
+        self._sqs = sqs_client
+        self._queue_url = queue_url
+        self.queue_name = queue_name
+
+    def __call__(self, messages: list[SqsMessage]) -> None:
+        _release_sync(self._sqs, self._queue_url, messages)
