@@ -37,18 +37,24 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Final
 
 from prometheus_client import Counter, Histogram
+from pydantic import Field
+from pydantic_settings import SettingsConfigDict
 
 from pulse.errors import PermanentError, RetryableError
 from pulse.logging import event_context, get_logger
+from pulse.settings import PulseSettings
 
 if TYPE_CHECKING:
     from pulse.metrics import StageMetrics
+    from pulse.service import Lifecycle
 
 __all__ = [
     "MessageHandler",
     "SqsConsumer",
+    "SqsConsumerSettings",
     "SqsMessage",
     "backoff_seconds",
+    "consume",
     "wait_for_queue_url",
 ]
 
@@ -556,3 +562,67 @@ class _QueueRelease:
 
     def __call__(self, messages: list[SqsMessage]) -> None:
         _release_sync(self._sqs, self._queue_url, messages)
+
+
+class SqsConsumerSettings(PulseSettings):
+    """Settings of a worker that consumes one SQS queue (``PULSE_SQS_*``)."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="PULSE_", frozen=True, extra="ignore", populate_by_name=True
+    )
+
+    # Messages handled at once by one process.
+    sqs_max_in_flight: int = Field(default=10, ge=1, le=1000)
+    # Long-poll length; 20 is SQS's maximum and the cheapest.
+    sqs_wait_time_seconds: int = Field(default=20, ge=0, le=20)
+    # How long a received message stays hidden from other consumers while handled.
+    sqs_visibility_timeout: int = Field(default=30, ge=1, le=MAX_VISIBILITY_SECONDS)
+    # Longest retry delay of a failing message (the backoff doubles per receive up to this).
+    sqs_max_backoff_seconds: float = Field(default=300.0, ge=0, le=MAX_VISIBILITY_SECONDS)
+
+
+async def consume(
+    lifecycle: Lifecycle,
+    sqs_client: Any,
+    queue_name: str,
+    handler: MessageHandler,
+    *,
+    stage_metrics: StageMetrics,
+    settings: SqsConsumerSettings,
+) -> None:
+    """Run a :class:`SqsConsumer` on ``queue_name`` until ``lifecycle.stopping`` is set.
+
+    Adds an ``sqs`` readiness check (``GetQueueAttributes`` on the queue) and waits for the
+    queue to exist before consuming, so a worker started before its topology waits for it.
+    """
+    found: list[str] = []
+
+    async def check_queue() -> None:
+        url = found[0] if found else None
+        if url is None:
+            url = str(
+                (await asyncio.to_thread(sqs_client.get_queue_url, QueueName=queue_name))[
+                    "QueueUrl"
+                ]
+            )
+        await asyncio.to_thread(
+            sqs_client.get_queue_attributes, QueueUrl=url, AttributeNames=["QueueArn"]
+        )
+
+    lifecycle.add_check("sqs", check_queue)
+    url = await wait_for_queue_url(sqs_client, queue_name, lifecycle.stopping)
+    if url is None:
+        return
+    found.append(url)
+    consumer = SqsConsumer(
+        sqs_client,
+        url,
+        handler,
+        stage_metrics,
+        max_in_flight=settings.sqs_max_in_flight,
+        wait_time_seconds=settings.sqs_wait_time_seconds,
+        visibility_timeout=settings.sqs_visibility_timeout,
+        shutdown_grace_seconds=settings.shutdown_grace_seconds,
+        max_backoff_seconds=settings.sqs_max_backoff_seconds,
+    )
+    await consumer.run(lifecycle.stopping)

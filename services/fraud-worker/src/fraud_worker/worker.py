@@ -1,0 +1,181 @@
+"""The fraud worker: payment.created events in, decisions out.
+
+For each message: parse the CloudEvent, record the payment in the account's activity
+(Redis), apply the rules, write the decision with a conditional UpdateItem, and send
+non-approved decisions to the ``alerts`` channel. The consumer runtime deletes the message
+once this returns; a malformed message is dead-lettered.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING
+
+import orjson
+from pydantic import ValidationError
+
+from fraud_worker.activity import AccountActivityStore
+from fraud_worker.decisions import DecisionStore
+from fraud_worker.rules import FraudDecision, PaymentFacts, RiskLimits, evaluate
+from fraud_worker.settings import FraudSettings, load_fraud_settings
+from pulse.channels import ALERTS, ChannelPublisher
+from pulse.clients import aws_client, redis_client
+from pulse.consumer import SqsMessage, consume
+from pulse.errors import PermanentError
+from pulse.events import (
+    FRAUD_DECISION,
+    PAYMENT_CREATED,
+    CloudEvent,
+    new_event,
+    stable_event_id,
+    utc_now,
+)
+from pulse.logging import event_context, get_logger
+from pulse.metrics import StageMetrics
+from pulse.payments import APPROVED, format_amount
+from pulse.service import ops_app, start_http_app
+
+if TYPE_CHECKING:
+    from pulse.service import Lifecycle
+
+__all__ = ["SOURCE", "FraudWorker", "decision_event", "parse_event", "serve"]
+
+SOURCE = "/pulse/fraud-worker"
+log = get_logger("fraud_worker")
+
+
+def parse_event(body: bytes, expected_type: str) -> CloudEvent:
+    """The CloudEvent in ``body``; :class:`PermanentError` if it is not one of that type."""
+    try:
+        event = CloudEvent.from_json(body)
+    except (ValidationError, orjson.JSONDecodeError) as exc:
+        raise PermanentError(f"not a CloudEvent: {type(exc).__name__}") from exc
+    if event.type != expected_type:
+        raise PermanentError(f"unexpected event type {event.type!r}")
+    return event
+
+
+def decision_event(
+    source: CloudEvent, payment: PaymentFacts, decision: FraudDecision, decided_at: str | None
+) -> CloudEvent:
+    """The ``pulse.fraud.decision`` event for ``alerts`` (id stable per source event)."""
+    return new_event(
+        id=stable_event_id(source.id, "decision"),
+        type=FRAUD_DECISION,
+        source=SOURCE,
+        subject=payment.payment_id,
+        traceparent=source.traceparent,
+        data={
+            "payment_id": payment.payment_id,
+            "account_id": payment.account_id,
+            "decision": decision.decision,
+            "score": decision.score,
+            "reasons": list(decision.reasons),
+            "amount": format_amount(payment.amount),
+            "currency": payment.currency,
+            **({"decided_at": decided_at} if decided_at else {}),
+        },
+    )
+
+
+class FraudWorker:
+    """The message handler: one payment.created event → one decision, written once."""
+
+    def __init__(
+        self,
+        activity: AccountActivityStore,
+        decisions: DecisionStore,
+        publisher: ChannelPublisher,
+        limits: RiskLimits,
+    ) -> None:
+        self._activity = activity
+        self._decisions = decisions
+        self._publisher = publisher
+        self._limits = limits
+
+    async def handle(self, message: SqsMessage) -> None:
+        event = parse_event(message.body, PAYMENT_CREATED)
+        with event_context(event.id, event.trace_id, payment_id=event.subject):
+            await self._decide(event)
+
+    async def _decide(self, event: CloudEvent) -> None:
+        payment = PaymentFacts.from_event(event)
+        activity = await self._activity.record(event.id, payment)
+        decision = evaluate(payment, activity, self._limits)
+        decided_at = utc_now().isoformat(timespec="milliseconds").replace("+00:00", "Z")
+        result = await asyncio.to_thread(
+            self._decisions.write, payment.payment_id, decision, decided_at
+        )
+        if result.written:
+            log.info(
+                "payment decided",
+                decision=decision.decision,
+                score=decision.score,
+                reasons=list(decision.reasons),
+            )
+            await self._alert(event, payment, decision, decided_at)
+            return
+        log.info("payment already decided", status=result.stored_status)
+        if result.stored is not None:
+            # A crash between the write and the alert: the alert is still owed (the channel
+            # guard makes this a no-op when it was sent).
+            await self._alert(event, payment, result.stored, None)
+
+    async def _alert(
+        self,
+        event: CloudEvent,
+        payment: PaymentFacts,
+        decision: FraudDecision,
+        decided_at: str | None,
+    ) -> None:
+        if decision.decision == APPROVED:
+            return
+        alert = decision_event(event, payment, decision, decided_at)
+        appended = await self._publisher.append(alert, [ALERTS])
+        if appended.applied:
+            log.info("fraud alert sent", decision=decision.decision, alert_id=alert.id)
+
+
+async def serve(lifecycle: Lifecycle) -> None:
+    """Consume the fraud queue until SIGTERM, serving /healthz, /readyz and /metrics."""
+    settings = lifecycle.settings
+    if not isinstance(settings, FraudSettings):
+        settings = load_fraud_settings()
+    names = settings.names
+    ddb = aws_client("dynamodb", settings)
+    sqs = aws_client("sqs", settings)
+    redis = redis_client(settings)
+    decisions = DecisionStore(ddb, names.payments_table)
+
+    async def check_dynamodb() -> None:
+        await asyncio.to_thread(decisions.check)
+
+    async def check_redis() -> None:
+        await redis.ping()
+
+    lifecycle.add_check("dynamodb", check_dynamodb)
+    lifecycle.add_check("redis", check_redis)
+    worker = FraudWorker(
+        AccountActivityStore(
+            redis,
+            settings.redis_prefix,
+            window_seconds=settings.velocity_window_seconds,
+            country_memory_seconds=settings.country_memory_seconds,
+        ),
+        decisions,
+        ChannelPublisher(redis, settings.redis_prefix),
+        settings.risk_limits(),
+    )
+    runner = await start_http_app(ops_app(lifecycle), settings.http_host, settings.http_port)
+    try:
+        await consume(
+            lifecycle,
+            sqs,
+            names.fraud_queue,
+            worker.handle,
+            stage_metrics=StageMetrics("fraud"),
+            settings=settings,
+        )
+    finally:
+        await runner.cleanup()
+        await redis.aclose()
