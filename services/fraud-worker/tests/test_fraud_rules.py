@@ -101,6 +101,8 @@ def test_velocity_amount_reviews_many_payments_adding_up_to_the_decline_limit() 
     # One payment alone is the amount rule's business, not velocity's.
     alone = decide(payment("5000.01"), AccountActivity(1, Decimal("5000.01")))
     assert alone.reasons == ("amount_above_decline_limit",)
+    huge_after_small = decide(payment("9000.00"), AccountActivity(2, Decimal("9010.00")))
+    assert huge_after_small.reasons == ("amount_above_decline_limit",)
 
 
 def test_country_mismatch_with_the_accounts_recent_country() -> None:

@@ -14,7 +14,7 @@ amount_above_review_limit  40      amount > the currency's review limit (not dec
 velocity_count_decline     80      payments of the account in the window > decline count
 velocity_count_review      40      ... > review count (not decline)
 velocity_amount_review     40      same-currency sum in the window > the decline limit,
-                                   over more than one payment
+                                   over more than one payment, none above it alone
 country_mismatch           40      the country differs from the account's recent one
 =========================  ======  ===================================================
 """
@@ -155,7 +155,10 @@ def _velocity_hits(
         hits.append(("velocity_count_decline", DECLINE_SCORE))
     elif activity.count > limits.velocity_review_count:
         hits.append(("velocity_count_review", REVIEW_SCORE))
-    if activity.count > 1 and activity.amount_sum > limits.decline_amount(payment.currency):
+    limit = limits.decline_amount(payment.currency)
+    # A payment above the limit by itself is the amount rule's; this one is for many that
+    # add up to it.
+    if activity.count > 1 and activity.amount_sum > limit and payment.amount <= limit:
         hits.append(("velocity_amount_review", REVIEW_SCORE))
     return hits
 
