@@ -1,0 +1,145 @@
+"""The effects of one batch of events: SNS, Redis channels, the audit trail.
+
+Each is safe to repeat: SNS subscribers deduplicate on the event id, the channel append
+script applies an event id once, and an audit row is keyed by the record's sequence number.
+That is what lets a failed batch be retried from its checkpoint as a whole.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Final
+
+from botocore.exceptions import BotoCoreError, ClientError
+
+from pulse.errors import RetryableError
+from pulse.logging import get_logger
+from stream_processor.records import audit_item, channels_for, sns_attributes
+
+if TYPE_CHECKING:
+    from pulse.channels import ChannelPublisher
+    from pulse.events import CloudEvent
+
+__all__ = ["AuditTrail", "BatchEffects", "ProcessedEvent", "TopicPublisher", "publish_entries"]
+
+SNS_BATCH_LIMIT: Final = 10
+
+
+def _log() -> Any:
+    return get_logger("stream_processor.effects")
+
+
+@dataclass(frozen=True)
+class ProcessedEvent:
+    """An event with the stream position of the record it came from."""
+
+    event: CloudEvent
+    sequence_number: str
+    event_name: str
+    created_epoch: float | None = None  # the record's ApproximateCreationDateTime
+
+
+def publish_entries(events: list[CloudEvent]) -> list[dict[str, Any]]:
+    """PublishBatch entries for at most ten events; ``Id`` is the position in the chunk."""
+    if len(events) > SNS_BATCH_LIMIT:
+        raise ValueError(f"PublishBatch takes at most {SNS_BATCH_LIMIT} entries")
+    return [
+        {
+            "Id": f"e{index}",
+            "Message": event.to_json().decode(),
+            "MessageAttributes": sns_attributes(event),
+        }
+        for index, event in enumerate(events)
+    ]
+
+
+class TopicPublisher:
+    """Publishes events to the topic in order, ten per call, retrying failed entries."""
+
+    def __init__(
+        self, sns: Any, topic_arn: str, *, max_attempts: int = 5, base_delay: float = 0.1
+    ) -> None:
+        self._sns = sns
+        self.topic_arn = topic_arn
+        self._max_attempts = max_attempts
+        self._base_delay = base_delay
+
+    async def publish(self, events: list[CloudEvent]) -> None:
+        """Publish every event; raises :class:`RetryableError` if some never got through."""
+        for start in range(0, len(events), SNS_BATCH_LIMIT):
+            await self._publish_chunk(events[start : start + SNS_BATCH_LIMIT])
+
+    async def _publish_chunk(self, events: list[CloudEvent]) -> None:
+        pending = {entry["Id"]: entry for entry in publish_entries(events)}
+        problem = ""
+        for attempt in range(self._max_attempts):
+            if attempt:
+                await asyncio.sleep(min(self._base_delay * 2 ** (attempt - 1), 2.0))
+            try:
+                response = await asyncio.to_thread(
+                    self._sns.publish_batch,
+                    TopicArn=self.topic_arn,
+                    PublishBatchRequestEntries=list(pending.values()),
+                )
+            except (ClientError, BotoCoreError) as exc:
+                problem = str(exc)
+                continue
+            for ok in response.get("Successful", []):
+                pending.pop(ok["Id"], None)
+            failed = response.get("Failed", [])
+            if failed:
+                problem = "; ".join(f"{f.get('Code')}: {f.get('Message', '')}" for f in failed)
+            if not pending:
+                return
+            _log().warning("sns entries failed", count=len(pending), attempt=attempt + 1)
+        raise RetryableError(f"SNS PublishBatch: {len(pending)} entries failed ({problem})")
+
+
+class AuditTrail:
+    """Writes one events-table row per event (replays overwrite the same row)."""
+
+    def __init__(self, ddb: Any, table_name: str, *, ttl_days: int) -> None:
+        self._ddb = ddb
+        self._table = table_name
+        self._ttl_seconds = ttl_days * 24 * 3600
+
+    async def record(self, processed: list[ProcessedEvent], *, now: float | None = None) -> None:
+        expires_at = int((time.time() if now is None else now) + self._ttl_seconds)
+        await asyncio.gather(
+            *(
+                asyncio.to_thread(
+                    self._put,
+                    audit_item(p.event, p.sequence_number, expires_at=expires_at),
+                )
+                for p in processed
+            )
+        )
+
+    def _put(self, item: dict[str, Any]) -> None:
+        try:
+            self._ddb.put_item(TableName=self._table, Item=item)
+        except (ClientError, BotoCoreError) as exc:
+            raise RetryableError(f"audit PutItem: {exc}", delay=1.0) from exc
+
+
+class BatchEffects:
+    """Applies the effects of a batch in the contract's order: SNS, Redis, audit rows."""
+
+    def __init__(
+        self, topic: TopicPublisher, channels: ChannelPublisher, audit: AuditTrail
+    ) -> None:
+        self._topic = topic
+        self._channels = channels
+        self._audit = audit
+
+    async def apply(self, processed: list[ProcessedEvent]) -> None:
+        """Apply all effects; any exception means the batch must be retried as a whole."""
+        if not processed:
+            return
+        await self._topic.publish([p.event for p in processed])
+        # One item's events stay in stream order: appends run one after another.
+        for p in processed:
+            await self._channels.append(p.event, channels_for(p.event))
+        await self._audit.record(processed)

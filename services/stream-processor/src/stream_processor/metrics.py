@@ -1,0 +1,80 @@
+"""The stream processor's Prometheus metrics (bounded labels only: never shard or payment ids)."""
+
+from __future__ import annotations
+
+import time
+from typing import Final
+
+from prometheus_client import Counter, Gauge, Histogram
+
+from pulse.metrics import StageMetrics
+from stream_processor.records import EVENT_NAMES
+
+__all__ = [
+    "BATCH_DURATION",
+    "CHECKPOINTS",
+    "FAILURES",
+    "FAILURE_REASONS",
+    "ITERATOR_AGE",
+    "RECORDS_PROCESSED",
+    "SHARDS_OWNED",
+    "STAGE",
+    "IteratorAges",
+]
+
+STAGE: Final = StageMetrics("stream")
+
+RECORDS_PROCESSED: Final = Counter(
+    "pulse_stream_records_processed_total",
+    "Stream records whose effects all succeeded, by eventName",
+    ["event_name"],
+)
+for _name in EVENT_NAMES:
+    RECORDS_PROCESSED.labels(_name)
+
+BATCH_DURATION: Final = Histogram(
+    "pulse_stream_batch_duration_seconds",
+    "Time to apply one GetRecords batch: SNS, Redis, audit rows and the checkpoint",
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+)
+ITERATOR_AGE: Final = Gauge(
+    "pulse_stream_iterator_age_milliseconds",
+    "Largest lag across shards: now minus the newest record read, 0 when caught up",
+)
+CHECKPOINTS: Final = Counter("pulse_stream_checkpoints_total", "Checkpoints written")
+SHARDS_OWNED: Final = Gauge("pulse_stream_shards_owned", "Shards this process is reading")
+
+FAILURE_REASONS: Final = (
+    "batch",  # an effect of a batch failed; the batch is retried from the checkpoint
+    "read",  # GetRecords or GetShardIterator failed
+    "iterator_expired",  # re-opened from the checkpoint
+    "trimmed",  # the checkpoint fell behind the stream's retention
+    "malformed",  # a record that can never become an event (skipped, logged)
+    "lease_lost",  # another worker took the shard over
+    "refresh",  # listing shards or leases failed
+)
+FAILURES: Final = Counter(
+    "pulse_stream_failures_total", "Failures of the stream processor, by reason", ["reason"]
+)
+for _reason in FAILURE_REASONS:
+    FAILURES.labels(_reason)
+
+
+class IteratorAges:
+    """Per-shard iterator age kept in memory; the gauge shows only the maximum."""
+
+    def __init__(self) -> None:
+        self._ages: dict[str, float] = {}
+
+    def caught_up(self, shard_id: str) -> None:
+        self._ages[shard_id] = 0.0
+
+    def newest_read(self, shard_id: str, created_epoch: float, now: float | None = None) -> None:
+        now = time.time() if now is None else now
+        self._ages[shard_id] = max((now - created_epoch) * 1000.0, 0.0)
+
+    def forget(self, shard_id: str) -> None:
+        self._ages.pop(shard_id, None)
+
+    def max(self) -> float:
+        return max(self._ages.values(), default=0.0)

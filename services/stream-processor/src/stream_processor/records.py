@@ -1,0 +1,169 @@
+"""Stream records to CloudEvents, and the shapes each effect needs. Pure: no I/O.
+
+A record of the payments table's stream (``NEW_AND_OLD_IMAGES``) becomes one event:
+
+- ``INSERT`` → ``pulse.payment.created``; data = the new image's public payment;
+- ``MODIFY`` → ``pulse.payment.updated``; data = the new image's payment plus ``old_status``
+  and ``status`` (emitted even when the status did not change);
+- ``REMOVE`` → ``pulse.payment.deleted``; data = the old image's payment.
+
+The id is :func:`~pulse.events.stable_event_id` of the record's ``eventID``, so a record
+read twice (after a crash, or a retried batch) yields the same event and every receiver
+can deduplicate.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any, Final
+
+from pulse.channels import PAYMENTS, account_channel, is_valid_channel
+from pulse.errors import PermanentError
+from pulse.events import (
+    PAYMENT_CREATED,
+    PAYMENT_DELETED,
+    PAYMENT_UPDATED,
+    CloudEvent,
+    new_event,
+    stable_event_id,
+)
+from pulse.payments import item_from_image, payment_from_item
+
+__all__ = [
+    "EVENT_NAMES",
+    "SNS_TYPES",
+    "SOURCE",
+    "MalformedRecordError",
+    "audit_item",
+    "channels_for",
+    "event_from_record",
+    "pad_sequence_number",
+    "record_time",
+    "sns_attributes",
+]
+
+SOURCE: Final = "/pulse/stream-processor"
+EVENT_NAMES: Final = ("INSERT", "MODIFY", "REMOVE")
+# The ``type`` message attribute the SNS subscriptions filter on.
+SNS_TYPES: Final = {
+    PAYMENT_CREATED: "created",
+    PAYMENT_UPDATED: "updated",
+    PAYMENT_DELETED: "deleted",
+}
+SEQUENCE_DIGITS: Final = 40
+
+
+class MalformedRecordError(PermanentError):
+    """A stream record this processor cannot turn into an event (never will, on retry)."""
+
+
+def _record_time(value: Any) -> datetime | None:
+    """``ApproximateCreationDateTime``: a datetime from boto3, epoch seconds in raw JSON."""
+    if isinstance(value, datetime):
+        return value if value.tzinfo else value.replace(tzinfo=UTC)
+    if isinstance(value, int | float | Decimal):
+        return datetime.fromtimestamp(float(value), UTC)
+    return None
+
+
+def record_time(record: dict[str, Any]) -> datetime | None:
+    """When the change happened, as far as the stream knows (second precision on AWS)."""
+    return _record_time(record.get("dynamodb", {}).get("ApproximateCreationDateTime"))
+
+
+def _image(record: dict[str, Any], which: str) -> dict[str, Any]:
+    image = record.get("dynamodb", {}).get(which)
+    if not image:
+        raise MalformedRecordError(
+            f"{record.get('eventName')} record {record.get('eventID')} has no {which}"
+        )
+    return item_from_image(image)
+
+
+def event_from_record(record: dict[str, Any]) -> CloudEvent:
+    """The CloudEvent of one stream record; raises :class:`MalformedRecordError`."""
+    name = record.get("eventName")
+    event_id = record.get("eventID")
+    if not event_id:
+        raise MalformedRecordError("stream record without eventID")
+    if name == "INSERT":
+        item = _image(record, "NewImage")
+        event_type, data = PAYMENT_CREATED, payment_from_item(item)
+    elif name == "MODIFY":
+        item = _image(record, "NewImage")
+        old = _image(record, "OldImage")
+        event_type = PAYMENT_UPDATED
+        data = {
+            **payment_from_item(item),
+            "old_status": old.get("status"),
+            "status": item.get("status"),
+        }
+    elif name == "REMOVE":
+        item = _image(record, "OldImage")
+        event_type, data = PAYMENT_DELETED, payment_from_item(item)
+    else:
+        raise MalformedRecordError(f"record {event_id} has unknown eventName {name!r}")
+    payment_id = item.get("payment_id")
+    if not isinstance(payment_id, str) or not payment_id:
+        raise MalformedRecordError(f"record {event_id} has no payment_id")
+    traceparent = item.get("traceparent")
+    return new_event(
+        id=stable_event_id(str(event_id)),
+        type=event_type,
+        source=SOURCE,
+        subject=payment_id,
+        data=data,
+        time=record_time(record),
+        traceparent=traceparent if isinstance(traceparent, str) and traceparent else None,
+    )
+
+
+def _account_id(event: CloudEvent) -> str | None:
+    account = event.data.get("account_id")
+    return account if isinstance(account, str) and account else None
+
+
+def channels_for(event: CloudEvent) -> list[str]:
+    """``payments`` and the payment's account channel (left out if the id is not a valid name)."""
+    channels = [PAYMENTS]
+    account = _account_id(event)
+    if account is not None and is_valid_channel(account_channel(account)):
+        channels.append(account_channel(account))
+    return channels
+
+
+def sns_attributes(event: CloudEvent) -> dict[str, dict[str, str]]:
+    """The SNS MessageAttributes of ``event`` (String values; empty ones are left out)."""
+    values = {
+        "type": SNS_TYPES.get(event.type, event.type),
+        "event_type": event.type,
+        "event_id": event.id,
+        "account_id": _account_id(event),
+        "traceparent": event.traceparent,
+    }
+    return {
+        name: {"DataType": "String", "StringValue": value}
+        for name, value in values.items()
+        if value
+    }
+
+
+def pad_sequence_number(sequence_number: str) -> str:
+    """A stream sequence number left-padded to 40 digits, so strings sort as numbers do."""
+    if not sequence_number.isdigit() or len(sequence_number) > SEQUENCE_DIGITS:
+        raise MalformedRecordError(f"invalid sequence number {sequence_number!r}")
+    return sequence_number.zfill(SEQUENCE_DIGITS)
+
+
+def audit_item(event: CloudEvent, sequence_number: str, *, expires_at: int) -> dict[str, Any]:
+    """The events-table row (attribute-value form) recording ``event``."""
+    return {
+        "payment_id": {"S": event.subject or ""},
+        "sk": {"S": pad_sequence_number(sequence_number)},
+        "event_id": {"S": event.id},
+        "type": {"S": event.type},
+        "time": {"S": event.time},
+        "event": {"S": event.to_json().decode()},
+        "expires_at": {"N": str(expires_at)},
+    }

@@ -1,0 +1,47 @@
+"""Settings of the stream processor (environment variables prefixed ``PULSE_``)."""
+
+from __future__ import annotations
+
+import os
+import socket
+
+from pydantic import Field
+from pydantic_settings import SettingsConfigDict
+
+from pulse.settings import PulseSettings, load_settings
+
+__all__ = ["StreamProcessorSettings", "default_worker_id", "load_stream_processor_settings"]
+
+
+def default_worker_id() -> str:
+    """``hostname-pid``: unique per process, readable in the leases table."""
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
+class StreamProcessorSettings(PulseSettings):
+    """Typed, frozen settings of the stream processor."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="PULSE_", frozen=True, extra="ignore", populate_by_name=True
+    )
+
+    service_name: str = "stream-processor"
+    http_port: int = Field(default=9101, ge=0, le=65535)
+    # Records asked for per GetRecords call (DynamoDB Streams allows at most 1000).
+    batch_size: int = Field(default=100, ge=1, le=1000)
+    # Wait between GetRecords calls of a shard that returned less than a full batch.
+    poll_interval_seconds: float = Field(default=0.25, gt=0, le=60)
+    # How often the stream's shards are listed again (new shards appear as old ones close).
+    shard_refresh_seconds: float = Field(default=30.0, gt=0, le=3600)
+    # Lifetime of an audit row (the events table's TTL attribute ``expires_at``).
+    audit_ttl_days: int = Field(default=30, ge=1, le=3650)
+    # Owner written to the leases this process holds.
+    worker_id: str = Field(default_factory=default_worker_id, min_length=1, max_length=256)
+    # PublishBatch attempts for entries SNS reports as failed before the batch is retried.
+    sns_max_attempts: int = Field(default=5, ge=1, le=20)
+    # Longest pause between retries of a failing batch.
+    max_retry_delay_seconds: float = Field(default=10.0, gt=0, le=300)
+
+
+def load_stream_processor_settings() -> StreamProcessorSettings:
+    return load_settings(StreamProcessorSettings)

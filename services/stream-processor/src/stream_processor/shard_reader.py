@@ -1,0 +1,265 @@
+"""Reads one shard from its checkpoint to its end, applying and checkpointing each batch.
+
+A batch (one GetRecords result) is applied in order — SNS, Redis, audit rows — and only
+then checkpointed. If any effect fails, nothing moves: the iterator is re-opened after the
+stored checkpoint and the same records are read and applied again (each effect is
+idempotent). An expired iterator is re-opened the same way. When GetRecords returns no
+``NextShardIterator`` the shard is closed and fully read: it is checkpointed ``SHARD_END``
+so its children may start.
+
+On shutdown (``stopping`` set) a batch already read is finished — effects and checkpoint —
+and no further read starts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import enum
+import time
+from typing import TYPE_CHECKING, Any
+
+from botocore.exceptions import BotoCoreError, ClientError
+
+from pulse.errors import RetryableError
+from pulse.logging import event_context, get_logger
+from stream_processor.effects import ProcessedEvent
+from stream_processor.leases import LeaseLostError
+from stream_processor.lineage import SHARD_END, iterator_start, last_sequence_number
+from stream_processor.metrics import (
+    BATCH_DURATION,
+    CHECKPOINTS,
+    FAILURES,
+    RECORDS_PROCESSED,
+    STAGE,
+    IteratorAges,
+)
+from stream_processor.records import MalformedRecordError, event_from_record, record_time
+
+if TYPE_CHECKING:
+    from stream_processor.effects import BatchEffects
+    from stream_processor.leases import Lease, LeaseTable
+    from stream_processor.settings import StreamProcessorSettings
+
+__all__ = ["ShardOutcome", "ShardReader"]
+
+
+def _log() -> Any:
+    return get_logger("stream_processor.shard_reader")
+
+
+class ShardOutcome(enum.Enum):
+    ENDED = "ended"  # read to SHARD_END and checkpointed so
+    STOPPED = "stopped"  # the process is shutting down
+    LOST = "lost"  # another worker owns the shard now
+
+
+def _error_code(exc: Exception) -> str:
+    if isinstance(exc, ClientError):
+        return str(exc.response.get("Error", {}).get("Code", ""))
+    return ""
+
+
+class ShardReader:
+    """One shard's read loop; :meth:`run` returns how it ended."""
+
+    def __init__(
+        self,
+        *,
+        lease: Lease,
+        stream_arn: str,
+        streams: Any,
+        leases: LeaseTable,
+        effects: BatchEffects,
+        ages: IteratorAges,
+        settings: StreamProcessorSettings,
+        stopping: asyncio.Event,
+    ) -> None:
+        self.shard_id = lease.shard_id
+        self.checkpoint = lease.checkpoint
+        self._stream_arn = stream_arn
+        self._streams = streams
+        self._leases = leases
+        self._effects = effects
+        self._ages = ages
+        self._settings = settings
+        self._stopping = stopping
+        self._failures = 0
+
+    async def run(self) -> ShardOutcome:
+        iterator: str | None = None
+        while not self._stopping.is_set():
+            response = await self._get_records(iterator)
+            if response is None:
+                iterator = None
+                continue
+            records: list[dict[str, Any]] = response.get("Records", [])
+            next_iterator: str | None = response.get("NextShardIterator")
+            try:
+                await self._apply(records, ended=next_iterator is None)
+            except LeaseLostError:
+                return self._lost()
+            except Exception as exc:
+                iterator = None
+                await self._batch_failed(exc, len(records))
+                continue
+            if next_iterator is None:
+                _log().info("shard ended", shard_id=self.shard_id)
+                return ShardOutcome.ENDED
+            iterator = next_iterator
+            self._failures = 0
+            if len(records) < self._settings.batch_size:
+                await self._pause(self._settings.poll_interval_seconds)
+        return ShardOutcome.STOPPED
+
+    # -- reading ------------------------------------------------------------------------
+    async def _get_records(self, iterator: str | None) -> dict[str, Any] | None:
+        """One GetRecords result (opening an iterator first if needed); None if it failed."""
+        try:
+            if iterator is None:
+                iterator = await self._open_iterator()
+            response: dict[str, Any] = await asyncio.to_thread(
+                self._streams.get_records, ShardIterator=iterator, Limit=self._settings.batch_size
+            )
+        except (ClientError, BotoCoreError) as exc:
+            await self._read_failed(exc)
+            return None
+        self._note_age(response.get("Records", []))
+        return response
+
+    async def _open_iterator(self) -> str:
+        start = iterator_start(self.checkpoint)
+        response = await asyncio.to_thread(
+            self._streams.get_shard_iterator, **start.request(self._stream_arn, self.shard_id)
+        )
+        _log().debug(
+            "iterator opened",
+            shard_id=self.shard_id,
+            iterator_type=start.iterator_type,
+            checkpoint=self.checkpoint,
+        )
+        return str(response["ShardIterator"])
+
+    async def _read_failed(self, exc: Exception) -> None:
+        code = _error_code(exc)
+        if code == "ExpiredIteratorException":
+            FAILURES.labels("iterator_expired").inc()
+            _log().info("iterator expired; re-opening from checkpoint", shard_id=self.shard_id)
+            return
+        if code == "TrimmedDataAccessException":
+            # The checkpoint is older than the stream's retention: those records are gone.
+            FAILURES.labels("trimmed").inc()
+            _log().error(
+                "checkpoint trimmed from the stream; resuming at the trim horizon",
+                shard_id=self.shard_id,
+                checkpoint=self.checkpoint,
+            )
+            self.checkpoint = None
+            return
+        FAILURES.labels("read").inc()
+        _log().warning("read failed", shard_id=self.shard_id, error=str(exc), code=code)
+        await self._backoff(None)
+
+    def _note_age(self, records: list[dict[str, Any]]) -> None:
+        newest = record_time(records[-1]) if records else None
+        if newest is None:
+            self._ages.caught_up(self.shard_id)
+        else:
+            self._ages.newest_read(self.shard_id, newest.timestamp())
+
+    # -- applying -----------------------------------------------------------------------
+    def _events(self, records: list[dict[str, Any]]) -> list[ProcessedEvent]:
+        processed: list[ProcessedEvent] = []
+        for record in records:
+            STAGE.received.inc()
+            sequence_number = str(record.get("dynamodb", {}).get("SequenceNumber", ""))
+            try:
+                event = event_from_record(record)
+            except MalformedRecordError as exc:
+                # Retrying cannot fix it and holding it would stop the shard for good.
+                FAILURES.labels("malformed").inc()
+                STAGE.observe("dlq", 0.0)
+                _log().error(
+                    "malformed stream record skipped",
+                    shard_id=self.shard_id,
+                    sequence_number=sequence_number,
+                    error=str(exc),
+                )
+                continue
+            created = record_time(record)
+            processed.append(
+                ProcessedEvent(
+                    event,
+                    sequence_number,
+                    str(record.get("eventName")),
+                    created.timestamp() if created else None,
+                )
+            )
+        return processed
+
+    async def _apply(self, records: list[dict[str, Any]], *, ended: bool) -> None:
+        """Apply and checkpoint ``records``; then ``SHARD_END`` if the shard has ended."""
+        if records:
+            await self._process(records)
+        if ended:
+            await self._store_checkpoint(SHARD_END)
+
+    async def _process(self, records: list[dict[str, Any]]) -> None:
+        started = time.perf_counter()
+        processed = self._events(records)
+        STAGE.in_progress.inc(len(processed))
+        try:
+            await self._effects.apply(processed)
+            checkpoint = last_sequence_number(records)
+            if checkpoint is not None:
+                await self._store_checkpoint(checkpoint)
+        except BaseException:
+            for _ in processed:
+                STAGE.observe("retry", time.perf_counter() - started)
+            raise
+        finally:
+            STAGE.in_progress.dec(len(processed))
+        elapsed = time.perf_counter() - started
+        BATCH_DURATION.observe(elapsed)
+        now = time.time()
+        for p in processed:
+            RECORDS_PROCESSED.labels(p.event_name).inc()
+            STAGE.observe("success", elapsed)
+            if p.created_epoch is not None:
+                STAGE.observe_age(now - p.created_epoch)
+            with event_context(
+                p.event.id, p.event.trace_id, payment_id=p.event.subject, shard_id=self.shard_id
+            ):
+                _log().info("event processed", type=p.event.type, sequence_number=p.sequence_number)
+
+    async def _store_checkpoint(self, checkpoint: str) -> None:
+        await asyncio.to_thread(self._leases.checkpoint, self.shard_id, checkpoint)
+        self.checkpoint = checkpoint
+        CHECKPOINTS.inc()
+
+    async def _batch_failed(self, exc: Exception, count: int) -> None:
+        FAILURES.labels("batch").inc()
+        _log().warning(
+            "batch failed; retrying from the checkpoint",
+            shard_id=self.shard_id,
+            records=count,
+            checkpoint=self.checkpoint,
+            error=f"{type(exc).__name__}: {exc}",
+        )
+        await self._backoff(exc.delay if isinstance(exc, RetryableError) else None)
+
+    def _lost(self) -> ShardOutcome:
+        FAILURES.labels("lease_lost").inc()
+        _log().warning("lease lost; stopping the shard", shard_id=self.shard_id)
+        return ShardOutcome.LOST
+
+    # -- waiting ------------------------------------------------------------------------
+    async def _backoff(self, delay: float | None) -> None:
+        self._failures += 1
+        exponential = 0.2 * 2 ** min(self._failures - 1, 10)
+        await self._pause(min(delay or exponential, self._settings.max_retry_delay_seconds))
+
+    async def _pause(self, seconds: float) -> None:
+        """Sleep ``seconds`` or until shutdown is requested."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stopping.wait(), timeout=seconds)
