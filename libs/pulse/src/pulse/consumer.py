@@ -36,11 +36,13 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Final
 
+import orjson
 from prometheus_client import Counter, Histogram
-from pydantic import Field
+from pydantic import Field, ValidationError
 from pydantic_settings import SettingsConfigDict
 
 from pulse.errors import PermanentError, RetryableError
+from pulse.events import CloudEvent
 from pulse.logging import event_context, get_logger
 from pulse.settings import PulseSettings
 
@@ -123,6 +125,16 @@ class SqsMessage:
             return None
         text = value.get("StringValue")
         return str(text) if text is not None else None
+
+    def cloud_event(self, *types: str) -> CloudEvent:
+        """The CloudEvent in the body; :class:`PermanentError` if it is not one of ``types``."""
+        try:
+            event = CloudEvent.from_json(self.body)
+        except (ValidationError, orjson.JSONDecodeError) as exc:
+            raise PermanentError(f"not a CloudEvent: {type(exc).__name__}") from exc
+        if types and event.type not in types:
+            raise PermanentError(f"unexpected event type {event.type!r}")
+        return event
 
     def age_seconds(self, now: float | None = None) -> float | None:
         """Seconds since the message was sent, or None without a SentTimestamp."""

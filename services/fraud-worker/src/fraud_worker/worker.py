@@ -11,9 +11,6 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING
 
-import orjson
-from pydantic import ValidationError
-
 from fraud_worker.activity import AccountActivityStore
 from fraud_worker.decisions import DecisionStore
 from fraud_worker.rules import FraudDecision, PaymentFacts, RiskLimits, evaluate
@@ -21,7 +18,6 @@ from fraud_worker.settings import FraudSettings, load_fraud_settings
 from pulse.channels import ALERTS, ChannelPublisher
 from pulse.clients import aws_client, redis_client
 from pulse.consumer import SqsMessage, consume
-from pulse.errors import PermanentError
 from pulse.events import (
     FRAUD_DECISION,
     PAYMENT_CREATED,
@@ -38,21 +34,10 @@ from pulse.service import ops_app, start_http_app
 if TYPE_CHECKING:
     from pulse.service import Lifecycle
 
-__all__ = ["SOURCE", "FraudWorker", "decision_event", "parse_event", "serve"]
+__all__ = ["SOURCE", "FraudWorker", "decision_event", "serve"]
 
 SOURCE = "/pulse/fraud-worker"
 log = get_logger("fraud_worker")
-
-
-def parse_event(body: bytes, expected_type: str) -> CloudEvent:
-    """The CloudEvent in ``body``; :class:`PermanentError` if it is not one of that type."""
-    try:
-        event = CloudEvent.from_json(body)
-    except (ValidationError, orjson.JSONDecodeError) as exc:
-        raise PermanentError(f"not a CloudEvent: {type(exc).__name__}") from exc
-    if event.type != expected_type:
-        raise PermanentError(f"unexpected event type {event.type!r}")
-    return event
 
 
 def decision_event(
@@ -94,7 +79,7 @@ class FraudWorker:
         self._limits = limits
 
     async def handle(self, message: SqsMessage) -> None:
-        event = parse_event(message.body, PAYMENT_CREATED)
+        event = message.cloud_event(PAYMENT_CREATED)
         with event_context(event.id, event.trace_id, payment_id=event.subject):
             await self._decide(event)
 

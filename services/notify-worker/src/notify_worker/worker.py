@@ -1,0 +1,80 @@
+"""The notify worker: payment.updated events in, notifications out.
+
+For each message: parse the CloudEvent; if the status changed, build the notification and
+hand it to every notifier (the account channel today). Unchanged status: nothing to say.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from notify_worker.notifications import notification_event
+from notify_worker.notifiers import AccountChannelNotifier, Notifier
+from notify_worker.settings import NotifySettings, load_notify_settings
+from pulse.channels import ChannelPublisher
+from pulse.clients import aws_client, redis_client
+from pulse.consumer import SqsMessage, consume
+from pulse.events import PAYMENT_UPDATED
+from pulse.logging import event_context, get_logger
+from pulse.metrics import StageMetrics
+from pulse.service import ops_app, start_http_app
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from pulse.service import Lifecycle
+
+__all__ = ["NotifyWorker", "serve"]
+
+log = get_logger("notify_worker")
+
+
+class NotifyWorker:
+    """The message handler: one payment.updated event → at most one notification."""
+
+    def __init__(self, notifiers: Sequence[Notifier]) -> None:
+        self._notifiers = list(notifiers)
+
+    async def handle(self, message: SqsMessage) -> None:
+        event = message.cloud_event(PAYMENT_UPDATED)
+        with event_context(event.id, event.trace_id, payment_id=event.subject):
+            notification = notification_event(event)
+            if notification is None:
+                log.debug("status unchanged: nothing to notify")
+                return
+            for notifier in self._notifiers:
+                delivered = await notifier.notify(notification)
+                log.info(
+                    "notification sent" if delivered else "notification already sent",
+                    notifier=type(notifier).__name__,
+                    status=notification.data["status"],
+                    notification_id=notification.id,
+                )
+
+
+async def serve(lifecycle: Lifecycle) -> None:
+    """Consume the notify queue until SIGTERM, serving /healthz, /readyz and /metrics."""
+    settings = lifecycle.settings
+    if not isinstance(settings, NotifySettings):
+        settings = load_notify_settings()
+    sqs = aws_client("sqs", settings)
+    redis = redis_client(settings)
+
+    async def check_redis() -> None:
+        await redis.ping()
+
+    lifecycle.add_check("redis", check_redis)
+    worker = NotifyWorker([AccountChannelNotifier(ChannelPublisher(redis, settings.redis_prefix))])
+    runner = await start_http_app(ops_app(lifecycle), settings.http_host, settings.http_port)
+    try:
+        await consume(
+            lifecycle,
+            sqs,
+            settings.names.notify_queue,
+            worker.handle,
+            stage_metrics=StageMetrics("notify"),
+            settings=settings,
+        )
+    finally:
+        await runner.cleanup()
+        await redis.aclose()
