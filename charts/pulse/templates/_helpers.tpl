@@ -1,0 +1,297 @@
+{{/*
+Names and labels. Every object carries the app.kubernetes.io labels and helm.sh/chart;
+selectors use name + instance + component only (they are immutable on Deployments).
+*/}}
+
+{{- define "pulse.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{- define "pulse.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/* Name of one component's objects: (dict "root" $ "component" "ingest") */}}
+{{- define "pulse.componentName" -}}
+{{- printf "%s-%s" (include "pulse.fullname" .root) .component | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{- define "pulse.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* Labels of every object: (dict "root" $ "component" "ingest") */}}
+{{- define "pulse.labels" -}}
+helm.sh/chart: {{ include "pulse.chart" .root }}
+{{ include "pulse.selectorLabels" . }}
+app.kubernetes.io/version: {{ .root.Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .root.Release.Service }}
+app.kubernetes.io/part-of: pulse
+{{- end }}
+
+{{/* Selector labels: (dict "root" $ "component" "ingest") */}}
+{{- define "pulse.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "pulse.name" .root }}
+app.kubernetes.io/instance: {{ .root.Release.Name }}
+app.kubernetes.io/component: {{ .component }}
+{{- end }}
+
+{{/*
+One service's settings: its entry in .Values.services merged over .Values.defaults.
+(dict "root" $ "name" "ingest") -> YAML; use with fromYaml.
+*/}}
+{{- define "pulse.serviceValues" -}}
+{{- $raw := index .root.Values.services .name | default dict }}
+{{- $merged := mergeOverwrite (deepCopy .root.Values.defaults) (deepCopy $raw) }}
+{{- /* mergeOverwrite skips zero values: honour an explicit 0 / false from the service. */}}
+{{- range $key := list "replicas" "enabled" "jwtSecret" "preStopSleepSeconds" }}
+{{- if hasKey $raw $key }}{{- $_ := set $merged $key (index $raw $key) }}{{- end }}
+{{- end }}
+{{- toYaml $merged }}
+{{- end }}
+
+{{- define "pulse.image" -}}
+{{- $registry := .root.Values.global.imageRegistry }}
+{{- $repo := required (printf "services.%s.image.repository is required" .name) .image.repository }}
+{{- $ref := ternary (printf "%s/%s" (trimSuffix "/" $registry) $repo) $repo (ne $registry "") }}
+{{- if .image.digest }}
+{{- printf "%s@%s" $ref .image.digest }}
+{{- else }}
+{{- printf "%s:%s" $ref (default .root.Chart.AppVersion .image.tag) }}
+{{- end }}
+{{- end }}
+
+{{/* AWS_ENDPOINT_URL: the configured one, else the in-cluster LocalStack when enabled. */}}
+{{- define "pulse.awsEndpointUrl" -}}
+{{- if .Values.aws.endpointUrl }}
+{{- .Values.aws.endpointUrl }}
+{{- else if .Values.devDependencies.localstack.enabled }}
+{{- printf "http://%s:4566" (include "pulse.componentName" (dict "root" . "component" "localstack")) }}
+{{- end }}
+{{- end }}
+
+{{/* REDIS_URL: the configured one, else the in-cluster Redis when enabled. */}}
+{{- define "pulse.redisUrl" -}}
+{{- if .Values.redis.url }}
+{{- .Values.redis.url }}
+{{- else if .Values.devDependencies.redis.enabled }}
+{{- printf "redis://%s:6379/0" (include "pulse.componentName" (dict "root" . "component" "redis")) }}
+{{- end }}
+{{- end }}
+
+{{- define "pulse.jwtSecretName" -}}
+{{- default (printf "%s-auth" (include "pulse.fullname" .)) .Values.auth.existingSecret }}
+{{- end }}
+
+{{- define "pulse.awsSecretName" -}}
+{{- printf "%s-aws" (include "pulse.fullname" .) }}
+{{- end }}
+
+{{- define "pulse.hasAwsCredentials" -}}
+{{- if and .Values.aws.credentials.accessKeyId .Values.aws.credentials.secretAccessKey }}true{{ end }}
+{{- end }}
+
+{{/*
+Environment shared by every Pulse container (services and the topology Job):
+the common ConfigMap, REDIS_URL and the emulator's static keys when set.
+(dict "root" $) -> envFrom list items
+*/}}
+{{- define "pulse.envFrom" -}}
+- configMapRef:
+    name: {{ include "pulse.fullname" .root }}-env
+{{- if include "pulse.hasAwsCredentials" .root }}
+- secretRef:
+    name: {{ include "pulse.awsSecretName" .root }}
+{{- end }}
+{{- end }}
+
+{{- define "pulse.redisEnv" -}}
+{{- if .Values.redis.existingSecret }}
+- name: REDIS_URL
+  valueFrom:
+    secretKeyRef:
+      name: {{ .Values.redis.existingSecret }}
+      key: {{ .Values.redis.existingSecretKey }}
+{{- end }}
+{{- end }}
+
+{{/*
+The workload of one service: ServiceAccount, Service, Deployment and, with more than one
+replica, a PodDisruptionBudget. (dict "root" $ "name" "ingest")
+*/}}
+{{- define "pulse.workload" -}}
+{{- $root := .root }}
+{{- $name := .name }}
+{{- $svc := include "pulse.serviceValues" . | fromYaml }}
+{{- $ctx := dict "root" $root "component" $name }}
+{{- $fullName := include "pulse.componentName" $ctx }}
+{{- $port := int $svc.port }}
+{{- if $svc.enabled }}
+---
+apiVersion: v1
+kind: ServiceAccount
+metadata:
+  name: {{ $fullName }}
+  labels:
+    {{- include "pulse.labels" $ctx | nindent 4 }}
+  {{- with $svc.serviceAccount.annotations }}
+  annotations:
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
+automountServiceAccountToken: false
+---
+apiVersion: v1
+kind: Service
+metadata:
+  name: {{ $fullName }}
+  labels:
+    {{- include "pulse.labels" $ctx | nindent 4 }}
+  {{- with $svc.service.annotations }}
+  annotations:
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
+spec:
+  type: {{ $svc.service.type }}
+  selector:
+    {{- include "pulse.selectorLabels" $ctx | nindent 4 }}
+  ports:
+    - name: http
+      port: {{ $port }}
+      targetPort: http
+      protocol: TCP
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: {{ $fullName }}
+  labels:
+    {{- include "pulse.labels" $ctx | nindent 4 }}
+spec:
+  replicas: {{ int $svc.replicas }}
+  revisionHistoryLimit: 5
+  strategy:
+    type: RollingUpdate
+    rollingUpdate:
+      maxSurge: 1
+      maxUnavailable: 0
+  selector:
+    matchLabels:
+      {{- include "pulse.selectorLabels" $ctx | nindent 6 }}
+  template:
+    metadata:
+      labels:
+        {{- include "pulse.labels" $ctx | nindent 8 }}
+        {{- with $svc.podLabels }}
+        {{- toYaml . | nindent 8 }}
+        {{- end }}
+      annotations:
+        checksum/config: {{ include (print $root.Template.BasePath "/configmap.yaml") $root | sha256sum }}
+        {{- with $svc.podAnnotations }}
+        {{- toYaml . | nindent 8 }}
+        {{- end }}
+    spec:
+      serviceAccountName: {{ $fullName }}
+      automountServiceAccountToken: false
+      terminationGracePeriodSeconds: {{ int $svc.terminationGracePeriodSeconds }}
+      {{- with $root.Values.global.imagePullSecrets }}
+      imagePullSecrets:
+        {{- range . }}
+        - name: {{ kindIs "string" . | ternary . (get . "name") }}
+        {{- end }}
+      {{- end }}
+      securityContext:
+        {{- toYaml $svc.podSecurityContext | nindent 8 }}
+      containers:
+        - name: {{ $name }}
+          image: {{ include "pulse.image" (dict "root" $root "name" $name "image" $svc.image) }}
+          imagePullPolicy: {{ $svc.image.pullPolicy }}
+          ports:
+            - name: http
+              containerPort: {{ $port }}
+              protocol: TCP
+          envFrom:
+            {{- include "pulse.envFrom" (dict "root" $root) | nindent 12 }}
+          env:
+            - name: PULSE_SERVICE_NAME
+              value: {{ $name | quote }}
+            - name: PULSE_HTTP_PORT
+              value: {{ $port | quote }}
+            {{- with include "pulse.redisEnv" $root }}{{ . | nindent 12 }}{{ end }}
+            {{- if $svc.jwtSecret }}
+            - name: PULSE_JWT_SECRET
+              valueFrom:
+                secretKeyRef:
+                  name: {{ include "pulse.jwtSecretName" $root }}
+                  key: {{ $root.Values.auth.existingSecretKey }}
+            {{- end }}
+            {{- range $key := keys $svc.env | sortAlpha }}
+            - name: {{ $key }}
+              value: {{ index $svc.env $key | quote }}
+            {{- end }}
+          {{- range $kind := list "liveness" "readiness" "startup" }}
+          {{- $probe := index $svc.probes $kind }}
+          {{- if $probe.enabled }}
+          {{ $kind }}Probe:
+            httpGet:
+              path: {{ $probe.path }}
+              port: http
+            initialDelaySeconds: {{ int $probe.initialDelaySeconds }}
+            periodSeconds: {{ int $probe.periodSeconds }}
+            timeoutSeconds: {{ int $probe.timeoutSeconds }}
+            failureThreshold: {{ int $probe.failureThreshold }}
+          {{- end }}
+          {{- end }}
+          {{- if gt (int $svc.preStopSleepSeconds) 0 }}
+          lifecycle:
+            preStop:
+              sleep:
+                seconds: {{ int $svc.preStopSleepSeconds }}
+          {{- end }}
+          resources:
+            {{- toYaml $svc.resources | nindent 12 }}
+          securityContext:
+            {{- toYaml $svc.securityContext | nindent 12 }}
+          volumeMounts:
+            - name: tmp
+              mountPath: /tmp
+      volumes:
+        - name: tmp
+          emptyDir:
+            sizeLimit: {{ $svc.tmpSizeLimit }}
+      {{- with $svc.nodeSelector }}
+      nodeSelector:
+        {{- toYaml . | nindent 8 }}
+      {{- end }}
+      {{- with $svc.tolerations }}
+      tolerations:
+        {{- toYaml . | nindent 8 }}
+      {{- end }}
+      {{- with $svc.affinity }}
+      affinity:
+        {{- toYaml . | nindent 8 }}
+      {{- end }}
+{{- if gt (int $svc.replicas) 1 }}
+---
+apiVersion: policy/v1
+kind: PodDisruptionBudget
+metadata:
+  name: {{ $fullName }}
+  labels:
+    {{- include "pulse.labels" $ctx | nindent 4 }}
+spec:
+  maxUnavailable: {{ $svc.podDisruptionBudget.maxUnavailable }}
+  selector:
+    matchLabels:
+      {{- include "pulse.selectorLabels" $ctx | nindent 6 }}
+{{- end }}
+{{- end }}
+{{- end }}
