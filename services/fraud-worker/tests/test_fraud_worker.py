@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import time
+import urllib.error
+import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -97,6 +99,14 @@ def until(predicate: Callable[[], Any], timeout: float = 15.0) -> Any:
         time.sleep(0.1)
 
 
+def _readyz(port: int) -> Any:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=5) as resp:
+            return orjson.loads(resp.read())
+    except urllib.error.URLError:
+        return None
+
+
 @pytest.fixture
 def stack(
     topology: TopologyOutputs,
@@ -111,6 +121,8 @@ def stack(
         PULSE_SQS_WAIT_TIME_SECONDS="1",
         PULSE_SQS_MAX_BACKOFF_SECONDS="1",
     ).start(wait_port=port)
+    ready = until(lambda: _readyz(port))
+    assert set(ready["checks"]) == {"dynamodb", "redis", "sqs"}
     names = stack_settings.names
     client = redis.Redis.from_url(redis_url)
     yield Stack(

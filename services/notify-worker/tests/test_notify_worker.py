@@ -1,0 +1,132 @@
+"""Integration: ``python -m notify_worker`` as a real process against moto and Redis."""
+
+from __future__ import annotations
+
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import orjson
+import pytest
+import redis
+
+from pulse.channels import ChannelKeys, account_channel
+from pulse.clients import aws_client
+from pulse.events import NOTIFICATION, PAYMENT_UPDATED, new_event, stable_event_id
+from pulse.settings import PulseSettings
+from pulse.testing import ServiceProcess, free_port
+from pulse.topology import TopologyOutputs
+
+TRACEPARENT = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+
+
+def until(predicate: Callable[[], Any], timeout: float = 15.0) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        assert time.monotonic() < deadline, "condition not reached in time"
+        time.sleep(0.1)
+
+
+@pytest.fixture
+def worker(
+    topology: TopologyOutputs, stack_settings: PulseSettings, service_process: Any
+) -> ServiceProcess:
+    port = free_port()
+    process = service_process(
+        "notify_worker", PULSE_HTTP_PORT=str(port), PULSE_SQS_WAIT_TIME_SECONDS="1"
+    ).start(wait_port=port)
+    ready = until(lambda: _readyz(port))
+    assert set(ready["checks"]) == {"redis", "sqs"}
+    return process
+
+
+def _readyz(port: int) -> Any:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=5) as resp:
+            return orjson.loads(resp.read())
+    except urllib.error.URLError:
+        return None
+
+
+@pytest.fixture
+def history(stack_settings: PulseSettings, redis_url: str) -> Iterator[Callable[[str], list[Any]]]:
+    client = redis.Redis.from_url(redis_url)
+    keys = ChannelKeys(stack_settings.redis_prefix)
+
+    def read(channel: str) -> list[Any]:
+        return [orjson.loads(f[b"e"]) for _, f in client.xrange(keys.history(channel))]
+
+    yield read
+    client.close()
+
+
+def _updated(event_id: str, account_id: str, old_status: str, status: str) -> bytes:
+    return new_event(
+        id=event_id,
+        type=PAYMENT_UPDATED,
+        source="/pulse/stream-processor",
+        subject="p-1",
+        traceparent=TRACEPARENT,
+        data={
+            "payment_id": "p-1",
+            "account_id": account_id,
+            "amount": "12.50",
+            "currency": "EUR",
+            "merchant_id": "m-1",
+            "status": status,
+            "old_status": old_status,
+        },
+    ).to_json()
+
+
+def _depth(sqs: Any, url: str) -> int:
+    attrs = sqs.get_queue_attributes(
+        QueueUrl=url,
+        AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
+    )["Attributes"]
+    return int(attrs["ApproximateNumberOfMessages"]) + int(
+        attrs["ApproximateNumberOfMessagesNotVisible"]
+    )
+
+
+def test_a_status_change_notifies_the_account_once(
+    worker: ServiceProcess,
+    topology: TopologyOutputs,
+    stack_settings: PulseSettings,
+    history: Callable[[str], list[Any]],
+) -> None:
+    sqs = aws_client("sqs", stack_settings)
+    url = topology.queue_urls[stack_settings.names.notify_queue]
+    body = _updated("ev-1", "acct-9", "PENDING", "APPROVED").decode()
+    sqs.send_message(QueueUrl=url, MessageBody=body)
+    # An update that does not change the status (another account): no notification.
+    sqs.send_message(
+        QueueUrl=url, MessageBody=_updated("ev-2", "acct-8", "APPROVED", "APPROVED").decode()
+    )
+
+    entries = until(lambda: history(account_channel("acct-9")))
+    assert len(entries) == 1
+    assert entries[0]["type"] == NOTIFICATION
+    assert entries[0]["id"] == stable_event_id("ev-1", "notification")
+    assert entries[0]["data"]["title"] == "Payment approved"
+    assert entries[0]["data"]["message"] == (
+        "Your payment of 12.50 EUR to merchant m-1 was approved."
+    )
+    until(lambda: _depth(sqs, url) == 0)
+
+    sqs.send_message(QueueUrl=url, MessageBody=body)  # delivered again
+    until(lambda: _depth(sqs, url) == 0)
+    time.sleep(0.3)
+    assert len(history(account_channel("acct-9"))) == 1
+    assert history(account_channel("acct-8")) == []
+
+    lines = [orjson.loads(line) for line in worker.logs().splitlines() if line[:1] == "{"]
+    sent = [line for line in lines if line.get("event") == "notification sent"]
+    assert [line["event_id"] for line in sent] == ["ev-1"]
+    assert sent[0]["trace_id"] == TRACEPARENT.split("-")[1]
+    assert worker.stop() == 0
