@@ -1,0 +1,242 @@
+"""Integration: ``python -m stream_processor`` as a real process against moto and Redis.
+
+Items are written straight into the payments table (shaped as ingest writes them); the
+test then watches what a user of the pipeline sees: channel history and live frames in
+Redis, audit rows, and the CloudEvents the fraud and notify queues receive.
+"""
+
+from __future__ import annotations
+
+import time
+import urllib.request
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+import pytest
+import redis
+
+from pulse.channels import ChannelKeys
+from pulse.clients import aws_client
+from pulse.settings import PulseSettings
+from pulse.testing import ServiceProcess, free_port
+from pulse.topology import TopologyOutputs
+
+pytestmark = pytest.mark.timeout(90)
+
+TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
+
+
+@dataclass
+class Stack:
+    settings: PulseSettings
+    topology: TopologyOutputs
+    ddb: Any
+    sqs: Any
+    redis: redis.Redis
+    keys: ChannelKeys
+    start_processor: Callable[[], tuple[ServiceProcess, int]]
+
+    def put_payment(self, account_id: str, amount: str = "12.50") -> str:
+        payment_id = f"pay_{uuid.uuid4().hex}"
+        now = "2026-01-01T12:00:00.000Z"
+        self.ddb.put_item(
+            TableName=self.settings.names.payments_table,
+            Item={
+                "payment_id": {"S": payment_id},
+                "account_id": {"S": account_id},
+                "amount": {"S": amount},
+                "currency": {"S": "EUR"},
+                "merchant_id": {"S": "m-1"},
+                "status": {"S": "PENDING"},
+                "created_at": {"S": now},
+                "updated_at": {"S": now},
+                "request_hash": {"S": "h" * 64},
+                "traceparent": {"S": f"00-{TRACE_ID}-00f067aa0ba902b7-01"},
+            },
+            ConditionExpression="attribute_not_exists(payment_id)",
+        )
+        return payment_id
+
+    def history(self, channel: str) -> list[dict[str, Any]]:
+        entries = self.redis.xrange(self.keys.history(channel))
+        return [orjson.loads(fields[b"e"]) for _offset, fields in entries]
+
+    def wait_history(self, channel: str, count: int, timeout: float = 20.0) -> list[dict[str, Any]]:
+        deadline = time.monotonic() + timeout
+        while True:
+            events = self.history(channel)
+            if len(events) >= count or time.monotonic() > deadline:
+                return events
+            time.sleep(0.05)
+
+    def drain(self, queue: str, want: int = 0, timeout: float = 15.0) -> list[dict[str, Any]]:
+        """Receive and delete every message of ``queue`` (waiting for ``want`` of them)."""
+        url = self.topology.queue_urls[queue]
+        bodies: list[dict[str, Any]] = []
+        deadline = time.monotonic() + timeout
+        while True:
+            messages = self.sqs.receive_message(
+                QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=0
+            ).get("Messages", [])
+            for message in messages:
+                bodies.append(orjson.loads(message["Body"]))
+                self.sqs.delete_message(QueueUrl=url, ReceiptHandle=message["ReceiptHandle"])
+            if not messages and (len(bodies) >= want or time.monotonic() > deadline):
+                return bodies
+            if not messages:
+                time.sleep(0.1)
+
+    def checkpoint(self) -> int:
+        items = self.ddb.scan(TableName=self.settings.names.leases_table, ConsistentRead=True)
+        (lease,) = items["Items"]
+        return int(lease["checkpoint"]["S"])
+
+
+@pytest.fixture
+def stack(
+    topology: TopologyOutputs,
+    stack_settings: PulseSettings,
+    service_process: Any,
+    redis_url: str,
+) -> Iterator[Stack]:
+    client = redis.Redis.from_url(redis_url)
+
+    def start() -> tuple[ServiceProcess, int]:
+        port = free_port()
+        process = service_process(
+            "stream_processor",
+            PULSE_HTTP_PORT=str(port),
+            PULSE_POLL_INTERVAL_SECONDS="0.05",
+            PULSE_SHARD_REFRESH_SECONDS="2",
+        ).start(wait_port=port)
+        return process, port
+
+    stack = Stack(
+        stack_settings,
+        topology,
+        aws_client("dynamodb", stack_settings),
+        aws_client("sqs", stack_settings),
+        client,
+        ChannelKeys(stack_settings.redis_prefix),
+        start,
+    )
+    yield stack
+    for queue in (stack_settings.names.fraud_queue, stack_settings.names.notify_queue):
+        stack.sqs.purge_queue(QueueUrl=topology.queue_urls[queue])
+    client.close()
+
+
+def _get(port: int, path: str) -> tuple[int, bytes]:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as response:
+            return response.status, response.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read()
+
+
+def _live_frames(pubsub: Any, count: int, timeout: float = 10.0) -> list[dict[str, Any]]:
+    frames: list[dict[str, Any]] = []
+    deadline = time.monotonic() + timeout
+    while len(frames) < count and time.monotonic() < deadline:
+        message = pubsub.get_message(ignore_subscribe_messages=True, timeout=0.2)
+        if message is not None:
+            frames.append(orjson.loads(message["data"]))
+    return frames
+
+
+def test_changes_reach_channels_audit_trail_and_queues(stack: Stack) -> None:
+    pubsub = stack.redis.pubsub()
+    pubsub.subscribe(stack.keys.live("payments"))
+    accounts = ["acct-a", "acct-b", "acct-c"]
+    payment_ids = [stack.put_payment(account) for account in accounts]
+    process, port = stack.start_processor()
+
+    created = stack.wait_history("payments", 3)
+    assert [e["subject"] for e in created] == payment_ids
+    for event, account in zip(created, accounts, strict=True):
+        assert event["type"] == "pulse.payment.created"
+        assert event["source"] == "/pulse/stream-processor"
+        assert event["data"]["account_id"] == account
+        assert event["data"]["amount"] == "12.50"
+        assert event["data"]["status"] == "PENDING"
+        assert "request_hash" not in event["data"]
+        assert event["traceparent"].split("-")[1] == TRACE_ID
+        assert stack.history(f"account:{account}") == [event]
+
+    frames = _live_frames(pubsub, 3)
+    assert [f["event"]["id"] for f in frames] == [e["id"] for e in created]
+    assert all(f["op"] == "event" and f["channel"] == "payments" for f in frames)
+
+    fraud = stack.drain(stack.settings.names.fraud_queue, want=3)
+    assert sorted(e["id"] for e in fraud) == sorted(e["id"] for e in created)
+    assert {e["type"] for e in fraud} == {"pulse.payment.created"}
+
+    audit = stack.ddb.query(
+        TableName=stack.settings.names.events_table,
+        KeyConditionExpression="payment_id = :p",
+        ExpressionAttributeValues={":p": {"S": payment_ids[0]}},
+    )["Items"]
+    assert len(audit) == 1
+    assert audit[0]["event_id"]["S"] == created[0]["id"]
+    assert len(audit[0]["sk"]["S"]) == 40
+    assert orjson.loads(audit[0]["event"]["S"]) == created[0]
+    assert int(audit[0]["expires_at"]["N"]) > time.time() + 29 * 86400
+
+    # A status change goes to the notify queue (and not to the fraud queue).
+    stack.ddb.update_item(
+        TableName=stack.settings.names.payments_table,
+        Key={"payment_id": {"S": payment_ids[0]}},
+        UpdateExpression="SET #s = :s",
+        ExpressionAttributeNames={"#s": "status"},
+        ExpressionAttributeValues={":s": {"S": "APPROVED"}},
+    )
+    (updated,) = stack.drain(stack.settings.names.notify_queue, want=1)
+    assert updated["type"] == "pulse.payment.updated"
+    assert updated["subject"] == payment_ids[0]
+    assert (updated["data"]["old_status"], updated["data"]["status"]) == ("PENDING", "APPROVED")
+    assert stack.wait_history("account:acct-a", 2)[-1] == updated
+
+    stack.ddb.delete_item(
+        TableName=stack.settings.names.payments_table, Key={"payment_id": {"S": payment_ids[1]}}
+    )
+    deleted = stack.wait_history("account:acct-b", 2)[-1]
+    assert deleted["type"] == "pulse.payment.deleted"
+    assert deleted["data"]["payment_id"] == payment_ids[1]
+    assert stack.drain(stack.settings.names.fraud_queue) == []
+
+    status, body = _get(port, "/readyz")
+    assert status == 200, body
+    _status, metrics = _get(port, "/metrics")
+    assert b'pulse_stream_records_processed_total{event_name="INSERT"} 3.0' in metrics
+    assert b'pulse_stream_records_processed_total{event_name="MODIFY"} 1.0' in metrics
+    assert b"pulse_stream_iterator_age_milliseconds" in metrics
+
+    assert process.stop() == 0
+    lines = [orjson.loads(line) for line in process.logs().splitlines() if line.startswith("{")]
+    processed = [line for line in lines if line.get("event") == "event processed"]
+    assert {line["event_id"] for line in processed} >= {e["id"] for e in created}
+    assert {line["trace_id"] for line in processed} == {TRACE_ID}
+
+
+def test_restart_resumes_from_the_checkpoint(stack: Stack) -> None:
+    first = [stack.put_payment(f"acct-{i}") for i in range(5)]
+    process, _port = stack.start_processor()
+    assert len(stack.wait_history("payments", 5)) == 5
+    assert stack.drain(stack.settings.names.fraud_queue, want=5)
+    assert process.stop() == 0
+    checkpoint = stack.checkpoint()
+
+    second = [stack.put_payment(f"acct-{i}") for i in range(4)]
+    process, _port = stack.start_processor()
+    events = stack.wait_history("payments", 9)
+    time.sleep(1.0)  # long enough for a replay from the start to show up
+    events = stack.history("payments")
+    assert [e["subject"] for e in events] == first + second
+    assert len({e["id"] for e in events}) == 9
+    fraud = stack.drain(stack.settings.names.fraud_queue, want=4)
+    assert sorted(e["subject"] for e in fraud) == sorted(second)
+    assert process.stop() == 0
+    assert stack.checkpoint() > checkpoint
