@@ -7,6 +7,7 @@ Redis, audit rows, and the CloudEvents the fraud and notify queues receive.
 
 from __future__ import annotations
 
+import asyncio
 import time
 import urllib.request
 import uuid
@@ -17,12 +18,17 @@ from typing import Any
 import orjson
 import pytest
 import redis
+from prometheus_client import REGISTRY
 
-from pulse.channels import ChannelKeys
-from pulse.clients import aws_client
+from pulse.channels import ChannelKeys, ChannelPublisher
+from pulse.clients import aws_client, redis_client
 from pulse.settings import PulseSettings
 from pulse.testing import ServiceProcess, free_port
 from pulse.topology import TopologyOutputs
+from stream_processor.effects import AuditTrail, BatchEffects, TopicPublisher
+from stream_processor.leases import LeaseTable
+from stream_processor.processor import StreamProcessor
+from stream_processor.settings import StreamProcessorSettings
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -240,3 +246,65 @@ def test_restart_resumes_from_the_checkpoint(stack: Stack) -> None:
     assert sorted(e["subject"] for e in fraud) == sorted(second)
     assert process.stop() == 0
     assert stack.checkpoint() > checkpoint
+
+
+def _batch_failures() -> float:
+    return REGISTRY.get_sample_value("pulse_stream_failures_total", {"reason": "batch"}) or 0.0
+
+
+async def _until(condition: Callable[[], bool], timeout: float = 15.0) -> None:
+    async with asyncio.timeout(timeout):
+        while not condition():
+            await asyncio.sleep(0.05)
+
+
+async def test_a_failed_publish_moves_no_checkpoint_and_the_batch_is_retried(
+    stack: Stack,
+) -> None:
+    """In process, so the topic can be broken and then repaired while the processor runs."""
+    settings = StreamProcessorSettings(
+        poll_interval_seconds=0.05,
+        max_retry_delay_seconds=0.2,
+        shard_refresh_seconds=0.5,
+        worker_id="test-worker",
+    )
+    names = settings.names
+    ddb = aws_client("dynamodb", settings)
+    redis_async = redis_client(settings)
+    topic = TopicPublisher(
+        aws_client("sns", settings), f"{stack.topology.topic_arn}-gone", max_attempts=2
+    )
+    effects = BatchEffects(
+        topic,
+        ChannelPublisher(redis_async, settings.redis_prefix),
+        AuditTrail(ddb, names.events_table, ttl_days=1),
+    )
+    stopping = asyncio.Event()
+    processor = StreamProcessor(
+        settings,
+        ddb=ddb,
+        streams=aws_client("dynamodbstreams", settings),
+        leases=LeaseTable(ddb, names.leases_table, settings.worker_id),
+        effects=effects,
+        stopping=stopping,
+    )
+    payment_ids = [stack.put_payment(f"acct-{i}") for i in range(3)]
+    failures_before = _batch_failures()
+    task = asyncio.create_task(processor.run())
+    try:
+        await _until(lambda: _batch_failures() >= failures_before + 2)
+        leases = ddb.scan(TableName=names.leases_table, ConsistentRead=True)["Items"]
+        assert [lease.get("checkpoint") for lease in leases] == [None]
+        assert leases[0]["leaseOwner"]["S"] == "test-worker"
+        assert stack.history("payments") == []  # SNS comes first: nothing else happened
+
+        topic.topic_arn = stack.topology.topic_arn  # the dependency recovers
+        await _until(lambda: len(stack.history("payments")) >= 3)
+    finally:
+        stopping.set()
+        await asyncio.wait_for(task, 15)
+        await redis_async.aclose()
+    assert [e["subject"] for e in stack.history("payments")] == payment_ids
+    fraud = stack.drain(names.fraud_queue, want=3)
+    assert sorted(e["subject"] for e in fraud) == sorted(payment_ids)
+    assert stack.checkpoint() > 0
