@@ -168,6 +168,9 @@ spec:
       port: {{ $port }}
       targetPort: http
       protocol: TCP
+      {{- if and (eq $svc.service.type "NodePort") $svc.service.nodePort }}
+      nodePort: {{ int $svc.service.nodePort }}
+      {{- end }}
 ---
 apiVersion: apps/v1
 kind: Deployment

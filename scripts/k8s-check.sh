@@ -1,0 +1,320 @@
+#!/usr/bin/env bash
+# Static checks of the Kubernetes packaging (no Docker engine, no cluster needed):
+#   1. tools            helm 4 + kubectl + validator venv (scripts/k8s-tools.sh)
+#   2. dockerfiles      generated files match services/Dockerfile.template; each parses with
+#                       BuildKit's parser; pinned base, uv sync --frozen, uid 10001, the right
+#                       EXPOSE/ENTRYPOINT for the service, COPY sources present in the context
+#   3. helm lint        --strict, with the default, ci/dev and ci/eks values
+#   4. render+validate  helm template per values file, every document validated against the
+#                       Kubernetes 1.34 JSON schemas in strict mode (unknown fields fail), after
+#                       proving the validator rejects a bad manifest
+#   5. chart rules      labels, restricted securityContext, probes, /tmp, checksum, env names,
+#                       ports, PDBs, and what dev/eks values must produce
+#   6. schema           typos in values are refused (services.ingest.replicaz=2, ...)
+#   7. skaffold/kind    skaffold.yaml and k8s/*.yaml parse; artifacts, Dockerfiles, templates
+#                       and values files agree
+# Prints a summary; exits non-zero when any check fails.
+set -uo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT" || exit 1
+KUBE_VERSION="1.34.0"
+CHART="charts/pulse"
+VALUES_FILES=("" "$CHART/ci/dev-values.yaml" "$CHART/ci/eks-values.yaml")
+START=$(date +%s)
+WORK="$(mktemp -d "${TMPDIR:-/tmp}/pulse-k8s-check.XXXXXX")"
+trap 'rm -rf "$WORK"' EXIT
+
+results=()
+failed=0
+run() { # name, command...
+    local name="$1"; shift
+    local t0=$SECONDS out
+    if out="$("$@" 2>&1)"; then
+        results+=("PASS  $name ($((SECONDS - t0))s)")
+        [[ -n "${VERBOSE:-}" && -n "$out" ]] && printf '%s\n' "$out"
+    else
+        results+=("FAIL  $name ($((SECONDS - t0))s)")
+        failed=1
+        echo "---- FAIL: $name" >&2
+        printf '%s\n' "$out" | tail -40 >&2
+    fi
+}
+
+TOOLS="$(bash scripts/k8s-tools.sh)" || { echo "k8s-check: tools unavailable" >&2; exit 1; }
+HELM="$TOOLS/helm"
+KUBECTL="$TOOLS/kubectl"
+PY="$TOOLS/venv/bin/python"
+VALIDATE="$TOOLS/venv/bin/kubernetes-validate"
+results+=("PASS  tools: $("$HELM" version --short), kubectl $("$KUBECTL" version --client 2>/dev/null | sed -n 's/^Client Version: //p')")
+
+label() { [[ -z "$1" ]] && echo "default" || basename "$1" .yaml; }
+vflag() { [[ -n "$1" ]] && printf -- '-f\n%s\n' "$1"; }
+
+# ---- 2. Dockerfiles
+run "dockerfiles in sync with services/Dockerfile.template" bash scripts/gen-dockerfiles.sh --check
+run "dockerfiles parse and follow the rules" "$PY" - <<'PY'
+import pathlib, re, sys
+import dockerfile, yaml
+
+root = pathlib.Path(".")
+values = yaml.safe_load((root / "charts/pulse/values.yaml").read_text())
+lock = (root / "uv.lock").read_text()
+errors = []
+for svc, spec in values["services"].items():
+    path = root / "services" / svc / "Dockerfile"
+    where = str(path)
+    if not path.exists():
+        errors.append(f"{where}: missing"); continue
+    text = path.read_text()
+    if not text.startswith("# syntax=docker/dockerfile:1\n"):
+        errors.append(f"{where}: the syntax directive must be the first line")
+    cmds = dockerfile.parse_string(text)
+    by = lambda name: [c for c in cmds if c.cmd.upper() == name]
+    args = {c.value[0].split("=", 1)[0]: c.value[0].split("=", 1)[-1] for c in by("ARG")}
+    base = args.get("PYTHON_IMAGE", "")
+    if not re.fullmatch(r"python:3\.11\.\d+-slim-bookworm(@sha256:[0-9a-f]{64})?", base):
+        errors.append(f"{where}: base image must be a pinned python:3.11.x-slim-bookworm, got {base!r}")
+    froms = by("FROM")
+    if len(froms) < 2:
+        errors.append(f"{where}: expected a multi-stage build")
+    runs = " ".join(" ".join(c.value) for c in by("RUN"))
+    if f"uv sync --frozen --no-dev --no-install-workspace --package pulse-{svc}" not in runs or \
+       f"uv sync --frozen --no-dev --no-editable --package pulse-{svc}" not in runs:
+        errors.append(f"{where}: must install pulse-{svc} with uv sync --frozen --no-dev")
+    if f'name = "pulse-{svc}"' not in lock:
+        errors.append(f"{where}: pulse-{svc} is not a package in uv.lock")
+    last = [c for c in cmds if c.start_line > froms[-1].start_line] if froms else []
+    users = [c.value[0] for c in last if c.cmd.upper() == "USER"]
+    if users != ["10001:10001"]:
+        errors.append(f"{where}: the runtime stage must run as USER 10001:10001, got {users}")
+    if by("HEALTHCHECK"):
+        errors.append(f"{where}: no HEALTHCHECK (Kubernetes probes do it)")
+    expose = [v for c in by("EXPOSE") for v in c.value]
+    if expose != [str(spec["port"])]:
+        errors.append(f"{where}: EXPOSE {expose} != chart port {spec['port']}")
+    entry = [list(c.value) for c in by("ENTRYPOINT")]
+    if len(entry) != 1 or entry[0][:2] != ["python", "-m"] or len(entry[0]) != 3:
+        errors.append(f"{where}: ENTRYPOINT must be [python, -m, <package>], got {entry}")
+    else:
+        pkg = entry[0][2]
+        if not (root / "services" / svc / "src" / pkg / "__main__.py").exists():
+            errors.append(f"{where}: services/{svc}/src/{pkg}/__main__.py does not exist")
+    for c in by("COPY"):
+        if any(f.startswith("--from") for f in c.flags):
+            continue
+        for src in c.value[:-1]:
+            if not (root / src).exists():
+                errors.append(f"{where}:{c.start_line}: COPY source {src} is not in the context")
+ignore = (root / ".dockerignore").read_text().split()
+for needed in ("!uv.lock", "!pyproject.toml", "!libs/pulse/src/", "!services/*/src/"):
+    if needed not in ignore:
+        errors.append(f".dockerignore: must let {needed[1:]} into the context")
+print("\n".join(errors) or f"{len(values['services'])} Dockerfiles ok")
+sys.exit(1 if errors else 0)
+PY
+
+# ---- 3. helm lint
+for vf in "${VALUES_FILES[@]}"; do
+    mapfile -t flags < <(vflag "$vf")
+    run "helm lint --strict ($(label "$vf") values)" "$HELM" lint --strict "$CHART" "${flags[@]}"
+done
+
+# ---- 4. render and validate against the Kubernetes schemas
+bad="$WORK/bad.yaml"
+cat >"$bad" <<'YAML'
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: must-fail}
+spec:
+  replicaz: 2
+  selector: {matchLabels: {a: b}}
+  template:
+    metadata: {labels: {a: b}}
+    spec: {containers: [{name: c, image: i}]}
+YAML
+validator_rejects() { ! "$VALIDATE" -k "$KUBE_VERSION" --strict --quiet "$bad" >/dev/null 2>&1; }
+run "validator self-test: an unknown field is rejected" validator_rejects
+
+render_and_validate() { # values file (may be empty)
+    local vf="$1" out="$WORK/$(label "$1").yaml"
+    mapfile -t flags < <(vflag "$vf")
+    "$HELM" template pulse "$CHART" --namespace pulse --kube-version "$KUBE_VERSION" "${flags[@]}" >"$out" || return 1
+    "$VALIDATE" -k "$KUBE_VERSION" --strict --quiet "$out"
+}
+for vf in "${VALUES_FILES[@]}"; do
+    run "helm template | kubernetes-validate --strict $KUBE_VERSION ($(label "$vf") values)" render_and_validate "$vf"
+done
+
+# ---- 5. chart rules on the rendered documents
+run "rendered objects follow the chart's rules" "$PY" - "$WORK" <<'PY'
+import pathlib, sys
+import yaml
+
+work = pathlib.Path(sys.argv[1])
+PORTS = {"ingest": 8080, "ws-gateway": 8090, "stream-processor": 9101, "fraud-worker": 9102,
+         "notify-worker": 9103}
+COMMON_ENV = {"AWS_REGION", "REDIS_URL", "PULSE_RESOURCE_PREFIX", "PULSE_REDIS_PREFIX",
+              "PULSE_LOG_LEVEL"}
+LABELS = {"app.kubernetes.io/" + k for k in ("name", "instance", "version", "managed-by",
+                                             "component", "part-of")} | {"helm.sh/chart"}
+SELECTOR = {"app.kubernetes.io/name", "app.kubernetes.io/instance", "app.kubernetes.io/component"}
+errors = []
+
+def check(cond, msg):
+    if not cond:
+        errors.append(msg)
+
+for scenario in ("default", "dev-values", "eks-values"):
+    path = work / f"{scenario}.yaml"
+    if not path.exists():
+        errors.append(f"{scenario}: not rendered"); continue
+    docs = [d for d in yaml.safe_load_all(path.read_text()) if d]
+    kinds = {(d["kind"], d["metadata"]["name"]): d for d in docs}
+    config = next((d for d in docs if d["kind"] == "ConfigMap" and d["metadata"]["name"] == "pulse-env"), None)
+    check(config is not None, f"{scenario}: no ConfigMap pulse-env")
+    cm = (config or {}).get("data", {})
+    check(COMMON_ENV <= set(cm) | ({"REDIS_URL"} if scenario == "eks-values" else set()),
+          f"{scenario}: ConfigMap lacks {COMMON_ENV - set(cm)}")
+    for d in docs:
+        where = f"{scenario}: {d['kind']}/{d['metadata']['name']}"
+        check(LABELS <= set(d["metadata"].get("labels", {})), f"{where}: missing labels {LABELS - set(d['metadata'].get('labels', {}))}")
+    for svc, port in PORTS.items():
+        name = f"pulse-{svc}"
+        dep = kinds.get(("Deployment", name))
+        if dep is None:
+            errors.append(f"{scenario}: no Deployment {name}"); continue
+        for kind in ("Service", "ServiceAccount"):
+            check((kind, name) in kinds, f"{scenario}: no {kind} {name}")
+        where = f"{scenario}: Deployment/{name}"
+        spec = dep["spec"]
+        check(set(spec["selector"]["matchLabels"]) == SELECTOR, f"{where}: selector must be name+instance+component")
+        pod = spec["template"]["spec"]
+        check("checksum/config" in spec["template"]["metadata"].get("annotations", {}), f"{where}: no checksum/config")
+        check(pod.get("serviceAccountName") == name, f"{where}: wrong service account")
+        psc = pod.get("securityContext", {})
+        check(psc.get("runAsNonRoot") is True and psc.get("seccompProfile", {}).get("type") == "RuntimeDefault",
+              f"{where}: pod must runAsNonRoot with seccomp RuntimeDefault")
+        (c,) = pod["containers"]
+        sc = c.get("securityContext", {})
+        check(sc.get("allowPrivilegeEscalation") is False and sc.get("readOnlyRootFilesystem") is True
+              and sc.get("capabilities", {}).get("drop") == ["ALL"], f"{where}: container securityContext not restricted")
+        check([p["containerPort"] for p in c["ports"]] == [port], f"{where}: containerPort != {port}")
+        env = {e["name"]: e for e in c.get("env", [])}
+        check(env.get("PULSE_HTTP_PORT", {}).get("value") == str(port), f"{where}: PULSE_HTTP_PORT != {port}")
+        if svc == "ws-gateway":
+            check("secretKeyRef" in env.get("PULSE_JWT_SECRET", {}).get("valueFrom", {}), f"{where}: PULSE_JWT_SECRET must come from a Secret")
+        check({"configMapRef": {"name": "pulse-env"}} in c.get("envFrom", []), f"{where}: no envFrom pulse-env")
+        check(c.get("livenessProbe", {}).get("httpGet", {}).get("path") == "/healthz", f"{where}: liveness must GET /healthz")
+        check(c.get("readinessProbe", {}).get("httpGet", {}).get("path") == "/readyz", f"{where}: readiness must GET /readyz")
+        check({"name": "tmp", "mountPath": "/tmp"} in c.get("volumeMounts", []) and
+              any(v["name"] == "tmp" and "emptyDir" in v for v in pod.get("volumes", [])), f"{where}: no emptyDir at /tmp")
+        check("requests" in c.get("resources", {}) and "limits" in c.get("resources", {}), f"{where}: requests and limits")
+        svc_obj = kinds.get(("Service", name), {"spec": {"ports": [{}]}})
+        check(svc_obj["spec"]["ports"][0].get("port") == port, f"{scenario}: Service/{name} port != {port}")
+        has_pdb = ("PodDisruptionBudget", name) in kinds
+        check(has_pdb == (spec["replicas"] > 1), f"{where}: PDB must exist exactly when replicas > 1")
+        role = kinds.get(("ServiceAccount", name), {}).get("metadata", {}).get("annotations", {}).get("eks.amazonaws.com/role-arn")
+        if scenario == "eks-values":
+            check(bool(role), f"{scenario}: ServiceAccount/{name} lacks the IRSA role annotation")
+        else:
+            check(role is None, f"{scenario}: ServiceAccount/{name} has an IRSA role outside eks")
+    if scenario == "dev-values":
+        check(cm.get("AWS_ENDPOINT_URL") == "http://pulse-localstack:4566", f"{scenario}: AWS_ENDPOINT_URL must be the in-cluster LocalStack")
+        check(cm.get("REDIS_URL") == "redis://pulse-redis:6379/0", f"{scenario}: REDIS_URL must be the in-cluster Redis")
+        for dep in ("pulse-localstack", "pulse-redis"):
+            check(("Deployment", dep) in kinds and ("Service", dep) in kinds, f"{scenario}: no {dep}")
+        check(any(k == "Job" for k, _ in kinds), f"{scenario}: no topology Job")
+        check(("Secret", "pulse-aws") in kinds, f"{scenario}: no Secret with the emulator's keys")
+    if scenario == "eks-values":
+        check("AWS_ENDPOINT_URL" not in cm, f"{scenario}: no AWS_ENDPOINT_URL on real AWS")
+        check(cm.get("REDIS_URL", "").startswith("rediss://"), f"{scenario}: REDIS_URL must be the ElastiCache (TLS) URL")
+        check(("Secret", "pulse-aws") not in kinds, f"{scenario}: no static AWS keys on EKS")
+        check(not any(n in ("pulse-localstack", "pulse-redis") for _, n in kinds), f"{scenario}: no dev dependencies on EKS")
+print("\n".join(errors) or "rendered objects ok")
+sys.exit(1 if errors else 0)
+PY
+
+# ---- 6. the values schema refuses typos
+refuses() { # --set expression
+    local out
+    if out="$("$HELM" template pulse "$CHART" --set "$1" 2>&1)"; then
+        echo "helm template --set $1 succeeded; the schema must refuse it"; return 1
+    fi
+    grep -q "schema" <<<"$out" || { echo "refused, but not by the schema: $out"; return 1; }
+}
+for typo in "services.ingest.replicaz=2" "services.ingestt.replicas=1" "defaults.probes.liveness.pat=/x" \
+            "aws.regoin=eu-west-1" "logging.level=verbose" "services.ws-gateway.port=http"; do
+    run "schema refuses --set $typo" refuses "$typo"
+done
+accepts_override() {
+    "$HELM" template pulse "$CHART" --set services.ingest.replicas=0 --set-string services.fraud-worker.env.PULSE_X=1 \
+        | grep -q 'name: PULSE_X'
+}
+run "schema accepts a valid override (replicas=0, env)" accepts_override
+
+# ---- 7. skaffold.yaml and k8s/
+run "skaffold.yaml and k8s/*.yaml agree with the chart and Dockerfiles" "$PY" - <<'PY'
+import pathlib, re, sys
+import yaml
+
+root = pathlib.Path(".")
+errors = []
+cfgs = list(yaml.safe_load_all((root / "skaffold.yaml").read_text()))
+services = yaml.safe_load((root / "charts/pulse/values.yaml").read_text())["services"]
+for cfg in cfgs:
+    if cfg.get("apiVersion") != "skaffold/v4beta13" or cfg.get("kind") != "Config":
+        errors.append(f"skaffold.yaml: {cfg.get('metadata')}: apiVersion must be skaffold/v4beta13, kind Config")
+arts = [a for cfg in cfgs for a in cfg.get("build", {}).get("artifacts", [])]
+releases = [r for cfg in cfgs for r in cfg.get("deploy", {}).get("helm", {}).get("releases", [])]
+templates = {k: v for r in releases for k, v in r.get("setValueTemplates", {}).items()}
+built = set()
+for a in arts:
+    image = a["image"]
+    svc = image.rsplit("/", 1)[-1]
+    built.add(svc)
+    if a.get("context", ".") != ".":
+        errors.append(f"{image}: must build from the repository root")
+    if a.get("docker", {}).get("dockerfile") != f"services/{svc}/Dockerfile":
+        errors.append(f"{image}: dockerfile must be services/{svc}/Dockerfile")
+    key = re.sub(r"[/\-.]", "_", image)
+    for field, var in (("repository", "IMAGE_REPO_"), ("tag", "IMAGE_TAG_")):
+        want = "{{." + var + key + "}}"
+        got = templates.get(f"services.{svc}.image.{field}")
+        if got != want:
+            errors.append(f"setValueTemplates services.{svc}.image.{field} = {got!r}, want {want!r}")
+if built != set(services):
+    errors.append(f"skaffold artifacts {sorted(built)} != chart services {sorted(services)}")
+for r in releases:
+    if not (root / r["chartPath"] / "Chart.yaml").exists():
+        errors.append(f"release {r['name']}: no chart at {r['chartPath']}")
+profiles = {p["name"]: p for cfg in cfgs for p in cfg.get("profiles", [])}
+for name in ("kind", "minikube", "eks"):
+    if name not in profiles:
+        errors.append(f"skaffold.yaml: no {name} profile"); continue
+    for patch in profiles[name].get("patches", []):
+        value = patch.get("value")
+        for f in value if isinstance(value, list) else []:
+            if isinstance(f, str) and f.endswith(".yaml") and not (root / f).exists():
+                errors.append(f"profile {name}: {f} does not exist")
+if [a.get("kubeContext") for a in profiles.get("kind", {}).get("activation", [])] != ["kind-.*"]:
+    errors.append("profile kind must activate on kubeContext kind-.*")
+forwards = {(p["resourceName"], p["port"]) for cfg in cfgs for p in cfg.get("portForward", [])}
+for want in (("pulse-ingest", 8080), ("pulse-ws-gateway", 8090)):
+    if want not in forwards:
+        errors.append(f"skaffold.yaml: no portForward for {want}")
+kind = yaml.safe_load((root / "k8s/kind-cluster.yaml").read_text())
+if kind.get("kind") != "Cluster" or not kind.get("apiVersion", "").startswith("kind.x-k8s.io/"):
+    errors.append("k8s/kind-cluster.yaml: not a kind Cluster config")
+print("\n".join(errors) or f"skaffold: {len(arts)} artifacts, {len(releases)} release, profiles {sorted(profiles)}")
+sys.exit(1 if errors else 0)
+PY
+
+echo
+echo "k8s-check summary ($(( $(date +%s) - START ))s):"
+printf '  %s\n' "${results[@]}"
+if [[ $failed -ne 0 ]]; then
+    echo "k8s-check: FAILED" >&2
+    exit 1
+fi
+echo "k8s-check: all passed"
