@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from typing import Any
 
 from pulse.channels import ChannelPublisher
@@ -33,18 +34,18 @@ def find_topic_arn(sns: Any, name: str) -> str:
     raise RetryableError(f"SNS topic {name} not found", delay=5.0)
 
 
-async def _topic_arn(settings: StreamProcessorSettings, sns: Any, stopping: asyncio.Event) -> str:
-    """Wait for the topic to exist (the topology may still be being applied)."""
-    while True:
+async def _topic_arn(
+    settings: StreamProcessorSettings, sns: Any, stopping: asyncio.Event
+) -> str | None:
+    """Wait for the topic to exist (the topology may still be being applied); None on stop."""
+    while not stopping.is_set():
         try:
             return await asyncio.to_thread(find_topic_arn, sns, settings.names.topic)
         except Exception as exc:
             _log().warning("topic not available yet", error=str(exc))
-        try:
+        with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stopping.wait(), timeout=2.0)
-        except TimeoutError:
-            continue
-        raise asyncio.CancelledError
+    return None
 
 
 async def serve(lifecycle: Lifecycle) -> None:
@@ -68,9 +69,8 @@ async def serve(lifecycle: Lifecycle) -> None:
     lifecycle.add_check("redis", check_redis)
     runner = await start_http_app(ops_app(lifecycle), settings.http_host, settings.http_port)
     try:
-        try:
-            topic_arn = await _topic_arn(settings, sns, lifecycle.stopping)
-        except asyncio.CancelledError:
+        topic_arn = await _topic_arn(settings, sns, lifecycle.stopping)
+        if topic_arn is None:
             return
         effects = BatchEffects(
             TopicPublisher(sns, topic_arn, max_attempts=settings.sns_max_attempts),
