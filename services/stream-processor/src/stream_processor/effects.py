@@ -1,4 +1,4 @@
-"""The effects of one batch of events: SNS, Redis channels, the audit trail.
+"""The effects of one batch of events: Redis channels, SNS, the audit trail.
 
 Each is safe to repeat: SNS subscribers deduplicate on the event id, the channel append
 script applies an event id once, and an audit row is keyed by the record's sequence number.
@@ -25,6 +25,7 @@ if TYPE_CHECKING:
 __all__ = ["AuditTrail", "BatchEffects", "ProcessedEvent", "TopicPublisher", "publish_entries"]
 
 SNS_BATCH_LIMIT: Final = 10
+DDB_BATCH_LIMIT: Final = 25
 
 
 def _log() -> Any:
@@ -67,9 +68,17 @@ class TopicPublisher:
         self._base_delay = base_delay
 
     async def publish(self, events: list[CloudEvent]) -> None:
-        """Publish every event; raises :class:`RetryableError` if some never got through."""
-        for start in range(0, len(events), SNS_BATCH_LIMIT):
-            await self._publish_chunk(events[start : start + SNS_BATCH_LIMIT])
+        """Publish every event; raises :class:`RetryableError` if some never got through.
+
+        Chunks of ten go out concurrently: subscribers are standard SQS queues, which keep
+        no order, and every consumer orders by the payment's state, not by arrival.
+        """
+        await asyncio.gather(
+            *(
+                self._publish_chunk(events[start : start + SNS_BATCH_LIMIT])
+                for start in range(0, len(events), SNS_BATCH_LIMIT)
+            )
+        )
 
     async def _publish_chunk(self, events: list[CloudEvent]) -> None:
         pending = {entry["Id"]: entry for entry in publish_entries(events)}
@@ -98,34 +107,55 @@ class TopicPublisher:
 
 
 class AuditTrail:
-    """Writes one events-table row per event (replays overwrite the same row)."""
+    """Writes one events-table row per event (replays overwrite the same row).
 
-    def __init__(self, ddb: Any, table_name: str, *, ttl_days: int) -> None:
+    Rows go out in ``BatchWriteItem`` calls of up to 25; unprocessed items (throttling) are
+    retried with backoff, and a batch that still has some left raises :class:`RetryableError`.
+    """
+
+    def __init__(
+        self,
+        ddb: Any,
+        table_name: str,
+        *,
+        ttl_days: int,
+        max_attempts: int = 5,
+        base_delay: float = 0.05,
+    ) -> None:
         self._ddb = ddb
         self._table = table_name
         self._ttl_seconds = ttl_days * 24 * 3600
+        self._max_attempts = max_attempts
+        self._base_delay = base_delay
 
     async def record(self, processed: list[ProcessedEvent], *, now: float | None = None) -> None:
         expires_at = int((time.time() if now is None else now) + self._ttl_seconds)
-        await asyncio.gather(
-            *(
-                asyncio.to_thread(
-                    self._put,
-                    audit_item(p.event, p.sequence_number, expires_at=expires_at),
-                )
-                for p in processed
-            )
-        )
+        # One row per key: a batch may hold the same record twice only if it was replayed.
+        rows = {
+            p.sequence_number: audit_item(p.event, p.sequence_number, expires_at=expires_at)
+            for p in processed
+        }
+        items = list(rows.values())
+        chunks = [items[i : i + DDB_BATCH_LIMIT] for i in range(0, len(items), DDB_BATCH_LIMIT)]
+        await asyncio.gather(*(asyncio.to_thread(self._write, chunk) for chunk in chunks))
 
-    def _put(self, item: dict[str, Any]) -> None:
-        try:
-            self._ddb.put_item(TableName=self._table, Item=item)
-        except (ClientError, BotoCoreError) as exc:
-            raise RetryableError(f"audit PutItem: {exc}", delay=1.0) from exc
+    def _write(self, items: list[dict[str, Any]]) -> None:
+        requests = [{"PutRequest": {"Item": item}} for item in items]
+        for attempt in range(self._max_attempts):
+            if attempt:
+                time.sleep(min(self._base_delay * 2 ** (attempt - 1), 1.0))
+            try:
+                response = self._ddb.batch_write_item(RequestItems={self._table: requests})
+            except (ClientError, BotoCoreError) as exc:
+                raise RetryableError(f"audit BatchWriteItem: {exc}", delay=1.0) from exc
+            requests = response.get("UnprocessedItems", {}).get(self._table, [])
+            if not requests:
+                return
+        raise RetryableError(f"audit BatchWriteItem: {len(requests)} rows unprocessed", delay=1.0)
 
 
 class BatchEffects:
-    """Applies the effects of a batch in the contract's order: SNS, Redis, audit rows."""
+    """Applies the effects of a batch: Redis channels, then SNS and audit rows."""
 
     def __init__(
         self, topic: TopicPublisher, channels: ChannelPublisher, audit: AuditTrail
@@ -135,11 +165,18 @@ class BatchEffects:
         self._audit = audit
 
     async def apply(self, processed: list[ProcessedEvent]) -> None:
-        """Apply all effects; any exception means the batch must be retried as a whole."""
+        """Apply all effects; any exception means the batch must be retried as a whole.
+
+        The hot path goes first: browsers see an event as soon as Redis has it, without
+        waiting for SNS or DynamoDB. Then SNS and the audit rows, concurrently. The order
+        between effects does not matter for correctness: each is idempotent, and the
+        checkpoint moves only after all of them succeeded.
+        """
         if not processed:
             return
-        await self._topic.publish([p.event for p in processed])
         # One item's events stay in stream order: appends run one after another.
         for p in processed:
             await self._channels.append(p.event, channels_for(p.event))
-        await self._audit.record(processed)
+        await asyncio.gather(
+            self._topic.publish([p.event for p in processed]), self._audit.record(processed)
+        )

@@ -88,7 +88,9 @@ class ShardReader:
 
     async def run(self) -> ShardOutcome:
         iterator: str | None = None
+        loop = asyncio.get_running_loop()
         while not self._stopping.is_set():
+            read_started = loop.time()
             response = await self._get_records(iterator)
             if response is None:
                 iterator = None
@@ -109,7 +111,10 @@ class ShardReader:
             iterator = next_iterator
             self._failures = 0
             if len(records) < self._settings.batch_size:
-                await self._pause(self._settings.poll_interval_seconds)
+                # The interval is a period, as Lambda's four polls a second: time spent
+                # applying the batch counts towards it.
+                elapsed = loop.time() - read_started
+                await self._pause(max(self._settings.poll_interval_seconds - elapsed, 0.0))
         return ShardOutcome.STOPPED
 
     # -- reading ------------------------------------------------------------------------
