@@ -24,7 +24,14 @@ from typing import TextIO
 import aiohttp
 
 from pulse.auth import issue_token
-from pulse.emulators import AWS_TEST_CREDENTIALS, free_port, redis_answers, redis_server_binary
+from pulse.emulators import (
+    AWS_TEST_CREDENTIALS,
+    emulator_argv,
+    free_port,
+    redis_answers,
+    redis_server_argv,
+    redis_server_binary,
+)
 from pulse.settings import PulseSettings
 from pulse.topology import apply_topology
 
@@ -152,11 +159,7 @@ class DevStack:
             self.say(f"AWS emulator: reusing the one on 127.0.0.1:{port}")
             return
         self.say(f"AWS emulator: starting moto server on 127.0.0.1:{port}")
-        await self.spawn(
-            "aws-emulator",
-            [sys.executable, "-m", "pulse.aws_emulator", "-H", "127.0.0.1", "-p", str(port)],
-            env,
-        )
+        await self.spawn("aws-emulator", emulator_argv(port), env)
         try:
             async with asyncio.timeout(30):
                 await _wait_port(port)
@@ -177,23 +180,7 @@ class DevStack:
             )
         workdir = await asyncio.to_thread(_run_dir)
         self.say("Redis: starting one on 127.0.0.1:6379")
-        await self.spawn(
-            "redis",
-            [
-                binary,
-                "--port",
-                "6379",
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--dir",
-                workdir,
-            ],
-            env,
-        )
+        await self.spawn("redis", redis_server_argv(binary, 6379, workdir), env)
         try:
             async with asyncio.timeout(30):
                 await _wait_port(6379)

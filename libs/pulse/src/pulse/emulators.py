@@ -18,8 +18,10 @@ from pathlib import Path
 
 __all__ = [
     "AWS_TEST_CREDENTIALS",
+    "emulator_argv",
     "free_port",
     "redis_answers",
+    "redis_server_argv",
     "redis_server_binary",
     "start_moto",
     "start_redis",
@@ -73,10 +75,32 @@ def redis_server_binary() -> str | None:
     return str(bundled) if bundled.exists() else None
 
 
+def emulator_argv(port: int) -> list[str]:
+    """The command that runs the AWS emulator on 127.0.0.1:``port``."""
+    return [sys.executable, "-m", "pulse.aws_emulator", "-H", "127.0.0.1", "-p", str(port)]
+
+
+def redis_server_argv(binary: str, port: int, workdir: Path | str) -> list[str]:
+    """A throw-away Redis on 127.0.0.1:``port`` that keeps nothing on disk."""
+    return [
+        binary,
+        "--port",
+        str(port),
+        "--bind",
+        "127.0.0.1",
+        "--save",
+        "",
+        "--appendonly",
+        "no",
+        "--dir",
+        str(workdir),
+    ]
+
+
 def start_moto(port: int, log_path: Path) -> subprocess.Popen[bytes]:
     with log_path.open("ab") as log:
         proc = subprocess.Popen(  # noqa: S603 - our own interpreter and module
-            [sys.executable, "-m", "pulse.aws_emulator", "-H", "127.0.0.1", "-p", str(port)],
+            emulator_argv(port),
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
@@ -91,19 +115,7 @@ def start_redis(port: int, workdir: Path) -> subprocess.Popen[bytes]:
         raise RuntimeError("no Redis answers on 127.0.0.1:6379 and no redis-server binary found")
     log = (workdir / "redis.log").open("ab")
     proc = subprocess.Popen(  # noqa: S603 - a redis-server binary we located
-        [
-            binary,
-            "--port",
-            str(port),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--dir",
-            str(workdir),
-        ],
+        redis_server_argv(binary, port, workdir),
         stdout=log,
         stderr=subprocess.STDOUT,
         start_new_session=True,

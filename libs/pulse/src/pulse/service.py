@@ -14,9 +14,10 @@ import asyncio
 import signal
 import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from importlib.metadata import PackageNotFoundError, version
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
@@ -25,9 +26,21 @@ from pulse.logging import configure_logging, get_logger
 from pulse.metrics import BUILD_INFO, http_metrics_middleware, metrics_handler
 
 if TYPE_CHECKING:
+    import redis.asyncio as aioredis
+
     from pulse.settings import PulseSettings
 
-__all__ = ["Lifecycle", "ReadinessCheck", "add_ops_routes", "run_service", "start_http_app"]
+__all__ = [
+    "Lifecycle",
+    "ReadinessCheck",
+    "add_ops_routes",
+    "ops_app",
+    "redis_check",
+    "run_service",
+    "serving_ops",
+    "start_http_app",
+    "table_check",
+]
 
 ReadinessCheck = Callable[[], Awaitable[object]]
 log = get_logger("pulse.service")
@@ -105,6 +118,35 @@ def ops_app(lifecycle: Lifecycle) -> web.Application:
     app = web.Application(middlewares=[http_metrics_middleware(lifecycle.settings.service_name)])
     add_ops_routes(app, lifecycle)
     return app
+
+
+def redis_check(redis: aioredis.Redis) -> ReadinessCheck:
+    """A readiness check that PINGs Redis."""
+
+    async def check() -> None:
+        await redis.ping()
+
+    return check
+
+
+def table_check(ddb: Any, table_name: str) -> ReadinessCheck:
+    """A readiness check that describes a DynamoDB table (it exists and answers)."""
+
+    async def check() -> None:
+        await asyncio.to_thread(ddb.describe_table, TableName=table_name)
+
+    return check
+
+
+@asynccontextmanager
+async def serving_ops(lifecycle: Lifecycle) -> AsyncIterator[None]:
+    """Serve ``/healthz``, ``/readyz`` and ``/metrics`` on the service's port for the block."""
+    settings = lifecycle.settings
+    runner = await start_http_app(ops_app(lifecycle), settings.http_host, settings.http_port)
+    try:
+        yield
+    finally:
+        await runner.cleanup()
 
 
 def _package_version(name: str) -> str:

@@ -29,7 +29,7 @@ from pulse.events import (
 from pulse.logging import event_context, get_logger
 from pulse.metrics import StageMetrics
 from pulse.payments import APPROVED, format_amount
-from pulse.service import ops_app, start_http_app
+from pulse.service import redis_check, serving_ops
 
 if TYPE_CHECKING:
     from pulse.service import Lifecycle
@@ -135,11 +135,8 @@ async def serve(lifecycle: Lifecycle) -> None:
     async def check_dynamodb() -> None:
         await asyncio.to_thread(decisions.check)
 
-    async def check_redis() -> None:
-        await redis.ping()
-
     lifecycle.add_check("dynamodb", check_dynamodb)
-    lifecycle.add_check("redis", check_redis)
+    lifecycle.add_check("redis", redis_check(redis))
     worker = FraudWorker(
         AccountActivityStore(
             redis,
@@ -151,16 +148,15 @@ async def serve(lifecycle: Lifecycle) -> None:
         ChannelPublisher(redis, settings.redis_prefix),
         settings.risk_limits(),
     )
-    runner = await start_http_app(ops_app(lifecycle), settings.http_host, settings.http_port)
     try:
-        await consume(
-            lifecycle,
-            sqs,
-            names.fraud_queue,
-            worker.handle,
-            stage_metrics=StageMetrics("fraud"),
-            settings=settings,
-        )
+        async with serving_ops(lifecycle):
+            await consume(
+                lifecycle,
+                sqs,
+                names.fraud_queue,
+                worker.handle,
+                stage_metrics=StageMetrics("fraud"),
+                settings=settings,
+            )
     finally:
-        await runner.cleanup()
         await redis.aclose()

@@ -17,7 +17,7 @@ from pulse.consumer import SqsMessage, consume
 from pulse.events import PAYMENT_UPDATED
 from pulse.logging import event_context, get_logger
 from pulse.metrics import StageMetrics
-from pulse.service import ops_app, start_http_app
+from pulse.service import redis_check, serving_ops
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -60,21 +60,17 @@ async def serve(lifecycle: Lifecycle) -> None:
     sqs = aws_client("sqs", settings)
     redis = redis_client(settings)
 
-    async def check_redis() -> None:
-        await redis.ping()
-
-    lifecycle.add_check("redis", check_redis)
+    lifecycle.add_check("redis", redis_check(redis))
     worker = NotifyWorker([AccountChannelNotifier(ChannelPublisher(redis, settings.redis_prefix))])
-    runner = await start_http_app(ops_app(lifecycle), settings.http_host, settings.http_port)
     try:
-        await consume(
-            lifecycle,
-            sqs,
-            settings.names.notify_queue,
-            worker.handle,
-            stage_metrics=StageMetrics("notify"),
-            settings=settings,
-        )
+        async with serving_ops(lifecycle):
+            await consume(
+                lifecycle,
+                sqs,
+                settings.names.notify_queue,
+                worker.handle,
+                stage_metrics=StageMetrics("notify"),
+                settings=settings,
+            )
     finally:
-        await runner.cleanup()
         await redis.aclose()

@@ -4,18 +4,21 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pulse.channels import ChannelPublisher
 from pulse.clients import aws_client, redis_client
 from pulse.errors import RetryableError
 from pulse.logging import get_logger
-from pulse.service import Lifecycle, ops_app, start_http_app
+from pulse.service import Lifecycle, redis_check, serving_ops, table_check
 from stream_processor.effects import AuditTrail, BatchEffects, TopicPublisher
 from stream_processor.leases import LeaseTable
 from stream_processor.metrics import ITERATOR_AGE
 from stream_processor.processor import StreamProcessor
 from stream_processor.settings import StreamProcessorSettings, load_stream_processor_settings
+
+if TYPE_CHECKING:
+    import redis.asyncio as aioredis
 
 __all__ = ["find_topic_arn", "serve"]
 
@@ -59,35 +62,41 @@ async def serve(lifecycle: Lifecycle) -> None:
     sns = aws_client("sns", settings)
     redis = redis_client(settings)
 
-    async def check_dynamodb() -> None:
-        await asyncio.to_thread(ddb.describe_table, TableName=names.payments_table)
-
-    async def check_redis() -> None:
-        await redis.ping()
-
-    lifecycle.add_check("dynamodb", check_dynamodb)
-    lifecycle.add_check("redis", check_redis)
-    runner = await start_http_app(ops_app(lifecycle), settings.http_host, settings.http_port)
+    lifecycle.add_check("dynamodb", table_check(ddb, names.payments_table))
+    lifecycle.add_check("redis", redis_check(redis))
     try:
-        topic_arn = await _topic_arn(settings, sns, lifecycle.stopping)
-        if topic_arn is None:
-            return
-        effects = BatchEffects(
-            TopicPublisher(sns, topic_arn, max_attempts=settings.sns_max_attempts),
-            ChannelPublisher(redis, settings.redis_prefix),
-            AuditTrail(ddb, names.events_table, ttl_days=settings.audit_ttl_days),
-        )
-        processor = StreamProcessor(
-            settings,
-            ddb=ddb,
-            streams=streams,
-            leases=LeaseTable(ddb, names.leases_table, settings.worker_id),
-            effects=effects,
-            stopping=lifecycle.stopping,
-        )
-        ITERATOR_AGE.set_function(processor.ages.max)
-        _log().info("stream processor started", worker_id=settings.worker_id, topic=topic_arn)
-        await processor.run()
+        async with serving_ops(lifecycle):
+            await _process(settings, lifecycle, ddb=ddb, streams=streams, sns=sns, redis=redis)
     finally:
-        await runner.cleanup()
         await redis.aclose()
+
+
+async def _process(
+    settings: StreamProcessorSettings,
+    lifecycle: Lifecycle,
+    *,
+    ddb: Any,
+    streams: Any,
+    sns: Any,
+    redis: aioredis.Redis,
+) -> None:
+    names = settings.names
+    topic_arn = await _topic_arn(settings, sns, lifecycle.stopping)
+    if topic_arn is None:
+        return
+    effects = BatchEffects(
+        TopicPublisher(sns, topic_arn, max_attempts=settings.sns_max_attempts),
+        ChannelPublisher(redis, settings.redis_prefix),
+        AuditTrail(ddb, names.events_table, ttl_days=settings.audit_ttl_days),
+    )
+    processor = StreamProcessor(
+        settings,
+        ddb=ddb,
+        streams=streams,
+        leases=LeaseTable(ddb, names.leases_table, settings.worker_id),
+        effects=effects,
+        stopping=lifecycle.stopping,
+    )
+    ITERATOR_AGE.set_function(processor.ages.max)
+    _log().info("stream processor started", worker_id=settings.worker_id, topic=topic_arn)
+    await processor.run()
