@@ -4,7 +4,7 @@ import orjson
 import pytest
 import redis.asyncio as aioredis
 
-from pulse.channels import ChannelPublisher, is_valid_channel
+from pulse.channels import ChannelPublisher, CounterIncrement, is_valid_channel
 from pulse.events import PAYMENT_CREATED, new_event
 
 
@@ -71,4 +71,37 @@ async def test_invalid_channel_is_refused_before_touching_redis(
     with pytest.raises(ValueError, match="invalid channel"):
         await publisher.append(new_event(type="t", source="/s", data={}), ["nope"])
     assert await client.exists(publisher.keys.history("nope")) == 0
+    await client.aclose()
+
+
+async def test_counters_move_with_the_append_exactly_once(
+    redis_url: str, stack_prefix: str
+) -> None:
+    client = aioredis.Redis.from_url(redis_url)
+    prefix = f"pulse:{stack_prefix}"
+    publisher = ChannelPublisher(client, prefix)
+    totals, minute = f"{prefix}stats:totals", f"{prefix}stats:minute:1"
+    counters = [
+        CounterIncrement(totals, "count:PENDING", 1),
+        CounterIncrement(totals, "amount:EUR", 1250),
+        CounterIncrement(minute, "count", 1, ttl_seconds=3600),
+    ]
+    event = new_event(type=PAYMENT_CREATED, source="/t", data={})
+    for _ in range(3):  # a replay after a crash, twice
+        await publisher.append(event, ["payments"], counters=counters)
+    assert await client.hgetall(totals) == {b"count:PENDING": b"1", b"amount:EUR": b"1250"}
+    assert 0 < await client.ttl(minute) <= 3600
+    assert await client.ttl(totals) == -1
+    await client.aclose()
+
+
+async def test_counters_alone_are_guarded_too(redis_url: str, stack_prefix: str) -> None:
+    client = aioredis.Redis.from_url(redis_url)
+    prefix = f"pulse:{stack_prefix}"
+    publisher = ChannelPublisher(client, prefix)
+    event = new_event(type=PAYMENT_CREATED, source="/t", data={})
+    first = await publisher.append(event, [], counters=[CounterIncrement(f"{prefix}c", "n", 5)])
+    again = await publisher.append(event, [], counters=[CounterIncrement(f"{prefix}c", "n", 5)])
+    assert (first.applied, again.applied) == (True, False)
+    assert await client.hget(f"{prefix}c", "n") == b"5"
     await client.aclose()

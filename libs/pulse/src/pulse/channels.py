@@ -37,6 +37,7 @@ __all__ = [
     "AppendResult",
     "ChannelKeys",
     "ChannelPublisher",
+    "CounterIncrement",
     "account_channel",
     "is_valid_channel",
 ]
@@ -72,25 +73,53 @@ class ChannelKeys:
         return f"{self.prefix}applied:{event_id}"
 
 
-# KEYS[1] = guard key; KEYS[2..n+1] = history streams; KEYS[n+2..2n+1] = live channels
+# Returns {1, offset per channel} when applied, {0} when the guard had been seen.
+# KEYS[1] = guard key; KEYS[2..n+1] = history streams; KEYS[n+2..2n+1] = live channels;
+# KEYS[2n+2..] = counter hashes (one per counter increment)
 # ARGV[1] = event json; ARGV[2] = guard ttl seconds; ARGV[3] = max history length;
-# ARGV[4..n+3] = channel names (JSON-encoded, so they can be spliced into the frame)
+# ARGV[4] = n; ARGV[5..n+4] = channel names (JSON-encoded, spliced into the frame);
+# then per counter increment: field, amount (integer), ttl seconds (0 = none)
 _APPEND_LUA: Final = """
 if redis.call('SET', KEYS[1], '1', 'NX', 'EX', tonumber(ARGV[2])) == false then
-  return {}
+  return {0}
 end
-local n = (#KEYS - 1) / 2
-local offsets = {}
+local n = tonumber(ARGV[4])
+local offsets = {1}
 for i = 1, n do
   local offset = redis.call('XADD', KEYS[1 + i], 'MAXLEN', '~', tonumber(ARGV[3]), '*',
                             'e', ARGV[1])
-  offsets[i] = offset
-  local frame = '{"op":"event","channel":' .. ARGV[3 + i] .. ',"offset":"' .. offset ..
+  offsets[i + 1] = offset
+  local frame = '{"op":"event","channel":' .. ARGV[4 + i] .. ',"offset":"' .. offset ..
                 '","event":' .. ARGV[1] .. '}'
   redis.call('PUBLISH', KEYS[1 + n + i], frame)
 end
+local c = 0
+for k = 2 * n + 2, #KEYS do
+  local base = 5 + n + 3 * c
+  redis.call('HINCRBY', KEYS[k], ARGV[base], ARGV[base + 1])
+  local ttl = tonumber(ARGV[base + 2])
+  if ttl > 0 then
+    redis.call('EXPIRE', KEYS[k], ttl)
+  end
+  c = c + 1
+end
 return offsets
 """
+
+
+@dataclass(frozen=True)
+class CounterIncrement:
+    """``HINCRBY key field amount`` applied with an append, under the same once-per-event guard.
+
+    ``key`` is a full Redis key (callers put it under their prefix); ``ttl_seconds`` > 0
+    (re)sets the key's expiry, for rolling series such as per-minute buckets. Amounts are
+    integers: sums of money are kept in minor units, exact under any number of events.
+    """
+
+    key: str
+    field: str
+    amount: int
+    ttl_seconds: int = 0
 
 
 @dataclass(frozen=True)
@@ -119,9 +148,16 @@ class ChannelPublisher:
         self._script = redis.register_script(_APPEND_LUA)
 
     async def append(
-        self, event: CloudEvent, channels: list[str], *, guard: str | None = None
+        self,
+        event: CloudEvent,
+        channels: list[str],
+        *,
+        guard: str | None = None,
+        counters: list[CounterIncrement] | None = None,
     ) -> AppendResult:
-        """Append ``event`` to ``channels`` unless ``guard`` (default: the event id) was seen."""
+        """Append ``event`` to ``channels`` and apply ``counters``, all at once, unless
+        ``guard`` (default: the event id) was applied before — then nothing happens."""
+        counters = counters or []
         for channel in channels:
             if not is_valid_channel(channel):
                 raise ValueError(f"invalid channel name: {channel!r}")
@@ -129,15 +165,19 @@ class ChannelPublisher:
             self.keys.applied(guard or event.id),
             *(self.keys.history(c) for c in channels),
             *(self.keys.live(c) for c in channels),
+            *(counter.key for counter in counters),
         ]
         args: list[bytes | str | int] = [
             event.to_json(),
             self._guard_ttl,
             self._history_length,
+            len(channels),
             *(orjson.dumps(c) for c in channels),
         ]
+        for counter in counters:
+            args.extend((counter.field, counter.amount, counter.ttl_seconds))
         result = await self._script(keys=keys, args=args)
-        offsets = [o.decode() if isinstance(o, bytes) else str(o) for o in result]
-        return AppendResult(
-            applied=bool(offsets), offsets=dict(zip(channels, offsets, strict=False))
-        )
+        flag, *offsets = (o.decode() if isinstance(o, bytes) else str(o) for o in result)
+        if flag != "1":
+            return AppendResult(applied=False, offsets={})
+        return AppendResult(applied=True, offsets=dict(zip(channels, offsets, strict=True)))

@@ -32,6 +32,7 @@ from pulse.emulators import (
     redis_server_argv,
     redis_server_binary,
 )
+from pulse.logging import configure_logging
 from pulse.settings import PulseSettings
 from pulse.topology import apply_topology
 
@@ -294,6 +295,8 @@ async def _demo_traffic(config: DevStackConfig, stopping: asyncio.Event) -> None
 
 async def run_dev_stack(config: DevStackConfig, out: TextIO = sys.stdout) -> int:
     """Run the local stack until Ctrl-C / SIGTERM; the exit code (0 after a clean stop)."""
+    # The launcher reports in its own words; library log lines only when something is wrong.
+    configure_logging("pulse-dev", level="warning", fmt="console")
     stack = DevStack(config, out)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

@@ -113,13 +113,13 @@ def start_redis(port: int, workdir: Path) -> subprocess.Popen[bytes]:
     binary = redis_server_binary()
     if binary is None:
         raise RuntimeError("no Redis answers on 127.0.0.1:6379 and no redis-server binary found")
-    log = (workdir / "redis.log").open("ab")
-    proc = subprocess.Popen(  # noqa: S603 - a redis-server binary we located
-        redis_server_argv(binary, port, workdir),
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
+    with (workdir / "redis.log").open("ab") as log:
+        proc = subprocess.Popen(  # noqa: S603 - a redis-server binary we located
+            redis_server_argv(binary, port, workdir),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     wait_for_port(port)
     return proc
 
