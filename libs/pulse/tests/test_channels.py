@@ -4,7 +4,7 @@ import orjson
 import pytest
 import redis.asyncio as aioredis
 
-from pulse.channels import ChannelPublisher, CounterIncrement, is_valid_channel
+from pulse.channels import ChannelPublisher, CounterIncrement, channel_epoch, is_valid_channel
 from pulse.events import PAYMENT_CREATED, new_event
 
 
@@ -104,4 +104,27 @@ async def test_counters_alone_are_guarded_too(redis_url: str, stack_prefix: str)
     again = await publisher.append(event, [], counters=[CounterIncrement(f"{prefix}c", "n", 5)])
     assert (first.applied, again.applied) == (True, False)
     assert await client.hget(f"{prefix}c", "n") == b"5"
+    await client.aclose()
+
+
+async def test_a_channel_keeps_its_epoch_until_its_data_is_lost(
+    redis_url: str, stack_prefix: str
+) -> None:
+    client = aioredis.Redis.from_url(redis_url)
+    publisher = ChannelPublisher(client, f"pulse:{stack_prefix}")
+    keys = publisher.keys
+    first = await publisher.append(new_event(type="t", source="/s", data={}), ["payments"])
+    second = await publisher.append(new_event(type="t", source="/s", data={}), ["payments"])
+    epoch = first.epochs["payments"]
+    assert epoch
+    assert second.epochs["payments"] == epoch
+    assert await channel_epoch(client, keys, "payments") == epoch
+    # A reader of a channel nobody wrote yet creates its epoch; the next append keeps it.
+    fresh = await channel_epoch(client, keys, "alerts")
+    third = await publisher.append(new_event(type="t", source="/s", data={}), ["alerts"])
+    assert third.epochs["alerts"] == fresh
+    # Redis lost its data (restart without persistence): a new epoch, never the old one.
+    await client.delete(keys.history("payments"), keys.epoch("payments"))
+    after = await publisher.append(new_event(type="t", source="/s", data={}), ["payments"])
+    assert after.epochs["payments"] not in ("", epoch)
     await client.aclose()

@@ -15,12 +15,17 @@ Redis keys (all under the configurable prefix):
 - ``{prefix}ch:{channel}``      channel history stream
 - ``{prefix}live:{channel}``    pub/sub channel for live delivery
 - ``{prefix}applied:{id}``      once-per-event guard
+- ``{prefix}epoch:{channel}``   the channel's epoch: a random token set when the channel's
+  history begins (``SET NX``); if Redis loses its data the key is gone and the next append
+  or reader makes a new one, so a client holding an offset of the old epoch can tell its
+  offset means nothing any more.
 """
 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+import uuid
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Final
 
 import orjson
@@ -39,7 +44,9 @@ __all__ = [
     "ChannelPublisher",
     "CounterIncrement",
     "account_channel",
+    "channel_epoch",
     "is_valid_channel",
+    "new_epoch",
 ]
 
 PAYMENTS: Final = "payments"
@@ -72,12 +79,34 @@ class ChannelKeys:
     def applied(self, event_id: str) -> str:
         return f"{self.prefix}applied:{event_id}"
 
+    def epoch(self, channel: str) -> str:
+        return f"{self.prefix}epoch:{channel}"
 
-# Returns {1, offset per channel} when applied, {0} when the guard had been seen.
+
+def new_epoch() -> str:
+    """A fresh epoch token (random, short, opaque to clients)."""
+    return uuid.uuid4().hex[:12]
+
+
+_EPOCH_LUA: Final = """
+redis.call('SET', KEYS[1], ARGV[1], 'NX')
+return redis.call('GET', KEYS[1])
+"""
+
+
+async def channel_epoch(redis: aioredis.Redis, keys: ChannelKeys, channel: str) -> str:
+    """The channel's current epoch, creating one if Redis has none (new channel, lost data)."""
+    value = await redis.eval(_EPOCH_LUA, 1, keys.epoch(channel), new_epoch())
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+# Returns {1, offset per channel, epoch per channel} when applied, {0} when the guard had
+# been seen.
 # KEYS[1] = guard key; KEYS[2..n+1] = history streams; KEYS[n+2..2n+1] = live channels;
-# KEYS[2n+2..] = counter hashes (one per counter increment)
+# KEYS[2n+2..3n+1] = epoch keys; KEYS[3n+2..] = counter hashes (one per counter increment)
 # ARGV[1] = event json; ARGV[2] = guard ttl seconds; ARGV[3] = max history length;
 # ARGV[4] = n; ARGV[5..n+4] = channel names (JSON-encoded, spliced into the frame);
+# ARGV[n+5] = a new epoch token, used by channels that have none;
 # then per counter increment: field, amount (integer), ttl seconds (0 = none)
 _APPEND_LUA: Final = """
 if redis.call('SET', KEYS[1], '1', 'NX', 'EX', tonumber(ARGV[2])) == false then
@@ -86,6 +115,7 @@ end
 local n = tonumber(ARGV[4])
 local offsets = {1}
 for i = 1, n do
+  redis.call('SET', KEYS[1 + 2 * n + i], ARGV[5 + n], 'NX')
   local offset = redis.call('XADD', KEYS[1 + i], 'MAXLEN', '~', tonumber(ARGV[3]), '*',
                             'e', ARGV[1])
   offsets[i + 1] = offset
@@ -93,9 +123,12 @@ for i = 1, n do
                 '","event":' .. ARGV[1] .. '}'
   redis.call('PUBLISH', KEYS[1 + n + i], frame)
 end
+for i = 1, n do
+  offsets[n + 1 + i] = redis.call('GET', KEYS[1 + 2 * n + i])
+end
 local c = 0
-for k = 2 * n + 2, #KEYS do
-  local base = 5 + n + 3 * c
+for k = 3 * n + 2, #KEYS do
+  local base = 6 + n + 3 * c
   redis.call('HINCRBY', KEYS[k], ARGV[base], ARGV[base + 1])
   local ttl = tonumber(ARGV[base + 2])
   if ttl > 0 then
@@ -124,10 +157,14 @@ class CounterIncrement:
 
 @dataclass(frozen=True)
 class AppendResult:
-    """What an append did: ``applied`` is False when the event id had been applied before."""
+    """What an append did: ``applied`` is False when the event id had been applied before.
+
+    ``offsets`` and ``epochs`` give, per channel, the new entry's offset and the epoch it
+    belongs to."""
 
     applied: bool
     offsets: dict[str, str]
+    epochs: dict[str, str] = field(default_factory=dict)
 
 
 class ChannelPublisher:
@@ -165,6 +202,7 @@ class ChannelPublisher:
             self.keys.applied(guard or event.id),
             *(self.keys.history(c) for c in channels),
             *(self.keys.live(c) for c in channels),
+            *(self.keys.epoch(c) for c in channels),
             *(counter.key for counter in counters),
         ]
         args: list[bytes | str | int] = [
@@ -173,11 +211,17 @@ class ChannelPublisher:
             self._history_length,
             len(channels),
             *(orjson.dumps(c) for c in channels),
+            new_epoch(),
         ]
         for counter in counters:
             args.extend((counter.field, counter.amount, counter.ttl_seconds))
         result = await self._script(keys=keys, args=args)
-        flag, *offsets = (o.decode() if isinstance(o, bytes) else str(o) for o in result)
+        flag, *values = (o.decode() if isinstance(o, bytes) else str(o) for o in result)
         if flag != "1":
             return AppendResult(applied=False, offsets={})
-        return AppendResult(applied=True, offsets=dict(zip(channels, offsets, strict=True)))
+        n = len(channels)
+        return AppendResult(
+            applied=True,
+            offsets=dict(zip(channels, values[:n], strict=True)),
+            epochs=dict(zip(channels, values[n:], strict=True)),
+        )
