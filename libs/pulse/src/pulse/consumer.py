@@ -13,6 +13,17 @@ handler ended:
 - raised :class:`~pulse.errors.PermanentError`: the body goes to the dead-letter queue at
   once with a message attribute ``error`` giving the reason, then the original is deleted.
 
+Visibility heartbeat: while a handler runs, its message's visibility is extended (one
+``ChangeMessageVisibilityBatch`` for every message held at least ``heartbeat_seconds``, default
+a third of the visibility timeout) so no other consumer receives it meanwhile. Callbacks a
+handler registered with :func:`on_heartbeat` (an idempotency lease, say) run on the same beat.
+If an extension is refused (the receipt handle is no longer valid: the message was received
+or deleted elsewhere) or a callback reports its lease lost, the handler is cancelled — it no
+longer owns the message — and the message is neither deleted nor retried by this consumer.
+
+Depth: every ``depth_poll_seconds`` the queue's depth and its dead-letter queue's depth are
+read into the gauges ``pulse_sqs_queue_depth{queue}`` and ``pulse_sqs_dlq_depth{queue}``.
+
 Batching window: when a receive returns fewer messages than it asked for, the next receive
 waits ``batch_window_seconds`` (default 0.1 s), so a trickle of messages is fetched in
 batches rather than one ``ReceiveMessage`` per message — Lambda's
@@ -37,13 +48,14 @@ import math
 import threading
 import time
 from collections.abc import Awaitable, Callable
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Final
 
 import orjson
-from prometheus_client import Counter, Histogram
-from pydantic import Field, ValidationError
+from prometheus_client import Counter, Gauge, Histogram
+from pydantic import Field, ValidationError, model_validator
 from pydantic_settings import SettingsConfigDict
 
 from pulse.errors import PermanentError, RetryableError
@@ -62,6 +74,7 @@ __all__ = [
     "SqsMessage",
     "backoff_seconds",
     "consume",
+    "on_heartbeat",
     "wait_for_queue_url",
 ]
 
@@ -81,6 +94,26 @@ RECEIVE_COUNT = Histogram(
 DELETE_FAILURES = Counter(
     "pulse_sqs_delete_failures_total",
     "Messages whose delete failed after successful handling (they will be redelivered)",
+    ["queue"],
+)
+VISIBILITY_LOST = Counter(
+    "pulse_sqs_visibility_lost_total",
+    "Handlers stopped because their message's visibility or lease could not be extended",
+    ["queue"],
+)
+HEARTBEAT_EXTENSIONS = Counter(
+    "pulse_sqs_visibility_extensions_total",
+    "Visibility extensions of messages whose handlers were still running",
+    ["queue"],
+)
+QUEUE_DEPTH = Gauge(
+    "pulse_sqs_queue_depth",
+    "Messages in the queue (visible plus in flight), polled",
+    ["queue"],
+)
+DLQ_DEPTH = Gauge(
+    "pulse_sqs_dlq_depth",
+    "Messages in the queue's dead-letter queue, polled",
     ["queue"],
 )
 RELEASED = Counter(
@@ -149,6 +182,40 @@ class SqsMessage:
 
 
 MessageHandler = Callable[[SqsMessage], Awaitable[None]]
+HeartbeatCallback = Callable[[], Awaitable[bool]]
+
+
+@dataclass(eq=False)
+class _InFlight:
+    """A message being handled: when it was last made invisible, what else to renew."""
+
+    message: SqsMessage
+    extended_at: float  # loop time of the receive or of the last extension
+    renewals: list[HeartbeatCallback] = field(default_factory=list)
+    lost: str | None = None
+    task: asyncio.Task[None] | None = None
+
+
+_CURRENT: ContextVar[_InFlight | None] = ContextVar("pulse_sqs_in_flight", default=None)
+
+
+def on_heartbeat(renew: HeartbeatCallback) -> Callable[[], None] | None:
+    """Run ``renew`` on every heartbeat of the message the calling handler is handling.
+
+    ``renew`` returns False (or raises) when what it renews is lost; the handler is then
+    cancelled like on a failed visibility extension. Returns a function that unregisters
+    ``renew``, or None when not called from inside an :class:`SqsConsumer` handler.
+    """
+    state = _CURRENT.get()
+    if state is None:
+        return None
+    state.renewals.append(renew)
+
+    def unregister() -> None:
+        with contextlib.suppress(ValueError):
+            state.renewals.remove(renew)
+
+    return unregister
 
 
 def backoff_seconds(receive_count: int, *, maximum: float = 300.0) -> float:
@@ -333,6 +400,8 @@ class SqsConsumer:
         delete_delay_seconds: float = 0.1,
         receive_error_backoff_seconds: float = 1.0,
         batch_window_seconds: float = 0.1,
+        heartbeat_seconds: float | None = None,
+        depth_poll_seconds: float = 30.0,
     ) -> None:
         if max_in_flight < 1:
             raise ValueError("max_in_flight must be at least 1")
@@ -349,8 +418,14 @@ class SqsConsumer:
         self._max_backoff = max_backoff_seconds
         self._receive_error_backoff = receive_error_backoff_seconds
         self._batch_window = batch_window_seconds
+        self._heartbeat = (
+            heartbeat_seconds if heartbeat_seconds is not None else visibility_timeout / 3
+        )
+        if not 0 < self._heartbeat < visibility_timeout:
+            raise ValueError("heartbeat_seconds must be above 0 and below the visibility timeout")
+        self._depth_poll = depth_poll_seconds
         self._slots = asyncio.Semaphore(max_in_flight)
-        self._in_flight: dict[asyncio.Task[None], SqsMessage] = {}
+        self._in_flight: dict[asyncio.Task[None], _InFlight] = {}
         self._deletes = _DeleteBatcher(
             sqs_client, queue_url, self.queue_name, max_delay=delete_delay_seconds
         )
@@ -362,6 +437,13 @@ class SqsConsumer:
         log.info("consuming", queue=self.queue_name, max_in_flight=self._max_in_flight)
         self._deletes.start()
         stop_wait = asyncio.create_task(stopping.wait())
+        background = [
+            asyncio.create_task(self._heartbeat_loop(), name=f"sqs-heartbeat:{self.queue_name}")
+        ]
+        if self._depth_poll > 0:
+            background.append(
+                asyncio.create_task(self._depth_loop(), name=f"sqs-depth:{self.queue_name}")
+            )
         try:
             while not stopping.is_set():
                 slots = await self._acquire_slots(stop_wait)
@@ -378,7 +460,10 @@ class SqsConsumer:
                     await self._pause(stop_wait, self._batch_window)
         finally:
             stop_wait.cancel()
-            await self._drain()
+            await self._drain()  # the heartbeat keeps running: a drain may outlast a timeout
+            for task in background:
+                task.cancel()
+            await asyncio.gather(*background, return_exceptions=True)
             await self._deletes.close()
             log.info("consumer stopped", queue=self.queue_name)
 
@@ -448,15 +533,19 @@ class SqsConsumer:
         age = message.age_seconds()
         if age is not None:
             self._metrics.observe_age(age)
-        task = asyncio.create_task(self._handle(message), name=f"sqs:{message.message_id}")
-        self._in_flight[task] = message
+        state = _InFlight(message, asyncio.get_running_loop().time())
+        task = asyncio.create_task(self._handle(state), name=f"sqs:{message.message_id}")
+        state.task = task
+        self._in_flight[task] = state
         task.add_done_callback(self._finished)
 
     def _finished(self, task: asyncio.Task[None]) -> None:
         self._in_flight.pop(task, None)
         self._slots.release()
 
-    async def _handle(self, message: SqsMessage) -> None:
+    async def _handle(self, state: _InFlight) -> None:
+        message = state.message
+        _CURRENT.set(state)  # this task's own context: seen by on_heartbeat in the handler
         start = time.perf_counter()
         self._metrics.in_progress.inc()
         outcome = "retry"
@@ -464,14 +553,25 @@ class SqsConsumer:
             with event_context(
                 None, None, sqs_message_id=message.message_id, queue=self.queue_name
             ):
-                outcome = await self._outcome(message)
+                outcome = await self._outcome(state)
         finally:
             self._metrics.in_progress.dec()
             self._metrics.observe(outcome, time.perf_counter() - start)
 
-    async def _outcome(self, message: SqsMessage) -> str:
+    async def _outcome(self, state: _InFlight) -> str:
+        message = state.message
         try:
             await self._handler(message)
+        except asyncio.CancelledError:
+            if state.lost is None:
+                raise
+            # Stopped by the heartbeat: another consumer may own the message now, so leave
+            # it alone (no delete, no visibility change).
+            task = asyncio.current_task()
+            if task is not None:
+                task.uncancel()
+            log.warning("handler stopped: message no longer ours", reason=state.lost)
+            return "retry"
         except PermanentError as exc:
             return await self._dead_letter(message, str(exc) or type(exc).__name__)
         except RetryableError as exc:
@@ -559,6 +659,98 @@ class SqsConsumer:
         self._deletes.add(message)
         return "dlq"
 
+    # -- heartbeat and depth ----------------------------------------------------------------
+    async def _heartbeat_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self._heartbeat)
+            try:
+                await self._beat()
+            except Exception:  # never let one bad beat end the heartbeat
+                log.exception("heartbeat failed", queue=self.queue_name)
+
+    async def _beat(self) -> None:
+        """Extend the visibility of messages held a beat or more; run the renewals."""
+        now = asyncio.get_running_loop().time()
+        live = [s for s in self._in_flight.values() if s.lost is None]
+        due = [s for s in live if now - s.extended_at >= self._heartbeat * 0.9]
+        renewing = [s for s in live if s.renewals]
+        await asyncio.gather(
+            *(self._extend(due[i : i + MAX_BATCH], now) for i in range(0, len(due), MAX_BATCH)),
+            *(self._renew(s) for s in renewing),
+        )
+
+    async def _extend(self, batch: list[_InFlight], now: float) -> None:
+        entries = [
+            {
+                "Id": str(i),
+                "ReceiptHandle": s.message.receipt_handle,
+                "VisibilityTimeout": self._visibility_timeout,
+            }
+            for i, s in enumerate(batch)
+        ]
+        try:
+            response = await asyncio.to_thread(
+                self._sqs.change_message_visibility_batch, QueueUrl=self.queue_url, Entries=entries
+            )
+        except Exception as exc:
+            log.warning("visibility extension failed", count=len(batch), error=str(exc))
+            for state in batch:  # stop only those that will be visible before the next beat
+                if state.extended_at + self._visibility_timeout - now < self._heartbeat * 1.5:
+                    self._stop_handler(state, f"visibility extension failed: {exc}")
+            return
+        failed = {str(f["Id"]): f for f in response.get("Failed") or []}
+        for i, state in enumerate(batch):
+            failure = failed.get(str(i))
+            if failure is None:
+                state.extended_at = now
+                HEARTBEAT_EXTENSIONS.labels(self.queue_name).inc()
+            else:
+                self._stop_handler(state, f"visibility extension refused: {failure.get('Code')}")
+
+    async def _renew(self, state: _InFlight) -> None:
+        for renew in list(state.renewals):
+            try:
+                kept = await renew()
+            except Exception as exc:
+                log.warning("heartbeat renewal failed", error=str(exc))
+                kept = False
+            if not kept:
+                self._stop_handler(state, "lease lost")
+                return
+
+    def _stop_handler(self, state: _InFlight, reason: str) -> None:
+        if state.lost is not None or state.task is None or state.task.done():
+            return
+        state.lost = reason
+        VISIBILITY_LOST.labels(self.queue_name).inc()
+        with event_context(None, None, sqs_message_id=state.message.message_id):
+            log.warning("stopping handler", queue=self.queue_name, reason=reason)
+        state.task.cancel()
+
+    async def _depth_loop(self) -> None:
+        queue_depth = QUEUE_DEPTH.labels(self.queue_name)
+        dlq_depth = DLQ_DEPTH.labels(self.queue_name)
+        while True:
+            try:
+                queue_depth.set(await self._depth(self.queue_url))
+                dlq = await self.dlq_url()
+                if dlq is not None:
+                    dlq_depth.set(await self._depth(dlq))
+            except Exception as exc:
+                log.warning("could not read queue depth", error=str(exc))
+            await asyncio.sleep(self._depth_poll)
+
+    async def _depth(self, url: str) -> int:
+        response = await asyncio.to_thread(
+            self._sqs.get_queue_attributes,
+            QueueUrl=url,
+            AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
+        )
+        attributes = response.get("Attributes") or {}
+        return int(attributes.get("ApproximateNumberOfMessages", 0)) + int(
+            attributes.get("ApproximateNumberOfMessagesNotVisible", 0)
+        )
+
     # -- shutdown -------------------------------------------------------------------------
     async def _drain(self) -> None:
         if not self._in_flight:
@@ -568,7 +760,11 @@ class SqsConsumer:
         _done, pending = await asyncio.wait(tasks, timeout=self._grace)
         if not pending:
             return
-        unfinished = [self._in_flight[t] for t in pending if t in self._in_flight]
+        unfinished = [
+            self._in_flight[t].message
+            for t in pending
+            if t in self._in_flight and self._in_flight[t].lost is None
+        ]
         log.warning("grace period over: abandoning handlers", count=len(pending))
         for task in pending:
             task.cancel()
@@ -606,6 +802,18 @@ class SqsConsumerSettings(PulseSettings):
     sqs_batch_window_seconds: float = Field(default=0.1, ge=0, le=300)
     # Longest retry delay of a failing message (the backoff doubles per receive up to this).
     sqs_max_backoff_seconds: float = Field(default=300.0, ge=0, le=MAX_VISIBILITY_SECONDS)
+    # How often a running handler's message has its visibility extended (and its leases
+    # renewed); unset: a third of the visibility timeout.
+    sqs_heartbeat_seconds: float | None = Field(default=None, gt=0, le=MAX_VISIBILITY_SECONDS)
+    # How often the queue's and its DLQ's depths are read into gauges; 0 turns it off.
+    sqs_depth_poll_seconds: float = Field(default=30.0, ge=0, le=3600)
+
+    @model_validator(mode="after")
+    def _heartbeat_within_visibility(self) -> SqsConsumerSettings:
+        beat = self.sqs_heartbeat_seconds
+        if beat is not None and beat >= self.sqs_visibility_timeout:
+            raise ValueError("sqs_heartbeat_seconds must be below sqs_visibility_timeout")
+        return self
 
 
 async def consume(
@@ -652,5 +860,7 @@ async def consume(
         shutdown_grace_seconds=settings.shutdown_grace_seconds,
         max_backoff_seconds=settings.sqs_max_backoff_seconds,
         batch_window_seconds=settings.sqs_batch_window_seconds,
+        heartbeat_seconds=settings.sqs_heartbeat_seconds,
+        depth_poll_seconds=settings.sqs_depth_poll_seconds,
     )
     await consumer.run(lifecycle.stopping)
