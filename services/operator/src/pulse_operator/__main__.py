@@ -1,0 +1,35 @@
+"""``python -m pulse_operator``: run the EventPipeline operator (kopf, standalone, one replica)."""
+
+from __future__ import annotations
+
+import sys
+
+import kopf
+
+from pulse.errors import ConfigurationError
+from pulse.logging import configure_logging
+from pulse.settings import load_settings
+from pulse_operator import handlers
+from pulse_operator.settings import OperatorSettings
+
+
+def main() -> None:
+    try:
+        settings = load_settings(OperatorSettings)
+    except ConfigurationError as exc:
+        print(f"pulse-operator: {exc}", file=sys.stderr)  # noqa: T201 - before logging exists
+        raise SystemExit(2) from exc
+    configure_logging(settings.service_name, level=settings.log_level, fmt=settings.log_format)
+    handlers.configure(settings)
+    namespace = settings.watch_namespace
+    # standalone: one replica (Recreate), so no peering objects and no cluster-wide RBAC for them.
+    kopf.run(
+        standalone=True,
+        clusterwide=not namespace,
+        namespaces=[namespace] if namespace else (),
+        liveness_endpoint=f"http://0.0.0.0:{settings.http_port}/healthz",
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,188 @@
+"""The operator's AWS edge: measure a pipeline's queues and delete its resources.
+
+Creating and updating is :func:`pulse.topology.apply_topology` (the code ``make run`` uses);
+this module adds only what the operator needs on top. Blocking boto3 calls: run them
+through ``asyncio.to_thread``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import TYPE_CHECKING, Any
+
+from botocore.exceptions import BotoCoreError, ClientError
+
+from pulse.clients import aws_client
+from pulse.errors import PermanentError, RetryableError
+from pulse.logging import get_logger
+from pulse_operator.status import QueueDepth
+
+if TYPE_CHECKING:
+    from pulse.settings import PulseSettings
+    from pulse.topology import QueueSpec, TopologySpec
+
+__all__ = ["delete_resources", "measure_queues"]
+
+log = get_logger("pulse_operator.aws")
+
+_THROTTLED = {
+    "Throttling",
+    "ThrottlingException",
+    "RequestThrottled",
+    "RequestLimitExceeded",
+    "ServiceUnavailable",
+    "InternalFailure",
+    "ResourceInUseException",
+    "LimitExceededException",
+}
+_GONE = {
+    "ResourceNotFoundException",
+    "AWS.SimpleQueueService.NonExistentQueue",
+    "QueueDoesNotExist",
+    "NotFound",
+    "NotFoundException",
+}
+
+
+def _code(exc: ClientError) -> str:
+    return str(exc.response.get("Error", {}).get("Code", ""))
+
+
+def classify(exc: Exception, what: str) -> Exception:
+    """A boto error as Pulse's retryable or permanent error."""
+    if isinstance(exc, ClientError):
+        code = _code(exc)
+        if code in _THROTTLED:
+            return RetryableError(f"{what}: {code}", delay=5.0)
+        return PermanentError(f"{what}: {exc}")
+    return RetryableError(f"{what}: {exc}", delay=10.0)  # connection errors, timeouts
+
+
+def _oldest_age(cloudwatch: Any, queue_name: str) -> int | None:
+    """ApproximateAgeOfOldestMessage from CloudWatch (SQS has no API for it; peeking would
+    count as a receive and push messages towards the DLQ). None when there is no datapoint,
+    as on an emulator."""
+    now = dt.datetime.now(dt.UTC)
+    try:
+        points = cloudwatch.get_metric_statistics(
+            Namespace="AWS/SQS",
+            MetricName="ApproximateAgeOfOldestMessage",
+            Dimensions=[{"Name": "QueueName", "Value": queue_name}],
+            StartTime=now - dt.timedelta(minutes=5),
+            EndTime=now,
+            Period=60,
+            Statistics=["Maximum"],
+        )["Datapoints"]
+    except (ClientError, BotoCoreError) as exc:
+        log.debug("no queue age from cloudwatch", queue=queue_name, error=str(exc))
+        return None
+    if not points:
+        return None
+    latest = max(points, key=lambda p: p["Timestamp"])
+    return int(latest["Maximum"])
+
+
+def _depth(sqs: Any, name: str) -> tuple[int, int]:
+    url = sqs.get_queue_url(QueueName=name)["QueueUrl"]
+    attrs = sqs.get_queue_attributes(
+        QueueUrl=url,
+        AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
+    )["Attributes"]
+    return int(attrs.get("ApproximateNumberOfMessages", 0)), int(
+        attrs.get("ApproximateNumberOfMessagesNotVisible", 0)
+    )
+
+
+def measure_queues(settings: PulseSettings, queues: list[QueueSpec]) -> list[QueueDepth]:
+    """Each queue's visible and in-flight messages, its DLQ's depth and its oldest message age.
+
+    Raises :class:`RetryableError` on throttling or an unreachable endpoint and
+    :class:`PermanentError` when a queue does not exist (the reconcile recreates it).
+    """
+    sqs = aws_client("sqs", settings)
+    cloudwatch = aws_client("cloudwatch", settings)
+    out = []
+    try:
+        for q in queues:
+            visible, in_flight = _depth(sqs, q.name)
+            dlq_visible, _ = _depth(sqs, q.dlq_name)
+            out.append(
+                QueueDepth(
+                    q.name,
+                    visible,
+                    in_flight,
+                    q.dlq_name,
+                    dlq_visible,
+                    _oldest_age(cloudwatch, q.name),
+                )
+            )
+    except (ClientError, BotoCoreError) as exc:
+        raise classify(exc, "measure queues") from exc
+    return out
+
+
+def _ignore_gone(call: Any, **kwargs: Any) -> bool:
+    try:
+        call(**kwargs)
+    except ClientError as exc:
+        if _code(exc) in _GONE:
+            return False
+        raise
+    return True
+
+
+def _delete_topic(sns: Any, topic_name: str) -> list[str]:
+    topic_arn = next(
+        (
+            t["TopicArn"]
+            for page in sns.get_paginator("list_topics").paginate()
+            for t in page.get("Topics", [])
+            if t["TopicArn"].rsplit(":", 1)[-1] == topic_name
+        ),
+        None,
+    )
+    if not topic_arn:
+        return []
+    subs = [
+        sub["SubscriptionArn"]
+        for page in sns.get_paginator("list_subscriptions_by_topic").paginate(TopicArn=topic_arn)
+        for sub in page.get("Subscriptions", [])
+        if sub["SubscriptionArn"].startswith("arn:")  # not "PendingConfirmation"
+    ]
+    deleted = [
+        f"subscription {arn}" for arn in subs if _ignore_gone(sns.unsubscribe, SubscriptionArn=arn)
+    ]
+    sns.delete_topic(TopicArn=topic_arn)
+    return [*deleted, f"topic {topic_name}"]
+
+
+def _delete_queue(sqs: Any, name: str) -> bool:
+    try:
+        url = sqs.get_queue_url(QueueName=name)["QueueUrl"]
+    except ClientError as exc:
+        if _code(exc) in _GONE:
+            return False
+        raise
+    return _ignore_gone(sqs.delete_queue, QueueUrl=url)
+
+
+def delete_resources(settings: PulseSettings, spec: TopologySpec) -> list[str]:
+    """Delete every resource ``spec`` declares; missing ones are skipped. Returns what went.
+
+    Subscriptions first, then the topic, the queues and their DLQs, then the tables. Safe
+    to call again after a partial failure.
+    """
+    ddb = aws_client("dynamodb", settings)
+    sqs = aws_client("sqs", settings)
+    try:
+        deleted = _delete_topic(aws_client("sns", settings), spec.topic_name)
+        names = [n for q in spec.queues for n in (q.name, q.dlq_name)]
+        deleted += [f"queue {n}" for n in names if _delete_queue(sqs, n)]
+        deleted += [
+            f"table {t.name}"
+            for t in spec.tables
+            if _ignore_gone(ddb.delete_table, TableName=t.name)
+        ]
+    except (ClientError, BotoCoreError) as exc:
+        raise classify(exc, "delete pipeline") from exc
+    return deleted

@@ -1,0 +1,235 @@
+"""kopf handlers for ``EventPipeline`` (pulse.dev/v1alpha1), thin over :class:`PipelineOperator`.
+
+- create, update and resume call one idempotent :meth:`PipelineOperator.reconcile`: the spec
+  becomes a :class:`~pulse.topology.TopologySpec` and :func:`~pulse.topology.apply_topology`
+  creates or repairs every resource; the resolved names go to ``status.outputs`` and to a
+  ConfigMap the services mount; the ``Ready`` condition says how it went.
+- a timer (:meth:`~PipelineOperator.refresh`) reports queue depths, DLQ depths and the oldest
+  message's age into status; a slower one re-applies the topology to repair drift.
+- delete (with kopf's finalizer) honours ``spec.deletionPolicy``: Retain (default) leaves
+  the AWS resources, Delete removes them.
+
+Pulse's :class:`~pulse.errors.RetryableError` (throttling, an unreachable endpoint, a table
+still being created) becomes ``kopf.TemporaryError`` with its delay; an invalid spec or a
+request AWS refuses becomes ``kopf.PermanentError`` with a ``Ready=False`` condition saying why.
+kopf applies the status patch whether the handler succeeded or not.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import kopf
+from botocore.exceptions import BotoCoreError, ClientError
+
+from pulse.errors import PermanentError, RetryableError
+from pulse.logging import get_logger
+from pulse.topology import apply_topology
+from pulse_operator.aws import classify, delete_resources, measure_queues
+from pulse_operator.kube import ConfigMapWriter, InClusterConfigMaps, config_map_body
+from pulse_operator.pipeline import InvalidPipelineError, Pipeline, parse_pipeline
+from pulse_operator.status import config_map_data, health_status, outputs_status, set_condition
+
+if TYPE_CHECKING:
+    from pulse.settings import PulseSettings
+    from pulse_operator.settings import OperatorSettings
+
+__all__ = ["GROUP", "PLURAL", "VERSION", "PipelineOperator", "configure"]
+
+GROUP, VERSION, PLURAL = "pulse.dev", "v1alpha1", "eventpipelines"
+KIND = "EventPipeline"
+DEFAULT_RETRY_SECONDS = 15.0
+
+log = get_logger("pulse_operator")
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+@dataclass
+class PipelineOperator:
+    """The handlers' logic; every method takes the resource's parts as plain mappings."""
+
+    settings: PulseSettings
+    configmaps: ConfigMapWriter
+
+    def _ready(
+        self, patch: kopf.Patch, status: Any, meta: Any, *, ok: bool, reason: str, message: str
+    ) -> None:
+        current = patch.status.get("conditions") or (status or {}).get("conditions") or []
+        patch.status["conditions"] = set_condition(
+            current,
+            type_="Ready",
+            status=ok,
+            reason=reason,
+            message=message,
+            generation=(meta or {}).get("generation"),
+            now=_now(),
+        )
+
+    def _parse(self, spec: Any, name: str, patch: kopf.Patch, status: Any, meta: Any) -> Pipeline:
+        try:
+            return parse_pipeline(spec, name=name)
+        except InvalidPipelineError as exc:
+            self._ready(patch, status, meta, ok=False, reason="InvalidSpec", message=str(exc))
+            raise kopf.PermanentError(f"invalid spec: {exc}") from exc
+
+    def _fail(
+        self, exc: Exception, patch: kopf.Patch, status: Any, meta: Any, what: str
+    ) -> kopf.TemporaryError | kopf.PermanentError:
+        if isinstance(exc, (ClientError, BotoCoreError)):
+            exc = classify(exc, what)
+        if isinstance(exc, RetryableError):
+            self._ready(patch, status, meta, ok=False, reason="Retrying", message=f"{what}: {exc}")
+            return kopf.TemporaryError(f"{what}: {exc}", delay=exc.delay or DEFAULT_RETRY_SECONDS)
+        self._ready(patch, status, meta, ok=False, reason="AWSRejected", message=f"{what}: {exc}")
+        return kopf.PermanentError(f"{what}: {exc}")
+
+    async def reconcile(
+        self,
+        *,
+        name: str,
+        namespace: str,
+        spec: Any,
+        meta: Any,
+        status: Any,
+        patch: kopf.Patch,
+        owner: dict[str, Any] | None = None,
+    ) -> list[str]:
+        """Make AWS match ``spec`` (idempotent); returns what changed."""
+        pipeline = self._parse(spec, name, patch, status, meta)
+        try:
+            outputs = await asyncio.to_thread(apply_topology, self.settings, pipeline.topology)
+        except (RetryableError, PermanentError, ClientError, BotoCoreError) as exc:
+            raise self._fail(exc, patch, status, meta, "apply topology") from exc
+        body = config_map_body(
+            name=pipeline.config_map_name,
+            namespace=namespace,
+            data=config_map_data(outputs, pipeline.topology, pipeline.resource_prefix),
+            owner=owner,
+        )
+        try:
+            await self.configmaps.apply(body)
+        except (RetryableError, PermanentError) as exc:
+            raise self._fail(exc, patch, status, meta, "write outputs ConfigMap") from exc
+        patch.status["outputs"] = outputs_status(
+            outputs, pipeline.topology, pipeline.config_map_name
+        )
+        patch.status["observedGeneration"] = (meta or {}).get("generation")
+        changes = outputs.changes
+        message = f"{len(changes)} change(s): {'; '.join(changes)}" if changes else "in sync"
+        self._ready(patch, status, meta, ok=True, reason="Reconciled", message=message)
+        log.info("pipeline reconciled", pipeline=f"{namespace}/{name}", changes=len(changes))
+        return changes
+
+    async def refresh(
+        self, *, name: str, spec: Any, meta: Any, status: Any, patch: kopf.Patch
+    ) -> None:
+        """Report queue depths, DLQ depths and the oldest message's age into status."""
+        try:
+            pipeline = parse_pipeline(spec, name=name)
+        except InvalidPipelineError:
+            return  # the reconcile already said why in the Ready condition
+        try:
+            depths = await asyncio.to_thread(
+                measure_queues, self.settings, pipeline.topology.queues
+            )
+        except (RetryableError, PermanentError) as exc:
+            # A missing queue is drift: say so; the repair timer (or the next update) fixes it.
+            self._ready(
+                patch, status, meta, ok=False, reason="Degraded", message=f"measure queues: {exc}"
+            )
+            delay = (
+                exc.delay
+                if isinstance(exc, RetryableError) and exc.delay
+                else DEFAULT_RETRY_SECONDS
+            )
+            raise kopf.TemporaryError(f"measure queues: {exc}", delay=delay) from exc
+        patch.status.update(health_status(depths))
+        patch.status["lastMeasuredTime"] = _now()
+
+    async def finalize(
+        self, *, name: str, spec: Any, meta: Any, status: Any, patch: kopf.Patch
+    ) -> list[str]:
+        """On deletion: remove the AWS resources if ``deletionPolicy`` is Delete."""
+        try:
+            pipeline = parse_pipeline(spec, name=name)
+        except InvalidPipelineError as exc:
+            log.warning("invalid pipeline deleted; nothing removed", pipeline=name, error=str(exc))
+            return []
+        if pipeline.deletion_policy != "Delete":
+            log.info("pipeline deleted; resources retained", pipeline=name)
+            return []
+        try:
+            deleted = await asyncio.to_thread(delete_resources, self.settings, pipeline.topology)
+        except (RetryableError, PermanentError) as exc:
+            raise self._fail(exc, patch, status, meta, "delete resources") from exc
+        log.info("pipeline deleted with its resources", pipeline=name, deleted=len(deleted))
+        return deleted
+
+
+def _parts(body: kopf.Body) -> dict[str, Any]:
+    return {
+        "name": body.metadata.name or "",
+        "namespace": body.metadata.namespace or "",
+        "spec": body.spec,
+        "meta": body.metadata,
+        "status": body.status,
+    }
+
+
+def _owner(body: Any) -> dict[str, Any]:
+    return {
+        "apiVersion": body["apiVersion"],
+        "kind": body["kind"],
+        "name": body["metadata"]["name"],
+        "uid": body["metadata"]["uid"],
+    }
+
+
+def configure(
+    settings: OperatorSettings, configmaps: ConfigMapWriter | None = None
+) -> PipelineOperator:
+    """Register the kopf handlers (intervals from ``settings``); returns their logic object."""
+    op = PipelineOperator(settings, configmaps or InClusterConfigMaps())
+    resource = (GROUP, VERSION, PLURAL)
+
+    @kopf.on.startup()
+    def _startup(settings: kopf.OperatorSettings, **_: Any) -> None:
+        settings.posting.level = 20  # post INFO and above as Kubernetes Events
+        settings.persistence.finalizer = f"{GROUP}/finalizer"
+        settings.watching.server_timeout = 300
+
+    async def _reconcile(*, body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
+        await op.reconcile(**_parts(body), patch=patch, owner=_owner(body))
+
+    async def _refresh(*, body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
+        parts = _parts(body)
+        del parts["namespace"]
+        await op.refresh(**parts, patch=patch)
+
+    async def _delete(*, body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
+        parts = _parts(body)
+        del parts["namespace"]
+        await op.finalize(**parts, patch=patch)
+
+    # One idempotent reconcile for every reason a resource needs it.
+    kopf.on.create(*resource, id="reconcile")(_reconcile)
+    kopf.on.update(*resource, id="reconcile")(_reconcile)
+    kopf.on.resume(*resource, id="reconcile")(_reconcile)
+    kopf.timer(
+        *resource,
+        id="repair",
+        interval=settings.repair_interval_seconds,
+        initial_delay=settings.repair_interval_seconds,
+    )(_reconcile)
+    kopf.timer(*resource, id="status", interval=settings.status_interval_seconds, initial_delay=5)(
+        _refresh
+    )
+    # A delete handler makes kopf hold the resource with a finalizer until it succeeds.
+    kopf.on.delete(*resource, id="finalize")(_delete)
+    return op

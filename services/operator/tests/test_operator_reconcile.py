@@ -1,0 +1,201 @@
+"""The handlers' logic against the real AWS emulator (no cluster): create, drift repair,
+status reporting, invalid specs and deletion under each policy.
+
+The ConfigMap writer is the Kubernetes edge; a recorder stands in for the API server here.
+"""
+
+from __future__ import annotations
+
+import json
+import pathlib
+from typing import Any
+
+import kopf
+import pytest
+import yaml
+
+from pulse.clients import aws_client
+from pulse.settings import PulseSettings
+from pulse_operator.handlers import PipelineOperator
+
+EXAMPLE = pathlib.Path(__file__).parents[3] / "k8s" / "examples" / "eventpipeline.yaml"
+OWNER = {"apiVersion": "pulse.dev/v1alpha1", "kind": "EventPipeline", "name": "p", "uid": "u-1"}
+
+
+class RecordingConfigMaps:
+    def __init__(self) -> None:
+        self.applied: list[dict[str, Any]] = []
+
+    async def apply(self, body: dict[str, Any]) -> None:
+        self.applied.append(body)
+
+
+def pipeline_spec(prefix: str, policy: str = "Retain") -> dict[str, Any]:
+    spec: dict[str, Any] = yaml.safe_load(EXAMPLE.read_text())["spec"]
+    spec["resourcePrefix"] = prefix
+    spec["deletionPolicy"] = policy
+    return spec
+
+
+def merged(status: dict[str, Any], patch: kopf.Patch) -> dict[str, Any]:
+    return {**status, **patch.status}
+
+
+async def reconcile(
+    op: PipelineOperator, spec: dict[str, Any], status: dict[str, Any]
+) -> kopf.Patch:
+    patch = kopf.Patch()
+    await op.reconcile(
+        name="p",
+        namespace="ns",
+        spec=spec,
+        meta={"generation": 1},
+        status=status,
+        patch=patch,
+        owner=OWNER,
+    )
+    return patch
+
+
+def queue_names(settings: PulseSettings) -> set[str]:
+    urls = (
+        aws_client("sqs", settings)
+        .list_queues(QueueNamePrefix=settings.resource_prefix)
+        .get("QueueUrls", [])
+    )
+    return {u.rsplit("/", 1)[-1] for u in urls}
+
+
+def table_names(settings: PulseSettings) -> set[str]:
+    return {
+        t
+        for t in aws_client("dynamodb", settings).list_tables()["TableNames"]
+        if t.startswith(settings.resource_prefix)
+    }
+
+
+async def test_reconcile_creates_reports_and_repairs(
+    stack_settings: PulseSettings, stack_prefix: str
+) -> None:
+    configmaps = RecordingConfigMaps()
+    op = PipelineOperator(stack_settings, configmaps)
+    spec = pipeline_spec(stack_prefix)
+
+    patch = await reconcile(op, spec, {})
+    status = merged({}, patch)
+    p = stack_prefix
+    assert table_names(stack_settings) == {f"{p}payments", f"{p}events", f"{p}leases"}
+    assert queue_names(stack_settings) == {
+        f"{p}fraud",
+        f"{p}fraud-dlq",
+        f"{p}notify",
+        f"{p}notify-dlq",
+    }
+    (ready,) = status["conditions"]
+    assert (ready["type"], ready["status"], ready["reason"]) == ("Ready", "True", "Reconciled")
+    assert status["outputs"]["topicArn"].endswith(f":{p}payment-events")
+    assert status["outputs"]["tables"][0]["latestStreamArn"].startswith("arn:aws:dynamodb:")
+    (cm,) = configmaps.applied
+    assert cm["metadata"]["name"] == "p-outputs"
+    assert cm["metadata"]["ownerReferences"][0]["uid"] == "u-1"
+    sqs = aws_client("sqs", stack_settings)
+    fraud_url = cm["data"]["QUEUE_URL_FRAUD"]
+    assert fraud_url == sqs.get_queue_url(QueueName=f"{p}fraud")["QueueUrl"]
+    assert cm["data"]["PULSE_RESOURCE_PREFIX"] == p
+
+    # a second run changes nothing and keeps the transition time
+    again = merged(status, await reconcile(op, spec, status))
+    assert again["conditions"][0]["message"] == "in sync"
+    assert again["conditions"][0]["lastTransitionTime"] == ready["lastTransitionTime"]
+
+    # drift made outside the operator is repaired by the next reconcile
+    sqs.set_queue_attributes(QueueUrl=fraud_url, Attributes={"VisibilityTimeout": "5"})
+    sqs.delete_queue(QueueUrl=sqs.get_queue_url(QueueName=f"{p}notify-dlq")["QueueUrl"])
+    repaired = merged(again, await reconcile(op, spec, again))
+    assert "updated queue" in repaired["conditions"][0]["message"]
+    assert sqs.get_queue_attributes(QueueUrl=fraud_url, AttributeNames=["VisibilityTimeout"])[
+        "Attributes"
+    ] == {"VisibilityTimeout": "30"}
+    assert f"{p}notify-dlq" in queue_names(stack_settings)
+
+    # the timer reports depths: two waiting in fraud, one dead-lettered notification
+    for body in ("a", "b"):
+        sqs.send_message(QueueUrl=fraud_url, MessageBody=json.dumps({"n": body}))
+    sqs.send_message(
+        QueueUrl=sqs.get_queue_url(QueueName=f"{p}notify-dlq")["QueueUrl"], MessageBody="x"
+    )
+    timer_patch = kopf.Patch()
+    await op.refresh(
+        name="p", spec=spec, meta={"generation": 1}, status=repaired, patch=timer_patch
+    )
+    health = timer_patch.status
+    assert (health["queueDepth"], health["deadLetterDepth"]) == (2, 1)
+    by_queue = {q["queueName"]: q for q in health["queues"]}
+    assert by_queue[f"{p}fraud"]["visible"] == 2
+    assert by_queue[f"{p}notify"]["deadLetterVisible"] == 1
+    assert "lastMeasuredTime" in health
+
+
+async def test_invalid_spec_is_a_permanent_error_with_a_condition(
+    stack_settings: PulseSettings, stack_prefix: str
+) -> None:
+    op = PipelineOperator(stack_settings, RecordingConfigMaps())
+    spec = pipeline_spec(stack_prefix)
+    spec["queues"][0]["subscription"]["rawMessageDelivery"] = False
+    patch = kopf.Patch()
+    with pytest.raises(kopf.PermanentError, match="rawMessageDelivery"):
+        await op.reconcile(
+            name="p", namespace="ns", spec=spec, meta={"generation": 3}, status={}, patch=patch
+        )
+    (cond,) = patch.status["conditions"]
+    assert (cond["status"], cond["reason"], cond["observedGeneration"]) == (
+        "False",
+        "InvalidSpec",
+        3,
+    )
+    assert table_names(stack_settings) == set()  # nothing was created from it
+
+
+async def test_unreachable_aws_is_a_temporary_error(
+    stack_prefix: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "x")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "x")
+    settings = PulseSettings(aws_endpoint_url="http://127.0.0.1:9", resource_prefix=stack_prefix)
+    op = PipelineOperator(settings, RecordingConfigMaps())
+    patch = kopf.Patch()
+    with pytest.raises(kopf.TemporaryError) as caught:
+        await op.reconcile(
+            name="p",
+            namespace="ns",
+            spec=pipeline_spec(stack_prefix),
+            meta={},
+            status={},
+            patch=patch,
+        )
+    assert caught.value.delay is not None
+    assert caught.value.delay > 0
+    assert patch.status["conditions"][0]["reason"] == "Retrying"
+
+
+@pytest.mark.parametrize("policy", ["Retain", "Delete"])
+async def test_deletion_honours_the_policy(
+    stack_settings: PulseSettings, stack_prefix: str, policy: str
+) -> None:
+    op = PipelineOperator(stack_settings, RecordingConfigMaps())
+    spec = pipeline_spec(stack_prefix, policy)
+    status = merged({}, await reconcile(op, spec, {}))
+    deleted = await op.finalize(name="p", spec=spec, meta={}, status=status, patch=kopf.Patch())
+    if policy == "Retain":
+        assert deleted == []
+        assert len(table_names(stack_settings)) == 3
+        assert len(queue_names(stack_settings)) == 4
+    else:
+        assert table_names(stack_settings) == set()
+        assert queue_names(stack_settings) == set()
+        topics = aws_client("sns", stack_settings).list_topics()["Topics"]
+        assert not [t for t in topics if t["TopicArn"].endswith(f":{stack_prefix}payment-events")]
+        # deleting again is a no-op, not an error
+        assert (
+            await op.finalize(name="p", spec=spec, meta={}, status=status, patch=kopf.Patch()) == []
+        )
