@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
@@ -16,7 +17,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from pulse.auth import issue_token
-from pulse.channels import AppendResult, ChannelKeys, ChannelPublisher
+from pulse.channels import AppendResult, ChannelKeys, ChannelPublisher, channel_epoch
 from pulse.events import PAYMENT_CREATED, CloudEvent, new_event
 from pulse.testing import ServiceProcess, free_port
 
@@ -50,6 +51,9 @@ def gateway(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterato
         "PULSE_JWT_SECRET": SECRET,
         "PULSE_LOG_LEVEL": "debug",
         "PULSE_SEND_QUEUE_SIZE": "64",
+        "PULSE_TOKEN_GRACE_SECONDS": "1",
+        "PULSE_CLIENT_OPS_PER_SECOND": "50",
+        "PULSE_CLIENT_OPS_BURST": "20",
     }
     log = tmp_path_factory.mktemp("ws-gateway") / "ws_gateway.log"
     proc = ServiceProcess("ws_gateway", env, log).start(wait_port=port)
@@ -82,6 +86,12 @@ async def _recv(ws: ClientConnection, timeout: float = 5.0) -> dict[str, Any]:
 async def _send(ws: ClientConnection, **frame: Any) -> dict[str, Any]:
     await ws.send(orjson.dumps(frame).decode())
     return await _recv(ws)
+
+
+async def _collect(ws: ClientConnection, into: list[dict[str, Any]]) -> None:
+    """Append every frame to ``into`` until the connection closes."""
+    while True:
+        into.append(await _recv(ws))
 
 
 async def _drain(ws: ClientConnection) -> None:
@@ -119,10 +129,12 @@ async def test_events_reach_the_owner_and_ops_and_nobody_else(
         connect(gateway.ws_url("intruder")) as intruder,
     ):
         subscribed = await _send(owner, op="subscribe", channel=f"account:{account}")
+        epoch = await channel_epoch(redis, ChannelKeys(gateway.prefix), f"account:{account}")
         assert subscribed == {
             "op": "subscribed",
             "channel": f"account:{account}",
             "offset": "0-0",
+            "epoch": epoch,
             "recovered": False,
         }
         assert (await _send(ops, op="subscribe", channel="payments"))["op"] == "subscribed"
@@ -238,13 +250,15 @@ async def test_since_replays_what_was_missed_then_continues_live_without_duplica
             _, result = await _publish(redis, gateway.prefix, [channel], n=n)
             offsets.append(result.offsets[channel])
             live_frames.append(await asyncio.wait_for(watcher.recv(), 5))
+    epoch = result.epochs[channel]
 
     async with connect(gateway.ws_url(account)) as ws:
-        subscribed = await _send(ws, op="subscribe", channel=channel, since=offsets[0])
+        subscribed = await _send(ws, op="subscribe", channel=channel, since=offsets[0], epoch=epoch)
         assert subscribed == {
             "op": "subscribed",
             "channel": channel,
             "offset": offsets[2],
+            "epoch": epoch,
             "recovered": True,
         }
         # the replayed frames are byte for byte the frames live clients got
@@ -261,6 +275,24 @@ async def test_since_replays_what_was_missed_then_continues_live_without_duplica
         subscribed = await _send(ws, op="subscribe", channel=channel, since=offsets[0])
         assert subscribed["recovered"] is False
         assert (await _recv(ws))["event"]["id"] == event.id  # what is left is still sent
+
+
+async def test_an_offset_of_another_epoch_is_not_recovered_and_not_replayed(
+    gateway: RunningGateway, redis: aioredis.Redis
+) -> None:
+    account = _account()
+    channel = f"account:{account}"
+    _, first = await _publish(redis, gateway.prefix, [channel], n=0)
+    await _publish(redis, gateway.prefix, [channel], n=1)
+    async with connect(gateway.ws_url(account)) as ws:
+        subscribed = await _send(
+            ws, op="subscribe", channel=channel, since=first.offsets[channel], epoch="old-epoch"
+        )
+        assert subscribed["recovered"] is False
+        assert subscribed["epoch"] == first.epochs[channel]
+        # nothing of the current epoch is passed off as the continuation of the old one
+        live, _ = await _publish(redis, gateway.prefix, [channel], n=2)
+        assert (await _recv(ws))["event"]["id"] == live.id
         assert await _send(ws, op="ping") == {"op": "pong"}
 
 
@@ -295,6 +327,71 @@ async def test_an_expired_token_closes_the_connection_with_4001(gateway: Running
         assert info.value.rcvd is not None
         assert info.value.rcvd.code == 4001
         assert info.value.rcvd.reason == "token expired"
+
+
+async def test_a_refreshed_token_keeps_the_connection_and_its_channels(
+    gateway: RunningGateway, redis: aioredis.Redis
+) -> None:
+    account = _account()
+    channel = f"account:{account}"
+    async with connect(gateway.ws_url(account, ttl=2)) as ws:
+        assert (await _send(ws, op="subscribe", channel=channel))["op"] == "subscribed"
+        bad = await _send(ws, op="refresh", token="not-a-jwt")
+        assert (bad["op"], bad["code"]) == ("error", "unauthorized")
+        fresh = issue_token(SECRET, sub=account, ttl_seconds=600)
+        refreshed = await _send(ws, op="refresh", token=fresh)
+        assert refreshed["op"] == "refreshed"
+        assert refreshed["exp"] > time.time() + 500
+        await asyncio.sleep(3.5)  # past the first token's expiry and its grace period
+        event, _ = await _publish(redis, gateway.prefix, [channel])
+        assert (await _recv(ws))["event"]["id"] == event.id
+
+
+async def test_a_refresh_for_another_subject_closes_with_4003(gateway: RunningGateway) -> None:
+    async with connect(gateway.ws_url("alice")) as ws:
+        await ws.send(
+            orjson.dumps({"op": "refresh", "token": issue_token(SECRET, sub="mallory")}).decode()
+        )
+        with pytest.raises(ConnectionClosed) as info:
+            await _recv(ws, timeout=5)
+        assert info.value.rcvd is not None
+        assert info.value.rcvd.code == 4003
+
+
+async def test_a_refresh_without_ops_drops_the_ops_channels(gateway: RunningGateway) -> None:
+    async with connect(gateway.ws_url("carol", ["ops"])) as ws:
+        assert (await _send(ws, op="subscribe", channel="payments"))["op"] == "subscribed"
+        await ws.send(
+            orjson.dumps({"op": "refresh", "token": issue_token(SECRET, sub="carol")}).decode()
+        )
+        dropped = await _recv(ws)
+        assert (dropped["op"], dropped["code"], dropped["channel"]) == (
+            "error",
+            "forbidden",
+            "payments",
+        )
+        assert (await _recv(ws))["op"] == "refreshed"
+        gone = await _send(ws, op="unsubscribe", channel="payments")
+        assert gone["code"] == "not_subscribed"
+
+
+async def test_a_client_flooding_ops_is_refused_then_closed_with_4029(
+    gateway: RunningGateway,
+) -> None:
+    async with connect(gateway.ws_url("flooder")) as ws:
+        for _ in range(100):  # burst 20, 50/s: most of these are over the limit
+            await ws.send('{"op":"ping"}')
+        frames: list[dict[str, Any]] = []
+        with pytest.raises(ConnectionClosed) as info:
+            await _collect(ws, frames)
+        assert info.value.rcvd is not None
+        assert info.value.rcvd.code == 4029
+        assert {"op": "pong"} in frames
+        assert any(f.get("code") == "rate_limited" for f in frames)
+    # a polite client is not affected
+    async with connect(gateway.ws_url("polite")) as ws:
+        for _ in range(5):
+            assert await _send(ws, op="ping") == {"op": "pong"}
 
 
 async def test_a_client_that_does_not_read_is_closed_with_4008(

@@ -14,6 +14,7 @@ from ws_gateway.history import ChannelHistory
 from ws_gateway.live import LiveHub
 from ws_gateway.server import Gateway
 from ws_gateway.settings import GatewaySettings, load_gateway_settings
+from ws_gateway.tokens import TokenVerifier
 
 log = get_logger("ws_gateway")
 
@@ -25,16 +26,27 @@ async def serve(lifecycle: Lifecycle) -> None:
     keys = ChannelKeys(settings.redis_prefix)
     redis = redis_client(settings)
     lifecycle.add_check("redis", redis.ping)
-    # The pub/sub connection gets a client of its own, without redis-py's health checks.
+    history = ChannelHistory(redis, keys, batch_size=settings.replay_batch_size)
+    # The pub/sub connection gets a client of its own, without redis-py's health checks; its
+    # name lets an operator (and the gap-fill test) find it in CLIENT LIST.
     hub = LiveHub(
         aioredis.Redis.from_url(
-            settings.redis_url, socket_connect_timeout=5, socket_keepalive=True
+            settings.redis_url,
+            socket_connect_timeout=5,
+            socket_keepalive=True,
+            client_name=f"{settings.redis_prefix}ws-gateway-live",
         ),
         keys,
+        history,
     )
     await hub.start()
-    history = ChannelHistory(redis, keys, batch_size=settings.replay_batch_size)
-    gateway = Gateway(settings, lifecycle, hub, history)
+    verifier = TokenVerifier(
+        algorithm=settings.jwt_algorithm,
+        secret=settings.jwt_secret.get_secret_value(),
+        jwks_url=settings.jwks_url,
+        jwks_cache_seconds=settings.jwks_cache_seconds,
+    )
+    gateway = Gateway(settings, lifecycle, hub, history, verifier)
     server = await gateway.start()
     log.info("ws-gateway listening", host=settings.http_host, port=settings.http_port)
     try:

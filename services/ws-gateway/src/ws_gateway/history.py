@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 from redis.exceptions import ResponseError
 
+from pulse.channels import channel_epoch
 from ws_gateway.offsets import ZERO, StreamId, is_recovered
 from ws_gateway.protocol import event_frame
 
@@ -28,13 +29,17 @@ class HistorySnapshot:
     last: StreamId | None
     last_generated: StreamId | None
     trimmed: bool
+    epoch: str = ""
 
     @property
     def latest(self) -> StreamId:
         """The channel's latest offset, ``0-0`` when it holds nothing."""
         return self.last or ZERO
 
-    def recovers(self, since: StreamId) -> bool:
+    def recovers(self, since: StreamId, epoch: str | None = None) -> bool:
+        """Does the history hold every entry after ``since``? Never across epochs."""
+        if epoch is not None and epoch != self.epoch:
+            return False
         return is_recovered(
             since, first=self.first, last_generated=self.last_generated, trimmed=self.trimmed
         )
@@ -55,13 +60,18 @@ class ChannelHistory:
         self._batch = batch_size
 
     async def snapshot(self, channel: str) -> HistorySnapshot:
+        """The channel's epoch (made if Redis has none) and the extent of its stream."""
+        epoch = await channel_epoch(self._redis, self._keys, channel)
         try:
             info: dict[str, Any] = await self._redis.xinfo_stream(self._keys.history(channel))
         except ResponseError as exc:
             if "no such key" not in str(exc).lower():
                 raise
-            return HistorySnapshot(first=None, last=None, last_generated=None, trimmed=False)
+            return HistorySnapshot(
+                first=None, last=None, last_generated=None, trimmed=False, epoch=epoch
+            )
         return HistorySnapshot(
+            epoch=epoch,
             first=_entry_id(info.get("first-entry")),
             last=_entry_id(info.get("last-entry")),
             last_generated=StreamId.parse(_text(info["last-generated-id"])),

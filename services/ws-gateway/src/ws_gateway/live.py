@@ -4,6 +4,13 @@ Each channel has one Redis subscription, reference-counted over the local subscr
 first subscriber subscribes, the last one unsubscribes. A published frame is decoded once
 and the same ``str`` is handed to every subscriber's synchronous :meth:`Subscriber.deliver`,
 which must not block (it queues the frame for the connection's writer).
+
+Gap fill: Redis pub/sub drops whatever is published while the connection is down. The hub
+remembers the last offset it delivered per channel; when the pub/sub connection comes back
+it reads each channel's history after that offset and delivers it (live frames arriving
+meanwhile are held and joined by offset), so subscribers see no gap and no duplicate. If
+the channel's epoch changed (Redis lost its data), the gap cannot be filled: subscribers
+get a fresh ``subscribed`` frame with the new epoch and ``recovered:false`` instead.
 """
 
 from __future__ import annotations
@@ -14,13 +21,16 @@ from collections import deque
 from typing import TYPE_CHECKING, Any, Final, Protocol
 
 from pulse.logging import get_logger
-from ws_gateway.metrics import REDIS_CHANNELS
+from ws_gateway.metrics import GAP_FILLS, REDIS_CHANNELS
+from ws_gateway.offsets import StreamId, frame_offset
+from ws_gateway.protocol import subscribed_frame
 
 if TYPE_CHECKING:
     import redis.asyncio as aioredis
     from redis.asyncio.client import PubSub
 
     from pulse.channels import ChannelKeys
+    from ws_gateway.history import ChannelHistory
 
 __all__ = ["LiveHub", "Subscriber"]
 
@@ -38,6 +48,7 @@ class LiveHub:
         self,
         redis: aioredis.Redis,
         keys: ChannelKeys,
+        history: ChannelHistory,
         *,
         subscribe_timeout: float = 5.0,
         ping_interval: float = 30.0,
@@ -49,6 +60,13 @@ class LiveHub:
         self._pubsub: PubSub = redis.pubsub()
         self._live_prefix = keys.live("")
         self._keys = keys
+        self._history = history
+        # Per channel: the newest offset delivered, its epoch, and (while a gap is being
+        # filled) the live frames held back.
+        self._last: dict[str, StreamId] = {}
+        self._epochs: dict[str, str] = {}
+        self._held: dict[str, list[str]] = {}
+        self._fill_task: asyncio.Task[None] | None = None
         self._subscribe_timeout = subscribe_timeout
         self._ping_interval = ping_interval
         self._subscribers: dict[str, set[Subscriber]] = {}
@@ -59,12 +77,17 @@ class LiveHub:
 
     async def start(self) -> None:
         await self._pubsub.connect()  # type: ignore[no-untyped-call]
+        # Called on every later (re)connect, after redis-py has resubscribed our channels.
+        connection: Any = self._pubsub.connection
+        connection.register_connect_callback(self._on_reconnect)
         self._tasks = [
             asyncio.create_task(self._read_loop(), name="live-reader"),
             asyncio.create_task(self._ping_loop(), name="live-ping"),
         ]
 
     async def close(self) -> None:
+        if self._fill_task is not None:
+            self._tasks.append(self._fill_task)
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
@@ -99,9 +122,19 @@ class LiveHub:
             ready = self._ready[channel]
         try:
             await asyncio.wait_for(asyncio.shield(ready), self._subscribe_timeout)
+            if channel not in self._epochs:
+                await self._mark(channel)
         except Exception:
             await self.remove(channel, subscriber)
             raise
+
+    async def _mark(self, channel: str) -> None:
+        """Remember where the channel stands now that Redis listens for it."""
+        snapshot = await self._history.snapshot(channel)
+        if channel in self._subscribers:
+            self._epochs[channel] = snapshot.epoch
+            last = self._last.get(channel)
+            self._last[channel] = snapshot.latest if last is None else max(last, snapshot.latest)
 
     async def remove(self, channel: str, subscriber: Subscriber) -> None:
         subscribers = self._subscribers.get(channel)
@@ -112,6 +145,9 @@ class LiveHub:
             return
         del self._subscribers[channel]
         self._ready.pop(channel, None)
+        self._last.pop(channel, None)
+        self._epochs.pop(channel, None)
+        self._held.pop(channel, None)
         REDIS_CHANNELS.set(len(self._subscribers))
         try:
             await self._pubsub.unsubscribe(self._keys.live(channel))
@@ -135,11 +171,13 @@ class LiveHub:
         kind = message["type"]
         if kind == "message":
             channel = message["channel"].decode().removeprefix(self._live_prefix)
-            subscribers = self._subscribers.get(channel)
-            if subscribers:
+            if channel in self._subscribers:
                 frame: str = message["data"].decode()
-                for subscriber in subscribers:
-                    subscriber.deliver(channel, frame)
+                held = self._held.get(channel)
+                if held is not None:
+                    held.append(frame)
+                else:
+                    self._publish(channel, frame)
         elif kind == "subscribe":
             live_key = message["channel"].decode()
             waiting = self._confirmations.get(live_key)
@@ -149,6 +187,62 @@ class LiveHub:
                     del self._confirmations[live_key]
                 if not ready.done():
                     ready.set_result(None)
+
+    def _publish(self, channel: str, frame: str) -> None:
+        """Hand ``frame`` to the channel's subscribers unless it is not newer than the last."""
+        offset = frame_offset(frame)
+        if offset is not None:
+            last = self._last.get(channel)
+            if last is not None and offset <= last:
+                return
+            self._last[channel] = offset
+        for subscriber in self._subscribers.get(channel, ()):
+            subscriber.deliver(channel, frame)
+
+    def _on_reconnect(self, _connection: object) -> None:
+        # Synchronous part first: hold live frames of every channel until its gap is filled.
+        for channel in self._subscribers:
+            self._held.setdefault(channel, [])
+        if self._fill_task is None or self._fill_task.done():
+            self._fill_task = asyncio.create_task(self._fill_gaps(), name="live-gap-fill")
+
+    async def _fill_gaps(self) -> None:
+        while self._held:
+            for channel in list(self._held):
+                try:
+                    await self._fill(channel)
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:
+                    log.warning("gap fill failed, retrying", channel=channel, error=str(exc))
+                    await asyncio.sleep(_RETRY_DELAY_SECONDS)
+
+    async def _fill(self, channel: str) -> None:
+        if channel not in self._subscribers:
+            self._held.pop(channel, None)
+            return
+        snapshot = await self._history.snapshot(channel)
+        last = self._last.get(channel)
+        epoch = self._epochs.get(channel)
+        if epoch is not None and snapshot.epoch != epoch:
+            # History is gone: say so explicitly, then go on live in the new epoch.
+            GAP_FILLS.labels("epoch_changed").inc()
+            log.warning("channel epoch changed; history lost", channel=channel)
+            self._epochs[channel] = snapshot.epoch
+            self._last[channel] = snapshot.latest
+            frame = subscribed_frame(
+                channel, snapshot.latest, recovered=False, epoch=snapshot.epoch
+            )
+            for subscriber in self._subscribers.get(channel, ()):
+                subscriber.deliver(channel, frame)
+        elif last is not None and last < snapshot.latest:
+            GAP_FILLS.labels("filled").inc()
+            async for frames in self._history.frames_between(channel, last, snapshot.latest):
+                for frame in frames:
+                    self._publish(channel, frame)
+        held = self._held.pop(channel, [])
+        for frame in held:
+            self._publish(channel, frame)
 
     def _forget_confirmation(self, live_key: str, ready: asyncio.Future[None]) -> None:
         waiting = self._confirmations.get(live_key)

@@ -8,12 +8,16 @@ from prometheus_client import Counter, Gauge, Histogram
 
 __all__ = [
     "AUTH_FAILURES",
+    "CLIENT_CLOSES",
     "CONNECTIONS",
     "CONNECTION_DURATION",
+    "GAP_FILLS",
     "MESSAGES_SENT",
+    "RATE_LIMITED_OPS",
     "REDIS_CHANNELS",
     "SLOW_CONSUMER_CLOSES",
     "SUBSCRIPTIONS",
+    "TOKEN_REFRESHES",
 ]
 
 AUTH_REASONS: Final = ("missing", "invalid", "expired")
@@ -36,5 +40,22 @@ CONNECTION_DURATION = Histogram(
     buckets=(1, 5, 15, 60, 300, 900, 3600, 4 * 3600, 24 * 3600),
 )
 
+GAP_FILLS = Counter(
+    "pulse_ws_gap_fills_total",
+    "Channels caught up from history after the pub/sub connection came back",
+    ["outcome"],
+)
+RATE_LIMITED_OPS = Counter(
+    "pulse_ws_rate_limited_ops_total", "Client operations refused by the per-connection limit"
+)
+TOKEN_REFRESHES = Counter("pulse_ws_token_refreshes_total", "In-band token refreshes", ["outcome"])
+CLIENT_CLOSES = Counter(
+    "pulse_ws_closes_total", "Connections closed by the gateway, by reason", ["reason"]
+)
+
+for _outcome in ("filled", "epoch_changed"):
+    GAP_FILLS.labels(_outcome)
+for _outcome in ("ok", "refused"):
+    TOKEN_REFRESHES.labels(_outcome)
 for _reason in AUTH_REASONS:
     AUTH_FAILURES.labels(_reason)

@@ -2,13 +2,15 @@
 
 Client frames::
 
-    {"op":"subscribe","channel":C,"since":OFFSET?}
+    {"op":"subscribe","channel":C,"since":OFFSET?,"epoch":EPOCH?}
     {"op":"unsubscribe","channel":C}
+    {"op":"refresh","token":JWT}
     {"op":"ping"}
 
 Server frames::
 
-    {"op":"subscribed","channel":C,"offset":O,"recovered":bool}
+    {"op":"subscribed","channel":C,"offset":O,"epoch":E,"recovered":bool}
+    {"op":"refreshed","exp":EXP}
     {"op":"unsubscribed","channel":C}
     {"op":"event","channel":C,"offset":O,"event":CLOUDEVENT}   (built by pulse.channels)
     {"op":"error","code":CODE,"message":TEXT,"channel":C?}
@@ -30,17 +32,21 @@ __all__ = [
     "ErrorCode",
     "FrameError",
     "Ping",
+    "Refresh",
     "Subscribe",
     "Unsubscribe",
     "error_frame",
     "event_frame",
     "parse_client_frame",
     "pong_frame",
+    "refreshed_frame",
     "subscribed_frame",
     "unsubscribed_frame",
 ]
 
 _MAX_CHANNEL_CHARS: Final = 256
+_MAX_EPOCH_CHARS: Final = 64
+_MAX_TOKEN_CHARS: Final = 16 * 1024
 
 
 class ErrorCode(enum.StrEnum):
@@ -52,6 +58,8 @@ class ErrorCode(enum.StrEnum):
     TOO_LARGE = "too_large"
     LIMIT_EXCEEDED = "limit_exceeded"
     UNAVAILABLE = "unavailable"
+    RATE_LIMITED = "rate_limited"
+    UNAUTHORIZED = "unauthorized"
 
 
 class FrameError(Exception):
@@ -68,6 +76,8 @@ class FrameError(Exception):
 class Subscribe:
     channel: str
     since: StreamId | None = None
+    # The epoch the client's ``since`` belongs to; another epoch means the offset is void.
+    epoch: str | None = None
 
 
 @dataclass(frozen=True)
@@ -76,11 +86,16 @@ class Unsubscribe:
 
 
 @dataclass(frozen=True)
+class Refresh:
+    token: str
+
+
+@dataclass(frozen=True)
 class Ping:
     pass
 
 
-ClientFrame = Subscribe | Unsubscribe | Ping
+ClientFrame = Subscribe | Unsubscribe | Refresh | Ping
 
 
 def parse_client_frame(text: str | bytes) -> ClientFrame:
@@ -100,9 +115,14 @@ def parse_client_frame(text: str | bytes) -> ClientFrame:
         return Ping()
     if op == "subscribe":
         channel = _channel(data)
-        return Subscribe(channel, _since(data, channel))
+        return Subscribe(channel, _since(data, channel), _epoch(data, channel))
     if op == "unsubscribe":
         return Unsubscribe(_channel(data))
+    if op == "refresh":
+        token = data.get("token")
+        if not isinstance(token, str) or not token or len(token) > _MAX_TOKEN_CHARS:
+            raise FrameError(ErrorCode.BAD_REQUEST, '"token" must be a JWT string')
+        return Refresh(token)
     raise FrameError(ErrorCode.UNKNOWN_OP, f"unknown op {op[:40]!r}")
 
 
@@ -129,14 +149,31 @@ def _since(data: dict[str, Any], channel: str) -> StreamId | None:
         ) from None
 
 
+def _epoch(data: dict[str, Any], channel: str) -> str | None:
+    epoch = data.get("epoch")
+    if epoch is None:
+        return None
+    if not isinstance(epoch, str) or not epoch or len(epoch) > _MAX_EPOCH_CHARS:
+        raise FrameError(ErrorCode.BAD_REQUEST, '"epoch" must be a short string', channel)
+    return epoch
+
+
 def _dump(frame: dict[str, Any]) -> str:
     return orjson.dumps(frame).decode()
 
 
-def subscribed_frame(channel: str, offset: StreamId, *, recovered: bool) -> str:
-    return _dump(
-        {"op": "subscribed", "channel": channel, "offset": str(offset), "recovered": recovered}
-    )
+def subscribed_frame(
+    channel: str, offset: StreamId, *, recovered: bool, epoch: str | None = None
+) -> str:
+    frame: dict[str, Any] = {"op": "subscribed", "channel": channel, "offset": str(offset)}
+    if epoch is not None:
+        frame["epoch"] = epoch
+    frame["recovered"] = recovered
+    return _dump(frame)
+
+
+def refreshed_frame(exp: int) -> str:
+    return _dump({"op": "refreshed", "exp": exp})
 
 
 def unsubscribed_frame(channel: str) -> str:

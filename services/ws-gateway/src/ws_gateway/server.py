@@ -20,29 +20,37 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from websockets.asyncio.server import ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 
-from pulse.auth import Claims, InvalidTokenError, TokenExpiredError, verify_token
+from pulse.auth import Claims, InvalidTokenError, TokenExpiredError
 from pulse.logging import get_logger
+from ws_gateway.authz import Access, authorize_channel
 from ws_gateway.metrics import (
     AUTH_FAILURES,
+    CLIENT_CLOSES,
     CONNECTION_DURATION,
     CONNECTIONS,
     MESSAGES_SENT,
+    RATE_LIMITED_OPS,
     SLOW_CONSUMER_CLOSES,
     SUBSCRIPTIONS,
+    TOKEN_REFRESHES,
 )
 from ws_gateway.protocol import (
     ErrorCode,
     FrameError,
     Ping,
+    Refresh,
     Subscribe,
     Unsubscribe,
     error_frame,
     parse_client_frame,
     pong_frame,
+    refreshed_frame,
     subscribed_frame,
     unsubscribed_frame,
 )
+from ws_gateway.ratelimit import TokenBucket
 from ws_gateway.session import BufferOverflowError, Session
+from ws_gateway.tokens import VerifierUnavailableError
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -54,8 +62,11 @@ if TYPE_CHECKING:
     from ws_gateway.history import ChannelHistory
     from ws_gateway.live import LiveHub
     from ws_gateway.settings import GatewaySettings
+    from ws_gateway.tokens import TokenVerifier
 
 __all__ = [
+    "CLOSE_FORBIDDEN",
+    "CLOSE_RATE_LIMITED",
     "CLOSE_SLOW_CONSUMER",
     "CLOSE_TOKEN_EXPIRED",
     "ClientConnection",
@@ -63,8 +74,11 @@ __all__ = [
     "token_from_request",
 ]
 
+# 40xx: reconnecting may help (refresh the token first for 4001); 4003: do not reconnect.
 CLOSE_TOKEN_EXPIRED: Final = 4001
+CLOSE_FORBIDDEN: Final = 4003
 CLOSE_SLOW_CONSUMER: Final = 4008
+CLOSE_RATE_LIMITED: Final = 4029
 log = get_logger("ws_gateway.server")
 
 
@@ -89,6 +103,7 @@ class ClientConnection:
         self.queue: asyncio.Queue[str] = asyncio.Queue(maxsize=queue_size)
         self.closing = False
         self._close_task: asyncio.Task[None] | None = None
+        self.expiry: asyncio.TimerHandle | None = None
 
     def deliver(self, channel: str, frame: str) -> None:
         """Called by the live fan-out for every frame of a subscribed channel; never blocks."""
@@ -122,6 +137,8 @@ class ClientConnection:
             self.close(CLOSE_SLOW_CONSUMER, "slow consumer")
 
     def close(self, code: int, reason: str) -> None:
+        if not self.closing:
+            CLIENT_CLOSES.labels(str(code)).inc()
         self.closing = True
         if self._close_task is None:
             self._close_task = asyncio.create_task(self.ws.close(code, reason))
@@ -148,12 +165,13 @@ class Gateway:
         lifecycle: Lifecycle,
         hub: LiveHub,
         history: ChannelHistory,
+        verifier: TokenVerifier,
     ) -> None:
         self.settings = settings
         self.lifecycle = lifecycle
         self.hub = hub
         self.history = history
-        self._secret = settings.jwt_secret.get_secret_value()
+        self.verifier = verifier
         self._claims: weakref.WeakKeyDictionary[ServerConnection, Claims] = (
             weakref.WeakKeyDictionary()
         )
@@ -181,7 +199,7 @@ class Gateway:
     ) -> Response | None:
         url = urlsplit(request.path)
         if url.path == "/ws":
-            return self._authenticate(connection, request, url.query)
+            return await self._authenticate(connection, request, url.query)
         if url.path == "/healthz":
             return _json(connection, http.HTTPStatus.OK, {"status": "ok"})
         if url.path == "/readyz":
@@ -196,14 +214,21 @@ class Gateway:
             return _respond(connection, http.HTTPStatus.OK, body, CONTENT_TYPE_LATEST)
         return _json(connection, http.HTTPStatus.NOT_FOUND, {"error": "not found"})
 
-    def _authenticate(
+    async def _authenticate(
         self, connection: ServerConnection, request: Request, query: str
     ) -> Response | None:
         token = token_from_request(query, request.headers)
         reason, message = "missing", "missing token"
         if token is not None:
             try:
-                self._claims[connection] = verify_token(token, self._secret)
+                self._claims[connection] = await self.verifier.verify(token)
+            except VerifierUnavailableError as exc:
+                log.warning("token keys unavailable", error=str(exc))
+                return _json(
+                    connection,
+                    http.HTTPStatus.SERVICE_UNAVAILABLE,
+                    {"error": "unavailable", "message": "token keys unavailable, retry"},
+                )
             except TokenExpiredError:
                 reason, message = "expired", "token expired"
             except InvalidTokenError:
@@ -232,16 +257,27 @@ class Gateway:
         started = time.monotonic()
         CONNECTIONS.inc()
         writer = asyncio.create_task(client.write_loop())
-        expiry = asyncio.get_running_loop().call_later(
-            max(claims.exp - time.time(), 0.0), client.close, CLOSE_TOKEN_EXPIRED, "token expired"
+        self._arm_expiry(client)
+        bucket = TokenBucket(
+            self.settings.client_ops_per_second, self.settings.client_ops_burst, started
         )
         try:
             async for message in ws:
-                await self._on_frame(client, message)
+                if bucket.allow(time.monotonic()):
+                    await self._on_frame(client, message)
+                    continue
+                RATE_LIMITED_OPS.inc()
+                if bucket.refused_in_a_row > self.settings.client_ops_burst:
+                    client.close(CLOSE_RATE_LIMITED, "too many requests")
+                elif bucket.refused_in_a_row == 1:  # one error frame per burst of refusals
+                    await client.send(
+                        error_frame(ErrorCode.RATE_LIMITED, "too many operations, slow down")
+                    )
         except ConnectionClosed:
             pass
         finally:
-            expiry.cancel()
+            if client.expiry is not None:
+                client.expiry.cancel()
             writer.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await writer
@@ -252,11 +288,47 @@ class Gateway:
             CONNECTIONS.dec()
             CONNECTION_DURATION.observe(time.monotonic() - started)
 
+    def _arm_expiry(self, client: ClientConnection) -> None:
+        """Close the connection with 4001 once its token expired and the grace period passed."""
+        if client.expiry is not None:
+            client.expiry.cancel()
+        delay = client.session.claims.exp - time.time() + self.settings.token_grace_seconds
+        client.expiry = asyncio.get_running_loop().call_later(
+            max(delay, 0.0), client.close, CLOSE_TOKEN_EXPIRED, "token expired"
+        )
+
+    async def _refresh(self, client: ClientConnection, frame: Refresh) -> None:
+        """Swap the connection's token; channels the new one may not read are dropped."""
+        try:
+            claims = await self.verifier.verify(frame.token)
+        except (InvalidTokenError, VerifierUnavailableError) as exc:
+            TOKEN_REFRESHES.labels("refused").inc()
+            message = "token expired" if isinstance(exc, TokenExpiredError) else "invalid token"
+            raise FrameError(ErrorCode.UNAUTHORIZED, message) from exc
+        if claims.sub != client.session.claims.sub:
+            TOKEN_REFRESHES.labels("refused").inc()
+            client.close(CLOSE_FORBIDDEN, "token subject changed")
+            return
+        TOKEN_REFRESHES.labels("ok").inc()
+        client.session.claims = claims
+        self._arm_expiry(client)
+        for channel in client.session.channels:
+            if authorize_channel(claims, channel) is not Access.ALLOWED:
+                client.session.unsubscribe(channel)
+                SUBSCRIPTIONS.dec()
+                await self.hub.remove(channel, client)
+                await client.send(
+                    error_frame(ErrorCode.FORBIDDEN, "no longer allowed to subscribe", channel)
+                )
+        await client.send(refreshed_frame(claims.exp))
+
     async def _on_frame(self, client: ClientConnection, message: str | bytes) -> None:
         try:
             frame = parse_client_frame(message)
             if isinstance(frame, Ping):
                 await client.send(pong_frame())
+            elif isinstance(frame, Refresh):
+                await self._refresh(client, frame)
             elif isinstance(frame, Subscribe):
                 await self._subscribe(client, frame)
             elif isinstance(frame, Unsubscribe):
@@ -282,9 +354,13 @@ class Gateway:
                 ErrorCode.UNAVAILABLE, "channel unavailable, retry later", channel
             ) from exc
         latest = snapshot.latest
-        recovered = frame.since is not None and snapshot.recovers(frame.since)
-        await client.send(subscribed_frame(channel, latest, recovered=recovered))
-        if frame.since is not None and frame.since < latest:
+        recovered = frame.since is not None and snapshot.recovers(frame.since, frame.epoch)
+        await client.send(
+            subscribed_frame(channel, latest, recovered=recovered, epoch=snapshot.epoch)
+        )
+        # An offset of another epoch means nothing here: nothing is replayed for it.
+        same_epoch = frame.epoch is None or frame.epoch == snapshot.epoch
+        if frame.since is not None and same_epoch and frame.since < latest:
             async for frames in self.history.frames_between(channel, frame.since, latest):
                 for event in frames:
                     await client.send(event)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from pydantic import Field
+from typing import Literal
+
+from pydantic import Field, model_validator
 from pydantic_settings import SettingsConfigDict
 
 from pulse.settings import PulseSettings, load_settings
@@ -30,6 +32,23 @@ class GatewaySettings(PulseSettings):
     close_timeout_seconds: float = Field(default=5.0, gt=0, le=60)
     # permessage-deflate costs CPU per client per message; off by default for fan-out.
     ws_compression: bool = False
+
+    # Client operations (subscribe, ping, refresh, …) per connection: a token bucket.
+    client_ops_per_second: float = Field(default=20.0, gt=0, le=10_000)
+    client_ops_burst: int = Field(default=50, ge=1, le=100_000)
+
+    # JWT: the one accepted algorithm; RS256/ES256 take their keys from a JWKS URL.
+    jwt_algorithm: Literal["HS256", "RS256", "ES256"] = "HS256"
+    jwks_url: str | None = None
+    jwks_cache_seconds: int = Field(default=300, ge=1, le=86_400)
+    # An open connection whose token expired gets this long to send {"op":"refresh"}.
+    token_grace_seconds: float = Field(default=10.0, ge=0, le=3600)
+
+    @model_validator(mode="after")
+    def _jwks_for_asymmetric(self) -> GatewaySettings:
+        if self.jwt_algorithm != "HS256" and not self.jwks_url:
+            raise ValueError(f"PULSE_JWKS_URL is required with {self.jwt_algorithm}")
+        return self
 
 
 def load_gateway_settings() -> GatewaySettings:
