@@ -3,21 +3,24 @@
 One item per shard, hash key ``leaseKey`` = the shard id:
 
 - ``checkpoint``      S  the last sequence number fully processed, or ``SHARD_END``;
-- ``leaseOwner``      S  the worker id holding the shard;
-- ``leaseCounter``    N  bumped on every claim, so a holder can tell it was taken over;
+- ``leaseOwner``      S  the worker id holding the shard (absent when free);
+- ``leaseCounter``    N  bumped on every take, renewal and release;
 - ``parentShardIds``  L  the shard's parent (lineage survives the stream trimming it).
 
-For now one process claims every shard it reads (taking it over unconditionally); the
-checkpoint write is conditional on ``leaseOwner`` so a process whose shard was taken over
-stops instead of moving another owner's checkpoint. Multi-replica lease balancing builds
-on exactly this layout.
+Every write but the creation of a lease item is conditional on the ``leaseCounter`` this
+worker last saw (and, for a holder, on ``leaseOwner`` being itself): taking races are won
+by one worker only, and a worker whose lease was taken over can neither renew it nor move
+its checkpoint (fencing) — it gets :class:`LeaseLostError` and stops reading the shard.
 
-Methods are synchronous (boto3); call them through ``asyncio.to_thread``.
+Methods are synchronous (boto3); call them through ``asyncio.to_thread``. Writes of one
+held lease (renewal, checkpoint, release) must not overlap, as each changes the counter
+the next is conditional on: :class:`HeldLease` carries the lock that serialises them.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import asyncio
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import BotoCoreError, ClientError
@@ -27,7 +30,7 @@ from pulse.errors import PulseError, RetryableError
 if TYPE_CHECKING:
     from stream_processor.lineage import Shard
 
-__all__ = ["Lease", "LeaseLostError", "LeaseTable", "lease_from_item"]
+__all__ = ["HeldLease", "Lease", "LeaseLostError", "LeaseTable", "lease_from_item"]
 
 
 class LeaseLostError(PulseError):
@@ -41,6 +44,17 @@ class Lease:
     owner: str | None = None
     counter: int = 0
     parent_shard_ids: tuple[str, ...] = ()
+
+
+@dataclass
+class HeldLease:
+    """A lease this worker holds: the counter its next write is conditional on."""
+
+    shard_id: str
+    counter: int
+    checkpoint: str | None = None
+    lost: bool = False
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock, repr=False, compare=False)
 
 
 def lease_from_item(item: dict[str, Any]) -> Lease:
@@ -83,43 +97,108 @@ class LeaseTable:
         except (ClientError, BotoCoreError) as exc:
             raise _retryable(exc, "scan leases") from exc
 
-    def claim(self, shard: Shard) -> Lease:
-        """Take ``shard`` for this worker (bumping ``leaseCounter``); the stored lease."""
+    def ensure(self, shard: Shard) -> None:
+        """Create ``shard``'s lease item, free, if it has none (a no-op otherwise)."""
         parents = [{"S": shard.parent_shard_id}] if shard.parent_shard_id else []
         try:
-            response = self._ddb.update_item(
+            self._ddb.put_item(
                 TableName=self._table,
-                Key={"leaseKey": {"S": shard.shard_id}},
-                UpdateExpression="SET leaseOwner = :me, parentShardIds = :parents "
-                "ADD leaseCounter :one",
-                ExpressionAttributeValues={
-                    ":me": {"S": self.worker_id},
-                    ":parents": {"L": parents},
-                    ":one": {"N": "1"},
+                Item={
+                    "leaseKey": {"S": shard.shard_id},
+                    "leaseCounter": {"N": "0"},
+                    "parentShardIds": {"L": parents},
                 },
-                ReturnValues="ALL_NEW",
-            )
-        except (ClientError, BotoCoreError) as exc:
-            raise _retryable(exc, f"claim lease {shard.shard_id}") from exc
-        return lease_from_item(response["Attributes"])
-
-    def checkpoint(self, shard_id: str, checkpoint: str) -> None:
-        """Store ``checkpoint``; raises :class:`LeaseLostError` if the shard changed owner."""
-        try:
-            self._ddb.update_item(
-                TableName=self._table,
-                Key={"leaseKey": {"S": shard_id}},
-                UpdateExpression="SET #checkpoint = :checkpoint",
-                ConditionExpression="leaseOwner = :me",
-                ExpressionAttributeNames={"#checkpoint": "checkpoint"},
-                ExpressionAttributeValues={
-                    ":checkpoint": {"S": checkpoint},
-                    ":me": {"S": self.worker_id},
-                },
+                ConditionExpression="attribute_not_exists(leaseKey)",
             )
         except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException":
-                raise LeaseLostError(f"lease {shard_id} is no longer owned by us") from exc
-            raise _retryable(exc, f"checkpoint {shard_id}") from exc
+            if _conditional_failed(exc):
+                return
+            raise _retryable(exc, f"create lease {shard.shard_id}") from exc
         except BotoCoreError as exc:
-            raise _retryable(exc, f"checkpoint {shard_id}") from exc
+            raise _retryable(exc, f"create lease {shard.shard_id}") from exc
+
+    def take(self, lease: Lease) -> HeldLease:
+        """Take ``lease`` as observed (free, expired or stolen); :class:`LeaseLostError` if
+        its counter moved since (its holder renewed it, or another worker was faster)."""
+        attributes = self._update(
+            lease.shard_id,
+            "SET leaseOwner = :me ADD leaseCounter :one",
+            "leaseCounter = :seen",
+            {":me": {"S": self.worker_id}, ":seen": {"N": str(lease.counter)}},
+            returns=True,
+        )
+        taken = lease_from_item(attributes)
+        return HeldLease(taken.shard_id, taken.counter, taken.checkpoint)
+
+    def renew(self, held: HeldLease) -> None:
+        """Bump the counter of a held lease, which tells the others it is alive."""
+        self._update(
+            held.shard_id,
+            "ADD leaseCounter :one",
+            "leaseOwner = :me AND leaseCounter = :seen",
+            {":me": {"S": self.worker_id}, ":seen": {"N": str(held.counter)}},
+        )
+        held.counter += 1
+
+    def release(self, held: HeldLease) -> None:
+        """Give the lease up (shutdown): the next owner may take it at once."""
+        self._update(
+            held.shard_id,
+            "REMOVE leaseOwner ADD leaseCounter :one",
+            "leaseOwner = :me AND leaseCounter = :seen",
+            {":me": {"S": self.worker_id}, ":seen": {"N": str(held.counter)}},
+        )
+        held.counter += 1
+        held.lost = True
+
+    def checkpoint(self, held: HeldLease, checkpoint: str) -> None:
+        """Store ``checkpoint`` if the lease is still ours at the counter we hold."""
+        self._update(
+            held.shard_id,
+            "SET #checkpoint = :checkpoint",
+            "leaseOwner = :me AND leaseCounter = :seen",
+            {
+                ":me": {"S": self.worker_id},
+                ":seen": {"N": str(held.counter)},
+                ":checkpoint": {"S": checkpoint},
+            },
+            names={"#checkpoint": "checkpoint"},
+        )
+        held.checkpoint = checkpoint
+
+    def _update(
+        self,
+        shard_id: str,
+        expression: str,
+        condition: str,
+        values: dict[str, Any],
+        *,
+        names: dict[str, str] | None = None,
+        returns: bool = False,
+    ) -> dict[str, Any]:
+        if "ADD leaseCounter :one" in expression:
+            values = {**values, ":one": {"N": "1"}}
+        kwargs: dict[str, Any] = {
+            "TableName": self._table,
+            "Key": {"leaseKey": {"S": shard_id}},
+            "UpdateExpression": expression,
+            "ConditionExpression": condition,
+            "ExpressionAttributeValues": values,
+            "ReturnValues": "ALL_NEW" if returns else "NONE",
+        }
+        if names:
+            kwargs["ExpressionAttributeNames"] = names
+        try:
+            response = self._ddb.update_item(**kwargs)
+        except ClientError as exc:
+            if _conditional_failed(exc):
+                raise LeaseLostError(f"lease {shard_id} is not ours at that counter") from exc
+            raise _retryable(exc, f"update lease {shard_id}") from exc
+        except BotoCoreError as exc:
+            raise _retryable(exc, f"update lease {shard_id}") from exc
+        attributes: dict[str, Any] = response.get("Attributes", {})
+        return attributes
+
+
+def _conditional_failed(exc: ClientError) -> bool:
+    return exc.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException"

@@ -16,6 +16,8 @@ __all__ = [
     "FAILURES",
     "FAILURE_REASONS",
     "ITERATOR_AGE",
+    "LEASES_HELD",
+    "LEASES_TAKEN",
     "RECORDS_PROCESSED",
     "SHARDS_OWNED",
     "STAGE",
@@ -43,6 +45,14 @@ ITERATOR_AGE: Final = Gauge(
 )
 CHECKPOINTS: Final = Counter("pulse_stream_checkpoints_total", "Checkpoints written")
 SHARDS_OWNED: Final = Gauge("pulse_stream_shards_owned", "Shards this process is reading")
+LEASES_HELD: Final = Gauge("pulse_stream_leases_held", "Shard leases this process holds")
+LEASES_TAKEN: Final = Counter(
+    "pulse_stream_leases_taken_total",
+    "Leases this process took: free or expired (taken), or from a busier worker (stolen)",
+    ["how"],
+)
+for _how in ("taken", "stolen"):
+    LEASES_TAKEN.labels(_how)
 
 FAILURE_REASONS: Final = (
     "batch",  # an effect of a batch failed; the batch is retried from the checkpoint

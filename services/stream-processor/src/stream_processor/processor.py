@@ -1,9 +1,9 @@
-"""Finds the payments table's stream, lists its shards and runs a reader per ready shard.
+"""Finds the payments table's stream, lists its shards, holds leases and runs their readers.
 
-Every ``shard_refresh_seconds`` (and at once when a reader finishes a shard, so its children
-start without waiting) the shards are listed again, the stored leases read, and
-:func:`~stream_processor.lineage.plan_shards` decides which shards may be read. Each ready
-shard is claimed in the leases table and gets a :class:`ShardReader` task.
+Shards are listed every ``shard_refresh_seconds`` (and at once when a reader finishes a
+shard, so its children start without waiting); :func:`~stream_processor.lineage.plan_shards`
+says which may be read, :func:`~stream_processor.lease_assignment.plan_leases` which of
+those this worker takes. Each lease taken gets a :class:`ShardReader` task.
 
 On shutdown the readers finish their batch in flight (effects and checkpoint) within
 ``shutdown_grace_seconds``; any still running after that are cancelled, their batch left
@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
@@ -21,13 +22,21 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from pulse.errors import RetryableError
 from pulse.logging import get_logger
+from stream_processor.lease_assignment import LeaseObservations, plan_leases
+from stream_processor.leases import LeaseLostError
 from stream_processor.lineage import SHARD_END, Shard, plan_shards, shards_from_pages
-from stream_processor.metrics import FAILURES, SHARDS_OWNED, IteratorAges
+from stream_processor.metrics import (
+    FAILURES,
+    LEASES_HELD,
+    LEASES_TAKEN,
+    SHARDS_OWNED,
+    IteratorAges,
+)
 from stream_processor.shard_reader import ShardOutcome, ShardReader
 
 if TYPE_CHECKING:
     from stream_processor.effects import BatchEffects
-    from stream_processor.leases import LeaseTable
+    from stream_processor.leases import HeldLease, Lease, LeaseTable
     from stream_processor.settings import StreamProcessorSettings
 
 __all__ = ["StreamProcessor", "list_shards", "stream_arn_of"]
@@ -67,7 +76,15 @@ def list_shards(streams: Any, stream_arn: str) -> list[Shard]:
 
 
 class StreamProcessor:
-    """Runs the stream's shard readers until ``stopping`` is set."""
+    """Holds a fair share of the stream's shard leases and reads them until ``stopping``.
+
+    Every ``failover_seconds / 3`` one round: renew the leases held (a lease whose renewal
+    is refused was taken over: its reader stops), scan the lease table, and take leases per
+    :func:`~stream_processor.lease_assignment.plan_leases` among the shards lineage allows.
+    Shards are listed (and missing lease items created) every ``shard_refresh_seconds`` and
+    at once when a reader finishes a shard. On shutdown the readers finish their batch in
+    flight, then every lease still held is released so another replica takes it at once.
+    """
 
     def __init__(
         self,
@@ -86,65 +103,136 @@ class StreamProcessor:
         self._effects = effects
         self._stopping = stopping
         self._readers: dict[str, asyncio.Task[ShardOutcome]] = {}
-        self._lost: set[str] = set()
+        self._held: dict[str, HeldLease] = {}
+        self._observations = LeaseObservations()
+        self._shards: dict[str, Shard] = {}
+        self._stream_arn: str | None = None
+        self._listed_at = -math.inf
         self._wake = asyncio.Event()
         self.ages = IteratorAges()
 
+    @property
+    def held(self) -> dict[str, HeldLease]:
+        """The leases this worker holds, by shard id."""
+        return self._held
+
     async def run(self) -> None:
+        interval = self._settings.failover_seconds / 3
         while not self._stopping.is_set():
             try:
-                await self.refresh()
+                await self.round()
             except Exception as exc:
                 FAILURES.labels("refresh").inc()
-                _log().warning("shard refresh failed", error=f"{type(exc).__name__}: {exc}")
-            await self._sleep(self._settings.shard_refresh_seconds)
+                _log().warning("lease round failed", error=f"{type(exc).__name__}: {exc}")
+            await self._sleep(interval)
         await self._drain()
+        await self._release_all()
 
-    async def refresh(self) -> None:
-        """List shards and leases; start a reader for every ready shard not yet read."""
-        self._wake.clear()
-        table = self._settings.names.payments_table
-        stream_arn = await asyncio.to_thread(stream_arn_of, self._ddb, table)
-        shards = await asyncio.to_thread(list_shards, self._streams, stream_arn)
+    async def round(self) -> None:
+        """Renew, list shards if due, scan leases, take what the plan says, start readers."""
+        await self._renew_all()
+        loop = asyncio.get_running_loop()
+        if (
+            self._wake.is_set()
+            or loop.time() - self._listed_at >= self._settings.shard_refresh_seconds
+        ):
+            await self._list_shards()
+            self._listed_at = loop.time()
         leases = await asyncio.to_thread(self._leases.leases)
-        plan = plan_shards(shards, {k: v.checkpoint for k, v in leases.items()})
-        by_id = {shard.shard_id: shard for shard in shards}
-        for shard_id in plan.ready:
+        now = loop.time()
+        self._observations.observe(leases.values(), now)
+        listed = [s for s in self._shards.values() if s.shard_id in leases]
+        lineage = plan_shards(listed, {k: v.checkpoint for k, v in leases.items()})
+        plan = plan_leases(
+            leases,
+            lineage.ready,
+            worker_id=self._leases.worker_id,
+            observations=self._observations,
+            now=now,
+            failover_seconds=self._settings.failover_seconds,
+        )
+        # A lease recorded as ours that we do not hold (we crashed and came back under the
+        # same worker id, or it was taken and given back): take it again, fenced as any take.
+        mine = [
+            leases[s]
+            for s in lineage.ready
+            if s in leases and leases[s].owner == self._leases.worker_id and s not in self._held
+        ]
+        for lease in [*mine, *plan.take, *([plan.steal] if plan.steal else [])]:
             if self._stopping.is_set():
                 break
-            if shard_id in self._readers or shard_id in self._lost:
-                continue
-            lease = await asyncio.to_thread(self._leases.claim, by_id[shard_id])
-            if lease.checkpoint == SHARD_END:
-                continue
-            reader = ShardReader(
-                lease=lease,
-                stream_arn=stream_arn,
-                streams=self._streams,
-                leases=self._leases,
-                effects=self._effects,
-                ages=self.ages,
-                settings=self._settings,
-                stopping=self._stopping,
-            )
-            task = asyncio.create_task(reader.run(), name=f"shard {shard_id}")
-            task.add_done_callback(partial(self._reader_done, shard_id))
-            self._readers[shard_id] = task
-            _log().info(
-                "shard claimed",
-                shard_id=shard_id,
-                checkpoint=lease.checkpoint,
-                lease_counter=lease.counter,
-                parent_shard_id=by_id[shard_id].parent_shard_id,
-            )
+            await self._take(lease, stolen=lease is plan.steal)
+        LEASES_HELD.set(len(self._held))
         SHARDS_OWNED.set(len(self._readers))
-        _log().debug(
-            "shards refreshed",
-            listed=len(shards),
-            reading=len(self._readers),
-            blocked=len(plan.blocked),
-            done=len(plan.done),
+
+    async def _list_shards(self) -> None:
+        self._wake.clear()
+        table = self._settings.names.payments_table
+        self._stream_arn = await asyncio.to_thread(stream_arn_of, self._ddb, table)
+        shards = await asyncio.to_thread(list_shards, self._streams, self._stream_arn)
+        self._shards = {shard.shard_id: shard for shard in shards}
+        for shard in shards:
+            await asyncio.to_thread(self._leases.ensure, shard)
+        _log().debug("shards listed", listed=len(shards))
+
+    async def _take(self, lease: Lease, *, stolen: bool) -> None:
+        if lease.shard_id in self._held or self._stream_arn is None:
+            return
+        try:
+            held = await asyncio.to_thread(self._leases.take, lease)
+        except LeaseLostError:
+            _log().debug("lease taken by another worker first", shard_id=lease.shard_id)
+            return
+        if held.checkpoint == SHARD_END:
+            return
+        LEASES_TAKEN.labels("stolen" if stolen else "taken").inc()
+        self._held[held.shard_id] = held
+        reader = ShardReader(
+            lease=held,
+            stream_arn=self._stream_arn,
+            streams=self._streams,
+            leases=self._leases,
+            effects=self._effects,
+            ages=self.ages,
+            settings=self._settings,
+            stopping=self._stopping,
         )
+        task = asyncio.create_task(reader.run(), name=f"shard {held.shard_id}")
+        task.add_done_callback(partial(self._reader_done, held.shard_id))
+        self._readers[held.shard_id] = task
+        _log().info(
+            "lease taken",
+            shard_id=held.shard_id,
+            previous_owner=lease.owner,
+            stolen=stolen,
+            checkpoint=held.checkpoint,
+            lease_counter=held.counter,
+        )
+
+    async def _renew_all(self) -> None:
+        for held in list(self._held.values()):
+            if held.lost:
+                continue
+            try:
+                async with held.lock:
+                    await asyncio.to_thread(self._leases.renew, held)
+            except LeaseLostError:
+                held.lost = True  # the reader sees it before its next read and stops
+                FAILURES.labels("lease_lost").inc()
+                _log().warning("lease lost at renewal", shard_id=held.shard_id)
+
+    async def _release_all(self) -> None:
+        for held in list(self._held.values()):
+            if held.lost:
+                continue
+            try:
+                async with held.lock:
+                    await asyncio.to_thread(self._leases.release, held)
+                _log().info("lease released", shard_id=held.shard_id)
+            except Exception as exc:
+                _log().warning("lease release failed", shard_id=held.shard_id, error=str(exc))
+        self._held.clear()
+        LEASES_HELD.set(0)
 
     def _reader_done(self, shard_id: str, task: asyncio.Task[ShardOutcome]) -> None:
         self._readers.pop(shard_id, None)
@@ -155,8 +243,12 @@ class StreamProcessor:
         exc = task.exception()
         if exc is not None:
             _log().error("shard reader crashed", shard_id=shard_id, exc_info=exc)
-        elif task.result() is ShardOutcome.LOST:
-            self._lost.add(shard_id)
+        outcome = None if exc is not None else task.result()
+        if outcome is not ShardOutcome.STOPPED:
+            # Ended (read to SHARD_END, nothing to renew), lost, or crashed (its lease
+            # expires and is taken again, by us or another worker).
+            self._held.pop(shard_id, None)
+            LEASES_HELD.set(len(self._held))
         self._wake.set()  # an ended shard's children may start now
 
     async def _sleep(self, seconds: float) -> None:

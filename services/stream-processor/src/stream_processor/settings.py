@@ -35,6 +35,9 @@ class StreamProcessorSettings(PulseSettings):
     shard_refresh_seconds: float = Field(default=30.0, gt=0, le=3600)
     # Lifetime of an audit row (the events table's TTL attribute ``expires_at``).
     audit_ttl_days: int = Field(default=30, ge=1, le=3650)
+    # A lease whose counter did not move for this long is taken by another worker; held
+    # leases are renewed (and the lease table scanned) three times per failover time.
+    failover_seconds: float = Field(default=10.0, ge=0.3, le=600)
     # Owner written to the leases this process holds.
     worker_id: str = Field(default_factory=default_worker_id, min_length=1, max_length=256)
     # PublishBatch attempts for entries SNS reports as failed before the batch is retried.

@@ -38,7 +38,7 @@ from stream_processor.records import MalformedRecordError, event_from_record, re
 
 if TYPE_CHECKING:
     from stream_processor.effects import BatchEffects
-    from stream_processor.leases import Lease, LeaseTable
+    from stream_processor.leases import HeldLease, LeaseTable
     from stream_processor.settings import StreamProcessorSettings
 
 __all__ = ["ShardOutcome", "ShardReader"]
@@ -66,7 +66,7 @@ class ShardReader:
     def __init__(
         self,
         *,
-        lease: Lease,
+        lease: HeldLease,
         stream_arn: str,
         streams: Any,
         leases: LeaseTable,
@@ -77,6 +77,7 @@ class ShardReader:
     ) -> None:
         self.shard_id = lease.shard_id
         self.checkpoint = lease.checkpoint
+        self._lease = lease
         self._stream_arn = stream_arn
         self._streams = streams
         self._leases = leases
@@ -90,6 +91,8 @@ class ShardReader:
         iterator: str | None = None
         loop = asyncio.get_running_loop()
         while not self._stopping.is_set():
+            if self._lease.lost:
+                return self._lost()
             read_started = loop.time()
             response = await self._get_records(iterator)
             if response is None:
@@ -238,7 +241,11 @@ class ShardReader:
                 _log().info("event processed", type=p.event.type, sequence_number=p.sequence_number)
 
     async def _store_checkpoint(self, checkpoint: str) -> None:
-        await asyncio.to_thread(self._leases.checkpoint, self.shard_id, checkpoint)
+        """Conditional on our owner and lease counter: :class:`LeaseLostError` if taken."""
+        async with self._lease.lock:
+            if self._lease.lost:
+                raise LeaseLostError(f"lease {self.shard_id} was lost")
+            await asyncio.to_thread(self._leases.checkpoint, self._lease, checkpoint)
         self.checkpoint = checkpoint
         CHECKPOINTS.inc()
 
@@ -254,7 +261,9 @@ class ShardReader:
         await self._backoff(exc.delay if isinstance(exc, RetryableError) else None)
 
     def _lost(self) -> ShardOutcome:
-        FAILURES.labels("lease_lost").inc()
+        if not self._lease.lost:  # else counted where the renewal was refused
+            FAILURES.labels("lease_lost").inc()
+            self._lease.lost = True
         _log().warning("lease lost; stopping the shard", shard_id=self.shard_id)
         return ShardOutcome.LOST
 
