@@ -1,0 +1,196 @@
+"""Delivery across gateway processes and across Redis failures, with real processes."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+import redis.asyncio as aioredis
+from websockets.asyncio.client import ClientConnection, connect
+
+from pulse.auth import issue_token
+from pulse.channels import ChannelPublisher
+from pulse.emulators import start_redis, stop_process
+from pulse.events import PAYMENT_CREATED, CloudEvent, new_event
+from pulse.testing import ServiceProcess, free_port
+
+SECRET = "ws-gateway-delivery-secret-0123456789abcdef"
+pytestmark = pytest.mark.timeout(90)
+
+
+def _gateway(redis_url: str, prefix: str, log_dir: Path, name: str) -> tuple[ServiceProcess, int]:
+    port = free_port()
+    env = {
+        "REDIS_URL": redis_url,
+        "PULSE_REDIS_PREFIX": prefix,
+        "PULSE_HTTP_PORT": str(port),
+        "PULSE_JWT_SECRET": SECRET,
+    }
+    return ServiceProcess("ws_gateway", env, log_dir / f"{name}.log").start(wait_port=port), port
+
+
+def _url(port: int, sub: str) -> str:
+    return f"ws://127.0.0.1:{port}/ws?token={issue_token(SECRET, sub=sub, roles=['ops'])}"
+
+
+@pytest.fixture(scope="module")
+def prefix() -> str:
+    return f"pulse:wsd{uuid.uuid4().hex[:8]}:"
+
+
+@pytest.fixture(scope="module")
+def two_gateways(
+    redis_url: str, prefix: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[int, int]]:
+    """Two gateway processes on one Redis, as behind one load balancer."""
+    log_dir = tmp_path_factory.mktemp("ws-gateways")
+    first, first_port = _gateway(redis_url, prefix, log_dir, "a")
+    second, second_port = _gateway(redis_url, prefix, log_dir, "b")
+    yield first_port, second_port
+    first.kill()
+    second.kill()
+
+
+@pytest.fixture
+async def redis(redis_url: str) -> AsyncIterator[aioredis.Redis]:
+    client = aioredis.Redis.from_url(redis_url)
+    yield client
+    await client.aclose()
+
+
+async def _recv(ws: ClientConnection, timeout: float = 5.0) -> dict[str, Any]:
+    return dict(orjson.loads(await asyncio.wait_for(ws.recv(), timeout)))
+
+
+async def _send(ws: ClientConnection, **frame: Any) -> dict[str, Any]:
+    await ws.send(orjson.dumps(frame).decode())
+    return await _recv(ws)
+
+
+async def _append(publisher: ChannelPublisher, channel: str, n: int) -> CloudEvent:
+    event = new_event(type=PAYMENT_CREATED, source="/tests/ws-gateway", data={"n": n})
+    await publisher.append(event, [channel])
+    return event
+
+
+async def _event_ids(ws: ClientConnection, count: int) -> list[str]:
+    ids = []
+    for _ in range(count):
+        frame = await _recv(ws)
+        assert frame["op"] == "event", frame
+        ids.append(frame["event"]["id"])
+    return ids
+
+
+async def test_every_event_reaches_subscribers_of_either_process(
+    two_gateways: tuple[int, int], redis: aioredis.Redis, prefix: str
+) -> None:
+    channel = f"account:{uuid.uuid4().hex[:8]}"
+    publisher = ChannelPublisher(redis, prefix)
+    a, b = two_gateways
+    async with connect(_url(a, "ops-a")) as on_a, connect(_url(b, "ops-b")) as on_b:
+        for ws in (on_a, on_b):
+            assert (await _send(ws, op="subscribe", channel=channel))["op"] == "subscribed"
+        sent = [(await _append(publisher, channel, n)).id for n in range(20)]
+        assert await _event_ids(on_a, 20) == sent
+        assert await _event_ids(on_b, 20) == sent
+
+
+async def test_a_client_recovers_on_another_process_with_since_and_epoch(
+    two_gateways: tuple[int, int], redis: aioredis.Redis, prefix: str
+) -> None:
+    channel = f"account:{uuid.uuid4().hex[:8]}"
+    publisher = ChannelPublisher(redis, prefix)
+    a, b = two_gateways
+    async with connect(_url(a, "ops-a")) as ws:
+        subscribed = await _send(ws, op="subscribe", channel=channel)
+        await _append(publisher, channel, 0)
+        last = await _recv(ws)
+    missed = [(await _append(publisher, channel, n)).id for n in range(1, 6)]
+    async with connect(_url(b, "ops-b")) as ws:
+        again = await _send(
+            ws, op="subscribe", channel=channel, since=last["offset"], epoch=subscribed["epoch"]
+        )
+        assert (again["recovered"], again["epoch"]) == (True, subscribed["epoch"])
+        assert await _event_ids(ws, 5) == missed
+        live = await _append(publisher, channel, 6)
+        assert await _event_ids(ws, 1) == [live.id]
+
+
+async def _kill_live_connection(redis: aioredis.Redis, prefix: str) -> int:
+    killed = 0
+    for client in await redis.client_list():
+        if client.get("name") == f"{prefix}ws-gateway-live":
+            await redis.client_kill_filter(_id=client["id"])
+            killed += 1
+    return killed
+
+
+async def test_events_published_while_pubsub_was_down_are_filled_from_history(
+    two_gateways: tuple[int, int], redis: aioredis.Redis, prefix: str
+) -> None:
+    channel = f"account:{uuid.uuid4().hex[:8]}"
+    publisher = ChannelPublisher(redis, prefix)
+    a, _ = two_gateways
+    async with connect(_url(a, "ops-a")) as ws:
+        await _send(ws, op="subscribe", channel=channel)
+        before = (await _append(publisher, channel, 0)).id
+        assert await _event_ids(ws, 1) == [before]
+        # Both processes lose their pub/sub connection; these events reach no subscriber.
+        assert await _kill_live_connection(redis, prefix) == 2
+        during = [(await _append(publisher, channel, n)).id for n in range(1, 8)]
+        # The gateway reconnects within about a second and fills the gap, in order, once.
+        assert await _event_ids(ws, 7) == during
+        after = (await _append(publisher, channel, 8)).id
+        assert await _event_ids(ws, 1) == [after]
+        assert await _send(ws, op="ping") == {"op": "pong"}
+
+
+async def test_a_redis_restart_tells_subscribers_their_history_is_gone(
+    tmp_path: Path,
+) -> None:
+    """Redis restarted empty: subscribers get recovered:false with a new epoch, never a
+    silent gap, and then the new epoch's events."""
+    port = free_port()
+    redis_url = f"redis://127.0.0.1:{port}/0"
+    server = start_redis(port, tmp_path)
+    gateway, gateway_port = _gateway(redis_url, "pulse:", tmp_path, "gw")
+    client = aioredis.Redis.from_url(redis_url)
+    try:
+        publisher = ChannelPublisher(client, "pulse:")
+        async with connect(_url(gateway_port, "ops")) as ws:
+            subscribed = await _send(ws, op="subscribe", channel="payments")
+            first = await _append(publisher, "payments", 0)
+            frame = await _recv(ws)
+            assert frame["event"]["id"] == first.id
+            offset = frame["offset"]
+
+            server.kill()
+            server.wait()
+            server = start_redis(port, tmp_path)
+            notice = await _recv(ws, timeout=15)
+            assert notice["op"] == "subscribed"
+            assert notice["recovered"] is False
+            assert notice["epoch"] != subscribed["epoch"]
+            await client.aclose()
+            client = aioredis.Redis.from_url(redis_url)
+            publisher = ChannelPublisher(client, "pulse:")
+            second = await _append(publisher, "payments", 1)
+            assert await _event_ids(ws, 1) == [second.id]
+
+        # a client coming back with the old epoch's offset is told it cannot recover
+        async with connect(_url(gateway_port, "ops")) as ws:
+            again = await _send(
+                ws, op="subscribe", channel="payments", since=offset, epoch=subscribed["epoch"]
+            )
+            assert again["recovered"] is False
+            assert again["epoch"] == notice["epoch"]
+    finally:
+        await client.aclose()
+        gateway.kill()
+        stop_process(server)
