@@ -183,3 +183,14 @@ def test_settings_refuse_a_heartbeat_slower_than_the_visibility_timeout(
         load_settings(SqsConsumerSettings)
     monkeypatch.setenv("PULSE_SQS_HEARTBEAT_SECONDS", "4")
     assert load_settings(SqsConsumerSettings).sqs_heartbeat_seconds == 4
+
+
+def test_the_default_heartbeat_beats_within_the_visibility_timeout_and_the_lease(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("PULSE_SQS_VISIBILITY_TIMEOUT", "300")
+    monkeypatch.setenv("PULSE_IDEMPOTENCY_LEASE_SECONDS", "60")
+    assert load_settings(SqsConsumerSettings).heartbeat_seconds == 20
+    monkeypatch.setenv("PULSE_SQS_HEARTBEAT_SECONDS", "90")
+    with pytest.raises(ConfigurationError, match="idempotency_lease_seconds must be above"):
+        load_settings(SqsConsumerSettings)

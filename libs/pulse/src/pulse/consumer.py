@@ -803,16 +803,31 @@ class SqsConsumerSettings(PulseSettings):
     # Longest retry delay of a failing message (the backoff doubles per receive up to this).
     sqs_max_backoff_seconds: float = Field(default=300.0, ge=0, le=MAX_VISIBILITY_SECONDS)
     # How often a running handler's message has its visibility extended (and its leases
-    # renewed); unset: a third of the visibility timeout.
+    # renewed); unset: a third of the visibility timeout or of the idempotency lease.
     sqs_heartbeat_seconds: float | None = Field(default=None, gt=0, le=MAX_VISIBILITY_SECONDS)
     # How often the queue's and its DLQ's depths are read into gauges; 0 turns it off.
     sqs_depth_poll_seconds: float = Field(default=30.0, ge=0, le=3600)
+
+    # Idempotency guard (pulse.idempotency): the lease a handler holds on its event id,
+    # renewed on each heartbeat, and how long a completed event id is remembered.
+    idempotency_lease_seconds: float = Field(default=60.0, gt=0, le=MAX_VISIBILITY_SECONDS)
+    idempotency_ttl_seconds: float = Field(default=7 * 24 * 3600.0, gt=0, le=90 * 24 * 3600)
+
+    @property
+    def heartbeat_seconds(self) -> float:
+        """The effective heartbeat: as set, else a third of the visibility timeout or of the
+        idempotency lease, whichever is shorter."""
+        if self.sqs_heartbeat_seconds is not None:
+            return self.sqs_heartbeat_seconds
+        return min(self.sqs_visibility_timeout, self.idempotency_lease_seconds) / 3
 
     @model_validator(mode="after")
     def _heartbeat_within_visibility(self) -> SqsConsumerSettings:
         beat = self.sqs_heartbeat_seconds
         if beat is not None and beat >= self.sqs_visibility_timeout:
             raise ValueError("sqs_heartbeat_seconds must be below sqs_visibility_timeout")
+        if self.idempotency_lease_seconds <= self.heartbeat_seconds:
+            raise ValueError("idempotency_lease_seconds must be above the heartbeat interval")
         return self
 
 
@@ -860,7 +875,7 @@ async def consume(
         shutdown_grace_seconds=settings.shutdown_grace_seconds,
         max_backoff_seconds=settings.sqs_max_backoff_seconds,
         batch_window_seconds=settings.sqs_batch_window_seconds,
-        heartbeat_seconds=settings.sqs_heartbeat_seconds,
+        heartbeat_seconds=settings.heartbeat_seconds,
         depth_poll_seconds=settings.sqs_depth_poll_seconds,
     )
     await consumer.run(lifecycle.stopping)

@@ -62,6 +62,9 @@ class FraudSettings(SqsConsumerSettings):
     blocked_merchants: frozenset[str] = frozenset()
     blocked_countries: frozenset[str] = frozenset()
 
+    # Test hook: seconds to wait between scoring and writing the decision (0 in production).
+    decision_delay_seconds: float = Field(default=0.0, ge=0, le=60)
+
     _upper_review = field_validator("review_amounts", mode="before")(_upper_keys)
     _upper_decline = field_validator("decline_amounts", mode="before")(_upper_keys)
 

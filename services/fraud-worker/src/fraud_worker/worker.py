@@ -1,9 +1,10 @@
 """The fraud worker: payment.created events in, decisions out.
 
-For each message: parse the CloudEvent, record the payment in the account's activity
-(Redis), apply the rules, write the decision with a conditional UpdateItem, and send
-non-approved decisions to the ``alerts`` channel. The consumer runtime deletes the message
-once this returns; a malformed message is dead-lettered.
+For each message: parse the CloudEvent; under the idempotency guard (one owner per event id,
+a completed event id is skipped) record the payment in the account's activity (Redis),
+apply the rules, write the decision with a conditional UpdateItem, and send non-approved
+decisions to the ``alerts`` channel. The consumer runtime deletes the message once this
+returns; a malformed message is dead-lettered.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from pulse.events import (
     stable_event_id,
     utc_now,
 )
+from pulse.idempotency import IdempotencyGuard, canonical_event, guard_for
 from pulse.logging import event_context, get_logger
 from pulse.metrics import StageMetrics
 from pulse.payments import APPROVED, format_amount
@@ -72,7 +74,12 @@ class FraudWorker:
         decisions: DecisionStore,
         publisher: ChannelPublisher,
         limits: RiskLimits,
+        *,
+        guard: IdempotencyGuard | None = None,
+        decision_delay_seconds: float = 0.0,
     ) -> None:
+        self._guard = guard
+        self._delay = decision_delay_seconds
         self._activity = activity
         self._decisions = decisions
         self._publisher = publisher
@@ -81,12 +88,22 @@ class FraudWorker:
     async def handle(self, message: SqsMessage) -> None:
         event = message.cloud_event(PAYMENT_CREATED)
         with event_context(event.id, event.trace_id, payment_id=event.subject):
-            await self._decide(event)
+            if self._guard is None:
+                await self._decide(event)
+                return
+            outcome = await self._guard.run(
+                event.id, canonical_event(event), lambda: self._decide(event)
+            )
+            if outcome.replayed:
+                log.info("event already handled", result=outcome.result.decode())
 
-    async def _decide(self, event: CloudEvent) -> None:
+    async def _decide(self, event: CloudEvent) -> bytes:
+        """Decide and write; returns the decision as the idempotency record's result."""
         payment = PaymentFacts.from_event(event)
         activity = await self._activity.record(event.id, payment)
         decision = evaluate(payment, activity, self._limits)
+        if self._delay:  # a test hook: widens the window a crash can hit
+            await asyncio.sleep(self._delay)
         decided_at = utc_now().isoformat(timespec="milliseconds").replace("+00:00", "Z")
         result = await asyncio.to_thread(
             self._decisions.write, payment.payment_id, decision, decided_at
@@ -99,12 +116,13 @@ class FraudWorker:
                 reasons=list(decision.reasons),
             )
             await self._alert(event, payment, decision, decided_at)
-            return
+            return decision.decision.encode()
         log.info("payment already decided", status=result.stored_status)
         if result.stored is not None:
             # A crash between the write and the alert: the alert is still owed (the channel
             # guard makes this a no-op when it was sent).
             await self._alert(event, payment, result.stored, None)
+        return (result.stored_status or "").encode()
 
     async def _alert(
         self,
@@ -147,6 +165,8 @@ async def serve(lifecycle: Lifecycle) -> None:
         decisions,
         ChannelPublisher(redis, settings.redis_prefix),
         settings.risk_limits(),
+        guard=guard_for(redis, settings, "fraud"),
+        decision_delay_seconds=settings.decision_delay_seconds,
     )
     try:
         async with serving_ops(lifecycle):

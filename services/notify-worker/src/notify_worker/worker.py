@@ -1,7 +1,8 @@
 """The notify worker: payment.updated events in, notifications out.
 
-For each message: parse the CloudEvent; if the status changed, build the notification and
-hand it to every notifier (the account channel today). Unchanged status: nothing to say.
+For each message: parse the CloudEvent; if the status changed, build the notification and,
+under the idempotency guard (one owner per event id, a completed event id is skipped), hand
+it to every notifier (the account channel today). Unchanged status: nothing to say.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from pulse.channels import ChannelPublisher
 from pulse.clients import aws_client, redis_client
 from pulse.consumer import SqsMessage, consume
 from pulse.events import PAYMENT_UPDATED
+from pulse.idempotency import IdempotencyGuard, canonical_event, guard_for
 from pulse.logging import event_context, get_logger
 from pulse.metrics import StageMetrics
 from pulse.service import redis_check, serving_ops
@@ -22,6 +24,7 @@ from pulse.service import redis_check, serving_ops
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
+    from pulse.events import CloudEvent
     from pulse.service import Lifecycle
 
 __all__ = ["NotifyWorker", "serve"]
@@ -32,8 +35,11 @@ log = get_logger("notify_worker")
 class NotifyWorker:
     """The message handler: one payment.updated event → at most one notification."""
 
-    def __init__(self, notifiers: Sequence[Notifier]) -> None:
+    def __init__(
+        self, notifiers: Sequence[Notifier], *, guard: IdempotencyGuard | None = None
+    ) -> None:
         self._notifiers = list(notifiers)
+        self._guard = guard
 
     async def handle(self, message: SqsMessage) -> None:
         event = message.cloud_event(PAYMENT_UPDATED)
@@ -42,14 +48,26 @@ class NotifyWorker:
             if notification is None:
                 log.debug("status unchanged: nothing to notify")
                 return
-            for notifier in self._notifiers:
-                delivered = await notifier.notify(notification)
-                log.info(
-                    "notification sent" if delivered else "notification already sent",
-                    notifier=type(notifier).__name__,
-                    status=notification.data["status"],
-                    notification_id=notification.id,
-                )
+            if self._guard is None:
+                await self._send(notification)
+                return
+            outcome = await self._guard.run(
+                event.id, canonical_event(event), lambda: self._send(notification)
+            )
+            if outcome.replayed:
+                log.info("event already handled", notification_id=notification.id)
+
+    async def _send(self, notification: CloudEvent) -> bytes:
+        """Hand the notification to every notifier; its id is the idempotency result."""
+        for notifier in self._notifiers:
+            delivered = await notifier.notify(notification)
+            log.info(
+                "notification sent" if delivered else "notification already sent",
+                notifier=type(notifier).__name__,
+                status=notification.data["status"],
+                notification_id=notification.id,
+            )
+        return notification.id.encode()
 
 
 async def serve(lifecycle: Lifecycle) -> None:
@@ -61,7 +79,10 @@ async def serve(lifecycle: Lifecycle) -> None:
     redis = redis_client(settings)
 
     lifecycle.add_check("redis", redis_check(redis))
-    worker = NotifyWorker([AccountChannelNotifier(ChannelPublisher(redis, settings.redis_prefix))])
+    worker = NotifyWorker(
+        [AccountChannelNotifier(ChannelPublisher(redis, settings.redis_prefix))],
+        guard=guard_for(redis, settings, "notify"),
+    )
     try:
         async with serving_ops(lifecycle):
             await consume(

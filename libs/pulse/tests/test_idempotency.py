@@ -1,0 +1,199 @@
+"""The Redis idempotency guard against a real Redis: once per key, owners, leases, takeover."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+import redis.asyncio as aioredis
+
+from pulse.clients import aws_client
+from pulse.consumer import SqsConsumer, SqsMessage
+from pulse.idempotency import (
+    Claim,
+    IdempotencyConflictError,
+    IdempotencyGuard,
+    InProgressError,
+    LeaseLostError,
+    Outcome,
+)
+from pulse.metrics import StageMetrics
+from pulse.settings import PulseSettings
+from pulse.topology import TopologyOutputs
+
+
+@pytest.fixture
+async def redis(redis_url: str) -> AsyncIterator[aioredis.Redis]:
+    client = aioredis.Redis.from_url(redis_url)
+    yield client
+    await client.aclose()
+
+
+@pytest.fixture
+def prefix() -> str:
+    return f"pulse:t{uuid.uuid4().hex[:10]}:"
+
+
+def _guard(redis: aioredis.Redis, prefix: str, **options: Any) -> IdempotencyGuard:
+    return IdempotencyGuard(redis, prefix, "test", **options)
+
+
+async def test_work_runs_once_and_a_replay_returns_its_result(
+    redis: aioredis.Redis, prefix: str
+) -> None:
+    guard = _guard(redis, prefix)
+    runs: list[int] = []
+
+    async def work() -> bytes:
+        runs.append(1)
+        return b"decided:APPROVED"
+
+    first = await guard.run("evt-1", b"payload", work)
+    second = await guard.run("evt-1", b"payload", work)
+    assert first == Outcome(b"decided:APPROVED", replayed=False)
+    assert second == Outcome(b"decided:APPROVED", replayed=True)
+    assert runs == [1]
+    stored = await redis.hgetall(guard.key("evt-1"))
+    assert stored[b"state"] == b"completed"
+    assert 0 < await redis.ttl(guard.key("evt-1")) <= 7 * 24 * 3600
+
+
+async def test_the_same_key_with_another_payload_is_refused(
+    redis: aioredis.Redis, prefix: str
+) -> None:
+    guard = _guard(redis, prefix)
+
+    async def work() -> bytes:
+        return b"ok"
+
+    await guard.run("evt-1", b"amount=10", work)
+    with pytest.raises(IdempotencyConflictError):
+        await guard.run("evt-1", b"amount=99", work)
+
+
+async def test_two_workers_racing_on_one_key_run_it_once(
+    redis: aioredis.Redis, prefix: str
+) -> None:
+    guard = _guard(redis, prefix, lease_seconds=5)
+    runs: list[str] = []
+
+    async def work(name: str) -> bytes:
+        runs.append(name)
+        await asyncio.sleep(0.2)
+        return name.encode()
+
+    results = await asyncio.gather(
+        guard.run("evt-1", b"p", lambda: work("a")),
+        guard.run("evt-1", b"p", lambda: work("b")),
+        return_exceptions=True,
+    )
+    assert len(runs) == 1
+    busy = [r for r in results if isinstance(r, InProgressError)]
+    assert len(busy) == 1
+    assert busy[0].delay is not None
+    assert 4 < busy[0].delay <= 5  # retry when the winner's lease could have run out
+    assert Outcome(runs[0].encode(), replayed=False) in results
+
+
+async def test_a_paused_worker_whose_lease_was_taken_over_cannot_overwrite(
+    redis: aioredis.Redis, prefix: str
+) -> None:
+    guard = _guard(redis, prefix, lease_seconds=0.3)
+    slow = await guard.acquire("evt-1", b"p")
+    assert isinstance(slow, Claim)
+    await asyncio.sleep(0.5)  # paused (a GC pause, a stalled network) past its lease
+
+    async def fast_work() -> bytes:
+        return b"from the new owner"
+
+    taken = await guard.run("evt-1", b"p", fast_work)
+    assert taken.replayed is False
+
+    with pytest.raises(LeaseLostError):
+        await guard.complete(slow, b"from the slow worker")
+    assert await guard.release(slow) is False
+    assert await guard.renew(slow) is False
+    stored = await redis.hgetall(guard.key("evt-1"))
+    assert stored[b"result"] == b"from the new owner"
+    assert stored[b"state"] == b"completed"
+
+
+async def test_a_wrong_owner_cannot_complete_or_release(redis: aioredis.Redis, prefix: str) -> None:
+    guard = _guard(redis, prefix)
+    claim = await guard.acquire("evt-1", b"p")
+    assert isinstance(claim, Claim)
+    impostor = Claim(claim.key, "not-the-owner")
+    with pytest.raises(LeaseLostError):
+        await guard.complete(impostor, b"forged")
+    assert await guard.release(impostor) is False
+    assert (await redis.hgetall(guard.key("evt-1")))[b"state"] == b"in_progress"
+    await guard.complete(claim, b"real")
+    assert (await redis.hgetall(guard.key("evt-1")))[b"result"] == b"real"
+
+
+async def test_failed_work_releases_the_key_for_a_retry(redis: aioredis.Redis, prefix: str) -> None:
+    guard = _guard(redis, prefix)
+    attempts: list[int] = []
+
+    async def flaky() -> bytes:
+        attempts.append(1)
+        if len(attempts) == 1:
+            raise RuntimeError("dependency down")
+        return b"ok"
+
+    with pytest.raises(RuntimeError):
+        await guard.run("evt-1", b"p", flaky)
+    assert await redis.exists(guard.key("evt-1")) == 0
+    assert (await guard.run("evt-1", b"p", flaky)).result == b"ok"
+    assert len(attempts) == 2
+
+
+async def test_the_consumer_heartbeat_renews_the_lease(
+    redis: aioredis.Redis,
+    prefix: str,
+    topology: TopologyOutputs,
+    stack_settings: PulseSettings,
+) -> None:
+    sqs = aws_client("sqs", stack_settings)
+    url = topology.queue_urls[stack_settings.names.fraud_queue]
+    guard = _guard(redis, prefix, lease_seconds=1)
+    started = asyncio.Event()
+    done: list[Outcome] = []
+
+    async def slow_work() -> bytes:
+        started.set()
+        await asyncio.sleep(2.5)  # 2.5 leases
+        return b"done"
+
+    async def handler(message: SqsMessage) -> None:
+        done.append(await guard.run(message.message_id, message.body, slow_work))
+
+    consumer = SqsConsumer(
+        sqs,
+        url,
+        handler,
+        StageMetrics("idempotency-test"),
+        wait_time_seconds=1,
+        visibility_timeout=5,
+        heartbeat_seconds=0.3,
+    )
+    stopping = asyncio.Event()
+    task = asyncio.create_task(consumer.run(stopping))
+    sent = await asyncio.to_thread(sqs.send_message, QueueUrl=url, MessageBody="slow")
+    await asyncio.wait_for(started.wait(), 10)
+    for _ in range(4):  # past the 1 s lease, the key is still held by the live worker
+        await asyncio.sleep(0.5)
+        with pytest.raises(InProgressError):
+            await guard.acquire(sent["MessageId"], b"slow")
+    await asyncio.wait_for(_wait_for(lambda: bool(done)), 5)
+    stopping.set()
+    await asyncio.wait_for(task, 10)
+    assert done == [Outcome(b"done", replayed=False)]
+
+
+async def _wait_for(predicate: Any) -> None:
+    while not predicate():
+        await asyncio.sleep(0.05)
