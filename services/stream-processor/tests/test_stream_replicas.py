@@ -26,6 +26,7 @@ from pulse.testing import ServiceProcess, free_port
 from pulse.topology import TopologyOutputs
 from stream_processor.leases import Lease, LeaseLostError, LeaseTable
 from stream_processor.lineage import Shard
+from stream_processor.stats import StatsKeys
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -52,7 +53,7 @@ class Replicas:
             PULSE_SHUTDOWN_GRACE_SECONDS="5",
         ).start(wait_port=port)
 
-    def put_payment(self, account_id: str) -> str:
+    def put_payment(self, account_id: str, amount: str = "3.10", currency: str = "EUR") -> str:
         payment_id = f"pay_{uuid.uuid4().hex}"
         now = "2026-01-01T12:00:00.000Z"
         self.ddb.put_item(
@@ -60,8 +61,8 @@ class Replicas:
             Item={
                 "payment_id": {"S": payment_id},
                 "account_id": {"S": account_id},
-                "amount": {"S": "3.10"},
-                "currency": {"S": "EUR"},
+                "amount": {"S": amount},
+                "currency": {"S": currency},
                 "merchant_id": {"S": "m-1"},
                 "status": {"S": "PENDING"},
                 "created_at": {"S": now},
@@ -91,6 +92,16 @@ class Replicas:
         while not predicate(owner := self.owner()) and time.monotonic() < deadline:
             time.sleep(0.05)
         return owner
+
+    def lease_key(self) -> str:
+        items = self.ddb.scan(TableName=self.settings.names.leases_table, ConsistentRead=True)
+        (item,) = items["Items"]
+        return str(item["leaseKey"]["S"])
+
+    def checkpoint(self) -> str | None:
+        items = self.ddb.scan(TableName=self.settings.names.leases_table, ConsistentRead=True)
+        (item,) = items["Items"]
+        return item.get("checkpoint", {}).get("S")
 
     def audit_rows(self, payment_id: str) -> list[dict[str, Any]]:
         items: list[dict[str, Any]] = self.ddb.query(
@@ -195,3 +206,84 @@ def test_a_replica_whose_lease_was_taken_cannot_checkpoint(
     # A stale take (the counter moved since it was observed) loses too.
     with pytest.raises(LeaseLostError):
         old.take(observed)
+
+
+def _totals(replicas: Replicas) -> dict[str, int]:
+    key = StatsKeys(replicas.settings.redis_prefix).totals
+    return {k.decode(): int(v) for k, v in replicas.redis.hgetall(key).items()}
+
+
+def test_counters_are_exact_after_a_crash_and_a_full_replay(replicas: Replicas) -> None:
+    pubsub = replicas.redis.pubsub()
+    pubsub.subscribe(ChannelKeys(replicas.settings.redis_prefix).live("stats"))
+    amounts = [("10.01", "EUR"), ("0.99", "EUR"), ("250.00", "USD"), ("7.35", "EUR")]
+    payment_ids = [replicas.put_payment("acct-s", a, c) for a, c in amounts]
+    for payment_id, status in ((payment_ids[0], "APPROVED"), (payment_ids[2], "DECLINED")):
+        replicas.ddb.update_item(
+            TableName=replicas.settings.names.payments_table,
+            Key={"payment_id": {"S": payment_id}},
+            UpdateExpression="SET #s = :s",
+            ExpressionAttributeNames={"#s": "status"},
+            ExpressionAttributeValues={":s": {"S": status}},
+        )
+    expected = {
+        "events:created": 4,
+        "events:updated": 2,
+        "created:EUR": 3,
+        "created_amount:EUR": 1001 + 99 + 735,
+        "created:USD": 1,
+        "created_amount:USD": 25000,
+        "count:PENDING:EUR": 2,
+        "amount:PENDING:EUR": 99 + 735,
+        "count:PENDING:USD": 0,
+        "amount:PENDING:USD": 0,
+        "count:APPROVED:EUR": 1,
+        "amount:APPROVED:EUR": 1001,
+        "count:DECLINED:USD": 1,
+        "amount:DECLINED:USD": 25000,
+    }
+    first = replicas.start("replica-a")
+    assert len(replicas.wait_history(6)) == 6
+    deadline = time.monotonic() + 10
+    while _totals(replicas) != expected and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert _totals(replicas) == expected
+
+    # The live stats event carries the same figures.
+    stats: dict[str, Any] = {}
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        message = pubsub.get_message(ignore_subscribe_messages=True, timeout=0.2)
+        if message is not None:
+            stats = orjson.loads(message["data"])["event"]
+            if stats["data"]["events"]["updated"] == 2:
+                break
+    assert stats["type"] == "pulse.stats"
+    assert stats["data"]["by_status"]["APPROVED"]["EUR"] == {
+        "count": 1,
+        "amount": "10.01",
+        "amount_minor": 1001,
+    }
+    assert stats["data"]["created"]["USD"]["amount"] == "250.00"
+    assert sum(minute["events"] for minute in stats["data"]["series"]) >= 6
+
+    # A crash that loses the checkpoint: the next replica reads the stream from the start.
+    first.kill()
+    replicas.ddb.update_item(
+        TableName=replicas.settings.names.leases_table,
+        Key={"leaseKey": {"S": replicas.lease_key()}},
+        UpdateExpression="REMOVE #c, leaseOwner",
+        ExpressionAttributeNames={"#c": "checkpoint"},
+    )
+    second = replicas.start("replica-b")
+    assert replicas.wait_owner(lambda owner: owner == "replica-b") == "replica-b"
+    deadline = time.monotonic() + 15
+    while replicas.checkpoint() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert replicas.checkpoint() is not None
+    time.sleep(0.5)
+    assert _totals(replicas) == expected
+    assert len(replicas.history("payments")) == 6
+    # Throttled: a handful of stats events, not one per payment event and replay.
+    assert 1 <= len(replicas.history("stats")) <= 6
+    assert second.stop() == 0

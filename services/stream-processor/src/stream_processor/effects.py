@@ -17,10 +17,14 @@ from botocore.exceptions import BotoCoreError, ClientError
 from pulse.errors import RetryableError
 from pulse.logging import get_logger
 from stream_processor.records import audit_item, channels_for, sns_attributes
+from stream_processor.stats import counter_increments
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from pulse.channels import ChannelPublisher
     from pulse.events import CloudEvent
+    from stream_processor.stats import StatsKeys
 
 __all__ = ["AuditTrail", "BatchEffects", "ProcessedEvent", "TopicPublisher", "publish_entries"]
 
@@ -155,14 +159,27 @@ class AuditTrail:
 
 
 class BatchEffects:
-    """Applies the effects of a batch: Redis channels, then SNS and audit rows."""
+    """Applies the effects of a batch: Redis channels and counters, then SNS and audit rows.
+
+    With ``stats`` keys, each event's counter increments go into its channel append (one
+    script, one guard: applied exactly once); ``on_counted`` is called after a batch that
+    changed them (the throttled stats publisher listens).
+    """
 
     def __init__(
-        self, topic: TopicPublisher, channels: ChannelPublisher, audit: AuditTrail
+        self,
+        topic: TopicPublisher,
+        channels: ChannelPublisher,
+        audit: AuditTrail,
+        *,
+        stats: StatsKeys | None = None,
+        on_counted: Callable[[], None] | None = None,
     ) -> None:
         self._topic = topic
         self._channels = channels
         self._audit = audit
+        self._stats = stats
+        self._on_counted = on_counted
 
     async def apply(self, processed: list[ProcessedEvent]) -> None:
         """Apply all effects; any exception means the batch must be retried as a whole.
@@ -175,8 +192,13 @@ class BatchEffects:
         if not processed:
             return
         # One item's events stay in stream order: appends run one after another.
+        counted = False
         for p in processed:
-            await self._channels.append(p.event, channels_for(p.event))
+            counters = counter_increments(p.event, self._stats) if self._stats else None
+            result = await self._channels.append(p.event, channels_for(p.event), counters=counters)
+            counted = counted or (result.applied and bool(counters))
+        if counted and self._on_counted is not None:
+            self._on_counted()
         await asyncio.gather(
             self._topic.publish([p.event for p in processed]), self._audit.record(processed)
         )

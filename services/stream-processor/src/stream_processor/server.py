@@ -16,6 +16,8 @@ from stream_processor.leases import LeaseTable
 from stream_processor.metrics import ITERATOR_AGE
 from stream_processor.processor import StreamProcessor
 from stream_processor.settings import StreamProcessorSettings, load_stream_processor_settings
+from stream_processor.stats import StatsKeys
+from stream_processor.stats_publisher import StatsPublisher
 
 if TYPE_CHECKING:
     import redis.asyncio as aioredis
@@ -84,10 +86,15 @@ async def _process(
     topic_arn = await _topic_arn(settings, sns, lifecycle.stopping)
     if topic_arn is None:
         return
+    channels = ChannelPublisher(redis, settings.redis_prefix)
+    stats_keys = StatsKeys(settings.redis_prefix)
+    stats = StatsPublisher(redis, channels, stats_keys, interval=settings.stats_interval_seconds)
     effects = BatchEffects(
         TopicPublisher(sns, topic_arn, max_attempts=settings.sns_max_attempts),
-        ChannelPublisher(redis, settings.redis_prefix),
+        channels,
         AuditTrail(ddb, names.events_table, ttl_days=settings.audit_ttl_days),
+        stats=stats_keys,
+        on_counted=stats.changed,
     )
     processor = StreamProcessor(
         settings,
@@ -99,4 +106,9 @@ async def _process(
     )
     ITERATOR_AGE.set_function(processor.ages.max)
     _log().info("stream processor started", worker_id=settings.worker_id, topic=topic_arn)
-    await processor.run()
+    stats_task = asyncio.create_task(stats.run(lifecycle.stopping), name="stats")
+    try:
+        await processor.run()
+    finally:
+        lifecycle.stopping.set()
+        await stats_task

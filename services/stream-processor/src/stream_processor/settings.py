@@ -38,6 +38,8 @@ class StreamProcessorSettings(PulseSettings):
     # A lease whose counter did not move for this long is taken by another worker; held
     # leases are renewed (and the lease table scanned) three times per failover time.
     failover_seconds: float = Field(default=10.0, ge=0.3, le=600)
+    # Least time between two ``pulse.stats`` events on the ``stats`` channel.
+    stats_interval_seconds: float = Field(default=0.5, ge=0.05, le=60)
     # Owner written to the leases this process holds.
     worker_id: str = Field(default_factory=default_worker_id, min_length=1, max_length=256)
     # PublishBatch attempts for entries SNS reports as failed before the batch is retried.
