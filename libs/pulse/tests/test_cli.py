@@ -8,7 +8,7 @@ from pulse.settings import DEV_JWT_SECRET
 def test_help_lists_every_command() -> None:
     result = CliRunner().invoke(main, ["--help"])
     assert result.exit_code == 0
-    for command in ("dev", "token", "load", "tail"):
+    for command in ("dev", "token", "load", "tail", "fraud"):
         assert f"pulse {command}" in result.output
 
 
@@ -34,3 +34,42 @@ def test_load_refuses_a_zero_rate() -> None:
     result = CliRunner().invoke(main, ["load", "--rate", "0"])
     assert result.exit_code == 2
     assert "rate" in result.output.lower()
+
+
+def test_fraud_block_unblock_and_list_keep_redis_sets(redis_url: str) -> None:
+    import redis  # noqa: PLC0415
+
+    from pulse.cli import blocklist_key  # noqa: PLC0415
+
+    prefix = "pulse:cli-test-blocklist:"
+    env = {"REDIS_URL": redis_url, "PULSE_REDIS_PREFIX": prefix}
+    runner = CliRunner()
+    result = runner.invoke(
+        main,
+        ["fraud", "block", "--account", "a-1", "--merchant", "m-9", "--merchant", "m-8"],
+        env=env,
+    )
+    assert result.exit_code == 0, result.output
+    assert "blocked 2 merchants (2 new)" in result.output
+    listed = runner.invoke(main, ["fraud", "list"], env=env)
+    assert listed.output.splitlines() == ["account a-1", "merchant m-8", "merchant m-9"]
+
+    result = runner.invoke(main, ["fraud", "unblock", "--merchant", "m-9"], env=env)
+    assert result.exit_code == 0
+    client = redis.Redis.from_url(redis_url)
+    try:
+        assert client.smembers(blocklist_key(prefix, "merchants")) == {b"m-8"}
+        assert client.smembers(blocklist_key(prefix, "accounts")) == {b"a-1"}
+    finally:
+        client.delete(blocklist_key(prefix, "merchants"), blocklist_key(prefix, "accounts"))
+        client.close()
+
+
+def test_fraud_block_needs_an_id_and_has_help() -> None:
+    result = CliRunner().invoke(main, ["fraud", "block"])
+    assert result.exit_code == 2
+    assert "--account or --merchant" in result.output
+    helped = CliRunner().invoke(main, ["fraud", "--help"])
+    assert helped.exit_code == 0
+    for command in ("block", "unblock", "list"):
+        assert command in helped.output

@@ -120,6 +120,9 @@ def test_blocklists_decline() -> None:
     assert decide(payment(merchant="m-bad")).reasons == ("blocked_merchant",)
     assert decide(payment(merchant="m-bad")).decision == DECLINED
     assert decide(payment(country="KP")).decision == DECLINED
+    blocked = AccountActivity(1, Decimal(10), blocked_account=True, blocked_merchant=True)
+    result = decide(payment(), blocked)
+    assert (result.decision, result.reasons) == (DECLINED, ("blocked_account", "blocked_merchant"))
 
 
 def test_two_review_reasons_together_decline() -> None:

@@ -1,4 +1,5 @@
-"""The ``pulse`` command: run the local stack, issue dev tokens, send load, tail channels."""
+"""The ``pulse`` command: run the local stack, issue dev tokens, send load, tail channels,
+manage the fraud blocklists."""
 
 from __future__ import annotations
 
@@ -10,7 +11,18 @@ import click
 
 from pulse.settings import PulseSettings
 
-__all__ = ["main"]
+__all__ = ["BLOCKLIST_KINDS", "blocklist_key", "main"]
+
+# The fraud worker's blocklists: Redis sets ``{redis_prefix}fraud:blocked:{kind}`` (the worker
+# reads them in fraud_worker.activity with the same layout).
+BLOCKLIST_KINDS = ("accounts", "merchants")
+
+
+def blocklist_key(redis_prefix: str, kind: str) -> str:
+    """The Redis set holding the blocked ids of ``kind`` (``accounts`` or ``merchants``)."""
+    if kind not in BLOCKLIST_KINDS:
+        raise ValueError(f"unknown blocklist {kind!r}")
+    return f"{redis_prefix}fraud:blocked:{kind}"
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "show_default": True})
@@ -22,6 +34,7 @@ def main() -> None:
     pulse token        print a development connection token
     pulse load         send payments at a steady rate and report latency
     pulse tail         print a channel's events as they arrive
+    pulse fraud        block and unblock accounts and merchants
     """
 
 
@@ -119,6 +132,75 @@ def tail(url: str, channels: tuple[str, ...], token_: str | None, since: str | N
         sys.exit(asyncio.run(tail_channels(url, list(channels), token_, since=since)))
     except KeyboardInterrupt:
         sys.exit(0)
+
+
+@main.group()
+def fraud() -> None:
+    """Manage the fraud worker's blocklists (Redis sets under REDIS_URL and PULSE_REDIS_PREFIX).
+
+    A payment from a blocked account or to a blocked merchant is declined with the reason
+    blocked_account or blocked_merchant; a change applies to the next payment scored.
+    """
+
+
+def _blocklist_ids(accounts: tuple[str, ...], merchants: tuple[str, ...]) -> dict[str, list[str]]:
+    ids = {"accounts": [a for a in accounts if a], "merchants": [m for m in merchants if m]}
+    if not any(ids.values()):
+        raise click.UsageError("name at least one --account or --merchant")
+    return ids
+
+
+def _sync_redis() -> tuple[Any, str]:
+    import redis  # noqa: PLC0415 - only these commands need the blocking client
+
+    settings = PulseSettings()
+    return redis.Redis.from_url(settings.redis_url, socket_connect_timeout=5), settings.redis_prefix
+
+
+_ACCOUNT_OPTION = click.option(
+    "--account", "accounts", multiple=True, help="Account id (repeatable)."
+)
+_MERCHANT_OPTION = click.option(
+    "--merchant", "merchants", multiple=True, help="Merchant id (repeatable)."
+)
+
+
+@fraud.command()
+@_ACCOUNT_OPTION
+@_MERCHANT_OPTION
+def block(accounts: tuple[str, ...], merchants: tuple[str, ...]) -> None:
+    """Decline every further payment of these accounts or to these merchants."""
+    ids = _blocklist_ids(accounts, merchants)
+    client, prefix = _sync_redis()
+    with client:
+        for kind, values in ids.items():
+            if values:
+                added = client.sadd(blocklist_key(prefix, kind), *values)
+                click.echo(f"blocked {len(values)} {kind} ({added} new)")
+
+
+@fraud.command()
+@_ACCOUNT_OPTION
+@_MERCHANT_OPTION
+def unblock(accounts: tuple[str, ...], merchants: tuple[str, ...]) -> None:
+    """Take accounts or merchants off the blocklists."""
+    ids = _blocklist_ids(accounts, merchants)
+    client, prefix = _sync_redis()
+    with client:
+        for kind, values in ids.items():
+            if values:
+                removed = client.srem(blocklist_key(prefix, kind), *values)
+                click.echo(f"unblocked {removed} of {len(values)} {kind}")
+
+
+@fraud.command(name="list")
+def list_blocked() -> None:
+    """Print the blocked accounts and merchants, one `kind id` line each."""
+    client, prefix = _sync_redis()
+    with client:
+        for kind in BLOCKLIST_KINDS:
+            for member in sorted(client.smembers(blocklist_key(prefix, kind))):
+                click.echo(f"{kind[:-1]} {member.decode()}")
 
 
 if __name__ == "__main__":

@@ -8,6 +8,9 @@ Keys (under the Redis prefix):
 - ``{prefix}fraud:country:{account_id}`` — hash ``event``, ``country``, ``previous``: the last
   payment's country and the one before, so a replay of the last event is compared with the
   same country as the first time.
+- ``{prefix}fraud:blocked:accounts`` and ``{prefix}fraud:blocked:merchants`` — sets of blocked
+  ids, managed with ``pulse fraud block|unblock`` (the same layout as ``pulse.cli``); read in
+  the same script, so a block applies to the next payment.
 """
 
 from __future__ import annotations
@@ -24,8 +27,9 @@ if TYPE_CHECKING:
 
 __all__ = ["AccountActivityStore"]
 
-# KEYS[1] velocity zset, KEYS[2] country hash
-# ARGV: event id, time ms, window ms, amount, currency, country ('' if none), country ttl s
+# KEYS[1] velocity zset, KEYS[2] country hash, KEYS[3] blocked accounts, KEYS[4] blocked merchants
+# ARGV: event id, time ms, window ms, amount, currency, country ('' if none), country ttl s,
+#       account id, merchant id
 _RECORD_LUA: Final = """
 local t = tonumber(ARGV[2])
 local window = tonumber(ARGV[3])
@@ -49,7 +53,8 @@ if ARGV[6] ~= '' then
   end
   redis.call('EXPIRE', KEYS[2], tonumber(ARGV[7]))
 end
-return {#members, string.format('%.2f', sum), previous}
+return {#members, string.format('%.2f', sum), previous,
+        redis.call('SISMEMBER', KEYS[3], ARGV[8]), redis.call('SISMEMBER', KEYS[4], ARGV[9])}
 """
 
 
@@ -75,10 +80,19 @@ class AccountActivityStore:
     def country_key(self, account_id: str) -> str:
         return f"{self._prefix}fraud:country:{account_id}"
 
+    def blocklist_key(self, kind: str) -> str:
+        """``kind`` is ``accounts`` or ``merchants``."""
+        return f"{self._prefix}fraud:blocked:{kind}"
+
     async def record(self, event_id: str, payment: PaymentFacts) -> AccountActivity:
-        """Add the payment (once per ``event_id``) and read the window around it."""
+        """Add the payment (once per ``event_id``); read the window around it and the blocklists."""
         result = await self._script(
-            keys=[self.velocity_key(payment.account_id), self.country_key(payment.account_id)],
+            keys=[
+                self.velocity_key(payment.account_id),
+                self.country_key(payment.account_id),
+                self.blocklist_key("accounts"),
+                self.blocklist_key("merchants"),
+            ],
             args=[
                 event_id,
                 int(payment.occurred_at.timestamp() * 1000),
@@ -87,13 +101,17 @@ class AccountActivityStore:
                 payment.currency,
                 payment.country or "",
                 self._country_ttl,
+                payment.account_id,
+                payment.merchant_id,
             ],
         )
-        count, total, previous = result
+        count, total, previous, blocked_account, blocked_merchant = result
         previous_text = previous.decode() if isinstance(previous, bytes) else str(previous)
         total_text = total.decode() if isinstance(total, bytes) else str(total)
         return AccountActivity(
             count=int(count),
             amount_sum=Decimal(total_text),
             previous_country=previous_text or None,
+            blocked_account=bool(blocked_account),
+            blocked_merchant=bool(blocked_merchant),
         )

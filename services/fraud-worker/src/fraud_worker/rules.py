@@ -7,7 +7,8 @@ decline-level hit (or two review-level hits) means DECLINED:
 =========================  ======  ===================================================
 reason                     weight  fires when
 =========================  ======  ===================================================
-blocked_merchant           80      the merchant is on the blocklist
+blocked_account            80      the account is on the blocklist (Redis)
+blocked_merchant           80      the merchant is on a blocklist (Redis or settings)
 blocked_country            80      the payment's country is on the blocklist
 amount_above_decline_limit 80      amount > the currency's decline limit
 amount_above_review_limit  40      amount > the currency's review limit (not decline)
@@ -99,6 +100,9 @@ class AccountActivity:
     amount_sum: Decimal = Decimal(0)
     # The country of the account's previous payment, if recent enough and known.
     previous_country: str | None = None
+    # On the blocklists kept in Redis (``pulse fraud block``).
+    blocked_account: bool = False
+    blocked_merchant: bool = False
 
 
 @dataclass(frozen=True)
@@ -130,9 +134,13 @@ class FraudDecision:
     reasons: tuple[str, ...] = ()
 
 
-def _blocklist_hits(payment: PaymentFacts, limits: RiskLimits) -> list[tuple[str, int]]:
+def _blocklist_hits(
+    payment: PaymentFacts, activity: AccountActivity, limits: RiskLimits
+) -> list[tuple[str, int]]:
     hits = []
-    if payment.merchant_id in limits.blocked_merchants:
+    if activity.blocked_account:
+        hits.append(("blocked_account", DECLINE_SCORE))
+    if activity.blocked_merchant or payment.merchant_id in limits.blocked_merchants:
         hits.append(("blocked_merchant", DECLINE_SCORE))
     if payment.country and payment.country in limits.blocked_countries:
         hits.append(("blocked_country", DECLINE_SCORE))
@@ -181,7 +189,7 @@ def _amount_component(payment: PaymentFacts, limits: RiskLimits) -> int:
 def evaluate(payment: PaymentFacts, activity: AccountActivity, limits: RiskLimits) -> FraudDecision:
     """Apply every rule; the decision follows from the score (see the module doc)."""
     hits = [
-        *_blocklist_hits(payment, limits),
+        *_blocklist_hits(payment, activity, limits),
         *_amount_hits(payment, limits),
         *_velocity_hits(payment, activity, limits),
         *_country_hits(payment, activity),
