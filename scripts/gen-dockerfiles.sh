@@ -7,13 +7,15 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 TEMPLATE="$ROOT/services/Dockerfile.template"
 
-# service directory, Python package, port (PULSE_HTTP_PORT) — the contract in DESIGN.md
+# service directory, Python package, port (PULSE_HTTP_PORT) — the contract in DESIGN.md;
+# the operator's port is kopf's liveness endpoint (charts/pulse-operator livenessPort)
 SERVICES=(
     "ingest ingest 8080"
     "stream-processor stream_processor 9101"
     "fraud-worker fraud_worker 9102"
     "notify-worker notify_worker 9103"
     "ws-gateway ws_gateway 8090"
+    "operator pulse_operator 9104"
 )
 
 check=0

@@ -8,6 +8,11 @@
 #   4. render+validate  helm template per values file, every document validated against the
 #                       Kubernetes 1.34 JSON schemas in strict mode (unknown fields fail), after
 #                       proving the validator rejects a bad manifest
+#   4b. operator, CRDs  charts/pulse-operator and charts/pulse-crds linted, rendered, validated;
+#                       the CRD structural, the example EventPipeline accepted by its schema
+#                       and CEL rules (evaluated with cel-python), broken ones and changes to
+#                       immutable fields refused; operator: one replica, Recreate, liveness,
+#                       RBAC within an allow-list, restricted pod
 #   5. chart rules      labels, restricted securityContext, probes, /tmp, checksum, env names,
 #                       ports, PDBs, and what dev/eks values must produce
 #   6. schema           typos in values are refused (services.ingest.replicaz=2, ...)
@@ -61,7 +66,10 @@ root = pathlib.Path(".")
 values = yaml.safe_load((root / "charts/pulse/values.yaml").read_text())
 lock = (root / "uv.lock").read_text()
 errors = []
-for svc, spec in values["services"].items():
+ports = {svc: spec["port"] for svc, spec in values["services"].items()}
+# the operator's image: its port is kopf's liveness endpoint
+ports["operator"] = yaml.safe_load((root / "charts/pulse-operator/values.yaml").read_text())["livenessPort"]
+for svc, port in ports.items():
     path = root / "services" / svc / "Dockerfile"
     where = str(path)
     if not path.exists():
@@ -91,8 +99,8 @@ for svc, spec in values["services"].items():
     if by("HEALTHCHECK"):
         errors.append(f"{where}: no HEALTHCHECK (Kubernetes probes do it)")
     expose = [v for c in by("EXPOSE") for v in c.value]
-    if expose != [str(spec["port"])]:
-        errors.append(f"{where}: EXPOSE {expose} != chart port {spec['port']}")
+    if expose != [str(port)]:
+        errors.append(f"{where}: EXPOSE {expose} != chart port {port}")
     entry = [list(c.value) for c in by("ENTRYPOINT")]
     if len(entry) != 1 or entry[0][:2] != ["python", "-m"] or len(entry[0]) != 3:
         errors.append(f"{where}: ENTRYPOINT must be [python, -m, <package>], got {entry}")
@@ -110,7 +118,7 @@ ignore = (root / ".dockerignore").read_text().split()
 for needed in ("!uv.lock", "!pyproject.toml", "!libs/pulse/src/", "!services/*/src/"):
     if needed not in ignore:
         errors.append(f".dockerignore: must let {needed[1:]} into the context")
-print("\n".join(errors) or f"{len(values['services'])} Dockerfiles ok")
+print("\n".join(errors) or f"{len(ports)} Dockerfiles ok")
 sys.exit(1 if errors else 0)
 PY
 
@@ -145,6 +153,278 @@ render_and_validate() { # values file (may be empty)
 for vf in "${VALUES_FILES[@]}"; do
     run "helm template | kubernetes-validate --strict $KUBE_VERSION ($(label "$vf") values)" render_and_validate "$vf"
 done
+
+# ---- 4b. the operator and CRD charts: lint, render, validate
+OP_CHART="charts/pulse-operator"
+CRD_CHART="charts/pulse-crds"
+for vf in "" "$OP_CHART/ci/dev-values.yaml" "$OP_CHART/ci/eks-values.yaml" "$OP_CHART/ci/clusterwide-values.yaml"; do
+    mapfile -t flags < <(vflag "$vf")
+    run "pulse-operator: helm lint --strict ($(label "$vf") values)" "$HELM" lint --strict "$OP_CHART" "${flags[@]}"
+done
+render_chart() { # chart, output name, values file (may be empty)
+    local out="$WORK/$2.yaml"
+    mapfile -t flags < <(vflag "$3")
+    "$HELM" template pulse "$1" --namespace pulse --kube-version "$KUBE_VERSION" "${flags[@]}" >"$out" || return 1
+    "$VALIDATE" -k "$KUBE_VERSION" --strict --quiet "$out"
+}
+run "pulse-operator: helm template | kubernetes-validate (default values)" render_chart "$OP_CHART" operator-default ""
+run "pulse-operator: helm template | kubernetes-validate (clusterwide values)" render_chart "$OP_CHART" operator-clusterwide "$OP_CHART/ci/clusterwide-values.yaml"
+run "pulse-crds: helm lint --strict" "$HELM" lint --strict "$CRD_CHART"
+run "pulse-crds: helm template | kubernetes-validate" render_chart "$CRD_CHART" crds ""
+
+run "CRD: structural schema, example accepted, broken and immutable-field changes refused (CEL evaluated)" "$PY" - "$WORK/crds.yaml" k8s/examples/eventpipeline.yaml <<'PY'
+import copy, pathlib, sys
+import celpy, jsonschema, yaml
+from celpy import json_to_cel
+
+crd_path, example_path = pathlib.Path(sys.argv[1]), pathlib.Path(sys.argv[2])
+crd = next(d for d in yaml.safe_load_all(crd_path.read_text()) if d and d["kind"] == "CustomResourceDefinition")
+example = yaml.safe_load(example_path.read_text())
+errors = []
+(version,) = crd["spec"]["versions"]
+schema = version["schema"]["openAPIV3Schema"]
+env = celpy.Environment()
+
+def structural(node, path="$"):
+    """Every node typed (Kubernetes requires structural schemas); objects closed unless marked."""
+    if "type" not in node and not node.get("x-kubernetes-preserve-unknown-fields") and not node.get("x-kubernetes-int-or-string"):
+        errors.append(f"CRD schema {path}: no type (not structural)")
+    for k, sub in node.get("properties", {}).items():
+        structural(sub, f"{path}.{k}")
+    if "items" in node:
+        structural(node["items"], f"{path}[]")
+
+def to_jsonschema(node):
+    """openAPIV3Schema -> JSON Schema with the API server's strict field validation:
+    unknown fields fail unless x-kubernetes-preserve-unknown-fields; nullable allows null."""
+    out = {k: v for k, v in node.items() if not k.startswith("x-kubernetes") and k not in ("nullable", "properties", "items", "default", "format", "description")}
+    if node.get("nullable"):
+        out["type"] = [node["type"], "null"]
+    if "properties" in node:
+        out["properties"] = {k: to_jsonschema(v) for k, v in node["properties"].items()}
+        if not node.get("x-kubernetes-preserve-unknown-fields"):
+            out["additionalProperties"] = False
+    if "items" in node:
+        out["items"] = to_jsonschema(node["items"])
+    return out
+
+def cel_errors(node, value, old, path):
+    """Evaluate every x-kubernetes-validations rule where the value has the node; transition
+    rules (oldSelf) only where an old value correlates (objects, map-list items by key)."""
+    out = []
+    if value is None:
+        return out
+    for rule in node.get("x-kubernetes-validations", []):
+        transition = "oldSelf" in rule["rule"]
+        if transition and old is None:
+            continue
+        act = {"self": json_to_cel(value)}
+        if transition:
+            act["oldSelf"] = json_to_cel(old)
+        try:
+            ok = env.program(env.compile(rule["rule"])).evaluate(act)
+        except Exception as exc:  # a rule that does not compile or evaluate is a bug
+            out.append(f"{path}: rule {rule['rule']!r} failed to evaluate: {exc}")
+            continue
+        if not ok:
+            out.append(f"{path}: {rule['message']}")
+    if isinstance(value, dict):
+        for k, sub in node.get("properties", {}).items():
+            out += cel_errors(sub, value.get(k), (old or {}).get(k) if isinstance(old, dict) else None, f"{path}.{k}")
+    if isinstance(value, list) and "items" in node:
+        keys = node.get("x-kubernetes-list-map-keys")
+        olds = {tuple(o.get(k) for k in keys): o for o in old or []} if keys and node.get("x-kubernetes-list-type") == "map" else {}
+        for i, item in enumerate(value):
+            prev = olds.get(tuple(item.get(k) for k in keys)) if keys and isinstance(item, dict) else None
+            out += cel_errors(node["items"], item, prev, f"{path}[{i}]")
+    return out
+
+validator = jsonschema.Draft7Validator(to_jsonschema(schema))
+def problems(obj, old=None):
+    found = [f"{'.'.join(map(str, e.absolute_path))}: {e.message}" for e in validator.iter_errors(obj)]
+    return found + cel_errors(schema, obj, old, "$")
+
+structural(schema)
+if example.get("apiVersion") != f"{crd['spec']['group']}/{version['name']}" or example.get("kind") != crd["spec"]["names"]["kind"]:
+    errors.append("example: apiVersion/kind do not match the CRD")
+if found := problems(example):
+    errors.append(f"the example is refused: {found}")
+
+def broken(label, mutate, *, update=False):
+    obj = copy.deepcopy(example)
+    mutate(obj["spec"])
+    found = problems(obj, example if update else None)
+    if not found:
+        errors.append(f"not refused: {label}")
+    return found
+
+spec_q = lambda s: s["queues"][0]
+cases = {
+    "visibilityTimeout as a string": lambda s: spec_q(s).update(visibilityTimeout="30"),
+    "an unknown field (tabels)": lambda s: s.update(tabels=[]),
+    "an unknown keyType": lambda s: s["tables"][0]["keySchema"][0].update(keyType="SORT"),
+    "two HASH keys": lambda s: s["tables"][1]["keySchema"][1].update(keyType="HASH"),
+    "timeToLive enabled without attributeName": lambda s: s["tables"][1]["timeToLive"].pop("attributeName"),
+    "fifoQueue: true": lambda s: spec_q(s).update(fifoQueue=True),
+    "deletionPolicy Orphan": lambda s: s.update(deletionPolicy="Orphan"),
+    "a DLQ maxReceiveCount of 0": lambda s: spec_q(s)["deadLetter"].update(maxReceiveCount=0),
+    "no topic": lambda s: s.pop("topic"),
+}
+for label, mutate in cases.items():
+    broken(label, mutate)
+# transition rules: a table's key and the prefix cannot change; other fields can
+found = broken("changing a table's keySchema", lambda s: s["tables"][0]["keySchema"][0].update(attributeName="id"), update=True)
+if found and not any("keySchema is immutable" in f for f in found):
+    errors.append(f"keySchema change refused for the wrong reason: {found}")
+broken("changing resourcePrefix", lambda s: s.update(resourcePrefix="other-"), update=True)
+ok = copy.deepcopy(example); ok["spec"]["queues"][0]["visibilityTimeout"] = 60
+ok["spec"]["tables"].append({"tableName": "extra", "keySchema": [{"attributeName": "id", "keyType": "HASH"}]})
+if found := problems(ok, example):
+    errors.append(f"a valid update (visibilityTimeout, a new table) is refused: {found}")
+
+cols = {c["name"].upper(): c for c in version.get("additionalPrinterColumns", [])}
+for want in ("READY", "QUEUES", "DLQ", "LAG", "AGE"):
+    if want not in cols:
+        errors.append(f"no printer column {want}")
+for name, col in cols.items():
+    path = col["jsonPath"].split("[")[0].lstrip(".").split(".")
+    if path[0] == "metadata":
+        continue
+    node = schema
+    for part in path:
+        node = node.get("properties", {}).get(part)
+        if node is None:
+            errors.append(f"printer column {name}: {col['jsonPath']} is not in the schema"); break
+if version.get("subresources", {}).get("status") != {}:
+    errors.append("no status subresource")
+if crd["metadata"].get("annotations", {}).get("helm.sh/resource-policy") != "keep":
+    errors.append("the CRD must carry helm.sh/resource-policy: keep")
+print("\n".join(errors) or f"CRD ok: example valid, {len(cases) + 2} broken resources refused, printer columns {sorted(cols)}")
+sys.exit(1 if errors else 0)
+PY
+
+run "pulse-operator: one replica, Recreate, liveness, least-privilege RBAC, restricted pod" "$PY" - "$WORK" <<'PY'
+import pathlib, sys
+import yaml
+
+work = pathlib.Path(sys.argv[1])
+errors = []
+ALLOWED = {  # (apiGroup, resource) -> verbs the operator may hold; nothing else
+    ("pulse.dev", "eventpipelines"): {"get", "list", "watch", "patch"},
+    ("pulse.dev", "eventpipelines/status"): {"get", "patch"},
+    ("", "configmaps"): {"get", "create", "patch"},
+    ("", "events"): {"create", "patch"},
+    ("events.k8s.io", "events"): {"create", "patch"},
+    ("apiextensions.k8s.io", "customresourcedefinitions"): {"list", "watch"},
+    ("", "namespaces"): {"list", "watch"},
+}
+for scenario in ("operator-default", "operator-clusterwide"):
+    docs = [d for d in yaml.safe_load_all((work / f"{scenario}.yaml").read_text()) if d]
+    by_kind = {}
+    for d in docs:
+        by_kind.setdefault(d["kind"], []).append(d)
+    (dep,) = by_kind.get("Deployment", [None])
+    spec = dep["spec"]
+    if spec.get("replicas") != 1 or spec.get("strategy", {}).get("type") != "Recreate":
+        errors.append(f"{scenario}: the operator must run one replica with strategy Recreate")
+    pod = spec["template"]["spec"]
+    (c,) = pod["containers"]
+    probe = c.get("livenessProbe", {}).get("httpGet", {})
+    if probe.get("path") != "/healthz":
+        errors.append(f"{scenario}: no liveness probe on /healthz")
+    env = {e["name"]: e.get("value") for e in c.get("env", [])}
+    port = {p["name"]: p["containerPort"] for p in c.get("ports", [])}.get(probe.get("port"))
+    if str(port) != env.get("PULSE_HTTP_PORT"):
+        errors.append(f"{scenario}: the liveness probe's port {port} is not PULSE_HTTP_PORT {env.get('PULSE_HTTP_PORT')}")
+    sc, psc = c.get("securityContext", {}), pod.get("securityContext", {})
+    if not (psc.get("runAsNonRoot") and psc.get("seccompProfile", {}).get("type") == "RuntimeDefault"
+            and sc.get("readOnlyRootFilesystem") and sc.get("allowPrivilegeEscalation") is False
+            and sc.get("capabilities", {}).get("drop") == ["ALL"]):
+        errors.append(f"{scenario}: pod security is not restricted")
+    if pod.get("serviceAccountName") not in {d["metadata"]["name"] for d in by_kind.get("ServiceAccount", [])}:
+        errors.append(f"{scenario}: the service account is not rendered")
+    for kind in ("ClusterRole", "Role"):
+        for role in by_kind.get(kind, []):
+            for rule in role["rules"]:
+                for group in rule["apiGroups"]:
+                    for res in rule["resources"]:
+                        extra = set(rule["verbs"]) - ALLOWED.get((group, res), set())
+                        if extra or "*" in res or "*" in group:
+                            errors.append(f"{scenario}: {kind} grants {sorted(extra) or rule['verbs']} on {group or 'core'}/{res}")
+    cluster_resources = {r for role in by_kind.get("ClusterRole", []) for rule in role["rules"] for r in rule["resources"]}
+    if scenario == "operator-default":
+        if cluster_resources != {"customresourcedefinitions"}:
+            errors.append(f"{scenario}: namespaced mode must hold only CRD discovery cluster-wide, has {sorted(cluster_resources)}")
+        if not by_kind.get("Role") or env.get("PULSE_WATCH_NAMESPACE") != "pulse":
+            errors.append(f"{scenario}: must watch its own namespace with a Role")
+    elif env.get("PULSE_WATCH_NAMESPACE") != "" or "eventpipelines" not in cluster_resources:
+        errors.append(f"{scenario}: clusterWide must watch every namespace with a ClusterRole")
+print("\n".join(errors) or "operator chart ok")
+sys.exit(1 if errors else 0)
+PY
+
+run "k8s/iam: least-privilege policies cover every AWS call in each service's code" "$PY" - <<'PY'
+import json, pathlib, re, sys
+
+root = pathlib.Path(".")
+errors = []
+# boto3 method -> IAM action (only the calls Pulse makes; an unknown one is reported below)
+ACTIONS = {
+    "put_item": "dynamodb:PutItem", "get_item": "dynamodb:GetItem", "update_item": "dynamodb:UpdateItem",
+    "delete_item": "dynamodb:DeleteItem", "query": "dynamodb:Query", "scan": "dynamodb:Scan",
+    "batch_write_item": "dynamodb:BatchWriteItem", "describe_table": "dynamodb:DescribeTable",
+    "create_table": "dynamodb:CreateTable", "update_table": "dynamodb:UpdateTable", "delete_table": "dynamodb:DeleteTable",
+    "describe_time_to_live": "dynamodb:DescribeTimeToLive", "update_time_to_live": "dynamodb:UpdateTimeToLive",
+    "describe_stream": "dynamodb:DescribeStream", "get_shard_iterator": "dynamodb:GetShardIterator",
+    "get_records": "dynamodb:GetRecords",
+    "publish": "sns:Publish", "publish_batch": "sns:Publish", "create_topic": "sns:CreateTopic",
+    "delete_topic": "sns:DeleteTopic", "subscribe": "sns:Subscribe", "unsubscribe": "sns:Unsubscribe",
+    "list_topics": "sns:ListTopics", "list_subscriptions_by_topic": "sns:ListSubscriptionsByTopic",
+    "get_subscription_attributes": "sns:GetSubscriptionAttributes",
+    "set_subscription_attributes": "sns:SetSubscriptionAttributes",
+    "receive_message": "sqs:ReceiveMessage", "delete_message": "sqs:DeleteMessage",
+    "delete_message_batch": "sqs:DeleteMessage", "change_message_visibility": "sqs:ChangeMessageVisibility",
+    "change_message_visibility_batch": "sqs:ChangeMessageVisibility", "send_message": "sqs:SendMessage",
+    "get_queue_url": "sqs:GetQueueUrl", "get_queue_attributes": "sqs:GetQueueAttributes",
+    "set_queue_attributes": "sqs:SetQueueAttributes", "create_queue": "sqs:CreateQueue",
+    "delete_queue": "sqs:DeleteQueue", "get_parameter": "ssm:GetParameter",
+    "get_parameters_by_path": "ssm:GetParametersByPath", "get_metric_statistics": "cloudwatch:GetMetricStatistics",
+}
+SHARED = {  # library code a service runs
+    "fraud-worker": ["libs/pulse/src/pulse/consumer.py"], "notify-worker": ["libs/pulse/src/pulse/consumer.py"],
+    "operator": ["libs/pulse/src/pulse/topology.py"],
+}
+call = re.compile(r"\.(" + "|".join(sorted(ACTIONS, key=len, reverse=True)) + r")\(|[\"'](" + "|".join(ACTIONS) + r")[\"']")
+for svc_dir in sorted(p for p in (root / "services").iterdir() if (p / "src").is_dir()):
+    svc = svc_dir.name
+    files = [*svc_dir.glob("src/**/*.py"), *(root / f for f in SHARED.get(svc, []))]
+    uses_aws = any("aws_client(" in f.read_text() for f in files)
+    needed = {ACTIONS[m] for f in files for a, b in call.findall(f.read_text()) for m in (a or b,)} if uses_aws else set()
+    policy_path = root / "k8s/iam" / f"{svc}-policy.json"
+    if not policy_path.exists():
+        if needed:
+            errors.append(f"{svc}: calls AWS ({sorted(needed)}) but k8s/iam/{svc}-policy.json is missing")
+        continue
+    doc = json.loads(policy_path.read_text())
+    if doc.get("Version") != "2012-10-17":
+        errors.append(f"{policy_path}: Version must be 2012-10-17")
+    granted = set()
+    for st in doc["Statement"]:
+        actions = st["Action"] if isinstance(st["Action"], list) else [st["Action"]]
+        resources = st["Resource"] if isinstance(st["Resource"], list) else [st["Resource"]]
+        if st.get("Effect") != "Allow" or any("*" in a for a in actions):
+            errors.append(f"{policy_path}: {st.get('Sid')}: only Allow statements with exact actions")
+        for r in resources:
+            if r == "*" and not set(actions) <= {"sns:ListTopics", "cloudwatch:GetMetricStatistics"}:
+                errors.append(f"{policy_path}: {st.get('Sid')}: Resource * for {actions}")
+            elif r != "*" and ":pulse-" not in r and ":parameter/pulse/" not in r and "/pulse-" not in r:
+                errors.append(f"{policy_path}: {st.get('Sid')}: {r} is not scoped to Pulse's resources")
+        granted |= set(actions)
+    if missing := needed - granted:
+        errors.append(f"{svc}: the code calls {sorted(missing)}, not granted by {policy_path}")
+print("\n".join(errors) or "IAM policies ok")
+sys.exit(1 if errors else 0)
+PY
 
 # ---- 5. chart rules on the rendered documents
 run "rendered objects follow the chart's rules" "$PY" - "$WORK" <<'PY'

