@@ -8,11 +8,13 @@ from typing import Final
 from prometheus_client import Counter, Gauge, Histogram
 
 from pulse.metrics import StageMetrics
+from stream_processor.failures import FAILURE_REASONS as DEAD_LETTER_REASONS
 from stream_processor.records import EVENT_NAMES
 
 __all__ = [
     "BATCH_DURATION",
     "CHECKPOINTS",
+    "DEAD_LETTERS",
     "FAILURES",
     "FAILURE_REASONS",
     "ITERATOR_AGE",
@@ -59,7 +61,7 @@ FAILURE_REASONS: Final = (
     "read",  # GetRecords or GetShardIterator failed
     "iterator_expired",  # re-opened from the checkpoint
     "trimmed",  # the checkpoint fell behind the stream's retention
-    "malformed",  # a record that can never become an event (skipped, logged)
+    "malformed",  # a record that can never become an event (sent to the failure queue)
     "lease_lost",  # another worker took the shard over
     "refresh",  # listing shards or leases failed
 )
@@ -68,6 +70,14 @@ FAILURES: Final = Counter(
 )
 for _reason in FAILURE_REASONS:
     FAILURES.labels(_reason)
+
+DEAD_LETTERS: Final = Counter(
+    "pulse_stream_dead_letters_total",
+    "Stream records sent, whole, to the failure queue, by reason",
+    ["reason"],
+)
+for _reason in DEAD_LETTER_REASONS:
+    DEAD_LETTERS.labels(_reason)
 
 
 class IteratorAges:

@@ -36,6 +36,7 @@ from stream_processor.shard_reader import ShardOutcome, ShardReader
 
 if TYPE_CHECKING:
     from stream_processor.effects import BatchEffects
+    from stream_processor.failures import FailureQueue
     from stream_processor.leases import HeldLease, Lease, LeaseTable
     from stream_processor.settings import StreamProcessorSettings
 
@@ -95,8 +96,10 @@ class StreamProcessor:
         leases: LeaseTable,
         effects: BatchEffects,
         stopping: asyncio.Event,
+        failures: FailureQueue | None = None,
     ) -> None:
         self._settings = settings
+        self._failures = failures
         self._ddb = ddb
         self._streams = streams
         self._leases = leases
@@ -196,6 +199,7 @@ class StreamProcessor:
             ages=self.ages,
             settings=self._settings,
             stopping=self._stopping,
+            failures=self._failures,
         )
         task = asyncio.create_task(reader.run(), name=f"shard {held.shard_id}")
         task.add_done_callback(partial(self._reader_done, held.shard_id))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from pulse.channels import ChannelPublisher
@@ -12,6 +13,7 @@ from pulse.errors import RetryableError
 from pulse.logging import get_logger
 from pulse.service import Lifecycle, redis_check, serving_ops, table_check
 from stream_processor.effects import AuditTrail, BatchEffects, TopicPublisher
+from stream_processor.failures import FAILURE_QUEUE_SUFFIX, FailureQueue
 from stream_processor.leases import LeaseTable
 from stream_processor.metrics import ITERATOR_AGE
 from stream_processor.processor import StreamProcessor
@@ -20,13 +22,20 @@ from stream_processor.stats import StatsKeys
 from stream_processor.stats_publisher import StatsPublisher
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     import redis.asyncio as aioredis
 
-__all__ = ["find_topic_arn", "serve"]
+__all__ = ["failure_queue_name", "find_topic_arn", "serve"]
 
 
 def _log() -> Any:
     return get_logger("stream_processor.server")
+
+
+def failure_queue_name(settings: StreamProcessorSettings) -> str:
+    """``{resource prefix}stream-failures`` (to move into the shared topology)."""
+    return f"{settings.resource_prefix}{FAILURE_QUEUE_SUFFIX}"
 
 
 def find_topic_arn(sns: Any, name: str) -> str:
@@ -39,15 +48,13 @@ def find_topic_arn(sns: Any, name: str) -> str:
     raise RetryableError(f"SNS topic {name} not found", delay=5.0)
 
 
-async def _topic_arn(
-    settings: StreamProcessorSettings, sns: Any, stopping: asyncio.Event
-) -> str | None:
-    """Wait for the topic to exist (the topology may still be being applied); None on stop."""
+async def _when_ready(what: str, find: Callable[[], str], stopping: asyncio.Event) -> str | None:
+    """Wait for ``find()`` to succeed (the topology may still be being applied); None on stop."""
     while not stopping.is_set():
         try:
-            return await asyncio.to_thread(find_topic_arn, sns, settings.names.topic)
+            return await asyncio.to_thread(find)
         except Exception as exc:
-            _log().warning("topic not available yet", error=str(exc))
+            _log().warning(f"{what} not available yet", error=str(exc))
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stopping.wait(), timeout=2.0)
     return None
@@ -62,13 +69,16 @@ async def serve(lifecycle: Lifecycle) -> None:
     ddb = aws_client("dynamodb", settings)
     streams = aws_client("dynamodbstreams", settings)
     sns = aws_client("sns", settings)
+    sqs = aws_client("sqs", settings)
     redis = redis_client(settings)
 
     lifecycle.add_check("dynamodb", table_check(ddb, names.payments_table))
     lifecycle.add_check("redis", redis_check(redis))
     try:
         async with serving_ops(lifecycle):
-            await _process(settings, lifecycle, ddb=ddb, streams=streams, sns=sns, redis=redis)
+            await _process(
+                settings, lifecycle, ddb=ddb, streams=streams, sns=sns, sqs=sqs, redis=redis
+            )
     finally:
         await redis.aclose()
 
@@ -80,11 +90,18 @@ async def _process(
     ddb: Any,
     streams: Any,
     sns: Any,
+    sqs: Any,
     redis: aioredis.Redis,
 ) -> None:
     names = settings.names
-    topic_arn = await _topic_arn(settings, sns, lifecycle.stopping)
-    if topic_arn is None:
+    topic_arn = await _when_ready(
+        "topic", partial(find_topic_arn, sns, names.topic), lifecycle.stopping
+    )
+    failures = FailureQueue(sqs, failure_queue_name(settings))
+    if (
+        topic_arn is None
+        or await _when_ready("failure queue", failures.ensure, lifecycle.stopping) is None
+    ):
         return
     channels = ChannelPublisher(redis, settings.redis_prefix)
     stats_keys = StatsKeys(settings.redis_prefix)
@@ -103,6 +120,7 @@ async def _process(
         leases=LeaseTable(ddb, names.leases_table, settings.worker_id),
         effects=effects,
         stopping=lifecycle.stopping,
+        failures=failures,
     )
     ITERATOR_AGE.set_function(processor.ages.max)
     _log().info("stream processor started", worker_id=settings.worker_id, topic=topic_arn)

@@ -38,6 +38,11 @@ class StreamProcessorSettings(PulseSettings):
     # A lease whose counter did not move for this long is taken by another worker; held
     # leases are renewed (and the lease table scanned) three times per failover time.
     failover_seconds: float = Field(default=10.0, ge=0.3, le=600)
+    # A batch that failed this many times is applied record by record, and a record that
+    # still fails goes to the failure queue (``{resource prefix}stream-failures``).
+    max_retries: int = Field(default=10, ge=0, le=10_000)
+    # ... and so does a failing batch whose oldest record is older than this.
+    max_record_age_seconds: float = Field(default=3600.0, gt=0, le=7 * 24 * 3600)
     # Least time between two ``pulse.stats`` events on the ``stats`` channel.
     stats_interval_seconds: float = Field(default=0.5, ge=0.05, le=60)
     # Owner written to the leases this process holds.

@@ -22,13 +22,16 @@ from typing import TYPE_CHECKING, Any
 from botocore.exceptions import BotoCoreError, ClientError
 
 from pulse.errors import RetryableError
+from pulse.events import stable_event_id
 from pulse.logging import event_context, get_logger
 from stream_processor.effects import ProcessedEvent
+from stream_processor.failures import failure_message
 from stream_processor.leases import LeaseLostError
 from stream_processor.lineage import SHARD_END, iterator_start, last_sequence_number
 from stream_processor.metrics import (
     BATCH_DURATION,
     CHECKPOINTS,
+    DEAD_LETTERS,
     FAILURES,
     RECORDS_PROCESSED,
     STAGE,
@@ -38,6 +41,7 @@ from stream_processor.records import MalformedRecordError, event_from_record, re
 
 if TYPE_CHECKING:
     from stream_processor.effects import BatchEffects
+    from stream_processor.failures import FailureQueue
     from stream_processor.leases import HeldLease, LeaseTable
     from stream_processor.settings import StreamProcessorSettings
 
@@ -74,6 +78,7 @@ class ShardReader:
         ages: IteratorAges,
         settings: StreamProcessorSettings,
         stopping: asyncio.Event,
+        failures: FailureQueue | None = None,
     ) -> None:
         self.shard_id = lease.shard_id
         self.checkpoint = lease.checkpoint
@@ -85,7 +90,9 @@ class ShardReader:
         self._ages = ages
         self._settings = settings
         self._stopping = stopping
-        self._failures = 0
+        self._failure_queue = failures
+        self._failures = 0  # consecutive failed reads or batches (the backoff's exponent)
+        self._retries = 0  # consecutive failed attempts of the batch at the checkpoint
 
     async def run(self) -> ShardOutcome:
         iterator: str | None = None
@@ -101,7 +108,7 @@ class ShardReader:
             records: list[dict[str, Any]] = response.get("Records", [])
             next_iterator: str | None = response.get("NextShardIterator")
             try:
-                await self._apply(records, ended=next_iterator is None)
+                await self._settle(records, ended=next_iterator is None)
             except LeaseLostError:
                 return self._lost()
             except Exception as exc:
@@ -113,6 +120,7 @@ class ShardReader:
                 return ShardOutcome.ENDED
             iterator = next_iterator
             self._failures = 0
+            self._retries = 0
             if len(records) < self._settings.batch_size:
                 # The interval is a period, as Lambda's four polls a second: time spent
                 # applying the batch counts towards it.
@@ -176,23 +184,27 @@ class ShardReader:
             self._ages.newest_read(self.shard_id, newest.timestamp())
 
     # -- applying -----------------------------------------------------------------------
-    def _events(self, records: list[dict[str, Any]]) -> list[ProcessedEvent]:
+    def _events(
+        self, records: list[dict[str, Any]]
+    ) -> tuple[list[ProcessedEvent], list[tuple[dict[str, Any], Exception]]]:
+        """The events of ``records``, and the records that can never become one."""
         processed: list[ProcessedEvent] = []
+        malformed: list[tuple[dict[str, Any], Exception]] = []
         for record in records:
             STAGE.received.inc()
             sequence_number = str(record.get("dynamodb", {}).get("SequenceNumber", ""))
             try:
                 event = event_from_record(record)
-            except MalformedRecordError as exc:
-                # Retrying cannot fix it and holding it would stop the shard for good.
+            except (MalformedRecordError, ArithmeticError, ValueError, KeyError, TypeError) as exc:
+                # Retrying cannot fix a record's content: it goes to the failure queue now.
                 FAILURES.labels("malformed").inc()
-                STAGE.observe("dlq", 0.0)
                 _log().error(
-                    "malformed stream record skipped",
+                    "malformed stream record",
                     shard_id=self.shard_id,
                     sequence_number=sequence_number,
-                    error=str(exc),
+                    error=f"{type(exc).__name__}: {exc}",
                 )
+                malformed.append((record, exc))
                 continue
             created = record_time(record)
             processed.append(
@@ -203,7 +215,19 @@ class ShardReader:
                     created.timestamp() if created else None,
                 )
             )
-        return processed
+        return processed, malformed
+
+    async def _settle(self, records: list[dict[str, Any]], *, ended: bool) -> None:
+        """Apply the batch; once it failed past the retry budget, record by record."""
+        try:
+            await self._apply(records, ended=ended)
+        except LeaseLostError:
+            raise
+        except Exception:
+            reason = self._give_up_reason(records)
+            if reason is None:
+                raise
+            await self._isolate(records, reason, ended=ended)
 
     async def _apply(self, records: list[dict[str, Any]], *, ended: bool) -> None:
         """Apply and checkpoint ``records``; then ``SHARD_END`` if the shard has ended."""
@@ -214,7 +238,9 @@ class ShardReader:
 
     async def _process(self, records: list[dict[str, Any]]) -> None:
         started = time.perf_counter()
-        processed = self._events(records)
+        processed, malformed = self._events(records)
+        for record, error in malformed:
+            await self._dead_letter(record, error, reason="malformed", attempts=1)
         STAGE.in_progress.inc(len(processed))
         try:
             await self._effects.apply(processed)
@@ -240,6 +266,71 @@ class ShardReader:
             ):
                 _log().info("event processed", type=p.event.type, sequence_number=p.sequence_number)
 
+    def _give_up_reason(self, records: list[dict[str, Any]]) -> str | None:
+        """Why a failed batch is not retried as a whole any more (None: retry it)."""
+        if self._retries >= self._settings.max_retries:
+            return "retries_exhausted"
+        oldest = min(
+            (t.timestamp() for r in records if (t := record_time(r)) is not None), default=None
+        )
+        if oldest is not None and time.time() - oldest > self._settings.max_record_age_seconds:
+            return "record_too_old"
+        return None
+
+    async def _isolate(self, records: list[dict[str, Any]], reason: str, *, ended: bool) -> None:
+        """Apply a batch that kept failing one record at a time; a record that fails alone
+        goes, whole, to the failure queue. Each record is checkpointed when done, so the
+        shard moves on past the failure and never past a record whose effects failed."""
+        _log().warning(
+            "batch keeps failing; applying its records one by one",
+            shard_id=self.shard_id,
+            records=len(records),
+            reason=reason,
+            attempts=self._retries + 1,
+        )
+        for record in records:
+            try:
+                await self._process([record])
+            except LeaseLostError:
+                raise
+            except Exception as exc:
+                await self._dead_letter(record, exc, reason=reason, attempts=self._retries + 2)
+                sequence_number = record.get("dynamodb", {}).get("SequenceNumber")
+                if sequence_number is not None:
+                    await self._store_checkpoint(str(sequence_number))
+        if ended:
+            await self._store_checkpoint(SHARD_END)
+
+    async def _dead_letter(
+        self, record: dict[str, Any], error: BaseException, *, reason: str, attempts: int
+    ) -> None:
+        """Send ``record`` with ``error`` to the failure queue (logged only if there is none)."""
+        body = failure_message(
+            record,
+            error,
+            reason=reason,
+            shard_id=self.shard_id,
+            stream_arn=self._stream_arn,
+            attempts=attempts,
+        )
+        event_id = record.get("eventID")
+        stable_id = stable_event_id(str(event_id)) if event_id else None
+        if self._failure_queue is not None:
+            await asyncio.to_thread(
+                self._failure_queue.send, body, reason=reason, event_id=stable_id
+            )
+        DEAD_LETTERS.labels(reason).inc()
+        STAGE.observe("dlq", 0.0)
+        with event_context(stable_id, None, shard_id=self.shard_id):
+            _log().error(
+                "stream record sent to the failure queue"
+                if self._failure_queue is not None
+                else "stream record skipped (no failure queue)",
+                reason=reason,
+                sequence_number=record.get("dynamodb", {}).get("SequenceNumber"),
+                error=f"{type(error).__name__}: {error}",
+            )
+
     async def _store_checkpoint(self, checkpoint: str) -> None:
         """Conditional on our owner and lease counter: :class:`LeaseLostError` if taken."""
         async with self._lease.lock:
@@ -251,6 +342,7 @@ class ShardReader:
 
     async def _batch_failed(self, exc: Exception, count: int) -> None:
         FAILURES.labels("batch").inc()
+        self._retries += 1
         _log().warning(
             "batch failed; retrying from the checkpoint",
             shard_id=self.shard_id,

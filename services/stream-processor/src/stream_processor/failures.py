@@ -1,0 +1,107 @@
+"""The on-failure destination: stream records that could not be applied, whole, with the error.
+
+Lambda's on-failure destination receives only a record's shard and sequence numbers;
+here the SQS queue ``{resource prefix}stream-failures`` receives the **whole record** (its
+images included), the error, and where it came from, so it can be inspected and replayed.
+The queue is created (idempotently) at start: it is not in the shared topology yet.
+"""
+
+from __future__ import annotations
+
+import base64
+import time
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any, Final
+
+import orjson
+from botocore.exceptions import BotoCoreError, ClientError
+
+from pulse.errors import RetryableError
+from pulse.events import stable_event_id
+
+__all__ = [
+    "FAILURE_QUEUE_SUFFIX",
+    "FAILURE_REASONS",
+    "FailureQueue",
+    "failure_message",
+]
+
+FAILURE_QUEUE_SUFFIX: Final = "stream-failures"
+FAILURE_REASONS: Final = (
+    "malformed",  # the record can never become an event: sent at once
+    "retries_exhausted",  # its effects kept failing for the configured retries
+    "record_too_old",  # its effects failed and it is older than the maximum record age
+)
+_RETENTION_SECONDS: Final = 14 * 24 * 3600  # SQS's longest
+
+
+def _default(value: object) -> object:
+    if isinstance(value, bytes | bytearray):
+        return base64.b64encode(value).decode()
+    if isinstance(value, Decimal):
+        return str(value)
+    if isinstance(value, set | frozenset):
+        return sorted(value, key=str)
+    raise TypeError(f"cannot serialise {type(value).__name__}")
+
+
+def failure_message(
+    record: dict[str, Any],
+    error: BaseException,
+    *,
+    reason: str,
+    shard_id: str,
+    stream_arn: str,
+    attempts: int,
+    now: float | None = None,
+) -> bytes:
+    """The JSON body sent for a failed record (binary attributes as base64)."""
+    event_id = record.get("eventID")
+    failed_at = datetime.fromtimestamp(time.time() if now is None else now, UTC)
+    body = {
+        "reason": reason,
+        "error": {"type": type(error).__name__, "message": str(error)},
+        "attempts": attempts,
+        "failed_at": failed_at.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+        "stream_arn": stream_arn,
+        "shard_id": shard_id,
+        "sequence_number": record.get("dynamodb", {}).get("SequenceNumber"),
+        "event_id": stable_event_id(str(event_id)) if event_id else None,
+        "record": record,
+    }
+    return orjson.dumps(body, default=_default)
+
+
+class FailureQueue:
+    """Sends failed records to the failure queue (created on first use, idempotently)."""
+
+    def __init__(self, sqs: Any, queue_name: str) -> None:
+        self._sqs = sqs
+        self.queue_name = queue_name
+        self._url: str | None = None
+
+    def ensure(self) -> str:
+        """The queue's URL, creating the queue if needed; :class:`RetryableError` on failure."""
+        if self._url is None:
+            try:
+                response = self._sqs.create_queue(
+                    QueueName=self.queue_name,
+                    Attributes={"MessageRetentionPeriod": str(_RETENTION_SECONDS)},
+                )
+            except (ClientError, BotoCoreError) as exc:
+                raise RetryableError(f"CreateQueue {self.queue_name}: {exc}", delay=2.0) from exc
+            self._url = str(response["QueueUrl"])
+        return self._url
+
+    def send(self, body: bytes, *, reason: str, event_id: str | None) -> None:
+        """Send one failure message; :class:`RetryableError` if SQS refused it."""
+        attributes = {"reason": {"DataType": "String", "StringValue": reason}}
+        if event_id:
+            attributes["event_id"] = {"DataType": "String", "StringValue": event_id}
+        try:
+            self._sqs.send_message(
+                QueueUrl=self.ensure(), MessageBody=body.decode(), MessageAttributes=attributes
+            )
+        except (ClientError, BotoCoreError) as exc:
+            raise RetryableError(f"SendMessage {self.queue_name}: {exc}", delay=1.0) from exc

@@ -1,0 +1,213 @@
+"""Records that cannot be applied: retried, then sent whole to the failure queue; the shard
+moves on and the checkpoint never passes a record whose effects failed."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+import pytest
+import redis
+
+from pulse.channels import ChannelKeys, ChannelPublisher
+from pulse.clients import aws_client, redis_client
+from pulse.errors import RetryableError
+from pulse.events import stable_event_id
+from pulse.settings import PulseSettings
+from pulse.testing import free_port
+from pulse.topology import TopologyOutputs
+from stream_processor.effects import AuditTrail, BatchEffects, ProcessedEvent, TopicPublisher
+from stream_processor.failures import FailureQueue, failure_message
+from stream_processor.leases import LeaseTable
+from stream_processor.processor import StreamProcessor
+from stream_processor.settings import StreamProcessorSettings
+
+pytestmark = pytest.mark.timeout(90)
+
+RECORD: dict[str, Any] = {
+    "eventID": "ev-1",
+    "eventName": "INSERT",
+    "dynamodb": {
+        "ApproximateCreationDateTime": datetime(2026, 1, 1, 12, 0, tzinfo=UTC),
+        "SequenceNumber": "4200",
+        "NewImage": {"payment_id": {"S": "pay_1"}, "blob": {"B": b"\x00\x01"}},
+    },
+}
+
+
+def test_a_failure_message_carries_the_whole_record_and_the_error() -> None:
+    body = orjson.loads(
+        failure_message(
+            RECORD,
+            ValueError("bad amount"),
+            reason="malformed",
+            shard_id="shard-1",
+            stream_arn="arn:stream",
+            attempts=3,
+            now=0.0,
+        )
+    )
+    assert body["record"]["dynamodb"]["NewImage"]["payment_id"] == {"S": "pay_1"}
+    assert body["record"]["dynamodb"]["NewImage"]["blob"] == {"B": "AAE="}
+    assert body["record"]["dynamodb"]["ApproximateCreationDateTime"].startswith("2026-01-01T12")
+    assert body["error"] == {"type": "ValueError", "message": "bad amount"}
+    assert (body["reason"], body["attempts"], body["shard_id"]) == ("malformed", 3, "shard-1")
+    assert body["sequence_number"] == "4200"
+    assert body["event_id"] == stable_event_id("ev-1")
+    assert body["failed_at"] == "1970-01-01T00:00:00.000Z"
+
+
+def _put(ddb: Any, settings: PulseSettings, amount: str = "5.00") -> str:
+    payment_id = f"pay_{uuid.uuid4().hex}"
+    ddb.put_item(
+        TableName=settings.names.payments_table,
+        Item={
+            "payment_id": {"S": payment_id},
+            "account_id": {"S": "acct-f"},
+            "amount": {"S": amount},
+            "currency": {"S": "EUR"},
+            "merchant_id": {"S": "m-1"},
+            "status": {"S": "PENDING"},
+            "created_at": {"S": "2026-01-01T12:00:00.000Z"},
+            "updated_at": {"S": "2026-01-01T12:00:00.000Z"},
+            "request_hash": {"S": "h" * 64},
+        },
+    )
+    return payment_id
+
+
+def _failures(sqs: Any, settings: PulseSettings, want: int, timeout: float = 20.0) -> list[Any]:
+    url = sqs.get_queue_url(QueueName=f"{settings.resource_prefix}stream-failures")["QueueUrl"]
+    bodies: list[Any] = []
+    deadline = time.monotonic() + timeout
+    while len(bodies) < want and time.monotonic() < deadline:
+        messages = sqs.receive_message(
+            QueueUrl=url, MaxNumberOfMessages=10, MessageAttributeNames=["All"]
+        ).get("Messages", [])
+        bodies.extend((orjson.loads(m["Body"]), m["MessageAttributes"]) for m in messages)
+        time.sleep(0.05)
+    return bodies
+
+
+def _history(client: redis.Redis, settings: PulseSettings) -> list[str]:
+    entries = client.xrange(ChannelKeys(settings.redis_prefix).history("payments"))
+    return [orjson.loads(fields[b"e"])["subject"] for _offset, fields in entries]
+
+
+def _wait(condition: Callable[[], bool], timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition() and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+
+def test_a_malformed_record_goes_whole_to_the_failure_queue_and_later_records_flow(
+    topology: TopologyOutputs,
+    stack_settings: PulseSettings,
+    service_process: Any,
+    redis_url: str,
+) -> None:
+    ddb = aws_client("dynamodb", stack_settings)
+    sqs = aws_client("sqs", stack_settings)
+    client = redis.Redis.from_url(redis_url)
+    before = _put(ddb, stack_settings)
+    poison = _put(ddb, stack_settings, amount="not-a-number")
+    after = [_put(ddb, stack_settings) for _ in range(3)]
+    port = free_port()
+    process = service_process(
+        "stream_processor", PULSE_HTTP_PORT=str(port), PULSE_POLL_INTERVAL_SECONDS="0.05"
+    ).start(wait_port=port)
+    try:
+        _wait(lambda: len(_history(client, stack_settings)) >= 4)
+        assert _history(client, stack_settings) == [before, *after]
+        ((body, attributes),) = _failures(sqs, stack_settings, want=1)
+        assert body["reason"] == "malformed"
+        assert body["record"]["dynamodb"]["NewImage"]["payment_id"] == {"S": poison}
+        assert body["record"]["dynamodb"]["NewImage"]["amount"] == {"S": "not-a-number"}
+        assert body["record"]["eventName"] == "INSERT"
+        assert body["error"]["type"] == "InvalidOperation"
+        assert attributes["reason"]["StringValue"] == "malformed"
+        assert attributes["event_id"]["StringValue"] == body["event_id"]
+        assert process.stop() == 0
+    finally:
+        client.close()
+
+
+class FailingFor(BatchEffects):
+    """The real effects, except that one payment's always fail (a poison record)."""
+
+    def __init__(self, inner: BatchEffects, poison: set[str]) -> None:
+        self._inner = inner
+        self.poison = poison
+        self.attempts = 0
+
+    async def apply(self, processed: list[ProcessedEvent]) -> None:
+        if any(p.event.subject in self.poison for p in processed):
+            self.attempts += 1
+            raise RetryableError("the downstream refuses this payment", delay=0.01)
+        await self._inner.apply(processed)
+
+
+async def test_a_record_whose_effects_keep_failing_is_retried_then_set_aside(
+    topology: TopologyOutputs, stack_settings: PulseSettings, redis_url: str
+) -> None:
+    settings = StreamProcessorSettings(
+        poll_interval_seconds=0.05,
+        max_retry_delay_seconds=0.05,
+        max_retries=3,
+        failover_seconds=3,
+        worker_id="failing-worker",
+    )
+    names = settings.names
+    ddb = aws_client("dynamodb", settings)
+    sqs = aws_client("sqs", settings)
+    redis_async = redis_client(settings)
+    client = redis.Redis.from_url(redis_url)
+    inner = BatchEffects(
+        TopicPublisher(aws_client("sns", settings), topology.topic_arn),
+        ChannelPublisher(redis_async, settings.redis_prefix),
+        AuditTrail(ddb, names.events_table, ttl_days=1),
+    )
+    payment_ids = [_put(ddb, stack_settings) for _ in range(5)]
+    poison = payment_ids[2]
+    effects = FailingFor(inner, {poison})
+    failures = FailureQueue(sqs, f"{settings.resource_prefix}stream-failures")
+    failures.ensure()  # as the server does at start
+    stopping = asyncio.Event()
+    processor = StreamProcessor(
+        settings,
+        ddb=ddb,
+        streams=aws_client("dynamodbstreams", settings),
+        leases=LeaseTable(ddb, names.leases_table, settings.worker_id),
+        effects=effects,
+        stopping=stopping,
+        failures=failures,
+    )
+    task = asyncio.create_task(processor.run())
+    try:
+        bodies = await asyncio.to_thread(_failures, sqs, stack_settings, 1)
+        ((body, _attributes),) = bodies
+        assert body["reason"] == "retries_exhausted"
+        assert body["record"]["dynamodb"]["NewImage"]["payment_id"] == {"S": poison}
+        assert body["error"]["message"] == "the downstream refuses this payment"
+        # The whole batch was tried 1 + max_retries times, then the poison record alone.
+        assert effects.attempts == 1 + settings.max_retries + 1
+        assert body["attempts"] == effects.attempts
+        await asyncio.to_thread(_wait, lambda: len(_history(client, stack_settings)) >= 4)
+        assert _history(client, stack_settings) == [p for p in payment_ids if p != poison]
+
+        later = _put(ddb, stack_settings)
+        await asyncio.to_thread(_wait, lambda: len(_history(client, stack_settings)) >= 5)
+        assert _history(client, stack_settings)[-1] == later
+    finally:
+        stopping.set()
+        await asyncio.wait_for(task, 15)
+        await redis_async.aclose()
+        client.close()
+    (lease,) = ddb.scan(TableName=names.leases_table, ConsistentRead=True)["Items"]
+    assert "leaseOwner" not in lease  # released on stop
+    assert int(lease["checkpoint"]["S"]) > 0
