@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import asyncio
-
 import redis.asyncio as aioredis
 
 from pulse.channels import ChannelKeys
 from pulse.clients import redis_client
 from pulse.logging import get_logger
-from pulse.service import Lifecycle, run_service
+from pulse.service import Lifecycle, run_service, start_http_app
 from ws_gateway.history import ChannelHistory
 from ws_gateway.live import LiveHub
 from ws_gateway.server import Gateway
@@ -47,17 +45,19 @@ async def serve(lifecycle: Lifecycle) -> None:
         jwks_cache_seconds=settings.jwks_cache_seconds,
     )
     gateway = Gateway(settings, lifecycle, hub, history, verifier)
-    server = await gateway.start()
+    runner = await start_http_app(
+        gateway.app(),
+        settings.http_host,
+        settings.http_port,
+        shutdown_timeout=settings.shutdown_grace_seconds,
+    )
     log.info("ws-gateway listening", host=settings.http_host, port=settings.http_port)
     try:
         await lifecycle.stopping.wait()
     finally:
-        # Stop accepting, close every connection with 1001 so clients reconnect elsewhere.
-        server.close()
-        try:
-            await asyncio.wait_for(server.wait_closed(), settings.shutdown_grace_seconds)
-        except TimeoutError:
-            log.warning("connections still open after the grace period")
+        # Close every connection with 1001 so clients reconnect elsewhere, then stop.
+        await gateway.close_all_within(settings.shutdown_grace_seconds)
+        await runner.cleanup()
         await hub.close()
         await redis.aclose()
 

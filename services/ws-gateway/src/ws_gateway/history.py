@@ -96,3 +96,24 @@ class ChannelHistory:
                     frames.append(event_frame(channel, offset, _text(event)))
                 cursor = StreamId.parse(offset)
             yield frames
+
+    async def after(self, channel: str, since: StreamId, limit: int) -> list[tuple[str, str]]:
+        """Up to ``limit`` (offset, event JSON) entries after ``since``, oldest first."""
+        entries = await self._redis.xrange(
+            self._keys.history(channel), f"({since}", "+", count=limit
+        )
+        return _pairs(entries)
+
+    async def newest(self, channel: str, limit: int) -> list[tuple[str, str]]:
+        """The newest ``limit`` (offset, event JSON) entries, oldest first."""
+        entries = await self._redis.xrevrange(self._keys.history(channel), count=limit)
+        return _pairs(list(reversed(entries or [])))
+
+
+def _pairs(entries: Any) -> list[tuple[str, str]]:
+    pairs = []
+    for raw_id, fields in entries:
+        event = fields.get(b"e") if fields else None
+        if event is not None:
+            pairs.append((_text(raw_id), _text(event)))
+    return pairs

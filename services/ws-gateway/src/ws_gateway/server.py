@@ -1,27 +1,29 @@
-"""The gateway's I/O edge: the websockets server, its plain HTTP endpoints and connections.
+"""The gateway's I/O edge: one aiohttp application on one port.
 
-One port serves ``/ws`` (WebSocket, JWT in ``?token=`` or ``Authorization: Bearer``) and
-``/healthz``, ``/readyz`` and ``/metrics`` through websockets' ``process_request`` hook.
-Protocol decisions live in :mod:`ws_gateway.protocol` and :mod:`ws_gateway.session`.
+Routes: ``/ws`` (WebSocket, aiohttp's ``WebSocketResponse``), ``/sse`` (Server-Sent Events),
+``/v1/channels/{channel}/history``, ``/v1/channels/{channel}/presence``, ``/`` (the
+dashboard) and ``/healthz``, ``/readyz``, ``/metrics``. Tokens come from ``?token=`` or
+``Authorization: Bearer``. WebSocket and SSE clients are the same :class:`ClientConnection`
+over different :class:`FrameSink` s, so subscribe, recovery, gap fill, slow-consumer and
+token expiry behave alike. Protocol decisions live in :mod:`ws_gateway.protocol` and
+:mod:`ws_gateway.session`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import http
 import time
-import weakref
-from typing import TYPE_CHECKING, Final
-from urllib.parse import parse_qs, urlsplit
+from typing import TYPE_CHECKING, Any, Final, Protocol
+from urllib.parse import parse_qs
 
 import orjson
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from websockets.asyncio.server import ServerConnection, serve
-from websockets.exceptions import ConnectionClosed
+from aiohttp import WSMsgType, web
 
 from pulse.auth import Claims, InvalidTokenError, TokenExpiredError
 from pulse.logging import get_logger
+from pulse.metrics import http_metrics_middleware
+from pulse.service import add_ops_routes
 from ws_gateway.authz import Access, authorize_channel
 from ws_gateway.metrics import (
     AUTH_FAILURES,
@@ -34,6 +36,7 @@ from ws_gateway.metrics import (
     SUBSCRIPTIONS,
     TOKEN_REFRESHES,
 )
+from ws_gateway.offsets import StreamId
 from ws_gateway.protocol import (
     ErrorCode,
     FrameError,
@@ -50,13 +53,11 @@ from ws_gateway.protocol import (
 )
 from ws_gateway.ratelimit import TokenBucket
 from ws_gateway.session import BufferOverflowError, Session
+from ws_gateway.sse import Cursor, comment, message
 from ws_gateway.tokens import VerifierUnavailableError
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
-
-    from websockets.asyncio.server import Server
-    from websockets.http11 import Request, Response
+    from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 
     from pulse.service import Lifecycle
     from ws_gateway.history import ChannelHistory
@@ -66,6 +67,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "CLOSE_FORBIDDEN",
+    "CLOSE_GOING_AWAY",
     "CLOSE_RATE_LIMITED",
     "CLOSE_SLOW_CONSUMER",
     "CLOSE_TOKEN_EXPIRED",
@@ -74,16 +76,20 @@ __all__ = [
     "token_from_request",
 ]
 
+CLOSE_GOING_AWAY: Final = 1001
 # 40xx: reconnecting may help (refresh the token first for 4001); 4003: do not reconnect.
 CLOSE_TOKEN_EXPIRED: Final = 4001
 CLOSE_FORBIDDEN: Final = 4003
 CLOSE_SLOW_CONSUMER: Final = 4008
 CLOSE_RATE_LIMITED: Final = 4029
+_SSE_KEEPALIVE_SECONDS: Final = 15.0
+_HISTORY_LIMIT_DEFAULT: Final = 100
+_HISTORY_LIMIT_MAX: Final = 1000
 log = get_logger("ws_gateway.server")
 
 
 def token_from_request(query: str, headers: Mapping[str, str]) -> str | None:
-    """The bearer token of a handshake: ``?token=`` first, then ``Authorization: Bearer``."""
+    """The bearer token of a request: ``?token=`` first, then ``Authorization: Bearer``."""
     values = parse_qs(query).get("token")
     if values and values[0]:
         return values[0]
@@ -94,16 +100,67 @@ def token_from_request(query: str, headers: Mapping[str, str]) -> str | None:
     return None
 
 
-class ClientConnection:
-    """One WebSocket client: its session, its bounded send queue and its writer task."""
+class FrameSink(Protocol):
+    """Where a connection's frames go: a WebSocket or an SSE stream."""
 
-    def __init__(self, ws: ServerConnection, session: Session, *, queue_size: int) -> None:
+    async def send(self, frame: str) -> None: ...
+
+    async def close(self, code: int, reason: str) -> None: ...
+
+
+class WebSocketSink:
+    def __init__(self, ws: web.WebSocketResponse) -> None:
         self.ws = ws
+
+    async def send(self, frame: str) -> None:
+        await self.ws.send_str(frame)
+
+    async def close(self, code: int, reason: str) -> None:
+        await self.ws.close(code=code, message=reason.encode())
+
+
+class SseSink:
+    """Writes frames as SSE messages whose id is the resume cursor over all channels."""
+
+    def __init__(self, response: web.StreamResponse, cursor: Cursor) -> None:
+        self.response = response
+        self.cursor = cursor
+        self.closed = asyncio.Event()
+
+    async def send(self, frame: str) -> None:
+        data: dict[str, Any] = orjson.loads(frame)
+        op, channel = data.get("op"), data.get("channel")
+        if op == "subscribed" and isinstance(channel, str):
+            self.cursor.advance(channel, data["epoch"], StreamId.parse(data["offset"]))
+        elif op == "event" and isinstance(channel, str):
+            epoch = self.cursor.epoch(channel)
+            if epoch is not None:
+                self.cursor.advance(channel, epoch, StreamId.parse(data["offset"]))
+        event_id = str(self.cursor) if op in ("subscribed", "event") else None
+        await self.response.write(message(frame, event_id=event_id))
+
+    async def keepalive(self) -> None:
+        await self.response.write(comment("keepalive"))
+
+    async def close(self, code: int, reason: str) -> None:
+        try:
+            frame = orjson.dumps({"op": "close", "code": code, "reason": reason}).decode()
+            await self.response.write(message(frame))
+        finally:
+            self.closed.set()
+
+
+class ClientConnection:
+    """One client: its session, its bounded send queue and its writer task."""
+
+    def __init__(self, sink: FrameSink, session: Session, *, queue_size: int) -> None:
+        self.sink = sink
         self.session = session
         self.queue: asyncio.Queue[str] = asyncio.Queue(maxsize=queue_size)
         self.closing = False
-        self._close_task: asyncio.Task[None] | None = None
         self.expiry: asyncio.TimerHandle | None = None
+        self.writer: asyncio.Task[None] | None = None
+        self._close_task: asyncio.Task[None] | None = None
 
     def deliver(self, channel: str, frame: str) -> None:
         """Called by the live fan-out for every frame of a subscribed channel; never blocks."""
@@ -137,19 +194,26 @@ class ClientConnection:
             self.close(CLOSE_SLOW_CONSUMER, "slow consumer")
 
     def close(self, code: int, reason: str) -> None:
-        if not self.closing:
-            CLIENT_CLOSES.labels(str(code)).inc()
+        if self._close_task is not None:
+            return
+        CLIENT_CLOSES.labels(str(code)).inc()
         self.closing = True
-        if self._close_task is None:
-            self._close_task = asyncio.create_task(self.ws.close(code, reason))
+        self._close_task = asyncio.create_task(self._close(code, reason))
+
+    async def _close(self, code: int, reason: str) -> None:
+        # No data frame may follow the close frame: stop the writer first.
+        if self.writer is not None:
+            self.writer.cancel()
+        with contextlib.suppress(ConnectionError, RuntimeError):
+            await self.sink.close(code, reason)
 
     async def write_loop(self) -> None:
         try:
             while True:
                 frame = await self.queue.get()
-                await self.ws.send(frame)
+                await self.sink.send(frame)
                 MESSAGES_SENT.inc()
-        except ConnectionClosed:
+        except (ConnectionError, RuntimeError):
             self.closing = True
         # Keep draining until cancelled, so the handler never waits on a dead connection.
         while True:
@@ -157,7 +221,7 @@ class ClientConnection:
 
 
 class Gateway:
-    """Handshakes, HTTP endpoints and the per-connection frame loop."""
+    """Authentication, the HTTP routes and the per-connection frame loop."""
 
     def __init__(
         self,
@@ -172,121 +236,144 @@ class Gateway:
         self.hub = hub
         self.history = history
         self.verifier = verifier
-        self._claims: weakref.WeakKeyDictionary[ServerConnection, Claims] = (
-            weakref.WeakKeyDictionary()
-        )
+        self.clients: set[ClientConnection] = set()
+        self._handlers_done = asyncio.Event()
+        self._handlers_done.set()
 
-    async def start(self) -> Server:
-        s = self.settings
-        return await serve(
-            self.handle,
-            s.http_host,
-            s.http_port,
-            process_request=self.process_request,
-            max_size=s.max_message_bytes,
-            compression="deflate" if s.ws_compression else None,
-            ping_interval=s.ping_interval_seconds,
-            ping_timeout=s.ping_timeout_seconds,
-            close_timeout=s.close_timeout_seconds,
-            server_header=None,
-            reuse_address=True,
-        )
+    def app(self) -> web.Application:
+        timed = http_metrics_middleware(self.settings.service_name)
 
-    # -- HTTP -----------------------------------------------------------------------------
+        @web.middleware
+        async def metrics_except_streams(
+            request: web.Request,
+            handler: Callable[[web.Request], Awaitable[web.StreamResponse]],
+        ) -> web.StreamResponse:
+            # A WebSocket or SSE "request" lasts as long as the connection: not a latency.
+            if request.path in ("/ws", "/sse"):
+                return await handler(request)
+            return await timed(request, handler)
 
-    async def process_request(
-        self, connection: ServerConnection, request: Request
-    ) -> Response | None:
-        url = urlsplit(request.path)
-        if url.path == "/ws":
-            return await self._authenticate(connection, request, url.query)
-        if url.path == "/healthz":
-            return _json(connection, http.HTTPStatus.OK, {"status": "ok"})
-        if url.path == "/readyz":
-            ok, checks = await self.lifecycle.readiness()
-            return _json(
-                connection,
-                http.HTTPStatus.OK if ok else http.HTTPStatus.SERVICE_UNAVAILABLE,
-                {"status": "ready" if ok else "not ready", "checks": checks},
-            )
-        if url.path == "/metrics":
-            body = generate_latest().decode()
-            return _respond(connection, http.HTTPStatus.OK, body, CONTENT_TYPE_LATEST)
-        return _json(connection, http.HTTPStatus.NOT_FOUND, {"error": "not found"})
+        app = web.Application(middlewares=[metrics_except_streams])
+        add_ops_routes(app, self.lifecycle)
+        app.router.add_get("/ws", self.websocket)
+        app.router.add_get("/sse", self.sse)
+        app.router.add_get("/v1/channels/{channel}/history", self.channel_history)
+        return app
 
-    async def _authenticate(
-        self, connection: ServerConnection, request: Request, query: str
-    ) -> Response | None:
-        token = token_from_request(query, request.headers)
-        reason, message = "missing", "missing token"
+    async def close_all(self) -> None:
+        """Close every connection with 1001 and wait for their handlers (bound by caller)."""
+        for client in list(self.clients):
+            client.close(CLOSE_GOING_AWAY, "going away")
+        await self._handlers_done.wait()
+
+    async def close_all_within(self, seconds: float) -> None:
+        try:
+            await asyncio.wait_for(self.close_all(), seconds)
+        except TimeoutError:
+            log.warning("connections still open after the grace period", count=len(self.clients))
+
+    # -- authentication -------------------------------------------------------------------
+
+    async def _authenticate(self, request: web.Request) -> Claims | web.Response:
+        token = token_from_request(request.query_string, request.headers)
+        reason, text = "missing", "missing token"
         if token is not None:
             try:
-                self._claims[connection] = await self.verifier.verify(token)
+                return await self.verifier.verify(token)
             except VerifierUnavailableError as exc:
                 log.warning("token keys unavailable", error=str(exc))
-                return _json(
-                    connection,
-                    http.HTTPStatus.SERVICE_UNAVAILABLE,
+                return web.json_response(
                     {"error": "unavailable", "message": "token keys unavailable, retry"},
+                    status=503,
                 )
             except TokenExpiredError:
-                reason, message = "expired", "token expired"
+                reason, text = "expired", "token expired"
             except InvalidTokenError:
-                reason, message = "invalid", "invalid token"
-            else:
-                return None  # go on with the WebSocket handshake
+                reason, text = "invalid", "invalid token"
         AUTH_FAILURES.labels(reason).inc()
-        response = _json(
-            connection, http.HTTPStatus.UNAUTHORIZED, {"error": "unauthorized", "message": message}
+        return web.json_response(
+            {"error": "unauthorized", "message": text},
+            status=401,
+            headers={
+                "WWW-Authenticate": f'Bearer error="invalid_token", error_description="{text}"'
+            },
         )
-        response.headers["WWW-Authenticate"] = (
-            f'Bearer error="invalid_token", error_description="{message}"'
-        )
-        return response
+
+    @staticmethod
+    def _channel_refusal(claims: Claims, channel: str) -> web.Response | None:
+        access = authorize_channel(claims, channel)
+        if access is Access.UNKNOWN_CHANNEL:
+            return _problem(404, "unknown_channel", f"no such channel: {channel[:80]}")
+        if access is Access.FORBIDDEN:
+            return _problem(403, "forbidden", f"not allowed to read {channel}")
+        return None
 
     # -- WebSocket ------------------------------------------------------------------------
 
-    async def handle(self, ws: ServerConnection) -> None:
-        claims = self._claims.pop(ws)
-        session = Session(
-            claims,
-            max_subscriptions=self.settings.max_subscriptions,
-            buffer_limit=self.settings.send_queue_size,
+    async def websocket(self, request: web.Request) -> web.StreamResponse:
+        claims = await self._authenticate(request)
+        if isinstance(claims, web.Response):
+            return claims
+        s = self.settings
+        ws = web.WebSocketResponse(
+            heartbeat=s.ping_interval_seconds,
+            max_msg_size=s.max_message_bytes,
+            compress=s.ws_compression,
+            timeout=s.close_timeout_seconds,
         )
-        client = ClientConnection(ws, session, queue_size=self.settings.send_queue_size)
-        started = time.monotonic()
-        CONNECTIONS.inc()
-        writer = asyncio.create_task(client.write_loop())
-        self._arm_expiry(client)
-        bucket = TokenBucket(
-            self.settings.client_ops_per_second, self.settings.client_ops_burst, started
-        )
-        try:
-            async for message in ws:
+        await ws.prepare(request)
+        client = self._client(WebSocketSink(ws), claims)
+        async with self._connection(client):
+            bucket = TokenBucket(s.client_ops_per_second, s.client_ops_burst, time.monotonic())
+            async for msg in ws:
+                if msg.type not in (WSMsgType.TEXT, WSMsgType.BINARY):
+                    break
                 if bucket.allow(time.monotonic()):
-                    await self._on_frame(client, message)
+                    await self._on_frame(client, msg.data)
                     continue
                 RATE_LIMITED_OPS.inc()
-                if bucket.refused_in_a_row > self.settings.client_ops_burst:
+                if bucket.refused_in_a_row > s.client_ops_burst:
                     client.close(CLOSE_RATE_LIMITED, "too many requests")
                 elif bucket.refused_in_a_row == 1:  # one error frame per burst of refusals
                     await client.send(
                         error_frame(ErrorCode.RATE_LIMITED, "too many operations, slow down")
                     )
-        except ConnectionClosed:
-            pass
+        return ws
+
+    def _client(self, sink: FrameSink, claims: Claims) -> ClientConnection:
+        session = Session(
+            claims,
+            max_subscriptions=self.settings.max_subscriptions,
+            buffer_limit=self.settings.send_queue_size,
+        )
+        return ClientConnection(sink, session, queue_size=self.settings.send_queue_size)
+
+    @contextlib.asynccontextmanager
+    async def _connection(self, client: ClientConnection) -> AsyncIterator[None]:
+        """Run ``client``'s writer and expiry for the block; release everything after it."""
+        started = time.monotonic()
+        CONNECTIONS.inc()
+        self.clients.add(client)
+        self._handlers_done.clear()
+        client.writer = asyncio.create_task(client.write_loop())
+        self._arm_expiry(client)
+        try:
+            yield
         finally:
             if client.expiry is not None:
                 client.expiry.cancel()
-            writer.cancel()
+            client.writer.cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await writer
-            for channel in session.channels:
-                session.unsubscribe(channel)
+                await client.writer
+            for channel in client.session.channels:
+                client.session.unsubscribe(channel)
                 SUBSCRIPTIONS.dec()
                 await self.hub.remove(channel, client)
             CONNECTIONS.dec()
             CONNECTION_DURATION.observe(time.monotonic() - started)
+            self.clients.discard(client)
+            if not self.clients:
+                self._handlers_done.set()
 
     def _arm_expiry(self, client: ClientConnection) -> None:
         """Close the connection with 4001 once its token expired and the grace period passed."""
@@ -303,8 +390,8 @@ class Gateway:
             claims = await self.verifier.verify(frame.token)
         except (InvalidTokenError, VerifierUnavailableError) as exc:
             TOKEN_REFRESHES.labels("refused").inc()
-            message = "token expired" if isinstance(exc, TokenExpiredError) else "invalid token"
-            raise FrameError(ErrorCode.UNAUTHORIZED, message) from exc
+            text = "token expired" if isinstance(exc, TokenExpiredError) else "invalid token"
+            raise FrameError(ErrorCode.UNAUTHORIZED, text) from exc
         if claims.sub != client.session.claims.sub:
             TOKEN_REFRESHES.labels("refused").inc()
             client.close(CLOSE_FORBIDDEN, "token subject changed")
@@ -322,9 +409,9 @@ class Gateway:
                 )
         await client.send(refreshed_frame(claims.exp))
 
-    async def _on_frame(self, client: ClientConnection, message: str | bytes) -> None:
+    async def _on_frame(self, client: ClientConnection, data: str | bytes) -> None:
         try:
-            frame = parse_client_frame(message)
+            frame = parse_client_frame(data)
             if isinstance(frame, Ping):
                 await client.send(pong_frame())
             elif isinstance(frame, Refresh):
@@ -375,15 +462,119 @@ class Gateway:
         await self.hub.remove(frame.channel, client)
         await client.send(unsubscribed_frame(frame.channel))
 
+    # -- Server-Sent Events ---------------------------------------------------------------
 
-def _respond(
-    connection: ServerConnection, status: http.HTTPStatus, body: str, content_type: str
-) -> Response:
-    response = connection.respond(status, body)
-    del response.headers["Content-Type"]
-    response.headers["Content-Type"] = content_type
-    return response
+    async def sse(self, request: web.Request) -> web.StreamResponse:
+        """``GET /sse?channels=a,b``: the channels' events as SSE, resumable by Last-Event-ID."""
+        claims = await self._authenticate(request)
+        if isinstance(claims, web.Response):
+            return claims
+        channels = [c for c in request.query.get("channels", "").split(",") if c]
+        if not channels or len(channels) > self.settings.max_subscriptions:
+            return _problem(
+                400,
+                "bad_request",
+                f"channels must name 1 to {self.settings.max_subscriptions} channels",
+            )
+        for channel in channels:
+            refusal = self._channel_refusal(claims, channel)
+            if refusal is not None:
+                return refusal
+        resume = Cursor.parse(
+            request.headers.get("Last-Event-ID") or request.query.get("lastEventId")
+        )
+        response = web.StreamResponse(
+            headers={
+                "Content-Type": "text/event-stream",
+                "Cache-Control": "no-cache",
+                "X-Accel-Buffering": "no",  # nginx: do not buffer the stream
+            }
+        )
+        await response.prepare(request)
+        sink = SseSink(response, Cursor())
+        client = self._client(sink, claims)
+        async with self._connection(client):
+            for channel in dict.fromkeys(channels):
+                position = resume.positions.get(channel)
+                subscribe = (
+                    Subscribe(channel, position.offset, position.epoch)
+                    if position
+                    else Subscribe(channel)
+                )
+                await self._on_frame(client, _subscribe_json(subscribe))
+            await self._hold_sse(sink, request)
+        return response
+
+    @staticmethod
+    async def _hold_sse(sink: SseSink, request: web.Request) -> None:
+        while not sink.closed.is_set():
+            transport = request.transport
+            if transport is None or transport.is_closing():
+                return
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(sink.closed.wait(), _SSE_KEEPALIVE_SECONDS)
+                return
+            try:
+                await sink.keepalive()
+            except (ConnectionError, RuntimeError):
+                return
+
+    # -- history --------------------------------------------------------------------------
+
+    async def channel_history(self, request: web.Request) -> web.Response:
+        """``GET /v1/channels/{c}/history?since=&limit=&epoch=``: stored events, oldest first.
+
+        With ``since``: the events after it (page on with the last offset returned). Without:
+        the newest ``limit`` events."""
+        claims = await self._authenticate(request)
+        if isinstance(claims, web.Response):
+            return claims
+        channel = request.match_info["channel"]
+        refusal = self._channel_refusal(claims, channel)
+        if refusal is not None:
+            return refusal
+        try:
+            limit = int(request.query.get("limit", _HISTORY_LIMIT_DEFAULT))
+            since_text = request.query.get("since")
+            since = StreamId.parse(since_text) if since_text else None
+        except ValueError:
+            return _problem(400, "bad_request", "since must be an offset, limit an integer")
+        if not 1 <= limit <= _HISTORY_LIMIT_MAX:
+            return _problem(400, "bad_request", f"limit must be 1 to {_HISTORY_LIMIT_MAX}")
+        snapshot = await self.history.snapshot(channel)
+        epoch = request.query.get("epoch")
+        body: dict[str, Any] = {
+            "channel": channel,
+            "epoch": snapshot.epoch,
+            "offset": str(snapshot.latest),
+        }
+        if since is None:
+            entries = await self.history.newest(channel, limit)
+        elif epoch is not None and epoch != snapshot.epoch:
+            entries = []
+            body["recovered"] = False
+        else:
+            entries = await self.history.after(channel, since, limit)
+            body["recovered"] = snapshot.recovers(since, epoch)
+        body["events"] = [
+            {"offset": offset, "event": orjson.Fragment(event)} for offset, event in entries
+        ]
+        return web.Response(body=orjson.dumps(body), content_type="application/json")
 
 
-def _json(connection: ServerConnection, status: http.HTTPStatus, body: object) -> Response:
-    return _respond(connection, status, orjson.dumps(body).decode(), "application/json")
+def _subscribe_json(frame: Subscribe) -> str:
+    data: dict[str, Any] = {"op": "subscribe", "channel": frame.channel}
+    if frame.since is not None:
+        data["since"] = str(frame.since)
+    if frame.epoch is not None:
+        data["epoch"] = frame.epoch
+    return orjson.dumps(data).decode()
+
+
+def _problem(status: int, code: str, detail: str) -> web.Response:
+    """An RFC 9457 problem response."""
+    return web.json_response(
+        {"type": "about:blank", "title": code, "status": status, "detail": detail, "code": code},
+        status=status,
+        content_type="application/problem+json",
+    )

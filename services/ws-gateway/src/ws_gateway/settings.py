@@ -28,7 +28,6 @@ class GatewaySettings(PulseSettings):
     # History entries read per XRANGE call while replaying after ``since``.
     replay_batch_size: int = Field(default=500, ge=1, le=10_000)
     ping_interval_seconds: float = Field(default=20.0, gt=0, le=600)
-    ping_timeout_seconds: float = Field(default=20.0, gt=0, le=600)
     close_timeout_seconds: float = Field(default=5.0, gt=0, le=60)
     # permessage-deflate costs CPU per client per message; off by default for fan-out.
     ws_compression: bool = False
