@@ -66,3 +66,27 @@ def test_subscriptions_route_by_event_type(stack_settings: PulseSettings) -> Non
 
     assert drain(names.fraud_queue) == [{"kind": "created"}]  # raw delivery: body as sent
     assert drain(names.notify_queue) == [{"kind": "updated"}]
+
+
+def test_webhook_table_and_fifo_queue_are_created_unsubscribed(
+    stack_settings: PulseSettings,
+) -> None:
+    from pulse.topology import WebhookNames  # noqa: PLC0415
+
+    out = apply_topology(stack_settings)
+    hooks = WebhookNames.from_prefix(stack_settings.resource_prefix)
+    ddb = aws_client("dynamodb", stack_settings)
+    keys = ddb.describe_table(TableName=hooks.table)["Table"]["KeySchema"]
+    assert [(k["AttributeName"], k["KeyType"]) for k in keys] == [
+        ("account_id", "HASH"),
+        ("endpoint_id", "RANGE"),
+    ]
+    sqs = aws_client("sqs", stack_settings)
+    attrs = sqs.get_queue_attributes(QueueUrl=out.queue_urls[hooks.queue], AttributeNames=["All"])[
+        "Attributes"
+    ]
+    assert attrs["FifoQueue"] == "true"
+    assert json.loads(attrs["RedrivePolicy"])["deadLetterTargetArn"] == out.queue_arns[hooks.dlq]
+    assert hooks.dlq.endswith(".fifo")
+    assert hooks.queue not in out.subscription_arns  # fed by the notify worker, not the topic
+    assert apply_topology(stack_settings).changes == []

@@ -21,6 +21,12 @@ If an extension is refused (the receipt handle is no longer valid: the message w
 or deleted elsewhere) or a callback reports its lease lost, the handler is cancelled — it no
 longer owns the message — and the message is neither deleted nor retried by this consumer.
 
+FIFO queues (the URL ends in ``.fifo``): the messages of one message group are handled one
+after the other, in the order received; when one does not succeed (a retry, a lost
+heartbeat), the group's later messages of the same batch are made visible again unhandled,
+so the group stays blocked behind the failed message and its order holds. Dead-lettering to
+a FIFO DLQ keeps the group id.
+
 Depth: every ``depth_poll_seconds`` the queue's depth and its dead-letter queue's depth are
 read into the gauges ``pulse_sqs_queue_depth{queue}`` and ``pulse_sqs_dlq_depth{queue}``.
 
@@ -194,6 +200,9 @@ class _InFlight:
     renewals: list[HeartbeatCallback] = field(default_factory=list)
     lost: str | None = None
     task: asyncio.Task[None] | None = None
+    # FIFO: the previous message of the same group in flight, handled first.
+    after: _InFlight | None = None
+    outcome: str | None = None
 
 
 _CURRENT: ContextVar[_InFlight | None] = ContextVar("pulse_sqs_in_flight", default=None)
@@ -430,6 +439,8 @@ class SqsConsumer:
             sqs_client, queue_url, self.queue_name, max_delay=delete_delay_seconds
         )
         self._receive_count = RECEIVE_COUNT.labels(self.queue_name)
+        self._fifo = self.queue_name.endswith(".fifo")
+        self._group_tails: dict[str, _InFlight] = {}
 
     # -- the receive loop -----------------------------------------------------------------
     async def run(self, stopping: asyncio.Event) -> None:
@@ -534,13 +545,25 @@ class SqsConsumer:
         if age is not None:
             self._metrics.observe_age(age)
         state = _InFlight(message, asyncio.get_running_loop().time())
+        group = message.attributes.get("MessageGroupId") if self._fifo else None
+        if group is not None:
+            tail = self._group_tails.get(group)
+            if tail is not None and tail.outcome is None:
+                state.after = tail
+            self._group_tails[group] = state
         task = asyncio.create_task(self._handle(state), name=f"sqs:{message.message_id}")
         state.task = task
         self._in_flight[task] = state
         task.add_done_callback(self._finished)
 
     def _finished(self, task: asyncio.Task[None]) -> None:
-        self._in_flight.pop(task, None)
+        state = self._in_flight.pop(task, None)
+        if state is not None:
+            if state.outcome is None:
+                state.outcome = "cancelled"
+            group = state.message.attributes.get("MessageGroupId")
+            if group is not None and self._group_tails.get(group) is state:
+                del self._group_tails[group]
         self._slots.release()
 
     async def _handle(self, state: _InFlight) -> None:
@@ -559,7 +582,26 @@ class SqsConsumer:
             self._metrics.observe(outcome, time.perf_counter() - start)
 
     async def _outcome(self, state: _InFlight) -> str:
+        outcome = await self._run_handler(state)
+        state.outcome = outcome
+        return outcome
+
+    async def _wait_for_group(self, state: _InFlight) -> bool:
+        """FIFO: wait for the group's previous message; False if it did not succeed."""
+        before = state.after
+        if before is None:
+            return True
+        if before.task is not None and not before.task.done():
+            await asyncio.wait({before.task})
+        return before.outcome in {"success", "dlq"}
+
+    async def _run_handler(self, state: _InFlight) -> str:
         message = state.message
+        if not await self._wait_for_group(state):
+            # Hand it back: the group stays blocked behind the failed message.
+            await asyncio.to_thread(_release_sync, self._sqs, self.queue_url, [message])
+            RELEASED.labels(self.queue_name).inc()
+            return "retry"
         try:
             await self._handler(message)
         except asyncio.CancelledError:
@@ -644,11 +686,16 @@ class SqsConsumer:
         """Send the message to the DLQ with its reason, then delete it; ``dlq`` or ``retry``."""
         try:
             dlq = await self._require_dlq_url()
+            fifo: dict[str, str] = {}
+            if dlq.endswith(".fifo"):
+                group = message.attributes.get("MessageGroupId") or "dead-letter"
+                fifo = {"MessageGroupId": group, "MessageDeduplicationId": message.message_id}
             await asyncio.to_thread(
                 self._sqs.send_message,
                 QueueUrl=dlq,
                 MessageBody=message.body.decode(),
                 MessageAttributes=self._dead_letter_attributes(message, reason),
+                **fifo,
             )
         except Exception as exc:
             # Left for redelivery: the redrive policy dead-letters it in the end.

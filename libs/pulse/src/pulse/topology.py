@@ -6,6 +6,10 @@ table, the SNS topic, each SQS queue with its DLQ and redrive policy and the pol
 the topic send to it, and the filtered raw-delivery subscriptions. Applying the same spec
 twice changes nothing: the second run reports no changes.
 
+Without an explicit spec, :func:`apply_topology` applies :func:`pulse_spec`: the pipeline of
+:func:`default_spec` plus the notify worker's webhook resources (:class:`WebhookNames`): the
+endpoints table and the FIFO delivery queue (grouped per endpoint) with its FIFO DLQ.
+
 The same code serves ``make run``, the tests and the Kubernetes operator.
 """
 
@@ -30,8 +34,10 @@ __all__ = [
     "TableSpec",
     "TopologyOutputs",
     "TopologySpec",
+    "WebhookNames",
     "apply_topology",
     "default_spec",
+    "pulse_spec",
 ]
 
 log = get_logger("pulse.topology")
@@ -50,12 +56,32 @@ class TableSpec:
 class QueueSpec:
     name: str
     dlq_name: str
-    filter_policy: dict[str, Any]
+    # The topic subscription's filter; None: the queue is not subscribed to the topic.
+    filter_policy: dict[str, Any] | None
     visibility_timeout: int = 30
     message_retention_period: int = 4 * 24 * 3600
     max_receive_count: int = 5
     dlq_message_retention_period: int = 14 * 24 * 3600
     receive_wait_time_seconds: int = 20
+    # FIFO (both names end in ".fifo"); deduplication ids are given by the sender.
+    fifo: bool = False
+
+
+@dataclass(frozen=True)
+class WebhookNames:
+    """The webhook resources under one prefix (``PULSE_RESOURCE_PREFIX``)."""
+
+    table: str
+    queue: str
+    dlq: str
+
+    @classmethod
+    def from_prefix(cls, prefix: str) -> WebhookNames:
+        return cls(f"{prefix}webhooks", f"{prefix}webhooks.fifo", f"{prefix}webhooks-dlq.fifo")
+
+    def secret_parameter(self, endpoint_id: str) -> str:
+        """The SSM Parameter Store name of an endpoint's signing secret."""
+        return f"/{self.table}/{endpoint_id}/secret"
 
 
 @dataclass(frozen=True)
@@ -90,6 +116,24 @@ def default_spec(names: ResourceNames) -> TopologySpec:
         queues=[
             QueueSpec(names.fraud_queue, names.fraud_dlq, {"type": ["created"]}),
             QueueSpec(names.notify_queue, names.notify_dlq, {"type": ["updated"]}),
+        ],
+    )
+
+
+def pulse_spec(names: ResourceNames) -> TopologySpec:
+    """Everything Pulse's services need: :func:`default_spec` plus the webhook resources.
+
+    The webhooks table (hash ``account_id``, range ``endpoint_id``) lists each account's
+    endpoints; the FIFO queue carries one delivery per event and endpoint.
+    """
+    base = default_spec(names)
+    hooks = WebhookNames.from_prefix(names.prefix)
+    return TopologySpec(
+        tables=[*base.tables, TableSpec(hooks.table, "account_id", "endpoint_id")],
+        topic_name=base.topic_name,
+        queues=[
+            *base.queues,
+            QueueSpec(hooks.queue, hooks.dlq, None, visibility_timeout=60, fifo=True),
         ],
     )
 
@@ -211,25 +255,29 @@ class _Applier:
         return None
 
     def queue(self, spec: QueueSpec) -> None:
+        fifo = {"FifoQueue": "true", "ContentBasedDeduplication": "false"} if spec.fifo else {}
         dlq_url, dlq_arn = self._queue(
-            spec.dlq_name, {"MessageRetentionPeriod": str(spec.dlq_message_retention_period)}
+            spec.dlq_name,
+            {"MessageRetentionPeriod": str(spec.dlq_message_retention_period), **fifo},
         )
         redrive = {"deadLetterTargetArn": dlq_arn, "maxReceiveCount": spec.max_receive_count}
-        url, arn = self._queue(
-            spec.name,
-            {
-                "VisibilityTimeout": str(spec.visibility_timeout),
-                "MessageRetentionPeriod": str(spec.message_retention_period),
-                "ReceiveMessageWaitTimeSeconds": str(spec.receive_wait_time_seconds),
-                "RedrivePolicy": json.dumps(redrive, separators=(",", ":")),
-                "Policy": json.dumps(self._queue_policy(spec.name), separators=(",", ":")),
-            },
-        )
+        attributes = {
+            "VisibilityTimeout": str(spec.visibility_timeout),
+            "MessageRetentionPeriod": str(spec.message_retention_period),
+            "ReceiveMessageWaitTimeSeconds": str(spec.receive_wait_time_seconds),
+            "RedrivePolicy": json.dumps(redrive, separators=(",", ":")),
+            **fifo,
+        }
+        if spec.filter_policy is not None:
+            policy = self._queue_policy(spec.name)
+            attributes["Policy"] = json.dumps(policy, separators=(",", ":"))
+        url, arn = self._queue(spec.name, attributes)
         self.out.queue_urls[spec.name] = url
         self.out.queue_arns[spec.name] = arn
         self.out.queue_urls[spec.dlq_name] = dlq_url
         self.out.queue_arns[spec.dlq_name] = dlq_arn
-        self._subscription(spec, arn)
+        if spec.filter_policy is not None:
+            self._subscription(spec, spec.filter_policy, arn)
 
     def _queue_policy(self, queue_name: str) -> dict[str, Any]:
         arn_prefix = self.out.topic_arn.rsplit(":", 1)[0]
@@ -256,15 +304,19 @@ class _Applier:
             url = self.sqs.create_queue(QueueName=name, Attributes=attributes)["QueueUrl"]
             self.out.changes.append(f"created queue {name}")
         current = self.sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["All"])["Attributes"]
-        drift = {k: v for k, v in attributes.items() if not _same_attr(current.get(k), v)}
+        drift = {
+            k: v
+            for k, v in attributes.items()
+            if k != "FifoQueue" and not _same_attr(current.get(k), v)  # fixed at creation
+        }
         if drift:
             self.sqs.set_queue_attributes(QueueUrl=url, Attributes=drift)
             self.out.changes.append(f"updated queue {name}: {', '.join(sorted(drift))}")
         return str(url), str(current["QueueArn"])
 
-    def _subscription(self, spec: QueueSpec, queue_arn: str) -> None:
+    def _subscription(self, spec: QueueSpec, filter_policy: dict[str, Any], queue_arn: str) -> None:
         want = {
-            "FilterPolicy": json.dumps(spec.filter_policy, separators=(",", ":")),
+            "FilterPolicy": json.dumps(filter_policy, separators=(",", ":")),
             "FilterPolicyScope": "MessageAttributes",
             "RawMessageDelivery": "true",
         }
@@ -307,12 +359,12 @@ def _same_attr(current: str | None, wanted: str) -> bool:
 
 
 def apply_topology(settings: PulseSettings, spec: TopologySpec | None = None) -> TopologyOutputs:
-    """Create or update every resource of ``spec`` (default: :func:`default_spec`).
+    """Create or update every resource of ``spec`` (default: :func:`pulse_spec`).
 
     Idempotent. Raises :class:`RetryableError` for throttling or a resource still changing
     state and :class:`PermanentError` for a request AWS refuses.
     """
-    spec = spec or default_spec(settings.names)
+    spec = spec or pulse_spec(settings.names)
     applier = _Applier(settings)
     try:
         for table in spec.tables:
