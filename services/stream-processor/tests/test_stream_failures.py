@@ -13,6 +13,7 @@ from typing import Any
 import orjson
 import pytest
 import redis
+from prometheus_client import REGISTRY
 
 from pulse.channels import ChannelKeys, ChannelPublisher
 from pulse.clients import aws_client, redis_client
@@ -137,6 +138,11 @@ def test_a_malformed_record_goes_whole_to_the_failure_queue_and_later_records_fl
         client.close()
 
 
+def _dead_letters(reason: str) -> float:
+    sample = REGISTRY.get_sample_value("pulse_stream_dead_letters_total", {"reason": reason})
+    return sample or 0.0
+
+
 class FailingFor(BatchEffects):
     """The real effects, except that one payment's always fail (a poison record)."""
 
@@ -187,6 +193,7 @@ async def test_a_record_whose_effects_keep_failing_is_retried_then_set_aside(
         stopping=stopping,
         failures=failures,
     )
+    dead_before = _dead_letters("retries_exhausted")
     task = asyncio.create_task(processor.run())
     try:
         bodies = await asyncio.to_thread(_failures, sqs, stack_settings, 1)
@@ -197,6 +204,7 @@ async def test_a_record_whose_effects_keep_failing_is_retried_then_set_aside(
         # The whole batch was tried 1 + max_retries times, then the poison record alone.
         assert effects.attempts == 1 + settings.max_retries + 1
         assert body["attempts"] == effects.attempts
+        assert _dead_letters("retries_exhausted") == dead_before + 1
         await asyncio.to_thread(_wait, lambda: len(_history(client, stack_settings)) >= 4)
         assert _history(client, stack_settings) == [p for p in payment_ids if p != poison]
 

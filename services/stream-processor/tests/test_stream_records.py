@@ -7,6 +7,7 @@ from typing import Any
 
 import orjson
 import pytest
+from prometheus_client import REGISTRY
 
 from pulse.events import CloudEvent, stable_event_id
 from stream_processor.effects import publish_entries
@@ -226,3 +227,18 @@ def test_iterator_age_is_the_largest_across_shards() -> None:
     assert ages.max() == 500.0
     ages.forget("b")
     assert ages.max() == 0.0
+
+
+def test_iterator_age_per_shard_is_exported_until_the_shard_is_forgotten() -> None:
+    def exported(shard: str) -> float | None:
+        return REGISTRY.get_sample_value(
+            "pulse_stream_shard_iterator_age_milliseconds", {"shard": shard}
+        )
+
+    ages = IteratorAges()
+    ages.newest_read("shard-x", created_epoch=10.0, now=10.25)
+    assert exported("shard-x") == 250.0
+    ages.caught_up("shard-x")
+    assert exported("shard-x") == 0.0
+    ages.forget("shard-x")
+    assert exported("shard-x") is None

@@ -9,10 +9,11 @@ hand it over at once. Fencing is checked on the lease table itself.
 from __future__ import annotations
 
 import time
+import urllib.request
 import uuid
 from collections import Counter
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
@@ -40,9 +41,15 @@ class Replicas:
     ddb: Any
     redis: redis.Redis
     service_process: Any
+    ports: dict[str, int] = field(default_factory=dict)
+
+    def metrics(self, worker_id: str) -> str:
+        url = f"http://127.0.0.1:{self.ports[worker_id]}/metrics"
+        with urllib.request.urlopen(url, timeout=5) as response:
+            return str(response.read().decode())
 
     def start(self, worker_id: str, failover: float = FAILOVER) -> ServiceProcess:
-        port = free_port()
+        port = self.ports[worker_id] = free_port()
         return self.service_process(
             "stream_processor",
             PULSE_HTTP_PORT=str(port),
@@ -177,6 +184,18 @@ def test_sigterm_hands_the_shard_over_at_once(replicas: Replicas) -> None:
     assert time.monotonic() - stopped_at < slow_failover / 2
     later = replicas.put_payment("acct-x")
     assert [e["subject"] for e in replicas.wait_history(2)] == [payment_id, later]
+    # The counters move after the checkpoint, a moment after the history append.
+    processed = 'pulse_stream_records_processed_total{event_name="INSERT"} 1.0'
+    deadline = time.monotonic() + 5
+    while processed not in (metrics := replicas.metrics("replica-b")):
+        if time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    assert "pulse_stream_leases_held 1.0" in metrics
+    assert 'pulse_stream_leases_taken_total{how="taken"} 1.0' in metrics
+    assert processed in metrics
+    assert "pulse_stream_shard_iterator_age_milliseconds{shard=" in metrics
+    assert "pulse_stream_checkpoints_total" in metrics
     assert second.stop() == 0
 
 

@@ -1,4 +1,8 @@
-"""The stream processor's Prometheus metrics (bounded labels only: never shard or payment ids)."""
+"""The stream processor's Prometheus metrics (bounded labels only).
+
+The one id used as a label is the shard id of the per-shard iterator age: a process reads
+a handful of shards at a time and removes a shard's series when it stops reading it.
+"""
 
 from __future__ import annotations
 
@@ -22,6 +26,7 @@ __all__ = [
     "LEASES_TAKEN",
     "RECORDS_PROCESSED",
     "SHARDS_OWNED",
+    "SHARD_ITERATOR_AGE",
     "STAGE",
     "IteratorAges",
 ]
@@ -44,6 +49,12 @@ BATCH_DURATION: Final = Histogram(
 ITERATOR_AGE: Final = Gauge(
     "pulse_stream_iterator_age_milliseconds",
     "Largest lag across shards: now minus the newest record read, 0 when caught up",
+)
+SHARD_ITERATOR_AGE: Final = Gauge(
+    "pulse_stream_shard_iterator_age_milliseconds",
+    "Per shard read by this process: now minus the newest record read, 0 when caught up "
+    "(a shard's series is removed when the process stops reading it)",
+    ["shard"],
 )
 CHECKPOINTS: Final = Counter("pulse_stream_checkpoints_total", "Checkpoints written")
 SHARDS_OWNED: Final = Gauge("pulse_stream_shards_owned", "Shards this process is reading")
@@ -87,14 +98,19 @@ class IteratorAges:
         self._ages: dict[str, float] = {}
 
     def caught_up(self, shard_id: str) -> None:
-        self._ages[shard_id] = 0.0
+        self._set(shard_id, 0.0)
 
     def newest_read(self, shard_id: str, created_epoch: float, now: float | None = None) -> None:
         now = time.time() if now is None else now
-        self._ages[shard_id] = max((now - created_epoch) * 1000.0, 0.0)
+        self._set(shard_id, max((now - created_epoch) * 1000.0, 0.0))
 
     def forget(self, shard_id: str) -> None:
-        self._ages.pop(shard_id, None)
+        if self._ages.pop(shard_id, None) is not None:
+            SHARD_ITERATOR_AGE.remove(shard_id)
+
+    def _set(self, shard_id: str, age_ms: float) -> None:
+        self._ages[shard_id] = age_ms
+        SHARD_ITERATOR_AGE.labels(shard_id).set(age_ms)
 
     def max(self) -> float:
         return max(self._ages.values(), default=0.0)
