@@ -124,6 +124,28 @@ the common ConfigMap, REDIS_URL and the emulator's static keys when set.
 {{- end }}
 {{- end }}
 
+{{/* "true" when an HPA or a KEDA ScaledObject owns the replica count: (service values) */}}
+{{- define "pulse.autoscaled" -}}
+{{- if or $.autoscaling.enabled $.keda.enabled }}true{{ end }}
+{{- end }}
+
+{{/* The fewest replicas the service runs: (service values) */}}
+{{- define "pulse.minReplicas" -}}
+{{- if .autoscaling.enabled }}{{ int .autoscaling.minReplicas }}
+{{- else if .keda.enabled }}{{ int .keda.minReplicas }}
+{{- else }}{{ int .replicas }}{{ end }}
+{{- end }}
+
+{{/*
+Fail the render when a feature needs CRDs the cluster does not serve: a silent drop is worse.
+(dict "root" $ "api" "monitoring.coreos.com/v1/ServiceMonitor" "feature" "monitoring.enabled")
+*/}}
+{{- define "pulse.requireApi" -}}
+{{- if not (.root.Capabilities.APIVersions.Has .api) }}
+{{- fail (printf "%s is on, but the cluster does not serve %s: install its CRDs first (helm template: --api-versions %s)" .feature .api .api) }}
+{{- end }}
+{{- end }}
+
 {{/*
 The workload of one service: ServiceAccount, Service, Deployment and, with more than one
 replica, a PodDisruptionBudget. (dict "root" $ "name" "ingest")
@@ -179,7 +201,9 @@ metadata:
   labels:
     {{- include "pulse.labels" $ctx | nindent 4 }}
 spec:
+  {{- if not (include "pulse.autoscaled" $svc) }}
   replicas: {{ int $svc.replicas }}
+  {{- end }}
   revisionHistoryLimit: 5
   strategy:
     type: RollingUpdate
@@ -282,7 +306,7 @@ spec:
       affinity:
         {{- toYaml . | nindent 8 }}
       {{- end }}
-{{- if gt (int $svc.replicas) 1 }}
+{{- if gt (int (include "pulse.minReplicas" $svc)) 1 }}
 ---
 apiVersion: policy/v1
 kind: PodDisruptionBudget

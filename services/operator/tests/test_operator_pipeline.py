@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from pulse.settings import ResourceNames
-from pulse.topology import default_spec
+from pulse.topology import pulse_spec
 from pulse_operator.pipeline import InvalidPipelineError, parse_pipeline, to_topology
 
 EXAMPLE = pathlib.Path(__file__).parents[3] / "k8s" / "examples" / "eventpipeline.yaml"
@@ -21,8 +21,8 @@ def example_spec() -> dict[str, Any]:
     return spec
 
 
-def test_the_example_resource_is_pulses_default_topology() -> None:
-    assert to_topology(example_spec()) == default_spec(ResourceNames("pulse-"))
+def test_the_example_resource_is_everything_pulse_needs() -> None:
+    assert to_topology(example_spec()) == pulse_spec(ResourceNames("pulse-"))
 
 
 def test_prefix_defaults_and_outputs_config_map() -> None:
@@ -39,6 +39,12 @@ def test_prefix_defaults_and_outputs_config_map() -> None:
     assert pipeline.topology.topic_name == "stage-payment-events"
     assert pipeline.deletion_policy == "Retain"
     assert pipeline.config_map_name == "stage-outputs"
+    hooks = pipeline.topology.queues[2]
+    assert (hooks.fifo, hooks.filter_policy) == (True, None)  # FIFO, not subscribed to the topic
+    del spec["queues"][2]["deadLetter"]
+    assert (
+        parse_pipeline(spec, name="stage").topology.queues[2].dlq_name == "stage-webhooks-dlq.fifo"
+    )
 
 
 @pytest.mark.parametrize(
@@ -54,7 +60,10 @@ def test_prefix_defaults_and_outputs_config_map() -> None:
         (("tables", 0, "streamSpecification", "streamViewType"), "ALL", "streamViewType"),
         (("queues", 0, "visibilityTimeout"), "30", "must be int"),
         (("queues", 0, "visibilityTimeout"), True, "must be int"),
-        (("queues", 0, "fifoQueue"), True, "fifoQueue is not supported"),
+        (("queues", 0, "fifoQueue"), True, "ends in .fifo"),
+        (("queues", 2, "fifoQueue"), False, "ends in .fifo"),
+        (("queues", 2, "deadLetter", "queueName"), "hooks-dlq", "DLQ is FIFO too"),
+        (("queues", 2, "subscription"), {"filterPolicy": {}}, "cannot feed a FIFO queue"),
         (
             ("queues", 0, "subscription", "rawMessageDelivery"),
             False,

@@ -84,12 +84,19 @@ async def test_reconcile_creates_reports_and_repairs(
     patch = await reconcile(op, spec, {})
     status = merged({}, patch)
     p = stack_prefix
-    assert table_names(stack_settings) == {f"{p}payments", f"{p}events", f"{p}leases"}
+    assert table_names(stack_settings) == {
+        f"{p}payments",
+        f"{p}events",
+        f"{p}leases",
+        f"{p}webhooks",
+    }
     assert queue_names(stack_settings) == {
         f"{p}fraud",
         f"{p}fraud-dlq",
         f"{p}notify",
         f"{p}notify-dlq",
+        f"{p}webhooks.fifo",
+        f"{p}webhooks-dlq.fifo",
     }
     (ready,) = status["conditions"]
     assert (ready["type"], ready["status"], ready["reason"]) == ("Ready", "True", "Reconciled")
@@ -102,6 +109,11 @@ async def test_reconcile_creates_reports_and_repairs(
     fraud_url = cm["data"]["QUEUE_URL_FRAUD"]
     assert fraud_url == sqs.get_queue_url(QueueName=f"{p}fraud")["QueueUrl"]
     assert cm["data"]["PULSE_RESOURCE_PREFIX"] == p
+    assert cm["data"]["QUEUE_URL_WEBHOOKS_FIFO"].endswith(f"/{p}webhooks.fifo")
+    fifo_attrs = sqs.get_queue_attributes(
+        QueueUrl=cm["data"]["QUEUE_URL_WEBHOOKS_FIFO"], AttributeNames=["FifoQueue"]
+    )
+    assert fifo_attrs["Attributes"]["FifoQueue"] == "true"
 
     # a second run changes nothing and keeps the transition time
     again = merged(status, await reconcile(op, spec, status))
@@ -188,8 +200,8 @@ async def test_deletion_honours_the_policy(
     deleted = await op.finalize(name="p", spec=spec, meta={}, status=status, patch=kopf.Patch())
     if policy == "Retain":
         assert deleted == []
-        assert len(table_names(stack_settings)) == 3
-        assert len(queue_names(stack_settings)) == 4
+        assert len(table_names(stack_settings)) == 4
+        assert len(queue_names(stack_settings)) == 6
     else:
         assert table_names(stack_settings) == set()
         assert queue_names(stack_settings) == set()

@@ -89,16 +89,15 @@ def _table(raw: Mapping[str, Any], prefix: str, where: str) -> TableSpec:
     )
 
 
-def _queue(raw: Mapping[str, Any], prefix: str, where: str) -> QueueSpec:
-    name = _get(raw, "queueName", str, None, where)
-    if not name:
-        raise InvalidPipelineError(f"{where}.queueName is required")
-    if _get(raw, "fifoQueue", bool, default=False, where=where):
-        # SNS fan-out to FIFO queues needs a FIFO topic; Pulse orders per account itself.
-        raise InvalidPipelineError(
-            f"{where}.fifoQueue is not supported: Pulse uses standard queues"
+def _subscription(raw: Mapping[str, Any], where: str, *, fifo: bool) -> dict[str, Any] | None:
+    """The queue's filter policy on the topic, or None when it is not subscribed."""
+    if "subscription" not in raw:
+        return None
+    if fifo:
+        msg = (
+            f"{where}.subscription: Pulse's topic is a standard topic; it cannot feed a FIFO queue"
         )
-    dead = _get(raw, "deadLetter", dict, {}, where)
+        raise InvalidPipelineError(msg)
     sub = _get(raw, "subscription", dict, {}, where)
     scope = sub.get("filterPolicyScope", "MessageAttributes")
     if scope != "MessageAttributes":
@@ -116,7 +115,24 @@ def _queue(raw: Mapping[str, Any], prefix: str, where: str) -> QueueSpec:
             " the workers read the CloudEvent as the message body"
         )
         raise InvalidPipelineError(msg)
-    filter_policy = _get(sub, "filterPolicy", dict, {}, f"{where}.subscription")
+    return dict(_get(sub, "filterPolicy", dict, {}, f"{where}.subscription"))
+
+
+def _queue(raw: Mapping[str, Any], prefix: str, where: str) -> QueueSpec:
+    name = _get(raw, "queueName", str, None, where)
+    if not name:
+        raise InvalidPipelineError(f"{where}.queueName is required")
+    fifo = _get(raw, "fifoQueue", bool, default=False, where=where)
+    if fifo != name.endswith(".fifo"):
+        msg = f"{where}: a FIFO queue's name ends in .fifo, and only a FIFO queue's does"
+        raise InvalidPipelineError(msg)
+    dead = _get(raw, "deadLetter", dict, {}, where)
+    default_dlq = f"{name.removesuffix('.fifo')}-dlq" + (".fifo" if fifo else "")
+    dlq_name = dead.get("queueName") or default_dlq
+    if fifo != dlq_name.endswith(".fifo"):
+        msg = f"{where}.deadLetter.queueName: a FIFO queue's DLQ is FIFO too (name ends in .fifo)"
+        raise InvalidPipelineError(msg)
+    filter_policy = _subscription(raw, where, fifo=fifo)
     defaults = QueueSpec(name="", dlq_name="", filter_policy={})
     numbers = {
         "visibility_timeout": _get(
@@ -141,8 +157,9 @@ def _queue(raw: Mapping[str, Any], prefix: str, where: str) -> QueueSpec:
     }
     return QueueSpec(
         name=prefix + name,
-        dlq_name=prefix + (dead.get("queueName") or f"{name}-dlq"),
-        filter_policy=dict(filter_policy),
+        dlq_name=prefix + dlq_name,
+        filter_policy=filter_policy,
+        fifo=fifo,
         **numbers,
     )
 
