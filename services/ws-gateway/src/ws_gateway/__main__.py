@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import redis.asyncio as aioredis
 
 from pulse.channels import ChannelKeys
@@ -10,6 +12,7 @@ from pulse.logging import get_logger
 from pulse.service import Lifecycle, run_service, start_http_app
 from ws_gateway.history import ChannelHistory
 from ws_gateway.live import LiveHub
+from ws_gateway.presence import Presence
 from ws_gateway.server import Gateway
 from ws_gateway.settings import GatewaySettings, load_gateway_settings
 from ws_gateway.tokens import TokenVerifier
@@ -44,7 +47,9 @@ async def serve(lifecycle: Lifecycle) -> None:
         jwks_url=settings.jwks_url,
         jwks_cache_seconds=settings.jwks_cache_seconds,
     )
-    gateway = Gateway(settings, lifecycle, hub, history, verifier)
+    presence = Presence(redis, keys, lease_seconds=settings.presence_lease_seconds)
+    presence_upkeep = asyncio.create_task(presence.run(lifecycle.stopping), name="presence")
+    gateway = Gateway(settings, lifecycle, hub, history, verifier=verifier, presence=presence)
     runner = await start_http_app(
         gateway.app(),
         settings.http_host,
@@ -58,6 +63,7 @@ async def serve(lifecycle: Lifecycle) -> None:
         # Close every connection with 1001 so clients reconnect elsewhere, then stop.
         await gateway.close_all_within(settings.shutdown_grace_seconds)
         await runner.cleanup()
+        await presence_upkeep
         await hub.close()
         await redis.aclose()
 

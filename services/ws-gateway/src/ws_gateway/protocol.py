@@ -2,7 +2,7 @@
 
 Client frames::
 
-    {"op":"subscribe","channel":C,"since":OFFSET?,"epoch":EPOCH?}
+    {"op":"subscribe","channel":C,"since":OFFSET?,"epoch":EPOCH?,"presence":bool?}
     {"op":"unsubscribe","channel":C}
     {"op":"refresh","token":JWT}
     {"op":"ping"}
@@ -28,6 +28,7 @@ import orjson
 from ws_gateway.offsets import StreamId
 
 __all__ = [
+    "PRESENCE_FRAME_PREFIX",
     "ClientFrame",
     "ErrorCode",
     "FrameError",
@@ -78,6 +79,8 @@ class Subscribe:
     since: StreamId | None = None
     # The epoch the client's ``since`` belongs to; another epoch means the offset is void.
     epoch: str | None = None
+    # Whether the client wants the channel's join/leave frames.
+    presence: bool = False
 
 
 @dataclass(frozen=True)
@@ -114,8 +117,7 @@ def parse_client_frame(text: str | bytes) -> ClientFrame:
     if op == "ping":
         return Ping()
     if op == "subscribe":
-        channel = _channel(data)
-        return Subscribe(channel, _since(data, channel), _epoch(data, channel))
+        return _subscribe(data)
     if op == "unsubscribe":
         return Unsubscribe(_channel(data))
     if op == "refresh":
@@ -124,6 +126,14 @@ def parse_client_frame(text: str | bytes) -> ClientFrame:
             raise FrameError(ErrorCode.BAD_REQUEST, '"token" must be a JWT string')
         return Refresh(token)
     raise FrameError(ErrorCode.UNKNOWN_OP, f"unknown op {op[:40]!r}")
+
+
+def _subscribe(data: dict[str, Any]) -> Subscribe:
+    channel = _channel(data)
+    presence = data.get("presence", False)
+    if not isinstance(presence, bool):
+        raise FrameError(ErrorCode.BAD_REQUEST, '"presence" must be a boolean', channel)
+    return Subscribe(channel, _since(data, channel), _epoch(data, channel), presence)
 
 
 def _channel(data: dict[str, Any]) -> str:
@@ -185,6 +195,9 @@ def error_frame(code: ErrorCode, message: str, channel: str | None = None) -> st
     if channel is not None:
         frame["channel"] = channel
     return _dump(frame)
+
+
+PRESENCE_FRAME_PREFIX: Final = '{"op":"presence"'
 
 
 def pong_frame() -> str:

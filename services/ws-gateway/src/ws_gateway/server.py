@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import time
+import uuid
 from typing import TYPE_CHECKING, Any, Final, Protocol
 from urllib.parse import parse_qs
 
@@ -37,6 +39,7 @@ from ws_gateway.metrics import (
     TOKEN_REFRESHES,
 )
 from ws_gateway.offsets import StreamId
+from ws_gateway.presence import has_presence
 from ws_gateway.protocol import (
     ErrorCode,
     FrameError,
@@ -62,6 +65,7 @@ if TYPE_CHECKING:
     from pulse.service import Lifecycle
     from ws_gateway.history import ChannelHistory
     from ws_gateway.live import LiveHub
+    from ws_gateway.presence import Presence
     from ws_gateway.settings import GatewaySettings
     from ws_gateway.tokens import TokenVerifier
 
@@ -153,7 +157,10 @@ class SseSink:
 class ClientConnection:
     """One client: its session, its bounded send queue and its writer task."""
 
-    def __init__(self, sink: FrameSink, session: Session, *, queue_size: int) -> None:
+    def __init__(
+        self, sink: FrameSink, session: Session, *, queue_size: int, conn_id: str = ""
+    ) -> None:
+        self.conn_id = conn_id
         self.sink = sink
         self.session = session
         self.queue: asyncio.Queue[str] = asyncio.Queue(maxsize=queue_size)
@@ -229,9 +236,14 @@ class Gateway:
         lifecycle: Lifecycle,
         hub: LiveHub,
         history: ChannelHistory,
+        *,
         verifier: TokenVerifier,
+        presence: Presence,
     ) -> None:
         self.settings = settings
+        self.presence = presence
+        self._instance = uuid.uuid4().hex[:10]
+        self._next_conn = itertools.count(1)
         self.lifecycle = lifecycle
         self.hub = hub
         self.history = history
@@ -258,6 +270,7 @@ class Gateway:
         app.router.add_get("/ws", self.websocket)
         app.router.add_get("/sse", self.sse)
         app.router.add_get("/v1/channels/{channel}/history", self.channel_history)
+        app.router.add_get("/v1/channels/{channel}/presence", self.channel_presence)
         return app
 
     async def close_all(self) -> None:
@@ -346,7 +359,12 @@ class Gateway:
             max_subscriptions=self.settings.max_subscriptions,
             buffer_limit=self.settings.send_queue_size,
         )
-        return ClientConnection(sink, session, queue_size=self.settings.send_queue_size)
+        return ClientConnection(
+            sink,
+            session,
+            queue_size=self.settings.send_queue_size,
+            conn_id=f"{self._instance}-{next(self._next_conn)}",
+        )
 
     @contextlib.asynccontextmanager
     async def _connection(self, client: ClientConnection) -> AsyncIterator[None]:
@@ -366,9 +384,7 @@ class Gateway:
             with contextlib.suppress(asyncio.CancelledError):
                 await client.writer
             for channel in client.session.channels:
-                client.session.unsubscribe(channel)
-                SUBSCRIPTIONS.dec()
-                await self.hub.remove(channel, client)
+                await self._drop(client, channel)
             CONNECTIONS.dec()
             CONNECTION_DURATION.observe(time.monotonic() - started)
             self.clients.discard(client)
@@ -401,9 +417,7 @@ class Gateway:
         self._arm_expiry(client)
         for channel in client.session.channels:
             if authorize_channel(claims, channel) is not Access.ALLOWED:
-                client.session.unsubscribe(channel)
-                SUBSCRIPTIONS.dec()
-                await self.hub.remove(channel, client)
+                await self._drop(client, channel)
                 await client.send(
                     error_frame(ErrorCode.FORBIDDEN, "no longer allowed to subscribe", channel)
                 )
@@ -454,12 +468,27 @@ class Gateway:
         if client.session.is_subscribed(channel):
             for event in client.session.complete_subscribe(channel, latest):
                 client.send_nowait(event)
+            if has_presence(channel):
+                try:
+                    await self.presence.join(channel, client.conn_id, client.session.claims.sub)
+                except Exception as exc:  # presence is best effort; delivery goes on
+                    log.warning("presence join failed", channel=channel, error=str(exc))
+
+    async def _drop(self, client: ClientConnection, channel: str) -> bool:
+        """Forget ``channel`` for ``client``: session, fan-out and presence."""
+        if not client.session.unsubscribe(channel):
+            return False
+        SUBSCRIPTIONS.dec()
+        await self.hub.remove(channel, client)
+        try:
+            await self.presence.leave(channel, client.conn_id)
+        except Exception as exc:  # the lease runs out and a sweeper reports the leave
+            log.warning("presence leave failed", channel=channel, error=str(exc))
+        return True
 
     async def _unsubscribe(self, client: ClientConnection, frame: Unsubscribe) -> None:
-        if not client.session.unsubscribe(frame.channel):
+        if not await self._drop(client, frame.channel):
             raise FrameError(ErrorCode.NOT_SUBSCRIBED, "not subscribed", frame.channel)
-        SUBSCRIPTIONS.dec()
-        await self.hub.remove(frame.channel, client)
         await client.send(unsubscribed_frame(frame.channel))
 
     # -- Server-Sent Events ---------------------------------------------------------------
@@ -560,6 +589,26 @@ class Gateway:
             {"offset": offset, "event": orjson.Fragment(event)} for offset, event in entries
         ]
         return web.Response(body=orjson.dumps(body), content_type="application/json")
+
+    async def channel_presence(self, request: web.Request) -> web.Response:
+        """``GET /v1/channels/{c}/presence``: the users present and their session counts."""
+        claims = await self._authenticate(request)
+        if isinstance(claims, web.Response):
+            return claims
+        channel = request.match_info["channel"]
+        refusal = self._channel_refusal(claims, channel)
+        if refusal is not None:
+            return refusal
+        if not has_presence(channel):
+            return _problem(404, "no_presence", f"{channel} has no presence")
+        users = await self.presence.users(channel)
+        return web.json_response(
+            {
+                "channel": channel,
+                "count": len(users),
+                "users": [{"user": u, "sessions": n} for u, n in sorted(users.items())],
+            }
+        )
 
 
 def _subscribe_json(frame: Subscribe) -> str:

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 from ws_gateway.authz import Access, authorize_channel
 from ws_gateway.offsets import StreamId, frame_offset
-from ws_gateway.protocol import ErrorCode, FrameError, Subscribe
+from ws_gateway.protocol import PRESENCE_FRAME_PREFIX, ErrorCode, FrameError, Subscribe
 
 if TYPE_CHECKING:
     from pulse.auth import Claims
@@ -32,6 +32,7 @@ class _ChannelState:
     buffer: list[str] = field(default_factory=list)
     # Live frames at or below this offset were already sent from history; None once passed.
     floor: StreamId | None = None
+    presence: bool = False
 
 
 class Session:
@@ -64,7 +65,7 @@ class Session:
                 f"at most {self._max_subscriptions} subscriptions per connection",
                 channel,
             )
-        self._channels[channel] = _ChannelState()
+        self._channels[channel] = _ChannelState(presence=frame.presence)
 
     def complete_subscribe(self, channel: str, floor: StreamId) -> list[str]:
         """Make ``channel`` live; returns the buffered frames newer than ``floor``."""
@@ -85,6 +86,8 @@ class Session:
         """
         state = self._channels.get(channel)
         if state is None:
+            return None
+        if not state.presence and frame.startswith(PRESENCE_FRAME_PREFIX):
             return None
         if state.pending:
             if len(state.buffer) >= self._buffer_limit:

@@ -43,6 +43,10 @@ class GatewaySettings(PulseSettings):
     # An open connection whose token expired gets this long to send {"op":"refresh"}.
     token_grace_seconds: float = Field(default=10.0, ge=0, le=3600)
 
+    # A connection's presence entry lives this long unless its gateway renews it (every
+    # third of it); a dead gateway's users leave within about this time.
+    presence_lease_seconds: float = Field(default=30.0, ge=0.5, le=3600)
+
     @model_validator(mode="after")
     def _jwks_for_asymmetric(self) -> GatewaySettings:
         if self.jwt_algorithm != "HS256" and not self.jwks_url:
