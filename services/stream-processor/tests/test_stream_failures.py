@@ -23,7 +23,7 @@ from pulse.settings import PulseSettings
 from pulse.testing import free_port
 from pulse.topology import TopologyOutputs
 from stream_processor.effects import AuditTrail, BatchEffects, ProcessedEvent, TopicPublisher
-from stream_processor.failures import FailureQueue, failure_message
+from stream_processor.failures import MAX_BODY_BYTES, FailureQueue, failure_message
 from stream_processor.leases import LeaseTable
 from stream_processor.processor import StreamProcessor
 from stream_processor.settings import StreamProcessorSettings
@@ -61,6 +61,26 @@ def test_a_failure_message_carries_the_whole_record_and_the_error() -> None:
     assert body["sequence_number"] == "4200"
     assert body["event_id"] == stable_event_id("ev-1")
     assert body["failed_at"] == "1970-01-01T00:00:00.000Z"
+
+
+def test_a_record_too_large_for_sqs_keeps_its_keys_but_not_its_images() -> None:
+    huge = {
+        **RECORD,
+        "dynamodb": {
+            **RECORD["dynamodb"],
+            "Keys": {"payment_id": {"S": "pay_1"}},
+            "NewImage": {"payment_id": {"S": "pay_1"}, "metadata": {"S": "x" * 300_000}},
+        },
+    }
+    encoded = failure_message(
+        huge, ValueError("x"), reason="malformed", shard_id="s", stream_arn="a", attempts=1
+    )
+    assert len(encoded) <= MAX_BODY_BYTES
+    body = orjson.loads(encoded)
+    assert body["truncated"] == ["NewImage"]
+    assert body["record"]["dynamodb"]["Keys"] == {"payment_id": {"S": "pay_1"}}
+    assert body["record"]["dynamodb"]["SequenceNumber"] == "4200"
+    assert "NewImage" not in body["record"]["dynamodb"]
 
 
 def _put(ddb: Any, settings: PulseSettings, amount: str = "5.00") -> str:

@@ -23,6 +23,7 @@ from pulse.events import stable_event_id
 __all__ = [
     "FAILURE_QUEUE_SUFFIX",
     "FAILURE_REASONS",
+    "MAX_BODY_BYTES",
     "FailureQueue",
     "failure_message",
 ]
@@ -34,6 +35,9 @@ FAILURE_REASONS: Final = (
     "record_too_old",  # its effects failed and it is older than the maximum record age
 )
 _RETENTION_SECONDS: Final = 14 * 24 * 3600  # SQS's longest
+# SQS takes at most 256 KiB per message; leave room for the attributes.
+MAX_BODY_BYTES: Final = 250 * 1024
+_IMAGES: Final = ("NewImage", "OldImage")
 
 
 def _default(value: object) -> object:
@@ -56,7 +60,10 @@ def failure_message(
     attempts: int,
     now: float | None = None,
 ) -> bytes:
-    """The JSON body sent for a failed record (binary attributes as base64)."""
+    """The JSON body sent for a failed record (binary attributes as base64).
+
+    A record too large for an SQS message loses its images (``truncated`` lists them).
+    """
     event_id = record.get("eventID")
     failed_at = datetime.fromtimestamp(time.time() if now is None else now, UTC)
     body = {
@@ -70,6 +77,14 @@ def failure_message(
         "event_id": stable_event_id(str(event_id)) if event_id else None,
         "record": record,
     }
+    encoded = orjson.dumps(body, default=_default)
+    if len(encoded) <= MAX_BODY_BYTES:
+        return encoded
+    # Too large for SQS (images of items near DynamoDB's 400 KB): keep the record's keys and
+    # stream position, drop the images — the item can still be read from the table.
+    dynamodb = {k: v for k, v in record.get("dynamodb", {}).items() if k not in _IMAGES}
+    body["record"] = {**record, "dynamodb": dynamodb}
+    body["truncated"] = [i for i in _IMAGES if i in record.get("dynamodb", {})]
     return orjson.dumps(body, default=_default)
 
 
