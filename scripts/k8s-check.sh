@@ -15,6 +15,10 @@
 #                       RBAC within an allow-list, restricted pod
 #   5. chart rules      labels, restricted securityContext, probes, /tmp, checksum, env names,
 #                       ports, PDBs, and what dev/eks values must produce
+#   5b. features        eks values: HPAs, KEDA triggers (SQS queue URLs, stream shards), monitors,
+#                       alerts, dashboards, NetworkPolicies, helm test; monitoring/KEDA without
+#                       their CRDs fail the render; every dashboard/alert metric is exposed by
+#                       some service (the registry of the imported code)
 #   6. schema           typos in values are refused (services.ingest.replicaz=2, ...)
 #   7. skaffold/kind    skaffold.yaml and k8s/*.yaml parse; artifacts, Dockerfiles, templates
 #                       and values files agree
@@ -527,6 +531,161 @@ for scenario in ("default", "dev-values", "eks-values"):
 print("\n".join(errors) or "rendered objects ok")
 sys.exit(1 if errors else 0)
 PY
+
+# ---- 5b. autoscaling, monitoring, dashboards, network policies, helm test
+run "eks values: HPAs, KEDA triggers, monitors, alerts, dashboards, NetworkPolicies, helm test" "$PY" - "$WORK" <<'PY'
+import json, pathlib, sys
+import yaml
+
+work = pathlib.Path(sys.argv[1])
+errors = []
+check = lambda cond, msg: cond or errors.append(msg)
+docs = [d for d in yaml.safe_load_all((work / "eks-values.yaml").read_text()) if d]
+kinds = {(d["kind"], d["metadata"]["name"]): d for d in docs}
+for svc in ("ingest", "ws-gateway"):
+    hpa = kinds.get(("HorizontalPodAutoscaler", f"pulse-{svc}"))
+    check(hpa and hpa["spec"]["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment", "name": f"pulse-{svc}"},
+          f"HPA for {svc} missing or aimed elsewhere")
+    check(("ServiceMonitor", f"pulse-{svc}") in kinds, f"no ServiceMonitor for {svc}")
+    check(("PodDisruptionBudget", f"pulse-{svc}") in kinds, f"no PDB for {svc}")
+for svc, trigger, key, want in (("fraud-worker", "aws-sqs-queue", "queueURL", "https://sqs.eu-west-1.amazonaws.com/111122223333/pulse-prod-fraud"),
+                                ("notify-worker", "aws-sqs-queue", "queueURL", "https://sqs.eu-west-1.amazonaws.com/111122223333/pulse-prod-notify"),
+                                ("stream-processor", "aws-dynamodb-streams", "tableName", "pulse-prod-payments")):
+    so = kinds.get(("ScaledObject", f"pulse-{svc}"))
+    if not so:
+        errors.append(f"no ScaledObject for {svc}"); continue
+    (t,) = so["spec"]["triggers"]
+    check(t["type"] == trigger and t["metadata"].get(key) == want, f"{svc}: trigger {t['type']} {t['metadata'].get(key)} != {trigger} {want}")
+    check(so["spec"]["scaleTargetRef"]["name"] == f"pulse-{svc}", f"{svc}: ScaledObject targets another Deployment")
+    check(all(isinstance(v, str) for v in t["metadata"].values()), f"{svc}: KEDA trigger metadata values must be strings")
+    auth = kinds.get(("TriggerAuthentication", t["authenticationRef"]["name"]), {}).get("spec", {})
+    check(auth.get("podIdentity", {}).get("provider") == "aws", f"{svc}: on EKS KEDA must use the workload's IRSA identity")
+    check(("PodMonitor", f"pulse-{svc}") in kinds, f"no PodMonitor for {svc}")
+so = kinds.get(("ScaledObject", "pulse-stream-processor"), {"spec": {"triggers": [{"metadata": {}}]}})
+check(so["spec"]["triggers"][0]["metadata"].get("shardCount") == "1", "stream processor: at most one replica per shard (shardCount 1)")
+for d in docs:
+    if d["kind"] in ("ServiceMonitor", "PodMonitor", "PrometheusRule"):
+        check(d["metadata"]["labels"].get("release") == "kube-prometheus-stack", f"{d['kind']}/{d['metadata']['name']}: no release label")
+rules = [r for d in docs if d["kind"] == "PrometheusRule" for g in d["spec"]["groups"] for r in g["rules"]]
+alerts = {r["alert"] for r in rules}
+for want in ("PulseDeadLetterQueueNotEmpty", "PulseStreamLagHigh", "PulseHttpErrorRatioHigh"):
+    check(want in alerts, f"no alert {want}")
+dashboards = [d for d in docs if d["kind"] == "ConfigMap" and d["metadata"]["labels"].get("grafana_dashboard") == "1"]
+check(dashboards, "no ConfigMap labelled grafana_dashboard: \"1\"")
+for cm in dashboards:
+    for key, text in cm["data"].items():
+        try:
+            json.loads(text)
+        except ValueError as exc:
+            errors.append(f"ConfigMap/{cm['metadata']['name']}: {key} is not JSON after rendering: {exc}")
+nps = [d for d in docs if d["kind"] == "NetworkPolicy"]
+deny = [n for n in nps if n["metadata"]["name"].endswith("-default-deny")]
+check(deny and set(deny[0]["spec"]["policyTypes"]) == {"Ingress", "Egress"}, "no default-deny NetworkPolicy")
+for svc in ("ingest", "ws-gateway", "stream-processor", "fraud-worker", "notify-worker"):
+    np = kinds.get(("NetworkPolicy", f"pulse-{svc}"))
+    if not np:
+        errors.append(f"no NetworkPolicy for {svc}"); continue
+    ports = {p.get("port") for e in np["spec"].get("egress", []) for p in e.get("ports", [])}
+    check({53, 443, 6379} <= ports, f"NetworkPolicy {svc}: egress must allow DNS, AWS and Redis, has {ports}")
+tests = [d for d in docs if d["kind"] == "Job" and d["metadata"].get("annotations", {}).get("helm.sh/hook") == "test"]
+check(len(tests) == 1, "no helm test Job")
+for job in tests:
+    (c,) = job["spec"]["template"]["spec"]["containers"]
+    (work / "helm-test.py").write_text(c["args"][0])
+    env = {e["name"] for e in c["env"]}
+    check({"INGEST_URL", "GATEWAY_URL", "PULSE_JWT_SECRET"} <= env, f"helm test env lacks {sorted({'INGEST_URL', 'GATEWAY_URL', 'PULSE_JWT_SECRET'} - env)}")
+    check(c["securityContext"].get("readOnlyRootFilesystem") is True, "helm test container must be restricted too")
+print("\n".join(errors) or f"features ok: {len(alerts)} alerts, {len(dashboards)} dashboard(s), {len(nps)} NetworkPolicies")
+sys.exit(1 if errors else 0)
+PY
+
+refuses_without_crds() { # --set expression, API the message must name
+    local out
+    if out="$("$HELM" template pulse "$CHART" -f "$CHART/ci/dev-values.yaml" --set "$1" 2>&1)"; then
+        echo "rendered $1 without the $2 CRD; it must fail"; return 1
+    fi
+    grep -q "does not serve $2" <<<"$out" || { echo "failed, but not for the missing CRD: $out"; return 1; }
+}
+run "monitoring.enabled without Prometheus Operator CRDs fails the render" refuses_without_crds monitoring.enabled=true monitoring.coreos.com/v1
+run "keda.enabled without KEDA's CRDs fails the render" refuses_without_crds services.fraud-worker.keda.enabled=true keda.sh/v1alpha1/ScaledObject
+
+REPO_PY="$ROOT/.venv/bin/python"
+metric_names() { "$REPO_PY" - <<'PY'
+import importlib, pathlib, pkgutil, sys
+from prometheus_client import REGISTRY
+root = pathlib.Path(".")
+pkgs = [("pulse", root / "libs/pulse/src/pulse")] + [
+    (d.name, d) for s in sorted((root / "services").iterdir()) if (s / "src").is_dir()
+    for d in (s / "src").iterdir() if (d / "__init__.py").exists()]
+for name, path in pkgs:
+    importlib.import_module(name)
+    for mod in pkgutil.walk_packages([str(path)], prefix=f"{name}."):
+        if mod.name.endswith("__main__") or mod.name == "pulse.testing":
+            continue
+        importlib.import_module(mod.name)
+SUFFIXES = {"counter": ["_total"], "histogram": ["_bucket", "_count", "_sum"], "summary": ["_count", "_sum"],
+            "info": ["_info"], "gauge": [""], "stateset": [""], "enum": [""], "unknown": [""]}
+names = set()
+for metric in REGISTRY.collect():
+    if metric.name.startswith("pulse_"):
+        names.update(metric.name + s for s in SUFFIXES.get(metric.type, [""]))
+print("\n".join(sorted(names)))
+PY
+}
+dashboards_use_real_metrics() {
+    [[ -x "$REPO_PY" ]] || { echo "$REPO_PY is missing: run make sync"; return 1; }
+    metric_names >"$WORK/metrics.txt" || return 1
+    "$PY" - "$WORK/metrics.txt" "$WORK/eks-values.yaml" <<'PY'
+import json, pathlib, re, sys
+import yaml
+
+exposed = set(pathlib.Path(sys.argv[1]).read_text().split())
+errors = []
+metric = re.compile(r"\bpulse_[a-z0-9_]+")
+def names_in(expr):
+    return set(metric.findall(expr))
+for path in sorted(pathlib.Path("charts/pulse/dashboards").glob("*.json")):
+    dash = json.loads(path.read_text())
+    variables = {v["name"] for v in dash.get("templating", {}).get("list", [])}
+    if not {"namespace", "service"} <= variables:
+        errors.append(f"{path}: needs namespace and service variables, has {sorted(variables)}")
+    for v in dash.get("templating", {}).get("list", []):
+        q = v.get("query")
+        for name in names_in(q["query"] if isinstance(q, dict) else q or ""):
+            if name not in exposed:
+                errors.append(f"{path}: variable {v['name']} uses {name}, which no service exposes")
+    panels = [p for p in dash["panels"] if p["type"] != "row"]
+    rows = [p["title"] for p in dash["panels"] if p["type"] == "row"]
+    for svc in ("ingest", "ws-gateway", "stream-processor", "fraud-worker", "notify-worker"):
+        if not any(r.startswith(svc) for r in rows):
+            errors.append(f"{path}: no RED row for {svc}")
+    if not any("Saturation" in r for r in rows):
+        errors.append(f"{path}: no saturation row")
+    for p in panels:
+        for t in p.get("targets", []):
+            used = names_in(t["expr"])
+            if not used:
+                errors.append(f"{path}: panel {p['title']!r} queries no pulse_ metric")
+            for name in used - exposed:
+                errors.append(f"{path}: panel {p['title']!r} uses {name}, which no service exposes")
+docs = [d for d in yaml.safe_load_all(pathlib.Path(sys.argv[2]).read_text()) if d]
+for d in docs:
+    if d["kind"] == "PrometheusRule":
+        for g in d["spec"]["groups"]:
+            for r in g["rules"]:
+                for name in names_in(r["expr"]) - exposed:
+                    errors.append(f"alert {r.get('alert')}: uses {name}, which no service exposes")
+print("\n".join(errors) or f"dashboards and alerts use only the {len(exposed)} exposed pulse_ series")
+sys.exit(1 if errors else 0)
+PY
+}
+run "dashboard JSON parses; every panel and alert metric is exposed by some service" dashboards_use_real_metrics
+helm_test_script_compiles() {
+    "$REPO_PY" -c 'import ast, sys; ast.parse(open(sys.argv[1]).read())' "$WORK/helm-test.py" &&
+    "$REPO_PY" -c 'from websockets.sync.client import connect; from pulse.auth import issue_token; import inspect
+assert {"sub", "roles", "ttl_seconds"} <= set(inspect.signature(issue_token).parameters)'
+}
+run "helm test script parses and its imports exist in the gateway's environment" helm_test_script_compiles
 
 # ---- 6. the values schema refuses typos
 refuses() { # --set expression
