@@ -16,6 +16,7 @@ import contextlib
 import itertools
 import time
 import uuid
+from importlib import resources
 from typing import TYPE_CHECKING, Any, Final, Protocol
 from urllib.parse import parse_qs
 
@@ -271,6 +272,10 @@ class Gateway:
         app.router.add_get("/sse", self.sse)
         app.router.add_get("/v1/channels/{channel}/history", self.channel_history)
         app.router.add_get("/v1/channels/{channel}/presence", self.channel_presence)
+        app.router.add_get("/", _static_handler("dashboard.html", "text/html"))
+        app.router.add_get(
+            "/static/pulse-client.js", _static_handler("pulse-client.js", "text/javascript")
+        )
         return app
 
     async def close_all(self) -> None:
@@ -609,6 +614,23 @@ class Gateway:
                 "users": [{"user": u, "sessions": n} for u, n in sorted(users.items())],
             }
         )
+
+
+def _static_handler(
+    name: str, content_type: str
+) -> Callable[[web.Request], Awaitable[web.Response]]:
+    """A handler serving one file shipped in the package (read once, at start-up)."""
+    body = (resources.files("ws_gateway") / "static" / name).read_bytes()
+
+    async def handler(_request: web.Request) -> web.Response:
+        return web.Response(
+            body=body,
+            content_type=content_type,
+            charset="utf-8",
+            headers={"Cache-Control": "no-cache"},
+        )
+
+    return handler
 
 
 def _subscribe_json(frame: Subscribe) -> str:

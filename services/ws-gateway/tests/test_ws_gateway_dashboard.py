@@ -1,0 +1,139 @@
+"""The dashboard and its client module in a real headless Chromium (Playwright).
+
+Needs /usr/bin/chromium: ``scripts/browser-tools.sh`` installs Debian's package.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis.asyncio as aioredis
+from playwright.async_api import Browser, async_playwright, expect
+
+from pulse.auth import issue_token
+from pulse.channels import ALERTS, PAYMENTS, ChannelPublisher
+from pulse.events import FRAUD_DECISION, PAYMENT_CREATED, PAYMENT_UPDATED, STATS, new_event
+from pulse.testing import ServiceProcess, free_port
+
+SECRET = "ws-gateway-dashboard-secret-0123456789abcdef"
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+pytestmark = pytest.mark.timeout(90)
+
+
+@pytest.fixture
+async def browser() -> AsyncIterator[Browser]:
+    async with async_playwright() as pw:
+        launched = await pw.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
+        yield launched
+        await launched.close()
+
+
+def _payment(payment_id: str, account: str, status: str) -> dict[str, Any]:
+    return {
+        "payment_id": payment_id,
+        "account_id": account,
+        "amount": "12.50",
+        "currency": "EUR",
+        "merchant_id": "m-1",
+        "status": status,
+        "created_at": "2026-01-01T10:00:00.000Z",
+    }
+
+
+async def _created(publisher: ChannelPublisher, payment_id: str, account: str) -> None:
+    data = _payment(payment_id, account, "PENDING")
+    event = new_event(type=PAYMENT_CREATED, source="/tests", subject=payment_id, data=data)
+    await publisher.append(event, [PAYMENTS, f"account:{account}"])
+
+
+async def _updated(publisher: ChannelPublisher, payment_id: str, account: str, status: str) -> None:
+    data = {**_payment(payment_id, account, status), "old_status": "PENDING"}
+    event = new_event(type=PAYMENT_UPDATED, source="/tests", subject=payment_id, data=data)
+    await publisher.append(event, [PAYMENTS, f"account:{account}"])
+
+
+async def test_the_dashboard_shows_payments_and_decisions_and_recovers_after_a_drop(
+    browser: Browser, redis_url: str, tmp_path: Path
+) -> None:
+    port = free_port()
+    env = {
+        "REDIS_URL": redis_url,
+        "PULSE_REDIS_PREFIX": f"pulse:wsb{uuid.uuid4().hex[:8]}:",
+        "PULSE_HTTP_PORT": str(port),
+        "PULSE_JWT_SECRET": SECRET,
+    }
+    gateway = ServiceProcess("ws_gateway", env, tmp_path / "gw1.log").start(wait_port=port)
+    redis = aioredis.Redis.from_url(redis_url)
+    publisher = ChannelPublisher(redis, env["PULSE_REDIS_PREFIX"])
+    token = issue_token(SECRET, sub="ops-dashboard", roles=["ops"])
+    first, second, third = (f"pay-{uuid.uuid4().hex[:10]}" for _ in range(3))
+    stats = {
+        "events": {"created": 7, "updated": 4},
+        "by_status": {"APPROVED": {"EUR": {"count": 5, "amount_minor": 6250}}},
+        "series": [{"minute": "2026-01-01T10:00Z", "events": n} for n in (1, 4, 6)],
+    }
+    await publisher.append(new_event(type=STATS, source="/tests", data=stats), ["stats"])
+    try:
+        page = await browser.new_page()
+        await page.goto(f"http://127.0.0.1:{port}/#token={token}")
+        state = page.locator("#state")
+        await expect(state).to_have_text("live")
+        # the newest counters show at once, from the history
+        await expect(page.locator("#counters")).to_contain_text("APPROVED5")
+
+        await _created(publisher, first, "acct-1")
+        status = page.locator(f"#payment-{first} .status")
+        await expect(status).to_have_text("PENDING")
+        await _updated(publisher, first, "acct-1", "APPROVED")
+        await expect(status).to_have_text("APPROVED")
+
+        await _created(publisher, second, "acct-2")
+        decision = {
+            "payment_id": second,
+            "account_id": "acct-2",
+            "decision": "DECLINED",
+            "score": 95,
+            "reasons": ["blocklisted_merchant"],
+            "amount": "12.50",
+            "currency": "EUR",
+        }
+        await publisher.append(
+            new_event(type=FRAUD_DECISION, source="/tests", data=decision), [ALERTS]
+        )
+        await _updated(publisher, second, "acct-2", "DECLINED")
+        await expect(page.locator(f'#alerts li[data-payment-id="{second}"]')).to_contain_text(
+            "DECLINED"
+        )
+        await expect(page.locator(f"#payment-{second} .status")).to_have_text("DECLINED")
+
+        # The connection drops (the gateway dies); events keep coming meanwhile.
+        gateway.kill()
+        await expect(state).to_have_text("reconnecting")
+        await _created(publisher, third, "acct-3")
+        await _updated(publisher, second, "acct-2", "REVIEW")
+        gateway = ServiceProcess("ws_gateway", env, tmp_path / "gw2.log").start(wait_port=port)
+
+        await expect(state).to_have_text("recovered", timeout=20_000)
+        await expect(page.locator(f"#payment-{third} .status")).to_have_text("PENDING")
+        await expect(page.locator(f"#payment-{second} .status")).to_have_text("REVIEW")
+        assert await page.locator("#gap").is_hidden()
+        await expect(state).to_have_text("live", timeout=10_000)
+        # live again after the recovery
+        await _updated(publisher, third, "acct-3", "APPROVED")
+        await expect(page.locator(f"#payment-{third} .status")).to_have_text("APPROVED")
+        await page.screenshot(path=str(tmp_path / "dashboard.png"))
+    finally:
+        gateway.kill()
+        await redis.aclose()
