@@ -110,17 +110,30 @@ for svc, port in ports.items():
     expose = [v for c in by("EXPOSE") for v in c.value]
     if expose != [str(port)]:
         errors.append(f"{where}: EXPOSE {expose} != chart port {port}")
-    entry = [list(c.value) for c in by("ENTRYPOINT")]
+    entry = [list(c.value) for c in last if c.cmd.upper() == "ENTRYPOINT"]
     if len(entry) != 1 or entry[0][:2] != ["python", "-m"] or len(entry[0]) != 3:
         errors.append(f"{where}: ENTRYPOINT must be [python, -m, <package>], got {entry}")
     else:
         pkg = entry[0][2]
         if not (root / "services" / svc / "src" / pkg / "__main__.py").exists():
             errors.append(f"{where}: services/{svc}/src/{pkg}/__main__.py does not exist")
+    stages = {f.value[2]: f for f in froms if len(f.value) == 3 and f.value[1].upper() == "AS"}
+    if "dev" not in stages or stages["dev"].value[0] != "base" or froms[-1].value[2:] != ("runtime",):
+        errors.append(f"{where}: needs a dev stage from base and runtime as the last (default) stage")
+    else:
+        dev = [c for c in cmds if stages["dev"].start_line < c.start_line < froms[-1].start_line]
+        dev_entry = [list(c.value) for c in dev if c.cmd.upper() == "ENTRYPOINT"]
+        if dev_entry != [["python", "/app/reload.py", entry[0][2] if entry and len(entry[0]) == 3 else "?"]]:
+            errors.append(f"{where}: the dev stage must run the reloader on the same package, got {dev_entry}")
+        synced = {c.value[-1] for c in dev if c.cmd.upper() == "COPY" and "--chown=10001:10001" in c.flags}
+        if synced != {"/app/src/libs/pulse/src", f"/app/src/services/{svc}/src"}:
+            errors.append(f"{where}: the dev stage must copy the sources skaffold syncs, owned by 10001, got {synced}")
     for c in by("COPY"):
         if any(f.startswith("--from") for f in c.flags):
             continue
         for src in c.value[:-1]:
+            if src.startswith("<<"):  # a heredoc, not a file
+                continue
             if not (root / src).exists():
                 errors.append(f"{where}:{c.start_line}: COPY source {src} is not in the context")
 ignore = (root / ".dockerignore").read_text().split()
@@ -721,6 +734,7 @@ arts = [a for cfg in cfgs for a in cfg.get("build", {}).get("artifacts", [])]
 releases = [r for cfg in cfgs for r in cfg.get("deploy", {}).get("helm", {}).get("releases", [])]
 templates = {k: v for r in releases for k, v in r.get("setValueTemplates", {}).items()}
 built = set()
+by_release = {r["name"]: r.get("setValueTemplates", {}) for r in releases}
 for a in arts:
     image = a["image"]
     svc = image.rsplit("/", 1)[-1]
@@ -730,13 +744,27 @@ for a in arts:
     if a.get("docker", {}).get("dockerfile") != f"services/{svc}/Dockerfile":
         errors.append(f"{image}: dockerfile must be services/{svc}/Dockerfile")
     key = re.sub(r"[/\-.]", "_", image)
+    # the services' images go to release "pulse", the operator's to "pulse-operator"
+    release, prefix = ("pulse-operator", "") if svc == "operator" else ("pulse", f"services.{svc}.")
     for field, var in (("repository", "IMAGE_REPO_"), ("tag", "IMAGE_TAG_")):
         want = "{{." + var + key + "}}"
-        got = templates.get(f"services.{svc}.image.{field}")
+        got = by_release.get(release, {}).get(f"{prefix}image.{field}")
         if got != want:
-            errors.append(f"setValueTemplates services.{svc}.image.{field} = {got!r}, want {want!r}")
-if built != set(services):
-    errors.append(f"skaffold artifacts {sorted(built)} != chart services {sorted(services)}")
+            errors.append(f"release {release}: setValueTemplates {prefix}image.{field} = {got!r}, want {want!r}")
+    # file sync: every rule matches files and lands where the dev stage put the sources
+    dockerfile = root / f"services/{svc}/Dockerfile"
+    dev_dests = set(re.findall(r"^COPY --chown=10001:10001 \S+ (\S+)$", dockerfile.read_text(), re.M)) if dockerfile.exists() else set()
+    rules = a.get("sync", {}).get("manual", [])
+    if {r["dest"] for r in rules} != dev_dests or not dev_dests:
+        errors.append(f"{image}: sync destinations {sorted(r['dest'] for r in rules)} != the dev stage's sources {sorted(dev_dests)}")
+    for r in rules:
+        if not r["src"].endswith("**/*.py") or not list(root.glob(r["src"])):
+            errors.append(f"{image}: sync src {r['src']} matches no Python file")
+        if not r["src"].startswith(r.get("strip", "\0")) or r["dest"] != "/app/src/" + r["strip"].rstrip("/"):
+            errors.append(f"{image}: sync {r['src']} -> {r['dest']} strips {r.get('strip')!r}: the path would not match the dev image's")
+services_and_operator = set(services) | {"operator"}
+if built != services_and_operator:
+    errors.append(f"skaffold artifacts {sorted(built)} != chart services + operator {sorted(services_and_operator)}")
 for r in releases:
     if not (root / r["chartPath"] / "Chart.yaml").exists():
         errors.append(f"release {r['name']}: no chart at {r['chartPath']}")
@@ -749,6 +777,25 @@ for name in ("kind", "minikube", "eks"):
         for f in value if isinstance(value, list) else []:
             if isinstance(f, str) and f.endswith(".yaml") and not (root / f).exists():
                 errors.append(f"profile {name}: {f} does not exist")
+for name in ("kind", "minikube", "eks"):
+    targets = {}
+    for patch in profiles.get(name, {}).get("patches", []):
+        m = re.fullmatch(r"/build/artifacts/(\d+)/docker/target", patch["path"])
+        if m:
+            targets[int(m.group(1))] = patch["value"]
+        m = re.fullmatch(r"/deploy/helm/releases/(\d+)/.*", patch["path"])
+        if m and int(m.group(1)) >= len(releases):
+            errors.append(f"profile {name}: {patch['path']} names no release")
+    if any(i >= len(arts) for i in targets):
+        errors.append(f"profile {name}: a target patch names no artifact: {sorted(targets)}")
+    if name == "eks" and targets:
+        errors.append("profile eks must build the runtime (default) target")
+    if name != "eks":
+        if targets != {i: "dev" for i in range(len(arts))}:
+            errors.append(f"profile {name}: every artifact must build the dev target, got {targets}")
+        relax = [p for p in profiles[name]["patches"] if p["path"].endswith("readOnlyRootFilesystem")]
+        if [p.get("value") for p in relax] != ["false"]:
+            errors.append(f"profile {name}: sync needs a writable /app/src (readOnlyRootFilesystem false in dev)")
 if [a.get("kubeContext") for a in profiles.get("kind", {}).get("activation", [])] != ["kind-.*"]:
     errors.append("profile kind must activate on kubeContext kind-.*")
 forwards = {(p["resourceName"], p["port"]) for cfg in cfgs for p in cfg.get("portForward", [])}
@@ -758,7 +805,7 @@ for want in (("pulse-ingest", 8080), ("pulse-ws-gateway", 8090)):
 kind = yaml.safe_load((root / "k8s/kind-cluster.yaml").read_text())
 if kind.get("kind") != "Cluster" or not kind.get("apiVersion", "").startswith("kind.x-k8s.io/"):
     errors.append("k8s/kind-cluster.yaml: not a kind Cluster config")
-print("\n".join(errors) or f"skaffold: {len(arts)} artifacts, {len(releases)} release, profiles {sorted(profiles)}")
+print("\n".join(errors) or f"skaffold: {len(arts)} artifacts with sync, {len(releases)} releases, profiles {sorted(profiles)}")
 sys.exit(1 if errors else 0)
 PY
 
