@@ -8,7 +8,7 @@ from pulse.settings import DEV_JWT_SECRET
 def test_help_lists_every_command() -> None:
     result = CliRunner().invoke(main, ["--help"])
     assert result.exit_code == 0
-    for command in ("dev", "token", "load", "tail", "fraud"):
+    for command in ("dev", "token", "load", "tail", "fraud", "webhooks"):
         assert f"pulse {command}" in result.output
 
 
@@ -73,3 +73,45 @@ def test_fraud_block_needs_an_id_and_has_help() -> None:
     assert helped.exit_code == 0
     for command in ("block", "unblock", "list"):
         assert command in helped.output
+
+
+def test_webhooks_add_list_remove(
+    topology: object, stack_env: dict[str, str], stack_settings: object
+) -> None:
+    from pulse.clients import aws_client  # noqa: PLC0415
+    from pulse.settings import PulseSettings  # noqa: PLC0415
+    from pulse.topology import WebhookNames  # noqa: PLC0415
+
+    assert isinstance(stack_settings, PulseSettings)
+    runner = CliRunner()
+    added = runner.invoke(
+        main,
+        ["webhooks", "add", "--account", "acct-1", "--url", "https://example.com/h"],
+        env=stack_env,
+    )
+    assert added.exit_code == 0, added.output
+    fields = dict(line.split(": ", 1) for line in added.output.splitlines())
+    endpoint, secret = fields["endpoint"], fields["secret"]
+    assert secret.startswith("whsec_")
+    names = WebhookNames.from_prefix(stack_settings.resource_prefix)
+    ssm = aws_client("ssm", stack_settings)
+    stored = ssm.get_parameter(Name=names.secret_parameter(endpoint), WithDecryption=True)
+    assert stored["Parameter"]["Value"] == secret
+    assert stored["Parameter"]["Type"] == "SecureString"
+
+    listed = runner.invoke(main, ["webhooks", "list", "--account", "acct-1"], env=stack_env)
+    assert listed.output.splitlines() == [f"acct-1 {endpoint} https://example.com/h"]
+
+    removed = runner.invoke(
+        main, ["webhooks", "remove", "--account", "acct-1", "--endpoint", endpoint], env=stack_env
+    )
+    assert removed.exit_code == 0, removed.output
+    assert runner.invoke(main, ["webhooks", "list"], env=stack_env).output == ""
+    again = runner.invoke(
+        main, ["webhooks", "remove", "--account", "acct-1", "--endpoint", endpoint], env=stack_env
+    )
+    assert again.exit_code == 1
+    bad = runner.invoke(
+        main, ["webhooks", "add", "--account", "a", "--url", "ftp://x"], env=stack_env
+    )
+    assert bad.exit_code == 2

@@ -41,7 +41,7 @@ def worker(
         "notify_worker", PULSE_HTTP_PORT=str(port), PULSE_SQS_WAIT_TIME_SECONDS="1"
     ).start(wait_port=port)
     ready = until(lambda: _readyz(port))
-    assert set(ready["checks"]) == {"redis", "sqs"}
+    assert set(ready["checks"]) == {"redis", "sqs", "sqs_webhooks"}
     return process
 
 

@@ -886,11 +886,13 @@ async def consume(
     *,
     stage_metrics: StageMetrics,
     settings: SqsConsumerSettings,
+    check_name: str = "sqs",
 ) -> None:
     """Run a :class:`SqsConsumer` on ``queue_name`` until ``lifecycle.stopping`` is set.
 
-    Adds an ``sqs`` readiness check (``GetQueueAttributes`` on the queue) and waits for the
-    queue to exist before consuming, so a worker started before its topology waits for it.
+    Adds a readiness check named ``check_name`` (``GetQueueAttributes`` on the queue) and
+    waits for the queue to exist before consuming, so a worker started before its topology
+    waits for it.
     """
     found: list[str] = []
 
@@ -906,7 +908,7 @@ async def consume(
             sqs_client.get_queue_attributes, QueueUrl=url, AttributeNames=["QueueArn"]
         )
 
-    lifecycle.add_check("sqs", check_queue)
+    lifecycle.add_check(check_name, check_queue)
     url = await wait_for_queue_url(sqs_client, queue_name, lifecycle.stopping)
     if url is None:
         return

@@ -7,11 +7,20 @@ it to every notifier (the account channel today). Unchanged status: nothing to s
 
 from __future__ import annotations
 
+import asyncio
 from typing import TYPE_CHECKING
+
+import aiohttp
 
 from notify_worker.notifications import notification_event
 from notify_worker.notifiers import AccountChannelNotifier, Notifier
 from notify_worker.settings import NotifySettings, load_notify_settings
+from notify_worker.webhooks import (
+    EndpointDirectory,
+    SecretStore,
+    WebhookDeliverer,
+    WebhookFanout,
+)
 from pulse.channels import ChannelPublisher
 from pulse.clients import aws_client, redis_client
 from pulse.consumer import SqsMessage, consume
@@ -20,6 +29,7 @@ from pulse.idempotency import IdempotencyGuard, canonical_event, guard_for
 from pulse.logging import event_context, get_logger
 from pulse.metrics import StageMetrics
 from pulse.service import redis_check, serving_ops
+from pulse.topology import WebhookNames
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -71,27 +81,62 @@ class NotifyWorker:
 
 
 async def serve(lifecycle: Lifecycle) -> None:
-    """Consume the notify queue until SIGTERM, serving /healthz, /readyz and /metrics."""
+    """Consume the notify queue and the webhook deliveries until SIGTERM, serving /healthz,
+    /readyz and /metrics."""
     settings = lifecycle.settings
     if not isinstance(settings, NotifySettings):
         settings = load_notify_settings()
     sqs = aws_client("sqs", settings)
+    hooks = WebhookNames.from_prefix(settings.resource_prefix)
+    directory = EndpointDirectory(
+        aws_client("dynamodb", settings),
+        hooks.table,
+        cache_seconds=settings.webhook_endpoint_cache_seconds,
+    )
     redis = redis_client(settings)
 
     lifecycle.add_check("redis", redis_check(redis))
     worker = NotifyWorker(
-        [AccountChannelNotifier(ChannelPublisher(redis, settings.redis_prefix))],
+        [
+            AccountChannelNotifier(ChannelPublisher(redis, settings.redis_prefix)),
+            WebhookFanout(sqs, hooks.queue, directory),
+        ],
         guard=guard_for(redis, settings, "notify"),
+    )
+    session = aiohttp.ClientSession(headers={"user-agent": "pulse-webhooks/1"})
+    deliverer = WebhookDeliverer(
+        session,
+        SecretStore(
+            aws_client("ssm", settings), cache_seconds=settings.webhook_secret_cache_seconds
+        ),
+        redis,
+        hooks,
+        settings.redis_prefix,
+        rate_per_second=settings.webhook_rate_per_second,
+        timeout_seconds=settings.webhook_timeout_seconds,
+        max_attempts=settings.webhook_max_attempts,
     )
     try:
         async with serving_ops(lifecycle):
-            await consume(
-                lifecycle,
-                sqs,
-                settings.names.notify_queue,
-                worker.handle,
-                stage_metrics=StageMetrics("notify"),
-                settings=settings,
+            await asyncio.gather(
+                consume(
+                    lifecycle,
+                    sqs,
+                    settings.names.notify_queue,
+                    worker.handle,
+                    stage_metrics=StageMetrics("notify"),
+                    settings=settings,
+                ),
+                consume(
+                    lifecycle,
+                    sqs,
+                    hooks.queue,
+                    deliverer.handle,
+                    stage_metrics=StageMetrics("webhooks"),
+                    settings=settings,
+                    check_name="sqs_webhooks",
+                ),
             )
     finally:
+        await session.close()
         await redis.aclose()

@@ -1,0 +1,347 @@
+"""Signed webhooks to third parties: fan-out per endpoint, then ordered, rate-limited delivery.
+
+Two halves, joined by the FIFO queue ``{prefix}webhooks.fifo``:
+
+1. :class:`WebhookFanout` (a :class:`~notify_worker.notifiers.Notifier`): for each
+   notification, one delivery message per endpoint of the account (the endpoints table,
+   ``pulse webhooks add``), ``MessageGroupId`` = the endpoint id (so each endpoint gets its
+   events in order) and ``MessageDeduplicationId`` = a hash of event id and endpoint id (so a
+   replayed notification is not queued twice within SQS's 5-minute window).
+2. :class:`WebhookDeliverer` (a handler of the FIFO queue): signs the event per the Standard
+   Webhooks spec (:func:`signature_headers`) with the endpoint's secret from SSM Parameter
+   Store (cached), waits for the per-endpoint rate limit (a Redis counter per endpoint and
+second; waiting does not spend an attempt), and POSTs it.
+   2xx: delivered. 5xx, 408, 429, a timeout or a connection error: retried with the
+   runtime's growing backoff, the group waiting meanwhile; after ``max_attempts``, the
+   dead-letter queue with the last error. Any other 4xx: the dead-letter queue at once.
+   An endpoint removed meanwhile (its secret gone): the delivery is dropped.
+
+``webhook-id`` is the event id, so a receiver can drop the duplicates at-least-once
+delivery may bring.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import hmac
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Final
+
+import aiohttp
+import orjson
+from prometheus_client import Counter, Histogram
+
+from pulse.errors import PermanentError, RetryableError
+from pulse.events import CloudEvent
+from pulse.logging import event_context, get_logger
+
+if TYPE_CHECKING:
+    import redis.asyncio as aioredis
+
+    from pulse.consumer import SqsMessage
+    from pulse.topology import WebhookNames
+
+__all__ = [
+    "Delivery",
+    "EndpointDirectory",
+    "SecretStore",
+    "WebhookDeliverer",
+    "WebhookFanout",
+    "delivery_verdict",
+    "sign",
+    "signature_headers",
+]
+
+log = get_logger("notify_worker.webhooks")
+
+SECRET_PREFIX: Final = "whsec_"  # noqa: S105 - the format's prefix, not a secret
+_MAX_BATCH: Final = 10
+
+DELIVERIES = Counter(
+    "pulse_webhook_deliveries_total",
+    "Webhook delivery attempts by outcome (delivered, retry, failed, dropped)",
+    ["outcome"],
+)
+REQUEST_DURATION = Histogram(
+    "pulse_webhook_request_duration_seconds",
+    "Time of one webhook POST, by status class (or 'error')",
+    ["status_class"],
+    buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+)
+RATE_LIMITED = Counter(
+    "pulse_webhook_rate_limited_total", "Deliveries postponed by the per-endpoint rate limit"
+)
+
+
+def _secret_key(secret: str) -> bytes:
+    raw = secret.removeprefix(SECRET_PREFIX)
+    try:
+        return base64.b64decode(raw, validate=True)
+    except ValueError as exc:
+        raise PermanentError("webhook secret is not whsec_<base64>") from exc
+
+
+def sign(secret: str, msg_id: str, timestamp: int, body: bytes) -> str:
+    """``v1,<base64 HMAC-SHA256 of "id.timestamp.body">`` keyed by the decoded secret."""
+    signed = f"{msg_id}.{timestamp}.".encode() + body
+    digest = hmac.new(_secret_key(secret), signed, hashlib.sha256).digest()
+    return "v1," + base64.b64encode(digest).decode()
+
+
+def signature_headers(secret: str, msg_id: str, timestamp: int, body: bytes) -> dict[str, str]:
+    """The Standard Webhooks request headers."""
+    return {
+        "webhook-id": msg_id,
+        "webhook-timestamp": str(timestamp),
+        "webhook-signature": sign(secret, msg_id, timestamp, body),
+        "content-type": "application/json",
+    }
+
+
+def delivery_verdict(status: int) -> str:
+    """``delivered`` (2xx), ``retry`` (5xx, 408, 429) or ``failed`` (any other status)."""
+    if 200 <= status < 300:  # noqa: PLR2004 - HTTP classes
+        return "delivered"
+    if status >= 500 or status in {408, 429}:  # noqa: PLR2004
+        return "retry"
+    return "failed"
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """One event for one endpoint: the FIFO message body."""
+
+    endpoint_id: str
+    account_id: str
+    url: str
+    secret_parameter: str
+    event: dict[str, Any]
+
+    def to_json(self) -> bytes:
+        return orjson.dumps(self.__dict__)
+
+    @classmethod
+    def from_json(cls, raw: bytes) -> Delivery:
+        try:
+            data = orjson.loads(raw)
+            return cls(
+                endpoint_id=str(data["endpoint_id"]),
+                account_id=str(data["account_id"]),
+                url=str(data["url"]),
+                secret_parameter=str(data["secret_parameter"]),
+                event=dict(data["event"]),
+            )
+        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+            raise PermanentError(f"not a webhook delivery: {type(exc).__name__}") from exc
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    endpoint_id: str
+    url: str
+    secret_parameter: str
+
+
+class EndpointDirectory:
+    """An account's endpoints from the webhooks table, cached for ``cache_seconds``."""
+
+    def __init__(self, ddb: Any, table: str, *, cache_seconds: float) -> None:
+        self._ddb = ddb
+        self._table = table
+        self._ttl = cache_seconds
+        self._cache: dict[str, tuple[float, list[Endpoint]]] = {}
+
+    def _query(self, account_id: str) -> list[Endpoint]:
+        pages = self._ddb.get_paginator("query").paginate(
+            TableName=self._table,
+            KeyConditionExpression="account_id = :a",
+            ExpressionAttributeValues={":a": {"S": account_id}},
+            ConsistentRead=True,
+        )
+        return [
+            Endpoint(i["endpoint_id"]["S"], i["url"]["S"], i["secret_parameter"]["S"])
+            for page in pages
+            for i in page.get("Items", [])
+        ]
+
+    async def endpoints(self, account_id: str) -> list[Endpoint]:
+        now = time.monotonic()
+        hit = self._cache.get(account_id)
+        if hit is not None and now - hit[0] < self._ttl:
+            return hit[1]
+        try:
+            found = await asyncio.to_thread(self._query, account_id)
+        except Exception as exc:
+            raise RetryableError(f"webhook endpoints of {account_id}: {exc}", delay=2) from exc
+        self._cache[account_id] = (now, found)
+        return found
+
+
+class WebhookFanout:
+    """Notifier: queues one delivery per endpoint of the notification's account."""
+
+    def __init__(self, sqs: Any, queue_name: str, directory: EndpointDirectory) -> None:
+        self._sqs = sqs
+        self._queue_name = queue_name
+        self._queue_url: str | None = None
+        self._directory = directory
+
+    async def _url(self) -> str:
+        if self._queue_url is None:
+            try:
+                got = await asyncio.to_thread(self._sqs.get_queue_url, QueueName=self._queue_name)
+            except Exception as exc:
+                raise RetryableError(f"webhook queue {self._queue_name}: {exc}", delay=2) from exc
+            self._queue_url = str(got["QueueUrl"])
+        return self._queue_url
+
+    async def notify(self, notification: CloudEvent) -> bool:
+        account_id = str(notification.data["account_id"])
+        endpoints = await self._directory.endpoints(account_id)
+        if not endpoints:
+            return False
+        event = notification.model_dump(mode="json", exclude_none=True)
+        entries = [
+            {
+                "Id": str(i),
+                "MessageBody": Delivery(e.endpoint_id, account_id, e.url, e.secret_parameter, event)
+                .to_json()
+                .decode(),
+                "MessageGroupId": e.endpoint_id,
+                "MessageDeduplicationId": hashlib.sha256(
+                    f"{notification.id}|{e.endpoint_id}".encode()
+                ).hexdigest(),
+            }
+            for i, e in enumerate(endpoints)
+        ]
+        url = await self._url()
+        for start in range(0, len(entries), _MAX_BATCH):
+            chunk = entries[start : start + _MAX_BATCH]
+            try:
+                response = await asyncio.to_thread(
+                    self._sqs.send_message_batch, QueueUrl=url, Entries=chunk
+                )
+            except Exception as exc:
+                raise RetryableError(f"queue webhook deliveries: {exc}", delay=2) from exc
+            if response.get("Failed"):
+                raise RetryableError(f"queue webhook deliveries: {response['Failed'][:1]}")
+        return True
+
+
+class SecretStore:
+    """Signing secrets from SSM Parameter Store, cached for ``cache_seconds``."""
+
+    def __init__(self, ssm: Any, *, cache_seconds: float) -> None:
+        self._ssm = ssm
+        self._ttl = cache_seconds
+        self._cache: dict[str, tuple[float, str | None]] = {}
+
+    def _read(self, name: str) -> str | None:
+        try:
+            got = self._ssm.get_parameter(Name=name, WithDecryption=True)
+        except self._ssm.exceptions.ParameterNotFound:
+            return None
+        return str(got["Parameter"]["Value"])
+
+    async def secret(self, name: str) -> str | None:
+        """The secret, or None if the parameter does not exist (the endpoint was removed)."""
+        now = time.monotonic()
+        hit = self._cache.get(name)
+        if hit is not None and now - hit[0] < self._ttl:
+            return hit[1]
+        try:
+            value = await asyncio.to_thread(self._read, name)
+        except Exception as exc:
+            raise RetryableError(f"read webhook secret: {exc}", delay=2) from exc
+        self._cache[name] = (now, value)
+        return value
+
+
+# KEYS[1] the endpoint's counter of this second; ARGV[1] limit -> 1 allowed, 0 over
+_RATE_LUA: Final = """
+local n = redis.call('INCR', KEYS[1])
+if n == 1 then redis.call('EXPIRE', KEYS[1], 2) end
+if n > tonumber(ARGV[1]) then return 0 end
+return 1
+"""
+
+
+class WebhookDeliverer:
+    """The FIFO queue's handler: one signed POST per delivery message (module doc)."""
+
+    def __init__(
+        self,
+        session: aiohttp.ClientSession,
+        secrets: SecretStore,
+        redis: aioredis.Redis,
+        names: WebhookNames,
+        redis_prefix: str,
+        *,
+        rate_per_second: int,
+        timeout_seconds: float,
+        max_attempts: int,
+    ) -> None:
+        self._session = session
+        self._secrets = secrets
+        self._names = names
+        self._prefix = f"{redis_prefix}webhooks:rate:"
+        self._rate = rate_per_second
+        self._timeout = aiohttp.ClientTimeout(total=timeout_seconds)
+        self._max_attempts = max_attempts
+        self._rate_script = redis.register_script(_RATE_LUA)
+
+    async def handle(self, message: SqsMessage) -> None:
+        delivery = Delivery.from_json(message.body)
+        event = delivery.event
+        trace = CloudEvent.model_validate(event).trace_id if "traceparent" in event else None
+        with event_context(str(event.get("id")), trace, endpoint_id=delivery.endpoint_id):
+            await self._deliver(delivery, message.receive_count)
+
+    async def _allowed(self, endpoint_id: str) -> bool:
+        key = f"{self._prefix}{endpoint_id}:{int(time.time())}"
+        return bool(await self._rate_script(keys=[key], args=[self._rate]))
+
+    async def _deliver(self, delivery: Delivery, attempt: int) -> None:
+        secret = await self._secrets.secret(delivery.secret_parameter)
+        if secret is None:
+            DELIVERIES.labels("dropped").inc()
+            log.info("endpoint removed: delivery dropped")
+            return
+        while not await self._allowed(delivery.endpoint_id):
+            # Wait for the next second holding the message (the heartbeat keeps it hidden):
+            # going back to the queue would spend one of its attempts.
+            RATE_LIMITED.inc()
+            await asyncio.sleep(1.0 - time.time() % 1.0 + 0.005)
+        body = orjson.dumps(delivery.event)
+        headers = signature_headers(secret, str(delivery.event["id"]), int(time.time()), body)
+        start = time.perf_counter()
+        try:
+            async with self._session.post(
+                delivery.url, data=body, headers=headers, timeout=self._timeout
+            ) as response:
+                status = response.status
+                await response.read()
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            REQUEST_DURATION.labels("error").observe(time.perf_counter() - start)
+            self._retry_or_give_up(f"{type(exc).__name__}: {exc}", attempt)
+            return
+        REQUEST_DURATION.labels(f"{status // 100}xx").observe(time.perf_counter() - start)
+        verdict = delivery_verdict(status)
+        if verdict == "delivered":
+            DELIVERIES.labels("delivered").inc()
+            log.info("webhook delivered", status=status, attempt=attempt)
+        elif verdict == "retry":
+            self._retry_or_give_up(f"HTTP {status}", attempt)
+        else:
+            DELIVERIES.labels("failed").inc()
+            raise PermanentError(f"webhook refused: HTTP {status}")
+
+    def _retry_or_give_up(self, error: str, attempt: int) -> None:
+        if attempt >= self._max_attempts:
+            DELIVERIES.labels("failed").inc()
+            raise PermanentError(f"webhook failed after {attempt} attempts: {error}")
+        DELIVERIES.labels("retry").inc()
+        raise RetryableError(f"webhook attempt {attempt} failed: {error}")

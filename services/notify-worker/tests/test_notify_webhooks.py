@@ -1,0 +1,211 @@
+"""Webhooks end to end: a real notify worker process POSTs to a real aiohttp receiver."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+import pytest
+from aiohttp import web
+from click.testing import CliRunner
+
+from notify_worker.webhooks import sign
+from pulse.cli import main as pulse_cli
+from pulse.clients import aws_client
+from pulse.events import PAYMENT_UPDATED, new_event, stable_event_id
+from pulse.settings import PulseSettings
+from pulse.testing import ServiceProcess, free_port
+from pulse.topology import TopologyOutputs, WebhookNames
+
+
+@dataclass
+class Hit:
+    webhook_id: str
+    status: int
+    verified: bool
+    at: float
+
+
+@dataclass
+class Receiver:
+    """Answers per endpoint path; ``script[path]`` lists statuses to return first (then 200)."""
+
+    secrets: dict[str, str] = field(default_factory=dict)
+    script: dict[str, list[int]] = field(default_factory=dict)
+    hits: dict[str, list[Hit]] = field(default_factory=lambda: defaultdict(list))
+
+    async def handle(self, request: web.Request) -> web.Response:
+        path = request.match_info["name"]
+        body = await request.read()
+        headers = request.headers
+        expected = sign(
+            self.secrets[path],
+            headers["webhook-id"],
+            int(headers["webhook-timestamp"]),
+            body,
+        )
+        verified = headers["webhook-signature"] == expected and (
+            orjson.loads(body)["id"] == headers["webhook-id"]
+        )
+        queued = self.script.get(path) or []
+        status = queued.pop(0) if queued else 200
+        self.hits[path].append(Hit(headers["webhook-id"], status, verified, time.monotonic()))
+        return web.Response(status=status)
+
+    def delivered(self, path: str) -> list[str]:
+        return [h.webhook_id for h in self.hits[path] if h.status == 200]
+
+
+def _updated(event_id: str, account_id: str, status: str) -> str:
+    return (
+        new_event(
+            id=event_id,
+            type=PAYMENT_UPDATED,
+            source="/pulse/stream-processor",
+            subject=f"p-{event_id}",
+            data={
+                "payment_id": f"p-{event_id}",
+                "account_id": account_id,
+                "amount": "12.50",
+                "currency": "EUR",
+                "merchant_id": "m-1",
+                "status": status,
+                "old_status": "PENDING",
+            },
+        )
+        .to_json()
+        .decode()
+    )
+
+
+async def until(predicate: Callable[[], Any], timeout: float = 20.0) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        assert time.monotonic() < deadline, "condition not reached in time"
+        await asyncio.sleep(0.05)
+
+
+def _add_endpoint(env: dict[str, str], account: str, url: str) -> tuple[str, str]:
+    result = CliRunner().invoke(
+        pulse_cli, ["webhooks", "add", "--account", account, "--url", url], env=env
+    )
+    assert result.exit_code == 0, result.output
+    lines = dict(line.split(": ", 1) for line in result.output.splitlines())
+    return lines["endpoint"], lines["secret"]
+
+
+@pytest.fixture
+async def receiver() -> Any:
+    state = Receiver()
+    app = web.Application()
+    app.router.add_post("/hooks/{name}", state.handle)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    yield state, f"http://127.0.0.1:{port}/hooks"
+    await runner.cleanup()
+
+
+async def test_signed_deliveries_in_order_per_endpoint_with_retries_and_a_dlq(
+    topology: TopologyOutputs,
+    stack_settings: PulseSettings,
+    stack_env: dict[str, str],
+    service_process: Any,
+    receiver: tuple[Receiver, str],
+) -> None:
+    hooks, base = receiver
+    sqs = aws_client("sqs", stack_settings)
+    names = WebhookNames.from_prefix(stack_settings.resource_prefix)
+    for path, account in (("flaky", "acct-w"), ("steady", "acct-w"), ("gone", "acct-x")):
+        _endpoint, secret = _add_endpoint(stack_env, account, f"{base}/{path}")
+        hooks.secrets[path] = secret
+    listed = CliRunner().invoke(
+        pulse_cli, ["webhooks", "list", "--account", "acct-w"], env=stack_env
+    )
+    assert sorted(line.rsplit("/", 1)[-1] for line in listed.output.splitlines()) == [
+        "flaky",
+        "steady",
+    ]
+    hooks.script = {"flaky": [500, 500], "gone": [410]}
+
+    port = free_port()
+    worker: ServiceProcess = service_process(
+        "notify_worker",
+        PULSE_HTTP_PORT=str(port),
+        PULSE_SQS_WAIT_TIME_SECONDS="1",
+        PULSE_SQS_MAX_BACKOFF_SECONDS="1",
+    ).start(wait_port=port)
+    notify_url = topology.queue_urls[stack_settings.names.notify_queue]
+    ids = [stable_event_id(f"ev-{i}", "notification") for i in range(3)]
+    for i in range(3):  # one at a time, so the deliveries are queued in this order
+        sqs.send_message(QueueUrl=notify_url, MessageBody=_updated(f"ev-{i}", "acct-w", "APPROVED"))
+        await until(lambda i=i: len(hooks.delivered("steady")) == i + 1)
+    sqs.send_message(QueueUrl=notify_url, MessageBody=_updated("ev-x", "acct-x", "DECLINED"))
+
+    await until(lambda: len(hooks.delivered("flaky")) == 3)
+    assert hooks.delivered("steady") == ids
+    # 500, 500, then 200 for the first event: delivered once, and the others after it.
+    assert [(h.webhook_id, h.status) for h in hooks.hits["flaky"]] == [
+        (ids[0], 500),
+        (ids[0], 500),
+        (ids[0], 200),
+        (ids[1], 200),
+        (ids[2], 200),
+    ]
+    assert all(h.verified for hits in hooks.hits.values() for h in hits)
+
+    # A 410 is not retried: one attempt, then the DLQ with the reason.
+    dlq_url = topology.queue_urls[names.dlq]
+
+    def dead() -> list[dict[str, Any]]:
+        got = sqs.receive_message(QueueUrl=dlq_url, MessageAttributeNames=["All"])
+        return list(got.get("Messages", []))
+
+    dead_letters = await until(dead)
+    assert "HTTP 410" in dead_letters[0]["MessageAttributes"]["error"]["StringValue"]
+    assert [h.status for h in hooks.hits["gone"]] == [410]
+    assert worker.stop() == 0
+
+
+async def test_an_endpoint_is_sent_no_more_than_its_rate(
+    topology: TopologyOutputs,
+    stack_settings: PulseSettings,
+    stack_env: dict[str, str],
+    service_process: Any,
+    receiver: tuple[Receiver, str],
+) -> None:
+    hooks, base = receiver
+    _endpoint, hooks.secrets["busy"] = _add_endpoint(stack_env, "acct-r", f"{base}/busy")
+    port = free_port()
+    worker: ServiceProcess = service_process(
+        "notify_worker",
+        PULSE_HTTP_PORT=str(port),
+        PULSE_SQS_WAIT_TIME_SECONDS="1",
+        PULSE_WEBHOOK_RATE_PER_SECOND="1",
+    ).start(wait_port=port)
+    sqs = aws_client("sqs", stack_settings)
+    notify_url = topology.queue_urls[stack_settings.names.notify_queue]
+    sqs.send_message_batch(
+        QueueUrl=notify_url,
+        Entries=[
+            {"Id": str(i), "MessageBody": _updated(f"ev-r{i}", "acct-r", "APPROVED")}
+            for i in range(4)
+        ],
+    )
+    await until(lambda: len(hooks.delivered("busy")) == 4)
+    times = [h.at for h in hooks.hits["busy"]]
+    # Four at one a second fall in four one-second windows: over two seconds from first to
+    # last (unlimited, they arrive within about 0.7 s).
+    assert times[-1] - times[0] > 2.0
+    assert all(h.verified and h.status == 200 for h in hooks.hits["busy"])
+    assert len(set(hooks.delivered("busy"))) == 4
+    assert worker.stop() == 0
