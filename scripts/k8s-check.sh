@@ -537,6 +537,11 @@ for scenario in ("default", "dev-values", "eks-values"):
         check(any(k == "Job" for k, _ in kinds), f"{scenario}: no topology Job")
         check(("Secret", "pulse-aws") in kinds, f"{scenario}: no Secret with the emulator's keys")
     if scenario == "eks-values":
+        for svc in PORTS:
+            dep = kinds.get(("Deployment", f"pulse-{svc}"))
+            env_from = dep["spec"]["template"]["spec"]["containers"][0].get("envFrom", []) if dep else []
+            check(env_from[1:2] == [{"configMapRef": {"name": "pulse-outputs", "optional": True}}],
+                  f"{scenario}: {svc} must mount the operator's outputs ConfigMap after pulse-env")
         check("AWS_ENDPOINT_URL" not in cm, f"{scenario}: no AWS_ENDPOINT_URL on real AWS")
         check(cm.get("REDIS_URL", "").startswith("rediss://"), f"{scenario}: REDIS_URL must be the ElastiCache (TLS) URL")
         check(("Secret", "pulse-aws") not in kinds, f"{scenario}: no static AWS keys on EKS")

@@ -108,6 +108,12 @@ the common ConfigMap, REDIS_URL and the emulator's static keys when set.
 {{- define "pulse.envFrom" -}}
 - configMapRef:
     name: {{ include "pulse.fullname" .root }}-env
+{{- with .root.Values.pipeline.outputsConfigMap }}
+{{- /* after pulse-env, so the pipeline's PULSE_RESOURCE_PREFIX wins; optional until the operator wrote it */}}
+- configMapRef:
+    name: {{ . }}
+    optional: true
+{{- end }}
 {{- if include "pulse.hasAwsCredentials" .root }}
 - secretRef:
     name: {{ include "pulse.awsSecretName" .root }}
