@@ -76,6 +76,24 @@ def test_late_live_frames_at_or_below_the_floor_are_dropped() -> None:
     assert s.on_live("account:alice", ev(11)) == ev(11)
 
 
+def test_frames_without_offsets_pass_and_keep_the_floor() -> None:
+    s = session()
+    s.begin_subscribe(Subscribe("account:alice", presence=True))
+    assert s.complete_subscribe("account:alice", StreamId(10, 2)) == []
+    joined = '{"op":"presence","channel":"account:alice","joined":{"user":"alice"}}'
+    assert s.on_live("account:alice", joined) == joined
+    assert s.on_live("account:alice", ev(10, 1)) is None  # still a duplicate of the replay
+    assert s.on_live("account:alice", ev(10, 3)) == ev(10, 3)
+
+
+def test_presence_frames_are_opt_in() -> None:
+    s = session()
+    s.begin_subscribe(Subscribe("account:alice"))
+    s.complete_subscribe("account:alice", StreamId(0, 0))
+    joined = '{"op":"presence","channel":"account:alice","joined":{"user":"alice"}}'
+    assert s.on_live("account:alice", joined) is None
+
+
 def test_replay_buffer_is_bounded() -> None:
     s = session(buffer_limit=2)
     s.begin_subscribe(Subscribe("account:alice"))

@@ -103,7 +103,9 @@ class Session:
         if state.floor is None:
             return True
         offset = frame_offset(frame)
-        if offset is None or offset > state.floor:
+        if offset is None:
+            return True  # presence and ephemeral messages: not in the history, no order
+        if offset > state.floor:
             # Offsets only grow on a channel: once one passes, every later one does too.
             state.floor = None
             return True
