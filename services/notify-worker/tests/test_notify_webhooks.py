@@ -209,3 +209,75 @@ async def test_an_endpoint_is_sent_no_more_than_its_rate(
     assert all(h.verified and h.status == 200 for h in hooks.hits["busy"])
     assert len(set(hooks.delivered("busy"))) == 4
     assert worker.stop() == 0
+
+
+async def test_a_worker_killed_mid_delivery_is_replaced_and_the_webhook_id_repeats(
+    topology: TopologyOutputs,
+    stack_settings: PulseSettings,
+    stack_env: dict[str, str],
+    service_process: Any,
+    redis_url: str,
+) -> None:
+    import redis  # noqa: PLC0415
+
+    from pulse.channels import ChannelKeys, account_channel  # noqa: PLC0415
+
+    hits: list[str] = []
+    first_arrived = asyncio.Event()
+    release = asyncio.Event()
+
+    async def slow_first(request: web.Request) -> web.Response:
+        hits.append(request.headers["webhook-id"])
+        if len(hits) == 1:
+            first_arrived.set()
+            await release.wait()  # the worker dies while waiting for this answer
+        return web.Response(status=200)
+
+    app = web.Application()
+    app.router.add_post("/hook", slow_first)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    try:
+        _add_endpoint(stack_env, "acct-k", f"http://127.0.0.1:{port}/hook")
+        fast = {
+            "PULSE_SQS_WAIT_TIME_SECONDS": "1",
+            "PULSE_SQS_VISIBILITY_TIMEOUT": "2",
+            "PULSE_SQS_HEARTBEAT_SECONDS": "0.5",
+            "PULSE_IDEMPOTENCY_LEASE_SECONDS": "1.5",
+        }
+        ops = free_port()
+        first = service_process("notify_worker", PULSE_HTTP_PORT=str(ops), **fast)
+        first.start(wait_port=ops)
+        sqs = aws_client("sqs", stack_settings)
+        sqs.send_message(
+            QueueUrl=topology.queue_urls[stack_settings.names.notify_queue],
+            MessageBody=_updated("ev-k", "acct-k", "APPROVED"),
+        )
+        await asyncio.wait_for(first_arrived.wait(), 20)
+        first.kill()
+
+        ops = free_port()
+        second = service_process("notify_worker", PULSE_HTTP_PORT=str(ops), **fast)
+        second.start(wait_port=ops)
+        await until(lambda: len(hits) == 2)
+        notification_id = stable_event_id("ev-k", "notification")
+        # The same webhook-id again: a receiver that drops duplicates applies it once.
+        assert hits == [notification_id, notification_id]
+        client = redis.Redis.from_url(redis_url)
+        key = ChannelKeys(stack_settings.redis_prefix).history(account_channel("acct-k"))
+        assert client.xlen(key) == 1  # and the account was notified once
+        client.close()
+        hooks = WebhookNames.from_prefix(stack_settings.resource_prefix)
+        await asyncio.sleep(0.5)
+        attrs = sqs.get_queue_attributes(
+            QueueUrl=topology.queue_urls[hooks.queue],
+            AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
+        )["Attributes"]
+        assert attrs["ApproximateNumberOfMessages"] == "0"
+        assert attrs["ApproximateNumberOfMessagesNotVisible"] == "0"
+        assert second.stop() == 0
+    finally:
+        release.set()
+        await runner.cleanup()
