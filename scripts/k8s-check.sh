@@ -579,6 +579,18 @@ for svc, trigger, key, want in (("fraud-worker", "aws-sqs-queue", "queueURL", "h
     auth = kinds.get(("TriggerAuthentication", t["authenticationRef"]["name"]), {}).get("spec", {})
     check(auth.get("podIdentity", {}).get("provider") == "aws", f"{svc}: on EKS KEDA must use the workload's IRSA identity")
     check(("PodMonitor", f"pulse-{svc}") in kinds, f"no PodMonitor for {svc}")
+for svc in ("ingest", "ws-gateway"):
+    ing = kinds.get(("Ingress", f"pulse-{svc}"))
+    if not ing:
+        errors.append(f"no Ingress for {svc}"); continue
+    backend = ing["spec"]["rules"][0]["http"]["paths"][0]["backend"]["service"]
+    check(backend == {"name": f"pulse-{svc}", "port": {"name": "http"}}, f"Ingress {svc}: backend {backend}")
+    check(ing["spec"].get("tls"), f"Ingress {svc}: no TLS on EKS")
+gw = kinds.get(("Ingress", "pulse-ws-gateway"), {"metadata": {}})["metadata"].get("annotations", {})
+check(int(gw.get("nginx.ingress.kubernetes.io/proxy-read-timeout", 0)) >= 3600, "gateway Ingress: WebSockets need a long read timeout")
+gw_dep = kinds.get(("Deployment", "pulse-ws-gateway"), {"spec": {"template": {"spec": {}}}})["spec"]["template"]["spec"]
+pre = gw_dep.get("containers", [{}])[0].get("lifecycle", {}).get("preStop", {}).get("sleep", {}).get("seconds", 0)
+check(pre > 0 and gw_dep.get("terminationGracePeriodSeconds", 0) > pre, "gateway: a preStop pause and a grace period longer than it, to drain")
 so = kinds.get(("ScaledObject", "pulse-stream-processor"), {"spec": {"triggers": [{"metadata": {}}]}})
 check(so["spec"]["triggers"][0]["metadata"].get("shardCount") == "1", "stream processor: at most one replica per shard (shardCount 1)")
 for d in docs:

@@ -312,6 +312,39 @@ spec:
       affinity:
         {{- toYaml . | nindent 8 }}
       {{- end }}
+{{- if $svc.ingress.enabled }}
+---
+apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata:
+  name: {{ $fullName }}
+  labels:
+    {{- include "pulse.labels" $ctx | nindent 4 }}
+  {{- with $svc.ingress.annotations }}
+  annotations:
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
+spec:
+  {{- with $svc.ingress.className }}
+  ingressClassName: {{ . }}
+  {{- end }}
+  {{- if $svc.ingress.tlsSecretName }}
+  tls:
+    - hosts: [{{ required (printf "services.%s.ingress.host is required with TLS" $name) $svc.ingress.host | quote }}]
+      secretName: {{ $svc.ingress.tlsSecretName }}
+  {{- end }}
+  rules:
+    - {{ with $svc.ingress.host }}host: {{ . | quote }}
+      {{ end }}http:
+        paths:
+          - path: {{ $svc.ingress.path }}
+            pathType: Prefix
+            backend:
+              service:
+                name: {{ $fullName }}
+                port:
+                  name: http
+{{- end }}
 {{- if gt (int (include "pulse.minReplicas" $svc)) 1 }}
 ---
 apiVersion: policy/v1
