@@ -450,3 +450,35 @@ async def test_sigterm_closes_clients_with_going_away_and_exits_0(
         assert info.value.rcvd.code == 1001
         assert await stopping == 0, proc.logs()[-3000:]
     assert "stopped" in proc.logs()
+
+
+async def test_ephemeral_publishes_reach_subscribers_are_throttled_and_never_stored(
+    gateway: RunningGateway, redis: aioredis.Redis
+) -> None:
+    account = _account()
+    channel = f"account:{account}"
+    async with (
+        connect(gateway.ws_url(account)) as typing,
+        connect(gateway.ws_url(account)) as other_tab,
+        connect(gateway.ws_url("ops-1", ["ops"])) as ops,
+    ):
+        await _send(other_tab, op="subscribe", channel=channel)
+        assert (await _send(typing, op="publish", channel=channel, data={"typing": True})) == {
+            "op": "published",
+            "channel": channel,
+        }
+        assert await _recv(other_tab) == {
+            "op": "message",
+            "channel": channel,
+            "from": account,
+            "data": {"typing": True},
+        }
+        assert await redis.exists(ChannelKeys(gateway.prefix).history(channel)) == 0
+        for target, who in (("payments", ops), (f"account:{_account()}", typing)):
+            refused = await _send(who, op="publish", channel=target, data={})
+            assert (refused["code"], refused["channel"]) == ("forbidden", target)
+        answers = [
+            (await _send(typing, op="publish", channel=channel, data={"n": n}))
+            for n in range(12)  # the publish bucket holds 10
+        ]
+        assert any(a.get("code") == "rate_limited" for a in answers)

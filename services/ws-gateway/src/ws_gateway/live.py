@@ -136,6 +136,10 @@ class LiveHub:
             last = self._last.get(channel)
             self._last[channel] = snapshot.latest if last is None else max(last, snapshot.latest)
 
+    async def publish(self, channel: str, frame: str) -> None:
+        """Publish ``frame`` to the channel's subscribers on every gateway (not stored)."""
+        await self._redis.publish(self._keys.live(channel), frame)
+
     async def remove(self, channel: str, subscriber: Subscriber) -> None:
         subscribers = self._subscribers.get(channel)
         if subscribers is None:

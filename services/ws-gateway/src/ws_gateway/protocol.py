@@ -5,12 +5,15 @@ Client frames::
     {"op":"subscribe","channel":C,"since":OFFSET?,"epoch":EPOCH?,"presence":bool?}
     {"op":"unsubscribe","channel":C}
     {"op":"refresh","token":JWT}
+    {"op":"publish","channel":C,"data":OBJECT}   (ephemeral: delivered live, never stored)
     {"op":"ping"}
 
 Server frames::
 
     {"op":"subscribed","channel":C,"offset":O,"epoch":E,"recovered":bool}
     {"op":"refreshed","exp":EXP}
+    {"op":"published","channel":C}
+    {"op":"message","channel":C,"from":SUB,"data":OBJECT}
     {"op":"unsubscribed","channel":C}
     {"op":"event","channel":C,"offset":O,"event":CLOUDEVENT}   (built by pulse.channels)
     {"op":"error","code":CODE,"message":TEXT,"channel":C?}
@@ -21,11 +24,14 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import orjson
 
 from ws_gateway.offsets import StreamId
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 __all__ = [
     "PRESENCE_FRAME_PREFIX",
@@ -33,13 +39,16 @@ __all__ = [
     "ErrorCode",
     "FrameError",
     "Ping",
+    "Publish",
     "Refresh",
     "Subscribe",
     "Unsubscribe",
     "error_frame",
     "event_frame",
+    "message_frame",
     "parse_client_frame",
     "pong_frame",
+    "published_frame",
     "refreshed_frame",
     "subscribed_frame",
     "unsubscribed_frame",
@@ -48,6 +57,7 @@ __all__ = [
 _MAX_CHANNEL_CHARS: Final = 256
 _MAX_EPOCH_CHARS: Final = 64
 _MAX_TOKEN_CHARS: Final = 16 * 1024
+MAX_PUBLISH_BYTES: Final = 4096
 
 
 class ErrorCode(enum.StrEnum):
@@ -94,11 +104,17 @@ class Refresh:
 
 
 @dataclass(frozen=True)
+class Publish:
+    channel: str
+    data: str  # the client's JSON object, re-serialised compactly
+
+
+@dataclass(frozen=True)
 class Ping:
     pass
 
 
-ClientFrame = Subscribe | Unsubscribe | Refresh | Ping
+ClientFrame = Subscribe | Unsubscribe | Refresh | Publish | Ping
 
 
 def parse_client_frame(text: str | bytes) -> ClientFrame:
@@ -114,18 +130,38 @@ def parse_client_frame(text: str | bytes) -> ClientFrame:
     op = data.get("op")
     if not isinstance(op, str):
         raise FrameError(ErrorCode.BAD_REQUEST, '"op" must be a string')
-    if op == "ping":
-        return Ping()
-    if op == "subscribe":
-        return _subscribe(data)
-    if op == "unsubscribe":
-        return Unsubscribe(_channel(data))
-    if op == "refresh":
-        token = data.get("token")
-        if not isinstance(token, str) or not token or len(token) > _MAX_TOKEN_CHARS:
-            raise FrameError(ErrorCode.BAD_REQUEST, '"token" must be a JWT string')
-        return Refresh(token)
-    raise FrameError(ErrorCode.UNKNOWN_OP, f"unknown op {op[:40]!r}")
+    parse = _PARSERS.get(op)
+    if parse is None:
+        raise FrameError(ErrorCode.UNKNOWN_OP, f"unknown op {op[:40]!r}")
+    return parse(data)
+
+
+def _ping(_data: dict[str, Any]) -> Ping:
+    return Ping()
+
+
+def _unsubscribe(data: dict[str, Any]) -> Unsubscribe:
+    return Unsubscribe(_channel(data))
+
+
+def _refresh(data: dict[str, Any]) -> Refresh:
+    token = data.get("token")
+    if not isinstance(token, str) or not token or len(token) > _MAX_TOKEN_CHARS:
+        raise FrameError(ErrorCode.BAD_REQUEST, '"token" must be a JWT string')
+    return Refresh(token)
+
+
+def _publish(data: dict[str, Any]) -> Publish:
+    channel = _channel(data)
+    payload = data.get("data")
+    if not isinstance(payload, dict):
+        raise FrameError(ErrorCode.BAD_REQUEST, '"data" must be a JSON object', channel)
+    encoded = orjson.dumps(payload).decode()
+    if len(encoded) > MAX_PUBLISH_BYTES:
+        raise FrameError(
+            ErrorCode.TOO_LARGE, f'"data" is larger than {MAX_PUBLISH_BYTES} bytes', channel
+        )
+    return Publish(channel, encoded)
 
 
 def _subscribe(data: dict[str, Any]) -> Subscribe:
@@ -134,6 +170,15 @@ def _subscribe(data: dict[str, Any]) -> Subscribe:
     if not isinstance(presence, bool):
         raise FrameError(ErrorCode.BAD_REQUEST, '"presence" must be a boolean', channel)
     return Subscribe(channel, _since(data, channel), _epoch(data, channel), presence)
+
+
+_PARSERS: Final[dict[str, Callable[[dict[str, Any]], ClientFrame]]] = {
+    "ping": _ping,
+    "subscribe": _subscribe,
+    "unsubscribe": _unsubscribe,
+    "publish": _publish,
+    "refresh": _refresh,
+}
 
 
 def _channel(data: dict[str, Any]) -> str:
@@ -195,6 +240,23 @@ def error_frame(code: ErrorCode, message: str, channel: str | None = None) -> st
     if channel is not None:
         frame["channel"] = channel
     return _dump(frame)
+
+
+def published_frame(channel: str) -> str:
+    return _dump({"op": "published", "channel": channel})
+
+
+def message_frame(channel: str, sender: str, data_json: str) -> str:
+    """An ephemeral message as subscribers get it (``data_json`` is already JSON)."""
+    return (
+        '{"op":"message","channel":'
+        + orjson.dumps(channel).decode()
+        + ',"from":'
+        + orjson.dumps(sender).decode()
+        + ',"data":'
+        + data_json
+        + "}"
+    )
 
 
 PRESENCE_FRAME_PREFIX: Final = '{"op":"presence"'

@@ -45,12 +45,15 @@ from ws_gateway.protocol import (
     ErrorCode,
     FrameError,
     Ping,
+    Publish,
     Refresh,
     Subscribe,
     Unsubscribe,
     error_frame,
+    message_frame,
     parse_client_frame,
     pong_frame,
+    published_frame,
     refreshed_frame,
     subscribed_frame,
     unsubscribed_frame,
@@ -167,6 +170,7 @@ class ClientConnection:
         self.queue: asyncio.Queue[str] = asyncio.Queue(maxsize=queue_size)
         self.closing = False
         self.expiry: asyncio.TimerHandle | None = None
+        self.publish_bucket: TokenBucket | None = None
         self.writer: asyncio.Task[None] | None = None
         self._close_task: asyncio.Task[None] | None = None
 
@@ -435,6 +439,8 @@ class Gateway:
                 await client.send(pong_frame())
             elif isinstance(frame, Refresh):
                 await self._refresh(client, frame)
+            elif isinstance(frame, Publish):
+                await self._publish(client, frame)
             elif isinstance(frame, Subscribe):
                 await self._subscribe(client, frame)
             elif isinstance(frame, Unsubscribe):
@@ -478,6 +484,31 @@ class Gateway:
                     await self.presence.join(channel, client.conn_id, client.session.claims.sub)
                 except Exception as exc:  # presence is best effort; delivery goes on
                     log.warning("presence join failed", channel=channel, error=str(exc))
+
+    async def _publish(self, client: ClientConnection, frame: Publish) -> None:
+        """An ephemeral message to an account channel the client may read; never stored."""
+        channel = frame.channel
+        access = authorize_channel(client.session.claims, channel)
+        if access is Access.UNKNOWN_CHANNEL:
+            raise FrameError(ErrorCode.UNKNOWN_CHANNEL, "no such channel", channel)
+        # The system feeds (payments, alerts, stats) carry only what the pipeline appends.
+        if access is not Access.ALLOWED or not channel.startswith("account:"):
+            raise FrameError(ErrorCode.FORBIDDEN, "not allowed to publish", channel)
+        s = self.settings
+        now = time.monotonic()
+        if client.publish_bucket is None:
+            client.publish_bucket = TokenBucket(s.publish_per_second, s.publish_burst, now)
+        if not client.publish_bucket.allow(now):
+            RATE_LIMITED_OPS.inc()
+            raise FrameError(ErrorCode.RATE_LIMITED, "too many publishes, slow down", channel)
+        try:
+            await self.hub.publish(
+                channel, message_frame(channel, client.session.claims.sub, frame.data)
+            )
+        except Exception as exc:
+            log.warning("publish failed", channel=channel, error=str(exc))
+            raise FrameError(ErrorCode.UNAVAILABLE, "publish failed, retry", channel) from exc
+        await client.send(published_frame(channel))
 
     async def _drop(self, client: ClientConnection, channel: str) -> bool:
         """Forget ``channel`` for ``client``: session, fan-out and presence."""

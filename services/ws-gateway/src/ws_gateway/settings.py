@@ -36,6 +36,10 @@ class GatewaySettings(PulseSettings):
     client_ops_per_second: float = Field(default=20.0, gt=0, le=10_000)
     client_ops_burst: int = Field(default=50, ge=1, le=100_000)
 
+    # Ephemeral client publishes (typing indicators…) per connection: a token bucket.
+    publish_per_second: float = Field(default=5.0, gt=0, le=10_000)
+    publish_burst: int = Field(default=10, ge=1, le=100_000)
+
     # JWT: the one accepted algorithm; RS256/ES256 take their keys from a JWKS URL.
     jwt_algorithm: Literal["HS256", "RS256", "ES256"] = "HS256"
     jwks_url: str | None = None
