@@ -13,7 +13,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from pulse.auth import issue_token
-from pulse.channels import ChannelPublisher
+from pulse.channels import ChannelKeys, ChannelPublisher
 from pulse.events import PAYMENT_CREATED, CloudEvent, new_event
 from pulse.testing import ServiceProcess, free_port
 from ws_gateway.sse import Cursor
@@ -163,3 +163,18 @@ async def test_sse_streams_events_and_resumes_with_last_event_id(
         assert [f["event"]["id"] for f in frames if f["op"] == "event"] == [e.id for e in missed]
         live = await _append(redis, prefix, f"account:{account}", 4)
         assert (await sse.next())["event"]["id"] == live.id
+
+
+async def test_a_closed_sse_stream_releases_its_subscription(
+    gateway: tuple[str, str], redis: aioredis.Redis, http: aiohttp.ClientSession
+) -> None:
+    base, prefix = gateway
+    account = f"acct-{uuid.uuid4().hex[:8]}"
+    live_key = ChannelKeys(prefix).live(f"account:{account}")
+    params = {"channels": f"account:{account}", "token": issue_token(SECRET, sub=account)}
+    async with http.get(f"{base}/sse", params=params) as resp:
+        assert (await SseReader(resp).next())["op"] == "subscribed"
+        assert (await redis.pubsub_numsub(live_key))[0][1] == 1
+    async with asyncio.timeout(5):
+        while (await redis.pubsub_numsub(live_key))[0][1] != 0:
+            await asyncio.sleep(0.1)

@@ -572,17 +572,22 @@ class Gateway:
 
     @staticmethod
     async def _hold_sse(sink: SseSink, request: web.Request) -> None:
+        """Until the stream is closed by us or by the client (checked every second)."""
+        idle = 0.0
         while not sink.closed.is_set():
             transport = request.transport
             if transport is None or transport.is_closing():
                 return
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(sink.closed.wait(), _SSE_KEEPALIVE_SECONDS)
+                await asyncio.wait_for(sink.closed.wait(), 1.0)
                 return
-            try:
-                await sink.keepalive()
-            except (ConnectionError, RuntimeError):
-                return
+            idle += 1.0
+            if idle >= _SSE_KEEPALIVE_SECONDS:
+                idle = 0.0
+                try:
+                    await sink.keepalive()
+                except (ConnectionError, RuntimeError):
+                    return
 
     # -- history --------------------------------------------------------------------------
 
