@@ -67,10 +67,10 @@ def queue_names(settings: PulseSettings) -> set[str]:
 
 
 def table_names(settings: PulseSettings) -> set[str]:
+    # paginated: the session's emulator holds every test's tables
+    pages = aws_client("dynamodb", settings).get_paginator("list_tables").paginate()
     return {
-        t
-        for t in aws_client("dynamodb", settings).list_tables()["TableNames"]
-        if t.startswith(settings.resource_prefix)
+        t for page in pages for t in page["TableNames"] if t.startswith(settings.resource_prefix)
     }
 
 
