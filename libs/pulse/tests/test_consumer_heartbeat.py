@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -15,7 +16,7 @@ from pulse.consumer import SqsConsumer, SqsConsumerSettings, SqsMessage, on_hear
 from pulse.errors import ConfigurationError, PermanentError
 from pulse.metrics import StageMetrics
 from pulse.settings import PulseSettings, load_settings
-from pulse.topology import TopologyOutputs
+from pulse.topology import TopologyOutputs, apply_topology, pulse_spec
 
 METRICS = StageMetrics("heartbeat-test")
 
@@ -36,7 +37,8 @@ class Queue:
 
 
 @pytest.fixture
-def queue(topology: TopologyOutputs, stack_settings: PulseSettings) -> Queue:
+def queue(stack_settings: PulseSettings) -> Queue:
+    topology = _queues_only(stack_settings)
     names = stack_settings.names
     return Queue(
         aws_client("sqs", stack_settings),
@@ -194,3 +196,8 @@ def test_the_default_heartbeat_beats_within_the_visibility_timeout_and_the_lease
     monkeypatch.setenv("PULSE_SQS_HEARTBEAT_SECONDS", "90")
     with pytest.raises(ConfigurationError, match="idempotency_lease_seconds must be above"):
         load_settings(SqsConsumerSettings)
+
+
+def _queues_only(settings: PulseSettings) -> TopologyOutputs:
+    """The topic and queues without the tables: the emulator's table list stays short."""
+    return apply_topology(settings, replace(pulse_spec(settings.names), tables=[]))
