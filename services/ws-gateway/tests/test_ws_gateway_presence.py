@@ -17,7 +17,7 @@ from pulse.auth import issue_token
 from pulse.testing import ServiceProcess, free_port
 
 SECRET = "ws-gateway-presence-secret-0123456789abcdef"
-LEASE_SECONDS = 1.5
+LEASE_SECONDS = 2.5  # renewed every third; slack for a loaded CI machine
 pytestmark = pytest.mark.timeout(60)
 
 
@@ -111,7 +111,7 @@ async def test_a_killed_gateways_users_leave_within_the_lease_once(
             user = await connect(_url(doomed_port, account))
             await _subscribe(user, channel)
             # leases are renewed: still present after several lease times
-            assert await _presence_frames(watcher, account, LEASE_SECONDS * 2.5) == ["joined"]
+            assert await _presence_frames(watcher, account, LEASE_SECONDS * 2) == ["joined"]
             assert await _present(port, channel) == {account: 1, "watcher": 1}
             doomed.kill()
             seen = await _presence_frames(watcher, account, LEASE_SECONDS * 2 + 1)
