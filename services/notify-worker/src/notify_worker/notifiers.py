@@ -1,7 +1,8 @@
 """Where notifications go. Each destination is a :class:`Notifier`.
 
-Today: the account's channel (the user's browsers). Signed webhooks to third parties are a
-second notifier to come; the worker sends each notification to every notifier it holds.
+The account's channel (the user's browsers) and signed webhooks to third parties
+(:class:`notify_worker.webhooks.WebhookFanout`); the worker sends each notification to every
+notifier it holds.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ class Notifier(Protocol):
     """
 
     async def notify(self, notification: CloudEvent) -> bool:
-        """Deliver; False if this event id had been delivered before."""
+        """Deliver; False if nothing was sent (delivered before, or nowhere to send it)."""
         ...
 
 

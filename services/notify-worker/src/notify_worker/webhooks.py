@@ -296,7 +296,10 @@ class WebhookDeliverer:
     async def handle(self, message: SqsMessage) -> None:
         delivery = Delivery.from_json(message.body)
         event = delivery.event
-        trace = CloudEvent.model_validate(event).trace_id if "traceparent" in event else None
+        try:
+            trace = CloudEvent.model_validate(event).trace_id
+        except ValueError as exc:  # pydantic's ValidationError is a ValueError
+            raise PermanentError(f"delivery without a CloudEvent: {exc}") from exc
         with event_context(str(event.get("id")), trace, endpoint_id=delivery.endpoint_id):
             await self._deliver(delivery, message.receive_count)
 

@@ -72,7 +72,9 @@ class NotifyWorker:
         for notifier in self._notifiers:
             delivered = await notifier.notify(notification)
             log.info(
-                "notification sent" if delivered else "notification already sent",
+                "notification sent"
+                if delivered
+                else "notification not sent (sent before or no destination)",
                 notifier=type(notifier).__name__,
                 status=notification.data["status"],
                 notification_id=notification.id,
