@@ -12,7 +12,7 @@ PYTEST_ARGS ?=
 
 export UV_PYTHON_DOWNLOADS := never
 
-.PHONY: run test lint fmt typecheck unit k8s-check bench clean help sync
+.PHONY: run test lint fmt typecheck unit k8s-check browser-tools bench clean help sync
 
 help:
 	@sed -n '2,5p' Makefile
@@ -37,7 +37,10 @@ lint: sync
 typecheck: sync
 	$(VENV)/bin/mypy libs/pulse/src services/*/src
 
-unit: sync
+browser-tools:
+	bash scripts/browser-tools.sh
+
+unit: sync browser-tools
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
 
 k8s-check:
