@@ -203,3 +203,44 @@ async def _wait_for(predicate: Any) -> None:
 def _queues_only(settings: PulseSettings) -> TopologyOutputs:
     """The topic and queues without the tables: the emulator's table list stays short."""
     return apply_topology(settings, replace(pulse_spec(settings.names), tables=[]))
+
+
+async def test_a_handler_abandoned_at_shutdown_releases_its_key(
+    redis: aioredis.Redis, prefix: str, stack_settings: PulseSettings
+) -> None:
+    topology = _queues_only(stack_settings)
+    sqs = aws_client("sqs", stack_settings)
+    url = topology.queue_urls[stack_settings.names.fraud_queue]
+    guard = _guard(redis, prefix, lease_seconds=30)
+    started = asyncio.Event()
+    keys: list[str] = []
+
+    async def endless() -> bytes:
+        started.set()
+        await asyncio.sleep(60)
+        return b"never"
+
+    async def handler(message: SqsMessage) -> None:
+        keys.append(guard.key(message.message_id))
+        await guard.run(message.message_id, message.body, endless)
+
+    consumer = SqsConsumer(
+        sqs,
+        url,
+        handler,
+        StageMetrics("idempotency-test"),
+        wait_time_seconds=1,
+        shutdown_grace_seconds=0.3,
+    )
+    stopping = asyncio.Event()
+    task = asyncio.create_task(consumer.run(stopping))
+    await asyncio.to_thread(sqs.send_message, QueueUrl=url, MessageBody="stuck")
+    await asyncio.wait_for(started.wait(), 10)
+    assert await redis.exists(keys[0]) == 1
+    stopping.set()
+    await asyncio.wait_for(task, 10)
+    # Released at once, not after the 30 s lease: the next worker can take it right away.
+    assert await redis.exists(keys[0]) == 0
+    got = await asyncio.to_thread(sqs.receive_message, QueueUrl=url, WaitTimeSeconds=1)
+    assert [m["Body"] for m in got.get("Messages", [])] == ["stuck"]
+    sqs.delete_message(QueueUrl=url, ReceiptHandle=got["Messages"][0]["ReceiptHandle"])
