@@ -39,7 +39,7 @@ def test_load_refuses_a_zero_rate() -> None:
 def test_fraud_block_unblock_and_list_keep_redis_sets(redis_url: str) -> None:
     import redis  # noqa: PLC0415
 
-    from pulse.cli import blocklist_key  # noqa: PLC0415
+    from pulse.blocklists import blocklist_key  # noqa: PLC0415
 
     prefix = "pulse:cli-test-blocklist:"
     env = {"REDIS_URL": redis_url, "PULSE_REDIS_PREFIX": prefix}

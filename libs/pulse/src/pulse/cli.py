@@ -10,20 +10,10 @@ from typing import Any
 
 import click
 
+from pulse.blocklists import BLOCKLIST_KINDS, blocklist_key
 from pulse.settings import PulseSettings
 
-__all__ = ["BLOCKLIST_KINDS", "blocklist_key", "main"]
-
-# The fraud worker's blocklists: Redis sets ``{redis_prefix}fraud:blocked:{kind}`` (the worker
-# reads them in fraud_worker.activity with the same layout).
-BLOCKLIST_KINDS = ("accounts", "merchants")
-
-
-def blocklist_key(redis_prefix: str, kind: str) -> str:
-    """The Redis set holding the blocked ids of ``kind`` (``accounts`` or ``merchants``)."""
-    if kind not in BLOCKLIST_KINDS:
-        raise ValueError(f"unknown blocklist {kind!r}")
-    return f"{redis_prefix}fraud:blocked:{kind}"
+__all__ = ["main"]
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "show_default": True})

@@ -19,6 +19,7 @@ from decimal import Decimal
 from typing import TYPE_CHECKING, Final
 
 from fraud_worker.rules import AccountActivity
+from pulse.blocklists import blocklist_key
 
 if TYPE_CHECKING:
     import redis.asyncio as aioredis
@@ -82,7 +83,7 @@ class AccountActivityStore:
 
     def blocklist_key(self, kind: str) -> str:
         """``kind`` is ``accounts`` or ``merchants``."""
-        return f"{self._prefix}fraud:blocked:{kind}"
+        return blocklist_key(self._prefix, kind)
 
     async def record(self, event_id: str, payment: PaymentFacts) -> AccountActivity:
         """Add the payment (once per ``event_id``); read the window around it and the blocklists."""
