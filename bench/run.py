@@ -1,12 +1,21 @@
 """Pulse benchmarks. Usage: ``python bench/run.py [GROUP ...]`` (``make bench ONLY=ingest``).
 
-Groups:
+Groups (each in bench/bench_<group>.py):
   ingest  requests/s through the ingest API vs. a bare conditional PutItem loop with the same
           concurrency against the same emulator, in the same run  -> ingest.ratio (goal >= 0.7)
   e2e     the whole stack at 50 payments/s: POST -> pulse.payment.created at a WebSocket client
           (p50, p99) and POST -> pulse.payment.updated (p99)
           -> e2e.created_p50_ms (goal <= 350), e2e.created_p99_ms (<= 1000),
              e2e.updated_p99_ms (<= 2000)
+  stream  lag at 200 writes/s (PutItem -> Redis publish), and draining a 10,000-record backlog
+          vs. a bare GetRecords + PublishBatch loop -> stream.lag_p50_ms (<= 300),
+          stream.lag_p99_ms (<= 600), stream.drain_ratio (>= 0.8)
+  workers the SQS consumer runtime vs. a bare receive + batch delete loop
+          -> worker.ratio (>= 0.8), worker.cpu_us_per_msg
+  gateway connections held, fan-out to every subscriber, deliveries/s, memory per connection,
+          mass reconnect -> gateway.connections (>= 10,000), gateway.fanout_p50_ms,
+          gateway.fanout_p99_ms (<= 100), gateway.deliveries_per_s (>= 100,000),
+          gateway.rss_kb_per_conn (<= 20), gateway.reconnect_missed (0)
 
 Each group prints its setup, then its figures as ``name: value`` lines; the figures of every
 group run are repeated together on the last lines.
@@ -14,16 +23,20 @@ group run are repeated together on the last lines.
 
 from __future__ import annotations
 
+import importlib
 import sys
 from collections.abc import Callable
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_e2e import bench_e2e
-from bench_ingest import bench_ingest
+GROUPS = ("ingest", "e2e", "stream", "workers", "gateway")
 
-GROUPS: dict[str, Callable[[], dict[str, float]]] = {"ingest": bench_ingest, "e2e": bench_e2e}
+
+def _runner(group: str) -> Callable[[], dict[str, float]]:
+    module = importlib.import_module(f"bench_{group}")
+    runner: Callable[[], dict[str, float]] = getattr(module, f"bench_{group}")
+    return runner
 
 
 def main(argv: list[str]) -> int:
@@ -35,7 +48,7 @@ def main(argv: list[str]) -> int:
     figures: dict[str, float] = {}
     for group in chosen:
         print(f"== {group}", flush=True)
-        figures.update(GROUPS[group]())
+        figures.update(_runner(group)())
     print("== figures")
     for name, value in figures.items():
         print(f"{name}: {value:.3f}" if isinstance(value, float) else f"{name}: {value}")
