@@ -14,7 +14,14 @@ import jwt
 
 from pulse.errors import PermanentError
 
-__all__ = ["Claims", "InvalidTokenError", "TokenExpiredError", "issue_token", "verify_token"]
+__all__ = [
+    "Claims",
+    "InvalidTokenError",
+    "TokenExpiredError",
+    "claims_from_payload",
+    "issue_token",
+    "verify_token",
+]
 
 
 class InvalidTokenError(PermanentError):
@@ -64,6 +71,11 @@ def verify_token(token: str, secret: str, *, leeway: float = 0.0) -> Claims:
         raise TokenExpiredError("token expired") from exc
     except jwt.PyJWTError as exc:
         raise InvalidTokenError(f"invalid token: {exc}") from exc
+    return claims_from_payload(payload)
+
+
+def claims_from_payload(payload: dict[str, Any]) -> Claims:
+    """Claims from a verified token's payload; :class:`InvalidTokenError` if malformed."""
     roles = payload.get("roles", [])
     if not isinstance(roles, list) or not all(isinstance(r, str) for r in roles):
         raise InvalidTokenError("invalid token: roles must be a list of strings")

@@ -13,7 +13,7 @@ from typing import Any, Final
 
 import jwt
 
-from pulse.auth import Claims, InvalidTokenError, TokenExpiredError
+from pulse.auth import Claims, InvalidTokenError, TokenExpiredError, claims_from_payload
 
 __all__ = ["ASYMMETRIC_ALGORITHMS", "TokenVerifier", "VerifierUnavailableError"]
 
@@ -76,13 +76,3 @@ class TokenVerifier:
             raise VerifierUnavailableError(str(exc)) from exc
         except jwt.PyJWTError as exc:
             raise InvalidTokenError(f"invalid token: {exc}") from exc
-
-
-def claims_from_payload(payload: dict[str, Any]) -> Claims:
-    roles = payload.get("roles", [])
-    if not isinstance(roles, list) or not all(isinstance(r, str) for r in roles):
-        raise InvalidTokenError("invalid token: roles must be a list of strings")
-    sub = payload["sub"]
-    if not isinstance(sub, str) or not sub:
-        raise InvalidTokenError("invalid token: sub must be a non-empty string")
-    return Claims(sub=sub, roles=frozenset(roles), exp=int(payload["exp"]))
