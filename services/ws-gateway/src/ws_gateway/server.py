@@ -212,6 +212,12 @@ class ClientConnection:
         self.closing = True
         self._close_task = asyncio.create_task(self._close(code, reason))
 
+    async def wait_closed(self) -> None:
+        """Wait for a close this connection started (the handshake included), if any."""
+        if self._close_task is not None:
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._close_task
+
     async def _close(self, code: int, reason: str) -> None:
         # No data frame may follow the close frame: stop the writer first.
         if self.writer is not None:
@@ -355,11 +361,15 @@ class Gateway:
                     continue
                 RATE_LIMITED_OPS.inc()
                 if bucket.refused_in_a_row > s.client_ops_burst:
+                    # Stop reading: the close handshake reads (and drops) what the client
+                    # still sends until its close frame, so it sees 4029, not a reset.
                     client.close(CLOSE_RATE_LIMITED, "too many requests")
-                elif bucket.refused_in_a_row == 1:  # one error frame per burst of refusals
+                    break
+                if bucket.refused_in_a_row == 1:  # one error frame per burst of refusals
                     await client.send(
                         error_frame(ErrorCode.RATE_LIMITED, "too many operations, slow down")
                     )
+            await client.wait_closed()
         return ws
 
     def _client(self, sink: FrameSink, claims: Claims) -> ClientConnection:
