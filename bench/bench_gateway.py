@@ -1,0 +1,281 @@
+"""ws-gateway: connections held, fan-out latency, deliveries/s, memory per connection and a
+mass reconnect, against one real gateway process driven by client processes."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from pulse.auth import issue_token
+from pulse.channels import ALERTS, PAYMENTS, STATS, ChannelPublisher
+from pulse.clients import redis_client
+from pulse.emulators import free_port, redis_answers, start_redis, wait_for_port
+from pulse.events import STATS as STATS_TYPE
+from pulse.events import new_event
+from pulse.load import percentile
+from pulse.settings import DEV_JWT_SECRET, PulseSettings
+from pulse.testing import ServiceProcess
+
+CONNECTIONS = 10_000
+CLIENT_PROCESSES = 3
+FANOUT_EVENTS = 10
+FANOUT_GAP = 0.2
+FANOUT_WAIT = 15.0
+THROUGHPUT_SUBSCRIBERS = 2_000
+THROUGHPUT_EVENTS = 200
+RECONNECT_CLIENTS = 1_000
+RECONNECT_BEFORE = 5
+RECONNECT_DURING = 20
+CLIENT_SCRIPT = Path(__file__).resolve().parent / "gateway_client.py"
+
+
+def _rss_kb(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise RuntimeError("no VmRSS")
+
+
+class Client:
+    """One load-client process, driven by JSON lines."""
+
+    def __init__(self, proc: asyncio.subprocess.Process) -> None:
+        self.proc = proc
+
+    @classmethod
+    async def start(cls, url: str) -> Client:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            str(CLIENT_SCRIPT),
+            url,
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            limit=2**26,
+        )
+        return cls(proc)
+
+    async def call(self, cmd: str, **args: Any) -> dict[str, Any]:
+        assert self.proc.stdin is not None
+        assert self.proc.stdout is not None
+        self.proc.stdin.write(orjson.dumps({"cmd": cmd, **args}) + b"\n")
+        await self.proc.stdin.drain()
+        line = await self.proc.stdout.readline()
+        if not line:
+            raise RuntimeError(f"client process ended during {cmd}")
+        reply: dict[str, Any] = orjson.loads(line)
+        if "error" in reply:
+            raise RuntimeError(f"client {cmd}: {reply['error']}")
+        return reply
+
+    def kill(self) -> None:
+        if self.proc.returncode is None:
+            self.proc.kill()
+
+
+async def _all(clients: list[Client], cmd: str, **args: Any) -> list[dict[str, Any]]:
+    return await asyncio.gather(*(c.call(cmd, **args) for c in clients))
+
+
+def _split(total: int, parts: int) -> list[int]:
+    return [total // parts + (1 if i < total % parts else 0) for i in range(parts)]
+
+
+def _cpu_s(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def _wait_tally(
+    clients: list[Client], channel: str, expected: int, wait_s: float
+) -> tuple[int, list[dict[str, Any]]]:
+    """Poll the clients until `expected` deliveries on `channel` (or `wait_s` passed)."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        tallies = await _all(clients, "tally", channel=channel)
+        got = sum(t["count"] for t in tallies)
+        if got >= expected or time.monotonic() > deadline:
+            return got, tallies
+        await asyncio.sleep(0.05)
+
+
+async def _append(publisher: ChannelPublisher, channel: str, seq: int) -> float:
+    t = time.time()
+    event = new_event(
+        type=STATS_TYPE, source="/pulse/bench", data={"t": t, "seq": seq}, subject="bench"
+    )
+    await publisher.append(event, [channel])
+    return t
+
+
+async def _measure(  # noqa: PLR0915
+    gateway: ServiceProcess, url: str, redis_url: str, prefix: str
+) -> dict[str, float]:
+    assert gateway.proc is not None
+    pid = gateway.proc.pid
+    settings = PulseSettings(redis_url=redis_url)
+    redis = redis_client(settings)
+    publisher = ChannelPublisher(redis, prefix)
+    clients: list[Client] = []
+    figures: dict[str, float] = {}
+    try:
+        await asyncio.sleep(1.0)
+        rss0 = _rss_kb(pid)
+        clients = [await Client.start(url) for _ in range(CLIENT_PROCESSES)]
+
+        # Connections held (and subscribed to `stats`), and memory per connection.
+        started = time.monotonic()
+        opened = await asyncio.gather(
+            *(
+                c.call("open", n=n, channel=STATS)
+                for c, n in zip(clients, _split(CONNECTIONS, len(clients)), strict=True)
+            )
+        )
+        held = sum(o["open"] for o in opened)
+        errors = sum(o["errors"] for o in opened)
+        first = next((o["first_error"][0] for o in opened if o["first_error"]), "")
+        print(
+            f"opened {held} of {CONNECTIONS} connections in {time.monotonic() - started:.1f} s"
+            f" ({errors} failed{': ' + first if first else ''}; "
+            f"{sum(o['retries'] for o in opened)} subscribes retried after `unavailable`)",
+            flush=True,
+        )
+        await asyncio.sleep(2.0)
+        rss_n = _rss_kb(pid)
+        figures["gateway.connections"] = float(held)
+        figures["gateway.rss_kb_per_conn"] = (rss_n - rss0) / held if held else 0.0
+        print(f"gateway RSS {rss0} kB idle, {rss_n} kB with {held} subscribed connections")
+
+        # Fan-out latency: one event to every subscriber, FANOUT_EVENTS times.
+        await _all(clients, "latency")
+        cpu0 = _cpu_s(pid)
+        for seq in range(FANOUT_EVENTS):
+            await _append(publisher, STATS, seq)
+            await _wait_tally(clients, STATS, held * (seq + 1), FANOUT_WAIT)
+            await asyncio.sleep(FANOUT_GAP)
+        print(f"fan-out: gateway CPU {_cpu_s(pid) - cpu0:.2f} s for {FANOUT_EVENTS * held} frames")
+        lat = [x for r in await _all(clients, "latency") for x in r["latencies"]]
+        print(
+            f"fan-out: {FANOUT_EVENTS} events to {held} subscribers, {len(lat)} of "
+            f"{FANOUT_EVENTS * held} deliveries seen, max {max(lat, default=0):.0f} ms"
+        )
+        figures["gateway.fanout_p50_ms"] = percentile(lat, 50)
+        figures["gateway.fanout_p99_ms"] = percentile(lat, 99)
+
+        # Sustained deliveries: THROUGHPUT_EVENTS appended at once to a channel held by
+        # THROUGHPUT_SUBSCRIBERS of the connections.
+        subbed = await _all(
+            clients, "sub", n=THROUGHPUT_SUBSCRIBERS // len(clients), channel=ALERTS
+        )
+        subs = sum(r["subscribed"] for r in subbed)
+        await asyncio.sleep(1.0)
+        expected = subs * THROUGHPUT_EVENTS
+        first_t = time.time()
+        sem = asyncio.Semaphore(32)
+
+        async def append_one(seq: int) -> None:
+            async with sem:
+                await _append(publisher, ALERTS, seq)
+
+        await asyncio.gather(*(append_one(seq) for seq in range(THROUGHPUT_EVENTS)))
+        got, tallies = await _wait_tally(clients, ALERTS, expected, 30.0)
+        last_t = max(t["last"] for t in tallies)
+        elapsed = max(last_t - first_t, 1e-6)
+        figures["gateway.deliveries_per_s"] = got / elapsed
+        print(
+            f"throughput: {THROUGHPUT_EVENTS} events to {subs} subscribers: {got} of "
+            f"{expected} deliveries in {elapsed:.2f} s"
+        )
+
+        # Mass reconnect with since + epoch.
+        split = _split(RECONNECT_CLIENTS, len(clients))
+        ready = await asyncio.gather(
+            *(
+                c.call("recon_open", n=n, channel=PAYMENTS)
+                for c, n in zip(clients, split, strict=True)
+            )
+        )
+        print(f"reconnect: {sum(r['ready'] for r in ready)} clients subscribed to payments")
+        for seq in range(RECONNECT_BEFORE):
+            await _append(publisher, PAYMENTS, seq)
+        await asyncio.sleep(1.0)
+        await _all(clients, "recon_drop")
+        for seq in range(RECONNECT_BEFORE, RECONNECT_BEFORE + RECONNECT_DURING):
+            await _append(publisher, PAYMENTS, seq)
+        back = await _all(
+            clients, "recon_back", expect=RECONNECT_BEFORE + RECONNECT_DURING, wait_s=30.0
+        )
+        missed = sum(b["missed"] for b in back)
+        print(
+            f"reconnect: {RECONNECT_CLIENTS} clients back at once after {RECONNECT_DURING} "
+            f"events: done in {max(b['done_s'] for b in back):.2f} s, missed {missed}, "
+            f"duplicates {sum(b['dupes'] for b in back)}, "
+            f"not recovered {sum(b['not_recovered'] for b in back)}, "
+            f"connect errors {sum(b['errors'] for b in back)}, "
+            f"subscribes retried after `unavailable` {sum(b['retries'] for b in back)}"
+        )
+        figures["gateway.reconnect_missed"] = float(missed)
+        figures["gateway.reconnect_s"] = max(b["done_s"] for b in back)
+    finally:
+        for c in clients:
+            c.kill()
+        for c in clients:
+            await c.proc.wait()
+        keys = [k async for k in redis.scan_iter(match=f"{prefix}*", count=1000)]
+        if keys:
+            await redis.delete(*keys)
+        await redis.aclose()
+    return figures
+
+
+def bench_gateway() -> dict[str, float]:
+    work = Path(tempfile.mkdtemp(prefix="pulse-bench-gw-"))
+    redis_proc = None
+    if redis_answers():
+        redis_url = "redis://127.0.0.1:6379/0"
+    else:
+        port = free_port()
+        redis_proc = start_redis(port, work)
+        wait_for_port(port)
+        redis_url = f"redis://127.0.0.1:{port}/0"
+    prefix = f"benchgw-{uuid.uuid4().hex[:8]}:"
+    port = free_port()
+    env = {
+        "PULSE_HTTP_PORT": str(port),
+        "PULSE_HTTP_HOST": "127.0.0.1",
+        "PULSE_REDIS_PREFIX": prefix,
+        "REDIS_URL": redis_url,
+        "PULSE_LOG_LEVEL": "warning",
+        "PULSE_SEND_QUEUE_SIZE": "4096",
+    }
+    token = issue_token(DEV_JWT_SECRET, sub="bench", roles=["ops"], ttl_seconds=3600)
+    url = f"ws://127.0.0.1:{port}/ws?token={token}"
+    print(
+        f"setup: one ws-gateway process, {CLIENT_PROCESSES} client processes (websockets); "
+        f"{CONNECTIONS} connections on `stats`; fan-out {FANOUT_EVENTS} events, "
+        f"each once the last reached every client; {THROUGHPUT_EVENTS} events at once to "
+        f"{THROUGHPUT_SUBSCRIBERS} subscribers; {RECONNECT_CLIENTS} clients reconnecting "
+        f"after {RECONNECT_DURING} events",
+        flush=True,
+    )
+    gateway = ServiceProcess("ws_gateway", env, work / "ws-gateway.log")
+    try:
+        gateway.start(wait_port=port)
+        figures = asyncio.run(_measure(gateway, url, redis_url, prefix))
+    finally:
+        gateway.kill()
+        if redis_proc is not None:
+            redis_proc.kill()
+            redis_proc.wait()
+    if os.environ.get("PULSE_BENCH_LOGS"):
+        print(gateway.logs()[-4000:])
+    for name, value in figures.items():
+        print(f"{name}: {value:.1f}")
+    return figures
