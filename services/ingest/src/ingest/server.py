@@ -44,10 +44,7 @@ if TYPE_CHECKING:
 __all__ = ["create_app", "serve"]
 
 
-def _log() -> Any:
-    # Bound on use: a logger bound at import keeps structlog's defaults, not the JSON set-up
-    # that run_service installs later.
-    return get_logger("ingest.server")
+log = get_logger("ingest.server")
 
 
 IDEMPOTENCY_HEADER: Final = "Idempotency-Key"
@@ -92,7 +89,7 @@ async def problem_middleware(
             raise
         return _render(_from_http_exception(exc))
     except RetryableError as exc:
-        _log().warning("dependency unavailable", error=str(exc), path=request.path)
+        log.warning("dependency unavailable", error=str(exc), path=request.path)
         return _render(
             Problem(
                 503,
@@ -103,7 +100,7 @@ async def problem_middleware(
             )
         )
     except Exception:
-        _log().exception("unexpected error", method=request.method, path=request.path)
+        log.exception("unexpected error", method=request.method, path=request.path)
         return _render(Problem(500, "internal", "Internal server error"))
 
 
@@ -181,7 +178,7 @@ class PaymentsApi:
             for _ in range(2):
                 if await self._store.put_new(item):
                     PAYMENTS_CREATED.labels("created").inc()
-                    _log().info("payment created", account_id=body.account_id)
+                    log.info("payment created", account_id=body.account_id)
                     return self._created(created_payment(item_from_image(item)), traceparent)
                 stored = await self._store.get(payment_id)
                 if stored is not None:
@@ -191,7 +188,7 @@ class PaymentsApi:
     def _replay(self, stored: dict[str, Any], digest: str, traceparent: str) -> web.Response:
         if stored.get("request_hash") != digest:
             PAYMENTS_CREATED.labels("conflict").inc()
-            _log().info("idempotency key reused with another body")
+            log.info("idempotency key reused with another body")
             raise Problem(
                 422,
                 "idempotency-key-reused",
@@ -199,7 +196,7 @@ class PaymentsApi:
                 "this Idempotency-Key was already used with a different request body",
             )
         PAYMENTS_CREATED.labels("replayed").inc()
-        _log().info("payment replayed")
+        log.info("payment replayed")
         original_trace = str(stored.get("traceparent") or traceparent)
         return self._created(created_payment(stored), original_trace, replayed=True)
 
@@ -285,5 +282,5 @@ async def serve(lifecycle: Lifecycle) -> None:
     try:
         await lifecycle.stopping.wait()
     finally:
-        _log().info("stopping: finishing in-flight requests")
+        log.info("stopping: finishing in-flight requests")
         await runner.cleanup()

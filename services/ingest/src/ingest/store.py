@@ -23,10 +23,7 @@ if TYPE_CHECKING:
 __all__ = ["PaymentStore"]
 
 
-def _log() -> Any:
-    # Bound on use: a logger bound at import keeps structlog's defaults, not the JSON set-up
-    # that run_service installs later.
-    return get_logger("ingest.store")
+log = get_logger("ingest.store")
 
 
 _RETRYABLE_CODES = frozenset(
@@ -136,7 +133,7 @@ def _row_event(row: dict[str, Any]) -> dict[str, Any] | None:
     except orjson.JSONDecodeError:
         event = None
     if not isinstance(event, dict):
-        _log().warning(
+        log.warning(
             "skipping unreadable audit row",
             payment_id=row.get("payment_id", {}).get("S"),
             sk=row.get("sk", {}).get("S"),
