@@ -93,6 +93,10 @@ def _cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def _clients_cpu(clients: list[Client]) -> float:
+    return sum(_cpu_s(c.proc.pid) for c in clients)
+
+
 async def _wait_tally(
     clients: list[Client], channel: str, expected: int, wait_s: float
 ) -> tuple[int, list[dict[str, Any]]]:
@@ -154,14 +158,17 @@ async def _measure(  # noqa: PLR0915
         print(f"gateway RSS {rss0} kB idle, {rss_n} kB with {held} subscribed connections")
 
         # Fan-out latency: one event to every subscriber, FANOUT_EVENTS times.
-        await _all(clients, "latency")
-        cpu0 = _cpu_s(pid)
+        await _all(clients, "latency", channel=STATS)
+        cpu0, ccpu0 = _cpu_s(pid), _clients_cpu(clients)
         for seq in range(FANOUT_EVENTS):
             await _append(publisher, STATS, seq)
             await _wait_tally(clients, STATS, held * (seq + 1), FANOUT_WAIT)
             await asyncio.sleep(FANOUT_GAP)
-        print(f"fan-out: gateway CPU {_cpu_s(pid) - cpu0:.2f} s for {FANOUT_EVENTS * held} frames")
-        lat = [x for r in await _all(clients, "latency") for x in r["latencies"]]
+        print(
+            f"fan-out: CPU for {FANOUT_EVENTS * held} frames: gateway {_cpu_s(pid) - cpu0:.2f} s,"
+            f" client processes {_clients_cpu(clients) - ccpu0:.2f} s"
+        )
+        lat = [x for r in await _all(clients, "latency", channel=STATS) for x in r["latencies"]]
         print(
             f"fan-out: {FANOUT_EVENTS} events to {held} subscribers, {len(lat)} of "
             f"{FANOUT_EVENTS * held} deliveries seen, max {max(lat, default=0):.0f} ms"
@@ -177,6 +184,7 @@ async def _measure(  # noqa: PLR0915
         subs = sum(r["subscribed"] for r in subbed)
         await asyncio.sleep(1.0)
         expected = subs * THROUGHPUT_EVENTS
+        cpu0, ccpu0 = _cpu_s(pid), _clients_cpu(clients)
         first_t = time.time()
         sem = asyncio.Semaphore(32)
 
@@ -187,12 +195,27 @@ async def _measure(  # noqa: PLR0915
         await asyncio.gather(*(append_one(seq) for seq in range(THROUGHPUT_EVENTS)))
         got, tallies = await _wait_tally(clients, ALERTS, expected, 30.0)
         last_t = max(t["last"] for t in tallies)
+        print(
+            f"throughput: CPU gateway {_cpu_s(pid) - cpu0:.2f} s, "
+            f"client processes {_clients_cpu(clients) - ccpu0:.2f} s"
+        )
         elapsed = max(last_t - first_t, 1e-6)
         figures["gateway.deliveries_per_s"] = got / elapsed
         print(
             f"throughput: {THROUGHPUT_EVENTS} events to {subs} subscribers: {got} of "
             f"{expected} deliveries in {elapsed:.2f} s"
         )
+
+        # The same fan-out to the smaller channel, for comparison.
+        await _all(clients, "latency", channel=ALERTS)
+        for seq in range(FANOUT_EVENTS):
+            await _append(publisher, ALERTS, THROUGHPUT_EVENTS + seq)
+            await _wait_tally(clients, ALERTS, expected + subs * (seq + 1), FANOUT_WAIT)
+            await asyncio.sleep(FANOUT_GAP)
+        small = [x for r in await _all(clients, "latency", channel=ALERTS) for x in r["latencies"]]
+        print(f"fan-out: {FANOUT_EVENTS} events to {subs} subscribers, {len(small)} deliveries")
+        figures["gateway.fanout_2k_p50_ms"] = percentile(small, 50)
+        figures["gateway.fanout_2k_p99_ms"] = percentile(small, 99)
 
         # Mass reconnect with since + epoch.
         split = _split(RECONNECT_CLIENTS, len(clients))

@@ -2,7 +2,7 @@
 
 Reads one JSON command per line on stdin, answers one JSON line on stdout:
   {"cmd":"open","n":N,"channel":C}        open N connections subscribed to C
-  {"cmd":"latency"}                        receive - append ms of each event since last call
+  {"cmd":"latency","channel":C}            receive - append ms of each event on C since last call
   {"cmd":"sub","n":N,"channel":C}          subscribe the first N open connections to C too
   {"cmd":"tally","channel":C}              deliveries on C and the last receipt time
   {"cmd":"recon_open","n":N,"channel":C}   N more connections on C that track offset + epoch
@@ -54,7 +54,7 @@ class Pool:
         self.url = url
         self.conns: list[ClientConnection] = []
         self.readers: list[asyncio.Task[None]] = []
-        self.latencies: list[float] = []
+        self.latencies: dict[str, list[float]] = {}
         self.tally: dict[str, int] = {}
         self.last_receipt: dict[str, float] = {}
         self.recon: list[Recon] = []
@@ -100,8 +100,8 @@ class Pool:
                 channel = frame["channel"]
                 self.tally[channel] = self.tally.get(channel, 0) + 1
                 self.last_receipt[channel] = now
-                if channel == "stats":
-                    self.latencies.append((now - frame["event"]["data"]["t"]) * 1000)
+                sent = frame["event"]["data"]["t"]
+                self.latencies.setdefault(channel, []).append((now - sent) * 1000)
 
     def _control(self, ws: ClientConnection, frame: dict[str, Any]) -> None:
         """A `subscribed` or error frame for a `sub` command (the reader owns recv)."""
@@ -230,8 +230,7 @@ async def handle(pool: Pool, cmd: dict[str, Any]) -> dict[str, Any]:  # noqa: PL
     if name == "open":
         return await pool.open(cmd["n"], cmd["channel"])
     if name == "latency":
-        out, pool.latencies = pool.latencies, []
-        return {"latencies": out}
+        return {"latencies": pool.latencies.pop(cmd["channel"], [])}
     if name == "sub":
         return await pool.sub(cmd["n"], cmd["channel"])
     if name == "tally":
