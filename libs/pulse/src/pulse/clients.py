@@ -34,11 +34,20 @@ def aws_client(service_name: str, settings: PulseSettings, *, max_pool: int = 64
     )
 
 
-def redis_client(settings: PulseSettings, *, max_connections: int = 64) -> aioredis.Redis:
-    """An asyncio Redis client from ``REDIS_URL`` (bytes responses)."""
-    return aioredis.Redis.from_url(
+def redis_client(
+    settings: PulseSettings, *, max_connections: int = 64, pool_timeout: float = 10.0
+) -> aioredis.Redis:
+    """An asyncio Redis client from ``REDIS_URL`` (bytes responses).
+
+    The pool waits up to ``pool_timeout`` seconds for a free connection when all
+    ``max_connections`` are busy, rather than failing the command at once: a burst of
+    work (10,000 clients subscribing together) queues instead of erroring.
+    """
+    pool = aioredis.BlockingConnectionPool.from_url(
         settings.redis_url,
         max_connections=max_connections,
+        timeout=pool_timeout,
         socket_connect_timeout=5,
         health_check_interval=30,
     )
+    return aioredis.Redis.from_pool(pool)  # the client owns the pool and closes it
