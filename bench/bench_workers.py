@@ -1,0 +1,171 @@
+"""Workers: the SQS consumer runtime's messages/s vs. a bare receive + batch delete loop.
+
+One queue (fresh name under a unique prefix, deleted afterwards) on a private emulator.
+Before each phase MESSAGES messages are sent with SendMessageBatch from SENDERS threads.
+Runtime: :class:`pulse.consumer.SqsConsumer` in this process (default settings: 10 in
+flight, batching window 0.1 s, 1 s poll) with a no-op async handler, timed from start until
+every message was handled and its delete flushed; CPU is this process's CPU time over that
+span (sending excluded; the emulator is another process). Bare: one thread of ReceiveMessage
+(10, 1 s wait) + DeleteMessageBatch until MESSAGES were deleted. ROUNDS alternations, best
+of each.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import tempfile
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from pulse.clients import aws_client
+from pulse.consumer import SqsConsumer, SqsConsumerSettings, SqsMessage
+from pulse.emulators import AWS_TEST_CREDENTIALS, free_port, start_moto, stop_process
+from pulse.metrics import StageMetrics
+from pulse.settings import PulseSettings
+
+MESSAGES = 2_000
+SENDERS = 8
+ROUNDS = 2
+WAIT_SECONDS = 1
+TIMEOUT = 90.0
+
+
+def _fill(sqs: Any, url: str) -> None:
+    sqs.purge_queue(QueueUrl=url)  # a leftover from the last phase would skew the next
+    body = '{"specversion":"1.0","type":"bench","id":"%s"}'
+
+    def send(start: int) -> None:
+        for base in range(start, MESSAGES, 10 * SENDERS):
+            entries = [
+                {"Id": str(i), "MessageBody": body % uuid.uuid4()}
+                for i in range(min(10, MESSAGES - base))
+            ]
+            sqs.send_message_batch(QueueUrl=url, Entries=entries)
+
+    with ThreadPoolExecutor(SENDERS) as pool:
+        list(pool.map(send, range(0, MESSAGES, 10)[:SENDERS]))
+
+
+def _bare(sqs: Any, url: str) -> float:
+    done = 0
+    start = time.perf_counter()
+    while done < MESSAGES and time.perf_counter() - start < TIMEOUT:
+        got = sqs.receive_message(
+            QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=WAIT_SECONDS
+        ).get("Messages", [])
+        if not got:
+            continue
+        sqs.delete_message_batch(
+            QueueUrl=url,
+            Entries=[
+                {"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(got)
+            ],
+        )
+        done += len(got)
+    return done / (time.perf_counter() - start)
+
+
+def _runtime(sqs: Any, url: str, settings: SqsConsumerSettings) -> tuple[float, float]:
+    async def main() -> tuple[float, float]:
+        stopping = asyncio.Event()
+        handled = 0
+
+        async def handler(_message: SqsMessage) -> None:
+            nonlocal handled
+            handled += 1
+            if handled >= MESSAGES:
+                stopping.set()
+
+        consumer = SqsConsumer(
+            sqs,
+            url,
+            handler,
+            StageMetrics("bench"),
+            max_in_flight=settings.sqs_max_in_flight,
+            wait_time_seconds=WAIT_SECONDS,
+            visibility_timeout=settings.sqs_visibility_timeout,
+            batch_window_seconds=settings.sqs_batch_window_seconds,
+            depth_poll_seconds=settings.sqs_depth_poll_seconds,
+        )
+        cpu0 = time.process_time()
+        start = time.perf_counter()
+        await asyncio.wait_for(consumer.run(stopping), TIMEOUT)
+        elapsed = time.perf_counter() - start
+        cpu = time.process_time() - cpu0
+        return handled / elapsed, cpu / max(handled, 1) * 1e6
+
+    return asyncio.run(main())
+
+
+def _depth(sqs: Any, url: str) -> int:
+    attrs = sqs.get_queue_attributes(
+        QueueUrl=url,
+        AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
+    )["Attributes"]
+    return int(attrs["ApproximateNumberOfMessages"]) + int(
+        attrs["ApproximateNumberOfMessagesNotVisible"]
+    )
+
+
+def bench_workers() -> dict[str, float]:
+    work = Path(tempfile.mkdtemp(prefix="pulse-bench-"))
+    port = free_port()
+    moto = start_moto(port, work / "moto.log")
+    prefix = f"bw{uuid.uuid4().hex[:8]}-"
+    os.environ.update(
+        {
+            **AWS_TEST_CREDENTIALS,
+            "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}",
+            "PULSE_RESOURCE_PREFIX": prefix,
+            "PULSE_LOG_LEVEL": "warning",
+        }
+    )
+    settings = SqsConsumerSettings()
+    sqs = aws_client("sqs", PulseSettings())
+    url = ""
+    try:
+        url = sqs.create_queue(QueueName=f"{prefix}bench")["QueueUrl"]
+        print(
+            f"setup: moto server, queue {prefix}bench; {MESSAGES} messages sent beforehand by "
+            f"{SENDERS} threads; runtime = SqsConsumer in this process (no-op handler, "
+            f"max_in_flight {settings.sqs_max_in_flight}, batch window "
+            f"{settings.sqs_batch_window_seconds:g} s, wait {WAIT_SECONDS} s) vs. bare "
+            f"ReceiveMessage(10) + DeleteMessageBatch in one thread; {ROUNDS} rounds, best of each",
+            flush=True,
+        )
+        runtime_best, bare_best, cpu_best = 0.0, 0.0, float("inf")
+        for rnd in range(ROUNDS):
+            _fill(sqs, url)
+            rate, cpu_us = _runtime(sqs, url, settings)
+            print(
+                f"round {rnd + 1}: runtime {rate:.0f} msgs/s, {cpu_us:.0f} us CPU/msg", flush=True
+            )
+            runtime_best = max(runtime_best, rate)
+            cpu_best = min(cpu_best, cpu_us)
+            _fill(sqs, url)
+            bare = _bare(sqs, url)
+            print(
+                f"round {rnd + 1}: bare {bare:.0f} msgs/s (depth left {_depth(sqs, url)})",
+                flush=True,
+            )
+            bare_best = max(bare_best, bare)
+        figures = {
+            "worker.runtime_msgs_per_s": runtime_best,
+            "worker.bare_msgs_per_s": bare_best,
+            "worker.ratio": runtime_best / bare_best if bare_best else 0.0,
+            "worker.cpu_us_per_msg": cpu_best,
+        }
+        for name, value in figures.items():
+            print(f"{name}: {value:.3f}")
+        return figures
+    finally:
+        if url:
+            try:
+                sqs.delete_queue(QueueUrl=url)
+            except Exception as exc:  # the emulator goes away anyway
+                print(f"could not delete queue: {exc}")
+        stop_process(moto)
