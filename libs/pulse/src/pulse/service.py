@@ -19,6 +19,7 @@ from contextlib import asynccontextmanager
 from importlib.metadata import PackageNotFoundError, version
 from typing import TYPE_CHECKING, Any
 
+import uvloop
 from aiohttp import web
 
 from pulse.errors import ConfigurationError
@@ -180,7 +181,10 @@ def run_service(
         await main(lifecycle)
 
     try:
-        asyncio.run(_run())
+        # uvloop's event loop: the services are I/O-bound loops of small requests, where it
+        # cuts the per-request overhead (measured on ingest's API against a bare PutItem loop).
+        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+            runner.run(_run())
     except ConfigurationError as exc:
         log.error("invalid configuration", error=str(exc))  # noqa: TRY400 - no traceback for bad config
         return 2
