@@ -67,6 +67,7 @@ from pydantic_settings import SettingsConfigDict
 from pulse.errors import PermanentError, RetryableError
 from pulse.events import CloudEvent
 from pulse.logging import event_context, get_logger
+from pulse.service import retry_until_found
 from pulse.settings import PulseSettings
 
 if TYPE_CHECKING:
@@ -236,15 +237,13 @@ async def wait_for_queue_url(
     sqs_client: Any, queue_name: str, stopping: asyncio.Event, *, retry_seconds: float = 2.0
 ) -> str | None:
     """The URL of ``queue_name``, retrying until it exists; None if ``stopping`` is set first."""
-    while not stopping.is_set():
-        try:
-            response = await asyncio.to_thread(sqs_client.get_queue_url, QueueName=queue_name)
-            return str(response["QueueUrl"])
-        except Exception as exc:
-            log.warning("queue not available yet", queue=queue_name, error=str(exc))
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stopping.wait(), timeout=retry_seconds)
-    return None
+
+    def find() -> str:
+        return str(sqs_client.get_queue_url(QueueName=queue_name)["QueueUrl"])
+
+    return await retry_until_found(
+        f"queue {queue_name}", find, stopping, retry_seconds=retry_seconds
+    )
 
 
 def _release_sync(sqs_client: Any, queue_url: str, messages: list[SqsMessage]) -> None:

@@ -33,6 +33,7 @@ from pulse.emulators import (
     redis_server_binary,
 )
 from pulse.logging import configure_logging
+from pulse.service import sleep_unless_stopped
 from pulse.settings import PulseSettings
 from pulse.topology import apply_topology
 
@@ -289,8 +290,7 @@ async def _demo_traffic(config: DevStackConfig, stopping: asyncio.Event) -> None
         while not stopping.is_set():
             with contextlib.suppress(aiohttp.ClientError, OSError, TimeoutError):
                 await session.post(url, json=random_payment(), timeout=aiohttp.ClientTimeout(5))
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stopping.wait(), interval)
+            await sleep_unless_stopped(stopping, interval)
 
 
 async def run_dev_stack(config: DevStackConfig, out: TextIO = sys.stdout) -> int:

@@ -11,13 +11,14 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import signal
 import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from importlib.metadata import PackageNotFoundError, version
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import uvloop
 from aiohttp import web
@@ -37,13 +38,16 @@ __all__ = [
     "add_ops_routes",
     "ops_app",
     "redis_check",
+    "retry_until_found",
     "run_service",
     "serving_ops",
+    "sleep_unless_stopped",
     "start_http_app",
     "table_check",
 ]
 
 ReadinessCheck = Callable[[], Awaitable[object]]
+T = TypeVar("T")
 log = get_logger("pulse.service")
 
 
@@ -119,6 +123,30 @@ def ops_app(lifecycle: Lifecycle) -> web.Application:
     app = web.Application(middlewares=[http_metrics_middleware(lifecycle.settings.service_name)])
     add_ops_routes(app, lifecycle)
     return app
+
+
+async def sleep_unless_stopped(stopping: asyncio.Event, seconds: float) -> None:
+    """Sleep ``seconds``, or less if ``stopping`` is set meanwhile."""
+    if seconds <= 0 or stopping.is_set():
+        return
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(stopping.wait(), timeout=seconds)
+
+
+async def retry_until_found(
+    what: str, find: Callable[[], T], stopping: asyncio.Event, *, retry_seconds: float = 2.0
+) -> T | None:
+    """Run the blocking ``find()`` until it succeeds; None if ``stopping`` is set first.
+
+    For resources the topology may still be creating when a service starts.
+    """
+    while not stopping.is_set():
+        try:
+            return await asyncio.to_thread(find)
+        except Exception as exc:
+            log.warning("not available yet", resource=what, error=str(exc))
+        await sleep_unless_stopped(stopping, retry_seconds)
+    return None
 
 
 def redis_check(redis: aioredis.Redis) -> ReadinessCheck:

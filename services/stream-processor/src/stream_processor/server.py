@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
@@ -11,7 +10,13 @@ from pulse.channels import ChannelPublisher
 from pulse.clients import aws_client, redis_client
 from pulse.errors import RetryableError
 from pulse.logging import get_logger
-from pulse.service import Lifecycle, redis_check, serving_ops, table_check
+from pulse.service import (
+    Lifecycle,
+    redis_check,
+    retry_until_found,
+    serving_ops,
+    table_check,
+)
 from stream_processor.effects import AuditTrail, BatchEffects, TopicPublisher
 from stream_processor.failures import FAILURE_QUEUE_SUFFIX, FailureQueue
 from stream_processor.leases import LeaseTable
@@ -22,8 +27,6 @@ from stream_processor.stats import StatsKeys
 from stream_processor.stats_publisher import StatsPublisher
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
-
     import redis.asyncio as aioredis
 
 __all__ = ["failure_queue_name", "find_topic_arn", "serve"]
@@ -46,18 +49,6 @@ def find_topic_arn(sns: Any, name: str) -> str:
             if arn.rsplit(":", 1)[-1] == name:
                 return arn
     raise RetryableError(f"SNS topic {name} not found", delay=5.0)
-
-
-async def _when_ready(what: str, find: Callable[[], str], stopping: asyncio.Event) -> str | None:
-    """Wait for ``find()`` to succeed (the topology may still be being applied); None on stop."""
-    while not stopping.is_set():
-        try:
-            return await asyncio.to_thread(find)
-        except Exception as exc:
-            _log().warning(f"{what} not available yet", error=str(exc))
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stopping.wait(), timeout=2.0)
-    return None
 
 
 async def serve(lifecycle: Lifecycle) -> None:
@@ -94,13 +85,13 @@ async def _process(
     redis: aioredis.Redis,
 ) -> None:
     names = settings.names
-    topic_arn = await _when_ready(
+    topic_arn = await retry_until_found(
         "topic", partial(find_topic_arn, sns, names.topic), lifecycle.stopping
     )
     failures = FailureQueue(sqs, failure_queue_name(settings))
     if (
         topic_arn is None
-        or await _when_ready("failure queue", failures.ensure, lifecycle.stopping) is None
+        or await retry_until_found("failure queue", failures.ensure, lifecycle.stopping) is None
     ):
         return
     channels = ChannelPublisher(redis, settings.redis_prefix)

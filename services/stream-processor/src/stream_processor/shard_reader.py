@@ -14,7 +14,6 @@ and no further read starts.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import enum
 import time
 from typing import TYPE_CHECKING, Any
@@ -24,6 +23,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from pulse.errors import RetryableError
 from pulse.events import stable_event_id
 from pulse.logging import event_context, get_logger
+from pulse.service import sleep_unless_stopped
 from stream_processor.effects import ProcessedEvent
 from stream_processor.failures import failure_message
 from stream_processor.leases import LeaseLostError
@@ -367,5 +367,4 @@ class ShardReader:
 
     async def _pause(self, seconds: float) -> None:
         """Sleep ``seconds`` or until shutdown is requested."""
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._stopping.wait(), timeout=seconds)
+        await sleep_unless_stopped(self._stopping, seconds)

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, Final
 from pulse.channels import STATS as STATS_CHANNEL
 from pulse.events import STATS, new_event
 from pulse.logging import get_logger
+from pulse.service import sleep_unless_stopped
 from stream_processor.stats import SERIES_MINUTES, StatsKeys, stats_snapshot
 
 if TYPE_CHECKING:
@@ -99,5 +100,4 @@ class StatsPublisher:
             except Exception as exc:
                 _log().warning("stats publish failed", error=f"{type(exc).__name__}: {exc}")
                 self._changed.set()  # try again after the interval
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stopping.wait(), timeout=self._interval)
+            await sleep_unless_stopped(stopping, self._interval)

@@ -16,8 +16,6 @@ Redis keys (under the prefix): ``presence:{C}`` sorted set connection → lease 
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final
@@ -26,8 +24,11 @@ import orjson
 
 from pulse.channels import STATS
 from pulse.logging import get_logger
+from pulse.service import sleep_unless_stopped
 
 if TYPE_CHECKING:
+    import asyncio
+
     import redis.asyncio as aioredis
 
     from pulse.channels import ChannelKeys
@@ -180,5 +181,4 @@ class Presence:
                 await self.sweep()
             except Exception as exc:
                 log.warning("presence upkeep failed", error=str(exc))
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stopping.wait(), interval)
+            await sleep_unless_stopped(stopping, interval)
