@@ -6,7 +6,6 @@ import asyncio
 import os
 import tempfile
 import time
-import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -14,7 +13,7 @@ import aiohttp
 
 from pulse.clients import aws_client
 from pulse.emulators import AWS_TEST_CREDENTIALS, free_port, start_moto, stop_process
-from pulse.load import random_payment
+from pulse.load import random_payment, random_payment_item
 from pulse.settings import PulseSettings
 from pulse.testing import ServiceProcess
 from pulse.topology import apply_topology
@@ -28,23 +27,9 @@ def _bare_put_loop(settings: PulseSettings, n: int) -> float:
     """Conditional PutItems of payment-shaped items with CONCURRENCY threads; ops/s."""
     ddb = aws_client("dynamodb", settings, max_pool=CONCURRENCY * 2)
     table = settings.names.payments_table
-    now = "2026-01-01T00:00:00.000Z"
 
     def put(_: int) -> None:
-        body = random_payment()
-        item = {
-            "payment_id": {"S": str(uuid.uuid4())},
-            "account_id": {"S": body["account_id"]},
-            "amount": {"S": body["amount"]},
-            "currency": {"S": body["currency"]},
-            "merchant_id": {"S": body["merchant_id"]},
-            "country": {"S": body["country"]},
-            "status": {"S": "PENDING"},
-            "created_at": {"S": now},
-            "updated_at": {"S": now},
-            "request_hash": {"S": uuid.uuid4().hex},
-            "traceparent": {"S": f"00-{uuid.uuid4().hex}-{uuid.uuid4().hex[:16]}-01"},
-        }
+        item = random_payment_item()
         ddb.put_item(
             TableName=table, Item=item, ConditionExpression="attribute_not_exists(payment_id)"
         )

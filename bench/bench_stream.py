@@ -30,7 +30,7 @@ from pulse.emulators import (
     start_redis,
     stop_process,
 )
-from pulse.load import percentile, random_payment
+from pulse.load import percentile, random_payment_item
 from pulse.settings import PulseSettings
 from pulse.testing import ServiceProcess
 from pulse.topology import TopologyOutputs, apply_topology
@@ -42,24 +42,6 @@ BACKLOG = 10_000
 WRITERS = 8
 BATCH_SIZE = 100  # the processor's PULSE_BATCH_SIZE default
 DRAIN_TIMEOUT = 120.0
-
-
-def _item() -> dict[str, Any]:
-    body = random_payment()
-    now = time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime())
-    return {
-        "payment_id": {"S": str(uuid.uuid4())},
-        "account_id": {"S": body["account_id"]},
-        "amount": {"S": body["amount"]},
-        "currency": {"S": body["currency"]},
-        "merchant_id": {"S": body["merchant_id"]},
-        "country": {"S": body["country"]},
-        "status": {"S": "PENDING"},
-        "created_at": {"S": now},
-        "updated_at": {"S": now},
-        "request_hash": {"S": uuid.uuid4().hex},
-        "traceparent": {"S": f"00-{uuid.uuid4().hex}-{uuid.uuid4().hex[:16]}-01"},
-    }
 
 
 class _Subscriber:
@@ -155,7 +137,7 @@ def _lag_phase(settings: PulseSettings, sub: _Subscriber) -> dict[str, float]:
                 time.sleep(delay)
             elif delay < -0.05:
                 late += 1
-            pool.submit(put, _item())
+            pool.submit(put, random_payment_item())
         elapsed = time.perf_counter() - start
     deadline = time.monotonic() + SETTLE
     while time.monotonic() < deadline and any(p not in sub.arrivals for p in written):
@@ -176,7 +158,7 @@ def _lag_phase(settings: PulseSettings, sub: _Subscriber) -> dict[str, float]:
 def _write_backlog(settings: PulseSettings, n: int) -> set[str]:
     ddb = aws_client("dynamodb", settings, max_pool=WRITERS * 2)
     table = settings.names.payments_table
-    items = [_item() for _ in range(n)]
+    items = [random_payment_item() for _ in range(n)]
 
     def write(chunk: list[dict[str, Any]]) -> None:
         requests: list[Any] = [{"PutRequest": {"Item": it}} for it in chunk]

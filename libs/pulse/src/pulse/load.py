@@ -12,6 +12,7 @@ import math
 import random
 import statistics
 import time
+import uuid
 from collections import Counter
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -20,7 +21,9 @@ from typing import Any
 import aiohttp
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
-__all__ = ["LoadResult", "percentile", "random_payment", "run_load"]
+from pulse.events import new_traceparent
+
+__all__ = ["LoadResult", "percentile", "random_payment", "random_payment_item", "run_load"]
 
 _CURRENCIES = ("EUR", "USD", "GBP", "CHF", "JPY")
 _COUNTRIES = ("DE", "FR", "GB", "US", "CH", "NL")
@@ -36,6 +39,26 @@ def random_payment(rng: random.Random | None = None, accounts: int = 20) -> dict
         "currency": rng.choice(_CURRENCIES),
         "merchant_id": f"m-{rng.randint(1, 50):02d}",
         "country": rng.choice(_COUNTRIES),
+    }
+
+
+def random_payment_item(rng: random.Random | None = None) -> dict[str, Any]:
+    """A PENDING payment in DynamoDB's wire format, shaped as ingest stores it, for loads
+    that write straight to the table (benchmarks of the stages after ingest)."""
+    body = random_payment(rng)
+    now = time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime())
+    return {
+        "payment_id": {"S": str(uuid.uuid4())},
+        "account_id": {"S": body["account_id"]},
+        "amount": {"S": body["amount"]},
+        "currency": {"S": body["currency"]},
+        "merchant_id": {"S": body["merchant_id"]},
+        "country": {"S": body["country"]},
+        "status": {"S": "PENDING"},
+        "created_at": {"S": now},
+        "updated_at": {"S": now},
+        "request_hash": {"S": uuid.uuid4().hex},
+        "traceparent": {"S": new_traceparent()},
     }
 
 
