@@ -4,7 +4,13 @@ import orjson
 import pytest
 import redis.asyncio as aioredis
 
-from pulse.channels import ChannelPublisher, CounterIncrement, channel_epoch, is_valid_channel
+from pulse.channels import (
+    ChannelAppend,
+    ChannelPublisher,
+    CounterIncrement,
+    channel_epoch,
+    is_valid_channel,
+)
 from pulse.events import PAYMENT_CREATED, new_event
 
 
@@ -13,7 +19,9 @@ def test_design_channels_are_valid(name: str) -> None:
     assert is_valid_channel(name)
 
 
-@pytest.mark.parametrize("name", ["", "account:", "account:a b", "payments2", "acct:1", "a" * 300])
+@pytest.mark.parametrize(
+    "name", ["", "account:", "account:a b", "account:x\n", "payments2", "acct:1", "a" * 300]
+)
 def test_other_names_are_not(name: str) -> None:
     assert not is_valid_channel(name)
 
@@ -68,9 +76,17 @@ async def test_invalid_channel_is_refused_before_touching_redis(
 ) -> None:
     client = aioredis.Redis.from_url(redis_url)
     publisher = ChannelPublisher(client, f"pulse:{stack_prefix}")
+    good = new_event(type="t", source="/s", data={})
+    bad = new_event(type="t", source="/s", data={})
     with pytest.raises(ValueError, match="invalid channel"):
-        await publisher.append(new_event(type="t", source="/s", data={}), ["nope"])
+        await publisher.append(bad, ["nope"])
+    with pytest.raises(ValueError, match="invalid channel"):  # even after valid ones
+        await publisher.append_many(
+            [ChannelAppend(good, ["payments"]), ChannelAppend(bad, ["nope"])]
+        )
     assert await client.exists(publisher.keys.history("nope")) == 0
+    assert await client.xlen(publisher.keys.history("payments")) == 0
+    assert not await client.exists(publisher.keys.applied(good.id), publisher.keys.applied(bad.id))
     await client.aclose()
 
 
@@ -127,4 +143,51 @@ async def test_a_channel_keeps_its_epoch_until_its_data_is_lost(
     await client.delete(keys.history("payments"), keys.epoch("payments"))
     after = await publisher.append(new_event(type="t", source="/s", data={}), ["payments"])
     assert after.epochs["payments"] not in ("", epoch)
+    await client.aclose()
+
+
+async def test_append_many_applies_each_once_in_order_as_append_would(
+    redis_url: str, stack_prefix: str
+) -> None:
+    prefix = f"pulse:{stack_prefix}"
+    client = aioredis.Redis.from_url(redis_url)
+    publisher = ChannelPublisher(client, prefix)
+    pubsub = client.pubsub()
+    await pubsub.subscribe(publisher.keys.live("payments"))
+    await pubsub.get_message(timeout=1)  # subscribe confirmation
+    events = [
+        new_event(type=PAYMENT_CREATED, source="/t", data={"payment_id": f"p{i}"}) for i in range(5)
+    ]
+    already = await publisher.append(events[2], ["payments"])
+    counter = [CounterIncrement(f"{prefix}c", "n", 3)]
+    appends = [
+        ChannelAppend(e, ["payments", "account:A"] if i % 2 else ["payments"], counters=counter)
+        for i, e in enumerate(events)
+    ]
+    appends.append(ChannelAppend(events[0], ["payments"], counters=counter))  # a replay
+
+    results = await publisher.append_many(appends)
+
+    assert [r.applied for r in results] == [True, True, False, True, True, False]
+    assert results[1].offsets.keys() == {"payments", "account:A"}
+    assert results[1].epochs["payments"] == already.epochs["payments"]
+    history = await client.xrange(publisher.keys.history("payments"))
+    assert [orjson.loads(fields[b"e"])["data"]["payment_id"] for _, fields in history] == [
+        "p2", "p0", "p1", "p3", "p4"
+    ]  # fmt: skip
+    assert [offset.decode() for offset, _ in history[1:]] == [
+        results[i].offsets["payments"] for i in (0, 1, 3, 4)
+    ]
+    assert await client.xlen(publisher.keys.history("account:A")) == 2  # p1, p3
+    assert await client.hget(f"{prefix}c", "n") == b"12"  # four events applied, not six
+    frames = []
+    while (m := await pubsub.get_message(ignore_subscribe_messages=True, timeout=0.5)) is not None:
+        frames.append(orjson.loads(m["data"]))
+    assert [f["event"]["data"]["payment_id"] for f in frames] == ["p2", "p0", "p1", "p3", "p4"]
+
+    again = await publisher.append_many(appends)
+    assert not any(r.applied for r in again)
+    assert await client.xlen(publisher.keys.history("payments")) == 5
+    assert await publisher.append_many([]) == []
+    await pubsub.aclose()
     await client.aclose()

@@ -90,3 +90,22 @@ def test_webhook_table_and_fifo_queue_are_created_unsubscribed(
     assert hooks.dlq.endswith(".fifo")
     assert hooks.queue not in out.subscription_arns  # fed by the notify worker, not the topic
     assert apply_topology(stack_settings).changes == []
+
+
+def test_the_stream_failure_queue_is_declared_with_a_dlq_and_not_subscribed(
+    stack_settings: PulseSettings,
+) -> None:
+    from pulse.topology import StreamFailureNames  # noqa: PLC0415
+
+    out = apply_topology(stack_settings)
+    failures = StreamFailureNames.from_prefix(stack_settings.resource_prefix)
+    assert failures.queue == f"{stack_settings.resource_prefix}stream-failures"
+    sqs = aws_client("sqs", stack_settings)
+    attrs = sqs.get_queue_attributes(
+        QueueUrl=out.queue_urls[failures.queue], AttributeNames=["All"]
+    )["Attributes"]
+    assert attrs["MessageRetentionPeriod"] == str(14 * 24 * 3600)
+    redrive = json.loads(attrs["RedrivePolicy"])
+    assert redrive["deadLetterTargetArn"] == out.queue_arns[failures.dlq]
+    assert failures.queue not in out.subscription_arns  # fed by the stream processor only
+    assert apply_topology(stack_settings).changes == []

@@ -171,11 +171,14 @@ class FailingFor(BatchEffects):
         self.poison = poison
         self.attempts = 0
 
-    async def apply(self, processed: list[ProcessedEvent]) -> None:
+    async def publish_live(self, processed: list[ProcessedEvent]) -> None:
         if any(p.event.subject in self.poison for p in processed):
             self.attempts += 1
             raise RetryableError("the downstream refuses this payment", delay=0.01)
-        await self._inner.apply(processed)
+        await self._inner.publish_live(processed)
+
+    async def propagate(self, processed: list[ProcessedEvent]) -> None:
+        await self._inner.propagate(processed)
 
 
 async def test_a_record_whose_effects_keep_failing_is_retried_then_set_aside(
@@ -202,7 +205,7 @@ async def test_a_record_whose_effects_keep_failing_is_retried_then_set_aside(
     poison = payment_ids[2]
     effects = FailingFor(inner, {poison})
     failures = FailureQueue(sqs, f"{settings.resource_prefix}stream-failures")
-    failures.ensure()  # as the server does at start
+    failures.url()  # as the server does at start
     stopping = asyncio.Event()
     processor = StreamProcessor(
         settings,
@@ -239,3 +242,15 @@ async def test_a_record_whose_effects_keep_failing_is_retried_then_set_aside(
     (lease,) = ddb.scan(TableName=names.leases_table, ConsistentRead=True)["Items"]
     assert "leaseOwner" not in lease  # released on stop
     assert int(lease["checkpoint"]["S"]) > 0
+
+
+def test_the_failure_queue_is_looked_up_never_created(stack_settings: PulseSettings) -> None:
+    """Without the topology the queue is missing: the processor waits for it (a retryable
+    error) and does not create it, so it needs no sqs:CreateQueue."""
+    sqs = aws_client("sqs", stack_settings)
+    name = f"{stack_settings.resource_prefix}stream-failures"
+    failures = FailureQueue(sqs, name)
+    with pytest.raises(RetryableError, match="apply the topology"):
+        failures.url()
+    queues = sqs.list_queues(QueueNamePrefix=stack_settings.resource_prefix).get("QueueUrls", [])
+    assert queues == []

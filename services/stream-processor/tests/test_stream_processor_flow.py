@@ -22,10 +22,11 @@ from prometheus_client import REGISTRY
 
 from pulse.channels import ChannelKeys, ChannelPublisher
 from pulse.clients import aws_client, redis_client
+from pulse.errors import RetryableError
 from pulse.settings import PulseSettings
 from pulse.testing import ServiceProcess, free_port
 from pulse.topology import TopologyOutputs
-from stream_processor.effects import AuditTrail, BatchEffects, TopicPublisher
+from stream_processor.effects import AuditTrail, BatchEffects, ProcessedEvent, TopicPublisher
 from stream_processor.leases import LeaseTable
 from stream_processor.processor import StreamProcessor
 from stream_processor.settings import StreamProcessorSettings
@@ -223,7 +224,7 @@ def test_changes_reach_channels_audit_trail_and_queues(stack: Stack) -> None:
     _status, metrics = _get(port, "/metrics")
     assert b'pulse_stream_records_processed_total{event_name="INSERT"} 3.0' in metrics
     assert b'pulse_stream_records_processed_total{event_name="MODIFY"} 1.0' in metrics
-    assert b"pulse_stream_iterator_age_milliseconds" in metrics
+    assert b"pulse_stream_iterator_age_seconds" in metrics
 
     assert process.stop() == 0
     lines = [orjson.loads(line) for line in process.logs().splitlines() if line.startswith("{")]
@@ -315,3 +316,95 @@ async def test_a_failed_publish_moves_no_checkpoint_and_the_batch_is_retried(
     fraud = stack.drain(names.fraud_queue, want=3)
     assert sorted(e["subject"] for e in fraud) == sorted(payment_ids)
     assert stack.checkpoint() > 0
+
+
+class HeldBack(BatchEffects):
+    """The real effects, except that the SNS and audit writes of the batch holding
+    ``slow`` wait for ``release`` and then fail once (a slow, then failing, dependency)."""
+
+    def __init__(self, inner: BatchEffects, slow: str) -> None:
+        self._inner = inner
+        self.slow = slow
+        self.release = asyncio.Event()
+        self.failed = False
+
+    async def publish_live(self, processed: list[ProcessedEvent]) -> None:
+        await self._inner.publish_live(processed)
+
+    async def propagate(self, processed: list[ProcessedEvent]) -> None:
+        if any(p.event.subject == self.slow for p in processed) and not self.failed:
+            await self.release.wait()
+            self.failed = True
+            raise RetryableError("SNS timed out", delay=0.01)
+        await self._inner.propagate(processed)
+
+
+async def test_live_events_do_not_wait_for_a_slow_topic_and_checkpoints_stay_in_order(
+    stack: Stack,
+) -> None:
+    """Batches of two, at most two in flight: while the first batch's SNS write hangs, the
+    second is published live but nothing is checkpointed and the third is not read; when
+    the first fails, everything is applied again from the start, and each payment still
+    has one history entry."""
+    settings = StreamProcessorSettings(
+        batch_size=2,
+        max_batches_in_flight=2,
+        poll_interval_seconds=0.05,
+        max_retry_delay_seconds=0.05,
+        worker_id="pipelined-worker",
+    )
+    names = settings.names
+    ddb = aws_client("dynamodb", settings)
+    redis_async = redis_client(settings)
+    payment_ids = [stack.put_payment(f"acct-{i}") for i in range(6)]
+    effects = HeldBack(
+        BatchEffects(
+            TopicPublisher(aws_client("sns", settings), stack.topology.topic_arn),
+            ChannelPublisher(redis_async, settings.redis_prefix),
+            AuditTrail(ddb, names.events_table, ttl_days=1),
+        ),
+        slow=payment_ids[0],
+    )
+    stopping = asyncio.Event()
+    processor = StreamProcessor(
+        settings,
+        ddb=ddb,
+        streams=aws_client("dynamodbstreams", settings),
+        leases=LeaseTable(ddb, names.leases_table, settings.worker_id),
+        effects=effects,
+        stopping=stopping,
+    )
+
+    def subjects() -> list[str]:
+        return [e["subject"] for e in stack.history("payments")]
+
+    task = asyncio.create_task(processor.run())
+    try:
+        await _until(lambda: len(subjects()) >= 4)
+        await asyncio.sleep(0.5)  # time enough for a third batch, were it read
+        assert subjects() == payment_ids[:4]
+        assert stack.checkpoint_or_none() is None  # the second batch is done, the first not
+
+        effects.release.set()  # the first batch's SNS write fails: all is applied again
+        await _until(lambda: len(subjects()) >= 6)
+        last = _last_sequence_number(stack)
+        await _until(lambda: stack.checkpoint_or_none() == last)
+    finally:
+        stopping.set()
+        await asyncio.wait_for(task, 15)
+        await redis_async.aclose()
+    assert effects.failed
+    assert subjects() == payment_ids
+    fraud = stack.drain(names.fraud_queue, want=6)
+    assert {e["subject"] for e in fraud} == set(payment_ids)  # at least once
+
+
+def _last_sequence_number(stack: Stack) -> int:
+    streams = aws_client("dynamodbstreams", stack.settings)
+    arn = stack.topology.stream_arns[stack.settings.names.payments_table]
+    shard = streams.describe_stream(StreamArn=arn)["StreamDescription"]["Shards"][0]["ShardId"]
+    iterator = streams.get_shard_iterator(
+        StreamArn=arn, ShardId=shard, ShardIteratorType="TRIM_HORIZON"
+    )["ShardIterator"]
+    records = streams.get_records(ShardIterator=iterator, Limit=1000)["Records"]
+    return int(records[-1]["dynamodb"]["SequenceNumber"])

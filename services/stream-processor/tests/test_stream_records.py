@@ -222,9 +222,9 @@ def test_iterator_age_is_the_largest_across_shards() -> None:
     assert ages.max() == 0.0
     ages.newest_read("a", created_epoch=100.0, now=102.5)
     ages.newest_read("b", created_epoch=100.0, now=100.5)
-    assert ages.max() == 2500.0
+    assert ages.max() == 2.5
     ages.caught_up("a")
-    assert ages.max() == 500.0
+    assert ages.max() == 0.5
     ages.forget("b")
     assert ages.max() == 0.0
 
@@ -232,12 +232,12 @@ def test_iterator_age_is_the_largest_across_shards() -> None:
 def test_iterator_age_per_shard_is_exported_until_the_shard_is_forgotten() -> None:
     def exported(shard: str) -> float | None:
         return REGISTRY.get_sample_value(
-            "pulse_stream_shard_iterator_age_milliseconds", {"shard": shard}
+            "pulse_stream_shard_iterator_age_seconds", {"shard": shard}
         )
 
     ages = IteratorAges()
     ages.newest_read("shard-x", created_epoch=10.0, now=10.25)
-    assert exported("shard-x") == 250.0
+    assert exported("shard-x") == 0.25
     ages.caught_up("shard-x")
     assert exported("shard-x") == 0.0
     ages.forget("shard-x")

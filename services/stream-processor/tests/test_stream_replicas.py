@@ -194,7 +194,7 @@ def test_sigterm_hands_the_shard_over_at_once(replicas: Replicas) -> None:
     assert "pulse_stream_leases_held 1.0" in metrics
     assert 'pulse_stream_leases_taken_total{how="taken"} 1.0' in metrics
     assert processed in metrics
-    assert "pulse_stream_shard_iterator_age_milliseconds{shard=" in metrics
+    assert "pulse_stream_shard_iterator_age_seconds{shard=" in metrics
     assert "pulse_stream_checkpoints_total" in metrics
     assert second.stop() == 0
 

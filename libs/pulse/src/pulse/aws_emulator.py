@@ -17,8 +17,10 @@ import logging
 import os
 import signal
 import sys
+import threading
+from collections.abc import Iterator, Mapping
 from datetime import datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from types import FrameType
@@ -47,6 +49,100 @@ def _read_retention_directly() -> None:
         return bool(retention + (message.sent_timestamp or 0) / 1000 > unix_time())
 
     SQSBackend.is_message_valid_based_on_retention_period = retained  # type: ignore[method-assign]
+
+
+_sending = threading.local()
+
+
+def _send_without_counting_messages() -> None:
+    """Make moto's SendMessage (and so SNS's fan-out to SQS) constant-time in queue depth.
+
+    Sending reads ``queue.attributes`` only for ``ContentBasedDeduplication``, but that
+    property computes every attribute, including the three approximate message counts, each
+    a pass over all messages with a clock read per message: publishing to a topic whose
+    subscribed queue held 4,000 messages ran at under 20 messages/s. While a send is in
+    progress on a thread, ``attributes`` is a view that computes only the values read (the
+    same values); every other caller (GetQueueAttributes) gets moto's dict as before.
+    """
+    from moto.sqs.models import Queue, SQSBackend  # noqa: PLC0415
+
+    full_attributes = Queue.attributes
+    send_message = SQSBackend.send_message
+
+    def attributes(self: Queue) -> Mapping[str, Any]:
+        if getattr(_sending, "active", False):
+            return QueueAttributesView(self)
+        return full_attributes.fget(self)  # type: ignore[attr-defined,no-any-return]
+
+    def send(self: SQSBackend, *args: Any, **kwargs: Any) -> Any:
+        _sending.active = True
+        try:
+            return send_message(self, *args, **kwargs)
+        finally:
+            _sending.active = False
+
+    Queue.attributes = property(attributes)  # type: ignore[method-assign,assignment]
+    SQSBackend.send_message = send  # type: ignore[method-assign]
+
+
+class QueueAttributesView(Mapping[str, Any]):
+    """moto's ``Queue.attributes`` with each value computed when it is read.
+
+    The same names and values as the property's dict: the base attributes, the FIFO ones
+    for a FIFO queue, the KMS ones for an encrypted queue; booleans as ``"true"`` /
+    ``"false"``, the redrive policy as JSON.
+    """
+
+    def __init__(self, queue: Any) -> None:
+        self._queue = queue
+
+    def _names(self) -> list[str]:
+        queue = self._queue
+        names = list(queue.BASE_ATTRIBUTES)
+        if queue.fifo_queue:
+            names += queue.FIFO_ATTRIBUTES
+        if queue.kms_master_key_id:
+            names += queue.KMS_ATTRIBUTES
+        return names
+
+    def __getitem__(self, name: str) -> Any:
+        from moto.core.utils import camelcase_to_underscores  # noqa: PLC0415
+
+        if name not in self._names():
+            raise KeyError(name)
+        queue = self._queue
+        if name == "RedrivePolicy" and queue.redrive_policy:
+            return json.dumps(queue.redrive_policy)
+        value = getattr(queue, camelcase_to_underscores(name))
+        return str(value).lower() if isinstance(value, bool) else value
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._names())
+
+    def __len__(self) -> int:
+        return len(self._names())
+
+
+def _fetch_backends_without_locking() -> None:
+    """Look up an existing account's backends without taking moto's global lock.
+
+    ``BackendDict[account]`` takes the process-wide ``backend_lock`` on every call just to
+    see whether the account's backends exist; SNS's fan-out does that several times per
+    message, and with the emulator's request threads publishing at once they queue on that
+    lock. An account that is already there is returned directly (the lock still guards the
+    creation of a new one, as in moto).
+    """
+    from moto.core.base_backend import BackendDict  # noqa: PLC0415
+
+    create = BackendDict.__getitem__
+
+    def getitem(self: BackendDict[Any], account_id: str) -> Any:
+        try:
+            return dict.__getitem__(self, account_id)
+        except KeyError:
+            return create(self, account_id)
+
+    BackendDict.__getitem__ = getitem  # type: ignore[method-assign]
 
 
 def _epoch_seconds(value: object) -> float:
@@ -98,6 +194,8 @@ def main(argv: list[str] | None = None) -> None:
 
     _read_retention_directly()
     _serve_stream_records_as_json()
+    _send_without_counting_messages()
+    _fetch_backends_without_locking()
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s %(message)s")
     logging.getLogger("waitress.queue").setLevel(logging.ERROR)
     signal.signal(signal.SIGTERM, _stop)

@@ -8,7 +8,8 @@ twice changes nothing: the second run reports no changes.
 
 Without an explicit spec, :func:`apply_topology` applies :func:`pulse_spec`: the pipeline of
 :func:`default_spec` plus the notify worker's webhook resources (:class:`WebhookNames`): the
-endpoints table and the FIFO delivery queue (grouped per endpoint) with its FIFO DLQ.
+endpoints table and the FIFO delivery queue (grouped per endpoint) with its FIFO DLQ; and the
+stream processor's failure queue (:class:`StreamFailureNames`).
 
 The same code serves ``make run``, the tests and the Kubernetes operator.
 """
@@ -31,6 +32,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "QueueSpec",
+    "StreamFailureNames",
     "TableSpec",
     "TopologyOutputs",
     "TopologySpec",
@@ -85,6 +87,26 @@ class WebhookNames:
 
 
 @dataclass(frozen=True)
+class StreamFailureNames:
+    """The stream processor's on-failure destination under one prefix.
+
+    ``queue`` receives, whole, the stream records whose effects could not be applied; it is
+    not subscribed to the topic. Its DLQ catches messages that whoever replays the failures
+    keeps failing to handle.
+    """
+
+    queue: str
+    dlq: str
+
+    @classmethod
+    def from_prefix(cls, prefix: str) -> StreamFailureNames:
+        return cls(f"{prefix}stream-failures", f"{prefix}stream-failures-dlq")
+
+
+_FAILURE_RETENTION_SECONDS = 14 * 24 * 3600  # SQS's longest: failures wait for a person
+
+
+@dataclass(frozen=True)
 class TopologySpec:
     tables: list[TableSpec]
     topic_name: str
@@ -121,19 +143,29 @@ def default_spec(names: ResourceNames) -> TopologySpec:
 
 
 def pulse_spec(names: ResourceNames) -> TopologySpec:
-    """Everything Pulse's services need: :func:`default_spec` plus the webhook resources.
+    """Everything Pulse's services need: :func:`default_spec`, the webhook resources and the
+    stream processor's failure queue.
 
     The webhooks table (hash ``account_id``, range ``endpoint_id``) lists each account's
-    endpoints; the FIFO queue carries one delivery per event and endpoint.
+    endpoints; the FIFO queue carries one delivery per event and endpoint. The failure
+    queue keeps what it holds for 14 days.
     """
     base = default_spec(names)
     hooks = WebhookNames.from_prefix(names.prefix)
+    failures = StreamFailureNames.from_prefix(names.prefix)
     return TopologySpec(
         tables=[*base.tables, TableSpec(hooks.table, "account_id", "endpoint_id")],
         topic_name=base.topic_name,
         queues=[
             *base.queues,
             QueueSpec(hooks.queue, hooks.dlq, None, visibility_timeout=60, fifo=True),
+            QueueSpec(
+                failures.queue,
+                failures.dlq,
+                None,
+                message_retention_period=_FAILURE_RETENTION_SECONDS,
+                dlq_message_retention_period=_FAILURE_RETENTION_SECONDS,
+            ),
         ],
     )
 

@@ -10,10 +10,12 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import dataclass
+from functools import cached_property
 from typing import TYPE_CHECKING, Any, Final
 
 from botocore.exceptions import BotoCoreError, ClientError
 
+from pulse.channels import ChannelAppend
 from pulse.errors import RetryableError
 from pulse.logging import get_logger
 from stream_processor.records import audit_item, channels_for, sns_attributes
@@ -45,18 +47,29 @@ class ProcessedEvent:
     event_name: str
     created_epoch: float | None = None  # the record's ApproximateCreationDateTime
 
+    @cached_property
+    def json(self) -> bytes:
+        """``event.to_json()``, made once: the channels, SNS and the audit row all send it."""
+        return self.event.to_json()
 
-def publish_entries(events: list[CloudEvent]) -> list[dict[str, Any]]:
-    """PublishBatch entries for at most ten events; ``Id`` is the position in the chunk."""
+
+def publish_entries(
+    events: list[CloudEvent], bodies: list[bytes] | None = None
+) -> list[dict[str, Any]]:
+    """PublishBatch entries for at most ten events; ``Id`` is the position in the chunk.
+
+    ``bodies``, if given, are the events' ``to_json()``, made once by the caller.
+    """
     if len(events) > SNS_BATCH_LIMIT:
         raise ValueError(f"PublishBatch takes at most {SNS_BATCH_LIMIT} entries")
+    jsons = bodies if bodies is not None else [event.to_json() for event in events]
     return [
         {
             "Id": f"e{index}",
-            "Message": event.to_json().decode(),
+            "Message": body.decode(),
             "MessageAttributes": sns_attributes(event),
         }
-        for index, event in enumerate(events)
+        for index, (event, body) in enumerate(zip(events, jsons, strict=True))
     ]
 
 
@@ -71,21 +84,25 @@ class TopicPublisher:
         self._max_attempts = max_attempts
         self._base_delay = base_delay
 
-    async def publish(self, events: list[CloudEvent]) -> None:
+    async def publish(self, events: list[CloudEvent], bodies: list[bytes] | None = None) -> None:
         """Publish every event; raises :class:`RetryableError` if some never got through.
 
         Chunks of ten go out concurrently: subscribers are standard SQS queues, which keep
         no order, and every consumer orders by the payment's state, not by arrival.
+        ``bodies``: the events' ``to_json()``, if the caller made them already.
         """
+        jsons = bodies if bodies is not None else [event.to_json() for event in events]
         await asyncio.gather(
             *(
-                self._publish_chunk(events[start : start + SNS_BATCH_LIMIT])
+                self._publish_chunk(
+                    events[start : start + SNS_BATCH_LIMIT], jsons[start : start + SNS_BATCH_LIMIT]
+                )
                 for start in range(0, len(events), SNS_BATCH_LIMIT)
             )
         )
 
-    async def _publish_chunk(self, events: list[CloudEvent]) -> None:
-        pending = {entry["Id"]: entry for entry in publish_entries(events)}
+    async def _publish_chunk(self, events: list[CloudEvent], bodies: list[bytes]) -> None:
+        pending = {entry["Id"]: entry for entry in publish_entries(events, bodies)}
         problem = ""
         for attempt in range(self._max_attempts):
             if attempt:
@@ -136,7 +153,9 @@ class AuditTrail:
         expires_at = int((time.time() if now is None else now) + self._ttl_seconds)
         # One row per key: a batch may hold the same record twice only if it was replayed.
         rows = {
-            p.sequence_number: audit_item(p.event, p.sequence_number, expires_at=expires_at)
+            p.sequence_number: audit_item(
+                p.event, p.sequence_number, expires_at=expires_at, event_json=p.json
+            )
             for p in processed
         }
         items = list(rows.values())
@@ -161,6 +180,9 @@ class AuditTrail:
 class BatchEffects:
     """Applies the effects of a batch: Redis channels and counters, then SNS and audit rows.
 
+    The two halves are separate so the shard reader can publish the next batch live while
+    this one's SNS and audit writes are still running (see ``shard_reader``).
+
     With ``stats`` keys, each event's counter increments go into its channel append (one
     script, one guard: applied exactly once); ``on_counted`` is called after a batch that
     changed them (the throttled stats publisher listens).
@@ -184,21 +206,45 @@ class BatchEffects:
     async def apply(self, processed: list[ProcessedEvent]) -> None:
         """Apply all effects; any exception means the batch must be retried as a whole.
 
-        The hot path goes first: browsers see an event as soon as Redis has it, without
-        waiting for SNS or DynamoDB. Then SNS and the audit rows, concurrently. The order
-        between effects does not matter for correctness: each is idempotent, and the
-        checkpoint moves only after all of them succeeded.
+        The hot path goes first (:meth:`publish_live`), then the rest (:meth:`propagate`).
+        The order between effects does not matter for correctness: each is idempotent, and
+        the checkpoint moves only after all of them succeeded.
+        """
+        await self.publish_live(processed)
+        await self.propagate(processed)
+
+    async def publish_live(self, processed: list[ProcessedEvent]) -> None:
+        """Redis channels and counters: what browsers see, so it never waits for SNS.
+
+        One item's events stay in stream order: the batch's appends go out as one pipeline
+        that Redis runs in order, and the shard reader starts a batch's appends only after
+        the previous batch's finished.
         """
         if not processed:
             return
-        # One item's events stay in stream order: appends run one after another.
-        counted = False
-        for p in processed:
-            counters = counter_increments(p.event, self._stats) if self._stats else None
-            result = await self._channels.append(p.event, channels_for(p.event), counters=counters)
-            counted = counted or (result.applied and bool(counters))
+        stats = self._stats
+        appends = [
+            ChannelAppend(
+                p.event,
+                channels_for(p.event),
+                counters=counter_increments(p.event, stats) if stats else None,
+                event_json=p.json,
+            )
+            for p in processed
+        ]
+        results = await self._channels.append_many(appends)
+        counted = any(
+            result.applied and append.counters
+            for append, result in zip(appends, results, strict=True)
+        )
         if counted and self._on_counted is not None:
             self._on_counted()
+
+    async def propagate(self, processed: list[ProcessedEvent]) -> None:
+        """SNS and the audit rows, concurrently (subscribers are standard queues: no order)."""
+        if not processed:
+            return
         await asyncio.gather(
-            self._topic.publish([p.event for p in processed]), self._audit.record(processed)
+            self._topic.publish([p.event for p in processed], [p.json for p in processed]),
+            self._audit.record(processed),
         )

@@ -3,7 +3,8 @@
 Lambda's on-failure destination receives only a record's shard and sequence numbers;
 here the SQS queue ``{resource prefix}stream-failures`` receives the **whole record** (its
 images included), the error, and where it came from, so it can be inspected and replayed.
-The queue is created (idempotently) at start: it is not in the shared topology yet.
+The queue belongs to the shared topology (:class:`pulse.topology.StreamFailureNames`): the
+processor only looks up its URL, and waits at start until it exists.
 """
 
 from __future__ import annotations
@@ -21,20 +22,17 @@ from pulse.errors import RetryableError
 from pulse.events import stable_event_id
 
 __all__ = [
-    "FAILURE_QUEUE_SUFFIX",
     "FAILURE_REASONS",
     "MAX_BODY_BYTES",
     "FailureQueue",
     "failure_message",
 ]
 
-FAILURE_QUEUE_SUFFIX: Final = "stream-failures"
 FAILURE_REASONS: Final = (
     "malformed",  # the record can never become an event: sent at once
     "retries_exhausted",  # its effects kept failing for the configured retries
     "record_too_old",  # its effects failed and it is older than the maximum record age
 )
-_RETENTION_SECONDS: Final = 14 * 24 * 3600  # SQS's longest
 # SQS takes at most 256 KiB per message; leave room for the attributes.
 MAX_BODY_BYTES: Final = 250 * 1024
 _IMAGES: Final = ("NewImage", "OldImage")
@@ -89,23 +87,23 @@ def failure_message(
 
 
 class FailureQueue:
-    """Sends failed records to the failure queue (created on first use, idempotently)."""
+    """Sends failed records to the failure queue (declared in the topology, never created here)."""
 
     def __init__(self, sqs: Any, queue_name: str) -> None:
         self._sqs = sqs
         self.queue_name = queue_name
         self._url: str | None = None
 
-    def ensure(self) -> str:
-        """The queue's URL, creating the queue if needed; :class:`RetryableError` on failure."""
+    def url(self) -> str:
+        """The queue's URL (looked up once); :class:`RetryableError` while it does not exist."""
         if self._url is None:
             try:
-                response = self._sqs.create_queue(
-                    QueueName=self.queue_name,
-                    Attributes={"MessageRetentionPeriod": str(_RETENTION_SECONDS)},
-                )
+                response = self._sqs.get_queue_url(QueueName=self.queue_name)
             except (ClientError, BotoCoreError) as exc:
-                raise RetryableError(f"CreateQueue {self.queue_name}: {exc}", delay=2.0) from exc
+                raise RetryableError(
+                    f"failure queue {self.queue_name} not found (apply the topology): {exc}",
+                    delay=5.0,
+                ) from exc
             self._url = str(response["QueueUrl"])
         return self._url
 
@@ -116,7 +114,7 @@ class FailureQueue:
             attributes["event_id"] = {"DataType": "String", "StringValue": event_id}
         try:
             self._sqs.send_message(
-                QueueUrl=self.ensure(), MessageBody=body.decode(), MessageAttributes=attributes
+                QueueUrl=self.url(), MessageBody=body.decode(), MessageAttributes=attributes
             )
         except (ClientError, BotoCoreError) as exc:
             raise RetryableError(f"SendMessage {self.queue_name}: {exc}", delay=1.0) from exc

@@ -47,13 +47,13 @@ BATCH_DURATION: Final = Histogram(
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
 )
 ITERATOR_AGE: Final = Gauge(
-    "pulse_stream_iterator_age_milliseconds",
-    "Largest lag across shards: now minus the newest record read, 0 when caught up",
+    "pulse_stream_iterator_age_seconds",
+    "Largest lag across shards, in seconds: now minus the newest record read, 0 when caught up",
 )
 SHARD_ITERATOR_AGE: Final = Gauge(
-    "pulse_stream_shard_iterator_age_milliseconds",
-    "Per shard read by this process: now minus the newest record read, 0 when caught up "
-    "(a shard's series is removed when the process stops reading it)",
+    "pulse_stream_shard_iterator_age_seconds",
+    "Per shard read by this process, in seconds: now minus the newest record read, 0 when "
+    "caught up (a shard's series is removed when the process stops reading it)",
     ["shard"],
 )
 CHECKPOINTS: Final = Counter("pulse_stream_checkpoints_total", "Checkpoints written")
@@ -92,7 +92,8 @@ for _reason in DEAD_LETTER_REASONS:
 
 
 class IteratorAges:
-    """Per-shard iterator age kept in memory; the gauge shows only the maximum."""
+    """Per-shard iterator age in seconds (Prometheus base units), kept in memory and exported
+    per shard; :meth:`max` feeds the process-wide gauge."""
 
     def __init__(self) -> None:
         self._ages: dict[str, float] = {}
@@ -102,15 +103,15 @@ class IteratorAges:
 
     def newest_read(self, shard_id: str, created_epoch: float, now: float | None = None) -> None:
         now = time.time() if now is None else now
-        self._set(shard_id, max((now - created_epoch) * 1000.0, 0.0))
+        self._set(shard_id, max(now - created_epoch, 0.0))
 
     def forget(self, shard_id: str) -> None:
         if self._ages.pop(shard_id, None) is not None:
             SHARD_ITERATOR_AGE.remove(shard_id)
 
-    def _set(self, shard_id: str, age_ms: float) -> None:
-        self._ages[shard_id] = age_ms
-        SHARD_ITERATOR_AGE.labels(shard_id).set(age_ms)
+    def _set(self, shard_id: str, age_seconds: float) -> None:
+        self._ages[shard_id] = age_seconds
+        SHARD_ITERATOR_AGE.labels(shard_id).set(age_seconds)
 
     def max(self) -> float:
         return max(self._ages.values(), default=0.0)

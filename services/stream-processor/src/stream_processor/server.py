@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
@@ -17,8 +18,11 @@ from pulse.service import (
     serving_ops,
     table_check,
 )
+from pulse.topology import StreamFailureNames
 from stream_processor.effects import AuditTrail, BatchEffects, TopicPublisher
-from stream_processor.failures import FAILURE_QUEUE_SUFFIX, FailureQueue
+from stream_processor.failures import FailureQueue
+from stream_processor.form_body import encode_sns_forms_fast
+from stream_processor.get_records import read_records_with_orjson
 from stream_processor.leases import LeaseTable
 from stream_processor.metrics import ITERATOR_AGE
 from stream_processor.processor import StreamProcessor
@@ -37,8 +41,8 @@ def _log() -> Any:
 
 
 def failure_queue_name(settings: StreamProcessorSettings) -> str:
-    """``{resource prefix}stream-failures`` (to move into the shared topology)."""
-    return f"{settings.resource_prefix}{FAILURE_QUEUE_SUFFIX}"
+    """``{resource prefix}stream-failures``, declared in the shared topology."""
+    return StreamFailureNames.from_prefix(settings.resource_prefix).queue
 
 
 def find_topic_arn(sns: Any, name: str) -> str:
@@ -57,10 +61,24 @@ async def serve(lifecycle: Lifecycle) -> None:
     if not isinstance(settings, StreamProcessorSettings):
         settings = load_stream_processor_settings()
     names = settings.names
-    ddb = aws_client("dynamodb", settings)
-    streams = aws_client("dynamodbstreams", settings)
-    sns = aws_client("sns", settings)
-    sqs = aws_client("sqs", settings)
+    # asyncio.to_thread runs the boto3 calls: the default executor (cores + 4 threads)
+    # would queue the SNS and audit writes of the batches in flight behind one another,
+    # and the next GetRecords behind them.
+    asyncio.get_running_loop().set_default_executor(
+        ThreadPoolExecutor(max_workers=settings.aws_concurrency, thread_name_prefix="aws")
+    )
+    pool = settings.aws_concurrency
+    # The hot path's requests are built by this code, never from user input: botocore's
+    # client-side check of each one against the API model is CPU spent per record for
+    # nothing (the service still refuses a bad request).
+    ddb = aws_client("dynamodb", settings, max_pool=pool, parameter_validation=False)
+    streams = read_records_with_orjson(
+        aws_client("dynamodbstreams", settings, max_pool=pool, parameter_validation=False)
+    )
+    sns = encode_sns_forms_fast(
+        aws_client("sns", settings, max_pool=pool, parameter_validation=False)
+    )
+    sqs = aws_client("sqs", settings, max_pool=pool)
     redis = redis_client(settings)
 
     lifecycle.add_check("dynamodb", table_check(ddb, names.payments_table))
@@ -91,7 +109,7 @@ async def _process(
     failures = FailureQueue(sqs, failure_queue_name(settings))
     if (
         topic_arn is None
-        or await retry_until_found("failure queue", failures.ensure, lifecycle.stopping) is None
+        or await retry_until_found("failure queue", failures.url, lifecycle.stopping) is None
     ):
         return
     channels = ChannelPublisher(redis, settings.redis_prefix)

@@ -29,6 +29,12 @@ class StreamProcessorSettings(PulseSettings):
     http_port: int = Field(default=9101, ge=0, le=65535)
     # Records asked for per GetRecords call (DynamoDB Streams allows at most 1000).
     batch_size: int = Field(default=100, ge=1, le=1000)
+    # Batches published live whose SNS and audit writes may still be running while the next
+    # batch is read (1: each batch is finished and checkpointed before the next read).
+    max_batches_in_flight: int = Field(default=4, ge=1, le=32)
+    # Threads (and pooled connections per AWS client) for AWS calls: a batch of 100 in
+    # flight makes ten PublishBatch and four BatchWriteItem calls at once.
+    aws_concurrency: int = Field(default=64, ge=4, le=512)
     # Wait between GetRecords calls of a shard that returned less than a full batch.
     poll_interval_seconds: float = Field(default=0.25, gt=0, le=60)
     # How often the stream's shards are listed again (new shards appear as old ones close).

@@ -1,0 +1,27 @@
+import pytest
+from botocore.exceptions import ClientError, ParamValidationError
+
+from pulse.clients import aws_client
+from pulse.settings import PulseSettings
+
+ACCOUNT = 123456789012  # an int where the model says string
+
+
+def test_clients_check_requests_against_the_model_by_default(
+    stack_settings: PulseSettings, stack_prefix: str
+) -> None:
+    sqs = aws_client("sqs", stack_settings)
+    sqs.create_queue(QueueName=f"{stack_prefix}q")
+    with pytest.raises(ParamValidationError):
+        sqs.get_queue_url(QueueName=f"{stack_prefix}q", QueueOwnerAWSAccountId=ACCOUNT)
+
+
+def test_without_parameter_validation_requests_go_out_unchecked(
+    stack_settings: PulseSettings, stack_prefix: str
+) -> None:
+    sqs = aws_client("sqs", stack_settings, parameter_validation=False)
+    url = sqs.create_queue(QueueName=f"{stack_prefix}q")["QueueUrl"]
+    reply = sqs.get_queue_url(QueueName=f"{stack_prefix}q", QueueOwnerAWSAccountId=ACCOUNT)
+    assert reply["QueueUrl"] == url
+    with pytest.raises(ClientError):  # the service still refuses what it cannot serve
+        sqs.get_queue_url(QueueName=f"{stack_prefix}missing")
