@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import socket
 import sys
 import tempfile
 import time
@@ -29,6 +30,7 @@ CLIENT_PROCESSES = 3
 FANOUT_EVENTS = 10
 FANOUT_GAP = 0.2
 FANOUT_WAIT = 15.0
+FANOUT_FRAME_BYTES = 400  # about the size of a `stats` event frame
 THROUGHPUT_SUBSCRIBERS = 2_000
 THROUGHPUT_EVENTS = 200
 RECONNECT_CLIENTS = 1_000
@@ -86,6 +88,35 @@ async def _all(clients: list[Client], cmd: str, **args: Any) -> list[dict[str, A
 
 def _split(total: int, parts: int) -> list[int]:
     return [total // parts + (1 if i < total % parts else 0) for i in range(parts)]
+
+
+def _send_floor_us(frame_bytes: int, pairs: int = 1000, rounds: int = 3) -> float:
+    """What one small TCP send over loopback costs here, with no Python server around it:
+    blocking ``socket.send`` of one frame to each of ``pairs`` connections (median of
+    ``rounds``, microseconds per send). A fan-out to N connections needs N sends, so N times
+    this is the floor of its time on this machine."""
+    with socket.create_server(("127.0.0.1", 0), backlog=pairs) as server:
+        port = server.getsockname()[1]
+        readers, writers = [], []
+        try:
+            for _ in range(pairs):
+                readers.append(socket.create_connection(("127.0.0.1", port)))
+                conn, _ = server.accept()
+                conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                writers.append(conn)
+            frame = b"x" * frame_bytes
+            costs = []
+            for _ in range(rounds):
+                started = time.perf_counter()
+                for conn in writers:
+                    conn.send(frame)
+                costs.append((time.perf_counter() - started) / pairs * 1e6)
+                for reader in readers:
+                    reader.recv(65536)
+            return sorted(costs)[rounds // 2]
+        finally:
+            for sock in readers + writers:
+                sock.close()
 
 
 def _cpu_s(pid: int) -> float:
@@ -148,7 +179,8 @@ async def _measure(  # noqa: PLR0915
         print(
             f"opened {held} of {CONNECTIONS} connections in {time.monotonic() - started:.1f} s"
             f" ({errors} failed{': ' + first if first else ''}; "
-            f"{sum(o['retries'] for o in opened)} subscribes retried after `unavailable`)",
+            f"{sum(o['retries'] for o in opened)} subscribes retried after `unavailable`, "
+            f"{sum(o['reconnects'] for o in opened)} connects retried after a reset)",
             flush=True,
         )
         await asyncio.sleep(2.0)
@@ -158,6 +190,12 @@ async def _measure(  # noqa: PLR0915
         print(f"gateway RSS {rss0} kB idle, {rss_n} kB with {held} subscribed connections")
 
         # Fan-out latency: one event to every subscriber, FANOUT_EVENTS times.
+        floor = _send_floor_us(FANOUT_FRAME_BYTES)
+        figures["gateway.send_floor_us"] = floor
+        print(
+            f"fan-out floor: a {FANOUT_FRAME_BYTES}-byte loopback send costs {floor:.1f} us here,"
+            f" so {held} sends take at least {floor * held / 1000:.0f} ms of one core"
+        )
         await _all(clients, "latency", channel=STATS)
         cpu0, ccpu0 = _cpu_s(pid), _clients_cpu(clients)
         for seq in range(FANOUT_EVENTS):
@@ -281,9 +319,12 @@ def bench_gateway() -> dict[str, float]:
     token = issue_token(DEV_JWT_SECRET, sub="bench", roles=["ops"], ttl_seconds=3600)
     url = f"ws://127.0.0.1:{port}/ws?token={token}"
     print(
-        f"setup: one ws-gateway process, {CLIENT_PROCESSES} client processes (websockets); "
-        f"{CONNECTIONS} connections on `stats`; fan-out {FANOUT_EVENTS} events, "
-        f"each once the last reached every client; {THROUGHPUT_EVENTS} events at once to "
+        f"setup: one ws-gateway process, {CLIENT_PROCESSES} client processes (a minimal "
+        "WebSocket protocol on uvloop, each frame timed when read; the websockets library for "
+        f"the reconnecting clients); {CONNECTIONS} connections on `stats`; fan-out latency = "
+        "receipt time - the publisher's time just before the append, over "
+        f"{FANOUT_EVENTS} events, each once the last reached every client; "
+        f"{THROUGHPUT_EVENTS} events at once to "
         f"{THROUGHPUT_SUBSCRIBERS} subscribers; {RECONNECT_CLIENTS} clients reconnecting "
         f"after {RECONNECT_DURING} events",
         flush=True,

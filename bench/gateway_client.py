@@ -16,18 +16,25 @@ Every event's data carries "t", the publisher's time.time() just before the appe
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
+import os
 import random
 import resource
+import struct
 import sys
 import time
-from typing import Any
+from typing import Any, cast
+from urllib.parse import urlsplit
 
 import orjson
+import uvloop
 from websockets.asyncio.client import ClientConnection, connect
 
 OPEN_CONCURRENCY = 100
 SUBSCRIBE_TRIES = 50
+CONNECT_TRIES = 5
+_CRLF2 = b"\r\n\r\n"
 
 
 def _backoff(attempt: int) -> float:
@@ -49,31 +56,169 @@ async def _subscribe(ws: ClientConnection, request: dict[str, Any]) -> tuple[dic
     raise RuntimeError(f"subscribe refused: {reply}")
 
 
+def _client_frame(opcode: int, payload: bytes) -> bytes:
+    """A final client frame; client frames must be masked (RFC 6455 5.3)."""
+    mask = os.urandom(4)
+    size = len(payload)
+    if size < 126:
+        header = struct.pack("!BB", 0x80 | opcode, 0x80 | size)
+    elif size < 1 << 16:
+        header = struct.pack("!BBH", 0x80 | opcode, 0x80 | 126, size)
+    else:
+        header = struct.pack("!BBQ", 0x80 | opcode, 0x80 | 127, size)
+    key = (mask * (size // 4 + 1))[:size]
+    masked = (int.from_bytes(payload, "big") ^ int.from_bytes(key, "big")).to_bytes(size, "big")
+    return header + mask + masked
+
+
+class RawWs(asyncio.Protocol):
+    """A minimal WebSocket client for holding many connections cheaply.
+
+    The load clients must not be the bottleneck of what they measure: 10,000 connections
+    in three processes on a small machine, each frame timed when it is read. The
+    websockets library costs a task wake-up and a few layers per frame; this protocol parses
+    server frames (never masked, never fragmented by the gateway) in ``data_received`` and
+    hands text payloads to the pool with the receipt time taken once per read. It answers
+    pings and close frames; it sends only small masked text frames."""
+
+    def __init__(self, pool: Pool, request: bytes) -> None:
+        self.pool = pool
+        self.request = request
+        self.transport: asyncio.Transport | None = None
+        self.upgraded: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.buf = b""
+        self.handshake_done = False
+        self.replies: asyncio.Queue[dict[str, Any]] | None = None
+        self.closed = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast("asyncio.Transport", transport)  # uvloop's is not a subclass
+        self.transport.write(self.request)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        if not self.upgraded.done():
+            self.upgraded.set_exception(ConnectionError(f"closed during handshake: {exc}"))
+
+    def send_text(self, text: str) -> None:
+        if self.transport is not None and not self.closed:
+            self.transport.write(_client_frame(0x1, text.encode()))
+
+    def data_received(self, data: bytes) -> None:
+        now = time.time()
+        buf = self.buf + data if self.buf else data
+        if not self.handshake_done:
+            buf = self._handshake(buf)
+            if not self.handshake_done:
+                return
+        self.buf = self._frames(buf, now)
+
+    def _handshake(self, buf: bytes) -> bytes:
+        """The bytes after the 101 response, once it is whole."""
+        end = buf.find(_CRLF2)
+        if end < 0:
+            self.buf = buf
+            return b""
+        status = buf[: buf.find(b"\r\n")]
+        if b" 101 " not in status:
+            self.upgraded.set_exception(ConnectionError(status.decode(errors="replace")))
+            assert self.transport is not None
+            self.transport.close()
+            return b""
+        self.handshake_done = True
+        self.upgraded.set_result(None)
+        return buf[end + 4 :]
+
+    def _frames(self, buf: bytes, now: float) -> bytes:
+        """Handle every whole frame in ``buf``; the incomplete rest."""
+        pos, size = 0, len(buf)
+        while size - pos >= 2:
+            b0, length, head = buf[pos], buf[pos + 1] & 0x7F, 2
+            if length >= 126:
+                head = 4 if length == 126 else 10
+                if size - pos < head:
+                    break
+                length = int.from_bytes(buf[pos + 2 : pos + head], "big")
+            end = pos + head + length
+            if end > size:
+                break
+            payload = buf[pos + head : end]
+            pos = end
+            opcode = b0 & 0x0F
+            if opcode == 0x1:
+                self.pool.on_text(self, payload, now)
+            elif opcode in (0x8, 0x9) and self.transport is not None:
+                # ping -> pong with its payload; close -> close echoing the code (the
+                # server then closes the TCP connection)
+                reply = (0xA, payload) if opcode == 0x9 else (0x8, payload[:2])
+                self.transport.write(_client_frame(*reply))
+        return buf[pos:] if pos < size else b""
+
+    async def request_reply(self, text: str) -> dict[str, Any]:
+        """Send ``text`` and wait for the next non-event frame (while nothing else waits)."""
+        self.replies = asyncio.Queue()
+        try:
+            self.send_text(text)
+            return await asyncio.wait_for(self.replies.get(), 60)
+        finally:
+            self.replies = None
+
+
 class Pool:
     def __init__(self, url: str) -> None:
         self.url = url
-        self.conns: list[ClientConnection] = []
-        self.readers: list[asyncio.Task[None]] = []
+        parts = urlsplit(url)
+        self.host, self.port = parts.hostname or "127.0.0.1", parts.port or 80
+        target = parts.path + (f"?{parts.query}" if parts.query else "")
+        self.request_head = (
+            f"GET {target} HTTP/1.1\r\nHost: {parts.netloc}\r\nUpgrade: websocket\r\n"
+            "Connection: Upgrade\r\nSec-WebSocket-Version: 13\r\n"
+        )
+        self.conns: list[RawWs] = []
         self.latencies: dict[str, list[float]] = {}
         self.tally: dict[str, int] = {}
         self.last_receipt: dict[str, float] = {}
         self.recon: list[Recon] = []
         self.retries = 0
+        self.reconnects = 0
         self.subscribed: dict[str, int] = {}
         self.sub_attempts: dict[int, int] = {}
         self.pending: set[asyncio.Task[None]] = set()
 
+    async def _connect(self) -> RawWs:
+        key = base64.b64encode(os.urandom(16)).decode()
+        request = f"{self.request_head}Sec-WebSocket-Key: {key}\r\n\r\n".encode()
+        loop = asyncio.get_running_loop()
+        _, conn = await loop.create_connection(lambda: RawWs(self, request), self.host, self.port)
+        await asyncio.wait_for(conn.upgraded, 60)
+        return conn
+
+    async def _connect_retrying(self) -> RawWs:
+        """Connect as a real client does: a connection reset (the listen queue overflowed
+        while the server was busy) is retried with jittered backoff, and counted."""
+        for attempt in range(CONNECT_TRIES - 1):
+            try:
+                return await self._connect()
+            except ConnectionError:
+                self.reconnects += 1
+                await asyncio.sleep(_backoff(attempt))
+        return await self._connect()
+
     async def _open_one(self, channel: str, sem: asyncio.Semaphore) -> None:
         async with sem:
-            ws = await connect(self.url, compression=None, max_size=2**22, open_timeout=60)
-            try:
-                _, retries = await _subscribe(ws, {"op": "subscribe", "channel": channel})
-            except BaseException:
-                await ws.close()
-                raise
-        self.retries += retries
-        self.conns.append(ws)
-        self.readers.append(asyncio.create_task(self._read(ws)))
+            conn = await self._connect_retrying()
+            msg = orjson.dumps({"op": "subscribe", "channel": channel}).decode()
+            for attempt in range(SUBSCRIBE_TRIES):
+                reply = await conn.request_reply(msg)
+                if reply.get("op") == "subscribed":
+                    break
+                if reply.get("code") != "unavailable":
+                    assert conn.transport is not None
+                    conn.transport.close()
+                    raise RuntimeError(f"subscribe refused: {reply}")
+                self.retries += 1
+                await asyncio.sleep(_backoff(attempt))
+        self.conns.append(conn)
 
     async def open(self, n: int, channel: str) -> dict[str, Any]:
         sem = asyncio.Semaphore(OPEN_CONCURRENCY)
@@ -86,41 +231,40 @@ class Pool:
             "errors": len(errors),
             "first_error": errors[:1],
             "retries": self.retries,
+            "reconnects": self.reconnects,
         }
 
-    async def _read(self, ws: ClientConnection) -> None:
-        with contextlib.suppress(Exception):
-            async for raw in ws:
-                now = time.time()
-                frame = orjson.loads(raw)
-                op = frame.get("op")
-                if op != "event":
-                    self._control(ws, frame)
-                    continue
-                channel = frame["channel"]
-                self.tally[channel] = self.tally.get(channel, 0) + 1
-                self.last_receipt[channel] = now
-                sent = frame["event"]["data"]["t"]
-                self.latencies.setdefault(channel, []).append((now - sent) * 1000)
+    def on_text(self, conn: RawWs, payload: bytes, now: float) -> None:
+        frame = orjson.loads(payload)
+        if frame.get("op") != "event":
+            if conn.replies is not None:
+                conn.replies.put_nowait(frame)
+            else:
+                self._control(conn, frame)
+            return
+        channel = frame["channel"]
+        self.tally[channel] = self.tally.get(channel, 0) + 1
+        self.last_receipt[channel] = now
+        sent = frame["event"]["data"]["t"]
+        self.latencies.setdefault(channel, []).append((now - sent) * 1000)
 
-    def _control(self, ws: ClientConnection, frame: dict[str, Any]) -> None:
-        """A `subscribed` or error frame for a `sub` command (the reader owns recv)."""
+    def _control(self, conn: RawWs, frame: dict[str, Any]) -> None:
+        """A `subscribed` or error frame for a `sub` command."""
         channel = frame.get("channel", "")
         if frame.get("op") == "subscribed":
             self.subscribed[channel] = self.subscribed.get(channel, 0) + 1
         elif frame.get("code") == "unavailable":
             self.retries += 1
-            attempt = self.sub_attempts.get(id(ws), 0)
-            self.sub_attempts[id(ws)] = attempt + 1
+            attempt = self.sub_attempts.get(id(conn), 0)
+            self.sub_attempts[id(conn)] = attempt + 1
             msg = orjson.dumps({"op": "subscribe", "channel": channel}).decode()
-            task = asyncio.create_task(self._resend(ws, msg, _backoff(attempt)))
+            task = asyncio.create_task(self._resend(conn, msg, _backoff(attempt)))
             self.pending.add(task)
             task.add_done_callback(self.pending.discard)
 
-    async def _resend(self, ws: ClientConnection, msg: str, delay: float) -> None:
+    async def _resend(self, conn: RawWs, msg: str, delay: float) -> None:
         await asyncio.sleep(delay)
-        with contextlib.suppress(Exception):
-            await ws.send(msg)
+        conn.send_text(msg)
 
     async def sub(self, n: int, channel: str) -> dict[str, Any]:
         """Subscribe the first n connections to channel too; wait for every `subscribed`."""
@@ -129,7 +273,8 @@ class Pool:
         self.sub_attempts = {}
         before = self.retries
         for i in range(0, len(targets), OPEN_CONCURRENCY):
-            await asyncio.gather(*(ws.send(msg) for ws in targets[i : i + OPEN_CONCURRENCY]))
+            for conn in targets[i : i + OPEN_CONCURRENCY]:
+                conn.send_text(msg)
             await asyncio.sleep(0.05)
         deadline = time.monotonic() + 30
         while self.subscribed.get(channel, 0) < len(targets) and time.monotonic() < deadline:
@@ -267,4 +412,4 @@ async def main(url: str) -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main(sys.argv[1]))
+    uvloop.run(main(sys.argv[1]))

@@ -5,11 +5,13 @@ Needs /usr/bin/chromium: ``scripts/browser-tools.sh`` installs Debian's package.
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 import redis.asyncio as aioredis
 from playwright.async_api import Browser, async_playwright, expect
@@ -134,6 +136,85 @@ async def test_the_dashboard_shows_payments_and_decisions_and_recovers_after_a_d
         await _updated(publisher, third, "acct-3", "APPROVED")
         await expect(page.locator(f"#payment-{third} .status")).to_have_text("APPROVED")
         await page.screenshot(path=str(tmp_path / "dashboard.png"))
+    finally:
+        gateway.kill()
+        await redis.aclose()
+
+
+# A page of the gateway's origin using the client module as a user would, with the token
+# from a function the test exposes (``window.freshToken``) or a fixed string.
+_REFRESH_PAGE = """
+import { PulseClient } from "/static/pulse-client.js";
+const fixed = %(fixed)s;
+window.states = [];
+window.received = [];
+window.refreshed = 0;
+const pulse = new PulseClient({
+  url: `ws://${location.host}/ws`,
+  token: fixed || (() => window.freshToken()),
+});
+pulse.addEventListener("state", (e) => window.states.push(e.detail.state));
+pulse.addEventListener("refreshed", () => { window.refreshed += 1; });
+pulse.subscribe(%(channel)s, (event) => window.received.push(event.data.n));
+pulse.start();
+"""
+
+
+async def test_the_client_refreshes_its_token_in_band_and_stays_connected_past_expiry(
+    browser: Browser, redis_url: str, tmp_path: Path
+) -> None:
+    ttl = 6
+    port = free_port()
+    prefix = f"pulse:wsr{uuid.uuid4().hex[:8]}:"
+    env = {
+        "REDIS_URL": redis_url,
+        "PULSE_REDIS_PREFIX": prefix,
+        "PULSE_HTTP_PORT": str(port),
+        "PULSE_JWT_SECRET": SECRET,
+        "PULSE_TOKEN_GRACE_SECONDS": "2",
+    }
+    gateway = ServiceProcess("ws_gateway", env, tmp_path / "gw.log").start(wait_port=port)
+    redis = aioredis.Redis.from_url(redis_url)
+    publisher = ChannelPublisher(redis, prefix)
+    account = f"acct-{uuid.uuid4().hex[:8]}"
+    channel = f"account:{account}"
+    issued: list[str] = []
+
+    def fresh_token() -> str:
+        issued.append(issue_token(SECRET, sub=account, ttl_seconds=ttl))
+        return issued[-1]
+
+    async def publish(n: int) -> None:
+        event = new_event(type=PAYMENT_CREATED, source="/tests", data={"n": n})
+        await publisher.append(event, [channel])
+
+    try:
+        refreshing = await browser.new_page()
+        await refreshing.expose_function("freshToken", fresh_token)
+        fixed = await browser.new_page()
+        for page, token in ((refreshing, None), (fixed, fresh_token())):
+            await page.goto(f"http://127.0.0.1:{port}/healthz")
+            script = _REFRESH_PAGE % {
+                "fixed": orjson.dumps(token).decode(),
+                "channel": f'"{channel}"',
+            }
+            await page.add_script_tag(content=script, type="module")
+            await page.wait_for_function("(window.states || []).includes('live')")
+        await publish(1)
+        for page in (refreshing, fixed):
+            await page.wait_for_function("window.received.includes(1)")
+
+        # Past the first tokens' expiry and grace, and past a second token's expiry too.
+        await asyncio.sleep(2 * ttl + 2)
+        await publish(2)
+        await refreshing.wait_for_function("window.received.includes(2)")
+        assert await refreshing.evaluate("window.states") == ["connecting", "live"]
+        assert await refreshing.evaluate("window.refreshed") >= 2
+        assert len(issued) >= 4  # the fixed page's token, the first one and the refreshes
+
+        # The page with a fixed token was closed with 4001 and cannot get back in.
+        assert "reconnecting" in await fixed.evaluate("window.states")
+        assert 2 not in await fixed.evaluate("window.received")
     finally:
         gateway.kill()
         await redis.aclose()

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 
 import redis.asyncio as aioredis
 
 from pulse.channels import ChannelKeys
 from pulse.clients import redis_client
 from pulse.logging import get_logger
-from pulse.service import Lifecycle, run_service, start_http_app
+from pulse.service import Lifecycle, run_service, serving_api
 from ws_gateway.history import ChannelHistory
 from ws_gateway.live import LiveHub
 from ws_gateway.presence import Presence
@@ -50,19 +51,23 @@ async def serve(lifecycle: Lifecycle) -> None:
     presence = Presence(redis, keys, lease_seconds=settings.presence_lease_seconds)
     presence_upkeep = asyncio.create_task(presence.run(lifecycle.stopping), name="presence")
     gateway = Gateway(settings, lifecycle, hub, history, verifier=verifier, presence=presence)
-    runner = await start_http_app(
-        gateway.app(),
-        settings.http_host,
-        settings.http_port,
-        shutdown_timeout=settings.shutdown_grace_seconds,
-    )
-    log.info("ws-gateway listening", host=settings.http_host, port=settings.http_port)
     try:
-        await lifecycle.stopping.wait()
+        # The ops routes (/healthz, /readyz, /metrics) are mounted by serving_api: on the
+        # public port, or /metrics on PULSE_OPS_PORT alone when that is set. A listen queue of
+        # 2,048 absorbs bursts of thousands of connects while the loop is busy fanning out.
+        async with serving_api(gateway.app(), lifecycle, backlog=2048):
+            log.info("ws-gateway listening", host=settings.http_host, port=settings.http_port)
+            # What start-up made (modules, classes, settings) lives as long as the process:
+            # keep it out of every later garbage collection. A full collection scans every
+            # tracked object, and with thousands of connections each one stalls every client.
+            gc.collect()
+            gc.freeze()
+            try:
+                await lifecycle.stopping.wait()
+            finally:
+                # Close every connection with 1001 so clients reconnect elsewhere, then stop.
+                await gateway.close_all_within(settings.shutdown_grace_seconds)
     finally:
-        # Close every connection with 1001 so clients reconnect elsewhere, then stop.
-        await gateway.close_all_within(settings.shutdown_grace_seconds)
-        await runner.cleanup()
         await presence_upkeep
         await hub.close()
         await redis.aclose()

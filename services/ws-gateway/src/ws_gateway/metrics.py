@@ -10,6 +10,7 @@ __all__ = [
     "AUTH_FAILURES",
     "CLIENT_CLOSES",
     "CONNECTIONS",
+    "CONNECTIONS_REFUSED",
     "CONNECTION_DURATION",
     "GAP_FILLS",
     "MESSAGES_SENT",
@@ -24,6 +25,11 @@ AUTH_REASONS: Final = ("missing", "invalid", "expired")
 
 CONNECTIONS = Gauge("pulse_ws_connections", "Open WebSocket connections")
 MESSAGES_SENT = Counter("pulse_ws_messages_sent_total", "Frames written to WebSocket clients")
+CONNECTIONS_REFUSED = Counter(
+    "pulse_ws_connections_refused_total",
+    "Connections refused at the handshake by the connection limits",
+    ["reason"],
+)
 SUBSCRIPTIONS = Gauge("pulse_ws_subscriptions", "Channel subscriptions of open connections")
 REDIS_CHANNELS = Gauge(
     "pulse_ws_redis_channels", "Redis pub/sub channels this process is subscribed to"
@@ -59,3 +65,5 @@ for _outcome in ("ok", "refused"):
     TOKEN_REFRESHES.labels(_outcome)
 for _reason in AUTH_REASONS:
     AUTH_FAILURES.labels(_reason)
+for _reason in ("capacity", "per_user"):
+    CONNECTIONS_REFUSED.labels(_reason)

@@ -8,6 +8,8 @@ __all__ = ["TokenBucket"]
 class TokenBucket:
     """Allows ``rate`` operations per second on average and bursts of up to ``burst``."""
 
+    __slots__ = ("_burst", "_rate", "_tokens", "_updated", "refused_in_a_row")
+
     def __init__(self, rate: float, burst: int, now: float) -> None:
         self._rate = rate
         self._burst = float(burst)

@@ -16,6 +16,7 @@ import contextlib
 import itertools
 import time
 import uuid
+from collections import deque
 from importlib import resources
 from typing import TYPE_CHECKING, Any, Final, Protocol
 from urllib.parse import parse_qs
@@ -26,13 +27,14 @@ from aiohttp import WSMsgType, web
 from pulse.auth import Claims, InvalidTokenError, TokenExpiredError
 from pulse.logging import get_logger
 from pulse.metrics import http_metrics_middleware
-from pulse.service import add_ops_routes
 from ws_gateway.authz import Access, authorize_channel
+from ws_gateway.heartbeat import PING_FRAME, HeartbeatWheel
 from ws_gateway.metrics import (
     AUTH_FAILURES,
     CLIENT_CLOSES,
     CONNECTION_DURATION,
     CONNECTIONS,
+    CONNECTIONS_REFUSED,
     MESSAGES_SENT,
     RATE_LIMITED_OPS,
     SLOW_CONSUMER_CLOSES,
@@ -62,9 +64,12 @@ from ws_gateway.ratelimit import TokenBucket
 from ws_gateway.session import BufferOverflowError, Session
 from ws_gateway.sse import Cursor, comment, message
 from ws_gateway.tokens import VerifierUnavailableError
+from ws_gateway.wire import FrameBytes
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+
+    from aiohttp.abc import AbstractStreamWriter
 
     from pulse.service import Lifecycle
     from ws_gateway.history import ChannelHistory
@@ -74,6 +79,7 @@ if TYPE_CHECKING:
     from ws_gateway.tokens import TokenVerifier
 
 __all__ = [
+    "CLOSE_ABNORMAL",
     "CLOSE_FORBIDDEN",
     "CLOSE_GOING_AWAY",
     "CLOSE_RATE_LIMITED",
@@ -85,6 +91,7 @@ __all__ = [
 ]
 
 CLOSE_GOING_AWAY: Final = 1001
+CLOSE_ABNORMAL: Final = 1006  # never sent: the connection is dropped without a close frame
 # 40xx: reconnecting may help (refresh the token first for 4001); 4003: do not reconnect.
 CLOSE_TOKEN_EXPIRED: Final = 4001
 CLOSE_FORBIDDEN: Final = 4003
@@ -111,20 +118,147 @@ def token_from_request(query: str, headers: Mapping[str, str]) -> str | None:
 class FrameSink(Protocol):
     """Where a connection's frames go: a WebSocket or an SSE stream."""
 
-    async def send(self, frame: str) -> None: ...
+    def write_now(self, frame: str) -> bool:
+        """Take ``frame`` if it can be written without waiting (by the end of this loop pass,
+        in order); False if it was not taken."""
+
+    async def send(self, frame: str) -> None:
+        """Write ``frame``, waiting for the peer to take earlier data first if need be."""
 
     async def close(self, code: int, reason: str) -> None: ...
 
+    def ping(self) -> None:
+        """A protocol ping, written at once (WebSocket only)."""
+
+    def abort(self) -> None:
+        """Drop the connection without a close handshake: the peer is gone."""
+
+
+# The frame bytes of the message being fanned out, shared by every WebSocket connection.
+_FRAMES: Final = FrameBytes()
+# Frames held for one connection before they are written without waiting for the batch end.
+_CORK_LIMIT: Final = 64
+
+
+class _WriteBatch:
+    """The connections written to during one pass of the event loop, flushed at its end.
+
+    A burst of messages (the pub/sub reader takes every message already received before it
+    waits again) puts several frames on the same connection: they go out in one
+    ``transport.write`` - one system call, which costs far more than the Python around it.
+    A single message costs one write per connection, as without the batch.
+    """
+
+    __slots__ = ("_scheduled", "_sinks")
+
+    def __init__(self) -> None:
+        self._sinks: list[WebSocketSink] = []
+        self._scheduled = False
+
+    def add(self, sink: WebSocketSink) -> None:
+        self._sinks.append(sink)
+        if not self._scheduled:
+            self._scheduled = True
+            asyncio.get_running_loop().call_soon(self.flush)
+
+    def flush(self) -> None:
+        self._scheduled = False
+        sinks, self._sinks = self._sinks, []
+        sent = 0
+        for sink in sinks:
+            sent += sink.flush()
+        if sent:
+            MESSAGES_SENT.inc(sent)
+
+
+_BATCH: Final = _WriteBatch()
+
 
 class WebSocketSink:
-    def __init__(self, ws: web.WebSocketResponse) -> None:
+    """Writes text frames straight to the connection's transport when it can take them.
+
+    aiohttp's writer frames every message again for every connection and makes the caller
+    await; here a fanned-out message is framed once (:class:`FrameBytes`) and written with
+    ``transport.write`` at the end of the loop pass (:class:`_WriteBatch`), while the
+    transport is below its high-water mark. With permessage-deflate negotiated, frames
+    differ per connection, so aiohttp writes them.
+    """
+
+    __slots__ = ("_corked", "_direct", "_protocol", "_stream", "_transport", "ws")
+
+    def __init__(
+        self, ws: web.WebSocketResponse, request: web.BaseRequest, stream: AbstractStreamWriter
+    ) -> None:
         self.ws = ws
+        self._protocol = request.protocol
+        self._transport = request.transport
+        self._stream = stream
+        self._direct = not ws.compress
+        self._corked: bytes | list[bytes] | None = None  # taken, written at the batch's end
+
+    def write_now(self, frame: str) -> bool:
+        transport = self._transport
+        if (
+            not self._direct
+            or self._protocol.writing_paused
+            or self.ws.closed  # our close frame is out: no data frame may follow it
+            or transport is None
+            or transport.is_closing()
+        ):
+            return False
+        # One frame is held as bytes, more as a list: a single message allocates nothing
+        # the garbage collector tracks, so fan-outs never drive it into full collections.
+        corked = self._corked
+        data = _FRAMES.of(frame)
+        if corked is None:
+            self._corked = data
+            _BATCH.add(self)
+        elif isinstance(corked, bytes):
+            self._corked = [corked, data]
+        else:
+            corked.append(data)
+            if len(corked) >= _CORK_LIMIT:
+                MESSAGES_SENT.inc(self.flush())  # and see whether the transport backs up
+        return True
+
+    def flush(self) -> int:
+        """Write the frames held for the batch; how many were written."""
+        corked, self._corked = self._corked, None
+        transport = self._transport
+        # aiohttp may have sent a close frame meanwhile (answering the client's): no data
+        # frame may follow it.
+        if corked is None or self.ws.closed or transport is None or transport.is_closing():
+            return 0
+        if isinstance(corked, bytes):
+            transport.write(corked)
+            return 1
+        transport.write(b"".join(corked))
+        return len(corked)
 
     async def send(self, frame: str) -> None:
-        await self.ws.send_str(frame)
+        MESSAGES_SENT.inc(self.flush())  # what was accepted earlier goes first
+        if self._direct and self._protocol.writing_paused:
+            await self._stream.drain()  # until the transport's buffer is below low water
+        if self.write_now(frame):
+            MESSAGES_SENT.inc(self.flush())
+        else:
+            await self.ws.send_str(frame)  # compressed, or closed: aiohttp frames it (or raises)
+            MESSAGES_SENT.inc()
 
     async def close(self, code: int, reason: str) -> None:
+        MESSAGES_SENT.inc(self.flush())  # frames accepted before the close frame precede it
         await self.ws.close(code=code, message=reason.encode())
+
+    def ping(self) -> None:
+        transport = self._transport
+        if not self.ws.closed and transport is not None and not transport.is_closing():
+            transport.write(PING_FRAME)
+
+    def abort(self) -> None:
+        # The handler's receive loop sees the connection end and releases everything.
+        self._corked = None
+        if self._transport is not None:
+            self._transport.close()
 
 
 class SseSink:
@@ -134,6 +268,15 @@ class SseSink:
         self.response = response
         self.cursor = cursor
         self.closed = asyncio.Event()
+
+    def write_now(self, _frame: str) -> bool:
+        return False  # every SSE message goes through the response's own writer
+
+    def ping(self) -> None:
+        pass  # SSE has comment lines for keepalive
+
+    def abort(self) -> None:
+        self.closed.set()
 
     async def send(self, frame: str) -> None:
         data: dict[str, Any] = orjson.loads(frame)
@@ -146,6 +289,7 @@ class SseSink:
                 self.cursor.advance(channel, epoch, StreamId.parse(data["offset"]))
         event_id = str(self.cursor) if op in ("subscribed", "event") else None
         await self.response.write(message(frame, event_id=event_id))
+        MESSAGES_SENT.inc()
 
     async def keepalive(self) -> None:
         await self.response.write(comment("keepalive"))
@@ -159,7 +303,32 @@ class SseSink:
 
 
 class ClientConnection:
-    """One client: its session, its bounded send queue and its writer task."""
+    """One client: its session and its bounded backlog of frames the sink could not take.
+
+    A frame is written at once when nothing is waiting before it and the sink can take it
+    without waiting (the common case: no task switch, no queue). Otherwise it joins the
+    backlog, which one short-lived task drains in order; while the backlog is not empty
+    every frame joins it, so none overtakes another. A backlog longer than the limit means
+    the client cannot keep up: it is closed with 4008, and the others never wait for it.
+    """
+
+    __slots__ = (
+        "_backlog",
+        "_close_task",
+        "_drainer",
+        "_limit",
+        "_room",
+        "closing",
+        "conn_id",
+        "expiry",
+        "heard",
+        "opened",
+        "pinged",
+        "publish_bucket",
+        "session",
+        "sink",
+        "wheel_slot",
+    )
 
     def __init__(
         self, sink: FrameSink, session: Session, *, queue_size: int, conn_id: str = ""
@@ -167,12 +336,20 @@ class ClientConnection:
         self.conn_id = conn_id
         self.sink = sink
         self.session = session
-        self.queue: asyncio.Queue[str] = asyncio.Queue(maxsize=queue_size)
         self.closing = False
         self.expiry: asyncio.TimerHandle | None = None
         self.publish_bucket: TokenBucket | None = None
-        self.writer: asyncio.Task[None] | None = None
+        self._limit = queue_size
+        # Created when the first frame has to wait; None again once the backlog is drained.
+        self._backlog: deque[str] | None = None
+        self._drainer: asyncio.Task[None] | None = None
+        self._room: asyncio.Future[None] | None = None
         self._close_task: asyncio.Task[None] | None = None
+        self.opened = time.monotonic()
+        # For the heartbeat wheel (monotonic times): the last frame heard, the last ping.
+        self.heard = self.opened
+        self.pinged = 0.0
+        self.wheel_slot = -1
 
     def deliver(self, channel: str, frame: str) -> None:
         """Called by the live fan-out for every frame of a subscribed channel; never blocks."""
@@ -189,15 +366,57 @@ class ClientConnection:
     def send_nowait(self, frame: str) -> None:
         if self.closing:
             return
-        try:
-            self.queue.put_nowait(frame)
-        except asyncio.QueueFull:
+        backlog = self._backlog
+        if backlog is None:
+            if self.sink.write_now(frame):
+                return
+            backlog = self._backlog = deque()
+        elif len(backlog) >= self._limit:
             self.close_slow_consumer()
+            return
+        backlog.append(frame)
+        if self._drainer is None:
+            self._drainer = asyncio.create_task(self._drain(backlog))
 
     async def send(self, frame: str) -> None:
-        """Queue ``frame``, waiting for room: only the connection's own handler calls this."""
+        """Send ``frame``, waiting for room in the backlog: only the connection's own handler
+        calls this (history replay, answers), so its frames never close it as slow."""
+        while not self.closing and self._backlog is not None and len(self._backlog) >= self._limit:
+            if self._room is None:
+                self._room = asyncio.get_running_loop().create_future()
+            await self._room
+        self.send_nowait(frame)
+
+    async def _drain(self, backlog: deque[str]) -> None:
+        try:
+            while backlog:
+                await self.sink.send(backlog.popleft())
+                self._wake_sender()
+        except (ConnectionError, RuntimeError):
+            self.closing = True
+        finally:
+            # Synchronously with the last check of ``backlog``: a frame arriving after
+            # this goes straight to the sink again.
+            self._backlog = None
+            self._drainer = None
+            self._wake_sender()
+
+    def _wake_sender(self) -> None:
+        room, self._room = self._room, None
+        if room is not None and not room.done():
+            room.set_result(None)
+
+    def ping(self) -> None:
+        self.sink.ping()
+
+    def abort(self) -> None:
+        """The client stopped answering pings: drop it (1006, no close handshake)."""
         if not self.closing:
-            await self.queue.put(frame)
+            CLIENT_CLOSES.labels(str(CLOSE_ABNORMAL)).inc()
+            log.info("dropping unresponsive client", sub=self.session.claims.sub)
+            self.closing = True
+            self._wake_sender()
+            self.sink.abort()
 
     def close_slow_consumer(self) -> None:
         if not self.closing:
@@ -210,6 +429,7 @@ class ClientConnection:
             return
         CLIENT_CLOSES.labels(str(code)).inc()
         self.closing = True
+        self._wake_sender()
         self._close_task = asyncio.create_task(self._close(code, reason))
 
     async def wait_closed(self) -> None:
@@ -218,24 +438,20 @@ class ClientConnection:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._close_task
 
+    async def stop_writing(self) -> None:
+        """Drop the backlog and wait for its drainer to end (the connection is going)."""
+        self.closing = True
+        drainer = self._drainer
+        if drainer is not None:
+            drainer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await drainer
+
     async def _close(self, code: int, reason: str) -> None:
-        # No data frame may follow the close frame: stop the writer first.
-        if self.writer is not None:
-            self.writer.cancel()
+        # No data frame may follow the close frame: stop the drainer first.
+        await self.stop_writing()
         with contextlib.suppress(ConnectionError, RuntimeError):
             await self.sink.close(code, reason)
-
-    async def write_loop(self) -> None:
-        try:
-            while True:
-                frame = await self.queue.get()
-                await self.sink.send(frame)
-                MESSAGES_SENT.inc()
-        except (ConnectionError, RuntimeError):
-            self.closing = True
-        # Keep draining until cancelled, so the handler never waits on a dead connection.
-        while True:
-            await self.queue.get()
 
 
 class Gateway:
@@ -260,6 +476,11 @@ class Gateway:
         self.history = history
         self.verifier = verifier
         self.clients: set[ClientConnection] = set()
+        # Admitted connections (from the handshake on, so a burst cannot overshoot the limits
+        # while upgrades are awaited), in all and per token subject.
+        self._admitted = 0
+        self._admitted_per_user: dict[str, int] = {}
+        self.heartbeats = HeartbeatWheel(settings.ping_interval_seconds)
         self._handlers_done = asyncio.Event()
         self._handlers_done.set()
 
@@ -277,7 +498,7 @@ class Gateway:
             return await timed(request, handler)
 
         app = web.Application(middlewares=[metrics_except_streams])
-        add_ops_routes(app, self.lifecycle)
+        app.cleanup_ctx.append(self._run_heartbeats)
         app.router.add_get("/ws", self.websocket)
         app.router.add_get("/sse", self.sse)
         app.router.add_get("/v1/channels/{channel}/history", self.channel_history)
@@ -287,6 +508,13 @@ class Gateway:
             "/static/pulse-client.js", _static_handler("pulse-client.js", "text/javascript")
         )
         return app
+
+    async def _run_heartbeats(self, _app: web.Application) -> AsyncIterator[None]:
+        task = asyncio.create_task(self.heartbeats.run(), name="ws-heartbeats")
+        yield
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
 
     async def close_all(self) -> None:
         """Close every connection with 1001 and wait for their handlers (bound by caller)."""
@@ -327,6 +555,37 @@ class Gateway:
             },
         )
 
+    def _admit(self, claims: Claims) -> web.Response | None:
+        """Count a new connection of ``claims.sub``, or the response refusing it.
+
+        An admitted connection must be let go with :meth:`_let_go` whatever happens next.
+        """
+        s = self.settings
+        if self._admitted >= s.max_connections:
+            CONNECTIONS_REFUSED.labels("capacity").inc()
+            refusal = _problem(503, "over_capacity", "this gateway is full, retry shortly")
+            refusal.headers["Retry-After"] = "1"
+            return refusal
+        held = self._admitted_per_user.get(claims.sub, 0)
+        if held >= s.max_connections_per_user:
+            CONNECTIONS_REFUSED.labels("per_user").inc()
+            return _problem(
+                429,
+                "too_many_connections",
+                f"at most {s.max_connections_per_user} connections per user on one gateway",
+            )
+        self._admitted += 1
+        self._admitted_per_user[claims.sub] = held + 1
+        return None
+
+    def _let_go(self, claims: Claims) -> None:
+        self._admitted -= 1
+        held = self._admitted_per_user[claims.sub] - 1
+        if held:
+            self._admitted_per_user[claims.sub] = held
+        else:
+            del self._admitted_per_user[claims.sub]
+
     @staticmethod
     def _channel_refusal(claims: Claims, channel: str) -> web.Response | None:
         access = authorize_channel(claims, channel)
@@ -342,35 +601,65 @@ class Gateway:
         claims = await self._authenticate(request)
         if isinstance(claims, web.Response):
             return claims
+        refusal = self._admit(claims)
+        if refusal is not None:
+            return refusal
+        try:
+            return await self._websocket(request, claims)
+        finally:
+            self._let_go(claims)
+
+    async def _websocket(self, request: web.Request, claims: Claims) -> web.StreamResponse:
         s = self.settings
+        # Pings come from the gateway's one heartbeat wheel, and are answered here.
         ws = web.WebSocketResponse(
-            heartbeat=s.ping_interval_seconds,
+            autoping=False,
             max_msg_size=s.max_message_bytes,
             compress=s.ws_compression,
             timeout=s.close_timeout_seconds,
         )
-        await ws.prepare(request)
-        client = self._client(WebSocketSink(ws), claims)
-        async with self._connection(client):
-            bucket = TokenBucket(s.client_ops_per_second, s.client_ops_burst, time.monotonic())
-            async for msg in ws:
-                if msg.type not in (WSMsgType.TEXT, WSMsgType.BINARY):
-                    break
-                if bucket.allow(time.monotonic()):
-                    await self._on_frame(client, msg.data)
-                    continue
-                RATE_LIMITED_OPS.inc()
-                if bucket.refused_in_a_row > s.client_ops_burst:
-                    # Stop reading: the close handshake reads (and drops) what the client
-                    # still sends until its close frame, so it sees 4029, not a reset.
-                    client.close(CLOSE_RATE_LIMITED, "too many requests")
-                    break
-                if bucket.refused_in_a_row == 1:  # one error frame per burst of refusals
-                    await client.send(
-                        error_frame(ErrorCode.RATE_LIMITED, "too many operations, slow down")
-                    )
+        stream = await ws.prepare(request)
+        client = self._client(WebSocketSink(ws, request, stream), claims)
+        # try/finally rather than context managers: no generator objects per connection.
+        self._open(client)
+        try:
+            client.wheel_slot = self.heartbeats.add(client)
+            try:
+                await self._receive(ws, client)
+            finally:
+                self.heartbeats.discard(client, client.wheel_slot)
             await client.wait_closed()
+        finally:
+            await self._release(client)
         return ws
+
+    async def _receive(self, ws: web.WebSocketResponse, client: ClientConnection) -> None:
+        """The client's frames, until it closes (or is closed, or stops answering pings)."""
+        s = self.settings
+        bucket = TokenBucket(s.client_ops_per_second, s.client_ops_burst, time.monotonic())
+        async for msg in ws:
+            client.heard = time.monotonic()
+            if msg.type is WSMsgType.PONG:
+                continue
+            if msg.type is WSMsgType.PING:
+                with contextlib.suppress(ConnectionError, RuntimeError):
+                    await ws.pong(msg.data)
+                continue
+            if msg.type not in (WSMsgType.TEXT, WSMsgType.BINARY):
+                return
+            if bucket.allow(time.monotonic()):
+                await self._on_frame(client, msg.data)
+                continue
+            RATE_LIMITED_OPS.inc()
+            if bucket.refused_in_a_row > s.client_ops_burst:
+                # Stop reading: the close handshake reads (and drops) what the client
+                # still sends until its close frame, so it sees 4029, not a reset.
+                client.close(CLOSE_RATE_LIMITED, "too many requests")
+                return
+            if bucket.refused_in_a_row == 1:  # one error frame per burst of refusals
+                await client.send(
+                    error_frame(ErrorCode.RATE_LIMITED, "too many operations, slow down")
+                )
 
     def _client(self, sink: FrameSink, claims: Claims) -> ClientConnection:
         session = Session(
@@ -385,30 +674,24 @@ class Gateway:
             conn_id=f"{self._instance}-{next(self._next_conn)}",
         )
 
-    @contextlib.asynccontextmanager
-    async def _connection(self, client: ClientConnection) -> AsyncIterator[None]:
-        """Run ``client``'s writer and expiry for the block; release everything after it."""
-        started = time.monotonic()
+    def _open(self, client: ClientConnection) -> None:
+        """Count ``client`` and arm its token expiry; :meth:`_release` undoes it."""
         CONNECTIONS.inc()
         self.clients.add(client)
         self._handlers_done.clear()
-        client.writer = asyncio.create_task(client.write_loop())
         self._arm_expiry(client)
-        try:
-            yield
-        finally:
-            if client.expiry is not None:
-                client.expiry.cancel()
-            client.writer.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await client.writer
-            for channel in client.session.channels:
-                await self._drop(client, channel)
-            CONNECTIONS.dec()
-            CONNECTION_DURATION.observe(time.monotonic() - started)
-            self.clients.discard(client)
-            if not self.clients:
-                self._handlers_done.set()
+
+    async def _release(self, client: ClientConnection) -> None:
+        if client.expiry is not None:
+            client.expiry.cancel()
+        await client.stop_writing()
+        for channel in client.session.channels:
+            await self._drop(client, channel)
+        CONNECTIONS.dec()
+        CONNECTION_DURATION.observe(time.monotonic() - client.opened)
+        self.clients.discard(client)
+        if not self.clients:
+            self._handlers_done.set()
 
     def _arm_expiry(self, client: ClientConnection) -> None:
         """Close the connection with 4001 once its token expired and the grace period passed."""
@@ -555,6 +838,17 @@ class Gateway:
             refusal = self._channel_refusal(claims, channel)
             if refusal is not None:
                 return refusal
+        refusal = self._admit(claims)
+        if refusal is not None:
+            return refusal
+        try:
+            return await self._sse(request, claims, channels)
+        finally:
+            self._let_go(claims)
+
+    async def _sse(
+        self, request: web.Request, claims: Claims, channels: list[str]
+    ) -> web.StreamResponse:
         resume = Cursor.parse(
             request.headers.get("Last-Event-ID") or request.query.get("lastEventId")
         )
@@ -568,7 +862,8 @@ class Gateway:
         await response.prepare(request)
         sink = SseSink(response, Cursor())
         client = self._client(sink, claims)
-        async with self._connection(client):
+        self._open(client)
+        try:
             for channel in dict.fromkeys(channels):
                 position = resume.positions.get(channel)
                 subscribe = (
@@ -578,6 +873,8 @@ class Gateway:
                 )
                 await self._on_frame(client, _subscribe_json(subscribe))
             await self._hold_sse(sink, request)
+        finally:
+            await self._release(client)
         return response
 
     @staticmethod

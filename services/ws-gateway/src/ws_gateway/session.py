@@ -26,7 +26,7 @@ class BufferOverflowError(Exception):
     """More live frames arrived during a replay than the connection may buffer."""
 
 
-@dataclass
+@dataclass(slots=True)
 class _ChannelState:
     pending: bool = True
     buffer: list[str] = field(default_factory=list)
@@ -36,6 +36,8 @@ class _ChannelState:
 
 
 class Session:
+    __slots__ = ("_buffer_limit", "_channels", "_max_subscriptions", "claims")
+
     def __init__(self, claims: Claims, *, max_subscriptions: int, buffer_limit: int) -> None:
         self.claims = claims
         self._max_subscriptions = max_subscriptions

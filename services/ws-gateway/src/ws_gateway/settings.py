@@ -25,8 +25,16 @@ class GatewaySettings(PulseSettings):
     # Frames waiting to be written to one client; a full queue closes it with 4008.
     send_queue_size: int = Field(default=1024, ge=1, le=1_000_000)
     max_subscriptions: int = Field(default=100, ge=1, le=10_000)
+    # Connections (WebSocket and SSE) this process holds: beyond it a new one gets 503 with
+    # Retry-After, so a load balancer or the client's backoff moves it to another process.
+    max_connections: int = Field(default=20_000, ge=1, le=1_000_000)
+    # Connections one token subject (user or account) may hold on this process: beyond it
+    # 429. One user's runaway tabs or a leaked token cannot take the process's capacity.
+    max_connections_per_user: int = Field(default=50, ge=1, le=1_000_000)
     # History entries read per XRANGE call while replaying after ``since``.
     replay_batch_size: int = Field(default=500, ge=1, le=10_000)
+    # A quiet connection gets a protocol ping; one that stays silent for another interval
+    # after it is dropped.
     ping_interval_seconds: float = Field(default=20.0, gt=0, le=600)
     close_timeout_seconds: float = Field(default=5.0, gt=0, le=60)
     # permessage-deflate costs CPU per client per message; off by default for fan-out.

@@ -14,13 +14,21 @@
 // Close code 4003 (forbidden) stops the client: it will not reconnect.
 
 export class PulseClient extends EventTarget {
-  constructor({ url, token, backoffMinMs = 500, backoffMaxMs = 10000, pingIntervalMs = 20000 }) {
+  constructor({
+    url,
+    token,
+    backoffMinMs = 500,
+    backoffMaxMs = 10000,
+    pingIntervalMs = 20000,
+    refreshLeadMs = 30000,
+  }) {
     super();
     this.url = url;
     this.token = token; // a string, or an async function returning a fresh token
     this.backoffMinMs = backoffMinMs;
     this.backoffMaxMs = backoffMaxMs;
     this.pingIntervalMs = pingIntervalMs;
+    this.refreshLeadMs = refreshLeadMs;
     this.handlers = new Map(); // channel -> [handler]
     this.positions = new Map(); // channel -> {offset, epoch}
     this.state = "idle";
@@ -146,11 +154,17 @@ export class PulseClient extends EventTarget {
     this.timers.pong = setTimeout(() => this.ws && this.ws.close(4000, "no pong"), 10000);
   }
 
+  // With a token function, the connection's token is swapped in band ({"op":"refresh"})
+  // before it expires: refreshLeadMs before, or a fifth of its lifetime before for tokens
+  // shorter-lived than that. The connection and its channels stay as they are.
   scheduleRefresh(token) {
     if (typeof this.token !== "function") return;
-    const exp = tokenExpiry(token);
-    if (!exp) return;
-    const inMs = Math.max((exp - Date.now() / 1000 - 30) * 1000, 1000);
+    const claims = tokenClaims(token);
+    if (!claims || !claims.exp) return;
+    const now = Date.now() / 1000;
+    const lifetime = claims.exp - (claims.iat || now);
+    const lead = Math.min(this.refreshLeadMs / 1000, lifetime / 5);
+    const inMs = Math.max((claims.exp - now - lead) * 1000, 1000);
     clearTimeout(this.timers.refresh);
     this.timers.refresh = setTimeout(async () => {
       try {
@@ -197,10 +211,10 @@ export class PulseClient extends EventTarget {
   }
 }
 
-function tokenExpiry(token) {
+function tokenClaims(token) {
   try {
     const payload = token.split(".")[1].replace(/-/g, "+").replace(/_/g, "/");
-    return JSON.parse(atob(payload)).exp;
+    return JSON.parse(atob(payload));
   } catch (err) {
     return null;
   }

@@ -1,0 +1,145 @@
+"""The write path against a real gateway process: frames written straight to the transport,
+the backlog of a client that reads slowly, permessage-deflate, and the heartbeat wheel."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import os
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+import pytest
+import redis.asyncio as aioredis
+from websockets.asyncio.client import ClientConnection, connect
+
+from pulse.auth import issue_token
+from pulse.channels import ChannelPublisher
+from pulse.events import PAYMENT_CREATED, new_event
+from pulse.testing import ServiceProcess, free_port
+
+SECRET = "ws-gateway-writes-secret-0123456789abcdef"
+PING_INTERVAL = 0.5
+pytestmark = pytest.mark.timeout(60)
+
+
+@dataclass
+class RunningGateway:
+    port: int
+    prefix: str
+
+    def ws_url(self, sub: str) -> str:
+        token = issue_token(SECRET, sub=sub, ttl_seconds=600)
+        return f"ws://127.0.0.1:{self.port}/ws?token={token}"
+
+
+@pytest.fixture(scope="module")
+def gateway(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningGateway]:
+    port = free_port()
+    prefix = f"pulse:wsw{uuid.uuid4().hex[:8]}:"
+    env = {
+        "REDIS_URL": redis_url,
+        "PULSE_REDIS_PREFIX": prefix,
+        "PULSE_HTTP_PORT": str(port),
+        "PULSE_JWT_SECRET": SECRET,
+        "PULSE_LOG_LEVEL": "debug",
+        "PULSE_SEND_QUEUE_SIZE": "64",
+        "PULSE_PING_INTERVAL_SECONDS": str(PING_INTERVAL),
+        "PULSE_WS_COMPRESSION": "true",  # offered; clients that do not ask get plain frames
+    }
+    log = tmp_path_factory.mktemp("ws-gateway") / "ws_gateway.log"
+    proc = ServiceProcess("ws_gateway", env, log).start(wait_port=port)
+    yield RunningGateway(port, prefix)
+    proc.kill()
+
+
+@pytest.fixture
+async def redis(redis_url: str) -> AsyncIterator[aioredis.Redis]:
+    client = aioredis.Redis.from_url(redis_url)
+    yield client
+    await client.aclose()
+
+
+async def _recv(ws: ClientConnection, timeout: float = 10.0) -> dict[str, Any]:
+    return dict(orjson.loads(await asyncio.wait_for(ws.recv(), timeout)))
+
+
+async def _subscribe(ws: ClientConnection, channel: str) -> None:
+    await ws.send(orjson.dumps({"op": "subscribe", "channel": channel}).decode())
+    assert (await _recv(ws))["op"] == "subscribed"
+
+
+async def test_frames_that_waited_for_a_slow_reader_arrive_all_and_in_order(
+    gateway: RunningGateway, redis: aioredis.Redis
+) -> None:
+    account = f"acct-{uuid.uuid4().hex[:8]}"
+    channel = f"account:{account}"
+    publisher = ChannelPublisher(redis, gateway.prefix, history_length=10)
+    blob = "x" * 200_000
+    count = 60  # ~12 MB: more than the kernel's socket buffers, fewer frames than the limit
+    # max_queue=1: the client stops reading after one frame until the test reads.
+    async with connect(
+        gateway.ws_url(account), max_queue=1, max_size=2**20, compression=None
+    ) as ws:
+        await _subscribe(ws, channel)
+        for n in range(count):
+            event = new_event(type=PAYMENT_CREATED, source="/tests", data={"n": n, "b": blob})
+            await publisher.append(event, [channel])
+        await asyncio.sleep(0.5)  # the gateway's writes back up meanwhile
+        seen = [(await _recv(ws))["event"]["data"]["n"] for _ in range(count)]
+    assert seen == list(range(count))
+
+
+async def test_a_client_with_permessage_deflate_gets_the_same_events(
+    gateway: RunningGateway, redis: aioredis.Redis
+) -> None:
+    account = f"acct-{uuid.uuid4().hex[:8]}"
+    channel = f"account:{account}"
+    publisher = ChannelPublisher(redis, gateway.prefix)
+    async with (
+        connect(gateway.ws_url(account)) as deflating,  # websockets offers deflate by default
+        connect(gateway.ws_url(account), compression=None) as plain,
+    ):
+        assert deflating.response is not None
+        assert "permessage-deflate" in deflating.response.headers.get(
+            "Sec-WebSocket-Extensions", ""
+        )
+        await _subscribe(deflating, channel)
+        await _subscribe(plain, channel)
+        for n in range(5):
+            event = new_event(type=PAYMENT_CREATED, source="/tests", data={"n": n})
+            await publisher.append(event, [channel])
+        for ws in (deflating, plain):
+            assert [(await _recv(ws))["event"]["data"]["n"] for _ in range(5)] == list(range(5))
+
+
+async def test_a_client_that_never_answers_pings_is_dropped(gateway: RunningGateway) -> None:
+    reader, writer = await asyncio.open_connection("127.0.0.1", gateway.port)
+    try:
+        key = base64.b64encode(os.urandom(16)).decode()
+        path = gateway.ws_url("mute").split(str(gateway.port), 1)[1]
+        writer.write(
+            f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
+            f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
+            "Sec-WebSocket-Version: 13\r\n\r\n".encode()
+        )
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+        assert head.startswith(b"HTTP/1.1 101")
+        # Read (so TCP is fine) but never answer: pings arrive, then the gateway hangs up.
+        received = await asyncio.wait_for(reader.read(), 20)
+        assert received.startswith(b"\x89\x00")  # a protocol ping, no close frame: dropped
+    finally:
+        writer.close()
+
+
+async def test_a_quiet_client_that_answers_pings_stays_connected(
+    gateway: RunningGateway,
+) -> None:
+    # websockets answers protocol pings by itself; its own pings are off.
+    async with connect(gateway.ws_url("quiet"), ping_interval=None) as ws:
+        await asyncio.sleep(PING_INTERVAL * 8)
+        await ws.send(orjson.dumps({"op": "ping"}).decode())
+        assert await _recv(ws) == {"op": "pong"}
