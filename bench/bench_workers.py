@@ -6,14 +6,17 @@ Runtime: :class:`pulse.consumer.SqsConsumer` in this process (default settings: 
 flight, batching window 0.1 s, 1 s poll) with a no-op async handler, timed from start until
 every message was handled and its delete flushed; CPU is this process's CPU time over that
 span (sending excluded; the emulator is another process). Bare: one thread of ReceiveMessage
-(10, 1 s wait) + DeleteMessageBatch until MESSAGES were deleted. ROUNDS alternations, best
-of each.
+(10, 1 s wait) + DeleteMessageBatch until MESSAGES were deleted. ROUNDS rounds of both
+loops, the order alternating from round to round; the ratio is the median of the per-round
+ratios (as in bench_ingest), so a slow spell of the shared machine or drift in the emulator
+hits both sides of one round and cancels out, instead of a lucky best-of pairing.
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
+import statistics
 import tempfile
 import time
 import uuid
@@ -27,9 +30,9 @@ from pulse.emulators import AWS_TEST_CREDENTIALS, free_port, start_moto, stop_pr
 from pulse.metrics import StageMetrics
 from pulse.settings import PulseSettings
 
-MESSAGES = 2_000
+MESSAGES = 1_000
 SENDERS = 8
-ROUNDS = 2
+ROUNDS = 5
 WAIT_SECONDS = 1
 TIMEOUT = 90.0
 
@@ -137,30 +140,36 @@ def bench_workers() -> dict[str, float]:
             f"{SENDERS} threads; runtime = SqsConsumer in this process (no-op handler, "
             f"max_in_flight {settings.sqs_max_in_flight}, batch window "
             f"{settings.sqs_batch_window_seconds:g} s, wait {WAIT_SECONDS} s) vs. bare "
-            f"ReceiveMessage(10) + DeleteMessageBatch in one thread; {ROUNDS} rounds, best of each",
+            f"ReceiveMessage(10) + DeleteMessageBatch in one thread; {ROUNDS} rounds of both "
+            "(order alternating); ratio = median of the per-round ratios, CPU = median",
             flush=True,
         )
-        runtime_best, bare_best, cpu_best = 0.0, 0.0, float("inf")
-        for rnd in range(ROUNDS):
+        runtime, bare, cpu = [], [], []
+
+        def measure_runtime(rnd: int) -> None:
             _fill(sqs, url)
             rate, cpu_us = _runtime(sqs, url, settings)
-            print(
-                f"round {rnd + 1}: runtime {rate:.0f} msgs/s, {cpu_us:.0f} us CPU/msg", flush=True
-            )
-            runtime_best = max(runtime_best, rate)
-            cpu_best = min(cpu_best, cpu_us)
+            print(f"round {rnd}: runtime {rate:.0f} msgs/s, {cpu_us:.0f} us CPU/msg", flush=True)
+            runtime.append(rate)
+            cpu.append(cpu_us)
+
+        def measure_bare(rnd: int) -> None:
             _fill(sqs, url)
-            bare = _bare(sqs, url)
+            rate = _bare(sqs, url)
             print(
-                f"round {rnd + 1}: bare {bare:.0f} msgs/s (depth left {_depth(sqs, url)})",
-                flush=True,
+                f"round {rnd}: bare {rate:.0f} msgs/s (depth left {_depth(sqs, url)})", flush=True
             )
-            bare_best = max(bare_best, bare)
+            bare.append(rate)
+
+        for rnd in range(ROUNDS):
+            phases = (measure_runtime, measure_bare)
+            for phase in phases if rnd % 2 == 0 else reversed(phases):
+                phase(rnd + 1)
         figures = {
-            "worker.runtime_msgs_per_s": runtime_best,
-            "worker.bare_msgs_per_s": bare_best,
-            "worker.ratio": runtime_best / bare_best if bare_best else 0.0,
-            "worker.cpu_us_per_msg": cpu_best,
+            "worker.runtime_msgs_per_s": statistics.median(runtime),
+            "worker.bare_msgs_per_s": statistics.median(bare),
+            "worker.ratio": statistics.median(r / b for r, b in zip(runtime, bare, strict=True)),
+            "worker.cpu_us_per_msg": statistics.median(cpu),
         }
         for name, value in figures.items():
             print(f"{name}: {value:.3f}")
