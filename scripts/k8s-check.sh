@@ -20,8 +20,12 @@
 #                       their CRDs fail the render; every dashboard/alert metric is exposed by
 #                       some service (the registry of the imported code)
 #   6. schema           typos in values are refused (services.ingest.replicaz=2, ...)
-#   7. skaffold/kind    skaffold.yaml and k8s/*.yaml parse; artifacts, Dockerfiles, templates
-#                       and values files agree
+#   7. skaffold/kind    skaffold.yaml: one named module per service (+ pulse-base, operator),
+#                       requires resolve, artifacts/Dockerfiles/sync/profiles agree, the
+#                       service modules share one shape; each module's release rendered as
+#                       Skaffold would: alone it holds only its workload, together no object
+#                       twice and the same objects as a one-release install (no skaffold
+#                       binary is installable here, so no `skaffold diagnose`)
 # Prints a summary; exits non-zero when any check fails.
 set -uo pipefail
 
@@ -458,6 +462,17 @@ import yaml
 work = pathlib.Path(sys.argv[1])
 PORTS = {"ingest": 8080, "ws-gateway": 8090, "stream-processor": 9101, "fraud-worker": 9102,
          "notify-worker": 9103}
+# The ports each container names: the public services' API ("http") and, where the service
+# serves them apart (PULSE_OPS_PORT), the ops routes ("ops"); the workers' one port is "ops".
+values = yaml.safe_load(pathlib.Path("charts/pulse/values.yaml").read_text())
+defaults = values["defaults"]
+def port_names(svc):
+    v = {**defaults, **values["services"][svc]}
+    if not v["public"]:
+        return {"ops": v["port"]}, "ops"
+    if v["opsPort"] != v["port"]:
+        return {"http": v["port"], "ops": v["opsPort"]}, "ops"
+    return {"http": v["port"]}, "http"
 COMMON_ENV = {"AWS_REGION", "REDIS_URL", "PULSE_RESOURCE_PREFIX", "PULSE_REDIS_PREFIX",
               "PULSE_LOG_LEVEL"}
 LABELS = {"app.kubernetes.io/" + k for k in ("name", "instance", "version", "managed-by",
@@ -503,9 +518,18 @@ for scenario in ("default", "dev-values", "eks-values"):
         sc = c.get("securityContext", {})
         check(sc.get("allowPrivilegeEscalation") is False and sc.get("readOnlyRootFilesystem") is True
               and sc.get("capabilities", {}).get("drop") == ["ALL"], f"{where}: container securityContext not restricted")
-        check([p["containerPort"] for p in c["ports"]] == [port], f"{where}: containerPort != {port}")
+        named, ops = port_names(svc)
+        check({p["name"]: p["containerPort"] for p in c["ports"]} == named, f"{where}: container ports {c['ports']} != {named}")
         env = {e["name"]: e for e in c.get("env", [])}
         check(env.get("PULSE_HTTP_PORT", {}).get("value") == str(port), f"{where}: PULSE_HTTP_PORT != {port}")
+        want_ops = str(named["ops"]) if "http" in named and "ops" in named else None
+        check(env.get("PULSE_OPS_PORT", {}).get("value") == want_ops, f"{where}: PULSE_OPS_PORT must be {want_ops}")
+        for kind in ("liveness", "readiness", "startup"):
+            got = c.get(f"{kind}Probe", {}).get("httpGet", {}).get("port")
+            check(got == ops, f"{where}: the {kind} probe must use port {ops!r} (the ops routes), not {got!r}")
+        if svc == "stream-processor":
+            check(env.get("PULSE_WORKER_ID", {}).get("valueFrom") == {"fieldRef": {"fieldPath": "metadata.name"}},
+                  f"{where}: PULSE_WORKER_ID must be the pod's name (downward API): two replicas must never share a lease owner id")
         if svc == "ws-gateway":
             check("secretKeyRef" in env.get("PULSE_JWT_SECRET", {}).get("valueFrom", {}), f"{where}: PULSE_JWT_SECRET must come from a Secret")
         check({"configMapRef": {"name": "pulse-env"}} in c.get("envFrom", []), f"{where}: no envFrom pulse-env")
@@ -516,6 +540,7 @@ for scenario in ("default", "dev-values", "eks-values"):
         check("requests" in c.get("resources", {}) and "limits" in c.get("resources", {}), f"{where}: requests and limits")
         svc_obj = kinds.get(("Service", name), {"spec": {"ports": [{}]}})
         check(svc_obj["spec"]["ports"][0].get("port") == port, f"{scenario}: Service/{name} port != {port}")
+        check({p.get("name"): p.get("port") for p in svc_obj["spec"]["ports"]} == named, f"{scenario}: Service/{name} ports != {named}")
         has_pdb = ("PodDisruptionBudget", name) in kinds
         hpa, scaled = kinds.get(("HorizontalPodAutoscaler", name)), kinds.get(("ScaledObject", name))
         if hpa or scaled:
@@ -546,6 +571,14 @@ for scenario in ("default", "dev-values", "eks-values"):
         check(cm.get("REDIS_URL", "").startswith("rediss://"), f"{scenario}: REDIS_URL must be the ElastiCache (TLS) URL")
         check(("Secret", "pulse-aws") not in kinds, f"{scenario}: no static AWS keys on EKS")
         check(not any(n in ("pulse-localstack", "pulse-redis") for _, n in kinds), f"{scenario}: no dev dependencies on EKS")
+# a separate ops port only where the code serves one (pulse.service.serving_api), else the
+# probes would fail in the cluster
+values = yaml.safe_load(pathlib.Path("charts/pulse/values.yaml").read_text())
+for svc in values["services"]:
+    named, _ = port_names(svc)
+    if "http" in named and "ops" in named:
+        code = " ".join(f.read_text() for f in pathlib.Path("services", svc, "src").rglob("*.py"))
+        check("serving_api(" in code, f"values: {svc} has opsPort {named['ops']} != port, but services/{svc}/src never calls pulse.service.serving_api")
 print("\n".join(errors) or "rendered objects ok")
 sys.exit(1 if errors else 0)
 PY
@@ -596,6 +629,24 @@ check(so["spec"]["triggers"][0]["metadata"].get("shardCount") == "1", "stream pr
 for d in docs:
     if d["kind"] in ("ServiceMonitor", "PodMonitor", "PrometheusRule"):
         check(d["metadata"]["labels"].get("release") == "kube-prometheus-stack", f"{d['kind']}/{d['metadata']['name']}: no release label")
+# metrics, probes and Prometheus' NetworkPolicy rule all on the ops port; the API's rule not on it
+def ops_port_of(name):
+    dep = kinds.get(("Deployment", name))
+    return dep["spec"]["template"]["spec"]["containers"][0]["readinessProbe"]["httpGet"]["port"] if dep else None
+for d in docs:
+    name = d["metadata"]["name"]
+    if d["kind"] in ("ServiceMonitor", "PodMonitor"):
+        eps = d["spec"].get("endpoints") or d["spec"].get("podMetricsEndpoints") or [{}]
+        check([e.get("port") for e in eps] == [ops_port_of(name)], f"{d['kind']}/{name}: must scrape the ops port {ops_port_of(name)!r}, not {[e.get('port') for e in eps]}")
+    if d["kind"] == "NetworkPolicy" and ("Deployment", name) in kinds:
+        for rule in d["spec"].get("ingress", []):
+            ports = {p["port"] for p in rule.get("ports", [])}
+            from_prometheus = any("namespaceSelector" in f and f["namespaceSelector"]["matchLabels"].get("kubernetes.io/metadata.name") == "monitoring" for f in rule.get("from", []))
+            open_to_pods = any(f == {"podSelector": {}} for f in rule.get("from", []))
+            if from_prometheus:
+                check(ops_port_of(name) in ports, f"NetworkPolicy {name}: Prometheus must reach the ops port")
+            if open_to_pods and ops_port_of(name) == "ops":
+                check("ops" not in ports, f"NetworkPolicy {name}: the ops port must not be open to every pod")
 rules = [r for d in docs if d["kind"] == "PrometheusRule" for g in d["spec"]["groups"] for r in g["rules"]]
 alerts = {r["alert"] for r in rules}
 for want in ("PulseDeadLetterQueueNotEmpty", "PulseStreamLagHigh", "PulseHttpErrorRatioHigh"):
@@ -735,96 +786,314 @@ accepts_override() {
 }
 run "schema accepts a valid override (replicas=0, env)" accepts_override
 
-# ---- 7. skaffold.yaml and k8s/
-run "skaffold.yaml and k8s/*.yaml agree with the chart and Dockerfiles" "$PY" - <<'PY'
-import pathlib, re, sys
+# ---- 7. skaffold.yaml (one module per service) and k8s/
+# No skaffold binary ships in a package registry reachable here (PyPI/npm hold only unrelated
+# names), so `skaffold diagnose`/`render` cannot run: this section checks statically what they
+# would, and renders each module's Helm release the way Skaffold's helm deployer calls Helm.
+run "skaffold.yaml: one named module per service, requires resolve, artifacts, sync, profiles" "$PY" - <<'PY'
+import copy, pathlib, re, sys
 import yaml
 
 root = pathlib.Path(".")
 errors = []
 cfgs = list(yaml.safe_load_all((root / "skaffold.yaml").read_text()))
-services = yaml.safe_load((root / "charts/pulse/values.yaml").read_text())["services"]
-for cfg in cfgs:
+services = list(yaml.safe_load((root / "charts/pulse/values.yaml").read_text())["services"])
+BASE = "pulse-base"
+modules = {}
+for i, cfg in enumerate(cfgs):
     if cfg.get("apiVersion") != "skaffold/v4beta13" or cfg.get("kind") != "Config":
-        errors.append(f"skaffold.yaml: {cfg.get('metadata')}: apiVersion must be skaffold/v4beta13, kind Config")
-arts = [a for cfg in cfgs for a in cfg.get("build", {}).get("artifacts", [])]
-releases = [r for cfg in cfgs for r in cfg.get("deploy", {}).get("helm", {}).get("releases", [])]
-templates = {k: v for r in releases for k, v in r.get("setValueTemplates", {}).items()}
-built = set()
-by_release = {r["name"]: r.get("setValueTemplates", {}) for r in releases}
-for a in arts:
-    image = a["image"]
-    svc = image.rsplit("/", 1)[-1]
-    built.add(svc)
-    if a.get("context", ".") != ".":
-        errors.append(f"{image}: must build from the repository root")
-    if a.get("docker", {}).get("dockerfile") != f"services/{svc}/Dockerfile":
-        errors.append(f"{image}: dockerfile must be services/{svc}/Dockerfile")
-    key = re.sub(r"[/\-.]", "_", image)
-    # the services' images go to release "pulse", the operator's to "pulse-operator"
-    release, prefix = ("pulse-operator", "") if svc == "operator" else ("pulse", f"services.{svc}.")
-    for field, var in (("repository", "IMAGE_REPO_"), ("tag", "IMAGE_TAG_")):
-        want = "{{." + var + key + "}}"
-        got = by_release.get(release, {}).get(f"{prefix}image.{field}")
-        if got != want:
-            errors.append(f"release {release}: setValueTemplates {prefix}image.{field} = {got!r}, want {want!r}")
-    # file sync: every rule matches files and lands where the dev stage put the sources
-    dockerfile = root / f"services/{svc}/Dockerfile"
-    dev_dests = set(re.findall(r"^COPY --chown=10001:10001 \S+ (\S+)$", dockerfile.read_text(), re.M)) if dockerfile.exists() else set()
-    rules = a.get("sync", {}).get("manual", [])
-    if {r["dest"] for r in rules} != dev_dests or not dev_dests:
-        errors.append(f"{image}: sync destinations {sorted(r['dest'] for r in rules)} != the dev stage's sources {sorted(dev_dests)}")
-    for r in rules:
-        if not r["src"].endswith("**/*.py") or not list(root.glob(r["src"])):
-            errors.append(f"{image}: sync src {r['src']} matches no Python file")
-        if not r["src"].startswith(r.get("strip", "\0")) or r["dest"] != "/app/src/" + r["strip"].rstrip("/"):
-            errors.append(f"{image}: sync {r['src']} -> {r['dest']} strips {r.get('strip')!r}: the path would not match the dev image's")
-services_and_operator = set(services) | {"operator"}
-if built != services_and_operator:
-    errors.append(f"skaffold artifacts {sorted(built)} != chart services + operator {sorted(services_and_operator)}")
-for r in releases:
-    if not (root / r["chartPath"] / "Chart.yaml").exists():
-        errors.append(f"release {r['name']}: no chart at {r['chartPath']}")
-profiles = {p["name"]: p for cfg in cfgs for p in cfg.get("profiles", [])}
-for name in ("kind", "minikube", "eks"):
-    if name not in profiles:
-        errors.append(f"skaffold.yaml: no {name} profile"); continue
-    for patch in profiles[name].get("patches", []):
-        value = patch.get("value")
-        for f in value if isinstance(value, list) else []:
-            if isinstance(f, str) and f.endswith(".yaml") and not (root / f).exists():
-                errors.append(f"profile {name}: {f} does not exist")
-for name in ("kind", "minikube", "eks"):
-    targets = {}
-    for patch in profiles.get(name, {}).get("patches", []):
-        m = re.fullmatch(r"/build/artifacts/(\d+)/docker/target", patch["path"])
-        if m:
-            targets[int(m.group(1))] = patch["value"]
-        m = re.fullmatch(r"/deploy/helm/releases/(\d+)/.*", patch["path"])
-        if m and int(m.group(1)) >= len(releases):
-            errors.append(f"profile {name}: {patch['path']} names no release")
-    if any(i >= len(arts) for i in targets):
-        errors.append(f"profile {name}: a target patch names no artifact: {sorted(targets)}")
-    if name == "eks" and targets:
-        errors.append("profile eks must build the runtime (default) target")
-    if name != "eks":
-        if targets != {i: "dev" for i in range(len(arts))}:
-            errors.append(f"profile {name}: every artifact must build the dev target, got {targets}")
-        relax = [p for p in profiles[name]["patches"] if p["path"].endswith("readOnlyRootFilesystem")]
-        if [p.get("value") for p in relax] != ["false"]:
-            errors.append(f"profile {name}: sync needs a writable /app/src (readOnlyRootFilesystem false in dev)")
-if [a.get("kubeContext") for a in profiles.get("kind", {}).get("activation", [])] != ["kind-.*"]:
-    errors.append("profile kind must activate on kubeContext kind-.*")
-forwards = {(p["resourceName"], p["port"]) for cfg in cfgs for p in cfg.get("portForward", [])}
-for want in (("pulse-ingest", 8080), ("pulse-ws-gateway", 8090)):
-    if want not in forwards:
-        errors.append(f"skaffold.yaml: no portForward for {want}")
+        errors.append(f"skaffold.yaml document {i}: apiVersion must be skaffold/v4beta13, kind Config")
+    name = (cfg.get("metadata") or {}).get("name")
+    if not name:
+        errors.append(f"skaffold.yaml document {i}: no metadata.name, so `skaffold dev -m` cannot select it")
+    elif name in modules:
+        errors.append(f"skaffold.yaml: two modules named {name}")
+    modules[name] = cfg
+want = {BASE, "operator", *services}
+if set(modules) != want:
+    errors.append(f"skaffold.yaml modules {sorted(m for m in modules if m)} != {sorted(want)} (pulse-base, the operator, one per service)")
+
+# requires: same file, names that exist, no cycle; every module but the base needs the base
+def requires(name):
+    out = []
+    for req in modules.get(name, {}).get("requires", []):
+        if set(req) - {"configs", "activeProfiles"}:
+            errors.append(f"module {name}: requires {req}: only configs in this file (no path, git or GCS)")
+        for dep in req.get("configs", []):
+            if dep not in modules:
+                errors.append(f"module {name}: requires {dep}, which is no module")
+            else:
+                out.append(dep)
+    return out
+def closure(name, seen=()):
+    if name in seen:
+        errors.append(f"module {name}: requires itself through {' -> '.join(seen)}"); return set()
+    return {name}.union(*[closure(d, (*seen, name)) for d in requires(name)])
+for name in modules:
+    deps = closure(name)
+    if name != BASE and BASE not in deps:
+        errors.append(f"module {name}: must require {BASE} (the shared ConfigMap, Secrets, dev LocalStack and Redis)")
+if modules.get(BASE, {}).get("requires") or modules.get(BASE, {}).get("build", {}).get("artifacts"):
+    errors.append(f"module {BASE}: must stand alone (no requires) and build no image")
+
+# artifacts: each module builds only its own image, from the root, with a Dockerfile that exists
+images = {}
+for name, cfg in modules.items():
+    arts = cfg.get("build", {}).get("artifacts", [])
+    if name != BASE and [a.get("image") for a in arts] != [f"pulse/{name}"]:
+        errors.append(f"module {name}: must build exactly pulse/{name}, builds {[a.get('image') for a in arts]}")
+    for a in arts:
+        image, svc = a["image"], a["image"].rsplit("/", 1)[-1]
+        if image in images:
+            errors.append(f"{image}: built by modules {images[image]} and {name}")
+        images[image] = name
+        if a.get("context", ".") != ".":
+            errors.append(f"{image}: must build from the repository root")
+        dockerfile = a.get("docker", {}).get("dockerfile", "")
+        if dockerfile != f"services/{svc}/Dockerfile" or not (root / dockerfile).is_file():
+            errors.append(f"{image}: dockerfile {dockerfile!r} must be services/{svc}/Dockerfile and exist")
+            continue
+        dev_dests = set(re.findall(r"^COPY --chown=10001:10001 \S+ (\S+)$", (root / dockerfile).read_text(), re.M))
+        rules = a.get("sync", {}).get("manual", [])
+        if {r["dest"] for r in rules} != dev_dests or not dev_dests:
+            errors.append(f"{image}: sync destinations {sorted(r['dest'] for r in rules)} != the dev stage's sources {sorted(dev_dests)}")
+        for r in rules:
+            if not r["src"].endswith("**/*.py") or not list(root.glob(r["src"])):
+                errors.append(f"{image}: sync src {r['src']} matches no Python file")
+            if not r["src"].startswith(r.get("strip", "\0")) or r["dest"] != "/app/src/" + r["strip"].rstrip("/"):
+                errors.append(f"{image}: sync {r['src']} -> {r['dest']} strips {r.get('strip')!r}: the path would not match the dev image's")
+
+# releases: unique names, charts exist, images only from the module's own artifacts
+releases = {}
+for name, cfg in modules.items():
+    own = {re.sub(r"[/\-.]", "_", a["image"]) for a in cfg.get("build", {}).get("artifacts", [])}
+    for r in cfg.get("deploy", {}).get("helm", {}).get("releases", []):
+        if r["name"] in releases:
+            errors.append(f"release {r['name']}: deployed by modules {releases[r['name']][0]} and {name}")
+        releases[r["name"]] = (name, r)
+        if not (root / r["chartPath"] / "Chart.yaml").exists():
+            errors.append(f"release {r['name']}: no chart at {r['chartPath']}")
+        for key, tpl in r.get("setValueTemplates", {}).items():
+            for ref in re.findall(r"\{\{\s*\.IMAGE_(?:REPO|TAG|FULLY_QUALIFIED)_(\w+)\s*\}\}", tpl):
+                if ref not in own:
+                    errors.append(f"release {r['name']}: {key} uses image {ref}, which module {name} does not build")
+        if r["chartPath"] == "charts/pulse":
+            ov = r.get("overrides", {})
+            if ov.get("instance") != "pulse":
+                errors.append(f"release {r['name']}: overrides.instance must be pulse (one Pulse across releases)")
+            want_scope = {"shared": True, "services": []} if name == BASE else {"shared": False, "services": [name]}
+            if ov.get("scope") != want_scope:
+                errors.append(f"release {r['name']}: overrides.scope {ov.get('scope')} != {want_scope}")
+    if name in services:
+        rel = [r for r in cfg.get("deploy", {}).get("helm", {}).get("releases", [])]
+        key = re.sub(r"[/\-.]", "_", f"pulse/{name}")
+        tpls = rel[0].get("setValueTemplates", {}) if len(rel) == 1 else {}
+        for field, var in (("repository", "IMAGE_REPO_"), ("tag", "IMAGE_TAG_")):
+            got, want_tpl = tpls.get(f"services.{name}.image.{field}"), "{{." + var + key + "}}"
+            if got != want_tpl:
+                errors.append(f"module {name}: setValueTemplates services.{name}.image.{field} = {got!r}, want {want_tpl!r}")
+op_tpls = releases.get("pulse-operator", (None, {}))[1].get("setValueTemplates", {})
+if op_tpls != {"image.repository": "{{.IMAGE_REPO_pulse_operator}}", "image.tag": "{{.IMAGE_TAG_pulse_operator}}"}:
+    errors.append(f"release pulse-operator: setValueTemplates {op_tpls}")
+if releases.get("pulse-crds", (None,))[0] != BASE:
+    errors.append(f"the CRD release pulse-crds must be in {BASE}")
+
+# profiles: kind/minikube/eks in every module; patches address the module's own lists
+for name, cfg in modules.items():
+    profiles = {p["name"]: p for p in cfg.get("profiles", [])}
+    arts = cfg.get("build", {}).get("artifacts", [])
+    rels = cfg.get("deploy", {}).get("helm", {}).get("releases", [])
+    for pname in ("kind", "minikube", "eks"):
+        if pname not in profiles:
+            errors.append(f"module {name}: no {pname} profile"); continue
+        targets, relaxed = {}, False
+        for patch in profiles[pname].get("patches", []):
+            path, value = patch["path"], patch.get("value")
+            if m := re.fullmatch(r"/build/artifacts/(\d+)/docker/target", path):
+                targets[int(m.group(1))] = value
+            if (m := re.fullmatch(r"/build/artifacts/(\d+)/.*", path)) and int(m.group(1)) >= len(arts):
+                errors.append(f"module {name} profile {pname}: {path} names no artifact of this module")
+            if (m := re.fullmatch(r"/deploy/helm/releases/(\d+)(/.*)?", path)) and int(m.group(1)) >= len(rels):
+                errors.append(f"module {name} profile {pname}: {path} names no release of this module")
+            for f in value if isinstance(value, list) else []:
+                if isinstance(f, str) and f.endswith(".yaml"):
+                    if not (root / f).exists():
+                        errors.append(f"module {name} profile {pname}: {f} does not exist")
+                    elif set(yaml.safe_load((root / f).read_text()) or {}) & {"instance", "scope"}:
+                        errors.append(f"{f}: must not set instance or scope (the modules' overrides own them)")
+            flat = path + " " + str(value)
+            if "readOnlyRootFilesystem" in flat and "false" in flat:
+                relaxed = True
+        if pname == "eks" and targets:
+            errors.append(f"module {name}: profile eks must build the runtime (default) target")
+        if pname != "eks":
+            if targets != {i: "dev" for i in range(len(arts))}:
+                errors.append(f"module {name} profile {pname}: every artifact must build the dev target, got {targets}")
+            if arts and not relaxed:
+                errors.append(f"module {name} profile {pname}: sync needs a writable /app/src (readOnlyRootFilesystem false in dev)")
+    contexts = {p: [a.get("kubeContext") for a in profiles.get(p, {}).get("activation", [])] for p in ("kind", "minikube", "eks")}
+    if contexts != {"kind": ["kind-.*"], "minikube": ["minikube"], "eks": ["arn:aws:eks:.*"]}:
+        errors.append(f"module {name}: profiles must activate on kubeContext kind-.*, minikube, arn:aws:eks:.* (got {contexts})")
+
+# one shape for the five service modules: equal once the name is a placeholder (port-forwards aside)
+def shape(name):
+    cfg = copy.deepcopy(modules[name]); cfg.pop("portForward", None)
+    text = yaml.safe_dump(cfg, sort_keys=True)
+    return text.replace("pulse_" + name.replace("-", "_"), "pulse_@KEY@").replace(name, "@SVC@")
+shapes = {s: shape(s) for s in services if s in modules}
+if len(set(shapes.values())) > 1:
+    ref = services[0]
+    errors.append(f"service modules drift from {ref}'s shape: {[s for s, t in shapes.items() if t != shapes[ref]]}")
+
+forwards = {(p["resourceName"], p["port"]) for cfg in modules.values() for p in cfg.get("portForward", [])}
+forwards |= {(p["value"]["resourceName"], p["value"]["port"]) for cfg in modules.values() for prof in cfg.get("profiles", [])
+             if prof["name"] == "kind" for p in prof.get("patches", []) if p["path"] == "/portForward/-"}
+for want_fwd in (("pulse-ingest", 8080), ("pulse-ws-gateway", 8090), ("kube-prometheus-stack-grafana", 80), ("pulse-localstack", 4566)):
+    if want_fwd not in forwards:
+        errors.append(f"skaffold.yaml: no portForward for {want_fwd}")
+for name, port in (("ingest", 8080), ("ws-gateway", 8090)):
+    if (f"pulse-{name}", port) not in {(p["resourceName"], p["port"]) for p in modules.get(name, {}).get("portForward", [])}:
+        errors.append(f"module {name}: its own portForward for pulse-{name}:{port} (so -m {name} forwards it)")
 kind = yaml.safe_load((root / "k8s/kind-cluster.yaml").read_text())
 if kind.get("kind") != "Cluster" or not kind.get("apiVersion", "").startswith("kind.x-k8s.io/"):
     errors.append("k8s/kind-cluster.yaml: not a kind Cluster config")
-print("\n".join(errors) or f"skaffold: {len(arts)} artifacts with sync, {len(releases)} releases, profiles {sorted(profiles)}")
+print("\n".join(errors) or f"skaffold: modules {sorted(modules)}, {len(images)} artifacts with sync, {len(releases)} releases")
 sys.exit(1 if errors else 0)
 PY
+
+# Render every module's Helm release as Skaffold would (its valuesFiles after the profile's
+# patches, its overrides, setValues and setValueTemplates with stand-in image names), alone and
+# all together, for the dev (kind) and eks profiles.
+skaffold_releases_render() { # profile
+    "$PY" - "$1" "$HELM" "$WORK" "$KUBE_VERSION" "${API_VERSIONS[@]}" <<'PY'
+import collections, pathlib, re, subprocess, sys
+import yaml
+
+profile, helm, work, kube = sys.argv[1], sys.argv[2], pathlib.Path(sys.argv[3]), sys.argv[4]
+api_versions = sys.argv[5:]
+errors = []
+cfgs = {c["metadata"]["name"]: c for c in yaml.safe_load_all(pathlib.Path("skaffold.yaml").read_text())}
+services = list(yaml.safe_load(pathlib.Path("charts/pulse/values.yaml").read_text())["services"])
+
+def apply_patches(cfg):
+    """The module after its profile's JSON patches (Skaffold's profile activation)."""
+    for prof in cfg.get("profiles", []):
+        if prof["name"] != profile:
+            continue
+        for p in prof.get("patches", []):
+            if p.get("op", "add") != "add":
+                raise SystemExit(f"unsupported patch op {p['op']}")
+            *parents, last = p["path"].strip("/").split("/")
+            node = cfg
+            for part in parents:
+                node = node[int(part)] if isinstance(node, list) else node[part]
+            if isinstance(node, list):
+                node.insert(len(node) if last == "-" else int(last), p["value"])
+            else:
+                node[last] = p["value"]
+    return cfg
+
+def render(release):
+    args = [helm, "template", release["name"], release["chartPath"], "--namespace", "pulse", "--kube-version", kube, *api_versions]
+    for f in release.get("valuesFiles", []):
+        args += ["-f", f]
+    if "overrides" in release:
+        path = work / f"skaffold-{release['name']}-overrides.yaml"
+        path.write_text(yaml.safe_dump(release["overrides"]))
+        args += ["-f", str(path)]
+    for k, v in release.get("setValues", {}).items():
+        args += ["--set", f"{k}={v}"]
+    for k, v in release.get("setValueTemplates", {}).items():
+        v = re.sub(r"\{\{\.IMAGE_REPO_(\w+)\}\}", r"registry.test/\1", v)
+        v = re.sub(r"\{\{\.IMAGE_TAG_(\w+)\}\}", "skaffold-tag", v)
+        args += ["--set", f"{k}={v}"]
+    out = subprocess.run(args, capture_output=True, text=True)
+    if out.returncode:
+        errors.append(f"{profile}: helm template {release['name']} failed: {out.stderr.strip()[-600:]}")
+        return []
+    return [d for d in yaml.safe_load_all(out.stdout) if d]
+
+SHARED_KINDS = {"ConfigMap", "Secret", "Deployment", "Service", "PrometheusRule", "NetworkPolicy"}
+everything, owners, text = [], collections.defaultdict(list), []
+for name, cfg in cfgs.items():
+    cfg = apply_patches(cfg)
+    for release in cfg.get("deploy", {}).get("helm", {}).get("releases", []):
+        docs = render(release)
+        text.append(yaml.safe_dump_all(docs))
+        for d in docs:
+            owners[(d["kind"], d["metadata"]["name"])].append(release["name"])
+            everything.append(d)
+        components = {d["metadata"].get("labels", {}).get("app.kubernetes.io/component") for d in docs}
+        workloads = {d["metadata"]["name"] for d in docs if d["kind"] == "Deployment"}
+        if name in services:
+            # only its own objects, plus the topology Job it runs (dev) and, for the gateway, helm test
+            extra = components - {name, "topology", "test" if name == "ws-gateway" else name}
+            if extra:
+                errors.append(f"{profile}: release {release['name']} renders objects of {sorted(extra)}, not only {name}'s")
+            if workloads != {f"pulse-{name}"}:
+                errors.append(f"{profile}: release {release['name']} must deploy pulse-{name} alone, deploys {sorted(workloads)}")
+            images = {c["image"] for d in docs if d["kind"] in ("Deployment", "Job") for c in d["spec"]["template"]["spec"]["containers"]}
+            if images != {f"registry.test/pulse_{name.replace('-', '_')}:skaffold-tag"}:
+                errors.append(f"{profile}: release {release['name']} runs images {sorted(images)}, not only the one Skaffold built")
+        elif release["chartPath"] == "charts/pulse":
+            if components & set(services):
+                errors.append(f"{profile}: release {release['name']} (shared) renders service objects {sorted(components & set(services))}")
+            if not {("ConfigMap", "pulse-env")} <= {(d["kind"], d["metadata"]["name"]) for d in docs}:
+                errors.append(f"{profile}: release {release['name']} lacks the shared ConfigMap pulse-env")
+for key, rels in owners.items():
+    if len(rels) > 1:
+        errors.append(f"{profile}: {key[0]}/{key[1]} is rendered by releases {rels}: Helm would refuse the second")
+deployed = {d["metadata"]["name"] for d in everything if d["kind"] == "Deployment"}
+want = {f"pulse-{s}" for s in services} | {"pulse-operator"}
+if not want <= deployed:
+    errors.append(f"{profile}: all modules together lack {sorted(want - deployed)}")
+# every reference between releases resolves: envFrom ConfigMaps/Secrets, secretKeyRefs, Services
+names = {(d["kind"], d["metadata"]["name"]) for d in everything}
+external = {"pulse-outputs", "pulse-jwt"}  # the operator's outputs (optional), the EKS JWT Secret made apart
+for d in everything:
+    if d["kind"] not in ("Deployment", "Job"):
+        continue
+    for c in d["spec"]["template"]["spec"]["containers"]:
+        for ref in c.get("envFrom", []):
+            for kind, key in (("ConfigMap", "configMapRef"), ("Secret", "secretRef")):
+                if key in ref and (kind, ref[key]["name"]) not in names and ref[key]["name"] not in external:
+                    errors.append(f"{profile}: {d['kind']}/{d['metadata']['name']} reads {kind}/{ref[key]['name']}, which no release renders")
+        for e in c.get("env", []):
+            ref = e.get("valueFrom", {}).get("secretKeyRef")
+            if ref and ("Secret", ref["name"]) not in names and ref["name"] not in external:
+                errors.append(f"{profile}: {d['metadata']['name']} reads Secret/{ref['name']}, which no release renders")
+(work / f"skaffold-{profile}.yaml").write_text("---\n".join(text))
+print("\n".join(errors) or f"{profile}: {len(owners)} objects from {sum(len(c.get('deploy', {}).get('helm', {}).get('releases', [])) for c in cfgs.values())} releases, each once; each service's release holds only its workload")
+sys.exit(1 if errors else 0)
+PY
+}
+run "skaffold modules rendered alone and together (kind profile): only their own objects, none twice" skaffold_releases_render kind
+run "skaffold modules rendered alone and together (eks profile): only their own objects, none twice" skaffold_releases_render eks
+skaffold_split_matches_single() { # profile, one-release render: the split install has exactly its objects
+    "$PY" - "$WORK/skaffold-$1.yaml" "$WORK/$2.yaml" <<'PY'
+import pathlib, sys
+import yaml
+def objects(path, charts_pulse_only):
+    out = set()
+    for d in yaml.safe_load_all(pathlib.Path(path).read_text()):
+        if not d or (charts_pulse_only and d["metadata"].get("labels", {}).get("app.kubernetes.io/name") != "pulse"):
+            continue
+        name = d["metadata"]["name"]
+        if d["kind"] == "Job" and "-topology" in name:
+            name = "<topology Job>"  # one per release that has services
+        out.add((d["kind"], name))
+    return out
+split, single = objects(sys.argv[1], True), objects(sys.argv[2], True)
+if split != single:
+    print(f"split install differs from the one-release install ({sys.argv[2]}): only split {sorted(split - single)}, only single {sorted(single - split)}")
+    sys.exit(1)
+print(f"{len(split)} objects, the same as one release")
+PY
+}
+run "skaffold modules together install what one release does (kind profile = dev values)" skaffold_split_matches_single kind dev-values
+run "skaffold modules together install what one release does (eks profile = eks values)" skaffold_split_matches_single eks eks-values
+validate_skaffold_render() { "$VALIDATE" -k "$KUBE_VERSION" --strict --quiet --no-warn "$WORK/skaffold-$1.yaml"; }
+run "skaffold modules' renders pass kubernetes-validate --strict (kind, eks)" bash -c "$(declare -f validate_skaffold_render); VALIDATE='$VALIDATE' KUBE_VERSION='$KUBE_VERSION' WORK='$WORK'; validate_skaffold_render kind && validate_skaffold_render eks"
 
 echo
 echo "k8s-check summary ($(( $(date +%s) - START ))s):"

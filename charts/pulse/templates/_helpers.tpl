@@ -10,6 +10,8 @@ selectors use name + instance + component only (they are immutable on Deployment
 {{- define "pulse.fullname" -}}
 {{- if .Values.fullnameOverride }}
 {{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else if .Values.instance }}
+{{- .Values.instance | trunc 63 | trimSuffix "-" }}
 {{- else }}
 {{- $name := default .Chart.Name .Values.nameOverride }}
 {{- if contains $name .Release.Name }}
@@ -38,11 +40,34 @@ app.kubernetes.io/managed-by: {{ .root.Release.Service }}
 app.kubernetes.io/part-of: pulse
 {{- end }}
 
+{{/*
+The Pulse installation an object belongs to: the release name, or .Values.instance when one
+Pulse is split across releases (every release of it sets the same instance, so the shared
+ConfigMap, Secrets and selectors line up).
+*/}}
+{{- define "pulse.instance" -}}
+{{- default .Release.Name .Values.instance | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
 {{/* Selector labels: (dict "root" $ "component" "ingest") */}}
 {{- define "pulse.selectorLabels" -}}
 app.kubernetes.io/name: {{ include "pulse.name" .root }}
-app.kubernetes.io/instance: {{ .root.Release.Name }}
+app.kubernetes.io/instance: {{ include "pulse.instance" .root }}
 app.kubernetes.io/component: {{ .component }}
+{{- end }}
+
+{{/*
+"true" when this release renders the service: it is enabled and in scope.services ("*" is
+every service). (dict "root" $ "name" "ingest" "svc" <service values>)
+*/}}
+{{- define "pulse.renders" -}}
+{{- $only := .root.Values.scope.services }}
+{{- if and .svc.enabled (or (has "*" $only) (has .name $only)) }}true{{ end }}
+{{- end }}
+
+{{/* "true" when this release renders the objects the services share (scope.shared). */}}
+{{- define "pulse.rendersShared" -}}
+{{- if .Values.scope.shared }}true{{ end }}
 {{- end }}
 
 {{/*
@@ -88,6 +113,24 @@ One service's settings: its entry in .Values.services merged over .Values.defaul
 {{- end }}
 {{- end }}
 
+{{/*
+The shared ConfigMap's data. A helper of its own so every release of a split install computes
+the pods' checksum/config from it, including those that do not render the ConfigMap.
+*/}}
+{{- define "pulse.configData" -}}
+AWS_REGION: {{ .Values.aws.region | quote }}
+{{- with include "pulse.awsEndpointUrl" . }}
+AWS_ENDPOINT_URL: {{ . | quote }}
+{{- end }}
+{{- if not .Values.redis.existingSecret }}
+REDIS_URL: {{ required "redis.url is required (or redis.existingSecret, or devDependencies.redis.enabled)" (include "pulse.redisUrl" .) | quote }}
+{{- end }}
+PULSE_RESOURCE_PREFIX: {{ .Values.aws.resourcePrefix | quote }}
+PULSE_REDIS_PREFIX: {{ .Values.redis.prefix | quote }}
+PULSE_LOG_LEVEL: {{ .Values.logging.level | quote }}
+PULSE_LOG_FORMAT: {{ .Values.logging.format | quote }}
+{{- end }}
+
 {{- define "pulse.jwtSecretName" -}}
 {{- default (printf "%s-auth" (include "pulse.fullname" .)) .Values.auth.existingSecret }}
 {{- end }}
@@ -130,6 +173,29 @@ the common ConfigMap, REDIS_URL and the emulator's static keys when set.
 {{- end }}
 {{- end }}
 
+{{/*
+A service's ports: (service values) -> YAML {named: {name: number}, ops: <name of the port
+serving /metrics, /healthz, /readyz>, separate: <PULSE_OPS_PORT is set>}; use with fromYaml.
+  public, opsPort != port   http (the API) and ops (internal)      ingest, ws-gateway
+  public, opsPort == port   http, which also serves the ops routes  (an API not split yet)
+  not public                ops only (PULSE_HTTP_PORT serves nothing else)   the workers
+*/}}
+{{- define "pulse.ports" -}}
+{{- $port := int .port }}
+{{- $separate := and .public (ne $port (int .opsPort)) }}
+named:
+  {{- if .public }}
+  http: {{ $port }}
+  {{- end }}
+  {{- if $separate }}
+  ops: {{ int .opsPort }}
+  {{- else if not .public }}
+  ops: {{ $port }}
+  {{- end }}
+ops: {{ ternary "http" "ops" (and .public (not $separate)) }}
+separate: {{ $separate }}
+{{- end }}
+
 {{/* "true" when an HPA or a KEDA ScaledObject owns the replica count: (service values) */}}
 {{- define "pulse.autoscaled" -}}
 {{- if or $.autoscaling.enabled $.keda.enabled }}true{{ end }}
@@ -163,7 +229,8 @@ replica, a PodDisruptionBudget. (dict "root" $ "name" "ingest")
 {{- $ctx := dict "root" $root "component" $name }}
 {{- $fullName := include "pulse.componentName" $ctx }}
 {{- $port := int $svc.port }}
-{{- if $svc.enabled }}
+{{- $ports := include "pulse.ports" $svc | fromYaml }}
+{{- if include "pulse.renders" (dict "root" $root "name" $name "svc" $svc) }}
 ---
 apiVersion: v1
 kind: ServiceAccount
@@ -192,13 +259,16 @@ spec:
   selector:
     {{- include "pulse.selectorLabels" $ctx | nindent 4 }}
   ports:
-    - name: http
-      port: {{ $port }}
-      targetPort: http
+    {{- /* the ServiceMonitor scrapes through the Service, by the ops port's name */}}
+    {{- range $portName, $number := $ports.named }}
+    - name: {{ $portName }}
+      port: {{ $number }}
+      targetPort: {{ $portName }}
       protocol: TCP
-      {{- if and (eq $svc.service.type "NodePort") $svc.service.nodePort }}
+      {{- if and (eq $portName "http") (eq $svc.service.type "NodePort") $svc.service.nodePort }}
       nodePort: {{ int $svc.service.nodePort }}
       {{- end }}
+    {{- end }}
 ---
 apiVersion: apps/v1
 kind: Deployment
@@ -227,7 +297,7 @@ spec:
         {{- toYaml . | nindent 8 }}
         {{- end }}
       annotations:
-        checksum/config: {{ include (print $root.Template.BasePath "/configmap.yaml") $root | sha256sum }}
+        checksum/config: {{ include "pulse.configData" $root | sha256sum }}
         {{- with $svc.podAnnotations }}
         {{- toYaml . | nindent 8 }}
         {{- end }}
@@ -248,9 +318,11 @@ spec:
           image: {{ include "pulse.image" (dict "root" $root "name" $name "image" $svc.image) }}
           imagePullPolicy: {{ $svc.image.pullPolicy }}
           ports:
-            - name: http
-              containerPort: {{ $port }}
+            {{- range $portName, $number := $ports.named }}
+            - name: {{ $portName }}
+              containerPort: {{ $number }}
               protocol: TCP
+            {{- end }}
           envFrom:
             {{- include "pulse.envFrom" (dict "root" $root) | nindent 12 }}
           env:
@@ -258,6 +330,16 @@ spec:
               value: {{ $name | quote }}
             - name: PULSE_HTTP_PORT
               value: {{ $port | quote }}
+            {{- if $ports.separate }}
+            - name: PULSE_OPS_PORT
+              value: {{ $svc.opsPort | quote }}
+            {{- end }}
+            {{- range $key := keys $svc.fieldEnv | sortAlpha }}
+            - name: {{ $key }}
+              valueFrom:
+                fieldRef:
+                  fieldPath: {{ index $svc.fieldEnv $key }}
+            {{- end }}
             {{- with include "pulse.redisEnv" $root }}{{ . | nindent 12 }}{{ end }}
             {{- if $svc.jwtSecret }}
             - name: PULSE_JWT_SECRET
@@ -276,7 +358,7 @@ spec:
           {{ $kind }}Probe:
             httpGet:
               path: {{ $probe.path }}
-              port: http
+              port: {{ $ports.ops }}
             initialDelaySeconds: {{ int $probe.initialDelaySeconds }}
             periodSeconds: {{ int $probe.periodSeconds }}
             timeoutSeconds: {{ int $probe.timeoutSeconds }}

@@ -97,6 +97,8 @@ async def test_reconcile_creates_reports_and_repairs(
         f"{p}notify-dlq",
         f"{p}webhooks.fifo",
         f"{p}webhooks-dlq.fifo",
+        f"{p}stream-failures",
+        f"{p}stream-failures-dlq",
     }
     (ready,) = status["conditions"]
     assert (ready["type"], ready["status"], ready["reason"]) == ("Ready", "True", "Reconciled")
@@ -146,6 +148,19 @@ async def test_reconcile_creates_reports_and_repairs(
     assert by_queue[f"{p}fraud"]["visible"] == 2
     assert by_queue[f"{p}notify"]["deadLetterVisible"] == 1
     assert "lastMeasuredTime" in health
+    # LAG: the emulator has no CloudWatch figure for the fraud queue's two messages, so the
+    # pipeline's lag is unknown - not 0; the empty notify queue's is known without it
+    assert by_queue[f"{p}fraud"]["oldestMessageAgeSeconds"] is None
+    assert by_queue[f"{p}notify"]["oldestMessageAgeSeconds"] == 0
+    assert (health["oldestMessageAgeSeconds"], health["lag"]) == (None, "unknown")
+
+    # once the fraud queue is drained every queue is empty: the lag is a known 0
+    while msgs := sqs.receive_message(QueueUrl=fraud_url, MaxNumberOfMessages=10).get("Messages"):
+        for m in msgs:
+            sqs.delete_message(QueueUrl=fraud_url, ReceiptHandle=m["ReceiptHandle"])
+    drained = kopf.Patch()
+    await op.refresh(name="p", spec=spec, meta={"generation": 1}, status=health, patch=drained)
+    assert (drained.status["oldestMessageAgeSeconds"], drained.status["lag"]) == (0, "0s")
 
 
 async def test_invalid_spec_is_a_permanent_error_with_a_condition(
@@ -201,7 +216,7 @@ async def test_deletion_honours_the_policy(
     if policy == "Retain":
         assert deleted == []
         assert len(table_names(stack_settings)) == 4
-        assert len(queue_names(stack_settings)) == 6
+        assert len(queue_names(stack_settings)) == 8
     else:
         assert table_names(stack_settings) == set()
         assert queue_names(stack_settings) == set()
@@ -211,3 +226,30 @@ async def test_deletion_honours_the_policy(
         assert (
             await op.finalize(name="p", spec=spec, meta={}, status=status, patch=kopf.Patch()) == []
         )
+
+
+async def test_lag_comes_from_cloudwatch_when_it_has_a_datapoint(
+    stack_settings: PulseSettings, stack_prefix: str
+) -> None:
+    """A queue holding messages reports CloudWatch's ApproximateAgeOfOldestMessage (here put
+    into the emulator's CloudWatch as SQS would on AWS)."""
+    op = PipelineOperator(stack_settings, RecordingConfigMaps())
+    spec = pipeline_spec(stack_prefix)
+    await reconcile(op, spec, {})
+    p = stack_prefix
+    sqs = aws_client("sqs", stack_settings)
+    sqs.send_message(QueueUrl=sqs.get_queue_url(QueueName=f"{p}fraud")["QueueUrl"], MessageBody="m")
+    aws_client("cloudwatch", stack_settings).put_metric_data(
+        Namespace="AWS/SQS",
+        MetricData=[
+            {
+                "MetricName": "ApproximateAgeOfOldestMessage",
+                "Dimensions": [{"Name": "QueueName", "Value": f"{p}fraud"}],
+                "Value": 125.0,
+                "Unit": "Seconds",
+            }
+        ],
+    )
+    patch = kopf.Patch()
+    await op.refresh(name="p", spec=spec, meta={"generation": 1}, status={}, patch=patch)
+    assert (patch.status["oldestMessageAgeSeconds"], patch.status["lag"]) == (125, "2m5s")

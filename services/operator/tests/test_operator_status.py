@@ -7,6 +7,7 @@ from pulse_operator.status import (
     QueueDepth,
     config_map_data,
     health_status,
+    lag_text,
     outputs_status,
     set_condition,
 )
@@ -64,8 +65,28 @@ def test_health_sums_depths_and_keeps_unknown_age_unknown() -> None:
         None,
     )
     assert health["queues"][0]["inFlight"] == 1
-    depths.append(QueueDepth("p-x", 0, 0, "p-x-dlq", 0, 42))
-    assert health_status(depths)["oldestMessageAgeSeconds"] == 42
+    assert health["lag"] == "unknown"
+    # a known age elsewhere does not hide the unknown one: it may be the oldest
+    depths.append(QueueDepth("p-x", 5, 0, "p-x-dlq", 0, 42))
+    assert health_status(depths)["oldestMessageAgeSeconds"] is None
+    known = [QueueDepth("p-x", 5, 0, "p-x-dlq", 0, 42), QueueDepth("p-y", 0, 0, "p-y-dlq", 0, 0)]
+    assert (health_status(known)["oldestMessageAgeSeconds"], health_status(known)["lag"]) == (
+        42,
+        "42s",
+    )
+    assert health_status([])["lag"] == "0s"
+
+
+def test_lag_reads_like_a_kubectl_age() -> None:
+    assert [lag_text(s) for s in (None, 0, 59, 60, 185, 3599, 7800)] == [
+        "unknown",
+        "0s",
+        "59s",
+        "1m0s",
+        "3m5s",
+        "59m59s",
+        "2h10m",
+    ]
 
 
 def _topology() -> tuple[TopologySpec, TopologyOutputs]:

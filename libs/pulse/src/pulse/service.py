@@ -4,6 +4,9 @@
 - ``/readyz`` (readiness) runs the service's dependency checks and answers 503 while any
   fails or while the process is shutting down.
 - ``/metrics`` serves Prometheus.
+- With ``PULSE_OPS_PORT`` set (and not the API's port), the three live on that internal
+  port; an API keeps ``/healthz`` and ``/readyz`` on its public port too (load balancers
+  probe it there) but not ``/metrics`` (:func:`serving_api`).
 - SIGTERM / SIGINT set :attr:`Lifecycle.stopping`; the service stops taking work, finishes
   what is in flight within ``shutdown_grace_seconds`` and the process exits 0.
 """
@@ -40,6 +43,7 @@ __all__ = [
     "redis_check",
     "retry_until_found",
     "run_service",
+    "serving_api",
     "serving_ops",
     "sleep_unless_stopped",
     "start_http_app",
@@ -88,8 +92,8 @@ class Lifecycle:
         return ok, results
 
 
-def add_ops_routes(app: web.Application, lifecycle: Lifecycle) -> None:
-    """Mount ``/healthz``, ``/readyz`` and ``/metrics`` on ``app``."""
+def add_ops_routes(app: web.Application, lifecycle: Lifecycle, *, metrics: bool = True) -> None:
+    """Mount ``/healthz``, ``/readyz`` and (unless ``metrics`` is false) ``/metrics`` on ``app``."""
 
     async def healthz(_request: web.Request) -> web.Response:
         return web.json_response({"status": "ok"})
@@ -103,16 +107,27 @@ def add_ops_routes(app: web.Application, lifecycle: Lifecycle) -> None:
 
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
-    app.router.add_get("/metrics", metrics_handler)
+    if metrics:
+        app.router.add_get("/metrics", metrics_handler)
 
 
 async def start_http_app(
-    app: web.Application, host: str, port: int, *, shutdown_timeout: float = 10.0
+    app: web.Application,
+    host: str,
+    port: int,
+    *,
+    shutdown_timeout: float = 10.0,
+    backlog: int = 128,
 ) -> web.AppRunner:
-    """Start ``app`` on ``host:port``; the caller awaits ``runner.cleanup()`` to stop it."""
+    """Start ``app`` on ``host:port``; the caller awaits ``runner.cleanup()`` to stop it.
+
+    ``backlog`` is the listen queue: a server that takes bursts of thousands of connections
+    (the gateway) needs more than aiohttp's 128, or the kernel resets connects while the
+    event loop is busy.
+    """
     runner = web.AppRunner(app, access_log=None, shutdown_timeout=shutdown_timeout)
     await runner.setup()
-    site = web.TCPSite(runner, host, port, reuse_address=True)
+    site = web.TCPSite(runner, host, port, reuse_address=True, backlog=backlog)
     await site.start()
     log.info("http listening", host=host, port=port)
     return runner
@@ -169,13 +184,55 @@ def table_check(ddb: Any, table_name: str) -> ReadinessCheck:
 
 @asynccontextmanager
 async def serving_ops(lifecycle: Lifecycle) -> AsyncIterator[None]:
-    """Serve ``/healthz``, ``/readyz`` and ``/metrics`` on the service's port for the block."""
+    """Serve ``/healthz``, ``/readyz`` and ``/metrics`` for the block, for a service with no
+    API: on ``PULSE_OPS_PORT`` when set, else on ``PULSE_HTTP_PORT``."""
     settings = lifecycle.settings
-    runner = await start_http_app(ops_app(lifecycle), settings.http_host, settings.http_port)
+    port = settings.separate_ops_port or settings.http_port
+    runner = await start_http_app(ops_app(lifecycle), settings.http_host, port)
     try:
         yield
     finally:
         await runner.cleanup()
+
+
+@asynccontextmanager
+async def serving_api(
+    app: web.Application,
+    lifecycle: Lifecycle,
+    *,
+    shutdown_timeout: float | None = None,
+    backlog: int = 128,
+) -> AsyncIterator[web.AppRunner]:
+    """Serve the public ``app`` on ``PULSE_HTTP_PORT`` and the ops routes for the block.
+
+    Mounts ``/healthz`` and ``/readyz`` on ``app`` (so ``app`` must not mount them itself).
+    Without a separate ``PULSE_OPS_PORT``, ``/metrics`` goes on ``app`` as well, as a single
+    port setup (``make run``, the tests) expects; with one, ``/metrics`` is served only on
+    that internal port, next to its own ``/healthz`` and ``/readyz``, so the public port
+    never exposes the metrics. Yields the API's runner; on exit the API stops first (its
+    in-flight requests get ``shutdown_timeout``, default ``PULSE_SHUTDOWN_GRACE_SECONDS``),
+    then the ops port, so probes keep answering while the API drains.
+    """
+    settings = lifecycle.settings
+    ops_port = settings.separate_ops_port
+    add_ops_routes(app, lifecycle, metrics=ops_port is None)
+    ops_runner = (
+        await start_http_app(ops_app(lifecycle), settings.http_host, ops_port)
+        if ops_port is not None
+        else None
+    )
+    try:
+        grace = settings.shutdown_grace_seconds if shutdown_timeout is None else shutdown_timeout
+        runner = await start_http_app(
+            app, settings.http_host, settings.http_port, shutdown_timeout=grace, backlog=backlog
+        )
+        try:
+            yield runner
+        finally:
+            await runner.cleanup()
+    finally:
+        if ops_runner is not None:
+            await ops_runner.cleanup()
 
 
 def _package_version(name: str) -> str:

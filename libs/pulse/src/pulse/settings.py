@@ -62,6 +62,10 @@ class PulseSettings(BaseSettings):
 
     http_host: str = "0.0.0.0"
     http_port: int = Field(default=8080, ge=0, le=65535)
+    # PULSE_OPS_PORT: an internal port for /metrics, /healthz and /readyz, apart from the
+    # public API (a Kubernetes NetworkPolicy can then open it to Prometheus and the kubelet
+    # only). Unset: the ops routes share PULSE_HTTP_PORT.
+    ops_port: int | None = Field(default=None, ge=1, le=65535)
     shutdown_grace_seconds: float = Field(default=20.0, gt=0, le=600)
 
     # HS256 secret for connection tokens (gateway verifies, ``pulse token`` issues).
@@ -70,6 +74,13 @@ class PulseSettings(BaseSettings):
     @property
     def names(self) -> ResourceNames:
         return ResourceNames(self.resource_prefix)
+
+    @property
+    def separate_ops_port(self) -> int | None:
+        """The ops port when it is set and is not the API's own port; else None."""
+        if self.ops_port is None or self.ops_port == self.http_port:
+            return None
+        return self.ops_port
 
 
 SettingsT = TypeVar("SettingsT", bound=BaseSettings)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.json_schema import models_json_schema
@@ -155,10 +155,31 @@ def _create_operation(max_body_bytes: int, max_amount: Decimal) -> dict[str, Any
     }
 
 
+_METRICS_PATH: Final = {
+    "get": {
+        "operationId": "getMetrics",
+        "summary": "Prometheus metrics",
+        "responses": {
+            "200": {
+                "description": "Prometheus text format.",
+                "content": {"text/plain": {"schema": {"type": "string"}}},
+            }
+        },
+    }
+}
+
+
 def openapi_document(
-    *, max_body_bytes: int = 16 * 1024, max_amount: Decimal = DEFAULT_MAX_AMOUNT
+    *,
+    max_body_bytes: int = 16 * 1024,
+    max_amount: Decimal = DEFAULT_MAX_AMOUNT,
+    metrics: bool = True,
 ) -> dict[str, Any]:
-    """The OpenAPI 3.1 document, with the limits of this deployment."""
+    """The OpenAPI 3.1 document, with the limits of this deployment.
+
+    ``metrics``: whether this port serves ``/metrics`` (not when ``PULSE_OPS_PORT`` moves it
+    to the internal ops port), so the document never promises a path the port lacks.
+    """
     schemas = _schemas()
     amount = schemas["PaymentRequest"]["properties"]["amount"]
     amount["anyOf"][0]["pattern"] = amount_pattern(max_amount)
@@ -224,18 +245,7 @@ def openapi_document(
                     },
                 }
             },
-            "/metrics": {
-                "get": {
-                    "operationId": "getMetrics",
-                    "summary": "Prometheus metrics",
-                    "responses": {
-                        "200": {
-                            "description": "Prometheus text format.",
-                            "content": {"text/plain": {"schema": {"type": "string"}}},
-                        }
-                    },
-                }
-            },
+            **({"/metrics": _METRICS_PATH} if metrics else {}),
         },
         "components": {
             "schemas": {

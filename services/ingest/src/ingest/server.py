@@ -36,7 +36,7 @@ from pulse.events import new_traceparent, utc_now
 from pulse.logging import event_context, get_logger
 from pulse.metrics import http_metrics_middleware
 from pulse.payments import item_from_image, payment_from_item
-from pulse.service import Lifecycle, add_ops_routes, start_http_app
+from pulse.service import Lifecycle, serving_api
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
@@ -235,17 +235,23 @@ class PaymentsApi:
         return _json({"payment_id": payment_id, "events": events})
 
 
-def create_app(
-    settings: IngestSettings, store: PaymentStore, lifecycle: Lifecycle
-) -> web.Application:
-    """The aiohttp application: API routes, ops routes, metrics and problem middleware."""
+def create_app(settings: IngestSettings, store: PaymentStore) -> web.Application:
+    """The aiohttp application: API routes, metrics and problem middleware.
+
+    The ops routes are mounted by :func:`pulse.service.serving_api`, which decides which of
+    them the public port carries (``PULSE_OPS_PORT``).
+    """
     app = web.Application(
         client_max_size=settings.max_body_bytes,
         middlewares=[http_metrics_middleware(settings.service_name), problem_middleware],
     )
     api = PaymentsApi(settings, store)
     spec = orjson.dumps(
-        openapi_document(max_body_bytes=settings.max_body_bytes, max_amount=settings.max_amount)
+        openapi_document(
+            max_body_bytes=settings.max_body_bytes,
+            max_amount=settings.max_amount,
+            metrics=settings.separate_ops_port is None,
+        )
     )
 
     async def openapi(_request: web.Request) -> web.Response:
@@ -255,7 +261,6 @@ def create_app(
     app.router.add_get("/v1/payments/{payment_id}", api.get)
     app.router.add_get("/v1/payments/{payment_id}/events", api.events)
     app.router.add_get("/openapi.json", openapi)
-    add_ops_routes(app, lifecycle)
     return app
 
 
@@ -272,15 +277,7 @@ async def serve(lifecycle: Lifecycle) -> None:
     ddb = aws_client("dynamodb", settings, max_pool=settings.aws_concurrency)
     store = PaymentStore(ddb, settings.names)
     lifecycle.add_check("dynamodb", store.check_tables)
-    app = create_app(settings, store, lifecycle)
-    runner = await start_http_app(
-        app,
-        settings.http_host,
-        settings.http_port,
-        shutdown_timeout=settings.shutdown_grace_seconds,
-    )
-    try:
+    app = create_app(settings, store)
+    async with serving_api(app, lifecycle):
         await lifecycle.stopping.wait()
-    finally:
         log.info("stopping: finishing in-flight requests")
-        await runner.cleanup()

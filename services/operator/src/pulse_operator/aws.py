@@ -59,9 +59,13 @@ def classify(exc: Exception, what: str) -> Exception:
 
 
 def _oldest_age(cloudwatch: Any, queue_name: str) -> int | None:
-    """ApproximateAgeOfOldestMessage from CloudWatch (SQS has no API for it; peeking would
-    count as a receive and push messages towards the DLQ). None when there is no datapoint,
-    as on an emulator."""
+    """ApproximateAgeOfOldestMessage from CloudWatch; None when there is no datapoint (an
+    emulator without CloudWatch, a queue too new for one, CloudWatch unreachable).
+
+    SQS has no API for the age: the only other way, receiving the oldest message to read its
+    SentTimestamp, counts as a receive (ApproximateReceiveCount) and so pushes messages
+    towards the DLQ, and hides them from the workers for the visibility timeout.
+    """
     now = dt.datetime.now(dt.UTC)
     try:
         points = cloudwatch.get_metric_statistics(
@@ -69,7 +73,8 @@ def _oldest_age(cloudwatch: Any, queue_name: str) -> int | None:
             MetricName="ApproximateAgeOfOldestMessage",
             Dimensions=[{"Name": "QueueName", "Value": queue_name}],
             StartTime=now - dt.timedelta(minutes=5),
-            EndTime=now,
+            # past now, so the period holding the latest datapoint is whole and included
+            EndTime=now + dt.timedelta(minutes=1),
             Period=60,
             Statistics=["Maximum"],
         )["Datapoints"]
@@ -106,16 +111,10 @@ def measure_queues(settings: PulseSettings, queues: list[QueueSpec]) -> list[Que
         for q in queues:
             visible, in_flight = _depth(sqs, q.name)
             dlq_visible, _ = _depth(sqs, q.dlq_name)
-            out.append(
-                QueueDepth(
-                    q.name,
-                    visible,
-                    in_flight,
-                    q.dlq_name,
-                    dlq_visible,
-                    _oldest_age(cloudwatch, q.name),
-                )
-            )
+            # An empty queue has no lag, whatever CloudWatch says (its datapoints trail by
+            # minutes): known without CloudWatch. A non-empty one needs CloudWatch's figure.
+            age = 0 if visible + in_flight == 0 else _oldest_age(cloudwatch, q.name)
+            out.append(QueueDepth(q.name, visible, in_flight, q.dlq_name, dlq_visible, age))
     except (ClientError, BotoCoreError) as exc:
         raise classify(exc, "measure queues") from exc
     return out

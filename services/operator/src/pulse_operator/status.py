@@ -4,7 +4,7 @@
 lastTransitionTime, observedGeneration); ``status.outputs`` holds the resolved names, ARNs
 and URLs (also written to a ConfigMap the services mount); the health fields are the ones
 the printer columns show: READY, QUEUES (messages waiting), DLQ (messages dead-lettered)
-and LAG (age of the oldest message, in seconds).
+and LAG (age of the oldest message: ``unknown`` when it cannot be read, never a made-up 0).
 """
 
 from __future__ import annotations
@@ -22,7 +22,9 @@ __all__ = [
     "QueueDepth",
     "config_map_data",
     "health_status",
+    "lag_text",
     "outputs_status",
+    "pipeline_lag",
     "set_condition",
 ]
 
@@ -123,14 +125,36 @@ def outputs_status(outputs: TopologyOutputs, spec: TopologySpec, config_map: str
     }
 
 
+def lag_text(seconds: int | None) -> str:
+    """The LAG column: ``unknown``, or a duration as kubectl prints ages (``45s``, ``3m5s``,
+    ``2h10m``)."""
+    if seconds is None:
+        return "unknown"
+    if seconds < 60:  # noqa: PLR2004 - seconds in a minute
+        return f"{seconds}s"
+    if seconds < 3600:  # noqa: PLR2004 - seconds in an hour
+        return f"{seconds // 60}m{seconds % 60}s"
+    return f"{seconds // 3600}h{seconds % 3600 // 60}m"
+
+
+def pipeline_lag(depths: Sequence[QueueDepth]) -> int | None:
+    """The oldest message's age across the queues; None (unknown, never 0) when any queue
+    that holds messages has no known age, since the unknown one may be the oldest."""
+    ages = [d.oldest_age_seconds for d in depths]
+    if any(age is None for age in ages):
+        return None
+    return max((age for age in ages if age is not None), default=0)
+
+
 def health_status(depths: Sequence[QueueDepth]) -> dict[str, Any]:
     """The printer-column fields and the per-queue detail, from measured depths."""
-    ages = [d.oldest_age_seconds for d in depths if d.oldest_age_seconds is not None]
+    lag = pipeline_lag(depths)
     return {
         "queueDepth": sum(d.visible + d.in_flight for d in depths),
         "deadLetterDepth": sum(d.dlq_visible for d in depths),
-        # null (not 0) when no queue reported an age: unknown is not "no lag"
-        "oldestMessageAgeSeconds": max(ages) if ages else None,
+        # null (the field is removed) when unknown: unknown is not "no lag"
+        "oldestMessageAgeSeconds": lag,
+        "lag": lag_text(lag),
         "queues": [
             {
                 "queueName": d.queue_name,
