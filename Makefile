@@ -2,6 +2,7 @@
 #   make run            the whole system locally (DEMO=1 adds demo traffic)
 #   make test           lint, type-check, the whole test suite, chart checks
 #   make bench          benchmarks (ONLY=<group> for one group)
+#   make chaos | soak   faults: nothing lost or doubled; SOAK_MINUTES (30) of traffic: memory
 
 PYTHON ?= python3
 UV_VERSION := 0.13.8
@@ -9,10 +10,11 @@ TOOLS := .tools
 VENV := .venv
 UV := $(shell command -v uv 2>/dev/null || echo $(TOOLS)/bin/uv)
 PYTEST_ARGS ?=
+SOAK_MINUTES ?= 30
 
 export UV_PYTHON_DOWNLOADS := never
 
-.PHONY: run test lint fmt typecheck unit k8s-check browser-tools bench clean help sync
+.PHONY: run test lint fmt typecheck unit k8s-check browser-tools bench chaos soak clean help sync
 
 help:
 	@sed -n '2,5p' Makefile
@@ -54,6 +56,12 @@ fmt: sync
 
 bench: sync
 	$(VENV)/bin/python bench/run.py $(ONLY)
+
+chaos: sync
+	$(VENV)/bin/python tests/chaos/faults.py
+
+soak: sync
+	$(VENV)/bin/python tests/soak/soak.py --minutes $(SOAK_MINUTES)
 
 clean:
 	rm -rf $(VENV) $(TOOLS) .run .pytest_cache .mypy_cache .ruff_cache

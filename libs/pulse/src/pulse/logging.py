@@ -9,19 +9,39 @@ from __future__ import annotations
 import logging
 import sys
 from contextlib import contextmanager
+from http import HTTPStatus
 from typing import TYPE_CHECKING, Any
 
 import orjson
 import structlog
+from aiohttp.http_exceptions import HttpProcessingError
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
-__all__ = ["configure_logging", "event_context", "get_logger"]
+__all__ = ["ClientErrorFilter", "configure_logging", "event_context", "get_logger"]
 
 
 def _orjson_dumps(obj: Any, default: Any = None) -> str:
     return orjson.dumps(obj, default=default).decode()
+
+
+class ClientErrorFilter(logging.Filter):
+    """aiohttp logs every unparsable request (a NUL in a header, a 64 KB header, a URL over
+    the limit) as an error with a traceback, although the client's bytes are at fault and
+    aiohttp already answered 400 / 413 / 431. Any client could fill the error logs and page
+    someone: such records are kept, at info level, with the reason and without the trace.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        status = getattr(exc, "code", None)
+        client_fault = isinstance(status, int) and status < HTTPStatus.INTERNAL_SERVER_ERROR
+        if isinstance(exc, HttpProcessingError) and client_fault:
+            record.levelno, record.levelname = logging.INFO, "INFO"
+            record.msg, record.args = "bad request refused: %s (%s)", (exc.message, status)
+            record.exc_info, record.exc_text = None, None
+        return True
 
 
 def configure_logging(service: str, *, level: str = "info", fmt: str = "json") -> None:
@@ -55,6 +75,9 @@ def configure_logging(service: str, *, level: str = "info", fmt: str = "json") -
     root.setLevel(max(numeric, logging.INFO))
     for noisy in ("botocore", "boto3", "urllib3", "aiohttp.access", "websockets"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    server_log = logging.getLogger("aiohttp.server")
+    if not any(isinstance(f, ClientErrorFilter) for f in server_log.filters):
+        server_log.addFilter(ClientErrorFilter())
     structlog.contextvars.clear_contextvars()
     structlog.contextvars.bind_contextvars(service=service)
 
