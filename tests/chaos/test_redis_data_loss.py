@@ -19,11 +19,6 @@ from harness import Poster, Stack, Topology, WatchingClient, running
 pytestmark = [pytest.mark.chaos, pytest.mark.timeout(600)]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="ws-gateway LiveHub._fill jumps to the new epoch's latest offset: the events "
-    "appended between Redis's return and the gap fill are never delivered",
-)
 async def test_every_event_of_the_new_epoch_reaches_a_subscribed_client(tmp_path: Path) -> None:
     stack = Stack(tmp_path, Topology(1, 1, 1, 1))
     ops = WatchingClient(

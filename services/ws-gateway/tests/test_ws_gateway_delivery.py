@@ -183,13 +183,15 @@ async def test_a_redis_restart_tells_subscribers_their_history_is_gone(
             second = await _append(publisher, "payments", 1)
             assert await _event_ids(ws, 1) == [second.id]
 
-        # a client coming back with the old epoch's offset is told it cannot recover
+        # a client coming back with the old epoch's offset is told it cannot recover, and
+        # gets the new epoch's events from its start
         async with connect(_url(gateway_port, "ops")) as ws:
             again = await _send(
                 ws, op="subscribe", channel="payments", since=offset, epoch=subscribed["epoch"]
             )
             assert again["recovered"] is False
             assert again["epoch"] == notice["epoch"]
+            assert await _event_ids(ws, 1) == [second.id]
     finally:
         await client.aclose()
         gateway.kill()

@@ -278,20 +278,22 @@ async def test_since_replays_what_was_missed_then_continues_live_without_duplica
         assert (await _recv(ws))["event"]["id"] == event.id  # what is left is still sent
 
 
-async def test_an_offset_of_another_epoch_is_not_recovered_and_not_replayed(
+async def test_an_offset_of_another_epoch_is_not_recovered_and_the_epoch_is_replayed(
     gateway: RunningGateway, redis: aioredis.Redis
 ) -> None:
     account = _account()
     channel = f"account:{account}"
-    _, first = await _publish(redis, gateway.prefix, [channel], n=0)
-    await _publish(redis, gateway.prefix, [channel], n=1)
+    zeroth, first = await _publish(redis, gateway.prefix, [channel], n=0)
+    oneth, _ = await _publish(redis, gateway.prefix, [channel], n=1)
     async with connect(gateway.ws_url(account)) as ws:
         subscribed = await _send(
             ws, op="subscribe", channel=channel, since=first.offsets[channel], epoch="old-epoch"
         )
         assert subscribed["recovered"] is False
         assert subscribed["epoch"] == first.epochs[channel]
-        # nothing of the current epoch is passed off as the continuation of the old one
+        # the offset is void in this epoch: every event of the epoch is owed, from its start
+        assert (await _recv(ws))["event"]["id"] == zeroth.id
+        assert (await _recv(ws))["event"]["id"] == oneth.id
         live, _ = await _publish(redis, gateway.prefix, [channel], n=2)
         assert (await _recv(ws))["event"]["id"] == live.id
         assert await _send(ws, op="ping") == {"op": "pong"}

@@ -44,6 +44,15 @@ class HistorySnapshot:
             since, first=self.first, last_generated=self.last_generated, trimmed=self.trimmed
         )
 
+    def resume_from(self, since: StreamId, epoch: str | None = None) -> StreamId:
+        """Where a subscriber that has seen up to ``since`` (of ``epoch``) resumes.
+
+        An offset of another epoch means nothing here; the subscriber has seen none of this
+        epoch's events (its position would carry this epoch), so all of them are owed to it
+        and it resumes from the epoch's start.
+        """
+        return ZERO if epoch is not None and epoch != self.epoch else since
+
 
 def _text(value: object) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, Final, Protocol
 
 from pulse.logging import get_logger
 from ws_gateway.metrics import GAP_FILLS, REDIS_CHANNELS
-from ws_gateway.offsets import StreamId, frame_offset
+from ws_gateway.offsets import ZERO, StreamId, frame_offset
 from ws_gateway.protocol import subscribed_frame
 
 if TYPE_CHECKING:
@@ -229,24 +229,29 @@ class LiveHub:
         last = self._last.get(channel)
         epoch = self._epochs.get(channel)
         if epoch is not None and snapshot.epoch != epoch:
-            # History is gone: say so explicitly, then go on live in the new epoch.
+            # History is gone: say so explicitly, then deliver the new epoch from its start
+            # (every event in it was appended after Redis came back, none was delivered).
             GAP_FILLS.labels("epoch_changed").inc()
             log.warning("channel epoch changed; history lost", channel=channel)
             self._epochs[channel] = snapshot.epoch
-            self._last[channel] = snapshot.latest
-            frame = subscribed_frame(
-                channel, snapshot.latest, recovered=False, epoch=snapshot.epoch
-            )
+            self._last[channel] = ZERO
+            frame = subscribed_frame(channel, ZERO, recovered=False, epoch=snapshot.epoch)
             for subscriber in self._subscribers.get(channel, ()):
                 subscriber.deliver(channel, frame)
+            await self._replay(channel, ZERO, snapshot.latest)
         elif last is not None and last < snapshot.latest:
             GAP_FILLS.labels("filled").inc()
-            async for frames in self._history.frames_between(channel, last, snapshot.latest):
-                for frame in frames:
-                    self._publish(channel, frame)
+            await self._replay(channel, last, snapshot.latest)
         held = self._held.pop(channel, [])
         for frame in held:
             self._publish(channel, frame)
+
+    async def _replay(self, channel: str, after: StreamId, upto: StreamId) -> None:
+        """Deliver the channel's stored events in ``(after, upto]`` to its subscribers."""
+        if after < upto:
+            async for frames in self._history.frames_between(channel, after, upto):
+                for frame in frames:
+                    self._publish(channel, frame)
 
     def _forget_confirmation(self, live_key: str, ready: asyncio.Future[None]) -> None:
         waiting = self._confirmations.get(live_key)

@@ -763,10 +763,9 @@ class Gateway:
         await client.send(
             subscribed_frame(channel, latest, recovered=recovered, epoch=snapshot.epoch)
         )
-        # An offset of another epoch means nothing here: nothing is replayed for it.
-        same_epoch = frame.epoch is None or frame.epoch == snapshot.epoch
-        if frame.since is not None and same_epoch and frame.since < latest:
-            async for frames in self.history.frames_between(channel, frame.since, latest):
+        since = None if frame.since is None else snapshot.resume_from(frame.since, frame.epoch)
+        if since is not None and since < latest:
+            async for frames in self.history.frames_between(channel, since, latest):
                 for event in frames:
                     await client.send(event)
         if client.session.is_subscribed(channel):
