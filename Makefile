@@ -48,7 +48,7 @@ unit: sync browser-tools
 k8s-check:
 	bash scripts/k8s-check.sh
 
-test: lint typecheck unit k8s-check
+test: lint typecheck k8s-check unit
 
 fmt: sync
 	$(VENV)/bin/ruff format .

@@ -16,7 +16,8 @@ import orjson
 import pytest
 from harness import Poster, Stack, Topology, WatchingClient, running
 
-pytestmark = [pytest.mark.chaos, pytest.mark.timeout(600)]
+# Not marked chaos: a regression test for the gateway, short enough for every `make test`.
+pytestmark = [pytest.mark.timeout(600)]
 
 
 async def test_every_event_of_the_new_epoch_reaches_a_subscribed_client(tmp_path: Path) -> None:
