@@ -315,6 +315,9 @@ def bench_gateway() -> dict[str, float]:
         "REDIS_URL": redis_url,
         "PULSE_LOG_LEVEL": "warning",
         "PULSE_SEND_QUEUE_SIZE": "4096",
+        # Every load client holds the one bench token: lift the per-user limit (50) above
+        # the connections opened. The process-wide limit keeps its default (20,000).
+        "PULSE_MAX_CONNECTIONS_PER_USER": str(CONNECTIONS + RECONNECT_CLIENTS),
     }
     token = issue_token(DEV_JWT_SECRET, sub="bench", roles=["ops"], ttl_seconds=3600)
     url = f"ws://127.0.0.1:{port}/ws?token={token}"
