@@ -147,7 +147,7 @@ class RedisServer:
 
 
 class AwsEmulator:
-    """The moto server (``pulse.aws_emulator`` with moto's races locked out: emulator.py);
+    """The moto server (``pulse.aws_emulator``, which locks out moto's thread-safety races);
     it can be paused and resumed."""
 
     def __init__(self, workdir: Path) -> None:
@@ -160,7 +160,7 @@ class AwsEmulator:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self) -> None:
-        argv = [sys.executable, str(Path(__file__).with_name("emulator.py"))]
+        argv = [sys.executable, "-m", "pulse.aws_emulator"]
         argv += ["-H", "127.0.0.1", "-p", str(self.port)]
         with self.log_path.open("ab") as out:
             self.proc = subprocess.Popen(
