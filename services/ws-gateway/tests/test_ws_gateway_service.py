@@ -322,6 +322,24 @@ async def test_bad_frames_get_error_frames_and_the_connection_stays(
         assert info.value.rcvd.code == 1009
 
 
+async def test_a_client_that_keeps_sending_after_an_oversized_frame_still_sees_1009(
+    gateway: RunningGateway,
+) -> None:
+    """The gateway stops reading at the oversized frame; what the client sends after it must
+    not turn the close into a reset (which would throw away the close frame unread)."""
+    for _ in range(3):
+        async with connect(gateway.ws_url("oversize-user"), max_size=None) as ws:
+            await ws.send('{"op":"ping","pad":"' + "x" * 200_000 + '"}')
+            with contextlib.suppress(ConnectionClosed):
+                for _ in range(50):
+                    await ws.send('{"op":"ping"}')
+                    await asyncio.sleep(0.002)
+            with pytest.raises(ConnectionClosed) as info:
+                await _drain(ws)
+            assert info.value.rcvd is not None, "no close frame: the connection was reset"
+            assert info.value.rcvd.code == 1009
+
+
 async def test_an_expired_token_closes_the_connection_with_4001(gateway: RunningGateway) -> None:
     async with connect(gateway.ws_url("short-lived", ttl=2)) as ws:
         assert (await _send(ws, op="subscribe", channel="stats"))["op"] == "subscribed"

@@ -29,6 +29,7 @@ from pulse.logging import get_logger
 from pulse.metrics import http_metrics_middleware
 from ws_gateway.authz import Access, authorize_channel
 from ws_gateway.heartbeat import PING_FRAME, HeartbeatWheel
+from ws_gateway.linger import LingeringWebSocketResponse
 from ws_gateway.metrics import (
     AUTH_FAILURES,
     CLIENT_CLOSES,
@@ -612,7 +613,8 @@ class Gateway:
     async def _websocket(self, request: web.Request, claims: Claims) -> web.StreamResponse:
         s = self.settings
         # Pings come from the gateway's one heartbeat wheel, and are answered here.
-        ws = web.WebSocketResponse(
+        ws = LingeringWebSocketResponse(
+            linger=s.close_timeout_seconds,
             autoping=False,
             max_msg_size=s.max_message_bytes,
             compress=s.ws_compression,
@@ -629,6 +631,7 @@ class Gateway:
             finally:
                 self.heartbeats.discard(client, client.wheel_slot)
             await client.wait_closed()
+            await ws.linger()
         finally:
             await self._release(client)
         return ws
