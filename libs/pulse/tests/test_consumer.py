@@ -15,6 +15,7 @@ from pulse.consumer import SqsConsumer, SqsMessage, backoff_seconds
 from pulse.errors import PermanentError, RetryableError
 from pulse.metrics import StageMetrics
 from pulse.settings import PulseSettings
+from pulse.testing import queue_depth
 from pulse.topology import TopologyOutputs, apply_topology, pulse_spec
 
 METRICS = StageMetrics("consumer-test")
@@ -35,13 +36,7 @@ class Queues:
             )
 
     def depth(self, url: str | None = None) -> int:
-        attrs = self.sqs.get_queue_attributes(
-            QueueUrl=url or self.url,
-            AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
-        )["Attributes"]
-        return int(attrs["ApproximateNumberOfMessages"]) + int(
-            attrs["ApproximateNumberOfMessagesNotVisible"]
-        )
+        return queue_depth(self.sqs, url or self.url)
 
     def drain_dlq(self) -> list[dict[str, Any]]:
         out: list[dict[str, Any]] = []

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import time
 import uuid
-from collections.abc import Callable
 from typing import Any
 
 from click.testing import CliRunner
@@ -14,18 +12,8 @@ from pulse.clients import aws_client
 from pulse.events import PAYMENT_CREATED, new_event, stable_event_id
 from pulse.payments import payment_from_item
 from pulse.settings import PulseSettings
-from pulse.testing import free_port
+from pulse.testing import free_port, until
 from pulse.topology import TopologyOutputs
-
-
-def until(predicate: Callable[[], Any], timeout: float = 15.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        assert time.monotonic() < deadline, "condition not reached in time"
-        time.sleep(0.05)
 
 
 def test_blocked_accounts_and_merchants_are_declined_until_unblocked(

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import time
 import uuid
-from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -15,7 +13,7 @@ from pulse.clients import aws_client
 from pulse.events import PAYMENT_CREATED, new_event, stable_event_id
 from pulse.payments import payment_from_item
 from pulse.settings import PulseSettings
-from pulse.testing import free_port
+from pulse.testing import free_port, queue_depth, until
 from pulse.topology import TopologyOutputs
 
 # Short timeouts so the redelivery comes within seconds: visibility 2 s, lease 1.5 s.
@@ -26,16 +24,6 @@ FAST = {
     "PULSE_SQS_MAX_BACKOFF_SECONDS": "1",
     "PULSE_IDEMPOTENCY_LEASE_SECONDS": "1.5",
 }
-
-
-def until(predicate: Callable[[], Any], timeout: float = 20.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        assert time.monotonic() < deadline, "condition not reached in time"
-        time.sleep(0.05)
 
 
 def test_a_worker_killed_mid_decision_is_replaced_and_decides_once(
@@ -103,16 +91,6 @@ def test_a_worker_killed_mid_decision_is_replaced_and_decides_once(
     # The velocity window counted the payment once, though two workers recorded it.
     assert client.zcard(f"{stack_settings.redis_prefix}fraud:velocity:acct-crash") == 1
 
-    def drained() -> bool:
-        attrs = sqs.get_queue_attributes(
-            QueueUrl=queue_url,
-            AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
-        )["Attributes"]
-        return attrs == {
-            "ApproximateNumberOfMessages": "0",
-            "ApproximateNumberOfMessagesNotVisible": "0",
-        }
-
-    until(drained)
+    until(lambda: queue_depth(sqs, queue_url) == 0)
     assert second.stop() == 0
     client.close()

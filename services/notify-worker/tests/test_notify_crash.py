@@ -16,7 +16,7 @@ import contextlib
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import orjson
@@ -28,7 +28,7 @@ from pulse.channels import ChannelKeys, account_channel
 from pulse.clients import aws_client
 from pulse.events import NOTIFICATION, PAYMENT_UPDATED, new_event, stable_event_id
 from pulse.settings import PulseSettings
-from pulse.testing import free_port
+from pulse.testing import free_port, queue_depth, until
 from pulse.topology import TopologyOutputs
 
 pytestmark = pytest.mark.timeout(90)
@@ -118,16 +118,6 @@ class StallingRedisProxy:
             sock.close()
 
 
-def until(predicate: Callable[[], Any], timeout: float = 20.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        assert time.monotonic() < deadline, "condition not reached in time"
-        time.sleep(0.05)
-
-
 @pytest.fixture
 def redis_client(redis_url: str) -> Iterator[redis.Redis]:
     client = redis.Redis.from_url(redis_url)
@@ -193,17 +183,7 @@ def test_a_worker_killed_inside_the_handler_is_replaced_and_notifies_once(
     second.start(wait_port=port)
     until(lambda: redis_client.hget(guard_key, "state") == b"completed")
 
-    def drained() -> bool:
-        attrs = sqs.get_queue_attributes(
-            QueueUrl=queue_url,
-            AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
-        )["Attributes"]
-        return attrs == {
-            "ApproximateNumberOfMessages": "0",
-            "ApproximateNumberOfMessagesNotVisible": "0",
-        }
-
-    until(drained)
+    until(lambda: queue_depth(sqs, queue_url) == 0)
     time.sleep(2.5)  # longer than the visibility timeout: no late redelivery adds anything
     entries = [orjson.loads(f[b"e"]) for _, f in redis_client.xrange(history_key)]
     assert [(e["type"], e["id"]) for e in entries] == [

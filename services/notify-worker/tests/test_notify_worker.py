@@ -16,20 +16,10 @@ from pulse.channels import ChannelKeys, account_channel
 from pulse.clients import aws_client
 from pulse.events import NOTIFICATION, PAYMENT_UPDATED, new_event, stable_event_id
 from pulse.settings import PulseSettings
-from pulse.testing import ServiceProcess, free_port
+from pulse.testing import ServiceProcess, free_port, queue_depth, until
 from pulse.topology import TopologyOutputs
 
 TRACEPARENT = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
-
-
-def until(predicate: Callable[[], Any], timeout: float = 15.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        assert time.monotonic() < deadline, "condition not reached in time"
-        time.sleep(0.1)
 
 
 @pytest.fixture
@@ -84,16 +74,6 @@ def _updated(event_id: str, account_id: str, old_status: str, status: str) -> by
     ).to_json()
 
 
-def _depth(sqs: Any, url: str) -> int:
-    attrs = sqs.get_queue_attributes(
-        QueueUrl=url,
-        AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
-    )["Attributes"]
-    return int(attrs["ApproximateNumberOfMessages"]) + int(
-        attrs["ApproximateNumberOfMessagesNotVisible"]
-    )
-
-
 def test_a_status_change_notifies_the_account_once(
     worker: ServiceProcess,
     topology: TopologyOutputs,
@@ -117,10 +97,10 @@ def test_a_status_change_notifies_the_account_once(
     assert entries[0]["data"]["message"] == (
         "Your payment of 12.50 EUR to merchant m-1 was approved."
     )
-    until(lambda: _depth(sqs, url) == 0)
+    until(lambda: queue_depth(sqs, url) == 0)
 
     sqs.send_message(QueueUrl=url, MessageBody=body)  # delivered again
-    until(lambda: _depth(sqs, url) == 0)
+    until(lambda: queue_depth(sqs, url) == 0)
     time.sleep(0.3)
     assert len(history(account_channel("acct-9"))) == 1
     assert history(account_channel("acct-8")) == []

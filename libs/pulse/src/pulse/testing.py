@@ -8,7 +8,8 @@ Loaded by the repository's root ``conftest.py``. Nothing here mocks AWS or Redis
 - ``stack_env`` (per test) is an environment with a unique resource and key prefix, so tests
   never see each other's tables, queues or Redis keys;
 - ``topology`` applies Pulse's topology under that prefix;
-- :class:`ServiceProcess` runs ``python -m <package>`` as a real child process.
+- :class:`ServiceProcess` runs ``python -m <package>`` as a real child process;
+- :func:`until` polls a condition, :func:`queue_depth` counts what an SQS queue still holds.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 import uuid
 from typing import TYPE_CHECKING, Any, Self
 
@@ -34,10 +36,32 @@ from pulse.settings import PulseSettings
 from pulse.topology import TopologyOutputs, apply_topology
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    from collections.abc import Callable, Iterator
     from pathlib import Path
 
-__all__ = ["ServiceProcess", "free_port", "wait_for_port"]
+__all__ = ["ServiceProcess", "free_port", "queue_depth", "until", "wait_for_port"]
+
+
+def until(predicate: Callable[[], Any], timeout: float = 20.0, interval: float = 0.05) -> Any:
+    """``predicate()``'s first truthy value, polled every ``interval``; fails after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        assert time.monotonic() < deadline, "condition not reached in time"
+        time.sleep(interval)
+
+
+def queue_depth(sqs: Any, queue_url: str) -> int:
+    """Messages an SQS queue still holds: visible plus in flight."""
+    attrs = sqs.get_queue_attributes(
+        QueueUrl=queue_url,
+        AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
+    )["Attributes"]
+    return int(attrs["ApproximateNumberOfMessages"]) + int(
+        attrs["ApproximateNumberOfMessagesNotVisible"]
+    )
 
 
 @pytest.fixture(scope="session")
