@@ -18,7 +18,8 @@
 #   5b. features        eks values: HPAs, KEDA triggers (SQS queue URLs, stream shards), monitors,
 #                       alerts, dashboards, NetworkPolicies, helm test; monitoring/KEDA without
 #                       their CRDs fail the render; every dashboard/alert metric is exposed by
-#                       some service (the registry of the imported code)
+#                       some service (the registry of the imported code); every metric's name
+#                       and labels follow KUBERNETES.md
 #   6. schema           typos in values are refused (services.ingest.replicaz=2, ...)
 #   7. skaffold/kind    skaffold.yaml: one named module per service (+ pulse-base, operator),
 #                       requires resolve, artifacts/Dockerfiles/sync/profiles agree, the
@@ -26,6 +27,10 @@
 #                       Skaffold would: alone it holds only its workload, together no object
 #                       twice and the same objects as a one-release install (no skaffold
 #                       binary is installable here, so no `skaffold diagnose`)
+#   8. docs             NOTES.txt rendered (dev, eks, a split release) names only real objects,
+#                       the Ingress URLs and next steps; the READMEs' deploy commands name
+#                       existing charts, values files and paths, and agree with the EKS values
+#                       (resource prefix, IRSA role names, Skaffold's ECR repository names)
 # Prints a summary; exits non-zero when any check fails.
 set -uo pipefail
 
@@ -551,7 +556,14 @@ for scenario in ("default", "dev-values", "eks-values"):
         check(has_pdb == (least > 1), f"{where}: PDB must exist exactly when (minimum) replicas > 1")
         role = kinds.get(("ServiceAccount", name), {}).get("metadata", {}).get("annotations", {}).get("eks.amazonaws.com/role-arn")
         if scenario == "eks-values":
-            check(bool(role), f"{scenario}: ServiceAccount/{name} lacks the IRSA role annotation")
+            # a role exactly where k8s/iam has a policy (the services that call AWS), named as
+            # k8s/iam/README.md creates it: arn:aws:iam::<aws.accountId>:role/pulse-<service>
+            eks_values = yaml.safe_load(pathlib.Path("charts/pulse/ci/eks-values.yaml").read_text())
+            want_role = f"arn:aws:iam::{eks_values['aws']['accountId']}:role/pulse-{svc}"
+            if pathlib.Path(f"k8s/iam/{svc}-policy.json").exists():
+                check(role == want_role, f"{scenario}: ServiceAccount/{name} IRSA role {role!r}, want {want_role!r}")
+            else:
+                check(role is None, f"{scenario}: ServiceAccount/{name} has IRSA role {role!r}, but {svc} calls no AWS API (no k8s/iam policy)")
         else:
             check(role is None, f"{scenario}: ServiceAccount/{name} has an IRSA role outside eks")
     if scenario == "dev-values":
@@ -761,6 +773,55 @@ sys.exit(1 if errors else 0)
 PY
 }
 run "dashboard JSON parses; every panel and alert metric is exposed by some service" dashboards_use_real_metrics
+metrics_follow_the_rules() { # ../shared/KUBERNETES.md: prefix, base units, latency histograms, bounded labels
+    [[ -x "$REPO_PY" ]] || { echo "$REPO_PY is missing: run make sync"; return 1; }
+    "$REPO_PY" - <<'PY'
+import importlib, pathlib, pkgutil, re, sys
+from prometheus_client import REGISTRY
+root = pathlib.Path(".")
+pkgs = [("pulse", root / "libs/pulse/src/pulse")] + [
+    (d.name, d) for s in sorted((root / "services").iterdir()) if (s / "src").is_dir()
+    for d in (s / "src").iterdir() if (d / "__init__.py").exists()]
+for name, path in pkgs:
+    importlib.import_module(name)
+    for mod in pkgutil.walk_packages([str(path)], prefix=f"{name}."):
+        if not mod.name.endswith("__main__") and mod.name != "pulse.testing":
+            importlib.import_module(mod.name)
+# ids of payments, users, connections, events, traces or endpoints make unbounded series
+ID_LABELS = {"payment_id", "event_id", "trace_id", "account_id", "user", "user_id", "sub", "connection_id",
+             "endpoint_id", "merchant_id", "message_id", "id", "url", "path", "channel"}
+NOT_BASE = re.compile(r"_(milli|micro|nano)?(seconds_ms|ms|us|ns|milliseconds|microseconds|nanoseconds|minutes|hours|days|kb|mb|gb|kilobytes|megabytes|percent)(_|$)")
+errors, names = [], []
+for collector in list(REGISTRY._collector_to_names):  # prometheus_client keeps no public list
+    name, kind = getattr(collector, "_name", None), getattr(collector, "_type", None)
+    if name is None:
+        continue  # the process, platform and GC collectors prometheus_client registers itself
+    names.append(name)
+    labels = set(getattr(collector, "_labelnames", ()))
+    if not name.startswith("pulse_"):
+        errors.append(f"{name}: not prefixed pulse_")
+    if NOT_BASE.search(name):
+        errors.append(f"{name}: not in base units (seconds, bytes, ratios)")
+    if re.search(r"(duration|latency|_age|_time)", name) and kind in ("histogram", "gauge", "summary") \
+            and not name.endswith(("_seconds", "_timestamp_seconds")):
+        errors.append(f"{name}: a time must be in seconds (…_seconds)")
+    if re.search(r"(duration|latency)", name) and kind != "histogram":
+        errors.append(f"{name}: latency is a histogram, not a {kind}")
+    if labels & ID_LABELS:
+        errors.append(f"{name}: unbounded label(s) {sorted(labels & ID_LABELS)}")
+if "pulse_build" not in names:
+    errors.append("no pulse_build_info")
+for want in ("pulse_http_request_duration_seconds", "pulse_message_processing_duration_seconds", "pulse_message_age_seconds",
+             "pulse_stage_received", "pulse_stage_in_progress", "pulse_stage_processed",
+             "pulse_stage_last_processed_timestamp_seconds", "pulse_stream_iterator_age_seconds",
+             "pulse_ws_connections", "pulse_ws_messages_sent"):
+    if want not in names:
+        errors.append(f"KUBERNETES.md's {want} is not registered")
+print("\n".join(errors) or f"{len(names)} pulse_ metrics: prefix, base units, latency histograms, bounded labels")
+sys.exit(1 if errors else 0)
+PY
+}
+run "metric names follow KUBERNETES.md (pulse_ prefix, base units, latency histograms, bounded labels)" metrics_follow_the_rules
 helm_test_script_compiles() {
     "$REPO_PY" -c 'import ast, sys; ast.parse(open(sys.argv[1]).read())' "$WORK/helm-test.py" &&
     "$REPO_PY" -c 'from websockets.sync.client import connect; from pulse.auth import issue_token; import inspect
@@ -1094,6 +1155,114 @@ run "skaffold modules together install what one release does (kind profile = dev
 run "skaffold modules together install what one release does (eks profile = eks values)" skaffold_split_matches_single eks eks-values
 validate_skaffold_render() { "$VALIDATE" -k "$KUBE_VERSION" --strict --quiet --no-warn "$WORK/skaffold-$1.yaml"; }
 run "skaffold modules' renders pass kubernetes-validate --strict (kind, eks)" bash -c "$(declare -f validate_skaffold_render); VALIDATE='$VALIDATE' KUBE_VERSION='$KUBE_VERSION' WORK='$WORK'; validate_skaffold_render kind && validate_skaffold_render eks"
+
+# ---- 8. what the user reads: NOTES.txt and the deploy instructions
+# helm template skips NOTES.txt; `helm install --dry-run=client` renders it without a cluster (so
+# without the KEDA and Prometheus Operator CRDs: those features are off for this render).
+notes_name_real_objects() {
+    local no_crds=(--set monitoring.enabled=false --set services.stream-processor.keda.enabled=false
+                   --set services.fraud-worker.keda.enabled=false --set services.notify-worker.keda.enabled=false)
+    for scenario in dev-values eks-values; do
+        "$HELM" install pulse "$CHART" --dry-run=client --namespace pulse -f "$CHART/ci/$scenario.yaml" "${no_crds[@]}" \
+            >"$WORK/notes-$scenario.txt" || return 1
+    done
+    "$HELM" install pulse-ws-gateway "$CHART" --dry-run=client --namespace pulse -f "$CHART/ci/eks-values.yaml" "${no_crds[@]}" \
+        --set instance=pulse --set scope.shared=false --set 'scope.services={ws-gateway}' >"$WORK/notes-split.txt" || return 1
+    "$PY" - "$WORK" <<'PY'
+import pathlib, re, sys
+import yaml
+
+work = pathlib.Path(sys.argv[1])
+errors = []
+for scenario in ("dev-values", "eks-values", "split"):
+    text = (work / f"notes-{scenario}.txt").read_text()
+    notes = text[text.find("NOTES:"):]
+    if not notes:
+        errors.append(f"{scenario}: no NOTES printed"); continue
+    render = "eks-values" if scenario == "split" else scenario
+    objects = {(d["kind"], d["metadata"]["name"]) for d in yaml.safe_load_all((work / f"{render}.yaml").read_text()) if d}
+    for kind, short in (("Service", "svc"), ("Deployment", "deploy")):
+        for name in re.findall(rf"\b{short}/([a-z0-9-]+)", notes):
+            if (kind, name) not in objects:
+                errors.append(f"{scenario}: NOTES names {short}/{name}, which the install does not create")
+    for want in ("pulse token --sub", "helm test pulse", "port-forward svc/pulse-ingest 8080:8080"):
+        if want not in notes:
+            errors.append(f"{scenario}: NOTES do not say {want!r}")
+    if render == "eks-values":
+        values = yaml.safe_load(pathlib.Path("charts/pulse/ci/eks-values.yaml").read_text())
+        shown = {"ingest"} if scenario != "split" else set()
+        shown.add("ws-gateway")
+        for svc in shown:
+            ing = values["services"][svc]["ingress"]
+            scheme = ("wss" if svc == "ws-gateway" else "https") if ing.get("tlsSecretName") else ("ws" if svc == "ws-gateway" else "http")
+            if f"{scheme}://{ing['host']}" not in notes:
+                errors.append(f"{scenario}: NOTES lack {svc}'s Ingress URL {scheme}://{ing['host']}")
+        if "get eventpipelines" not in notes or values["aws"]["resourcePrefix"] not in notes:
+            errors.append(f"{scenario}: NOTES must say the operator's EventPipeline (prefix {values['aws']['resourcePrefix']}) creates the resources")
+    if scenario == "split" and "helm test pulse-ws-gateway" not in notes:
+        errors.append("split: NOTES must name the release that holds the helm test")
+print("\n".join(errors) or "NOTES name only objects the install creates, its Ingress URLs and next steps")
+sys.exit(1 if errors else 0)
+PY
+}
+run "NOTES.txt (dev, eks, split release): real object names, Ingress URLs, token, helm test" notes_name_real_objects
+
+run "deploy docs: every chart, values file and path they name exists; EKS prefix, ECR names and IRSA roles agree" "$PY" - <<'PY'
+import pathlib, re, sys
+import yaml
+
+root = pathlib.Path(".")
+errors = []
+docs = [root / "README.md", root / "k8s/README.md", root / "k8s/iam/README.md",
+        *sorted(root.glob("charts/*/README.md")), *sorted(root.glob("charts/*/templates/NOTES.txt"))]
+path_re = re.compile(r"(?<![\w./-])((?:charts|k8s|services|scripts)/[A-Za-z0-9_./*-]+)")
+for doc in docs:
+    text = doc.read_text()
+    for raw in sorted(set(path_re.findall(text))):
+        path = raw.rstrip(".,:;)")
+        if "*" in path:
+            if not list(root.glob(path)):
+                errors.append(f"{doc}: {path} matches no file")
+        elif not (root / path).exists():
+            errors.append(f"{doc}: {path} does not exist")
+    for chart in re.findall(r"helm (?:upgrade --install|install|template|lint)[^\n]*?\s(charts/[\w-]+)", text):
+        if not (root / chart / "Chart.yaml").exists():
+            errors.append(f"{doc}: helm command on {chart}, which is no chart")
+readme = (root / "README.md").read_text()
+deploy = readme[readme.index("## Deploy"):readme.index("## Operate")]
+eks = yaml.safe_load((root / "charts/pulse/ci/eks-values.yaml").read_text())
+prefix = eks["aws"]["resourcePrefix"]
+# the EventPipeline command: its sed must find the example's resourcePrefix line and set eks' prefix
+m = re.search(r"sed 's/(\^  resourcePrefix: \.\*)/  resourcePrefix: ([^/]+)/' k8s/examples/eventpipeline\.yaml", deploy)
+example = (root / "k8s/examples/eventpipeline.yaml").read_text()
+if not m:
+    errors.append("README Deploy: no `sed ... k8s/examples/eventpipeline.yaml` setting the EKS resourcePrefix")
+else:
+    if m.group(2) != prefix:
+        errors.append(f"README Deploy: the EventPipeline gets resourcePrefix {m.group(2)}, eks-values has {prefix}")
+    if not re.search(r"(?m)^  resourcePrefix: ", example):
+        errors.append("k8s/examples/eventpipeline.yaml: no `  resourcePrefix:` line for the README's sed")
+if f"{yaml.safe_load(example)['metadata']['name']}-outputs" != eks["pipeline"]["outputsConfigMap"]:
+    errors.append("eks-values pipeline.outputsConfigMap is not the example EventPipeline's <name>-outputs")
+iam = (root / "k8s/iam/README.md").read_text()
+if f"PREFIX={prefix}" not in iam or 's/pulse-/$PREFIX/g' not in iam:
+    errors.append(f"k8s/iam/README.md: the policy commands must substitute the resource prefix ({prefix} in eks-values)")
+# Skaffold's names for the images under --default-repo (escape / and . to _), as the README lists them
+images = [a["image"] for c in yaml.safe_load_all((root / "skaffold.yaml").read_text())
+          for a in c.get("build", {}).get("artifacts", [])]
+for image in images:
+    ecr = re.sub(r"[/.]", "_", image)
+    if f"`{ecr}`" not in deploy:
+        errors.append(f"README Deploy: the ECR repository {ecr} (Skaffold's name for {image}) is not listed")
+op = yaml.safe_load((root / "charts/pulse-operator/ci/eks-values.yaml").read_text())
+want_role = f"arn:aws:iam::{eks['aws']['accountId']}:role/pulse-operator"
+if op["serviceAccount"]["annotations"].get("eks.amazonaws.com/role-arn") != want_role:
+    errors.append(f"charts/pulse-operator/ci/eks-values.yaml: IRSA role must be {want_role} (k8s/iam/README.md's name)")
+if not op["image"]["repository"].startswith(eks["global"]["imageRegistry"] + "/"):
+    errors.append("charts/pulse-operator/ci/eks-values.yaml: image not in the same registry as charts/pulse's eks values")
+print("\n".join(errors) or f"{len(docs)} documents: paths exist, prefix {prefix}, {len(images)} ECR names, roles agree")
+sys.exit(1 if errors else 0)
+PY
 
 echo
 echo "k8s-check summary ($(( $(date +%s) - START ))s):"

@@ -6,6 +6,8 @@ The ConfigMap writer is the Kubernetes edge; a recorder stands in for the API se
 
 from __future__ import annotations
 
+import copy
+import datetime as dt
 import json
 import pathlib
 from typing import Any
@@ -42,14 +44,14 @@ def merged(status: dict[str, Any], patch: kopf.Patch) -> dict[str, Any]:
 
 
 async def reconcile(
-    op: PipelineOperator, spec: dict[str, Any], status: dict[str, Any]
+    op: PipelineOperator, spec: dict[str, Any], status: dict[str, Any], generation: int = 1
 ) -> kopf.Patch:
     patch = kopf.Patch()
     await op.reconcile(
         name="p",
         namespace="ns",
         spec=spec,
-        meta={"generation": 1},
+        meta={"generation": generation},
         status=status,
         patch=patch,
         owner=OWNER,
@@ -163,6 +165,78 @@ async def test_reconcile_creates_reports_and_repairs(
     assert (drained.status["oldestMessageAgeSeconds"], drained.status["lag"]) == (0, "0s")
 
 
+def subscription_filter(settings: PulseSettings, topic_arn: str, queue_name: str) -> Any:
+    sns = aws_client("sns", settings)
+    queue_arn = aws_client("sqs", settings).get_queue_attributes(
+        QueueUrl=aws_client("sqs", settings).get_queue_url(QueueName=queue_name)["QueueUrl"],
+        AttributeNames=["QueueArn"],
+    )["Attributes"]["QueueArn"]
+    (sub,) = [
+        s
+        for s in sns.list_subscriptions_by_topic(TopicArn=topic_arn)["Subscriptions"]
+        if s["Endpoint"] == queue_arn
+    ]
+    attrs = sns.get_subscription_attributes(SubscriptionArn=sub["SubscriptionArn"])["Attributes"]
+    return json.loads(attrs["FilterPolicy"])
+
+
+async def test_an_edited_spec_is_applied_and_reported(
+    stack_settings: PulseSettings, stack_prefix: str
+) -> None:
+    """`kubectl edit eventpipeline`: changed queue attributes, a changed filter policy and a new
+    queue reach AWS; the Ready condition and observedGeneration follow the new generation and
+    the outputs ConfigMap gains the new queue."""
+    configmaps = RecordingConfigMaps()
+    op = PipelineOperator(stack_settings, configmaps)
+    spec = pipeline_spec(stack_prefix)
+    status = merged({}, await reconcile(op, spec, {}))
+    p = stack_prefix
+
+    edited = copy.deepcopy(spec)
+    edited["queues"][0]["visibilityTimeout"] = 45
+    edited["queues"][0]["deadLetter"]["maxReceiveCount"] = 3
+    edited["queues"][1]["subscription"]["filterPolicy"] = {"type": ["updated", "created"]}
+    edited["queues"].append(
+        {"queueName": "audit", "subscription": {"filterPolicy": {"type": ["created"]}}}
+    )
+    updated = merged(status, await reconcile(op, edited, status, generation=2))
+
+    sqs = aws_client("sqs", stack_settings)
+    fraud = sqs.get_queue_attributes(
+        QueueUrl=sqs.get_queue_url(QueueName=f"{p}fraud")["QueueUrl"],
+        AttributeNames=["VisibilityTimeout", "RedrivePolicy"],
+    )["Attributes"]
+    assert fraud["VisibilityTimeout"] == "45"
+    assert json.loads(fraud["RedrivePolicy"])["maxReceiveCount"] == 3
+    topic_arn = updated["outputs"]["topicArn"]
+    assert subscription_filter(stack_settings, topic_arn, f"{p}notify") == {
+        "type": ["updated", "created"]
+    }
+    assert {f"{p}audit", f"{p}audit-dlq"} <= queue_names(stack_settings)
+    assert subscription_filter(stack_settings, topic_arn, f"{p}audit") == {"type": ["created"]}
+
+    (ready,) = updated["conditions"]
+    assert (ready["status"], ready["reason"], ready["observedGeneration"]) == (
+        "True",
+        "Reconciled",
+        2,
+    )
+    for change in (
+        f"created queue {p}audit",
+        f"updated queue {p}fraud",
+        f"updated subscription {p}notify: FilterPolicy",
+    ):
+        assert change in ready["message"]
+    # still ready: the transition time is the first reconcile's
+    assert ready["lastTransitionTime"] == status["conditions"][0]["lastTransitionTime"]
+    assert updated["observedGeneration"] == 2
+    assert [q["queueName"] for q in updated["outputs"]["queues"]][-1] == f"{p}audit"
+    assert (
+        configmaps.applied[-1]["data"]["QUEUE_URL_AUDIT"]
+        == (sqs.get_queue_url(QueueName=f"{p}audit")["QueueUrl"])
+    )
+
+
 async def test_invalid_spec_is_a_permanent_error_with_a_condition(
     stack_settings: PulseSettings, stack_prefix: str
 ) -> None:
@@ -228,28 +302,49 @@ async def test_deletion_honours_the_policy(
         )
 
 
+def put_queue_age(
+    settings: PulseSettings, queue_name: str, seconds: float, at: dt.datetime | None = None
+) -> None:
+    """ApproximateAgeOfOldestMessage into the emulator's CloudWatch, as SQS publishes it on AWS."""
+    datum: dict[str, Any] = {
+        "MetricName": "ApproximateAgeOfOldestMessage",
+        "Dimensions": [{"Name": "QueueName", "Value": queue_name}],
+        "Value": seconds,
+        "Unit": "Seconds",
+    }
+    if at is not None:
+        datum["Timestamp"] = at
+    aws_client("cloudwatch", settings).put_metric_data(Namespace="AWS/SQS", MetricData=[datum])
+
+
 async def test_lag_comes_from_cloudwatch_when_it_has_a_datapoint(
     stack_settings: PulseSettings, stack_prefix: str
 ) -> None:
     """A queue holding messages reports CloudWatch's ApproximateAgeOfOldestMessage (here put
-    into the emulator's CloudWatch as SQS would on AWS)."""
+    into the emulator's CloudWatch as SQS would on AWS); a queue holding messages with no
+    recent datapoint makes the pipeline's LAG unknown, never 0."""
     op = PipelineOperator(stack_settings, RecordingConfigMaps())
     spec = pipeline_spec(stack_prefix)
     await reconcile(op, spec, {})
     p = stack_prefix
     sqs = aws_client("sqs", stack_settings)
     sqs.send_message(QueueUrl=sqs.get_queue_url(QueueName=f"{p}fraud")["QueueUrl"], MessageBody="m")
-    aws_client("cloudwatch", stack_settings).put_metric_data(
-        Namespace="AWS/SQS",
-        MetricData=[
-            {
-                "MetricName": "ApproximateAgeOfOldestMessage",
-                "Dimensions": [{"Name": "QueueName", "Value": f"{p}fraud"}],
-                "Value": 125.0,
-                "Unit": "Seconds",
-            }
-        ],
-    )
+    put_queue_age(stack_settings, f"{p}fraud", 125.0)
     patch = kopf.Patch()
     await op.refresh(name="p", spec=spec, meta={"generation": 1}, status={}, patch=patch)
     assert (patch.status["oldestMessageAgeSeconds"], patch.status["lag"]) == (125, "2m5s")
+
+    # notify now holds a message too, and CloudWatch's only figure for it is an hour old:
+    # too stale to stand for the queue now, so its age and the pipeline's LAG are unknown
+    sqs.send_message(
+        QueueUrl=sqs.get_queue_url(QueueName=f"{p}notify")["QueueUrl"], MessageBody="m"
+    )
+    put_queue_age(
+        stack_settings, f"{p}notify", 5.0, at=dt.datetime.now(dt.UTC) - dt.timedelta(hours=1)
+    )
+    patch = kopf.Patch()
+    await op.refresh(name="p", spec=spec, meta={"generation": 1}, status={}, patch=patch)
+    by_queue = {q["queueName"]: q for q in patch.status["queues"]}
+    assert by_queue[f"{p}fraud"]["oldestMessageAgeSeconds"] == 125
+    assert by_queue[f"{p}notify"]["oldestMessageAgeSeconds"] is None
+    assert (patch.status["oldestMessageAgeSeconds"], patch.status["lag"]) == (None, "unknown")
