@@ -17,9 +17,12 @@ read) are left to aiohttp.
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 __all__ = ["LingeringWebSocketResponse"]
 
@@ -65,6 +68,15 @@ class LingeringWebSocketResponse(web.WebSocketResponse):
         super().__init__(**kwargs)
         self._linger = linger
         self.lingering: asyncio.Future[None] | None = None
+        # Called once the response counts as closed, before its close frame is written
+        # (every close path of aiohttp goes through ``_set_closed``), so whoever writes to
+        # the transport directly can stop first.
+        self.on_closed: Callable[[], None] | None = None
+
+    def _set_closed(self) -> None:
+        super()._set_closed()
+        if self.on_closed is not None:
+            self.on_closed()
 
     def _close_transport(self) -> None:
         request = self._req

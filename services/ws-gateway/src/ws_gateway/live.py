@@ -1,9 +1,10 @@
 """Live delivery: one Redis pub/sub connection per process, fanned out to local subscribers.
 
 Each channel has one Redis subscription, reference-counted over the local subscribers: the
-first subscriber subscribes, the last one unsubscribes. A published frame is decoded once
-and the same ``str`` is handed to every subscriber's synchronous :meth:`Subscriber.deliver`,
-which must not block (it queues the frame for the connection's writer).
+first subscriber subscribes, the last one unsubscribes. Published frames are decoded once and
+gathered per channel until the reader has taken every message already received; then each
+channel's frames go to its :class:`~ws_gateway.fanout.ChannelFanout` together, so a burst
+costs one write per connection, not one per frame.
 
 Gap fill: Redis pub/sub drops whatever is published while the connection is down. The hub
 remembers the last offset it delivered per channel; when the pub/sub connection comes back
@@ -18,10 +19,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import deque
-from typing import TYPE_CHECKING, Any, Final, Protocol
+from typing import TYPE_CHECKING, Any, Final
 
 from pulse.logging import get_logger
-from ws_gateway.metrics import GAP_FILLS, REDIS_CHANNELS
+from ws_gateway.fanout import ChannelFanout
+from ws_gateway.metrics import GAP_FILLS, MESSAGES_SENT, REDIS_CHANNELS
 from ws_gateway.offsets import ZERO, StreamId, frame_offset
 from ws_gateway.protocol import subscribed_frame
 
@@ -30,17 +32,13 @@ if TYPE_CHECKING:
     from redis.asyncio.client import PubSub
 
     from pulse.channels import ChannelKeys
+    from ws_gateway.fanout import Subscriber
     from ws_gateway.history import ChannelHistory
 
-__all__ = ["LiveHub", "Subscriber"]
+__all__ = ["LiveHub"]
 
 log = get_logger("ws_gateway.live")
 _RETRY_DELAY_SECONDS: Final = 1.0
-
-
-class Subscriber(Protocol):
-    def deliver(self, channel: str, frame: str) -> None:
-        """Take one live frame; must not block or await."""
 
 
 class LiveHub:
@@ -69,7 +67,9 @@ class LiveHub:
         self._fill_task: asyncio.Task[None] | None = None
         self._subscribe_timeout = subscribe_timeout
         self._ping_interval = ping_interval
-        self._subscribers: dict[str, set[Subscriber]] = {}
+        self._subscribers: dict[str, ChannelFanout] = {}
+        # Frames received during this pass of the event loop, per channel, fanned out at its end.
+        self._due: dict[str, list[str]] = {}
         self._ready: dict[str, asyncio.Future[None]] = {}
         # Futures waiting for Redis to confirm a SUBSCRIBE, per live key, in send order.
         self._confirmations: dict[str, deque[asyncio.Future[None]]] = {}
@@ -104,7 +104,7 @@ class LiveHub:
         """Deliver ``channel``'s live frames to ``subscriber``; returns once Redis listens."""
         subscribers = self._subscribers.get(channel)
         if subscribers is None:
-            subscribers = self._subscribers[channel] = set()
+            subscribers = self._subscribers[channel] = ChannelFanout()
             live_key = self._keys.live(channel)
             ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
             self._ready[channel] = ready
@@ -139,6 +139,13 @@ class LiveHub:
     async def publish(self, channel: str, frame: str) -> None:
         """Publish ``frame`` to the channel's subscribers on every gateway (not stored)."""
         await self._redis.publish(self._keys.live(channel), frame)
+
+    def to_slow(self, subscriber: Subscriber, channels: list[str]) -> None:
+        """Frames of ``channels`` go through ``subscriber.deliver`` until it is plain again."""
+        for channel in channels:
+            fanout = self._subscribers.get(channel)
+            if fanout is not None:
+                fanout.to_slow(subscriber)
 
     async def remove(self, channel: str, subscriber: Subscriber) -> None:
         subscribers = self._subscribers.get(channel)
@@ -180,8 +187,10 @@ class LiveHub:
                 held = self._held.get(channel)
                 if held is not None:
                     held.append(frame)
-                else:
-                    self._publish(channel, frame)
+                    return
+                if not self._due:
+                    asyncio.get_running_loop().call_soon(self._fan_out_due)
+                self._due.setdefault(channel, []).append(frame)
         elif kind == "subscribe":
             live_key = message["channel"].decode()
             waiting = self._confirmations.get(live_key)
@@ -192,16 +201,34 @@ class LiveHub:
                 if not ready.done():
                     ready.set_result(None)
 
-    def _publish(self, channel: str, frame: str) -> None:
-        """Hand ``frame`` to the channel's subscribers unless it is not newer than the last."""
-        offset = frame_offset(frame)
-        if offset is not None:
-            last = self._last.get(channel)
-            if last is not None and offset <= last:
-                return
-            self._last[channel] = offset
-        for subscriber in self._subscribers.get(channel, ()):
-            subscriber.deliver(channel, frame)
+    def _fan_out_due(self) -> None:
+        due, self._due = self._due, {}
+        for channel, frames in due.items():
+            held = self._held.get(channel)
+            if held is not None:  # a gap fill began after these arrived: they wait for it
+                held.extend(frames)
+            else:
+                self._publish(channel, frames)
+
+    def _publish(self, channel: str, frames: list[str]) -> None:
+        """Hand ``frames`` to the channel's subscribers, dropping those not newer than the
+        last delivered (frames without an offset, presence and ephemeral, always go)."""
+        fanout = self._subscribers.get(channel)
+        if fanout is None:
+            return
+        last = self._last.get(channel)
+        fresh = []
+        for frame in frames:
+            offset = frame_offset(frame)
+            if offset is not None:
+                if last is not None and offset <= last:
+                    continue
+                last = offset
+            fresh.append(frame)
+        if last is not None:
+            self._last[channel] = last
+        if fresh:
+            MESSAGES_SENT.inc(fanout.deliver(channel, fresh))
 
     def _on_reconnect(self, _connection: object) -> None:
         # Synchronous part first: hold live frames of every channel until its gap is filled.
@@ -236,22 +263,20 @@ class LiveHub:
             self._epochs[channel] = snapshot.epoch
             self._last[channel] = ZERO
             frame = subscribed_frame(channel, ZERO, recovered=False, epoch=snapshot.epoch)
-            for subscriber in self._subscribers.get(channel, ()):
+            fanout = self._subscribers.get(channel)
+            for subscriber in fanout.everyone() if fanout is not None else ():
                 subscriber.deliver(channel, frame)
             await self._replay(channel, ZERO, snapshot.latest)
         elif last is not None and last < snapshot.latest:
             GAP_FILLS.labels("filled").inc()
             await self._replay(channel, last, snapshot.latest)
-        held = self._held.pop(channel, [])
-        for frame in held:
-            self._publish(channel, frame)
+        self._publish(channel, self._held.pop(channel, []))
 
     async def _replay(self, channel: str, after: StreamId, upto: StreamId) -> None:
         """Deliver the channel's stored events in ``(after, upto]`` to its subscribers."""
         if after < upto:
             async for frames in self._history.frames_between(channel, after, upto):
-                for frame in frames:
-                    self._publish(channel, frame)
+                self._publish(channel, frames)
 
     def _forget_confirmation(self, live_key: str, ready: asyncio.Future[None]) -> None:
         waiting = self._confirmations.get(live_key)

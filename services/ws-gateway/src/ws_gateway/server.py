@@ -73,6 +73,7 @@ if TYPE_CHECKING:
     from aiohttp.abc import AbstractStreamWriter
 
     from pulse.service import Lifecycle
+    from ws_gateway.fanout import DirectWriter
     from ws_gateway.history import ChannelHistory
     from ws_gateway.live import LiveHub
     from ws_gateway.presence import Presence
@@ -120,8 +121,10 @@ class FrameSink(Protocol):
     """Where a connection's frames go: a WebSocket or an SSE stream."""
 
     def write_now(self, frame: str) -> bool:
-        """Take ``frame`` if it can be written without waiting (by the end of this loop pass,
-        in order); False if it was not taken."""
+        """Write ``frame`` at once if it can be written without waiting; False if not."""
+
+    def direct_writer(self) -> DirectWriter | None:
+        """Where frame bytes may be written directly while nothing is buffered; or None."""
 
     async def send(self, frame: str) -> None:
         """Write ``frame``, waiting for the peer to take earlier data first if need be."""
@@ -135,57 +138,20 @@ class FrameSink(Protocol):
         """Drop the connection without a close handshake: the peer is gone."""
 
 
-# The frame bytes of the message being fanned out, shared by every WebSocket connection.
+# The frame bytes of the message being delivered, shared by the connections it goes to.
 _FRAMES: Final = FrameBytes()
-# Frames held for one connection before they are written without waiting for the batch end.
-_CORK_LIMIT: Final = 64
-
-
-class _WriteBatch:
-    """The connections written to during one pass of the event loop, flushed at its end.
-
-    A burst of messages (the pub/sub reader takes every message already received before it
-    waits again) puts several frames on the same connection: they go out in one
-    ``transport.write`` - one system call, which costs far more than the Python around it.
-    A single message costs one write per connection, as without the batch.
-    """
-
-    __slots__ = ("_scheduled", "_sinks")
-
-    def __init__(self) -> None:
-        self._sinks: list[WebSocketSink] = []
-        self._scheduled = False
-
-    def add(self, sink: WebSocketSink) -> None:
-        self._sinks.append(sink)
-        if not self._scheduled:
-            self._scheduled = True
-            asyncio.get_running_loop().call_soon(self.flush)
-
-    def flush(self) -> None:
-        self._scheduled = False
-        sinks, self._sinks = self._sinks, []
-        sent = 0
-        for sink in sinks:
-            sent += sink.flush()
-        if sent:
-            MESSAGES_SENT.inc(sent)
-
-
-_BATCH: Final = _WriteBatch()
 
 
 class WebSocketSink:
     """Writes text frames straight to the connection's transport when it can take them.
 
     aiohttp's writer frames every message again for every connection and makes the caller
-    await; here a fanned-out message is framed once (:class:`FrameBytes`) and written with
-    ``transport.write`` at the end of the loop pass (:class:`_WriteBatch`), while the
-    transport is below its high-water mark. With permessage-deflate negotiated, frames
-    differ per connection, so aiohttp writes them.
+    await; here a message is framed once (:class:`FrameBytes`) and written with
+    ``transport.write`` while the transport is below its high-water mark. With
+    permessage-deflate negotiated, frames differ per connection, so aiohttp writes them.
     """
 
-    __slots__ = ("_corked", "_direct", "_protocol", "_stream", "_transport", "ws")
+    __slots__ = ("_direct", "_protocol", "_stream", "_transport", "ws")
 
     def __init__(
         self, ws: web.WebSocketResponse, request: web.BaseRequest, stream: AbstractStreamWriter
@@ -195,7 +161,6 @@ class WebSocketSink:
         self._transport = request.transport
         self._stream = stream
         self._direct = not ws.compress
-        self._corked: bytes | list[bytes] | None = None  # taken, written at the batch's end
 
     def write_now(self, frame: str) -> bool:
         transport = self._transport
@@ -207,47 +172,31 @@ class WebSocketSink:
             or transport.is_closing()
         ):
             return False
-        # One frame is held as bytes, more as a list: a single message allocates nothing
-        # the garbage collector tracks, so fan-outs never drive it into full collections.
-        corked = self._corked
-        data = _FRAMES.of(frame)
-        if corked is None:
-            self._corked = data
-            _BATCH.add(self)
-        elif isinstance(corked, bytes):
-            self._corked = [corked, data]
-        else:
-            corked.append(data)
-            if len(corked) >= _CORK_LIMIT:
-                MESSAGES_SENT.inc(self.flush())  # and see whether the transport backs up
+        transport.write(_FRAMES.of(frame))
+        MESSAGES_SENT.inc()
         return True
 
-    def flush(self) -> int:
-        """Write the frames held for the batch; how many were written."""
-        corked, self._corked = self._corked, None
+    def direct_writer(self) -> DirectWriter | None:
+        """The transport, while frames may be written to it with nothing in its buffer."""
         transport = self._transport
-        # aiohttp may have sent a close frame meanwhile (answering the client's): no data
-        # frame may follow it.
-        if corked is None or self.ws.closed or transport is None or transport.is_closing():
-            return 0
-        if isinstance(corked, bytes):
-            transport.write(corked)
-            return 1
-        transport.write(b"".join(corked))
-        return len(corked)
+        if (
+            not self._direct
+            or self.ws.closed
+            or transport is None
+            or transport.is_closing()
+            or transport.get_write_buffer_size()
+        ):
+            return None
+        return transport
 
     async def send(self, frame: str) -> None:
-        MESSAGES_SENT.inc(self.flush())  # what was accepted earlier goes first
         if self._direct and self._protocol.writing_paused:
             await self._stream.drain()  # until the transport's buffer is below low water
-        if self.write_now(frame):
-            MESSAGES_SENT.inc(self.flush())
-        else:
+        if not self.write_now(frame):
             await self.ws.send_str(frame)  # compressed, or closed: aiohttp frames it (or raises)
             MESSAGES_SENT.inc()
 
     async def close(self, code: int, reason: str) -> None:
-        MESSAGES_SENT.inc(self.flush())  # frames accepted before the close frame precede it
         await self.ws.close(code=code, message=reason.encode())
 
     def ping(self) -> None:
@@ -257,7 +206,6 @@ class WebSocketSink:
 
     def abort(self) -> None:
         # The handler's receive loop sees the connection end and releases everything.
-        self._corked = None
         if self._transport is not None:
             self._transport.close()
 
@@ -272,6 +220,9 @@ class SseSink:
 
     def write_now(self, _frame: str) -> bool:
         return False  # every SSE message goes through the response's own writer
+
+    def direct_writer(self) -> None:
+        return None
 
     def ping(self) -> None:
         pass  # SSE has comment lines for keepalive
@@ -311,12 +262,18 @@ class ClientConnection:
     backlog, which one short-lived task drains in order; while the backlog is not empty
     every frame joins it, so none overtakes another. A backlog longer than the limit means
     the client cannot keep up: it is closed with 4008, and the others never wait for it.
+
+    While none of that applies to a channel's live frames (see :meth:`direct_writer`), the
+    channel's fan-out writes them to the transport itself (:mod:`ws_gateway.fanout`); the
+    connection takes itself out of that lane (:meth:`leave_direct`) the moment it gets a
+    backlog or starts closing.
     """
 
     __slots__ = (
         "_backlog",
         "_close_task",
         "_drainer",
+        "_hub",
         "_limit",
         "_room",
         "closing",
@@ -332,9 +289,16 @@ class ClientConnection:
     )
 
     def __init__(
-        self, sink: FrameSink, session: Session, *, queue_size: int, conn_id: str = ""
+        self,
+        sink: FrameSink,
+        session: Session,
+        *,
+        hub: LiveHub,
+        queue_size: int,
+        conn_id: str = "",
     ) -> None:
         self.conn_id = conn_id
+        self._hub = hub
         self.sink = sink
         self.session = session
         self.closing = False
@@ -364,6 +328,17 @@ class ClientConnection:
         if out is not None:
             self.send_nowait(out)
 
+    def direct_writer(self, channel: str) -> DirectWriter | None:
+        """The transport, if ``channel``'s live frames may now bypass :meth:`deliver`: the
+        connection is open with nothing waiting, and the channel is live past its replay."""
+        if self.closing or self._backlog is not None or not self.session.is_live(channel):
+            return None
+        return self.sink.direct_writer()
+
+    def leave_direct(self) -> None:
+        """Every channel's live frames come through :meth:`deliver` again."""
+        self._hub.to_slow(self, self.session.channels)
+
     def send_nowait(self, frame: str) -> None:
         if self.closing:
             return
@@ -372,6 +347,7 @@ class ClientConnection:
             if self.sink.write_now(frame):
                 return
             backlog = self._backlog = deque()
+            self.leave_direct()  # no live frame may overtake the backlog
         elif len(backlog) >= self._limit:
             self.close_slow_consumer()
             return
@@ -415,8 +391,7 @@ class ClientConnection:
         if not self.closing:
             CLIENT_CLOSES.labels(str(CLOSE_ABNORMAL)).inc()
             log.info("dropping unresponsive client", sub=self.session.claims.sub)
-            self.closing = True
-            self._wake_sender()
+            self._stop()
             self.sink.abort()
 
     def close_slow_consumer(self) -> None:
@@ -429,8 +404,7 @@ class ClientConnection:
         if self._close_task is not None:
             return
         CLIENT_CLOSES.labels(str(code)).inc()
-        self.closing = True
-        self._wake_sender()
+        self._stop()
         self._close_task = asyncio.create_task(self._close(code, reason))
 
     async def wait_closed(self) -> None:
@@ -439,9 +413,16 @@ class ClientConnection:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._close_task
 
+    def _stop(self) -> None:
+        """No more frames: the connection is closing."""
+        if not self.closing:
+            self.closing = True
+            self.leave_direct()
+        self._wake_sender()
+
     async def stop_writing(self) -> None:
         """Drop the backlog and wait for its drainer to end (the connection is going)."""
-        self.closing = True
+        self._stop()
         drainer = self._drainer
         if drainer is not None:
             drainer.cancel()
@@ -622,6 +603,7 @@ class Gateway:
         )
         stream = await ws.prepare(request)
         client = self._client(WebSocketSink(ws, request, stream), claims)
+        ws.on_closed = client.leave_direct  # aiohttp closing by itself (the client's close)
         # try/finally rather than context managers: no generator objects per connection.
         self._open(client)
         try:
@@ -673,6 +655,7 @@ class Gateway:
         return ClientConnection(
             sink,
             session,
+            hub=self.hub,
             queue_size=self.settings.send_queue_size,
             conn_id=f"{self._instance}-{next(self._next_conn)}",
         )

@@ -77,6 +77,11 @@ class Session:
         buffered, state.buffer = state.buffer, []
         return [f for f in buffered if self._passes_floor(state, f)]
 
+    def is_live(self, channel: str) -> bool:
+        """Subscribed, past the replay, and past its floor: every live frame goes out."""
+        state = self._channels.get(channel)
+        return state is not None and not state.pending and state.floor is None
+
     def unsubscribe(self, channel: str) -> bool:
         """Forget ``channel``; False if it was not subscribed."""
         return self._channels.pop(channel, None) is not None

@@ -1,0 +1,144 @@
+"""One channel's local subscribers, and the two ways a live frame reaches them.
+
+A fan-out to thousands of connections is dominated by what it does per connection. Most
+subscribers are in the plain state: a WebSocket without compression whose channel is live
+(its history replay is joined), with nothing waiting to be written. For those the frame
+bytes are the same on every connection (server frames are not masked), so the *direct
+lane* keeps each one's transport and the fan-out is one ``transport.write`` per connection,
+touching nothing else of it.
+
+Every other subscriber is in the *slow lane* and gets each frame through
+:meth:`Subscriber.deliver`, which applies the connection's rules (replay buffering, the
+offset floor, presence opt-in, its backlog). After a delivery the fan-out asks the
+subscriber for its :meth:`Subscriber.direct_writer`; one that is plain again moves to the
+direct lane. A direct subscriber leaves it when a write leaves bytes in its transport's
+buffer (the client is not keeping up: its own rules take over) or when it says so
+(:meth:`ChannelFanout.to_slow`: closing, a backlog, unsubscribing).
+
+Presence frames go to the subscribers that asked for them, so they always take the slow
+lane, in order with the frames around them.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Protocol
+
+from ws_gateway.protocol import PRESENCE_FRAME_PREFIX
+from ws_gateway.wire import text_frame
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable
+
+__all__ = ["ChannelFanout", "DirectWriter", "Subscriber"]
+
+
+class DirectWriter(Protocol):
+    """What the direct lane needs of a transport (asyncio's and uvloop's have both)."""
+
+    def write(self, data: bytes) -> None: ...
+
+    def get_write_buffer_size(self) -> int: ...
+
+
+class Subscriber(Protocol):
+    def deliver(self, channel: str, frame: str) -> None:
+        """Take one live frame; must not block or await."""
+
+    def direct_writer(self, channel: str) -> DirectWriter | None:
+        """The transport to write ``channel``'s later live frames to, as text-frame bytes,
+        if nothing of this subscriber's rules applies to them any more; else None."""
+
+
+class ChannelFanout:
+    """The local subscribers of one channel, each in the direct or the slow lane."""
+
+    __slots__ = ("_direct", "_slow")
+
+    def __init__(self) -> None:
+        self._direct: dict[Subscriber, DirectWriter] = {}
+        self._slow: set[Subscriber] = set()
+
+    def __len__(self) -> int:
+        return len(self._direct) + len(self._slow)
+
+    def __contains__(self, subscriber: object) -> bool:
+        return subscriber in self._slow or subscriber in self._direct
+
+    @property
+    def direct_count(self) -> int:
+        return len(self._direct)
+
+    def everyone(self) -> list[Subscriber]:
+        return [*self._direct, *self._slow]
+
+    def add(self, subscriber: Subscriber) -> None:
+        """A new subscriber starts in the slow lane (its replay is not joined yet)."""
+        if subscriber not in self._direct:
+            self._slow.add(subscriber)
+
+    def discard(self, subscriber: Subscriber) -> None:
+        self._slow.discard(subscriber)
+        self._direct.pop(subscriber, None)
+
+    def to_slow(self, subscriber: Subscriber) -> None:
+        """Frames for ``subscriber`` go through :meth:`Subscriber.deliver` from now on."""
+        if self._direct.pop(subscriber, None) is not None:
+            self._slow.add(subscriber)
+
+    def deliver(self, channel: str, frames: Iterable[str]) -> int:
+        """Hand ``frames`` (in order) to every subscriber; the frames written directly."""
+        written = 0
+        run: list[str] = []
+        for frame in frames:
+            if frame.startswith(PRESENCE_FRAME_PREFIX):
+                written += self._deliver_run(channel, run)
+                run = []
+                for subscriber in self.everyone():
+                    subscriber.deliver(channel, frame)
+            else:
+                run.append(frame)
+        return written + self._deliver_run(channel, run)
+
+    def _deliver_run(self, channel: str, frames: list[str]) -> int:
+        if not frames:
+            return 0
+        # Taken first: a subscriber that falls behind during the direct writes has these
+        # frames already and joins the slow lane for the next ones.
+        slow = list(self._slow)
+        written = self._write_direct(frames) if self._direct else 0
+        if slow:
+            self._deliver_slow(channel, frames, slow)
+        return written
+
+    def _write_direct(self, frames: list[str]) -> int:
+        """One write of every frame's bytes per direct subscriber; how many frames went out."""
+        direct = self._direct
+        data = (
+            text_frame(frames[0].encode())
+            if len(frames) == 1
+            else b"".join([text_frame(f.encode()) for f in frames])
+        )
+        behind: list[Subscriber] = []
+        lost = 0
+        for subscriber, writer in direct.items():
+            try:
+                writer.write(data)
+                if writer.get_write_buffer_size():
+                    behind.append(subscriber)  # the kernel did not take it all
+            except RuntimeError:  # the transport closed under us
+                behind.append(subscriber)
+                lost += 1
+        written = (len(direct) - lost) * len(frames)
+        for subscriber in behind:
+            self.to_slow(subscriber)
+        return written
+
+    def _deliver_slow(self, channel: str, frames: list[str], slow: list[Subscriber]) -> None:
+        """Each frame through each slow subscriber's rules; the plain ones change lanes."""
+        for subscriber in slow:
+            for frame in frames:
+                subscriber.deliver(channel, frame)
+            writer = subscriber.direct_writer(channel)
+            if writer is not None and subscriber in self._slow:
+                self._slow.discard(subscriber)
+                self._direct[subscriber] = writer
