@@ -206,13 +206,18 @@ async def _measure(  # noqa: PLR0915
             f"fan-out: CPU for {FANOUT_EVENTS * held} frames: gateway {_cpu_s(pid) - cpu0:.2f} s,"
             f" client processes {_clients_cpu(clients) - ccpu0:.2f} s"
         )
-        lat = [x for r in await _all(clients, "latency", channel=STATS) for x in r["latencies"]]
+        replies = await _all(clients, "latency", channel=STATS)
+        lat = [x for r in replies for x in r["latencies"]]
+        read = [x for r in replies for x in r["read_latencies"]]
         print(
             f"fan-out: {FANOUT_EVENTS} events to {held} subscribers, {len(lat)} of "
-            f"{FANOUT_EVENTS * held} deliveries seen, max {max(lat, default=0):.0f} ms"
+            f"{FANOUT_EVENTS * held} deliveries seen, max {max(lat, default=0):.0f} ms to arrive,"
+            f" {max(read, default=0):.0f} ms until read"
         )
         figures["gateway.fanout_p50_ms"] = percentile(lat, 50)
         figures["gateway.fanout_p99_ms"] = percentile(lat, 99)
+        figures["gateway.fanout_read_p50_ms"] = percentile(read, 50)
+        figures["gateway.fanout_read_p99_ms"] = percentile(read, 99)
 
         # Sustained deliveries: THROUGHPUT_EVENTS appended at once to a channel held by
         # THROUGHPUT_SUBSCRIBERS of the connections.

@@ -2,7 +2,8 @@
 
 Reads one JSON command per line on stdin, answers one JSON line on stdout:
   {"cmd":"open","n":N,"channel":C}        open N connections subscribed to C
-  {"cmd":"latency","channel":C}            receive - append ms of each event on C since last call
+  {"cmd":"latency","channel":C}            ms from the append to each event's arrival (kernel
+                                           receive stamp) and to its read, on C since last call
   {"cmd":"sub","n":N,"channel":C}          subscribe the first N open connections to C too
   {"cmd":"tally","channel":C}              deliveries on C and the last receipt time
   {"cmd":"recon_open","n":N,"channel":C}   N more connections on C that track offset + epoch
@@ -21,10 +22,12 @@ import contextlib
 import os
 import random
 import resource
+import select
+import socket
 import struct
 import sys
 import time
-from typing import Any, cast
+from typing import Any
 from urllib.parse import urlsplit
 
 import orjson
@@ -71,47 +74,122 @@ def _client_frame(opcode: int, payload: bytes) -> bytes:
     return header + mask + masked
 
 
-class RawWs(asyncio.Protocol):
-    """A minimal WebSocket client for holding many connections cheaply.
+# Linux: SO_TIMESTAMPNS asks the kernel to stamp each received segment with the wall-clock
+# time it arrived (the socket module has no name for it); recvmsg returns the stamp of the
+# last segment read as SCM_TIMESTAMPNS (same number) ancillary data.
+SO_TIMESTAMPNS = 35
+_TIMESPEC = struct.Struct("@qq")
+_ANCILLARY = socket.CMSG_SPACE(_TIMESPEC.size)
+# The load connections' sockets are read in batches this often (see Pool.poll_forever).
+READ_INTERVAL_S = 0.002
+
+
+class RawWs:
+    """A minimal WebSocket client over a non-blocking socket, for holding many connections
+    cheaply.
 
     The load clients must not be the bottleneck of what they measure: 10,000 connections
-    in three processes on a small machine, each frame timed when it is read. The
-    websockets library costs a task wake-up and a few layers per frame; this protocol parses
-    server frames (never masked, never fragmented by the gateway) in ``data_received`` and
-    hands text payloads to the pool with the receipt time taken once per read. It answers
-    pings and close frames; it sends only small masked text frames."""
+    in three processes on a small machine. The websockets library costs a task wake-up and
+    a few layers per frame; this reads the socket itself when it is readable and parses
+    server frames (never masked, never fragmented by the gateway) in place. Each read
+    carries two times: when the kernel received the bytes (``SO_TIMESTAMPNS``: the moment
+    the gateway's write reached this client, whatever this process was busy with) and when
+    this process read them. It answers pings and close frames; it sends only small masked
+    text frames. Its socket is read by the pool's poller, not the event loop."""
 
-    def __init__(self, pool: Pool, request: bytes) -> None:
+    def __init__(self, pool: Pool, sock: socket.socket) -> None:
         self.pool = pool
-        self.request = request
-        self.transport: asyncio.Transport | None = None
-        self.upgraded: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.sock = sock
+        self.loop = asyncio.get_running_loop()
+        self.upgraded: asyncio.Future[None] = self.loop.create_future()
         self.buf = b""
+        self.out = b""  # what the socket did not take yet (rare: client frames are small)
         self.handshake_done = False
         self.replies: asyncio.Queue[dict[str, Any]] | None = None
         self.closed = False
 
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = cast("asyncio.Transport", transport)  # uvloop's is not a subclass
-        self.transport.write(self.request)
+    @classmethod
+    async def connect(cls, pool: Pool, host: str, port: int, request: bytes) -> RawWs:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setblocking(False)  # noqa: FBT003 - the socket API
+        sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
+        loop = asyncio.get_running_loop()
+        try:
+            await loop.sock_connect(sock, (host, port))
+        except OSError:
+            sock.close()
+            raise
+        conn = cls(pool, sock)
+        pool.watch(conn)
+        conn._send(request)
+        await asyncio.wait_for(conn.upgraded, 60)
+        return conn
 
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.closed = True
+    def close(self) -> None:
+        if not self.closed:
+            self.closed = True
+            self.pool.unwatch(self)
+            if self.out:
+                self.loop.remove_writer(self.sock.fileno())
+            self.sock.close()
         if not self.upgraded.done():
-            self.upgraded.set_exception(ConnectionError(f"closed during handshake: {exc}"))
+            self.upgraded.set_exception(ConnectionError("closed during handshake"))
+
+    def _send(self, data: bytes) -> None:
+        if self.closed:
+            return
+        if self.out:
+            self.out += data
+            return
+        try:
+            sent = self.sock.send(data)
+        except BlockingIOError:
+            sent = 0
+        except OSError:
+            self.close()
+            return
+        if sent < len(data):
+            self.out = data[sent:]
+            self.loop.add_writer(self.sock.fileno(), self._writable)
+
+    def _writable(self) -> None:
+        try:
+            sent = self.sock.send(self.out)
+        except BlockingIOError:
+            return
+        except OSError:
+            self.close()
+            return
+        self.out = self.out[sent:]
+        if not self.out:
+            self.loop.remove_writer(self.sock.fileno())
 
     def send_text(self, text: str) -> None:
-        if self.transport is not None and not self.closed:
-            self.transport.write(_client_frame(0x1, text.encode()))
+        self._send(_client_frame(0x1, text.encode()))
 
-    def data_received(self, data: bytes) -> None:
+    def readable(self) -> None:
+        try:
+            data, ancillary, _flags, _addr = self.sock.recvmsg(1 << 16, _ANCILLARY)
+        except BlockingIOError:
+            return
+        except OSError:
+            self.close()
+            return
+        if not data:
+            self.close()
+            return
         now = time.time()
+        arrived = now
+        for level, kind, stamp in ancillary:
+            if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS:
+                sec, nsec = _TIMESPEC.unpack(stamp)
+                arrived = sec + nsec / 1e9
         buf = self.buf + data if self.buf else data
         if not self.handshake_done:
             buf = self._handshake(buf)
             if not self.handshake_done:
                 return
-        self.buf = self._frames(buf, now)
+        self.buf = self._frames(buf, arrived, now)
 
     def _handshake(self, buf: bytes) -> bytes:
         """The bytes after the 101 response, once it is whole."""
@@ -122,14 +200,13 @@ class RawWs(asyncio.Protocol):
         status = buf[: buf.find(b"\r\n")]
         if b" 101 " not in status:
             self.upgraded.set_exception(ConnectionError(status.decode(errors="replace")))
-            assert self.transport is not None
-            self.transport.close()
+            self.close()
             return b""
         self.handshake_done = True
         self.upgraded.set_result(None)
         return buf[end + 4 :]
 
-    def _frames(self, buf: bytes, now: float) -> bytes:
+    def _frames(self, buf: bytes, arrived: float, now: float) -> bytes:
         """Handle every whole frame in ``buf``; the incomplete rest."""
         pos, size = 0, len(buf)
         while size - pos >= 2:
@@ -146,12 +223,12 @@ class RawWs(asyncio.Protocol):
             pos = end
             opcode = b0 & 0x0F
             if opcode == 0x1:
-                self.pool.on_text(self, payload, now)
-            elif opcode in (0x8, 0x9) and self.transport is not None:
+                self.pool.on_text(self, payload, arrived, now)
+            elif opcode in (0x8, 0x9):
                 # ping -> pong with its payload; close -> close echoing the code (the
                 # server then closes the TCP connection)
                 reply = (0xA, payload) if opcode == 0x9 else (0x8, payload[:2])
-                self.transport.write(_client_frame(*reply))
+                self._send(_client_frame(*reply))
         return buf[pos:] if pos < size else b""
 
     async def request_reply(self, text: str) -> dict[str, Any]:
@@ -175,7 +252,10 @@ class Pool:
             "Connection: Upgrade\r\nSec-WebSocket-Version: 13\r\n"
         )
         self.conns: list[RawWs] = []
+        # Per channel, ms from the publisher's clock to the kernel's arrival stamp, and to
+        # the moment this process read the frame.
         self.latencies: dict[str, list[float]] = {}
+        self.read_latencies: dict[str, list[float]] = {}
         self.tally: dict[str, int] = {}
         self.last_receipt: dict[str, float] = {}
         self.recon: list[Recon] = []
@@ -184,14 +264,39 @@ class Pool:
         self.subscribed: dict[str, int] = {}
         self.sub_attempts: dict[int, int] = {}
         self.pending: set[asyncio.Task[None]] = set()
+        self.epoll = select.epoll()
+        self.watched: dict[int, RawWs] = {}
+
+    def watch(self, conn: RawWs) -> None:
+        fd = conn.sock.fileno()
+        self.watched[fd] = conn
+        self.epoll.register(fd, select.EPOLLIN)
+
+    def unwatch(self, conn: RawWs) -> None:
+        fd = conn.sock.fileno()
+        if self.watched.pop(fd, None) is not None:
+            self.epoll.unregister(fd)
+
+    async def poll_forever(self) -> None:
+        """Read every readable load connection, then sleep READ_INTERVAL_S, forever.
+
+        The clients stand in for browsers on other machines, whose wake-ups cost the gateway
+        nothing. Here they share its two cores: a process sleeping in the event loop's
+        epoll on these sockets would be woken by the gateway's every write, charging the
+        wake-up to the gateway's send and taking the CPU it fans out on. Reading in batches
+        keeps the clients' share small; the kernel's arrival stamps keep the latencies exact.
+        """
+        while True:
+            for fd, _events in self.epoll.poll(0):
+                conn = self.watched.get(fd)
+                if conn is not None:
+                    conn.readable()
+            await asyncio.sleep(READ_INTERVAL_S)
 
     async def _connect(self) -> RawWs:
         key = base64.b64encode(os.urandom(16)).decode()
         request = f"{self.request_head}Sec-WebSocket-Key: {key}\r\n\r\n".encode()
-        loop = asyncio.get_running_loop()
-        _, conn = await loop.create_connection(lambda: RawWs(self, request), self.host, self.port)
-        await asyncio.wait_for(conn.upgraded, 60)
-        return conn
+        return await RawWs.connect(self, self.host, self.port, request)
 
     async def _connect_retrying(self) -> RawWs:
         """Connect as a real client does: a connection reset (the listen queue overflowed
@@ -213,8 +318,7 @@ class Pool:
                 if reply.get("op") == "subscribed":
                     break
                 if reply.get("code") != "unavailable":
-                    assert conn.transport is not None
-                    conn.transport.close()
+                    conn.close()
                     raise RuntimeError(f"subscribe refused: {reply}")
                 self.retries += 1
                 await asyncio.sleep(_backoff(attempt))
@@ -234,7 +338,7 @@ class Pool:
             "reconnects": self.reconnects,
         }
 
-    def on_text(self, conn: RawWs, payload: bytes, now: float) -> None:
+    def on_text(self, conn: RawWs, payload: bytes, arrived: float, now: float) -> None:
         frame = orjson.loads(payload)
         if frame.get("op") != "event":
             if conn.replies is not None:
@@ -246,7 +350,8 @@ class Pool:
         self.tally[channel] = self.tally.get(channel, 0) + 1
         self.last_receipt[channel] = now
         sent = frame["event"]["data"]["t"]
-        self.latencies.setdefault(channel, []).append((now - sent) * 1000)
+        self.latencies.setdefault(channel, []).append((arrived - sent) * 1000)
+        self.read_latencies.setdefault(channel, []).append((now - sent) * 1000)
 
     def _control(self, conn: RawWs, frame: dict[str, Any]) -> None:
         """A `subscribed` or error frame for a `sub` command."""
@@ -375,7 +480,10 @@ async def handle(pool: Pool, cmd: dict[str, Any]) -> dict[str, Any]:  # noqa: PL
     if name == "open":
         return await pool.open(cmd["n"], cmd["channel"])
     if name == "latency":
-        return {"latencies": pool.latencies.pop(cmd["channel"], [])}
+        return {
+            "latencies": pool.latencies.pop(cmd["channel"], []),
+            "read_latencies": pool.read_latencies.pop(cmd["channel"], []),
+        }
     if name == "sub":
         return await pool.sub(cmd["n"], cmd["channel"])
     if name == "tally":
@@ -395,6 +503,7 @@ async def main(url: str) -> None:
     _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     pool = Pool(url)
+    poller = asyncio.create_task(pool.poll_forever())
     loop = asyncio.get_running_loop()
     reader = asyncio.StreamReader()
     await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
@@ -408,6 +517,7 @@ async def main(url: str) -> None:
             reply = {"error": repr(exc)}
         sys.stdout.buffer.write(orjson.dumps(reply) + b"\n")
         sys.stdout.flush()
+    poller.cancel()
     # The parent ends this process; the kernel closes the sockets.
 
 
