@@ -328,9 +328,10 @@ def bench_gateway() -> dict[str, float]:
     url = f"ws://127.0.0.1:{port}/ws?token={token}"
     print(
         f"setup: one ws-gateway process, {CLIENT_PROCESSES} client processes (a minimal "
-        "WebSocket protocol on uvloop, each frame timed when read; the websockets library for "
+        "WebSocket protocol over sockets read in 2 ms batches; the websockets library for "
         f"the reconnecting clients); {CONNECTIONS} connections on `stats`; fan-out latency = "
-        "receipt time - the publisher's time just before the append, over "
+        "the kernel's arrival stamp at the client socket (read latency: when the client read "
+        "it) - the publisher's time just before the append, over "
         f"{FANOUT_EVENTS} events, each once the last reached every client; "
         f"{THROUGHPUT_EVENTS} events at once to "
         f"{THROUGHPUT_SUBSCRIBERS} subscribers; {RECONNECT_CLIENTS} clients reconnecting "
