@@ -704,18 +704,10 @@ run "keda.enabled without KEDA's CRDs fails the render" refuses_without_crds ser
 
 REPO_PY="$ROOT/.venv/bin/python"
 metric_names() { "$REPO_PY" - <<'PY'
-import importlib, pathlib, pkgutil, sys
-from prometheus_client import REGISTRY
-root = pathlib.Path(".")
-pkgs = [("pulse", root / "libs/pulse/src/pulse")] + [
-    (d.name, d) for s in sorted((root / "services").iterdir()) if (s / "src").is_dir()
-    for d in (s / "src").iterdir() if (d / "__init__.py").exists()]
-for name, path in pkgs:
-    importlib.import_module(name)
-    for mod in pkgutil.walk_packages([str(path)], prefix=f"{name}."):
-        if mod.name.endswith("__main__") or mod.name == "pulse.testing":
-            continue
-        importlib.import_module(mod.name)
+import sys
+sys.path.insert(0, "scripts")
+from metric_registry import REGISTRY, load_every_metric
+load_every_metric()
 SUFFIXES = {"counter": ["_total"], "histogram": ["_bucket", "_count", "_sum"], "summary": ["_count", "_sum"],
             "info": ["_info"], "gauge": [""], "stateset": [""], "enum": [""], "unknown": [""]}
 names = set()
@@ -776,17 +768,10 @@ run "dashboard JSON parses; every panel and alert metric is exposed by some serv
 metrics_follow_the_rules() { # ../shared/KUBERNETES.md: prefix, base units, latency histograms, bounded labels
     [[ -x "$REPO_PY" ]] || { echo "$REPO_PY is missing: run make sync"; return 1; }
     "$REPO_PY" - <<'PY'
-import importlib, pathlib, pkgutil, re, sys
-from prometheus_client import REGISTRY
-root = pathlib.Path(".")
-pkgs = [("pulse", root / "libs/pulse/src/pulse")] + [
-    (d.name, d) for s in sorted((root / "services").iterdir()) if (s / "src").is_dir()
-    for d in (s / "src").iterdir() if (d / "__init__.py").exists()]
-for name, path in pkgs:
-    importlib.import_module(name)
-    for mod in pkgutil.walk_packages([str(path)], prefix=f"{name}."):
-        if not mod.name.endswith("__main__") and mod.name != "pulse.testing":
-            importlib.import_module(mod.name)
+import re, sys
+sys.path.insert(0, "scripts")
+from metric_registry import REGISTRY, load_every_metric
+load_every_metric()
 # ids of payments, users, connections, events, traces or endpoints make unbounded series
 ID_LABELS = {"payment_id", "event_id", "trace_id", "account_id", "user", "user_id", "sub", "connection_id",
              "endpoint_id", "merchant_id", "message_id", "id", "url", "path", "channel"}
