@@ -111,6 +111,31 @@ async def test_counters_move_with_the_append_exactly_once(
     await client.aclose()
 
 
+async def test_increments_of_one_hash_add_up_exactly_and_its_last_expiry_holds(
+    redis_url: str, stack_prefix: str
+) -> None:
+    client = aioredis.Redis.from_url(redis_url)
+    prefix = f"pulse:{stack_prefix}"
+    publisher = ChannelPublisher(client, prefix)
+    totals, minute = f"{prefix}stats:totals", f"{prefix}stats:minute:1"
+    big = 2**62  # far beyond the integers a Lua number holds exactly
+    counters = [
+        CounterIncrement(totals, "n", 1),
+        CounterIncrement(minute, "n", 2, ttl_seconds=3600),
+        CounterIncrement(totals, "n", 2),
+        CounterIncrement(totals, "amount", big),
+        CounterIncrement(totals, "amount", -1),
+        CounterIncrement(minute, "m", 1, ttl_seconds=120),
+    ]
+    event = new_event(type=PAYMENT_CREATED, source="/t", data={})
+    await publisher.append(event, ["payments"], counters=counters)
+    assert await client.hgetall(totals) == {b"n": b"3", b"amount": str(big - 1).encode()}
+    assert await client.hgetall(minute) == {b"n": b"2", b"m": b"1"}
+    assert 0 < await client.ttl(minute) <= 120  # set after each increment: the last one holds
+    assert await client.ttl(totals) == -1
+    await client.aclose()
+
+
 async def test_counters_alone_are_guarded_too(redis_url: str, stack_prefix: str) -> None:
     client = aioredis.Redis.from_url(redis_url)
     prefix = f"pulse:{stack_prefix}"

@@ -1,5 +1,9 @@
+import uuid
+
 import orjson
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from pulse.events import PAYMENT_CREATED, CloudEvent, new_event, new_traceparent, stable_event_id
@@ -9,6 +13,12 @@ def test_stable_ids_depend_only_on_their_parts() -> None:
     assert stable_event_id("rec-1") == stable_event_id("rec-1")
     assert stable_event_id("rec-1") != stable_event_id("rec-2")
     assert stable_event_id("rec-1", "decision") != stable_event_id("rec-1")
+
+
+@given(st.lists(st.text(), min_size=1, max_size=3))
+def test_stable_ids_are_the_version_5_uuids_of_their_parts(parts: list[str]) -> None:
+    namespace = uuid.UUID("6f1c9c1e-8d55-4c0b-9a7e-5b0f3c2d4e11")  # ids already issued
+    assert stable_event_id(*parts) == str(uuid.uuid5(namespace, "/".join(parts)))
 
 
 def test_envelope_is_cloudevents_structured_json() -> None:

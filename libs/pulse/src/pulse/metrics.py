@@ -58,25 +58,40 @@ _LAST_PROCESSED = Gauge(
 
 
 class StageMetrics:
-    """The RED metrics of one pipeline stage (``stream``, ``fraud``, ``notify`` …)."""
+    """The RED metrics of one pipeline stage (``stream``, ``fraud``, ``notify`` …).
+
+    The labelled series are looked up once, here: ``labels()`` takes a lock and a dict
+    lookup on every call, and a stage records several series per message.
+    """
+
+    OUTCOMES = ("success", "retry", "dlq")
 
     def __init__(self, stage: str) -> None:
         self.stage = stage
         self.received = _RECEIVED.labels(stage)
         self.in_progress = _IN_PROGRESS.labels(stage)
         self._last = _LAST_PROCESSED.labels(stage)
-        for outcome in ("success", "retry", "dlq"):
-            _PROCESSED.labels(stage, outcome)
+        self._age = MESSAGE_AGE.labels(stage)
+        self._processed = {outcome: _PROCESSED.labels(stage, outcome) for outcome in self.OUTCOMES}
+        self._durations = {
+            outcome: MESSAGE_PROCESSING_DURATION.labels(stage, outcome) for outcome in self.OUTCOMES
+        }
 
-    def observe(self, outcome: str, seconds: float) -> None:
-        """Record one message handled with ``outcome`` (success, retry or dlq)."""
-        _PROCESSED.labels(self.stage, outcome).inc()
-        MESSAGE_PROCESSING_DURATION.labels(self.stage, outcome).observe(seconds)
-        if outcome == "success":
+    def observe(self, outcome: str, seconds: float, count: int = 1) -> None:
+        """Record ``count`` messages handled with ``outcome`` (success, retry or dlq), each
+        in ``seconds``."""
+        processed = self._processed.get(outcome) or _PROCESSED.labels(self.stage, outcome)
+        duration = self._durations.get(outcome) or MESSAGE_PROCESSING_DURATION.labels(
+            self.stage, outcome
+        )
+        processed.inc(count)
+        for _ in range(count):
+            duration.observe(seconds)
+        if outcome == "success" and count:
             self._last.set(time.time())
 
     def observe_age(self, seconds: float) -> None:
-        MESSAGE_AGE.labels(self.stage).observe(max(seconds, 0.0))
+        self._age.observe(max(seconds, 0.0))
 
 
 async def metrics_handler(_request: web.Request) -> web.Response:

@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import enum
+import logging
 import time
 from collections import Counter, deque
 from dataclasses import dataclass
@@ -375,8 +376,7 @@ class ShardReader:
             if checkpoint is not None:
                 await self._store_checkpoint(checkpoint)
         except BaseException:
-            for _ in processed:
-                STAGE.observe("retry", time.perf_counter() - started)
+            STAGE.observe("retry", time.perf_counter() - started, len(processed))
             raise
         finally:
             STAGE.in_progress.dec(len(processed))
@@ -463,8 +463,7 @@ class ShardReader:
         if succeeded:
             self._count_done(batch.processed, batch.started)
         else:
-            for _ in batch.processed:
-                STAGE.observe("retry", time.perf_counter() - batch.started)
+            STAGE.observe("retry", time.perf_counter() - batch.started, len(batch.processed))
 
     async def _dead_letter_malformed(self, records: list[dict[str, Any]]) -> list[ProcessedEvent]:
         """The events of ``records``; records that can never be one go to the failure queue."""
@@ -481,14 +480,17 @@ class ShardReader:
         by_name = Counter(p.event_name for p in processed)
         for name, count in by_name.items():
             RECORDS_PROCESSED.labels(name).inc(count)
+        STAGE.observe("success", elapsed, len(processed))
+        for p in processed:
+            if p.created_epoch is not None:
+                STAGE.observe_age(now - p.created_epoch)
         # One logger for the batch, the event's ids passed as fields (what event_context
         # would bind): per record, only the line itself is left — nothing at all when the
         # level is above info.
         log = _log()
+        if not log.is_enabled_for(logging.INFO):
+            return
         for p in processed:
-            STAGE.observe("success", elapsed)
-            if p.created_epoch is not None:
-                STAGE.observe_age(now - p.created_epoch)
             event = p.event
             log.info(
                 "event processed",
