@@ -90,13 +90,24 @@ async def test_invalid_channel_is_refused_before_touching_redis(
     await client.aclose()
 
 
+def _stats_publisher(
+    redis_url: str, stack_prefix: str
+) -> tuple[aioredis.Redis, ChannelPublisher, str, str]:
+    """A client, a publisher under the test's prefix, and a totals and a minute hash key."""
+    client = aioredis.Redis.from_url(redis_url)
+    prefix = f"pulse:{stack_prefix}"
+    return (
+        client,
+        ChannelPublisher(client, prefix),
+        f"{prefix}stats:totals",
+        f"{prefix}stats:minute:1",
+    )
+
+
 async def test_counters_move_with_the_append_exactly_once(
     redis_url: str, stack_prefix: str
 ) -> None:
-    client = aioredis.Redis.from_url(redis_url)
-    prefix = f"pulse:{stack_prefix}"
-    publisher = ChannelPublisher(client, prefix)
-    totals, minute = f"{prefix}stats:totals", f"{prefix}stats:minute:1"
+    client, publisher, totals, minute = _stats_publisher(redis_url, stack_prefix)
     counters = [
         CounterIncrement(totals, "count:PENDING", 1),
         CounterIncrement(totals, "amount:EUR", 1250),
@@ -114,10 +125,7 @@ async def test_counters_move_with_the_append_exactly_once(
 async def test_increments_of_one_hash_add_up_exactly_and_its_last_expiry_holds(
     redis_url: str, stack_prefix: str
 ) -> None:
-    client = aioredis.Redis.from_url(redis_url)
-    prefix = f"pulse:{stack_prefix}"
-    publisher = ChannelPublisher(client, prefix)
-    totals, minute = f"{prefix}stats:totals", f"{prefix}stats:minute:1"
+    client, publisher, totals, minute = _stats_publisher(redis_url, stack_prefix)
     big = 2**62  # far beyond the integers a Lua number holds exactly
     counters = [
         CounterIncrement(totals, "n", 1),

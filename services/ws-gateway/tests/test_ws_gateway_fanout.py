@@ -85,6 +85,15 @@ def _split_frames(data: bytes) -> list[str]:
     return out
 
 
+def joined(*subs: Sub) -> ChannelFanout:
+    """A fan-out holding ``subs``, after one frame (so the plain ones are in the direct lane)."""
+    fanout = ChannelFanout()
+    for sub in subs:
+        fanout.add(sub)
+    fanout.deliver(CHANNEL, [event(0)])
+    return fanout
+
+
 def test_a_new_subscriber_gets_frames_through_its_rules_until_it_is_plain() -> None:
     fanout = ChannelFanout()
     sub = new_sub()
@@ -103,11 +112,8 @@ def test_a_new_subscriber_gets_frames_through_its_rules_until_it_is_plain() -> N
 
 
 def test_a_burst_is_one_write_per_direct_subscriber() -> None:
-    fanout = ChannelFanout()
     subs = [new_sub(plain=True) for _ in range(3)]
-    for sub in subs:
-        fanout.add(sub)
-    fanout.deliver(CHANNEL, [event(0)])  # each joins the direct lane
+    fanout = joined(*subs)
     written = fanout.deliver(CHANNEL, [event(1), event(2), event(3)])
     assert written == 9
     for sub in subs:
@@ -117,11 +123,8 @@ def test_a_burst_is_one_write_per_direct_subscriber() -> None:
 
 
 def test_a_subscriber_falling_behind_leaves_the_direct_lane_without_a_duplicate() -> None:
-    fanout = ChannelFanout()
     behind, fine = new_sub(plain=True), new_sub(plain=True)
-    fanout.add(behind)
-    fanout.add(fine)
-    fanout.deliver(CHANNEL, [event(0)])
+    fanout = joined(behind, fine)
     behind.transport.backlog = 100  # the next write stays in its buffer
     behind.plain = False  # and its own rules apply from now on
     fanout.deliver(CHANNEL, [event(1)])
@@ -133,11 +136,8 @@ def test_a_subscriber_falling_behind_leaves_the_direct_lane_without_a_duplicate(
 
 
 def test_a_transport_closed_under_the_fan_out_is_skipped_and_not_counted() -> None:
-    fanout = ChannelFanout()
     gone, alive = new_sub(plain=True), new_sub(plain=True)
-    fanout.add(gone)
-    fanout.add(alive)
-    fanout.deliver(CHANNEL, [event(0)])
+    fanout = joined(gone, alive)
     gone.transport.closed = True
     gone.plain = False
     assert fanout.deliver(CHANNEL, [event(1), event(2)]) == 2
@@ -146,21 +146,16 @@ def test_a_transport_closed_under_the_fan_out_is_skipped_and_not_counted() -> No
 
 
 def test_presence_frames_go_through_each_subscribers_rules_in_order() -> None:
-    fanout = ChannelFanout()
     sub = new_sub(plain=True)
-    fanout.add(sub)
-    fanout.deliver(CHANNEL, [event(0)])
+    fanout = joined(sub)
     fanout.deliver(CHANNEL, [event(1), PRESENCE, event(2)])
     assert received(sub) == [event(0), event(1), PRESENCE, event(2)]
     assert ("deliver", PRESENCE) in sub.log  # the subscriber decides whether it wants it
 
 
 def test_to_slow_and_discard() -> None:
-    fanout = ChannelFanout()
     sub, other = new_sub(plain=True), new_sub()
-    fanout.add(sub)
-    fanout.add(other)
-    fanout.deliver(CHANNEL, [event(0)])
+    fanout = joined(sub, other)
     assert (len(fanout), fanout.direct_count) == (2, 1)
     fanout.to_slow(sub)
     sub.plain = False
