@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import bisect
 import functools
-import gc
 import json
 import logging
 import os
@@ -25,6 +24,8 @@ import time
 from collections.abc import Iterator, Mapping
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
+
+from pulse.collector import BATCH_YOUNG_THRESHOLD, settle_collector
 
 if TYPE_CHECKING:
     from types import FrameType
@@ -346,27 +347,6 @@ def _check_item_size_once() -> None:
     Item.__init__ = init  # type: ignore[method-assign]
 
 
-# Container objects allocated, net of those freed, between two young collections (CPython's
-# default: 700, which a single BatchWriteItem of 25 rows crosses several times over).
-_YOUNG_COLLECTION_THRESHOLD = 10_000
-
-
-def _keep_collector_off_moto() -> None:
-    """Spare the emulator the garbage collector's rescans of what it holds.
-
-    moto keeps every item, stream record and message as Python objects, and at the
-    default thresholds CPython's cyclic collector promoted each request's objects into the
-    old generation and walked the whole heap — imported modules included — every time it
-    grew by a quarter: about a tenth of the emulator's CPU while the stream processor
-    drained a backlog, work real AWS never costs its clients. What is loaded at start is
-    frozen out of the collector, and the young generation is large enough for a request's
-    objects to die in it.
-    """
-    gc.collect()
-    gc.freeze()
-    gc.set_threshold(_YOUNG_COLLECTION_THRESHOLD, *gc.get_threshold()[1:])
-
-
 def _epoch_seconds(value: object) -> float:
     if isinstance(value, datetime):
         return value.timestamp()
@@ -443,7 +423,9 @@ def main(argv: list[str] | None = None) -> None:
                 return backend
 
     app = _Dispatcher()
-    _keep_collector_off_moto()
+    # moto keeps every item, record and message as Python objects; rescanning them was about
+    # a tenth of the emulator's CPU while a backlog drained, work AWS never costs a client.
+    settle_collector(BATCH_YOUNG_THRESHOLD)
     sys.stdout.write(f"AWS emulator (moto) listening on http://{args.host}:{args.port}\n")
     sys.stdout.flush()
     serve(

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import gc
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from typing import TYPE_CHECKING, Any, Final
 
 from pulse.channels import ChannelPublisher
 from pulse.clients import aws_client, redis_client
+from pulse.collector import BATCH_YOUNG_THRESHOLD, settle_collector
 from pulse.errors import RetryableError
 from pulse.logging import get_logger
 from pulse.service import (
@@ -58,26 +58,6 @@ def find_topic_arn(sns: Any, name: str) -> str:
 
 _USER_AGENT: Final = "pulse-stream-processor"  # boto3 appends its name and version
 
-# Container objects allocated, net of those freed, between two young collections (CPython's
-# default: 700). A batch of 100 records holds some ten thousand objects while it is applied;
-# at 700, collections ran in the middle of every batch and promoted its objects to the
-# older generations, whose collections then walked the whole heap again and again.
-_YOUNG_COLLECTION_THRESHOLD: Final = 10_000
-
-
-def _settle_garbage_collector() -> None:
-    """Keep the cyclic garbage collector off what lives as long as the process.
-
-    Imported modules and the clients' botocore service models are over a hundred thousand
-    objects that are never garbage: frozen here (after a collection, so no garbage is
-    frozen), full collections no longer walk them. With the larger young generation, the
-    collector's share of the processor's CPU while draining a backlog fell from about a
-    tenth to next to nothing.
-    """
-    gc.collect()
-    gc.freeze()
-    gc.set_threshold(_YOUNG_COLLECTION_THRESHOLD, *gc.get_threshold()[1:])
-
 
 async def serve(lifecycle: Lifecycle) -> None:
     """Run the processor until SIGTERM; the batches in flight finish before returning."""
@@ -107,7 +87,9 @@ async def serve(lifecycle: Lifecycle) -> None:
     sns = encode_sns_forms_fast(hot_path("sns"))
     sqs = aws_client("sqs", settings, max_pool=settings.aws_concurrency)
     redis = redis_client(settings)
-    _settle_garbage_collector()
+    # Imported modules and the clients' service models live as long as the process; a
+    # batch's objects die young (the collector had taken about a tenth of the CPU).
+    settle_collector(BATCH_YOUNG_THRESHOLD)
 
     lifecycle.add_check("dynamodb", table_check(ddb, names.payments_table))
     lifecycle.add_check("redis", redis_check(redis))

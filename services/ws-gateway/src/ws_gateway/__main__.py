@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-import gc
 
 import redis.asyncio as aioredis
 
 from pulse.channels import ChannelKeys
 from pulse.clients import redis_client
+from pulse.collector import settle_collector
 from pulse.logging import get_logger
 from pulse.service import Lifecycle, run_service, serving_api
 from ws_gateway.history import ChannelHistory
@@ -60,8 +60,7 @@ async def serve(lifecycle: Lifecycle) -> None:
             # What start-up made (modules, classes, settings) lives as long as the process:
             # keep it out of every later garbage collection. A full collection scans every
             # tracked object, and with thousands of connections each one stalls every client.
-            gc.collect()
-            gc.freeze()
+            settle_collector()
             try:
                 await lifecycle.stopping.wait()
             finally:
