@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from ws_gateway.fanout import ChannelFanout, DirectWriter
+from ws_gateway.offsets import StreamId
 from ws_gateway.protocol import PRESENCE_FRAME_PREFIX
 from ws_gateway.wire import text_frame
 
@@ -42,6 +43,7 @@ class Sub:
     transport: Transport
     plain: bool = False
     delivered: list[str] = field(default_factory=list)
+    asked: list[StreamId | None] = field(default_factory=list)  # direct_writer's `delivered`
 
     @property
     def log(self) -> list[tuple[str, object]]:
@@ -52,8 +54,9 @@ class Sub:
         self.delivered.append(frame)
         self.log.append(("deliver", frame))
 
-    def direct_writer(self, channel: str) -> DirectWriter | None:
+    def direct_writer(self, channel: str, delivered: StreamId | None = None) -> DirectWriter | None:
         assert channel == CHANNEL
+        self.asked.append(delivered)
         return self.transport if self.plain else None
 
 
@@ -167,3 +170,21 @@ def test_to_slow_and_discard() -> None:
     assert len(fanout) == 1
     fanout.deliver(CHANNEL, [event(2)])
     assert event(2) not in received(sub)
+
+
+def test_promote_moves_a_plain_subscriber_before_any_delivery() -> None:
+    fanout = ChannelFanout()
+    plain, pending = new_sub(plain=True), new_sub()
+    fanout.add(plain)
+    fanout.add(pending)
+    last = StreamId.parse("7-0")
+    fanout.promote(CHANNEL, plain, last)
+    fanout.promote(CHANNEL, pending, last)
+    assert plain.asked == [last]  # the subscriber decides with the fan-out's newest offset
+    assert fanout.direct_count == 1
+    fanout.deliver(CHANNEL, [event(8)])
+    assert plain.log == [("write", text_frame(event(8).encode()))]
+    assert pending.log == [("deliver", event(8))]
+    fanout.promote(CHANNEL, plain, last)  # already direct: nothing changes
+    fanout.promote(CHANNEL, new_sub(plain=True), last)  # not a subscriber: not added
+    assert (len(fanout), fanout.direct_count) == (2, 1)

@@ -6,7 +6,7 @@ import pytest
 
 from pulse.auth import Claims
 from ws_gateway.offsets import StreamId
-from ws_gateway.protocol import ErrorCode, FrameError, Subscribe, event_frame
+from ws_gateway.protocol import ErrorCode, FrameError, Subscribe, event_frame, subscribed_frame
 from ws_gateway.session import BufferOverflowError, Session
 
 ALICE = Claims(sub="alice", roles=frozenset(), exp=0)
@@ -76,6 +76,23 @@ def test_late_live_frames_at_or_below_the_floor_are_dropped() -> None:
     assert s.on_live("account:alice", ev(11)) == ev(11)
 
 
+def test_a_channel_is_live_once_its_floor_is_passed_or_covered_by_what_was_delivered() -> None:
+    s = session()
+    s.begin_subscribe(Subscribe("account:alice"))
+    assert not s.is_live("account:alice", StreamId(99, 0))  # the replay is still running
+    s.complete_subscribe("account:alice", StreamId(10, 2))
+    assert not s.is_live("account:alice")  # a live frame at or below 10-2 would be dropped
+    # The fan-out hands over only frames newer than it last did: a floor at or below that
+    # holds nothing back; one above it (history read ahead of pub/sub) still does.
+    assert s.is_live("account:alice", StreamId(10, 2))
+    assert s.is_live("account:alice", StreamId(11, 0))
+    assert not s.is_live("account:alice", StreamId(10, 1))
+    assert s.on_live("account:alice", ev(10, 2)) is None  # the floor itself is unchanged
+    assert s.on_live("account:alice", ev(10, 3)) == ev(10, 3)
+    assert s.is_live("account:alice")
+    assert not s.is_live("account:bob", StreamId(99, 0))
+
+
 def test_frames_without_offsets_pass_and_keep_the_floor() -> None:
     s = session()
     s.begin_subscribe(Subscribe("account:alice", presence=True))
@@ -84,6 +101,16 @@ def test_frames_without_offsets_pass_and_keep_the_floor() -> None:
     assert s.on_live("account:alice", joined) == joined
     assert s.on_live("account:alice", ev(10, 1)) is None  # still a duplicate of the replay
     assert s.on_live("account:alice", ev(10, 3)) == ev(10, 3)
+
+
+def test_a_new_epoch_notice_passes_the_floor_and_lifts_it() -> None:
+    s = session()
+    s.begin_subscribe(Subscribe("account:alice"))
+    s.complete_subscribe("account:alice", StreamId(10, 2))
+    notice = subscribed_frame("account:alice", StreamId(0, 0), recovered=False, epoch="e2")
+    assert s.on_live("account:alice", notice) == notice
+    assert s.on_live("account:alice", ev(3)) == ev(3)  # the new history's first event
+    assert s.is_live("account:alice")
 
 
 def test_presence_frames_are_opt_in() -> None:

@@ -29,6 +29,8 @@ from ws_gateway.wire import text_frame
 if TYPE_CHECKING:
     from collections.abc import Iterable
 
+    from ws_gateway.offsets import StreamId
+
 __all__ = ["ChannelFanout", "DirectWriter", "Subscriber"]
 
 
@@ -44,9 +46,11 @@ class Subscriber(Protocol):
     def deliver(self, channel: str, frame: str) -> None:
         """Take one live frame; must not block or await."""
 
-    def direct_writer(self, channel: str) -> DirectWriter | None:
+    def direct_writer(self, channel: str, delivered: StreamId | None = None) -> DirectWriter | None:
         """The transport to write ``channel``'s later live frames to, as text-frame bytes,
-        if nothing of this subscriber's rules applies to them any more; else None."""
+        if nothing of this subscriber's rules applies to them any more; else None.
+        ``delivered``, when given, is the newest offset the fan-out has handed over: only
+        newer ones follow."""
 
 
 class ChannelFanout:
@@ -84,6 +88,16 @@ class ChannelFanout:
         """Frames for ``subscriber`` go through :meth:`Subscriber.deliver` from now on."""
         if self._direct.pop(subscriber, None) is not None:
             self._slow.add(subscriber)
+
+    def promote(self, channel: str, subscriber: Subscriber, delivered: StreamId | None) -> None:
+        """Move ``subscriber`` to the direct lane now if it is plain, without waiting for a
+        delivery: a subscription whose replay has just joined gets its first live frame
+        by the direct lane too. ``delivered``: the newest offset handed over on ``channel``."""
+        if subscriber in self._slow:
+            writer = subscriber.direct_writer(channel, delivered)
+            if writer is not None:
+                self._slow.discard(subscriber)
+                self._direct[subscriber] = writer
 
     def deliver(self, channel: str, frames: Iterable[str]) -> int:
         """Hand ``frames`` (in order) to every subscriber; the frames written directly."""

@@ -140,6 +140,15 @@ class LiveHub:
         """Publish ``frame`` to the channel's subscribers on every gateway (not stored)."""
         await self._redis.publish(self._keys.live(channel), frame)
 
+    def promote(self, channel: str, subscriber: Subscriber) -> None:
+        """``subscriber`` has joined its replay to ``channel``: into the direct lane if it is
+        plain. Every frame the hub hands over from now on is newer than the last it handed
+        over (:meth:`_publish` drops the rest), so a floor at or below that holds nothing
+        back; a floor above it (history read ahead of pub/sub) waits for a frame to pass."""
+        fanout = self._subscribers.get(channel)
+        if fanout is not None:
+            fanout.promote(channel, subscriber, self._last.get(channel))
+
     def to_slow(self, subscriber: Subscriber, channels: list[str]) -> None:
         """Frames of ``channels`` go through ``subscriber.deliver`` until it is plain again."""
         for channel in channels:

@@ -35,6 +35,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "PRESENCE_FRAME_PREFIX",
+    "SUBSCRIBED_FRAME_PREFIX",
     "ClientFrame",
     "ErrorCode",
     "FrameError",
@@ -260,6 +261,7 @@ def message_frame(channel: str, sender: str, data_json: str) -> str:
 
 
 PRESENCE_FRAME_PREFIX: Final = '{"op":"presence"'
+SUBSCRIBED_FRAME_PREFIX: Final = '{"op":"subscribed"'
 
 
 def pong_frame() -> str:

@@ -328,10 +328,15 @@ class ClientConnection:
         if out is not None:
             self.send_nowait(out)
 
-    def direct_writer(self, channel: str) -> DirectWriter | None:
+    def direct_writer(self, channel: str, delivered: StreamId | None = None) -> DirectWriter | None:
         """The transport, if ``channel``'s live frames may now bypass :meth:`deliver`: the
-        connection is open with nothing waiting, and the channel is live past its replay."""
-        if self.closing or self._backlog is not None or not self.session.is_live(channel):
+        connection is open with nothing waiting, and the channel is live past its replay
+        (``delivered``: see :meth:`Session.is_live`)."""
+        if (
+            self.closing
+            or self._backlog is not None
+            or not self.session.is_live(channel, delivered)
+        ):
             return None
         return self.sink.direct_writer()
 
@@ -757,6 +762,8 @@ class Gateway:
         if client.session.is_subscribed(channel):
             for event in client.session.complete_subscribe(channel, latest):
                 client.send_nowait(event)
+            # Plain from its first live frame on, unless frames wait or its floor is ahead.
+            self.hub.promote(channel, client)
             if has_presence(channel):
                 try:
                     await self.presence.join(channel, client.conn_id, client.session.claims.sub)

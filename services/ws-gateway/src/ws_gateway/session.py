@@ -14,7 +14,13 @@ from typing import TYPE_CHECKING
 
 from ws_gateway.authz import Access, authorize_channel
 from ws_gateway.offsets import StreamId, frame_offset
-from ws_gateway.protocol import PRESENCE_FRAME_PREFIX, ErrorCode, FrameError, Subscribe
+from ws_gateway.protocol import (
+    PRESENCE_FRAME_PREFIX,
+    SUBSCRIBED_FRAME_PREFIX,
+    ErrorCode,
+    FrameError,
+    Subscribe,
+)
 
 if TYPE_CHECKING:
     from pulse.auth import Claims
@@ -77,10 +83,17 @@ class Session:
         buffered, state.buffer = state.buffer, []
         return [f for f in buffered if self._passes_floor(state, f)]
 
-    def is_live(self, channel: str) -> bool:
-        """Subscribed, past the replay, and past its floor: every live frame goes out."""
+    def is_live(self, channel: str, delivered: StreamId | None = None) -> bool:
+        """Subscribed, past the replay, and past its floor: every live frame goes out.
+
+        ``delivered`` is the newest offset the channel's fan-out has handed over, if the
+        caller knows it: the fan-out hands over only newer ones, so a floor at or below it
+        can hold nothing back any more (the connection needs no live frame to pass it)."""
         state = self._channels.get(channel)
-        return state is not None and not state.pending and state.floor is None
+        if state is None or state.pending:
+            return False
+        floor = state.floor
+        return floor is None or (delivered is not None and floor <= delivered)
 
     def unsubscribe(self, channel: str) -> bool:
         """Forget ``channel``; False if it was not subscribed."""
@@ -108,6 +121,11 @@ class Session:
     @staticmethod
     def _passes_floor(state: _ChannelState, frame: str) -> bool:
         if state.floor is None:
+            return True
+        if frame.startswith(SUBSCRIBED_FRAME_PREFIX):
+            # The hub's notice that the channel's history was lost (a new epoch): offsets
+            # start again, so the floor from the old history no longer means anything.
+            state.floor = None
             return True
         offset = frame_offset(frame)
         if offset is None:
