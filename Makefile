@@ -37,7 +37,7 @@ lint: sync
 	$(VENV)/bin/ruff format --check .
 
 typecheck: sync
-	$(VENV)/bin/mypy libs/pulse/src services/*/src
+	$(VENV)/bin/mypy libs/pulse/src services/*/src libs/pulse/tests services/*/tests tests bench scripts
 
 browser-tools:
 	bash scripts/browser-tools.sh

@@ -47,7 +47,7 @@ from pulse.emulators import (
 )
 from pulse.load import random_payment
 from pulse.settings import DEV_JWT_SECRET, PulseSettings
-from pulse.testing import ServiceProcess
+from pulse.testing import ServiceProcess, stream_entries
 from pulse.topology import apply_topology
 
 if TYPE_CHECKING:
@@ -688,7 +688,7 @@ class Ledger:
     async def _history(self, redis: aioredis.Redis, channel: str) -> dict[tuple[str, str], int]:
         """(payment id, event type) → entries in the channel's history stream."""
         counts: Counter[tuple[str, str]] = Counter()
-        entries = await redis.xrange(f"{self.keys_prefix}ch:{channel}")
+        entries = stream_entries(await redis.xrange(f"{self.keys_prefix}ch:{channel}"))
         for _id, fields in entries:
             event = orjson.loads(fields[b"e"])
             payment = (event.get("data") or {}).get("payment_id")
@@ -699,9 +699,9 @@ class Ledger:
     async def counters(self) -> CounterReading:
         redis = self.stack.redis_client()
         try:
+            fields = await redis.hgetall(f"{self.keys_prefix}stats:totals")
             totals = {
-                k.decode(): int(v)
-                for k, v in (await redis.hgetall(f"{self.keys_prefix}stats:totals")).items()
+                (k.decode() if isinstance(k, bytes) else k): int(v) for k, v in fields.items()
             }
         finally:
             await redis.aclose()

@@ -16,6 +16,8 @@ import orjson
 import pytest
 from harness import Poster, Stack, Topology, WatchingClient, running
 
+from pulse.testing import stream_entries
+
 # Not marked chaos: a regression test for the gateway, short enough for every `make test`.
 pytestmark = [pytest.mark.timeout(600)]
 
@@ -37,12 +39,12 @@ async def test_every_event_of_the_new_epoch_reaches_a_subscribed_client(tmp_path
         history_key = f"pulse:{stack.prefix}ch:payments"
         async with asyncio.timeout(120):
             while True:  # until the stream processor caught up: every payment updated
-                entries = await redis.xrange(history_key)
+                entries = stream_entries(await redis.xrange(history_key))
                 if sum(b'"pulse.payment.updated"' in f[b"e"] for _, f in entries) >= 100:
                     break
                 await asyncio.sleep(1)
         await asyncio.sleep(5)
-        entries = await redis.xrange(history_key)
+        entries = stream_entries(await redis.xrange(history_key))
         await redis.aclose()
     new_epoch = {orjson.loads(fields[b"e"])["id"] for _, fields in entries}
     delivered = {seen.event_id for seen in ops.seen}

@@ -10,7 +10,7 @@ refusal of valid data still fails the run.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import schemathesis
 from schemathesis.openapi.checks import RejectedPositiveData
@@ -24,7 +24,7 @@ KEY_REUSED = "https://pulse.dev/problems/idempotency-key-reused"
 
 @schemathesis.check
 def positive_data_accepted_unless_key_reused(
-    ctx: CheckContext, response: Response, case: Case
+    ctx: CheckContext, response: Response, case: Case[Any]
 ) -> bool | None:
     try:
         return positive_data_acceptance(ctx, response, case)

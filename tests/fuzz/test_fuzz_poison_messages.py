@@ -27,7 +27,7 @@ from pulse.channels import ChannelKeys, account_channel
 from pulse.clients import aws_client
 from pulse.events import NOTIFICATION, PAYMENT_CREATED, PAYMENT_UPDATED, new_event
 from pulse.settings import PulseSettings
-from pulse.testing import free_port
+from pulse.testing import free_port, stream_entries
 from pulse.topology import TopologyOutputs
 
 pytestmark = pytest.mark.timeout(90)
@@ -143,7 +143,7 @@ def _good_update(sqs: Any, queue_url: str, settings: PulseSettings, client: redi
     history = ChannelKeys(settings.redis_prefix).history(account_channel(account))
 
     def notified() -> bool:
-        entries = client.xrange(history)
+        entries = stream_entries(client.xrange(history))
         return [orjson.loads(f[b"e"])["type"] for _, f in entries] == [NOTIFICATION]
 
     return notified

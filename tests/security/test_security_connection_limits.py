@@ -8,7 +8,7 @@ balancer sends the connection elsewhere — never accept it and fall over later.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import AsyncExitStack
 from typing import Any
 
@@ -43,7 +43,7 @@ async def _refused(http: aiohttp.ClientSession, url: str) -> tuple[int, str | No
     """The handshake status of a connection that must be refused, and its Retry-After."""
     with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
         await http.ws_connect(url)
-    headers = refused.value.headers or {}
+    headers: Mapping[str, str] = refused.value.headers or {}
     return refused.value.status, headers.get("Retry-After")
 
 

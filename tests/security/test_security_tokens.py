@@ -62,7 +62,7 @@ def _bad_tokens(mint: Any) -> dict[str, str]:
         "issued in the future (iat)": mint(iat=now + 600),
         "payload tampered (roles ops added)": f"{header}.{escalated}.{signature}",
         "signature tampered": f"{header}.{_b64(orjson.dumps(claims))}.{flipped}",
-        "alg none": jwt.encode(claims, None, algorithm="none"),
+        "alg none": jwt.encode(claims, "", algorithm="none"),
         "alg none, empty signature": f"{NONE_HEADER}.{escalated}.",
         "HS512 with the right secret": hs512,
         "RS256 (another algorithm family)": jwt.encode(claims, rsa_key, algorithm="RS256"),

@@ -155,10 +155,11 @@ def test_publish_batch_forms_parse_as_moto_parses_them(monkeypatch: pytest.Monke
     wire_model, form = _publish_batch_form()
     model = get_service_model("sns").operation_model("PublishBatch")  # moto's, as it parses
     assert model.name == wire_model.name
-    moto_parsed = QueryParser(model).parse({"values": form})
+    # QueryParser reads only "values" of the request dict (a form, as moto gives it)
+    moto_parsed = QueryParser(model).parse({"values": form})  # type: ignore[typeddict-item]
     monkeypatch.setattr(QueryParser, "_gonna_recurse", QueryParser._gonna_recurse)  # restored
     aws_emulator._parse_query_forms_by_bisection()  # the patch under test
-    parsed = QueryParser(model).parse({"values": form})
+    parsed = QueryParser(model).parse({"values": form})  # type: ignore[typeddict-item]
     assert parsed == moto_parsed
     assert len(parsed["PublishBatchRequestEntries"]) == 10
     assert parsed["PublishBatchRequestEntries"][9]["MessageAttributes"]["traceparent"] == {

@@ -23,7 +23,7 @@ def _queue(name: str, **attributes: str) -> Queue:
     """A queue of an in-process moto backend (moto's own models, no server)."""
     backend = sqs_backends[ACCOUNT]["us-east-1"]
     suffix = ".fifo" if attributes.get("FifoQueue") else ""
-    return backend.create_queue(f"{name}-{uuid.uuid4().hex[:8]}{suffix}", **attributes)
+    return backend.create_queue(f"{name}-{uuid.uuid4().hex[:8]}{suffix}", tags=None, **attributes)
 
 
 REDRIVE = {"deadLetterTargetArn": f"arn:aws:sqs:us-east-1:{ACCOUNT}:dlq", "maxReceiveCount": 3}

@@ -1,4 +1,5 @@
 import logging
+from collections.abc import Iterator
 
 import orjson
 import pytest
@@ -10,7 +11,7 @@ module_logger = get_logger("created.at.import")  # before configure_logging, as 
 
 
 @pytest.fixture(autouse=True)
-def _reset() -> None:
+def _reset() -> Iterator[None]:
     yield
     structlog.reset_defaults()
     structlog.contextvars.clear_contextvars()

@@ -13,7 +13,7 @@ from pulse.clients import aws_client
 from pulse.events import PAYMENT_CREATED, new_event, stable_event_id
 from pulse.payments import payment_from_item
 from pulse.settings import PulseSettings
-from pulse.testing import free_port, queue_depth, until
+from pulse.testing import free_port, queue_depth, stream_entries, until
 from pulse.topology import TopologyOutputs
 
 # Short timeouts so the redelivery comes within seconds: visibility 2 s, lease 1.5 s.
@@ -86,7 +86,7 @@ def test_a_worker_killed_mid_decision_is_replaced_and_decides_once(
     until(lambda: client.hget(guard_key, "state") == b"completed")
     assert client.hget(guard_key, "result") == b"DECLINED"
 
-    alerts = client.xrange(ChannelKeys(stack_settings.redis_prefix).history(ALERTS))
+    alerts = stream_entries(client.xrange(ChannelKeys(stack_settings.redis_prefix).history(ALERTS)))
     assert [orjson.loads(f[b"e"])["data"]["payment_id"] for _, f in alerts] == [payment_id]
     # The velocity window counted the payment once, though two workers recorded it.
     assert client.zcard(f"{stack_settings.redis_prefix}fraud:velocity:acct-crash") == 1

@@ -19,7 +19,7 @@ from pulse.clients import aws_client
 from pulse.events import FRAUD_DECISION, PAYMENT_CREATED, new_event, stable_event_id
 from pulse.payments import payment_from_item
 from pulse.settings import PulseSettings
-from pulse.testing import ServiceProcess, free_port, queue_depth, until
+from pulse.testing import ServiceProcess, free_port, queue_depth, stream_entries, until
 from pulse.topology import TopologyOutputs
 
 TRACEPARENT = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
@@ -77,7 +77,7 @@ class Stack:
 
     def alerts(self) -> list[dict[str, Any]]:
         key = ChannelKeys(self.settings.redis_prefix).history(ALERTS)
-        return [orjson.loads(fields[b"e"]) for _, fields in self.redis.xrange(key)]
+        return [orjson.loads(fields[b"e"]) for _, fields in stream_entries(self.redis.xrange(key))]
 
     def depth(self, url: str) -> int:
         return queue_depth(self.sqs, url)

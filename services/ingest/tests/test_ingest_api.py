@@ -404,9 +404,9 @@ async def test_not_ready_without_its_tables(
         assert "dynamodb" in (await resp.json())["checks"]
     async with http.get(f"http://127.0.0.1:{port}/healthz") as resp:
         assert resp.status == 200
-    status, problem, _ = await _post(
-        http, Ingest(f"http://127.0.0.1:{port}", process, None, None), BODY
-    )  # type: ignore[arg-type]
+    # _post reads only the url: this ingest has no settings to give
+    ingest = Ingest(f"http://127.0.0.1:{port}", process, None, None)  # type: ignore[arg-type]
+    status, problem, _ = await _post(http, ingest, BODY)
     assert status == 500
     assert problem == {
         "type": "https://pulse.dev/problems/internal",

@@ -28,7 +28,7 @@ from pulse.channels import ChannelKeys, account_channel
 from pulse.clients import aws_client
 from pulse.events import NOTIFICATION, PAYMENT_UPDATED, new_event, stable_event_id
 from pulse.settings import PulseSettings
-from pulse.testing import free_port, queue_depth, until
+from pulse.testing import free_port, queue_depth, stream_entries, until
 from pulse.topology import TopologyOutputs
 
 pytestmark = pytest.mark.timeout(90)
@@ -185,7 +185,7 @@ def test_a_worker_killed_inside_the_handler_is_replaced_and_notifies_once(
 
     until(lambda: queue_depth(sqs, queue_url) == 0)
     time.sleep(2.5)  # longer than the visibility timeout: no late redelivery adds anything
-    entries = [orjson.loads(f[b"e"]) for _, f in redis_client.xrange(history_key)]
+    entries = [orjson.loads(f[b"e"]) for _, f in stream_entries(redis_client.xrange(history_key))]
     assert [(e["type"], e["id"]) for e in entries] == [
         (NOTIFICATION, stable_event_id(event.id, "notification"))
     ]

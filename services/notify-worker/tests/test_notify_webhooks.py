@@ -148,7 +148,11 @@ async def test_signed_deliveries_in_order_per_endpoint_with_retries_and_a_dlq(
     ids = [stable_event_id(f"ev-{i}", "notification") for i in range(3)]
     for i in range(3):  # one at a time, so the deliveries are queued in this order
         sqs.send_message(QueueUrl=notify_url, MessageBody=_updated(f"ev-{i}", "acct-w", "APPROVED"))
-        await until(lambda i=i: len(hooks.delivered("steady")) == i + 1)
+
+        def steady_delivered(count: int = i + 1) -> bool:
+            return len(hooks.delivered("steady")) == count
+
+        await until(steady_delivered)
     sqs.send_message(QueueUrl=notify_url, MessageBody=_updated("ev-x", "acct-x", "DECLINED"))
 
     await until(lambda: len(hooks.delivered("flaky")) == 3)

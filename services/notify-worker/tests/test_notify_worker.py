@@ -16,7 +16,7 @@ from pulse.channels import ChannelKeys, account_channel
 from pulse.clients import aws_client
 from pulse.events import NOTIFICATION, PAYMENT_UPDATED, new_event, stable_event_id
 from pulse.settings import PulseSettings
-from pulse.testing import ServiceProcess, free_port, queue_depth, until
+from pulse.testing import ServiceProcess, free_port, queue_depth, stream_entries, until
 from pulse.topology import TopologyOutputs
 
 TRACEPARENT = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
@@ -24,7 +24,9 @@ TRACEPARENT = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
 
 @pytest.fixture
 def worker(
-    topology: TopologyOutputs, stack_settings: PulseSettings, service_process: Any
+    topology: TopologyOutputs,
+    stack_settings: PulseSettings,
+    service_process: Callable[..., ServiceProcess],
 ) -> ServiceProcess:
     port = free_port()
     process = service_process(
@@ -49,7 +51,8 @@ def history(stack_settings: PulseSettings, redis_url: str) -> Iterator[Callable[
     keys = ChannelKeys(stack_settings.redis_prefix)
 
     def read(channel: str) -> list[Any]:
-        return [orjson.loads(f[b"e"]) for _, f in client.xrange(keys.history(channel))]
+        entries = stream_entries(client.xrange(keys.history(channel)))
+        return [orjson.loads(f[b"e"]) for _, f in entries]
 
     yield read
     client.close()

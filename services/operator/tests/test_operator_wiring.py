@@ -8,6 +8,7 @@ import sys
 from typing import TYPE_CHECKING
 
 import kopf
+from kopf._core.intents.handlers import TimerHandler
 
 from pulse_operator.handlers import configure
 from pulse_operator.settings import OperatorSettings
@@ -52,7 +53,10 @@ def test_handlers_cover_create_update_resume_delete_and_two_timers(
     assert all(h.selector is not None and h.selector.group == "pulse.dev" for h in changing)
     # the delete handler is what makes kopf put its finalizer on every EventPipeline
     assert next(h for h in changing if h.id == "finalize").requires_finalizer
-    timers = {h.id: h.interval for h in registry._spawning.get_all_handlers()}
+    timers = {}
+    for h in registry._spawning.get_all_handlers():
+        assert isinstance(h, TimerHandler)  # a timer, not a daemon
+        timers[h.id] = h.interval
     assert timers == {"status": 7, "repair": 60}
 
 

@@ -20,7 +20,7 @@ from pulse.clients import aws_client, redis_client
 from pulse.errors import RetryableError
 from pulse.events import stable_event_id
 from pulse.settings import PulseSettings
-from pulse.testing import free_port
+from pulse.testing import free_port, stream_entries
 from pulse.topology import TopologyOutputs
 from stream_processor.effects import AuditTrail, BatchEffects, ProcessedEvent, TopicPublisher
 from stream_processor.failures import MAX_BODY_BYTES, FailureQueue, failure_message
@@ -116,7 +116,7 @@ def _failures(sqs: Any, settings: PulseSettings, want: int, timeout: float = 20.
 
 
 def _history(client: redis.Redis, settings: PulseSettings) -> list[str]:
-    entries = client.xrange(ChannelKeys(settings.redis_prefix).history("payments"))
+    entries = stream_entries(client.xrange(ChannelKeys(settings.redis_prefix).history("payments")))
     return [orjson.loads(fields[b"e"])["subject"] for _offset, fields in entries]
 
 

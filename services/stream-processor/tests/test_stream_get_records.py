@@ -79,7 +79,7 @@ def test_image_values_are_what_the_type_deserializer_gives(image: dict[str, Any]
 @pytest.mark.parametrize("value", [{}, {"X": "1"}])
 def test_image_values_refuse_what_the_type_deserializer_refuses(value: dict[str, Any]) -> None:
     with pytest.raises(Exception) as expected:  # noqa: PT011 - whatever boto3 raises
-        _DESERIALIZER.deserialize(value)
+        _DESERIALIZER.deserialize(value)  # type: ignore[arg-type]  # deliberately malformed
     with pytest.raises(expected.type):
         image_values({"a": value})
 

@@ -24,7 +24,7 @@ from pulse.channels import ChannelKeys, ChannelPublisher
 from pulse.clients import aws_client, redis_client
 from pulse.errors import RetryableError
 from pulse.settings import PulseSettings
-from pulse.testing import ServiceProcess, free_port
+from pulse.testing import ServiceProcess, free_port, stream_entries
 from pulse.topology import TopologyOutputs
 from stream_processor.effects import AuditTrail, BatchEffects, ProcessedEvent, TopicPublisher
 from stream_processor.leases import LeaseTable
@@ -68,7 +68,7 @@ class Stack:
         return payment_id
 
     def history(self, channel: str) -> list[dict[str, Any]]:
-        entries = self.redis.xrange(self.keys.history(channel))
+        entries = stream_entries(self.redis.xrange(self.keys.history(channel)))
         return [orjson.loads(fields[b"e"]) for _offset, fields in entries]
 
     def wait_history(self, channel: str, count: int, timeout: float = 20.0) -> list[dict[str, Any]]:

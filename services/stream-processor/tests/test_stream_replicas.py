@@ -12,7 +12,7 @@ import time
 import urllib.request
 import uuid
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,7 +23,7 @@ import redis
 from pulse.channels import ChannelKeys
 from pulse.clients import aws_client
 from pulse.settings import PulseSettings
-from pulse.testing import ServiceProcess, free_port
+from pulse.testing import ServiceProcess, free_port, stream_entries
 from pulse.topology import TopologyOutputs
 from stream_processor.leases import Lease, LeaseLostError, LeaseTable
 from stream_processor.lineage import Shard
@@ -40,7 +40,7 @@ class Replicas:
     topology: TopologyOutputs
     ddb: Any
     redis: redis.Redis
-    service_process: Any
+    service_process: Callable[..., ServiceProcess]
     ports: dict[str, int] = field(default_factory=dict)
 
     def metrics(self, worker_id: str) -> str:
@@ -80,7 +80,8 @@ class Replicas:
         return payment_id
 
     def history(self, channel: str) -> list[dict[str, Any]]:
-        entries = self.redis.xrange(ChannelKeys(self.settings.redis_prefix).history(channel))
+        key = ChannelKeys(self.settings.redis_prefix).history(channel)
+        entries = stream_entries(self.redis.xrange(key))
         return [orjson.loads(fields[b"e"]) for _offset, fields in entries]
 
     def wait_history(self, count: int, timeout: float = 30.0) -> list[dict[str, Any]]:
@@ -108,7 +109,8 @@ class Replicas:
     def checkpoint(self) -> str | None:
         items = self.ddb.scan(TableName=self.settings.names.leases_table, ConsistentRead=True)
         (item,) = items["Items"]
-        return item.get("checkpoint", {}).get("S")
+        checkpoint: str | None = item.get("checkpoint", {}).get("S")
+        return checkpoint
 
     def audit_rows(self, payment_id: str) -> list[dict[str, Any]]:
         items: list[dict[str, Any]] = self.ddb.query(
@@ -229,7 +231,8 @@ def test_a_replica_whose_lease_was_taken_cannot_checkpoint(
 
 def _totals(replicas: Replicas) -> dict[str, int]:
     key = StatsKeys(replicas.settings.redis_prefix).totals
-    return {k.decode(): int(v) for k, v in replicas.redis.hgetall(key).items()}
+    totals = replicas.redis.hgetall(key)
+    return {(k.decode() if isinstance(k, bytes) else k): int(v) for k, v in totals.items()}
 
 
 def test_counters_are_exact_after_a_crash_and_a_full_replay(replicas: Replicas) -> None:

@@ -9,7 +9,8 @@ Loaded by the repository's root ``conftest.py``. Nothing here mocks AWS or Redis
   never see each other's tables, queues or Redis keys;
 - ``topology`` applies Pulse's topology under that prefix;
 - :class:`ServiceProcess` runs ``python -m <package>`` as a real child process;
-- :func:`until` polls a condition, :func:`queue_depth` counts what an SQS queue still holds.
+- :func:`until` polls a condition, :func:`queue_depth` counts what an SQS queue still holds;
+- :func:`stream_entries` is an ``XRANGE`` reply (a channel's history) with its entries typed.
 """
 
 from __future__ import annotations
@@ -39,7 +40,16 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
     from pathlib import Path
 
-__all__ = ["ServiceProcess", "free_port", "queue_depth", "until", "wait_for_port"]
+    from redis.typing import StreamRangeResponse
+
+__all__ = [
+    "ServiceProcess",
+    "free_port",
+    "queue_depth",
+    "stream_entries",
+    "until",
+    "wait_for_port",
+]
 
 
 def until(predicate: Callable[[], Any], timeout: float = 20.0, interval: float = 0.05) -> Any:
@@ -62,6 +72,23 @@ def queue_depth(sqs: Any, queue_url: str) -> int:
     return int(attrs["ApproximateNumberOfMessages"]) + int(
         attrs["ApproximateNumberOfMessagesNotVisible"]
     )
+
+
+def stream_entries(
+    reply: StreamRangeResponse | None,
+) -> list[tuple[bytes, dict[bytes | str, bytes | str]]]:
+    """An ``XRANGE``/``XREVRANGE`` reply of a client without ``decode_responses``, narrowed.
+
+    redis-py types every stream reply as possibly ``None``, with ``None`` ids and fields (the
+    deleted entries of ``XCLAIM``); a range reply has neither, which this asserts.
+    """
+    assert reply is not None
+    entries = []
+    for entry_id, fields in reply:
+        assert isinstance(entry_id, bytes)
+        assert fields is not None
+        entries.append((entry_id, fields))
+    return entries
 
 
 @pytest.fixture(scope="session")
