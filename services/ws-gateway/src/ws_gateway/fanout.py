@@ -9,9 +9,10 @@ touching nothing else of it.
 
 Every other subscriber is in the *slow lane* and gets each frame through
 :meth:`Subscriber.deliver`, which applies the connection's rules (replay buffering, the
-offset floor, presence opt-in, its backlog). After a delivery the fan-out asks the
-subscriber for its :meth:`Subscriber.direct_writer`; one that is plain again moves to the
-direct lane. A direct subscriber leaves it when a write leaves bytes in its transport's
+offset floor, presence opt-in, its backlog). When a subscription's replay is joined and
+after each delivery, the fan-out asks the subscriber for its
+:meth:`Subscriber.direct_writer` (:meth:`ChannelFanout.promote`); one that is plain moves
+to the direct lane. A direct subscriber leaves it when a write leaves bytes in its transport's
 buffer (the client is not keeping up: its own rules take over) or when it says so
 (:meth:`ChannelFanout.to_slow`: closing, a backlog, unsubscribing).
 
@@ -152,7 +153,4 @@ class ChannelFanout:
         for subscriber in slow:
             for frame in frames:
                 subscriber.deliver(channel, frame)
-            writer = subscriber.direct_writer(channel)
-            if writer is not None and subscriber in self._slow:
-                self._slow.discard(subscriber)
-                self._direct[subscriber] = writer
+            self.promote(channel, subscriber, None)
