@@ -23,7 +23,7 @@ $(TOOLS)/bin/uv:
 	$(PYTHON) -m venv $(TOOLS)
 	$(TOOLS)/bin/pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
 
-$(VENV)/.synced: uv.lock pyproject.toml libs/pulse/pyproject.toml $(wildcard services/*/pyproject.toml) | $(UV)
+$(VENV)/.synced: uv.lock pyproject.toml $(wildcard libs/*/pyproject.toml services/*/pyproject.toml) | $(UV)
 	$(UV) sync --frozen --python $(PYTHON)
 	@touch $@
 
@@ -37,7 +37,7 @@ lint: sync
 	$(VENV)/bin/ruff format --check .
 
 typecheck: sync
-	$(VENV)/bin/mypy libs/pulse/src services/*/src libs/pulse/tests services/*/tests tests bench scripts
+	$(VENV)/bin/mypy libs/*/src services/*/src libs/*/tests services/*/tests tests bench scripts
 
 browser-tools:
 	bash scripts/browser-tools.sh

@@ -12,9 +12,9 @@ import orjson
 from websockets.asyncio.client import connect
 
 from pulse.auth import issue_token
-from pulse.devstack import DevStackProcess
-from pulse.load import percentile, run_load
 from pulse.settings import DEV_JWT_SECRET
+from pulse_dev.devstack import DevStackProcess
+from pulse_dev.load import percentile, run_load
 
 RATE = 50.0
 DURATION = 20.0

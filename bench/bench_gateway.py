@@ -18,12 +18,12 @@ import orjson
 from pulse.auth import issue_token
 from pulse.channels import ALERTS, PAYMENTS, STATS, ChannelPublisher
 from pulse.clients import redis_client
-from pulse.emulators import free_port, redis_answers, start_redis, wait_for_port
 from pulse.events import STATS as STATS_TYPE
 from pulse.events import new_event
-from pulse.load import percentile
 from pulse.settings import DEV_JWT_SECRET, PulseSettings
-from pulse.testing import ServiceProcess
+from pulse_dev.emulators import free_port, redis_answers, start_redis, wait_for_port
+from pulse_dev.load import percentile
+from pulse_dev.testing import ServiceProcess
 
 CONNECTIONS = 10_000
 CLIENT_PROCESSES = 3

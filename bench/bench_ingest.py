@@ -13,11 +13,11 @@ from pathlib import Path
 import aiohttp
 
 from pulse.clients import aws_client
-from pulse.emulators import AWS_TEST_CREDENTIALS, free_port, start_moto, stop_process
-from pulse.load import random_payment, random_payment_item
 from pulse.settings import PulseSettings
-from pulse.testing import ServiceProcess
 from pulse.topology import apply_topology
+from pulse_dev.emulators import AWS_TEST_CREDENTIALS, free_port, start_moto, stop_process
+from pulse_dev.load import random_payment, random_payment_item
+from pulse_dev.testing import ServiceProcess
 
 CONCURRENCY = 16
 REQUESTS = 400

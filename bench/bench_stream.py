@@ -31,7 +31,9 @@ import orjson
 import redis
 
 from pulse.clients import aws_client
-from pulse.emulators import (
+from pulse.settings import PulseSettings
+from pulse.topology import TopologyOutputs, apply_topology
+from pulse_dev.emulators import (
     AWS_TEST_CREDENTIALS,
     free_port,
     redis_answers,
@@ -39,10 +41,8 @@ from pulse.emulators import (
     start_redis,
     stop_process,
 )
-from pulse.load import percentile, random_payment_item
-from pulse.settings import PulseSettings
-from pulse.testing import ServiceProcess
-from pulse.topology import TopologyOutputs, apply_topology
+from pulse_dev.load import percentile, random_payment_item
+from pulse_dev.testing import ServiceProcess
 
 if TYPE_CHECKING:
     from collections.abc import Callable

@@ -26,9 +26,9 @@ from typing import Any
 
 from pulse.clients import aws_client
 from pulse.consumer import SqsConsumer, SqsConsumerSettings, SqsMessage
-from pulse.emulators import AWS_TEST_CREDENTIALS, free_port, start_moto, stop_process
 from pulse.metrics import StageMetrics
 from pulse.settings import PulseSettings
+from pulse_dev.emulators import AWS_TEST_CREDENTIALS, free_port, start_moto, stop_process
 
 MESSAGES = 1_000
 SENDERS = 8

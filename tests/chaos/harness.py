@@ -38,17 +38,17 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake
 
 from pulse.auth import issue_token
 from pulse.clients import aws_client
-from pulse.emulators import (
+from pulse.settings import DEV_JWT_SECRET, PulseSettings
+from pulse.topology import apply_topology
+from pulse_dev.emulators import (
     AWS_TEST_CREDENTIALS,
     free_port,
     redis_server_binary,
     stop_process,
     wait_for_port,
 )
-from pulse.load import random_payment
-from pulse.settings import DEV_JWT_SECRET, PulseSettings
-from pulse.testing import ServiceProcess, stream_entries
-from pulse.topology import apply_topology
+from pulse_dev.load import random_payment
+from pulse_dev.testing import ServiceProcess, stream_entries
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
@@ -147,7 +147,7 @@ class RedisServer:
 
 
 class AwsEmulator:
-    """The moto server (``pulse.aws_emulator``, which locks out moto's thread-safety races);
+    """The moto server (``pulse_dev.aws_emulator``, which locks out moto's thread-safety races);
     it can be paused and resumed."""
 
     def __init__(self, workdir: Path) -> None:
@@ -160,7 +160,7 @@ class AwsEmulator:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self) -> None:
-        argv = [sys.executable, "-m", "pulse.aws_emulator"]
+        argv = [sys.executable, "-m", "pulse_dev.aws_emulator"]
         argv += ["-H", "127.0.0.1", "-p", str(self.port)]
         with self.log_path.open("ab") as out:
             self.proc = subprocess.Popen(

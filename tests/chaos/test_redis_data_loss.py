@@ -16,7 +16,7 @@ import orjson
 import pytest
 from harness import Poster, Stack, Topology, WatchingClient, running
 
-from pulse.testing import stream_entries
+from pulse_dev.testing import stream_entries
 
 # Not marked chaos: a regression test for the gateway, short enough for every `make test`.
 pytestmark = [pytest.mark.timeout(600)]

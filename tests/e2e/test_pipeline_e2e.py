@@ -19,8 +19,8 @@ import pytest
 from websockets.asyncio.client import ClientConnection, connect
 
 from pulse.auth import issue_token
-from pulse.devstack import DevStackProcess
 from pulse.settings import DEV_JWT_SECRET
+from pulse_dev.devstack import DevStackProcess
 
 pytestmark = pytest.mark.timeout(240)
 

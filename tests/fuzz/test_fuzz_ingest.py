@@ -24,8 +24,8 @@ import orjson
 import pytest
 import yaml
 
-from pulse.testing import free_port
 from pulse.topology import TopologyOutputs
+from pulse_dev.testing import free_port
 
 pytestmark = pytest.mark.timeout(300)
 

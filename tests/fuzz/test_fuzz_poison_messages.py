@@ -27,8 +27,8 @@ from pulse.channels import ChannelKeys, account_channel
 from pulse.clients import aws_client
 from pulse.events import NOTIFICATION, PAYMENT_CREATED, PAYMENT_UPDATED, new_event
 from pulse.settings import PulseSettings
-from pulse.testing import free_port, stream_entries
 from pulse.topology import TopologyOutputs
+from pulse_dev.testing import free_port, stream_entries
 
 pytestmark = pytest.mark.timeout(90)
 

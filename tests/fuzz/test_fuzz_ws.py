@@ -33,7 +33,7 @@ from websockets.exceptions import ConnectionClosed
 from pulse.auth import issue_token
 from pulse.channels import ChannelPublisher
 from pulse.events import PAYMENT_CREATED, new_event
-from pulse.testing import ServiceProcess, free_port
+from pulse_dev.testing import ServiceProcess, free_port
 from ws_gateway.protocol import ErrorCode
 
 pytestmark = pytest.mark.timeout(240)

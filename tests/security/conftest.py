@@ -13,7 +13,7 @@ import aiohttp
 import jwt
 import pytest
 
-from pulse.testing import ServiceProcess, free_port
+from pulse_dev.testing import ServiceProcess, free_port
 
 SECRET = "security-suite-gateway-secret-7f3c9a1e5b"
 MAX_SUBSCRIPTIONS = 5

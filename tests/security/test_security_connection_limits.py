@@ -15,7 +15,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from pulse.testing import ServiceProcess, free_port
+from pulse_dev.testing import ServiceProcess, free_port
 
 SECRET = "connection-limits-secret-4b1d7e0a9c2f"
 MAX_CONNECTIONS = 4

@@ -14,8 +14,8 @@ import aiohttp
 import orjson
 import pytest
 
-from pulse.testing import free_port
 from pulse.topology import TopologyOutputs
+from pulse_dev.testing import free_port
 
 pytestmark = pytest.mark.timeout(60)
 

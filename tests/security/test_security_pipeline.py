@@ -33,9 +33,9 @@ from click.testing import CliRunner
 
 from pulse.auth import issue_token
 from pulse.cli import main as pulse_cli
-from pulse.devstack import DevStackProcess
 from pulse.events import NOTIFICATION
-from pulse.testing import free_port
+from pulse_dev.devstack import DevStackProcess
+from pulse_dev.testing import free_port
 
 pytestmark = pytest.mark.timeout(240)
 

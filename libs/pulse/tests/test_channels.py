@@ -12,7 +12,7 @@ from pulse.channels import (
     is_valid_channel,
 )
 from pulse.events import PAYMENT_CREATED, new_event
-from pulse.testing import stream_entries
+from pulse_dev.testing import stream_entries
 
 
 @pytest.mark.parametrize("name", ["payments", "alerts", "stats", "account:A-1", "account:x@y.z"])

@@ -9,7 +9,7 @@ def test_help_lists_every_command() -> None:
     result = CliRunner().invoke(main, ["--help"])
     assert result.exit_code == 0
     for command in ("dev", "token", "load", "tail", "fraud", "webhooks"):
-        assert f"pulse {command}" in result.output
+        assert f"  {command} " in result.output
 
 
 def test_token_is_signed_with_the_configured_secret() -> None:

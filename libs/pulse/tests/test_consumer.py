@@ -15,8 +15,8 @@ from pulse.consumer import SqsConsumer, SqsMessage, backoff_seconds
 from pulse.errors import PermanentError, RetryableError
 from pulse.metrics import StageMetrics
 from pulse.settings import PulseSettings
-from pulse.testing import queue_depth
 from pulse.topology import TopologyOutputs, apply_topology, pulse_spec
+from pulse_dev.testing import queue_depth
 
 METRICS = StageMetrics("consumer-test")
 

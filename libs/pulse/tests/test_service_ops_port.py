@@ -14,7 +14,7 @@ from aiohttp import web
 
 from pulse.service import Lifecycle, serving_api, serving_ops
 from pulse.settings import PulseSettings
-from pulse.testing import free_port
+from pulse_dev.testing import free_port
 
 
 @pytest.fixture

@@ -12,8 +12,8 @@ from pulse.clients import aws_client
 from pulse.events import PAYMENT_CREATED, new_event, stable_event_id
 from pulse.payments import payment_from_item
 from pulse.settings import PulseSettings
-from pulse.testing import free_port, until
 from pulse.topology import TopologyOutputs
+from pulse_dev.testing import free_port, until
 
 
 def test_blocked_accounts_and_merchants_are_declined_until_unblocked(

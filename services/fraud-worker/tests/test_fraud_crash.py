@@ -13,8 +13,8 @@ from pulse.clients import aws_client
 from pulse.events import PAYMENT_CREATED, new_event, stable_event_id
 from pulse.payments import payment_from_item
 from pulse.settings import PulseSettings
-from pulse.testing import free_port, queue_depth, stream_entries, until
 from pulse.topology import TopologyOutputs
+from pulse_dev.testing import free_port, queue_depth, stream_entries, until
 
 # Short timeouts so the redelivery comes within seconds: visibility 2 s, lease 1.5 s.
 FAST = {

@@ -16,8 +16,8 @@ from openapi_spec_validator import validate as validate_openapi
 
 from pulse.clients import aws_client
 from pulse.settings import PulseSettings
-from pulse.testing import ServiceProcess, free_port
 from pulse.topology import TopologyOutputs
+from pulse_dev.testing import ServiceProcess, free_port
 
 PROBLEM = "application/problem+json"
 TRACEPARENT = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"

@@ -14,8 +14,8 @@ from typing import Any
 import aiohttp
 import pytest
 
-from pulse.testing import free_port
 from pulse.topology import TopologyOutputs
+from pulse_dev.testing import free_port
 
 BODY = {"account_id": "acct-ops", "amount": "3.00", "currency": "EUR", "merchant_id": "m-1"}
 

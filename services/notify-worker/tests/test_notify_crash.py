@@ -28,8 +28,8 @@ from pulse.channels import ChannelKeys, account_channel
 from pulse.clients import aws_client
 from pulse.events import NOTIFICATION, PAYMENT_UPDATED, new_event, stable_event_id
 from pulse.settings import PulseSettings
-from pulse.testing import free_port, queue_depth, stream_entries, until
 from pulse.topology import TopologyOutputs
+from pulse_dev.testing import free_port, queue_depth, stream_entries, until
 
 pytestmark = pytest.mark.timeout(90)
 

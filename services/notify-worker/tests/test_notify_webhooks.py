@@ -19,8 +19,8 @@ from pulse.cli import main as pulse_cli
 from pulse.clients import aws_client
 from pulse.events import PAYMENT_UPDATED, new_event, stable_event_id
 from pulse.settings import PulseSettings
-from pulse.testing import ServiceProcess, free_port
 from pulse.topology import TopologyOutputs, WebhookNames
+from pulse_dev.testing import ServiceProcess, free_port
 
 
 @dataclass

@@ -16,8 +16,8 @@ from pulse.channels import ChannelKeys, account_channel
 from pulse.clients import aws_client
 from pulse.events import NOTIFICATION, PAYMENT_UPDATED, new_event, stable_event_id
 from pulse.settings import PulseSettings
-from pulse.testing import ServiceProcess, free_port, queue_depth, stream_entries, until
 from pulse.topology import TopologyOutputs
+from pulse_dev.testing import ServiceProcess, free_port, queue_depth, stream_entries, until
 
 TRACEPARENT = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
 

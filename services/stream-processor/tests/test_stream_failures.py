@@ -20,8 +20,8 @@ from pulse.clients import aws_client, redis_client
 from pulse.errors import RetryableError
 from pulse.events import stable_event_id
 from pulse.settings import PulseSettings
-from pulse.testing import free_port, stream_entries
 from pulse.topology import TopologyOutputs
+from pulse_dev.testing import free_port, stream_entries
 from stream_processor.effects import AuditTrail, BatchEffects, ProcessedEvent, TopicPublisher
 from stream_processor.failures import MAX_BODY_BYTES, FailureQueue, failure_message
 from stream_processor.leases import LeaseTable

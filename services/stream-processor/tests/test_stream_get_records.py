@@ -14,9 +14,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from pulse.clients import aws_client
-from pulse.load import random_payment_item
 from pulse.settings import PulseSettings
 from pulse.topology import TopologyOutputs
+from pulse_dev.load import random_payment_item
 from stream_processor.get_records import read_records_with_orjson
 from stream_processor.records import event_from_record, image_values
 

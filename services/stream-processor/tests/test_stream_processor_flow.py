@@ -24,8 +24,8 @@ from pulse.channels import ChannelKeys, ChannelPublisher
 from pulse.clients import aws_client, redis_client
 from pulse.errors import RetryableError
 from pulse.settings import PulseSettings
-from pulse.testing import ServiceProcess, free_port, stream_entries
 from pulse.topology import TopologyOutputs
+from pulse_dev.testing import ServiceProcess, free_port, stream_entries
 from stream_processor.effects import AuditTrail, BatchEffects, ProcessedEvent, TopicPublisher
 from stream_processor.leases import LeaseTable
 from stream_processor.processor import StreamProcessor

@@ -23,8 +23,8 @@ import redis
 from pulse.channels import ChannelKeys
 from pulse.clients import aws_client
 from pulse.settings import PulseSettings
-from pulse.testing import ServiceProcess, free_port, stream_entries
 from pulse.topology import TopologyOutputs
+from pulse_dev.testing import ServiceProcess, free_port, stream_entries
 from stream_processor.leases import Lease, LeaseLostError, LeaseTable
 from stream_processor.lineage import Shard
 from stream_processor.stats import StatsKeys

@@ -19,7 +19,7 @@ from playwright.async_api import Browser, async_playwright, expect
 from pulse.auth import issue_token
 from pulse.channels import ALERTS, PAYMENTS, ChannelPublisher
 from pulse.events import FRAUD_DECISION, PAYMENT_CREATED, PAYMENT_UPDATED, STATS, new_event
-from pulse.testing import ServiceProcess, free_port
+from pulse_dev.testing import ServiceProcess, free_port
 
 SECRET = "ws-gateway-dashboard-secret-0123456789abcdef"
 CHROMIUM_ARGS = [

@@ -15,9 +15,9 @@ from websockets.asyncio.client import ClientConnection, connect
 
 from pulse.auth import issue_token
 from pulse.channels import ChannelPublisher
-from pulse.emulators import start_redis, stop_process
 from pulse.events import PAYMENT_CREATED, CloudEvent, new_event
-from pulse.testing import ServiceProcess, free_port
+from pulse_dev.emulators import start_redis, stop_process
+from pulse_dev.testing import ServiceProcess, free_port
 
 SECRET = "ws-gateway-delivery-secret-0123456789abcdef"
 pytestmark = pytest.mark.timeout(90)

@@ -15,7 +15,7 @@ import redis.asyncio as aioredis
 from pulse.auth import issue_token
 from pulse.channels import ChannelKeys, ChannelPublisher
 from pulse.events import PAYMENT_CREATED, CloudEvent, new_event
-from pulse.testing import ServiceProcess, free_port
+from pulse_dev.testing import ServiceProcess, free_port
 from ws_gateway.sse import Cursor
 
 SECRET = "ws-gateway-http-secret-0123456789abcdef"

@@ -14,7 +14,7 @@ import aiohttp
 import orjson
 
 from pulse.auth import issue_token
-from pulse.testing import ServiceProcess, free_port
+from pulse_dev.testing import ServiceProcess, free_port
 
 if TYPE_CHECKING:
     from pathlib import Path

@@ -14,7 +14,7 @@ import pytest
 from websockets.asyncio.client import ClientConnection, connect
 
 from pulse.auth import issue_token
-from pulse.testing import ServiceProcess, free_port
+from pulse_dev.testing import ServiceProcess, free_port
 
 SECRET = "ws-gateway-presence-secret-0123456789abcdef"
 LEASE_SECONDS = 2.5  # renewed every third; slack for a loaded CI machine

@@ -20,7 +20,7 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 from pulse.auth import issue_token
 from pulse.channels import AppendResult, ChannelKeys, ChannelPublisher, channel_epoch
 from pulse.events import PAYMENT_CREATED, CloudEvent, new_event
-from pulse.testing import ServiceProcess, free_port
+from pulse_dev.testing import ServiceProcess, free_port
 
 SECRET = "ws-gateway-test-secret-0123456789abcdef"
 pytestmark = pytest.mark.timeout(60)

@@ -19,7 +19,7 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 
 from pulse.auth import InvalidTokenError, TokenExpiredError, issue_token
-from pulse.testing import ServiceProcess, free_port
+from pulse_dev.testing import ServiceProcess, free_port
 from ws_gateway.tokens import TokenVerifier, VerifierUnavailableError
 
 pytestmark = pytest.mark.timeout(60)

@@ -19,7 +19,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from pulse.auth import issue_token
 from pulse.channels import ChannelPublisher
 from pulse.events import PAYMENT_CREATED, new_event
-from pulse.testing import ServiceProcess, free_port
+from pulse_dev.testing import ServiceProcess, free_port
 
 SECRET = "ws-gateway-writes-secret-0123456789abcdef"
 PING_INTERVAL = 0.5

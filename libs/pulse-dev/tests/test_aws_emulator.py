@@ -13,10 +13,10 @@ from hypothesis import strategies as st
 from moto.core.parse import JSONParser
 from moto.core.utils import get_service_model
 
-from pulse.aws_emulator import read_attribute_values_directly
 from pulse.clients import aws_client
 from pulse.settings import PulseSettings
 from pulse.topology import TopologyOutputs
+from pulse_dev.aws_emulator import read_attribute_values_directly
 
 
 def test_stream_records_keep_moto_s_wire_format(

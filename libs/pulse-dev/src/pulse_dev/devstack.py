@@ -24,7 +24,11 @@ from typing import TextIO
 import aiohttp
 
 from pulse.auth import issue_token
-from pulse.emulators import (
+from pulse.logging import configure_logging
+from pulse.service import sleep_unless_stopped
+from pulse.settings import PulseSettings
+from pulse.topology import apply_topology
+from pulse_dev.emulators import (
     AWS_TEST_CREDENTIALS,
     emulator_argv,
     free_port,
@@ -32,10 +36,6 @@ from pulse.emulators import (
     redis_server_argv,
     redis_server_binary,
 )
-from pulse.logging import configure_logging
-from pulse.service import sleep_unless_stopped
-from pulse.settings import PulseSettings
-from pulse.topology import apply_topology
 
 __all__ = [
     "DevStackConfig",
@@ -282,7 +282,7 @@ def _banner(config: DevStackConfig, settings: PulseSettings) -> str:
 
 
 async def _demo_traffic(config: DevStackConfig, stopping: asyncio.Event) -> None:
-    from pulse.load import random_payment  # noqa: PLC0415 - only with --demo
+    from pulse_dev.load import random_payment  # noqa: PLC0415 - only with --demo
 
     url = f"http://127.0.0.1:{config.ingest_port}/v1/payments"
     interval = 1.0 / config.demo_rate

@@ -4,7 +4,7 @@ from decimal import Decimal
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pulse.load import percentile, random_payment
+from pulse_dev.load import percentile, random_payment
 
 
 def test_percentiles_use_nearest_rank() -> None:

@@ -22,9 +22,9 @@ from hypothesis import strategies as st
 from moto.core.parse import QueryParser
 from moto.core.utils import get_service_model
 
-from pulse import aws_emulator
-from pulse.aws_emulator import has_params_under
 from pulse.clients import aws_client
+from pulse_dev import aws_emulator
+from pulse_dev.aws_emulator import has_params_under
 
 if TYPE_CHECKING:
     from pulse.settings import PulseSettings

@@ -11,10 +11,10 @@ import pytest
 from botocore.exceptions import ClientError
 from moto.sqs.models import Queue, sqs_backends
 
-from pulse.aws_emulator import QueueAttributesView
 from pulse.clients import aws_client
 from pulse.settings import PulseSettings
 from pulse.topology import TopologyOutputs
+from pulse_dev.aws_emulator import QueueAttributesView
 
 ACCOUNT = "123456789012"
 

@@ -24,7 +24,9 @@ from typing import TYPE_CHECKING, Any, Self
 
 import pytest
 
-from pulse.emulators import (
+from pulse.settings import PulseSettings
+from pulse.topology import TopologyOutputs, apply_topology
+from pulse_dev.emulators import (
     AWS_TEST_CREDENTIALS,
     free_port,
     redis_answers,
@@ -33,8 +35,6 @@ from pulse.emulators import (
     stop_process,
     wait_for_port,
 )
-from pulse.settings import PulseSettings
-from pulse.topology import TopologyOutputs, apply_topology
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator

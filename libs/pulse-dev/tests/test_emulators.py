@@ -3,7 +3,7 @@
 import socket
 from pathlib import Path
 
-from pulse.emulators import free_port, redis_server_binary, start_redis, stop_process
+from pulse_dev.emulators import free_port, redis_server_binary, start_redis, stop_process
 
 
 def test_a_redis_can_be_started_when_none_answers(tmp_path: Path) -> None:

@@ -1,0 +1,62 @@
+"""The development commands ``pulse dev`` and ``pulse load``, added to the ``pulse`` command
+through the ``pulse.commands`` entry points of this package."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from typing import Any
+
+import click
+
+__all__ = ["dev", "load"]
+
+
+@click.command(short_help="Run the whole system locally (what `make run` does).")
+@click.option("--demo", is_flag=True, help="Send a steady trickle of demo payments.")
+@click.option("--demo-rate", type=float, default=2.0, help="Demo payments per second.")
+@click.option("--emulator-port", type=int, default=4566, help="AWS emulator port.")
+@click.option("--redis-url", default=None, help="Use this Redis instead of 127.0.0.1:6379.")
+@click.option("--ingest-port", type=int, default=8080)
+@click.option("--gateway-port", type=int, default=8090)
+@click.option("--ops-port-base", type=int, default=9101, help="First of the workers' ops ports.")
+@click.option("--resource-prefix", default="pulse-", help="Prefix of AWS resource names.")
+@click.option("--redis-prefix", default="pulse:", help="Prefix of every Redis key.")
+@click.option("--json-logs", is_flag=True, help="Raw JSON log lines instead of console format.")
+@click.option(
+    "--log-level", type=click.Choice(["debug", "info", "warning", "error"]), default="info"
+)
+def dev(**opts: Any) -> None:
+    """Run Pulse locally: AWS emulator, Redis, topology and all five services.
+
+    Reuses an emulator already listening on the emulator port and the Redis on
+    127.0.0.1:6379 if it answers; starts them otherwise. Ctrl-C stops everything.
+    """
+    from pulse_dev.devstack import DevStackConfig, run_dev_stack  # noqa: PLC0415 - only when run
+
+    demo = opts.pop("demo")
+    rate = opts.pop("demo_rate")
+    config = DevStackConfig(**opts, demo_rate=rate if demo else 0.0)
+    sys.exit(asyncio.run(run_dev_stack(config)))
+
+
+@click.command(short_help="Send payments at a steady rate and report latency.")
+@click.option("--url", default="http://127.0.0.1:8080", help="Ingest base URL.")
+@click.option("--rate", type=click.FloatRange(min=0.1), default=10.0, help="Payments per second.")
+@click.option("--duration", type=click.FloatRange(min=0.1), default=10.0, help="Seconds.")
+@click.option("--accounts", type=click.IntRange(1), default=20, help="Distinct accounts.")
+@click.option("--seed", type=int, default=None, help="Seed for reproducible payloads.")
+def load(url: str, rate: float, duration: float, accounts: int, seed: int | None) -> None:
+    """Send payments at a steady rate with a progress bar; print latency percentiles."""
+    from pulse_dev.load import run_load  # noqa: PLC0415 - aiohttp and rich: only when run
+
+    result = asyncio.run(run_load(url, rate=rate, duration=duration, accounts=accounts, seed=seed))
+    summary = result.summary()
+    click.echo(
+        f"sent {result.sent} in {result.elapsed_s:.1f}s "
+        f"({summary['rate_per_s']:.1f}/s); statuses: {dict(result.statuses)}"
+    )
+    for key in ("p50_ms", "p90_ms", "p99_ms", "max_ms"):
+        click.echo(f"{key}: {summary[key]:.1f}")
+    if summary["ok"] < result.sent:
+        sys.exit(1)
