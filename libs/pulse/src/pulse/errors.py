@@ -1,18 +1,32 @@
 """Pulse's error hierarchy: whether an error is worth retrying is part of its type.
 
     PulseError
-    ├── RetryableError     -- transient: throttling, a dependency down, a timeout.
-    │                         Workers leave the message for redelivery (optionally after
-    │                         ``delay`` seconds); the stream processor retries the record.
-    └── PermanentError     -- retrying cannot help: invalid input, a poison message.
-        └── ConfigurationError -- the process cannot start with the settings it was given.
+    ├── RetryableError          -- transient: throttling, a dependency down, a timeout.
+    │   │                          Workers leave the message for redelivery (optionally after
+    │   │                          ``delay`` seconds); the stream processor retries the record.
+    │   └── ResourceNotFoundError -- an AWS resource (table, queue, topic, parameter) does not
+    │                              exist: not yet (the topology is being applied) or no longer.
+    │                              Retried like any transient failure; callers for whom absence
+    │                              is an answer (get-or-create, delete) catch it.
+    └── PermanentError          -- retrying cannot help: invalid input, a poison message.
+        ├── ConditionFailedError -- a conditional write found its condition false: an answer
+        │                          (someone else wrote first), caught by the writer.
+        └── ConfigurationError  -- the process cannot start with the settings it was given.
 
-Consumers retry the first kind and dead-letter the second.
+Consumers retry the first kind and dead-letter the second. :mod:`pulse.aws_errors` maps
+every AWS error onto this tree.
 """
 
 from __future__ import annotations
 
-__all__ = ["ConfigurationError", "PermanentError", "PulseError", "RetryableError"]
+__all__ = [
+    "ConditionFailedError",
+    "ConfigurationError",
+    "PermanentError",
+    "PulseError",
+    "ResourceNotFoundError",
+    "RetryableError",
+]
 
 
 class PulseError(Exception):
@@ -27,8 +41,16 @@ class RetryableError(PulseError):
         self.delay = delay
 
 
+class ResourceNotFoundError(RetryableError):
+    """An AWS resource the call needs does not exist (yet)."""
+
+
 class PermanentError(PulseError):
     """A failure that retrying cannot fix; the work goes to a dead-letter destination."""
+
+
+class ConditionFailedError(PermanentError):
+    """A conditional write's condition did not hold; nothing was written."""
 
 
 class ConfigurationError(PermanentError):
