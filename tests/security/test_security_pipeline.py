@@ -35,7 +35,7 @@ from pulse.auth import issue_token
 from pulse.cli import main as pulse_cli
 from pulse.events import NOTIFICATION
 from pulse_dev.devstack import DevStackProcess
-from pulse_dev.testing import free_port
+from pulse_dev.testing import eventually, free_port
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -89,14 +89,6 @@ def verify_standard_webhook(
         s.removeprefix("v1,") for s in headers.get("webhook-signature", "").split() if "," in s
     ]
     return any(hmac.compare_digest(expected, s) for s in offered)
-
-
-async def _until(predicate: Any, timeout: float = 60.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while not (value := predicate()):
-        assert time.monotonic() < deadline, "condition not reached in time"
-        await asyncio.sleep(0.2)
-    return value
 
 
 async def _notifications(ws: aiohttp.ClientWebSocketResponse, want: int) -> list[Any]:
@@ -163,7 +155,7 @@ async def test_a_full_run_logs_no_secret_and_webhook_signatures_bind(
                     async with http.post(f"{stack.ingest_url}/v1/payments", json=body) as resp:
                         assert resp.status == 201
                 notes = await _notifications(ws, PAYMENTS)
-            await _until(lambda: len(receiver.deliveries) >= PAYMENTS)
+            await eventually(lambda: len(receiver.deliveries) >= PAYMENTS, timeout=60.0)
         assert stack.stop() == 0
     finally:
         stack.kill()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 import pytest
@@ -15,8 +15,8 @@ from pulse.consumer import SqsConsumer, SqsMessage, backoff_seconds
 from pulse.errors import PermanentError, RetryableError
 from pulse.metrics import StageMetrics
 from pulse.settings import PulseSettings
-from pulse.topology import TopologyOutputs, apply_topology, pulse_spec
-from pulse_dev.testing import queue_depth
+from pulse.topology import TopologyOutputs
+from pulse_dev.testing import eventually, queue_depth
 
 METRICS = StageMetrics("consumer-test")
 
@@ -57,13 +57,12 @@ class Queues:
 
 
 @pytest.fixture
-def queues(stack_settings: PulseSettings) -> Queues:
-    topology = _queues_only(stack_settings)
+def queues(stack_settings: PulseSettings, queue_topology: TopologyOutputs) -> Queues:
     names = stack_settings.names
     return Queues(
         aws_client("sqs", stack_settings),
-        topology.queue_urls[names.fraud_queue],
-        topology.queue_urls[names.fraud_dlq],
+        queue_topology.queue_urls[names.fraud_queue],
+        queue_topology.queue_urls[names.fraud_dlq],
     )
 
 
@@ -97,13 +96,6 @@ async def start(queues: Queues) -> AsyncIterator[Callable[..., Running]]:
     for run in running:
         if not run.task.done():
             await run.stop(within=30)
-
-
-async def _until(predicate: Callable[[], bool], timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "condition not reached in time"
-        await asyncio.sleep(0.05)
 
 
 def test_backoff_grows_and_is_capped() -> None:
@@ -140,7 +132,7 @@ async def test_handled_messages_are_deleted(queues: Queues, start: Any) -> None:
 
     run = start(handler)
     queues.send("one", "two", "three")
-    await _until(lambda: len(seen) == 3)
+    await eventually(lambda: len(seen) == 3, timeout=10.0)
     await run.stop()
     assert sorted(seen) == [b"one", b"three", b"two"]
     assert queues.depth() == 0
@@ -158,7 +150,7 @@ async def test_a_retryable_failure_leaves_the_message_for_redelivery(
 
     run = start(handler)
     queues.send("flaky")
-    await _until(lambda: len(attempts) == 2)
+    await eventually(lambda: len(attempts) == 2, timeout=10.0)
     await run.stop()
     assert attempts == [1, 2]
     assert queues.depth() == 0
@@ -176,7 +168,7 @@ async def test_an_unexpected_exception_is_retried_not_lost(queues: Queues, start
     # The backoff of a first failure is 2 s; keep this test short by capping it.
     run = start(handler, max_backoff_seconds=1)
     queues.send("buggy")
-    await _until(lambda: len(attempts) == 2)
+    await eventually(lambda: len(attempts) == 2, timeout=10.0)
     await run.stop()
     assert queues.depth() == 0
 
@@ -192,14 +184,14 @@ async def test_a_permanent_failure_goes_to_the_dlq_with_the_reason(
 
     run = start(handler)  # no dlq_url: found from the queue's RedrivePolicy
     queues.send("poison")
-    await _until(lambda: len(handled) == 1)
+    await eventually(lambda: len(handled) == 1, timeout=10.0)
     dead: list[dict[str, Any]] = []
 
     def arrived() -> bool:
         dead.extend(queues.drain_dlq())
         return bool(dead)
 
-    await _until(arrived)
+    await eventually(arrived, timeout=10.0)
     await run.stop()
     assert len(handled) == 1
     assert [m["Body"] for m in dead] == ["poison"]
@@ -224,7 +216,7 @@ async def test_in_flight_messages_are_bounded(queues: Queues, start: Any) -> Non
 
     run = start(handler, max_in_flight=2)
     queues.send(*(f"m{i}" for i in range(5)))
-    await _until(lambda: len(done) == 5)
+    await eventually(lambda: len(done) == 5, timeout=10.0)
     await run.stop()
     assert peak == 2
     assert queues.depth() == 0
@@ -302,13 +294,8 @@ async def test_a_trickle_is_received_in_batches(queues: Queues) -> None:
     for i in range(20):  # one message every 50 ms
         await asyncio.to_thread(queues.send, f"m{i}")
         await asyncio.sleep(0.05)
-    await _until(lambda: len(seen) == 20, timeout=20)
+    await eventually(lambda: len(seen) == 20, timeout=20)
     stopping.set()
     await asyncio.wait_for(task, 10)
     assert counting.receives <= 10  # without the window: about one receive per message
     assert queues.depth() == 0
-
-
-def _queues_only(settings: PulseSettings) -> TopologyOutputs:
-    """The topic and queues without the tables: the emulator's table list stays short."""
-    return apply_topology(settings, replace(pulse_spec(settings.names), tables=[]))

@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import time
-from collections.abc import Callable
-from dataclasses import replace
 from typing import Any
 
 from pulse.clients import aws_client
@@ -13,23 +10,17 @@ from pulse.consumer import SqsConsumer, SqsMessage
 from pulse.errors import PermanentError, RetryableError
 from pulse.metrics import StageMetrics
 from pulse.settings import PulseSettings
-from pulse.topology import TopologyOutputs, WebhookNames, apply_topology, pulse_spec
-
-
-async def _until(predicate: Callable[[], bool], timeout: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "condition not reached in time"
-        await asyncio.sleep(0.05)
+from pulse.topology import TopologyOutputs, WebhookNames
+from pulse_dev.testing import eventually
 
 
 async def test_each_group_is_handled_in_order_across_a_retry(
     stack_settings: PulseSettings,
+    queue_topology: TopologyOutputs,
 ) -> None:
-    topology = _queues_only(stack_settings)
     sqs = aws_client("sqs", stack_settings)
     hooks = WebhookNames.from_prefix(stack_settings.resource_prefix)
-    url, dlq_url = topology.queue_urls[hooks.queue], topology.queue_urls[hooks.dlq]
+    url, dlq_url = queue_topology.queue_urls[hooks.queue], queue_topology.queue_urls[hooks.dlq]
     entries = [
         {
             "Id": f"{g}{i}",
@@ -60,7 +51,7 @@ async def test_each_group_is_handled_in_order_across_a_retry(
     consumer = SqsConsumer(sqs, url, handler, StageMetrics("fifo-test"), wait_time_seconds=1)
     stopping = asyncio.Event()
     task = asyncio.create_task(consumer.run(stopping))
-    await _until(lambda: len(done) == 6)
+    await eventually(lambda: len(done) == 6, timeout=15.0)
     dead: list[dict[str, Any]] = []
 
     def arrived() -> bool:
@@ -70,7 +61,7 @@ async def test_each_group_is_handled_in_order_across_a_retry(
         dead.extend(got.get("Messages", []))
         return bool(dead)
 
-    await _until(arrived)
+    await eventually(arrived, timeout=15.0)
     stopping.set()
     await asyncio.wait_for(task, 10)
     assert [b for b in done if b[0] == "a"] == ["a1", "a2", "a3"]
@@ -78,8 +69,3 @@ async def test_each_group_is_handled_in_order_across_a_retry(
     assert dead[0]["Body"] == "poison"
     assert dead[0]["Attributes"]["MessageGroupId"] == "c"
     assert dead[0]["MessageAttributes"]["error"]["StringValue"] == "cannot deliver"
-
-
-def _queues_only(settings: PulseSettings) -> TopologyOutputs:
-    """The topic and queues without the tables: the emulator's table list stays short."""
-    return apply_topology(settings, replace(pulse_spec(settings.names), tables=[]))

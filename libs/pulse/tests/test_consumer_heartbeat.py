@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -16,7 +15,8 @@ from pulse.consumer import SqsConsumer, SqsConsumerSettings, SqsMessage, on_hear
 from pulse.errors import ConfigurationError, PermanentError
 from pulse.metrics import StageMetrics
 from pulse.settings import PulseSettings, load_settings
-from pulse.topology import TopologyOutputs, apply_topology, pulse_spec
+from pulse.topology import TopologyOutputs
+from pulse_dev.testing import eventually
 
 METRICS = StageMetrics("heartbeat-test")
 
@@ -37,13 +37,12 @@ class Queue:
 
 
 @pytest.fixture
-def queue(stack_settings: PulseSettings) -> Queue:
-    topology = _queues_only(stack_settings)
+def queue(stack_settings: PulseSettings, queue_topology: TopologyOutputs) -> Queue:
     names = stack_settings.names
     return Queue(
         aws_client("sqs", stack_settings),
-        topology.queue_urls[names.fraud_queue],
-        topology.queue_urls[names.fraud_dlq],
+        queue_topology.queue_urls[names.fraud_queue],
+        queue_topology.queue_urls[names.fraud_dlq],
     )
 
 
@@ -68,13 +67,6 @@ def _sample(name: str, queue: str) -> float:
     return REGISTRY.get_sample_value(name, {"queue": queue}) or 0.0
 
 
-async def _until(predicate: Callable[[], bool], timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "condition not reached in time"
-        await asyncio.sleep(0.05)
-
-
 async def test_a_slow_handler_keeps_its_message_hidden(queue: Queue, consume: Any) -> None:
     started = asyncio.Event()
     handled: list[bytes] = []
@@ -92,7 +84,7 @@ async def test_a_slow_handler_keeps_its_message_hidden(queue: Queue, consume: An
     while time.monotonic() < deadline:  # another consumer never sees it meanwhile
         assert await asyncio.to_thread(queue.receive_now) == []
         await asyncio.sleep(0.3)
-    await _until(lambda: handled == [b"slow"])
+    await eventually(lambda: handled == [b"slow"], timeout=10.0)
     assert _sample("pulse_sqs_visibility_extensions_total", queue.name) >= extensions + 3
 
 
@@ -112,7 +104,7 @@ async def test_a_refused_extension_stops_the_handler(queue: Queue, consume: Any)
     lost = _sample("pulse_sqs_visibility_lost_total", queue.name)
     consume(handler, visibility_timeout=5, heartbeat_seconds=0.3)
     queue.send("contested")
-    await _until(lambda: bool(held))
+    await eventually(lambda: bool(held), timeout=10.0)
     # The message slips away (as after a long pause): another consumer takes and finishes it.
     queue.sqs.change_message_visibility(
         QueueUrl=queue.url, ReceiptHandle=held[0].receipt_handle, VisibilityTimeout=0
@@ -120,7 +112,7 @@ async def test_a_refused_extension_stops_the_handler(queue: Queue, consume: Any)
     other = await asyncio.to_thread(queue.receive_now)
     assert [m["Body"] for m in other] == ["contested"]
     queue.sqs.delete_message(QueueUrl=queue.url, ReceiptHandle=other[0]["ReceiptHandle"])
-    await _until(lambda: outcome == ["cancelled"], timeout=5)
+    await eventually(lambda: outcome == ["cancelled"], timeout=5)
     assert _sample("pulse_sqs_visibility_lost_total", queue.name) == lost + 1
 
 
@@ -145,7 +137,7 @@ async def test_a_lost_lease_stops_the_handler_and_leaves_the_message(
     assert on_heartbeat(renew) is None  # outside a handler: nothing to attach to
     consume(handler, visibility_timeout=3, heartbeat_seconds=0.3)
     queue.send("leased")
-    await _until(lambda: outcome == ["cancelled"], timeout=5)
+    await eventually(lambda: outcome == ["cancelled"], timeout=5)
     assert len(beats) == 2
     # Not deleted, not released: it reappears when its visibility runs out, for a new owner.
     assert await asyncio.to_thread(queue.receive_now) == []
@@ -162,8 +154,8 @@ async def test_dlq_depth_is_a_gauge(queue: Queue, consume: Any) -> None:
     consume(poison, depth_poll_seconds=0.2)
     queue.send("p1")
     queue.send("p2")
-    await _until(lambda: _sample("pulse_sqs_dlq_depth", queue.name) == 2)
-    await _until(lambda: _sample("pulse_sqs_queue_depth", queue.name) == 0)
+    await eventually(lambda: _sample("pulse_sqs_dlq_depth", queue.name) == 2, timeout=10.0)
+    await eventually(lambda: _sample("pulse_sqs_queue_depth", queue.name) == 0, timeout=10.0)
 
 
 def test_a_heartbeat_must_beat_within_the_visibility_timeout(queue: Queue) -> None:
@@ -196,8 +188,3 @@ def test_the_default_heartbeat_beats_within_the_visibility_timeout_and_the_lease
     monkeypatch.setenv("PULSE_SQS_HEARTBEAT_SECONDS", "90")
     with pytest.raises(ConfigurationError, match="idempotency_lease_seconds must be above"):
         load_settings(SqsConsumerSettings)
-
-
-def _queues_only(settings: PulseSettings) -> TopologyOutputs:
-    """The topic and queues without the tables: the emulator's table list stays short."""
-    return apply_topology(settings, replace(pulse_spec(settings.names), tables=[]))

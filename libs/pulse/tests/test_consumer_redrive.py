@@ -3,32 +3,26 @@
 from __future__ import annotations
 
 import asyncio
-import time
-from collections.abc import Callable
-from dataclasses import replace
 
 from pulse.clients import aws_client
 from pulse.consumer import SqsConsumer, SqsMessage
 from pulse.errors import RetryableError
 from pulse.metrics import StageMetrics
 from pulse.settings import PulseSettings
-from pulse.topology import TopologyOutputs, apply_topology, pulse_spec
-
-
-async def _until(predicate: Callable[[], bool], timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "condition not reached in time"
-        await asyncio.sleep(0.05)
+from pulse.topology import TopologyOutputs
+from pulse_dev.testing import eventually
 
 
 async def test_a_poison_message_goes_to_the_dlq_after_max_receive_count(
     stack_settings: PulseSettings,
+    queue_topology: TopologyOutputs,
 ) -> None:
-    topology = _queues_only(stack_settings)
     names = stack_settings.names
     sqs = aws_client("sqs", stack_settings)
-    url, dlq_url = topology.queue_urls[names.fraud_queue], topology.queue_urls[names.fraud_dlq]
+    url, dlq_url = (
+        queue_topology.queue_urls[names.fraud_queue],
+        queue_topology.queue_urls[names.fraud_dlq],
+    )
     poison_attempts: list[int] = []
     handled: list[str] = []
 
@@ -53,15 +47,10 @@ async def test_a_poison_message_goes_to_the_dlq_after_max_receive_count(
         dead.extend(m["Body"] for m in got.get("Messages", []))
         return bool(dead)
 
-    await _until(arrived)
-    await _until(lambda: len(handled) == 10)
+    await eventually(arrived)
+    await eventually(lambda: len(handled) == 10)
     stopping.set()
     await asyncio.wait_for(task, 10)
     assert dead == ["poison"]
     assert poison_attempts == [1, 2, 3, 4, 5]  # maxReceiveCount of the topology
     assert sorted(handled) == sorted(f"good-{i}" for i in range(10))
-
-
-def _queues_only(settings: PulseSettings) -> TopologyOutputs:
-    """The topic and queues without the tables: the emulator's table list stays short."""
-    return apply_topology(settings, replace(pulse_spec(settings.names), tables=[]))

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import AsyncIterator
-from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -23,7 +22,7 @@ from pulse.idempotency import (
 )
 from pulse.metrics import StageMetrics
 from pulse.settings import PulseSettings
-from pulse.topology import TopologyOutputs, apply_topology, pulse_spec
+from pulse.topology import TopologyOutputs
 
 
 @pytest.fixture
@@ -156,10 +155,10 @@ async def test_the_consumer_heartbeat_renews_the_lease(
     redis: aioredis.Redis,
     prefix: str,
     stack_settings: PulseSettings,
+    queue_topology: TopologyOutputs,
 ) -> None:
-    topology = _queues_only(stack_settings)
     sqs = aws_client("sqs", stack_settings)
-    url = topology.queue_urls[stack_settings.names.fraud_queue]
+    url = queue_topology.queue_urls[stack_settings.names.fraud_queue]
     guard = _guard(redis, prefix, lease_seconds=1)
     started = asyncio.Event()
     done: list[Outcome] = []
@@ -200,17 +199,14 @@ async def _wait_for(predicate: Any) -> None:
         await asyncio.sleep(0.05)
 
 
-def _queues_only(settings: PulseSettings) -> TopologyOutputs:
-    """The topic and queues without the tables: the emulator's table list stays short."""
-    return apply_topology(settings, replace(pulse_spec(settings.names), tables=[]))
-
-
 async def test_a_handler_abandoned_at_shutdown_releases_its_key(
-    redis: aioredis.Redis, prefix: str, stack_settings: PulseSettings
+    redis: aioredis.Redis,
+    prefix: str,
+    stack_settings: PulseSettings,
+    queue_topology: TopologyOutputs,
 ) -> None:
-    topology = _queues_only(stack_settings)
     sqs = aws_client("sqs", stack_settings)
-    url = topology.queue_urls[stack_settings.names.fraud_queue]
+    url = queue_topology.queue_urls[stack_settings.names.fraud_queue]
     guard = _guard(redis, prefix, lease_seconds=30)
     started = asyncio.Event()
     keys: list[str] = []

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import defaultdict
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,7 +19,7 @@ from pulse.clients import aws_client
 from pulse.events import PAYMENT_UPDATED, new_event, stable_event_id
 from pulse.settings import PulseSettings
 from pulse.topology import TopologyOutputs, WebhookNames
-from pulse_dev.testing import ServiceProcess, free_port
+from pulse_dev.testing import ServiceProcess, eventually, free_port
 
 
 @dataclass
@@ -83,16 +82,6 @@ def _updated(event_id: str, account_id: str, status: str) -> str:
     )
 
 
-async def until(predicate: Callable[[], Any], timeout: float = 20.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        assert time.monotonic() < deadline, "condition not reached in time"
-        await asyncio.sleep(0.05)
-
-
 def _add_endpoint(env: dict[str, str], account: str, url: str) -> tuple[str, str]:
     result = CliRunner().invoke(
         pulse_cli, ["webhooks", "add", "--account", account, "--url", url], env=env
@@ -152,10 +141,10 @@ async def test_signed_deliveries_in_order_per_endpoint_with_retries_and_a_dlq(
         def steady_delivered(count: int = i + 1) -> bool:
             return len(hooks.delivered("steady")) == count
 
-        await until(steady_delivered)
+        await eventually(steady_delivered)
     sqs.send_message(QueueUrl=notify_url, MessageBody=_updated("ev-x", "acct-x", "DECLINED"))
 
-    await until(lambda: len(hooks.delivered("flaky")) == 3)
+    await eventually(lambda: len(hooks.delivered("flaky")) == 3)
     assert hooks.delivered("steady") == ids
     # 500, 500, then 200 for the first event: delivered once, and the others after it.
     assert [(h.webhook_id, h.status) for h in hooks.hits["flaky"]] == [
@@ -174,7 +163,7 @@ async def test_signed_deliveries_in_order_per_endpoint_with_retries_and_a_dlq(
         got = sqs.receive_message(QueueUrl=dlq_url, MessageAttributeNames=["All"])
         return list(got.get("Messages", []))
 
-    dead_letters = await until(dead)
+    dead_letters = await eventually(dead)
     assert "HTTP 410" in dead_letters[0]["MessageAttributes"]["error"]["StringValue"]
     assert [h.status for h in hooks.hits["gone"]] == [410]
     assert worker.stop() == 0
@@ -205,7 +194,7 @@ async def test_an_endpoint_is_sent_no_more_than_its_rate(
             for i in range(4)
         ],
     )
-    await until(lambda: len(hooks.delivered("busy")) == 4)
+    await eventually(lambda: len(hooks.delivered("busy")) == 4)
     times = [h.at for h in hooks.hits["busy"]]
     # Four at one a second fall in four one-second windows: over two seconds from first to
     # last (unlimited, they arrive within about 0.7 s).
@@ -265,7 +254,7 @@ async def test_a_worker_killed_mid_delivery_is_replaced_and_the_webhook_id_repea
         ops = free_port()
         second = service_process("notify_worker", PULSE_HTTP_PORT=str(ops), **fast)
         second.start(wait_port=ops)
-        await until(lambda: len(hits) == 2)
+        await eventually(lambda: len(hits) == 2)
         notification_id = stable_event_id("ev-k", "notification")
         # The same webhook-id again: a receiver that drops duplicates applies it once.
         assert hits == [notification_id, notification_id]

