@@ -404,6 +404,34 @@ async def test_not_ready_without_its_tables(
         assert "dynamodb" in (await resp.json())["checks"]
     async with http.get(f"http://127.0.0.1:{port}/healthz") as resp:
         assert resp.status == 200
+    # A missing table is a dependency not there yet (the topology is being applied): retry.
+    ingest = Ingest(f"http://127.0.0.1:{port}", process, None, None)  # type: ignore[arg-type]
+    status, problem, headers = await _post(http, ingest, BODY)
+    assert status == 503
+    assert problem["type"] == "https://pulse.dev/problems/unavailable"
+    assert headers["Retry-After"] == "1"
+    assert "ResourceNotFoundException" in process.logs()
+    assert process.stop() == 0
+
+
+async def test_a_request_aws_refuses_is_a_500_logged_but_never_shown(
+    stack_env: dict[str, str],
+    stack_settings: PulseSettings,
+    service_process: Any,
+    http: aiohttp.ClientSession,
+) -> None:
+    # A payments table whose key is not payment_id: DynamoDB refuses every write to it.
+    names = stack_settings.names
+    ddb = aws_client("dynamodb", stack_settings)
+    for table in (names.payments_table, names.events_table):
+        ddb.create_table(
+            TableName=table,
+            KeySchema=[{"AttributeName": "id", "KeyType": "HASH"}],
+            AttributeDefinitions=[{"AttributeName": "id", "AttributeType": "S"}],
+            BillingMode="PAY_PER_REQUEST",
+        )
+    port = free_port()
+    process = service_process("ingest", PULSE_HTTP_PORT=str(port)).start(wait_port=port)
     # _post reads only the url: this ingest has no settings to give
     ingest = Ingest(f"http://127.0.0.1:{port}", process, None, None)  # type: ignore[arg-type]
     status, problem, _ = await _post(http, ingest, BODY)
@@ -413,6 +441,7 @@ async def test_not_ready_without_its_tables(
         "title": "Internal server error",
         "status": 500,
     }
+    assert "ValidationException" in process.logs()
     assert "Traceback" in process.logs()  # logged for operators, never sent to the client
     assert process.stop() == 0
 

@@ -23,8 +23,9 @@ from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import ClientError
 
+from pulse.aws_errors import AWS_ERRORS, AwsErrorKind, as_pulse_error, classify_aws_error
 from pulse.clients import aws_client
-from pulse.errors import PermanentError, RetryableError
+from pulse.errors import RetryableError
 from pulse.logging import get_logger
 
 if TYPE_CHECKING:
@@ -170,21 +171,6 @@ def pulse_spec(names: ResourceNames) -> TopologySpec:
     )
 
 
-def _classify(exc: ClientError, what: str) -> Exception:
-    code = exc.response.get("Error", {}).get("Code", "")
-    if code in {
-        "ThrottlingException",
-        "ProvisionedThroughputExceededException",
-        "ServiceUnavailable",
-        "InternalFailure",
-        "LimitExceededException",
-        "ResourceInUseException",
-        "RequestLimitExceeded",
-    }:
-        return RetryableError(f"{what}: {code}", delay=2.0)
-    return PermanentError(f"{what}: {exc}")
-
-
 class _Applier:
     def __init__(self, settings: PulseSettings) -> None:
         self.ddb = aws_client("dynamodb", settings)
@@ -197,7 +183,7 @@ class _Applier:
         try:
             desc = self.ddb.describe_table(TableName=spec.name)["Table"]
         except ClientError as exc:
-            if exc.response["Error"]["Code"] != "ResourceNotFoundException":
+            if classify_aws_error(exc) is not AwsErrorKind.NOT_FOUND:
                 raise
             desc = self._create_table(spec)
         self._wait_active(spec.name)
@@ -331,7 +317,7 @@ class _Applier:
         try:
             url = self.sqs.get_queue_url(QueueName=name)["QueueUrl"]
         except ClientError as exc:
-            if "NonExistentQueue" not in exc.response["Error"]["Code"]:
+            if classify_aws_error(exc) is not AwsErrorKind.NOT_FOUND:
                 raise
             url = self.sqs.create_queue(QueueName=name, Attributes=attributes)["QueueUrl"]
             self.out.changes.append(f"created queue {name}")
@@ -393,8 +379,9 @@ def _same_attr(current: str | None, wanted: str) -> bool:
 def apply_topology(settings: PulseSettings, spec: TopologySpec | None = None) -> TopologyOutputs:
     """Create or update every resource of ``spec`` (default: :func:`pulse_spec`).
 
-    Idempotent. Raises :class:`RetryableError` for throttling or a resource still changing
-    state and :class:`PermanentError` for a request AWS refuses.
+    Idempotent. Raises :class:`RetryableError` for throttling, an unreachable endpoint or a
+    resource still changing state and :class:`PermanentError` for a request AWS refuses
+    (:mod:`pulse.aws_errors` decides which).
     """
     spec = spec or pulse_spec(settings.names)
     applier = _Applier(settings)
@@ -404,7 +391,7 @@ def apply_topology(settings: PulseSettings, spec: TopologySpec | None = None) ->
         applier.topic(spec.topic_name)
         for queue in spec.queues:
             applier.queue(queue)
-    except ClientError as exc:
-        raise _classify(exc, "apply topology") from exc
+    except AWS_ERRORS as exc:
+        raise as_pulse_error(exc, "apply topology", delay=2.0) from exc
     log.info("topology applied", changes=len(applier.out.changes))
     return applier.out

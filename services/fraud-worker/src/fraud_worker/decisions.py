@@ -7,27 +7,13 @@ condition false and changes nothing. The traceparent written by ingest is left i
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Final
-
-from botocore.exceptions import ClientError
+from typing import Any
 
 from fraud_worker.rules import FraudDecision
-from pulse.errors import RetryableError
+from pulse.aws_errors import AWS_ERRORS, AwsErrorKind, as_pulse_error, classify_aws_error
 from pulse.payments import PENDING
 
 __all__ = ["DecisionStore", "WriteResult"]
-
-_RETRYABLE_CODES: Final = frozenset(
-    {
-        "ProvisionedThroughputExceededException",
-        "ThrottlingException",
-        "RequestLimitExceeded",
-        "InternalServerError",
-        "ServiceUnavailable",
-        "ResourceNotFoundException",
-        "TransactionConflictException",
-    }
-)
 
 
 @dataclass(frozen=True)
@@ -47,7 +33,12 @@ class DecisionStore:
         self.table = table
 
     def write(self, payment_id: str, decision: FraudDecision, decided_at: str) -> WriteResult:
-        """Set the decision if the payment is PENDING; :class:`RetryableError` if throttled."""
+        """Set the decision if the payment is PENDING.
+
+        Raises :class:`~pulse.errors.RetryableError` when DynamoDB is throttling or
+        unreachable or the table does not exist yet, and
+        :class:`~pulse.errors.PermanentError` for a request it refuses.
+        """
         try:
             self._ddb.update_item(
                 TableName=self.table,
@@ -67,14 +58,11 @@ class DecisionStore:
                 },
                 ReturnValuesOnConditionCheckFailure="ALL_OLD",
             )
-        except ClientError as exc:
-            code = exc.response.get("Error", {}).get("Code", "")
-            if code == "ConditionalCheckFailedException":
-                item: Any = exc.response.get("Item") or {}
+        except AWS_ERRORS as exc:
+            if classify_aws_error(exc) is AwsErrorKind.CONDITION_FAILED:
+                item: Any = getattr(exc, "response", {}).get("Item") or {}
                 return _already_decided(item)
-            if code in _RETRYABLE_CODES:
-                raise RetryableError(f"UpdateItem {self.table}: {code}", delay=2.0) from exc
-            raise
+            raise as_pulse_error(exc, f"UpdateItem {self.table}", delay=2.0) from exc
         return WriteResult(written=True)
 
     def check(self) -> None:

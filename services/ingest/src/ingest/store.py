@@ -11,9 +11,9 @@ import asyncio
 from typing import TYPE_CHECKING, Any
 
 import orjson
-from botocore.exceptions import BotoCoreError, ClientError
 
-from pulse.errors import RetryableError
+from pulse.aws_errors import AWS_ERRORS, as_pulse_error
+from pulse.errors import ConditionFailedError
 from pulse.logging import get_logger
 from pulse.payments import item_from_image
 
@@ -26,30 +26,6 @@ __all__ = ["PaymentStore"]
 log = get_logger("ingest.store")
 
 
-_RETRYABLE_CODES = frozenset(
-    {
-        "ProvisionedThroughputExceededException",
-        "ThrottlingException",
-        "RequestLimitExceeded",
-        "InternalServerError",
-        "ServiceUnavailable",
-        "TransactionConflictException",
-    }
-)
-
-
-def _classify(exc: Exception) -> Exception:
-    """Turn throttling and unreachable-endpoint errors into :class:`RetryableError`."""
-    if isinstance(exc, ClientError):
-        code = exc.response.get("Error", {}).get("Code", "")
-        if code in _RETRYABLE_CODES:
-            return RetryableError(f"DynamoDB: {code}")
-        return exc
-    if isinstance(exc, BotoCoreError):
-        return RetryableError(f"DynamoDB unreachable: {type(exc).__name__}")
-    return exc
-
-
 class PaymentStore:
     """Payments and their audit trail in DynamoDB."""
 
@@ -59,13 +35,13 @@ class PaymentStore:
         self._events = names.events_table
 
     async def _call(self, method: str, **kwargs: Any) -> Any:
+        """One DynamoDB call; a failure as Pulse's error of its kind (:mod:`pulse.aws_errors`):
+        throttling, an unreachable endpoint or a missing table is a :class:`RetryableError`
+        (the API answers 503), a failed condition a :class:`ConditionFailedError`."""
         try:
             return await asyncio.to_thread(getattr(self._ddb, method), **kwargs)
-        except (ClientError, BotoCoreError) as exc:
-            classified = _classify(exc)
-            if classified is exc:
-                raise
-            raise classified from exc
+        except AWS_ERRORS as exc:
+            raise as_pulse_error(exc, f"DynamoDB {method}") from exc
 
     async def put_new(self, item: dict[str, Any]) -> bool:
         """Write ``item`` unless its payment id exists; ``False`` if it does (nothing written).
@@ -79,10 +55,8 @@ class PaymentStore:
                 Item=item,
                 ConditionExpression="attribute_not_exists(payment_id)",
             )
-        except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException":
-                return False
-            raise
+        except ConditionFailedError:
+            return False
         return True
 
     async def get(self, payment_id: str) -> dict[str, Any] | None:

@@ -41,13 +41,12 @@ from pulse.logging import event_context, get_logger
 if TYPE_CHECKING:
     import redis.asyncio as aioredis
 
+    from notify_worker.endpoints import EndpointDirectory, SecretStore
     from pulse.consumer import SqsMessage
     from pulse.topology import WebhookNames
 
 __all__ = [
     "Delivery",
-    "EndpointDirectory",
-    "SecretStore",
     "WebhookDeliverer",
     "WebhookFanout",
     "delivery_verdict",
@@ -138,48 +137,6 @@ class Delivery:
             raise PermanentError(f"not a webhook delivery: {type(exc).__name__}") from exc
 
 
-@dataclass(frozen=True)
-class Endpoint:
-    endpoint_id: str
-    url: str
-    secret_parameter: str
-
-
-class EndpointDirectory:
-    """An account's endpoints from the webhooks table, cached for ``cache_seconds``."""
-
-    def __init__(self, ddb: Any, table: str, *, cache_seconds: float) -> None:
-        self._ddb = ddb
-        self._table = table
-        self._ttl = cache_seconds
-        self._cache: dict[str, tuple[float, list[Endpoint]]] = {}
-
-    def _query(self, account_id: str) -> list[Endpoint]:
-        pages = self._ddb.get_paginator("query").paginate(
-            TableName=self._table,
-            KeyConditionExpression="account_id = :a",
-            ExpressionAttributeValues={":a": {"S": account_id}},
-            ConsistentRead=True,
-        )
-        return [
-            Endpoint(i["endpoint_id"]["S"], i["url"]["S"], i["secret_parameter"]["S"])
-            for page in pages
-            for i in page.get("Items", [])
-        ]
-
-    async def endpoints(self, account_id: str) -> list[Endpoint]:
-        now = time.monotonic()
-        hit = self._cache.get(account_id)
-        if hit is not None and now - hit[0] < self._ttl:
-            return hit[1]
-        try:
-            found = await asyncio.to_thread(self._query, account_id)
-        except Exception as exc:
-            raise RetryableError(f"webhook endpoints of {account_id}: {exc}", delay=2) from exc
-        self._cache[account_id] = (now, found)
-        return found
-
-
 class WebhookFanout:
     """Notifier: queues one delivery per endpoint of the notification's account."""
 
@@ -229,35 +186,6 @@ class WebhookFanout:
             if response.get("Failed"):
                 raise RetryableError(f"queue webhook deliveries: {response['Failed'][:1]}")
         return True
-
-
-class SecretStore:
-    """Signing secrets from SSM Parameter Store, cached for ``cache_seconds``."""
-
-    def __init__(self, ssm: Any, *, cache_seconds: float) -> None:
-        self._ssm = ssm
-        self._ttl = cache_seconds
-        self._cache: dict[str, tuple[float, str | None]] = {}
-
-    def _read(self, name: str) -> str | None:
-        try:
-            got = self._ssm.get_parameter(Name=name, WithDecryption=True)
-        except self._ssm.exceptions.ParameterNotFound:
-            return None
-        return str(got["Parameter"]["Value"])
-
-    async def secret(self, name: str) -> str | None:
-        """The secret, or None if the parameter does not exist (the endpoint was removed)."""
-        now = time.monotonic()
-        hit = self._cache.get(name)
-        if hit is not None and now - hit[0] < self._ttl:
-            return hit[1]
-        try:
-            value = await asyncio.to_thread(self._read, name)
-        except Exception as exc:
-            raise RetryableError(f"read webhook secret: {exc}", delay=2) from exc
-        self._cache[name] = (now, value)
-        return value
 
 
 # KEYS[1] the endpoint's counter of this second; ARGV[1] limit -> 1 allowed, 0 over

@@ -12,15 +12,11 @@ from typing import TYPE_CHECKING
 
 import aiohttp
 
+from notify_worker.endpoints import EndpointDirectory, SecretStore
 from notify_worker.notifications import notification_event
 from notify_worker.notifiers import AccountChannelNotifier, Notifier
 from notify_worker.settings import NotifySettings, load_notify_settings
-from notify_worker.webhooks import (
-    EndpointDirectory,
-    SecretStore,
-    WebhookDeliverer,
-    WebhookFanout,
-)
+from notify_worker.webhooks import WebhookDeliverer, WebhookFanout
 from pulse.channels import ChannelPublisher
 from pulse.clients import aws_client, redis_client
 from pulse.consumer import SqsMessage, consume

@@ -12,8 +12,8 @@ from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
+from pulse.aws_errors import AWS_ERRORS, AwsErrorKind, as_pulse_error, classify_aws_error
 from pulse.clients import aws_client
-from pulse.errors import PermanentError, RetryableError
 from pulse.logging import get_logger
 from pulse_operator.status import QueueDepth
 
@@ -25,37 +25,15 @@ __all__ = ["delete_resources", "measure_queues"]
 
 log = get_logger("pulse_operator.aws")
 
-_THROTTLED = {
-    "Throttling",
-    "ThrottlingException",
-    "RequestThrottled",
-    "RequestLimitExceeded",
-    "ServiceUnavailable",
-    "InternalFailure",
-    "ResourceInUseException",
-    "LimitExceededException",
-}
-_GONE = {
-    "ResourceNotFoundException",
-    "AWS.SimpleQueueService.NonExistentQueue",
-    "QueueDoesNotExist",
-    "NotFound",
-    "NotFoundException",
-}
+
+def _pulse_error(exc: Exception, what: str) -> Exception:
+    """``exc`` as Pulse's error (:mod:`pulse.aws_errors`); an unreachable endpoint is retried
+    after longer than a throttled call."""
+    return as_pulse_error(exc, what, delay=10.0 if isinstance(exc, BotoCoreError) else 5.0)
 
 
-def _code(exc: ClientError) -> str:
-    return str(exc.response.get("Error", {}).get("Code", ""))
-
-
-def classify(exc: Exception, what: str) -> Exception:
-    """A boto error as Pulse's retryable or permanent error."""
-    if isinstance(exc, ClientError):
-        code = _code(exc)
-        if code in _THROTTLED:
-            return RetryableError(f"{what}: {code}", delay=5.0)
-        return PermanentError(f"{what}: {exc}")
-    return RetryableError(f"{what}: {exc}", delay=10.0)  # connection errors, timeouts
+def _gone(exc: ClientError) -> bool:
+    return classify_aws_error(exc) is AwsErrorKind.NOT_FOUND
 
 
 def _oldest_age(cloudwatch: Any, queue_name: str) -> int | None:
@@ -78,7 +56,7 @@ def _oldest_age(cloudwatch: Any, queue_name: str) -> int | None:
             Period=60,
             Statistics=["Maximum"],
         )["Datapoints"]
-    except (ClientError, BotoCoreError) as exc:
+    except AWS_ERRORS as exc:
         log.debug("no queue age from cloudwatch", queue=queue_name, error=str(exc))
         return None
     if not points:
@@ -101,8 +79,9 @@ def _depth(sqs: Any, name: str) -> tuple[int, int]:
 def measure_queues(settings: PulseSettings, queues: list[QueueSpec]) -> list[QueueDepth]:
     """Each queue's visible and in-flight messages, its DLQ's depth and its oldest message age.
 
-    Raises :class:`RetryableError` on throttling or an unreachable endpoint and
-    :class:`PermanentError` when a queue does not exist (the reconcile recreates it).
+    Raises :class:`~pulse.errors.RetryableError` on throttling, an unreachable endpoint or a
+    queue that does not exist (:class:`~pulse.errors.ResourceNotFoundError`: drift, which
+    the reconcile repairs) and :class:`~pulse.errors.PermanentError` for a refused request.
     """
     sqs = aws_client("sqs", settings)
     cloudwatch = aws_client("cloudwatch", settings)
@@ -115,8 +94,8 @@ def measure_queues(settings: PulseSettings, queues: list[QueueSpec]) -> list[Que
             # minutes): known without CloudWatch. A non-empty one needs CloudWatch's figure.
             age = 0 if visible + in_flight == 0 else _oldest_age(cloudwatch, q.name)
             out.append(QueueDepth(q.name, visible, in_flight, q.dlq_name, dlq_visible, age))
-    except (ClientError, BotoCoreError) as exc:
-        raise classify(exc, "measure queues") from exc
+    except AWS_ERRORS as exc:
+        raise _pulse_error(exc, "measure queues") from exc
     return out
 
 
@@ -124,7 +103,7 @@ def _ignore_gone(call: Any, **kwargs: Any) -> bool:
     try:
         call(**kwargs)
     except ClientError as exc:
-        if _code(exc) in _GONE:
+        if _gone(exc):
             return False
         raise
     return True
@@ -159,7 +138,7 @@ def _delete_queue(sqs: Any, name: str) -> bool:
     try:
         url = sqs.get_queue_url(QueueName=name)["QueueUrl"]
     except ClientError as exc:
-        if _code(exc) in _GONE:
+        if _gone(exc):
             return False
         raise
     return _ignore_gone(sqs.delete_queue, QueueUrl=url)
@@ -182,6 +161,6 @@ def delete_resources(settings: PulseSettings, spec: TopologySpec) -> list[str]:
             for t in spec.tables
             if _ignore_gone(ddb.delete_table, TableName=t.name)
         ]
-    except (ClientError, BotoCoreError) as exc:
-        raise classify(exc, "delete pipeline") from exc
+    except AWS_ERRORS as exc:
+        raise _pulse_error(exc, "delete pipeline") from exc
     return deleted

@@ -24,12 +24,11 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import kopf
-from botocore.exceptions import BotoCoreError, ClientError
 
 from pulse.errors import PermanentError, RetryableError
 from pulse.logging import get_logger
 from pulse.topology import apply_topology
-from pulse_operator.aws import classify, delete_resources, measure_queues
+from pulse_operator.aws import delete_resources, measure_queues
 from pulse_operator.kube import ConfigMapWriter, InClusterConfigMaps, config_map_body
 from pulse_operator.pipeline import InvalidPipelineError, Pipeline, parse_pipeline
 from pulse_operator.status import config_map_data, health_status, outputs_status, set_condition
@@ -82,8 +81,6 @@ class PipelineOperator:
     def _fail(
         self, exc: Exception, patch: kopf.Patch, status: Any, meta: Any, what: str
     ) -> kopf.TemporaryError | kopf.PermanentError:
-        if isinstance(exc, (ClientError, BotoCoreError)):
-            exc = classify(exc, what)
         if isinstance(exc, RetryableError):
             self._ready(patch, status, meta, ok=False, reason="Retrying", message=f"{what}: {exc}")
             return kopf.TemporaryError(f"{what}: {exc}", delay=exc.delay or DEFAULT_RETRY_SECONDS)
@@ -105,7 +102,7 @@ class PipelineOperator:
         pipeline = self._parse(spec, name, patch, status, meta)
         try:
             outputs = await asyncio.to_thread(apply_topology, self.settings, pipeline.topology)
-        except (RetryableError, PermanentError, ClientError, BotoCoreError) as exc:
+        except (RetryableError, PermanentError) as exc:
             raise self._fail(exc, patch, status, meta, "apply topology") from exc
         body = config_map_body(
             name=pipeline.config_map_name,
