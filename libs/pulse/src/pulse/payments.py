@@ -1,21 +1,28 @@
-"""The payment record as stored in DynamoDB and as represented in events and the API.
+"""The payment: its model, and its record as stored in DynamoDB and shown in events and the API.
 
-Amounts are decimal strings with at most two places (``"12.50"``), never floats.
+:class:`Payment` is the one definition of a payment's public fields: the API's OpenAPI
+schema is built from it, events carry the same fields, and which fields a payment keeps
+from its creation for ever is its ``frozen`` fields. Amounts are decimal strings with two
+places (``"12.50"``), never floats.
 """
 
 from __future__ import annotations
 
 from decimal import Decimal
-from typing import Any, Final
+from typing import Any, Final, Literal
 
 from boto3.dynamodb.types import TypeDeserializer
+from pydantic import BaseModel, ConfigDict, Field
 
 __all__ = [
     "APPROVED",
     "DECLINED",
     "FINAL_STATUSES",
+    "IMMUTABLE_FIELDS",
     "PENDING",
+    "PUBLIC_FIELDS",
     "REVIEW",
+    "Payment",
     "format_amount",
     "item_from_image",
     "payment_from_item",
@@ -29,22 +36,39 @@ FINAL_STATUSES: Final = frozenset({APPROVED, REVIEW, DECLINED})
 
 _DESERIALIZER = TypeDeserializer()
 
-# Attributes the API shows; internal bookkeeping (request hash) stays out.
-_PUBLIC_FIELDS: Final = (
-    "payment_id",
-    "account_id",
-    "amount",
-    "currency",
-    "merchant_id",
-    "country",
-    "metadata",
-    "status",
-    "created_at",
-    "updated_at",
-    "fraud_score",
-    "fraud_reasons",
-    "decided_at",
-)
+
+class Payment(BaseModel):
+    """A payment as the API shows it."""
+
+    # The docstring is the schema's description in the OpenAPI document. ``frozen`` fields
+    # are set at creation and never change; the others (status and the fraud decision)
+    # change as the payment moves on. Bookkeeping stored beside them in the table (the
+    # request hash, the traceparent, the idempotency key) is not part of a payment.
+
+    model_config = ConfigDict(title="Payment")
+
+    payment_id: str = Field(frozen=True, json_schema_extra={"format": "uuid"})
+    account_id: str = Field(frozen=True)
+    amount: str = Field(
+        frozen=True,
+        description="Two-place decimal string.",
+        json_schema_extra={"examples": ["12.50"]},
+    )
+    currency: str = Field(frozen=True)
+    merchant_id: str = Field(frozen=True)
+    country: str | None = Field(default=None, frozen=True)
+    metadata: dict[str, str] | None = Field(default=None, frozen=True)
+    status: Literal["PENDING", "APPROVED", "REVIEW", "DECLINED"]
+    created_at: str = Field(frozen=True, description="ISO-8601 UTC with milliseconds.")
+    updated_at: str
+    fraud_score: float | None = None
+    fraud_reasons: list[str] | None = None
+    decided_at: str | None = None
+
+
+# The model's fields, in order, as the item and event conversions below walk them.
+PUBLIC_FIELDS: Final = tuple(Payment.model_fields)
+IMMUTABLE_FIELDS: Final = tuple(n for n, f in Payment.model_fields.items() if f.frozen)
 
 
 def format_amount(amount: Decimal | str | int) -> str:
@@ -65,7 +89,7 @@ def _plain(value: Any) -> Any:
 def payment_from_item(item: dict[str, Any]) -> dict[str, Any]:
     """The public JSON form of a payment from a (deserialised) DynamoDB item."""
     out: dict[str, Any] = {}
-    for field in _PUBLIC_FIELDS:
+    for field in PUBLIC_FIELDS:
         if field not in item:
             continue
         value = item[field]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Final, Literal
+from typing import TYPE_CHECKING, Any, Final
 
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.json_schema import models_json_schema
@@ -15,35 +15,14 @@ from ingest.validation import (
     amount_pattern,
 )
 from pulse.events import CloudEvent  # noqa: TC001 - pydantic resolves field types at runtime
+from pulse.payments import Payment
 
 if TYPE_CHECKING:
     from decimal import Decimal
 
-__all__ = ["Payment", "PaymentEvents", "openapi_document"]
+__all__ = ["PaymentEvents", "openapi_document"]
 
 _REF = "#/components/schemas/{model}"
-
-
-class Payment(BaseModel):
-    """A payment as the API shows it."""
-
-    model_config = ConfigDict(title="Payment")
-
-    payment_id: str = Field(json_schema_extra={"format": "uuid"})
-    account_id: str
-    amount: str = Field(
-        description="Two-place decimal string.", json_schema_extra={"examples": ["12.50"]}
-    )
-    currency: str
-    merchant_id: str
-    country: str | None = None
-    metadata: dict[str, str] | None = None
-    status: Literal["PENDING", "APPROVED", "REVIEW", "DECLINED"]
-    created_at: str = Field(description="ISO-8601 UTC with milliseconds.")
-    updated_at: str
-    fraud_score: float | None = None
-    fraud_reasons: list[str] | None = None
-    decided_at: str | None = None
 
 
 class PaymentEvents(BaseModel):

@@ -3,27 +3,15 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any
 
 from ingest.validation import canonical_request
-from pulse.payments import PENDING, payment_from_item
+from pulse.payments import IMMUTABLE_FIELDS, PENDING, payment_from_item
 
 if TYPE_CHECKING:
     from ingest.validation import PaymentRequest
 
-__all__ = ["IMMUTABLE_FIELDS", "created_payment", "iso_timestamp", "new_item"]
-
-# What a payment keeps from its creation for ever; the rest (status, fraud fields) changes.
-IMMUTABLE_FIELDS: Final = (
-    "payment_id",
-    "account_id",
-    "amount",
-    "currency",
-    "merchant_id",
-    "country",
-    "metadata",
-    "created_at",
-)
+__all__ = ["created_payment", "iso_timestamp", "new_item"]
 
 
 def iso_timestamp(ts: datetime) -> str:
