@@ -7,7 +7,7 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 TEMPLATE="$ROOT/services/Dockerfile.template"
 
-# service directory, Python package, port (PULSE_HTTP_PORT) — the contract in DESIGN.md;
+# service directory, Python package, port (PULSE_HTTP_PORT) — the contract in docs/design.md;
 # the operator's port is kopf's liveness endpoint (charts/pulse-operator livenessPort)
 SERVICES=(
     "ingest ingest 8080"

@@ -1,4 +1,4 @@
-"""Prometheus metrics shared by every service, named per KUBERNETES.md.
+"""Prometheus metrics shared by every service, named as docs/design.md ("Metrics") says.
 
 One prefix (``pulse_``), base units in the name, ``_total`` counters, histograms for latency,
 and only bounded labels (service, stage, queue, event_type, outcome, status class).
