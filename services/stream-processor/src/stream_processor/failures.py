@@ -13,13 +13,16 @@ import base64
 import time
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import orjson
 from botocore.exceptions import BotoCoreError, ClientError
 
 from pulse.errors import RetryableError
 from pulse.events import stable_event_id
+
+if TYPE_CHECKING:
+    from stream_processor.retry_policy import FailureReason
 
 __all__ = [
     "FAILURE_REASONS",
@@ -28,7 +31,7 @@ __all__ = [
     "failure_message",
 ]
 
-FAILURE_REASONS: Final = (
+FAILURE_REASONS: Final[tuple[FailureReason, ...]] = (
     "malformed",  # the record can never become an event: sent at once
     "retries_exhausted",  # its effects kept failing for the configured retries
     "record_too_old",  # its effects failed and it is older than the maximum record age
