@@ -17,12 +17,15 @@ from stream_processor.lineage import Shard
 pytestmark = pytest.mark.timeout(60)
 
 
-def test_creating_a_lease_that_exists_is_a_no_op(
-    topology: TopologyOutputs, stack_settings: PulseSettings
-) -> None:
-    table = LeaseTable(
+@pytest.fixture
+def table(topology: TopologyOutputs, stack_settings: PulseSettings) -> LeaseTable:
+    """The leases table of an applied topology, as worker ``w``."""
+    return LeaseTable(
         aws_client("dynamodb", stack_settings), stack_settings.names.leases_table, "w"
     )
+
+
+def test_creating_a_lease_that_exists_is_a_no_op(table: LeaseTable) -> None:
     table.ensure(Shard("shard-twice"))
     held = table.take(Lease("shard-twice"))
     table.checkpoint(held, "42")
@@ -30,12 +33,7 @@ def test_creating_a_lease_that_exists_is_a_no_op(
     assert table.leases()["shard-twice"] == Lease("shard-twice", "42", "w", 1, ())
 
 
-def test_a_lost_lease_is_a_failed_condition(
-    topology: TopologyOutputs, stack_settings: PulseSettings
-) -> None:
-    table = LeaseTable(
-        aws_client("dynamodb", stack_settings), stack_settings.names.leases_table, "w"
-    )
+def test_a_lost_lease_is_a_failed_condition(table: LeaseTable) -> None:
     table.ensure(Shard("shard-lost"))
     with pytest.raises(LeaseLostError, match="not ours") as raised:
         table.renew(HeldLease("shard-lost", counter=7))  # never taken at that counter
