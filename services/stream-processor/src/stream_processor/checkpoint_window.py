@@ -22,17 +22,18 @@ only move over a leading run of propagated batches, oldest first::
   After a failure nothing may be checkpointed past the last checkpoint written:
   :meth:`~CheckpointWindow.drop` gives every batch in flight up, to be read again from it.
 
-A batch's lifecycle (the window holds the first four states)::
+A batch's lifecycle; the window holds it while it is read, live, propagated or failed::
 
-    read ──▶ published live ──▶ propagated ──▶ checkpointed
-      └──────────┴──────────────────┴──▶ failed ──▶ dropped
+    read ──▶ live ──▶ propagated ──▶ checkpointed
+     │        │           │
+     └────────┴───────────┴──▶ failed        (any of the four) ──▶ dropped
 """
 
 from __future__ import annotations
 
 import enum
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Generic, TypeVar
 
 if TYPE_CHECKING:
@@ -73,12 +74,12 @@ class CheckpointWrite(Generic[T]):
     covers: tuple[InFlightBatch[T], ...]
 
 
-@dataclass(eq=False)
 class CheckpointWindow(Generic[T]):
     """A shard's batches in flight, in stream order (see the module docstring)."""
 
-    _batches: deque[InFlightBatch[T]] = field(default_factory=deque)
-    _writing: CheckpointWrite[T] | None = None
+    def __init__(self) -> None:
+        self._batches: deque[InFlightBatch[T]] = deque()
+        self._writing: CheckpointWrite[T] | None = None  # the write in progress
 
     def __len__(self) -> int:
         return len(self._batches)
