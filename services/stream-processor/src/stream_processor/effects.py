@@ -3,6 +3,17 @@
 Each is safe to repeat: SNS subscribers deduplicate on the event id, the channel append
 script applies an event id once, and an audit row is keyed by the record's sequence number.
 That is what lets a failed batch be retried from its checkpoint as a whole.
+
+SNS ``PublishBatch`` and audit ``BatchWriteItem`` calls may accept part of a request (SNS
+``Failed`` entries, DynamoDB ``UnprocessedItems``, mostly throttling): only the part left
+is sent again, by a tenacity loop waiting with Pulse's one backoff
+(:class:`pulse.backoff.FullJitter`: a draw from ``[0, min(cap, base * 2**n))`` after the
+``n + 1``-th try — for SNS from 0.1 s up to 2 s, ``PULSE_SNS_MAX_ATTEMPTS`` tries; for the
+audit rows from 0.05 s up to 1 s, five tries), so that many batches throttled at once do not
+retry in step. What is still left after the last try fails the batch with a
+:class:`~pulse.errors.RetryableError` (the shard reader retries it from its checkpoint).
+A failed SNS call that :mod:`pulse.aws_errors` deems retryable counts as a try with every
+entry left; any other AWS error fails the batch at once as its Pulse error.
 """
 
 from __future__ import annotations
@@ -11,10 +22,18 @@ import asyncio
 import time
 from dataclasses import dataclass
 from functools import cached_property
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, TypeVar
 
-from botocore.exceptions import BotoCoreError, ClientError
+from tenacity import (
+    AsyncRetrying,
+    BaseRetrying,
+    Retrying,
+    retry_if_exception_type,
+    stop_after_attempt,
+)
 
+from pulse.aws_errors import AWS_ERRORS, AwsErrorKind, as_pulse_error, classify_aws_error
+from pulse.backoff import FullJitter
 from pulse.channels import ChannelAppend
 from pulse.errors import RetryableError
 from pulse.logging import get_logger
@@ -32,10 +51,31 @@ __all__ = ["AuditTrail", "BatchEffects", "ProcessedEvent", "TopicPublisher", "pu
 
 SNS_BATCH_LIMIT: Final = 10
 DDB_BATCH_LIMIT: Final = 25
+SNS_MAX_RETRY_DELAY: Final = 2.0
+AUDIT_MAX_RETRY_DELAY: Final = 1.0
 
 
 def _log() -> Any:
     return get_logger("stream_processor.effects")
+
+
+class _PartLeftError(Exception):
+    """Part of a request was not accepted (the message says why); it is sent again."""
+
+
+_Retrying = TypeVar("_Retrying", bound=BaseRetrying)
+
+
+def _retry_part_left(kind: type[_Retrying], max_attempts: int, wait: FullJitter) -> _Retrying:
+    """A fresh tenacity loop (one per request: loops keep state) that retries
+    :class:`_PartLeftError` for up to ``max_attempts`` tries, waiting ``wait``, then
+    re-raises it."""
+    return kind(
+        stop=stop_after_attempt(max_attempts),
+        wait=wait,
+        retry=retry_if_exception_type(_PartLeftError),
+        reraise=True,
+    )
 
 
 @dataclass(frozen=True)
@@ -82,7 +122,7 @@ class TopicPublisher:
         self._sns = sns
         self.topic_arn = topic_arn
         self._max_attempts = max_attempts
-        self._base_delay = base_delay
+        self._wait = FullJitter(base_delay, SNS_MAX_RETRY_DELAY)
 
     async def publish(self, events: list[CloudEvent], bodies: list[bytes] | None = None) -> None:
         """Publish every event; raises :class:`RetryableError` if some never got through.
@@ -103,28 +143,35 @@ class TopicPublisher:
 
     async def _publish_chunk(self, events: list[CloudEvent], bodies: list[bytes]) -> None:
         pending = {entry["Id"]: entry for entry in publish_entries(events, bodies)}
-        problem = ""
-        for attempt in range(self._max_attempts):
-            if attempt:
-                await asyncio.sleep(min(self._base_delay * 2 ** (attempt - 1), 2.0))
-            try:
-                response = await asyncio.to_thread(
-                    self._sns.publish_batch,
-                    TopicArn=self.topic_arn,
-                    PublishBatchRequestEntries=list(pending.values()),
-                )
-            except (ClientError, BotoCoreError) as exc:
-                problem = str(exc)
-                continue
-            for ok in response.get("Successful", []):
-                pending.pop(ok["Id"], None)
+        try:
+            async for attempt in _retry_part_left(AsyncRetrying, self._max_attempts, self._wait):
+                with attempt:
+                    await self._publish_pending(pending, attempt.retry_state.attempt_number)
+        except _PartLeftError as exc:
+            raise RetryableError(
+                f"SNS PublishBatch: {len(pending)} entries failed ({exc})"
+            ) from exc
+
+    async def _publish_pending(self, pending: dict[str, dict[str, Any]], attempt: int) -> None:
+        """One PublishBatch of the ``pending`` entries, taking out those SNS accepted."""
+        try:
+            response = await asyncio.to_thread(
+                self._sns.publish_batch,
+                TopicArn=self.topic_arn,
+                PublishBatchRequestEntries=list(pending.values()),
+            )
+        except AWS_ERRORS as exc:
+            if classify_aws_error(exc) is AwsErrorKind.RETRYABLE:
+                raise _PartLeftError(str(exc)) from exc
+            raise as_pulse_error(exc, "SNS PublishBatch") from exc
+        for ok in response.get("Successful", []):
+            pending.pop(ok["Id"], None)
+        if pending:
+            _log().warning("sns entries failed", count=len(pending), attempt=attempt)
             failed = response.get("Failed", [])
-            if failed:
-                problem = "; ".join(f"{f.get('Code')}: {f.get('Message', '')}" for f in failed)
-            if not pending:
-                return
-            _log().warning("sns entries failed", count=len(pending), attempt=attempt + 1)
-        raise RetryableError(f"SNS PublishBatch: {len(pending)} entries failed ({problem})")
+            raise _PartLeftError(
+                "; ".join(f"{f.get('Code')}: {f.get('Message', '')}" for f in failed)
+            )
 
 
 class AuditTrail:
@@ -147,7 +194,7 @@ class AuditTrail:
         self._table = table_name
         self._ttl_seconds = ttl_days * 24 * 3600
         self._max_attempts = max_attempts
-        self._base_delay = base_delay
+        self._wait = FullJitter(base_delay, AUDIT_MAX_RETRY_DELAY)
 
     async def record(self, processed: list[ProcessedEvent], *, now: float | None = None) -> None:
         expires_at = int((time.time() if now is None else now) + self._ttl_seconds)
@@ -163,18 +210,25 @@ class AuditTrail:
         await asyncio.gather(*(asyncio.to_thread(self._write, chunk) for chunk in chunks))
 
     def _write(self, items: list[dict[str, Any]]) -> None:
-        requests = [{"PutRequest": {"Item": item}} for item in items]
-        for attempt in range(self._max_attempts):
-            if attempt:
-                time.sleep(min(self._base_delay * 2 ** (attempt - 1), 1.0))
-            try:
-                response = self._ddb.batch_write_item(RequestItems={self._table: requests})
-            except (ClientError, BotoCoreError) as exc:
-                raise RetryableError(f"audit BatchWriteItem: {exc}", delay=1.0) from exc
-            requests = response.get("UnprocessedItems", {}).get(self._table, [])
-            if not requests:
-                return
-        raise RetryableError(f"audit BatchWriteItem: {len(requests)} rows unprocessed", delay=1.0)
+        pending = [{"PutRequest": {"Item": item}} for item in items]
+        try:
+            for attempt in _retry_part_left(Retrying, self._max_attempts, self._wait):
+                with attempt:
+                    self._write_pending(pending)
+        except _PartLeftError:
+            raise RetryableError(
+                f"audit BatchWriteItem: {len(pending)} rows unprocessed", delay=1.0
+            ) from None
+
+    def _write_pending(self, pending: list[dict[str, Any]]) -> None:
+        """One BatchWriteItem of the ``pending`` requests; ``pending`` keeps the unprocessed."""
+        try:
+            response = self._ddb.batch_write_item(RequestItems={self._table: pending})
+        except AWS_ERRORS as exc:
+            raise as_pulse_error(exc, "audit BatchWriteItem", delay=1.0) from exc
+        pending[:] = response.get("UnprocessedItems", {}).get(self._table, [])
+        if pending:
+            raise _PartLeftError(f"{len(pending)} rows unprocessed")
 
 
 class BatchEffects:

@@ -4,7 +4,8 @@ Lambda's on-failure destination receives only a record's shard and sequence numb
 here the SQS queue ``{resource prefix}stream-failures`` receives the **whole record** (its
 images included), the error, and where it came from, so it can be inspected and replayed.
 The queue belongs to the shared topology (:class:`pulse.topology.StreamFailureNames`): the
-processor only looks up its URL, and waits at start until it exists.
+processor only looks up its URL, and waits at start until it exists. SQS errors are raised
+as their Pulse errors (:mod:`pulse.aws_errors`).
 """
 
 from __future__ import annotations
@@ -13,13 +14,15 @@ import base64
 import time
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import orjson
-from botocore.exceptions import BotoCoreError, ClientError
 
-from pulse.errors import RetryableError
+from pulse.aws_errors import AWS_ERRORS, AwsErrorKind, as_pulse_error, classify_aws_error
 from pulse.events import stable_event_id
+
+if TYPE_CHECKING:
+    from stream_processor.retry_policy import FailureReason
 
 __all__ = [
     "FAILURE_REASONS",
@@ -28,7 +31,7 @@ __all__ = [
     "failure_message",
 ]
 
-FAILURE_REASONS: Final = (
+FAILURE_REASONS: Final[tuple[FailureReason, ...]] = (
     "malformed",  # the record can never become an event: sent at once
     "retries_exhausted",  # its effects kept failing for the configured retries
     "record_too_old",  # its effects failed and it is older than the maximum record age
@@ -95,20 +98,24 @@ class FailureQueue:
         self._url: str | None = None
 
     def url(self) -> str:
-        """The queue's URL (looked up once); :class:`RetryableError` while it does not exist."""
+        """The queue's URL (looked up once); :class:`~pulse.errors.ResourceNotFoundError` (a
+        :class:`~pulse.errors.RetryableError`) while it does not exist."""
         if self._url is None:
             try:
                 response = self._sqs.get_queue_url(QueueName=self.queue_name)
-            except (ClientError, BotoCoreError) as exc:
-                raise RetryableError(
-                    f"failure queue {self.queue_name} not found (apply the topology): {exc}",
-                    delay=5.0,
-                ) from exc
+            except AWS_ERRORS as exc:
+                what = (
+                    f"failure queue {self.queue_name} not found (apply the topology)"
+                    if classify_aws_error(exc) is AwsErrorKind.NOT_FOUND
+                    else f"GetQueueUrl {self.queue_name}"
+                )
+                raise as_pulse_error(exc, what, delay=5.0) from exc
             self._url = str(response["QueueUrl"])
         return self._url
 
     def send(self, body: bytes, *, reason: str, event_id: str | None) -> None:
-        """Send one failure message; :class:`RetryableError` if SQS refused it."""
+        """Send one failure message; :class:`~pulse.errors.RetryableError` if SQS failed (a
+        :class:`~pulse.errors.PermanentError` if it refused the message)."""
         attributes = {"reason": {"DataType": "String", "StringValue": reason}}
         if event_id:
             attributes["event_id"] = {"DataType": "String", "StringValue": event_id}
@@ -116,5 +123,5 @@ class FailureQueue:
             self._sqs.send_message(
                 QueueUrl=self.url(), MessageBody=body.decode(), MessageAttributes=attributes
             )
-        except (ClientError, BotoCoreError) as exc:
-            raise RetryableError(f"SendMessage {self.queue_name}: {exc}", delay=1.0) from exc
+        except AWS_ERRORS as exc:
+            raise as_pulse_error(exc, f"SendMessage {self.queue_name}", delay=1.0) from exc

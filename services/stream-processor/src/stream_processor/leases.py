@@ -12,6 +12,10 @@ worker last saw (and, for a holder, on ``leaseOwner`` being itself): taking race
 by one worker only, and a worker whose lease was taken over can neither renew it nor move
 its checkpoint (fencing) — it gets :class:`LeaseLostError` and stops reading the shard.
 
+AWS errors go through :mod:`pulse.aws_errors`: a failed condition is the fencing answer
+(:class:`LeaseLostError`, or "already there" for :meth:`LeaseTable.ensure`); anything else
+is raised as its Pulse error (retryable ones after ``delay`` 1 s).
+
 Methods are synchronous (boto3); call them through ``asyncio.to_thread``. Writes of one
 held lease (renewal, checkpoint, release) must not overlap, as each changes the counter
 the next is conditional on: :class:`HeldLease` carries the lock that serialises them.
@@ -21,11 +25,10 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
-from botocore.exceptions import BotoCoreError, ClientError
-
-from pulse.errors import PulseError, RetryableError
+from pulse.aws_errors import AWS_ERRORS, AwsErrorKind, as_pulse_error, classify_aws_error
+from pulse.errors import ConditionFailedError
 
 if TYPE_CHECKING:
     from stream_processor.lineage import Shard
@@ -33,7 +36,7 @@ if TYPE_CHECKING:
 __all__ = ["HeldLease", "Lease", "LeaseLostError", "LeaseTable", "lease_from_item"]
 
 
-class LeaseLostError(PulseError):
+class LeaseLostError(ConditionFailedError):
     """Another worker owns the shard now; this one must stop reading it."""
 
 
@@ -69,8 +72,7 @@ def lease_from_item(item: dict[str, Any]) -> Lease:
     )
 
 
-def _retryable(exc: Exception, what: str) -> RetryableError:
-    return RetryableError(f"{what}: {exc}", delay=1.0)
+_RETRY_DELAY_SECONDS: Final = 1.0  # of a retryable AWS error
 
 
 class LeaseTable:
@@ -94,8 +96,8 @@ class LeaseTable:
                 if "LastEvaluatedKey" not in page:
                     return leases
                 kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
-        except (ClientError, BotoCoreError) as exc:
-            raise _retryable(exc, "scan leases") from exc
+        except AWS_ERRORS as exc:
+            raise as_pulse_error(exc, "scan leases", delay=_RETRY_DELAY_SECONDS) from exc
 
     def ensure(self, shard: Shard) -> None:
         """Create ``shard``'s lease item, free, if it has none (a no-op otherwise)."""
@@ -110,12 +112,11 @@ class LeaseTable:
                 },
                 ConditionExpression="attribute_not_exists(leaseKey)",
             )
-        except ClientError as exc:
-            if _conditional_failed(exc):
-                return
-            raise _retryable(exc, f"create lease {shard.shard_id}") from exc
-        except BotoCoreError as exc:
-            raise _retryable(exc, f"create lease {shard.shard_id}") from exc
+        except AWS_ERRORS as exc:
+            if classify_aws_error(exc) is AwsErrorKind.CONDITION_FAILED:
+                return  # it exists already
+            what = f"create lease {shard.shard_id}"
+            raise as_pulse_error(exc, what, delay=_RETRY_DELAY_SECONDS) from exc
 
     def take(self, lease: Lease) -> HeldLease:
         """Take ``lease`` as observed (free, expired or stolen); :class:`LeaseLostError` if
@@ -190,15 +191,10 @@ class LeaseTable:
             kwargs["ExpressionAttributeNames"] = names
         try:
             response = self._ddb.update_item(**kwargs)
-        except ClientError as exc:
-            if _conditional_failed(exc):
+        except AWS_ERRORS as exc:
+            if classify_aws_error(exc) is AwsErrorKind.CONDITION_FAILED:
                 raise LeaseLostError(f"lease {shard_id} is not ours at that counter") from exc
-            raise _retryable(exc, f"update lease {shard_id}") from exc
-        except BotoCoreError as exc:
-            raise _retryable(exc, f"update lease {shard_id}") from exc
+            what = f"update lease {shard_id}"
+            raise as_pulse_error(exc, what, delay=_RETRY_DELAY_SECONDS) from exc
         attributes: dict[str, Any] = response.get("Attributes", {})
         return attributes
-
-
-def _conditional_failed(exc: ClientError) -> bool:
-    return exc.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException"

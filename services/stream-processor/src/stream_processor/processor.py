@@ -18,8 +18,7 @@ import math
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
-from botocore.exceptions import BotoCoreError, ClientError
-
+from pulse.aws_errors import AWS_ERRORS, as_pulse_error
 from pulse.errors import RetryableError
 from pulse.logging import get_logger
 from stream_processor.lease_assignment import LeaseObservations, plan_leases
@@ -48,11 +47,12 @@ def _log() -> Any:
 
 
 def stream_arn_of(ddb: Any, table_name: str) -> str:
-    """The table's latest stream ARN; :class:`RetryableError` while it has none."""
+    """The table's latest stream ARN; :class:`RetryableError` while it has none (an AWS
+    error as its Pulse error)."""
     try:
         table = ddb.describe_table(TableName=table_name)["Table"]
-    except (ClientError, BotoCoreError) as exc:
-        raise RetryableError(f"DescribeTable {table_name}: {exc}", delay=2.0) from exc
+    except AWS_ERRORS as exc:
+        raise as_pulse_error(exc, f"DescribeTable {table_name}", delay=2.0) from exc
     arn = table.get("LatestStreamArn")
     enabled = (table.get("StreamSpecification") or {}).get("StreamEnabled", bool(arn))
     if not arn or not enabled:
@@ -61,7 +61,8 @@ def stream_arn_of(ddb: Any, table_name: str) -> str:
 
 
 def list_shards(streams: Any, stream_arn: str) -> list[Shard]:
-    """Every shard of the stream, following DescribeStream's pages."""
+    """Every shard of the stream, following DescribeStream's pages (an AWS error is raised
+    as its Pulse error)."""
     pages: list[dict[str, Any]] = []
     kwargs: dict[str, Any] = {"StreamArn": stream_arn}
     try:
@@ -72,8 +73,8 @@ def list_shards(streams: Any, stream_arn: str) -> list[Shard]:
             if not last:
                 return shards_from_pages(pages)
             kwargs["ExclusiveStartShardId"] = last
-    except (ClientError, BotoCoreError) as exc:
-        raise RetryableError(f"DescribeStream: {exc}", delay=2.0) from exc
+    except AWS_ERRORS as exc:
+        raise as_pulse_error(exc, "DescribeStream", delay=2.0) from exc
 
 
 class StreamProcessor:
