@@ -107,25 +107,6 @@ def test_the_public_surface_is_pinned() -> None:
     assert all(hasattr(pulse.consumer, name) for name in pulse.consumer.__all__)
 
 
-def test_message_is_decoded_from_the_sqs_shape() -> None:
-    message = SqsMessage.from_sqs(
-        {
-            "MessageId": "m1",
-            "ReceiptHandle": "rh",
-            "Body": '{"a":"é"}',
-            "Attributes": {"ApproximateReceiveCount": "3", "SentTimestamp": "1700000000000"},
-            "MessageAttributes": {"type": {"DataType": "String", "StringValue": "created"}},
-        }
-    )
-    assert message.body == '{"a":"é"}'.encode()
-    assert message.receive_count == 3
-    assert message.sent_at is not None
-    assert message.sent_at.timestamp() == 1_700_000_000
-    assert message.string_attribute("type") == "created"
-    assert message.string_attribute("missing") is None
-    assert message.age_seconds(now=1_700_000_005) == 5
-
-
 async def test_handled_messages_are_deleted(queues: Queues, start: Any) -> None:
     seen: list[bytes] = []
 
