@@ -10,8 +10,9 @@ from typing import Any
 
 import pytest
 
+import pulse.consumer
 from pulse.clients import aws_client
-from pulse.consumer import SqsConsumer, SqsMessage, backoff_seconds
+from pulse.consumer import SqsConsumer, SqsMessage
 from pulse.errors import PermanentError, RetryableError
 from pulse.metrics import StageMetrics
 from pulse.settings import PulseSettings
@@ -98,30 +99,12 @@ async def start(queues: Queues) -> AsyncIterator[Callable[..., Running]]:
             await run.stop(within=30)
 
 
-def test_backoff_grows_and_is_capped() -> None:
-    assert [backoff_seconds(n) for n in (1, 2, 3, 4)] == [2, 4, 8, 16]
-    assert backoff_seconds(9) == 300
-    assert backoff_seconds(1000) == 300
-    assert backoff_seconds(5, maximum=10) == 10
-
-
-def test_message_is_decoded_from_the_sqs_shape() -> None:
-    message = SqsMessage.from_sqs(
-        {
-            "MessageId": "m1",
-            "ReceiptHandle": "rh",
-            "Body": '{"a":"é"}',
-            "Attributes": {"ApproximateReceiveCount": "3", "SentTimestamp": "1700000000000"},
-            "MessageAttributes": {"type": {"DataType": "String", "StringValue": "created"}},
-        }
-    )
-    assert message.body == '{"a":"é"}'.encode()
-    assert message.receive_count == 3
-    assert message.sent_at is not None
-    assert message.sent_at.timestamp() == 1_700_000_000
-    assert message.string_attribute("type") == "created"
-    assert message.string_attribute("missing") is None
-    assert message.age_seconds(now=1_700_000_005) == 5
+def test_the_public_surface_is_pinned() -> None:
+    types = {"MessageHandler", "SqsConsumer", "SqsConsumerSettings", "SqsMessage"}
+    functions = {"consume", "on_heartbeat", "wait_for_queue_url"}
+    assert set(pulse.consumer.__all__) == types | functions
+    assert len(pulse.consumer.__all__) == len(types | functions)
+    assert all(hasattr(pulse.consumer, name) for name in pulse.consumer.__all__)
 
 
 async def test_handled_messages_are_deleted(queues: Queues, start: Any) -> None:
@@ -165,7 +148,7 @@ async def test_an_unexpected_exception_is_retried_not_lost(queues: Queues, start
         if len(attempts) == 1:
             raise KeyError("bug")
 
-    # The backoff of a first failure is 2 s; keep this test short by capping it.
+    # The backoff of a first failure is up to 2 s; keep this test short by capping it.
     run = start(handler, max_backoff_seconds=1)
     queues.send("buggy")
     await eventually(lambda: len(attempts) == 2, timeout=10.0)
