@@ -424,13 +424,13 @@ ACTIONS = {
     "get_parameters_by_path": "ssm:GetParametersByPath", "get_metric_statistics": "cloudwatch:GetMetricStatistics",
 }
 SHARED = {  # library code a service runs
-    "fraud-worker": ["libs/pulse/src/pulse/consumer.py"], "notify-worker": ["libs/pulse/src/pulse/consumer.py"],
+    "fraud-worker": ["libs/pulse/src/pulse/consumer/*.py"], "notify-worker": ["libs/pulse/src/pulse/consumer/*.py"],
     "operator": ["libs/pulse/src/pulse/topology.py"],
 }
 call = re.compile(r"\.(" + "|".join(sorted(ACTIONS, key=len, reverse=True)) + r")\(|[\"'](" + "|".join(ACTIONS) + r")[\"']")
 for svc_dir in sorted(p for p in (root / "services").iterdir() if (p / "src").is_dir()):
     svc = svc_dir.name
-    files = [*svc_dir.glob("src/**/*.py"), *(root / f for f in SHARED.get(svc, []))]
+    files = [*svc_dir.glob("src/**/*.py"), *(f for g in SHARED.get(svc, []) for f in sorted(root.glob(g)))]
     uses_aws = any("aws_client(" in f.read_text() for f in files)
     needed = {ACTIONS[m] for f in files for a, b in call.findall(f.read_text()) for m in (a or b,)} if uses_aws else set()
     policy_path = root / "k8s/iam" / f"{svc}-policy.json"
