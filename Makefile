@@ -45,7 +45,7 @@ browser-tools:
 unit: sync browser-tools
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
 
-k8s-check:
+k8s-check: sync
 	bash scripts/k8s-check.sh
 
 test: lint typecheck k8s-check unit
