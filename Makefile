@@ -37,7 +37,7 @@ lint: sync
 	$(VENV)/bin/ruff format --check .
 
 typecheck: sync
-	$(VENV)/bin/mypy libs/*/src services/*/src libs/*/tests services/*/tests tests bench scripts
+	$(VENV)/bin/mypy libs/*/src services/*/src libs/*/tests services/*/tests tests bench $(wildcard scripts/*.py)
 
 browser-tools:
 	bash scripts/browser-tools.sh
