@@ -1,6 +1,7 @@
 """Every Prometheus metric the code defines, registered by importing every module of
-libs/pulse and the services, and held to KUBERNETES.md's rules: the ``pulse_`` prefix, base
-units, latency as histograms, bounded labels, and the metrics every stage must have."""
+libs/pulse and the services, and held to the naming rules of docs/design.md (Metrics): the
+``pulse_`` prefix, base units, latency as histograms, bounded labels, and the metrics every
+stage must have."""
 
 from __future__ import annotations
 
@@ -40,7 +41,7 @@ NOT_BASE_UNIT = re.compile(
 )
 A_TIME = re.compile(r"(duration|latency|_age|_time)")
 A_LATENCY = re.compile(r"(duration|latency)")
-# The Info behind pulse_build_info, and what else KUBERNETES.md names (counters without their
+# The Info behind pulse_build_info, and what else the naming rules name (counters without their
 # _total, as registered).
 BUILD_INFO = "pulse_build"
 REQUIRED = (
@@ -137,7 +138,9 @@ def metric_problems(metrics: Iterable[Declared]) -> list[str]:
     if BUILD_INFO not in names:
         problems.append("no pulse_build_info")
     problems += [
-        f"KUBERNETES.md's {want} is not registered" for want in REQUIRED if want not in names
+        f"{want} (a metric every deployment needs) is not registered"
+        for want in REQUIRED
+        if want not in names
     ]
     return problems
 

@@ -1,7 +1,7 @@
 """Monitoring as the chart renders it: monitors scraping the ops port with the release label
-kube-prometheus-stack selects, the alerts KUBERNETES.md asks for, Grafana dashboards that
-parse and query only metrics some service exposes, and no render at all of monitors or KEDA
-objects on a cluster without their CRDs (a silent drop is worse)."""
+kube-prometheus-stack selects, the dead-letter, stream-lag and error-ratio alerts, Grafana
+dashboards that parse and query only metrics some service exposes, and no render at all of
+monitors or KEDA objects on a cluster without their CRDs (a silent drop is worse)."""
 
 from __future__ import annotations
 
