@@ -16,20 +16,9 @@ import time
 from pathlib import Path
 
 from pulse_dev.k8s_check.catalogue import every_check
-from pulse_dev.k8s_check.repository import Repository
+from pulse_dev.k8s_check.repository import Repository, repository_root
 from pulse_dev.k8s_check.suite import all_passed, run_checks, select, summary
 from pulse_dev.k8s_check.tools import ToolsUnavailableError
-
-
-def repository_root(start: Path) -> Path:
-    """The nearest directory at or above ``start`` that holds charts/pulse.
-
-    Raises FileNotFoundError when there is none.
-    """
-    for candidate in (start, *start.parents):
-        if (candidate / "charts/pulse/Chart.yaml").is_file():
-            return candidate
-    raise FileNotFoundError(f"no Pulse repository (charts/pulse) at or above {start}")
 
 
 def elapsed(since: float) -> float:

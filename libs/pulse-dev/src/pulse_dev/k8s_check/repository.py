@@ -16,6 +16,17 @@ if TYPE_CHECKING:
     from pathlib import Path
 
 
+def repository_root(start: Path) -> Path:
+    """The nearest directory at or above ``start`` that holds charts/pulse.
+
+    Raises FileNotFoundError when there is none.
+    """
+    for candidate in (start, *start.parents):
+        if (candidate / "charts/pulse/Chart.yaml").is_file():
+            return candidate
+    raise FileNotFoundError(f"no Pulse repository (charts/pulse) at or above {start}")
+
+
 @dataclass
 class Repository:
     root: Path
