@@ -5,6 +5,8 @@
 - :mod:`~pulse_dev.k8s_check.render` — helm runs, rendered documents, strict schema validation;
 - :mod:`~pulse_dev.k8s_check.suite` — a check, its verdict, the PASS/FAIL run;
 - :mod:`~pulse_dev.k8s_check.catalogue` — every check, in order;
+- :mod:`~pulse_dev.k8s_check.repository` — the checkout, its tools and its renders;
+- :mod:`~pulse_dev.k8s_check.testing` — the pytest fixture the k8s-check tests share;
 - one module per concern: ``dockerfiles``, ``charts``, ``chart_rules``, ``security``,
   ``features``, ``monitoring``, ``metrics``, ``crd``, ``operator_chart``, ``skaffold``,
   ``skaffold_render``, ``docs``.

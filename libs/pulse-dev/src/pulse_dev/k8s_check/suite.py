@@ -85,6 +85,7 @@ def run_checks(
         outcomes.append(outcome)
         text = outcome.verdict.output.rstrip("\n")
         if not outcome.verdict.passed:
+            out.flush()  # what passing checks printed comes first
             print(f"---- FAIL: {check.name}", file=err)
             print("\n".join(text.splitlines()[-FAILURE_TAIL_LINES:]), file=err)
         elif verbose and text:
