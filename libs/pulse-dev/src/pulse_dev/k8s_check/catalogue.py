@@ -1,0 +1,82 @@
+"""Every check, in the order they run and print."""
+
+from __future__ import annotations
+
+from pulse_dev.k8s_check import (
+    chart_rules,
+    charts,
+    crd,
+    dockerfiles,
+    docs,
+    features,
+    metrics,
+    monitoring,
+    operator_chart,
+    security,
+    skaffold,
+    skaffold_render,
+)
+from pulse_dev.k8s_check.suite import Check
+
+
+def every_check() -> list[Check]:
+    return [
+        Check(
+            "dockerfiles in sync with services/Dockerfile.template",
+            dockerfiles.in_sync_with_template,
+        ),
+        Check("dockerfiles parse and follow the rules", dockerfiles.follow_the_rules),
+        *charts.pulse_checks(),
+        *charts.operator_and_crd_checks(),
+        Check(
+            "CRD: structural schema, example accepted, broken and immutable-field changes refused "
+            "(CEL evaluated)",
+            crd.schema_and_rules,
+        ),
+        Check(
+            "pulse-operator: one replica, Recreate, liveness, least-privilege RBAC, restricted pod",
+            operator_chart.runs_least_privileged,
+        ),
+        Check(
+            "k8s/iam: least-privilege policies cover every AWS call in each service's code",
+            security.iam_policies_cover_the_code,
+        ),
+        Check("rendered objects follow the chart's rules", chart_rules.follow_the_rules),
+        Check(
+            "eks values: HPAs, KEDA triggers, monitors, alerts, dashboards, NetworkPolicies, "
+            "helm test",
+            features.eks_features,
+        ),
+        *monitoring.crd_gate_checks(),
+        Check(
+            "dashboard JSON parses; every panel and alert metric is exposed by some service",
+            monitoring.dashboards_use_real_metrics,
+        ),
+        Check(
+            "metric names follow docs/design.md (pulse_ prefix, base units, latency histograms, "
+            "bounded labels)",
+            metrics.follow_the_rules,
+        ),
+        Check(
+            "helm test script parses and its imports exist in the gateway's environment",
+            features.helm_test_script_works,
+        ),
+        *charts.schema_checks(),
+        Check(
+            "skaffold.yaml: one named module per service, requires resolve, artifacts, sync, "
+            "profiles",
+            skaffold.modules_are_sound,
+        ),
+        *skaffold_render.checks(),
+        Check(
+            "NOTES.txt (dev, eks, split release): real object names, Ingress URLs, token, "
+            "helm test",
+            docs.notes_name_real_objects,
+        ),
+        Check(
+            "deploy docs: every chart, values file and path they name exists; EKS prefix, "
+            "ECR names "
+            "and IRSA roles agree",
+            docs.deploy_docs_agree,
+        ),
+    ]
