@@ -1,4 +1,4 @@
-"""Channel authorisation: the table of DESIGN.md "Channels", for every operation."""
+"""Channel authorisation: the table of docs/design.md, "Channels", for every operation."""
 
 from __future__ import annotations
 

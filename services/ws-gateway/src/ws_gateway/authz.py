@@ -1,4 +1,4 @@
-"""Who may do what on which channel (DESIGN.md "Channels"). Pure: claims in, verdict out.
+"""Who may do what on which channel (docs/design.md, "Channels"). Pure: claims in, verdict out.
 
 :func:`authorize` is the one answer to "may this principal do this operation on this
 channel", for every door of the gateway: a WebSocket or SSE subscription, a history or

@@ -1,4 +1,4 @@
-"""The gateway's WebSocket protocol (DESIGN.md "ws-gateway"): text frames, JSON. No I/O.
+"""The gateway's WebSocket protocol (docs/design.md, "ws-gateway"): text frames, JSON. No I/O.
 
 Client frames::
 
