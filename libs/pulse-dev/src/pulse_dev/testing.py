@@ -291,13 +291,12 @@ class GatewayFactory:
         prefix: str | None = None,
         secret: str = GATEWAY_SECRET,
         port: int | None = None,
-        wait_port: int | None = None,
         **env: str,
     ) -> RunningGateway:
         """A gateway with its own port and Redis prefix (unless given), up and listening.
 
         ``env`` adds or overrides settings (``PULSE_SEND_QUEUE_SIZE="64"``, ``REDIS_URL`` of
-        another Redis); ``wait_port``: the port that says it is up, if not its own."""
+        another Redis)."""
         port = port or free_port()
         prefix = prefix or f"pulse:gw{uuid.uuid4().hex[:8]}:"
         settings = {
@@ -310,7 +309,7 @@ class GatewayFactory:
         log = self._log_dir / f"ws_gateway-{len(self._started) + 1}.log"
         process = ServiceProcess("ws_gateway", settings, log)
         self._started.append(process)
-        process.start(wait_port=wait_port or port)
+        process.start(wait_port=port)
         return RunningGateway(port, prefix, secret, process)
 
     def close(self) -> None:
