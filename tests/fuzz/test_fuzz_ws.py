@@ -17,9 +17,7 @@ import asyncio
 import json
 import threading
 import uuid
-from collections.abc import Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import orjson
@@ -30,10 +28,9 @@ from hypothesis import strategies as st
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
-from pulse.auth import issue_token
 from pulse.channels import ChannelPublisher
 from pulse.events import PAYMENT_CREATED, new_event
-from pulse_dev.testing import ServiceProcess, free_port
+from pulse_dev.testing import GatewayFactory, RunningGateway
 from ws_gateway.protocol import ErrorCode
 
 pytestmark = pytest.mark.timeout(240)
@@ -52,33 +49,11 @@ CLOSE_CODES = frozenset({1007, 1009, 4029})
 ABNORMAL_CLOSURE = 1006  # the connection ended without a close frame
 
 
-@dataclass
-class Gateway:
-    port: int
-    prefix: str
-    process: ServiceProcess
-
-    def url(self, sub: str, roles: list[str] | None = None) -> str:
-        token = issue_token(SECRET, sub=sub, roles=roles, ttl_seconds=3600)
-        return f"ws://127.0.0.1:{self.port}/ws?token={token}"
-
-
 @pytest.fixture
-def gateway(redis_url: str, tmp_path: Path) -> Iterator[Gateway]:
-    port = free_port()
-    prefix = f"pulse:fz{uuid.uuid4().hex[:8]}:"
-    env = {
-        "REDIS_URL": redis_url,
-        "PULSE_REDIS_PREFIX": prefix,
-        "PULSE_HTTP_PORT": str(port),
-        "PULSE_JWT_SECRET": SECRET,
-        "PULSE_LOG_LEVEL": "info",
-        "PULSE_MAX_MESSAGE_BYTES": str(MAX_FRAME),
-    }
-    process = ServiceProcess("ws_gateway", env, tmp_path / "ws_gateway.log")
-    with process:
-        process.start(wait_port=port)
-        yield Gateway(port, prefix, process)
+def gateway(gateways: GatewayFactory) -> RunningGateway:
+    return gateways.start(
+        secret=SECRET, PULSE_LOG_LEVEL="info", PULSE_MAX_MESSAGE_BYTES=str(MAX_FRAME)
+    )
 
 
 # -- the frames -------------------------------------------------------------------------
@@ -257,7 +232,7 @@ class Observer(threading.Thread):
     """A client subscribed to its account channel, and a publisher appending events to it
     every 50 ms, in a thread of their own for the whole fuzz run."""
 
-    def __init__(self, gateway: Gateway, redis_url: str) -> None:
+    def __init__(self, gateway: RunningGateway, redis_url: str) -> None:
         super().__init__(daemon=True)
         self.gateway = gateway
         self.redis_url = redis_url
@@ -278,7 +253,7 @@ class Observer(threading.Thread):
     async def _main(self) -> None:
         redis = aioredis.Redis.from_url(self.redis_url)
         publisher = ChannelPublisher(redis, self.gateway.prefix)
-        url = self.gateway.url(self.channel.removeprefix("account:"))
+        url = self.gateway.ws_url(self.channel.removeprefix("account:"), ttl=3600)
         try:
             async with connect(url) as ws:
                 await ws.send(orjson.dumps({"op": "subscribe", "channel": self.channel}).decode())
@@ -322,13 +297,13 @@ def _unhandled(log: str) -> list[str]:
 
 
 def test_generated_frames_get_clear_answers_and_crash_nothing(
-    gateway: Gateway, redis_url: str, fuzz_figures: dict[str, int]
+    gateway: RunningGateway, redis_url: str, fuzz_figures: dict[str, int]
 ) -> None:
     observer = Observer(gateway, redis_url)
     observer.start()
     assert observer.subscribed.wait(15)
     assert observer.error is None, observer.error
-    url = gateway.url("fuzzer", ["ops"])
+    url = gateway.ws_url("fuzzer", ["ops"], ttl=3600)
     abnormal = 0
 
     @settings(

@@ -7,15 +7,14 @@ balancer sends the connection elsewhere — never accept it and fall over later.
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from contextlib import AsyncExitStack
 from typing import Any
 
 import aiohttp
 import pytest
 
-from pulse_dev.testing import ServiceProcess, free_port
+from pulse_dev.testing import GatewayFactory, RunningGateway
 
 SECRET = "connection-limits-secret-4b1d7e0a9c2f"
 MAX_CONNECTIONS = 4
@@ -23,20 +22,12 @@ PER_USER = 2
 
 
 @pytest.fixture(scope="module")
-def small_gateway(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    port = free_port()
-    env = {
-        "REDIS_URL": redis_url,
-        "PULSE_REDIS_PREFIX": f"pulse:lim{uuid.uuid4().hex[:8]}:",
-        "PULSE_HTTP_PORT": str(port),
-        "PULSE_JWT_SECRET": SECRET,
-        "PULSE_MAX_CONNECTIONS": str(MAX_CONNECTIONS),
-        "PULSE_MAX_CONNECTIONS_PER_USER": str(PER_USER),
-    }
-    log = tmp_path_factory.mktemp("limits-gateway") / "ws_gateway.log"
-    with ServiceProcess("ws_gateway", env, log) as process:
-        process.start(wait_port=port)
-        yield f"127.0.0.1:{port}"
+def small_gateway(module_gateways: GatewayFactory) -> RunningGateway:
+    return module_gateways.start(
+        secret=SECRET,
+        PULSE_MAX_CONNECTIONS=str(MAX_CONNECTIONS),
+        PULSE_MAX_CONNECTIONS_PER_USER=str(PER_USER),
+    )
 
 
 async def _refused(http: aiohttp.ClientSession, url: str) -> tuple[int, str | None]:
@@ -53,17 +44,17 @@ async def _still_answers(ws: aiohttp.ClientWebSocketResponse) -> None:
 
 
 async def test_per_user_and_per_process_limits_hold_and_free_up(
-    small_gateway: str, mint: Any
+    small_gateway: RunningGateway, mint: Any
 ) -> None:
     def ws_url(sub: str) -> str:
-        return f"ws://{small_gateway}/ws?token={mint(SECRET, sub=sub, roles=[])}"
+        return f"{small_gateway.ws}?token={mint(SECRET, sub=sub, roles=[])}"
 
     async with aiohttp.ClientSession() as http, AsyncExitStack() as held:
         alice = [await held.enter_async_context(http.ws_connect(ws_url("alice"))) for _ in "ab"]
 
         # a third session of alice: refused, over WebSocket and over SSE alike
         assert (await _refused(http, ws_url("alice")))[0] == 429
-        sse = f"http://{small_gateway}/sse?channels=account:alice&token={mint(SECRET, sub='alice')}"
+        sse = f"{small_gateway.http}/sse?channels=account:alice&token={mint(SECRET, sub='alice')}"
         async with http.get(sse) as resp:
             assert resp.status == 429
             assert (await resp.json())["code"] == "too_many_connections"
@@ -85,7 +76,7 @@ async def test_per_user_and_per_process_limits_hold_and_free_up(
         async with http.ws_connect(ws_url("alice")) as again:
             await _still_answers(again)
 
-        async with http.get(f"http://{small_gateway}/metrics") as resp:
+        async with http.get(f"{small_gateway.http}/metrics") as resp:
             metrics = await resp.text()
         assert 'pulse_ws_connections_refused_total{reason="per_user"} 2.0' in metrics
         assert 'pulse_ws_connections_refused_total{reason="capacity"} 1.0' in metrics

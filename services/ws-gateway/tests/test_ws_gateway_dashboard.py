@@ -16,12 +16,10 @@ import pytest
 import redis.asyncio as aioredis
 from playwright.async_api import Browser, async_playwright, expect
 
-from pulse.auth import issue_token
 from pulse.channels import ALERTS, PAYMENTS, ChannelPublisher
 from pulse.events import FRAUD_DECISION, PAYMENT_CREATED, PAYMENT_UPDATED, STATS, new_event
-from pulse_dev.testing import ServiceProcess, free_port
+from pulse_dev.testing import GatewayFactory
 
-SECRET = "ws-gateway-dashboard-secret-0123456789abcdef"
 CHROMIUM_ARGS = [
     "--headless",
     "--no-sandbox",
@@ -67,19 +65,12 @@ async def _updated(publisher: ChannelPublisher, payment_id: str, account: str, s
 
 
 async def test_the_dashboard_shows_payments_and_decisions_and_recovers_after_a_drop(
-    browser: Browser, redis_url: str, tmp_path: Path
+    browser: Browser, gateways: GatewayFactory, redis_url: str, tmp_path: Path
 ) -> None:
-    port = free_port()
-    env = {
-        "REDIS_URL": redis_url,
-        "PULSE_REDIS_PREFIX": f"pulse:wsb{uuid.uuid4().hex[:8]}:",
-        "PULSE_HTTP_PORT": str(port),
-        "PULSE_JWT_SECRET": SECRET,
-    }
-    gateway = ServiceProcess("ws_gateway", env, tmp_path / "gw1.log").start(wait_port=port)
+    gateway = gateways.start()
     redis = aioredis.Redis.from_url(redis_url)
-    publisher = ChannelPublisher(redis, env["PULSE_REDIS_PREFIX"])
-    token = issue_token(SECRET, sub="ops-dashboard", roles=["ops"])
+    publisher = ChannelPublisher(redis, gateway.prefix)
+    token = gateway.token("ops-dashboard", ["ops"])
     first, second, third = (f"pay-{uuid.uuid4().hex[:10]}" for _ in range(3))
     stats = {
         "events": {"created": 7, "updated": 4},
@@ -89,7 +80,7 @@ async def test_the_dashboard_shows_payments_and_decisions_and_recovers_after_a_d
     await publisher.append(new_event(type=STATS, source="/tests", data=stats), ["stats"])
     try:
         page = await browser.new_page()
-        await page.goto(f"http://127.0.0.1:{port}/#token={token}")
+        await page.goto(f"{gateway.http}/#token={token}")
         state = page.locator("#state")
         await expect(state).to_have_text("live")
         # the newest counters show at once, from the history
@@ -125,7 +116,7 @@ async def test_the_dashboard_shows_payments_and_decisions_and_recovers_after_a_d
         await expect(state).to_have_text("reconnecting")
         await _created(publisher, third, "acct-3")
         await _updated(publisher, second, "acct-2", "REVIEW")
-        gateway = ServiceProcess("ws_gateway", env, tmp_path / "gw2.log").start(wait_port=port)
+        gateway.start()
 
         await expect(state).to_have_text("recovered", timeout=20_000)
         await expect(page.locator(f"#payment-{third} .status")).to_have_text("PENDING")
@@ -161,27 +152,18 @@ pulse.start();
 
 
 async def test_the_client_refreshes_its_token_in_band_and_stays_connected_past_expiry(
-    browser: Browser, redis_url: str, tmp_path: Path
+    browser: Browser, gateways: GatewayFactory, redis_url: str
 ) -> None:
     ttl = 6
-    port = free_port()
-    prefix = f"pulse:wsr{uuid.uuid4().hex[:8]}:"
-    env = {
-        "REDIS_URL": redis_url,
-        "PULSE_REDIS_PREFIX": prefix,
-        "PULSE_HTTP_PORT": str(port),
-        "PULSE_JWT_SECRET": SECRET,
-        "PULSE_TOKEN_GRACE_SECONDS": "2",
-    }
-    gateway = ServiceProcess("ws_gateway", env, tmp_path / "gw.log").start(wait_port=port)
+    gateway = gateways.start(PULSE_TOKEN_GRACE_SECONDS="2")
     redis = aioredis.Redis.from_url(redis_url)
-    publisher = ChannelPublisher(redis, prefix)
+    publisher = ChannelPublisher(redis, gateway.prefix)
     account = f"acct-{uuid.uuid4().hex[:8]}"
     channel = f"account:{account}"
     issued: list[str] = []
 
     def fresh_token() -> str:
-        issued.append(issue_token(SECRET, sub=account, ttl_seconds=ttl))
+        issued.append(gateway.token(account, ttl=ttl))
         return issued[-1]
 
     async def publish(n: int) -> None:
@@ -193,7 +175,7 @@ async def test_the_client_refreshes_its_token_in_band_and_stays_connected_past_e
         await refreshing.expose_function("freshToken", fresh_token)
         fixed = await browser.new_page()
         for page, token in ((refreshing, None), (fixed, fresh_token())):
-            await page.goto(f"http://127.0.0.1:{port}/healthz")
+            await page.goto(f"{gateway.http}/healthz")
             script = _REFRESH_PAGE % {
                 "fixed": orjson.dumps(token).decode(),
                 "channel": f'"{channel}"',

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -13,47 +13,29 @@ import pytest
 import redis.asyncio as aioredis
 from websockets.asyncio.client import ClientConnection, connect
 
-from pulse.auth import issue_token
 from pulse.channels import ChannelPublisher
 from pulse.events import PAYMENT_CREATED, CloudEvent, new_event
 from pulse_dev.emulators import start_redis, stop_process
-from pulse_dev.testing import ServiceProcess, free_port
+from pulse_dev.testing import GatewayFactory, RunningGateway, free_port
 
 SECRET = "ws-gateway-delivery-secret-0123456789abcdef"
 pytestmark = pytest.mark.timeout(90)
 
 
-def _gateway(redis_url: str, prefix: str, log_dir: Path, name: str) -> tuple[ServiceProcess, int]:
-    port = free_port()
-    env = {
-        "REDIS_URL": redis_url,
-        "PULSE_REDIS_PREFIX": prefix,
-        "PULSE_HTTP_PORT": str(port),
-        "PULSE_JWT_SECRET": SECRET,
-    }
-    return ServiceProcess("ws_gateway", env, log_dir / f"{name}.log").start(wait_port=port), port
-
-
-def _url(port: int, sub: str) -> str:
-    return f"ws://127.0.0.1:{port}/ws?token={issue_token(SECRET, sub=sub, roles=['ops'])}"
+def _url(gateway: RunningGateway, sub: str) -> str:
+    return gateway.ws_url(sub, ["ops"])
 
 
 @pytest.fixture(scope="module")
-def prefix() -> str:
-    return f"pulse:wsd{uuid.uuid4().hex[:8]}:"
-
-
-@pytest.fixture(scope="module")
-def two_gateways(
-    redis_url: str, prefix: str, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[tuple[int, int]]:
+def two_gateways(module_gateways: GatewayFactory) -> tuple[RunningGateway, RunningGateway]:
     """Two gateway processes on one Redis, as behind one load balancer."""
-    log_dir = tmp_path_factory.mktemp("ws-gateways")
-    first, first_port = _gateway(redis_url, prefix, log_dir, "a")
-    second, second_port = _gateway(redis_url, prefix, log_dir, "b")
-    yield first_port, second_port
-    first.kill()
-    second.kill()
+    first = module_gateways.start(secret=SECRET)
+    return first, module_gateways.start(secret=SECRET, prefix=first.prefix)
+
+
+@pytest.fixture(scope="module")
+def prefix(two_gateways: tuple[RunningGateway, RunningGateway]) -> str:
+    return two_gateways[0].prefix
 
 
 @pytest.fixture
@@ -88,7 +70,7 @@ async def _event_ids(ws: ClientConnection, count: int) -> list[str]:
 
 
 async def test_every_event_reaches_subscribers_of_either_process(
-    two_gateways: tuple[int, int], redis: aioredis.Redis, prefix: str
+    two_gateways: tuple[RunningGateway, RunningGateway], redis: aioredis.Redis, prefix: str
 ) -> None:
     channel = f"account:{uuid.uuid4().hex[:8]}"
     publisher = ChannelPublisher(redis, prefix)
@@ -102,7 +84,7 @@ async def test_every_event_reaches_subscribers_of_either_process(
 
 
 async def test_a_client_recovers_on_another_process_with_since_and_epoch(
-    two_gateways: tuple[int, int], redis: aioredis.Redis, prefix: str
+    two_gateways: tuple[RunningGateway, RunningGateway], redis: aioredis.Redis, prefix: str
 ) -> None:
     channel = f"account:{uuid.uuid4().hex[:8]}"
     publisher = ChannelPublisher(redis, prefix)
@@ -132,7 +114,7 @@ async def _kill_live_connection(redis: aioredis.Redis, prefix: str) -> int:
 
 
 async def test_events_published_while_pubsub_was_down_are_filled_from_history(
-    two_gateways: tuple[int, int], redis: aioredis.Redis, prefix: str
+    two_gateways: tuple[RunningGateway, RunningGateway], redis: aioredis.Redis, prefix: str
 ) -> None:
     channel = f"account:{uuid.uuid4().hex[:8]}"
     publisher = ChannelPublisher(redis, prefix)
@@ -152,18 +134,18 @@ async def test_events_published_while_pubsub_was_down_are_filled_from_history(
 
 
 async def test_a_redis_restart_tells_subscribers_their_history_is_gone(
-    tmp_path: Path,
+    gateways: GatewayFactory, tmp_path: Path
 ) -> None:
     """Redis restarted empty: subscribers get recovered:false with a new epoch, never a
     silent gap, and then the new epoch's events."""
     port = free_port()
     redis_url = f"redis://127.0.0.1:{port}/0"
     server = start_redis(port, tmp_path)
-    gateway, gateway_port = _gateway(redis_url, "pulse:", tmp_path, "gw")
+    gateway = gateways.start(secret=SECRET, prefix="pulse:", REDIS_URL=redis_url)
     client = aioredis.Redis.from_url(redis_url)
     try:
         publisher = ChannelPublisher(client, "pulse:")
-        async with connect(_url(gateway_port, "ops")) as ws:
+        async with connect(_url(gateway, "ops")) as ws:
             subscribed = await _send(ws, op="subscribe", channel="payments")
             first = await _append(publisher, "payments", 0)
             frame = await _recv(ws)
@@ -185,7 +167,7 @@ async def test_a_redis_restart_tells_subscribers_their_history_is_gone(
 
         # a client coming back with the old epoch's offset is told it cannot recover, and
         # gets the new epoch's events from its start
-        async with connect(_url(gateway_port, "ops")) as ws:
+        async with connect(_url(gateway, "ops")) as ws:
             again = await _send(
                 ws, op="subscribe", channel="payments", since=offset, epoch=subscribed["epoch"]
             )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
@@ -15,7 +15,7 @@ import redis.asyncio as aioredis
 from pulse.auth import issue_token
 from pulse.channels import ChannelKeys, ChannelPublisher
 from pulse.events import PAYMENT_CREATED, CloudEvent, new_event
-from pulse_dev.testing import ServiceProcess, free_port
+from pulse_dev.testing import GatewayFactory, RunningGateway
 from ws_gateway.sse import Cursor
 
 SECRET = "ws-gateway-http-secret-0123456789abcdef"
@@ -23,19 +23,8 @@ pytestmark = pytest.mark.timeout(60)
 
 
 @pytest.fixture(scope="module")
-def gateway(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]]:
-    port = free_port()
-    prefix = f"pulse:wsh{uuid.uuid4().hex[:8]}:"
-    env = {
-        "REDIS_URL": redis_url,
-        "PULSE_REDIS_PREFIX": prefix,
-        "PULSE_HTTP_PORT": str(port),
-        "PULSE_JWT_SECRET": SECRET,
-    }
-    log = tmp_path_factory.mktemp("ws-gateway-http") / "gw.log"
-    proc = ServiceProcess("ws_gateway", env, log).start(wait_port=port)
-    yield f"http://127.0.0.1:{port}", prefix
-    proc.kill()
+def gateway(module_gateways: GatewayFactory) -> RunningGateway:
+    return module_gateways.start(secret=SECRET)
 
 
 @pytest.fixture
@@ -62,9 +51,9 @@ async def _append(redis: aioredis.Redis, prefix: str, channel: str, n: int) -> C
 
 
 async def test_history_pages_forward_from_since_or_returns_the_newest(
-    gateway: tuple[str, str], redis: aioredis.Redis, http: aiohttp.ClientSession
+    gateway: RunningGateway, redis: aioredis.Redis, http: aiohttp.ClientSession
 ) -> None:
-    base, prefix = gateway
+    base, prefix = gateway.http, gateway.prefix
     account = f"acct-{uuid.uuid4().hex[:8]}"
     url = f"{base}/v1/channels/account:{account}/history"
     sent = [await _append(redis, prefix, f"account:{account}", n) for n in range(5)]
@@ -103,13 +92,13 @@ async def test_history_pages_forward_from_since_or_returns_the_newest(
     ],
 )
 async def test_http_reads_are_authorised_like_subscriptions(
-    gateway: tuple[str, str],
+    gateway: RunningGateway,
     http: aiohttp.ClientSession,
     path: str,
     headers: dict[str, str],
     status: int,
 ) -> None:
-    async with http.get(gateway[0] + path, headers=headers) as resp:
+    async with http.get(gateway.http + path, headers=headers) as resp:
         assert resp.status == status
 
 
@@ -133,9 +122,9 @@ class SseReader:
 
 
 async def test_sse_streams_events_and_resumes_with_last_event_id(
-    gateway: tuple[str, str], redis: aioredis.Redis, http: aiohttp.ClientSession
+    gateway: RunningGateway, redis: aioredis.Redis, http: aiohttp.ClientSession
 ) -> None:
-    base, prefix = gateway
+    base, prefix = gateway.http, gateway.prefix
     account = f"acct-{uuid.uuid4().hex[:8]}"
     channels = f"account:{account},stats"
     token = issue_token(SECRET, sub=account)
@@ -166,9 +155,9 @@ async def test_sse_streams_events_and_resumes_with_last_event_id(
 
 
 async def test_a_closed_sse_stream_releases_its_subscription(
-    gateway: tuple[str, str], redis: aioredis.Redis, http: aiohttp.ClientSession
+    gateway: RunningGateway, redis: aioredis.Redis, http: aiohttp.ClientSession
 ) -> None:
-    base, prefix = gateway
+    base, prefix = gateway.http, gateway.prefix
     account = f"acct-{uuid.uuid4().hex[:8]}"
     live_key = ChannelKeys(prefix).live(f"account:{account}")
     params = {"channels": f"account:{account}", "token": issue_token(SECRET, sub=account)}

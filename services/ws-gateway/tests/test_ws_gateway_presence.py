@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import uuid
-from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -13,28 +12,17 @@ import orjson
 import pytest
 from websockets.asyncio.client import ClientConnection, connect
 
-from pulse.auth import issue_token
-from pulse_dev.testing import ServiceProcess, free_port
+from pulse_dev.testing import GatewayFactory, RunningGateway
 
 SECRET = "ws-gateway-presence-secret-0123456789abcdef"
 LEASE_SECONDS = 2.5  # renewed every third; slack for a loaded CI machine
 pytestmark = pytest.mark.timeout(60)
 
 
-def _start(redis_url: str, prefix: str, log: Path) -> tuple[ServiceProcess, int]:
-    port = free_port()
-    env = {
-        "REDIS_URL": redis_url,
-        "PULSE_REDIS_PREFIX": prefix,
-        "PULSE_HTTP_PORT": str(port),
-        "PULSE_JWT_SECRET": SECRET,
-        "PULSE_PRESENCE_LEASE_SECONDS": str(LEASE_SECONDS),
-    }
-    return ServiceProcess("ws_gateway", env, log).start(wait_port=port), port
-
-
-def _url(port: int, sub: str, roles: list[str] | None = None) -> str:
-    return f"ws://127.0.0.1:{port}/ws?token={issue_token(SECRET, sub=sub, roles=roles)}"
+def _start(gateways: GatewayFactory, prefix: str | None = None) -> RunningGateway:
+    return gateways.start(
+        secret=SECRET, prefix=prefix, PULSE_PRESENCE_LEASE_SECONDS=str(LEASE_SECONDS)
+    )
 
 
 async def _subscribe(ws: ClientConnection, channel: str, *, presence: bool = False) -> None:
@@ -60,12 +48,12 @@ async def _collect_presence(ws: ClientConnection, user: str, seen: list[str]) ->
             seen.extend(k for k in ("joined", "left") if frame.get(k, {}).get("user") == user)
 
 
-async def _present(port: int, channel: str) -> dict[str, int]:
-    token = issue_token(SECRET, sub="ops-q", roles=["ops"])
+async def _present(gateway: RunningGateway, channel: str) -> dict[str, int]:
+    token = gateway.token("ops-q", ["ops"])
     async with (
         aiohttp.ClientSession() as http,
         http.get(
-            f"http://127.0.0.1:{port}/v1/channels/{channel}/presence",
+            f"{gateway.http}/v1/channels/{channel}/presence",
             headers={"Authorization": f"Bearer {token}"},
         ) as resp,
     ):
@@ -75,48 +63,50 @@ async def _present(port: int, channel: str) -> dict[str, int]:
 
 
 async def test_a_user_leaves_only_when_their_last_session_closes(
-    redis_url: str, tmp_path: Path
+    gateways: GatewayFactory,
 ) -> None:
-    proc, port = _start(redis_url, f"pulse:wsp{uuid.uuid4().hex[:8]}:", tmp_path / "gw.log")
+    gateway = _start(gateways)
     account = f"acct-{uuid.uuid4().hex[:8]}"
     channel = f"account:{account}"
     try:
-        async with connect(_url(port, "watcher", ["ops"])) as watcher:
+        async with connect(gateway.ws_url("watcher", ["ops"])) as watcher:
             await _subscribe(watcher, channel, presence=True)
-            async with connect(_url(port, account)) as phone, connect(_url(port, account)) as pc:
+            async with (
+                connect(gateway.ws_url(account)) as phone,
+                connect(gateway.ws_url(account)) as pc,
+            ):
                 await _subscribe(phone, channel)
                 await _subscribe(pc, channel)
                 assert await _presence_frames(watcher, account, 0.5) == ["joined"]
-                assert await _present(port, channel) == {account: 2, "watcher": 1}
+                assert await _present(gateway, channel) == {account: 2, "watcher": 1}
                 await phone.close()
                 assert await _presence_frames(watcher, account, 0.5) == []
-                assert await _present(port, channel) == {account: 1, "watcher": 1}
+                assert await _present(gateway, channel) == {account: 1, "watcher": 1}
             assert await _presence_frames(watcher, account, 0.5) == ["left"]
-            assert await _present(port, channel) == {"watcher": 1}
+            assert await _present(gateway, channel) == {"watcher": 1}
     finally:
-        proc.kill()
+        gateway.kill()
 
 
 async def test_a_killed_gateways_users_leave_within_the_lease_once(
-    redis_url: str, tmp_path: Path
+    gateways: GatewayFactory,
 ) -> None:
-    prefix = f"pulse:wsp{uuid.uuid4().hex[:8]}:"
-    doomed, doomed_port = _start(redis_url, prefix, tmp_path / "doomed.log")
-    survivor, port = _start(redis_url, prefix, tmp_path / "survivor.log")
+    doomed = _start(gateways)
+    survivor = _start(gateways, doomed.prefix)
     account = f"acct-{uuid.uuid4().hex[:8]}"
     channel = f"account:{account}"
     try:
-        async with connect(_url(port, "watcher", ["ops"])) as watcher:
+        async with connect(survivor.ws_url("watcher", ["ops"])) as watcher:
             await _subscribe(watcher, channel, presence=True)
-            user = await connect(_url(doomed_port, account))
+            user = await connect(doomed.ws_url(account))
             await _subscribe(user, channel)
             # leases are renewed: still present after several lease times
             assert await _presence_frames(watcher, account, LEASE_SECONDS * 2) == ["joined"]
-            assert await _present(port, channel) == {account: 1, "watcher": 1}
+            assert await _present(survivor, channel) == {account: 1, "watcher": 1}
             doomed.kill()
             seen = await _presence_frames(watcher, account, LEASE_SECONDS * 2 + 1)
             assert seen == ["left"]
-            assert await _present(port, channel) == {"watcher": 1}
+            assert await _present(survivor, channel) == {"watcher": 1}
             await user.close()
     finally:
         doomed.kill()

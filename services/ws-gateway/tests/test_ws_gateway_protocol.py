@@ -5,6 +5,7 @@ from __future__ import annotations
 import orjson
 import pytest
 
+from ws_gateway.http_auth import token_from_request
 from ws_gateway.offsets import ZERO, StreamId, frame_offset, is_recovered
 from ws_gateway.protocol import (
     ErrorCode,
@@ -15,9 +16,10 @@ from ws_gateway.protocol import (
     error_frame,
     event_frame,
     parse_client_frame,
+    resume_subscribe,
+    subscribed_epoch,
     subscribed_frame,
 )
-from ws_gateway.server import token_from_request
 
 
 @pytest.mark.parametrize(
@@ -89,6 +91,35 @@ def test_server_frames_are_the_documented_json() -> None:
         "message": "no",
         "channel": "payments",
     }
+
+
+def test_the_epoch_of_a_subscribed_frame_is_read_without_parsing_it() -> None:
+    frame = subscribed_frame("account:a", StreamId(7, 1), recovered=True, epoch="3f9c-e")
+    assert subscribed_epoch(frame) == "3f9c-e"
+    assert subscribed_epoch(subscribed_frame("stats", ZERO, recovered=False)) is None
+    assert subscribed_epoch('{"op":"subscribed","epoch":"') is None
+
+
+@pytest.mark.parametrize(
+    ("channel", "since", "epoch", "subscribe"),
+    [
+        ("payments", None, None, Subscribe("payments")),
+        ("stats", StreamId(5, 0), "e1", Subscribe("stats", StreamId(5, 0), "e1")),
+    ],
+)
+def test_a_resume_subscribe_is_the_frame_a_client_would_send(
+    channel: str, since: StreamId | None, epoch: str | None, subscribe: Subscribe
+) -> None:
+    assert resume_subscribe(channel, since, epoch) == subscribe
+
+
+@pytest.mark.parametrize(("channel", "epoch"), [("stats", "e" * 65), ("x" * 257, None)])
+def test_a_resume_subscribe_is_checked_as_a_clients_frame_is(
+    channel: str, epoch: str | None
+) -> None:
+    with pytest.raises(FrameError) as info:
+        resume_subscribe(channel, StreamId(1, 0), epoch)
+    assert info.value.code is ErrorCode.BAD_REQUEST
 
 
 def test_history_frames_match_the_published_frame_layout() -> None:

@@ -6,8 +6,7 @@ import asyncio
 import contextlib
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass
+from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
@@ -20,46 +19,23 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 from pulse.auth import issue_token
 from pulse.channels import AppendResult, ChannelKeys, ChannelPublisher, channel_epoch
 from pulse.events import PAYMENT_CREATED, CloudEvent, new_event
-from pulse_dev.testing import ServiceProcess, free_port
+from pulse_dev.testing import GatewayFactory, RunningGateway
 
 SECRET = "ws-gateway-test-secret-0123456789abcdef"
 pytestmark = pytest.mark.timeout(60)
 
 
-@dataclass
-class RunningGateway:
-    port: int
-    prefix: str
-    proc: ServiceProcess
-
-    @property
-    def url(self) -> str:
-        return f"ws://127.0.0.1:{self.port}/ws"
-
-    def ws_url(self, sub: str, roles: list[str] | None = None, ttl: int = 600) -> str:
-        return f"{self.url}?token={issue_token(SECRET, sub=sub, roles=roles, ttl_seconds=ttl)}"
-
-
 @pytest.fixture(scope="module")
-def gateway(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningGateway]:
+def gateway(module_gateways: GatewayFactory) -> RunningGateway:
     """One gateway for the module (each test uses its own channels); SIGTERM has its own."""
-    port = free_port()
-    prefix = f"pulse:wsg{uuid.uuid4().hex[:8]}:"
-    env = {
-        "REDIS_URL": redis_url,
-        "PULSE_REDIS_PREFIX": prefix,
-        "PULSE_HTTP_PORT": str(port),
-        "PULSE_JWT_SECRET": SECRET,
-        "PULSE_LOG_LEVEL": "debug",
-        "PULSE_SEND_QUEUE_SIZE": "64",
-        "PULSE_TOKEN_GRACE_SECONDS": "1",
-        "PULSE_CLIENT_OPS_PER_SECOND": "50",
-        "PULSE_CLIENT_OPS_BURST": "20",
-    }
-    log = tmp_path_factory.mktemp("ws-gateway") / "ws_gateway.log"
-    proc = ServiceProcess("ws_gateway", env, log).start(wait_port=port)
-    yield RunningGateway(port, prefix, proc)
-    proc.kill()
+    return module_gateways.start(
+        secret=SECRET,
+        PULSE_LOG_LEVEL="debug",
+        PULSE_SEND_QUEUE_SIZE="64",
+        PULSE_TOKEN_GRACE_SECONDS="1",
+        PULSE_CLIENT_OPS_PER_SECOND="50",
+        PULSE_CLIENT_OPS_BURST="20",
+    )
 
 
 @pytest.fixture
@@ -104,7 +80,7 @@ async def _drain(ws: ClientConnection) -> None:
 async def _metrics(gateway: RunningGateway) -> str:
     async with (
         aiohttp.ClientSession() as http,
-        http.get(f"http://127.0.0.1:{gateway.port}/metrics") as resp,
+        http.get(f"{gateway.http}/metrics") as resp,
     ):
         assert resp.status == 200
         return await resp.text()
@@ -168,10 +144,10 @@ async def test_handshake_refuses_missing_invalid_and_expired_tokens(
     bad = issue_token("another-secret-of-enough-length-123456", sub="a")
     expired = issue_token(SECRET, sub="a", ttl_seconds=-30)
     for url, message in (
-        (gateway.url, b"missing token"),
-        (f"{gateway.url}?token=not-a-jwt", b"invalid token"),
-        (f"{gateway.url}?token={bad}", b"invalid token"),
-        (f"{gateway.url}?token={expired}", b"token expired"),
+        (gateway.ws, b"missing token"),
+        (f"{gateway.ws}?token=not-a-jwt", b"invalid token"),
+        (f"{gateway.ws}?token={bad}", b"invalid token"),
+        (f"{gateway.ws}?token={expired}", b"token expired"),
     ):
         with pytest.raises(InvalidStatus) as info:
             async with connect(url):
@@ -181,7 +157,7 @@ async def test_handshake_refuses_missing_invalid_and_expired_tokens(
 
     # the token may also come as a bearer header
     token = issue_token(SECRET, sub="header-user")
-    async with connect(gateway.url, additional_headers={"Authorization": f"Bearer {token}"}) as ws:
+    async with connect(gateway.ws, additional_headers={"Authorization": f"Bearer {token}"}) as ws:
         assert await _send(ws, op="ping") == {"op": "pong"}
 
     metrics = await _metrics(gateway)
@@ -442,7 +418,7 @@ async def test_a_client_that_does_not_read_is_closed_with_4008(
 
 
 async def test_http_endpoints(gateway: RunningGateway) -> None:
-    base = f"http://127.0.0.1:{gateway.port}"
+    base = gateway.http
     async with aiohttp.ClientSession() as http:
         async with http.get(f"{base}/healthz") as resp:
             assert resp.status == 200
@@ -459,22 +435,18 @@ async def test_http_endpoints(gateway: RunningGateway) -> None:
 
 
 async def test_sigterm_closes_clients_with_going_away_and_exits_0(
-    service_process: Any,
+    gateways: GatewayFactory,
 ) -> None:
-    port = free_port()
-    proc = service_process("ws_gateway", PULSE_HTTP_PORT=str(port), PULSE_JWT_SECRET=SECRET).start(
-        wait_port=port
-    )
-    token = issue_token(SECRET, sub="ops", roles=["ops"])
-    async with connect(f"ws://127.0.0.1:{port}/ws?token={token}") as ws:
+    gateway = gateways.start(secret=SECRET)
+    async with connect(gateway.ws_url("ops", ["ops"])) as ws:
         assert (await _send(ws, op="subscribe", channel="payments"))["op"] == "subscribed"
-        stopping = asyncio.create_task(asyncio.to_thread(proc.stop))
+        stopping = asyncio.create_task(asyncio.to_thread(gateway.process.stop))
         with pytest.raises(ConnectionClosed) as info:
             await _recv(ws, timeout=10)
         assert info.value.rcvd is not None
         assert info.value.rcvd.code == 1001
-        assert await stopping == 0, proc.logs()[-3000:]
-    assert "stopped" in proc.logs()
+        assert await stopping == 0, gateway.process.logs()[-3000:]
+    assert "stopped" in gateway.process.logs()
 
 
 async def test_ephemeral_publishes_reach_subscribers_are_throttled_and_never_stored(

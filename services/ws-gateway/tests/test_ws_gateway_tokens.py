@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import time
-import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
@@ -19,7 +18,7 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 
 from pulse.auth import InvalidTokenError, TokenExpiredError, issue_token
-from pulse_dev.testing import ServiceProcess, free_port
+from pulse_dev.testing import GatewayFactory, free_port
 from ws_gateway.tokens import TokenVerifier, VerifierUnavailableError
 
 pytestmark = pytest.mark.timeout(60)
@@ -154,26 +153,13 @@ def test_asymmetric_algorithms_need_a_jwks_url() -> None:
 
 
 async def test_a_gateway_pinned_to_rs256_accepts_jwks_tokens_only(
-    jwks: Jwks, redis_url: str, tmp_path_factory: pytest.TempPathFactory
+    jwks: Jwks, gateways: GatewayFactory
 ) -> None:
-    port = free_port()
-    env = {
-        "REDIS_URL": redis_url,
-        "PULSE_REDIS_PREFIX": f"pulse:wst{uuid.uuid4().hex[:8]}:",
-        "PULSE_HTTP_PORT": str(port),
-        "PULSE_JWT_SECRET": SECRET,
-        "PULSE_JWT_ALGORITHM": "RS256",
-        "PULSE_JWKS_URL": jwks.url,
-    }
-    log = tmp_path_factory.mktemp("ws-gateway-rs256") / "gw.log"
-    proc = ServiceProcess("ws_gateway", env, log).start(wait_port=port)
-    try:
-        async with connect(f"ws://127.0.0.1:{port}/ws?token={jwks.token()}") as ws:
-            await ws.send('{"op":"subscribe","channel":"payments"}')
-            assert orjson.loads(await ws.recv())["op"] == "subscribed"
-        with pytest.raises(InvalidStatus) as info:
-            async with connect(f"ws://127.0.0.1:{port}/ws?token={issue_token(SECRET, sub='a')}"):
-                pass
-        assert info.value.response.status_code == 401
-    finally:
-        proc.kill()
+    gateway = gateways.start(secret=SECRET, PULSE_JWT_ALGORITHM="RS256", PULSE_JWKS_URL=jwks.url)
+    async with connect(f"{gateway.ws}?token={jwks.token()}") as ws:
+        await ws.send('{"op":"subscribe","channel":"payments"}')
+        assert orjson.loads(await ws.recv())["op"] == "subscribed"
+    with pytest.raises(InvalidStatus) as info:
+        async with connect(gateway.ws_url("a")):  # HS256 with the secret: not this algorithm
+            pass
+    assert info.value.response.status_code == 401

@@ -7,8 +7,7 @@ import asyncio
 import base64
 import os
 import uuid
-from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass
+from collections.abc import AsyncIterator
 from typing import Any
 
 import orjson
@@ -16,44 +15,24 @@ import pytest
 import redis.asyncio as aioredis
 from websockets.asyncio.client import ClientConnection, connect
 
-from pulse.auth import issue_token
 from pulse.channels import ChannelPublisher
 from pulse.events import PAYMENT_CREATED, new_event
-from pulse_dev.testing import ServiceProcess, free_port
+from pulse_dev.testing import GatewayFactory, RunningGateway
 
 SECRET = "ws-gateway-writes-secret-0123456789abcdef"
 PING_INTERVAL = 0.5
 pytestmark = pytest.mark.timeout(60)
 
 
-@dataclass
-class RunningGateway:
-    port: int
-    prefix: str
-
-    def ws_url(self, sub: str) -> str:
-        token = issue_token(SECRET, sub=sub, ttl_seconds=600)
-        return f"ws://127.0.0.1:{self.port}/ws?token={token}"
-
-
 @pytest.fixture(scope="module")
-def gateway(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningGateway]:
-    port = free_port()
-    prefix = f"pulse:wsw{uuid.uuid4().hex[:8]}:"
-    env = {
-        "REDIS_URL": redis_url,
-        "PULSE_REDIS_PREFIX": prefix,
-        "PULSE_HTTP_PORT": str(port),
-        "PULSE_JWT_SECRET": SECRET,
-        "PULSE_LOG_LEVEL": "debug",
-        "PULSE_SEND_QUEUE_SIZE": "64",
-        "PULSE_PING_INTERVAL_SECONDS": str(PING_INTERVAL),
-        "PULSE_WS_COMPRESSION": "true",  # offered; clients that do not ask get plain frames
-    }
-    log = tmp_path_factory.mktemp("ws-gateway") / "ws_gateway.log"
-    proc = ServiceProcess("ws_gateway", env, log).start(wait_port=port)
-    yield RunningGateway(port, prefix)
-    proc.kill()
+def gateway(module_gateways: GatewayFactory) -> RunningGateway:
+    return module_gateways.start(
+        secret=SECRET,
+        PULSE_LOG_LEVEL="debug",
+        PULSE_SEND_QUEUE_SIZE="64",
+        PULSE_PING_INTERVAL_SECONDS=str(PING_INTERVAL),
+        PULSE_WS_COMPRESSION="true",  # offered; clients that do not ask get plain frames
+    )
 
 
 @pytest.fixture

@@ -12,7 +12,9 @@ Loaded by the repository's root ``conftest.py``. Nothing here mocks AWS or Redis
 - :class:`ServiceProcess` runs ``python -m <package>`` as a real child process;
 - :func:`until` (:func:`eventually` in async tests) polls a condition; :func:`queue_depth`
   counts what an SQS queue still holds;
-- :func:`stream_entries` is an ``XRANGE`` reply (a channel's history) with its entries typed.
+- :func:`stream_entries` is an ``XRANGE`` reply (a channel's history) with its entries typed;
+- ``gateways`` (per test) and ``module_gateways`` (per module) start ws-gateway processes on
+  the test Redis (:class:`GatewayFactory`), each a :class:`RunningGateway`.
 """
 
 from __future__ import annotations
@@ -23,11 +25,12 @@ import subprocess
 import sys
 import time
 import uuid
-from dataclasses import replace
-from typing import TYPE_CHECKING, Any, Self
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Any, Final, Self
 
 import pytest
 
+from pulse.auth import issue_token
 from pulse.settings import PulseSettings
 from pulse.topology import TopologyOutputs, apply_topology, pulse_spec
 from pulse_dev.emulators import (
@@ -47,6 +50,9 @@ if TYPE_CHECKING:
     from redis.typing import StreamRangeResponse
 
 __all__ = [
+    "GATEWAY_SECRET",
+    "GatewayFactory",
+    "RunningGateway",
     "ServiceProcess",
     "eventually",
     "free_port",
@@ -230,3 +236,101 @@ def service_process(stack_env: dict[str, str], tmp_path: Path) -> Iterator[Any]:
     yield make
     for proc in started:
         proc.kill()
+
+
+# -- the ws-gateway as a real process ----------------------------------------------------
+
+GATEWAY_SECRET: Final = "ws-gateway-test-secret-0123456789abcdef"  # noqa: S105 - tests only
+
+
+@dataclass
+class RunningGateway:
+    """A ``python -m ws_gateway`` process of a test, and how to reach it."""
+
+    port: int
+    prefix: str  # its PULSE_REDIS_PREFIX
+    secret: str  # its PULSE_JWT_SECRET (HS256)
+    process: ServiceProcess
+
+    @property
+    def http(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def ws(self) -> str:
+        return f"ws://127.0.0.1:{self.port}/ws"
+
+    def token(self, sub: str, roles: list[str] | None = None, ttl: int = 600) -> str:
+        """A token this gateway accepts."""
+        return issue_token(self.secret, sub=sub, roles=roles, ttl_seconds=ttl)
+
+    def ws_url(self, sub: str, roles: list[str] | None = None, ttl: int = 600) -> str:
+        return f"{self.ws}?token={self.token(sub, roles, ttl)}"
+
+    def start(self) -> RunningGateway:
+        """Start the process again (after :meth:`kill`): same port, keys and log file."""
+        self.process.start(wait_port=self.port)
+        return self
+
+    def kill(self) -> None:
+        """SIGKILL, as a crash would."""
+        self.process.kill()
+
+
+class GatewayFactory:
+    """Starts ws-gateway processes on the test Redis; :meth:`close` kills every one."""
+
+    def __init__(self, redis_url: str, log_dir: Path) -> None:
+        self._redis_url = redis_url
+        self._log_dir = log_dir
+        self._started: list[ServiceProcess] = []
+
+    def start(
+        self,
+        *,
+        prefix: str | None = None,
+        secret: str = GATEWAY_SECRET,
+        port: int | None = None,
+        **env: str,
+    ) -> RunningGateway:
+        """A gateway with its own port and Redis prefix (unless given), up and listening.
+
+        ``env`` adds or overrides settings (``PULSE_SEND_QUEUE_SIZE="64"``, ``REDIS_URL`` of
+        another Redis)."""
+        port = port or free_port()
+        prefix = prefix or f"pulse:gw{uuid.uuid4().hex[:8]}:"
+        settings = {
+            "REDIS_URL": self._redis_url,
+            "PULSE_REDIS_PREFIX": prefix,
+            "PULSE_HTTP_PORT": str(port),
+            "PULSE_JWT_SECRET": secret,
+            **env,
+        }
+        log = self._log_dir / f"ws_gateway-{len(self._started) + 1}.log"
+        process = ServiceProcess("ws_gateway", settings, log)
+        self._started.append(process)
+        process.start(wait_port=port)
+        return RunningGateway(port, prefix, secret, process)
+
+    def close(self) -> None:
+        for process in self._started:
+            process.kill()
+
+
+@pytest.fixture
+def gateways(redis_url: str, tmp_path: Path) -> Iterator[GatewayFactory]:
+    """Gateway processes that live as long as the test."""
+    factory = GatewayFactory(redis_url, tmp_path)
+    yield factory
+    factory.close()
+
+
+@pytest.fixture(scope="module")
+def module_gateways(
+    redis_url: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[GatewayFactory]:
+    """Gateway processes that live as long as the test module (its tests share them, each
+    on channels of its own)."""
+    factory = GatewayFactory(redis_url, tmp_path_factory.mktemp("ws-gateway"))
+    yield factory
+    factory.close()

@@ -1,4 +1,4 @@
-"""The gateway's Prometheus metrics (KUBERNETES.md: gateway connections and messages sent)."""
+"""The gateway's Prometheus metrics (named by the rules of docs/design.md, "Metrics")."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The gateway's WebSocket protocol (DESIGN.md "ws-gateway"): text frames, JSON. No I/O.
+"""The gateway's WebSocket protocol (docs/design.md, "ws-gateway"): text frames, JSON. No I/O.
 
 Client frames::
 
@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
 __all__ = [
+    "EVENT_FRAME_PREFIX",
     "PRESENCE_FRAME_PREFIX",
     "SUBSCRIBED_FRAME_PREFIX",
     "ClientFrame",
@@ -51,6 +52,8 @@ __all__ = [
     "pong_frame",
     "published_frame",
     "refreshed_frame",
+    "resume_subscribe",
+    "subscribed_epoch",
     "subscribed_frame",
     "unsubscribed_frame",
 ]
@@ -214,6 +217,13 @@ def _epoch(data: dict[str, Any], channel: str) -> str | None:
     return epoch
 
 
+def resume_subscribe(channel: str, since: StreamId | None, epoch: str | None) -> Subscribe:
+    """A subscribe the gateway makes for a client (an SSE stream resuming from its cursor),
+    checked as the same frame from the client would be; raises :class:`FrameError`."""
+    data = {"channel": channel, "epoch": epoch}
+    return Subscribe(_channel(data), since, _epoch(data, channel))
+
+
 def _dump(frame: dict[str, Any]) -> str:
     return orjson.dumps(frame).decode()
 
@@ -262,6 +272,20 @@ def message_frame(channel: str, sender: str, data_json: str) -> str:
 
 PRESENCE_FRAME_PREFIX: Final = '{"op":"presence"'
 SUBSCRIBED_FRAME_PREFIX: Final = '{"op":"subscribed"'
+EVENT_FRAME_PREFIX: Final = '{"op":"event"'
+_EPOCH_KEY: Final = '"epoch":"'
+
+
+def subscribed_epoch(frame: str) -> str | None:
+    """The epoch of a frame made by :func:`subscribed_frame`, without parsing its JSON, or
+    None. Its channel and offset hold no quote, so the first ``"epoch":"`` is its own (an
+    epoch is a token of pulse.channels, without quotes or escapes)."""
+    start = frame.find(_EPOCH_KEY)
+    if start < 0:
+        return None
+    start += len(_EPOCH_KEY)
+    end = frame.find('"', start)
+    return frame[start:end] if end > start else None
 
 
 def pong_frame() -> str:

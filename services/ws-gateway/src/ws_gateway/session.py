@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from ws_gateway.authz import Access, authorize_channel
+from ws_gateway.authz import Operation, require
 from ws_gateway.offsets import StreamId, frame_offset
 from ws_gateway.protocol import (
     PRESENCE_FRAME_PREFIX,
@@ -60,11 +60,7 @@ class Session:
     def begin_subscribe(self, frame: Subscribe) -> None:
         """Authorise ``frame`` and mark its channel pending; raises :class:`FrameError`."""
         channel = frame.channel
-        access = authorize_channel(self.claims, channel)
-        if access is Access.UNKNOWN_CHANNEL:
-            raise FrameError(ErrorCode.UNKNOWN_CHANNEL, "no such channel", channel)
-        if access is Access.FORBIDDEN:
-            raise FrameError(ErrorCode.FORBIDDEN, "not allowed to subscribe", channel)
+        require(self.claims, Operation.SUBSCRIBE, channel)
         if channel in self._channels:
             raise FrameError(ErrorCode.BAD_REQUEST, "already subscribed", channel)
         if len(self._channels) >= self._max_subscriptions:
