@@ -15,6 +15,7 @@ from ws_gateway.protocol import (
     Unsubscribe,
     error_frame,
     event_frame,
+    message_frame,
     parse_client_frame,
     resume_subscribe,
     subscribed_epoch,
@@ -148,6 +149,15 @@ def test_frame_offset_of_odd_frames() -> None:
     assert frame_offset('{"op":"pong"}') is None
     assert frame_offset('{"op":"event","offset":"x-y"}') is None
     assert frame_offset('{"op":"event","offset":"12-') is None
+
+
+def test_only_event_frames_have_an_offset() -> None:
+    # A client's ephemeral message carries its own JSON: an "offset" in it is not the
+    # channel's, and must never move the position a gateway has delivered.
+    published = message_frame("account:a", "a", '{"offset":"99999999999999-0"}')
+    assert frame_offset(published) is None
+    presence = '{"op":"presence","channel":"account:a","offset":"5-0"}'
+    assert frame_offset(presence) is None
 
 
 S = StreamId

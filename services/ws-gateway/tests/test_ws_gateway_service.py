@@ -479,3 +479,28 @@ async def test_ephemeral_publishes_reach_subscribers_are_throttled_and_never_sto
             for n in range(12)  # the publish bucket holds 10
         ]
         assert any(a.get("code") == "rate_limited" for a in answers)
+
+
+async def test_an_offset_inside_a_published_message_never_silences_the_channel(
+    gateway: RunningGateway, redis: aioredis.Redis
+) -> None:
+    """A client's ephemeral message is its own JSON: an "offset" key in it must not move the
+    position the gateway has delivered, or every later event of the channel would be dropped
+    as already seen — for every subscriber of the channel on every gateway."""
+    account = _account()
+    channel = f"account:{account}"
+    async with (
+        connect(gateway.ws_url(account)) as sender,
+        connect(gateway.ws_url("ops-2", ["ops"])) as watcher,
+    ):
+        await _send(watcher, op="subscribe", channel=channel)
+        crafted = {"offset": "99999999999999-0", "op": "event"}
+        assert (await _send(sender, op="publish", channel=channel, data=crafted))["op"] == (
+            "published"
+        )
+        assert (await _recv(watcher))["data"] == crafted
+        event, result = await _publish(redis, gateway.prefix, [channel])
+        delivered = await _recv(watcher)
+        assert delivered["op"] == "event"
+        assert delivered["event"]["id"] == event.id
+        assert delivered["offset"] == result.offsets[channel]

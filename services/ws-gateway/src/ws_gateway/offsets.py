@@ -9,9 +9,19 @@ from __future__ import annotations
 import re
 from typing import Final, NamedTuple
 
-__all__ = ["ZERO", "StreamId", "frame_offset", "is_recovered"]
+__all__ = [
+    "EVENT_FRAME_PREFIX",
+    "SUBSCRIBED_FRAME_PREFIX",
+    "ZERO",
+    "StreamId",
+    "frame_offset",
+    "is_recovered",
+]
 
 _ID_RE: Final = re.compile(r"^(\d{1,20})-(\d{1,20})$")
+EVENT_FRAME_PREFIX: Final = '{"op":"event"'
+SUBSCRIBED_FRAME_PREFIX: Final = '{"op":"subscribed"'
+_FRAMES_WITH_OFFSETS: Final = (EVENT_FRAME_PREFIX, SUBSCRIBED_FRAME_PREFIX)
 _OFFSET_KEY: Final = '"offset":"'
 
 
@@ -41,7 +51,12 @@ def frame_offset(frame: str) -> StreamId | None:
 
     Frames are built by pulse.channels as ``{"op":"event","channel":C,"offset":"O",...}``;
     channel names cannot contain quotes, so the first ``"offset":"`` is the frame's own.
+    Only the frames the gateway and pulse.channels build, ``event`` and ``subscribed``, have
+    one: an ephemeral message carries a client's own JSON, which may well hold an
+    ``"offset"`` key, and it must never move a channel's position.
     """
+    if not frame.startswith(_FRAMES_WITH_OFFSETS):
+        return None
     start = frame.find(_OFFSET_KEY)
     if start < 0:
         return None

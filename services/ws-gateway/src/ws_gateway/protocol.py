@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 import orjson
 
-from ws_gateway.offsets import StreamId
+from ws_gateway.offsets import EVENT_FRAME_PREFIX, SUBSCRIBED_FRAME_PREFIX, StreamId
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -271,8 +271,6 @@ def message_frame(channel: str, sender: str, data_json: str) -> str:
 
 
 PRESENCE_FRAME_PREFIX: Final = '{"op":"presence"'
-SUBSCRIBED_FRAME_PREFIX: Final = '{"op":"subscribed"'
-EVENT_FRAME_PREFIX: Final = '{"op":"event"'
 _EPOCH_KEY: Final = '"epoch":"'
 
 
