@@ -200,3 +200,34 @@ async def test_the_client_refreshes_its_token_in_band_and_stays_connected_past_e
     finally:
         gateway.kill()
         await redis.aclose()
+
+
+_RETRY_DELAYS = """
+async () => {
+  const { PulseClient } = await import("/static/pulse-client.js");
+  const client = new PulseClient({ url: "ws://127.0.0.1:9/ws", token: "t",
+                                   backoffMinMs: 1000, backoffMaxMs: 8000 });
+  const delays = [];
+  window.setTimeout = (_fn, delay) => { delays.push(delay); return 0; };
+  for (let i = 0; i < 400; i += 1) {
+    client.attempt = 5;  // the window: min(8000, 1000 * 2**5) = 8000 ms
+    client.retry();
+  }
+  return delays;
+}
+"""
+
+
+async def test_the_client_backs_off_with_full_jitter(
+    browser: Browser, gateways: GatewayFactory
+) -> None:
+    """Reconnect waits are drawn from the whole window (full jitter), as the services' are:
+    clients dropped together by a gateway restart do not come back together."""
+    gateway = gateways.start()
+    page = await browser.new_page()
+    await page.goto(f"{gateway.http}/")
+    delays: list[float] = await page.evaluate(_RETRY_DELAYS)
+    assert len(delays) == 400
+    assert all(0 <= d < 8000 for d in delays)
+    assert min(delays) < 1000  # "equal jitter" would never wait less than half the window
+    assert max(delays) > 7000

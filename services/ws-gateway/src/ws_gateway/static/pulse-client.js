@@ -204,9 +204,11 @@ export class PulseClient extends EventTarget {
 
   retry() {
     this.setState(this.everConnected ? "reconnecting" : "connecting");
+    // Full jitter, as Pulse's services back off: a wait drawn from the whole window, which
+    // doubles per attempt up to the cap, so clients dropped together do not return together.
     const cap = Math.min(this.backoffMaxMs, this.backoffMinMs * 2 ** this.attempt);
     this.attempt += 1;
-    const delay = cap / 2 + Math.random() * (cap / 2); // jitter: never a thundering herd
+    const delay = Math.random() * cap;
     this.timers.retry = setTimeout(() => this.connect(), delay);
   }
 }
