@@ -63,15 +63,19 @@ __all__ = [
 ]
 
 
+def _poll(predicate: Callable[[], Any], deadline: float) -> Any:
+    """``predicate()``'s value; fails the test when it is falsy past ``deadline``."""
+    value = predicate()
+    assert value or time.monotonic() < deadline, "condition not reached in time"
+    return value
+
+
 def until(predicate: Callable[[], Any], timeout: float = 20.0, interval: float = 0.05) -> Any:
     """``predicate()``'s first truthy value, polled every ``interval``; fails after ``timeout``."""
     deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        assert time.monotonic() < deadline, "condition not reached in time"
+    while not (value := _poll(predicate, deadline)):
         time.sleep(interval)
+    return value
 
 
 async def eventually(
@@ -81,12 +85,10 @@ async def eventually(
 ) -> Any:
     """:func:`until` for async tests: polls without blocking the event loop."""
     deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        assert time.monotonic() < deadline, "condition not reached in time"
+    # Polling is the point: the predicate reads state no event announces.
+    while not (value := _poll(predicate, deadline)):  # noqa: ASYNC110
         await asyncio.sleep(interval)
+    return value
 
 
 def queue_depth(sqs: Any, queue_url: str) -> int:
