@@ -6,18 +6,25 @@ Claims: ``sub`` (the account or user id), ``roles`` (a list, e.g. ``["ops"]``), 
 
 from __future__ import annotations
 
+import asyncio
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any, Final
 
 import jwt
 
-from pulse.errors import PermanentError
+from pulse.errors import PermanentError, RetryableError
+
+if TYPE_CHECKING:
+    from pulse.settings import CredentialSettings
 
 __all__ = [
+    "ASYMMETRIC_ALGORITHMS",
     "Claims",
     "InvalidTokenError",
     "TokenExpiredError",
+    "TokenVerifier",
+    "VerifierUnavailableError",
     "claims_from_payload",
     "issue_token",
     "verify_token",
@@ -30,6 +37,13 @@ class InvalidTokenError(PermanentError):
 
 class TokenExpiredError(InvalidTokenError):
     """The token was valid but its ``exp`` has passed; the client should refresh it."""
+
+
+class VerifierUnavailableError(RetryableError):
+    """The JWKS could not be fetched: not the client's fault, try again later."""
+
+
+ASYMMETRIC_ALGORITHMS: Final = frozenset({"RS256", "ES256"})
 
 
 @dataclass(frozen=True)
@@ -83,3 +97,68 @@ def claims_from_payload(payload: dict[str, Any]) -> Claims:
     if not isinstance(sub, str) or not sub:
         raise InvalidTokenError("invalid token: sub must be a non-empty string")
     return Claims(sub=sub, roles=frozenset(roles), exp=int(payload["exp"]))
+
+
+class TokenVerifier:
+    """Verifies JWTs with one pinned algorithm (see the module docstring)."""
+
+    def __init__(
+        self,
+        *,
+        algorithm: str,
+        secret: str,
+        jwks_url: str | None = None,
+        jwks_cache_seconds: int = 300,
+    ) -> None:
+        if algorithm in ASYMMETRIC_ALGORITHMS:
+            if not jwks_url:
+                raise ValueError(f"{algorithm} needs a JWKS URL")
+        elif algorithm != "HS256":
+            raise ValueError(f"unsupported JWT algorithm {algorithm!r}")
+        self.algorithm = algorithm
+        self._secret = secret
+        self._jwks = (
+            jwt.PyJWKClient(jwks_url, cache_keys=True, lifespan=jwks_cache_seconds, timeout=5)
+            if algorithm in ASYMMETRIC_ALGORITHMS and jwks_url
+            else None
+        )
+
+    @classmethod
+    def from_settings(cls, settings: CredentialSettings) -> TokenVerifier:
+        return cls(
+            algorithm=settings.jwt_algorithm,
+            secret=settings.jwt_secret.get_secret_value(),
+            jwks_url=settings.jwks_url,
+            jwks_cache_seconds=settings.jwks_cache_seconds,
+        )
+
+    async def verify(self, token: str) -> Claims:
+        """The token's claims; raises TokenExpiredError, InvalidTokenError or
+        VerifierUnavailableError."""
+        key: Any = self._secret
+        if self._jwks is not None:
+            key = await asyncio.to_thread(self._signing_key, token)
+        try:
+            payload = jwt.decode(
+                token, key, algorithms=[self.algorithm], options={"require": ["exp", "sub"]}
+            )
+        except jwt.ExpiredSignatureError as exc:
+            raise TokenExpiredError("token expired") from exc
+        except jwt.PyJWTError as exc:
+            raise InvalidTokenError(f"invalid token: {exc}") from exc
+        return claims_from_payload(payload)
+
+    def _signing_key(self, token: str) -> Any:
+        assert self._jwks is not None
+        try:
+            header = jwt.get_unverified_header(token)
+        except jwt.PyJWTError as exc:
+            raise InvalidTokenError(f"invalid token: {exc}") from exc
+        if header.get("alg") != self.algorithm:
+            raise InvalidTokenError("invalid token: algorithm not allowed")
+        try:
+            return self._jwks.get_signing_key_from_jwt(token).key
+        except jwt.PyJWKClientConnectionError as exc:
+            raise VerifierUnavailableError(str(exc)) from exc
+        except jwt.PyJWTError as exc:
+            raise InvalidTokenError(f"invalid token: {exc}") from exc

@@ -7,14 +7,20 @@ value stops the process at once with a message naming the variable (:func:`load_
 
 from __future__ import annotations
 
-from typing import Literal, TypeVar
+from typing import Literal, Self, TypeVar
 
-from pydantic import AliasChoices, Field, SecretStr, ValidationError
+from pydantic import AliasChoices, Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from pulse.errors import ConfigurationError
 
-__all__ = ["DEV_JWT_SECRET", "PulseSettings", "ResourceNames", "load_settings"]
+__all__ = [
+    "DEV_JWT_SECRET",
+    "CredentialSettings",
+    "PulseSettings",
+    "ResourceNames",
+    "load_settings",
+]
 
 DEV_JWT_SECRET = "pulse-dev-secret-not-for-production-use"  # noqa: S105 - the documented development default
 
@@ -32,6 +38,7 @@ class ResourceNames:
         self.fraud_dlq = f"{prefix}fraud-dlq"
         self.notify_queue = f"{prefix}notify"
         self.notify_dlq = f"{prefix}notify-dlq"
+        self.api_keys_table = f"{prefix}api-keys"
 
 
 class PulseSettings(BaseSettings):
@@ -81,6 +88,25 @@ class PulseSettings(BaseSettings):
         if self.ops_port is None or self.ops_port == self.http_port:
             return None
         return self.ops_port
+
+
+class CredentialSettings(PulseSettings):
+    """How a service verifies credentials: the settings ingest and the gateway share."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="PULSE_", frozen=True, extra="ignore", populate_by_name=True
+    )
+
+    # JWT: the one accepted algorithm; RS256/ES256 take their keys from a JWKS URL.
+    jwt_algorithm: Literal["HS256", "RS256", "ES256"] = "HS256"
+    jwks_url: str | None = None
+    jwks_cache_seconds: int = Field(default=300, ge=1, le=86_400)
+
+    @model_validator(mode="after")
+    def _jwks_for_asymmetric(self) -> Self:
+        if self.jwt_algorithm != "HS256" and not self.jwks_url:
+            raise ValueError(f"PULSE_JWKS_URL is required with {self.jwt_algorithm}")
+        return self
 
 
 SettingsT = TypeVar("SettingsT", bound=BaseSettings)

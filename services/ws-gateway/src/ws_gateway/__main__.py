@@ -6,6 +6,7 @@ import asyncio
 
 import redis.asyncio as aioredis
 
+from pulse.auth import TokenVerifier
 from pulse.channels import ChannelKeys
 from pulse.clients import redis_client
 from pulse.collector import settle_collector
@@ -16,7 +17,6 @@ from ws_gateway.live import LiveHub
 from ws_gateway.presence import Presence
 from ws_gateway.server import Gateway
 from ws_gateway.settings import GatewaySettings, load_gateway_settings
-from ws_gateway.tokens import TokenVerifier
 
 log = get_logger("ws_gateway")
 
@@ -42,12 +42,7 @@ async def serve(lifecycle: Lifecycle) -> None:
         history,
     )
     await hub.start()
-    verifier = TokenVerifier(
-        algorithm=settings.jwt_algorithm,
-        secret=settings.jwt_secret.get_secret_value(),
-        jwks_url=settings.jwks_url,
-        jwks_cache_seconds=settings.jwks_cache_seconds,
-    )
+    verifier = TokenVerifier.from_settings(settings)
     presence = Presence(redis, keys, lease_seconds=settings.presence_lease_seconds)
     presence_upkeep = asyncio.create_task(presence.run(lifecycle.stopping), name="presence")
     gateway = Gateway(settings, lifecycle, hub, history, verifier=verifier, presence=presence)

@@ -15,7 +15,7 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING, Protocol
 
-from pulse.auth import InvalidTokenError, TokenExpiredError
+from pulse.auth import InvalidTokenError, TokenExpiredError, VerifierUnavailableError
 from pulse.logging import get_logger
 from ws_gateway.authz import Access, Operation, authorize, require
 from ws_gateway.connection import CLOSE_FORBIDDEN, Lanes
@@ -39,7 +39,6 @@ from ws_gateway.protocol import (
     unsubscribed_frame,
 )
 from ws_gateway.ratelimit import TokenBucket
-from ws_gateway.tokens import VerifierUnavailableError
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
@@ -87,7 +86,7 @@ class PresenceBoard(Protocol):
 
 
 class Verifier(Protocol):
-    """Token verification (:class:`~ws_gateway.tokens.TokenVerifier`)."""
+    """Token verification (:class:`~pulse.auth.TokenVerifier`)."""
 
     async def verify(self, token: str) -> Claims: ...
 

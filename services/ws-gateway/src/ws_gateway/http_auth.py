@@ -16,11 +16,10 @@ from urllib.parse import parse_qs
 
 from aiohttp import web
 
-from pulse.auth import InvalidTokenError, TokenExpiredError
+from pulse.auth import InvalidTokenError, TokenExpiredError, VerifierUnavailableError
 from pulse.logging import get_logger
 from ws_gateway.authz import Access, authorize
 from ws_gateway.metrics import AUTH_FAILURES
-from ws_gateway.tokens import VerifierUnavailableError
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Mapping

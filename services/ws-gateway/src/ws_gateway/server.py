@@ -46,13 +46,12 @@ from ws_gateway.transports import SseConnection, SseSink, WebSocketSink
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Awaitable, Callable
 
-    from pulse.auth import Claims
+    from pulse.auth import Claims, TokenVerifier
     from pulse.service import Lifecycle
     from ws_gateway.history import ChannelHistory
     from ws_gateway.live import LiveHub
     from ws_gateway.presence import Presence
     from ws_gateway.settings import GatewaySettings
-    from ws_gateway.tokens import TokenVerifier
 
 __all__ = ["Gateway"]
 

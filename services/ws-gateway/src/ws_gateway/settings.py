@@ -1,18 +1,16 @@
-"""The gateway's settings: PulseSettings plus the limits of one WebSocket connection."""
+"""The gateway's settings: the credential settings plus the limits of one WebSocket connection."""
 
 from __future__ import annotations
 
-from typing import Literal
-
-from pydantic import Field, model_validator
+from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
-from pulse.settings import PulseSettings, load_settings
+from pulse.settings import CredentialSettings, load_settings
 
 __all__ = ["GatewaySettings", "load_gateway_settings"]
 
 
-class GatewaySettings(PulseSettings):
+class GatewaySettings(CredentialSettings):
     model_config = SettingsConfigDict(
         env_prefix="PULSE_", frozen=True, extra="ignore", populate_by_name=True
     )
@@ -48,22 +46,12 @@ class GatewaySettings(PulseSettings):
     publish_per_second: float = Field(default=5.0, gt=0, le=10_000)
     publish_burst: int = Field(default=10, ge=1, le=100_000)
 
-    # JWT: the one accepted algorithm; RS256/ES256 take their keys from a JWKS URL.
-    jwt_algorithm: Literal["HS256", "RS256", "ES256"] = "HS256"
-    jwks_url: str | None = None
-    jwks_cache_seconds: int = Field(default=300, ge=1, le=86_400)
     # An open connection whose token expired gets this long to send {"op":"refresh"}.
     token_grace_seconds: float = Field(default=10.0, ge=0, le=3600)
 
     # A connection's presence entry lives this long unless its gateway renews it (every
     # third of it); a dead gateway's users leave within about this time.
     presence_lease_seconds: float = Field(default=30.0, ge=0.5, le=3600)
-
-    @model_validator(mode="after")
-    def _jwks_for_asymmetric(self) -> GatewaySettings:
-        if self.jwt_algorithm != "HS256" and not self.jwks_url:
-            raise ValueError(f"PULSE_JWKS_URL is required with {self.jwt_algorithm}")
-        return self
 
 
 def load_gateway_settings() -> GatewaySettings:
