@@ -144,18 +144,23 @@ def default_spec(names: ResourceNames) -> TopologySpec:
 
 
 def pulse_spec(names: ResourceNames) -> TopologySpec:
-    """Everything Pulse's services need: :func:`default_spec`, the webhook resources and the
-    stream processor's failure queue.
+    """Everything Pulse's services need: :func:`default_spec`, the webhook resources, the
+    stream processor's failure queue and ingest's API keys.
 
     The webhooks table (hash ``account_id``, range ``endpoint_id``) lists each account's
     endpoints; the FIFO queue carries one delivery per event and endpoint. The failure
-    queue keeps what it holds for 14 days.
+    queue keeps what it holds for 14 days. The API-keys table (hash ``key_id``) holds the
+    merchant backends' keys, hashed (:mod:`pulse.api_keys`).
     """
     base = default_spec(names)
     hooks = WebhookNames.from_prefix(names.prefix)
     failures = StreamFailureNames.from_prefix(names.prefix)
     return TopologySpec(
-        tables=[*base.tables, TableSpec(hooks.table, "account_id", "endpoint_id")],
+        tables=[
+            *base.tables,
+            TableSpec(hooks.table, "account_id", "endpoint_id"),
+            TableSpec(names.api_keys_table, "key_id"),
+        ],
         topic_name=base.topic_name,
         queues=[
             *base.queues,
