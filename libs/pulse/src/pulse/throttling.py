@@ -1,0 +1,177 @@
+"""Throttling shared by every replica through Redis, with the IETF RateLimit header fields.
+
+A :class:`Quota` allows ``limit`` requests per ``window_seconds`` to each caller, counted
+in Redis by the ``limits`` library's sliding-window counter, so every replica of a service
+draws on one budget. Set from a rate and a burst (:meth:`Quota.from_rate`), it behaves like
+a token bucket of ``burst`` tokens refilled at ``rate`` per second: a caller may spend the
+burst at once, and then ``rate`` per second.
+
+Each answer is a :class:`Budget`: allowed or not, what remains, and when the window moves
+on; :meth:`Budget.headers` renders the ``RateLimit-Policy`` and ``RateLimit`` fields of
+draft-ietf-httpapi-ratelimit-headers (``"name";q=100;w=2`` and ``"name";r=57;t=1``), plus
+``Retry-After`` when refused.
+
+If Redis cannot be reached the throttle fails open: :meth:`Throttle.take` answers None (the
+request goes on), counts ``pulse_ratelimit_unavailable_total`` and logs at most once per
+``log_interval_seconds``. Throttling must never be why a healthy API refuses work.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from typing import Final
+
+import redis.asyncio as aioredis
+from limits import RateLimitItemPerSecond
+from limits.aio.storage import RedisStorage
+from limits.aio.strategies import SlidingWindowCounterRateLimiter
+from limits.errors import StorageError
+from prometheus_client import Counter
+from redis.exceptions import RedisError
+
+from pulse.logging import get_logger
+
+__all__ = ["UNAVAILABLE", "Budget", "Quota", "Throttle", "client_address"]
+
+log = get_logger("pulse.throttling")
+
+UNAVAILABLE: Final = Counter(
+    "pulse_ratelimit_unavailable_total",
+    "Requests let through unthrottled because the rate limiter's Redis could not be reached",
+    ["quota"],
+)
+
+
+@dataclass(frozen=True)
+class Quota:
+    """``limit`` requests per ``window_seconds`` per caller, named ``name`` in the headers."""
+
+    name: str
+    limit: int
+    window_seconds: int
+
+    def __post_init__(self) -> None:
+        if self.limit < 1 or self.window_seconds < 1:
+            raise ValueError("a quota needs a limit and a window of at least 1")
+        if not self.name or not self.name.replace("-", "").isalnum():
+            raise ValueError("a quota's name is letters, digits and dashes")
+
+    @classmethod
+    def from_rate(cls, name: str, per_second: float, burst: int) -> Quota:
+        """``burst`` requests per ``burst / per_second`` seconds (whole seconds, at least 1)."""
+        if per_second <= 0:
+            raise ValueError("a rate must be above 0")
+        return cls(name, burst, max(1, round(burst / per_second)))
+
+    @property
+    def policy_field(self) -> str:
+        """The ``RateLimit-Policy`` member of this quota."""
+        return f'"{self.name}";q={self.limit};w={self.window_seconds}'
+
+
+@dataclass(frozen=True)
+class Budget:
+    """What a caller has left of a quota after a request."""
+
+    quota: Quota
+    allowed: bool
+    remaining: int
+    reset_seconds: int
+
+    def headers(self) -> dict[str, str]:
+        """The RateLimit fields; with ``Retry-After`` when the request was refused."""
+        fields = {
+            "RateLimit-Policy": self.quota.policy_field,
+            "RateLimit": f'"{self.quota.name}";r={self.remaining};t={self.reset_seconds}',
+        }
+        if not self.allowed:
+            fields["Retry-After"] = str(max(self.reset_seconds, 1))
+        return fields
+
+
+class Throttle:
+    """One :class:`Quota`, counted per caller in the Redis at ``redis_url``."""
+
+    def __init__(
+        self,
+        redis_url: str,
+        quota: Quota,
+        *,
+        key_prefix: str,
+        log_interval_seconds: float = 30.0,
+    ) -> None:
+        self.quota = quota
+        # The pool is ours, so close() can release its connections.
+        self._pool = aioredis.ConnectionPool.from_url(
+            redis_url, socket_connect_timeout=2, socket_timeout=2
+        )
+        self._storage = RedisStorage(
+            _limits_uri(redis_url),
+            implementation="redispy",
+            wrap_exceptions=True,
+            key_prefix=f"{key_prefix}rl",
+            # limits passes this option to redis-py as it is; its annotation says otherwise
+            connection_pool=self._pool,  # type: ignore[arg-type]
+        )
+        self._limiter = SlidingWindowCounterRateLimiter(self._storage)
+        self._item = RateLimitItemPerSecond(quota.limit, quota.window_seconds, namespace=quota.name)
+        self._unavailable = UNAVAILABLE.labels(quota.name)
+        self._log_interval = log_interval_seconds
+        self._logged_at = float("-inf")
+
+    async def take(self, caller: str) -> Budget | None:
+        """Spend one request of ``caller``'s budget; None when Redis is out of reach."""
+        try:
+            allowed = await self._limiter.hit(self._item, caller)
+            stats = await self._limiter.get_window_stats(self._item, caller)
+        except (StorageError, RedisError, OSError) as exc:
+            self._fail_open(exc)
+            return None
+        # Whole seconds within (0, window]: limits reports a time a whole window away (its
+        # counters' expiry modulo the window) as "now", and the clocks of Redis and this
+        # host differ by a little.
+        seconds = math.ceil(stats.reset_time - time.time())
+        window = self.quota.window_seconds
+        reset = window if seconds <= 0 else min(window, seconds)
+        return Budget(self.quota, allowed, stats.remaining, reset)
+
+    async def close(self) -> None:
+        """Release the Redis connections."""
+        await self._pool.disconnect()
+
+    def _fail_open(self, exc: Exception) -> None:
+        self._unavailable.inc()
+        now = time.monotonic()
+        if now - self._logged_at >= self._log_interval:
+            self._logged_at = now
+            log.warning(
+                "rate limiter unavailable; requests pass unthrottled",
+                quota=self.quota.name,
+                error=f"{type(exc).__name__}: {exc}",
+            )
+
+
+def _limits_uri(redis_url: str) -> str:
+    """``limits`` names its asyncio Redis storage ``async+redis://`` (``rediss`` for TLS)."""
+    scheme, sep, rest = redis_url.partition("://")
+    if not sep or scheme not in {"redis", "rediss", "unix"}:
+        raise ValueError(f"not a Redis URL: {redis_url!r}")
+    return f"async+{scheme}://{rest}"
+
+
+def client_address(remote: str | None, forwarded_for: str | None, trusted_hops: int) -> str:
+    """The caller's address, for per-address limits.
+
+    ``trusted_hops`` is how many proxies of our own (an Ingress controller, a load
+    balancer) stand before the service, each appending the address it received from to
+    ``X-Forwarded-For``: the caller is that many entries from the right. With 0, or a
+    header shorter than that, the header is ignored — a caller can write anything into it,
+    so only what our own proxies appended counts — and the socket's peer is the caller.
+    """
+    if trusted_hops > 0 and forwarded_for:
+        hops = [part.strip() for part in forwarded_for.split(",") if part.strip()]
+        if len(hops) >= trusted_hops:
+            return hops[-trusted_hops]
+    return remote or "unknown"

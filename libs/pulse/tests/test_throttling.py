@@ -1,0 +1,101 @@
+"""Throttling through Redis: one budget per caller for every replica; fail open."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+from prometheus_client import REGISTRY
+
+from pulse.throttling import Budget, Quota, Throttle, client_address
+from pulse_dev.testing import free_port
+
+
+@pytest.mark.parametrize(
+    ("per_second", "burst", "limit", "window"),
+    [(50, 100, 100, 2), (10, 10, 10, 1), (0.5, 30, 30, 60), (100, 10, 10, 1)],
+)
+def test_a_rate_and_a_burst_make_a_quota(
+    per_second: float, burst: int, limit: int, window: int
+) -> None:
+    quota = Quota.from_rate("api", per_second, burst)
+    assert (quota.limit, quota.window_seconds) == (limit, window)
+
+
+@pytest.mark.parametrize(
+    ("name", "limit", "window"), [("", 1, 1), ("a b", 1, 1), ("a", 0, 1), ("a", 1, 0)]
+)
+def test_bad_quotas_are_refused(name: str, limit: int, window: int) -> None:
+    with pytest.raises(ValueError, match="quota"):
+        Quota(name, limit, window)
+
+
+def test_headers_follow_the_ratelimit_fields_draft() -> None:
+    quota = Quota("per-principal", 100, 2)
+    assert Budget(quota, allowed=True, remaining=57, reset_seconds=1).headers() == {
+        "RateLimit-Policy": '"per-principal";q=100;w=2',
+        "RateLimit": '"per-principal";r=57;t=1',
+    }
+    refused = Budget(quota, allowed=False, remaining=0, reset_seconds=0).headers()
+    assert refused["Retry-After"] == "1"  # never "retry after 0 seconds"
+
+
+async def test_a_caller_gets_its_limit_per_window_and_others_are_apart(redis_url: str) -> None:
+    throttle = Throttle(redis_url, Quota("t", 3, 60), key_prefix=f"pulse:{uuid.uuid4().hex}:")
+    answers = [await throttle.take("alice") for _ in range(5)]
+    assert [a.allowed for a in answers if a] == [True, True, True, False, False]
+    assert [a.remaining for a in answers if a] == [2, 1, 0, 0, 0]
+    assert all(a is not None and 0 < a.reset_seconds <= 60 for a in answers)
+    bob = await throttle.take("bob")
+    assert bob is not None
+    assert bob.allowed
+    await throttle.close()
+
+
+async def test_every_replica_draws_on_one_budget(redis_url: str) -> None:
+    prefix = f"pulse:{uuid.uuid4().hex}:"
+    replicas = [Throttle(redis_url, Quota("t", 4, 60), key_prefix=prefix) for _ in range(2)]
+    allowed = [
+        budget.allowed
+        for i in range(6)
+        if (budget := await replicas[i % 2].take("carol")) is not None
+    ]
+    assert allowed == [True, True, True, True, False, False]
+    for replica in replicas:
+        await replica.close()
+
+
+async def test_an_unreachable_redis_fails_open_counts_and_logs_once(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    quota = Quota(f"q{uuid.uuid4().hex[:8]}", 1, 1)
+    throttle = Throttle(f"redis://127.0.0.1:{free_port()}/0", quota, key_prefix="pulse:x:")
+    assert [await throttle.take("dave") for _ in range(3)] == [None, None, None]
+    metric = REGISTRY.get_sample_value("pulse_ratelimit_unavailable_total", {"quota": quota.name})
+    assert metric == 3
+    assert capsys.readouterr().out.count("rate limiter unavailable") == 1
+    await throttle.close()
+
+
+def test_only_redis_urls_are_taken() -> None:
+    with pytest.raises(ValueError, match="Redis URL"):
+        Throttle("http://127.0.0.1:6379", Quota("t", 1, 1), key_prefix="p:")
+
+
+@pytest.mark.parametrize(
+    ("remote", "forwarded", "hops", "caller"),
+    [
+        ("10.0.0.5", None, 0, "10.0.0.5"),
+        ("10.0.0.5", "6.6.6.6", 0, "10.0.0.5"),  # nobody trusted: the header is the caller's
+        ("10.0.0.5", "203.0.113.9", 1, "203.0.113.9"),  # one Ingress appended the caller
+        ("10.0.0.5", "6.6.6.6, 203.0.113.9", 1, "203.0.113.9"),  # a forged entry is left
+        ("10.0.0.5", "6.6.6.6, 203.0.113.9, 10.1.1.1", 2, "203.0.113.9"),
+        ("10.0.0.5", "203.0.113.9", 2, "10.0.0.5"),  # fewer entries than proxies: the peer
+        ("10.0.0.5", " , ", 1, "10.0.0.5"),
+        (None, None, 0, "unknown"),
+    ],
+)
+def test_the_caller_is_found_behind_our_own_proxies_only(
+    remote: str | None, forwarded: str | None, hops: int, caller: str
+) -> None:
+    assert client_address(remote, forwarded, hops) == caller
