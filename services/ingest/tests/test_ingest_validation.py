@@ -12,7 +12,6 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from ingest.problems import Problem
 from ingest.validation import (
     DEFAULT_MAX_AMOUNT,
     amount_pattern,
@@ -24,6 +23,7 @@ from ingest.validation import (
     payment_id_for_key,
     request_hash,
 )
+from pulse.problems import Problem
 
 BASE = {"account_id": "acct-001", "amount": "12.50", "currency": "EUR", "merchant_id": "m-01"}
 

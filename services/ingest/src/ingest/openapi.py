@@ -7,7 +7,6 @@ from typing import TYPE_CHECKING, Any, Final
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.json_schema import models_json_schema
 
-from ingest.problems import PROBLEM_BASE, PROBLEM_CONTENT_TYPE, ProblemDocument
 from ingest.validation import (
     DEFAULT_MAX_AMOUNT,
     IDEMPOTENCY_KEY_PATTERN,
@@ -16,6 +15,7 @@ from ingest.validation import (
 )
 from pulse.events import CloudEvent  # noqa: TC001 - pydantic resolves field types at runtime
 from pulse.payments import Payment
+from pulse.problems import PROBLEM_BASE, PROBLEM_CONTENT_TYPE, ProblemDocument
 
 if TYPE_CHECKING:
     from decimal import Decimal

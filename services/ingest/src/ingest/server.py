@@ -2,7 +2,7 @@
 
 Handlers parse with :mod:`ingest.validation`, build items with :mod:`ingest.records` and talk
 to DynamoDB only through :class:`ingest.store.PaymentStore`. Every error leaves as an RFC 9457
-problem (:mod:`ingest.problems`); unexpected exceptions are logged with their traceback and
+problem (:mod:`pulse.problems`); unexpected exceptions are logged with their traceback and
 answered with a bare 500 problem.
 """
 
@@ -17,7 +17,6 @@ from aiohttp import web
 
 from ingest.metrics import PAYMENTS_CREATED, PAYMENTS_REJECTED, REJECTION_REASONS
 from ingest.openapi import openapi_document
-from ingest.problems import PROBLEM_CONTENT_TYPE, Problem, not_found
 from ingest.records import created_payment, new_item
 from ingest.settings import IngestSettings, load_ingest_settings
 from ingest.store import PaymentStore
@@ -36,6 +35,7 @@ from pulse.events import new_traceparent, utc_now
 from pulse.logging import event_context, get_logger
 from pulse.metrics import http_metrics_middleware
 from pulse.payments import item_from_image, payment_from_item
+from pulse.problems import Problem, not_found
 from pulse.service import Lifecycle, serving_api
 
 if TYPE_CHECKING:
@@ -50,24 +50,13 @@ log = get_logger("ingest.server")
 IDEMPOTENCY_HEADER: Final = "Idempotency-Key"
 REPLAYED_HEADER: Final = "Idempotent-Replayed"
 TRACEPARENT_HEADER: Final = "traceparent"
-_HOP_HEADERS: Final = frozenset({"content-type", "content-length"})
-
-
-def _render(problem: Problem) -> web.Response:
-    headers = {k: v for k, v in problem.headers.items() if k.lower() not in _HOP_HEADERS}
-    return web.Response(
-        body=problem.body(),
-        status=problem.status,
-        content_type=PROBLEM_CONTENT_TYPE,
-        headers=headers,
-    )
 
 
 def _from_http_exception(exc: web.HTTPException) -> Problem:
     if isinstance(exc, web.HTTPRequestEntityTooLarge):
         return _too_large(exc.text or "")
     problem = Problem.from_status(exc.status)
-    problem.headers = {k: v for k, v in exc.headers.items() if k.lower() not in _HOP_HEADERS}
+    problem.headers = dict(exc.headers)  # Problem.response() leaves the body's own out
     return problem
 
 
@@ -83,25 +72,23 @@ async def problem_middleware(
     try:
         return await handler(request)
     except Problem as problem:
-        return _render(problem)
+        return problem.response()
     except web.HTTPException as exc:
         if exc.status < 400:  # noqa: PLR2004 - redirects pass through
             raise
-        return _render(_from_http_exception(exc))
+        return _from_http_exception(exc).response()
     except RetryableError as exc:
         log.warning("dependency unavailable", error=str(exc), path=request.path)
-        return _render(
-            Problem(
-                503,
-                "unavailable",
-                "Service unavailable",
-                "a dependency is busy or unreachable; retry later",
-                headers={"Retry-After": "1"},
-            )
-        )
+        return Problem(
+            503,
+            "unavailable",
+            "Service unavailable",
+            "a dependency is busy or unreachable; retry later",
+            headers={"Retry-After": "1"},
+        ).response()
     except Exception:
         log.exception("unexpected error", method=request.method, path=request.path)
-        return _render(Problem(500, "internal", "Internal server error"))
+        return Problem(500, "internal", "Internal server error").response()
 
 
 def _json(payload: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:

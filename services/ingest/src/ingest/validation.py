@@ -30,7 +30,7 @@ from pydantic import (
     field_validator,
 )
 
-from ingest.problems import FieldError, bad_request, unprocessable
+from pulse.problems import FieldError, bad_request, unprocessable
 
 __all__ = [
     "COUNTRY_CODES",
@@ -85,7 +85,7 @@ class JsonNumber:
 def parse_json(raw: bytes) -> Any:
     """Parse a request body; numbers become :class:`JsonNumber`.
 
-    Raises :class:`~ingest.problems.Problem` (400) for bytes that are not UTF-8 JSON.
+    Raises :class:`~pulse.problems.Problem` (400) for bytes that are not UTF-8 JSON.
     """
     try:
         text = raw.decode("utf-8")
@@ -280,7 +280,7 @@ def parse_payment_request(
 ) -> PaymentRequest:
     """Parse and validate a request body.
 
-    Raises :class:`~ingest.problems.Problem`: 400 for malformed JSON, 422 with one entry per
+    Raises :class:`~pulse.problems.Problem`: 400 for malformed JSON, 422 with one entry per
     bad field otherwise.
     """
     data = parse_json(raw)

@@ -1,44 +1,12 @@
-"""Unit tests of problem rendering (RFC 9457) and of the item/response records."""
+"""The payment item ingest writes, and the creation response rebuilt from it."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
 
-import orjson
-
-from ingest.problems import FieldError, Problem, unprocessable
 from ingest.records import created_payment, iso_timestamp, new_item
 from ingest.validation import parse_payment_request, request_hash
 from pulse.payments import item_from_image, payment_from_item
-
-
-def test_validation_problem_document() -> None:
-    problem = unprocessable([FieldError(field="amount", message="amount must be greater than 0")])
-    assert orjson.loads(problem.body()) == {
-        "type": "https://pulse.dev/problems/validation",
-        "title": "Invalid request",
-        "status": 422,
-        "detail": "the request has invalid fields: amount",
-        "errors": [{"field": "amount", "message": "amount must be greater than 0"}],
-    }
-
-
-def test_problems_without_detail_or_errors_leave_them_out() -> None:
-    doc = Problem(500, "internal", "Internal server error").document()
-    assert doc == {
-        "type": "https://pulse.dev/problems/internal",
-        "title": "Internal server error",
-        "status": 500,
-    }
-
-
-def test_generic_problems_from_http_statuses() -> None:
-    assert Problem.from_status(404).document() == {
-        "type": "https://pulse.dev/problems/not-found",
-        "title": "Not Found",
-        "status": 404,
-    }
-    assert Problem.from_status(405).slug == "method-not-allowed"
 
 
 def test_iso_timestamps_have_milliseconds_and_z() -> None:

@@ -1,7 +1,8 @@
-"""RFC 9457 problem details: every error the API returns, as data.
+"""RFC 9457 problem details: every error Pulse's HTTP APIs return, as data.
 
-A handler raises :class:`Problem`; the server's middleware renders it as
-``application/problem+json``. Problems never carry a stack trace.
+A handler raises (or returns) a :class:`Problem`; :meth:`Problem.response` renders it as
+``application/problem+json`` with its headers. Problems never carry a stack trace. Each
+kind has a ``type`` URI under ``https://pulse.dev/problems/`` ending in its slug.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from http import HTTPStatus
 from typing import Any, Final
 
 import orjson
+from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
 
 __all__ = [
@@ -25,6 +27,8 @@ __all__ = [
 
 PROBLEM_BASE: Final = "https://pulse.dev/problems/"
 PROBLEM_CONTENT_TYPE: Final = "application/problem+json"
+# aiohttp sets these itself from the body.
+_BODY_HEADERS: Final = frozenset({"content-type", "content-length"})
 
 
 class FieldError(BaseModel):
@@ -88,6 +92,16 @@ class Problem(Exception):  # noqa: N818 - it is a problem document, raised
 
     def body(self, instance: str | None = None) -> bytes:
         return orjson.dumps(self.document(instance))
+
+    def response(self) -> web.Response:
+        """The problem as an aiohttp response, with its headers."""
+        headers = {k: v for k, v in self.headers.items() if k.lower() not in _BODY_HEADERS}
+        return web.Response(
+            body=self.body(),
+            status=self.status,
+            content_type=PROBLEM_CONTENT_TYPE,
+            headers=headers,
+        )
 
     @classmethod
     def from_status(cls, status: int, detail: str | None = None) -> Problem:
