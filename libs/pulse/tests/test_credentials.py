@@ -17,6 +17,8 @@ from pulse.credentials import (
     CredentialUnavailableError,
     Principal,
     bearer_credential,
+    insufficient_scope,
+    unauthorized,
 )
 from pulse.settings import PulseSettings
 from pulse.topology import TopologyOutputs
@@ -39,7 +41,7 @@ def _authenticator(table: ApiKeyTable | None, **kwargs: float) -> Authenticator:
     [
         (None, "missing"),
         ("", "missing"),
-        ("Basic dXNlcjpwYXNz", "malformed"),
+        ("Basic dXNlcjpwYXNz", "missing"),  # another scheme: no bearer credential at all
         ("Bearer", "malformed"),
         ("Bearer    ", "malformed"),
     ],
@@ -48,6 +50,22 @@ def test_only_a_bearer_header_carries_a_credential(header: str | None, reason: s
     with pytest.raises(CredentialError) as caught:
         bearer_credential(header)
     assert caught.value.reason == reason
+
+
+def test_refusals_carry_the_rfc_6750_challenge() -> None:
+    missing = unauthorized(CredentialError("missing", "send a bearer"))
+    assert missing.status == 401
+    assert missing.headers["WWW-Authenticate"] == 'Bearer realm="pulse"'
+    expired = unauthorized(CredentialError("expired", "the token has expired"))
+    assert expired.headers["WWW-Authenticate"] == (
+        'Bearer realm="pulse", error="invalid_token", error_description="the token has expired"'
+    )
+    assert expired.document()["type"] == "https://pulse.dev/problems/unauthorized"
+    scope = insufficient_scope("payments:write")
+    assert scope.status == 403
+    assert scope.headers["WWW-Authenticate"] == (
+        'Bearer realm="pulse", error="insufficient_scope", scope="payments:write"'
+    )
 
 
 def test_the_bearer_scheme_is_case_insensitive() -> None:

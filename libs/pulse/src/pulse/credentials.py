@@ -15,6 +15,10 @@ is written at most once per ``touch_interval_seconds``, in the background.
 
 Refusals are :class:`CredentialError` with a ``reason`` from a small fixed set (a metric
 label) and a description safe to show the caller; no secret is ever logged or returned.
+:func:`unauthorized` and :func:`insufficient_scope` are their HTTP answers: RFC 9457
+problems with the ``WWW-Authenticate`` challenge of RFC 6750 (§3: no error code when the
+request carried no bearer credential at all; ``invalid_token`` when it carried a bad one;
+``insufficient_scope`` with the scope needed).
 """
 
 from __future__ import annotations
@@ -26,29 +30,51 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Final, Literal
 
 from cachetools import TTLCache
+from prometheus_client import Counter
 
 from pulse.api_keys import API_KEY_PREFIX, SCOPES, parse_api_key
 from pulse.auth import InvalidTokenError, TokenExpiredError, VerifierUnavailableError
 from pulse.errors import PulseError, RetryableError
 from pulse.logging import get_logger
+from pulse.problems import Problem
 
 if TYPE_CHECKING:
     from pulse.api_keys import ApiKey, ApiKeyTable
     from pulse.auth import TokenVerifier
 
 __all__ = [
+    "AUTH_FAILURES",
+    "REALM",
     "Authenticator",
     "CredentialError",
     "CredentialReason",
     "CredentialUnavailableError",
     "Principal",
     "bearer_credential",
+    "insufficient_scope",
+    "unauthorized",
 ]
 
 log = get_logger("pulse.credentials")
 
 CredentialReason = Literal["missing", "malformed", "expired", "invalid", "revoked"]
+REASONS: Final[tuple[CredentialReason, ...]] = (
+    "missing",
+    "malformed",
+    "expired",
+    "invalid",
+    "revoked",
+)
+REALM: Final = "pulse"
 _CACHE_ENTRIES: Final = 10_000
+
+AUTH_FAILURES: Final = Counter(
+    "pulse_http_auth_failures_total",
+    "HTTP requests refused for their credential (401), by reason",
+    ["reason"],
+)
+for _reason in REASONS:
+    AUTH_FAILURES.labels(_reason)
 
 
 @dataclass(frozen=True)
@@ -89,15 +115,47 @@ class CredentialUnavailableError(RetryableError):
 
 
 def bearer_credential(authorization: str | None) -> str:
-    """The credential of an ``Authorization: Bearer`` header; :class:`CredentialError` if
-    there is none or the header is not a bearer."""
-    if not authorization:
+    """The credential of an ``Authorization: Bearer`` header.
+
+    :class:`CredentialError` ``missing`` when the request has no bearer credential (no
+    header, or another scheme such as Basic), ``malformed`` for a bearer without one.
+    """
+    scheme, _, credential = (authorization or "").partition(" ")
+    if scheme.lower() != "bearer":
         raise CredentialError("missing", "send Authorization: Bearer <credential>")
-    scheme, _, credential = authorization.partition(" ")
     credential = credential.strip()
-    if scheme.lower() != "bearer" or not credential:
+    if not credential:
         raise CredentialError("malformed", "the Authorization header must be: Bearer <credential>")
     return credential
+
+
+def unauthorized(exc: CredentialError) -> Problem:
+    """The 401 problem for ``exc``, with its ``WWW-Authenticate`` challenge."""
+    challenge = f'Bearer realm="{REALM}"'
+    if exc.reason != "missing":
+        challenge += f', error="invalid_token", error_description="{exc.description}"'
+    return Problem(
+        401,
+        "unauthorized",
+        "Unauthorized",
+        exc.description,
+        headers={"WWW-Authenticate": challenge},
+    )
+
+
+def insufficient_scope(scope: str) -> Problem:
+    """The 403 problem of a credential valid but without ``scope``."""
+    return Problem(
+        403,
+        "insufficient-scope",
+        "Insufficient scope",
+        f"the credential lacks the scope {scope}",
+        headers={
+            "WWW-Authenticate": (
+                f'Bearer realm="{REALM}", error="insufficient_scope", scope="{scope}"'
+            )
+        },
+    )
 
 
 class Authenticator:
