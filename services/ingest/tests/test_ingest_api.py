@@ -14,8 +14,9 @@ import orjson
 import pytest
 from openapi_spec_validator import validate as validate_openapi
 
+from pulse.auth import issue_token
 from pulse.clients import aws_client
-from pulse.settings import PulseSettings
+from pulse.settings import DEV_JWT_SECRET, PulseSettings
 from pulse.topology import TopologyOutputs
 from pulse_dev.testing import ServiceProcess, free_port
 
@@ -49,7 +50,12 @@ def ingest(
 
 @pytest.fixture
 async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=15)) as session:
+    """A client with an operator's development token (the stack's default secret): these
+    tests are about payments; who may do what is test_ingest_access.py's."""
+    token = issue_token(DEV_JWT_SECRET, sub="ops-tests", roles=["ops"])
+    async with aiohttp.ClientSession(
+        timeout=aiohttp.ClientTimeout(total=15), headers={"Authorization": f"Bearer {token}"}
+    ) as session:
         yield session
 
 

@@ -14,6 +14,8 @@ from typing import Any
 import aiohttp
 import pytest
 
+from pulse.auth import issue_token
+from pulse.settings import DEV_JWT_SECRET
 from pulse.topology import TopologyOutputs
 from pulse_dev.testing import free_port
 
@@ -40,7 +42,9 @@ async def test_metrics_only_on_the_ops_port_health_on_both(
     ).start(wait_port=api_port)
     api, ops = f"http://127.0.0.1:{api_port}", f"http://127.0.0.1:{ops_port}"
 
-    async with http.post(f"{api}/v1/payments", json=BODY) as resp:
+    token = issue_token(DEV_JWT_SECRET, sub="acct-ops")
+    headers = {"Authorization": f"Bearer {token}"}
+    async with http.post(f"{api}/v1/payments", json=BODY, headers=headers) as resp:
         assert resp.status == 201, await resp.text()
 
     status, text = await _get(http, f"{ops}/metrics")

@@ -1,9 +1,11 @@
 """The ingest HTTP API (aiohttp): create and read payments, the audit trail, the OpenAPI spec.
 
-Handlers parse with :mod:`ingest.validation`, build items with :mod:`ingest.records` and talk
-to DynamoDB only through :class:`ingest.store.PaymentStore`. Every error leaves as an RFC 9457
-problem (:mod:`pulse.problems`); unexpected exceptions are logged with their traceback and
-answered with a bare 500 problem.
+Every ``/v1/`` request passes :class:`ingest.access.AccessControl` (credential, failed-
+credential limit, the principal's budget); handlers ask :func:`ingest.authz.authorize` what
+the principal may do, parse with :mod:`ingest.validation`, build items with
+:mod:`ingest.records` and talk to DynamoDB only through :class:`ingest.store.PaymentStore`.
+Every error leaves as an RFC 9457 problem (:mod:`pulse.problems`); unexpected exceptions are
+logged with their traceback and answered with a bare 500 problem.
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ from typing import TYPE_CHECKING, Any, Final
 import orjson
 from aiohttp import web
 
+from ingest.access import PRINCIPAL, AccessControl
+from ingest.authz import Action, Verdict, authorize
 from ingest.metrics import PAYMENTS_CREATED, PAYMENTS_REJECTED, REJECTION_REASONS
 from ingest.openapi import openapi_document
 from ingest.records import created_payment, new_item
@@ -29,7 +33,10 @@ from ingest.validation import (
     payment_id_for_key,
     request_hash,
 )
+from pulse.api_keys import ApiKeyTable
+from pulse.auth import TokenVerifier
 from pulse.clients import aws_client
+from pulse.credentials import Authenticator, insufficient_scope
 from pulse.errors import RetryableError
 from pulse.events import new_traceparent, utc_now
 from pulse.logging import event_context, get_logger
@@ -37,9 +44,12 @@ from pulse.metrics import http_metrics_middleware
 from pulse.payments import item_from_image, payment_from_item
 from pulse.problems import Problem, not_found
 from pulse.service import Lifecycle, serving_api
+from pulse.throttling import Quota, Throttle
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
+
+    from pulse.credentials import Principal
 
 __all__ = ["create_app", "serve"]
 
@@ -146,7 +156,15 @@ class PaymentsApi:
 
     async def create(self, request: web.Request) -> web.Response:
         """``POST /v1/payments``: one conditional PutItem; a refused put tells replay from reuse."""
+        principal = _allowed(request, Action.CREATE)
         body, key = await self._parse(request)
+        if authorize(principal, Action.CREATE, body.account_id) is not Verdict.ALLOW:
+            raise Problem(
+                403,
+                "forbidden",
+                "Forbidden",
+                f"this credential may not create payments for account {body.account_id}",
+            )
         traceparent = parse_traceparent(request.headers.get(TRACEPARENT_HEADER))
         traceparent = traceparent or new_traceparent()
         payment_id = payment_id_for_key(key)
@@ -165,7 +183,9 @@ class PaymentsApi:
             for _ in range(2):
                 if await self._store.put_new(item):
                     PAYMENTS_CREATED.labels("created").inc()
-                    log.info("payment created", account_id=body.account_id)
+                    log.info(
+                        "payment created", account_id=body.account_id, principal=principal.label
+                    )
                     return self._created(created_payment(item_from_image(item)), traceparent)
                 stored = await self._store.get(payment_id)
                 if stored is not None:
@@ -205,32 +225,61 @@ class PaymentsApi:
             raise not_found("payment ids are UUIDs")
         return payment_id
 
+    async def _readable(self, principal: Principal, payment_id: str) -> dict[str, Any]:
+        """The payment, if ``principal`` may read it; else 404, as for one that is absent."""
+        item = await self._store.get(payment_id)
+        if item is None or (
+            authorize(principal, Action.READ, str(item.get("account_id"))) is not Verdict.ALLOW
+        ):
+            raise not_found(f"no payment {payment_id}")
+        return item
+
     async def get(self, request: web.Request) -> web.Response:
         """``GET /v1/payments/{payment_id}``."""
+        principal = _allowed(request, Action.READ)
         payment_id = self._payment_id(request)
-        item = await self._store.get(payment_id)
-        if item is None:
-            raise not_found(f"no payment {payment_id}")
-        return _json(payment_from_item(item))
+        return _json(payment_from_item(await self._readable(principal, payment_id)))
 
     async def events(self, request: web.Request) -> web.Response:
-        """``GET /v1/payments/{payment_id}/events``: the audit trail, oldest first."""
+        """``GET /v1/payments/{payment_id}/events``: the audit trail, oldest first.
+
+        Operators read any trail, a deleted payment's included; an account reads the trail
+        of a payment it owns (which must still exist, to say whose it is).
+        """
+        principal = _allowed(request, Action.READ)
         payment_id = self._payment_id(request)
+        if not principal.is_ops:
+            await self._readable(principal, payment_id)
         events = await self._store.events(payment_id, self._settings.max_audit_events)
-        if not events and await self._store.get(payment_id) is None:
+        if not events and principal.is_ops and await self._store.get(payment_id) is None:
             raise not_found(f"no payment {payment_id}")
         return _json({"payment_id": payment_id, "events": events})
 
 
-def create_app(settings: IngestSettings, store: PaymentStore) -> web.Application:
-    """The aiohttp application: API routes, metrics and problem middleware.
+def _allowed(request: web.Request, action: Action) -> Principal:
+    """The request's principal, if it has the scope ``action`` needs; else 403."""
+    principal: Principal = request[PRINCIPAL]
+    if authorize(principal, action) is Verdict.MISSING_SCOPE:
+        raise insufficient_scope(action.scope)
+    return principal
+
+
+def create_app(
+    settings: IngestSettings, store: PaymentStore, access: AccessControl
+) -> web.Application:
+    """The aiohttp application: API routes behind the access middleware, metrics and the
+    problem middleware.
 
     The ops routes are mounted by :func:`pulse.service.serving_api`, which decides which of
     them the public port carries (``PULSE_OPS_PORT``).
     """
     app = web.Application(
         client_max_size=settings.max_body_bytes,
-        middlewares=[http_metrics_middleware(settings.service_name), problem_middleware],
+        middlewares=[
+            http_metrics_middleware(settings.service_name),
+            problem_middleware,
+            access.middleware,
+        ],
     )
     api = PaymentsApi(settings, store)
     spec = orjson.dumps(
@@ -264,7 +313,37 @@ async def serve(lifecycle: Lifecycle) -> None:
     ddb = aws_client("dynamodb", settings, max_pool=settings.aws_concurrency)
     store = PaymentStore(ddb, settings.names)
     lifecycle.add_check("dynamodb", store.check_tables)
-    app = create_app(settings, store)
-    async with serving_api(app, lifecycle):
-        await lifecycle.stopping.wait()
-        log.info("stopping: finishing in-flight requests")
+    authenticator = Authenticator(
+        TokenVerifier.from_settings(settings),
+        ApiKeyTable(ddb, settings.names.api_keys_table),
+        key_cache_seconds=settings.api_key_cache_seconds,
+    )
+    throttles = _throttles(settings)
+    access = AccessControl(
+        authenticator, **throttles, trusted_proxy_hops=settings.trusted_proxy_hops
+    )
+    app = create_app(settings, store, access)
+    try:
+        async with serving_api(app, lifecycle):
+            await lifecycle.stopping.wait()
+            log.info("stopping: finishing in-flight requests")
+    finally:
+        await authenticator.close()
+        for throttle in throttles.values():
+            if throttle is not None:
+                await throttle.close()
+
+
+def _throttles(settings: IngestSettings) -> dict[str, Throttle | None]:
+    """The principals' budget and the failed-credential limit per address (None: off)."""
+    prefix = settings.redis_prefix
+    budget = failures = None
+    if settings.rate_limit_per_second > 0:
+        quota = Quota.from_rate(
+            "per-principal", settings.rate_limit_per_second, settings.rate_limit_burst
+        )
+        budget = Throttle(settings.redis_url, quota, key_prefix=prefix)
+    if settings.auth_failures_per_minute > 0:
+        quota = Quota("failed-credentials", settings.auth_failures_per_minute, 60)
+        failures = Throttle(settings.redis_url, quota, key_prefix=prefix)
+    return {"budget": budget, "failures": failures}

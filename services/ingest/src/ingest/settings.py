@@ -7,12 +7,12 @@ from decimal import Decimal
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
-from pulse.settings import PulseSettings, load_settings
+from pulse.settings import CredentialSettings, load_settings
 
 __all__ = ["IngestSettings", "load_ingest_settings"]
 
 
-class IngestSettings(PulseSettings):
+class IngestSettings(CredentialSettings):
     """Typed, frozen settings of the ingest HTTP API."""
 
     model_config = SettingsConfigDict(
@@ -32,6 +32,21 @@ class IngestSettings(PulseSettings):
     aws_concurrency: int = Field(default=32, ge=1, le=512)
     # Most audit rows returned by GET /v1/payments/{id}/events.
     max_audit_events: int = Field(default=1000, ge=1, le=100_000)
+
+    # Requests per principal (a JWT's subject, an API key), shared by every replica through
+    # Redis: a sustained rate and the burst that may be spent at once. 0 turns it off.
+    rate_limit_per_second: float = Field(default=50.0, ge=0, le=1_000_000)
+    rate_limit_burst: int = Field(default=100, ge=1, le=10_000_000)
+    # Refused credentials per client address and minute before that address gets 429 for
+    # the rest of the minute, so guessing keys is slow. 0 turns it off.
+    auth_failures_per_minute: int = Field(default=20, ge=0, le=1_000_000)
+    # Proxies of our own in front of ingest (an Ingress controller, a load balancer), each
+    # appending to X-Forwarded-For: the client is that many entries from its right. 0: the
+    # socket's peer is the client (the header is ignored: anyone can write it).
+    trusted_proxy_hops: int = Field(default=0, ge=0, le=10)
+    # How long an API key read from the table is trusted: a revoked key is refused by every
+    # replica within this time.
+    api_key_cache_seconds: float = Field(default=5.0, ge=0, le=10)
 
 
 def load_ingest_settings() -> IngestSettings:
