@@ -124,7 +124,7 @@ async def test_bad_credentials_are_refused_with_invalid_token(
         "tampered": f"{head}.{body}x.{signature}",
         "another key": jwt.encode({"sub": "a", "exp": int(time.time()) + 60}, "k" * 40, "HS256"),
         "HS512": _hs512({"sub": "a", "exp": int(time.time()) + 60}),
-        "alg none": jwt.encode({"sub": "a", "exp": int(time.time()) + 60}, None, "none"),
+        "alg none": jwt.encode({"sub": "a", "exp": int(time.time()) + 60}, "", "none"),
         "unknown API key": new_api_key("acct-a", name="", now=NOW).token,
         "revoked API key": token,
     }
