@@ -6,8 +6,11 @@ port only), so the fuzzed document is the one a client of the public port reads.
 Every phase of ``schemathesis run`` (examples, coverage, fuzzing, stateful), every check: no
 5xx, status codes, content types, headers and bodies as the spec says, invalid data refused,
 valid data accepted (except an ``Idempotency-Key`` reused with another body: see
-``ingest_fuzz_checks.py``). The cassette of the run counts the requests and the 5xx answers.
-A failing run names its seeds; ``PULSE_FUZZ_SEED=<seed>`` replays the first.
+``ingest_fuzz_checks.py``). The run is authenticated (an operator's bearer token), and
+schemathesis's ``ignored_auth`` check sends every operation again without it and with a
+bad one, expecting the 401 the spec declares; the test also counts those 401s. Throttling
+stays on, with budgets too large to bind. The cassette of the run counts the requests and
+the 5xx answers. A failing run names its seeds; ``PULSE_FUZZ_SEED=<seed>`` replays the first.
 """
 
 from __future__ import annotations
@@ -24,6 +27,8 @@ import orjson
 import pytest
 import yaml
 
+from pulse.auth import issue_token
+from pulse.settings import DEV_JWT_SECRET
 from pulse.topology import TopologyOutputs
 from pulse_dev.testing import free_port
 
@@ -37,12 +42,15 @@ HOOKS_DIR = Path(__file__).resolve().parent
 
 def _schemathesis(spec_url: str, cassette: Path, seed: str) -> subprocess.CompletedProcess[str]:
     cli = Path(sys.executable).with_name("schemathesis")
+    token = issue_token(DEV_JWT_SECRET, sub="fuzz", roles=["ops"], ttl_seconds=3600)
     return subprocess.run(
         [
             str(cli),
             "--no-color",
             "run",
             spec_url,
+            "--header",
+            f"Authorization: Bearer {token}",
             "--checks",
             "all",
             "--exclude-checks",
@@ -94,7 +102,13 @@ def test_ingest_answers_generated_requests_as_its_spec_says(
 ) -> None:
     port = free_port()
     ingest = service_process(
-        "ingest", PULSE_HTTP_PORT=str(port), PULSE_OPS_PORT=str(free_port()), PULSE_LOG_LEVEL="info"
+        "ingest",
+        PULSE_HTTP_PORT=str(port),
+        PULSE_OPS_PORT=str(free_port()),
+        PULSE_LOG_LEVEL="info",
+        PULSE_RATE_LIMIT_PER_SECOND="1000000",
+        PULSE_RATE_LIMIT_BURST="1000000",
+        PULSE_AUTH_FAILURES_PER_MINUTE="1000000",
     )
     ingest.start(wait_port=port)
     seeds = [os.environ.get("PULSE_FUZZ_SEED") or str(random.randrange(2**31))]
@@ -119,6 +133,7 @@ def test_ingest_answers_generated_requests_as_its_spec_says(
             break
         seeds.append(str(random.randrange(2**31)))
     assert statuses.total() >= MIN_REQUESTS, report
+    assert statuses[401] > 0, report  # anonymous and bad-credential requests were sent, refused
     # No request reached the catch-all or broke a handler: no error logged but aiohttp's
     # own note of a request line it could not parse (the probe's NUL byte in a header,
     # answered 400 before any Pulse code runs).

@@ -13,6 +13,7 @@ from ingest.validation import (
     PaymentRequest,
     amount_pattern,
 )
+from pulse.api_keys import PAYMENTS_READ, PAYMENTS_WRITE
 from pulse.events import CloudEvent  # noqa: TC001 - pydantic resolves field types at runtime
 from pulse.payments import Payment
 from pulse.problems import PROBLEM_BASE, PROBLEM_CONTENT_TYPE, ProblemDocument
@@ -73,6 +74,51 @@ _TRACEPARENT_HEADER = {
     "description": "The W3C trace context the payment travels under.",
     "schema": {"type": "string"},
 }
+
+
+_RATELIMIT_HEADERS: Final = {
+    "RateLimit-Policy": {
+        "description": "The caller's quota (draft-ietf-httpapi-ratelimit-headers): "
+        '`"per-principal";q=<requests>;w=<seconds>`.',
+        "schema": {"type": "string"},
+    },
+    "RateLimit": {
+        "description": 'What is left of it: `"per-principal";r=<remaining>;t=<seconds to reset>`.',
+        "schema": {"type": "string"},
+    },
+}
+_CHALLENGE: Final = {
+    "WWW-Authenticate": {
+        "description": 'RFC 6750: `Bearer realm="pulse"`, with `error="invalid_token"` for a '
+        'bad credential, `error="insufficient_scope"` for a missing scope.',
+        "schema": {"type": "string"},
+    }
+}
+BEARER_SCHEME: Final = {
+    "type": "http",
+    "scheme": "bearer",
+    "description": 'A JWT (`sub` is the account; `roles: ["ops"]` an operator) or an API key '
+    "(`psk_…`, from `pulse keys create`; scopes `payments:write`, `payments:read`).",
+}
+
+
+def _secured(operation: dict[str, Any], scope: str) -> dict[str, Any]:
+    """``operation`` behind the bearer credential: its refusals, and the RateLimit fields on
+    every answer the principal's budget was spent on."""
+    responses: dict[str, Any] = operation["responses"]
+    for answer in responses.values():
+        answer.setdefault("headers", {}).update(_RATELIMIT_HEADERS)
+    refusals = {
+        "401": _problem("No bearer credential, or a malformed, expired or revoked one.")
+        | {"headers": dict(_CHALLENGE)},
+        "403": _problem(f"The credential lacks the scope {scope}, or may not act for this account.")
+        | {"headers": {**_CHALLENGE, **_RATELIMIT_HEADERS}},
+        "429": _problem(
+            "Over the caller's budget, or too many refused credentials from this address."
+        )
+        | {"headers": {"Retry-After": {"schema": {"type": "integer"}}, **_RATELIMIT_HEADERS}},
+    }
+    return {**operation, "security": [{"bearer": []}], "responses": {**responses, **refusals}}
 
 
 def _create_operation(max_body_bytes: int, max_amount: Decimal) -> dict[str, Any]:
@@ -163,42 +209,54 @@ def openapi_document(
     amount = schemas["PaymentRequest"]["properties"]["amount"]
     amount["anyOf"][0]["pattern"] = amount_pattern(max_amount)
     amount["anyOf"][1]["maximum"] = float(max_amount)
-    not_found = _problem("No such payment (or the id is not a UUID).")
+    not_found = _problem(
+        "No such payment, one of another account (they look the same), or an id that is not a UUID."
+    )
     return {
         "openapi": "3.1.0",
         "info": {
             "title": "Pulse ingest API",
             "version": "1.0.0",
             "description": "Create and read payments, and read a payment's audit trail. "
-            "Errors are RFC 9457 problem details (application/problem+json).",
+            "Every /v1/ operation needs `Authorization: Bearer <JWT or API key>`; an account "
+            "acts only on its own payments. Errors are RFC 9457 problem details "
+            "(application/problem+json).",
         },
         "paths": {
-            "/v1/payments": {"post": _create_operation(max_body_bytes, max_amount)},
+            "/v1/payments": {
+                "post": _secured(_create_operation(max_body_bytes, max_amount), PAYMENTS_WRITE)
+            },
             "/v1/payments/{payment_id}": {
-                "get": {
-                    "operationId": "getPayment",
-                    "summary": "Read a payment",
-                    "parameters": [_PAYMENT_ID],
-                    "responses": {
-                        "200": _json("The payment.", _ref("Payment")),
-                        "404": not_found,
-                        "500": _problem("Unexpected error."),
-                        "503": _problem("DynamoDB unavailable."),
+                "get": _secured(
+                    {
+                        "operationId": "getPayment",
+                        "summary": "Read a payment",
+                        "parameters": [_PAYMENT_ID],
+                        "responses": {
+                            "200": _json("The payment.", _ref("Payment")),
+                            "404": not_found,
+                            "500": _problem("Unexpected error."),
+                            "503": _problem("DynamoDB unavailable."),
+                        },
                     },
-                }
+                    PAYMENTS_READ,
+                )
             },
             "/v1/payments/{payment_id}/events": {
-                "get": {
-                    "operationId": "getPaymentEvents",
-                    "summary": "A payment's audit trail, oldest first",
-                    "parameters": [_PAYMENT_ID],
-                    "responses": {
-                        "200": _json("The payment's CloudEvents.", _ref("PaymentEvents")),
-                        "404": not_found,
-                        "500": _problem("Unexpected error."),
-                        "503": _problem("DynamoDB unavailable."),
+                "get": _secured(
+                    {
+                        "operationId": "getPaymentEvents",
+                        "summary": "A payment's audit trail, oldest first",
+                        "parameters": [_PAYMENT_ID],
+                        "responses": {
+                            "200": _json("The payment's CloudEvents.", _ref("PaymentEvents")),
+                            "404": not_found,
+                            "500": _problem("Unexpected error."),
+                            "503": _problem("DynamoDB unavailable."),
+                        },
                     },
-                }
+                    PAYMENTS_READ,
+                )
             },
             "/openapi.json": {
                 "get": {
@@ -227,6 +285,7 @@ def openapi_document(
             **({"/metrics": _METRICS_PATH} if metrics else {}),
         },
         "components": {
+            "securitySchemes": {"bearer": BEARER_SCHEME},
             "schemas": {
                 **schemas,
                 "Status": {
@@ -237,6 +296,6 @@ def openapi_document(
                         "checks": {"type": "object", "additionalProperties": {"type": "string"}},
                     },
                 },
-            }
+            },
         },
     }
