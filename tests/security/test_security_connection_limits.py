@@ -57,7 +57,7 @@ async def test_per_user_and_per_process_limits_hold_and_free_up(
         sse = f"{small_gateway.http}/sse?channels=account:alice&token={mint(SECRET, sub='alice')}"
         async with http.get(sse) as resp:
             assert resp.status == 429
-            assert (await resp.json())["code"] == "too_many_connections"
+            assert (await resp.json())["type"] == "https://pulse.dev/problems/too-many-connections"
 
         bob = [await held.enter_async_context(http.ws_connect(ws_url("bob"))) for _ in "ab"]
 

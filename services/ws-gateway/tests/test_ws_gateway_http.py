@@ -167,3 +167,36 @@ async def test_a_closed_sse_stream_releases_its_subscription(
     async with asyncio.timeout(5):
         while (await redis.pubsub_numsub(live_key))[0][1] != 0:
             await asyncio.sleep(0.1)
+
+
+async def test_refusals_are_problems_in_the_format_of_every_pulse_api(
+    gateway: RunningGateway,
+) -> None:
+    """401 with the RFC 6750 challenge, 403 and 404 as RFC 9457 problem documents."""
+    base = gateway.http
+    tampered = {"Authorization": "Bearer " + issue_token(SECRET, sub="me")[:-3]}
+    cases = [
+        ("/v1/channels/stats/history", {}, 401, "unauthorized", 'Bearer realm="pulse"'),
+        (
+            "/v1/channels/stats/history",
+            tampered,
+            401,
+            "unauthorized",
+            (
+                'Bearer realm="pulse", error="invalid_token", '
+                'error_description="the token is not valid"'
+            ),
+        ),
+        ("/v1/channels/payments/history", _auth("me"), 403, "forbidden", None),
+        ("/v1/channels/nope/history", _auth("me"), 404, "unknown-channel", None),
+        ("/v1/channels/stats/presence", _auth("me"), 404, "no-presence", None),
+    ]
+    async with aiohttp.ClientSession() as http:
+        for path, headers, status, slug, challenge in cases:
+            async with http.get(base + path, headers=headers) as resp:
+                assert resp.status == status, path
+                assert resp.content_type == "application/problem+json"
+                body = await resp.json(content_type=None)
+                assert body["type"] == f"https://pulse.dev/problems/{slug}"
+                assert body["status"] == status
+                assert resp.headers.get("WWW-Authenticate") == challenge

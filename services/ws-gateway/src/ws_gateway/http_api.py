@@ -45,9 +45,9 @@ class ChannelReads:
             since_text = request.query.get("since")
             since = StreamId.parse(since_text) if since_text else None
         except ValueError:
-            return problem(400, "bad_request", "since must be an offset, limit an integer")
+            return problem(400, "bad-request", "since must be an offset, limit an integer")
         if not 1 <= limit <= _HISTORY_LIMIT_MAX:
-            return problem(400, "bad_request", f"limit must be 1 to {_HISTORY_LIMIT_MAX}")
+            return problem(400, "bad-request", f"limit must be 1 to {_HISTORY_LIMIT_MAX}")
         snapshot = await self._history.snapshot(channel)
         epoch = request.query.get("epoch")
         body: dict[str, Any] = {
@@ -72,7 +72,7 @@ class ChannelReads:
         """``GET /v1/channels/{c}/presence``: the users present and their session counts."""
         channel = request.match_info["channel"]
         if not has_presence(channel):
-            return problem(404, "no_presence", f"{channel} has no presence")
+            return problem(404, "no-presence", f"{channel} has no presence")
         users = await self._presence.users(channel)
         return web.json_response(
             {

@@ -2,22 +2,26 @@
 
 :func:`authenticated` wraps a route handler that takes the request and its verified
 :class:`~pulse.auth.Claims`: the token comes from ``?token=`` or ``Authorization: Bearer``; a
-missing, invalid or expired one is answered 401 with ``WWW-Authenticate`` (counted in
+missing, invalid or expired one is answered 401 with the RFC 6750 challenge (counted in
 ``pulse_ws_auth_failures_total``), unreachable token keys 503. Given an
 :class:`~ws_gateway.authz.Operation`, it also authorises the route's ``{channel}`` for it
-(:func:`channel_refusal`: 404 / 403 as RFC 9457 problems) before the handler runs.
+(:func:`channel_refusal`: 404 / 403) before the handler runs. Every refusal is an RFC 9457
+problem document in the format of every Pulse API (:mod:`pulse.problems`).
 """
 
 from __future__ import annotations
 
 import functools
+from http import HTTPStatus
 from typing import TYPE_CHECKING
 from urllib.parse import parse_qs
 
 from aiohttp import web
 
 from pulse.auth import InvalidTokenError, TokenExpiredError, VerifierUnavailableError
+from pulse.credentials import CredentialError, CredentialReason, unauthorized
 from pulse.logging import get_logger
+from pulse.problems import Problem
 from ws_gateway.authz import Access, authorize
 from ws_gateway.metrics import AUTH_FAILURES
 
@@ -48,20 +52,17 @@ def token_from_request(query: str, headers: Mapping[str, str]) -> str | None:
     return None
 
 
-def problem(status: int, code: str, detail: str) -> web.Response:
-    """An RFC 9457 problem response."""
-    return web.json_response(
-        {"type": "about:blank", "title": code, "status": status, "detail": detail, "code": code},
-        status=status,
-        content_type="application/problem+json",
-    )
+def problem(status: int, slug: str, detail: str) -> web.Response:
+    """An RFC 9457 problem response: type ``https://pulse.dev/problems/<slug>``, the status's
+    phrase as its title."""
+    return Problem(status, slug, HTTPStatus(status).phrase, detail).response()
 
 
 def channel_refusal(claims: Claims, op: Operation, channel: str) -> web.Response | None:
     """:func:`~ws_gateway.authz.authorize` as an HTTP answer: None when allowed."""
     access = authorize(claims, op, channel)
     if access is Access.UNKNOWN_CHANNEL:
-        return problem(404, "unknown_channel", f"no such channel: {channel[:80]}")
+        return problem(404, "unknown-channel", f"no such channel: {channel[:80]}")
     if access is Access.FORBIDDEN:
         return problem(403, "forbidden", f"not allowed to read {channel}")
     return None
@@ -93,23 +94,23 @@ def authenticated(
 async def _verify(verifier: Verifier, request: web.Request) -> Claims | web.Response:
     """The request's claims, or the response refusing it."""
     token = token_from_request(request.query_string, request.headers)
-    reason, text = "missing", "missing token"
+    reason: CredentialReason = "missing"
+    text = "send Authorization: Bearer <token> (or ?token=)"
     if token is not None:
         try:
             return await verifier.verify(token)
         except VerifierUnavailableError as exc:
             log.warning("token keys unavailable", error=str(exc))
-            return web.json_response(
-                {"error": "unavailable", "message": "token keys unavailable, retry"},
-                status=503,
-            )
+            return Problem(
+                503,
+                "unavailable",
+                "Service unavailable",
+                "token keys unavailable, retry",
+                headers={"Retry-After": "1"},
+            ).response()
         except TokenExpiredError:
-            reason, text = "expired", "token expired"
+            reason, text = "expired", "the token has expired"
         except InvalidTokenError:
-            reason, text = "invalid", "invalid token"
+            reason, text = "invalid", "the token is not valid"
     AUTH_FAILURES.labels(reason).inc()
-    return web.json_response(
-        {"error": "unauthorized", "message": text},
-        status=401,
-        headers={"WWW-Authenticate": f'Bearer error="invalid_token", error_description="{text}"'},
-    )
+    return unauthorized(CredentialError(reason, text)).response()

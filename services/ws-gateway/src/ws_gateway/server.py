@@ -153,7 +153,7 @@ class Gateway:
         s = self.settings
         if self._admitted >= s.max_connections:
             CONNECTIONS_REFUSED.labels("capacity").inc()
-            refusal = problem(503, "over_capacity", "this gateway is full, retry shortly")
+            refusal = problem(503, "over-capacity", "this gateway is full, retry shortly")
             refusal.headers["Retry-After"] = "1"
             return refusal
         held = self._admitted_per_user.get(claims.sub, 0)
@@ -161,7 +161,7 @@ class Gateway:
             CONNECTIONS_REFUSED.labels("per_user").inc()
             return problem(
                 429,
-                "too_many_connections",
+                "too-many-connections",
                 f"at most {s.max_connections_per_user} connections per user on one gateway",
             )
         self._admitted += 1
@@ -285,7 +285,7 @@ class Gateway:
         if not channels or len(channels) > self.settings.max_subscriptions:
             return problem(
                 400,
-                "bad_request",
+                "bad-request",
                 f"channels must name 1 to {self.settings.max_subscriptions} channels",
             )
         for channel in channels:
