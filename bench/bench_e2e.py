@@ -14,7 +14,7 @@ from websockets.asyncio.client import connect
 from pulse.auth import issue_token
 from pulse.settings import DEV_JWT_SECRET
 from pulse_dev.devstack import DevStackProcess
-from pulse_dev.load import percentile, run_load
+from pulse_dev.load import AccountTokens, percentile, run_load
 
 RATE = 50.0
 DURATION = 20.0
@@ -40,7 +40,12 @@ async def _measure(stack: DevStackProcess) -> dict[str, float]:
 
         listener = asyncio.create_task(listen())
         result = await run_load(
-            stack.ingest_url, rate=RATE, duration=DURATION, seed=1, progress=sys.stdout.isatty()
+            stack.ingest_url,
+            tokens=AccountTokens(DEV_JWT_SECRET),
+            rate=RATE,
+            duration=DURATION,
+            seed=1,
+            progress=sys.stdout.isatty(),
         )
         deadline = time.monotonic() + SETTLE
         pending = {pid for pid, _ in result.payments}

@@ -46,11 +46,24 @@ def dev(**opts: Any) -> None:
 @click.option("--duration", type=click.FloatRange(min=0.1), default=10.0, help="Seconds.")
 @click.option("--accounts", type=click.IntRange(1), default=20, help="Distinct accounts.")
 @click.option("--seed", type=int, default=None, help="Seed for reproducible payloads.")
-def load(url: str, rate: float, duration: float, accounts: int, seed: int | None) -> None:
-    """Send payments at a steady rate with a progress bar; print latency percentiles."""
-    from pulse_dev.load import run_load  # noqa: PLC0415 - aiohttp and rich: only when run
+@click.option(
+    "--token",
+    default=None,
+    help="Bearer credential for every payment (a JWT or an API key). Default: a development "
+    "token per account, signed with PULSE_JWT_SECRET.",
+)
+def load(url: str, token: str | None, **options: Any) -> None:
+    """Send payments at a steady rate with a progress bar; print latency percentiles.
 
-    result = asyncio.run(run_load(url, rate=rate, duration=duration, accounts=accounts, seed=seed))
+    Each account's payments carry its own credential, so each spends its own budget
+    (PULSE_RATE_LIMIT_PER_SECOND); with --token all share that one's.
+    """
+    from pulse.settings import PulseSettings  # noqa: PLC0415 - only when run
+    from pulse_dev.load import AccountTokens, run_load  # noqa: PLC0415 - only when run
+
+    secret = PulseSettings().jwt_secret.get_secret_value()
+    tokens = AccountTokens(secret, fixed=token)
+    result = asyncio.run(run_load(url, tokens=tokens, **options))
     summary = result.summary()
     click.echo(
         f"sent {result.sent} in {result.elapsed_s:.1f}s "

@@ -255,9 +255,21 @@ def _base_env(config: DevStackConfig) -> dict[str, str]:
     return env
 
 
+def _operator_env(config: DevStackConfig) -> str:
+    """The environment an operator command needs to reach this stack's AWS emulator."""
+    env = {
+        "AWS_ENDPOINT_URL": f"http://127.0.0.1:{config.emulator_port}",
+        **AWS_TEST_CREDENTIALS,
+        "PULSE_RESOURCE_PREFIX": config.resource_prefix,
+        "PULSE_REDIS_PREFIX": config.redis_prefix,
+    }
+    return " ".join(f"{k}={v}" for k, v in env.items())
+
+
 def _banner(config: DevStackConfig, settings: PulseSettings) -> str:
     secret = settings.jwt_secret.get_secret_value()
     ops = issue_token(secret, sub="ops-dev", roles=["ops"], ttl_seconds=12 * 3600)
+    account = issue_token(secret, sub="A", ttl_seconds=12 * 3600)
     ingest = f"http://127.0.0.1:{config.ingest_port}"
     gateway = f"ws://127.0.0.1:{config.gateway_port}/ws"
     return "\n".join(
@@ -268,28 +280,42 @@ def _banner(config: DevStackConfig, settings: PulseSettings) -> str:
             f"  WebSocket       {gateway}?token=<token>",
             f"  AWS emulator    http://127.0.0.1:{config.emulator_port}",
             "",
-            "  dev token (role ops, 12 h):",
-            f"    {ops}",
+            "  dev tokens (12 h): role ops (every account, every channel), and account A:",
+            f"    OPS={ops}",
+            f"    TOKEN={account}",
             "",
-            "  try:",
-            f"    pulse tail --url {gateway} --channel payments --token {ops[:16]}…",
-            f"    curl -s -X POST {ingest}/v1/payments -H 'Content-Type: application/json' \\",
+            "  try (in a shell where the two lines above are set):",
+            f'    pulse tail --url {gateway} --channel payments --token "$OPS"',
+            f'    curl -s -X POST {ingest}/v1/payments -H "Authorization: Bearer $TOKEN" \\',
+            "      -H 'Content-Type: application/json' \\",
             '      -d \'{"account_id":"A","amount":"12.50","currency":"EUR","merchant_id":"m-1"}\'',
+            "  the operator commands (pulse keys, pulse webhooks) reach this stack with:",
+            f"    export {_operator_env(config)}",
+            "    pulse keys create --account A    # an API key for a merchant backend",
             "  Ctrl-C stops everything.",
             "",
         ]
     )
 
 
-async def _demo_traffic(config: DevStackConfig, stopping: asyncio.Event) -> None:
-    from pulse_dev.load import random_payment  # noqa: PLC0415 - only with --demo
+async def _demo_traffic(
+    config: DevStackConfig, settings: PulseSettings, stopping: asyncio.Event
+) -> None:
+    from pulse_dev.load import AccountTokens, random_payment  # noqa: PLC0415 - only with --demo
 
     url = f"http://127.0.0.1:{config.ingest_port}/v1/payments"
     interval = 1.0 / config.demo_rate
+    tokens = AccountTokens(settings.jwt_secret.get_secret_value())
     async with aiohttp.ClientSession() as session:
         while not stopping.is_set():
+            payment = random_payment()
             with contextlib.suppress(aiohttp.ClientError, OSError, TimeoutError):
-                await session.post(url, json=random_payment(), timeout=aiohttp.ClientTimeout(5))
+                await session.post(
+                    url,
+                    json=payment,
+                    headers=tokens.headers(payment["account_id"]),
+                    timeout=aiohttp.ClientTimeout(5),
+                )
             await sleep_unless_stopped(stopping, interval)
 
 
@@ -326,7 +352,7 @@ async def run_dev_stack(config: DevStackConfig, out: TextIO = sys.stdout) -> int
         stack.say("ready")
         if config.demo_rate > 0:
             stack.say(f"demo traffic: {config.demo_rate:g} payment(s)/s")
-            demo = asyncio.create_task(_demo_traffic(config, stack.stopping))
+            demo = asyncio.create_task(_demo_traffic(config, settings, stack.stopping))
         code = await stack.watch()
     except RuntimeError as exc:
         stack.say(f"pulse dev: {exc}")

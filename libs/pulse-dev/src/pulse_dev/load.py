@@ -1,5 +1,10 @@
 """``pulse load``: send payments to the ingest API at a steady rate and report latency.
 
+Each payment is sent with a bearer credential: a given one for every request (``--token``,
+an operator's JWT or an API key), or by default a development JWT per account, signed with
+``PULSE_JWT_SECRET`` (:class:`AccountTokens`), so each account spends its own budget as a
+merchant's backend would.
+
 Requests are scheduled on a fixed timetable (open-loop), so a slow server shows up as latency,
 not as a lower offered rate. A progress bar shows the run; the summary gives status counts and
 latency percentiles.
@@ -21,9 +26,17 @@ from typing import Any
 import aiohttp
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
+from pulse.auth import issue_token
 from pulse.events import new_traceparent
 
-__all__ = ["LoadResult", "percentile", "random_payment", "random_payment_item", "run_load"]
+__all__ = [
+    "AccountTokens",
+    "LoadResult",
+    "percentile",
+    "random_payment",
+    "random_payment_item",
+    "run_load",
+]
 
 _CURRENCIES = ("EUR", "USD", "GBP", "CHF", "JPY")
 _COUNTRIES = ("DE", "FR", "GB", "US", "CH", "NL")
@@ -93,13 +106,38 @@ class LoadResult:
         }
 
 
+class AccountTokens:
+    """Development bearer tokens for the ingest API: one JWT per account (``sub``), signed
+    with ``secret``, made once each; or ``fixed``, one credential for every account."""
+
+    def __init__(
+        self, secret: str, *, fixed: str | None = None, ttl_seconds: int = 12 * 3600
+    ) -> None:
+        self._secret = secret
+        self._fixed = fixed
+        self._ttl = ttl_seconds
+        self._headers: dict[str, dict[str, str]] = {}
+
+    def headers(self, account_id: str) -> dict[str, str]:
+        """The ``Authorization`` header to send for a payment of ``account_id``."""
+        found = self._headers.get(account_id)
+        if found is None:
+            token = self._fixed or issue_token(self._secret, sub=account_id, ttl_seconds=self._ttl)
+            found = self._headers[account_id] = {"Authorization": f"Bearer {token}"}
+        return found
+
+
 async def _one(
-    session: aiohttp.ClientSession, url: str, body: dict[str, Any], result: LoadResult
+    session: aiohttp.ClientSession,
+    url: str,
+    body: dict[str, Any],
+    headers: dict[str, str],
+    result: LoadResult,
 ) -> None:
     sent_at = time.time()
     start = time.perf_counter()
     try:
-        async with session.post(url, json=body) as resp:
+        async with session.post(url, json=body, headers=headers) as resp:
             payload = await resp.json(content_type=None)
             result.statuses[str(resp.status)] += 1
             if resp.status == 201 and isinstance(payload, dict):  # noqa: PLR2004 - Created
@@ -113,6 +151,7 @@ async def _one(
 async def run_load(
     base_url: str,
     *,
+    tokens: AccountTokens,
     rate: float,
     duration: float,
     accounts: int = 20,
@@ -142,7 +181,7 @@ async def run_load(
 
     async def fire(body: dict[str, Any], task_id: Any) -> None:
         async with limit:
-            await _one(session, url, body, result)
+            await _one(session, url, body, tokens.headers(body["account_id"]), result)
         bar.advance(task_id)
 
     async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
