@@ -13,8 +13,14 @@ Loaded by the repository's root ``conftest.py``. Nothing here mocks AWS or Redis
 - :func:`until` (:func:`eventually` in async tests) polls a condition; :func:`queue_depth`
   counts what an SQS queue still holds;
 - :func:`stream_entries` is an ``XRANGE`` reply (a channel's history) with its entries typed;
+  :func:`channel_history` is a channel's history as events;
+- :func:`readyz` reads a service's readiness; :data:`FAST_REDELIVERY_ENV` makes a worker's
+  dropped message come back within seconds;
+- :func:`serving` serves an aiohttp app of the test (a webhook receiver, a JWKS);
 - ``gateways`` (per test) and ``module_gateways`` (per module) start ws-gateway processes on
-  the test Redis (:class:`GatewayFactory`), each a :class:`RunningGateway`.
+  the test Redis (:class:`GatewayFactory`), each a :class:`RunningGateway`;
+- :mod:`pulse_dev.payments_fixtures` (re-exported here) writes payments as ingest does and
+  makes the events the stream processor sends.
 """
 
 from __future__ import annotations
@@ -24,13 +30,20 @@ import os
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 import uuid
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Final, Self
 
+import orjson
 import pytest
+from aiohttp import web
 
 from pulse.auth import issue_token
+from pulse.channels import ChannelKeys
 from pulse.settings import PulseSettings
 from pulse.topology import TopologyOutputs, apply_topology, pulse_spec
 from pulse_dev.emulators import (
@@ -42,23 +55,42 @@ from pulse_dev.emulators import (
     stop_process,
     wait_for_port,
 )
+from pulse_dev.payments_fixtures import (
+    CREATED_AT,
+    payment_created,
+    payment_updated,
+    pending_payment,
+    put_payment,
+    updated_payment,
+)
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterator
+    from collections.abc import AsyncIterator, Callable, Iterator, Mapping
     from pathlib import Path
 
+    import redis
     from redis.typing import StreamRangeResponse
 
 __all__ = [
+    "CREATED_AT",
+    "FAST_REDELIVERY_ENV",
     "GATEWAY_SECRET",
     "GatewayFactory",
     "RunningGateway",
     "ServiceProcess",
+    "channel_history",
     "eventually",
     "free_port",
+    "payment_created",
+    "payment_updated",
+    "pending_payment",
+    "put_payment",
     "queue_depth",
+    "readyz",
+    "serving",
     "stream_entries",
     "until",
+    "updated_payment",
     "wait_for_port",
 ]
 
@@ -119,6 +151,35 @@ def stream_entries(
     return entries
 
 
+def channel_history(client: redis.Redis, prefix: str, channel: str) -> list[dict[str, Any]]:
+    """The events of ``channel``'s history under the Redis key ``prefix``, oldest first."""
+    entries = stream_entries(client.xrange(ChannelKeys(prefix).history(channel)))
+    return [orjson.loads(fields[b"e"]) for _entry_id, fields in entries]
+
+
+def readyz(port: int) -> Any:
+    """The ``/readyz`` answer of the service on ``port`` (its JSON), or None until it answers
+    200: ``until(lambda: readyz(port))`` waits for a service to be ready."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=5) as response:
+            return orjson.loads(response.read())
+    except urllib.error.URLError:
+        return None
+
+
+@asynccontextmanager
+async def serving(app: web.Application) -> AsyncIterator[str]:
+    """``app`` served on a free port of 127.0.0.1 while the block runs; its base URL
+    (``http://127.0.0.1:<port>``, no trailing slash)."""
+    runner = web.AppRunner(app)
+    await runner.setup()
+    try:
+        await web.TCPSite(runner, "127.0.0.1", 0).start()
+        yield f"http://127.0.0.1:{runner.addresses[0][1]}"
+    finally:
+        await runner.cleanup()
+
+
 @pytest.fixture(scope="session")
 def aws_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     port = free_port()
@@ -174,6 +235,20 @@ def queue_topology(stack_settings: PulseSettings) -> TopologyOutputs:
     """The topic and queues of the topology without its tables, for tests of queue consumers:
     the emulator's table list stays short."""
     return apply_topology(stack_settings, replace(pulse_spec(stack_settings.names), tables=[]))
+
+
+# Settings of an SQS worker under which a message it took and dropped (killed mid-handler)
+# comes back within seconds: visibility 2 s kept up by a 0.5 s heartbeat, and an
+# idempotency lease of 1.5 s, so the guard of the dead worker's attempt lapses first.
+FAST_REDELIVERY_ENV: Final[Mapping[str, str]] = MappingProxyType(
+    {
+        "PULSE_SQS_WAIT_TIME_SECONDS": "1",
+        "PULSE_SQS_VISIBILITY_TIMEOUT": "2",
+        "PULSE_SQS_HEARTBEAT_SECONDS": "0.5",
+        "PULSE_SQS_MAX_BACKOFF_SECONDS": "1",
+        "PULSE_IDEMPOTENCY_LEASE_SECONDS": "1.5",
+    }
+)
 
 
 class ServiceProcess:
