@@ -14,11 +14,13 @@ Loaded by the repository's root ``conftest.py``. Nothing here mocks AWS or Redis
   counts what an SQS queue still holds;
 - :func:`stream_entries` is an ``XRANGE`` reply (a channel's history) with its entries typed;
   :func:`channel_history` is a channel's history as events;
+- ``async_redis`` (per test) is an asyncio client of the test Redis;
 - :func:`readyz` reads a service's readiness; :data:`FAST_REDELIVERY_ENV` makes a worker's
   dropped message come back within seconds;
 - :func:`serving` serves an aiohttp app of the test (a webhook receiver, a JWKS);
 - ``gateways`` (per test) and ``module_gateways`` (per module) start ws-gateway processes on
-  the test Redis (:class:`GatewayFactory`), each a :class:`RunningGateway`;
+  the test Redis (:class:`GatewayFactory`), each a :class:`RunningGateway`; :func:`next_frame`
+  and :func:`send_frame` talk JSON frames to one;
 - :mod:`pulse_dev.payments_fixtures` (re-exported here) writes payments as ingest does and
   makes the events the stream processor sends.
 """
@@ -40,6 +42,7 @@ from typing import TYPE_CHECKING, Any, Final, Self
 
 import orjson
 import pytest
+import redis.asyncio as aioredis
 from aiohttp import web
 
 from pulse.auth import issue_token
@@ -70,6 +73,7 @@ if TYPE_CHECKING:
 
     import redis
     from redis.typing import StreamRangeResponse
+    from websockets.asyncio.client import ClientConnection
 
 __all__ = [
     "CREATED_AT",
@@ -81,12 +85,14 @@ __all__ = [
     "channel_history",
     "eventually",
     "free_port",
+    "next_frame",
     "payment_created",
     "payment_updated",
     "pending_payment",
     "put_payment",
     "queue_depth",
     "readyz",
+    "send_frame",
     "serving",
     "stream_entries",
     "until",
@@ -197,6 +203,15 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     proc = start_redis(port, tmp_path_factory.mktemp("redis"))
     yield f"redis://127.0.0.1:{port}/0"
     stop_process(proc)
+
+
+@pytest.fixture
+async def async_redis(redis_url: str) -> AsyncIterator[aioredis.Redis]:
+    """An asyncio client of the test Redis, closed after the test. Keys are the test's to
+    prefix (``stack_env`` has ``PULSE_REDIS_PREFIX``; a gateway has its own)."""
+    client = aioredis.Redis.from_url(redis_url)
+    yield client
+    await client.aclose()
 
 
 @pytest.fixture
@@ -400,6 +415,20 @@ def gateways(redis_url: str, tmp_path: Path) -> Iterator[GatewayFactory]:
     factory = GatewayFactory(redis_url, tmp_path)
     yield factory
     factory.close()
+
+
+async def next_frame(
+    ws: ClientConnection,
+    timeout: float = 5.0,  # noqa: ASYNC109 - a bound on one receive, as tests name it
+) -> dict[str, Any]:
+    """The next frame a gateway sends ``ws``, decoded from JSON; fails after ``timeout``."""
+    return dict(orjson.loads(await asyncio.wait_for(ws.recv(), timeout)))
+
+
+async def send_frame(ws: ClientConnection, **frame: Any) -> dict[str, Any]:
+    """Sends ``frame`` as JSON on ``ws``; the gateway's next frame (:func:`next_frame`)."""
+    await ws.send(orjson.dumps(frame).decode())
+    return await next_frame(ws)
 
 
 @pytest.fixture(scope="module")
