@@ -17,6 +17,8 @@ Loaded by the repository's root ``conftest.py``. Nothing here mocks AWS or Redis
 - ``async_redis`` (per test) is an asyncio client of the test Redis;
 - :func:`readyz` reads a service's readiness; :data:`FAST_REDELIVERY_ENV` makes a worker's
   dropped message come back within seconds;
+- :func:`status_and_text` is a GET over aiohttp; :func:`assert_metrics_on_ops_port_only`
+  checks a service whose metrics have a port of their own;
 - :func:`serving` serves an aiohttp app of the test (a webhook receiver, a JWKS);
 - ``gateways`` (per test) and ``module_gateways`` (per module) start ws-gateway processes on
   the test Redis (:class:`GatewayFactory`), each a :class:`RunningGateway`; :func:`next_frame`
@@ -37,6 +39,7 @@ import urllib.request
 import uuid
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
+from http import HTTPStatus
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Final, Self
 
@@ -71,6 +74,7 @@ if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable, Iterator, Mapping
     from pathlib import Path
 
+    import aiohttp
     import redis
     from redis.typing import StreamRangeResponse
     from websockets.asyncio.client import ClientConnection
@@ -82,6 +86,7 @@ __all__ = [
     "GatewayFactory",
     "RunningGateway",
     "ServiceProcess",
+    "assert_metrics_on_ops_port_only",
     "channel_history",
     "eventually",
     "free_port",
@@ -94,6 +99,7 @@ __all__ = [
     "readyz",
     "send_frame",
     "serving",
+    "status_and_text",
     "stream_entries",
     "until",
     "updated_payment",
@@ -171,6 +177,28 @@ def readyz(port: int) -> Any:
             return orjson.loads(response.read())
     except urllib.error.URLError:
         return None
+
+
+async def status_and_text(http: aiohttp.ClientSession, url: str) -> tuple[int, str]:
+    """A GET's status and body."""
+    async with http.get(url) as response:
+        return response.status, await response.text()
+
+
+async def assert_metrics_on_ops_port_only(http: aiohttp.ClientSession, api: str, ops: str) -> str:
+    """Checks a service with an ops port of its own (``PULSE_OPS_PORT``) at base URLs ``api``
+    and ``ops``: ``/metrics`` answers on the ops port and not on the API's, while ``/healthz``
+    and ``/readyz`` answer on both (load balancers probe the API's). The ops port's metrics."""
+    status, metrics = await status_and_text(http, f"{ops}/metrics")
+    assert status == HTTPStatus.OK
+    status, text = await status_and_text(http, f"{api}/metrics")
+    assert status == HTTPStatus.NOT_FOUND
+    assert "pulse_" not in text
+    for base in (api, ops):
+        assert (await status_and_text(http, f"{base}/healthz"))[0] == HTTPStatus.OK
+        status, text = await status_and_text(http, f"{base}/readyz")
+        assert status == HTTPStatus.OK, text
+    return metrics
 
 
 @asynccontextmanager
