@@ -18,7 +18,7 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 
 from pulse.auth import InvalidTokenError, TokenExpiredError, issue_token
-from pulse_dev.testing import GatewayFactory, free_port
+from pulse_dev.testing import GatewayFactory, free_port, serving
 from ws_gateway.tokens import TokenVerifier, VerifierUnavailableError
 
 pytestmark = pytest.mark.timeout(60)
@@ -64,12 +64,8 @@ async def jwks() -> AsyncIterator[Jwks]:
 
     app = web.Application()
     app.router.add_get("/.well-known/jwks.json", serve_jwks)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    port = free_port()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-    yield Jwks(f"http://127.0.0.1:{port}/.well-known/jwks.json", rsa_key, ec_key, requests)
-    await runner.cleanup()
+    async with serving(app) as base:
+        yield Jwks(f"{base}/.well-known/jwks.json", rsa_key, ec_key, requests)
 
 
 async def test_rs256_and_es256_tokens_verify_with_keys_from_the_jwks(jwks: Jwks) -> None:
