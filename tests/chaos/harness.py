@@ -12,6 +12,7 @@ any of them.
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import base64
 import contextlib
@@ -22,6 +23,7 @@ import random
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from collections import Counter, defaultdict
@@ -82,6 +84,16 @@ def say(text: str = "") -> None:
 def log(text: str) -> None:
     sys.stderr.write(f"[{time.strftime('%H:%M:%S')}] {text}\n")
     sys.stderr.flush()
+
+
+def parse_with_workdir(
+    parser: argparse.ArgumentParser, name: str
+) -> tuple[argparse.Namespace, Path]:
+    """A suite's arguments, ``--workdir`` added: them, and the folder for the run's logs
+    (``--workdir``, else a new temporary folder ``pulse-<name>-…``)."""
+    parser.add_argument("--workdir", type=Path, default=None, help="logs (default: a temp dir)")
+    args = parser.parse_args()
+    return args, args.workdir or Path(tempfile.mkdtemp(prefix=f"pulse-{name}-"))
 
 
 # -- dependencies ---------------------------------------------------------------------------
@@ -661,6 +673,12 @@ class CounterReading:
     created: int
     updated: int
     pending: int
+
+    def events_off(self, expected: int) -> dict[str, int]:
+        """The event counters (``created``, ``updated``) that do not count ``expected``
+        payments: name → their count."""
+        counts = {"created": self.created, "updated": self.updated}
+        return {name: count for name, count in counts.items() if count != expected}
 
 
 class Ledger:
