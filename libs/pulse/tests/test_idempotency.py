@@ -11,7 +11,6 @@ from typing import Any
 import pytest
 import redis.asyncio as aioredis
 
-from pulse.clients import aws_client
 from pulse.consumer import SqsConsumer, SqsMessage
 from pulse.idempotency import (
     Claim,
@@ -24,7 +23,7 @@ from pulse.idempotency import (
 from pulse.metrics import StageMetrics
 from pulse.settings import PulseSettings
 from pulse.topology import TopologyOutputs
-from pulse_dev.testing import eventually
+from pulse_dev.testing import WorkQueue, eventually
 
 
 @pytest.fixture
@@ -151,10 +150,8 @@ async def test_failed_work_releases_the_key_for_a_retry(
 
 
 @pytest.fixture
-def fraud_queue(stack_settings: PulseSettings, queue_topology: TopologyOutputs) -> tuple[Any, str]:
-    """An SQS client and the URL of the fraud worker's queue."""
-    url = queue_topology.queue_urls[stack_settings.names.fraud_queue]
-    return aws_client("sqs", stack_settings), url
+def fraud_queue(stack_settings: PulseSettings, queue_topology: TopologyOutputs) -> WorkQueue:
+    return WorkQueue.fraud(stack_settings, queue_topology)
 
 
 @asynccontextmanager
@@ -175,9 +172,9 @@ async def _consuming(
 
 
 async def test_the_consumer_heartbeat_renews_the_lease(
-    async_redis: aioredis.Redis, prefix: str, fraud_queue: tuple[Any, str]
+    async_redis: aioredis.Redis, prefix: str, fraud_queue: WorkQueue
 ) -> None:
-    sqs, url = fraud_queue
+    sqs, url = fraud_queue.sqs, fraud_queue.url
     guard = _guard(async_redis, prefix, lease_seconds=1)
     started = asyncio.Event()
     done: list[Outcome] = []
@@ -202,9 +199,9 @@ async def test_the_consumer_heartbeat_renews_the_lease(
 
 
 async def test_a_handler_abandoned_at_shutdown_releases_its_key(
-    async_redis: aioredis.Redis, prefix: str, fraud_queue: tuple[Any, str]
+    async_redis: aioredis.Redis, prefix: str, fraud_queue: WorkQueue
 ) -> None:
-    sqs, url = fraud_queue
+    sqs, url = fraud_queue.sqs, fraud_queue.url
     guard = _guard(async_redis, prefix, lease_seconds=30)
     started = asyncio.Event()
     keys: list[str] = []

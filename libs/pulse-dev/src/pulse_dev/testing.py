@@ -11,7 +11,8 @@ Loaded by the repository's root ``conftest.py``. Nothing here mocks AWS or Redis
   queues only);
 - :class:`ServiceProcess` runs ``python -m <package>`` as a real child process;
 - :func:`until` (:func:`eventually` in async tests) polls a condition; :func:`queue_depth`
-  counts what an SQS queue still holds;
+  counts what an SQS queue still holds; :class:`WorkQueue` is a queue of the topology with
+  its DLQ;
 - :func:`stream_entries` is an ``XRANGE`` reply (a channel's history) with its entries typed;
   :func:`channel_history` is a channel's history as events;
 - ``async_redis`` (per test) is an asyncio client of the test Redis;
@@ -50,6 +51,7 @@ from aiohttp import web
 
 from pulse.auth import issue_token
 from pulse.channels import ChannelKeys
+from pulse.clients import aws_client
 from pulse.settings import PulseSettings
 from pulse.topology import TopologyOutputs, apply_topology, pulse_spec
 from pulse_dev.emulators import (
@@ -86,6 +88,7 @@ __all__ = [
     "GatewayFactory",
     "RunningGateway",
     "ServiceProcess",
+    "WorkQueue",
     "assert_metrics_on_ops_port_only",
     "channel_history",
     "eventually",
@@ -133,6 +136,26 @@ async def eventually(
     while not (value := _poll(predicate, deadline)):  # noqa: ASYNC110
         await asyncio.sleep(interval)
     return value
+
+
+@dataclass
+class WorkQueue:
+    """A queue of the test's topology, its dead-letter queue and the SQS client of both."""
+
+    sqs: Any
+    url: str
+    dlq_url: str
+
+    @classmethod
+    def fraud(cls, settings: PulseSettings, topology: TopologyOutputs) -> Self:
+        """The fraud worker's queue, whose redrive policy moves a message to the DLQ after
+        its fifth receive: the queue tests of the SQS consumer use."""
+        names = settings.names
+        return cls(
+            aws_client("sqs", settings),
+            topology.queue_urls[names.fraud_queue],
+            topology.queue_urls[names.fraud_dlq],
+        )
 
 
 def queue_depth(sqs: Any, queue_url: str) -> int:
