@@ -227,31 +227,14 @@ async def _counters(ledger: Ledger, expected: int) -> Tally:
 
 def _clients(stack: Stack) -> list[WatchingClient]:
     gateways = stack.gateway_urls
-    clients = [
-        WatchingClient(
-            "ops-1", sub="ops-1", roles=["ops"], channels=["payments", "alerts"], gateways=gateways
-        ),
-        WatchingClient(
-            "ops-2",
-            sub="ops-2",
-            roles=["ops"],
-            channels=["payments", "alerts"],
-            gateways=gateways,
-            first_gateway=1,
+    return [
+        WatchingClient.ops("ops-1", gateways),
+        WatchingClient.ops("ops-2", gateways, first_gateway=1),
+        *(
+            WatchingClient.owner(account, gateways, first_gateway=i)
+            for i, account in enumerate(ACCOUNTS)
         ),
     ]
-    clients += [
-        WatchingClient(
-            f"user-{account}",
-            sub=account,
-            roles=[],
-            channels=[f"account:{account}"],
-            gateways=gateways,
-            first_gateway=i,
-        )
-        for i, account in enumerate(ACCOUNTS)
-    ]
-    return clients
 
 
 async def _round(

@@ -29,7 +29,7 @@ import uuid
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, Self
 
 import aiohttp
 import orjson
@@ -491,6 +491,30 @@ class WatchingClient:
         self.subscribed = asyncio.Event()
         self._ws: ClientConnection | None = None
         self._leaving = False
+
+    @classmethod
+    def ops(cls, name: str, gateways: list[str], first_gateway: int = 0) -> Self:
+        """An operator (``sub`` is ``name``) watching the payments and alerts channels."""
+        return cls(
+            name,
+            sub=name,
+            roles=["ops"],
+            channels=["payments", "alerts"],
+            gateways=gateways,
+            first_gateway=first_gateway,
+        )
+
+    @classmethod
+    def owner(cls, account: str, gateways: list[str], first_gateway: int = 0) -> Self:
+        """The owner of ``account`` (``user-<account>``) watching its account channel."""
+        return cls(
+            f"user-{account}",
+            sub=account,
+            roles=[],
+            channels=[f"account:{account}"],
+            gateways=gateways,
+            first_gateway=first_gateway,
+        )
 
     async def run(self, stopping: asyncio.Event) -> None:
         while not stopping.is_set():

@@ -254,15 +254,8 @@ async def run_soak(
     rng = random.Random(11)
     gateways = stack.gateway_urls
     clients = [
-        WatchingClient(
-            "ops", sub="ops", roles=["ops"], channels=["payments", "alerts"], gateways=gateways
-        ),
-        *(
-            WatchingClient(
-                f"user-{a}", sub=a, roles=[], channels=[f"account:{a}"], gateways=gateways
-            )
-            for a in ACCOUNTS
-        ),
+        WatchingClient.ops("ops", gateways),
+        *(WatchingClient.owner(account, gateways) for account in ACCOUNTS),
     ]
     samples: dict[str, Samples] = {}
     churn_stats = Churn()
