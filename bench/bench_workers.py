@@ -29,6 +29,7 @@ from pulse.consumer import SqsConsumer, SqsConsumerSettings, SqsMessage
 from pulse.metrics import StageMetrics
 from pulse.settings import PulseSettings
 from pulse_dev.emulators import AWS_TEST_CREDENTIALS, free_port, start_moto, stop_process
+from pulse_dev.testing import queue_depth
 
 MESSAGES = 1_000
 SENDERS = 8
@@ -107,16 +108,6 @@ def _runtime(sqs: Any, url: str, settings: SqsConsumerSettings) -> tuple[float, 
     return asyncio.run(main())
 
 
-def _depth(sqs: Any, url: str) -> int:
-    attrs = sqs.get_queue_attributes(
-        QueueUrl=url,
-        AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
-    )["Attributes"]
-    return int(attrs["ApproximateNumberOfMessages"]) + int(
-        attrs["ApproximateNumberOfMessagesNotVisible"]
-    )
-
-
 def bench_workers() -> dict[str, float]:
     work = Path(tempfile.mkdtemp(prefix="pulse-bench-"))
     port = free_port()
@@ -157,7 +148,8 @@ def bench_workers() -> dict[str, float]:
             _fill(sqs, url)
             rate = _bare(sqs, url)
             print(
-                f"round {rnd}: bare {rate:.0f} msgs/s (depth left {_depth(sqs, url)})", flush=True
+                f"round {rnd}: bare {rate:.0f} msgs/s (depth left {queue_depth(sqs, url)})",
+                flush=True,
             )
             bare.append(rate)
 

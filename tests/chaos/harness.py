@@ -12,6 +12,7 @@ any of them.
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import base64
 import contextlib
@@ -22,12 +23,13 @@ import random
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, Self
 
 import aiohttp
 import orjson
@@ -82,6 +84,16 @@ def say(text: str = "") -> None:
 def log(text: str) -> None:
     sys.stderr.write(f"[{time.strftime('%H:%M:%S')}] {text}\n")
     sys.stderr.flush()
+
+
+def parse_with_workdir(
+    parser: argparse.ArgumentParser, name: str
+) -> tuple[argparse.Namespace, Path]:
+    """A suite's arguments, ``--workdir`` added: them, and the folder for the run's logs
+    (``--workdir``, else a new temporary folder ``pulse-<name>-…``)."""
+    parser.add_argument("--workdir", type=Path, default=None, help="logs (default: a temp dir)")
+    args = parser.parse_args()
+    return args, args.workdir or Path(tempfile.mkdtemp(prefix=f"pulse-{name}-"))
 
 
 # -- dependencies ---------------------------------------------------------------------------
@@ -480,6 +492,30 @@ class WatchingClient:
         self._ws: ClientConnection | None = None
         self._leaving = False
 
+    @classmethod
+    def ops(cls, name: str, gateways: list[str], first_gateway: int = 0) -> Self:
+        """An operator (``sub`` is ``name``) watching the payments and alerts channels."""
+        return cls(
+            name,
+            sub=name,
+            roles=["ops"],
+            channels=["payments", "alerts"],
+            gateways=gateways,
+            first_gateway=first_gateway,
+        )
+
+    @classmethod
+    def owner(cls, account: str, gateways: list[str], first_gateway: int = 0) -> Self:
+        """The owner of ``account`` (``user-<account>``) watching its account channel."""
+        return cls(
+            f"user-{account}",
+            sub=account,
+            roles=[],
+            channels=[f"account:{account}"],
+            gateways=gateways,
+            first_gateway=first_gateway,
+        )
+
     async def run(self, stopping: asyncio.Event) -> None:
         while not stopping.is_set():
             url = self.gateways[self._gateway % len(self.gateways)]
@@ -661,6 +697,12 @@ class CounterReading:
     created: int
     updated: int
     pending: int
+
+    def events_off(self, expected: int) -> dict[str, int]:
+        """The event counters (``created``, ``updated``) that do not count ``expected``
+        payments: name → their count."""
+        counts = {"created": self.created, "updated": self.updated}
+        return {name: count for name, count in counts.items() if count != expected}
 
 
 class Ledger:

@@ -13,7 +13,6 @@ services/stream-processor/tests/test_stream_failures.py (they go whole to its fa
 
 from __future__ import annotations
 
-import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -23,12 +22,21 @@ import orjson
 import pytest
 import redis
 
-from pulse.channels import ChannelKeys, account_channel
+from pulse.channels import account_channel
 from pulse.clients import aws_client
-from pulse.events import NOTIFICATION, PAYMENT_CREATED, PAYMENT_UPDATED, new_event
+from pulse.events import NOTIFICATION, PAYMENT_CREATED, PAYMENT_UPDATED
 from pulse.settings import PulseSettings
 from pulse.topology import TopologyOutputs
-from pulse_dev.testing import free_port, stream_entries
+from pulse_dev.testing import (
+    channel_history,
+    free_port,
+    payment_created,
+    payment_updated,
+    pending_payment,
+    put_payment,
+    until,
+    updated_payment,
+)
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -50,15 +58,7 @@ def _event(event_type: str, data: Any, **fields: Any) -> str:
 
 def _poison(event_type: str) -> dict[str, str]:
     """Name -> body of every message a worker of ``event_type`` events must dead-letter."""
-    payment = {
-        "payment_id": "p-poison",
-        "account_id": "acct-poison",
-        "amount": "12.50",
-        "currency": "EUR",
-        "merchant_id": "m-1",
-        "status": "APPROVED",
-        "old_status": "PENDING",
-    }
+    payment = updated_payment(account_id="acct-poison", payment_id="p-poison")
     poison = {
         "not JSON": "this is not json",
         "a JSON array": "[1, 2, 3]",
@@ -95,27 +95,15 @@ class Worker:
 
 def _good_payment(sqs: Any, queue_url: str, settings: PulseSettings, _: redis.Redis) -> Any:
     ddb = aws_client("dynamodb", settings)
-    payment_id = str(uuid.uuid4())
-    item = {
-        "payment_id": payment_id,
-        "account_id": "acct-good",
-        "amount": "12.50",
-        "currency": "EUR",
-        "merchant_id": "m-1",
-        "status": "PENDING",
-        "created_at": "2025-01-01T00:00:00.000Z",
-        "updated_at": "2025-01-01T00:00:00.000Z",
-    }
-    ddb.put_item(
-        TableName=settings.names.payments_table, Item={k: {"S": v} for k, v in item.items()}
+    payment = put_payment(
+        ddb, settings.names.payments_table, pending_payment(account_id="acct-good")
     )
-    event = new_event(type=PAYMENT_CREATED, source="/tests/poison", subject=payment_id, data=item)
-    sqs.send_message(QueueUrl=queue_url, MessageBody=event.to_json().decode())
+    sqs.send_message(QueueUrl=queue_url, MessageBody=payment_created(payment).to_json().decode())
 
     def decided() -> bool:
         got = ddb.get_item(
             TableName=settings.names.payments_table,
-            Key={"payment_id": {"S": payment_id}},
+            Key={"payment_id": {"S": payment["payment_id"]}},
             ConsistentRead=True,
         )
         return bool(got["Item"]["status"]["S"] != "PENDING")
@@ -125,26 +113,12 @@ def _good_payment(sqs: Any, queue_url: str, settings: PulseSettings, _: redis.Re
 
 def _good_update(sqs: Any, queue_url: str, settings: PulseSettings, client: redis.Redis) -> Any:
     account = f"acct-good-{uuid.uuid4().hex[:6]}"
-    event = new_event(
-        type=PAYMENT_UPDATED,
-        source="/tests/poison",
-        subject="p-good",
-        data={
-            "payment_id": "p-good",
-            "account_id": account,
-            "amount": "12.50",
-            "currency": "EUR",
-            "merchant_id": "m-1",
-            "status": "APPROVED",
-            "old_status": "PENDING",
-        },
-    )
+    event = payment_updated(updated_payment(account_id=account, payment_id="p-good"))
     sqs.send_message(QueueUrl=queue_url, MessageBody=event.to_json().decode())
-    history = ChannelKeys(settings.redis_prefix).history(account_channel(account))
 
     def notified() -> bool:
-        entries = stream_entries(client.xrange(history))
-        return [orjson.loads(f[b"e"])["type"] for _, f in entries] == [NOTIFICATION]
+        history = channel_history(client, settings.redis_prefix, account_channel(account))
+        return [e["type"] for e in history] == [NOTIFICATION]
 
     return notified
 
@@ -153,14 +127,6 @@ WORKERS = {
     "fraud": Worker("fraud_worker", PAYMENT_CREATED, "fraud_queue", "fraud_dlq", _good_payment),
     "notify": Worker("notify_worker", PAYMENT_UPDATED, "notify_queue", "notify_dlq", _good_update),
 }
-
-
-def until(predicate: Callable[[], Any], timeout: float = 30.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while not (value := predicate()):
-        assert time.monotonic() < deadline, "condition not reached in time"
-        time.sleep(0.1)
-    return value
 
 
 @pytest.mark.parametrize("name", list(WORKERS))
@@ -212,8 +178,8 @@ def test_poison_messages_are_dead_lettered_with_a_reason_and_good_ones_flow(
         reason = attributes.get("error", {}).get("StringValue", "")
         assert reason, (kind, attributes)
         assert attributes["receive_count"]["StringValue"] == "1", (kind, attributes)
-    until(handled_first)
-    until(handled_last)
+    until(handled_first, timeout=30)
+    until(handled_last, timeout=30)
     assert process.proc.poll() is None
     assert process.stop() == 0
     client.close()

@@ -27,12 +27,21 @@ def test_other_names_are_not(name: str) -> None:
     assert not is_valid_channel(name)
 
 
+@pytest.fixture
+def prefix(stack_prefix: str) -> str:
+    """The test's Redis key prefix."""
+    return f"pulse:{stack_prefix}"
+
+
+@pytest.fixture
+def publisher(async_redis: aioredis.Redis, prefix: str) -> ChannelPublisher:
+    return ChannelPublisher(async_redis, prefix)
+
+
 async def test_append_is_exactly_once_and_publishes_ready_frames(
-    redis_url: str, stack_prefix: str
+    async_redis: aioredis.Redis, publisher: ChannelPublisher
 ) -> None:
-    client = aioredis.Redis.from_url(redis_url)
-    publisher = ChannelPublisher(client, f"pulse:{stack_prefix}")
-    pubsub = client.pubsub()
+    pubsub = async_redis.pubsub()
     await pubsub.subscribe(publisher.keys.live("payments"))
     await pubsub.get_message(timeout=1)  # subscribe confirmation
     event = new_event(type=PAYMENT_CREATED, source="/t", data={"payment_id": "p"})
@@ -42,8 +51,8 @@ async def test_append_is_exactly_once_and_publishes_ready_frames(
 
     assert first.applied
     assert not again.applied
-    assert await client.xlen(publisher.keys.history("payments")) == 1
-    assert await client.xlen(publisher.keys.history("account:A")) == 1
+    assert await async_redis.xlen(publisher.keys.history("payments")) == 1
+    assert await async_redis.xlen(publisher.keys.history("account:A")) == 1
     message = None
     for _ in range(20):
         message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=0.5)
@@ -59,24 +68,20 @@ async def test_append_is_exactly_once_and_publishes_ready_frames(
     }
     assert await pubsub.get_message(ignore_subscribe_messages=True, timeout=0.3) is None
     await pubsub.aclose()  # type: ignore[no-untyped-call]  # unannotated in redis-py
-    await client.aclose()
 
 
-async def test_concurrent_duplicates_apply_once(redis_url: str, stack_prefix: str) -> None:
-    client = aioredis.Redis.from_url(redis_url)
-    publisher = ChannelPublisher(client, f"pulse:{stack_prefix}")
+async def test_concurrent_duplicates_apply_once(
+    async_redis: aioredis.Redis, publisher: ChannelPublisher
+) -> None:
     event = new_event(type=PAYMENT_CREATED, source="/t", data={})
     results = await asyncio.gather(*(publisher.append(event, ["payments"]) for _ in range(20)))
     assert sum(r.applied for r in results) == 1
-    assert await client.xlen(publisher.keys.history("payments")) == 1
-    await client.aclose()
+    assert await async_redis.xlen(publisher.keys.history("payments")) == 1
 
 
 async def test_invalid_channel_is_refused_before_touching_redis(
-    redis_url: str, stack_prefix: str
+    async_redis: aioredis.Redis, publisher: ChannelPublisher
 ) -> None:
-    client = aioredis.Redis.from_url(redis_url)
-    publisher = ChannelPublisher(client, f"pulse:{stack_prefix}")
     good = new_event(type="t", source="/s", data={})
     bad = new_event(type="t", source="/s", data={})
     with pytest.raises(ValueError, match="invalid channel"):
@@ -85,30 +90,22 @@ async def test_invalid_channel_is_refused_before_touching_redis(
         await publisher.append_many(
             [ChannelAppend(good, ["payments"]), ChannelAppend(bad, ["nope"])]
         )
-    assert await client.exists(publisher.keys.history("nope")) == 0
-    assert await client.xlen(publisher.keys.history("payments")) == 0
-    assert not await client.exists(publisher.keys.applied(good.id), publisher.keys.applied(bad.id))
-    await client.aclose()
-
-
-def _stats_publisher(
-    redis_url: str, stack_prefix: str
-) -> tuple[aioredis.Redis, ChannelPublisher, str, str]:
-    """A client, a publisher under the test's prefix, and a totals and a minute hash key."""
-    client = aioredis.Redis.from_url(redis_url)
-    prefix = f"pulse:{stack_prefix}"
-    return (
-        client,
-        ChannelPublisher(client, prefix),
-        f"{prefix}stats:totals",
-        f"{prefix}stats:minute:1",
+    assert await async_redis.exists(publisher.keys.history("nope")) == 0
+    assert await async_redis.xlen(publisher.keys.history("payments")) == 0
+    assert not await async_redis.exists(
+        publisher.keys.applied(good.id), publisher.keys.applied(bad.id)
     )
 
 
+def _stats_hashes(prefix: str) -> tuple[str, str]:
+    """A totals and a minute hash key under the test's prefix."""
+    return f"{prefix}stats:totals", f"{prefix}stats:minute:1"
+
+
 async def test_counters_move_with_the_append_exactly_once(
-    redis_url: str, stack_prefix: str
+    async_redis: aioredis.Redis, publisher: ChannelPublisher, prefix: str
 ) -> None:
-    client, publisher, totals, minute = _stats_publisher(redis_url, stack_prefix)
+    totals, minute = _stats_hashes(prefix)
     counters = [
         CounterIncrement(totals, "count:PENDING", 1),
         CounterIncrement(totals, "amount:EUR", 1250),
@@ -117,16 +114,15 @@ async def test_counters_move_with_the_append_exactly_once(
     event = new_event(type=PAYMENT_CREATED, source="/t", data={})
     for _ in range(3):  # a replay after a crash, twice
         await publisher.append(event, ["payments"], counters=counters)
-    assert await client.hgetall(totals) == {b"count:PENDING": b"1", b"amount:EUR": b"1250"}
-    assert 0 < await client.ttl(minute) <= 3600
-    assert await client.ttl(totals) == -1
-    await client.aclose()
+    assert await async_redis.hgetall(totals) == {b"count:PENDING": b"1", b"amount:EUR": b"1250"}
+    assert 0 < await async_redis.ttl(minute) <= 3600
+    assert await async_redis.ttl(totals) == -1
 
 
 async def test_increments_of_one_hash_add_up_exactly_and_its_last_expiry_holds(
-    redis_url: str, stack_prefix: str
+    async_redis: aioredis.Redis, publisher: ChannelPublisher, prefix: str
 ) -> None:
-    client, publisher, totals, minute = _stats_publisher(redis_url, stack_prefix)
+    totals, minute = _stats_hashes(prefix)
     big = 2**62  # far beyond the integers a Lua number holds exactly
     counters = [
         CounterIncrement(totals, "n", 1),
@@ -138,55 +134,46 @@ async def test_increments_of_one_hash_add_up_exactly_and_its_last_expiry_holds(
     ]
     event = new_event(type=PAYMENT_CREATED, source="/t", data={})
     await publisher.append(event, ["payments"], counters=counters)
-    assert await client.hgetall(totals) == {b"n": b"3", b"amount": str(big - 1).encode()}
-    assert await client.hgetall(minute) == {b"n": b"2", b"m": b"1"}
-    assert 0 < await client.ttl(minute) <= 120  # set after each increment: the last one holds
-    assert await client.ttl(totals) == -1
-    await client.aclose()
+    assert await async_redis.hgetall(totals) == {b"n": b"3", b"amount": str(big - 1).encode()}
+    assert await async_redis.hgetall(minute) == {b"n": b"2", b"m": b"1"}
+    assert 0 < await async_redis.ttl(minute) <= 120  # set after each increment: the last one holds
+    assert await async_redis.ttl(totals) == -1
 
 
-async def test_counters_alone_are_guarded_too(redis_url: str, stack_prefix: str) -> None:
-    client = aioredis.Redis.from_url(redis_url)
-    prefix = f"pulse:{stack_prefix}"
-    publisher = ChannelPublisher(client, prefix)
+async def test_counters_alone_are_guarded_too(
+    async_redis: aioredis.Redis, publisher: ChannelPublisher, prefix: str
+) -> None:
     event = new_event(type=PAYMENT_CREATED, source="/t", data={})
     first = await publisher.append(event, [], counters=[CounterIncrement(f"{prefix}c", "n", 5)])
     again = await publisher.append(event, [], counters=[CounterIncrement(f"{prefix}c", "n", 5)])
     assert (first.applied, again.applied) == (True, False)
-    assert await client.hget(f"{prefix}c", "n") == b"5"
-    await client.aclose()
+    assert await async_redis.hget(f"{prefix}c", "n") == b"5"
 
 
 async def test_a_channel_keeps_its_epoch_until_its_data_is_lost(
-    redis_url: str, stack_prefix: str
+    async_redis: aioredis.Redis, publisher: ChannelPublisher
 ) -> None:
-    client = aioredis.Redis.from_url(redis_url)
-    publisher = ChannelPublisher(client, f"pulse:{stack_prefix}")
     keys = publisher.keys
     first = await publisher.append(new_event(type="t", source="/s", data={}), ["payments"])
     second = await publisher.append(new_event(type="t", source="/s", data={}), ["payments"])
     epoch = first.epochs["payments"]
     assert epoch
     assert second.epochs["payments"] == epoch
-    assert await channel_epoch(client, keys, "payments") == epoch
+    assert await channel_epoch(async_redis, keys, "payments") == epoch
     # A reader of a channel nobody wrote yet creates its epoch; the next append keeps it.
-    fresh = await channel_epoch(client, keys, "alerts")
+    fresh = await channel_epoch(async_redis, keys, "alerts")
     third = await publisher.append(new_event(type="t", source="/s", data={}), ["alerts"])
     assert third.epochs["alerts"] == fresh
     # Redis lost its data (restart without persistence): a new epoch, never the old one.
-    await client.delete(keys.history("payments"), keys.epoch("payments"))
+    await async_redis.delete(keys.history("payments"), keys.epoch("payments"))
     after = await publisher.append(new_event(type="t", source="/s", data={}), ["payments"])
     assert after.epochs["payments"] not in ("", epoch)
-    await client.aclose()
 
 
 async def test_append_many_applies_each_once_in_order_as_append_would(
-    redis_url: str, stack_prefix: str
+    async_redis: aioredis.Redis, publisher: ChannelPublisher, prefix: str
 ) -> None:
-    prefix = f"pulse:{stack_prefix}"
-    client = aioredis.Redis.from_url(redis_url)
-    publisher = ChannelPublisher(client, prefix)
-    pubsub = client.pubsub()
+    pubsub = async_redis.pubsub()
     await pubsub.subscribe(publisher.keys.live("payments"))
     await pubsub.get_message(timeout=1)  # subscribe confirmation
     events = [
@@ -205,15 +192,15 @@ async def test_append_many_applies_each_once_in_order_as_append_would(
     assert [r.applied for r in results] == [True, True, False, True, True, False]
     assert results[1].offsets.keys() == {"payments", "account:A"}
     assert results[1].epochs["payments"] == already.epochs["payments"]
-    history = stream_entries(await client.xrange(publisher.keys.history("payments")))
+    history = stream_entries(await async_redis.xrange(publisher.keys.history("payments")))
     assert [orjson.loads(fields[b"e"])["data"]["payment_id"] for _, fields in history] == [
         "p2", "p0", "p1", "p3", "p4"
     ]  # fmt: skip
     assert [offset.decode() for offset, _ in history[1:]] == [
         results[i].offsets["payments"] for i in (0, 1, 3, 4)
     ]
-    assert await client.xlen(publisher.keys.history("account:A")) == 2  # p1, p3
-    assert await client.hget(f"{prefix}c", "n") == b"12"  # four events applied, not six
+    assert await async_redis.xlen(publisher.keys.history("account:A")) == 2  # p1, p3
+    assert await async_redis.hget(f"{prefix}c", "n") == b"12"  # four events applied, not six
     frames = []
     while (m := await pubsub.get_message(ignore_subscribe_messages=True, timeout=0.5)) is not None:
         frames.append(orjson.loads(m["data"]))
@@ -221,7 +208,6 @@ async def test_append_many_applies_each_once_in_order_as_append_would(
 
     again = await publisher.append_many(appends)
     assert not any(r.applied for r in again)
-    assert await client.xlen(publisher.keys.history("payments")) == 5
+    assert await async_redis.xlen(publisher.keys.history("payments")) == 5
     assert await publisher.append_many([]) == []
     await pubsub.aclose()  # type: ignore[no-untyped-call]  # unannotated in redis-py
-    await client.aclose()

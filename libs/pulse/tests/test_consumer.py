@@ -11,23 +11,17 @@ from typing import Any
 import pytest
 
 import pulse.consumer
-from pulse.clients import aws_client
 from pulse.consumer import SqsConsumer, SqsMessage
 from pulse.errors import PermanentError, RetryableError
 from pulse.metrics import StageMetrics
 from pulse.settings import PulseSettings
 from pulse.topology import TopologyOutputs
-from pulse_dev.testing import eventually, queue_depth
+from pulse_dev.testing import WorkQueue, eventually, queue_depth
 
 METRICS = StageMetrics("consumer-test")
 
 
-@dataclass
-class Queues:
-    sqs: Any
-    url: str
-    dlq_url: str
-
+class Queues(WorkQueue):
     def send(self, *bodies: str) -> None:
         for body in bodies:
             self.sqs.send_message(
@@ -59,12 +53,7 @@ class Queues:
 
 @pytest.fixture
 def queues(stack_settings: PulseSettings, queue_topology: TopologyOutputs) -> Queues:
-    names = stack_settings.names
-    return Queues(
-        aws_client("sqs", stack_settings),
-        queue_topology.queue_urls[names.fraud_queue],
-        queue_topology.queue_urls[names.fraud_dlq],
-    )
+    return Queues.fraud(stack_settings, queue_topology)
 
 
 @dataclass

@@ -10,23 +10,20 @@ from typing import Any
 import pytest
 from prometheus_client import REGISTRY
 
-from pulse.clients import aws_client
 from pulse.consumer import SqsConsumer, SqsConsumerSettings, SqsMessage, on_heartbeat
 from pulse.errors import ConfigurationError, PermanentError
 from pulse.metrics import StageMetrics
 from pulse.settings import PulseSettings, load_settings
 from pulse.topology import TopologyOutputs
-from pulse_dev.testing import eventually
+from pulse_dev.testing import WorkQueue, eventually
 
 METRICS = StageMetrics("heartbeat-test")
 
 
-class Queue:
-    def __init__(self, sqs: Any, url: str, dlq_url: str) -> None:
-        self.sqs = sqs
-        self.url = url
-        self.dlq_url = dlq_url
-        self.name = url.rsplit("/", 1)[-1]
+class Queue(WorkQueue):
+    @property
+    def name(self) -> str:
+        return self.url.rsplit("/", 1)[-1]
 
     def send(self, body: str) -> None:
         self.sqs.send_message(QueueUrl=self.url, MessageBody=body)
@@ -38,12 +35,7 @@ class Queue:
 
 @pytest.fixture
 def queue(stack_settings: PulseSettings, queue_topology: TopologyOutputs) -> Queue:
-    names = stack_settings.names
-    return Queue(
-        aws_client("sqs", stack_settings),
-        queue_topology.queue_urls[names.fraud_queue],
-        queue_topology.queue_urls[names.fraud_dlq],
-    )
+    return Queue.fraud(stack_settings, queue_topology)
 
 
 @pytest.fixture

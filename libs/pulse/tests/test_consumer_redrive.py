@@ -4,25 +4,20 @@ from __future__ import annotations
 
 import asyncio
 
-from pulse.clients import aws_client
 from pulse.consumer import SqsConsumer, SqsMessage
 from pulse.errors import RetryableError
 from pulse.metrics import StageMetrics
 from pulse.settings import PulseSettings
 from pulse.topology import TopologyOutputs
-from pulse_dev.testing import eventually
+from pulse_dev.testing import WorkQueue, eventually
 
 
 async def test_a_poison_message_goes_to_the_dlq_after_max_receive_count(
     stack_settings: PulseSettings,
     queue_topology: TopologyOutputs,
 ) -> None:
-    names = stack_settings.names
-    sqs = aws_client("sqs", stack_settings)
-    url, dlq_url = (
-        queue_topology.queue_urls[names.fraud_queue],
-        queue_topology.queue_urls[names.fraud_dlq],
-    )
+    queue = WorkQueue.fraud(stack_settings, queue_topology)
+    sqs, url, dlq_url = queue.sqs, queue.url, queue.dlq_url
     poison_attempts: list[int] = []
     handled: list[str] = []
 

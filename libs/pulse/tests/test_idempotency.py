@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
 
-from pulse.clients import aws_client
 from pulse.consumer import SqsConsumer, SqsMessage
 from pulse.idempotency import (
     Claim,
@@ -23,13 +23,7 @@ from pulse.idempotency import (
 from pulse.metrics import StageMetrics
 from pulse.settings import PulseSettings
 from pulse.topology import TopologyOutputs
-
-
-@pytest.fixture
-async def redis(redis_url: str) -> AsyncIterator[aioredis.Redis]:
-    client = aioredis.Redis.from_url(redis_url)
-    yield client
-    await client.aclose()
+from pulse_dev.testing import WorkQueue, eventually
 
 
 @pytest.fixture
@@ -42,9 +36,9 @@ def _guard(redis: aioredis.Redis, prefix: str, **options: Any) -> IdempotencyGua
 
 
 async def test_work_runs_once_and_a_replay_returns_its_result(
-    redis: aioredis.Redis, prefix: str
+    async_redis: aioredis.Redis, prefix: str
 ) -> None:
-    guard = _guard(redis, prefix)
+    guard = _guard(async_redis, prefix)
     runs: list[int] = []
 
     async def work() -> bytes:
@@ -56,15 +50,15 @@ async def test_work_runs_once_and_a_replay_returns_its_result(
     assert first == Outcome(b"decided:APPROVED", replayed=False)
     assert second == Outcome(b"decided:APPROVED", replayed=True)
     assert runs == [1]
-    stored = await redis.hgetall(guard.key("evt-1"))
+    stored = await async_redis.hgetall(guard.key("evt-1"))
     assert stored[b"state"] == b"completed"
-    assert 0 < await redis.ttl(guard.key("evt-1")) <= 7 * 24 * 3600
+    assert 0 < await async_redis.ttl(guard.key("evt-1")) <= 7 * 24 * 3600
 
 
 async def test_the_same_key_with_another_payload_is_refused(
-    redis: aioredis.Redis, prefix: str
+    async_redis: aioredis.Redis, prefix: str
 ) -> None:
-    guard = _guard(redis, prefix)
+    guard = _guard(async_redis, prefix)
 
     async def work() -> bytes:
         return b"ok"
@@ -75,9 +69,9 @@ async def test_the_same_key_with_another_payload_is_refused(
 
 
 async def test_two_workers_racing_on_one_key_run_it_once(
-    redis: aioredis.Redis, prefix: str
+    async_redis: aioredis.Redis, prefix: str
 ) -> None:
-    guard = _guard(redis, prefix, lease_seconds=5)
+    guard = _guard(async_redis, prefix, lease_seconds=5)
     runs: list[str] = []
 
     async def work(name: str) -> bytes:
@@ -99,9 +93,9 @@ async def test_two_workers_racing_on_one_key_run_it_once(
 
 
 async def test_a_paused_worker_whose_lease_was_taken_over_cannot_overwrite(
-    redis: aioredis.Redis, prefix: str
+    async_redis: aioredis.Redis, prefix: str
 ) -> None:
-    guard = _guard(redis, prefix, lease_seconds=0.3)
+    guard = _guard(async_redis, prefix, lease_seconds=0.3)
     slow = await guard.acquire("evt-1", b"p")
     assert isinstance(slow, Claim)
     await asyncio.sleep(0.5)  # paused (a GC pause, a stalled network) past its lease
@@ -116,26 +110,30 @@ async def test_a_paused_worker_whose_lease_was_taken_over_cannot_overwrite(
         await guard.complete(slow, b"from the slow worker")
     assert await guard.release(slow) is False
     assert await guard.renew(slow) is False
-    stored = await redis.hgetall(guard.key("evt-1"))
+    stored = await async_redis.hgetall(guard.key("evt-1"))
     assert stored[b"result"] == b"from the new owner"
     assert stored[b"state"] == b"completed"
 
 
-async def test_a_wrong_owner_cannot_complete_or_release(redis: aioredis.Redis, prefix: str) -> None:
-    guard = _guard(redis, prefix)
+async def test_a_wrong_owner_cannot_complete_or_release(
+    async_redis: aioredis.Redis, prefix: str
+) -> None:
+    guard = _guard(async_redis, prefix)
     claim = await guard.acquire("evt-1", b"p")
     assert isinstance(claim, Claim)
     impostor = Claim(claim.key, "not-the-owner")
     with pytest.raises(LeaseLostError):
         await guard.complete(impostor, b"forged")
     assert await guard.release(impostor) is False
-    assert (await redis.hgetall(guard.key("evt-1")))[b"state"] == b"in_progress"
+    assert (await async_redis.hgetall(guard.key("evt-1")))[b"state"] == b"in_progress"
     await guard.complete(claim, b"real")
-    assert (await redis.hgetall(guard.key("evt-1")))[b"result"] == b"real"
+    assert (await async_redis.hgetall(guard.key("evt-1")))[b"result"] == b"real"
 
 
-async def test_failed_work_releases_the_key_for_a_retry(redis: aioredis.Redis, prefix: str) -> None:
-    guard = _guard(redis, prefix)
+async def test_failed_work_releases_the_key_for_a_retry(
+    async_redis: aioredis.Redis, prefix: str
+) -> None:
+    guard = _guard(async_redis, prefix)
     attempts: list[int] = []
 
     async def flaky() -> bytes:
@@ -146,20 +144,38 @@ async def test_failed_work_releases_the_key_for_a_retry(redis: aioredis.Redis, p
 
     with pytest.raises(RuntimeError):
         await guard.run("evt-1", b"p", flaky)
-    assert await redis.exists(guard.key("evt-1")) == 0
+    assert await async_redis.exists(guard.key("evt-1")) == 0
     assert (await guard.run("evt-1", b"p", flaky)).result == b"ok"
     assert len(attempts) == 2
 
 
+@pytest.fixture
+def fraud_queue(stack_settings: PulseSettings, queue_topology: TopologyOutputs) -> WorkQueue:
+    return WorkQueue.fraud(stack_settings, queue_topology)
+
+
+@asynccontextmanager
+async def _consuming(
+    sqs: Any, url: str, handler: Callable[[SqsMessage], Awaitable[None]], **options: Any
+) -> AsyncIterator[None]:
+    """A consumer of ``url`` runs ``handler`` while the block runs; it is stopped after."""
+    consumer = SqsConsumer(
+        sqs, url, handler, StageMetrics("idempotency-test"), wait_time_seconds=1, **options
+    )
+    stopping = asyncio.Event()
+    task = asyncio.create_task(consumer.run(stopping))
+    try:
+        yield
+    finally:
+        stopping.set()
+        await asyncio.wait_for(task, 10)
+
+
 async def test_the_consumer_heartbeat_renews_the_lease(
-    redis: aioredis.Redis,
-    prefix: str,
-    stack_settings: PulseSettings,
-    queue_topology: TopologyOutputs,
+    async_redis: aioredis.Redis, prefix: str, fraud_queue: WorkQueue
 ) -> None:
-    sqs = aws_client("sqs", stack_settings)
-    url = queue_topology.queue_urls[stack_settings.names.fraud_queue]
-    guard = _guard(redis, prefix, lease_seconds=1)
+    sqs, url = fraud_queue.sqs, fraud_queue.url
+    guard = _guard(async_redis, prefix, lease_seconds=1)
     started = asyncio.Event()
     done: list[Outcome] = []
 
@@ -171,43 +187,22 @@ async def test_the_consumer_heartbeat_renews_the_lease(
     async def handler(message: SqsMessage) -> None:
         done.append(await guard.run(message.message_id, message.body, slow_work))
 
-    consumer = SqsConsumer(
-        sqs,
-        url,
-        handler,
-        StageMetrics("idempotency-test"),
-        wait_time_seconds=1,
-        visibility_timeout=5,
-        heartbeat_seconds=0.3,
-    )
-    stopping = asyncio.Event()
-    task = asyncio.create_task(consumer.run(stopping))
-    sent = await asyncio.to_thread(sqs.send_message, QueueUrl=url, MessageBody="slow")
-    await asyncio.wait_for(started.wait(), 10)
-    for _ in range(4):  # past the 1 s lease, the key is still held by the live worker
-        await asyncio.sleep(0.5)
-        with pytest.raises(InProgressError):
-            await guard.acquire(sent["MessageId"], b"slow")
-    await asyncio.wait_for(_wait_for(lambda: bool(done)), 5)
-    stopping.set()
-    await asyncio.wait_for(task, 10)
+    async with _consuming(sqs, url, handler, visibility_timeout=5, heartbeat_seconds=0.3):
+        sent = await asyncio.to_thread(sqs.send_message, QueueUrl=url, MessageBody="slow")
+        await asyncio.wait_for(started.wait(), 10)
+        for _ in range(4):  # past the 1 s lease, the key is still held by the live worker
+            await asyncio.sleep(0.5)
+            with pytest.raises(InProgressError):
+                await guard.acquire(sent["MessageId"], b"slow")
+        await eventually(lambda: done, timeout=5)
     assert done == [Outcome(b"done", replayed=False)]
 
 
-async def _wait_for(predicate: Any) -> None:
-    while not predicate():
-        await asyncio.sleep(0.05)
-
-
 async def test_a_handler_abandoned_at_shutdown_releases_its_key(
-    redis: aioredis.Redis,
-    prefix: str,
-    stack_settings: PulseSettings,
-    queue_topology: TopologyOutputs,
+    async_redis: aioredis.Redis, prefix: str, fraud_queue: WorkQueue
 ) -> None:
-    sqs = aws_client("sqs", stack_settings)
-    url = queue_topology.queue_urls[stack_settings.names.fraud_queue]
-    guard = _guard(redis, prefix, lease_seconds=30)
+    sqs, url = fraud_queue.sqs, fraud_queue.url
+    guard = _guard(async_redis, prefix, lease_seconds=30)
     started = asyncio.Event()
     keys: list[str] = []
 
@@ -220,23 +215,12 @@ async def test_a_handler_abandoned_at_shutdown_releases_its_key(
         keys.append(guard.key(message.message_id))
         await guard.run(message.message_id, message.body, endless)
 
-    consumer = SqsConsumer(
-        sqs,
-        url,
-        handler,
-        StageMetrics("idempotency-test"),
-        wait_time_seconds=1,
-        shutdown_grace_seconds=0.3,
-    )
-    stopping = asyncio.Event()
-    task = asyncio.create_task(consumer.run(stopping))
-    await asyncio.to_thread(sqs.send_message, QueueUrl=url, MessageBody="stuck")
-    await asyncio.wait_for(started.wait(), 10)
-    assert await redis.exists(keys[0]) == 1
-    stopping.set()
-    await asyncio.wait_for(task, 10)
+    async with _consuming(sqs, url, handler, shutdown_grace_seconds=0.3):
+        await asyncio.to_thread(sqs.send_message, QueueUrl=url, MessageBody="stuck")
+        await asyncio.wait_for(started.wait(), 10)
+        assert await async_redis.exists(keys[0]) == 1
     # Released at once, not after the 30 s lease: the next worker can take it right away.
-    assert await redis.exists(keys[0]) == 0
+    assert await async_redis.exists(keys[0]) == 0
     got = await asyncio.to_thread(sqs.receive_message, QueueUrl=url, WaitTimeSeconds=1)
     assert [m["Body"] for m in got.get("Messages", [])] == ["stuck"]
     sqs.delete_message(QueueUrl=url, ReceiptHandle=got["Messages"][0]["ReceiptHandle"])

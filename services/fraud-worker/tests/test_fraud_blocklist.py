@@ -2,18 +2,15 @@
 
 from __future__ import annotations
 
-import uuid
 from typing import Any
 
 from click.testing import CliRunner
 
 from pulse.cli import main as pulse_cli
 from pulse.clients import aws_client
-from pulse.events import PAYMENT_CREATED, new_event, stable_event_id
-from pulse.payments import payment_from_item
 from pulse.settings import PulseSettings
 from pulse.topology import TopologyOutputs
-from pulse_dev.testing import free_port, until
+from pulse_dev.testing import free_port, payment_created, pending_payment, put_payment, until
 
 
 def test_blocked_accounts_and_merchants_are_declined_until_unblocked(
@@ -28,28 +25,12 @@ def test_blocked_accounts_and_merchants_are_declined_until_unblocked(
     queue_url = topology.queue_urls[names.fraud_queue]
 
     def pay(account: str, merchant: str) -> str:
-        payment_id = str(uuid.uuid4())
-        item = {
-            "payment_id": payment_id,
-            "account_id": account,
-            "amount": "12.50",
-            "currency": "EUR",
-            "merchant_id": merchant,
-            "status": "PENDING",
-            "created_at": "2025-01-01T00:00:00.000Z",
-            "updated_at": "2025-01-01T00:00:00.000Z",
-            "request_hash": "h",
-        }
-        ddb.put_item(TableName=names.payments_table, Item={k: {"S": v} for k, v in item.items()})
-        event = new_event(
-            id=stable_event_id("record", payment_id),
-            type=PAYMENT_CREATED,
-            source="/pulse/stream-processor",
-            subject=payment_id,
-            data=payment_from_item(item),
+        payment = pending_payment(account_id=account, merchant_id=merchant)
+        put_payment(ddb, names.payments_table, payment)
+        sqs.send_message(
+            QueueUrl=queue_url, MessageBody=payment_created(payment).to_json().decode()
         )
-        sqs.send_message(QueueUrl=queue_url, MessageBody=event.to_json().decode())
-        return payment_id
+        return payment["payment_id"]
 
     def decided(payment_id: str) -> tuple[str, list[str]] | None:
         item = ddb.get_item(

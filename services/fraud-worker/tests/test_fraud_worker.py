@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import time
-import urllib.error
-import urllib.request
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -14,13 +11,22 @@ import orjson
 import pytest
 import redis
 
-from pulse.channels import ALERTS, ChannelKeys
+from pulse.channels import ALERTS
 from pulse.clients import aws_client
-from pulse.events import FRAUD_DECISION, PAYMENT_CREATED, new_event, stable_event_id
-from pulse.payments import payment_from_item
+from pulse.events import FRAUD_DECISION
 from pulse.settings import PulseSettings
 from pulse.topology import TopologyOutputs
-from pulse_dev.testing import ServiceProcess, free_port, queue_depth, stream_entries, until
+from pulse_dev.testing import (
+    ServiceProcess,
+    channel_history,
+    free_port,
+    payment_created,
+    pending_payment,
+    put_payment,
+    queue_depth,
+    readyz,
+    until,
+)
 
 TRACEPARENT = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
 
@@ -35,34 +41,12 @@ class Stack:
     dlq_url: str
     process: ServiceProcess
 
-    def put_pending(self, amount: str, account_id: str = "acct-1") -> dict[str, Any]:
-        payment_id = str(uuid.uuid4())
-        item = {
-            "payment_id": {"S": payment_id},
-            "account_id": {"S": account_id},
-            "amount": {"S": amount},
-            "currency": {"S": "EUR"},
-            "merchant_id": {"S": "m-1"},
-            "status": {"S": "PENDING"},
-            "created_at": {"S": "2025-01-01T00:00:00.000Z"},
-            "updated_at": {"S": "2025-01-01T00:00:00.000Z"},
-            "request_hash": {"S": "h"},
-            "traceparent": {"S": TRACEPARENT},
-        }
-        self.ddb.put_item(TableName=self.settings.names.payments_table, Item=item)
-        return item
+    def put_pending(self, amount: str, account_id: str = "acct-1") -> dict[str, str]:
+        payment = pending_payment(account_id=account_id, amount=amount, traceparent=TRACEPARENT)
+        return put_payment(self.ddb, self.settings.names.payments_table, payment)
 
-    def send_created(self, item: dict[str, Any]) -> bytes:
-        plain = {k: next(iter(v.values())) for k, v in item.items()}
-        event = new_event(
-            id=stable_event_id("record", plain["payment_id"]),
-            type=PAYMENT_CREATED,
-            source="/pulse/stream-processor",
-            subject=plain["payment_id"],
-            traceparent=TRACEPARENT,
-            data=payment_from_item(plain),
-        )
-        body = event.to_json()
+    def send_created(self, payment: dict[str, str]) -> bytes:
+        body = payment_created(payment).to_json()
         self.sqs.send_message(QueueUrl=self.queue_url, MessageBody=body.decode())
         return body
 
@@ -76,19 +60,10 @@ class Stack:
         )
 
     def alerts(self) -> list[dict[str, Any]]:
-        key = ChannelKeys(self.settings.redis_prefix).history(ALERTS)
-        return [orjson.loads(fields[b"e"]) for _, fields in stream_entries(self.redis.xrange(key))]
+        return channel_history(self.redis, self.settings.redis_prefix, ALERTS)
 
     def depth(self, url: str) -> int:
         return queue_depth(self.sqs, url)
-
-
-def _readyz(port: int) -> Any:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=5) as resp:
-            return orjson.loads(resp.read())
-    except urllib.error.URLError:
-        return None
 
 
 @pytest.fixture
@@ -105,7 +80,7 @@ def stack(
         PULSE_SQS_WAIT_TIME_SECONDS="1",
         PULSE_SQS_MAX_BACKOFF_SECONDS="1",
     ).start(wait_port=port)
-    ready = until(lambda: _readyz(port))
+    ready = until(lambda: readyz(port))
     assert set(ready["checks"]) == {"dynamodb", "redis", "sqs"}
     names = stack_settings.names
     client = redis.Redis.from_url(redis_url)
@@ -127,7 +102,7 @@ def test_small_payment_is_approved_and_a_huge_one_declined_once(stack: Stack) ->
     stack.send_created(small)
     huge_body = stack.send_created(huge)
 
-    small_id, huge_id = small["payment_id"]["S"], huge["payment_id"]["S"]
+    small_id, huge_id = small["payment_id"], huge["payment_id"]
     until(lambda: stack.item(small_id)["status"]["S"] != "PENDING")
     until(lambda: stack.item(huge_id)["status"]["S"] != "PENDING")
     approved, declined = stack.item(small_id), stack.item(huge_id)

@@ -17,7 +17,7 @@ import pytest
 from pulse.auth import issue_token
 from pulse.settings import DEV_JWT_SECRET
 from pulse.topology import TopologyOutputs
-from pulse_dev.testing import free_port
+from pulse_dev.testing import assert_metrics_on_ops_port_only, free_port, status_and_text
 
 BODY = {"account_id": "acct-ops", "amount": "3.00", "currency": "EUR", "merchant_id": "m-1"}
 
@@ -26,11 +26,6 @@ BODY = {"account_id": "acct-ops", "amount": "3.00", "currency": "EUR", "merchant
 async def http() -> AsyncIterator[aiohttp.ClientSession]:
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=15)) as session:
         yield session
-
-
-async def _get(http: aiohttp.ClientSession, url: str) -> tuple[int, str]:
-    async with http.get(url) as resp:
-        return resp.status, await resp.text()
 
 
 async def test_metrics_only_on_the_ops_port_health_on_both(
@@ -47,19 +42,9 @@ async def test_metrics_only_on_the_ops_port_health_on_both(
     async with http.post(f"{api}/v1/payments", json=BODY, headers=headers) as resp:
         assert resp.status == 201, await resp.text()
 
-    status, text = await _get(http, f"{ops}/metrics")
-    assert status == 200
-    assert 'pulse_payments_created_total{outcome="created"} 1.0' in text
-    assert "pulse_build_info" in text
-
-    status, text = await _get(http, f"{api}/metrics")
-    assert status == 404
-    assert "pulse_" not in text
-
-    for base in (api, ops):
-        assert (await _get(http, f"{base}/healthz"))[0] == 200
-        status, text = await _get(http, f"{base}/readyz")
-        assert status == 200, text
+    metrics = await assert_metrics_on_ops_port_only(http, api, ops)
+    assert 'pulse_payments_created_total{outcome="created"} 1.0' in metrics
+    assert "pulse_build_info" in metrics
 
     # the API itself is not on the ops port
     async with http.post(f"{ops}/v1/payments", json=BODY) as resp:
@@ -74,7 +59,7 @@ async def test_an_ops_port_equal_to_the_api_port_keeps_one_port(
     proc = service_process("ingest", PULSE_HTTP_PORT=str(port), PULSE_OPS_PORT=str(port)).start(
         wait_port=port
     )
-    status, text = await _get(http, f"http://127.0.0.1:{port}/metrics")
+    status, text = await status_and_text(http, f"http://127.0.0.1:{port}/metrics")
     assert status == 200
     assert "pulse_build_info" in text
     assert proc.stop() == 0

@@ -26,21 +26,20 @@ from yarl import URL
 
 from pulse.channels import ChannelKeys, account_channel
 from pulse.clients import aws_client
-from pulse.events import NOTIFICATION, PAYMENT_UPDATED, new_event, stable_event_id
+from pulse.events import NOTIFICATION, stable_event_id
 from pulse.settings import PulseSettings
 from pulse.topology import TopologyOutputs
-from pulse_dev.testing import free_port, queue_depth, stream_entries, until
+from pulse_dev.testing import (
+    FAST_REDELIVERY_ENV,
+    channel_history,
+    free_port,
+    payment_updated,
+    queue_depth,
+    until,
+    updated_payment,
+)
 
 pytestmark = pytest.mark.timeout(90)
-
-# Short timeouts so the redelivery comes within seconds: visibility 2 s, lease 1.5 s.
-FAST = {
-    "PULSE_SQS_WAIT_TIME_SECONDS": "1",
-    "PULSE_SQS_VISIBILITY_TIMEOUT": "2",
-    "PULSE_SQS_HEARTBEAT_SECONDS": "0.5",
-    "PULSE_SQS_MAX_BACKOFF_SECONDS": "1",
-    "PULSE_IDEMPOTENCY_LEASE_SECONDS": "1.5",
-}
 
 
 class StallingRedisProxy:
@@ -137,20 +136,8 @@ def test_a_worker_killed_inside_the_handler_is_replaced_and_notifies_once(
     channel = account_channel(account)
     keys = ChannelKeys(stack_settings.redis_prefix)
     history_key = keys.history(channel)
-    event = new_event(
-        id=f"ev-crash-{forward}",
-        type=PAYMENT_UPDATED,
-        source="/pulse/stream-processor",
-        subject="p-crash",
-        data={
-            "payment_id": "p-crash",
-            "account_id": account,
-            "amount": "12.50",
-            "currency": "EUR",
-            "merchant_id": "m-1",
-            "status": "APPROVED",
-            "old_status": "PENDING",
-        },
+    event = payment_updated(
+        updated_payment(account_id=account, payment_id="p-crash"), event_id=f"ev-crash-{forward}"
     )
     guard_key = f"{stack_settings.redis_prefix}idem:notify:{event.id}"
     sqs = aws_client("sqs", stack_settings)
@@ -166,7 +153,7 @@ def test_a_worker_killed_inside_the_handler_is_replaced_and_notifies_once(
             "notify_worker",
             REDIS_URL=str(upstream.with_port(proxy.port)),
             PULSE_HTTP_PORT=str(port),
-            **FAST,
+            **FAST_REDELIVERY_ENV,
         ).start(wait_port=port)
         sqs.send_message(QueueUrl=queue_url, MessageBody=event.to_json().decode())
         assert proxy.stalled.wait(30), first.logs()[-3000:]
@@ -178,14 +165,14 @@ def test_a_worker_killed_inside_the_handler_is_replaced_and_notifies_once(
         proxy.close()
 
     port = free_port()
-    second = service_process("notify_worker", PULSE_HTTP_PORT=str(port), **FAST)
+    second = service_process("notify_worker", PULSE_HTTP_PORT=str(port), **FAST_REDELIVERY_ENV)
     second.log_path = second.log_path.with_name("notify_worker-2.log")
     second.start(wait_port=port)
     until(lambda: redis_client.hget(guard_key, "state") == b"completed")
 
     until(lambda: queue_depth(sqs, queue_url) == 0)
     time.sleep(2.5)  # longer than the visibility timeout: no late redelivery adds anything
-    entries = [orjson.loads(f[b"e"]) for _, f in stream_entries(redis_client.xrange(history_key))]
+    entries = channel_history(redis_client, stack_settings.redis_prefix, channel)
     assert [(e["type"], e["id"]) for e in entries] == [
         (NOTIFICATION, stable_event_id(event.id, "notification"))
     ]

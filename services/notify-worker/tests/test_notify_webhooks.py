@@ -16,10 +16,19 @@ from click.testing import CliRunner
 from notify_worker.webhooks import sign
 from pulse.cli import main as pulse_cli
 from pulse.clients import aws_client
-from pulse.events import PAYMENT_UPDATED, new_event, stable_event_id
+from pulse.events import stable_event_id
 from pulse.settings import PulseSettings
 from pulse.topology import TopologyOutputs, WebhookNames
-from pulse_dev.testing import ServiceProcess, eventually, free_port
+from pulse_dev.testing import (
+    FAST_REDELIVERY_ENV,
+    ServiceProcess,
+    eventually,
+    free_port,
+    payment_updated,
+    queue_depth,
+    serving,
+    updated_payment,
+)
 
 
 @dataclass
@@ -61,25 +70,18 @@ class Receiver:
 
 
 def _updated(event_id: str, account_id: str, status: str) -> str:
-    return (
-        new_event(
-            id=event_id,
-            type=PAYMENT_UPDATED,
-            source="/pulse/stream-processor",
-            subject=f"p-{event_id}",
-            data={
-                "payment_id": f"p-{event_id}",
-                "account_id": account_id,
-                "amount": "12.50",
-                "currency": "EUR",
-                "merchant_id": "m-1",
-                "status": status,
-                "old_status": "PENDING",
-            },
-        )
-        .to_json()
-        .decode()
+    data = updated_payment(account_id=account_id, status=status, payment_id=f"p-{event_id}")
+    return payment_updated(data, event_id=event_id).to_json().decode()
+
+
+def _start_worker(service_process: Any, **env: str) -> ServiceProcess:
+    """A notify worker that waits at most a second on an empty queue, up and listening."""
+    port = free_port()
+    settings = {"PULSE_SQS_WAIT_TIME_SECONDS": "1", **env}
+    process: ServiceProcess = service_process(
+        "notify_worker", PULSE_HTTP_PORT=str(port), **settings
     )
+    return process.start(wait_port=port)
 
 
 def _add_endpoint(env: dict[str, str], account: str, url: str) -> tuple[str, str]:
@@ -96,12 +98,8 @@ async def receiver() -> Any:
     state = Receiver()
     app = web.Application()
     app.router.add_post("/hooks/{name}", state.handle)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    port = free_port()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-    yield state, f"http://127.0.0.1:{port}/hooks"
-    await runner.cleanup()
+    async with serving(app) as base:
+        yield state, f"{base}/hooks"
 
 
 async def test_signed_deliveries_in_order_per_endpoint_with_retries_and_a_dlq(
@@ -126,13 +124,7 @@ async def test_signed_deliveries_in_order_per_endpoint_with_retries_and_a_dlq(
     ]
     hooks.script = {"flaky": [500, 500], "gone": [410]}
 
-    port = free_port()
-    worker: ServiceProcess = service_process(
-        "notify_worker",
-        PULSE_HTTP_PORT=str(port),
-        PULSE_SQS_WAIT_TIME_SECONDS="1",
-        PULSE_SQS_MAX_BACKOFF_SECONDS="1",
-    ).start(wait_port=port)
+    worker = _start_worker(service_process, PULSE_SQS_MAX_BACKOFF_SECONDS="1")
     notify_url = topology.queue_urls[stack_settings.names.notify_queue]
     ids = [stable_event_id(f"ev-{i}", "notification") for i in range(3)]
     for i in range(3):  # one at a time, so the deliveries are queued in this order
@@ -178,13 +170,7 @@ async def test_an_endpoint_is_sent_no_more_than_its_rate(
 ) -> None:
     hooks, base = receiver
     _endpoint, hooks.secrets["busy"] = _add_endpoint(stack_env, "acct-r", f"{base}/busy")
-    port = free_port()
-    worker: ServiceProcess = service_process(
-        "notify_worker",
-        PULSE_HTTP_PORT=str(port),
-        PULSE_SQS_WAIT_TIME_SECONDS="1",
-        PULSE_WEBHOOK_RATE_PER_SECOND="1",
-    ).start(wait_port=port)
+    worker = _start_worker(service_process, PULSE_WEBHOOK_RATE_PER_SECOND="1")
     sqs = aws_client("sqs", stack_settings)
     notify_url = topology.queue_urls[stack_settings.names.notify_queue]
     sqs.send_message_batch(
@@ -228,49 +214,30 @@ async def test_a_worker_killed_mid_delivery_is_replaced_and_the_webhook_id_repea
 
     app = web.Application()
     app.router.add_post("/hook", slow_first)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    port = free_port()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-    try:
-        _add_endpoint(stack_env, "acct-k", f"http://127.0.0.1:{port}/hook")
-        fast = {
-            "PULSE_SQS_WAIT_TIME_SECONDS": "1",
-            "PULSE_SQS_VISIBILITY_TIMEOUT": "2",
-            "PULSE_SQS_HEARTBEAT_SECONDS": "0.5",
-            "PULSE_IDEMPOTENCY_LEASE_SECONDS": "1.5",
-        }
-        ops = free_port()
-        first = service_process("notify_worker", PULSE_HTTP_PORT=str(ops), **fast)
-        first.start(wait_port=ops)
-        sqs = aws_client("sqs", stack_settings)
-        sqs.send_message(
-            QueueUrl=topology.queue_urls[stack_settings.names.notify_queue],
-            MessageBody=_updated("ev-k", "acct-k", "APPROVED"),
-        )
-        await asyncio.wait_for(first_arrived.wait(), 20)
-        first.kill()
+    async with serving(app) as base:
+        try:
+            _add_endpoint(stack_env, "acct-k", f"{base}/hook")
+            first = _start_worker(service_process, **FAST_REDELIVERY_ENV)
+            sqs = aws_client("sqs", stack_settings)
+            sqs.send_message(
+                QueueUrl=topology.queue_urls[stack_settings.names.notify_queue],
+                MessageBody=_updated("ev-k", "acct-k", "APPROVED"),
+            )
+            await asyncio.wait_for(first_arrived.wait(), 20)
+            first.kill()
 
-        ops = free_port()
-        second = service_process("notify_worker", PULSE_HTTP_PORT=str(ops), **fast)
-        second.start(wait_port=ops)
-        await eventually(lambda: len(hits) == 2)
-        notification_id = stable_event_id("ev-k", "notification")
-        # The same webhook-id again: a receiver that drops duplicates applies it once.
-        assert hits == [notification_id, notification_id]
-        client = redis.Redis.from_url(redis_url)
-        key = ChannelKeys(stack_settings.redis_prefix).history(account_channel("acct-k"))
-        assert client.xlen(key) == 1  # and the account was notified once
-        client.close()
-        hooks = WebhookNames.from_prefix(stack_settings.resource_prefix)
-        await asyncio.sleep(0.5)
-        attrs = sqs.get_queue_attributes(
-            QueueUrl=topology.queue_urls[hooks.queue],
-            AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
-        )["Attributes"]
-        assert attrs["ApproximateNumberOfMessages"] == "0"
-        assert attrs["ApproximateNumberOfMessagesNotVisible"] == "0"
-        assert second.stop() == 0
-    finally:
-        release.set()
-        await runner.cleanup()
+            second = _start_worker(service_process, **FAST_REDELIVERY_ENV)
+            await eventually(lambda: len(hits) == 2)
+            notification_id = stable_event_id("ev-k", "notification")
+            # The same webhook-id again: a receiver that drops duplicates applies it once.
+            assert hits == [notification_id, notification_id]
+            client = redis.Redis.from_url(redis_url)
+            key = ChannelKeys(stack_settings.redis_prefix).history(account_channel("acct-k"))
+            assert client.xlen(key) == 1  # and the account was notified once
+            client.close()
+            hooks = WebhookNames.from_prefix(stack_settings.resource_prefix)
+            await asyncio.sleep(0.5)
+            assert queue_depth(sqs, topology.queue_urls[hooks.queue]) == 0
+            assert second.stop() == 0
+        finally:
+            release.set()

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -12,12 +10,21 @@ import orjson
 import pytest
 import redis
 
-from pulse.channels import ChannelKeys, account_channel
+from pulse.channels import account_channel
 from pulse.clients import aws_client
-from pulse.events import NOTIFICATION, PAYMENT_UPDATED, new_event, stable_event_id
+from pulse.events import NOTIFICATION, stable_event_id
 from pulse.settings import PulseSettings
 from pulse.topology import TopologyOutputs
-from pulse_dev.testing import ServiceProcess, free_port, queue_depth, stream_entries, until
+from pulse_dev.testing import (
+    ServiceProcess,
+    channel_history,
+    free_port,
+    payment_updated,
+    queue_depth,
+    readyz,
+    until,
+    updated_payment,
+)
 
 TRACEPARENT = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
 
@@ -32,49 +39,25 @@ def worker(
     process = service_process(
         "notify_worker", PULSE_HTTP_PORT=str(port), PULSE_SQS_WAIT_TIME_SECONDS="1"
     ).start(wait_port=port)
-    ready = until(lambda: _readyz(port))
+    ready = until(lambda: readyz(port))
     assert set(ready["checks"]) == {"redis", "sqs", "sqs_webhooks"}
     return process
-
-
-def _readyz(port: int) -> Any:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=5) as resp:
-            return orjson.loads(resp.read())
-    except urllib.error.URLError:
-        return None
 
 
 @pytest.fixture
 def history(stack_settings: PulseSettings, redis_url: str) -> Iterator[Callable[[str], list[Any]]]:
     client = redis.Redis.from_url(redis_url)
-    keys = ChannelKeys(stack_settings.redis_prefix)
 
     def read(channel: str) -> list[Any]:
-        entries = stream_entries(client.xrange(keys.history(channel)))
-        return [orjson.loads(f[b"e"]) for _, f in entries]
+        return channel_history(client, stack_settings.redis_prefix, channel)
 
     yield read
     client.close()
 
 
 def _updated(event_id: str, account_id: str, old_status: str, status: str) -> bytes:
-    return new_event(
-        id=event_id,
-        type=PAYMENT_UPDATED,
-        source="/pulse/stream-processor",
-        subject="p-1",
-        traceparent=TRACEPARENT,
-        data={
-            "payment_id": "p-1",
-            "account_id": account_id,
-            "amount": "12.50",
-            "currency": "EUR",
-            "merchant_id": "m-1",
-            "status": status,
-            "old_status": old_status,
-        },
-    ).to_json()
+    data = updated_payment(account_id=account_id, status=status, old_status=old_status)
+    return payment_updated(data, event_id=event_id, traceparent=TRACEPARENT).to_json()
 
 
 def test_a_status_change_notifies_the_account_once(

@@ -9,6 +9,7 @@ import pytest
 from aiohttp import web
 
 from pulse.errors import PermanentError, RetryableError
+from pulse_dev.testing import serving
 from pulse_operator.kube import InClusterConfigMaps, config_map_body
 
 if TYPE_CHECKING:
@@ -39,13 +40,8 @@ async def api() -> AsyncIterator[tuple[ApiServer, str]]:
     server = ApiServer()
     app = web.Application()
     app.router.add_route("*", "/{tail:.*}", server.handle)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = runner.addresses[0][1]
-    yield server, f"http://127.0.0.1:{port}"
-    await runner.cleanup()
+    async with serving(app) as url:
+        yield server, url
 
 
 async def test_apply_is_a_server_side_apply_patch(

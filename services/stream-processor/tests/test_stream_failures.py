@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -15,13 +14,13 @@ import pytest
 import redis
 from prometheus_client import REGISTRY
 
-from pulse.channels import ChannelKeys, ChannelPublisher
+from pulse.channels import ChannelPublisher
 from pulse.clients import aws_client, redis_client
 from pulse.errors import RetryableError
 from pulse.events import stable_event_id
 from pulse.settings import PulseSettings
 from pulse.topology import TopologyOutputs
-from pulse_dev.testing import free_port, stream_entries
+from pulse_dev.testing import channel_history, free_port, pending_payment, put_payment
 from stream_processor.effects import AuditTrail, BatchEffects, ProcessedEvent, TopicPublisher
 from stream_processor.failures import MAX_BODY_BYTES, FailureQueue, failure_message
 from stream_processor.leases import LeaseTable
@@ -84,22 +83,8 @@ def test_a_record_too_large_for_sqs_keeps_its_keys_but_not_its_images() -> None:
 
 
 def _put(ddb: Any, settings: PulseSettings, amount: str = "5.00") -> str:
-    payment_id = f"pay_{uuid.uuid4().hex}"
-    ddb.put_item(
-        TableName=settings.names.payments_table,
-        Item={
-            "payment_id": {"S": payment_id},
-            "account_id": {"S": "acct-f"},
-            "amount": {"S": amount},
-            "currency": {"S": "EUR"},
-            "merchant_id": {"S": "m-1"},
-            "status": {"S": "PENDING"},
-            "created_at": {"S": "2026-01-01T12:00:00.000Z"},
-            "updated_at": {"S": "2026-01-01T12:00:00.000Z"},
-            "request_hash": {"S": "h" * 64},
-        },
-    )
-    return payment_id
+    payment = pending_payment(account_id="acct-f", amount=amount)
+    return put_payment(ddb, settings.names.payments_table, payment)["payment_id"]
 
 
 def _failures(sqs: Any, settings: PulseSettings, want: int, timeout: float = 20.0) -> list[Any]:
@@ -116,8 +101,7 @@ def _failures(sqs: Any, settings: PulseSettings, want: int, timeout: float = 20.
 
 
 def _history(client: redis.Redis, settings: PulseSettings) -> list[str]:
-    entries = stream_entries(client.xrange(ChannelKeys(settings.redis_prefix).history("payments")))
-    return [orjson.loads(fields[b"e"])["subject"] for _offset, fields in entries]
+    return [e["subject"] for e in channel_history(client, settings.redis_prefix, "payments")]
 
 
 def _wait(condition: Callable[[], bool], timeout: float = 20.0) -> None:

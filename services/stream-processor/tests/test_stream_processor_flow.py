@@ -10,8 +10,8 @@ from __future__ import annotations
 import asyncio
 import time
 import urllib.request
-import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,7 +25,14 @@ from pulse.clients import aws_client, redis_client
 from pulse.errors import RetryableError
 from pulse.settings import PulseSettings
 from pulse.topology import TopologyOutputs
-from pulse_dev.testing import ServiceProcess, eventually, free_port, stream_entries
+from pulse_dev.testing import (
+    ServiceProcess,
+    channel_history,
+    eventually,
+    free_port,
+    pending_payment,
+    put_payment,
+)
 from stream_processor.effects import AuditTrail, BatchEffects, ProcessedEvent, TopicPublisher
 from stream_processor.leases import LeaseTable
 from stream_processor.processor import StreamProcessor
@@ -33,7 +40,12 @@ from stream_processor.settings import StreamProcessorSettings
 
 pytestmark = pytest.mark.timeout(90)
 
+# The real effects of a batch with the given topic (processor_effects), for the tests that
+# run the processor in process (_running) to break and mend its dependencies.
+RealEffects = Callable[[StreamProcessorSettings, TopicPublisher], BatchEffects]
+
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
+TRACEPARENT = f"00-{TRACE_ID}-00f067aa0ba902b7-01"
 
 
 @dataclass
@@ -47,29 +59,11 @@ class Stack:
     start_processor: Callable[[], tuple[ServiceProcess, int]]
 
     def put_payment(self, account_id: str, amount: str = "12.50") -> str:
-        payment_id = f"pay_{uuid.uuid4().hex}"
-        now = "2026-01-01T12:00:00.000Z"
-        self.ddb.put_item(
-            TableName=self.settings.names.payments_table,
-            Item={
-                "payment_id": {"S": payment_id},
-                "account_id": {"S": account_id},
-                "amount": {"S": amount},
-                "currency": {"S": "EUR"},
-                "merchant_id": {"S": "m-1"},
-                "status": {"S": "PENDING"},
-                "created_at": {"S": now},
-                "updated_at": {"S": now},
-                "request_hash": {"S": "h" * 64},
-                "traceparent": {"S": f"00-{TRACE_ID}-00f067aa0ba902b7-01"},
-            },
-            ConditionExpression="attribute_not_exists(payment_id)",
-        )
-        return payment_id
+        payment = pending_payment(account_id=account_id, amount=amount, traceparent=TRACEPARENT)
+        return put_payment(self.ddb, self.settings.names.payments_table, payment)["payment_id"]
 
     def history(self, channel: str) -> list[dict[str, Any]]:
-        entries = stream_entries(self.redis.xrange(self.keys.history(channel)))
-        return [orjson.loads(fields[b"e"]) for _offset, fields in entries]
+        return channel_history(self.redis, self.settings.redis_prefix, channel)
 
     def wait_history(self, channel: str, count: int, timeout: float = 20.0) -> list[dict[str, Any]]:
         deadline = time.monotonic() + timeout
@@ -254,12 +248,53 @@ def test_restart_resumes_from_the_checkpoint(stack: Stack) -> None:
     assert stack.checkpoint() > checkpoint
 
 
+@pytest.fixture
+async def processor_effects(
+    stack_settings: PulseSettings,
+) -> AsyncIterator[RealEffects]:
+    """The real effects of a batch: SNS through the given topic publisher, the channels in
+    the test's Redis, audit rows kept for a day."""
+    redis = redis_client(stack_settings)
+
+    def effects(settings: StreamProcessorSettings, topic: TopicPublisher) -> BatchEffects:
+        return BatchEffects(
+            topic,
+            ChannelPublisher(redis, settings.redis_prefix),
+            AuditTrail(aws_client("dynamodb", settings), settings.names.events_table, ttl_days=1),
+        )
+
+    yield effects
+    await redis.aclose()
+
+
+@asynccontextmanager
+async def _running(settings: StreamProcessorSettings, effects: BatchEffects) -> AsyncIterator[None]:
+    """A processor with these settings and effects runs while the block runs; then it is
+    stopped and its batches in flight are waited for."""
+    ddb = aws_client("dynamodb", settings)
+    stopping = asyncio.Event()
+    processor = StreamProcessor(
+        settings,
+        ddb=ddb,
+        streams=aws_client("dynamodbstreams", settings),
+        leases=LeaseTable(ddb, settings.names.leases_table, settings.worker_id),
+        effects=effects,
+        stopping=stopping,
+    )
+    task = asyncio.create_task(processor.run())
+    try:
+        yield
+    finally:
+        stopping.set()
+        await asyncio.wait_for(task, 15)
+
+
 def _batch_failures() -> float:
     return REGISTRY.get_sample_value("pulse_stream_failures_total", {"reason": "batch"}) or 0.0
 
 
 async def test_a_failed_publish_moves_no_checkpoint_and_the_batch_is_retried(
-    stack: Stack,
+    stack: Stack, processor_effects: RealEffects
 ) -> None:
     """In process, so the topic can be broken and then repaired while the processor runs."""
     settings = StreamProcessorSettings(
@@ -269,31 +304,14 @@ async def test_a_failed_publish_moves_no_checkpoint_and_the_batch_is_retried(
         worker_id="test-worker",
     )
     names = settings.names
-    ddb = aws_client("dynamodb", settings)
-    redis_async = redis_client(settings)
     topic = TopicPublisher(
         aws_client("sns", settings), f"{stack.topology.topic_arn}-gone", max_attempts=2
     )
-    effects = BatchEffects(
-        topic,
-        ChannelPublisher(redis_async, settings.redis_prefix),
-        AuditTrail(ddb, names.events_table, ttl_days=1),
-    )
-    stopping = asyncio.Event()
-    processor = StreamProcessor(
-        settings,
-        ddb=ddb,
-        streams=aws_client("dynamodbstreams", settings),
-        leases=LeaseTable(ddb, names.leases_table, settings.worker_id),
-        effects=effects,
-        stopping=stopping,
-    )
     payment_ids = [stack.put_payment(f"acct-{i}") for i in range(3)]
     failures_before = _batch_failures()
-    task = asyncio.create_task(processor.run())
-    try:
+    async with _running(settings, processor_effects(settings, topic)):
         await eventually(lambda: _batch_failures() >= failures_before + 2, timeout=15.0)
-        leases = ddb.scan(TableName=names.leases_table, ConsistentRead=True)["Items"]
+        leases = stack.ddb.scan(TableName=names.leases_table, ConsistentRead=True)["Items"]
         assert [lease.get("checkpoint") for lease in leases] == [None]
         assert leases[0]["leaseOwner"]["S"] == "test-worker"
         # The hot path ran before SNS failed; every retry of the batch applied it again,
@@ -302,10 +320,6 @@ async def test_a_failed_publish_moves_no_checkpoint_and_the_batch_is_retried(
 
         topic.topic_arn = stack.topology.topic_arn  # the dependency recovers
         await eventually(lambda: stack.checkpoint_or_none() is not None, timeout=15.0)
-    finally:
-        stopping.set()
-        await asyncio.wait_for(task, 15)
-        await redis_async.aclose()
     assert [e["subject"] for e in stack.history("payments")] == payment_ids
     fraud = stack.drain(names.fraud_queue, want=3)
     assert sorted(e["subject"] for e in fraud) == sorted(payment_ids)
@@ -334,7 +348,7 @@ class HeldBack(BatchEffects):
 
 
 async def test_live_events_do_not_wait_for_a_slow_topic_and_checkpoints_stay_in_order(
-    stack: Stack,
+    stack: Stack, processor_effects: RealEffects
 ) -> None:
     """Batches of two, at most two in flight: while the first batch's SNS write hangs, the
     second is published live but nothing is checkpointed and the third is not read; when
@@ -347,33 +361,14 @@ async def test_live_events_do_not_wait_for_a_slow_topic_and_checkpoints_stay_in_
         max_retry_delay_seconds=0.05,
         worker_id="pipelined-worker",
     )
-    names = settings.names
-    ddb = aws_client("dynamodb", settings)
-    redis_async = redis_client(settings)
     payment_ids = [stack.put_payment(f"acct-{i}") for i in range(6)]
-    effects = HeldBack(
-        BatchEffects(
-            TopicPublisher(aws_client("sns", settings), stack.topology.topic_arn),
-            ChannelPublisher(redis_async, settings.redis_prefix),
-            AuditTrail(ddb, names.events_table, ttl_days=1),
-        ),
-        slow=payment_ids[0],
-    )
-    stopping = asyncio.Event()
-    processor = StreamProcessor(
-        settings,
-        ddb=ddb,
-        streams=aws_client("dynamodbstreams", settings),
-        leases=LeaseTable(ddb, names.leases_table, settings.worker_id),
-        effects=effects,
-        stopping=stopping,
-    )
+    topic = TopicPublisher(aws_client("sns", settings), stack.topology.topic_arn)
+    effects = HeldBack(processor_effects(settings, topic), slow=payment_ids[0])
 
     def subjects() -> list[str]:
         return [e["subject"] for e in stack.history("payments")]
 
-    task = asyncio.create_task(processor.run())
-    try:
+    async with _running(settings, effects):
         await eventually(lambda: len(subjects()) >= 4, timeout=15.0)
         await asyncio.sleep(0.5)  # time enough for a third batch, were it read
         assert subjects() == payment_ids[:4]
@@ -383,13 +378,9 @@ async def test_live_events_do_not_wait_for_a_slow_topic_and_checkpoints_stay_in_
         await eventually(lambda: len(subjects()) >= 6, timeout=15.0)
         last = _last_sequence_number(stack)
         await eventually(lambda: stack.checkpoint_or_none() == last, timeout=15.0)
-    finally:
-        stopping.set()
-        await asyncio.wait_for(task, 15)
-        await redis_async.aclose()
     assert effects.failed
     assert subjects() == payment_ids
-    fraud = stack.drain(names.fraud_queue, want=6)
+    fraud = stack.drain(settings.names.fraud_queue, want=6)
     assert {e["subject"] for e in fraud} == set(payment_ids)  # at least once
 
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import time
 import urllib.request
-import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -24,7 +23,13 @@ from pulse.channels import ChannelKeys
 from pulse.clients import aws_client
 from pulse.settings import PulseSettings
 from pulse.topology import TopologyOutputs
-from pulse_dev.testing import ServiceProcess, free_port, stream_entries
+from pulse_dev.testing import (
+    ServiceProcess,
+    channel_history,
+    free_port,
+    pending_payment,
+    put_payment,
+)
 from stream_processor.leases import Lease, LeaseLostError, LeaseTable
 from stream_processor.lineage import Shard
 from stream_processor.stats import StatsKeys
@@ -61,28 +66,11 @@ class Replicas:
         ).start(wait_port=port)
 
     def put_payment(self, account_id: str, amount: str = "3.10", currency: str = "EUR") -> str:
-        payment_id = f"pay_{uuid.uuid4().hex}"
-        now = "2026-01-01T12:00:00.000Z"
-        self.ddb.put_item(
-            TableName=self.settings.names.payments_table,
-            Item={
-                "payment_id": {"S": payment_id},
-                "account_id": {"S": account_id},
-                "amount": {"S": amount},
-                "currency": {"S": currency},
-                "merchant_id": {"S": "m-1"},
-                "status": {"S": "PENDING"},
-                "created_at": {"S": now},
-                "updated_at": {"S": now},
-                "request_hash": {"S": "h" * 64},
-            },
-        )
-        return payment_id
+        payment = pending_payment(account_id=account_id, amount=amount, currency=currency)
+        return put_payment(self.ddb, self.settings.names.payments_table, payment)["payment_id"]
 
     def history(self, channel: str) -> list[dict[str, Any]]:
-        key = ChannelKeys(self.settings.redis_prefix).history(channel)
-        entries = stream_entries(self.redis.xrange(key))
-        return [orjson.loads(fields[b"e"]) for _offset, fields in entries]
+        return channel_history(self.redis, self.settings.redis_prefix, channel)
 
     def wait_history(self, count: int, timeout: float = 30.0) -> list[dict[str, Any]]:
         deadline = time.monotonic() + timeout

@@ -2,13 +2,9 @@
 
 from __future__ import annotations
 
-import asyncio
 import uuid
-from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
 
-import orjson
 import pytest
 import redis.asyncio as aioredis
 from websockets.asyncio.client import ClientConnection, connect
@@ -16,7 +12,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from pulse.channels import ChannelPublisher
 from pulse.events import PAYMENT_CREATED, CloudEvent, new_event
 from pulse_dev.emulators import start_redis, stop_process
-from pulse_dev.testing import GatewayFactory, RunningGateway, free_port
+from pulse_dev.testing import GatewayFactory, RunningGateway, free_port, next_frame, send_frame
 
 SECRET = "ws-gateway-delivery-secret-0123456789abcdef"
 pytestmark = pytest.mark.timeout(90)
@@ -38,22 +34,6 @@ def prefix(two_gateways: tuple[RunningGateway, RunningGateway]) -> str:
     return two_gateways[0].prefix
 
 
-@pytest.fixture
-async def redis(redis_url: str) -> AsyncIterator[aioredis.Redis]:
-    client = aioredis.Redis.from_url(redis_url)
-    yield client
-    await client.aclose()
-
-
-async def _recv(ws: ClientConnection, timeout: float = 5.0) -> dict[str, Any]:
-    return dict(orjson.loads(await asyncio.wait_for(ws.recv(), timeout)))
-
-
-async def _send(ws: ClientConnection, **frame: Any) -> dict[str, Any]:
-    await ws.send(orjson.dumps(frame).decode())
-    return await _recv(ws)
-
-
 async def _append(publisher: ChannelPublisher, channel: str, n: int) -> CloudEvent:
     event = new_event(type=PAYMENT_CREATED, source="/tests/ws-gateway", data={"n": n})
     await publisher.append(event, [channel])
@@ -63,39 +43,39 @@ async def _append(publisher: ChannelPublisher, channel: str, n: int) -> CloudEve
 async def _event_ids(ws: ClientConnection, count: int) -> list[str]:
     ids = []
     for _ in range(count):
-        frame = await _recv(ws)
+        frame = await next_frame(ws)
         assert frame["op"] == "event", frame
         ids.append(frame["event"]["id"])
     return ids
 
 
 async def test_every_event_reaches_subscribers_of_either_process(
-    two_gateways: tuple[RunningGateway, RunningGateway], redis: aioredis.Redis, prefix: str
+    two_gateways: tuple[RunningGateway, RunningGateway], async_redis: aioredis.Redis, prefix: str
 ) -> None:
     channel = f"account:{uuid.uuid4().hex[:8]}"
-    publisher = ChannelPublisher(redis, prefix)
+    publisher = ChannelPublisher(async_redis, prefix)
     a, b = two_gateways
     async with connect(_url(a, "ops-a")) as on_a, connect(_url(b, "ops-b")) as on_b:
         for ws in (on_a, on_b):
-            assert (await _send(ws, op="subscribe", channel=channel))["op"] == "subscribed"
+            assert (await send_frame(ws, op="subscribe", channel=channel))["op"] == "subscribed"
         sent = [(await _append(publisher, channel, n)).id for n in range(20)]
         assert await _event_ids(on_a, 20) == sent
         assert await _event_ids(on_b, 20) == sent
 
 
 async def test_a_client_recovers_on_another_process_with_since_and_epoch(
-    two_gateways: tuple[RunningGateway, RunningGateway], redis: aioredis.Redis, prefix: str
+    two_gateways: tuple[RunningGateway, RunningGateway], async_redis: aioredis.Redis, prefix: str
 ) -> None:
     channel = f"account:{uuid.uuid4().hex[:8]}"
-    publisher = ChannelPublisher(redis, prefix)
+    publisher = ChannelPublisher(async_redis, prefix)
     a, b = two_gateways
     async with connect(_url(a, "ops-a")) as ws:
-        subscribed = await _send(ws, op="subscribe", channel=channel)
+        subscribed = await send_frame(ws, op="subscribe", channel=channel)
         await _append(publisher, channel, 0)
-        last = await _recv(ws)
+        last = await next_frame(ws)
     missed = [(await _append(publisher, channel, n)).id for n in range(1, 6)]
     async with connect(_url(b, "ops-b")) as ws:
-        again = await _send(
+        again = await send_frame(
             ws, op="subscribe", channel=channel, since=last["offset"], epoch=subscribed["epoch"]
         )
         assert (again["recovered"], again["epoch"]) == (True, subscribed["epoch"])
@@ -114,23 +94,23 @@ async def _kill_live_connection(redis: aioredis.Redis, prefix: str) -> int:
 
 
 async def test_events_published_while_pubsub_was_down_are_filled_from_history(
-    two_gateways: tuple[RunningGateway, RunningGateway], redis: aioredis.Redis, prefix: str
+    two_gateways: tuple[RunningGateway, RunningGateway], async_redis: aioredis.Redis, prefix: str
 ) -> None:
     channel = f"account:{uuid.uuid4().hex[:8]}"
-    publisher = ChannelPublisher(redis, prefix)
+    publisher = ChannelPublisher(async_redis, prefix)
     a, _ = two_gateways
     async with connect(_url(a, "ops-a")) as ws:
-        await _send(ws, op="subscribe", channel=channel)
+        await send_frame(ws, op="subscribe", channel=channel)
         before = (await _append(publisher, channel, 0)).id
         assert await _event_ids(ws, 1) == [before]
         # Both processes lose their pub/sub connection; these events reach no subscriber.
-        assert await _kill_live_connection(redis, prefix) == 2
+        assert await _kill_live_connection(async_redis, prefix) == 2
         during = [(await _append(publisher, channel, n)).id for n in range(1, 8)]
         # The gateway reconnects within about a second and fills the gap, in order, once.
         assert await _event_ids(ws, 7) == during
         after = (await _append(publisher, channel, 8)).id
         assert await _event_ids(ws, 1) == [after]
-        assert await _send(ws, op="ping") == {"op": "pong"}
+        assert await send_frame(ws, op="ping") == {"op": "pong"}
 
 
 async def test_a_redis_restart_tells_subscribers_their_history_is_gone(
@@ -146,16 +126,16 @@ async def test_a_redis_restart_tells_subscribers_their_history_is_gone(
     try:
         publisher = ChannelPublisher(client, "pulse:")
         async with connect(_url(gateway, "ops")) as ws:
-            subscribed = await _send(ws, op="subscribe", channel="payments")
+            subscribed = await send_frame(ws, op="subscribe", channel="payments")
             first = await _append(publisher, "payments", 0)
-            frame = await _recv(ws)
+            frame = await next_frame(ws)
             assert frame["event"]["id"] == first.id
             offset = frame["offset"]
 
             server.kill()
             server.wait()
             server = start_redis(port, tmp_path)
-            notice = await _recv(ws, timeout=15)
+            notice = await next_frame(ws, timeout=15)
             assert notice["op"] == "subscribed"
             assert notice["recovered"] is False
             assert notice["epoch"] != subscribed["epoch"]
@@ -168,7 +148,7 @@ async def test_a_redis_restart_tells_subscribers_their_history_is_gone(
         # a client coming back with the old epoch's offset is told it cannot recover, and
         # gets the new epoch's events from its start
         async with connect(_url(gateway, "ops")) as ws:
-            again = await _send(
+            again = await send_frame(
                 ws, op="subscribe", channel="payments", since=offset, epoch=subscribed["epoch"]
             )
             assert again["recovered"] is False

@@ -28,13 +28,6 @@ def gateway(module_gateways: GatewayFactory) -> RunningGateway:
 
 
 @pytest.fixture
-async def redis(redis_url: str) -> AsyncIterator[aioredis.Redis]:
-    client = aioredis.Redis.from_url(redis_url)
-    yield client
-    await client.aclose()
-
-
-@pytest.fixture
 async def http() -> AsyncIterator[aiohttp.ClientSession]:
     async with aiohttp.ClientSession() as session:
         yield session
@@ -51,12 +44,12 @@ async def _append(redis: aioredis.Redis, prefix: str, channel: str, n: int) -> C
 
 
 async def test_history_pages_forward_from_since_or_returns_the_newest(
-    gateway: RunningGateway, redis: aioredis.Redis, http: aiohttp.ClientSession
+    gateway: RunningGateway, async_redis: aioredis.Redis, http: aiohttp.ClientSession
 ) -> None:
     base, prefix = gateway.http, gateway.prefix
     account = f"acct-{uuid.uuid4().hex[:8]}"
     url = f"{base}/v1/channels/account:{account}/history"
-    sent = [await _append(redis, prefix, f"account:{account}", n) for n in range(5)]
+    sent = [await _append(async_redis, prefix, f"account:{account}", n) for n in range(5)]
 
     async with http.get(url, params={"limit": "3"}, headers=_auth(account)) as resp:
         assert resp.status == 200
@@ -122,7 +115,7 @@ class SseReader:
 
 
 async def test_sse_streams_events_and_resumes_with_last_event_id(
-    gateway: RunningGateway, redis: aioredis.Redis, http: aiohttp.ClientSession
+    gateway: RunningGateway, async_redis: aioredis.Redis, http: aiohttp.ClientSession
 ) -> None:
     base, prefix = gateway.http, gateway.prefix
     account = f"acct-{uuid.uuid4().hex[:8]}"
@@ -133,7 +126,7 @@ async def test_sse_streams_events_and_resumes_with_last_event_id(
         assert resp.headers["Content-Type"].startswith("text/event-stream")
         sse = SseReader(resp)
         assert {(await sse.next())["channel"] for _ in range(2)} == {f"account:{account}", "stats"}
-        first = await _append(redis, prefix, f"account:{account}", 0)
+        first = await _append(async_redis, prefix, f"account:{account}", 0)
         frame = await sse.next()
         assert (frame["op"], frame["event"]["id"]) == ("event", first.id)
         resume_from = sse.last_id
@@ -141,7 +134,7 @@ async def test_sse_streams_events_and_resumes_with_last_event_id(
     assert Cursor.parse(resume_from).positions[f"account:{account}"].offset is not None
 
     # disconnected: these are sent meanwhile, and must arrive once, in order, on resume
-    missed = [await _append(redis, prefix, f"account:{account}", n) for n in range(1, 4)]
+    missed = [await _append(async_redis, prefix, f"account:{account}", n) for n in range(1, 4)]
     headers = {"Last-Event-ID": resume_from}
     params = {"channels": channels, "token": token}
     async with http.get(f"{base}/sse", params=params, headers=headers) as resp:
@@ -150,12 +143,12 @@ async def test_sse_streams_events_and_resumes_with_last_event_id(
         subscribed = {f["channel"]: f for f in frames if f["op"] == "subscribed"}
         assert subscribed[f"account:{account}"]["recovered"] is True
         assert [f["event"]["id"] for f in frames if f["op"] == "event"] == [e.id for e in missed]
-        live = await _append(redis, prefix, f"account:{account}", 4)
+        live = await _append(async_redis, prefix, f"account:{account}", 4)
         assert (await sse.next())["event"]["id"] == live.id
 
 
 async def test_a_closed_sse_stream_releases_its_subscription(
-    gateway: RunningGateway, redis: aioredis.Redis, http: aiohttp.ClientSession
+    gateway: RunningGateway, async_redis: aioredis.Redis, http: aiohttp.ClientSession
 ) -> None:
     base, prefix = gateway.http, gateway.prefix
     account = f"acct-{uuid.uuid4().hex[:8]}"
@@ -163,9 +156,9 @@ async def test_a_closed_sse_stream_releases_its_subscription(
     params = {"channels": f"account:{account}", "token": issue_token(SECRET, sub=account)}
     async with http.get(f"{base}/sse", params=params) as resp:
         assert (await SseReader(resp).next())["op"] == "subscribed"
-        assert (await redis.pubsub_numsub(live_key))[0][1] == 1
+        assert (await async_redis.pubsub_numsub(live_key))[0][1] == 1
     async with asyncio.timeout(5):
-        while (await redis.pubsub_numsub(live_key))[0][1] != 0:
+        while (await async_redis.pubsub_numsub(live_key))[0][1] != 0:
             await asyncio.sleep(0.1)
 
 

@@ -10,12 +10,12 @@ from __future__ import annotations
 import aiohttp
 import orjson
 
-from pulse_dev.testing import GatewayFactory, free_port
-
-
-async def _status(http: aiohttp.ClientSession, url: str) -> tuple[int, str]:
-    async with http.get(url) as resp:
-        return resp.status, await resp.text()
+from pulse_dev.testing import (
+    GatewayFactory,
+    assert_metrics_on_ops_port_only,
+    free_port,
+    status_and_text,
+)
 
 
 async def test_gateway_metrics_only_on_the_ops_port_websockets_only_on_the_public_one(
@@ -31,18 +31,10 @@ async def test_gateway_metrics_only_on_the_ops_port_websockets_only_on_the_publi
                 await ws.send_str(orjson.dumps({"op": "ping"}).decode())
                 assert orjson.loads((await ws.receive()).data)["op"] == "pong"
 
-                status, text = await _status(http, f"{ops}/metrics")
-                assert status == 200
-                assert "pulse_ws_connections 1.0" in text
+                metrics = await assert_metrics_on_ops_port_only(http, api, ops)
+                assert "pulse_ws_connections 1.0" in metrics
 
-            status, text = await _status(http, f"{api}/metrics")
-            assert status == 404
-            assert "pulse_" not in text
-            for base in (api, ops):
-                assert (await _status(http, f"{base}/healthz"))[0] == 200
-                status, text = await _status(http, f"{base}/readyz")
-                assert status == 200, text
-            assert (await _status(http, f"{ops}/ws?token={token}"))[0] == 404
+            assert (await status_and_text(http, f"{ops}/ws?token={token}"))[0] == 404
         assert gateway.process.stop() == 0
     finally:
         gateway.kill()

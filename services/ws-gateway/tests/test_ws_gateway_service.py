@@ -6,7 +6,6 @@ import asyncio
 import contextlib
 import time
 import uuid
-from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
@@ -19,7 +18,7 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 from pulse.auth import issue_token
 from pulse.channels import AppendResult, ChannelKeys, ChannelPublisher, channel_epoch
 from pulse.events import PAYMENT_CREATED, CloudEvent, new_event
-from pulse_dev.testing import GatewayFactory, RunningGateway
+from pulse_dev.testing import GatewayFactory, RunningGateway, next_frame, send_frame
 
 SECRET = "ws-gateway-test-secret-0123456789abcdef"
 pytestmark = pytest.mark.timeout(60)
@@ -38,13 +37,6 @@ def gateway(module_gateways: GatewayFactory) -> RunningGateway:
     )
 
 
-@pytest.fixture
-async def redis(redis_url: str) -> AsyncIterator[aioredis.Redis]:
-    client = aioredis.Redis.from_url(redis_url)
-    yield client
-    await client.aclose()
-
-
 def _account() -> str:
     return f"acct-{uuid.uuid4().hex[:8]}"
 
@@ -56,19 +48,10 @@ async def _publish(
     return event, await ChannelPublisher(redis, prefix).append(event, channels)
 
 
-async def _recv(ws: ClientConnection, timeout: float = 5.0) -> dict[str, Any]:
-    return dict(orjson.loads(await asyncio.wait_for(ws.recv(), timeout)))
-
-
-async def _send(ws: ClientConnection, **frame: Any) -> dict[str, Any]:
-    await ws.send(orjson.dumps(frame).decode())
-    return await _recv(ws)
-
-
 async def _collect(ws: ClientConnection, into: list[dict[str, Any]]) -> None:
     """Append every frame to ``into`` until the connection closes."""
     while True:
-        into.append(await _recv(ws))
+        into.append(await next_frame(ws))
 
 
 async def _drain(ws: ClientConnection) -> None:
@@ -97,7 +80,7 @@ async def _numsub(redis: aioredis.Redis, key: str) -> int:
 
 
 async def test_events_reach_the_owner_and_ops_and_nobody_else(
-    gateway: RunningGateway, redis: aioredis.Redis
+    gateway: RunningGateway, async_redis: aioredis.Redis
 ) -> None:
     account = _account()
     async with (
@@ -105,8 +88,8 @@ async def test_events_reach_the_owner_and_ops_and_nobody_else(
         connect(gateway.ws_url("ops-1", ["ops"])) as ops,
         connect(gateway.ws_url("intruder")) as intruder,
     ):
-        subscribed = await _send(owner, op="subscribe", channel=f"account:{account}")
-        epoch = await channel_epoch(redis, ChannelKeys(gateway.prefix), f"account:{account}")
+        subscribed = await send_frame(owner, op="subscribe", channel=f"account:{account}")
+        epoch = await channel_epoch(async_redis, ChannelKeys(gateway.prefix), f"account:{account}")
         assert subscribed == {
             "op": "subscribed",
             "channel": f"account:{account}",
@@ -114,28 +97,29 @@ async def test_events_reach_the_owner_and_ops_and_nobody_else(
             "epoch": epoch,
             "recovered": False,
         }
-        assert (await _send(ops, op="subscribe", channel="payments"))["op"] == "subscribed"
-        refused = await _send(intruder, op="subscribe", channel=f"account:{account}")
+        assert (await send_frame(ops, op="subscribe", channel="payments"))["op"] == "subscribed"
+        refused = await send_frame(intruder, op="subscribe", channel=f"account:{account}")
         assert refused["op"] == "error"
         assert refused["code"] == "forbidden"
-        assert (await _send(intruder, op="subscribe", channel="payments"))["code"] == "forbidden"
+        refused = await send_frame(intruder, op="subscribe", channel="payments")
+        assert refused["code"] == "forbidden"
 
         event, result = await _publish(
-            redis, gateway.prefix, ["payments", f"account:{account}"], account_id=account
+            async_redis, gateway.prefix, ["payments", f"account:{account}"], account_id=account
         )
-        got = await _recv(owner)
+        got = await next_frame(owner)
         assert got == {
             "op": "event",
             "channel": f"account:{account}",
             "offset": result.offsets[f"account:{account}"],
             "event": orjson.loads(event.to_json()),
         }
-        got_ops = await _recv(ops)
+        got_ops = await next_frame(ops)
         assert got_ops["channel"] == "payments"
         assert got_ops["offset"] == result.offsets["payments"]
         assert got_ops["event"]["id"] == event.id
         # the intruder is still connected and saw no event: its next frame is the pong
-        assert await _send(intruder, op="ping") == {"op": "pong"}
+        assert await send_frame(intruder, op="ping") == {"op": "pong"}
 
 
 async def test_handshake_refuses_missing_invalid_and_expired_tokens(
@@ -158,7 +142,7 @@ async def test_handshake_refuses_missing_invalid_and_expired_tokens(
     # the token may also come as a bearer header
     token = issue_token(SECRET, sub="header-user")
     async with connect(gateway.ws, additional_headers={"Authorization": f"Bearer {token}"}) as ws:
-        assert await _send(ws, op="ping") == {"op": "pong"}
+        assert await send_frame(ws, op="ping") == {"op": "pong"}
 
     metrics = await _metrics(gateway)
     assert _sample(metrics, 'pulse_ws_auth_failures_total{reason="expired"}') >= 1
@@ -166,7 +150,7 @@ async def test_handshake_refuses_missing_invalid_and_expired_tokens(
 
 
 async def test_one_redis_subscription_per_channel_shared_by_local_clients(
-    gateway: RunningGateway, redis: aioredis.Redis
+    gateway: RunningGateway, async_redis: aioredis.Redis
 ) -> None:
     account = _account()
     channel = f"account:{account}"
@@ -176,61 +160,63 @@ async def test_one_redis_subscription_per_channel_shared_by_local_clients(
         connect(gateway.ws_url(account)) as second,
     ):
         for ws in (first, second):
-            assert (await _send(ws, op="subscribe", channel=channel))["op"] == "subscribed"
-        assert await _numsub(redis, live_key) == 1
+            assert (await send_frame(ws, op="subscribe", channel=channel))["op"] == "subscribed"
+        assert await _numsub(async_redis, live_key) == 1
 
-        event, _ = await _publish(redis, gateway.prefix, [channel])
+        event, _ = await _publish(async_redis, gateway.prefix, [channel])
         for ws in (first, second):
-            assert (await _recv(ws))["event"]["id"] == event.id
+            assert (await next_frame(ws))["event"]["id"] == event.id
 
-        assert await _send(first, op="unsubscribe", channel=channel) == {
+        assert await send_frame(first, op="unsubscribe", channel=channel) == {
             "op": "unsubscribed",
             "channel": channel,
         }
-        assert await _numsub(redis, live_key) == 1
-        again = await _send(first, op="unsubscribe", channel=channel)
+        assert await _numsub(async_redis, live_key) == 1
+        again = await send_frame(first, op="unsubscribe", channel=channel)
         assert again["code"] == "not_subscribed"
 
         # the first client no longer receives; the second still does
-        event2, _ = await _publish(redis, gateway.prefix, [channel])
-        assert (await _recv(second))["event"]["id"] == event2.id
-        assert await _send(first, op="ping") == {"op": "pong"}
+        event2, _ = await _publish(async_redis, gateway.prefix, [channel])
+        assert (await next_frame(second))["event"]["id"] == event2.id
+        assert await send_frame(first, op="ping") == {"op": "pong"}
 
-        assert (await _send(second, op="unsubscribe", channel=channel))["op"] == "unsubscribed"
+        assert (await send_frame(second, op="unsubscribe", channel=channel))["op"] == "unsubscribed"
         async with asyncio.timeout(3):
-            while await _numsub(redis, live_key) != 0:
+            while await _numsub(async_redis, live_key) != 0:
                 await asyncio.sleep(0.05)
 
 
 async def test_closing_a_connection_releases_its_subscriptions(
-    gateway: RunningGateway, redis: aioredis.Redis
+    gateway: RunningGateway, async_redis: aioredis.Redis
 ) -> None:
     account = _account()
     live_key = ChannelKeys(gateway.prefix).live(f"account:{account}")
     async with connect(gateway.ws_url(account)) as ws:
-        await _send(ws, op="subscribe", channel=f"account:{account}")
-        assert await _numsub(redis, live_key) == 1
+        await send_frame(ws, op="subscribe", channel=f"account:{account}")
+        assert await _numsub(async_redis, live_key) == 1
     async with asyncio.timeout(3):
-        while await _numsub(redis, live_key) != 0:
+        while await _numsub(async_redis, live_key) != 0:
             await asyncio.sleep(0.05)
 
 
 async def test_since_replays_what_was_missed_then_continues_live_without_duplicates(
-    gateway: RunningGateway, redis: aioredis.Redis
+    gateway: RunningGateway, async_redis: aioredis.Redis
 ) -> None:
     account = _account()
     channel = f"account:{account}"
     async with connect(gateway.ws_url(account)) as watcher:
-        await _send(watcher, op="subscribe", channel=channel)
+        await send_frame(watcher, op="subscribe", channel=channel)
         offsets, live_frames = [], []
         for n in range(3):
-            _, result = await _publish(redis, gateway.prefix, [channel], n=n)
+            _, result = await _publish(async_redis, gateway.prefix, [channel], n=n)
             offsets.append(result.offsets[channel])
             live_frames.append(await asyncio.wait_for(watcher.recv(), 5))
     epoch = result.epochs[channel]
 
     async with connect(gateway.ws_url(account)) as ws:
-        subscribed = await _send(ws, op="subscribe", channel=channel, since=offsets[0], epoch=epoch)
+        subscribed = await send_frame(
+            ws, op="subscribe", channel=channel, since=offsets[0], epoch=epoch
+        )
         assert subscribed == {
             "op": "subscribed",
             "channel": channel,
@@ -242,37 +228,39 @@ async def test_since_replays_what_was_missed_then_continues_live_without_duplica
         replayed = [await asyncio.wait_for(ws.recv(), 5) for _ in range(2)]
         assert replayed == live_frames[1:]
 
-        event, _ = await _publish(redis, gateway.prefix, [channel], n=3)
-        assert (await _recv(ws))["event"]["id"] == event.id
-        assert await _send(ws, op="ping") == {"op": "pong"}
+        event, _ = await _publish(async_redis, gateway.prefix, [channel], n=3)
+        assert (await next_frame(ws))["event"]["id"] == event.id
+        assert await send_frame(ws, op="ping") == {"op": "pong"}
 
     # once the history no longer reaches back, the client is told so
-    await redis.xtrim(ChannelKeys(gateway.prefix).history(channel), maxlen=1, approximate=False)
+    await async_redis.xtrim(
+        ChannelKeys(gateway.prefix).history(channel), maxlen=1, approximate=False
+    )
     async with connect(gateway.ws_url(account)) as ws:
-        subscribed = await _send(ws, op="subscribe", channel=channel, since=offsets[0])
+        subscribed = await send_frame(ws, op="subscribe", channel=channel, since=offsets[0])
         assert subscribed["recovered"] is False
-        assert (await _recv(ws))["event"]["id"] == event.id  # what is left is still sent
+        assert (await next_frame(ws))["event"]["id"] == event.id  # what is left is still sent
 
 
 async def test_an_offset_of_another_epoch_is_not_recovered_and_the_epoch_is_replayed(
-    gateway: RunningGateway, redis: aioredis.Redis
+    gateway: RunningGateway, async_redis: aioredis.Redis
 ) -> None:
     account = _account()
     channel = f"account:{account}"
-    zeroth, first = await _publish(redis, gateway.prefix, [channel], n=0)
-    oneth, _ = await _publish(redis, gateway.prefix, [channel], n=1)
+    zeroth, first = await _publish(async_redis, gateway.prefix, [channel], n=0)
+    oneth, _ = await _publish(async_redis, gateway.prefix, [channel], n=1)
     async with connect(gateway.ws_url(account)) as ws:
-        subscribed = await _send(
+        subscribed = await send_frame(
             ws, op="subscribe", channel=channel, since=first.offsets[channel], epoch="old-epoch"
         )
         assert subscribed["recovered"] is False
         assert subscribed["epoch"] == first.epochs[channel]
         # the offset is void in this epoch: every event of the epoch is owed, from its start
-        assert (await _recv(ws))["event"]["id"] == zeroth.id
-        assert (await _recv(ws))["event"]["id"] == oneth.id
-        live, _ = await _publish(redis, gateway.prefix, [channel], n=2)
-        assert (await _recv(ws))["event"]["id"] == live.id
-        assert await _send(ws, op="ping") == {"op": "pong"}
+        assert (await next_frame(ws))["event"]["id"] == zeroth.id
+        assert (await next_frame(ws))["event"]["id"] == oneth.id
+        live, _ = await _publish(async_redis, gateway.prefix, [channel], n=2)
+        assert (await next_frame(ws))["event"]["id"] == live.id
+        assert await send_frame(ws, op="ping") == {"op": "pong"}
 
 
 async def test_bad_frames_get_error_frames_and_the_connection_stays(
@@ -280,20 +268,20 @@ async def test_bad_frames_get_error_frames_and_the_connection_stays(
 ) -> None:
     async with connect(gateway.ws_url("frames-user")) as ws:
         await ws.send("{not json")
-        assert (await _recv(ws))["code"] == "bad_request"
+        assert (await next_frame(ws))["code"] == "bad_request"
         await ws.send(b'{"op":"ping"}')
-        assert (await _recv(ws))["code"] == "bad_request"
-        assert (await _send(ws, op="dance"))["code"] == "unknown_op"
-        assert (await _send(ws, op="subscribe", channel=7))["code"] == "bad_request"
-        assert (await _send(ws, op="subscribe", channel="nope"))["code"] == "unknown_channel"
-        bad_since = await _send(ws, op="subscribe", channel="stats", since="x")
+        assert (await next_frame(ws))["code"] == "bad_request"
+        assert (await send_frame(ws, op="dance"))["code"] == "unknown_op"
+        assert (await send_frame(ws, op="subscribe", channel=7))["code"] == "bad_request"
+        assert (await send_frame(ws, op="subscribe", channel="nope"))["code"] == "unknown_channel"
+        bad_since = await send_frame(ws, op="subscribe", channel="stats", since="x")
         assert bad_since["code"] == "bad_request"
-        assert (await _send(ws, op="unsubscribe", channel="stats"))["code"] == "not_subscribed"
-        assert await _send(ws, op="ping") == {"op": "pong"}
+        assert (await send_frame(ws, op="unsubscribe", channel="stats"))["code"] == "not_subscribed"
+        assert await send_frame(ws, op="ping") == {"op": "pong"}
 
         await ws.send('{"op":"ping","pad":"' + "x" * 70_000 + '"}')
         with pytest.raises(ConnectionClosed) as info:
-            await _recv(ws)
+            await next_frame(ws)
         assert info.value.rcvd is not None
         assert info.value.rcvd.code == 1009
 
@@ -318,30 +306,30 @@ async def test_a_client_that_keeps_sending_after_an_oversized_frame_still_sees_1
 
 async def test_an_expired_token_closes_the_connection_with_4001(gateway: RunningGateway) -> None:
     async with connect(gateway.ws_url("short-lived", ttl=2)) as ws:
-        assert (await _send(ws, op="subscribe", channel="stats"))["op"] == "subscribed"
+        assert (await send_frame(ws, op="subscribe", channel="stats"))["op"] == "subscribed"
         with pytest.raises(ConnectionClosed) as info:
-            await _recv(ws, timeout=6)
+            await next_frame(ws, timeout=6)
         assert info.value.rcvd is not None
         assert info.value.rcvd.code == 4001
         assert info.value.rcvd.reason == "token expired"
 
 
 async def test_a_refreshed_token_keeps_the_connection_and_its_channels(
-    gateway: RunningGateway, redis: aioredis.Redis
+    gateway: RunningGateway, async_redis: aioredis.Redis
 ) -> None:
     account = _account()
     channel = f"account:{account}"
     async with connect(gateway.ws_url(account, ttl=2)) as ws:
-        assert (await _send(ws, op="subscribe", channel=channel))["op"] == "subscribed"
-        bad = await _send(ws, op="refresh", token="not-a-jwt")
+        assert (await send_frame(ws, op="subscribe", channel=channel))["op"] == "subscribed"
+        bad = await send_frame(ws, op="refresh", token="not-a-jwt")
         assert (bad["op"], bad["code"]) == ("error", "unauthorized")
         fresh = issue_token(SECRET, sub=account, ttl_seconds=600)
-        refreshed = await _send(ws, op="refresh", token=fresh)
+        refreshed = await send_frame(ws, op="refresh", token=fresh)
         assert refreshed["op"] == "refreshed"
         assert refreshed["exp"] > time.time() + 500
         await asyncio.sleep(3.5)  # past the first token's expiry and its grace period
-        event, _ = await _publish(redis, gateway.prefix, [channel])
-        assert (await _recv(ws))["event"]["id"] == event.id
+        event, _ = await _publish(async_redis, gateway.prefix, [channel])
+        assert (await next_frame(ws))["event"]["id"] == event.id
 
 
 async def test_a_refresh_for_another_subject_closes_with_4003(gateway: RunningGateway) -> None:
@@ -350,25 +338,25 @@ async def test_a_refresh_for_another_subject_closes_with_4003(gateway: RunningGa
             orjson.dumps({"op": "refresh", "token": issue_token(SECRET, sub="mallory")}).decode()
         )
         with pytest.raises(ConnectionClosed) as info:
-            await _recv(ws, timeout=5)
+            await next_frame(ws, timeout=5)
         assert info.value.rcvd is not None
         assert info.value.rcvd.code == 4003
 
 
 async def test_a_refresh_without_ops_drops_the_ops_channels(gateway: RunningGateway) -> None:
     async with connect(gateway.ws_url("carol", ["ops"])) as ws:
-        assert (await _send(ws, op="subscribe", channel="payments"))["op"] == "subscribed"
+        assert (await send_frame(ws, op="subscribe", channel="payments"))["op"] == "subscribed"
         await ws.send(
             orjson.dumps({"op": "refresh", "token": issue_token(SECRET, sub="carol")}).decode()
         )
-        dropped = await _recv(ws)
+        dropped = await next_frame(ws)
         assert (dropped["op"], dropped["code"], dropped["channel"]) == (
             "error",
             "forbidden",
             "payments",
         )
-        assert (await _recv(ws))["op"] == "refreshed"
-        gone = await _send(ws, op="unsubscribe", channel="payments")
+        assert (await next_frame(ws))["op"] == "refreshed"
+        gone = await send_frame(ws, op="unsubscribe", channel="payments")
         assert gone["code"] == "not_subscribed"
 
 
@@ -392,18 +380,18 @@ async def test_a_client_flooding_ops_is_refused_then_closed_with_4029(
     # a polite client is not affected
     async with connect(gateway.ws_url("polite")) as ws:
         for _ in range(5):
-            assert await _send(ws, op="ping") == {"op": "pong"}
+            assert await send_frame(ws, op="ping") == {"op": "pong"}
 
 
 async def test_a_client_that_does_not_read_is_closed_with_4008(
-    gateway: RunningGateway, redis: aioredis.Redis
+    gateway: RunningGateway, async_redis: aioredis.Redis
 ) -> None:
     account = _account()
     channel = f"account:{account}"
-    publisher = ChannelPublisher(redis, gateway.prefix, history_length=10)
+    publisher = ChannelPublisher(async_redis, gateway.prefix, history_length=10)
     blob = "x" * 60_000
     async with connect(gateway.ws_url(account), max_queue=1, max_size=2**20) as ws:
-        await _send(ws, op="subscribe", channel=channel)
+        await send_frame(ws, op="subscribe", channel=channel)
         for n in range(2000):  # until TCP buffers and the send queue (64) are full
             event = new_event(type=PAYMENT_CREATED, source="/tests", data={"n": n, "b": blob})
             await publisher.append(event, [channel])
@@ -439,10 +427,10 @@ async def test_sigterm_closes_clients_with_going_away_and_exits_0(
 ) -> None:
     gateway = gateways.start(secret=SECRET)
     async with connect(gateway.ws_url("ops", ["ops"])) as ws:
-        assert (await _send(ws, op="subscribe", channel="payments"))["op"] == "subscribed"
+        assert (await send_frame(ws, op="subscribe", channel="payments"))["op"] == "subscribed"
         stopping = asyncio.create_task(asyncio.to_thread(gateway.process.stop))
         with pytest.raises(ConnectionClosed) as info:
-            await _recv(ws, timeout=10)
+            await next_frame(ws, timeout=10)
         assert info.value.rcvd is not None
         assert info.value.rcvd.code == 1001
         assert await stopping == 0, gateway.process.logs()[-3000:]
@@ -450,7 +438,7 @@ async def test_sigterm_closes_clients_with_going_away_and_exits_0(
 
 
 async def test_ephemeral_publishes_reach_subscribers_are_throttled_and_never_stored(
-    gateway: RunningGateway, redis: aioredis.Redis
+    gateway: RunningGateway, async_redis: aioredis.Redis
 ) -> None:
     account = _account()
     channel = f"account:{account}"
@@ -459,30 +447,30 @@ async def test_ephemeral_publishes_reach_subscribers_are_throttled_and_never_sto
         connect(gateway.ws_url(account)) as other_tab,
         connect(gateway.ws_url("ops-1", ["ops"])) as ops,
     ):
-        await _send(other_tab, op="subscribe", channel=channel)
-        assert (await _send(typing, op="publish", channel=channel, data={"typing": True})) == {
+        await send_frame(other_tab, op="subscribe", channel=channel)
+        assert (await send_frame(typing, op="publish", channel=channel, data={"typing": True})) == {
             "op": "published",
             "channel": channel,
         }
-        assert await _recv(other_tab) == {
+        assert await next_frame(other_tab) == {
             "op": "message",
             "channel": channel,
             "from": account,
             "data": {"typing": True},
         }
-        assert await redis.exists(ChannelKeys(gateway.prefix).history(channel)) == 0
+        assert await async_redis.exists(ChannelKeys(gateway.prefix).history(channel)) == 0
         for target, who in (("payments", ops), (f"account:{_account()}", typing)):
-            refused = await _send(who, op="publish", channel=target, data={})
+            refused = await send_frame(who, op="publish", channel=target, data={})
             assert (refused["code"], refused["channel"]) == ("forbidden", target)
         answers = [
-            (await _send(typing, op="publish", channel=channel, data={"n": n}))
+            (await send_frame(typing, op="publish", channel=channel, data={"n": n}))
             for n in range(12)  # the publish bucket holds 10
         ]
         assert any(a.get("code") == "rate_limited" for a in answers)
 
 
 async def test_an_offset_inside_a_published_message_never_silences_the_channel(
-    gateway: RunningGateway, redis: aioredis.Redis
+    gateway: RunningGateway, async_redis: aioredis.Redis
 ) -> None:
     """A client's ephemeral message is its own JSON: an "offset" key in it must not move the
     position the gateway has delivered, or every later event of the channel would be dropped
@@ -493,14 +481,14 @@ async def test_an_offset_inside_a_published_message_never_silences_the_channel(
         connect(gateway.ws_url(account)) as sender,
         connect(gateway.ws_url("ops-2", ["ops"])) as watcher,
     ):
-        await _send(watcher, op="subscribe", channel=channel)
+        await send_frame(watcher, op="subscribe", channel=channel)
         crafted = {"offset": "99999999999999-0", "op": "event"}
-        assert (await _send(sender, op="publish", channel=channel, data=crafted))["op"] == (
+        assert (await send_frame(sender, op="publish", channel=channel, data=crafted))["op"] == (
             "published"
         )
-        assert (await _recv(watcher))["data"] == crafted
-        event, result = await _publish(redis, gateway.prefix, [channel])
-        delivered = await _recv(watcher)
+        assert (await next_frame(watcher))["data"] == crafted
+        event, result = await _publish(async_redis, gateway.prefix, [channel])
+        delivered = await next_frame(watcher)
         assert delivered["op"] == "event"
         assert delivered["event"]["id"] == event.id
         assert delivered["offset"] == result.offsets[channel]

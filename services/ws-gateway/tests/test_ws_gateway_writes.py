@@ -7,8 +7,6 @@ import asyncio
 import base64
 import os
 import uuid
-from collections.abc import AsyncIterator
-from typing import Any
 
 import orjson
 import pytest
@@ -17,10 +15,11 @@ from websockets.asyncio.client import ClientConnection, connect
 
 from pulse.channels import ChannelPublisher
 from pulse.events import PAYMENT_CREATED, new_event
-from pulse_dev.testing import GatewayFactory, RunningGateway
+from pulse_dev.testing import GatewayFactory, RunningGateway, next_frame
 
 SECRET = "ws-gateway-writes-secret-0123456789abcdef"
 PING_INTERVAL = 0.5
+FRAME_TIMEOUT = 10.0  # a backed-up write path delivers late
 pytestmark = pytest.mark.timeout(60)
 
 
@@ -35,28 +34,17 @@ def gateway(module_gateways: GatewayFactory) -> RunningGateway:
     )
 
 
-@pytest.fixture
-async def redis(redis_url: str) -> AsyncIterator[aioredis.Redis]:
-    client = aioredis.Redis.from_url(redis_url)
-    yield client
-    await client.aclose()
-
-
-async def _recv(ws: ClientConnection, timeout: float = 10.0) -> dict[str, Any]:
-    return dict(orjson.loads(await asyncio.wait_for(ws.recv(), timeout)))
-
-
 async def _subscribe(ws: ClientConnection, channel: str) -> None:
     await ws.send(orjson.dumps({"op": "subscribe", "channel": channel}).decode())
-    assert (await _recv(ws))["op"] == "subscribed"
+    assert (await next_frame(ws, timeout=FRAME_TIMEOUT))["op"] == "subscribed"
 
 
 async def test_frames_that_waited_for_a_slow_reader_arrive_all_and_in_order(
-    gateway: RunningGateway, redis: aioredis.Redis
+    gateway: RunningGateway, async_redis: aioredis.Redis
 ) -> None:
     account = f"acct-{uuid.uuid4().hex[:8]}"
     channel = f"account:{account}"
-    publisher = ChannelPublisher(redis, gateway.prefix, history_length=10)
+    publisher = ChannelPublisher(async_redis, gateway.prefix, history_length=10)
     blob = "x" * 200_000
     count = 60  # ~12 MB: more than the kernel's socket buffers, fewer frames than the limit
     # max_queue=1: the client stops reading after one frame until the test reads.
@@ -68,16 +56,19 @@ async def test_frames_that_waited_for_a_slow_reader_arrive_all_and_in_order(
             event = new_event(type=PAYMENT_CREATED, source="/tests", data={"n": n, "b": blob})
             await publisher.append(event, [channel])
         await asyncio.sleep(0.5)  # the gateway's writes back up meanwhile
-        seen = [(await _recv(ws))["event"]["data"]["n"] for _ in range(count)]
+        seen = [
+            (await next_frame(ws, timeout=FRAME_TIMEOUT))["event"]["data"]["n"]
+            for _ in range(count)
+        ]
     assert seen == list(range(count))
 
 
 async def test_a_client_with_permessage_deflate_gets_the_same_events(
-    gateway: RunningGateway, redis: aioredis.Redis
+    gateway: RunningGateway, async_redis: aioredis.Redis
 ) -> None:
     account = f"acct-{uuid.uuid4().hex[:8]}"
     channel = f"account:{account}"
-    publisher = ChannelPublisher(redis, gateway.prefix)
+    publisher = ChannelPublisher(async_redis, gateway.prefix)
     async with (
         connect(gateway.ws_url(account)) as deflating,  # websockets offers deflate by default
         connect(gateway.ws_url(account), compression=None) as plain,
@@ -92,7 +83,10 @@ async def test_a_client_with_permessage_deflate_gets_the_same_events(
             event = new_event(type=PAYMENT_CREATED, source="/tests", data={"n": n})
             await publisher.append(event, [channel])
         for ws in (deflating, plain):
-            assert [(await _recv(ws))["event"]["data"]["n"] for _ in range(5)] == list(range(5))
+            assert [
+                (await next_frame(ws, timeout=FRAME_TIMEOUT))["event"]["data"]["n"]
+                for _ in range(5)
+            ] == list(range(5))
 
 
 async def test_a_client_that_never_answers_pings_is_dropped(gateway: RunningGateway) -> None:
@@ -121,4 +115,4 @@ async def test_a_quiet_client_that_answers_pings_stays_connected(
     async with connect(gateway.ws_url("quiet"), ping_interval=None) as ws:
         await asyncio.sleep(PING_INTERVAL * 8)
         await ws.send(orjson.dumps({"op": "ping"}).decode())
-        assert await _recv(ws) == {"op": "pong"}
+        assert await next_frame(ws, timeout=FRAME_TIMEOUT) == {"op": "pong"}

@@ -12,7 +12,7 @@ import pytest
 from aiohttp import web
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from pulse_dev.emulators import free_port
+from pulse_dev.testing import serving
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
@@ -59,9 +59,5 @@ async def jwks() -> AsyncIterator[Jwks]:
 
     app = web.Application()
     app.router.add_get("/.well-known/jwks.json", serve_jwks)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    port = free_port()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-    yield Jwks(f"http://127.0.0.1:{port}/.well-known/jwks.json", rsa_key, ec_key, requests)
-    await runner.cleanup()
+    async with serving(app) as base:
+        yield Jwks(f"{base}/.well-known/jwks.json", rsa_key, ec_key, requests)

@@ -11,10 +11,21 @@ Loaded by the repository's root ``conftest.py``. Nothing here mocks AWS or Redis
   queues only);
 - :class:`ServiceProcess` runs ``python -m <package>`` as a real child process;
 - :func:`until` (:func:`eventually` in async tests) polls a condition; :func:`queue_depth`
-  counts what an SQS queue still holds;
+  counts what an SQS queue still holds; :class:`WorkQueue` is a queue of the topology with
+  its DLQ;
 - :func:`stream_entries` is an ``XRANGE`` reply (a channel's history) with its entries typed;
+  :func:`channel_history` is a channel's history as events;
+- ``async_redis`` (per test) is an asyncio client of the test Redis;
+- :func:`readyz` reads a service's readiness; :data:`FAST_REDELIVERY_ENV` makes a worker's
+  dropped message come back within seconds;
+- :func:`status_and_text` is a GET over aiohttp; :func:`assert_metrics_on_ops_port_only`
+  checks a service whose metrics have a port of their own;
+- :func:`serving` serves an aiohttp app of the test (a webhook receiver, a JWKS);
 - ``gateways`` (per test) and ``module_gateways`` (per module) start ws-gateway processes on
-  the test Redis (:class:`GatewayFactory`), each a :class:`RunningGateway`.
+  the test Redis (:class:`GatewayFactory`), each a :class:`RunningGateway`; :func:`next_frame`
+  and :func:`send_frame` talk JSON frames to one;
+- :mod:`pulse_dev.payments_fixtures` (re-exported here) writes payments as ingest does and
+  makes the events the stream processor sends.
 """
 
 from __future__ import annotations
@@ -24,13 +35,23 @@ import os
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 import uuid
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
+from http import HTTPStatus
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Final, Self
 
+import orjson
 import pytest
+import redis.asyncio as aioredis
+from aiohttp import web
 
 from pulse.auth import issue_token
+from pulse.channels import ChannelKeys
+from pulse.clients import aws_client
 from pulse.settings import PulseSettings
 from pulse.topology import TopologyOutputs, apply_topology, pulse_spec
 from pulse_dev.emulators import (
@@ -42,23 +63,49 @@ from pulse_dev.emulators import (
     stop_process,
     wait_for_port,
 )
+from pulse_dev.payments_fixtures import (
+    CREATED_AT,
+    payment_created,
+    payment_updated,
+    pending_payment,
+    put_payment,
+    updated_payment,
+)
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterator
+    from collections.abc import AsyncIterator, Callable, Iterator, Mapping
     from pathlib import Path
 
+    import aiohttp
+    import redis
     from redis.typing import StreamRangeResponse
+    from websockets.asyncio.client import ClientConnection
 
 __all__ = [
+    "CREATED_AT",
+    "FAST_REDELIVERY_ENV",
     "GATEWAY_SECRET",
     "GatewayFactory",
     "RunningGateway",
     "ServiceProcess",
+    "WorkQueue",
+    "assert_metrics_on_ops_port_only",
+    "channel_history",
     "eventually",
     "free_port",
+    "next_frame",
+    "payment_created",
+    "payment_updated",
+    "pending_payment",
+    "put_payment",
     "queue_depth",
+    "readyz",
+    "send_frame",
+    "serving",
+    "status_and_text",
     "stream_entries",
     "until",
+    "updated_payment",
     "wait_for_port",
 ]
 
@@ -91,6 +138,26 @@ async def eventually(
     return value
 
 
+@dataclass
+class WorkQueue:
+    """A queue of the test's topology, its dead-letter queue and the SQS client of both."""
+
+    sqs: Any
+    url: str
+    dlq_url: str
+
+    @classmethod
+    def fraud(cls, settings: PulseSettings, topology: TopologyOutputs) -> Self:
+        """The fraud worker's queue, whose redrive policy moves a message to the DLQ after
+        its fifth receive: the queue tests of the SQS consumer use."""
+        names = settings.names
+        return cls(
+            aws_client("sqs", settings),
+            topology.queue_urls[names.fraud_queue],
+            topology.queue_urls[names.fraud_dlq],
+        )
+
+
 def queue_depth(sqs: Any, queue_url: str) -> int:
     """Messages an SQS queue still holds: visible plus in flight."""
     attrs = sqs.get_queue_attributes(
@@ -119,6 +186,57 @@ def stream_entries(
     return entries
 
 
+def channel_history(client: redis.Redis, prefix: str, channel: str) -> list[dict[str, Any]]:
+    """The events of ``channel``'s history under the Redis key ``prefix``, oldest first."""
+    entries = stream_entries(client.xrange(ChannelKeys(prefix).history(channel)))
+    return [orjson.loads(fields[b"e"]) for _entry_id, fields in entries]
+
+
+def readyz(port: int) -> Any:
+    """The ``/readyz`` answer of the service on ``port`` (its JSON), or None until it answers
+    200: ``until(lambda: readyz(port))`` waits for a service to be ready."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=5) as response:
+            return orjson.loads(response.read())
+    except urllib.error.URLError:
+        return None
+
+
+async def status_and_text(http: aiohttp.ClientSession, url: str) -> tuple[int, str]:
+    """A GET's status and body."""
+    async with http.get(url) as response:
+        return response.status, await response.text()
+
+
+async def assert_metrics_on_ops_port_only(http: aiohttp.ClientSession, api: str, ops: str) -> str:
+    """Checks a service with an ops port of its own (``PULSE_OPS_PORT``) at base URLs ``api``
+    and ``ops``: ``/metrics`` answers on the ops port and not on the API's, while ``/healthz``
+    and ``/readyz`` answer on both (load balancers probe the API's). The ops port's metrics."""
+    status, metrics = await status_and_text(http, f"{ops}/metrics")
+    assert status == HTTPStatus.OK
+    status, text = await status_and_text(http, f"{api}/metrics")
+    assert status == HTTPStatus.NOT_FOUND
+    assert "pulse_" not in text
+    for base in (api, ops):
+        assert (await status_and_text(http, f"{base}/healthz"))[0] == HTTPStatus.OK
+        status, text = await status_and_text(http, f"{base}/readyz")
+        assert status == HTTPStatus.OK, text
+    return metrics
+
+
+@asynccontextmanager
+async def serving(app: web.Application) -> AsyncIterator[str]:
+    """``app`` served on a free port of 127.0.0.1 while the block runs; its base URL
+    (``http://127.0.0.1:<port>``, no trailing slash)."""
+    runner = web.AppRunner(app)
+    await runner.setup()
+    try:
+        await web.TCPSite(runner, "127.0.0.1", 0).start()
+        yield f"http://127.0.0.1:{runner.addresses[0][1]}"
+    finally:
+        await runner.cleanup()
+
+
 @pytest.fixture(scope="session")
 def aws_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     port = free_port()
@@ -136,6 +254,15 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     proc = start_redis(port, tmp_path_factory.mktemp("redis"))
     yield f"redis://127.0.0.1:{port}/0"
     stop_process(proc)
+
+
+@pytest.fixture
+async def async_redis(redis_url: str) -> AsyncIterator[aioredis.Redis]:
+    """An asyncio client of the test Redis, closed after the test. Keys are the test's to
+    prefix (``stack_env`` has ``PULSE_REDIS_PREFIX``; a gateway has its own)."""
+    client = aioredis.Redis.from_url(redis_url)
+    yield client
+    await client.aclose()
 
 
 @pytest.fixture
@@ -174,6 +301,20 @@ def queue_topology(stack_settings: PulseSettings) -> TopologyOutputs:
     """The topic and queues of the topology without its tables, for tests of queue consumers:
     the emulator's table list stays short."""
     return apply_topology(stack_settings, replace(pulse_spec(stack_settings.names), tables=[]))
+
+
+# Settings of an SQS worker under which a message it took and dropped (killed mid-handler)
+# comes back within seconds: visibility 2 s kept up by a 0.5 s heartbeat, and an
+# idempotency lease of 1.5 s, so the guard of the dead worker's attempt lapses first.
+FAST_REDELIVERY_ENV: Final[Mapping[str, str]] = MappingProxyType(
+    {
+        "PULSE_SQS_WAIT_TIME_SECONDS": "1",
+        "PULSE_SQS_VISIBILITY_TIMEOUT": "2",
+        "PULSE_SQS_HEARTBEAT_SECONDS": "0.5",
+        "PULSE_SQS_MAX_BACKOFF_SECONDS": "1",
+        "PULSE_IDEMPOTENCY_LEASE_SECONDS": "1.5",
+    }
+)
 
 
 class ServiceProcess:
@@ -325,6 +466,20 @@ def gateways(redis_url: str, tmp_path: Path) -> Iterator[GatewayFactory]:
     factory = GatewayFactory(redis_url, tmp_path)
     yield factory
     factory.close()
+
+
+async def next_frame(
+    ws: ClientConnection,
+    timeout: float = 5.0,  # noqa: ASYNC109 - a bound on one receive, as tests name it
+) -> dict[str, Any]:
+    """The next frame a gateway sends ``ws``, decoded from JSON; fails after ``timeout``."""
+    return dict(orjson.loads(await asyncio.wait_for(ws.recv(), timeout)))
+
+
+async def send_frame(ws: ClientConnection, **frame: Any) -> dict[str, Any]:
+    """Sends ``frame`` as JSON on ``ws``; the gateway's next frame (:func:`next_frame`)."""
+    await ws.send(orjson.dumps(frame).decode())
+    return await next_frame(ws)
 
 
 @pytest.fixture(scope="module")
