@@ -1,4 +1,9 @@
-"""Ingest throughput through the API vs. a bare PutItem loop against the same emulator."""
+"""Ingest throughput through the API vs. a bare PutItem loop against the same emulator.
+
+The API runs as deployed: every request authenticated (half with a JWT per account, half
+with an API key per account, so both paths are measured) and throttled through Redis, with
+budgets too large to bind.
+"""
 
 from __future__ import annotations
 
@@ -12,14 +17,22 @@ from pathlib import Path
 
 import aiohttp
 
+from pulse.api_keys import ApiKeyTable, new_api_key
 from pulse.clients import aws_client
 from pulse.settings import PulseSettings
 from pulse.topology import apply_topology
-from pulse_dev.emulators import AWS_TEST_CREDENTIALS, free_port, start_moto, stop_process
-from pulse_dev.load import random_payment, random_payment_item
+from pulse_dev.emulators import (
+    AWS_TEST_CREDENTIALS,
+    free_port,
+    local_redis,
+    start_moto,
+    stop_process,
+)
+from pulse_dev.load import AccountTokens, random_payment, random_payment_item
 from pulse_dev.testing import ServiceProcess
 
 CONCURRENCY = 16
+ACCOUNTS = 20
 REQUESTS = 400
 ROUNDS = 6
 
@@ -41,7 +54,20 @@ def _bare_put_loop(settings: PulseSettings, n: int) -> float:
     return n / (time.perf_counter() - start)
 
 
-async def _api_loop(url: str, n: int) -> float:
+def _credentials(settings: PulseSettings) -> list[dict[str, dict[str, str]]]:
+    """Per account: a JWT's ``Authorization`` header, and an API key's."""
+    keys = ApiKeyTable(aws_client("dynamodb", settings), settings.names.api_keys_table)
+    jwts = AccountTokens(settings.jwt_secret.get_secret_value())
+    api_keys: dict[str, dict[str, str]] = {}
+    for n in range(1, ACCOUNTS + 1):
+        account = f"acct-{n:03d}"  # as random_payment names them
+        made = new_api_key(account, name="bench", now="2026-01-01T00:00:00Z")
+        keys.put(made.key)
+        api_keys[account] = {"Authorization": f"Bearer {made.token}"}
+    return [{a: jwts.headers(a) for a in api_keys}, api_keys]
+
+
+async def _api_loop(url: str, n: int, credentials: list[dict[str, dict[str, str]]]) -> float:
     """POST /v1/payments with CONCURRENCY concurrent clients; requests/s (all must be 201)."""
     queue: asyncio.Queue[int] = asyncio.Queue()
     for i in range(n):
@@ -51,8 +77,10 @@ async def _api_loop(url: str, n: int) -> float:
     async def worker(session: aiohttp.ClientSession) -> None:
         nonlocal failures
         while not queue.empty():
-            queue.get_nowait()
-            async with session.post(url, json=random_payment()) as resp:
+            i = queue.get_nowait()
+            body = random_payment(accounts=ACCOUNTS)
+            headers = credentials[i % 2][body["account_id"]]
+            async with session.post(url, json=body, headers=headers) as resp:
                 await resp.read()
                 failures += resp.status != 201
 
@@ -70,11 +98,16 @@ def bench_ingest() -> dict[str, float]:
     work = Path(tempfile.mkdtemp(prefix="pulse-bench-"))
     port = free_port()
     moto = start_moto(port, work / "moto.log")
+    redis_url, own_redis = local_redis(work)
     env = {
         **AWS_TEST_CREDENTIALS,
         "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}",
+        "REDIS_URL": redis_url,
         "PULSE_RESOURCE_PREFIX": "bench-",
+        "PULSE_REDIS_PREFIX": f"pulse:bench{os.getpid()}:",
         "PULSE_LOG_LEVEL": "warning",
+        "PULSE_RATE_LIMIT_PER_SECOND": "1000000",
+        "PULSE_RATE_LIMIT_BURST": "1000000",
     }
     os.environ.update(env)
     settings = PulseSettings()
@@ -84,25 +117,30 @@ def bench_ingest() -> dict[str, float]:
         "ingest", {**env, "PULSE_HTTP_PORT": str(http_port)}, work / "ingest.log"
     ).start(wait_port=http_port)
     url = f"http://127.0.0.1:{http_port}/v1/payments"
+    credentials = _credentials(settings)
     print(
-        f"setup: moto server, ingest process, {CONCURRENCY} concurrent clients, "
-        f"{REQUESTS} requests per round, {ROUNDS} rounds of both loops (order alternating); "
-        "ratio = median of the per-round ratios, so drift in the emulator cancels out"
+        f"setup: moto server, ingest process (authenticated: JWTs and API keys of {ACCOUNTS} "
+        f"accounts; throttled through Redis, budgets not binding), {CONCURRENCY} concurrent "
+        f"clients, {REQUESTS} requests per round, {ROUNDS} rounds of both loops (order "
+        "alternating); ratio = median of the per-round ratios, so drift in the emulator "
+        "cancels out"
     )
     try:
         _bare_put_loop(settings, 50)  # warm-up both paths
-        asyncio.run(_api_loop(url, 50))
+        asyncio.run(_api_loop(url, 50, credentials))
         bare, api = [], []
         for round_no in range(ROUNDS):
             if round_no % 2:
-                api.append(asyncio.run(_api_loop(url, REQUESTS)))
+                api.append(asyncio.run(_api_loop(url, REQUESTS, credentials)))
                 bare.append(_bare_put_loop(settings, REQUESTS))
             else:
                 bare.append(_bare_put_loop(settings, REQUESTS))
-                api.append(asyncio.run(_api_loop(url, REQUESTS)))
+                api.append(asyncio.run(_api_loop(url, REQUESTS, credentials)))
     finally:
         ingest.stop()
         stop_process(moto)
+        if own_redis is not None:
+            stop_process(own_redis)
     print(f"bare PutItem: {', '.join(f'{b:.0f}' for b in bare)} ops/s")
     print(f"ingest API:   {', '.join(f'{a:.0f}' for a in api)} req/s")
     figures = {

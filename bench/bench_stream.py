@@ -36,9 +36,8 @@ from pulse.topology import TopologyOutputs, apply_topology
 from pulse_dev.emulators import (
     AWS_TEST_CREDENTIALS,
     free_port,
-    redis_answers,
+    local_redis,
     start_moto,
-    start_redis,
     stop_process,
 )
 from pulse_dev.load import percentile, random_payment_item
@@ -321,17 +320,11 @@ def _delete_keys(url: str, prefix: str) -> None:
     client.close()
 
 
-def bench_stream() -> dict[str, float]:  # noqa: PLR0915 - one setup, two phases, cleanup
+def bench_stream() -> dict[str, float]:
     work = Path(tempfile.mkdtemp(prefix="pulse-bench-"))
     port = free_port()
     moto = start_moto(port, work / "moto.log")
-    own_redis = None
-    if redis_answers():
-        redis_url = "redis://127.0.0.1:6379/0"
-    else:
-        rport = free_port()
-        own_redis = start_redis(rport, work)
-        redis_url = f"redis://127.0.0.1:{rport}/0"
+    redis_url, own_redis = local_redis(work)
     prefix = f"bs{uuid.uuid4().hex[:8]}-"
     env = {
         **AWS_TEST_CREDENTIALS,

@@ -73,6 +73,15 @@ WORKER_ENV: Final = {
     "PULSE_VELOCITY_DECLINE_COUNT": "2000000",
 }
 STREAM_ENV: Final = {"PULSE_FAILOVER_SECONDS": "6", "PULSE_MAX_RETRY_DELAY_SECONDS": "4"}
+# The suites are about faults, not throttling: ingest throttles, with budgets too large to
+# bind the suite's one operator client (its audit reads come in bursts of hundreds).
+INGEST_ENV: Final = {"PULSE_RATE_LIMIT_PER_SECOND": "100000", "PULSE_RATE_LIMIT_BURST": "100000"}
+
+
+def ingest_client() -> aiohttp.ClientSession:
+    """A client of ingest with an operator's bearer token (the development secret)."""
+    token = issue_token(DEV_JWT_SECRET, sub="chaos-ops", roles=["ops"], ttl_seconds=24 * 3600)
+    return aiohttp.ClientSession(headers={"Authorization": f"Bearer {token}"})
 
 
 def say(text: str = "") -> None:
@@ -295,6 +304,8 @@ class Stack:
         }
         if replica.package in ("fraud_worker", "notify_worker"):
             env.update(WORKER_ENV)
+        if replica.package == "ingest":
+            env.update(INGEST_ENV)
         if replica.package == "stream_processor":
             env.update(STREAM_ENV)
             # A replacement process is a new worker (a new pod name), as on Kubernetes.
@@ -435,7 +446,7 @@ class Poster:
 
     async def post(self, count: int, rate: float, label: str) -> list[Posted]:
         """``count`` payments at ``rate`` per second (open loop); those ingest accepted."""
-        async with aiohttp.ClientSession() as http:
+        async with ingest_client() as http:
             start = time.monotonic()
             tasks = []
             for i in range(count):
@@ -834,7 +845,7 @@ class Ledger:
         """Every sink's deliveries for ``payments``; cheap sinks first, so a poll that
         already misses something there does not read 200 audit trails."""
         tally = Tally()
-        async with aiohttp.ClientSession() as http:
+        async with ingest_client() as http:
             await self._statuses(http, payments)
             self._check_clients(payments, tally)
             self._check_webhooks(payments, tally)

@@ -83,7 +83,9 @@ async def test_payment_travels_from_api_to_both_websockets(stack: DevStackProces
         assert refused["code"] == "forbidden"
 
         body = {"account_id": "A", "amount": "12.50", "currency": "EUR", "merchant_id": "m-1"}
-        async with aiohttp.ClientSession() as http:
+        # The account holder's own token: ingest lets an account act on its payments only.
+        bearer = {"Authorization": f"Bearer {issue_token(DEV_JWT_SECRET, sub='A')}"}
+        async with aiohttp.ClientSession(headers=bearer) as http:
             async with http.post(f"{stack.ingest_url}/v1/payments", json=body) as resp:
                 assert resp.status == 201
                 payment = await resp.json()

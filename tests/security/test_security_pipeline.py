@@ -129,6 +129,10 @@ async def test_a_full_run_logs_no_secret_and_webhook_signatures_bind(
         )
         assert added.exit_code == 0, added.output
         webhook_secret = dict(line.split(": ", 1) for line in added.output.splitlines())["secret"]
+        # The merchant's backend posts with an API key, as a real one would.
+        made = CliRunner().invoke(pulse_cli, ["keys", "create", "--account", account], env=cli_env)
+        assert made.exit_code == 0, made.output
+        api_key = dict(line.split(": ", 1) for line in made.stdout.splitlines())["api key"]
 
         token = issue_token(jwt_secret, sub=account)
         sse_token = issue_token(jwt_secret, sub=account, ttl_seconds=1800)
@@ -152,7 +156,11 @@ async def test_a_full_run_logs_no_secret_and_webhook_signatures_bind(
                         "currency": "EUR",
                         "merchant_id": "m-sec",
                     }
-                    async with http.post(f"{stack.ingest_url}/v1/payments", json=body) as resp:
+                    async with http.post(
+                        f"{stack.ingest_url}/v1/payments",
+                        json=body,
+                        headers={"Authorization": f"Bearer {api_key}"},
+                    ) as resp:
                         assert resp.status == 201
                 notes = await _notifications(ws, PAYMENTS)
             await eventually(lambda: len(receiver.deliveries) >= PAYMENTS, timeout=60.0)
@@ -178,6 +186,7 @@ async def test_a_full_run_logs_no_secret_and_webhook_signatures_bind(
     # No secret and no bearer token in anything the run logged.
     log = stack.logs()
     assert "notification sent" in log  # the services did log, at debug level
+    assert api_key.split("_", 2)[1] in log  # the key is named, by its id
     key = base64.b64decode(webhook_secret.removeprefix("whsec_"))
     leaks = {
         "JWT secret": jwt_secret,
@@ -188,6 +197,8 @@ async def test_a_full_run_logs_no_secret_and_webhook_signatures_bind(
         "WebSocket token": token,
         "SSE token": sse_token,
         "SSE token signature": sse_token.rsplit(".", 1)[1],
+        "API key": api_key,
+        "API key secret": api_key.split("_", 2)[2],
     }
     found = {name: _line_with(log, value) for name, value in leaks.items() if value in log}
     assert found == {}

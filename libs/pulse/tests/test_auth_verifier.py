@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import time
 
@@ -103,3 +104,16 @@ def test_asymmetric_algorithms_need_a_jwks_url() -> None:
         TokenVerifier(algorithm="RS256", secret="")
     with pytest.raises(ValueError, match="unsupported"):
         TokenVerifier(algorithm="HS512", secret="x")
+
+
+async def test_a_remembered_token_still_expires_and_a_changed_one_is_checked_again() -> None:
+    hs = TokenVerifier(algorithm="HS256", secret=SECRET)
+    exp = int(time.time()) + 2
+    token = jwt.encode({"sub": "dev", "exp": exp}, SECRET, algorithm="HS256")
+    assert (await hs.verify(token)).sub == "dev"
+    assert (await hs.verify(token)).sub == "dev"  # remembered
+    with pytest.raises(InvalidTokenError):
+        await hs.verify(token[:-2] + ("AA" if token[-2:] != "AA" else "BB"))
+    await asyncio.sleep(exp - time.time() + 0.1)
+    with pytest.raises(TokenExpiredError):
+        await hs.verify(token)

@@ -20,6 +20,7 @@ __all__ = [
     "AWS_TEST_CREDENTIALS",
     "emulator_argv",
     "free_port",
+    "local_redis",
     "redis_answers",
     "redis_server_argv",
     "redis_server_binary",
@@ -107,6 +108,15 @@ def start_moto(port: int, log_path: Path) -> subprocess.Popen[bytes]:
         )
     wait_for_port(port)
     return proc
+
+
+def local_redis(workdir: Path) -> tuple[str, subprocess.Popen[bytes] | None]:
+    """A Redis to use: the one on 127.0.0.1:6379 if it answers (and None), else one started
+    on a free port (and its process, to stop with :func:`stop_process`)."""
+    if redis_answers():
+        return "redis://127.0.0.1:6379/0", None
+    port = free_port()
+    return f"redis://127.0.0.1:{port}/0", start_redis(port, workdir)
 
 
 def start_redis(port: int, workdir: Path) -> subprocess.Popen[bytes]:

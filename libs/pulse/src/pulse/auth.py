@@ -1,7 +1,12 @@
-"""JWT connection tokens (PyJWT): issuing dev tokens and verifying them.
+"""JWTs (PyJWT): issuing development tokens, and verifying tokens in every service alike.
 
 Claims: ``sub`` (the account or user id), ``roles`` (a list, e.g. ``["ops"]``), ``exp``
-(required). The algorithm is pinned by the verifier, never taken from the token header.
+(required). :class:`TokenVerifier` accepts one algorithm, from the settings, never from the
+token's header: HS256 with the shared secret (development) or RS256 / ES256 with keys from a
+JWKS URL (production), so a token signed with another algorithm (``none``, or HS256 with the
+public key as secret) is refused. A token verified once is remembered (by its whole text,
+signature included) for up to a minute, so a client that sends the same token with every
+request pays for one signature check a minute; its ``exp`` is still checked every time.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 
 import jwt
+from cachetools import TTLCache
 
 from pulse.errors import PermanentError, RetryableError
 
@@ -44,6 +50,8 @@ class VerifierUnavailableError(RetryableError):
 
 
 ASYMMETRIC_ALGORITHMS: Final = frozenset({"RS256", "ES256"})
+_VERIFIED_TOKENS: Final = 10_000
+_VERIFIED_SECONDS: Final = 60
 
 
 @dataclass(frozen=True)
@@ -122,6 +130,9 @@ class TokenVerifier:
             if algorithm in ASYMMETRIC_ALGORITHMS and jwks_url
             else None
         )
+        self._verified: TTLCache[str, Claims] = TTLCache(
+            maxsize=_VERIFIED_TOKENS, ttl=_VERIFIED_SECONDS
+        )
 
     @classmethod
     def from_settings(cls, settings: CredentialSettings) -> TokenVerifier:
@@ -135,6 +146,16 @@ class TokenVerifier:
     async def verify(self, token: str) -> Claims:
         """The token's claims; raises TokenExpiredError, InvalidTokenError or
         VerifierUnavailableError."""
+        known = self._verified.get(token)
+        if known is not None:
+            if known.exp <= time.time():
+                raise TokenExpiredError("token expired")
+            return known
+        claims = await self._check(token)
+        self._verified[token] = claims
+        return claims
+
+    async def _check(self, token: str) -> Claims:
         key: Any = self._secret
         if self._jwks is not None:
             key = await asyncio.to_thread(self._signing_key, token)

@@ -123,19 +123,17 @@ class Throttle:
 
     async def take(self, caller: str) -> Budget | None:
         """Spend one request of ``caller``'s budget; None when Redis is out of reach."""
+        window = self.quota.window_seconds
+        now = time.time()
+        index, into = divmod(now, window)
         try:
-            allowed = await self._limiter.hit(self._item, caller)
-            stats = await self._limiter.get_window_stats(self._item, caller)
+            count = await self._storage.incr(f"{self.quota.name}/{caller}/{int(index)}", window)
         except (StorageError, RedisError, OSError) as exc:
             self._fail_open(exc)
             return None
-        # Whole seconds within (0, window]: limits reports a time a whole window away (its
-        # counters' expiry modulo the window) as "now", and the clocks of Redis and this
-        # host differ by a little.
-        seconds = math.ceil(stats.reset_time - time.time())
-        window = self.quota.window_seconds
-        reset = window if seconds <= 0 else min(window, seconds)
-        return Budget(self.quota, allowed, stats.remaining, reset)
+        limit = self.quota.limit
+        reset = max(1, math.ceil(window - into))
+        return Budget(self.quota, count <= limit, max(0, limit - count), reset)
 
     async def close(self) -> None:
         """Release the Redis connections."""
