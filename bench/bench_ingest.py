@@ -54,6 +54,12 @@ def _bare_put_loop(settings: PulseSettings, n: int) -> float:
     return n / (time.perf_counter() - start)
 
 
+def _cpu_seconds(pid: int) -> float:
+    """User plus system CPU time of process ``pid`` so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def _credentials(settings: PulseSettings) -> list[dict[str, dict[str, str]]]:
     """Per account: a JWT's ``Authorization`` header, and an API key's."""
     keys = ApiKeyTable(aws_client("dynamodb", settings), settings.names.api_keys_table)
@@ -129,13 +135,16 @@ def bench_ingest() -> dict[str, float]:
         _bare_put_loop(settings, 50)  # warm-up both paths
         asyncio.run(_api_loop(url, 50, credentials))
         bare, api = [], []
+        assert ingest.proc is not None
+        cpu = 0.0
         for round_no in range(ROUNDS):
+            if round_no % 2 == 0:
+                bare.append(_bare_put_loop(settings, REQUESTS))
+            before = _cpu_seconds(ingest.proc.pid)
+            api.append(asyncio.run(_api_loop(url, REQUESTS, credentials)))
+            cpu += _cpu_seconds(ingest.proc.pid) - before
             if round_no % 2:
-                api.append(asyncio.run(_api_loop(url, REQUESTS, credentials)))
                 bare.append(_bare_put_loop(settings, REQUESTS))
-            else:
-                bare.append(_bare_put_loop(settings, REQUESTS))
-                api.append(asyncio.run(_api_loop(url, REQUESTS, credentials)))
     finally:
         ingest.stop()
         stop_process(moto)
@@ -147,6 +156,9 @@ def bench_ingest() -> dict[str, float]:
         "ingest.api_rps": statistics.median(api),
         "ingest.putitem_rps": statistics.median(bare),
         "ingest.ratio": statistics.median(a / b for a, b in zip(api, bare, strict=True)),
+        # The service's own CPU per request, all threads (boto3's included): unlike the
+        # ratio, it does not move with what else the machine is doing.
+        "ingest.cpu_us_per_request": cpu / (ROUNDS * REQUESTS) * 1e6,
     }
     for name, value in figures.items():
         print(f"{name}: {value:.3f}")
