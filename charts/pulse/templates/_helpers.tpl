@@ -78,7 +78,7 @@ One service's settings: its entry in .Values.services merged over .Values.defaul
 {{- $raw := index .root.Values.services .name | default dict }}
 {{- $merged := mergeOverwrite (deepCopy .root.Values.defaults) (deepCopy $raw) }}
 {{- /* mergeOverwrite skips zero values: honour an explicit 0 / false from the service. */}}
-{{- range $key := list "replicas" "enabled" "jwtSecret" "preStopSleepSeconds" }}
+{{- range $key := list "replicas" "enabled" "jwtSecret" "accessControl" "preStopSleepSeconds" }}
 {{- if hasKey $raw $key }}{{- $_ := set $merged $key (index $raw $key) }}{{- end }}
 {{- end }}
 {{- toYaml $merged }}
@@ -129,6 +129,48 @@ PULSE_RESOURCE_PREFIX: {{ .Values.aws.resourcePrefix | quote }}
 PULSE_REDIS_PREFIX: {{ .Values.redis.prefix | quote }}
 PULSE_LOG_LEVEL: {{ .Values.logging.level | quote }}
 PULSE_LOG_FORMAT: {{ .Values.logging.format | quote }}
+{{- end }}
+
+{{/* A number as plain text: whole numbers without a fraction or an exponent (1e+06). */}}
+{{- define "pulse.number" -}}
+{{- if eq (float64 .) (float64 (int64 .)) }}{{ int64 . }}{{ else }}{{ . }}{{ end }}
+{{- end }}
+
+{{/*
+How a service verifies bearer tokens (pulse.settings.CredentialSettings): the secret from its
+Secret, the one algorithm, the identity provider's JWKS. (root context) -> env list items
+*/}}
+{{- define "pulse.credentialEnv" -}}
+- name: PULSE_JWT_SECRET
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "pulse.jwtSecretName" . }}
+      key: {{ .Values.auth.existingSecretKey }}
+- name: PULSE_JWT_ALGORITHM
+  value: {{ .Values.auth.jwtAlgorithm | quote }}
+{{- with .Values.auth.jwksUrl }}
+- name: PULSE_JWKS_URL
+  value: {{ . | quote }}
+{{- end }}
+- name: PULSE_JWKS_CACHE_SECONDS
+  value: {{ int .Values.auth.jwksCacheSeconds | quote }}
+{{- end }}
+
+{{/*
+The door of ingest's API (ingest.access): API keys' cache, the principals' budget, the
+failed-credential limit per address and the proxies trusted to name it. -> env list items
+*/}}
+{{- define "pulse.accessControlEnv" -}}
+- name: PULSE_API_KEY_CACHE_SECONDS
+  value: {{ include "pulse.number" .Values.auth.apiKeyCacheSeconds | quote }}
+- name: PULSE_RATE_LIMIT_PER_SECOND
+  value: {{ include "pulse.number" .Values.rateLimit.perSecond | quote }}
+- name: PULSE_RATE_LIMIT_BURST
+  value: {{ int .Values.rateLimit.burst | quote }}
+- name: PULSE_AUTH_FAILURES_PER_MINUTE
+  value: {{ int .Values.rateLimit.authFailuresPerMinute | quote }}
+- name: PULSE_TRUSTED_PROXY_HOPS
+  value: {{ int .Values.rateLimit.trustedProxyHops | quote }}
 {{- end }}
 
 {{- define "pulse.jwtSecretName" -}}
@@ -342,11 +384,10 @@ spec:
             {{- end }}
             {{- with include "pulse.redisEnv" $root }}{{ . | nindent 12 }}{{ end }}
             {{- if $svc.jwtSecret }}
-            - name: PULSE_JWT_SECRET
-              valueFrom:
-                secretKeyRef:
-                  name: {{ include "pulse.jwtSecretName" $root }}
-                  key: {{ $root.Values.auth.existingSecretKey }}
+            {{- include "pulse.credentialEnv" $root | nindent 12 }}
+            {{- end }}
+            {{- if $svc.accessControl }}
+            {{- include "pulse.accessControlEnv" $root | nindent 12 }}
             {{- end }}
             {{- range $key := keys $svc.env | sortAlpha }}
             - name: {{ $key }}

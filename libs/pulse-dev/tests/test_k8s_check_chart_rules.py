@@ -6,11 +6,14 @@ from pathlib import Path
 import pytest
 
 from pulse_dev.k8s_check.chart_rules import (
+    PORTS,
     ChartValues,
     Irsa,
     Render,
+    ServiceSettings,
     ops_port_problems,
     render_problems,
+    settings_env_problems,
 )
 from pulse_dev.k8s_check.render import Document
 from pulse_dev.k8s_check.repository import Repository
@@ -123,3 +126,59 @@ def test_an_ops_port_the_code_does_not_serve_fails(values: ChartValues) -> None:
     problems = ops_port_problems(values, lambda _: "")
     assert problems
     assert all("never calls pulse.service.serving_api" in p for p in problems)
+
+
+@pytest.fixture(scope="module")
+def settings() -> dict[str, ServiceSettings]:
+    return {svc: ServiceSettings.of(svc) for svc in PORTS}
+
+
+def ingest_env(docs: list[Document]) -> list[dict[str, object]]:
+    env: list[dict[str, object]] = deployment(docs, "pulse-ingest")["spec"]["template"]["spec"][
+        "containers"
+    ][0]["env"]
+    return env
+
+
+def test_ingest_and_the_gateway_verify_tokens_and_ingest_reads_the_doors_settings(
+    settings: dict[str, ServiceSettings],
+) -> None:
+    assert {svc for svc, s in settings.items() if s.verifies_tokens} == {"ingest", "ws-gateway"}
+    assert "PULSE_TRUSTED_PROXY_HOPS" in settings["ingest"].variables
+    assert "PULSE_TRUSTED_PROXY_HOPS" not in settings["ws-gateway"].variables
+
+
+@pytest.mark.parametrize("scenario", ["default", "dev-values", "eks-values"])
+def test_every_variable_the_chart_sets_is_read(
+    k8s_repository: Repository, settings: dict[str, ServiceSettings], scenario: str
+) -> None:
+    render = Render(scenario, rendered(k8s_repository, scenario))
+    assert settings_env_problems(render, settings) == []
+
+
+def test_a_misspelt_or_missing_setting_fails(
+    k8s_repository: Repository, settings: dict[str, ServiceSettings]
+) -> None:
+    docs = rendered(k8s_repository, "default")
+    env = ingest_env(docs)
+    for entry in env:
+        if entry["name"] == "PULSE_RATE_LIMIT_BURST":
+            entry["name"] = "PULSE_RATE_LIMT_BURST"
+    env[:] = [e for e in env if e["name"] != "PULSE_JWT_ALGORITHM"]
+    where = "default: Deployment/pulse-ingest"
+    assert settings_env_problems(Render("default", docs), settings) == [
+        f"{where}: sets ['PULSE_RATE_LIMT_BURST'], which ingest's settings never read",
+        f"{where}: verifies tokens but lacks ['PULSE_JWT_ALGORITHM']",
+        f"{where}: reads the door's settings but lacks ['PULSE_RATE_LIMIT_BURST']",
+    ]
+
+
+def test_behind_an_ingress_no_trusted_proxy_fails(
+    k8s_repository: Repository, settings: dict[str, ServiceSettings]
+) -> None:
+    docs = rendered(k8s_repository, "eks-values")
+    for entry in ingest_env(docs):
+        if entry["name"] == "PULSE_TRUSTED_PROXY_HOPS":
+            entry["value"] = "0"
+    (problem,) = settings_env_problems(Render("eks-values", docs), settings)
+    assert "PULSE_TRUSTED_PROXY_HOPS must be at least 1" in problem

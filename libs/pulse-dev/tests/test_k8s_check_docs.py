@@ -63,10 +63,15 @@ def test_notes_that_name_missing_objects_or_miss_next_steps_fail(
     docs = k8s_repository.renders.pulse("eks-values")
     notes = install_notes(k8s_repository, "eks-values")
     assert notes_problems("eks-values", notes, docs, eks) == []
-    broken = notes.replace("svc/pulse-ingest", "svc/pulse-ingress").replace("helm test pulse", "")
+    broken = (
+        notes.replace("svc/pulse-ingest", "svc/pulse-ingress")
+        .replace("helm test pulse", "")
+        .replace('-H "Authorization: Bearer $TOKEN"', "")
+    )
     problems = notes_problems("eks-values", broken, docs, eks)
     assert (
         "eks-values: NOTES names svc/pulse-ingress, which the install does not create" in problems
     )
     assert "eks-values: NOTES do not say 'helm test pulse'" in problems
+    assert "eks-values: NOTES do not say '-H \"Authorization: Bearer $TOKEN\"'" in problems
     assert notes_problems("eks-values", "", docs, eks) == ["eks-values: no NOTES printed"]

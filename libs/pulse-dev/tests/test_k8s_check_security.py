@@ -1,8 +1,17 @@
 """pulse_dev.k8s_check.security: IAM policies against the AWS calls in the code."""
 
+import json
+from pathlib import Path
 from typing import Any
 
-from pulse_dev.k8s_check.security import actions_called, policy_problems
+from pulse_dev.k8s_check.security import (
+    COMMAND_POLICIES,
+    Needs,
+    SharedCode,
+    actions_called,
+    policy_problems,
+    service_needs,
+)
 
 CODE = """
 async def handle(client):
@@ -57,3 +66,64 @@ def test_wildcards_and_resources_outside_pulse_fail() -> None:
         "p.json: S: arn:aws:sqs:REGION:ACCOUNT_ID:billing is not scoped to Pulse's resources",
         "p.json: S: only Allow statements with exact actions",
     ]
+
+
+ROOT = Path(__file__).resolve().parents[3]
+KEYS = "arn:aws:dynamodb:REGION:ACCOUNT_ID:table/pulse-api-keys"
+PAYMENTS = "arn:aws:dynamodb:REGION:ACCOUNT_ID:table/pulse-payments"
+
+
+def test_ingest_needs_what_the_door_calls_on_the_key_table_and_no_more() -> None:
+    needs = service_needs(ROOT, "ingest")
+    assert needs.problems == []
+    assert needs.on_resource == {
+        "table/pulse-api-keys": {"dynamodb:GetItem", "dynamodb:UpdateItem"}
+    }
+    # creating and listing keys is `pulse keys`' part: it stays out of ingest's role
+    assert "dynamodb:Scan" not in needs.actions
+
+
+def test_a_policy_granting_getitem_only_elsewhere_fails_for_the_key_table() -> None:
+    needs = service_needs(ROOT, "ingest")
+    policy = json.loads((ROOT / "k8s/iam/ingest-policy.json").read_text())
+    assert policy_problems("ingest", "p.json", policy, needs.actions, needs.on_resource) == []
+    for statement in policy["Statement"]:
+        if KEYS in statement["Resource"]:
+            statement["Action"].remove("dynamodb:GetItem")
+    assert any("dynamodb:GetItem" in s["Action"] for s in policy["Statement"])  # on payments
+    refused = policy_problems("ingest", "p.json", policy, needs.actions, needs.on_resource)
+    want = "ingest: the code calls ['dynamodb:GetItem'] on table/pulse-api-keys, not granted"
+    assert refused == [f"{want} there by p.json"]
+
+
+def test_a_wildcard_resource_grants_the_table_it_matches() -> None:
+    on = {"table/pulse-api-keys": {"dynamodb:GetItem"}}
+    wide = policy(allow(["dynamodb:GetItem"], "arn:aws:dynamodb:REGION:ACCOUNT_ID:table/pulse-*"))
+    assert policy_problems("w", "p.json", wide, {"dynamodb:GetItem"}, on) == []
+    other = policy(allow(["dynamodb:GetItem"], PAYMENTS))
+    assert policy_problems("w", "p.json", other, {"dynamodb:GetItem"}, on) != []
+
+
+def test_only_the_named_functions_of_a_module_count(tmp_path: Path) -> None:
+    module = tmp_path / "keys.py"
+    module.write_text(
+        "class Table:\n"
+        "    def get(self):\n        return self._ddb.get_item(Key=k)\n"
+        "    def list(self):\n        return self._ddb.get_paginator('scan')\n"
+    )
+    needs = Needs()
+    needs.add(tmp_path, SharedCode("keys.py", ("Table.get", "Table.gone"), "table/pulse-x"))
+    assert needs.actions == {"dynamodb:GetItem"}
+    assert needs.on_resource == {"table/pulse-x": {"dynamodb:GetItem"}}
+    assert needs.problems == ["keys.py defines no Table.gone"]
+
+
+def test_the_key_commands_policy_covers_create_list_and_revoke() -> None:
+    needs = Needs()
+    for shared in COMMAND_POLICIES["k8s/iam/api-keys-admin.json"][1]:
+        needs.add(ROOT, shared)
+    assert needs.on_resource == {
+        "table/pulse-api-keys": {"dynamodb:PutItem", "dynamodb:Scan", "dynamodb:UpdateItem"}
+    }
+    admin = json.loads((ROOT / "k8s/iam/api-keys-admin.json").read_text())
+    assert policy_problems("keys", "a.json", admin, needs.actions, needs.on_resource) == []

@@ -70,7 +70,7 @@ def every_check() -> list[Check]:
         *skaffold_render.checks(),
         Check(
             "NOTES.txt (dev, eks, split release): real object names, Ingress URLs, token, "
-            "helm test",
+            "bearer, API key, helm test",
             docs.notes_name_real_objects,
         ),
         Check(

@@ -1,13 +1,18 @@
 """The pulse chart's rendered objects follow its rules, with the default, dev and EKS values:
 labels, selectors, restricted security contexts, named ports, probes on the ops port, /tmp,
-checksums, environment, PDBs, IRSA roles, and what the dev and EKS values must produce."""
+checksums, environment, PDBs, IRSA roles, and what the dev and EKS values must produce; and
+each container's ``PULSE_`` variables against the settings its service reads."""
 
 from __future__ import annotations
 
+import importlib
 from dataclasses import dataclass
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
+from pydantic import AliasChoices
+
+from pulse.settings import CredentialSettings, PulseSettings
 from pulse_dev.k8s_check.render import PULSE_SCENARIOS, Document, ObjectKey, by_kind_and_name
 from pulse_dev.k8s_check.security import container_restricted, pod_restricted
 from pulse_dev.k8s_check.suite import Problems, Verdict
@@ -41,6 +46,17 @@ IRSA = "eks.amazonaws.com/role-arn"
 # an emptyDir for what the read-only root filesystem cannot hold
 TMP_MOUNT = {"name": "tmp", "mountPath": "/tmp"}  # noqa: S108 - a mount the chart renders
 OUTPUTS_REF = {"configMapRef": {"name": "pulse-outputs", "optional": True}}
+# What a service whose settings verify bearer tokens (pulse.settings.CredentialSettings) gets,
+# and what the door of an API (ingest.access) reads: a service reading one of ACCESS_ENV
+# gets every one, so the chart's rateLimit values are never silently the code's defaults.
+CREDENTIAL_ENV = {"PULSE_JWT_SECRET", "PULSE_JWT_ALGORITHM", "PULSE_JWKS_CACHE_SECONDS"}
+ACCESS_ENV = {
+    "PULSE_API_KEY_CACHE_SECONDS",
+    "PULSE_RATE_LIMIT_PER_SECOND",
+    "PULSE_RATE_LIMIT_BURST",
+    "PULSE_AUTH_FAILURES_PER_MINUTE",
+    "PULSE_TRUSTED_PROXY_HOPS",
+}
 
 
 @dataclass(frozen=True)
@@ -174,11 +190,6 @@ def port_and_env_problems(where: str, svc: str, c: dict[str, Any], values: Chart
             == {"fieldRef": {"fieldPath": "metadata.name"}},
             f"{where}: PULSE_WORKER_ID must be the pod's name (downward API): two replicas must "
             "never share a lease owner id",
-        )
-    if svc == "ws-gateway":
-        problems.expect(
-            "secretKeyRef" in env.get("PULSE_JWT_SECRET", {}).get("valueFrom", {}),
-            f"{where}: PULSE_JWT_SECRET must come from a Secret",
         )
     problems.expect(
         {"configMapRef": {"name": "pulse-env"}} in c.get("envFrom", []),
@@ -351,6 +362,75 @@ def ops_port_problems(values: ChartValues, code_of: Callable[[str], str]) -> Pro
     return problems
 
 
+@dataclass(frozen=True)
+class ServiceSettings:
+    """What a service's settings class reads: its variables, and whether it verifies tokens."""
+
+    variables: frozenset[str]
+    verifies_tokens: bool
+
+    @classmethod
+    def of(cls, svc: str) -> ServiceSettings:
+        """From ``<package>.settings``: the one PulseSettings subclass it defines."""
+        module = importlib.import_module(f"{svc.replace('-', '_')}.settings")
+        (settings,) = [
+            c
+            for c in vars(module).values()
+            if isinstance(c, type)
+            and issubclass(c, PulseSettings)
+            and c.__module__ == module.__name__
+        ]
+        variables = set()
+        for name, spec in settings.model_fields.items():
+            alias = spec.validation_alias
+            if isinstance(alias, AliasChoices):
+                variables |= {a for a in alias.choices if isinstance(a, str)}
+            else:
+                variables.add(f"PULSE_{name.upper()}")
+        return cls(frozenset(variables), issubclass(settings, CredentialSettings))
+
+
+def settings_env_problems(render: Render, settings: dict[str, ServiceSettings]) -> Problems:
+    """Every PULSE_ variable a container gets is one its service reads (pydantic ignores the
+    others, so a misspelt one would silently leave the code's default); a service verifying
+    tokens gets the JWT settings, its secret from a Secret; a service reading the door's
+    settings gets them all, and behind an Ingress trusts at least the controller's hop."""
+    problems = Problems()
+    for svc, reads in settings.items():
+        name = f"pulse-{svc}"
+        dep = render.kinds.get(("Deployment", name))
+        if dep is None:
+            continue
+        where = f"{render.scenario}: Deployment/{name}"
+        env = {
+            e["name"]: e for e in dep["spec"]["template"]["spec"]["containers"][0].get("env", [])
+        }
+        unread = sorted(n for n in env if n.startswith("PULSE_") and n not in reads.variables)
+        problems.expect(not unread, f"{where}: sets {unread}, which {svc}'s settings never read")
+        if reads.verifies_tokens:
+            problems.expect(
+                set(env) >= CREDENTIAL_ENV,
+                f"{where}: verifies tokens but lacks {sorted(CREDENTIAL_ENV - set(env))}",
+            )
+            problems.expect(
+                "secretKeyRef" in env.get("PULSE_JWT_SECRET", {}).get("valueFrom", {}),
+                f"{where}: PULSE_JWT_SECRET must come from a Secret",
+            )
+        if reads.variables & ACCESS_ENV:
+            problems.expect(
+                set(env) >= ACCESS_ENV,
+                f"{where}: reads the door's settings but lacks {sorted(ACCESS_ENV - set(env))}",
+            )
+        hops = env.get("PULSE_TRUSTED_PROXY_HOPS", {}).get("value")
+        if hops is not None and ("Ingress", name) in render.kinds:
+            problems.expect(
+                int(hops) >= 1,
+                f"{where}: behind its Ingress, PULSE_TRUSTED_PROXY_HOPS must be at least 1 "
+                "(else every client shares the controller's address)",
+            )
+    return problems
+
+
 def follow_the_rules(repository: Repository) -> Verdict:
     values = ChartValues(repository.yaml("charts/pulse/values.yaml"))
     irsa = Irsa(
@@ -360,11 +440,12 @@ def follow_the_rules(repository: Repository) -> Verdict:
             for p in (repository.root / "k8s/iam").glob("*-policy.json")
         ),
     )
+    settings = {svc: ServiceSettings.of(svc) for svc in PORTS}
     problems = Problems()
     for scenario in PULSE_SCENARIOS:
-        problems += render_problems(
-            Render(scenario, repository.renders.pulse(scenario)), values, irsa
-        )
+        render = Render(scenario, repository.renders.pulse(scenario))
+        problems += render_problems(render, values, irsa)
+        problems += settings_env_problems(render, settings)
 
     def code_of(svc: str) -> str:
         return " ".join(

@@ -33,7 +33,8 @@ spec:
     metadata: {labels: {a: b}}
     spec: {containers: [{name: c, image: i}]}
 """
-# Values the schema must refuse: misspelt keys at each level, a bad enum, a port that is no number.
+# Values the schema must refuse: misspelt keys at each level, a bad enum, a port that is no
+# number, RS256 without the JWKS to verify it, a key cache longer than ingest accepts.
 TYPOS = (
     "services.ingest.replicaz=2",
     "services.ingestt.replicas=1",
@@ -41,6 +42,8 @@ TYPOS = (
     "aws.regoin=eu-west-1",
     "logging.level=verbose",
     "services.ws-gateway.port=http",
+    "auth.jwtAlgorithm=RS256",
+    "auth.apiKeyCacheSeconds=60",
 )
 
 

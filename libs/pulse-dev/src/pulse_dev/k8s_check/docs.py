@@ -44,7 +44,14 @@ NOTES_INSTALLS = {
         ),
     ),
 }
-NEXT_STEPS = ("pulse token --sub", "helm test pulse", "port-forward svc/pulse-ingest 8080:8080")
+NEXT_STEPS = (
+    "pulse token --sub",
+    "helm test pulse",
+    "port-forward svc/pulse-ingest 8080:8080",
+    # every /v1/ route of ingest wants a bearer credential: a token or an API key
+    '-H "Authorization: Bearer $TOKEN"',
+    "pulse keys create --account",
+)
 DOC_PATH = re.compile(r"(?<![\w./-])((?:charts|k8s|services|scripts)/[A-Za-z0-9_./*-]+)")
 HELM_ON_CHART = re.compile(
     r"helm (?:upgrade --install|install|template|lint)[^\n]*?\s(charts/[\w-]+)"

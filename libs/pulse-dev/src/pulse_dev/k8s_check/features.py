@@ -230,8 +230,9 @@ def eks_features(repository: Repository) -> Verdict:
 
 
 def helm_test_script_works(repository: Repository) -> Verdict:
-    """The test Job's script parses, and what it imports exists in the gateway's environment
-    (websockets' sync client, pulse.auth.issue_token taking sub, roles and ttl_seconds)."""
+    """The test Job's script parses, sends ingest its bearer token, and what it imports exists
+    in the gateway's environment (websockets' sync client, pulse.auth.issue_token taking sub,
+    roles and ttl_seconds)."""
     (job,) = helm_test_jobs(repository.renders.pulse("eks-values"))
     script = job["spec"]["template"]["spec"]["containers"][0]["args"][0]
     ast.parse(script)
@@ -239,6 +240,10 @@ def helm_test_script_works(repository: Repository) -> Verdict:
     auth = importlib.import_module("pulse.auth")
     parameters = set(inspect.signature(auth.issue_token).parameters)
     problems = Problems()
+    problems.expect(
+        '"Authorization": f"Bearer {token}"' in script,
+        "the helm test must send ingest Authorization: Bearer <token> (every /v1/ route wants one)",
+    )
     problems.expect(hasattr(client, "connect"), "websockets.sync.client has no connect")
     problems.expect(
         {"sub", "roles", "ttl_seconds"} <= parameters,

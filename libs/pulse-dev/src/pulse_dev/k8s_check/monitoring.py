@@ -22,7 +22,13 @@ if TYPE_CHECKING:
 
 MONITOR_KINDS = ("ServiceMonitor", "PodMonitor", "PrometheusRule")
 RELEASE_LABEL = "kube-prometheus-stack"
-ALERTS = ("PulseDeadLetterQueueNotEmpty", "PulseStreamLagHigh", "PulseHttpErrorRatioHigh")
+ALERTS = (
+    "PulseDeadLetterQueueNotEmpty",
+    "PulseStreamLagHigh",
+    "PulseHttpErrorRatioHigh",
+    "PulseCredentialsRefusedOften",
+    "PulseRateLimiterUnavailable",
+)
 DASHBOARDS = "charts/pulse/dashboards"
 DASHBOARD_SERVICES = ("ingest", "ws-gateway", "stream-processor", "fraud-worker", "notify-worker")
 METRIC = re.compile(r"\bpulse_[a-z0-9_]+")

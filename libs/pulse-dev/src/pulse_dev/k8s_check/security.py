@@ -1,16 +1,28 @@
 """Least privilege: the restricted pod security every workload runs with, and the IAM
-policies in ``k8s/iam/`` granting exactly the AWS calls each service's code makes."""
+policies in ``k8s/iam/`` granting exactly the AWS calls each service's code makes.
+
+A service's code is its own package and the library code it runs (:data:`SHARED_CODE`):
+whole modules, or only some of their functions when the service runs a part of a module
+(ingest reads and stamps API keys; creating, listing and revoking them is ``pulse keys``'s
+part). Library calls declared with a resource must be granted on that resource, not merely
+somewhere in the policy. The policies for people running commands
+(:data:`COMMAND_POLICIES`) are held to the commands' calls the same way.
+"""
 
 from __future__ import annotations
 
+import ast
 import json
 import re
+from dataclasses import dataclass, field
+from fnmatch import fnmatchcase
 from typing import TYPE_CHECKING, Any
 
 from pulse_dev.k8s_check.suite import Verdict
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable
+    from collections.abc import Iterable, Mapping
+    from pathlib import Path
 
     from pulse_dev.k8s_check.repository import Repository
 
@@ -57,11 +69,48 @@ ACTIONS = {
     "get_parameters_by_path": "ssm:GetParametersByPath",
     "get_metric_statistics": "cloudwatch:GetMetricStatistics",
 }
-# Library code a service runs, beside its own (glob patterns).
+
+
+@dataclass(frozen=True)
+class SharedCode:
+    """Library code a service runs beside its own.
+
+    ``path``: a glob of modules. ``functions`` (``Class.method`` or ``function``): only these
+    functions' calls count, for a module of which the service runs a part. ``resource``: the
+    resource part of the ARN every call found must be granted on (``table/pulse-api-keys``).
+    """
+
+    path: str
+    functions: tuple[str, ...] = ()
+    resource: str | None = None
+
+
+API_KEYS = "libs/pulse/src/pulse/api_keys.py"
+API_KEYS_TABLE = "table/pulse-api-keys"
 SHARED_CODE = {
-    "fraud-worker": ["libs/pulse/src/pulse/consumer/*.py"],
-    "notify-worker": ["libs/pulse/src/pulse/consumer/*.py"],
-    "operator": ["libs/pulse/src/pulse/topology.py"],
+    "fraud-worker": [SharedCode("libs/pulse/src/pulse/consumer/*.py")],
+    "notify-worker": [SharedCode("libs/pulse/src/pulse/consumer/*.py")],
+    "operator": [SharedCode("libs/pulse/src/pulse/topology.py")],
+    # The door of the API (pulse.credentials) reads a key and stamps its last use.
+    "ingest": [
+        SharedCode("libs/pulse/src/pulse/credentials.py"),
+        SharedCode(API_KEYS, ("ApiKeyTable.get", "ApiKeyTable.touch"), API_KEYS_TABLE),
+    ],
+}
+# Policies for the AWS identity of a person running a command (never a pod's role; hence not
+# named *-policy.json, which the IRSA commands and checks take for a service's): the file and
+# the code the command runs.
+COMMAND_POLICIES = {
+    "k8s/iam/api-keys-admin.json": (
+        "pulse keys",
+        [
+            SharedCode(
+                API_KEYS,
+                ("ApiKeyTable.put", "ApiKeyTable.list", "ApiKeyTable.revoke"),
+                API_KEYS_TABLE,
+            )
+        ],
+    ),
 }
 # The only actions that may be granted on every resource (they name none).
 UNSCOPED_ACTIONS = {"sns:ListTopics", "cloudwatch:GetMetricStatistics"}
@@ -95,6 +144,77 @@ def actions_called(sources: Iterable[str]) -> set[str]:
     return {ACTIONS[a or b] for text in sources for a, b in CALL.findall(text)}
 
 
+def function_sources(text: str, names: Iterable[str]) -> tuple[list[str], list[str]]:
+    """The source of each named function of a module (``Class.method`` or ``function``),
+    and the names it does not define."""
+    tree = ast.parse(text)
+    found: dict[str, str] = {}
+    for node in tree.body:
+        members = node.body if isinstance(node, ast.ClassDef) else [node]
+        prefix = f"{node.name}." if isinstance(node, ast.ClassDef) else ""
+        for member in members:
+            if isinstance(member, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                found[prefix + member.name] = ast.get_source_segment(text, member) or ""
+    wanted = list(names)
+    return [found[n] for n in wanted if n in found], [n for n in wanted if n not in found]
+
+
+@dataclass
+class Needs:
+    """What some code calls in AWS: every action, those bound to a resource, whether it makes
+    an AWS client at all, and the declared functions not found (a renamed method must not
+    pass unread)."""
+
+    actions: set[str] = field(default_factory=set)
+    on_resource: dict[str, set[str]] = field(default_factory=dict)
+    makes_clients: bool = False
+    problems: list[str] = field(default_factory=list)
+
+    def add_module(self, text: str) -> None:
+        self.actions |= actions_called([text])
+        self.makes_clients |= "aws_client(" in text
+
+    def add(self, root: Path, shared: SharedCode) -> None:
+        files = sorted(root.glob(shared.path))
+        if not files:
+            self.problems.append(f"{shared.path} matches no file")
+        for path in files:
+            text = path.read_text()
+            self.makes_clients |= "aws_client(" in text
+            sources = [text]
+            if shared.functions:
+                sources, missing = function_sources(text, shared.functions)
+                self.problems += [f"{shared.path} defines no {name}" for name in missing]
+            called = actions_called(sources)
+            self.actions |= called
+            if shared.resource is not None:
+                self.on_resource.setdefault(shared.resource, set()).update(called)
+
+
+def service_needs(root: Path, svc: str) -> Needs:
+    """What the service's own code and the library code it runs call in AWS (nothing, unless
+    some of it makes an AWS client)."""
+    needs = Needs()
+    for path in sorted((root / "services" / svc).glob("src/**/*.py")):
+        needs.add_module(path.read_text())
+    for shared in SHARED_CODE.get(svc, []):
+        needs.add(root, shared)
+    return needs if needs.makes_clients else Needs(problems=needs.problems)
+
+
+def granted_on(policy: dict[str, Any], action: str, resource: str) -> bool:
+    """Whether an Allow statement grants ``action`` on ``resource`` (an ARN's resource part,
+    matched with IAM's wildcards in the statement's resources)."""
+    service = action.partition(":")[0]
+    arn = f"arn:aws:{service}:REGION:ACCOUNT_ID:{resource}"
+    return any(
+        s.get("Effect") == "Allow"
+        and action in _as_list(s["Action"])
+        and any(fnmatchcase(arn, r) for r in _as_list(s["Resource"]))
+        for s in policy["Statement"]
+    )
+
+
 def _as_list(value: Any) -> list[Any]:
     return value if isinstance(value, list) else [value]
 
@@ -117,9 +237,14 @@ def statement_problems(where: str, statement: dict[str, Any]) -> list[str]:
 
 
 def policy_problems(
-    service: str, where: str, policy: dict[str, Any], needed: set[str]
+    service: str,
+    where: str,
+    policy: dict[str, Any],
+    needed: set[str],
+    on_resource: Mapping[str, set[str]] | None = None,
 ) -> list[str]:
-    """One service's policy document against the actions its code needs."""
+    """One service's policy document against the actions its code needs, and those it needs
+    on a given resource."""
     problems = []
     if policy.get("Version") != "2012-10-17":
         problems.append(f"{where}: Version must be 2012-10-17")
@@ -129,6 +254,11 @@ def policy_problems(
         granted |= set(_as_list(statement["Action"]))
     if missing := needed - granted:
         problems.append(f"{service}: the code calls {sorted(missing)}, not granted by {where}")
+    for resource, actions in sorted((on_resource or {}).items()):
+        if elsewhere := sorted(a for a in actions if not granted_on(policy, a, resource)):
+            problems.append(
+                f"{service}: the code calls {elsewhere} on {resource}, not granted there by {where}"
+            )
     return problems
 
 
@@ -137,14 +267,23 @@ def iam_policies_cover_the_code(repository: Repository) -> Verdict:
     problems = []
     for svc_dir in sorted(p for p in (root / "services").iterdir() if (p / "src").is_dir()):
         svc = svc_dir.name
-        shared = [f for pattern in SHARED_CODE.get(svc, []) for f in sorted(root.glob(pattern))]
-        files = [*svc_dir.glob("src/**/*.py"), *shared]
-        sources = [f.read_text() for f in files]
-        needed = actions_called(sources) if any("aws_client(" in s for s in sources) else set()
+        needs = service_needs(root, svc)
+        problems += [f"{svc}: {p}" for p in needs.problems]
         where = f"k8s/iam/{svc}-policy.json"
         if not (root / where).exists():
-            if needed:
-                problems.append(f"{svc}: calls AWS ({sorted(needed)}) but {where} is missing")
+            if called := sorted(needs.actions):
+                problems.append(f"{svc}: calls AWS ({called}) but {where} is missing")
             continue
-        problems += policy_problems(svc, where, json.loads(repository.text(where)), needed)
-    return Verdict.of(problems, "IAM policies ok")
+        policy = json.loads(repository.text(where))
+        problems += policy_problems(svc, where, policy, needs.actions, needs.on_resource)
+    for where, (command, code) in COMMAND_POLICIES.items():
+        needs = Needs()
+        for shared in code:
+            needs.add(root, shared)
+        problems += [f"{command}: {p}" for p in needs.problems]
+        if not (root / where).exists():
+            problems.append(f"{command}: {where} is missing")
+            continue
+        policy = json.loads(repository.text(where))
+        problems += policy_problems(command, where, policy, needs.actions, needs.on_resource)
+    return Verdict.of(problems, f"IAM policies ok ({len(COMMAND_POLICIES)} for commands)")
