@@ -117,3 +117,20 @@ async def test_a_remembered_token_still_expires_and_a_changed_one_is_checked_aga
     await asyncio.sleep(exp - time.time() + 0.1)
     with pytest.raises(TokenExpiredError):
         await hs.verify(token)
+
+
+async def test_issuer_and_audience_are_required_when_set() -> None:
+    hs = TokenVerifier(
+        algorithm="HS256", secret=SECRET, issuer="https://id.example", audience="pulse-api"
+    )
+    claims = {"sub": "dev", "exp": int(time.time()) + 60}
+    good = jwt.encode({**claims, "iss": "https://id.example", "aud": "pulse-api"}, SECRET)
+    assert (await hs.verify(good)).sub == "dev"
+    for other in (
+        claims,  # neither
+        {**claims, "iss": "https://id.example"},  # no audience
+        {**claims, "iss": "https://other.example", "aud": "pulse-api"},
+        {**claims, "iss": "https://id.example", "aud": "another-app"},
+    ):
+        with pytest.raises(InvalidTokenError):
+            await hs.verify(jwt.encode(other, SECRET))

@@ -20,7 +20,7 @@ from pulse.credentials import (
     insufficient_scope,
     unauthorized,
 )
-from pulse.settings import PulseSettings
+from pulse.settings import CredentialSettings, PulseSettings
 from pulse.topology import TopologyOutputs
 
 SECRET = "credentials-test-secret-0123456789abcdef"
@@ -172,3 +172,33 @@ async def test_an_unreachable_key_table_is_unavailable_not_a_refusal(
     missing = ApiKeyTable(aws_client("dynamodb", stack_settings), "no-such-table")
     with pytest.raises(CredentialUnavailableError):
         await _authenticator(missing).authenticate(new_api_key("a", name="", now=NOW).token)
+
+
+async def test_a_key_table_that_refuses_reads_is_unavailable_and_logged(
+    stack_settings: PulseSettings, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A read AWS refuses for good (a key schema it rejects here; no IAM grant on AWS) is not
+    the caller's fault: 503, and an error line for the operator."""
+    ddb = aws_client("dynamodb", stack_settings)
+    name = f"{stack_settings.resource_prefix}wrong-keys"
+    ddb.create_table(
+        TableName=name,
+        KeySchema=[{"AttributeName": "id", "KeyType": "HASH"}],
+        AttributeDefinitions=[{"AttributeName": "id", "AttributeType": "S"}],
+        BillingMode="PAY_PER_REQUEST",
+    )
+    refused = ApiKeyTable(ddb, name)
+    with pytest.raises(CredentialUnavailableError):
+        await _authenticator(refused).authenticate(new_api_key("a", name="", now=NOW).token)
+    assert "the API-key table refuses reads" in capsys.readouterr().out
+
+
+def test_the_public_development_secret_is_warned_about(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.delenv("PULSE_JWT_SECRET", raising=False)
+    TokenVerifier.from_settings(CredentialSettings())
+    assert "public development secret" in capsys.readouterr().out
+    monkeypatch.setenv("PULSE_JWT_SECRET", SECRET)
+    TokenVerifier.from_settings(CredentialSettings())
+    assert "public development secret" not in capsys.readouterr().out

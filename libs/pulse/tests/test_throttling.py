@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
 import uuid
 
 import pytest
@@ -75,6 +77,33 @@ async def test_an_unreachable_redis_fails_open_counts_and_logs_once(
     assert metric == 3
     assert capsys.readouterr().out.count("rate limiter unavailable") == 1
     await throttle.close()
+
+
+async def test_a_hanging_redis_costs_one_timeout_per_interval_not_one_per_request() -> None:
+    # A peer that accepts the connection and never answers: each call waits for its timeout.
+    server = await asyncio.start_server(_never_answer, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    throttle = Throttle(
+        f"redis://127.0.0.1:{port}/0",
+        Quota("hang", 5, 60),
+        key_prefix="pulse:h:",
+        retry_after_seconds=30,
+    )
+    try:
+        started = time.monotonic()
+        assert await throttle.take("eve") is None  # the first waits out the timeout ...
+        assert time.monotonic() - started >= 1
+        started = time.monotonic()
+        assert [await throttle.take("eve") for _ in range(20)] == [None] * 20
+        assert time.monotonic() - started < 0.5  # ... the next ones do not ask at all
+    finally:
+        await throttle.close()
+        server.close()
+
+
+async def _never_answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    await reader.read()  # until the client gives up
+    writer.close()
 
 
 def test_only_redis_urls_are_taken() -> None:

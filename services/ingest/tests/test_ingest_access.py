@@ -210,8 +210,11 @@ async def test_each_principal_has_a_budget_and_every_answer_says_what_is_left(
     api = start(PULSE_RATE_LIMIT_PER_SECOND="0.05", PULSE_RATE_LIMIT_BURST="3")  # 3 per 60 s
     await _early_in_a_window(60)
     token = _jwt(f"acct-{uuid.uuid4().hex[:6]}")
-    answers = [await api.create(token, "another-account") for _ in range(2)]
-    answers.append(await api.call("GET", f"/v1/payments/{uuid.uuid4()}", token))
+    answers = [
+        await api.create(token, "another-account"),  # 403
+        await api.call("GET", "/v1/no-such-route", token),  # the router's 404
+        await api.call("GET", f"/v1/payments/{uuid.uuid4()}", token),  # no such payment
+    ]
     for status, _, headers in answers:
         assert status in {403, 404}
         assert headers["RateLimit-Policy"] == '"per-principal";q=3;w=60'

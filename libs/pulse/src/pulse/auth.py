@@ -20,9 +20,13 @@ import jwt
 from cachetools import TTLCache
 
 from pulse.errors import PermanentError, RetryableError
+from pulse.logging import get_logger
+from pulse.settings import DEV_JWT_SECRET
 
 if TYPE_CHECKING:
     from pulse.settings import CredentialSettings
+
+log = get_logger("pulse.auth")
 
 __all__ = [
     "ASYMMETRIC_ALGORITHMS",
@@ -117,6 +121,8 @@ class TokenVerifier:
         secret: str,
         jwks_url: str | None = None,
         jwks_cache_seconds: int = 300,
+        issuer: str | None = None,
+        audience: str | None = None,
     ) -> None:
         if algorithm in ASYMMETRIC_ALGORITHMS:
             if not jwks_url:
@@ -125,6 +131,14 @@ class TokenVerifier:
             raise ValueError(f"unsupported JWT algorithm {algorithm!r}")
         self.algorithm = algorithm
         self._secret = secret
+        self._issuer = issuer
+        self._audience = audience
+        self._required = [
+            "exp",
+            "sub",
+            *(["iss"] if issuer else []),
+            *(["aud"] if audience else []),
+        ]
         self._jwks = (
             jwt.PyJWKClient(jwks_url, cache_keys=True, lifespan=jwks_cache_seconds, timeout=5)
             if algorithm in ASYMMETRIC_ALGORITHMS and jwks_url
@@ -136,11 +150,19 @@ class TokenVerifier:
 
     @classmethod
     def from_settings(cls, settings: CredentialSettings) -> TokenVerifier:
+        secret = settings.jwt_secret.get_secret_value()
+        if settings.jwt_algorithm == "HS256" and secret == DEV_JWT_SECRET:
+            log.warning(
+                "PULSE_JWT_SECRET is the public development secret: anyone can sign tokens "
+                "this service accepts; set a secret of your own outside development"
+            )
         return cls(
             algorithm=settings.jwt_algorithm,
-            secret=settings.jwt_secret.get_secret_value(),
+            secret=secret,
             jwks_url=settings.jwks_url,
             jwks_cache_seconds=settings.jwks_cache_seconds,
+            issuer=settings.jwt_issuer,
+            audience=settings.jwt_audience,
         )
 
     async def verify(self, token: str) -> Claims:
@@ -161,7 +183,12 @@ class TokenVerifier:
             key = await asyncio.to_thread(self._signing_key, token)
         try:
             payload = jwt.decode(
-                token, key, algorithms=[self.algorithm], options={"require": ["exp", "sub"]}
+                token,
+                key,
+                algorithms=[self.algorithm],
+                issuer=self._issuer,
+                audience=self._audience,
+                options={"require": self._required},
             )
         except jwt.ExpiredSignatureError as exc:
             raise TokenExpiredError("token expired") from exc

@@ -221,6 +221,11 @@ class Authenticator:
             key = await asyncio.to_thread(self._keys.get, key_id)
         except RetryableError as exc:
             raise CredentialUnavailableError("API keys unavailable, retry") from exc
+        except PulseError as exc:
+            # Refused for good (no IAM grant, say): an operator must act; the caller is not
+            # at fault, so it gets 503, not a refusal of its key.
+            log.error("the API-key table refuses reads", error=str(exc))  # noqa: TRY400
+            raise CredentialUnavailableError("API keys unavailable, retry") from exc
         if cache is not None:
             cache[key_id] = key
         return key

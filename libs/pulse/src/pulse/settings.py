@@ -101,6 +101,10 @@ class CredentialSettings(PulseSettings):
     jwt_algorithm: Literal["HS256", "RS256", "ES256"] = "HS256"
     jwks_url: str | None = None
     jwks_cache_seconds: int = Field(default=300, ge=1, le=86_400)
+    # When set, a token must carry this "iss" / have this "aud" (an identity provider signs
+    # tokens for many applications: these keep another's tokens out).
+    jwt_issuer: str | None = None
+    jwt_audience: str | None = None
 
     @model_validator(mode="after")
     def _jwks_for_asymmetric(self) -> Self:

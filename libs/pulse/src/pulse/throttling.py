@@ -19,7 +19,9 @@ draft-ietf-httpapi-ratelimit-headers (``"name";q=100;w=2`` and ``"name";r=57;t=1
 
 If Redis cannot be reached the throttle fails open: :meth:`Throttle.take` answers None (the
 request goes on), counts ``pulse_ratelimit_unavailable_total`` and logs at most once per
-``log_interval_seconds``. Throttling must never be why a healthy API refuses work.
+``log_interval_seconds``. After a failure it does not ask Redis again for
+``retry_after_seconds``, so a Redis that hangs rather than refuses costs one timeout per
+interval, not one per request. Throttling must never be why a healthy API refuses work.
 """
 
 from __future__ import annotations
@@ -105,6 +107,7 @@ class Throttle:
         *,
         key_prefix: str,
         log_interval_seconds: float = 30.0,
+        retry_after_seconds: float = 5.0,
     ) -> None:
         self.quota = quota
         # The pool is ours, so close() can release its connections.
@@ -122,12 +125,16 @@ class Throttle:
         self._unavailable = UNAVAILABLE.labels(quota.name)
         self._log_interval = log_interval_seconds
         self._logged_at = float("-inf")
+        self._retry_after = retry_after_seconds
+        self._down_until = float("-inf")
 
     async def take(self, caller: str) -> Budget | None:
         """Spend one request of ``caller``'s budget; None when Redis is out of reach."""
+        if time.monotonic() < self._down_until:
+            self._unavailable.inc()
+            return None
         window = self.quota.window_seconds
-        now = time.time()
-        index, into = divmod(now, window)
+        index, into = divmod(time.time(), window)
         try:
             count = await self._storage.incr(f"{self.quota.name}/{caller}/{int(index)}", window)
         except (StorageError, RedisError, OSError) as exc:
@@ -144,6 +151,7 @@ class Throttle:
     def _fail_open(self, exc: Exception) -> None:
         self._unavailable.inc()
         now = time.monotonic()
+        self._down_until = now + self._retry_after
         if now - self._logged_at >= self._log_interval:
             self._logged_at = now
             log.warning(

@@ -11,9 +11,11 @@ In order, for each request:
 3. the principal spends one request of its budget (:class:`~pulse.throttling.Throttle`,
    shared by every replica through Redis): over it, 429 (``rate-limited``).
 
-Every answer from then on — success or problem — carries the budget's ``RateLimit-Policy``
-and ``RateLimit`` fields. The principal is ``request[PRINCIPAL]`` for the handlers, which
-ask :func:`ingest.authz.authorize` what it may do. Health, readiness, metrics and
+Every answer from then on — success, problem, an unknown route, a failing dependency —
+carries the budget's ``RateLimit-Policy`` and ``RateLimit`` fields: the middleware sits
+outside the one that renders problems, and renders its own refusals itself. The principal is
+``request[PRINCIPAL]`` for the handlers, which ask :func:`ingest.authz.authorize` what it may
+do. Health, readiness, metrics and
 ``/openapi.json`` stay open. Authentication never depends on Redis: when Redis is out of
 reach the throttles let requests through (:mod:`pulse.throttling`).
 """
@@ -89,16 +91,15 @@ class AccessControl:
     ) -> web.StreamResponse:
         if not request.path.startswith(_PROTECTED_PREFIX):
             return await handler(request)
-        principal = await self._principal(request)
-        budget = await self._spend(principal)
-        request[PRINCIPAL] = principal
-        headers = budget.headers() if budget is not None else {}
         try:
-            response = await handler(request)
-        except Problem as problem:
-            problem.headers.update(headers)
-            raise
-        response.headers.update(headers)
+            principal = await self._principal(request)
+            budget = await self._spend(principal)
+        except Problem as refusal:
+            return refusal.response()
+        request[PRINCIPAL] = principal
+        response = await handler(request)  # never raises: problems are rendered inside
+        if budget is not None:
+            response.headers.update(budget.headers())
         return response
 
     async def _principal(self, request: web.Request) -> Principal:

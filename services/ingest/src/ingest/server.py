@@ -275,10 +275,11 @@ def create_app(
     """
     app = web.Application(
         client_max_size=settings.max_body_bytes,
+        # access outside problem_middleware: its RateLimit fields reach every answer.
         middlewares=[
             http_metrics_middleware(settings.service_name),
-            problem_middleware,
             access.middleware,
+            problem_middleware,
         ],
     )
     api = PaymentsApi(settings, store)

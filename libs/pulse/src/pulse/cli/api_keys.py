@@ -14,7 +14,7 @@ from pulse.settings import PulseSettings
 __all__ = ["keys"]
 
 # How long a revoked key may still be accepted: ingest's key cache (pulse.credentials).
-_REVOKE_WITHIN = "5 s"
+_REVOKE_WITHIN = "PULSE_API_KEY_CACHE_SECONDS (5 s unless set otherwise)"
 
 
 @click.group(short_help="Create, list and revoke API keys for merchant backends.")
@@ -102,7 +102,8 @@ def keys_list(account: str | None) -> None:
 @keys.command(name="revoke")
 @click.argument("key_id")
 def keys_revoke(key_id: str) -> None:
-    """Revoke a key: every ingest replica refuses it within 5 s."""
+    """Revoke a key: every ingest replica refuses it within its key cache's lifetime
+    (PULSE_API_KEY_CACHE_SECONDS, 5 s by default)."""
     try:
         key = _table().revoke(key_id, now=_now())
     except PulseError as exc:
