@@ -154,6 +154,14 @@ Secret, the one algorithm, the identity provider's JWKS. (root context) -> env l
 {{- end }}
 - name: PULSE_JWKS_CACHE_SECONDS
   value: {{ int .Values.auth.jwksCacheSeconds | quote }}
+{{- with .Values.auth.jwtIssuer }}
+- name: PULSE_JWT_ISSUER
+  value: {{ . | quote }}
+{{- end }}
+{{- with .Values.auth.jwtAudience }}
+- name: PULSE_JWT_AUDIENCE
+  value: {{ . | quote }}
+{{- end }}
 {{- end }}
 
 {{/*
