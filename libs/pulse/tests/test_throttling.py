@@ -7,6 +7,7 @@ import time
 import uuid
 
 import pytest
+import redis.asyncio as aioredis
 from prometheus_client import REGISTRY
 
 from pulse.throttling import Budget, Quota, Throttle, client_address
@@ -63,6 +64,41 @@ async def test_every_replica_draws_on_one_budget(redis_url: str) -> None:
         if (budget := await replicas[i % 2].take("carol")) is not None
     ]
     assert allowed == [True, True, True, True, False, False]
+    for replica in replicas:
+        await replica.close()
+
+
+@pytest.mark.parametrize(("limit", "reservation"), [(3, 1), (100, 5), (200, 10), (10_000, 16)])
+def test_a_replica_reserves_a_twentieth_of_the_limit_at_most_16(
+    limit: int, reservation: int
+) -> None:
+    assert Quota("t", limit, 60).reservation == reservation
+
+
+async def test_a_busy_caller_costs_one_round_trip_per_reservation(redis_url: str) -> None:
+    prefix = f"pulse:{uuid.uuid4().hex}:"
+    throttle = Throttle(redis_url, Quota("t", 200, 3600), key_prefix=prefix)
+    answers = [await throttle.take("frank") for _ in range(25)]
+    assert all(a is not None and a.allowed for a in answers)
+    assert [a.remaining for a in answers if a] == list(range(199, 174, -1))
+    client = aioredis.Redis.from_url(redis_url)
+    keys = [k async for k in client.scan_iter(f"{prefix}*")]
+    assert len(keys) == 1
+    assert int(await client.get(keys[0]) or 0) == 30  # three reservations of 10
+    await client.aclose()
+    await throttle.close()
+
+
+async def test_replicas_reserving_together_never_allow_more_than_the_limit(
+    redis_url: str,
+) -> None:
+    prefix = f"pulse:{uuid.uuid4().hex}:"
+    replicas = [Throttle(redis_url, Quota("t", 40, 3600), key_prefix=prefix) for _ in range(3)]
+    answers = await asyncio.gather(*(replicas[i % 3].take("grace") for i in range(90)))
+    allowed = sum(1 for a in answers if a is not None and a.allowed)
+    assert 40 - 3 * replicas[0].quota.reservation <= allowed <= 40
+    refused = [a for a in answers if a is not None and not a.allowed]
+    assert all(a.remaining == 0 for a in refused)
     for replica in replicas:
         await replica.close()
 

@@ -5,12 +5,17 @@ in Redis, so every replica of a service draws on one budget. Set from a rate and
 (:meth:`Quota.from_rate`), it is a token bucket's rate and burst: ``burst`` requests per
 ``burst / rate`` seconds, which a caller may spend at once.
 
-The count is one ``INCR`` with an expiry per request (the ``limits`` library's Redis storage
-and its script), in windows aligned to the clock: one round trip, and the reset time known
-without asking Redis. The price of aligned windows: across a window's boundary a caller may
-spend up to twice its burst in a moment; over any longer span the rate holds. (A sliding
-window would cost two scripts of a dozen commands per request, and the API's throughput
-with them; the benchmark of ingest measures the difference.)
+The count lives in Redis (an ``INCRBY`` with an expiry, through the ``limits`` library's
+Redis storage and its script), in windows aligned to the clock, so the reset time is known
+without asking. A replica does not ask Redis for every request: it reserves a few requests
+of a caller's budget at once (:meth:`Quota.reservation`: 1 for small quotas, at most 16,
+a twentieth of the limit) and spends them locally, so a busy caller costs one round trip
+per reservation. Reservations are counted in Redis when made, so all replicas together
+never allow more than the limit; what a replica reserved and did not spend by the window's
+end is lost (at most a reservation less per replica and window). The price of aligned
+windows: across a window's boundary a caller may spend up to twice its burst in a moment;
+over any longer span the rate holds. (A sliding window costs two scripts of a dozen
+commands per request; the benchmark of ingest measures what each round trip costs.)
 
 Each answer is a :class:`Budget`: allowed or not, what remains, and when the window moves
 on; :meth:`Budget.headers` renders the ``RateLimit-Policy`` and ``RateLimit`` fields of
@@ -26,12 +31,14 @@ interval, not one per request. Throttling must never be why a healthy API refuse
 
 from __future__ import annotations
 
+import asyncio
 import math
 import time
 from dataclasses import dataclass
 from typing import Final
 
 import redis.asyncio as aioredis
+from cachetools import TTLCache
 from limits.aio.storage import RedisStorage
 from limits.errors import StorageError
 from prometheus_client import Counter
@@ -40,6 +47,9 @@ from redis.exceptions import RedisError
 from pulse.logging import get_logger
 
 __all__ = ["UNAVAILABLE", "Budget", "Quota", "Throttle", "client_address"]
+
+_MAX_RESERVATION: Final = 16
+_CALLERS: Final = 100_000
 
 log = get_logger("pulse.throttling")
 
@@ -72,6 +82,11 @@ class Quota:
         return cls(name, burst, max(1, round(burst / per_second)))
 
     @property
+    def reservation(self) -> int:
+        """How many requests a replica reserves at once."""
+        return max(1, min(_MAX_RESERVATION, self.limit // 20))
+
+    @property
     def policy_field(self) -> str:
         """The ``RateLimit-Policy`` member of this quota."""
         return f'"{self.name}";q={self.limit};w={self.window_seconds}'
@@ -95,6 +110,15 @@ class Budget:
         if not self.allowed:
             fields["Retry-After"] = str(max(self.reset_seconds, 1))
         return fields
+
+
+@dataclass
+class _Reserved:
+    """What this replica holds of a caller's budget in one window."""
+
+    window: int  # the window's number (time // window_seconds)
+    tokens: int  # reserved, not yet spent
+    counted: int  # the caller's count in Redis, every replica's, after the reservation
 
 
 class Throttle:
@@ -127,29 +151,66 @@ class Throttle:
         self._logged_at = float("-inf")
         self._retry_after = retry_after_seconds
         self._down_until = float("-inf")
+        self._reserved: TTLCache[str, _Reserved] = TTLCache(
+            maxsize=_CALLERS, ttl=quota.window_seconds
+        )
+        self._pending: dict[str, asyncio.Future[None]] = {}
 
     async def take(self, caller: str) -> Budget | None:
         """Spend one request of ``caller``'s budget; None when Redis is out of reach."""
-        if time.monotonic() < self._down_until:
+        window = self.quota.window_seconds
+        number, into = divmod(time.time(), window)
+        reset = max(1, math.ceil(window - into))
+        held = await self._holding(caller, int(number))
+        if held is None:
             self._unavailable.inc()
             return None
-        window = self.quota.window_seconds
-        index, into = divmod(time.time(), window)
+        limit = self.quota.limit
+        if held.tokens == 0:  # the window's budget is spent, by every replica together
+            return Budget(self.quota, allowed=False, remaining=0, reset_seconds=reset)
+        held.tokens -= 1
+        remaining = max(0, limit - held.counted) + held.tokens
+        return Budget(self.quota, allowed=True, remaining=remaining, reset_seconds=reset)
+
+    def _spent(self, held: _Reserved) -> bool:
+        """Whether the caller's whole budget of the window is counted in Redis already."""
+        return held.counted >= self.quota.limit
+
+    async def _holding(self, caller: str, number: int) -> _Reserved | None:
+        """This replica's reservation of ``caller``'s budget in window ``number``, reserved
+        anew when spent (one reservation at a time per caller: concurrent requests wait for
+        it); None when Redis is out of reach."""
+        while time.monotonic() >= self._down_until:
+            held = self._reserved.get(caller)
+            if held is not None and held.window == number and (held.tokens or self._spent(held)):
+                return held
+            pending = self._pending.get(caller)
+            if pending is None:
+                return await self._reserve(caller, number)
+            await pending  # another request of the caller is reserving: look again after it
+        return None
+
+    async def _reserve(self, caller: str, number: int) -> _Reserved | None:
+        size = self.quota.reservation
+        key = f"{self.quota.name}/{caller}/{number}"
+        done = self._pending[caller] = asyncio.get_running_loop().create_future()
         try:
-            count = await self._storage.incr(f"{self.quota.name}/{caller}/{int(index)}", window)
+            counted = await self._storage.incr(key, self.quota.window_seconds, amount=size)
         except (StorageError, RedisError, OSError) as exc:
             self._fail_open(exc)
             return None
-        limit = self.quota.limit
-        reset = max(1, math.ceil(window - into))
-        return Budget(self.quota, count <= limit, max(0, limit - count), reset)
+        finally:
+            del self._pending[caller]
+            done.set_result(None)
+        granted = max(0, min(size, self.quota.limit - (counted - size)))
+        held = self._reserved[caller] = _Reserved(number, granted, counted)
+        return held
 
     async def close(self) -> None:
         """Release the Redis connections."""
         await self._pool.disconnect()
 
     def _fail_open(self, exc: Exception) -> None:
-        self._unavailable.inc()
         now = time.monotonic()
         self._down_until = now + self._retry_after
         if now - self._logged_at >= self._log_interval:
