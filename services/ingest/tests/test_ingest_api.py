@@ -51,7 +51,7 @@ def ingest(
 @pytest.fixture
 async def http() -> AsyncIterator[aiohttp.ClientSession]:
     """A client with an operator's development token (the stack's default secret): these
-    tests are about payments; who may do what is test_ingest_access.py's."""
+    tests are about payments; who may do what is tests/security/test_security_ingest.py's."""
     token = issue_token(DEV_JWT_SECRET, sub="ops-tests", roles=["ops"])
     async with aiohttp.ClientSession(
         timeout=aiohttp.ClientTimeout(total=15), headers={"Authorization": f"Bearer {token}"}
