@@ -91,6 +91,7 @@ async def test_reconcile_creates_reports_and_repairs(
         f"{p}events",
         f"{p}leases",
         f"{p}webhooks",
+        f"{p}api-keys",
     }
     assert queue_names(stack_settings) == {
         f"{p}fraud",
@@ -289,7 +290,7 @@ async def test_deletion_honours_the_policy(
     deleted = await op.finalize(name="p", spec=spec, meta={}, status=status, patch=kopf.Patch())
     if policy == "Retain":
         assert deleted == []
-        assert len(table_names(stack_settings)) == 4
+        assert len(table_names(stack_settings)) == 5
         assert len(queue_names(stack_settings)) == 8
     else:
         assert table_names(stack_settings) == set()

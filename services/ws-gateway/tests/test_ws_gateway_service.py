@@ -128,10 +128,10 @@ async def test_handshake_refuses_missing_invalid_and_expired_tokens(
     bad = issue_token("another-secret-of-enough-length-123456", sub="a")
     expired = issue_token(SECRET, sub="a", ttl_seconds=-30)
     for url, message in (
-        (gateway.ws, b"missing token"),
-        (f"{gateway.ws}?token=not-a-jwt", b"invalid token"),
-        (f"{gateway.ws}?token={bad}", b"invalid token"),
-        (f"{gateway.ws}?token={expired}", b"token expired"),
+        (gateway.ws, b"send Authorization: Bearer"),
+        (f"{gateway.ws}?token=not-a-jwt", b"the token is not valid"),
+        (f"{gateway.ws}?token={bad}", b"the token is not valid"),
+        (f"{gateway.ws}?token={expired}", b"the token has expired"),
     ):
         with pytest.raises(InvalidStatus) as info:
             async with connect(url):
