@@ -12,6 +12,7 @@ from pulse_dev.k8s_check import (
     metrics,
     monitoring,
     operator_chart,
+    pod_security,
     security,
     skaffold,
     skaffold_render,
@@ -36,6 +37,10 @@ def every_check() -> list[Check]:
         Check(
             "pulse-operator: one replica, Recreate, liveness, least-privilege RBAC, restricted pod",
             operator_chart.runs_least_privileged,
+        ),
+        Check(
+            "every pod of every chart and values file meets PodSecurity restricted",
+            pod_security.every_pod_is_restricted,
         ),
         Check(
             "k8s/iam: least-privilege policies cover every AWS call in each service's code",
