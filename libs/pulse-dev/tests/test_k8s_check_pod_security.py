@@ -154,6 +154,7 @@ def test_every_chart_renders_restricted_pods_only(k8s_repository: Repository) ->
         "pulse-redis",
         "pulse-ingest",
         "pulse-pulse-operator",
+        "pulse-pulse-operator-uninstall-guard",
     } <= set(pods)
 
 
