@@ -23,10 +23,7 @@ from pulse_dev.k8s_check.metrics import (
 def created_metrics(*, enabled: bool) -> Iterator[None]:
     """prometheus_client's process-wide switch for the *_created series, restored after."""
     before = prometheus_client.metrics._use_created  # no public getter
-    if enabled:
-        prometheus_client.metrics.enable_created_metrics()
-    else:
-        prometheus_client.metrics.disable_created_metrics()
+    prometheus_client.metrics._use_created = enabled
     try:
         yield
     finally:

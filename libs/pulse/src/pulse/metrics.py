@@ -39,7 +39,7 @@ __all__ = [
 # Every counter, histogram and summary would also expose a `<name>_created` gauge (when the
 # series was created): some 35 families (pulse_payments_created_created, ...) that no
 # dashboard or alert reads and Prometheus stores all the same. Off, before any scrape.
-disable_created_metrics()
+disable_created_metrics()  # type: ignore[no-untyped-call] # prometheus_client leaves it bare
 
 BUILD_INFO = Info("pulse_build", "Pulse build information")
 
