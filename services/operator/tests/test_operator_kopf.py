@@ -425,9 +425,10 @@ async def test_watching_one_namespace_scans_nothing_and_posts_events(
     stack_settings: PulseSettings,
     stack_prefix: str,
 ) -> None:
-    """A pipeline is reconciled into AWS and its outcome, the AWS changes and the Kubernetes
-    refusal of another are posted as Events; the operator never asks for what a namespaced
-    Role does not grant (namespaces, CRDs), and deleting a pipeline runs its finalizer."""
+    """A pipeline is reconciled into AWS and its outcome, the AWS changes, the Kubernetes
+    refusal of another and a timer's finding are posted as Events; the operator never asks
+    for what a namespaced Role does not grant (namespaces, CRDs), and deleting a pipeline runs
+    its finalizer."""
     server, _ = api
     server.refuse_configmaps.add("refused-outputs")
     server.apply_pipeline("pulse", pipeline_spec(stack_prefix))
@@ -477,6 +478,14 @@ async def test_watching_one_namespace_scans_nothing_and_posts_events(
             for tail in ("", "/pulse", "/pulse/status", "/refused", "/refused/status")
         ),
     }
+
+    # a timer's refusal is posted too: a queue deleted behind the operator's back
+    sqs.delete_queue(QueueUrl=sqs.get_queue_url(QueueName=f"{stack_prefix}notify")["QueueUrl"])
+    degraded = await eventually(
+        lambda: [e for e in server.events_about("pulse") if e["reason"] == "Degraded"]
+    )
+    assert degraded[0]["type"] == "Warning"
+    assert degraded[0]["message"].startswith(f"measure queues: queue {stack_prefix}notify: ")
 
     # deletion runs the finalizer (Retain: the queues stay) and says so
     server.delete_pipeline("pulse")
