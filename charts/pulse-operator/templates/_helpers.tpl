@@ -22,11 +22,32 @@ app.kubernetes.io/component: operator
 {{- end }}
 
 {{- define "pulse-operator.labels" -}}
+{{ include "pulse-operator.commonLabels" . }}
+app.kubernetes.io/component: operator
+{{- end }}
+
+{{- /* Every label but the component (for objects that are not the operator's pod). */}}
+{{- define "pulse-operator.commonLabels" -}}
 helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
-{{ include "pulse-operator.selectorLabels" . }}
+app.kubernetes.io/name: {{ include "pulse-operator.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
 app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
 app.kubernetes.io/managed-by: {{ .Release.Service }}
 app.kubernetes.io/part-of: pulse
+{{- end }}
+
+{{- /*
+Cluster-scoped objects (the clusterWide ClusterRole and its binding) are named after the
+release's namespace too: two releases of the same name in two namespaces must not collide,
+or Helm refuses the second ("exists and cannot be imported into the current release").
+*/}}
+{{- define "pulse-operator.clusterName" -}}
+{{- printf "%s-%s" .Release.Namespace (include "pulse-operator.fullname" .) }}
+{{- end }}
+
+{{- /* The watched namespace as PULSE_WATCH_NAMESPACE says it: empty watches every one. */}}
+{{- define "pulse-operator.watchEnv" -}}
+{{- ternary "" (include "pulse-operator.watchNamespace" .) .Values.clusterWide }}
 {{- end }}
 
 {{- define "pulse-operator.watchNamespace" -}}

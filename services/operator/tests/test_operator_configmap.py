@@ -10,7 +10,7 @@ from aiohttp import web
 
 from pulse.errors import PermanentError, RetryableError
 from pulse_dev.testing import serving
-from pulse_operator.kube import InClusterConfigMaps, config_map_body
+from pulse_operator.kube import InClusterConfigMaps, KubernetesRejectedError, config_map_body
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
@@ -21,6 +21,7 @@ class ApiServer:
     def __init__(self) -> None:
         self.requests: list[dict[str, Any]] = []
         self.status = 200
+        self.message = ""
 
     async def handle(self, request: web.Request) -> web.Response:
         self.requests.append(
@@ -32,7 +33,7 @@ class ApiServer:
                 "body": json.loads(await request.read()),
             }
         )
-        return web.json_response({"kind": "Status"}, status=self.status)
+        return web.json_response({"kind": "Status", "message": self.message}, status=self.status)
 
 
 @pytest.fixture
@@ -75,7 +76,13 @@ async def test_apply_is_a_server_side_apply_patch(
 
 
 @pytest.mark.parametrize(
-    ("status", "error"), [(503, RetryableError), (429, RetryableError), (403, PermanentError)]
+    ("status", "error"),
+    [
+        (503, RetryableError),
+        (429, RetryableError),
+        (403, KubernetesRejectedError),
+        (422, KubernetesRejectedError),
+    ],
 )
 async def test_api_errors_are_classified(
     api: tuple[ApiServer, str], tmp_path: Path, status: int, error: type[Exception]
@@ -87,6 +94,23 @@ async def test_api_errors_are_classified(
     body = config_map_body(name="c", namespace="n", data={}, owner=None)
     with pytest.raises(error):
         await InClusterConfigMaps(url, token).apply(body)
+
+
+async def test_a_refusal_says_what_the_api_server_said(
+    api: tuple[ApiServer, str], tmp_path: Path
+) -> None:
+    """OwnerReferencesPermissionEnforcement's 403: the operator's condition quotes it."""
+    server, url = api
+    server.status = 403
+    server.message = "cannot set blockOwnerDeletion if an ownerReference refers to a resource"
+    token = tmp_path / "token"
+    token.write_text("t")
+    body = config_map_body(name="c", namespace="n", data={}, owner=None)
+    with pytest.raises(KubernetesRejectedError) as refused:
+        await InClusterConfigMaps(url, token).apply(body)
+    assert isinstance(refused.value, PermanentError)
+    assert refused.value.status == 403
+    assert str(refused.value) == f"ConfigMap c: HTTP 403: {server.message}"
 
 
 async def test_unreachable_api_server_is_retryable(tmp_path: Path) -> None:

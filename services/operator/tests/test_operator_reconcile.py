@@ -1,7 +1,9 @@
 """The handlers' logic against the real AWS emulator (no cluster): create, drift repair,
-status reporting, invalid specs and deletion under each policy.
+status reporting, invalid specs, refusals and deletion under each policy, and the Events each
+posts.
 
-The ConfigMap writer is the Kubernetes edge; a recorder stands in for the API server here.
+The ConfigMap writer and the Event sink are the Kubernetes edge; recorders stand in for the
+API server here (``test_operator_kopf.py`` runs the whole operator against one).
 """
 
 from __future__ import annotations
@@ -18,10 +20,14 @@ import yaml
 
 from pulse.clients import aws_client
 from pulse.settings import PulseSettings
+from pulse_operator.events import PipelineRef
 from pulse_operator.handlers import PipelineOperator
+from pulse_operator.kube import KubernetesRejectedError
 
 EXAMPLE = pathlib.Path(__file__).parents[3] / "k8s" / "examples" / "eventpipeline.yaml"
-OWNER = {"apiVersion": "pulse.dev/v1alpha1", "kind": "EventPipeline", "name": "p", "uid": "u-1"}
+REF = PipelineRef(
+    api_version="pulse.dev/v1alpha1", kind="EventPipeline", name="p", namespace="ns", uid="u-1"
+)
 
 
 class RecordingConfigMaps:
@@ -30,6 +36,37 @@ class RecordingConfigMaps:
 
     async def apply(self, body: dict[str, Any]) -> None:
         self.applied.append(body)
+
+
+class RefusingConfigMaps:
+    """The API server refusing the write, as OwnerReferencesPermissionEnforcement does when
+    the operator may not update the pipeline's finalizers."""
+
+    async def apply(self, body: dict[str, Any]) -> None:
+        raise KubernetesRejectedError(
+            f"ConfigMap {body['metadata']['name']}: HTTP 403: cannot set blockOwnerDeletion",
+            status=403,
+        )
+
+
+class RecordingEvents:
+    def __init__(self) -> None:
+        self.posted: list[tuple[str, str, str]] = []
+
+    def post(self, ref: PipelineRef, *, warning: bool, reason: str, message: str) -> None:
+        assert ref == REF
+        self.posted.append(("Warning" if warning else "Normal", reason, message))
+
+    def reasons(self) -> list[str]:
+        return [reason for _, reason, _ in self.posted]
+
+
+def operator(
+    settings: PulseSettings, configmaps: Any = None, events: RecordingEvents | None = None
+) -> PipelineOperator:
+    return PipelineOperator(
+        settings, configmaps or RecordingConfigMaps(), events or RecordingEvents()
+    )
 
 
 def pipeline_spec(prefix: str, policy: str = "Retain") -> dict[str, Any]:
@@ -46,7 +83,16 @@ def merged(status: dict[str, Any], patch: kopf.Patch) -> dict[str, Any]:
 async def reconcile(
     op: PipelineOperator, spec: dict[str, Any], status: dict[str, Any], generation: int = 1
 ) -> kopf.Patch:
-    patch = kopf.Patch()
+    return await reconcile_into(op, spec, status, kopf.Patch(), generation)
+
+
+async def reconcile_into(
+    op: PipelineOperator,
+    spec: dict[str, Any],
+    status: dict[str, Any],
+    patch: kopf.Patch,
+    generation: int = 1,
+) -> kopf.Patch:
     await op.reconcile(
         name="p",
         namespace="ns",
@@ -54,7 +100,7 @@ async def reconcile(
         meta={"generation": generation},
         status=status,
         patch=patch,
-        owner=OWNER,
+        ref=REF,
     )
     return patch
 
@@ -80,7 +126,7 @@ async def test_reconcile_creates_reports_and_repairs(
     stack_settings: PulseSettings, stack_prefix: str
 ) -> None:
     configmaps = RecordingConfigMaps()
-    op = PipelineOperator(stack_settings, configmaps)
+    op = operator(stack_settings, configmaps)
     spec = pipeline_spec(stack_prefix)
 
     patch = await reconcile(op, spec, {})
@@ -166,6 +212,30 @@ async def test_reconcile_creates_reports_and_repairs(
     assert (drained.status["oldestMessageAgeSeconds"], drained.status["lag"]) == (0, "0s")
 
 
+async def test_events_say_what_changed_in_aws_and_nothing_else(
+    stack_settings: PulseSettings, stack_prefix: str
+) -> None:
+    """A reconcile that changes AWS posts the changes; one that finds AWS in sync (the repair
+    timer, every few minutes) posts nothing."""
+    events = RecordingEvents()
+    op = operator(stack_settings, events=events)
+    spec = pipeline_spec(stack_prefix)
+    p = stack_prefix
+    status = merged({}, await reconcile(op, spec, {}))
+    ((kind, reason, message),) = events.posted
+    assert (kind, reason) == ("Normal", "Reconciled")
+    assert f"created queue {p}fraud" in message
+
+    status = merged(status, await reconcile(op, spec, status))
+    assert len(events.posted) == 1
+
+    sqs = aws_client("sqs", stack_settings)
+    sqs.delete_queue(QueueUrl=sqs.get_queue_url(QueueName=f"{p}notify-dlq")["QueueUrl"])
+    merged(status, await reconcile(op, spec, status))
+    assert events.posted[-1][:2] == ("Normal", "Reconciled")
+    assert f"created queue {p}notify-dlq" in events.posted[-1][2]
+
+
 def subscription_filter(settings: PulseSettings, topic_arn: str, queue_name: str) -> Any:
     sns = aws_client("sns", settings)
     queue_arn = aws_client("sqs", settings).get_queue_attributes(
@@ -188,7 +258,7 @@ async def test_an_edited_spec_is_applied_and_reported(
     queue reach AWS; the Ready condition and observedGeneration follow the new generation and
     the outputs ConfigMap gains the new queue."""
     configmaps = RecordingConfigMaps()
-    op = PipelineOperator(stack_settings, configmaps)
+    op = operator(stack_settings, configmaps)
     spec = pipeline_spec(stack_prefix)
     status = merged({}, await reconcile(op, spec, {}))
     p = stack_prefix
@@ -241,13 +311,20 @@ async def test_an_edited_spec_is_applied_and_reported(
 async def test_invalid_spec_is_a_permanent_error_with_a_condition(
     stack_settings: PulseSettings, stack_prefix: str
 ) -> None:
-    op = PipelineOperator(stack_settings, RecordingConfigMaps())
+    events = RecordingEvents()
+    op = operator(stack_settings, events=events)
     spec = pipeline_spec(stack_prefix)
     spec["queues"][0]["subscription"]["rawMessageDelivery"] = False
     patch = kopf.Patch()
     with pytest.raises(kopf.PermanentError, match="rawMessageDelivery"):
         await op.reconcile(
-            name="p", namespace="ns", spec=spec, meta={"generation": 3}, status={}, patch=patch
+            name="p",
+            namespace="ns",
+            spec=spec,
+            meta={"generation": 3},
+            status={},
+            patch=patch,
+            ref=REF,
         )
     (cond,) = patch.status["conditions"]
     assert (cond["status"], cond["reason"], cond["observedGeneration"]) == (
@@ -256,6 +333,43 @@ async def test_invalid_spec_is_a_permanent_error_with_a_condition(
         3,
     )
     assert table_names(stack_settings) == set()  # nothing was created from it
+    ((kind, reason, message),) = events.posted
+    assert (kind, reason) == ("Warning", "InvalidSpec")
+    assert "rawMessageDelivery" in message
+
+
+async def test_a_kubernetes_refusal_is_kubernetes_rejected_not_aws_rejected(
+    stack_settings: PulseSettings, stack_prefix: str
+) -> None:
+    """AWS applied the topology, then the API server refused the outputs ConfigMap: the
+    condition and the Event blame Kubernetes, once; the pipeline recovers with the next
+    reconcile that can write it, and says so."""
+    events = RecordingEvents()
+    op = operator(stack_settings, RefusingConfigMaps(), events)
+    spec = pipeline_spec(stack_prefix)
+    patch = kopf.Patch()
+    with pytest.raises(kopf.PermanentError, match="blockOwnerDeletion"):
+        await reconcile_into(op, spec, {}, patch)
+    (cond,) = patch.status["conditions"]
+    assert (cond["status"], cond["reason"]) == ("False", "KubernetesRejected")
+    assert cond["message"].startswith("write outputs ConfigMap: ConfigMap p-outputs: HTTP 403")
+    assert events.posted == [("Warning", "KubernetesRejected", cond["message"])]
+    assert len(queue_names(stack_settings)) == 8  # AWS did its part
+
+    # refused again: the condition holds, no second Event
+    status = merged({}, patch)
+    with pytest.raises(kopf.PermanentError):
+        await reconcile_into(op, spec, status, kopf.Patch())
+    assert len(events.posted) == 1
+
+    # the role fixed: ready again, in sync with AWS, and an Event says so
+    op.configmaps = RecordingConfigMaps()
+    recovered = merged(status, await reconcile(op, spec, status))
+    assert (recovered["conditions"][0]["status"], recovered["conditions"][0]["reason"]) == (
+        "True",
+        "Reconciled",
+    )
+    assert events.posted[-1] == ("Normal", "Reconciled", "in sync")
 
 
 async def test_unreachable_aws_is_a_temporary_error(
@@ -264,7 +378,7 @@ async def test_unreachable_aws_is_a_temporary_error(
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "x")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "x")
     settings = PulseSettings(aws_endpoint_url="http://127.0.0.1:9", resource_prefix=stack_prefix)
-    op = PipelineOperator(settings, RecordingConfigMaps())
+    op = operator(settings)
     patch = kopf.Patch()
     with pytest.raises(kopf.TemporaryError) as caught:
         await op.reconcile(
@@ -284,15 +398,22 @@ async def test_unreachable_aws_is_a_temporary_error(
 async def test_deletion_honours_the_policy(
     stack_settings: PulseSettings, stack_prefix: str, policy: str
 ) -> None:
-    op = PipelineOperator(stack_settings, RecordingConfigMaps())
+    events = RecordingEvents()
+    op = operator(stack_settings, events=events)
     spec = pipeline_spec(stack_prefix, policy)
     status = merged({}, await reconcile(op, spec, {}))
-    deleted = await op.finalize(name="p", spec=spec, meta={}, status=status, patch=kopf.Patch())
+    deleted = await op.finalize(
+        name="p", spec=spec, meta={}, status=status, patch=kopf.Patch(), ref=REF
+    )
+    kind, reason, message = events.posted[-1]
     if policy == "Retain":
+        assert (kind, reason) == ("Normal", "Retained")
         assert deleted == []
         assert len(table_names(stack_settings)) == 5
         assert len(queue_names(stack_settings)) == 8
     else:
+        assert (kind, reason) == ("Normal", "Deleted")
+        assert message.startswith(f"deleted {len(deleted)} AWS resource(s)")
         assert table_names(stack_settings) == set()
         assert queue_names(stack_settings) == set()
         topics = aws_client("sns", stack_settings).list_topics()["Topics"]
@@ -324,7 +445,7 @@ async def test_lag_comes_from_cloudwatch_when_it_has_a_datapoint(
     """A queue holding messages reports CloudWatch's ApproximateAgeOfOldestMessage (here put
     into the emulator's CloudWatch as SQS would on AWS); a queue holding messages with no
     recent datapoint makes the pipeline's LAG unknown, never 0."""
-    op = PipelineOperator(stack_settings, RecordingConfigMaps())
+    op = operator(stack_settings)
     spec = pipeline_spec(stack_prefix)
     await reconcile(op, spec, {})
     p = stack_prefix

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 import kopf
 from kopf._core.intents.handlers import TimerHandler
 
-from pulse_operator.handlers import configure
+from pulse_operator.handlers import configure, kopf_scope
 from pulse_operator.settings import OperatorSettings
 
 if TYPE_CHECKING:
@@ -58,6 +58,17 @@ def test_handlers_cover_create_update_resume_delete_and_two_timers(
         assert isinstance(h, TimerHandler)  # a timer, not a daemon
         timers[h.id] = h.interval
     assert timers == {"status": 7, "repair": 60}
+
+
+def test_one_namespace_or_every_namespace() -> None:
+    assert kopf_scope(OperatorSettings(watch_namespace="pulse")) == {
+        "clusterwide": False,
+        "namespaces": ["pulse"],
+    }
+    assert kopf_scope(OperatorSettings(watch_namespace="")) == {
+        "clusterwide": True,
+        "namespaces": [],
+    }
 
 
 def test_a_bad_setting_exits_2_naming_it() -> None:

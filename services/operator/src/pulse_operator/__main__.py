@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import sys
 
 import kopf
@@ -13,6 +14,15 @@ from pulse_operator import handlers
 from pulse_operator.settings import OperatorSettings
 
 
+def keep_events_at_info() -> None:
+    """kopf posts Kubernetes Events from its object logger: hold that logger at INFO whatever
+    the log level, and the log stream to the chosen level at its handlers instead."""
+    root = logging.getLogger()
+    for handler in root.handlers:
+        handler.setLevel(root.level)
+    logging.getLogger("kopf.objects").setLevel(logging.INFO)
+
+
 def main() -> None:
     try:
         settings = load_settings(OperatorSettings)
@@ -20,13 +30,12 @@ def main() -> None:
         print(f"pulse-operator: {exc}", file=sys.stderr)  # noqa: T201 - before logging exists
         raise SystemExit(2) from exc
     configure_logging(settings.service_name, level=settings.log_level, fmt=settings.log_format)
+    keep_events_at_info()
     handlers.configure(settings)
-    namespace = settings.watch_namespace
     # standalone: one replica (Recreate), so no peering objects and no cluster-wide RBAC for them.
     kopf.run(
         standalone=True,
-        clusterwide=not namespace,
-        namespaces=[namespace] if namespace else (),
+        **handlers.kopf_scope(settings),
         liveness_endpoint=f"http://0.0.0.0:{settings.http_port}/healthz",
     )
 

@@ -86,16 +86,20 @@ def measure_queues(settings: PulseSettings, queues: list[QueueSpec]) -> list[Que
     sqs = aws_client("sqs", settings)
     cloudwatch = aws_client("cloudwatch", settings)
     out = []
+    current = ""  # the queue the error is about
     try:
         for q in queues:
+            current = q.name
             visible, in_flight = _depth(sqs, q.name)
+            current = q.dlq_name
             dlq_visible, _ = _depth(sqs, q.dlq_name)
+            current = q.name
             # An empty queue has no lag, whatever CloudWatch says (its datapoints trail by
             # minutes): known without CloudWatch. A non-empty one needs CloudWatch's figure.
             age = 0 if visible + in_flight == 0 else _oldest_age(cloudwatch, q.name)
             out.append(QueueDepth(q.name, visible, in_flight, q.dlq_name, dlq_visible, age))
     except AWS_ERRORS as exc:
-        raise _pulse_error(exc, "measure queues") from exc
+        raise _pulse_error(exc, f"queue {current}") from exc
     return out
 
 

@@ -10,9 +10,12 @@
   the AWS resources, Delete removes them.
 
 Pulse's :class:`~pulse.errors.RetryableError` (throttling, an unreachable endpoint, a table
-still being created) becomes ``kopf.TemporaryError`` with its delay; an invalid spec or a
-request AWS refuses becomes ``kopf.PermanentError`` with a ``Ready=False`` condition saying why.
-kopf applies the status patch whether the handler succeeded or not.
+still being created) becomes ``kopf.TemporaryError`` with its delay; an invalid spec, a
+request AWS refuses (``AWSRejected``) or one the Kubernetes API server refuses
+(``KubernetesRejected``: RBAC, admission) becomes ``kopf.PermanentError`` with a
+``Ready=False`` condition saying why. kopf applies the status patch whether the handler
+succeeded or not. AWS changes, refusals and recoveries are also posted as Kubernetes Events
+(:mod:`pulse_operator.events`).
 """
 
 from __future__ import annotations
@@ -29,7 +32,13 @@ from pulse.errors import PermanentError, RetryableError
 from pulse.logging import get_logger
 from pulse.topology import apply_topology
 from pulse_operator.aws import delete_resources, measure_queues
-from pulse_operator.kube import ConfigMapWriter, InClusterConfigMaps, config_map_body
+from pulse_operator.events import EventSink, KopfEvents, PipelineRef
+from pulse_operator.kube import (
+    ConfigMapWriter,
+    InClusterConfigMaps,
+    KubernetesRejectedError,
+    config_map_body,
+)
 from pulse_operator.pipeline import InvalidPipelineError, Pipeline, parse_pipeline
 from pulse_operator.status import config_map_data, health_status, outputs_status, set_condition
 
@@ -37,7 +46,7 @@ if TYPE_CHECKING:
     from pulse.settings import PulseSettings
     from pulse_operator.settings import OperatorSettings
 
-__all__ = ["GROUP", "PLURAL", "VERSION", "PipelineOperator", "configure"]
+__all__ = ["GROUP", "PLURAL", "VERSION", "PipelineOperator", "configure", "kopf_scope"]
 
 GROUP, VERSION, PLURAL = "pulse.dev", "v1alpha1", "eventpipelines"
 KIND = "EventPipeline"
@@ -52,15 +61,28 @@ def _now() -> str:
 
 @dataclass
 class PipelineOperator:
-    """The handlers' logic; every method takes the resource's parts as plain mappings."""
+    """The handlers' logic; every method takes the resource's parts as plain mappings, and
+    ``ref`` (which pipeline: the outputs ConfigMap's owner, what Events are about)."""
 
     settings: PulseSettings
     configmaps: ConfigMapWriter
+    events: EventSink
 
     def _ready(
-        self, patch: kopf.Patch, status: Any, meta: Any, *, ok: bool, reason: str, message: str
-    ) -> None:
+        self,
+        patch: kopf.Patch,
+        status: Any,
+        meta: Any,
+        *,
+        ok: bool,
+        reason: str,
+        message: str,
+        ref: PipelineRef | None,
+    ) -> bool:
+        """Set the Ready condition; True when it turned (new, other status or reason). A
+        condition turning false is posted as a Warning Event with its reason."""
         current = patch.status.get("conditions") or (status or {}).get("conditions") or []
+        previous = next((c for c in current if c.get("type") == "Ready"), None)
         patch.status["conditions"] = set_condition(
             current,
             type_="Ready",
@@ -70,22 +92,52 @@ class PipelineOperator:
             generation=(meta or {}).get("generation"),
             now=_now(),
         )
+        turned = (
+            previous is None
+            or previous.get("status") != ("True" if ok else "False")
+            or previous.get("reason") != reason
+        )
+        if turned and not ok and ref is not None:
+            self.events.post(ref, warning=True, reason=reason, message=message)
+        return turned
 
-    def _parse(self, spec: Any, name: str, patch: kopf.Patch, status: Any, meta: Any) -> Pipeline:
+    def _parse(
+        self,
+        spec: Any,
+        name: str,
+        patch: kopf.Patch,
+        status: Any,
+        meta: Any,
+        *,
+        ref: PipelineRef | None,
+    ) -> Pipeline:
         try:
             return parse_pipeline(spec, name=name)
         except InvalidPipelineError as exc:
-            self._ready(patch, status, meta, ok=False, reason="InvalidSpec", message=str(exc))
+            self._ready(
+                patch, status, meta, ok=False, reason="InvalidSpec", message=str(exc), ref=ref
+            )
             raise kopf.PermanentError(f"invalid spec: {exc}") from exc
 
     def _fail(
-        self, exc: Exception, patch: kopf.Patch, status: Any, meta: Any, what: str
+        self,
+        exc: Exception,
+        patch: kopf.Patch,
+        status: Any,
+        meta: Any,
+        what: str,
+        *,
+        ref: PipelineRef | None,
     ) -> kopf.TemporaryError | kopf.PermanentError:
+        message = f"{what}: {exc}"
         if isinstance(exc, RetryableError):
-            self._ready(patch, status, meta, ok=False, reason="Retrying", message=f"{what}: {exc}")
-            return kopf.TemporaryError(f"{what}: {exc}", delay=exc.delay or DEFAULT_RETRY_SECONDS)
-        self._ready(patch, status, meta, ok=False, reason="AWSRejected", message=f"{what}: {exc}")
-        return kopf.PermanentError(f"{what}: {exc}")
+            self._ready(patch, status, meta, ok=False, reason="Retrying", message=message, ref=ref)
+            return kopf.TemporaryError(message, delay=exc.delay or DEFAULT_RETRY_SECONDS)
+        # Who refused decides what the user must fix: the operator's role or an admission
+        # policy (Kubernetes), or the AWS account, its IAM policy or the spec (AWS).
+        reason = "KubernetesRejected" if isinstance(exc, KubernetesRejectedError) else "AWSRejected"
+        self._ready(patch, status, meta, ok=False, reason=reason, message=message, ref=ref)
+        return kopf.PermanentError(message)
 
     async def reconcile(
         self,
@@ -96,36 +148,48 @@ class PipelineOperator:
         meta: Any,
         status: Any,
         patch: kopf.Patch,
-        owner: dict[str, Any] | None = None,
+        ref: PipelineRef | None = None,
     ) -> list[str]:
         """Make AWS match ``spec`` (idempotent); returns what changed."""
-        pipeline = self._parse(spec, name, patch, status, meta)
+        pipeline = self._parse(spec, name, patch, status, meta, ref=ref)
         try:
             outputs = await asyncio.to_thread(apply_topology, self.settings, pipeline.topology)
         except (RetryableError, PermanentError) as exc:
-            raise self._fail(exc, patch, status, meta, "apply topology") from exc
+            raise self._fail(exc, patch, status, meta, "apply topology", ref=ref) from exc
         body = config_map_body(
             name=pipeline.config_map_name,
             namespace=namespace,
             data=config_map_data(outputs, pipeline.topology, pipeline.resource_prefix),
-            owner=owner,
+            owner=ref.owner() if ref else None,
         )
         try:
             await self.configmaps.apply(body)
         except (RetryableError, PermanentError) as exc:
-            raise self._fail(exc, patch, status, meta, "write outputs ConfigMap") from exc
+            raise self._fail(exc, patch, status, meta, "write outputs ConfigMap", ref=ref) from exc
         patch.status["outputs"] = outputs_status(
             outputs, pipeline.topology, pipeline.config_map_name
         )
         patch.status["observedGeneration"] = (meta or {}).get("generation")
         changes = outputs.changes
         message = f"{len(changes)} change(s): {'; '.join(changes)}" if changes else "in sync"
-        self._ready(patch, status, meta, ok=True, reason="Reconciled", message=message)
+        turned = self._ready(
+            patch, status, meta, ok=True, reason="Reconciled", message=message, ref=ref
+        )
+        # AWS changed, or the pipeline is ready again: worth an Event; "still in sync" is not.
+        if ref is not None and (changes or turned):
+            self.events.post(ref, warning=False, reason="Reconciled", message=message)
         log.info("pipeline reconciled", pipeline=f"{namespace}/{name}", changes=len(changes))
         return changes
 
     async def refresh(
-        self, *, name: str, spec: Any, meta: Any, status: Any, patch: kopf.Patch
+        self,
+        *,
+        name: str,
+        spec: Any,
+        meta: Any,
+        status: Any,
+        patch: kopf.Patch,
+        ref: PipelineRef | None = None,
     ) -> None:
         """Report queue depths, DLQ depths and the oldest message's age into status."""
         try:
@@ -139,7 +203,13 @@ class PipelineOperator:
         except (RetryableError, PermanentError) as exc:
             # A missing queue is drift: say so; the repair timer (or the next update) fixes it.
             self._ready(
-                patch, status, meta, ok=False, reason="Degraded", message=f"measure queues: {exc}"
+                patch,
+                status,
+                meta,
+                ok=False,
+                reason="Degraded",
+                message=f"measure queues: {exc}",
+                ref=ref,
             )
             delay = (
                 exc.delay
@@ -151,54 +221,83 @@ class PipelineOperator:
         patch.status["lastMeasuredTime"] = _now()
 
     async def finalize(
-        self, *, name: str, spec: Any, meta: Any, status: Any, patch: kopf.Patch
+        self,
+        *,
+        name: str,
+        spec: Any,
+        meta: Any,
+        status: Any,
+        patch: kopf.Patch,
+        ref: PipelineRef | None = None,
     ) -> list[str]:
         """On deletion: remove the AWS resources if ``deletionPolicy`` is Delete."""
         try:
             pipeline = parse_pipeline(spec, name=name)
         except InvalidPipelineError as exc:
             log.warning("invalid pipeline deleted; nothing removed", pipeline=name, error=str(exc))
+            if ref is not None:
+                message = f"invalid spec, so no AWS resource was removed: {exc}"
+                self.events.post(ref, warning=True, reason="InvalidSpec", message=message)
             return []
         if pipeline.deletion_policy != "Delete":
             log.info("pipeline deleted; resources retained", pipeline=name)
+            if ref is not None:
+                message = "deletionPolicy Retain: the AWS tables, topic and queues stay"
+                self.events.post(ref, warning=False, reason="Retained", message=message)
             return []
         try:
             deleted = await asyncio.to_thread(delete_resources, self.settings, pipeline.topology)
         except (RetryableError, PermanentError) as exc:
-            raise self._fail(exc, patch, status, meta, "delete resources") from exc
+            raise self._fail(exc, patch, status, meta, "delete resources", ref=ref) from exc
         log.info("pipeline deleted with its resources", pipeline=name, deleted=len(deleted))
+        if ref is not None:
+            message = f"deleted {len(deleted)} AWS resource(s): {'; '.join(deleted)}"
+            self.events.post(ref, warning=False, reason="Deleted", message=message)
         return deleted
 
 
 def _parts(body: kopf.Body) -> dict[str, Any]:
     return {
         "name": body.metadata.name or "",
-        "namespace": body.metadata.namespace or "",
         "spec": body.spec,
         "meta": body.metadata,
         "status": body.status,
+        "ref": PipelineRef.of(body),
     }
 
 
-def _owner(body: Any) -> dict[str, Any]:
+def kopf_scope(settings: OperatorSettings) -> dict[str, Any]:
+    """kopf.run's scope: the watched namespace, or every namespace when none is set."""
+    namespace = settings.watch_namespace
     return {
-        "apiVersion": body["apiVersion"],
-        "kind": body["kind"],
-        "name": body["metadata"]["name"],
-        "uid": body["metadata"]["uid"],
+        "clusterwide": not namespace,
+        "namespaces": [namespace] if namespace else [],
     }
 
 
 def configure(
-    settings: OperatorSettings, configmaps: ConfigMapWriter | None = None
+    settings: OperatorSettings,
+    configmaps: ConfigMapWriter | None = None,
+    events: EventSink | None = None,
 ) -> PipelineOperator:
     """Register the kopf handlers (intervals from ``settings``); returns their logic object."""
-    op = PipelineOperator(settings, configmaps or InClusterConfigMaps())
+    op = PipelineOperator(settings, configmaps or InClusterConfigMaps(), events or KopfEvents())
     resource = (GROUP, VERSION, PLURAL)
+    one_namespace = bool(settings.watch_namespace)
 
     @kopf.on.startup()
     def _startup(settings: kopf.OperatorSettings, **_: Any) -> None:
-        settings.posting.level = logging.INFO  # post INFO and above as Kubernetes Events
+        # Kubernetes Events: Pulse's own (pulse_operator.events) and, with loggers on, kopf's
+        # handler outcomes; without it kopf 1.45 posts none of its messages.
+        settings.posting.enabled = True
+        settings.posting.loggers = True
+        settings.posting.level = logging.INFO
+        settings.posting.reporting_component = "pulse-operator"
+        # Watching one namespace, kopf must not scan the cluster: listing namespaces needs a
+        # cluster-wide grant the chart's Role does not give (kopf would retry a 403 for about
+        # a minute, serving nothing), and the CRD watch would need one too. The CRD is found
+        # once, at start.
+        settings.scanning.disabled = one_namespace
         settings.persistence.finalizer = f"{GROUP}/finalizer"
         # Handler progress in annotations, not status: the CRD's status schema is closed,
         # so the API server would prune kopf's status fields.
@@ -207,17 +306,14 @@ def configure(
         settings.watching.server_timeout = 300
 
     async def _reconcile(*, body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
-        await op.reconcile(**_parts(body), patch=patch, owner=_owner(body))
+        parts = _parts(body)
+        await op.reconcile(**parts, namespace=body.metadata.namespace or "", patch=patch)
 
     async def _refresh(*, body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
-        parts = _parts(body)
-        del parts["namespace"]
-        await op.refresh(**parts, patch=patch)
+        await op.refresh(**_parts(body), patch=patch)
 
     async def _delete(*, body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
-        parts = _parts(body)
-        del parts["namespace"]
-        await op.finalize(**parts, patch=patch)
+        await op.finalize(**_parts(body), patch=patch)
 
     # One idempotent reconcile for every reason a resource needs it.
     kopf.on.create(*resource, id="reconcile")(_reconcile)

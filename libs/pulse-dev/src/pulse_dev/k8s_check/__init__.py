@@ -8,8 +8,8 @@
 - :mod:`~pulse_dev.k8s_check.repository` — the checkout, its tools and its renders;
 - :mod:`~pulse_dev.k8s_check.testing` — the pytest fixture the k8s-check tests share;
 - one module per concern: ``dockerfiles``, ``charts``, ``chart_rules``, ``security``,
-  ``features``, ``monitoring``, ``metrics``, ``crd``, ``operator_chart``, ``skaffold``,
-  ``skaffold_render``, ``docs``.
+  ``pod_security``, ``cluster_scope``, ``features``, ``monitoring``, ``metrics``, ``crd``,
+  ``operator_chart``, ``skaffold``, ``skaffold_render``, ``docs``.
 
 Each concern's rules are plain functions from parsed YAML, JSON or text to a list of
 problems; only ``tools``, ``render`` and each module's check function touch files or run helm.

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pulse_dev.k8s_check import (
     chart_rules,
     charts,
+    cluster_scope,
     crd,
     dockerfiles,
     docs,
@@ -12,6 +13,7 @@ from pulse_dev.k8s_check import (
     metrics,
     monitoring,
     operator_chart,
+    pod_security,
     security,
     skaffold,
     skaffold_render,
@@ -36,6 +38,23 @@ def every_check() -> list[Check]:
         Check(
             "pulse-operator: one replica, Recreate, liveness, least-privilege RBAC, restricted pod",
             operator_chart.runs_least_privileged,
+        ),
+        Check(
+            "pulse-operator: RBAC grants what the operator does (eventpipelines/finalizers: "
+            "update for blockOwnerDeletion, events)",
+            operator_chart.grants_what_it_does,
+        ),
+        Check(
+            "pulse-operator: a pre-delete hook refuses to uninstall while EventPipelines exist",
+            operator_chart.uninstall_is_guarded,
+        ),
+        Check(
+            "every chart rendered in two namespaces: no cluster-scoped name collides",
+            cluster_scope.names_are_per_release,
+        ),
+        Check(
+            "every pod of every chart and values file meets PodSecurity restricted",
+            pod_security.every_pod_is_restricted,
         ),
         Check(
             "k8s/iam: least-privilege policies cover every AWS call in each service's code",

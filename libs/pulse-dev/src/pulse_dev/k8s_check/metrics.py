@@ -1,7 +1,8 @@
 """Every Prometheus metric the code defines, registered by importing every module of
 libs/pulse and the services, and held to the naming rules of docs/design.md (Metrics): the
-``pulse_`` prefix, base units, latency as histograms, bounded labels, and the metrics every
-stage must have."""
+``pulse_`` prefix, base units, latency as histograms, bounded labels, the metrics every
+stage must have; no name whose series collide with the suffixes Prometheus adds (a histogram
+``…_count`` reads ``…_count_count``), and no ``*_created`` series in a scrape."""
 
 from __future__ import annotations
 
@@ -41,6 +42,8 @@ NOT_BASE_UNIT = re.compile(
 )
 A_TIME = re.compile(r"(duration|latency|_age|_time)")
 A_LATENCY = re.compile(r"(duration|latency)")
+# A histogram's or summary's own series end in these; a name ending so reads …_count_count.
+SERIES_SUFFIXES = ("_count", "_sum", "_bucket", "_total", "_created")
 # The Info behind pulse_build_info, and what else the naming rules name (counters without their
 # _total, as registered).
 BUILD_INFO = "pulse_build"
@@ -128,7 +131,32 @@ def naming_problems(metric: Declared) -> list[str]:
         problems.expect(kind == "histogram", f"{name}: latency is a histogram, not a {kind}")
     if unbounded := metric.labels & ID_LABELS:
         problems.append(f"{name}: unbounded label(s) {sorted(unbounded)}")
+    if kind in ("histogram", "summary") and name.endswith(SERIES_SUFFIXES):
+        problems.append(
+            f"{name}: a {kind}'s series would read {name}_count; name what it measures "
+            f"(…_receives, not …_receive_count)"
+        )
     return problems
+
+
+def created_series(registry: CollectorRegistry) -> list[str]:
+    """The ``*_created`` series a scrape of ``registry`` would show, one per metric."""
+    return sorted(
+        {
+            f"{metric.name}_created"
+            for metric in registry.collect()
+            if metric.name.startswith("pulse_")
+            for sample in metric.samples
+            if sample.name == f"{metric.name}_created"
+        }
+    )
+
+
+def created_problems(registry: CollectorRegistry) -> list[str]:
+    if not (created := created_series(registry)):
+        return []
+    call = "prometheus_client.disable_created_metrics() where pulse.metrics sets up"
+    return [f"{len(created)} *_created series in a scrape (e.g. {created[0]}): call {call}"]
 
 
 def metric_problems(metrics: Iterable[Declared]) -> list[str]:
@@ -146,8 +174,9 @@ def metric_problems(metrics: Iterable[Declared]) -> list[str]:
 
 
 def follow_the_rules(repository: Repository) -> Verdict:
-    metrics = declared(load_every_metric(repository.root))
+    registry = load_every_metric(repository.root)
+    metrics = declared(registry)
     return Verdict.of(
-        metric_problems(metrics),
+        metric_problems(metrics) + created_problems(registry),
         f"{len(metrics)} pulse_ metrics: prefix, base units, latency histograms, bounded labels",
     )

@@ -82,31 +82,34 @@ class Helm:
             raise HelmError(f"helm {' '.join(args[:2])} failed: {done.stderr.strip()}")
         return done.stdout
 
-    def template(self, chart: str, scenario: str) -> str:
-        """``helm template pulse <chart>`` as the cluster would install it (namespace pulse,
-        Kubernetes 1.34; for the pulse chart, KEDA and the Prometheus Operator served)."""
+    def template(self, chart: str, scenario: str, namespace: str = NAMESPACE) -> str:
+        """``helm template pulse <chart>`` as the cluster would install it (namespace pulse
+        unless told, Kubernetes 1.34; for the pulse chart, KEDA and the Prometheus Operator
+        served)."""
         served = API_VERSION_FLAGS if chart == PULSE_CHART else ()
         return self.output(
-            *("template", "pulse", chart, "--namespace", NAMESPACE),
+            *("template", "pulse", chart, "--namespace", namespace),
             *("--kube-version", KUBE_VERSION, *served, *values_flags(chart, scenario)),
         )
 
 
 @dataclass
 class Renders:
-    """Each chart rendered once per values scenario, on first use."""
+    """Each chart rendered once per values scenario (and namespace), on first use."""
 
     helm: Helm
-    _texts: dict[tuple[str, str], str] = field(default_factory=dict)
+    _texts: dict[tuple[str, str, str], str] = field(default_factory=dict)
 
-    def text(self, chart: str, scenario: str = "default") -> str:
-        key = (chart, scenario)
+    def text(self, chart: str, scenario: str = "default", namespace: str = NAMESPACE) -> str:
+        key = (chart, scenario, namespace)
         if key not in self._texts:
-            self._texts[key] = self.helm.template(chart, scenario)
+            self._texts[key] = self.helm.template(chart, scenario, namespace)
         return self._texts[key]
 
-    def documents(self, chart: str, scenario: str = "default") -> list[Document]:
-        return documents(self.text(chart, scenario))
+    def documents(
+        self, chart: str, scenario: str = "default", namespace: str = NAMESPACE
+    ) -> list[Document]:
+        return documents(self.text(chart, scenario, namespace))
 
     def pulse(self, scenario: str) -> list[Document]:
         return self.documents(PULSE_CHART, scenario)

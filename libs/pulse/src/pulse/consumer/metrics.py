@@ -14,8 +14,9 @@ __all__ = [
     "VISIBILITY_LOST",
 ]
 
+# Not "..._receive_count": a histogram's series would read pulse_sqs_message_receive_count_count.
 RECEIVE_COUNT = Histogram(
-    "pulse_sqs_message_receive_count",
+    "pulse_sqs_message_receives",
     "How many times a message had been received (ApproximateReceiveCount) when handled",
     ["queue"],
     buckets=(1, 2, 3, 4, 5, 10, 20),
