@@ -9,6 +9,7 @@ before its parent ended; the three live replicas' lease counts end at most one a
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -115,3 +116,94 @@ def test_replicas_share_a_splitting_stream_through_a_crash_and_a_join(
         assert replicas.stop() == {"r1": 0, "r3": 0, "r4": 0}
     finally:
         replicas.close()
+
+
+ROLLED_OVER = 600  # closed shards a stream lists after some days of roll-overs
+FAILOVER = 3.0
+
+
+def test_a_long_shard_list_does_not_hold_up_lease_renewals(
+    stack_env: dict[str, str],
+    stack_settings: PulseSettings,
+    topology: TopologyOutputs,
+    aws_endpoint: str,
+    tmp_path: Path,
+) -> None:
+    """Renewals come every ``failover / 3``; a round that writes to the leases table for
+    every listed shard takes longer than that once the stream lists hundreds of shards,
+    and a holder whose counter stands still for the failover time loses its leases while
+    it is alive."""
+    ddb = aws_client("dynamodb", stack_settings)
+    leases = stack_settings.names.leases_table
+    table = stack_settings.names.payments_table
+    for _ in range(ROLLED_OVER):
+        split_shards(aws_endpoint, table=table, children=1)
+    listed = _described(aws_client("dynamodbstreams", stack_settings), topology, table)
+    opened = [
+        s["ShardId"] for s in listed if "EndingSequenceNumber" not in s["SequenceNumberRange"]
+    ]
+    # Every closed shard was read to its end long ago.
+    for shard in listed:
+        if shard["ShardId"] in opened:
+            continue
+        parent = shard.get("ParentShardId")
+        item = {
+            "leaseKey": {"S": shard["ShardId"]},
+            "leaseCounter": {"N": "3"},
+            "checkpoint": {"S": "SHARD_END"},
+            "parentShardIds": {"L": [{"S": parent}] if parent else []},
+        }
+        ddb.put_item(TableName=leases, Item=item)
+    replicas = StreamReplicas(stack_env, tmp_path, failover_seconds=FAILOVER)
+    try:
+        replicas.start("r1")
+        gaps = _renewal_gaps(ddb, leases, opened, seconds=4 * FAILOVER)
+    finally:
+        replicas.close()
+    assert len(opened) == 4
+    # At most one round late: never near the failover time.
+    assert max(gaps.values()) < FAILOVER * 2 / 3, gaps
+
+
+def _described(streams: Any, topology: TopologyOutputs, table: str) -> list[dict[str, Any]]:
+    shards, kwargs = [], {"StreamArn": topology.stream_arns[table]}
+    while True:
+        page = streams.describe_stream(**kwargs)["StreamDescription"]
+        shards += page["Shards"]
+        if "LastEvaluatedShardId" not in page:
+            return shards
+        kwargs["ExclusiveStartShardId"] = page["LastEvaluatedShardId"]
+
+
+def _renewal_gaps(
+    ddb: Any, table: str, shard_ids: list[str], *, seconds: float
+) -> dict[str, float]:
+    """The longest wait between two moves of each lease's counter, watched for ``seconds``
+    from the moment all of them are held."""
+
+    def counters() -> dict[str, tuple[str | None, int]]:
+        got = {}
+        for shard_id in shard_ids:
+            item = ddb.get_item(
+                TableName=table, Key={"leaseKey": {"S": shard_id}}, ConsistentRead=True
+            ).get("Item", {})
+            owner = item.get("leaseOwner", {}).get("S")
+            got[shard_id] = (owner, int(item.get("leaseCounter", {}).get("N", "0")))
+        return got
+
+    deadline = time.monotonic() + 60
+    while any(owner is None for owner, _ in counters().values()):
+        assert time.monotonic() < deadline, "the replica never took every open shard"
+        time.sleep(0.1)
+    seen = counters()
+    moved = dict.fromkeys(shard_ids, time.monotonic())
+    longest = dict.fromkeys(shard_ids, 0.0)
+    end = time.monotonic() + seconds
+    while (now := time.monotonic()) < end:
+        for shard_id, counter in counters().items():
+            if counter != seen[shard_id]:
+                seen[shard_id] = counter
+                longest[shard_id] = max(longest[shard_id], now - moved[shard_id])
+                moved[shard_id] = now
+        time.sleep(0.05)
+    return {s: max(longest[s], time.monotonic() - moved[s]) for s in shard_ids}
