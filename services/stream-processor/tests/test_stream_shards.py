@@ -27,6 +27,7 @@ from pulse_dev.stream_scaling import (
     SplitRunHooks,
     StreamReplicas,
     delivery_report,
+    described_shards,
     lease_items,
     run_through_splits,
 )
@@ -68,13 +69,7 @@ class Run:
         split_shards(self.settings.aws_endpoint_url or "", table=self.settings.names.payments_table)
 
     def shards(self) -> int:
-        count, kwargs = 0, {"StreamArn": self.arn}
-        while True:
-            page = self.streams.describe_stream(**kwargs)["StreamDescription"]
-            count += len(page["Shards"])
-            if "LastEvaluatedShardId" not in page:
-                return count
-            kwargs["ExclusiveStartShardId"] = page["LastEvaluatedShardId"]
+        return len(described_shards(self.streams, self.arn))
 
     def leases(self) -> list[dict[str, Any]]:
         return lease_items(self.ddb, self.settings.names.leases_table)
@@ -138,7 +133,9 @@ def test_a_long_shard_list_does_not_hold_up_lease_renewals(
     table = stack_settings.names.payments_table
     for _ in range(ROLLED_OVER):
         split_shards(aws_endpoint, table=table, children=1)
-    listed = _described(aws_client("dynamodbstreams", stack_settings), topology, table)
+    listed = described_shards(
+        aws_client("dynamodbstreams", stack_settings), topology.stream_arns[table]
+    )
     opened = [
         s["ShardId"] for s in listed if "EndingSequenceNumber" not in s["SequenceNumberRange"]
     ]
@@ -163,16 +160,6 @@ def test_a_long_shard_list_does_not_hold_up_lease_renewals(
     assert len(opened) == 4
     # At most one round late: never near the failover time.
     assert max(gaps.values()) < FAILOVER * 2 / 3, gaps
-
-
-def _described(streams: Any, topology: TopologyOutputs, table: str) -> list[dict[str, Any]]:
-    shards, kwargs = [], {"StreamArn": topology.stream_arns[table]}
-    while True:
-        page = streams.describe_stream(**kwargs)["StreamDescription"]
-        shards += page["Shards"]
-        if "LastEvaluatedShardId" not in page:
-            return shards
-        kwargs["ExclusiveStartShardId"] = page["LastEvaluatedShardId"]
 
 
 def _renewal_gaps(

@@ -3,9 +3,9 @@ processes, payments that change several times, and what reached Redis, checked.
 
 - :class:`StreamReplicas` runs ``python -m stream_processor`` replicas, each with its own
   ``PULSE_WORKER_ID`` and HTTP port; :meth:`~StreamReplicas.kill` is a crash (SIGKILL).
-- :class:`PaymentScript` writes payments into the payments table as ingest does and moves
-  each on through numbered steps (``updated_at`` is the step's mark), remembering every mark
-  a payment's events must carry, in order.
+- :class:`ExpectedEvents` remembers the marks each payment's events must carry, in order;
+  :class:`PaymentScript` writes payments into the payments table as ingest does and moves
+  each on through numbered steps (``updated_at`` is the step's mark), remembering them.
 - :func:`delivery_report` *(pure)* compares a channel's history with those marks: marks
   lost, marks delivered twice, payments whose events came out of order.
 - :func:`lease_counts`, :func:`lease_imbalance` and :func:`lineage_violations` read the
@@ -37,19 +37,21 @@ if TYPE_CHECKING:
 __all__ = [
     "SHARD_END",
     "DeliveryReport",
+    "ExpectedEvents",
     "PaymentScript",
     "SplitRunHooks",
     "SplitRunOutcome",
     "StreamReplicas",
     "delivery_report",
+    "described_shards",
     "lease_counts",
     "lease_imbalance",
     "lease_items",
     "lineage_violations",
-    "unread_leases",
     "run_through_splits",
     "step_mark",
     "type_mark",
+    "unread_leases",
     "updated_at_mark",
 ]
 
@@ -128,15 +130,33 @@ def delivery_report(
     )
 
 
-class PaymentScript:
+class ExpectedEvents:
+    """The marks each payment's events must carry, in order, and each payment's account."""
+
+    def __init__(self) -> None:
+        self.marks: dict[str, list[str]] = {}  # payment id -> marks of its events, in order
+        self.accounts: dict[str, str] = {}  # payment id -> account id
+
+    def record(self, payment_id: str, account_id: str, marks: Iterable[str]) -> None:
+        self.marks[payment_id] = list(marks)
+        self.accounts[payment_id] = account_id
+
+    def by_account(self) -> dict[str, dict[str, list[str]]]:
+        """The expected marks split by account (each account channel's share)."""
+        split: dict[str, dict[str, list[str]]] = {}
+        for payment_id, marks in self.marks.items():
+            split.setdefault(self.accounts[payment_id], {})[payment_id] = marks
+        return split
+
+
+class PaymentScript(ExpectedEvents):
     """Payments written straight into the payments table and moved on step by step."""
 
     def __init__(self, ddb: Any, table: str, *, accounts: int = 8) -> None:
+        super().__init__()
         self._ddb = ddb
         self._table = table
         self._accounts = accounts
-        self.marks: dict[str, list[str]] = {}  # payment id -> marks of its events, in order
-        self.accounts: dict[str, str] = {}  # payment id -> account id
 
     def create(self, count: int) -> list[str]:
         """``count`` new PENDING payments, spread over the accounts; their ids."""
@@ -144,14 +164,9 @@ class PaymentScript:
         for _ in range(count):
             account_id = f"acct-{len(self.marks) % self._accounts}"
             payment = put_payment(self._ddb, self._table, pending_payment(account_id=account_id))
-            self.record(payment["payment_id"], account_id, step_mark(0))
+            self.record(payment["payment_id"], account_id, [step_mark(0)])
             created.append(payment["payment_id"])
         return created
-
-    def record(self, payment_id: str, account_id: str, mark: str) -> None:
-        """Remember a payment created elsewhere (through ingest) with its first mark."""
-        self.marks[payment_id] = [mark]
-        self.accounts[payment_id] = account_id
 
     def advance(self, payment_ids: Iterable[str]) -> None:
         """One more step for each payment: a new status and ``updated_at``."""
@@ -170,15 +185,20 @@ class PaymentScript:
             )
             self.marks[payment_id].append(mark)
 
-    def by_account(self) -> dict[str, dict[str, list[str]]]:
-        """The expected marks split by account (each account channel's share)."""
-        split: dict[str, dict[str, list[str]]] = {}
-        for payment_id, marks in self.marks.items():
-            split.setdefault(self.accounts[payment_id], {})[payment_id] = marks
-        return split
+
+# -- the stream and the leases table ----------------------------------------------------
+def described_shards(streams: Any, stream_arn: str) -> list[dict[str, Any]]:
+    """Every shard DescribeStream lists, following its pages."""
+    shards: list[dict[str, Any]] = []
+    kwargs: dict[str, Any] = {"StreamArn": stream_arn}
+    while True:
+        page = streams.describe_stream(**kwargs)["StreamDescription"]
+        shards += page["Shards"]
+        if "LastEvaluatedShardId" not in page:
+            return shards
+        kwargs["ExclusiveStartShardId"] = page["LastEvaluatedShardId"]
 
 
-# -- the leases table -------------------------------------------------------------------
 def lease_items(ddb: Any, table: str) -> list[dict[str, Any]]:
     """Every lease item (attribute-value form), read consistently."""
     items: list[dict[str, Any]] = []
