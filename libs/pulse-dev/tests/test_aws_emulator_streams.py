@@ -10,7 +10,6 @@ import urllib.error
 import urllib.request
 import uuid
 from collections import defaultdict
-from collections.abc import Iterator
 from typing import Any
 
 import boto3
@@ -18,42 +17,23 @@ import pytest
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
-from pulse_dev.emulators import AWS_TEST_CREDENTIALS, free_port, stop_process
+from pulse_dev.emulators import AWS_TEST_CREDENTIALS
 from pulse_dev.stream_emulation import (
     add_stream_arguments,
+    emulator_fixture,
     shape_argv,
     shape_from_arguments,
     split_shards,
-    start_emulator,
 )
 from pulse_dev.stream_store import StreamShape
 
 pytestmark = pytest.mark.timeout(90)
 
 
-def _start(tmp_path_factory: pytest.TempPathFactory, shape: StreamShape) -> Iterator[str]:
-    port = free_port()
-    proc = start_emulator(port, tmp_path_factory.mktemp("moto") / "moto.log", shape)
-    yield f"http://127.0.0.1:{port}"
-    stop_process(proc)
-
-
-@pytest.fixture(scope="module")
-def four_shards(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    yield from _start(tmp_path_factory, StreamShape(shards=4))
-
-
-@pytest.fixture(scope="module")
-def splitting(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    yield from _start(tmp_path_factory, StreamShape(shards=2, split_seconds=1, iterator_seconds=1))
-
-
+four_shards = emulator_fixture(StreamShape(shards=4))
+splitting = emulator_fixture(StreamShape(shards=2, split_seconds=1, iterator_seconds=1))
 RETENTION = 1.5
-
-
-@pytest.fixture(scope="module")
-def trimming(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    yield from _start(tmp_path_factory, StreamShape(retention_seconds=RETENTION))
+trimming = emulator_fixture(StreamShape(retention_seconds=RETENTION))
 
 
 class Stream:

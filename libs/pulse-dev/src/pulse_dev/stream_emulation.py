@@ -35,6 +35,7 @@ the table back, not the stream).
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import os
@@ -46,7 +47,7 @@ import weakref
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Final
 
-from pulse_dev.emulators import emulator_argv, wait_for_port
+from pulse_dev.emulators import emulator_argv, free_port, stop_process, wait_for_port
 from pulse_dev.stream_store import (
     ResourceNotFoundError,
     ShardedStream,
@@ -58,14 +59,16 @@ from pulse_dev.stream_store import (
 
 if TYPE_CHECKING:
     import argparse
-    from collections.abc import Callable, Iterable
+    from collections.abc import Callable, Iterable, Iterator
     from pathlib import Path
 
 __all__ = [
     "SPLIT_PATH",
     "StreamAdmin",
     "add_stream_arguments",
+    "emulator_fixture",
     "install_sharded_streams",
+    "running_emulator",
     "shape_argv",
     "shape_from_arguments",
     "split_shards",
@@ -113,6 +116,31 @@ def shape_from_arguments(args: argparse.Namespace) -> StreamShape:
 def shape_argv(shape: StreamShape) -> list[str]:
     """The flags that give the emulator's streams ``shape``."""
     return [part for name, flag, *_ in _FLAGS for part in (flag, str(getattr(shape, name)))]
+
+
+@contextlib.contextmanager
+def running_emulator(log_dir: Path, shape: StreamShape) -> Iterator[str]:
+    """An emulator with streams of ``shape`` on a free port while the block runs; its
+    endpoint URL (the log is ``log_dir/moto.log``)."""
+    port = free_port()
+    proc = start_emulator(port, log_dir / "moto.log", shape)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        stop_process(proc)
+
+
+def emulator_fixture(shape: StreamShape, *, scope: str = "module") -> Any:
+    """A pytest fixture of an emulator with streams of ``shape`` (its endpoint URL), for a
+    test module to take as its ``aws_endpoint``:
+    ``aws_endpoint = emulator_fixture(StreamShape(shards=4))``."""
+    import pytest  # noqa: PLC0415 - only tests call this
+
+    def endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+        with running_emulator(tmp_path_factory.mktemp("moto"), shape) as url:
+            yield url
+
+    return pytest.fixture(scope=scope)(endpoint)  # type: ignore[call-overload]
 
 
 def start_emulator(port: int, log_path: Path, shape: StreamShape) -> subprocess.Popen[bytes]:

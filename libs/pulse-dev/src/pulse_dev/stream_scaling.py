@@ -49,6 +49,7 @@ __all__ = [
     "lease_items",
     "lineage_violations",
     "run_through_splits",
+    "split_run_problems",
     "step_mark",
     "type_mark",
     "unread_leases",
@@ -117,7 +118,7 @@ def delivery_report(
         lost += sum(1 for mark in wanted if not counts[mark])
         duplicated += sum(count - 1 for count in counts.values())
         unexpected += sum(1 for mark in counts if mark not in wanted)
-        firsts = list(dict.fromkeys(got))
+        firsts = [mark for mark in dict.fromkeys(got) if mark in wanted]
         if firsts != [mark for mark in wanted if mark in counts]:
             out_of_order.append(payment_id)
     return DeliveryReport(
@@ -329,6 +330,28 @@ class SplitRunOutcome:
     delivered: bool
     drain_seconds: float  # from the end of the writes until everything was delivered
     balance_seconds: float  # from then until every shard was held and the leases balanced
+
+
+def split_run_problems(
+    outcome: SplitRunOutcome, *, first_shards: int, workers: Iterable[str]
+) -> list[str]:
+    """What went wrong in a run of a stream that started with ``first_shards`` shards and
+    should end read by ``workers``: nothing, when the list is empty. (The events are the
+    caller's to check: it knows which channels hold them.)"""
+    problems = []
+    if not outcome.delivered:
+        problems.append("not every event was delivered before the deadline")
+    if outcome.violations:
+        problems.append(f"read before their parent ended: {outcome.violations}")
+    if outcome.shards != first_shards + 2 * outcome.splits:
+        problems.append(f"{outcome.shards} shards listed after {outcome.splits} splits")
+    if sorted(outcome.counts) != sorted(workers):
+        problems.append(f"leases held by {sorted(outcome.counts)}")
+    if outcome.unread:
+        problems.append(f"unfinished shards no live replica holds: {outcome.unread}")
+    if outcome.imbalance > 1:
+        problems.append(f"lease counts more than one apart: {outcome.counts}")
+    return problems
 
 
 def run_through_splits(
