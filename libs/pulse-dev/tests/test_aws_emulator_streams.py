@@ -318,3 +318,14 @@ def test_the_flags_default_to_the_environment(monkeypatch: pytest.MonkeyPatch) -
     add_stream_arguments(parser)
     assert shape_from_arguments(parser.parse_args([])) == StreamShape(shards=3, split_seconds=7)
     assert shape_from_arguments(parser.parse_args(["--stream-shards", "5"])).shards == 5
+
+
+def test_transactions_write_to_the_stream(four_shards: str) -> None:
+    stream = Stream(four_shards)
+    stream.ddb.transact_write_items(
+        TransactItems=[
+            {"Put": {"TableName": stream.table, "Item": {"id": {"S": f"t-{i}"}}}} for i in range(3)
+        ]
+    )
+    records = stream.read_in_lineage_order()
+    assert sorted(r["dynamodb"]["Keys"]["id"]["S"] for r in records) == ["t-0", "t-1", "t-2"]
