@@ -6,9 +6,8 @@ Stream split (:func:`stream_split`): the AWS emulator's payments stream starts w
 shards; three stream-processor replicas read it while payments are written straight into
 the table and moved on through three updates each (rounds of four new payments with a
 50 ms breath between them: about 20 payments/s, 85 events/s, on a busy 2-core machine,
-where the emulator is what bounds it). Meanwhile shards
-split five times, one replica is killed with SIGKILL and a fourth joins
-(:func:`pulse_dev.stream_scaling.run_through_splits`). Then every event is looked for in
+where the emulator is what bounds it). Meanwhile shards split five times, one replica is
+killed with SIGKILL and a fourth joins (:func:`pulse_dev.stream_scaling.run_through_splits`). Then every event is looked for in
 the ``payments`` channel's history and in its account's channel.
 
 -> scale.shards (shards the stream lists at the end; goal >= 4), scale.split_lost and
