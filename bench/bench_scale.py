@@ -7,8 +7,9 @@ shards; three stream-processor replicas read it while payments are written strai
 the table and moved on through three updates each (rounds of four new payments with a
 50 ms breath between them: about 20 payments/s, 85 events/s, on a busy 2-core machine,
 where the emulator is what bounds it). Meanwhile shards split five times, one replica is
-killed with SIGKILL and a fourth joins (:func:`pulse_dev.stream_scaling.run_through_splits`). Then every event is looked for in
-the ``payments`` channel's history and in its account's channel.
+killed with SIGKILL and a fourth joins (:func:`pulse_dev.stream_scaling.run_through_splits`).
+Then every event is looked for in the ``payments`` channel's history and in its account's
+channel.
 
 -> scale.shards (shards the stream lists at the end; goal >= 4), scale.split_lost and
    scale.split_duplicated (events missing or doubled in those histories, both channels
