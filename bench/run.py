@@ -19,6 +19,10 @@ Groups (each in bench/bench_<group>.py):
           gateway.fanout_p99_ms (<= 100), gateway.fanout_read_p50_ms / _p99_ms,
           gateway.deliveries_per_s (>= 100,000),
           gateway.rss_kb_per_conn (<= 20), gateway.reconnect_missed (0)
+  scale   three stream-processor replicas on an emulator stream of four shards that splits
+          five times while payments flow, through a SIGKILL and a new replica
+          -> scale.shards (>= 4), scale.split_lost (0), scale.split_duplicated (0),
+             scale.lease_imbalance (<= 1)
 
 Each group prints its setup, then its figures as ``name: value`` lines; the figures of every
 group run are repeated together on the last lines.
@@ -33,7 +37,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-GROUPS = ("ingest", "e2e", "stream", "workers", "gateway")
+GROUPS = ("ingest", "e2e", "stream", "workers", "gateway", "scale")
 
 
 def _runner(group: str) -> Callable[[], dict[str, float]]:

@@ -17,6 +17,7 @@ from pulse.clients import aws_client
 from pulse.settings import PulseSettings
 from pulse.topology import TopologyOutputs
 from pulse_dev.aws_emulator import read_attribute_values_directly
+from pulse_dev.stream_emulation import split_shards
 
 
 def test_stream_records_keep_moto_s_wire_format(
@@ -132,3 +133,29 @@ def test_items_over_the_size_limit_are_still_refused(
                 "b": {"S": "y" * 210_000},
             },
         )
+
+
+def test_a_stream_keeps_one_open_shard_until_asked_to_split(
+    aws_endpoint: str, stack_settings: PulseSettings, topology: TopologyOutputs
+) -> None:
+    ddb = aws_client("dynamodb", stack_settings)
+    streams = aws_client("dynamodbstreams", stack_settings)
+    table = stack_settings.names.payments_table
+    arn = topology.stream_arns[table]
+    ddb.put_item(TableName=table, Item={"payment_id": {"S": "p-1"}})
+    (shard,) = streams.describe_stream(StreamArn=arn)["StreamDescription"]["Shards"]
+    assert "EndingSequenceNumber" not in shard["SequenceNumberRange"]
+    assert "ParentShardId" not in shard
+
+    (split,) = split_shards(aws_endpoint, table=table, children=1)
+
+    closed, child = streams.describe_stream(StreamArn=arn)["StreamDescription"]["Shards"]
+    assert closed["ShardId"] == split["parent"] == shard["ShardId"]
+    assert "EndingSequenceNumber" in closed["SequenceNumberRange"]
+    assert child["ParentShardId"] == shard["ShardId"]
+    iterator = streams.get_shard_iterator(
+        StreamArn=arn, ShardId=closed["ShardId"], ShardIteratorType="TRIM_HORIZON"
+    )["ShardIterator"]
+    answer = streams.get_records(ShardIterator=iterator)
+    assert [r["dynamodb"]["Keys"] for r in answer["Records"]] == [{"payment_id": {"S": "p-1"}}]
+    assert "NextShardIterator" not in answer

@@ -7,6 +7,12 @@ a TCP handshake and a thread start inside the emulator's one interpreter; waitre
 connections alive and serves them from a fixed thread pool. Measured on the end-to-end benchmark,
 that is the difference between the emulator saturating at about 30 payments/s and keeping up
 with 50. All state stays in this one process, as moto requires.
+
+The tables' streams are not moto's one shard that never closes: they have shards that close
+and split, iterators that expire and records trimmed after the retention window, as DynamoDB
+Streams has (:mod:`pulse_dev.stream_emulation`; flags ``--stream-shards``,
+``--stream-split-seconds``, ``--stream-iterator-seconds``, ``--stream-retention-seconds``
+and the route ``POST /_pulse/streams/split``). The defaults keep one shard that never splits.
 """
 
 from __future__ import annotations
@@ -22,10 +28,16 @@ import sys
 import threading
 import time
 from collections.abc import Iterator, Mapping
-from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from pulse.collector import BATCH_YOUNG_THRESHOLD, settle_collector
+from pulse_dev.stream_emulation import (
+    StreamAdmin,
+    add_stream_arguments,
+    install_sharded_streams,
+    shape_from_arguments,
+    start_split_schedule,
+)
 
 if TYPE_CHECKING:
     from types import FrameType
@@ -347,30 +359,6 @@ def _check_item_size_once() -> None:
     Item.__init__ = init  # type: ignore[method-assign]
 
 
-def _epoch_seconds(value: object) -> float:
-    if isinstance(value, datetime):
-        return value.timestamp()
-    raise TypeError(f"cannot serialise {type(value).__name__}")
-
-
-def _serve_stream_records_as_json() -> None:
-    """Answer ``GetRecords`` with plain JSON.
-
-    Stream records are already held in wire format; moto's generic serializer walks the
-    service model for every attribute of every image and spends ~1 ms per record, which
-    makes one ``GetRecords`` of 100 records take over 100 ms on an idle emulator and
-    several hundred under load — the largest share of the stream's lag in the emulator.
-    """
-    from moto.dynamodbstreams.responses import DynamoDBStreamsHandler  # noqa: PLC0415
-
-    def get_records(self: DynamoDBStreamsHandler) -> str:
-        limit = self._get_param("Limit") or 1000
-        result = self.backend.get_records(self._get_param("ShardIterator"), limit)
-        return json.dumps(result, default=_epoch_seconds)
-
-    DynamoDBStreamsHandler.get_records = get_records  # type: ignore[method-assign,assignment]
-
-
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         prog="python -m pulse_dev.aws_emulator",
@@ -384,7 +372,12 @@ def main(argv: list[str] | None = None) -> None:
         default=32,
         help="request threads; SQS long polls hold one each while they wait",
     )
+    add_stream_arguments(parser)
     args = parser.parse_args(argv)
+    try:
+        shape = shape_from_arguments(args)
+    except ValueError as exc:
+        parser.error(str(exc))
     os.environ.setdefault("MOTO_PORT", str(args.port))
 
     # Imported late: moto is large and only this process needs it.
@@ -395,7 +388,7 @@ def main(argv: list[str] | None = None) -> None:
     from waitress import serve  # noqa: PLC0415
 
     _read_retention_directly()
-    _serve_stream_records_as_json()
+    install_sharded_streams(shape)
     _send_without_counting_messages()
     _fetch_backends_without_locking()
     _lock_sqs_receives()
@@ -422,7 +415,8 @@ def main(argv: list[str] | None = None) -> None:
                 backend = self._backends[host] = super().get_backend_for_host(host)
                 return backend
 
-    app = _Dispatcher()
+    app = StreamAdmin(_Dispatcher())
+    start_split_schedule(shape)
     # moto keeps every item, record and message as Python objects; rescanning them was about
     # a tenth of the emulator's CPU while a backlog drained, work AWS never costs a client.
     settle_collector(BATCH_YOUNG_THRESHOLD)

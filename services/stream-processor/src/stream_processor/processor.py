@@ -1,9 +1,10 @@
 """Finds the payments table's stream, lists its shards, holds leases and runs their readers.
 
 Shards are listed every ``shard_refresh_seconds`` (and at once when a reader finishes a
-shard, so its children start without waiting); :func:`~stream_processor.lineage.plan_shards`
-says which may be read, :func:`~stream_processor.lease_assignment.plan_leases` which of
-those this worker takes. Each lease taken gets a :class:`ShardReader` task.
+shard, so its children start without waiting), and lease items are created for those the
+lease table does not hold yet; :func:`~stream_processor.lineage.plan_shards` says which
+may be read, :func:`~stream_processor.lease_assignment.plan_leases` which of those this
+worker takes. Each lease taken gets a :class:`ShardReader` task.
 
 On shutdown the readers finish their batch in flight (effects and checkpoint) within
 ``shutdown_grace_seconds``; any still running after that are cancelled, their batch left
@@ -83,9 +84,10 @@ class StreamProcessor:
     Every ``failover_seconds / 3`` one round: renew the leases held (a lease whose renewal
     is refused was taken over: its reader stops), scan the lease table, and take leases per
     :func:`~stream_processor.lease_assignment.plan_leases` among the shards lineage allows.
-    Shards are listed (and missing lease items created) every ``shard_refresh_seconds`` and
-    at once when a reader finishes a shard. On shutdown the readers finish their batch in
-    flight, then every lease still held is released so another replica takes it at once.
+    Shards are listed every ``shard_refresh_seconds`` and at once when a reader finishes a
+    shard; a listed shard without a lease item gets one before the scan is used. On
+    shutdown the readers finish their batch in flight, then every lease still held is
+    released so another replica takes it at once.
     """
 
     def __init__(
@@ -142,7 +144,7 @@ class StreamProcessor:
         ):
             await self._list_shards()
             self._listed_at = loop.time()
-        leases = await asyncio.to_thread(self._leases.leases)
+        leases = await self._scan_leases()
         now = loop.time()
         self._observations.observe(leases.values(), now)
         listed = [s for s in self._shards.values() if s.shard_id in leases]
@@ -175,9 +177,22 @@ class StreamProcessor:
         self._stream_arn = await asyncio.to_thread(stream_arn_of, self._ddb, table)
         shards = await asyncio.to_thread(list_shards, self._streams, self._stream_arn)
         self._shards = {shard.shard_id: shard for shard in shards}
-        for shard in shards:
-            await asyncio.to_thread(self._leases.ensure, shard)
         _log().debug("shards listed", listed=len(shards))
+
+    async def _scan_leases(self) -> dict[str, Lease]:
+        """Every lease, after creating the items of listed shards that have none.
+
+        Only the missing ones: a stream lists hundreds of shards after a few days of
+        roll-overs, and a write per listed shard per refresh made the round — and with it
+        the renewals — slower than the failover time.
+        """
+        leases = await asyncio.to_thread(self._leases.leases)
+        missing = [shard for shard in self._shards.values() if shard.shard_id not in leases]
+        for shard in missing:  # listed order: a parent's item before its children's
+            await asyncio.to_thread(self._leases.ensure, shard)
+        if missing:
+            leases = await asyncio.to_thread(self._leases.leases)
+        return leases
 
     async def _take(self, lease: Lease, *, stolen: bool) -> None:
         if lease.shard_id in self._held or self._stream_arn is None:

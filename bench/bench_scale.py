@@ -1,0 +1,161 @@
+"""Scaling out: how Pulse holds up beyond one shard (and, later, beyond one Redis).
+
+Each part is a function returning its figures; :func:`bench_scale` runs them in turn.
+
+Stream split (:func:`stream_split`): the AWS emulator's payments stream starts with four
+shards; three stream-processor replicas read it while payments are written straight into
+the table and moved on through three updates each (rounds of four new payments with a
+50 ms breath between them: about 20 payments/s, 85 events/s, on a busy 2-core machine,
+where the emulator is what bounds it). Meanwhile shards split five times, one replica is
+killed with SIGKILL and a fourth joins (:func:`pulse_dev.stream_scaling.run_through_splits`).
+Then every event is looked for in the ``payments`` channel's history and in its account's
+channel.
+
+-> scale.shards (shards the stream lists at the end; goal >= 4), scale.split_lost and
+   scale.split_duplicated (events missing or doubled in those histories, both channels
+   counted; goal 0 and 0), scale.lease_imbalance (the three live replicas' unfinished
+   leases, largest minus smallest, once every event arrived; goal <= 1).
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import redis
+
+from pulse.clients import aws_client
+from pulse.settings import PulseSettings
+from pulse.topology import apply_topology
+from pulse_dev.emulators import AWS_TEST_CREDENTIALS, free_port, start_redis, stop_process
+from pulse_dev.stream_emulation import running_emulator, split_shards
+from pulse_dev.stream_scaling import (
+    PaymentScript,
+    SplitRunHooks,
+    StreamReplicas,
+    delivery_report,
+    described_shards,
+    lease_items,
+    run_through_splits,
+)
+from pulse_dev.stream_store import StreamShape
+from pulse_dev.testing import channel_history
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+FIRST_SHARDS = 4
+STEPS = 3  # updates of each payment after its creation
+# PULSE_BENCH_SCALE_SECONDS: how long payments are written while the replicas change.
+SECONDS = float(os.environ.get("PULSE_BENCH_SCALE_SECONDS", "30"))
+SETTLE = 120.0
+
+
+def stream_split() -> dict[str, float]:
+    """Three replicas through splits, a crash and a join (see the module docstring)."""
+    work = Path(tempfile.mkdtemp(prefix="pulse-bench-scale-"))
+    prefix = f"bsc{uuid.uuid4().hex[:6]}-"
+    redis_port = free_port()
+    own_redis = start_redis(redis_port, work)  # its own: nothing to clean up afterwards
+    redis_url = f"redis://127.0.0.1:{redis_port}/0"
+    print(
+        f"stream split: emulator stream of {FIRST_SHARDS} shards, 3 stream-processor replicas,"
+        f" {SECONDS:g} s of payments (created, then {STEPS} updates each), 5 splits, "
+        f"a SIGKILL and a new replica; logs in {work}"
+    )
+    try:
+        with running_emulator(work, StreamShape(shards=FIRST_SHARDS)) as endpoint:
+            env = {
+                **AWS_TEST_CREDENTIALS,
+                "AWS_ENDPOINT_URL": endpoint,
+                "REDIS_URL": redis_url,
+                "PULSE_RESOURCE_PREFIX": prefix,
+                "PULSE_REDIS_PREFIX": f"pulse:{prefix}",
+                "PULSE_LOG_LEVEL": "info",
+            }
+            os.environ.update(env)
+            return _split_run(PulseSettings(), env, endpoint, work)
+    finally:
+        stop_process(own_redis)
+
+
+def _split_run(
+    settings: PulseSettings, env: dict[str, str], endpoint: str, work: Path
+) -> dict[str, float]:
+    outputs = apply_topology(settings)
+    names = settings.names
+    ddb = aws_client("dynamodb", settings)
+    streams = aws_client("dynamodbstreams", settings)
+    client = redis.Redis.from_url(env["REDIS_URL"])
+    script = PaymentScript(ddb, names.payments_table)
+
+    def history(channel: str) -> list[dict[str, object]]:
+        return channel_history(client, settings.redis_prefix, channel)
+
+    def write() -> None:
+        script.create(4)
+        script.advance([p for p, marks in script.marks.items() if len(marks) <= STEPS])
+        time.sleep(0.05)
+
+    def delivered() -> bool:
+        report = delivery_report(history("payments"), script.marks)
+        return report.delivered == report.expected
+
+    hooks = SplitRunHooks(
+        write=write,
+        split=_splitter(endpoint, names.payments_table),
+        shards=lambda: len(described_shards(streams, outputs.stream_arns[names.payments_table])),
+        leases=lambda: lease_items(ddb, names.leases_table),
+        delivered=delivered,
+    )
+    replicas = StreamReplicas(env, work)
+    load_before = os.getloadavg()[0]
+    try:
+        outcome = run_through_splits(replicas, hooks, seconds=SECONDS, settle=SETTLE)
+        reports = [delivery_report(history("payments"), script.marks)] + [
+            delivery_report(history(f"account:{account}"), marks)
+            for account, marks in script.by_account().items()
+        ]
+        stopped = replicas.stop()
+    finally:
+        replicas.close()
+        client.close()
+    events = reports[0].expected
+    print(
+        f"stream split: {len(script.marks)} payments, {events} events, {outcome.splits} splits;"
+        f" all delivered {outcome.drain_seconds:.1f} s after the writes ended, leases "
+        f"{outcome.counts} {outcome.balance_seconds:.1f} s later; out of order "
+        f"{sum(len(r.out_of_order) for r in reports)}, read before the parent ended "
+        f"{len(outcome.violations)}, exit codes {stopped}; load average {load_before:.1f} "
+        f"before, {os.getloadavg()[0]:.1f} after"
+    )
+    return {
+        "scale.shards": outcome.shards,
+        "scale.split_lost": sum(r.lost for r in reports),
+        "scale.split_duplicated": sum(r.duplicated for r in reports),
+        "scale.lease_imbalance": outcome.imbalance,
+    }
+
+
+def _splitter(endpoint: str, table: str) -> Callable[[], None]:
+    def split() -> None:
+        split_shards(endpoint, table=table)
+
+    return split
+
+
+# The parts of the group, in the order they run; each returns its own figures.
+PARTS: tuple[Callable[[], dict[str, float]], ...] = (stream_split,)
+
+
+def bench_scale() -> dict[str, float]:
+    figures: dict[str, float] = {}
+    for part in PARTS:
+        figures.update(part())
+    for name, value in figures.items():
+        print(f"{name}: {value:g}")
+    return figures

@@ -1,0 +1,430 @@
+"""The stream processor scaled out, for the tests and the ``scale`` benchmark: replicas as
+processes, payments that change several times, and what reached Redis, checked.
+
+- :class:`StreamReplicas` runs ``python -m stream_processor`` replicas, each with its own
+  ``PULSE_WORKER_ID`` and HTTP port; :meth:`~StreamReplicas.kill` is a crash (SIGKILL).
+- :class:`ExpectedEvents` remembers the marks each payment's events must carry, in order;
+  :class:`PaymentScript` writes payments into the payments table as ingest does and moves
+  each on through numbered steps (``updated_at`` is the step's mark), remembering them.
+- :func:`delivery_report` *(pure)* compares a channel's history with those marks: marks
+  lost, marks delivered twice, payments whose events came out of order.
+- :func:`lease_counts`, :func:`lease_imbalance` and :func:`lineage_violations` read the
+  leases table (KCL's layout, as the stream processor writes it): the shards each worker
+  is reading, how far apart the busiest and the idlest are, and children read before their
+  parent ended.
+- :func:`run_through_splits` is the run the tests and the benchmark share: three replicas,
+  shards splitting while payments flow, one replica killed and a fourth joining, then the
+  wait for every event and for balanced leases.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Final
+
+from pulse.payments import APPROVED, DECLINED, REVIEW
+from pulse_dev.emulators import free_port
+from pulse_dev.payments_fixtures import CREATED_AT, pending_payment, put_payment
+from pulse_dev.testing import ServiceProcess
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterable, Mapping, Sequence
+    from pathlib import Path
+
+__all__ = [
+    "SHARD_END",
+    "DeliveryReport",
+    "ExpectedEvents",
+    "PaymentScript",
+    "SplitRunHooks",
+    "SplitRunOutcome",
+    "StreamReplicas",
+    "delivery_report",
+    "described_shards",
+    "lease_counts",
+    "lease_imbalance",
+    "lease_items",
+    "lineage_violations",
+    "run_through_splits",
+    "split_run_problems",
+    "step_mark",
+    "type_mark",
+    "unread_leases",
+    "updated_at_mark",
+]
+
+SHARD_END: Final = "SHARD_END"
+_STATUSES: Final = (REVIEW, APPROVED, DECLINED)
+MAX_STEPS: Final = 59
+
+
+def step_mark(step: int) -> str:
+    """The ``updated_at`` a payment carries after ``step`` (0: as created)."""
+    if not 0 <= step <= MAX_STEPS:
+        raise ValueError(f"a payment takes 0 to {MAX_STEPS} steps")
+    return CREATED_AT.replace(":00.000Z", f":{step:02d}.000Z")
+
+
+@dataclass(frozen=True)
+class DeliveryReport:
+    """What a channel's history holds against the marks expected, per payment."""
+
+    expected: int  # events expected
+    delivered: int  # distinct expected events found
+    lost: int  # expected events missing
+    duplicated: int  # extra copies of events found
+    out_of_order: list[str] = field(default_factory=list)  # payment ids
+    unexpected: int = 0  # events of these payments with a mark not expected
+
+    @property
+    def exact(self) -> bool:
+        """Everything there once, in order."""
+        return not (self.lost or self.duplicated or self.out_of_order or self.unexpected)
+
+
+def updated_at_mark(event: Mapping[str, Any]) -> str:
+    """An event's mark: its payment's ``updated_at``."""
+    return str((event.get("data") or {}).get("updated_at"))
+
+
+def type_mark(event: Mapping[str, Any]) -> str:
+    """An event's mark: its type (``pulse.payment.created`` …)."""
+    return str(event.get("type"))
+
+
+def delivery_report(
+    events: Iterable[Mapping[str, Any]],
+    expected: Mapping[str, Sequence[str]],
+    mark: Callable[[Mapping[str, Any]], str] = updated_at_mark,
+) -> DeliveryReport:
+    """Check ``events`` (a channel's history, oldest first) against ``expected``: for each
+    payment id, the marks its events must carry, in order (by default each event's
+    ``updated_at``). Events of other payments are ignored."""
+    seen: dict[str, list[str]] = {payment_id: [] for payment_id in expected}
+    for event in events:
+        data = event.get("data") or {}
+        marks = seen.get(str(data.get("payment_id")))
+        if marks is not None:
+            marks.append(mark(event))
+    lost = duplicated = delivered = unexpected = 0
+    out_of_order = []
+    for payment_id, wanted in expected.items():
+        got = seen[payment_id]
+        counts = Counter(got)
+        delivered += sum(1 for mark in wanted if counts[mark])
+        lost += sum(1 for mark in wanted if not counts[mark])
+        duplicated += sum(count - 1 for count in counts.values())
+        unexpected += sum(1 for mark in counts if mark not in wanted)
+        firsts = [mark for mark in dict.fromkeys(got) if mark in wanted]
+        if firsts != [mark for mark in wanted if mark in counts]:
+            out_of_order.append(payment_id)
+    return DeliveryReport(
+        expected=sum(len(wanted) for wanted in expected.values()),
+        delivered=delivered,
+        lost=lost,
+        duplicated=duplicated,
+        out_of_order=out_of_order,
+        unexpected=unexpected,
+    )
+
+
+class ExpectedEvents:
+    """The marks each payment's events must carry, in order, and each payment's account."""
+
+    def __init__(self) -> None:
+        self.marks: dict[str, list[str]] = {}  # payment id -> marks of its events, in order
+        self.accounts: dict[str, str] = {}  # payment id -> account id
+
+    def record(self, payment_id: str, account_id: str, marks: Iterable[str]) -> None:
+        self.marks[payment_id] = list(marks)
+        self.accounts[payment_id] = account_id
+
+    def by_account(self) -> dict[str, dict[str, list[str]]]:
+        """The expected marks split by account (each account channel's share)."""
+        split: dict[str, dict[str, list[str]]] = {}
+        for payment_id, marks in self.marks.items():
+            split.setdefault(self.accounts[payment_id], {})[payment_id] = marks
+        return split
+
+
+class PaymentScript(ExpectedEvents):
+    """Payments written straight into the payments table and moved on step by step."""
+
+    def __init__(self, ddb: Any, table: str, *, accounts: int = 8) -> None:
+        super().__init__()
+        self._ddb = ddb
+        self._table = table
+        self._accounts = accounts
+
+    def create(self, count: int) -> list[str]:
+        """``count`` new PENDING payments, spread over the accounts; their ids."""
+        created = []
+        for _ in range(count):
+            account_id = f"acct-{len(self.marks) % self._accounts}"
+            payment = put_payment(self._ddb, self._table, pending_payment(account_id=account_id))
+            self.record(payment["payment_id"], account_id, [step_mark(0)])
+            created.append(payment["payment_id"])
+        return created
+
+    def advance(self, payment_ids: Iterable[str]) -> None:
+        """One more step for each payment: a new status and ``updated_at``."""
+        for payment_id in payment_ids:
+            step = len(self.marks[payment_id])
+            mark = step_mark(step)
+            self._ddb.update_item(
+                TableName=self._table,
+                Key={"payment_id": {"S": payment_id}},
+                UpdateExpression="SET #status = :status, updated_at = :mark",
+                ExpressionAttributeNames={"#status": "status"},
+                ExpressionAttributeValues={
+                    ":status": {"S": _STATUSES[step % len(_STATUSES)]},
+                    ":mark": {"S": mark},
+                },
+            )
+            self.marks[payment_id].append(mark)
+
+
+# -- the stream and the leases table ----------------------------------------------------
+def described_shards(streams: Any, stream_arn: str) -> list[dict[str, Any]]:
+    """Every shard DescribeStream lists, following its pages."""
+    shards: list[dict[str, Any]] = []
+    kwargs: dict[str, Any] = {"StreamArn": stream_arn}
+    while True:
+        page = streams.describe_stream(**kwargs)["StreamDescription"]
+        shards += page["Shards"]
+        if "LastEvaluatedShardId" not in page:
+            return shards
+        kwargs["ExclusiveStartShardId"] = page["LastEvaluatedShardId"]
+
+
+def lease_items(ddb: Any, table: str) -> list[dict[str, Any]]:
+    """Every lease item (attribute-value form), read consistently."""
+    items: list[dict[str, Any]] = []
+    kwargs: dict[str, Any] = {"TableName": table, "ConsistentRead": True}
+    while True:
+        page = ddb.scan(**kwargs)
+        items += page.get("Items", [])
+        if "LastEvaluatedKey" not in page:
+            return items
+        kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+
+
+def lease_counts(items: Iterable[Mapping[str, Any]], workers: Iterable[str]) -> dict[str, int]:
+    """Shards each of ``workers`` holds and has not finished (leases of others ignored)."""
+    counts = dict.fromkeys(workers, 0)
+    for item in items:
+        owner = item.get("leaseOwner", {}).get("S")
+        if owner in counts and item.get("checkpoint", {}).get("S") != SHARD_END:
+            counts[owner] += 1
+    return counts
+
+
+def unread_leases(items: Iterable[Mapping[str, Any]], workers: Iterable[str]) -> list[str]:
+    """Shards not finished that none of ``workers`` holds."""
+    live = set(workers)
+    return [
+        item["leaseKey"]["S"]
+        for item in items
+        if item.get("checkpoint", {}).get("S") != SHARD_END
+        and item.get("leaseOwner", {}).get("S") not in live
+    ]
+
+
+def lease_imbalance(counts: Mapping[str, int]) -> int:
+    """The busiest worker's lease count minus the idlest's."""
+    return max(counts.values()) - min(counts.values()) if counts else 0
+
+
+def lineage_violations(items: Iterable[Mapping[str, Any]]) -> list[str]:
+    """Shards with a checkpoint whose parent's lease exists and has not ended: read before
+    their parent was finished."""
+    items = list(items)
+    checkpoints = {i["leaseKey"]["S"]: i.get("checkpoint", {}).get("S") for i in items}
+    violations = []
+    for item in items:
+        parents = [p["S"] for p in item.get("parentShardIds", {}).get("L", [])]
+        started = item.get("checkpoint", {}).get("S") is not None
+        unfinished = [p for p in parents if p in checkpoints and checkpoints[p] != SHARD_END]
+        if started and unfinished:
+            violations.append(item["leaseKey"]["S"])
+    return violations
+
+
+# -- replicas ---------------------------------------------------------------------------
+class StreamReplicas:
+    """Stream-processor replicas as real processes, by worker id."""
+
+    def __init__(
+        self,
+        env: Mapping[str, str],
+        log_dir: Path,
+        *,
+        failover_seconds: float = 1.5,
+        shard_refresh_seconds: float = 1.0,
+        settings: Mapping[str, str] | None = None,
+    ) -> None:
+        self._env = {
+            **env,
+            "PULSE_POLL_INTERVAL_SECONDS": "0.1",
+            "PULSE_SHARD_REFRESH_SECONDS": str(shard_refresh_seconds),
+            "PULSE_FAILOVER_SECONDS": str(failover_seconds),
+            "PULSE_SHUTDOWN_GRACE_SECONDS": "5",
+            **(settings or {}),
+        }
+        self._log_dir = log_dir
+        self.processes: dict[str, ServiceProcess] = {}
+
+    @property
+    def live(self) -> list[str]:
+        """Worker ids of the replicas still running."""
+        return [
+            worker
+            for worker, process in self.processes.items()
+            if process.proc is not None and process.proc.poll() is None
+        ]
+
+    def start(self, worker_id: str) -> ServiceProcess:
+        port = free_port()
+        env = {**self._env, "PULSE_WORKER_ID": worker_id, "PULSE_HTTP_PORT": str(port)}
+        log = self._log_dir / f"stream-processor-{worker_id}.log"
+        process = ServiceProcess("stream_processor", env, log).start(wait_port=port)
+        self.processes[worker_id] = process
+        return process
+
+    def kill(self, worker_id: str) -> None:
+        """SIGKILL, as a crash would."""
+        self.processes[worker_id].kill()
+
+    def stop(self) -> dict[str, int]:
+        """SIGTERM every live replica; their exit codes."""
+        return {worker: self.processes[worker].stop() for worker in self.live}
+
+    def close(self) -> None:
+        for process in self.processes.values():
+            process.kill()
+
+
+# -- the run: splits, a crash and a new replica while payments flow ---------------------
+@dataclass(frozen=True)
+class SplitRunHooks:
+    """What a run drives and reads; each a plain call (the caller binds its clients)."""
+
+    write: Callable[[], None]  # one round of writes (payments created, moved on)
+    split: Callable[[], None]  # split a shard of the payments stream now
+    shards: Callable[[], int]  # shards the stream lists
+    leases: Callable[[], list[dict[str, Any]]]  # the lease items
+    delivered: Callable[[], bool]  # every expected event is where it should be
+
+
+@dataclass(frozen=True)
+class SplitRunOutcome:
+    shards: int  # listed at the end
+    splits: int
+    counts: dict[str, int]  # unfinished leases per live replica, once balanced (or not)
+    imbalance: int
+    unread: list[str]  # unfinished shards no live replica holds, at the end
+    violations: list[str]  # shards seen read before their parent ended
+    delivered: bool
+    drain_seconds: float  # from the end of the writes until everything was delivered
+    balance_seconds: float  # from then until every shard was held and the leases balanced
+
+
+def split_run_problems(
+    outcome: SplitRunOutcome, *, first_shards: int, workers: Iterable[str]
+) -> list[str]:
+    """What went wrong in a run of a stream that started with ``first_shards`` shards and
+    should end read by ``workers``: nothing, when the list is empty. (The events are the
+    caller's to check: it knows which channels hold them.)"""
+    problems = []
+    if not outcome.delivered:
+        problems.append("not every event was delivered before the deadline")
+    if outcome.violations:
+        problems.append(f"read before their parent ended: {outcome.violations}")
+    if outcome.shards != first_shards + 2 * outcome.splits:
+        problems.append(f"{outcome.shards} shards listed after {outcome.splits} splits")
+    if sorted(outcome.counts) != sorted(workers):
+        problems.append(f"leases held by {sorted(outcome.counts)}")
+    if outcome.unread:
+        problems.append(f"unfinished shards no live replica holds: {outcome.unread}")
+    if outcome.imbalance > 1:
+        problems.append(f"lease counts more than one apart: {outcome.counts}")
+    return problems
+
+
+def run_through_splits(
+    replicas: StreamReplicas, hooks: SplitRunHooks, *, seconds: float, settle: float = 60.0
+) -> SplitRunOutcome:
+    """Three replicas (``r1``-``r3``, started here) read while ``hooks.write`` runs for
+    ``seconds``; meanwhile shards split five times, ``r2`` is killed (SIGKILL) and ``r4``
+    joins. Then wait up to ``settle`` seconds for every event and for balanced leases."""
+    violations: set[str] = set()
+    stop = threading.Event()
+
+    def write() -> None:
+        while not stop.is_set():
+            hooks.write()
+
+    for worker in ("r1", "r2", "r3"):
+        replicas.start(worker)
+    writer = threading.Thread(target=write, name="payments", daemon=True)
+    started = time.monotonic()
+    writer.start()
+    plan = [
+        (0.1, hooks.split),
+        (0.25, hooks.split),
+        (0.4, lambda: replicas.kill("r2")),
+        (0.55, hooks.split),
+        (0.7, lambda: replicas.start("r4")),
+        (0.8, hooks.split),
+        (0.9, hooks.split),
+    ]
+    try:
+        for at, action in plan:
+            _watch(hooks, violations, until=started + at * seconds)
+            action()
+        _watch(hooks, violations, until=started + seconds)
+    finally:
+        stop.set()
+        writer.join()
+    ended = time.monotonic()
+    deadline = ended + settle
+    delivered = _watch(hooks, violations, until=deadline, done=hooks.delivered)
+    drained = time.monotonic()
+    while True:
+        items = hooks.leases()
+        counts = lease_counts(items, replicas.live)
+        unread = unread_leases(items, replicas.live)
+        if (lease_imbalance(counts) <= 1 and not unread) or time.monotonic() >= deadline:
+            break
+        _watch(hooks, violations, until=time.monotonic() + 0.5)
+    return SplitRunOutcome(
+        shards=hooks.shards(),
+        splits=sum(1 for _, action in plan if action is hooks.split),
+        counts=counts,
+        imbalance=lease_imbalance(counts),
+        unread=unread,
+        violations=sorted(violations),
+        delivered=delivered,
+        drain_seconds=drained - ended,
+        balance_seconds=time.monotonic() - drained,
+    )
+
+
+def _watch(
+    hooks: SplitRunHooks,
+    violations: set[str],
+    *,
+    until: float,
+    done: Callable[[], bool] | None = None,
+) -> bool:
+    """Sample the leases for lineage violations until ``until`` or until ``done()``."""
+    while True:
+        violations.update(lineage_violations(hooks.leases()))
+        if done is not None and done():
+            return True
+        if time.monotonic() >= until:
+            return False
+        time.sleep(0.2)

@@ -1,0 +1,186 @@
+"""Integration: stream-processor replicas on a stream of several shards that split.
+
+Real processes against the emulator (four shards to start with, iterators that expire after
+a second) and Redis. Three replicas read while payments are written and moved on; shards
+split five times, one replica is killed (SIGKILL) and a fourth joins. Every payment's events
+must be in the channels' history once each, in the payment's order; no shard may be read
+before its parent ended; the three live replicas' lease counts end at most one apart.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+
+from pulse.clients import aws_client
+from pulse.settings import PulseSettings
+from pulse.topology import TopologyOutputs
+from pulse_dev.stream_emulation import emulator_fixture, split_shards
+from pulse_dev.stream_scaling import (
+    PaymentScript,
+    SplitRunHooks,
+    StreamReplicas,
+    delivery_report,
+    described_shards,
+    lease_items,
+    run_through_splits,
+    split_run_problems,
+)
+from pulse_dev.stream_store import StreamShape
+from pulse_dev.testing import channel_history
+
+pytestmark = pytest.mark.timeout(180)
+
+STEPS = 3  # updates after its creation each payment goes through
+
+
+# This module's own emulator: a stream of four shards, iterators living one second.
+aws_endpoint = emulator_fixture(StreamShape(shards=4, iterator_seconds=1.0))
+
+
+class Run:
+    """Payments written straight into the table, split and checked through this test's
+    stack."""
+
+    def __init__(self, settings: PulseSettings, topology: TopologyOutputs, redis_url: str):
+        self.settings = settings
+        self.ddb = aws_client("dynamodb", settings)
+        self.streams = aws_client("dynamodbstreams", settings)
+        self.redis = redis.Redis.from_url(redis_url)
+        self.arn = topology.stream_arns[settings.names.payments_table]
+        self.script = PaymentScript(self.ddb, settings.names.payments_table)
+
+    def write(self) -> None:
+        self.script.create(4)
+        self.script.advance([p for p, marks in self.script.marks.items() if len(marks) <= STEPS])
+
+    def split(self) -> None:
+        split_shards(self.settings.aws_endpoint_url or "", table=self.settings.names.payments_table)
+
+    def shards(self) -> int:
+        return len(described_shards(self.streams, self.arn))
+
+    def leases(self) -> list[dict[str, Any]]:
+        return lease_items(self.ddb, self.settings.names.leases_table)
+
+    def history(self, channel: str) -> list[dict[str, Any]]:
+        return channel_history(self.redis, self.settings.redis_prefix, channel)
+
+    def delivered(self) -> bool:
+        report = delivery_report(self.history("payments"), self.script.marks)
+        return report.delivered == report.expected
+
+
+def test_replicas_share_a_splitting_stream_through_a_crash_and_a_join(
+    stack_env: dict[str, str],
+    stack_settings: PulseSettings,
+    topology: TopologyOutputs,
+    redis_url: str,
+    tmp_path: Path,
+) -> None:
+    run = Run(stack_settings, topology, redis_url)
+    replicas = StreamReplicas(stack_env, tmp_path)
+    hooks = SplitRunHooks(run.write, run.split, run.shards, run.leases, run.delivered)
+    try:
+        outcome = run_through_splits(replicas, hooks, seconds=12.0, settle=60.0)
+        payments = delivery_report(run.history("payments"), run.script.marks)
+        assert payments.exact, payments
+        assert payments.expected > 100
+        for account, marks in run.script.by_account().items():
+            report = delivery_report(run.history(f"account:{account}"), marks)
+            assert report.exact, (account, report)
+        live = ["r1", "r3", "r4"]
+        assert split_run_problems(outcome, first_shards=4, workers=live) == []
+        # Every open shard is read by a live replica.
+        assert sum(outcome.counts.values()) == 4 + outcome.splits
+        assert replicas.stop() == dict.fromkeys(live, 0)
+    finally:
+        replicas.close()
+        run.redis.close()
+
+
+ROLLED_OVER = 600  # closed shards a stream lists after some days of roll-overs
+FAILOVER = 3.0
+
+
+def test_a_long_shard_list_does_not_hold_up_lease_renewals(
+    stack_env: dict[str, str],
+    stack_settings: PulseSettings,
+    topology: TopologyOutputs,
+    aws_endpoint: str,
+    tmp_path: Path,
+) -> None:
+    """Renewals come every ``failover / 3``; a round that writes to the leases table for
+    every listed shard takes longer than that once the stream lists hundreds of shards,
+    and a holder whose counter stands still for the failover time loses its leases while
+    it is alive."""
+    ddb = aws_client("dynamodb", stack_settings)
+    leases = stack_settings.names.leases_table
+    table = stack_settings.names.payments_table
+    for _ in range(ROLLED_OVER):
+        split_shards(aws_endpoint, table=table, children=1)
+    listed = described_shards(
+        aws_client("dynamodbstreams", stack_settings), topology.stream_arns[table]
+    )
+    opened = [
+        s["ShardId"] for s in listed if "EndingSequenceNumber" not in s["SequenceNumberRange"]
+    ]
+    # Every closed shard was read to its end long ago.
+    for shard in listed:
+        if shard["ShardId"] in opened:
+            continue
+        parent = shard.get("ParentShardId")
+        item = {
+            "leaseKey": {"S": shard["ShardId"]},
+            "leaseCounter": {"N": "3"},
+            "checkpoint": {"S": "SHARD_END"},
+            "parentShardIds": {"L": [{"S": parent}] if parent else []},
+        }
+        ddb.put_item(TableName=leases, Item=item)
+    replicas = StreamReplicas(stack_env, tmp_path, failover_seconds=FAILOVER)
+    try:
+        replicas.start("r1")
+        gaps = _renewal_gaps(ddb, leases, opened, seconds=4 * FAILOVER)
+    finally:
+        replicas.close()
+    assert len(opened) == 4
+    # At most one round late: never near the failover time.
+    assert max(gaps.values()) < FAILOVER * 2 / 3, gaps
+
+
+def _renewal_gaps(
+    ddb: Any, table: str, shard_ids: list[str], *, seconds: float
+) -> dict[str, float]:
+    """The longest wait between two moves of each lease's counter, watched for ``seconds``
+    from the moment all of them are held."""
+
+    def counters() -> dict[str, tuple[str | None, int]]:
+        got = {}
+        for shard_id in shard_ids:
+            item = ddb.get_item(
+                TableName=table, Key={"leaseKey": {"S": shard_id}}, ConsistentRead=True
+            ).get("Item", {})
+            owner = item.get("leaseOwner", {}).get("S")
+            got[shard_id] = (owner, int(item.get("leaseCounter", {}).get("N", "0")))
+        return got
+
+    deadline = time.monotonic() + 60
+    while any(owner is None for owner, _ in counters().values()):
+        assert time.monotonic() < deadline, "the replica never took every open shard"
+        time.sleep(0.1)
+    seen = counters()
+    moved = dict.fromkeys(shard_ids, time.monotonic())
+    longest = dict.fromkeys(shard_ids, 0.0)
+    end = time.monotonic() + seconds
+    while (now := time.monotonic()) < end:
+        for shard_id, counter in counters().items():
+            if counter != seen[shard_id]:
+                seen[shard_id] = counter
+                longest[shard_id] = max(longest[shard_id], now - moved[shard_id])
+                moved[shard_id] = now
+        time.sleep(0.05)
+    return {s: max(longest[s], time.monotonic() - moved[s]) for s in shard_ids}
