@@ -14,10 +14,11 @@ retried until accepted) and, two seconds in, injects one fault:
   the one serving the ``payments`` channel) while payments flow; its replica is promoted
   and the old master rejoins as a replica. The services acknowledge an append only once a
   replica holds it (``PULSE_REDIS_WAIT_REPLICAS=1``), so nothing acknowledged is lost;
-- standalone only: Redis killed and restarted. Redis runs with ``appendonly yes``, ``appendfsync always``:
-  the promise "nothing lost" holds for a Redis that keeps its data. An empty Redis loses
-  history, counters and guards by definition; the gateway then answers ``recovered:false``
-  with a new epoch (covered by the gateway's own tests), and no suite can claim otherwise;
+- standalone only: Redis killed and restarted. Redis runs with ``appendonly yes``,
+  ``appendfsync always``: the promise "nothing lost" holds for a Redis that keeps its
+  data. An empty Redis loses history, counters and guards by definition; the gateway then
+  answers ``recovered:false`` with a new epoch (covered by the gateway's own tests), and
+  no suite can claim otherwise;
 - the AWS emulator frozen for 10 s (SIGSTOP / SIGCONT): an AWS outage. A *restart* of the
   emulator is skipped and printed as such: moto keeps every table, stream and queue in
   memory, so a restart is the loss of the whole account, which no AWS outage is.
@@ -363,8 +364,8 @@ def main() -> int:
         )
     )
     say(
-        f"\nchaos ({args.redis_mode} Redis): {len(report.rounds)} faults in {time.monotonic() - started:.0f}s; "
-        f"logs in {workdir}"
+        f"\nchaos ({args.redis_mode} Redis): {len(report.rounds)} faults in "
+        f"{time.monotonic() - started:.0f}s; logs in {workdir}"
     )
     say("lost / duplicated count deliveries: one event at one sink, missing or extra\n")
     say(report.table())
