@@ -212,7 +212,7 @@ class ChaosReport:
         return "\n".join(lines)
 
 
-async def _settle(ledger: Ledger, payments: list[Posted], since: float) -> float | None:
+async def settle(ledger: Ledger, payments: list[Posted], since: float) -> float | None:
     """Seconds from ``since`` until every sink holds every payment's events; None if never."""
     deadline = since + SETTLE_TIMEOUT_SECONDS
     tally = Tally()
@@ -269,7 +269,7 @@ async def _round(
     unrecovered = sum(len(c.not_recovered) for c in rig.clients)
     notes = [await fault.inject(rig.stack)]
     result.payments = await posting
-    result.recover_s = await _settle(ledger, result.payments, fault_at)
+    result.recover_s = await settle(ledger, result.payments, fault_at)
     if dead := rig.stack.dead():
         notes.append(f"exited on their own: {', '.join(dead)}")
     if reconnects := sum(c.reconnects for c in rig.clients) - reconnects:
