@@ -26,6 +26,8 @@ def aws_client(
     max_pool: int = 64,
     parameter_validation: bool = True,
     user_agent: str | None = None,
+    read_timeout: float = 30.0,
+    max_attempts: int = 5,
 ) -> Any:
     """A boto3 client for ``service_name`` with standard retries and a bounded pool.
 
@@ -38,13 +40,16 @@ def aws_client(
     ``user_agent`` fixes the ``User-Agent`` header (botocore's ``Config(user_agent=)``;
     boto3 appends its name and version): otherwise botocore assembles it from a dozen
     sanitised components twice per request, a tenth of the client's CPU for a small call.
+
+    ``read_timeout`` (seconds) and ``max_attempts`` (the first try included) bound a call
+    that must not hang for long, such as a lease renewal racing its deadline.
     """
     config = Config(
         region_name=settings.aws_region,
-        retries={"mode": "standard", "max_attempts": 5},
+        retries={"mode": "standard", "max_attempts": max_attempts},
         max_pool_connections=max_pool,
         connect_timeout=5,
-        read_timeout=30,
+        read_timeout=read_timeout,
         parameter_validation=parameter_validation,
         user_agent=user_agent,
     )
