@@ -90,7 +90,7 @@ async def test_the_pubsub_client_is_named_and_hears_what_is_published(redis_url:
             message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=5)
         assert message["data"] == b"hello"
     finally:
-        await pubsub.aclose()
+        await pubsub.aclose()  # type: ignore[no-untyped-call]  # unannotated in redis-py
         await listener.aclose()
         await publisher.aclose()
 
