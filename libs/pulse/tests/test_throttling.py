@@ -6,6 +6,7 @@ import asyncio
 import time
 import uuid
 from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING
 
 import pytest
 import redis.asyncio as aioredis
@@ -15,6 +16,9 @@ from pulse.clients import RedisClient, redis_client
 from pulse.settings import PulseSettings
 from pulse.throttling import Budget, Quota, Throttle, client_address
 from pulse_dev.testing import free_port
+
+if TYPE_CHECKING:
+    from pulse_dev.redis_servers import RedisClusterGroup
 
 
 def throttle_client(redis_url: str) -> RedisClient:
@@ -182,3 +186,30 @@ def test_the_caller_is_found_behind_our_own_proxies_only(
     remote: str | None, forwarded: str | None, hops: int, caller: str
 ) -> None:
     assert client_address(remote, forwarded, hops) == caller
+
+
+async def test_replicas_share_one_budget_in_a_redis_cluster(
+    redis_cluster: RedisClusterGroup,
+) -> None:
+    settings = PulseSettings(redis_mode="cluster", redis_url=redis_cluster.seed_url)
+    clients = [redis_client(settings, socket_timeout=2, failover_retries=0) for _ in range(3)]
+    prefix = f"pulse:{uuid.uuid4().hex}:"
+    replicas = [Throttle(c, Quota("t", 40, 3600), key_prefix=prefix) for c in clients]
+    try:
+        # callers' counts live on different nodes; each caller's budget holds across replicas
+        callers = [f"caller-{i}" for i in range(12)]
+        answers = {
+            caller: await asyncio.gather(*(replicas[i % 3].take(caller) for i in range(60)))
+            for caller in callers
+        }
+        for caller, budgets in answers.items():
+            assert all(b is not None for b in budgets), caller  # Redis answered every time
+            allowed = sum(1 for b in budgets if b is not None and b.allowed)
+            assert 40 - 3 * replicas[0].quota.reservation <= allowed <= 40, caller
+        keys = [k async for k in clients[0].scan_iter(match=f"{prefix}*", target_nodes="all")]
+        assert len(keys) == len(callers)
+        masters = {redis_cluster.master_for_key(k.decode()).port for k in keys}
+        assert len(masters) > 1  # all 12 on one of 3 masters: about 1 in 180,000
+    finally:
+        for client in clients:
+            await client.aclose()

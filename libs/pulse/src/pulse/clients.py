@@ -52,10 +52,11 @@ RedisClient: TypeAlias = aioredis.Redis | aioredis.RedisCluster
 cluster's."""
 BlockingRedisClient: TypeAlias = redis.Redis | redis.RedisCluster
 
-# How many times a command is retried, with backoff (0.1 s doubling up to 2 s, jittered: a
-# few seconds in all), when the connection fails in cluster or sentinel mode: each retry
-# asks again where the key's primary (the master) is, so a failover that completes within
-# that time costs a delay, not an error.
+# How many times a command is retried when its connection fails in cluster or sentinel
+# mode; each retry asks again where the key's primary (the master) is. In sentinel mode the
+# retries back off (0.1 s doubling up to 2 s, jittered: a few seconds in all), so a failover
+# that completes within that time costs a delay, not an error. redis-py's cluster client
+# retries at once, refreshing its slot map each time (its Retry sets only the count).
 FAILOVER_RETRIES: Final = 6
 _CONNECT_TIMEOUT: Final = 5.0
 _SentinelT = TypeVar("_SentinelT", aiosentinel.Sentinel, redis.sentinel.Sentinel)
@@ -153,8 +154,9 @@ def pubsub_client(settings: PulseSettings, *, client_name: str | None = None) ->
     checks would read a reply on the connection while its reader task waits on it).
 
     In cluster mode a ``RedisCluster``: its ``pubsub()`` is redis-py's ``ClusterPubSub``
-    (``ssubscribe`` reaches the node that serves each shard channel). ``client_name`` names
-    the connection in ``CLIENT LIST``.
+    (``ssubscribe`` reaches the node that serves each shard channel), which needs the slot
+    map first: ``await client.initialize()`` before ``pubsub()``. ``client_name`` names the
+    connection in ``CLIENT LIST``.
     """
     options: dict[str, Any] = {
         "socket_connect_timeout": _CONNECT_TIMEOUT,
