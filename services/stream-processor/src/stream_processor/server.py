@@ -33,7 +33,7 @@ from stream_processor.stats import StatsKeys
 from stream_processor.stats_publisher import StatsPublisher
 
 if TYPE_CHECKING:
-    import redis.asyncio as aioredis
+    from pulse.clients import RedisClient
 
 __all__ = ["failure_queue_name", "find_topic_arn", "serve"]
 
@@ -129,7 +129,7 @@ async def _process(
     streams: Any,
     sns: Any,
     sqs: Any,
-    redis: aioredis.Redis,
+    redis: RedisClient,
 ) -> None:
     names = settings.names
     topic_arn = await retry_until_found(
