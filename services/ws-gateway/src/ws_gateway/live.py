@@ -28,10 +28,10 @@ from ws_gateway.offsets import ZERO, StreamId, frame_offset
 from ws_gateway.protocol import subscribed_frame
 
 if TYPE_CHECKING:
-    import redis.asyncio as aioredis
     from redis.asyncio.client import PubSub
 
     from pulse.channels import ChannelKeys
+    from pulse.clients import RedisClient
     from ws_gateway.fanout import Subscriber
     from ws_gateway.history import ChannelHistory
 
@@ -44,7 +44,7 @@ _RETRY_DELAY_SECONDS: Final = 1.0
 class LiveHub:
     def __init__(
         self,
-        redis: aioredis.Redis,
+        redis: RedisClient,
         keys: ChannelKeys,
         history: ChannelHistory,
         *,
