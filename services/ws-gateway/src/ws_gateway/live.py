@@ -71,6 +71,8 @@ class LiveHub:
         # ``redis`` must be a client of its own, with health checks off (a pub/sub connection
         # is read only by its reader task: redis-py would otherwise read a PING reply from
         # another task while the reader waits) and replies not decoded. The hub closes it.
+        if redis.get_encoder().decode_responses:
+            raise ValueError("LiveHub needs a Redis client that does not decode replies")
         self._redis = redis
         self._links = LiveLinks(
             redis,
@@ -102,11 +104,11 @@ class LiveHub:
         await self._links.start()
 
     async def close(self) -> None:
+        await self._links.close()  # first: no reader is left to start a gap fill
         if self._fill_task is not None:
             self._fill_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._fill_task
-        await self._links.close()
         await self._redis.aclose()
 
     @property

@@ -91,15 +91,16 @@ class LiveLink:
         self.pubsub.shard_channels.pop(live_key, None)
 
     async def close(self) -> None:
+        # A connection attempt first: once it is over, nothing starts new tasks.
+        if self._opening is not None:
+            self._opening.cancel()
+            with contextlib.suppress(Exception, asyncio.CancelledError):
+                await self._opening
         for task in self.tasks:
             task.cancel()
         for task in self.tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-        if self._opening is not None:
-            self._opening.cancel()
-            with contextlib.suppress(BaseException):
-                await self._opening
         await self.pubsub.aclose()  # type: ignore[no-untyped-call]
 
 
@@ -209,6 +210,7 @@ class LiveLinks:
         self._link_of: dict[str, LiveLink] = {}
         self._lost: dict[str, str] = {}  # channel -> why, until subscribed again
         self._task: asyncio.Task[None] | None = None
+        self._closed = False
         self._live_key = live_key
         self._started = started
         self._on_reconnect = on_reconnect
@@ -220,11 +222,12 @@ class LiveLinks:
             await self._link(self.servers.server_for(b"")).open(self._started)
 
     async def close(self) -> None:
+        self._closed = True  # what the readers report while they stop starts nothing
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
-        for link in self._links.values():
+        for link in list(self._links.values()):
             await link.close()
 
     def of(self, channel: str) -> LiveLink | None:
@@ -250,7 +253,7 @@ class LiveLinks:
         for channel in channels:
             if channel in self._link_of:
                 self._lost.setdefault(channel, reason)
-        if self._lost and (self._task is None or self._task.done()):
+        if self._lost and not self._closed and (self._task is None or self._task.done()):
             self._task = asyncio.create_task(self._resubscribe_lost(), name="live-resubscribe")
 
     def _link(self, server: str) -> LiveLink:
