@@ -127,6 +127,14 @@ REDIS_URL: {{ required "redis.url is required (or redis.existingSecret, or devDe
 {{- end }}
 PULSE_RESOURCE_PREFIX: {{ .Values.aws.resourcePrefix | quote }}
 PULSE_REDIS_PREFIX: {{ .Values.redis.prefix | quote }}
+PULSE_REDIS_MODE: {{ .Values.redis.mode | quote }}
+{{- if eq .Values.redis.mode "sentinel" }}
+PULSE_REDIS_SENTINELS: {{ join "," .Values.redis.sentinels | quote }}
+PULSE_REDIS_MASTER_NAME: {{ .Values.redis.masterName | quote }}
+{{- end }}
+{{- if .Values.redis.tls.caSecret }}
+PULSE_REDIS_TLS_CA_FILE: {{ include "pulse.redisCaFile" . | quote }}
+{{- end }}
 PULSE_LOG_LEVEL: {{ .Values.logging.level | quote }}
 PULSE_LOG_FORMAT: {{ .Values.logging.format | quote }}
 {{- end }}
@@ -220,6 +228,40 @@ the common ConfigMap, REDIS_URL and the emulator's static keys when set.
     secretKeyRef:
       name: {{ .Values.redis.existingSecret }}
       key: {{ .Values.redis.existingSecretKey }}
+{{- end }}
+{{- if and (eq .Values.redis.mode "sentinel") .Values.redis.sentinelPasswordSecret }}
+- name: PULSE_REDIS_SENTINEL_PASSWORD
+  valueFrom:
+    secretKeyRef:
+      name: {{ .Values.redis.sentinelPasswordSecret }}
+      key: {{ .Values.redis.sentinelPasswordSecretKey }}
+{{- end }}
+{{- end }}
+
+{{/* Where the Redis CA certificate (redis.tls.caSecret) is mounted, and the file in it. */}}
+{{- define "pulse.redisCaDir" -}}/etc/pulse/redis-ca{{- end }}
+{{- define "pulse.redisCaFile" -}}{{ include "pulse.redisCaDir" . }}/ca.crt{{- end }}
+
+{{/*
+The Redis CA certificate's volume and mount, when redis.tls.caSecret is set: every container
+that reads the settings needs the file PULSE_REDIS_TLS_CA_FILE names. (root context)
+*/}}
+{{- define "pulse.redisCaVolumeMounts" -}}
+{{- if .Values.redis.tls.caSecret }}
+- name: redis-ca
+  mountPath: {{ include "pulse.redisCaDir" . }}
+  readOnly: true
+{{- end }}
+{{- end }}
+
+{{- define "pulse.redisCaVolumes" -}}
+{{- if .Values.redis.tls.caSecret }}
+- name: redis-ca
+  secret:
+    secretName: {{ .Values.redis.tls.caSecret }}
+    items:
+      - key: {{ .Values.redis.tls.caSecretKey }}
+        path: ca.crt
 {{- end }}
 {{- end }}
 
@@ -427,10 +469,12 @@ spec:
           volumeMounts:
             - name: tmp
               mountPath: /tmp
+            {{- with include "pulse.redisCaVolumeMounts" $root }}{{ . | nindent 12 }}{{ end }}
       volumes:
         - name: tmp
           emptyDir:
             sizeLimit: {{ $svc.tmpSizeLimit }}
+        {{- with include "pulse.redisCaVolumes" $root }}{{ . | nindent 8 }}{{ end }}
       {{- with $svc.nodeSelector }}
       nodeSelector:
         {{- toYaml . | nindent 8 }}

@@ -1,6 +1,7 @@
 import pytest
 
 from pulse.errors import ConfigurationError
+from pulse.service import run_service
 from pulse.settings import PulseSettings, load_settings
 
 
@@ -49,3 +50,67 @@ def test_settings_are_frozen() -> None:
 
 def test_secret_is_not_shown_in_repr() -> None:
     assert "pulse-dev-secret" not in repr(PulseSettings())
+
+
+def test_redis_is_standalone_unless_told_otherwise() -> None:
+    settings = PulseSettings()
+    assert settings.redis_mode == "standalone"
+    assert not settings.redis_tls
+
+
+def test_sentinels_are_a_comma_separated_list(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PULSE_REDIS_MODE", "sentinel")
+    monkeypatch.setenv("PULSE_REDIS_SENTINELS", "redis://s1:26380, redis://s2 ,")
+    monkeypatch.setenv("PULSE_REDIS_MASTER_NAME", "pulse")
+    settings = load_settings(PulseSettings)
+    assert settings.redis_sentinel_addresses == [("s1", 26380), ("s2", 26379)]
+    assert settings.redis_master_name == "pulse"
+
+
+@pytest.mark.parametrize(
+    ("env", "named"),
+    [
+        ({"PULSE_REDIS_MODE": "replicated"}, "PULSE_REDIS_MODE"),
+        ({"PULSE_REDIS_MODE": "sentinel", "PULSE_REDIS_MASTER_NAME": "m"}, "PULSE_REDIS_SENTINELS"),
+        (
+            {"PULSE_REDIS_MODE": "sentinel", "PULSE_REDIS_SENTINELS": "redis://s1:26379"},
+            "PULSE_REDIS_MASTER_NAME",
+        ),
+        ({"PULSE_REDIS_SENTINELS": "http://s1:26379"}, "PULSE_REDIS_SENTINELS"),
+        ({"PULSE_REDIS_SENTINELS": "redis://s1:26379,rediss://s2"}, "PULSE_REDIS_SENTINELS"),
+        ({"PULSE_REDIS_SENTINELS": "redis://s1:port"}, "PULSE_REDIS_SENTINELS"),
+        ({"REDIS_URL": "redis://s1:6379/3", "PULSE_REDIS_MODE": "cluster"}, "REDIS_URL"),
+        ({"REDIS_URL": "unix:///tmp/redis.sock", "PULSE_REDIS_MODE": "cluster"}, "REDIS_URL"),
+        ({"PULSE_REDIS_TLS_CA_FILE": "/nonexistent/ca.pem"}, "PULSE_REDIS_TLS_CA_FILE"),
+    ],
+)
+def test_a_bad_redis_topology_fails_naming_the_variable(
+    monkeypatch: pytest.MonkeyPatch, env: dict[str, str], named: str
+) -> None:
+    for var, value in env.items():
+        monkeypatch.setenv(var, value)
+    with pytest.raises(ConfigurationError, match=rf"(?<![A-Z_]){named}\b"):
+        load_settings(PulseSettings)
+
+
+def test_a_bad_redis_url_is_named_without_its_password(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("REDIS_URL", "https://:hunter2@cache.example:6379")
+    with pytest.raises(ConfigurationError, match=r"(?<!_)REDIS_URL: ") as failed:
+        load_settings(PulseSettings)
+    assert "hunter2" not in str(failed.value)
+
+
+def test_a_service_with_a_bad_redis_mode_stops_at_start(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("PULSE_REDIS_MODE", "sentinel")
+    monkeypatch.setenv("PULSE_REDIS_MASTER_NAME", "pulse")
+    started: list[object] = []
+
+    async def serve(lifecycle: object) -> None:
+        started.append(lifecycle)
+
+    code = run_service(lambda: load_settings(PulseSettings), serve, package="pulse")
+    assert code == 2
+    assert not started
+    assert "PULSE_REDIS_SENTINELS is required" in capsys.readouterr().err

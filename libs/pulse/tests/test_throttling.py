@@ -5,13 +5,33 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING
 
 import pytest
 import redis.asyncio as aioredis
 from prometheus_client import REGISTRY
 
+from pulse.clients import RedisClient, redis_client
+from pulse.settings import PulseSettings
 from pulse.throttling import Budget, Quota, Throttle, client_address
 from pulse_dev.testing import free_port
+
+if TYPE_CHECKING:
+    from pulse_dev.redis_servers import RedisClusterGroup
+
+
+def throttle_client(redis_url: str) -> RedisClient:
+    """A client as ingest makes its throttles': a reply within 2 s, no retries."""
+    settings = PulseSettings(redis_url=redis_url)
+    return redis_client(settings, pool_timeout=2, socket_timeout=2, failover_retries=0)
+
+
+@pytest.fixture
+async def redis(redis_url: str) -> AsyncIterator[RedisClient]:
+    client = throttle_client(redis_url)
+    yield client
+    await client.aclose()
 
 
 @pytest.mark.parametrize(
@@ -43,8 +63,10 @@ def test_headers_follow_the_ratelimit_fields_draft() -> None:
     assert refused["Retry-After"] == "1"  # never "retry after 0 seconds"
 
 
-async def test_a_caller_gets_its_limit_per_window_and_others_are_apart(redis_url: str) -> None:
-    throttle = Throttle(redis_url, Quota("t", 3, 3600), key_prefix=f"pulse:{uuid.uuid4().hex}:")
+async def test_a_caller_gets_its_limit_per_window_and_others_are_apart(
+    redis: RedisClient,
+) -> None:
+    throttle = Throttle(redis, Quota("t", 3, 3600), key_prefix=f"pulse:{uuid.uuid4().hex}:")
     answers = [await throttle.take("alice") for _ in range(5)]
     assert [a.allowed for a in answers if a] == [True, True, True, False, False]
     assert [a.remaining for a in answers if a] == [2, 1, 0, 0, 0]
@@ -52,20 +74,20 @@ async def test_a_caller_gets_its_limit_per_window_and_others_are_apart(redis_url
     bob = await throttle.take("bob")
     assert bob is not None
     assert bob.allowed
-    await throttle.close()
 
 
 async def test_every_replica_draws_on_one_budget(redis_url: str) -> None:
     prefix = f"pulse:{uuid.uuid4().hex}:"
-    replicas = [Throttle(redis_url, Quota("t", 4, 3600), key_prefix=prefix) for _ in range(2)]
+    clients = [throttle_client(redis_url) for _ in range(2)]
+    replicas = [Throttle(client, Quota("t", 4, 3600), key_prefix=prefix) for client in clients]
     allowed = [
         budget.allowed
         for i in range(6)
         if (budget := await replicas[i % 2].take("carol")) is not None
     ]
     assert allowed == [True, True, True, True, False, False]
-    for replica in replicas:
-        await replica.close()
+    for client in clients:
+        await client.aclose()
 
 
 @pytest.mark.parametrize(("limit", "reservation"), [(3, 1), (100, 5), (200, 10), (10_000, 16)])
@@ -75,9 +97,11 @@ def test_a_replica_reserves_a_twentieth_of_the_limit_at_most_16(
     assert Quota("t", limit, 60).reservation == reservation
 
 
-async def test_a_busy_caller_costs_one_round_trip_per_reservation(redis_url: str) -> None:
+async def test_a_busy_caller_costs_one_round_trip_per_reservation(
+    redis: RedisClient, redis_url: str
+) -> None:
     prefix = f"pulse:{uuid.uuid4().hex}:"
-    throttle = Throttle(redis_url, Quota("t", 200, 3600), key_prefix=prefix)
+    throttle = Throttle(redis, Quota("t", 200, 3600), key_prefix=prefix)
     answers = [await throttle.take("frank") for _ in range(25)]
     assert all(a is not None and a.allowed for a in answers)
     assert [a.remaining for a in answers if a] == list(range(199, 174, -1))
@@ -85,42 +109,45 @@ async def test_a_busy_caller_costs_one_round_trip_per_reservation(redis_url: str
     keys = [k async for k in client.scan_iter(f"{prefix}*")]
     assert len(keys) == 1
     assert int(await client.get(keys[0]) or 0) == 30  # three reservations of 10
+    assert 3590 < await client.ttl(keys[0]) <= 3600  # the window's count expires with it
     await client.aclose()
-    await throttle.close()
 
 
 async def test_replicas_reserving_together_never_allow_more_than_the_limit(
     redis_url: str,
 ) -> None:
     prefix = f"pulse:{uuid.uuid4().hex}:"
-    replicas = [Throttle(redis_url, Quota("t", 40, 3600), key_prefix=prefix) for _ in range(3)]
+    clients = [throttle_client(redis_url) for _ in range(3)]
+    replicas = [Throttle(client, Quota("t", 40, 3600), key_prefix=prefix) for client in clients]
     answers = await asyncio.gather(*(replicas[i % 3].take("grace") for i in range(90)))
     allowed = sum(1 for a in answers if a is not None and a.allowed)
     assert 40 - 3 * replicas[0].quota.reservation <= allowed <= 40
     refused = [a for a in answers if a is not None and not a.allowed]
     assert all(a.remaining == 0 for a in refused)
-    for replica in replicas:
-        await replica.close()
+    for client in clients:
+        await client.aclose()
 
 
 async def test_an_unreachable_redis_fails_open_counts_and_logs_once(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     quota = Quota(f"q{uuid.uuid4().hex[:8]}", 1, 1)
-    throttle = Throttle(f"redis://127.0.0.1:{free_port()}/0", quota, key_prefix="pulse:x:")
+    client = throttle_client(f"redis://127.0.0.1:{free_port()}/0")
+    throttle = Throttle(client, quota, key_prefix="pulse:x:")
     assert [await throttle.take("dave") for _ in range(3)] == [None, None, None]
     metric = REGISTRY.get_sample_value("pulse_ratelimit_unavailable_total", {"quota": quota.name})
     assert metric == 3
     assert capsys.readouterr().out.count("rate limiter unavailable") == 1
-    await throttle.close()
+    await client.aclose()
 
 
 async def test_a_hanging_redis_costs_one_timeout_per_interval_not_one_per_request() -> None:
     # A peer that accepts the connection and never answers: each call waits for its timeout.
     server = await asyncio.start_server(_never_answer, "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]
+    client = throttle_client(f"redis://127.0.0.1:{port}/0")
     throttle = Throttle(
-        f"redis://127.0.0.1:{port}/0",
+        client,
         Quota("hang", 5, 60),
         key_prefix="pulse:h:",
         retry_after_seconds=30,
@@ -133,18 +160,13 @@ async def test_a_hanging_redis_costs_one_timeout_per_interval_not_one_per_reques
         assert [await throttle.take("eve") for _ in range(20)] == [None] * 20
         assert time.monotonic() - started < 0.5  # ... the next ones do not ask at all
     finally:
-        await throttle.close()
+        await client.aclose()
         server.close()
 
 
 async def _never_answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
     await reader.read()  # until the client gives up
     writer.close()
-
-
-def test_only_redis_urls_are_taken() -> None:
-    with pytest.raises(ValueError, match="Redis URL"):
-        Throttle("http://127.0.0.1:6379", Quota("t", 1, 1), key_prefix="p:")
 
 
 @pytest.mark.parametrize(
@@ -164,3 +186,30 @@ def test_the_caller_is_found_behind_our_own_proxies_only(
     remote: str | None, forwarded: str | None, hops: int, caller: str
 ) -> None:
     assert client_address(remote, forwarded, hops) == caller
+
+
+async def test_replicas_share_one_budget_in_a_redis_cluster(
+    redis_cluster: RedisClusterGroup,
+) -> None:
+    settings = PulseSettings(redis_mode="cluster", redis_url=redis_cluster.seed_url)
+    clients = [redis_client(settings, socket_timeout=2, failover_retries=0) for _ in range(3)]
+    prefix = f"pulse:{uuid.uuid4().hex}:"
+    replicas = [Throttle(c, Quota("t", 40, 3600), key_prefix=prefix) for c in clients]
+    try:
+        # callers' counts live on different nodes; each caller's budget holds across replicas
+        callers = [f"caller-{i}" for i in range(12)]
+        answers = {
+            caller: await asyncio.gather(*(replicas[i % 3].take(caller) for i in range(60)))
+            for caller in callers
+        }
+        for caller, budgets in answers.items():
+            assert all(b is not None for b in budgets), caller  # Redis answered every time
+            allowed = sum(1 for b in budgets if b is not None and b.allowed)
+            assert 40 - 3 * replicas[0].quota.reservation <= allowed <= 40, caller
+        keys = [k async for k in clients[0].scan_iter(match=f"{prefix}*", target_nodes="primaries")]
+        assert len(keys) == len(callers)
+        masters = {redis_cluster.master_for_key(k.decode()).port for k in keys}
+        assert len(masters) > 1  # all 12 on one of 3 masters: about 1 in 180,000
+    finally:
+        for client in clients:
+            await client.aclose()

@@ -9,8 +9,10 @@ import pytest
 
 from stream_processor.lineage import (
     SHARD_END,
+    GoneShards,
     IteratorStart,
     Shard,
+    gone_shards,
     iterator_start,
     last_sequence_number,
     plan_shards,
@@ -27,6 +29,9 @@ P = "shardId-00000001763790000000-pppppppp"
 S1 = "shardId-00000001763805000000-51515151"
 S2 = "shardId-00000001763805000000-52525252"
 T = "shardId-00000001763830000000-tttttttt"
+A_PARENT = "shardId-00000001763780000000-10001000"  # trimmed: no longer listed
+T_PARENT = "shardId-00000001763700000000-09990999"  # trimmed too
+GONE = "shardId-00000001763700000000-00000000"  # trimmed, no listed child
 
 
 @pytest.fixture
@@ -77,6 +82,45 @@ def test_a_checkpointed_but_unfinished_shard_is_still_read(shards: list[Shard]) 
 def test_leases_of_shards_no_longer_listed_are_ignored(shards: list[Shard]) -> None:
     plan = plan_shards(shards, {"shardId-gone": SHARD_END, A: SHARD_END})
     assert "shardId-gone" not in plan.ready + plan.done + list(plan.blocked)
+
+
+# The lease table's checkpoints (a lease each) against the recorded listing -> what becomes
+# of the leases of shards it no longer lists.
+EVERY_LISTED = dict.fromkeys([A, B, C, P, S1, S2, T], "100")
+GONE_SHARDS = [
+    pytest.param(EVERY_LISTED, GoneShards(), id="every lease listed: nothing to do"),
+    pytest.param(
+        {**EVERY_LISTED, A_PARENT: SHARD_END, T_PARENT: SHARD_END, GONE: SHARD_END},
+        GoneShards(retired=[GONE, T_PARENT, A_PARENT]),
+        id="finished, trimmed, children leased: deleted",
+    ),
+    pytest.param(
+        {A_PARENT: SHARD_END, T_PARENT: SHARD_END, T: None},
+        GoneShards(retired=[T_PARENT]),
+        id="a child without its lease yet keeps its parent's",
+    ),
+    pytest.param(
+        {**EVERY_LISTED, A_PARENT: "100000000000000000000042", T_PARENT: None},
+        GoneShards(unfinished=[T_PARENT, A_PARENT]),
+        id="trimmed before its end was read: unfinished",
+    ),
+    pytest.param(
+        {A: SHARD_END, B: SHARD_END, P: SHARD_END},
+        GoneShards(),
+        id="finished but still listed: kept (it unblocks the children)",
+    ),
+]
+
+
+@pytest.mark.parametrize(("checkpoints", "expected"), GONE_SHARDS)
+def test_leases_of_shards_no_longer_listed(
+    shards: list[Shard], checkpoints: dict[str, str | None], expected: GoneShards
+) -> None:
+    assert gone_shards(shards, checkpoints) == expected
+
+
+def test_an_empty_listing_decides_nothing() -> None:
+    assert gone_shards([], {A: SHARD_END, B: "100"}) == GoneShards()
 
 
 def test_everything_done() -> None:

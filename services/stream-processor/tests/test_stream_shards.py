@@ -4,7 +4,8 @@ Real processes against the emulator (four shards to start with, iterators that e
 a second) and Redis. Three replicas read while payments are written and moved on; shards
 split five times, one replica is killed (SIGKILL) and a fourth joins. Every payment's events
 must be in the channels' history once each, in the payment's order; no shard may be read
-before its parent ended; the three live replicas' lease counts end at most one apart.
+before its parent ended; the three live replicas' lease counts end at most one apart. With
+listings an hour apart, children still start as soon as their parent ends.
 """
 
 from __future__ import annotations
@@ -26,12 +27,16 @@ from pulse_dev.stream_scaling import (
     StreamReplicas,
     delivery_report,
     described_shards,
+    lease_counts,
+    lease_imbalance,
     lease_items,
+    lineage_violations,
     run_through_splits,
     split_run_problems,
+    unread_leases,
 )
 from pulse_dev.stream_store import StreamShape
-from pulse_dev.testing import channel_history
+from pulse_dev.testing import channel_history, until
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -97,6 +102,48 @@ def test_replicas_share_a_splitting_stream_through_a_crash_and_a_join(
         assert split_run_problems(outcome, first_shards=4, workers=live) == []
         # Every open shard is read by a live replica.
         assert sum(outcome.counts.values()) == 4 + outcome.splits
+        assert replicas.stop() == dict.fromkeys(live, 0)
+    finally:
+        replicas.close()
+        run.redis.close()
+
+
+def test_children_start_when_their_parent_ends_without_waiting_for_a_listing(
+    stack_env: dict[str, str],
+    stack_settings: PulseSettings,
+    topology: TopologyOutputs,
+    redis_url: str,
+    tmp_path: Path,
+) -> None:
+    """Shards listed once an hour: after every shard splits, the children are read only
+    because a reader that reaches a shard's end lists the shards at once, and the other
+    replica lists again when the lease table shows it shards it has not seen."""
+    run = Run(stack_settings, topology, redis_url)
+    replicas = StreamReplicas(stack_env, tmp_path, shard_refresh_seconds=3600.0)
+    live = ["r1", "r2"]
+    try:
+        for worker in live:
+            replicas.start(worker)
+        until(lambda: sum(lease_counts(run.leases(), live).values()) == 4, timeout=30.0)
+        run.write()
+        for _ in range(4):  # the widest open shard each time: every first shard splits
+            run.split()
+            run.write()
+        for _ in range(5):
+            run.write()
+        until(run.delivered, timeout=60.0)
+        assert delivery_report(run.history("payments"), run.script.marks).exact
+
+        def every_child_read_and_balanced() -> bool:
+            items = run.leases()
+            counts = lease_counts(items, live)
+            return not unread_leases(items, live) and lease_imbalance(counts) <= 1
+
+        until(every_child_read_and_balanced, timeout=30.0)
+        items = run.leases()
+        assert run.shards() == 12
+        assert sum(lease_counts(items, live).values()) == 8  # the children, all held
+        assert lineage_violations(items) == []
         assert replicas.stop() == dict.fromkeys(live, 0)
     finally:
         replicas.close()

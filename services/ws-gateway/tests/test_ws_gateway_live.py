@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import uuid
 from collections.abc import AsyncIterator, Callable
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 
 import orjson
 import pytest
@@ -77,8 +77,7 @@ class Cluster:
         self.keys = ChannelKeys(f"t{uuid.uuid4().hex[:8]}:")
         self.client = aioredis.RedisCluster.from_url(seed_url)
         self.reader = aioredis.RedisCluster.from_url(seed_url)
-        # ChannelHistory is typed for a Redis; its commands route by key on a cluster too.
-        history = ChannelHistory(cast("aioredis.Redis", self.reader), self.keys, batch_size=3)
+        history = ChannelHistory(self.reader, self.keys, batch_size=3)
         self.hub = LiveHub(
             aioredis.RedisCluster.from_url(seed_url, client_name="ws-gateway-live"),
             self.keys,

@@ -2,7 +2,10 @@
 processes, payments that change several times, and what reached Redis, checked.
 
 - :class:`StreamReplicas` runs ``python -m stream_processor`` replicas, each with its own
-  ``PULSE_WORKER_ID`` and HTTP port; :meth:`~StreamReplicas.kill` is a crash (SIGKILL).
+  ``PULSE_WORKER_ID`` and HTTP port; :meth:`~StreamReplicas.kill` is a crash (SIGKILL),
+  :meth:`~StreamReplicas.pause` and :meth:`~StreamReplicas.resume` freeze a replica and let
+  it go on (SIGSTOP, SIGCONT: a long pause of the whole process), and
+  :meth:`~StreamReplicas.metric` reads one of a replica's metrics.
 - :class:`ExpectedEvents` remembers the marks each payment's events must carry, in order;
   :class:`PaymentScript` writes payments into the payments table as ingest does and moves
   each on through numbered steps (``updated_at`` is the step's mark), remembering them.
@@ -19,11 +22,15 @@ processes, payments that change several times, and what reached Redis, checked.
 
 from __future__ import annotations
 
+import signal
 import threading
 import time
+import urllib.request
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final
+
+from prometheus_client.parser import text_string_to_metric_families
 
 from pulse.payments import APPROVED, DECLINED, REVIEW
 from pulse_dev.emulators import free_port
@@ -276,6 +283,7 @@ class StreamReplicas:
         }
         self._log_dir = log_dir
         self.processes: dict[str, ServiceProcess] = {}
+        self.ports: dict[str, int] = {}
 
     @property
     def live(self) -> list[str]:
@@ -292,11 +300,37 @@ class StreamReplicas:
         log = self._log_dir / f"stream-processor-{worker_id}.log"
         process = ServiceProcess("stream_processor", env, log).start(wait_port=port)
         self.processes[worker_id] = process
+        self.ports[worker_id] = port
         return process
 
     def kill(self, worker_id: str) -> None:
         """SIGKILL, as a crash would."""
         self.processes[worker_id].kill()
+
+    def pause(self, worker_id: str) -> None:
+        """SIGSTOP: the whole process stands still (as in a long stall) until resumed."""
+        self._signal(worker_id, signal.SIGSTOP)
+
+    def resume(self, worker_id: str) -> None:
+        """SIGCONT after :meth:`pause`."""
+        self._signal(worker_id, signal.SIGCONT)
+
+    def _signal(self, worker_id: str, signum: signal.Signals) -> None:
+        proc = self.processes[worker_id].proc
+        assert proc is not None  # started
+        proc.send_signal(signum)
+
+    def metric(self, worker_id: str, name: str, **labels: str) -> float:
+        """The sample ``name`` with ``labels`` a live replica serves on ``/metrics`` (0 when
+        it has none)."""
+        url = f"http://127.0.0.1:{self.ports[worker_id]}/metrics"
+        with urllib.request.urlopen(url, timeout=5) as response:
+            text = response.read().decode()
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                if sample.name == name and sample.labels == labels:
+                    return float(sample.value)
+        return 0.0
 
     def stop(self) -> dict[str, int]:
         """SIGTERM every live replica; their exit codes."""

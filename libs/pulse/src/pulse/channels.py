@@ -33,8 +33,7 @@ import orjson
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
-    import redis.asyncio as aioredis
-
+    from pulse.clients import RedisClient
     from pulse.events import CloudEvent
 
 __all__ = [
@@ -97,7 +96,7 @@ return redis.call('GET', KEYS[1])
 """
 
 
-async def channel_epoch(redis: aioredis.Redis, keys: ChannelKeys, channel: str) -> str:
+async def channel_epoch(redis: RedisClient, keys: ChannelKeys, channel: str) -> str:
     """The channel's current epoch, creating one if Redis has none (new channel, lost data)."""
     value = await redis.eval(_EPOCH_LUA, 1, keys.epoch(channel), new_epoch())
     return value.decode() if isinstance(value, bytes) else str(value)
@@ -193,7 +192,7 @@ class ChannelPublisher:
 
     def __init__(
         self,
-        redis: aioredis.Redis,
+        redis: RedisClient,
         prefix: str,
         *,
         history_length: int = 10_000,
@@ -234,7 +233,7 @@ class ChannelPublisher:
             return []
         async with self._redis.pipeline(transaction=False) as pipe:
             for keys, args in calls:
-                await self._script(keys=keys, args=args, client=pipe)
+                await self._script(keys=keys, args=args, client=pipe)  # type: ignore[arg-type]
             results = await pipe.execute()
         return [
             _append_result(append.channels, result)

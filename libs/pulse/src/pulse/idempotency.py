@@ -39,8 +39,7 @@ from pulse.logging import get_logger
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
 
-    import redis.asyncio as aioredis
-
+    from pulse.clients import RedisClient
     from pulse.consumer import SqsConsumerSettings
     from pulse.events import CloudEvent
 
@@ -150,7 +149,7 @@ class IdempotencyGuard:
 
     def __init__(
         self,
-        redis: aioredis.Redis,
+        redis: RedisClient,
         prefix: str,
         scope: str,
         *,
@@ -240,7 +239,7 @@ class IdempotencyGuard:
         return Outcome(result, replayed=False)
 
 
-def guard_for(redis: aioredis.Redis, settings: SqsConsumerSettings, scope: str) -> IdempotencyGuard:
+def guard_for(redis: RedisClient, settings: SqsConsumerSettings, scope: str) -> IdempotencyGuard:
     """The guard of a worker, from its ``PULSE_IDEMPOTENCY_*`` settings and Redis prefix."""
     return IdempotencyGuard(
         redis,

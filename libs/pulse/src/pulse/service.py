@@ -31,8 +31,7 @@ from pulse.logging import configure_logging, get_logger
 from pulse.metrics import BUILD_INFO, http_metrics_middleware, metrics_handler
 
 if TYPE_CHECKING:
-    import redis.asyncio as aioredis
-
+    from pulse.clients import RedisClient
     from pulse.settings import PulseSettings
 
 __all__ = [
@@ -164,7 +163,7 @@ async def retry_until_found(
     return None
 
 
-def redis_check(redis: aioredis.Redis) -> ReadinessCheck:
+def redis_check(redis: RedisClient) -> ReadinessCheck:
     """A readiness check that PINGs Redis."""
 
     async def check() -> None:

@@ -3,14 +3,32 @@
 Every service subclasses :class:`PulseSettings`. Service settings are prefixed ``PULSE_``;
 the AWS endpoint is the standard ``AWS_ENDPOINT_URL`` and Redis is ``REDIS_URL``. A bad
 value stops the process at once with a message naming the variable (:func:`load_settings`).
+
+Redis runs in one of three modes (``PULSE_REDIS_MODE``), each with TLS (``rediss://``) and
+AUTH or an ACL user in the URLs:
+
+- ``standalone``: ``REDIS_URL`` is the server.
+- ``cluster``: ``REDIS_URL`` is any node of the cluster; the client learns the rest.
+- ``sentinel``: the sentinels of ``PULSE_REDIS_SENTINELS`` name the master of
+  ``PULSE_REDIS_MASTER_NAME``; ``REDIS_URL`` gives the master's scheme (``rediss://`` for
+  TLS), user, password and database, and its host is not used.
 """
 
 from __future__ import annotations
 
-from typing import Literal, Self, TypeVar
+from typing import Annotated, Any, Literal, Self, TypeVar
+from urllib.parse import urlsplit
 
-from pydantic import AliasChoices, Field, SecretStr, ValidationError, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import (
+    AliasChoices,
+    Field,
+    FilePath,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from pulse.errors import ConfigurationError
 
@@ -57,6 +75,15 @@ class PulseSettings(BaseSettings):
         validation_alias=AliasChoices("REDIS_URL", "PULSE_REDIS_URL"),
     )
     redis_prefix: str = Field(default="pulse:", min_length=1, max_length=64)
+    redis_mode: Literal["standalone", "cluster", "sentinel"] = "standalone"
+    # Comma-separated redis:// or rediss:// URLs (port 26379 unless given), all one scheme.
+    redis_sentinels: Annotated[tuple[str, ...], NoDecode] = ()
+    redis_master_name: str | None = Field(default=None, min_length=1)
+    # AUTH to the sentinels (the master's password is in REDIS_URL).
+    redis_sentinel_password: SecretStr | None = None
+    # The CA that signed the Redis servers' (and sentinels') certificates, for rediss://;
+    # unset: the system's trusted CAs (enough for ElastiCache's in-transit encryption).
+    redis_tls_ca_file: FilePath | None = None
 
     aws_endpoint_url: str | None = Field(
         default=None, validation_alias=AliasChoices("AWS_ENDPOINT_URL", "PULSE_AWS_ENDPOINT_URL")
@@ -78,6 +105,57 @@ class PulseSettings(BaseSettings):
     # HS256 secret for connection tokens (gateway verifies, ``pulse token`` issues).
     jwt_secret: SecretStr = Field(default=SecretStr(DEV_JWT_SECRET), min_length=32)
 
+    @field_validator("redis_url")
+    @classmethod
+    def _a_redis_url(cls, url: str) -> str:
+        scheme = urlsplit(url).scheme
+        if scheme not in _REDIS_SCHEMES or not (urlsplit(url).hostname or scheme == "unix"):
+            # The URL may hold a password: only its scheme goes into the message.
+            raise ValueError(
+                f"must be a redis://, rediss:// or unix:// URL (got {scheme or '?'}://…)"
+            )
+        return url
+
+    @field_validator("redis_sentinels", mode="before")
+    @classmethod
+    def _comma_separated(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return tuple(part.strip() for part in value.split(",") if part.strip())
+        return value
+
+    @field_validator("redis_sentinels")
+    @classmethod
+    def _sentinel_urls(cls, urls: tuple[str, ...]) -> tuple[str, ...]:
+        for url in urls:
+            _sentinel_address(url)
+        if len({urlsplit(url).scheme for url in urls}) > 1:
+            raise ValueError("mixes redis:// and rediss:// URLs: the sentinels share one scheme")
+        return urls
+
+    @model_validator(mode="after")
+    def _redis_topology(self) -> Self:
+        mode = self.redis_mode
+        if mode == "sentinel" and not self.redis_sentinels:
+            raise ValueError("PULSE_REDIS_SENTINELS is required with PULSE_REDIS_MODE=sentinel")
+        if mode == "sentinel" and not self.redis_master_name:
+            raise ValueError("PULSE_REDIS_MASTER_NAME is required with PULSE_REDIS_MODE=sentinel")
+        url = urlsplit(self.redis_url)
+        if mode != "standalone" and url.scheme == "unix":
+            raise ValueError(f"REDIS_URL must be redis:// or rediss:// in {mode} mode")
+        if mode == "cluster" and url.path.strip("/") not in {"", "0"}:
+            raise ValueError("REDIS_URL cannot name a database in cluster mode (only 0)")
+        return self
+
+    @property
+    def redis_tls(self) -> bool:
+        """Whether the connections to Redis (the master, in sentinel mode) use TLS."""
+        return urlsplit(self.redis_url).scheme == "rediss"
+
+    @property
+    def redis_sentinel_addresses(self) -> list[tuple[str, int]]:
+        """The sentinels' hosts and ports."""
+        return [_sentinel_address(url) for url in self.redis_sentinels]
+
     @property
     def names(self) -> ResourceNames:
         return ResourceNames(self.resource_prefix)
@@ -88,6 +166,26 @@ class PulseSettings(BaseSettings):
         if self.ops_port is None or self.ops_port == self.http_port:
             return None
         return self.ops_port
+
+
+_REDIS_SCHEMES = frozenset({"redis", "rediss", "unix"})
+
+
+def _sentinel_address(url: str) -> tuple[str, int]:
+    """The host and port of a sentinel's ``redis://`` or ``rediss://`` URL (port 26379 if not
+    given); ValueError if it is not one."""
+    parts = urlsplit(url)
+    try:
+        port = parts.port or 26379
+    except ValueError:
+        port = 0
+    if parts.scheme not in {"redis", "rediss"} or not parts.hostname or not port:
+        where = parts.hostname or "?"
+        raise ValueError(
+            f"{parts.scheme or '?'}://{where}… is not a sentinel's redis://host:port "
+            "or rediss://host:port URL"
+        )
+    return parts.hostname, port
 
 
 class CredentialSettings(PulseSettings):
@@ -121,9 +219,18 @@ def load_settings(cls: type[SettingsT]) -> SettingsT:
     try:
         return cls()
     except ValidationError as exc:
-        prefix = str(cls.model_config.get("env_prefix", ""))
-        problems = "; ".join(
-            f"{prefix}{'.'.join(str(p) for p in err['loc']).upper()}: {err['msg']}"
-            for err in exc.errors()
-        )
+        problems = "; ".join(_problem(cls, err["loc"], err["msg"]) for err in exc.errors())
         raise ConfigurationError(f"invalid configuration: {problems}") from exc
+
+
+def _problem(cls: type[BaseSettings], loc: tuple[int | str, ...], message: str) -> str:
+    """One error, led by the variable it is about (a check across variables names its own)."""
+    message = message.removeprefix("Value error, ")
+    if not loc:
+        return message
+    if str(loc[0]) in cls.model_fields:
+        prefix = str(cls.model_config.get("env_prefix", ""))
+        variable = f"{prefix}{'.'.join(str(p) for p in loc).upper()}"
+    else:  # a field read under an alias (REDIS_URL, AWS_ENDPOINT_URL): the alias as given
+        variable = str(loc[0]).upper()
+    return f"{variable}: {message}"

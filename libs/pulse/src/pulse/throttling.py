@@ -5,26 +5,29 @@ in Redis, so every replica of a service draws on one budget. Set from a rate and
 (:meth:`Quota.from_rate`), it is a token bucket's rate and burst: ``burst`` requests per
 ``burst / rate`` seconds, which a caller may spend at once.
 
-The count lives in Redis (an ``INCRBY`` with an expiry, through the ``limits`` library's
-Redis storage and its script), in windows aligned to the clock, so the reset time is known
-without asking. A replica does not ask Redis for every request: it reserves a few requests
-of a caller's budget at once (:meth:`Quota.reservation`: 1 for small quotas, at most 16,
-a twentieth of the limit) and spends them locally, so a busy caller costs one round trip
-per reservation. Reservations are counted in Redis when made, so all replicas together
-never allow more than the limit; what a replica reserved and did not spend by the window's
-end is lost (at most a reservation less per replica and window). The price of aligned
-windows: across a window's boundary a caller may spend up to twice its burst in a moment;
-over any longer span the rate holds. (A sliding window costs two scripts of a dozen
-commands per request; the benchmark of ingest measures what each round trip costs.)
+The count lives in Redis (an ``INCRBY`` with an expiry, one script on one key, so it runs
+alike on a server, a sentinel-watched master or a cluster), in windows aligned to the
+clock, so the reset time is known without asking. A replica does not ask Redis for every
+request: it reserves a few requests of a caller's budget at once
+(:meth:`Quota.reservation`: 1 for small quotas, at most 16, a twentieth of the limit) and
+spends them locally, so a busy caller costs one round trip per reservation. Reservations
+are counted in Redis when made, so all replicas together never allow more than the limit;
+what a replica reserved and did not spend by the window's end is lost (at most a
+reservation less per replica and window). The price of aligned windows: across a window's
+boundary a caller may spend up to twice its burst in a moment; over any longer span the
+rate holds. (A sliding window costs two scripts of a dozen commands per request; the
+benchmark of ingest measures what each round trip costs.)
 
 Each answer is a :class:`Budget`: allowed or not, what remains, and when the window moves
 on; :meth:`Budget.headers` renders the ``RateLimit-Policy`` and ``RateLimit`` fields of
 draft-ietf-httpapi-ratelimit-headers (``"name";q=100;w=2`` and ``"name";r=57;t=1``), plus
 ``Retry-After`` when refused.
 
-If Redis cannot be reached the throttle fails open: :meth:`Throttle.take` answers None (the
-request goes on), counts ``pulse_ratelimit_unavailable_total`` and logs at most once per
-``log_interval_seconds``. After a failure it does not ask Redis again for
+The throttle takes its Redis client from the caller (:func:`pulse.clients.redis_client`,
+best with a short ``socket_timeout`` and no failover retries; the process's throttles can
+share one). If Redis cannot be reached the throttle fails open: :meth:`Throttle.take`
+answers None (the request goes on), counts ``pulse_ratelimit_unavailable_total`` and logs
+at most once per ``log_interval_seconds``. After a failure it does not ask Redis again for
 ``retry_after_seconds``, so a Redis that hangs rather than refuses costs one timeout per
 interval, not one per request. Throttling must never be why a healthy API refuses work.
 """
@@ -35,16 +38,16 @@ import asyncio
 import math
 import time
 from dataclasses import dataclass
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
-import redis.asyncio as aioredis
 from cachetools import TTLCache
-from limits.aio.storage import RedisStorage
-from limits.errors import StorageError
 from prometheus_client import Counter
 from redis.exceptions import RedisError
 
 from pulse.logging import get_logger
+
+if TYPE_CHECKING:
+    from pulse.clients import RedisClient
 
 __all__ = ["UNAVAILABLE", "Budget", "Quota", "Throttle", "client_address"]
 
@@ -52,6 +55,15 @@ _MAX_RESERVATION: Final = 16
 _CALLERS: Final = 100_000
 
 log = get_logger("pulse.throttling")
+
+# Count ARGV[2] more requests; the first count of a window starts its expiry (ARGV[1] s).
+_RESERVE: Final = """
+local count = redis.call("INCRBY", KEYS[1], ARGV[2])
+if count == tonumber(ARGV[2]) then
+    redis.call("EXPIRE", KEYS[1], ARGV[1])
+end
+return count
+"""
 
 UNAVAILABLE: Final = Counter(
     "pulse_ratelimit_unavailable_total",
@@ -122,11 +134,11 @@ class _Reserved:
 
 
 class Throttle:
-    """One :class:`Quota`, counted per caller in the Redis at ``redis_url``."""
+    """One :class:`Quota`, counted per caller in ``redis`` under ``{key_prefix}rl:``."""
 
     def __init__(
         self,
-        redis_url: str,
+        redis: RedisClient,
         quota: Quota,
         *,
         key_prefix: str,
@@ -134,18 +146,8 @@ class Throttle:
         retry_after_seconds: float = 5.0,
     ) -> None:
         self.quota = quota
-        # The pool is ours, so close() can release its connections.
-        self._pool = aioredis.ConnectionPool.from_url(
-            redis_url, socket_connect_timeout=2, socket_timeout=2
-        )
-        self._storage = RedisStorage(
-            _limits_uri(redis_url),
-            implementation="redispy",
-            wrap_exceptions=True,
-            key_prefix=f"{key_prefix}rl",
-            # limits passes this option to redis-py as it is; its annotation says otherwise
-            connection_pool=self._pool,  # type: ignore[arg-type]
-        )
+        self._reserve_script = redis.register_script(_RESERVE)
+        self._key_prefix = f"{key_prefix}rl:{quota.name}/"
         self._unavailable = UNAVAILABLE.labels(quota.name)
         self._log_interval = log_interval_seconds
         self._logged_at = float("-inf")
@@ -192,11 +194,11 @@ class Throttle:
 
     async def _reserve(self, caller: str, number: int) -> _Reserved | None:
         size = self.quota.reservation
-        key = f"{self.quota.name}/{caller}/{number}"
+        key = f"{self._key_prefix}{caller}/{number}"
         done = self._pending[caller] = asyncio.get_running_loop().create_future()
         try:
-            counted = await self._storage.incr(key, self.quota.window_seconds, amount=size)
-        except (StorageError, RedisError, OSError) as exc:
+            counted = int(await self._reserve_script([key], [self.quota.window_seconds, size]))
+        except (RedisError, OSError) as exc:
             self._fail_open(exc)
             return None
         finally:
@@ -205,10 +207,6 @@ class Throttle:
         granted = max(0, min(size, self.quota.limit - (counted - size)))
         held = self._reserved[caller] = _Reserved(number, granted, counted)
         return held
-
-    async def close(self) -> None:
-        """Release the Redis connections."""
-        await self._pool.disconnect()
 
     def _fail_open(self, exc: Exception) -> None:
         now = time.monotonic()
@@ -220,14 +218,6 @@ class Throttle:
                 quota=self.quota.name,
                 error=f"{type(exc).__name__}: {exc}",
             )
-
-
-def _limits_uri(redis_url: str) -> str:
-    """``limits`` names its asyncio Redis storage ``async+redis://`` (``rediss`` for TLS)."""
-    scheme, sep, rest = redis_url.partition("://")
-    if not sep or scheme not in {"redis", "rediss", "unix"}:
-        raise ValueError(f"not a Redis URL: {redis_url!r}")
-    return f"async+{scheme}://{rest}"
 
 
 def client_address(remote: str | None, forwarded_for: str | None, trusted_hops: int) -> str:

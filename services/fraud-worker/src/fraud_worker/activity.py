@@ -22,9 +22,8 @@ from fraud_worker.rules import AccountActivity
 from pulse.blocklists import blocklist_key
 
 if TYPE_CHECKING:
-    import redis.asyncio as aioredis
-
     from fraud_worker.rules import PaymentFacts
+    from pulse.clients import RedisClient
 
 __all__ = ["AccountActivityStore"]
 
@@ -64,7 +63,7 @@ class AccountActivityStore:
 
     def __init__(
         self,
-        redis: aioredis.Redis,
+        redis: RedisClient,
         prefix: str,
         *,
         window_seconds: int,

@@ -35,7 +35,7 @@ from ingest.validation import (
 )
 from pulse.api_keys import ApiKeyTable
 from pulse.auth import TokenVerifier
-from pulse.clients import aws_client
+from pulse.clients import RedisClient, aws_client, redis_client
 from pulse.credentials import Authenticator, insufficient_scope
 from pulse.errors import RetryableError
 from pulse.events import new_traceparent, utc_now
@@ -329,7 +329,12 @@ async def serve(lifecycle: Lifecycle) -> None:
         ApiKeyTable(ddb, settings.names.api_keys_table),
         key_cache_seconds=settings.api_key_cache_seconds,
     )
-    throttles = _throttles(settings)
+    # The throttles' Redis: a reply within 2 s or the request goes on unthrottled, and no
+    # waiting out a failover (pulse.throttling fails open).
+    throttle_redis = redis_client(
+        settings, max_connections=32, pool_timeout=2, socket_timeout=2, failover_retries=0
+    )
+    throttles = _throttles(settings, throttle_redis)
     access = AccessControl(
         authenticator, **throttles, trusted_proxy_hops=settings.trusted_proxy_hops
     )
@@ -340,12 +345,10 @@ async def serve(lifecycle: Lifecycle) -> None:
             log.info("stopping: finishing in-flight requests")
     finally:
         await authenticator.close()
-        for throttle in throttles.values():
-            if throttle is not None:
-                await throttle.close()
+        await throttle_redis.aclose()
 
 
-def _throttles(settings: IngestSettings) -> dict[str, Throttle | None]:
+def _throttles(settings: IngestSettings, redis: RedisClient) -> dict[str, Throttle | None]:
     """The principals' budget and the failed-credential limit per address (None: off)."""
     prefix = settings.redis_prefix
     budget = failures = None
@@ -353,8 +356,8 @@ def _throttles(settings: IngestSettings) -> dict[str, Throttle | None]:
         quota = Quota.from_rate(
             "per-principal", settings.rate_limit_per_second, settings.rate_limit_burst
         )
-        budget = Throttle(settings.redis_url, quota, key_prefix=prefix)
+        budget = Throttle(redis, quota, key_prefix=prefix)
     if settings.auth_failures_per_minute > 0:
         quota = Quota("failed-credentials", settings.auth_failures_per_minute, 60)
-        failures = Throttle(settings.redis_url, quota, key_prefix=prefix)
+        failures = Throttle(redis, quota, key_prefix=prefix)
     return {"budget": budget, "failures": failures}

@@ -39,9 +39,8 @@ from pulse.events import CloudEvent
 from pulse.logging import event_context, get_logger
 
 if TYPE_CHECKING:
-    import redis.asyncio as aioredis
-
     from notify_worker.endpoints import EndpointDirectory, SecretStore
+    from pulse.clients import RedisClient
     from pulse.consumer import SqsMessage
     from pulse.topology import WebhookNames
 
@@ -204,7 +203,7 @@ class WebhookDeliverer:
         self,
         session: aiohttp.ClientSession,
         secrets: SecretStore,
-        redis: aioredis.Redis,
+        redis: RedisClient,
         names: WebhookNames,
         redis_prefix: str,
         *,

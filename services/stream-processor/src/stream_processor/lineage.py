@@ -10,6 +10,13 @@ parent is read to the end, so:
   because the stream trimmed it (24 h retention) — is *ready*;
 - any other shard is *blocked* until its parent is done.
 
+A shard the stream no longer lists (:func:`gone_shards`) was trimmed away, 24 hours after it
+closed. If its lease never reached ``SHARD_END`` its unread records are lost: it is treated
+as ended, so its children are not held up. Once its lease is at ``SHARD_END`` and each of its
+listed children has a lease of its own, nothing needs the lease any more and it is deleted —
+which keeps the lease table from growing with every split. (While the shard is still listed
+its lease must stay: it is what tells its children that their parent is done.)
+
 A checkpoint is the sequence number of the last record whose effects all succeeded, or
 ``SHARD_END``; reading resumes ``AFTER_SEQUENCE_NUMBER`` it, or at ``TRIM_HORIZON`` when
 there is none, so a restart neither starts over nor skips a record.
@@ -27,9 +34,11 @@ __all__ = [
     "AFTER_SEQUENCE_NUMBER",
     "SHARD_END",
     "TRIM_HORIZON",
+    "GoneShards",
     "IteratorStart",
     "LineagePlan",
     "Shard",
+    "gone_shards",
     "iterator_start",
     "last_sequence_number",
     "plan_shards",
@@ -107,6 +116,39 @@ def plan_shards(shards: Iterable[Shard], checkpoints: Mapping[str, str | None]) 
         else:
             plan.blocked[shard.shard_id] = parent
     return plan
+
+
+@dataclass(frozen=True)
+class GoneShards:
+    """Leases whose shard the stream no longer lists, by what becomes of them."""
+
+    unfinished: list[str] = field(default_factory=list)  # never read to its end: end it
+    retired: list[str] = field(default_factory=list)  # at SHARD_END, children leased: delete
+
+
+def gone_shards(shards: Iterable[Shard], checkpoints: Mapping[str, str | None]) -> GoneShards:
+    """The leases (``checkpoints``: every lease item's checkpoint, by shard id) of shards
+    not among ``shards`` (a full listing), sorted; see the module docstring.
+
+    An empty listing decides nothing: a stream always lists a shard.
+    """
+    listed: set[str] = set()
+    children: dict[str, list[str]] = {}
+    for shard in shards:
+        listed.add(shard.shard_id)
+        if shard.parent_shard_id is not None:
+            children.setdefault(shard.parent_shard_id, []).append(shard.shard_id)
+    gone = GoneShards()
+    if not listed:
+        return gone
+    for shard_id in sorted(checkpoints):
+        if shard_id in listed:
+            continue
+        if checkpoints[shard_id] != SHARD_END:
+            gone.unfinished.append(shard_id)
+        elif all(child in checkpoints for child in children.get(shard_id, ())):
+            gone.retired.append(shard_id)
+    return gone
 
 
 @dataclass(frozen=True)

@@ -22,6 +22,7 @@ __all__ = [
     "FAILURES",
     "FAILURE_REASONS",
     "ITERATOR_AGE",
+    "LEASES_DELETED",
     "LEASES_HELD",
     "LEASES_TAKEN",
     "RECORDS_PROCESSED",
@@ -66,14 +67,23 @@ LEASES_TAKEN: Final = Counter(
 )
 for _how in ("taken", "stolen"):
     LEASES_TAKEN.labels(_how)
+LEASES_DELETED: Final = Counter(
+    "pulse_stream_leases_deleted_total",
+    "Leases deleted: their shard was read to its end, every child has a lease, and the "
+    "stream no longer lists it (past its retention)",
+)
 
 FAILURE_REASONS: Final = (
     "batch",  # an effect of a batch failed; the batch is retried from the checkpoint
     "read",  # GetRecords or GetShardIterator failed
     "iterator_expired",  # re-opened from the checkpoint
-    "trimmed",  # the checkpoint fell behind the stream's retention
+    "trimmed",  # the checkpoint fell behind the stream's retention: records lost
+    "shard_not_found",  # a read found no such shard (gone, or the listing is behind)
+    "shard_trimmed",  # a shard gone from the stream before its end was read: ended
     "malformed",  # a record that can never become an event (sent to the failure queue)
     "lease_lost",  # another worker took the shard over
+    "lease_expired",  # no renewal succeeded within the failover time: the shard stopped
+    "renewal",  # a renewal failed (not refused); tried again
     "refresh",  # listing shards or leases failed
 )
 FAILURES: Final = Counter(

@@ -24,6 +24,7 @@ from stream_processor.effects import AuditTrail, BatchEffects, TopicPublisher
 from stream_processor.failures import FailureQueue
 from stream_processor.form_body import encode_sns_forms_fast
 from stream_processor.get_records import read_records_with_orjson
+from stream_processor.lease_renewer import RENEWAL_THREADS
 from stream_processor.leases import LeaseTable
 from stream_processor.metrics import ITERATOR_AGE
 from stream_processor.processor import StreamProcessor
@@ -32,7 +33,7 @@ from stream_processor.stats import StatsKeys
 from stream_processor.stats_publisher import StatsPublisher
 
 if TYPE_CHECKING:
-    import redis.asyncio as aioredis
+    from pulse.clients import RedisClient
 
 __all__ = ["failure_queue_name", "find_topic_arn", "serve"]
 
@@ -83,6 +84,16 @@ async def serve(lifecycle: Lifecycle) -> None:
         user_agent=_USER_AGENT,
     )
     ddb = hot_path("dynamodb")
+    # Lease renewals get a client of their own, whose pool the hot path cannot fill; a call
+    # that hangs is given up after a third of the failover time and tried again (a retry
+    # refused because the first attempt did land is recognised as such).
+    renewal_ddb = aws_client(
+        "dynamodb",
+        settings,
+        max_pool=RENEWAL_THREADS,
+        read_timeout=max(settings.failover_seconds / 3, 1.0),
+        max_attempts=2,
+    )
     streams = read_records_with_orjson(hot_path("dynamodbstreams"))
     sns = encode_sns_forms_fast(hot_path("sns"))
     sqs = aws_client("sqs", settings, max_pool=settings.aws_concurrency)
@@ -96,7 +107,14 @@ async def serve(lifecycle: Lifecycle) -> None:
     try:
         async with serving_ops(lifecycle):
             await _process(
-                settings, lifecycle, ddb=ddb, streams=streams, sns=sns, sqs=sqs, redis=redis
+                settings,
+                lifecycle,
+                ddb=ddb,
+                renewal_ddb=renewal_ddb,
+                streams=streams,
+                sns=sns,
+                sqs=sqs,
+                redis=redis,
             )
     finally:
         await redis.aclose()
@@ -107,10 +125,11 @@ async def _process(
     lifecycle: Lifecycle,
     *,
     ddb: Any,
+    renewal_ddb: Any,
     streams: Any,
     sns: Any,
     sqs: Any,
-    redis: aioredis.Redis,
+    redis: RedisClient,
 ) -> None:
     names = settings.names
     topic_arn = await retry_until_found(
@@ -140,6 +159,7 @@ async def _process(
         effects=effects,
         stopping=lifecycle.stopping,
         failures=failures,
+        renewals=LeaseTable(renewal_ddb, names.leases_table, settings.worker_id),
     )
     ITERATOR_AGE.set_function(processor.ages.max)
     _log().info("stream processor started", worker_id=settings.worker_id, topic=topic_arn)

@@ -10,10 +10,15 @@ A read that fails says what the reader does next (:class:`ReadFailure`):
 
 - ``ExpiredIteratorException`` — re-open the iterator from the checkpoint, at once;
 - ``TrimmedDataAccessException`` — the checkpoint is older than the stream's retention and
-  those records are gone: resume at the trim horizon (logged as an error: data loss);
+  those records are gone: resume at the trim horizon (logged as an error and counted: data
+  loss, never silent);
+- ``ResourceNotFoundException`` — the stream does not have the shard (any more): the reader
+  treats a closed shard, or one no longer listed, as ended
+  (:class:`~stream_processor.shard_reader.ShardReader`), and otherwise backs off and has the
+  shards listed again;
 - anything else — back off, then re-open from the checkpoint.
 
-The two codes are steps of the Streams protocol, read with
+The three codes are steps of the Streams protocol, read with
 :func:`pulse.aws_errors.aws_error_code`; every other AWS error is just a failed read.
 """
 
@@ -47,12 +52,14 @@ class ReadFailure(enum.Enum):
 
     EXPIRED = "iterator_expired"  # re-open from the checkpoint at once
     TRIMMED = "trimmed"  # resume at the trim horizon
+    NOT_FOUND = "shard_not_found"  # ended if closed or unlisted; else back off and relist
     FAILED = "read"  # back off, then re-open from the checkpoint
 
 
 _PROTOCOL_STEPS = {
     "ExpiredIteratorException": ReadFailure.EXPIRED,
     "TrimmedDataAccessException": ReadFailure.TRIMMED,
+    "ResourceNotFoundException": ReadFailure.NOT_FOUND,
 }
 
 
@@ -141,10 +148,13 @@ class ShardIterator:
             _log().info("iterator expired; re-opening from checkpoint", shard_id=self.shard_id)
         elif failure is ReadFailure.TRIMMED:
             _log().error(
-                "checkpoint trimmed from the stream; resuming at the trim horizon",
+                "records trimmed from the stream before they were read (lost); resuming at "
+                "the trim horizon",
                 shard_id=self.shard_id,
                 checkpoint=checkpoint,
             )
+        elif failure is ReadFailure.NOT_FOUND:
+            _log().warning("shard not found in the stream", shard_id=self.shard_id)
         else:
             _log().warning("read failed", shard_id=self.shard_id, error=str(exc), code=code)
         return failure

@@ -16,7 +16,14 @@ the failing batch succeeds or is set aside (:mod:`stream_processor.retry_policy`
 with backoff, then record by record, then the failure queue). An expired iterator is
 re-opened the same way, once the batches in flight are checkpointed. When GetRecords
 returns no ``NextShardIterator`` the shard is closed and fully read: it is checkpointed
-``SHARD_END`` so its children may start.
+``SHARD_END`` so its children may start. A shard the stream does not have any more
+(``ResourceNotFoundException`` for a shard that is closed or no longer listed: trimmed away)
+is ended the same way, logged and counted (``shard_trimmed``).
+
+The reader stops at once when its lease is lost: before every read and before applying what
+a read returned, it checks that the lease was neither refused at renewal nor left unrenewed
+past its deadline (:mod:`stream_processor.lease_renewal`); the processor also cancels a
+reader whose lease the renewer gave up, wherever it is waiting.
 
 On shutdown (``stopping`` set) the batches already read are finished — effects and
 checkpoints — and no further read starts.
@@ -34,7 +41,7 @@ from pulse.errors import RetryableError
 from pulse.logging import get_logger
 from pulse.service import sleep_unless_stopped
 from stream_processor.checkpoint_window import CheckpointWindow, InFlightBatch
-from stream_processor.leases import LeaseLostError
+from stream_processor.leases import LeaseExpiredError, LeaseLostError
 from stream_processor.lineage import SHARD_END, last_sequence_number
 from stream_processor.metrics import CHECKPOINTS, FAILURES, STAGE
 from stream_processor.record_outcomes import RecordOutcomes
@@ -43,9 +50,12 @@ from stream_processor.retry_policy import IsolateRecords, RetryBatch, RetryPolic
 from stream_processor.shard_iterator import ReadFailure, ShardIterator, consume_outcome
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from stream_processor.effects import BatchEffects, ProcessedEvent
     from stream_processor.failures import FailureQueue
     from stream_processor.leases import HeldLease, LeaseTable
+    from stream_processor.lineage import Shard
     from stream_processor.metrics import IteratorAges
     from stream_processor.settings import StreamProcessorSettings
 
@@ -100,9 +110,15 @@ class ShardReader:
         ages: IteratorAges,
         settings: StreamProcessorSettings,
         stopping: asyncio.Event,
+        shard: Callable[[], Shard | None],
+        relist: Callable[[], None],
         failures: FailureQueue | None = None,
     ) -> None:
+        """``shard()`` is the shard as last listed (None: no longer listed); ``relist()``
+        asks for the shards to be listed again."""
         self.shard_id = lease.shard_id
+        self._shard = shard
+        self._relist = relist
         self.checkpoint = lease.checkpoint
         self._lease = lease
         self._leases = leases
@@ -129,8 +145,8 @@ class ShardReader:
     async def run(self) -> ShardOutcome:
         try:
             return await self._read()
-        except LeaseLostError:
-            return self._lost()
+        except LeaseLostError as exc:
+            return self._lost(exc)
         finally:
             self._iterator.cancel_read_ahead()
             self._drop_in_flight()  # nothing is left after a clean end or stop
@@ -139,8 +155,7 @@ class ShardReader:
         iterator: str | None = None
         loop = asyncio.get_running_loop()
         while not self._stopping.is_set():
-            if self._lease.lost:
-                raise LeaseLostError(f"lease {self.shard_id} was lost")
+            self._check_lease()
             read_started = loop.time()
             try:
                 step = await self._step(iterator)
@@ -190,9 +205,13 @@ class ShardReader:
             # with what was read so far, or the same records would be applied twice.
             await self._commit(keep=0)
         response = await self._iterator.read(iterator, self.checkpoint)
+        self._check_lease()  # the read may have taken long: is what it returned still ours?
         if isinstance(response, ReadFailure):
-            await self._read_failed(response)
-            return None
+            if not await self._read_failed(response):
+                return None
+            await self._commit(keep=0)  # the shard is gone: end it after what was read
+            await self._store_checkpoint(SHARD_END)
+            return 0, None
         records: list[dict[str, Any]] = response.get("Records", [])
         next_iterator: str | None = response.get("NextShardIterator")
         if next_iterator is not None and not self._retries:
@@ -211,11 +230,26 @@ class ShardReader:
             raise _BatchFailedError(exc, len(records)) from exc
         return len(records), next_iterator
 
-    async def _read_failed(self, failure: ReadFailure) -> None:
+    async def _read_failed(self, failure: ReadFailure) -> bool:
+        """Act on a failed read; True if the shard is gone and so has ended."""
         if failure is ReadFailure.TRIMMED:
             self.checkpoint = None  # those records are gone: resume at the trim horizon
+        elif failure is ReadFailure.NOT_FOUND:
+            shard = self._shard()
+            if shard is None or shard.closed:
+                FAILURES.labels("shard_trimmed").inc()
+                _log().warning(
+                    "shard no longer in the stream; treating it as ended",
+                    shard_id=self.shard_id,
+                    checkpoint=self.checkpoint,
+                    listed=shard is not None,
+                )
+                return True
+            self._relist()  # open as last listed: the listing may be behind
+            await self._backoff(None)
         elif failure is ReadFailure.FAILED:
             await self._backoff(None)
+        return False
 
     # -- pipelined: batches in flight ---------------------------------------------------
     async def _submit(self, records: list[dict[str, Any]]) -> None:
@@ -375,10 +409,7 @@ class ShardReader:
     # -- the lease, failures, waiting ---------------------------------------------------
     async def _store_checkpoint(self, checkpoint: str) -> None:
         """Conditional on our owner and lease counter: :class:`LeaseLostError` if taken."""
-        async with self._lease.lock:
-            if self._lease.lost:
-                raise LeaseLostError(f"lease {self.shard_id} was lost")
-            await asyncio.to_thread(self._leases.checkpoint, self._lease, checkpoint)
+        await asyncio.to_thread(self._leases.checkpoint, self._lease, checkpoint)
         self.checkpoint = checkpoint
         CHECKPOINTS.inc()
 
@@ -394,11 +425,19 @@ class ShardReader:
         )
         await self._backoff(exc.delay if isinstance(exc, RetryableError) else None)
 
-    def _lost(self) -> ShardOutcome:
-        if not self._lease.lost:  # else counted where the renewal was refused
-            FAILURES.labels("lease_lost").inc()
-            self._lease.lost = True
-        _log().warning("lease lost; stopping the shard", shard_id=self.shard_id)
+    def _check_lease(self) -> None:
+        """:class:`LeaseLostError` if the lease was lost, :class:`LeaseExpiredError` if it
+        was not renewed in time."""
+        if self._lease.lost:
+            raise LeaseLostError(f"lease {self.shard_id} was lost")
+        if self._lease.expired(time.monotonic(), self._settings.failover_seconds):
+            raise LeaseExpiredError(f"lease {self.shard_id} was not renewed in time")
+
+    def _lost(self, exc: LeaseLostError) -> ShardOutcome:
+        if self._lease.lose():  # else counted where the renewal was refused or overdue
+            expired = isinstance(exc, LeaseExpiredError)
+            FAILURES.labels("lease_expired" if expired else "lease_lost").inc()
+        _log().warning("lease lost; stopping the shard", shard_id=self.shard_id, reason=str(exc))
         return ShardOutcome.LOST
 
     async def _backoff(self, delay: float | None) -> None:

@@ -20,9 +20,8 @@ from pulse.service import sleep_unless_stopped
 from stream_processor.stats import SERIES_MINUTES, StatsKeys, stats_snapshot
 
 if TYPE_CHECKING:
-    import redis.asyncio as aioredis
-
     from pulse.channels import ChannelPublisher
+    from pulse.clients import RedisClient
 
 __all__ = ["StatsPublisher", "read_snapshot"]
 
@@ -38,7 +37,7 @@ def _decode(fields: dict[bytes, bytes]) -> dict[str, int]:
 
 
 async def read_snapshot(
-    redis: aioredis.Redis, keys: StatsKeys, *, now: float | None = None
+    redis: RedisClient, keys: StatsKeys, *, now: float | None = None
 ) -> dict[str, Any]:
     """The current ``pulse.stats`` data, read from the counter hashes in one round trip."""
     now_minute = int(time.time() if now is None else now) // 60
@@ -60,7 +59,7 @@ class StatsPublisher:
 
     def __init__(
         self,
-        redis: aioredis.Redis,
+        redis: RedisClient,
         channels: ChannelPublisher,
         keys: StatsKeys,
         *,

@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import asyncio
 
-import redis.asyncio as aioredis
-
 from pulse.auth import TokenVerifier
 from pulse.channels import ChannelKeys
-from pulse.clients import redis_client
+from pulse.clients import pubsub_client, redis_client
 from pulse.collector import settle_collector
 from pulse.logging import get_logger
 from pulse.service import Lifecycle, run_service, serving_api
@@ -32,12 +30,7 @@ async def serve(lifecycle: Lifecycle) -> None:
     # The pub/sub connection gets a client of its own, without redis-py's health checks; its
     # name lets an operator (and the gap-fill test) find it in CLIENT LIST.
     hub = LiveHub(
-        aioredis.Redis.from_url(
-            settings.redis_url,
-            socket_connect_timeout=5,
-            socket_keepalive=True,
-            client_name=f"{settings.redis_prefix}ws-gateway-live",
-        ),
+        pubsub_client(settings, client_name=f"{settings.redis_prefix}ws-gateway-live"),
         keys,
         history,
     )

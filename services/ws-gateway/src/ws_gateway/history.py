@@ -14,9 +14,8 @@ from ws_gateway.protocol import event_frame
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
 
-    import redis.asyncio as aioredis
-
     from pulse.channels import ChannelKeys
+    from pulse.clients import RedisClient
 
 __all__ = ["ChannelHistory", "HistorySnapshot"]
 
@@ -63,7 +62,7 @@ def _entry_id(entry: Any) -> StreamId | None:
 
 
 class ChannelHistory:
-    def __init__(self, redis: aioredis.Redis, keys: ChannelKeys, *, batch_size: int) -> None:
+    def __init__(self, redis: RedisClient, keys: ChannelKeys, *, batch_size: int) -> None:
         self._redis = redis
         self._keys = keys
         self._batch = batch_size

@@ -46,9 +46,8 @@ from ws_gateway.protocol import subscribed_frame
 if TYPE_CHECKING:
     from collections.abc import Iterable
 
-    import redis.asyncio as aioredis
-
     from pulse.channels import ChannelKeys
+    from pulse.clients import RedisClient
     from ws_gateway.fanout import Subscriber
     from ws_gateway.history import ChannelHistory
     from ws_gateway.live_links import LiveLink
@@ -61,7 +60,7 @@ log = get_logger("ws_gateway.live")
 class LiveHub:
     def __init__(
         self,
-        redis: aioredis.Redis | aioredis.RedisCluster,
+        redis: RedisClient,
         keys: ChannelKeys,
         history: ChannelHistory,
         *,

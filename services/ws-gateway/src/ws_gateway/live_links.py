@@ -32,6 +32,8 @@ if TYPE_CHECKING:
 
     from redis.asyncio.connection import Connection
 
+    from pulse.clients import RedisClient
+
 __all__ = [
     "ClusterMasters",
     "LiveLink",
@@ -183,7 +185,7 @@ class _SlotwisePubSub(PubSub):
             await self.ssubscribe(*keys)
 
 
-def servers_for(redis: aioredis.Redis | aioredis.RedisCluster) -> PubSubServers:
+def servers_for(redis: RedisClient) -> PubSubServers:
     if isinstance(redis, aioredis.RedisCluster):
         return ClusterMasters(redis)
     return SingleServer(redis)
@@ -198,7 +200,7 @@ class LiveLinks:
 
     def __init__(
         self,
-        redis: aioredis.Redis | aioredis.RedisCluster,
+        redis: RedisClient,
         *,
         live_key: Callable[[str], bytes],
         started: Callable[[LiveLink], None],

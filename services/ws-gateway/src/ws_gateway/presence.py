@@ -29,9 +29,8 @@ from pulse.service import sleep_unless_stopped
 if TYPE_CHECKING:
     import asyncio
 
-    import redis.asyncio as aioredis
-
     from pulse.channels import ChannelKeys
+    from pulse.clients import RedisClient
 
 __all__ = ["Presence", "PresenceKeys", "has_presence"]
 
@@ -109,7 +108,7 @@ class Presence:
     """This process's side of presence: its connections' entries, their leases, the sweep."""
 
     def __init__(
-        self, redis: aioredis.Redis, channel_keys: ChannelKeys, *, lease_seconds: float
+        self, redis: RedisClient, channel_keys: ChannelKeys, *, lease_seconds: float
     ) -> None:
         self._redis = redis
         self._live = channel_keys

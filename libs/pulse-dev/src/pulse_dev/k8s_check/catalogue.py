@@ -14,6 +14,7 @@ from pulse_dev.k8s_check import (
     monitoring,
     operator_chart,
     pod_security,
+    redis_modes,
     security,
     skaffold,
     skaffold_render,
@@ -81,6 +82,11 @@ def every_check() -> list[Check]:
             features.helm_test_script_works,
         ),
         *charts.schema_checks(),
+        Check(
+            "redis sentinel mode with TLS: settings, sentinel password and CA in every pod, "
+            "sentinel port open",
+            redis_modes.sentinel_with_tls_renders,
+        ),
         Check(
             "skaffold.yaml: one named module per service, requires resolve, artifacts, sync, "
             "profiles",

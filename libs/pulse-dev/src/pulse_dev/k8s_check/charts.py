@@ -34,7 +34,8 @@ spec:
     spec: {containers: [{name: c, image: i}]}
 """
 # Values the schema must refuse: misspelt keys at each level, a bad enum, a port that is no
-# number, RS256 without the JWKS to verify it, a key cache longer than ingest accepts.
+# number, RS256 without the JWKS to verify it, a key cache longer than ingest accepts, a Redis
+# mode Pulse does not know, sentinel mode without the sentinels and the master's name.
 TYPOS = (
     "services.ingest.replicaz=2",
     "services.ingestt.replicas=1",
@@ -44,6 +45,8 @@ TYPOS = (
     "services.ws-gateway.port=http",
     "auth.jwtAlgorithm=RS256",
     "auth.apiKeyCacheSeconds=60",
+    "redis.mode=replicated",
+    "redis.mode=sentinel",
 )
 
 

@@ -7,7 +7,9 @@ from typing import Any
 import click
 
 from pulse.blocklists import BLOCKLIST_KINDS, blocklist_key
-from pulse.settings import PulseSettings
+from pulse.clients import blocking_redis_client
+from pulse.errors import ConfigurationError
+from pulse.settings import PulseSettings, load_settings
 
 __all__ = ["fraud"]
 
@@ -29,10 +31,11 @@ def _blocklist_ids(accounts: tuple[str, ...], merchants: tuple[str, ...]) -> dic
 
 
 def _sync_redis() -> tuple[Any, str]:
-    import redis  # noqa: PLC0415 - only these commands need the blocking client
-
-    settings = PulseSettings()
-    return redis.Redis.from_url(settings.redis_url, socket_connect_timeout=5), settings.redis_prefix
+    try:
+        settings = load_settings(PulseSettings)
+    except ConfigurationError as exc:
+        raise click.ClickException(str(exc)) from exc
+    return blocking_redis_client(settings), settings.redis_prefix
 
 
 _ACCOUNT_OPTION = click.option(
