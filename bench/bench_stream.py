@@ -65,7 +65,7 @@ class _Subscriber:
     def __init__(self, url: str, channel_key: str) -> None:
         self.arrivals: dict[str, float] = {}
         self._pubsub = redis.Redis.from_url(url).pubsub(ignore_subscribe_messages=True)
-        self._pubsub.subscribe(channel_key)
+        self._pubsub.ssubscribe(channel_key)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
@@ -73,7 +73,7 @@ class _Subscriber:
     def _run(self) -> None:
         while not self._stop.is_set():
             msg = self._pubsub.get_message(timeout=0.2)
-            if msg is None or msg["type"] != "message":
+            if msg is None or msg["type"] != "smessage":
                 continue
             now = time.time()
             frame = orjson.loads(msg["data"])

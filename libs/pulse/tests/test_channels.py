@@ -42,7 +42,7 @@ async def test_append_is_exactly_once_and_publishes_ready_frames(
     async_redis: aioredis.Redis, publisher: ChannelPublisher
 ) -> None:
     pubsub = async_redis.pubsub()
-    await pubsub.subscribe(publisher.keys.live("payments"))
+    await pubsub.ssubscribe(publisher.keys.live("payments"))
     await pubsub.get_message(timeout=1)  # subscribe confirmation
     event = new_event(type=PAYMENT_CREATED, source="/t", data={"payment_id": "p"})
 
@@ -174,7 +174,7 @@ async def test_append_many_applies_each_once_in_order_as_append_would(
     async_redis: aioredis.Redis, publisher: ChannelPublisher, prefix: str
 ) -> None:
     pubsub = async_redis.pubsub()
-    await pubsub.subscribe(publisher.keys.live("payments"))
+    await pubsub.ssubscribe(publisher.keys.live("payments"))
     await pubsub.get_message(timeout=1)  # subscribe confirmation
     events = [
         new_event(type=PAYMENT_CREATED, source="/t", data={"payment_id": f"p{i}"}) for i in range(5)

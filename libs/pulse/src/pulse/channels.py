@@ -127,7 +127,7 @@ for i = 1, n do
   reply[i + 1] = offset
   local frame = '{"op":"event","channel":' .. ARGV[4 + i] .. ',"offset":"' .. offset ..
                 '","event":' .. ARGV[1] .. '}'
-  redis.call('PUBLISH', KEYS[1 + n + i], frame)
+  redis.call('SPUBLISH', KEYS[1 + n + i], frame)
 end
 for i = 1, n do
   reply[n + 1 + i] = redis.call('GET', KEYS[1 + 2 * n + i])

@@ -44,7 +44,7 @@ redis.call('SADD', KEYS[4], ARGV[4])
 if existed then return 0 end
 redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
 if redis.call('HINCRBY', KEYS[3], ARGV[2], 1) == 1 then
-  redis.call('PUBLISH', KEYS[5], ARGV[5])
+  redis.call('SPUBLISH', KEYS[5], ARGV[5])
   return 1
 end
 return 0
@@ -68,7 +68,7 @@ for _, conn in ipairs(conns) do
     if user then
       if redis.call('HINCRBY', KEYS[3], user, -1) <= 0 then
         redis.call('HDEL', KEYS[3], user)
-        redis.call('PUBLISH', KEYS[5], '{"op":"presence","channel":' .. ARGV[2] ..
+        redis.call('SPUBLISH', KEYS[5], '{"op":"presence","channel":' .. ARGV[2] ..
                    ',"left":{"user":' .. cjson.encode(user) .. '}}')
         left = left + 1
       end
