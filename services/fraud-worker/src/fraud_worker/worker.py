@@ -31,6 +31,7 @@ from pulse.idempotency import IdempotencyGuard, canonical_event, guard_for
 from pulse.logging import event_context, get_logger
 from pulse.metrics import StageMetrics
 from pulse.payments import APPROVED, format_amount
+from pulse.replication import Replication
 from pulse.service import redis_check, serving_ops
 
 if TYPE_CHECKING:
@@ -161,9 +162,10 @@ async def serve(lifecycle: Lifecycle) -> None:
             settings.redis_prefix,
             window_seconds=settings.velocity_window_seconds,
             country_memory_seconds=settings.country_memory_seconds,
+            replication=Replication.of(settings),
         ),
         decisions,
-        ChannelPublisher(redis, settings.redis_prefix),
+        ChannelPublisher.of(redis, settings),
         settings.risk_limits(),
         guard=guard_for(redis, settings, "fraud"),
         decision_delay_seconds=settings.decision_delay_seconds,

@@ -1,5 +1,8 @@
 """Live delivery: one Redis pub/sub connection per process, fanned out to local subscribers.
 
+Channels are sharded pub/sub channels (``SSUBSCRIBE``): the append scripts publish with
+``SPUBLISH`` on the channel's live key, which shares the channel's hash tag.
+
 Each channel has one Redis subscription, reference-counted over the local subscribers: the
 first subscriber subscribes, the last one unsubscribes. Published frames are decoded once and
 gathered per channel until the reader has taken every message already received; then each
@@ -56,7 +59,6 @@ class LiveHub:
         # reply from another task while the reader is waiting).
         self._redis = redis
         self._pubsub: PubSub = redis.pubsub()
-        self._live_prefix = keys.live("")
         self._keys = keys
         self._history = history
         # Per channel: the newest offset delivered, its epoch, and (while a gap is being
@@ -112,7 +114,7 @@ class LiveHub:
             REDIS_CHANNELS.set(len(self._subscribers))
             subscribers.add(subscriber)
             try:
-                await self._pubsub.subscribe(live_key)
+                await self._pubsub.ssubscribe(live_key)
             except Exception:
                 self._forget_confirmation(live_key, ready)
                 await self.remove(channel, subscriber)
@@ -138,7 +140,7 @@ class LiveHub:
 
     async def publish(self, channel: str, frame: str) -> None:
         """Publish ``frame`` to the channel's subscribers on every gateway (not stored)."""
-        await self._redis.publish(self._keys.live(channel), frame)
+        await self._redis.spublish(self._keys.live(channel), frame)
 
     def promote(self, channel: str, subscriber: Subscriber) -> None:
         """``subscriber`` has joined its replay to ``channel``: into the direct lane if it is
@@ -170,7 +172,7 @@ class LiveHub:
         self._held.pop(channel, None)
         REDIS_CHANNELS.set(len(self._subscribers))
         try:
-            await self._pubsub.unsubscribe(self._keys.live(channel))
+            await self._pubsub.sunsubscribe(self._keys.live(channel))
         except Exception as exc:  # the reconnect resubscribes only to channels still held
             log.warning("redis unsubscribe failed", channel=channel, error=str(exc))
 
@@ -189,8 +191,8 @@ class LiveHub:
 
     def _on_message(self, message: dict[str, Any]) -> None:
         kind = message["type"]
-        if kind == "message":
-            channel = message["channel"].decode().removeprefix(self._live_prefix)
+        if kind == "smessage":
+            channel = self._keys.channel_of(message["channel"].decode())
             if channel in self._subscribers:
                 frame: str = message["data"].decode()
                 held = self._held.get(channel)
@@ -200,7 +202,7 @@ class LiveHub:
                 if not self._due:
                     asyncio.get_running_loop().call_soon(self._fan_out_due)
                 self._due.setdefault(channel, []).append(frame)
-        elif kind == "subscribe":
+        elif kind == "ssubscribe":
             live_key = message["channel"].decode()
             waiting = self._confirmations.get(live_key)
             if waiting:
