@@ -284,11 +284,18 @@ class ChannelPublisher:
         some calls may have been applied: the caller retries the whole list, and the
         guards make the retry change nothing twice.
         """
+        calls = self.script_calls(appends)
+        replies = iter(await self._runner.run(calls, idempotent=True))
+        return [_append_result(append, replies) for append in appends]
+
+    def script_calls(self, appends: Sequence[ChannelAppend]) -> list[ScriptCall]:
+        """The script calls of ``appends``, in order: per append, one per channel, then
+        one for its counters if it has any. Raises ``ValueError`` for a bad channel name or
+        a counter key outside the counters' hash tag. Pure: nothing is sent."""
         calls: list[ScriptCall] = []
         for append in appends:
             self._add_calls(append, calls)
-        replies = iter(await self._runner.run(calls, idempotent=True))
-        return [_append_result(append, replies) for append in appends]
+        return calls
 
     def _add_calls(self, append: ChannelAppend, calls: list[ScriptCall]) -> None:
         """Add the script calls of ``append`` (names checked) to ``calls``."""

@@ -107,8 +107,9 @@ class AccountActivityStore:
         """``kind`` is ``accounts`` or ``merchants``."""
         return blocklist_key(self._prefix, kind)
 
-    async def record(self, event_id: str, payment: PaymentFacts) -> AccountActivity:
-        """Add the payment (once per ``event_id``); read the window around it and the blocklists."""
+    def script_calls(self, event_id: str, payment: PaymentFacts) -> list[ScriptCall]:
+        """What :meth:`record` runs: the account's activity update (durable), then the
+        blocklists' read. Pure: nothing is sent."""
         record = ScriptCall(
             _RECORD_LUA,
             (self.velocity_key(payment.account_id), self.country_key(payment.account_id)),
@@ -128,7 +129,12 @@ class AccountActivityStore:
             (payment.account_id, payment.merchant_id),
             durable=False,
         )
-        activity, blocks = await self._runner.run([record, blocked], idempotent=True)
+        return [record, blocked]
+
+    async def record(self, event_id: str, payment: PaymentFacts) -> AccountActivity:
+        """Add the payment (once per ``event_id``); read the window around it and the blocklists."""
+        calls = self.script_calls(event_id, payment)
+        activity, blocks = await self._runner.run(calls, idempotent=True)
         count, total, previous = activity
         blocked_account, blocked_merchant = blocks
         previous_text = previous.decode() if isinstance(previous, bytes) else str(previous)
