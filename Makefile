@@ -14,7 +14,7 @@ SOAK_MINUTES ?= 30
 
 export UV_PYTHON_DOWNLOADS := never
 
-.PHONY: run test lint fmt typecheck unit k8s-check browser-tools bench chaos soak clean help sync
+.PHONY: run test lint fmt typecheck unit k8s-check browser-tools redis-tools bench chaos soak clean help sync
 
 help:
 	@sed -n '2,5p' Makefile
@@ -42,7 +42,10 @@ typecheck: sync
 browser-tools:
 	bash scripts/browser-tools.sh
 
-unit: sync browser-tools
+redis-tools:
+	bash scripts/redis-tools.sh
+
+unit: sync browser-tools redis-tools
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
 
 k8s-check: sync

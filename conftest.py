@@ -1,3 +1,3 @@
 """Root conftest: every test directory gets Pulse's real-emulator fixtures."""
 
-pytest_plugins = ["pulse_dev.testing", "pulse_dev.jwks"]
+pytest_plugins = ["pulse_dev.testing", "pulse_dev.jwks", "pulse_dev.redis_fixtures"]

@@ -11,6 +11,9 @@
   by default one shard that never splits), kept by :mod:`pulse_dev.stream_store`;
 - :mod:`pulse_dev.emulators` — starting and finding that emulator and a Redis;
 - :mod:`pulse_dev.testing` — the pytest plugin every test directory loads;
+- :mod:`pulse_dev.redis_servers` — real Redis Cluster and Sentinel groups (nodes in
+  :mod:`pulse_dev.redis_nodes`), with TLS and a password when asked, whose masters tests kill;
+  :mod:`pulse_dev.redis_fixtures` is their pytest plugin, loaded beside ``testing``;
 - :mod:`pulse_dev.payments_fixtures` — payments written as ingest writes them, and the events
   the stream processor makes of them, for tests of the stages after ingest;
 - :mod:`pulse_dev.stream_scaling` — stream-processor replicas through splits, a crash and a
