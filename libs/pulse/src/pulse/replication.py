@@ -78,6 +78,8 @@ _ROUNDS: Final = 5  # sends per call before giving up: redirections, reloads, lo
 _PAUSE_SECONDS: Final = 0.1  # times the round number, before a round after a failure
 _LOST: Final = (RedisConnectionError, RedisTimeoutError, OSError)
 _BUSY: Final = (TryAgainError, ClusterDownError, BusyLoadingError)
+# Replies of calls that did not run: what they would have written is not for WAIT to count.
+_NOT_RUN: Final = (MovedError, AskError, NoScriptError, SlotNotCoveredError, *_BUSY)
 
 
 class ReplicationShortfallError(RetryableError):
@@ -196,7 +198,8 @@ class ScriptRunner:
             results = await pipe.execute(raise_on_error=False)
         done = _Round(again=[])
         if wait:
-            done.shortfall = _shortfall(results.pop(), self.replication)
+            acks = results.pop()
+            done.shortfall = _shortfall(acks, self.replication, calls, todo, results)
         for i, result in zip(todo, results, strict=True):
             replies[i] = result
             if isinstance(result, NoScriptError):
@@ -210,9 +213,23 @@ def _scripts(calls: Sequence[ScriptCall], indexes: list[int]) -> list[LuaScript]
     return list({calls[i].script.sha: calls[i].script for i in indexes}.values())
 
 
-def _shortfall(acks: Any, replication: Replication) -> ReplicationShortfallError | None:
-    """The error for a ``WAIT`` reply of fewer replicas than asked, or of no answer
-    (counted); None when enough acknowledged."""
+def _shortfall(
+    acks: Any,
+    replication: Replication,
+    calls: Sequence[ScriptCall],
+    sent: list[int],
+    replies: Sequence[Any],
+) -> ReplicationShortfallError | None:
+    """The error for the ``WAIT`` reply ``acks`` after the calls ``sent`` (whose
+    ``replies`` are in the same order): fewer replicas than asked, or no answer (counted).
+    None when enough acknowledged or no durable call ran (redirected calls wrote nothing
+    there; their ``WAIT`` is wherever they run)."""
+    ran = any(
+        calls[i].durable and not isinstance(reply, _NOT_RUN)
+        for i, reply in zip(sent, replies, strict=True)
+    )
+    if not ran:
+        return None
     if isinstance(acks, BaseException):
         text = f"WAIT failed: {acks}"
     elif int(acks) >= replication.replicas:
@@ -256,13 +273,11 @@ class _ClusterRound:
         )
         refresh = bool(done.again)
         for (node, group), outcome in zip(groups.values(), outcomes, strict=True):
-            if isinstance(outcome, _LOST):
+            if isinstance(outcome, _LOST):  # the pipeline could not be sent
                 for i in group:
                     replies[i] = outcome
             elif isinstance(outcome, BaseException):
                 raise outcome
-            else:
-                done.shortfall = done.shortfall or outcome
             refresh = await self._settle(node, group) or refresh
         done.again.sort()
         if refresh:
@@ -282,11 +297,10 @@ class _ClusterRound:
         except SlotNotCoveredError:
             return None
 
-    async def _pipeline(
-        self, node: ClusterNode, group: list[int]
-    ) -> ReplicationShortfallError | None:
+    async def _pipeline(self, node: ClusterNode, group: list[int]) -> None:
         """``group``'s calls (after ``ASKING`` where redirected so), then ``WAIT``, on one
-        of ``node``'s connections; their replies go to the round's replies."""
+        of ``node``'s connections; their replies go to the round's replies, a shortfall to
+        the round."""
         calls, replies, replication = self._calls, self._replies, self._replication
         commands: list[PipelineCommand] = []
         sent: list[tuple[int, PipelineCommand]] = []
@@ -305,7 +319,11 @@ class _ClusterRound:
         await node.execute_pipeline(commands)
         for i, command in sent:
             replies[i] = command.result
-        return None if wait is None else _shortfall(wait.result, replication)
+        if wait is not None:
+            shortfall = _shortfall(
+                wait.result, replication, calls, group, [replies[i] for i in group]
+            )
+            self._done.shortfall = self._done.shortfall or shortfall
 
     async def _settle(self, node: ClusterNode, group: list[int]) -> bool:
         """Note ``group``'s calls to send again, loading the scripts ``node`` lacked and
