@@ -127,6 +127,8 @@ REDIS_URL: {{ required "redis.url is required (or redis.existingSecret, or devDe
 {{- end }}
 PULSE_RESOURCE_PREFIX: {{ .Values.aws.resourcePrefix | quote }}
 PULSE_REDIS_PREFIX: {{ .Values.redis.prefix | quote }}
+PULSE_REDIS_WAIT_REPLICAS: {{ .Values.redis.waitReplicas | quote }}
+PULSE_REDIS_WAIT_TIMEOUT_MS: {{ .Values.redis.waitTimeoutMs | quote }}
 PULSE_LOG_LEVEL: {{ .Values.logging.level | quote }}
 PULSE_LOG_FORMAT: {{ .Values.logging.format | quote }}
 {{- end }}

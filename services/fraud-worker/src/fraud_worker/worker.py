@@ -16,6 +16,7 @@ from fraud_worker.activity import AccountActivityStore
 from fraud_worker.decisions import DecisionStore
 from fraud_worker.rules import FraudDecision, PaymentFacts, RiskLimits, evaluate
 from fraud_worker.settings import FraudSettings, load_fraud_settings
+from pulse.blocklists import adopt_earlier_blocklists
 from pulse.channels import ALERTS, ChannelPublisher
 from pulse.clients import aws_client, redis_client
 from pulse.consumer import SqsMessage, consume
@@ -156,6 +157,13 @@ async def serve(lifecycle: Lifecycle) -> None:
 
     lifecycle.add_check("dynamodb", check_dynamodb)
     lifecycle.add_check("redis", redis_check(redis))
+    try:
+        adopted = await adopt_earlier_blocklists(redis, settings.redis_prefix)
+    except Exception as exc:  # Redis not up yet: readiness says so; the next start adopts
+        log.warning("earlier blocklists not adopted", error=str(exc))
+    else:
+        if adopted:
+            log.info("blocklists moved to their cluster-safe keys", ids=adopted)
     worker = FraudWorker(
         AccountActivityStore(
             redis,
