@@ -17,8 +17,6 @@ from pulse.replication import Replication
 from pulse_dev.testing import stream_entries
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator
-
     from pulse_dev.redis_servers import RedisClusterGroup
 
 pytestmark = pytest.mark.timeout(180)
@@ -28,11 +26,8 @@ ACCOUNTS = [f"account:acct-{n}" for n in range(24)]  # spread over every node
 
 
 @pytest.fixture
-async def cluster(clean_redis_cluster: RedisClusterGroup) -> AsyncIterator[RedisCluster]:
-    client = RedisCluster.from_url(clean_redis_cluster.seed_url)
-    await client.initialize()
-    yield client
-    await client.aclose()
+def cluster(async_redis_cluster: RedisCluster) -> RedisCluster:
+    return async_redis_cluster
 
 
 def payment(n: int) -> CloudEvent:
