@@ -4,9 +4,10 @@ Redis replicates asynchronously: a master acknowledges a write before any replic
 and if the master dies then, the promoted replica never saw it. ``WAIT <replicas>
 <timeout ms>`` blocks until that many replicas acknowledged every write made *on the same
 connection* so far, so :class:`ScriptRunner` sends each node's calls and their ``WAIT`` in
-one pipeline on one connection:
+one pipeline (one write, then the replies) on one connection:
 
-- standalone and Sentinel (``redis.asyncio.Redis``): one pipeline, ``WAIT`` last;
+- standalone and Sentinel (``redis.asyncio.Redis``): one pipeline, ``WAIT`` last; a lost
+  connection's calls are sent again on a new one when the caller says they are idempotent;
 - Redis Cluster (``redis.asyncio.RedisCluster``): the calls grouped by the node serving
   their slot (every key of one call shares a hash tag, so a call has one slot), one
   pipeline per node, all nodes at once, each ended by its own ``WAIT``. A call answered
@@ -17,7 +18,10 @@ one pipeline on one connection:
   be known whether they ran).
 
 Scripts go by SHA1 (``EVALSHA``); a node that answers ``NOSCRIPT`` gets ``SCRIPT LOAD`` and
-the calls again — no round trip is spent asking whether scripts are loaded.
+the calls again — no round trip is spent asking whether scripts are loaded. The pipeline is
+encoded here (:func:`_pack`): redis-py's encoder copies the command built so far once per
+argument, which for three calls per event carrying the event's JSON cost more CPU than the
+rest of the append.
 
 When fewer replicas than asked acknowledge within the timeout, the writes were applied on
 the master but may not survive it: :class:`ReplicationShortfallError` (retryable) is
@@ -31,18 +35,18 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final, NamedTuple
 
 import redis.asyncio as aioredis
 from prometheus_client import Counter
-from redis.asyncio.cluster import PipelineCommand
 from redis.exceptions import (
     AskError,
     BusyLoadingError,
     ClusterDownError,
     MovedError,
     NoScriptError,
+    ResponseError,
     SlotNotCoveredError,
     TryAgainError,
 )
@@ -55,7 +59,7 @@ if TYPE_CHECKING:
     from collections.abc import Sequence
 
     from redis.asyncio.cluster import ClusterNode
-    from redis.typing import EncodableT
+    from redis.asyncio.connection import AbstractConnection
 
     from pulse.settings import PulseSettings
 
@@ -115,12 +119,47 @@ class ScriptCall(NamedTuple):
 
     script: LuaScript
     keys: Sequence[str]
-    args: Sequence[EncodableT]
+    args: Sequence[bytes | str | int]
     durable: bool = True
 
 
-def _evalsha(call: ScriptCall) -> tuple[EncodableT, ...]:
+Command = tuple[bytes | str | int, ...]
+
+
+def _evalsha(call: ScriptCall) -> Command:
     return ("EVALSHA", call.script.sha, len(call.keys), *call.keys, *call.args)
+
+
+def _pack(commands: Sequence[Command]) -> bytes:
+    """``commands`` in the Redis protocol (RESP arrays of bulk strings), as one buffer."""
+    parts: list[bytes] = []
+    append = parts.append
+    for command in commands:
+        append(b"*%d\r\n" % len(command))
+        for arg in command:
+            data = arg.encode() if isinstance(arg, str) else arg
+            if isinstance(data, int):
+                data = b"%d" % data
+            append(b"$%d\r\n%b\r\n" % (len(data), data))
+    return b"".join(parts)
+
+
+async def _exchange(connection: AbstractConnection, commands: list[Command]) -> list[Any]:
+    """Send ``commands`` in one write on ``connection`` and read their replies: an error
+    reply as its exception; a lost connection as the error, for every reply not read."""
+    try:
+        await connection.send_packed_command(_pack(commands), check_health=False)
+    except _LOST as exc:
+        return [exc] * len(commands)
+    replies: list[Any] = []
+    while len(replies) < len(commands):
+        try:
+            replies.append(await connection.read_response())
+        except ResponseError as exc:
+            replies.append(exc)
+        except _LOST as exc:  # redis-py disconnected it: the next use connects anew
+            replies += [exc] * (len(commands) - len(replies))
+    return replies
 
 
 @dataclass
@@ -130,6 +169,27 @@ class _Round:
     again: list[int]  # calls to send again, in order
     shortfall: ReplicationShortfallError | None = None
     pause: bool = False  # the cluster was busy or a node lost: wait before the next round
+    refresh: bool = False  # the slot map must be read anew
+    moved: list[MovedError] = field(default_factory=list)
+
+    def settle(self, group: list[int], replies: list[Any]) -> list[int]:
+        """Note which of ``group``'s calls to send again, by their replies; the calls whose
+        script the server lacked."""
+        missing = []
+        for i in group:
+            reply = replies[i]
+            if isinstance(reply, MovedError):
+                self.moved.append(reply)
+            elif isinstance(reply, _LOST):
+                self.refresh = self.pause = True
+            elif isinstance(reply, _BUSY):
+                self.pause = True
+            elif isinstance(reply, NoScriptError):
+                missing.append(i)
+            elif not isinstance(reply, AskError):
+                continue
+            self.again.append(i)
+        return missing
 
 
 class ScriptRunner:
@@ -160,18 +220,20 @@ class ScriptRunner:
         replies: list[Any] = [None] * len(calls)
         todo = list(range(len(calls)))
         shortfall: ReplicationShortfallError | None = None
+        pause = False
         for attempt in range(_ROUNDS):
+            if not todo:
+                break
+            if pause:
+                await asyncio.sleep(_PAUSE_SECONDS * attempt)
             if isinstance(self._redis, aioredis.RedisCluster):
-                round_ = _ClusterRound(self._redis, self.replication, calls, replies)
-                done = await round_.run(todo)
+                done = await _cluster_round(self._redis, self.replication, calls, todo, replies)
             else:
                 done = await self._standalone_round(calls, todo, replies)
             shortfall = shortfall or done.shortfall
-            todo = done.again
-            if not todo or (not idempotent and any(isinstance(replies[i], _LOST) for i in todo)):
-                break  # done, or a call that may have run is not ours to send again
-            if done.pause:
-                await asyncio.sleep(_PAUSE_SECONDS * (attempt + 1))
+            todo, pause = done.again, done.pause
+            if not idempotent and any(isinstance(replies[i], _LOST) for i in todo):
+                break  # a call that may have run is not ours to send again
         unsent = set(todo)
         for i, reply in enumerate(replies):
             if isinstance(reply, BaseException) and i not in unsent:
@@ -186,27 +248,45 @@ class ScriptRunner:
     async def _standalone_round(
         self, calls: Sequence[ScriptCall], todo: list[int], replies: list[Any]
     ) -> _Round:
-        """One pipeline on one connection (redis-py resends it whole if the connection
-        drops before any reply: its retry policy, as for every pipeline)."""
+        """One pipeline on one connection of the pool."""
         redis = self._redis
-        wait = self.replication.replicas > 0 and any(calls[i].durable for i in todo)
-        async with redis.pipeline(transaction=False) as pipe:
-            for i in todo:
-                pipe.execute_command(*_evalsha(calls[i]))
-            if wait:
-                pipe.execute_command("WAIT", self.replication.replicas, self.replication.timeout_ms)
-            results = await pipe.execute(raise_on_error=False)
-        done = _Round(again=[])
-        if wait:
-            acks = results.pop()
-            done.shortfall = _shortfall(acks, self.replication, calls, todo, results)
-        for i, result in zip(todo, results, strict=True):
-            replies[i] = result
-            if isinstance(result, NoScriptError):
-                done.again.append(i)
-        for script in _scripts(calls, done.again):
+        assert isinstance(redis, aioredis.Redis)
+        pool = redis.connection_pool
+        connection = await pool.get_connection()  # type: ignore[no-untyped-call]
+        try:
+            shortfall = await _send(connection, self.replication, calls, todo, replies)
+        finally:
+            await pool.release(connection)
+        done = _Round(again=[], shortfall=shortfall)
+        for script in _scripts(calls, done.settle(todo, replies)):
             await redis.script_load(script.source)
         return done
+
+
+async def _send(
+    connection: AbstractConnection,
+    replication: Replication,
+    calls: Sequence[ScriptCall],
+    group: list[int],
+    replies: list[Any],
+) -> ReplicationShortfallError | None:
+    """``group``'s calls (after ``ASKING`` where an ``ASK`` redirected them), then ``WAIT``
+    if one is durable, in one pipeline on ``connection``; their replies go to ``replies``.
+    The shortfall, if the ``WAIT`` fell short."""
+    commands: list[Command] = []
+    positions = []
+    for i in group:
+        if isinstance(replies[i], AskError):
+            commands.append(("ASKING",))
+        positions.append(len(commands))
+        commands.append(_evalsha(calls[i]))
+    wait = replication.replicas > 0 and any(calls[i].durable for i in group)
+    if wait:
+        commands.append(("WAIT", replication.replicas, replication.timeout_ms))
+    results = await _exchange(connection, commands)
+    for i, position in zip(group, positions, strict=True):
+        replies[i] = results[position]
+    return _shortfall(results[-1], replication, calls, group, replies) if wait else None
 
 
 def _scripts(calls: Sequence[ScriptCall], indexes: list[int]) -> list[LuaScript]:
@@ -217,18 +297,13 @@ def _shortfall(
     acks: Any,
     replication: Replication,
     calls: Sequence[ScriptCall],
-    sent: list[int],
-    replies: Sequence[Any],
+    group: list[int],
+    replies: list[Any],
 ) -> ReplicationShortfallError | None:
-    """The error for the ``WAIT`` reply ``acks`` after the calls ``sent`` (whose
-    ``replies`` are in the same order): fewer replicas than asked, or no answer (counted).
-    None when enough acknowledged or no durable call ran (redirected calls wrote nothing
-    there; their ``WAIT`` is wherever they run)."""
-    ran = any(
-        calls[i].durable and not isinstance(reply, _NOT_RUN)
-        for i, reply in zip(sent, replies, strict=True)
-    )
-    if not ran:
+    """The error for the ``WAIT`` reply ``acks`` after ``group``'s calls: fewer replicas
+    than asked, or no answer (counted). None when enough acknowledged or no durable call
+    ran (redirected calls wrote nothing there; their ``WAIT`` is wherever they run)."""
+    if not any(calls[i].durable and not isinstance(replies[i], _NOT_RUN) for i in group):
         return None
     if isinstance(acks, BaseException):
         text = f"WAIT failed: {acks}"
@@ -240,109 +315,63 @@ def _shortfall(
     return ReplicationShortfallError(f"{text} (within {replication.timeout_ms} ms)")
 
 
-class _ClusterRound:
-    """One pipeline per node, all at once, and what to send again (module doc)."""
-
-    def __init__(
-        self,
-        cluster: aioredis.RedisCluster,
-        replication: Replication,
-        calls: Sequence[ScriptCall],
-        replies: list[Any],
-    ) -> None:
-        self._cluster = cluster
-        self._replication = replication
-        self._calls = calls
-        self._replies = replies
-        self._done = _Round(again=[])
-
-    async def run(self, todo: list[int]) -> _Round:
-        cluster, replies, done = self._cluster, self._replies, self._done
-        await cluster.initialize()  # after a lost node: the slot map anew
-        groups: dict[str, tuple[ClusterNode, list[int]]] = {}
-        for i in todo:
-            node = self._node_for(i)
-            if node is None:  # mid-failover: no owner known yet
-                done.again.append(i)
-                replies[i] = SlotNotCoveredError(f"no node serves {self._calls[i].keys[0]!r}")
-            else:
-                groups.setdefault(node.name, (node, []))[1].append(i)
-        outcomes = await asyncio.gather(
-            *(self._pipeline(node, group) for node, group in groups.values()),
-            return_exceptions=True,
-        )
-        refresh = bool(done.again)
-        for (node, group), outcome in zip(groups.values(), outcomes, strict=True):
-            if isinstance(outcome, _LOST):  # the pipeline could not be sent
-                for i in group:
-                    replies[i] = outcome
-            elif isinstance(outcome, BaseException):
-                raise outcome
-            refresh = await self._settle(node, group) or refresh
-        done.again.sort()
-        if refresh:
-            done.pause = True
-            await cluster.aclose()  # the next round's initialize() reads the slot map anew
-        return done
-
-    def _node_for(self, i: int) -> ClusterNode | None:
-        """The node to send call ``i`` to: where an ``ASK`` redirected it, else its slot's."""
-        previous = self._replies[i]
-        if isinstance(previous, AskError):
-            node = self._cluster.get_node(host=previous.host, port=previous.port)
-            if node is not None:
-                return node
-        try:
-            return self._cluster.get_node_from_key(self._calls[i].keys[0])
-        except SlotNotCoveredError:
-            return None
-
-    async def _pipeline(self, node: ClusterNode, group: list[int]) -> None:
-        """``group``'s calls (after ``ASKING`` where redirected so), then ``WAIT``, on one
-        of ``node``'s connections; their replies go to the round's replies, a shortfall to
-        the round."""
-        calls, replies, replication = self._calls, self._replies, self._replication
-        commands: list[PipelineCommand] = []
-        sent: list[tuple[int, PipelineCommand]] = []
-        for i in group:
-            if isinstance(replies[i], AskError):
-                commands.append(PipelineCommand(len(commands), "ASKING"))
-            command = PipelineCommand(len(commands), *_evalsha(calls[i]))
-            commands.append(command)
-            sent.append((i, command))
-        wait = None
-        if replication.replicas and any(calls[i].durable for i in group):
-            wait = PipelineCommand(
-                len(commands), "WAIT", replication.replicas, replication.timeout_ms
-            )
-            commands.append(wait)
-        await node.execute_pipeline(commands)
-        for i, command in sent:
-            replies[i] = command.result
-        if wait is not None:
-            shortfall = _shortfall(
-                wait.result, replication, calls, group, [replies[i] for i in group]
-            )
-            self._done.shortfall = self._done.shortfall or shortfall
-
-    async def _settle(self, node: ClusterNode, group: list[int]) -> bool:
-        """Note ``group``'s calls to send again, loading the scripts ``node`` lacked and
-        the slots that moved; True if the slot map must be read anew."""
-        refresh = False
-        missing = []
-        for i in group:
-            reply = self._replies[i]
-            if isinstance(reply, MovedError):
-                await self._cluster.nodes_manager.move_slot(reply)
-            elif isinstance(reply, _LOST):
-                refresh = True
-            elif isinstance(reply, _BUSY):
-                self._done.pause = True
-            elif isinstance(reply, NoScriptError):
-                missing.append(i)
-            elif not isinstance(reply, AskError):
-                continue
-            self._done.again.append(i)
-        for script in _scripts(self._calls, missing):
+async def _cluster_round(
+    cluster: aioredis.RedisCluster,
+    replication: Replication,
+    calls: Sequence[ScriptCall],
+    todo: list[int],
+    replies: list[Any],
+) -> _Round:
+    """One pipeline per node, all at once (module doc); what to send again."""
+    await cluster.initialize()  # after a lost node: the slot map anew
+    done = _Round(again=[])
+    groups: dict[str, tuple[ClusterNode, list[int]]] = {}
+    for i in todo:
+        node = _node_for(cluster, calls[i], replies[i])
+        if node is None:  # mid-failover: no owner known yet
+            replies[i] = SlotNotCoveredError(f"no node serves {calls[i].keys[0]!r}")
+            done.again.append(i)
+            done.refresh = done.pause = True
+        else:
+            groups.setdefault(node.name, (node, []))[1].append(i)
+    shortfalls = await asyncio.gather(
+        *(_on_node(node, replication, calls, group, replies) for node, group in groups.values())
+    )
+    done.shortfall = next((s for s in shortfalls if s is not None), None)
+    for node, group in groups.values():
+        for script in _scripts(calls, done.settle(group, replies)):
             await node.execute_command("SCRIPT", "LOAD", script.source)
-        return refresh
+    for moved in done.moved:
+        await cluster.nodes_manager.move_slot(moved)
+    done.again.sort()
+    if done.refresh:
+        await cluster.aclose()  # the next round's initialize() reads the slot map anew
+    return done
+
+
+async def _on_node(
+    node: ClusterNode,
+    replication: Replication,
+    calls: Sequence[ScriptCall],
+    group: list[int],
+    replies: list[Any],
+) -> ReplicationShortfallError | None:
+    connection = node.acquire_connection()
+    try:
+        return await _send(connection, replication, calls, group, replies)
+    finally:
+        node.release(connection)
+
+
+def _node_for(
+    cluster: aioredis.RedisCluster, call: ScriptCall, previous: Any
+) -> ClusterNode | None:
+    """The node to send ``call`` to: where an ``ASK`` redirected it, else its slot's."""
+    if isinstance(previous, AskError):
+        node = cluster.get_node(host=previous.host, port=previous.port)
+        if node is not None:
+            return node
+    try:
+        return cluster.get_node_from_key(call.keys[0])
+    except SlotNotCoveredError:
+        return None
