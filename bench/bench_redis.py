@@ -4,9 +4,9 @@ A master and its replica (the data nodes of :func:`pulse_dev.redis_servers.start
 on this machine: replication costs a loopback round trip, not a network's). Two paths:
 
 - batch: :meth:`ChannelPublisher.append_many` of BATCH payment events, each to ``payments``
-  and its account's channel with the stream processor's counter increments — three script
-  calls per event, one pipeline per batch, ended by ``WAIT 1`` when asked (the stream
-  processor's hot path);
+  and its account's channel with the stream processor's counter increments — a script call
+  per channel and one for the counters, one pipeline per batch, ended by ``WAIT 1`` when
+  asked (the stream processor's hot path);
 - single: one :meth:`ChannelPublisher.append` at a time to an account channel (the
   notify and fraud workers' path), each its own round trip and ``WAIT``.
 
@@ -36,8 +36,8 @@ from stream_processor.stats import StatsKeys, counter_increments
 
 BATCH: Final = 100
 BATCHES: Final = 20  # per round and setting: 2,000 events
-SINGLES: Final = 1_000
-ROUNDS: Final = 5
+SINGLES: Final = 2_000
+ROUNDS: Final = 7
 PREFIX: Final = "pulse:bench-redis:"
 
 
@@ -106,7 +106,7 @@ async def _measure(url: str) -> dict[str, float]:
 def bench_redis() -> dict[str, float]:
     print(
         f"setup: Redis master + 1 replica on loopback; batch: {BATCHES} x append_many({BATCH}) "
-        f"(payments + account channel + counters: 3 script calls per event); single: {SINGLES} "
+        f"(payments + account channel + counters); single: {SINGLES} "
         f"sequential appends to one account channel; WAIT 0 vs WAIT 1 (1000 ms), {ROUNDS} "
         "alternating rounds, medians"
     )
