@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from typing import TYPE_CHECKING
 
 import pytest
@@ -14,6 +16,7 @@ from pulse.events import new_event
 from pulse.idempotency import Claim, IdempotencyGuard
 from pulse.replication import Replication, ReplicationShortfallError
 from pulse_dev.emulators import free_port, start_redis, stop_process
+from pulse_dev.testing import stream_entries
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
@@ -96,3 +99,29 @@ async def test_scripts_the_server_lost_are_loaded_again_and_each_call_runs_once(
     assert [sorted(r.offsets) for r in results] == [["account:a"], *[["account:a", "payments"]] * 2]
     assert await own_redis.xlen(publisher.keys.history("payments")) == 3
     assert await own_redis.hget(publisher.keys.counter("totals"), "n") == b"3"
+
+
+async def test_a_call_cancelled_while_waiting_leaves_nothing_for_the_next_one(
+    own_redis: aioredis.Redis,
+) -> None:
+    url = "redis://{host}:{port}/0".format(**own_redis.connection_pool.connection_kwargs)
+    one_connection = aioredis.BlockingConnectionPool.from_url(url, max_connections=1)
+    client = aioredis.Redis.from_pool(one_connection)  # closes the pool with it
+    waiting = ChannelPublisher(client, "pulse:", replication=Replication(1, 10_000))
+    plain = ChannelPublisher(client, "pulse:")
+    warm, first, second = (new_event(type="t", source="/t", data={"n": n}) for n in range(3))
+    await plain.append(warm, ["payments"])  # the script is loaded
+    pending = asyncio.create_task(waiting.append(first, ["payments"]))
+    await asyncio.sleep(0.5)  # applied; its WAIT blocks: no replica will answer
+    pending.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await pending
+
+    try:
+        result = await plain.append(second, ["payments"])
+        entries = stream_entries(await client.xrange(plain.keys.history("payments")))
+    finally:
+        await client.aclose()
+    assert result.applied
+    assert len(entries) == 3
+    assert entries[-1][0].decode() == result.offsets["payments"]

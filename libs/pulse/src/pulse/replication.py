@@ -146,19 +146,22 @@ def _pack(commands: Sequence[Command]) -> bytes:
 
 async def _exchange(connection: AbstractConnection, commands: list[Command]) -> list[Any]:
     """Send ``commands`` in one write on ``connection`` and read their replies: an error
-    reply as its exception; a lost connection as the error, for every reply not read."""
-    try:
-        await connection.send_packed_command(_pack(commands), check_health=False)
-    except _LOST as exc:
-        return [exc] * len(commands)
+    reply as its exception; a lost connection as the error, for every reply not read.
+    Cancelled half-way, the connection is closed: replies left unread on it would be read
+    by its next user."""
     replies: list[Any] = []
-    while len(replies) < len(commands):
-        try:
-            replies.append(await connection.read_response())
-        except ResponseError as exc:
-            replies.append(exc)
-        except _LOST as exc:  # redis-py disconnected it: the next use connects anew
-            replies += [exc] * (len(commands) - len(replies))
+    try:
+        await connection.send_packed_command(_pack(commands))
+        while len(replies) < len(commands):
+            try:
+                replies.append(await connection.read_response())
+            except ResponseError as exc:
+                replies.append(exc)
+    except _LOST as exc:  # redis-py disconnected it: the next use connects anew
+        replies += [exc] * (len(commands) - len(replies))
+    except BaseException:
+        await connection.disconnect()
+        raise
     return replies
 
 
