@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 import redis
 
+from pulse.channels import ChannelKeys
 from pulse.clients import aws_client
 from pulse.settings import PulseSettings
 from pulse.topology import TopologyOutputs, apply_topology
@@ -255,7 +256,7 @@ def _drain_phase(
     busy cores the ratio follows CPU per record, so this says where a change helps.
     """
     backlog = _write_backlog(settings, BACKLOG)
-    live = f"{settings.redis_prefix}live:payments"
+    live = ChannelKeys(settings.redis_prefix).live("payments")
     sub = _Subscriber(redis_url, live)
     processor: ServiceProcess | None = None
     try:
@@ -350,7 +351,7 @@ def bench_stream() -> dict[str, float]:
         out = apply_topology(settings)
         queue_urls = [out.queue_urls[q] for q in (names.fraud_queue, names.notify_queue)]
         drainer = _QueueDrainer(settings, queue_urls)
-        live = f"pulse:{prefix}live:payments"
+        live = ChannelKeys(f"pulse:{prefix}").live("payments")
 
         def start_processor(log: str) -> ServiceProcess:
             http_port = free_port()

@@ -23,6 +23,9 @@ Groups (each in bench/bench_<group>.py):
           five times while payments flow, through a SIGKILL and a new replica
           -> scale.shards (>= 4), scale.split_lost (0), scale.split_duplicated (0),
              scale.lease_imbalance (<= 1)
+  redis   channel appends/s on a master with one replica, WAIT 0 vs WAIT 1
+          (PULSE_REDIS_WAIT_REPLICAS): batches as the stream processor sends them, and
+          single appends as the workers do -> redis.batch_wait1_ratio, redis.single_wait1_ratio
 
 Each group prints its setup, then its figures as ``name: value`` lines; the figures of every
 group run are repeated together on the last lines.
@@ -37,7 +40,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-GROUPS = ("ingest", "e2e", "stream", "workers", "gateway", "scale")
+GROUPS = ("ingest", "e2e", "stream", "workers", "gateway", "scale", "redis")
 
 
 def _runner(group: str) -> Callable[[], dict[str, float]]:

@@ -1,5 +1,8 @@
 """Live delivery: sharded Redis pub/sub (``SSUBSCRIBE``), fanned out to local subscribers.
 
+The append scripts publish with ``SPUBLISH`` on the channel's live key, which shares the
+channel's hash tag (so it lives on the node that holds the channel's history).
+
 Each channel has one Redis subscription, reference-counted over the local subscribers: the
 first subscriber subscribes, the last one unsubscribes. Published frames are decoded once and
 gathered per channel until the reader has taken every message already received; then each
