@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 import redis
 
+from pulse.channels import ChannelKeys
 from pulse.clients import aws_client
 from pulse.settings import PulseSettings
 from pulse.topology import TopologyOutputs, apply_topology
@@ -65,7 +66,7 @@ class _Subscriber:
     def __init__(self, url: str, channel_key: str) -> None:
         self.arrivals: dict[str, float] = {}
         self._pubsub = redis.Redis.from_url(url).pubsub(ignore_subscribe_messages=True)
-        self._pubsub.subscribe(channel_key)
+        self._pubsub.ssubscribe(channel_key)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
@@ -73,7 +74,7 @@ class _Subscriber:
     def _run(self) -> None:
         while not self._stop.is_set():
             msg = self._pubsub.get_message(timeout=0.2)
-            if msg is None or msg["type"] != "message":
+            if msg is None or msg["type"] != "smessage":
                 continue
             now = time.time()
             frame = orjson.loads(msg["data"])
@@ -255,7 +256,7 @@ def _drain_phase(
     busy cores the ratio follows CPU per record, so this says where a change helps.
     """
     backlog = _write_backlog(settings, BACKLOG)
-    live = f"{settings.redis_prefix}live:payments"
+    live = ChannelKeys(settings.redis_prefix).live("payments")
     sub = _Subscriber(redis_url, live)
     processor: ServiceProcess | None = None
     try:
@@ -350,7 +351,7 @@ def bench_stream() -> dict[str, float]:
         out = apply_topology(settings)
         queue_urls = [out.queue_urls[q] for q in (names.fraud_queue, names.notify_queue)]
         drainer = _QueueDrainer(settings, queue_urls)
-        live = f"pulse:{prefix}live:payments"
+        live = ChannelKeys(f"pulse:{prefix}").live("payments")
 
         def start_processor(log: str) -> ServiceProcess:
             http_port = free_port()

@@ -27,6 +27,9 @@ Groups (each in bench/bench_<group>.py):
              scale.lease_imbalance (<= 1), scale.cluster_ratio (>= 0.8),
              scale.cluster_failover_lost (0), scale.cluster_failover_duplicated (0),
              scale.cluster_failover_s, scale.sentinel_failover_lost (0)
+  redis   channel appends/s on a master with one replica, WAIT 0 vs WAIT 1
+          (PULSE_REDIS_WAIT_REPLICAS): batches as the stream processor sends them, and
+          single appends as the workers do -> redis.batch_wait1_ratio, redis.single_wait1_ratio
 
 Each group prints its setup, then its figures as ``name: value`` lines; the figures of every
 group run are repeated together on the last lines.
@@ -41,7 +44,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-GROUPS = ("ingest", "e2e", "stream", "workers", "gateway", "scale")
+GROUPS = ("ingest", "e2e", "stream", "workers", "gateway", "scale", "redis")
 
 
 def _runner(group: str) -> Callable[[], dict[str, float]]:

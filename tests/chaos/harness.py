@@ -39,6 +39,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake
 
 from pulse.auth import issue_token
+from pulse.channels import ChannelKeys
 from pulse.clients import RedisClient, aws_client
 from pulse.settings import DEV_JWT_SECRET, PulseSettings
 from pulse.topology import apply_topology
@@ -683,7 +684,7 @@ class Ledger:
     async def _history(self, redis: RedisClient, channel: str) -> dict[tuple[str, str], int]:
         """(payment id, event type) → entries in the channel's history stream."""
         counts: Counter[tuple[str, str]] = Counter()
-        entries = stream_entries(await redis.xrange(f"{self.keys_prefix}ch:{channel}"))
+        entries = stream_entries(await redis.xrange(ChannelKeys(self.keys_prefix).history(channel)))
         for _id, fields in entries:
             event = orjson.loads(fields[b"e"])
             payment = (event.get("data") or {}).get("payment_id")
@@ -694,7 +695,7 @@ class Ledger:
     async def counters(self) -> CounterReading:
         redis = self.stack.redis_client()
         try:
-            fields = await redis.hgetall(f"{self.keys_prefix}stats:totals")
+            fields = await redis.hgetall(ChannelKeys(self.keys_prefix).counter("totals"))
             totals = {
                 (k.decode() if isinstance(k, bytes) else k): int(v) for k, v in fields.items()
             }

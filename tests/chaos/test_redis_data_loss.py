@@ -16,6 +16,7 @@ import orjson
 import pytest
 from harness import Poster, Stack, Topology, WatchingClient, running
 
+from pulse.channels import ChannelKeys
 from pulse_dev.testing import stream_entries
 
 # Not marked chaos: a regression test for the gateway, short enough for every `make test`.
@@ -37,7 +38,7 @@ async def test_every_event_of_the_new_epoch_reaches_a_subscribed_client(tmp_path
         await asyncio.to_thread(server.start)
         await posting
         redis = stack.redis_client()
-        history_key = f"pulse:{stack.prefix}ch:payments"
+        history_key = ChannelKeys(f"pulse:{stack.prefix}").history("payments")
         async with asyncio.timeout(120):
             while True:  # until the stream processor caught up: every payment updated
                 entries = stream_entries(await redis.xrange(history_key))

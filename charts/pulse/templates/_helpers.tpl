@@ -135,6 +135,8 @@ PULSE_REDIS_MASTER_NAME: {{ .Values.redis.masterName | quote }}
 {{- if .Values.redis.tls.caSecret }}
 PULSE_REDIS_TLS_CA_FILE: {{ include "pulse.redisCaFile" . | quote }}
 {{- end }}
+PULSE_REDIS_WAIT_REPLICAS: {{ .Values.redis.waitReplicas | quote }}
+PULSE_REDIS_WAIT_TIMEOUT_MS: {{ .Values.redis.waitTimeoutMs | quote }}
 PULSE_LOG_LEVEL: {{ .Values.logging.level | quote }}
 PULSE_LOG_FORMAT: {{ .Values.logging.format | quote }}
 {{- end }}

@@ -42,7 +42,7 @@ async def test_append_is_exactly_once_and_publishes_ready_frames(
     async_redis: aioredis.Redis, publisher: ChannelPublisher
 ) -> None:
     pubsub = async_redis.pubsub()
-    await pubsub.subscribe(publisher.keys.live("payments"))
+    await pubsub.ssubscribe(publisher.keys.live("payments"))
     await pubsub.get_message(timeout=1)  # subscribe confirmation
     event = new_event(type=PAYMENT_CREATED, source="/t", data={"payment_id": "p"})
 
@@ -92,20 +92,18 @@ async def test_invalid_channel_is_refused_before_touching_redis(
         )
     assert await async_redis.exists(publisher.keys.history("nope")) == 0
     assert await async_redis.xlen(publisher.keys.history("payments")) == 0
-    assert not await async_redis.exists(
-        publisher.keys.applied(good.id), publisher.keys.applied(bad.id)
-    )
+    assert not await async_redis.exists(publisher.keys.applied("payments", good.id))
 
 
-def _stats_hashes(prefix: str) -> tuple[str, str]:
-    """A totals and a minute hash key under the test's prefix."""
-    return f"{prefix}stats:totals", f"{prefix}stats:minute:1"
+def _stats_hashes(publisher: ChannelPublisher) -> tuple[str, str]:
+    """A totals and a minute counter hash under the test's prefix."""
+    return publisher.keys.counter("totals"), publisher.keys.counter("minute:1")
 
 
 async def test_counters_move_with_the_append_exactly_once(
     async_redis: aioredis.Redis, publisher: ChannelPublisher, prefix: str
 ) -> None:
-    totals, minute = _stats_hashes(prefix)
+    totals, minute = _stats_hashes(publisher)
     counters = [
         CounterIncrement(totals, "count:PENDING", 1),
         CounterIncrement(totals, "amount:EUR", 1250),
@@ -122,7 +120,7 @@ async def test_counters_move_with_the_append_exactly_once(
 async def test_increments_of_one_hash_add_up_exactly_and_its_last_expiry_holds(
     async_redis: aioredis.Redis, publisher: ChannelPublisher, prefix: str
 ) -> None:
-    totals, minute = _stats_hashes(prefix)
+    totals, minute = _stats_hashes(publisher)
     big = 2**62  # far beyond the integers a Lua number holds exactly
     counters = [
         CounterIncrement(totals, "n", 1),
@@ -144,10 +142,27 @@ async def test_counters_alone_are_guarded_too(
     async_redis: aioredis.Redis, publisher: ChannelPublisher, prefix: str
 ) -> None:
     event = new_event(type=PAYMENT_CREATED, source="/t", data={})
-    first = await publisher.append(event, [], counters=[CounterIncrement(f"{prefix}c", "n", 5)])
-    again = await publisher.append(event, [], counters=[CounterIncrement(f"{prefix}c", "n", 5)])
-    assert (first.applied, again.applied) == (True, False)
-    assert await async_redis.hget(f"{prefix}c", "n") == b"5"
+    counter = [CounterIncrement(publisher.keys.counter("c"), "n", 5)]
+    first = await publisher.append(event, [], counters=counter)
+    again = await publisher.append(event, [], counters=counter)
+    assert (first.applied, first.counted, again.applied, again.counted) == (
+        True,
+        True,
+        False,
+        False,
+    )
+    assert await async_redis.hget(publisher.keys.counter("c"), "n") == b"5"
+
+
+async def test_a_counter_outside_the_counters_hash_tag_is_refused(
+    async_redis: aioredis.Redis, publisher: ChannelPublisher, prefix: str
+) -> None:
+    event = new_event(type=PAYMENT_CREATED, source="/t", data={})
+    with pytest.raises(ValueError, match="not a counter key"):
+        await publisher.append(
+            event, ["payments"], counters=[CounterIncrement(f"{prefix}c", "n", 1)]
+        )
+    assert await async_redis.exists(publisher.keys.history("payments")) == 0
 
 
 async def test_a_channel_keeps_its_epoch_until_its_data_is_lost(
@@ -174,13 +189,13 @@ async def test_append_many_applies_each_once_in_order_as_append_would(
     async_redis: aioredis.Redis, publisher: ChannelPublisher, prefix: str
 ) -> None:
     pubsub = async_redis.pubsub()
-    await pubsub.subscribe(publisher.keys.live("payments"))
+    await pubsub.ssubscribe(publisher.keys.live("payments"))
     await pubsub.get_message(timeout=1)  # subscribe confirmation
     events = [
         new_event(type=PAYMENT_CREATED, source="/t", data={"payment_id": f"p{i}"}) for i in range(5)
     ]
-    already = await publisher.append(events[2], ["payments"])
-    counter = [CounterIncrement(f"{prefix}c", "n", 3)]
+    counter = [CounterIncrement(publisher.keys.counter("c"), "n", 3)]
+    already = await publisher.append(events[2], ["payments"], counters=counter)
     appends = [
         ChannelAppend(e, ["payments", "account:A"] if i % 2 else ["payments"], counters=counter)
         for i, e in enumerate(events)
@@ -200,7 +215,7 @@ async def test_append_many_applies_each_once_in_order_as_append_would(
         results[i].offsets["payments"] for i in (0, 1, 3, 4)
     ]
     assert await async_redis.xlen(publisher.keys.history("account:A")) == 2  # p1, p3
-    assert await async_redis.hget(f"{prefix}c", "n") == b"12"  # four events applied, not six
+    assert await async_redis.hget(publisher.keys.counter("c"), "n") == b"15"  # five, not seven
     frames = []
     while (m := await pubsub.get_message(ignore_subscribe_messages=True, timeout=0.5)) is not None:
         frames.append(orjson.loads(m["data"]))

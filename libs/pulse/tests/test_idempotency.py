@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
+from redis.asyncio import RedisCluster
 
 from pulse.consumer import SqsConsumer, SqsMessage
 from pulse.idempotency import (
@@ -21,6 +22,7 @@ from pulse.idempotency import (
     Outcome,
 )
 from pulse.metrics import StageMetrics
+from pulse.replication import Replication
 from pulse.settings import PulseSettings
 from pulse.topology import TopologyOutputs
 from pulse_dev.testing import WorkQueue, eventually
@@ -224,3 +226,19 @@ async def test_a_handler_abandoned_at_shutdown_releases_its_key(
     got = await asyncio.to_thread(sqs.receive_message, QueueUrl=url, WaitTimeSeconds=1)
     assert [m["Body"] for m in got.get("Messages", [])] == ["stuck"]
     sqs.delete_message(QueueUrl=url, ReceiptHandle=got["Messages"][0]["ReceiptHandle"])
+
+
+async def test_on_a_cluster_a_completion_replicated_by_wait_is_replayed(
+    async_redis_cluster: RedisCluster, prefix: str
+) -> None:
+    guard = IdempotencyGuard(async_redis_cluster, prefix, "test", replication=Replication(1, 2000))
+    runs: list[str] = []
+
+    async def work() -> bytes:
+        runs.append(key)
+        return f"done:{key}".encode()
+
+    for key in (f"evt-{n}" for n in range(12)):  # keys on every node
+        assert await guard.run(key, b"p", work) == Outcome(f"done:{key}".encode(), replayed=False)
+        assert await guard.run(key, b"p", work) == Outcome(f"done:{key}".encode(), replayed=True)
+    assert len(runs) == 12

@@ -1,6 +1,7 @@
 import pytest
 
 from pulse.errors import ConfigurationError
+from pulse.replication import Replication
 from pulse.service import run_service
 from pulse.settings import PulseSettings, load_settings
 
@@ -32,6 +33,10 @@ def test_standard_aws_and_redis_variables_are_honoured(monkeypatch: pytest.Monke
         ("PULSE_LOG_LEVEL", "loud"),
         ("PULSE_JWT_SECRET", "too-short"),
         ("PULSE_RESOURCE_PREFIX", "bad prefix!"),
+        ("PULSE_REDIS_PREFIX", "pulse:{x}:"),  # a brace would become the keys' hash tag
+        ("PULSE_REDIS_PREFIX", "pulse}"),
+        ("PULSE_REDIS_WAIT_REPLICAS", "-1"),
+        ("PULSE_REDIS_WAIT_TIMEOUT_MS", "0"),  # WAIT 0 would block forever
     ],
 )
 def test_bad_values_fail_naming_the_variable(
@@ -40,6 +45,13 @@ def test_bad_values_fail_naming_the_variable(
     monkeypatch.setenv(var, value)
     with pytest.raises(ConfigurationError, match=var):
         load_settings(PulseSettings)
+
+
+def test_replicas_must_acknowledge_only_when_asked(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert Replication.of(load_settings(PulseSettings)) == Replication(0, 1000)
+    monkeypatch.setenv("PULSE_REDIS_WAIT_REPLICAS", "1")
+    monkeypatch.setenv("PULSE_REDIS_WAIT_TIMEOUT_MS", "250")
+    assert Replication.of(load_settings(PulseSettings)) == Replication(1, 250)
 
 
 def test_settings_are_frozen() -> None:

@@ -9,9 +9,12 @@ from decimal import Decimal
 
 import pytest
 import redis.asyncio as aioredis
+from redis.asyncio import RedisCluster
 
 from fraud_worker.activity import AccountActivityStore
 from fraud_worker.rules import PaymentFacts
+from pulse.blocklists import blocklist_key
+from pulse.replication import Replication
 
 START = datetime(2025, 1, 1, tzinfo=UTC)
 
@@ -65,3 +68,25 @@ async def test_the_previous_country_is_remembered_and_stable_on_replay(
     replay = await store.record("e2", pay(5, country="FR"))
     assert replay.previous_country == "DE"
     assert (await store.record("e3", pay(6, country="FR"))).previous_country == "FR"
+
+
+async def test_on_a_cluster_activity_and_blocklists_are_read_together(
+    async_redis_cluster: RedisCluster,
+) -> None:
+    store = AccountActivityStore(
+        async_redis_cluster,
+        "pulse:",
+        window_seconds=60,
+        country_memory_seconds=600,
+        replication=Replication(1, 2000),
+    )
+    await async_redis_cluster.sadd(blocklist_key("pulse:", "merchants"), "m-bad")
+    for n in range(8):  # accounts on every node
+        account = f"acct-{n}"
+        payment = PaymentFacts(
+            "p", account, Decimal("10.00"), "EUR", "m-bad", "DE", START + timedelta(seconds=n)
+        )
+        first = await store.record(f"e{n}", payment)
+        again = await store.record(f"e{n}", payment)
+        assert first == again
+        assert (first.count, first.blocked_merchant, first.blocked_account) == (1, True, False)

@@ -6,8 +6,10 @@ from typing import Any
 
 import redis
 
+from fraud_worker.activity import velocity_key
 from pulse.channels import ALERTS
 from pulse.clients import aws_client
+from pulse.idempotency import idempotency_record_key
 from pulse.settings import PulseSettings
 from pulse.topology import TopologyOutputs
 from pulse_dev.testing import (
@@ -36,7 +38,7 @@ def test_a_worker_killed_mid_decision_is_replaced_and_decides_once(
     payment = pending_payment(account_id="acct-crash", amount="999999.00")
     payment_id = put_payment(ddb, names.payments_table, payment)["payment_id"]
     event = payment_created(payment)
-    guard_key = f"{stack_settings.redis_prefix}idem:fraud:{event.id}"
+    guard_key = idempotency_record_key(stack_settings.redis_prefix, "fraud", event.id)
 
     def status() -> str:
         got = ddb.get_item(
@@ -71,7 +73,7 @@ def test_a_worker_killed_mid_decision_is_replaced_and_decides_once(
     alerts = channel_history(client, stack_settings.redis_prefix, ALERTS)
     assert [alert["data"]["payment_id"] for alert in alerts] == [payment_id]
     # The velocity window counted the payment once, though two workers recorded it.
-    assert client.zcard(f"{stack_settings.redis_prefix}fraud:velocity:acct-crash") == 1
+    assert client.zcard(velocity_key(stack_settings.redis_prefix, "acct-crash")) == 1
 
     until(lambda: queue_depth(sqs, queue_url) == 0)
     assert second.stop() == 0

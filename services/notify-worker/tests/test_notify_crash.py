@@ -27,6 +27,7 @@ from yarl import URL
 from pulse.channels import ChannelKeys, account_channel
 from pulse.clients import aws_client
 from pulse.events import NOTIFICATION, stable_event_id
+from pulse.idempotency import idempotency_record_key
 from pulse.settings import PulseSettings
 from pulse.topology import TopologyOutputs
 from pulse_dev.testing import (
@@ -139,7 +140,7 @@ def test_a_worker_killed_inside_the_handler_is_replaced_and_notifies_once(
     event = payment_updated(
         updated_payment(account_id=account, payment_id="p-crash"), event_id=f"ev-crash-{forward}"
     )
-    guard_key = f"{stack_settings.redis_prefix}idem:notify:{event.id}"
+    guard_key = idempotency_record_key(stack_settings.redis_prefix, "notify", event.id)
     sqs = aws_client("sqs", stack_settings)
     queue_url = topology.queue_urls[stack_settings.names.notify_queue]
 

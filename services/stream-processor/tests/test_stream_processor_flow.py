@@ -155,7 +155,7 @@ def _live_frames(pubsub: Any, count: int, timeout: float = 10.0) -> list[dict[st
 
 def test_changes_reach_channels_audit_trail_and_queues(stack: Stack) -> None:
     pubsub = stack.redis.pubsub()
-    pubsub.subscribe(stack.keys.live("payments"))
+    pubsub.ssubscribe(stack.keys.live("payments"))
     accounts = ["acct-a", "acct-b", "acct-c"]
     payment_ids = [stack.put_payment(account) for account in accounts]
     process, port = stack.start_processor()

@@ -225,7 +225,7 @@ def _totals(replicas: Replicas) -> dict[str, int]:
 
 def test_counters_are_exact_after_a_crash_and_a_full_replay(replicas: Replicas) -> None:
     pubsub = replicas.redis.pubsub()
-    pubsub.subscribe(ChannelKeys(replicas.settings.redis_prefix).live("stats"))
+    pubsub.ssubscribe(ChannelKeys(replicas.settings.redis_prefix).live("stats"))
     amounts = [("10.01", "EUR"), ("0.99", "EUR"), ("250.00", "USD"), ("7.35", "EUR")]
     payment_ids = [replicas.put_payment("acct-s", a, c) for a, c in amounts]
     for payment_id, status in ((payment_ids[0], "APPROVED"), (payment_ids[2], "DECLINED")):

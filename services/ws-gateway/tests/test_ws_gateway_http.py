@@ -156,9 +156,9 @@ async def test_a_closed_sse_stream_releases_its_subscription(
     params = {"channels": f"account:{account}", "token": issue_token(SECRET, sub=account)}
     async with http.get(f"{base}/sse", params=params) as resp:
         assert (await SseReader(resp).next())["op"] == "subscribed"
-        assert (await async_redis.pubsub_numsub(live_key))[0][1] == 1
+        assert (await async_redis.pubsub_shardnumsub(live_key))[0][1] == 1
     async with asyncio.timeout(5):
-        while (await async_redis.pubsub_numsub(live_key))[0][1] != 0:
+        while (await async_redis.pubsub_shardnumsub(live_key))[0][1] != 0:
             await asyncio.sleep(0.1)
 
 

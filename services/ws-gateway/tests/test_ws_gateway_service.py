@@ -75,7 +75,7 @@ def _sample(metrics: str, name: str) -> float:
 
 
 async def _numsub(redis: aioredis.Redis, key: str) -> int:
-    result = await redis.pubsub_numsub(key)
+    result = await redis.pubsub_shardnumsub(key)
     return int(result[0][1])
 
 

@@ -6,6 +6,7 @@ group's ``heal()`` before it ends, so the next test finds it whole:
 
 - ``redis_cluster``: 3 masters with a replica each, no TLS, no password;
 - ``clean_redis_cluster`` (per test): the same cluster, flushed before the test;
+  ``async_redis_cluster`` (per test): an initialised asyncio client of it;
 - ``redis_sentinel``: a master, a replica and 3 sentinels (master name ``pulse``);
 - ``secure_redis_cluster`` / ``secure_redis_sentinel``: the same over TLS (``redis_tls``,
   a throwaway CA) with the data nodes requiring :data:`SECURE_REDIS_PASSWORD`.
@@ -16,6 +17,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Final
 
 import pytest
+from redis.asyncio import RedisCluster
 
 from pulse_dev.redis_servers import (
     RedisClusterGroup,
@@ -27,10 +29,11 @@ from pulse_dev.redis_servers import (
 )
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    from collections.abc import AsyncIterator, Iterator
 
 __all__ = [
     "SECURE_REDIS_PASSWORD",
+    "async_redis_cluster",
     "clean_redis_cluster",
     "redis_cluster",
     "redis_sentinel",
@@ -60,6 +63,17 @@ def clean_redis_cluster(redis_cluster: RedisClusterGroup) -> RedisClusterGroup:
     """``redis_cluster`` with no keys in it."""
     redis_cluster.flushall()
     return redis_cluster
+
+
+@pytest.fixture
+async def async_redis_cluster(
+    clean_redis_cluster: RedisClusterGroup,
+) -> AsyncIterator[RedisCluster]:
+    """An asyncio client of ``clean_redis_cluster``, its slot map read."""
+    client = RedisCluster.from_url(clean_redis_cluster.seed_url)
+    await client.initialize()
+    yield client
+    await client.aclose()
 
 
 @pytest.fixture(scope="session")

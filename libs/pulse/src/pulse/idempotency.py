@@ -1,6 +1,8 @@
 """An idempotency guard in Redis: run a piece of work once per key, even across crashes.
 
-One Redis hash per key, ``{prefix}idem:{scope}:{key}``:
+One Redis hash per key, ``{prefix}{idem:{scope}:{key}}`` (the whole name after the prefix
+is its hash tag: on Redis Cluster the record, its lease and every script on it are on the
+node of that one slot):
 
 - ``state`` ``in_progress``: a worker owns the key. ``owner`` is its random token, and the
   key's TTL is the lease: the worker renews it while it works (through the SQS consumer's
@@ -11,7 +13,11 @@ One Redis hash per key, ``{prefix}idem:{scope}:{key}``:
   with the same payload returns the stored result without running the work; with another
   payload it is an :class:`IdempotencyConflictError`.
 
-Every transition is one Lua script, checked and applied together. Unlike Powertools'
+Every transition is one Lua script, checked and applied together. With
+``PULSE_REDIS_WAIT_REPLICAS`` set, completing waits until that many replicas have the
+record (:mod:`pulse.replication`): a completion lost with a failed master would let a
+duplicate delivery run the work again; one not acknowledged raises a retryable error, and
+the retry finds the key completed. Unlike Powertools'
 idempotency utility (whose update and delete are unconditional), completing and releasing
 are conditional on the owner token: a slow worker whose lease expired and was taken over
 can neither overwrite the new owner's record nor delete it — its ``complete`` raises
@@ -35,6 +41,7 @@ import orjson
 from pulse.consumer import on_heartbeat
 from pulse.errors import PermanentError, RetryableError
 from pulse.logging import get_logger
+from pulse.replication import LuaScript, Replication, ScriptCall, ScriptRunner
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
@@ -52,6 +59,7 @@ __all__ = [
     "Outcome",
     "canonical_event",
     "guard_for",
+    "idempotency_record_key",
     "payload_hash",
 ]
 
@@ -87,13 +95,13 @@ return 1
 """
 
 # KEYS[1]; ARGV: owner, result, completed ttl ms -> 1 completed, 0 not the owner
-_COMPLETE: Final = """
+_COMPLETE: Final = LuaScript("""
 local held = redis.call('HMGET', KEYS[1], 'state', 'owner')
 if held[1] ~= 'in_progress' or held[2] ~= ARGV[1] then return 0 end
 redis.call('HSET', KEYS[1], 'state', 'completed', 'result', ARGV[2])
 redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[3]))
 return 1
-"""
+""")
 
 # KEYS[1]; ARGV: owner -> 1 released, 0 not the owner
 _RELEASE: Final = """
@@ -114,6 +122,11 @@ class InProgressError(RetryableError):
 
 class LeaseLostError(RetryableError):
     """This worker no longer owns the key (its lease ran out and may have been taken over)."""
+
+
+def idempotency_record_key(prefix: str, scope: str, idempotency_key: str) -> str:
+    """The Redis hash of ``idempotency_key`` in ``scope``: ``{prefix}{idem:{scope}:{key}}``."""
+    return f"{prefix}{{idem:{scope}:{idempotency_key}}}"
 
 
 def payload_hash(payload: bytes) -> str:
@@ -155,19 +168,21 @@ class IdempotencyGuard:
         *,
         lease_seconds: float = 60.0,
         completed_ttl_seconds: float = 7 * 24 * 3600,
+        replication: Replication | None = None,
     ) -> None:
         if lease_seconds <= 0 or completed_ttl_seconds <= 0:
             raise ValueError("lease_seconds and completed_ttl_seconds must be positive")
-        self._prefix = f"{prefix}idem:{scope}:"
+        self._prefix = prefix
+        self._scope = scope
         self._lease_ms = max(1, int(lease_seconds * 1000))
         self._completed_ms = max(1, int(completed_ttl_seconds * 1000))
         self._acquire = redis.register_script(_ACQUIRE)
         self._renew = redis.register_script(_RENEW)
-        self._complete = redis.register_script(_COMPLETE)
+        self._runner = ScriptRunner(redis, replication)
         self._release = redis.register_script(_RELEASE)
 
     def key(self, idempotency_key: str) -> str:
-        return f"{self._prefix}{idempotency_key}"
+        return idempotency_record_key(self._prefix, self._scope, idempotency_key)
 
     async def acquire(self, idempotency_key: str, payload: bytes) -> Claim | Outcome:
         """Take the key (a :class:`Claim`) or return the completed :class:`Outcome`.
@@ -195,10 +210,10 @@ class IdempotencyGuard:
         return bool(await self._renew(keys=[claim.key], args=[claim.owner, self._lease_ms]))
 
     async def complete(self, claim: Claim, result: bytes) -> None:
-        """Mark the key done with ``result``; :class:`LeaseLostError` if not the owner."""
-        done = await self._complete(
-            keys=[claim.key], args=[claim.owner, result, self._completed_ms]
-        )
+        """Mark the key done with ``result``; :class:`LeaseLostError` if not the owner,
+        :class:`~pulse.replication.ReplicationShortfallError` if replicas did not confirm."""
+        call = ScriptCall(_COMPLETE, (claim.key,), (claim.owner, result, self._completed_ms))
+        done = await self._runner.call(call, idempotent=False)
         if not done:
             raise LeaseLostError(f"lease on {claim.key} lost before completion")
 
@@ -247,4 +262,5 @@ def guard_for(redis: RedisClient, settings: SqsConsumerSettings, scope: str) -> 
         scope,
         lease_seconds=settings.idempotency_lease_seconds,
         completed_ttl_seconds=settings.idempotency_ttl_seconds,
+        replication=Replication.of(settings),
     )

@@ -74,7 +74,15 @@ class PulseSettings(BaseSettings):
         default="redis://127.0.0.1:6379/0",
         validation_alias=AliasChoices("REDIS_URL", "PULSE_REDIS_URL"),
     )
-    redis_prefix: str = Field(default="pulse:", min_length=1, max_length=64)
+    # No braces: keys put their hash tag right after the prefix (``pulse:{ch:payments}:…``),
+    # and Redis Cluster hashes the first ``{…}`` of a key.
+    redis_prefix: str = Field(default="pulse:", min_length=1, max_length=64, pattern=r"^[^{}]*$")
+    # PULSE_REDIS_WAIT_REPLICAS: after the writes that must survive a failover (channel
+    # appends and their guards, counters, idempotency completions, fraud activity), WAIT
+    # until this many replicas acknowledged them (1 with a replica per master: cluster,
+    # sentinel). 0: no WAIT. Fewer in PULSE_REDIS_WAIT_TIMEOUT_MS: a retryable failure.
+    redis_wait_replicas: int = Field(default=0, ge=0, le=16)
+    redis_wait_timeout_ms: int = Field(default=1000, ge=1, le=60_000)
     redis_mode: Literal["standalone", "cluster", "sentinel"] = "standalone"
     # Comma-separated redis:// or rediss:// URLs (port 26379 unless given), all one scheme.
     redis_sentinels: Annotated[tuple[str, ...], NoDecode] = ()

@@ -1,16 +1,22 @@
 """Account activity the rules need, kept in Redis and updated in one Lua script per payment.
 
-Keys (under the Redis prefix):
+Keys (under the Redis prefix; an account's keys share the hash tag ``{fraud:{account_id}}``,
+so its script runs on one node of a Redis Cluster):
 
-- ``{prefix}fraud:velocity:{account_id}`` — sorted set, member ``{event_id}|{currency}|{amount}``,
+- ``{prefix}{fraud:{account_id}}:velocity`` — sorted set, member ``{event_id}|{currency}|{amount}``,
   score the payment's time in ms. The member is fixed by the event, so a replayed event
   does not count twice. Entries older than the window are trimmed; the key expires after it.
-- ``{prefix}fraud:country:{account_id}`` — hash ``event``, ``country``, ``previous``: the last
+- ``{prefix}{fraud:{account_id}}:country`` — hash ``event``, ``country``, ``previous``: the last
   payment's country and the one before, so a replay of the last event is compared with the
   same country as the first time.
-- ``{prefix}fraud:blocked:accounts`` and ``{prefix}fraud:blocked:merchants`` — sets of blocked
-  ids, managed with ``pulse fraud block|unblock`` (the same layout as ``pulse.cli``); read in
-  the same script, so a block applies to the next payment.
+- ``{prefix}{blocklist}:accounts`` and ``{prefix}{blocklist}:merchants`` — sets of blocked
+  ids, managed with ``pulse fraud block|unblock`` (:mod:`pulse.blocklists`); read by a
+  second script in the same round trip (per node), so a block applies to the next payment.
+
+With ``PULSE_REDIS_WAIT_REPLICAS`` set, recording waits until that many replicas have the
+activity (:mod:`pulse.replication`): a payment lost from the window with a failed master
+would let the next ones through a velocity limit. Recording is idempotent, so a retry after
+a shortfall changes nothing twice.
 """
 
 from __future__ import annotations
@@ -20,17 +26,18 @@ from typing import TYPE_CHECKING, Final
 
 from fraud_worker.rules import AccountActivity
 from pulse.blocklists import blocklist_key
+from pulse.replication import LuaScript, ScriptCall, ScriptRunner
 
 if TYPE_CHECKING:
     from fraud_worker.rules import PaymentFacts
     from pulse.clients import RedisClient
+    from pulse.replication import Replication
 
-__all__ = ["AccountActivityStore"]
+__all__ = ["AccountActivityStore", "account_tag", "velocity_key"]
 
-# KEYS[1] velocity zset, KEYS[2] country hash, KEYS[3] blocked accounts, KEYS[4] blocked merchants
-# ARGV: event id, time ms, window ms, amount, currency, country ('' if none), country ttl s,
-#       account id, merchant id
-_RECORD_LUA: Final = """
+# KEYS[1] velocity zset, KEYS[2] country hash
+# ARGV: event id, time ms, window ms, amount, currency, country ('' if none), country ttl s
+_RECORD_LUA: Final = LuaScript("""
 local t = tonumber(ARGV[2])
 local window = tonumber(ARGV[3])
 redis.call('ZADD', KEYS[1], t, ARGV[1] .. '|' .. ARGV[5] .. '|' .. ARGV[4])
@@ -53,9 +60,23 @@ if ARGV[6] ~= '' then
   end
   redis.call('EXPIRE', KEYS[2], tonumber(ARGV[7]))
 end
-return {#members, string.format('%.2f', sum), previous,
-        redis.call('SISMEMBER', KEYS[3], ARGV[8]), redis.call('SISMEMBER', KEYS[4], ARGV[9])}
-"""
+return {#members, string.format('%.2f', sum), previous}
+""")
+
+# KEYS[1] blocked accounts, KEYS[2] blocked merchants; ARGV: account id, merchant id
+_BLOCKED_LUA: Final = LuaScript("""
+return {redis.call('SISMEMBER', KEYS[1], ARGV[1]), redis.call('SISMEMBER', KEYS[2], ARGV[2])}
+""")
+
+
+def account_tag(prefix: str, account_id: str) -> str:
+    """The start of every activity key of the account: the prefix and its hash tag."""
+    return f"{prefix}{{fraud:{account_id}}}"
+
+
+def velocity_key(prefix: str, account_id: str) -> str:
+    """The account's velocity window (a sorted set)."""
+    return f"{account_tag(prefix, account_id)}:velocity"
 
 
 class AccountActivityStore:
@@ -68,32 +89,30 @@ class AccountActivityStore:
         *,
         window_seconds: int,
         country_memory_seconds: int,
+        replication: Replication | None = None,
     ) -> None:
         self._prefix = prefix
         self._window_ms = window_seconds * 1000
         self._country_ttl = country_memory_seconds
-        self._script = redis.register_script(_RECORD_LUA)
+        self._runner = ScriptRunner(redis, replication)
 
     def velocity_key(self, account_id: str) -> str:
-        return f"{self._prefix}fraud:velocity:{account_id}"
+        return velocity_key(self._prefix, account_id)
 
     def country_key(self, account_id: str) -> str:
-        return f"{self._prefix}fraud:country:{account_id}"
+        return f"{account_tag(self._prefix, account_id)}:country"
 
     def blocklist_key(self, kind: str) -> str:
         """``kind`` is ``accounts`` or ``merchants``."""
         return blocklist_key(self._prefix, kind)
 
-    async def record(self, event_id: str, payment: PaymentFacts) -> AccountActivity:
-        """Add the payment (once per ``event_id``); read the window around it and the blocklists."""
-        result = await self._script(
-            keys=[
-                self.velocity_key(payment.account_id),
-                self.country_key(payment.account_id),
-                self.blocklist_key("accounts"),
-                self.blocklist_key("merchants"),
-            ],
-            args=[
+    def script_calls(self, event_id: str, payment: PaymentFacts) -> list[ScriptCall]:
+        """What :meth:`record` runs: the account's activity update (durable), then the
+        blocklists' read. Pure: nothing is sent."""
+        record = ScriptCall(
+            _RECORD_LUA,
+            (self.velocity_key(payment.account_id), self.country_key(payment.account_id)),
+            (
                 event_id,
                 int(payment.occurred_at.timestamp() * 1000),
                 self._window_ms,
@@ -101,11 +120,22 @@ class AccountActivityStore:
                 payment.currency,
                 payment.country or "",
                 self._country_ttl,
-                payment.account_id,
-                payment.merchant_id,
-            ],
+            ),
         )
-        count, total, previous, blocked_account, blocked_merchant = result
+        blocked = ScriptCall(
+            _BLOCKED_LUA,
+            (self.blocklist_key("accounts"), self.blocklist_key("merchants")),
+            (payment.account_id, payment.merchant_id),
+            durable=False,
+        )
+        return [record, blocked]
+
+    async def record(self, event_id: str, payment: PaymentFacts) -> AccountActivity:
+        """Add the payment (once per ``event_id``); read the window around it and the blocklists."""
+        calls = self.script_calls(event_id, payment)
+        activity, blocks = await self._runner.run(calls, idempotent=True)
+        count, total, previous = activity
+        blocked_account, blocked_merchant = blocks
         previous_text = previous.decode() if isinstance(previous, bytes) else str(previous)
         total_text = total.decode() if isinstance(total, bytes) else str(total)
         return AccountActivity(

@@ -16,6 +16,7 @@ from fraud_worker.activity import AccountActivityStore
 from fraud_worker.decisions import DecisionStore
 from fraud_worker.rules import FraudDecision, PaymentFacts, RiskLimits, evaluate
 from fraud_worker.settings import FraudSettings, load_fraud_settings
+from pulse.blocklists import adopt_earlier_blocklists
 from pulse.channels import ALERTS, ChannelPublisher
 from pulse.clients import aws_client, redis_client
 from pulse.consumer import SqsMessage, consume
@@ -31,6 +32,7 @@ from pulse.idempotency import IdempotencyGuard, canonical_event, guard_for
 from pulse.logging import event_context, get_logger
 from pulse.metrics import StageMetrics
 from pulse.payments import APPROVED, format_amount
+from pulse.replication import Replication
 from pulse.service import redis_check, serving_ops
 
 if TYPE_CHECKING:
@@ -155,15 +157,23 @@ async def serve(lifecycle: Lifecycle) -> None:
 
     lifecycle.add_check("dynamodb", check_dynamodb)
     lifecycle.add_check("redis", redis_check(redis))
+    try:
+        adopted = await adopt_earlier_blocklists(redis, settings.redis_prefix)
+    except Exception as exc:  # Redis not up yet: readiness says so; the next start adopts
+        log.warning("earlier blocklists not adopted", error=str(exc))
+    else:
+        if adopted:
+            log.info("blocklists moved to their cluster-safe keys", ids=adopted)
     worker = FraudWorker(
         AccountActivityStore(
             redis,
             settings.redis_prefix,
             window_seconds=settings.velocity_window_seconds,
             country_memory_seconds=settings.country_memory_seconds,
+            replication=Replication.of(settings),
         ),
         decisions,
-        ChannelPublisher(redis, settings.redis_prefix),
+        ChannelPublisher.of(redis, settings),
         settings.risk_limits(),
         guard=guard_for(redis, settings, "fraud"),
         decision_delay_seconds=settings.decision_delay_seconds,

@@ -49,6 +49,7 @@ __all__ = [
     "WebhookDeliverer",
     "WebhookFanout",
     "delivery_verdict",
+    "rate_key",
     "sign",
     "signature_headers",
 ]
@@ -187,6 +188,12 @@ class WebhookFanout:
         return True
 
 
+def rate_key(redis_prefix: str, endpoint_id: str, second: int) -> str:
+    """The endpoint's delivery counter of one second. Every Redis key of an endpoint carries
+    the hash tag ``{webhooks:{endpoint id}}`` (one node of a Redis Cluster per endpoint)."""
+    return f"{redis_prefix}{{webhooks:{endpoint_id}}}:rate:{second}"
+
+
 # KEYS[1] the endpoint's counter of this second; ARGV[1] limit -> 1 allowed, 0 over
 _RATE_LUA: Final = """
 local n = redis.call('INCR', KEYS[1])
@@ -214,7 +221,7 @@ class WebhookDeliverer:
         self._session = session
         self._secrets = secrets
         self._names = names
-        self._prefix = f"{redis_prefix}webhooks:rate:"
+        self._prefix = redis_prefix
         self._rate = rate_per_second
         self._timeout = aiohttp.ClientTimeout(total=timeout_seconds)
         self._max_attempts = max_attempts
@@ -231,7 +238,7 @@ class WebhookDeliverer:
             await self._deliver(delivery, message.receive_count)
 
     async def _allowed(self, endpoint_id: str) -> bool:
-        key = f"{self._prefix}{endpoint_id}:{int(time.time())}"
+        key = rate_key(self._prefix, endpoint_id, int(time.time()))
         return bool(await self._rate_script(keys=[key], args=[self._rate]))
 
     async def _deliver(self, delivery: Delivery, attempt: int) -> None:

@@ -96,7 +96,7 @@ async def serve(lifecycle: Lifecycle) -> None:
     lifecycle.add_check("redis", redis_check(redis))
     worker = NotifyWorker(
         [
-            AccountChannelNotifier(ChannelPublisher(redis, settings.redis_prefix)),
+            AccountChannelNotifier(ChannelPublisher.of(redis, settings)),
             WebhookFanout(sqs, hooks.queue, directory),
         ],
         guard=guard_for(redis, settings, "notify"),

@@ -237,9 +237,9 @@ class BatchEffects:
     The two halves are separate so the shard reader can publish the next batch live while
     this one's SNS and audit writes are still running (see ``shard_reader``).
 
-    With ``stats`` keys, each event's counter increments go into its channel append (one
-    script, one guard: applied exactly once); ``on_counted`` is called after a batch that
-    changed them (the throttled stats publisher listens).
+    With ``stats`` keys, each event's counter increments go with its channel append (under
+    a guard of their own: applied exactly once); ``on_counted`` is called after a batch
+    that changed them (the throttled stats publisher listens).
     """
 
     def __init__(
@@ -271,8 +271,8 @@ class BatchEffects:
         """Redis channels and counters: what browsers see, so it never waits for SNS.
 
         One item's events stay in stream order: the batch's appends go out as one pipeline
-        that Redis runs in order, and the shard reader starts a batch's appends only after
-        the previous batch's finished.
+        per Redis node, which runs them in order (each channel lives on one node), and the
+        shard reader starts a batch's appends only after the previous batch's finished.
         """
         if not processed:
             return
@@ -287,10 +287,7 @@ class BatchEffects:
             for p in processed
         ]
         results = await self._channels.append_many(appends)
-        counted = any(
-            result.applied and append.counters
-            for append, result in zip(appends, results, strict=True)
-        )
+        counted = any(result.counted for result in results)
         if counted and self._on_counted is not None:
             self._on_counted()
 

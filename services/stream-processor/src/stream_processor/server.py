@@ -141,7 +141,7 @@ async def _process(
         or await retry_until_found("failure queue", failures.url, lifecycle.stopping) is None
     ):
         return
-    channels = ChannelPublisher(redis, settings.redis_prefix)
+    channels = ChannelPublisher.of(redis, settings)
     stats_keys = StatsKeys(settings.redis_prefix)
     stats = StatsPublisher(redis, channels, stats_keys, interval=settings.stats_interval_seconds)
     effects = BatchEffects(

@@ -1,11 +1,13 @@
 """Live counters of payments: what each event adds, and the ``pulse.stats`` snapshot. Pure.
 
 Counters live in Redis hashes and are changed only by
-:class:`~pulse.channels.CounterIncrement` s applied by the channel append script, under
-the event's once-per-event-id guard: an event replayed after a crash changes nothing,
-so the counters are exact. Amounts are integers in minor units (cents).
+:class:`~pulse.channels.CounterIncrement` s applied with the channel append, under the
+counters' own once-per-event-id guard: an event replayed after a crash changes nothing,
+so the counters are exact. Amounts are integers in minor units (cents). Every counter
+hash carries the hash tag ``{stats}`` (:meth:`pulse.channels.ChannelKeys.counter`), so
+one script updates them all on one Redis node.
 
-``{prefix}stats:totals`` — since the beginning:
+``{prefix}{stats}:totals`` — since the beginning:
 
 - ``count:{status}:{currency}`` / ``amount:{status}:{currency}`` — payments *currently* in
   each status: a created payment adds to its status, a status change moves it from the
@@ -13,7 +15,7 @@ so the counters are exact. Amounts are integers in minor units (cents).
 - ``created:{currency}`` / ``created_amount:{currency}`` — every payment ever created;
 - ``events:{created|updated|deleted}`` — events applied.
 
-``{prefix}stats:minute:{epoch minute}`` — per minute of the event's time, kept for
+``{prefix}{stats}:minute:{epoch minute}`` — per minute of the event's time, kept for
 :data:`SERIES_TTL_SECONDS` (a little over the hour the snapshot shows): ``events``,
 ``created:{currency}``, ``created_amount:{currency}``, and ``status:{status}`` (payments
 that entered that status in the minute: creations and status changes).
@@ -26,7 +28,7 @@ from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from typing import TYPE_CHECKING, Any, Final
 
-from pulse.channels import CounterIncrement
+from pulse.channels import ChannelKeys, CounterIncrement
 from pulse.events import PAYMENT_CREATED, PAYMENT_DELETED, PAYMENT_UPDATED
 
 if TYPE_CHECKING:
@@ -60,10 +62,10 @@ class StatsKeys:
 
     @property
     def totals(self) -> str:
-        return f"{self.prefix}stats:totals"
+        return ChannelKeys(self.prefix).counter("totals")
 
     def minute(self, epoch_minute: int) -> str:
-        return f"{self.prefix}stats:minute:{epoch_minute}"
+        return ChannelKeys(self.prefix).counter(f"minute:{epoch_minute}")
 
 
 def minor_units(amount: object) -> int:

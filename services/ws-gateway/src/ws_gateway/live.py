@@ -1,4 +1,7 @@
-"""Live delivery: one Redis pub/sub connection per process, fanned out to local subscribers.
+"""Live delivery: sharded Redis pub/sub (``SSUBSCRIBE``), fanned out to local subscribers.
+
+The append scripts publish with ``SPUBLISH`` on the channel's live key, which shares the
+channel's hash tag (so it lives on the node that holds the channel's history).
 
 Each channel has one Redis subscription, reference-counted over the local subscribers: the
 first subscriber subscribes, the last one unsubscribes. Published frames are decoded once and
@@ -6,12 +9,24 @@ gathered per channel until the reader has taken every message already received; 
 channel's frames go to its :class:`~ws_gateway.fanout.ChannelFanout` together, so a burst
 costs one write per connection, not one per frame.
 
-Gap fill: Redis pub/sub drops whatever is published while the connection is down. The hub
-remembers the last offset it delivered per channel; when the pub/sub connection comes back
-it reads each channel's history after that offset and delivers it (live frames arriving
-meanwhile are held and joined by offset), so subscribers see no gap and no duplicate. If
-the channel's epoch changed (Redis lost its data), the gap cannot be filled: subscribers
-get a fresh ``subscribed`` frame with the new epoch and ``recovered:false`` instead.
+Frames are published with ``SPUBLISH`` to :meth:`pulse.channels.ChannelKeys.live` (Redis 7).
+A standalone or sentinel Redis carries every channel on one connection; a cluster carries a
+channel only on the master owning its hash slot, so there is a connection per such master
+(:mod:`ws_gateway.live_links`), each read by its own task.
+
+Gap fill: Redis pub/sub drops whatever is published while a subscription is down. The hub
+remembers the last offset it delivered per channel; when a subscription comes back it waits
+for Redis to confirm it, reads the channel's history after that offset and delivers it (live
+frames arriving meanwhile are held and joined by offset), so subscribers see no gap and no
+duplicate. If the channel's epoch changed (Redis lost its data), the gap cannot be filled:
+subscribers get a fresh ``subscribed`` frame with the new epoch and ``recovered:false``.
+
+A subscription comes back in one of two ways. A connection that drops and reconnects is
+resubscribed by redis-py (then :meth:`LiveHub._on_reconnect` runs). A subscription Redis
+dropped by itself — a ``sunsubscribe`` it sent (the slot moved away, the node became a
+replica), a ``MOVED`` reply, a cluster node's connection lost — is *lost*, and subscribed
+again on the channel's current master (:meth:`~ws_gateway.live_links.LiveLinks.lose`).
+Either way it is logged and counted in ``pulse_ws_redis_resubscriptions_total``.
 """
 
 from __future__ import annotations
@@ -19,26 +34,30 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import deque
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any
+
+from redis.crc import key_slot
+from redis.exceptions import MovedError, ResponseError
 
 from pulse.logging import get_logger
 from ws_gateway.fanout import ChannelFanout
-from ws_gateway.metrics import GAP_FILLS, MESSAGES_SENT, REDIS_CHANNELS
+from ws_gateway.live_links import RETRY_DELAY_SECONDS, LiveLinks
+from ws_gateway.metrics import GAP_FILLS, MESSAGES_SENT, REDIS_CHANNELS, REDIS_RESUBSCRIPTIONS
 from ws_gateway.offsets import ZERO, StreamId, frame_offset
 from ws_gateway.protocol import subscribed_frame
 
 if TYPE_CHECKING:
-    from redis.asyncio.client import PubSub
+    from collections.abc import Iterable
 
     from pulse.channels import ChannelKeys
     from pulse.clients import RedisClient
     from ws_gateway.fanout import Subscriber
     from ws_gateway.history import ChannelHistory
+    from ws_gateway.live_links import LiveLink
 
 __all__ = ["LiveHub"]
 
 log = get_logger("ws_gateway.live")
-_RETRY_DELAY_SECONDS: Final = 1.0
 
 
 class LiveHub:
@@ -51,12 +70,19 @@ class LiveHub:
         subscribe_timeout: float = 5.0,
         ping_interval: float = 30.0,
     ) -> None:
-        # ``redis`` must be a client of its own with health checks off: the pub/sub
-        # connection is read only by the reader task (redis-py would otherwise read a PING
-        # reply from another task while the reader is waiting).
+        # ``redis`` must be a client of its own, with health checks off (a pub/sub connection
+        # is read only by its reader task: redis-py would otherwise read a PING reply from
+        # another task while the reader waits) and replies not decoded. The hub closes it.
+        if redis.get_encoder().decode_responses:
+            raise ValueError("LiveHub needs a Redis client that does not decode replies")
         self._redis = redis
-        self._pubsub: PubSub = redis.pubsub()
-        self._live_prefix = keys.live("")
+        self._links = LiveLinks(
+            redis,
+            live_key=self._live_key,
+            started=self._started,
+            on_reconnect=self._on_reconnect,
+            listening=self._listening,
+        )
         self._keys = keys
         self._history = history
         # Per channel: the newest offset delivered, its epoch, and (while a gap is being
@@ -64,36 +90,27 @@ class LiveHub:
         self._last: dict[str, StreamId] = {}
         self._epochs: dict[str, str] = {}
         self._held: dict[str, list[str]] = {}
+        self._stale: set[str] = set()  # held channels whose gap is not filled yet
         self._fill_task: asyncio.Task[None] | None = None
         self._subscribe_timeout = subscribe_timeout
         self._ping_interval = ping_interval
         self._subscribers: dict[str, ChannelFanout] = {}
+        self._channel_of: dict[bytes, str] = {}  # live key -> channel, for those subscribed
         # Frames received during this pass of the event loop, per channel, fanned out at its end.
         self._due: dict[str, list[str]] = {}
         self._ready: dict[str, asyncio.Future[None]] = {}
-        # Futures waiting for Redis to confirm a SUBSCRIBE, per live key, in send order.
-        self._confirmations: dict[str, deque[asyncio.Future[None]]] = {}
-        self._tasks: list[asyncio.Task[None]] = []
+        # Futures waiting for Redis to confirm an SSUBSCRIBE, per live key, in send order.
+        self._confirmations: dict[bytes, deque[asyncio.Future[None]]] = {}
 
     async def start(self) -> None:
-        await self._pubsub.connect()  # type: ignore[no-untyped-call]
-        # Called on every later (re)connect, after redis-py has resubscribed our channels.
-        connection: Any = self._pubsub.connection
-        connection.register_connect_callback(self._on_reconnect)
-        self._tasks = [
-            asyncio.create_task(self._read_loop(), name="live-reader"),
-            asyncio.create_task(self._ping_loop(), name="live-ping"),
-        ]
+        await self._links.start()
 
     async def close(self) -> None:
+        await self._links.close()  # first: no reader is left to start a gap fill
         if self._fill_task is not None:
-            self._tasks.append(self._fill_task)
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
+            self._fill_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await task
-        await self._pubsub.aclose()  # type: ignore[no-untyped-call]
+                await self._fill_task
         await self._redis.aclose()
 
     @property
@@ -105,14 +122,16 @@ class LiveHub:
         subscribers = self._subscribers.get(channel)
         if subscribers is None:
             subscribers = self._subscribers[channel] = ChannelFanout()
-            live_key = self._keys.live(channel)
+            live_key = self._live_key(channel)
+            self._channel_of[live_key] = channel
             ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
             self._ready[channel] = ready
             self._confirmations.setdefault(live_key, deque()).append(ready)
             REDIS_CHANNELS.set(len(self._subscribers))
             subscribers.add(subscriber)
             try:
-                await self._pubsub.subscribe(live_key)
+                link = await self._links.attach(channel)
+                await link.pubsub.ssubscribe(live_key)
             except Exception:
                 self._forget_confirmation(live_key, ready)
                 await self.remove(channel, subscriber)
@@ -138,7 +157,7 @@ class LiveHub:
 
     async def publish(self, channel: str, frame: str) -> None:
         """Publish ``frame`` to the channel's subscribers on every gateway (not stored)."""
-        await self._redis.publish(self._keys.live(channel), frame)
+        await self._redis.spublish(self._keys.live(channel), frame)
 
     def promote(self, channel: str, subscriber: Subscriber) -> None:
         """``subscriber`` has joined its replay to ``channel``: into the direct lane if it is
@@ -164,34 +183,58 @@ class LiveHub:
         if subscribers:
             return
         del self._subscribers[channel]
-        self._ready.pop(channel, None)
-        self._last.pop(channel, None)
-        self._epochs.pop(channel, None)
-        self._held.pop(channel, None)
+        for state in (self._ready, self._last, self._epochs, self._held):
+            state.pop(channel, None)
+        self._stale.discard(channel)
+        live_key = self._live_key(channel)
+        self._channel_of.pop(live_key, None)
         REDIS_CHANNELS.set(len(self._subscribers))
+        link = self._links.detach(channel)
+        if link is None:
+            return
+        if not link.connected:  # nothing to tell Redis; the reconnect must not resubscribe it
+            link.forget(live_key)
+            return
+        link.unsubscribing[live_key] += 1
         try:
-            await self._pubsub.unsubscribe(self._keys.live(channel))
-        except Exception as exc:  # the reconnect resubscribes only to channels still held
+            await link.pubsub.sunsubscribe(live_key)
+        except Exception as exc:
+            link.unsubscribing.pop(live_key, None)
+            link.forget(live_key)
             log.warning("redis unsubscribe failed", channel=channel, error=str(exc))
 
-    async def _read_loop(self) -> None:
+    def _live_key(self, channel: str) -> bytes:
+        return self._keys.live(channel).encode()
+
+    def _started(self, link: LiveLink) -> None:
+        link.tasks = [
+            asyncio.create_task(self._read_loop(link), name=f"live-reader {link.name}"),
+            asyncio.create_task(self._ping_loop(link), name=f"live-ping {link.name}"),
+        ]
+
+    async def _read_loop(self, link: LiveLink) -> None:
         while True:
             try:
-                message = await self._pubsub.get_message(timeout=None)
+                message = await link.pubsub.get_message(timeout=None)
             except asyncio.CancelledError:
                 raise
+            except ResponseError as exc:  # a reply to an (S)SUBSCRIBE: the connection holds
+                self._refused(link, exc)
+                continue
             except Exception as exc:
-                log.warning("redis pub/sub read failed", error=str(exc))
-                await asyncio.sleep(_RETRY_DELAY_SECONDS)
+                log.warning("redis pub/sub read failed", server=link.name, error=str(exc))
+                if self._links.servers.follows_slots:  # the node may be gone: find its successor
+                    self._lose(link.channels, "node_lost")
+                await asyncio.sleep(RETRY_DELAY_SECONDS)
                 continue
             if message is not None:
-                self._on_message(message)
+                self._on_message(link, message)
 
-    def _on_message(self, message: dict[str, Any]) -> None:
+    def _on_message(self, link: LiveLink, message: dict[str, Any]) -> None:
         kind = message["type"]
-        if kind == "message":
-            channel = message["channel"].decode().removeprefix(self._live_prefix)
-            if channel in self._subscribers:
+        if kind == "smessage":
+            channel = self._channel_of.get(message["channel"])
+            if channel is not None:
                 frame: str = message["data"].decode()
                 held = self._held.get(channel)
                 if held is not None:
@@ -200,15 +243,10 @@ class LiveHub:
                 if not self._due:
                     asyncio.get_running_loop().call_soon(self._fan_out_due)
                 self._due.setdefault(channel, []).append(frame)
-        elif kind == "subscribe":
-            live_key = message["channel"].decode()
-            waiting = self._confirmations.get(live_key)
-            if waiting:
-                ready = waiting.popleft()
-                if not waiting:
-                    del self._confirmations[live_key]
-                if not ready.done():
-                    ready.set_result(None)
+        elif kind == "ssubscribe":
+            self._confirm(link, message["channel"])
+        elif kind == "sunsubscribe":
+            self._unsubscribed(link, message["channel"])
 
     def _fan_out_due(self) -> None:
         due, self._due = self._due, {}
@@ -239,25 +277,98 @@ class LiveHub:
         if fresh:
             MESSAGES_SENT.inc(fanout.deliver(channel, fresh))
 
-    def _on_reconnect(self, _connection: object) -> None:
-        # Synchronous part first: hold live frames of every channel until its gap is filled.
-        for channel in self._subscribers:
-            self._held.setdefault(channel, [])
-        if self._fill_task is None or self._fill_task.done():
+    def _confirm(self, link: LiveLink, live_key: bytes) -> None:
+        channel = self._channel_of.get(live_key)
+        if channel is not None and self._links.of(channel) is not link:
+            return  # from a node the channel has left
+        waiting = self._confirmations.get(live_key)
+        if waiting:
+            ready = waiting.popleft()
+            if not waiting:
+                del self._confirmations[live_key]
+            if not ready.done():
+                ready.set_result(None)
+
+    def _unsubscribed(self, link: LiveLink, live_key: bytes) -> None:
+        if link.unsubscribing[live_key] > 0:  # the reply to our own SUNSUBSCRIBE
+            link.unsubscribing[live_key] -= 1
+            if not link.unsubscribing[live_key]:
+                del link.unsubscribing[live_key]
+            return
+        channel = self._channel_of.get(live_key)
+        if channel is not None and self._links.of(channel) is link:
+            log.warning("redis dropped a live subscription", channel=channel, server=link.name)
+            self._lose([channel], "unsubscribed")
+
+    def _refused(self, link: LiveLink, exc: ResponseError) -> None:
+        log.warning("redis refused a pub/sub command", server=link.name, error=str(exc))
+        if isinstance(exc, MovedError):  # this node no longer serves the slot
+            self._lose(
+                [c for c in link.channels if key_slot(self._live_key(c)) == exc.slot_id], "moved"
+            )
+            for key in [k for k in link.unsubscribing if key_slot(k) == exc.slot_id]:
+                del link.unsubscribing[key]  # their reply was this error
+        else:  # which command it answered is unknown: redo those not confirmed
+            unconfirmed = [c for c in link.channels if not self._listening(c)]
+            self._lose(unconfirmed or list(link.channels), "refused")
+
+    def _expect_confirmation(self, channel: str) -> None:
+        """An SSUBSCRIBE for ``channel`` is (about to be) sent again; replies to earlier ones
+        are lost or void. Waiters on the channel's readiness go on waiting."""
+        ready = self._ready.get(channel)
+        if ready is None or ready.done():
+            ready = self._ready[channel] = asyncio.get_running_loop().create_future()
+        self._confirmations[self._live_key(channel)] = deque([ready])
+
+    def _listening(self, channel: str) -> bool:
+        """Has Redis confirmed the channel's latest SSUBSCRIBE (or is it no longer wanted)?"""
+        ready = self._ready.get(channel)
+        return ready is None or ready.done()
+
+    def _hold(self, channels: Iterable[str]) -> None:
+        """Hold these channels' live frames until their gap is filled."""
+        for channel in channels:
+            if channel in self._subscribers:
+                self._held.setdefault(channel, [])
+                self._stale.add(channel)
+                self._expect_confirmation(channel)
+        if self._held and (self._fill_task is None or self._fill_task.done()):
             self._fill_task = asyncio.create_task(self._fill_gaps(), name="live-gap-fill")
+
+    def _on_reconnect(self, link: LiveLink) -> None:
+        # redis-py has just resubscribed the link's channels.
+        if link.channels:
+            REDIS_RESUBSCRIPTIONS.labels("reconnect").inc(len(link.channels))
+            log.info("redis pub/sub reconnected", server=link.name, channels=len(link.channels))
+            self._hold(link.channels)
+
+    def _lose(self, channels: Iterable[str], reason: str) -> None:
+        """Redis dropped these channels' subscriptions: hold their frames, subscribe them
+        again where they are served now, fill their gap once Redis listens."""
+        lost = [channel for channel in channels if channel in self._subscribers]
+        self._hold(lost)
+        self._links.lose(lost, reason)
 
     async def _fill_gaps(self) -> None:
         while self._held:
-            for channel in list(self._held):
+            listening = [channel for channel in self._held if self._listening(channel)]
+            if not listening:  # wait for Redis to confirm a subscription
+                waiting = [ready for ready in self._ready.values() if not ready.done()]
+                if waiting:
+                    await asyncio.wait(waiting, timeout=RETRY_DELAY_SECONDS)
+                else:
+                    await asyncio.sleep(RETRY_DELAY_SECONDS)
+            for channel in listening:
                 try:
                     await self._fill(channel)
                 except asyncio.CancelledError:
                     raise
                 except Exception as exc:
                     log.warning("gap fill failed, retrying", channel=channel, error=str(exc))
-                    await asyncio.sleep(_RETRY_DELAY_SECONDS)
+                    await asyncio.sleep(RETRY_DELAY_SECONDS)
 
     async def _fill(self, channel: str) -> None:
+        self._stale.discard(channel)
         if channel not in self._subscribers:
             self._held.pop(channel, None)
             return
@@ -279,7 +390,10 @@ class LiveHub:
         elif last is not None and last < snapshot.latest:
             GAP_FILLS.labels("filled").inc()
             await self._replay(channel, last, snapshot.latest)
-        self._publish(channel, self._held.pop(channel, []))
+        frames = self._held.pop(channel, [])
+        if channel in self._stale:  # dropped again while this fill ran: another one follows
+            self._held[channel] = []
+        self._publish(channel, frames)
 
     async def _replay(self, channel: str, after: StreamId, upto: StreamId) -> None:
         """Deliver the channel's stored events in ``(after, upto]`` to its subscribers."""
@@ -287,18 +401,18 @@ class LiveHub:
             async for frames in self._history.frames_between(channel, after, upto):
                 self._publish(channel, frames)
 
-    def _forget_confirmation(self, live_key: str, ready: asyncio.Future[None]) -> None:
+    def _forget_confirmation(self, live_key: bytes, ready: asyncio.Future[None]) -> None:
         waiting = self._confirmations.get(live_key)
         if waiting is not None and ready in waiting:
             waiting.remove(ready)
             if not waiting:
                 del self._confirmations[live_key]
 
-    async def _ping_loop(self) -> None:
+    async def _ping_loop(self, link: LiveLink) -> None:
         # Traffic on an idle pub/sub connection, so a dead one fails and reconnects.
         while True:
             await asyncio.sleep(self._ping_interval)
             try:
-                await self._pubsub.ping()
+                await link.pubsub.ping()
             except Exception as exc:
-                log.warning("redis pub/sub ping failed", error=str(exc))
+                log.warning("redis pub/sub ping failed", server=link.name, error=str(exc))

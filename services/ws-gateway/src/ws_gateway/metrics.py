@@ -16,6 +16,7 @@ __all__ = [
     "MESSAGES_SENT",
     "RATE_LIMITED_OPS",
     "REDIS_CHANNELS",
+    "REDIS_RESUBSCRIPTIONS",
     "SLOW_CONSUMER_CLOSES",
     "SUBSCRIPTIONS",
     "TOKEN_REFRESHES",
@@ -33,6 +34,14 @@ CONNECTIONS_REFUSED = Counter(
 SUBSCRIPTIONS = Gauge("pulse_ws_subscriptions", "Channel subscriptions of open connections")
 REDIS_CHANNELS = Gauge(
     "pulse_ws_redis_channels", "Redis pub/sub channels this process is subscribed to"
+)
+RESUBSCRIBE_REASONS: Final = ("reconnect", "unsubscribed", "moved", "node_lost", "refused")
+REDIS_RESUBSCRIPTIONS = Counter(
+    "pulse_ws_redis_resubscriptions_total",
+    "Live channels subscribed again after Redis dropped their subscription: the connection "
+    "came back, Redis unsubscribed them (slot moved, node demoted), a MOVED or other error "
+    "reply, a cluster node lost",
+    ["reason"],
 )
 AUTH_FAILURES = Counter(
     "pulse_ws_auth_failures_total", "Connections refused at the handshake", ["reason"]
@@ -61,6 +70,8 @@ CLIENT_CLOSES = Counter(
 
 for _outcome in ("filled", "epoch_changed"):
     GAP_FILLS.labels(_outcome)
+for _reason in RESUBSCRIBE_REASONS:
+    REDIS_RESUBSCRIPTIONS.labels(_reason)
 for _outcome in ("ok", "refused"):
     TOKEN_REFRESHES.labels(_outcome)
 for _reason in AUTH_REASONS:

@@ -1,0 +1,235 @@
+"""How a batch of channel appends becomes Lua script calls, and their replies results.
+
+One call per channel the batch touches, carrying that channel's events in batch order, and
+one call for all the counters; each event has its own guard in each call (module doc of
+:mod:`pulse.channels`). Pure: nothing here talks to Redis.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Final, NamedTuple
+
+import orjson
+
+from pulse.replication import LuaScript, ScriptCall
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Sequence
+
+    from pulse.events import CloudEvent
+
+__all__ = ["AppendPlan", "AppendResult", "ChannelAppend", "ChannelParts", "CounterIncrement"]
+
+# (guard key less the guard, history, live, epoch, the channel name JSON-encoded)
+ChannelParts = tuple[str, str, str, str, bytes]
+
+# One channel, its events in order. Returns "<epoch> <offset> <offset> ..." (one bulk reply:
+# far cheaper to read than an array), "-" for an event whose guard had been seen — after
+# renewing that guard's expiry: a write, so a WAIT after a retry covers whatever the first
+# attempt wrote (pulse.replication).
+# KEYS: history stream, live channel, epoch, then one guard per event
+# ARGV: guard ttl seconds, max history length, the channel name JSON-encoded (spliced into
+#       the frame), a new epoch token (used if the channel has none), then one event JSON
+#       per event
+APPEND_LUA: Final = LuaScript("""
+redis.call('SET', KEYS[3], ARGV[4], 'NX')
+local reply = {redis.call('GET', KEYS[3])}
+for i = 4, #KEYS do
+  local event = ARGV[i + 1]
+  if redis.call('SET', KEYS[i], '1', 'NX', 'EX', ARGV[1]) == false then
+    redis.call('EXPIRE', KEYS[i], ARGV[1])
+    reply[i - 2] = '-'
+  else
+    local offset = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[2], '*', 'e', event)
+    redis.call('SPUBLISH', KEYS[2], '{"op":"event","channel":' .. ARGV[3] .. ',"offset":"' ..
+               offset .. '","event":' .. event .. '}')
+    reply[i - 2] = offset
+  end
+end
+return table.concat(reply, ' ')
+""")
+
+# The counters of one or more events, in order. Returns one character per event: "1"
+# applied, "0" its guard had been seen (expiry renewed, as above).
+# KEYS: the counter hashes (each once), then one guard per event
+# ARGV: guard ttl seconds; the number of hashes; a JSON list with, per event, a list of
+#       [hash index in KEYS, ttl seconds (0 = none), field, amount, field, amount, ...]
+#       (amounts as strings: exact whatever their size)
+COUNT_LUA: Final = LuaScript("""
+local hashes = tonumber(ARGV[2])
+local flags = {}
+for e, groups in ipairs(cjson.decode(ARGV[3])) do
+  local guard = KEYS[hashes + e]
+  if redis.call('SET', guard, '1', 'NX', 'EX', ARGV[1]) == false then
+    redis.call('EXPIRE', guard, ARGV[1])
+    flags[e] = '0'
+  else
+    for _, counts in ipairs(groups) do
+      local key = KEYS[counts[1]]
+      for j = 3, #counts, 2 do
+        redis.call('HINCRBY', key, counts[j], counts[j + 1])
+      end
+      if counts[2] ~= '0' then
+        redis.call('EXPIRE', key, counts[2])
+      end
+    end
+    flags[e] = '1'
+  end
+end
+return table.concat(flags)
+""")
+
+
+class CounterIncrement(NamedTuple):
+    """``HINCRBY key field amount`` applied once per event, with its append.
+
+    ``key`` is a counter hash from :meth:`ChannelKeys.counter` (the counters share one hash
+    tag, so they and their guard are on one Redis node); ``ttl_seconds`` > 0 (re)sets the
+    key's expiry, for rolling series such as per-minute buckets. Amounts are integers:
+    sums of money are kept in minor units, exact under any number of events.
+    A named tuple rather than a frozen dataclass: a payment event makes about ten, and a
+    tuple is a fraction of the cost to build.
+    """
+
+    key: str
+    field: str
+    amount: int
+    ttl_seconds: int = 0
+
+
+@dataclass(frozen=True)
+class ChannelAppend:
+    """One append of :meth:`ChannelPublisher.append_many`: the arguments of one
+    :meth:`ChannelPublisher.append`."""
+
+    event: CloudEvent
+    channels: list[str]
+    guard: str | None = None
+    counters: list[CounterIncrement] | None = None
+    event_json: bytes | None = None  # ``event.to_json()``, if the caller has it already
+
+
+@dataclass(frozen=True)
+class AppendResult:
+    """What an append did. ``applied``: something was applied by this call (a channel or
+    the counters); False when the guard had been seen everywhere — a replay.
+
+    ``offsets`` and ``epochs`` give, per channel appended to by this call, the new entry's
+    offset and the epoch it belongs to; ``counted``: the counters moved in this call."""
+
+    applied: bool
+    offsets: dict[str, str]
+    epochs: dict[str, str] = field(default_factory=dict)
+    counted: bool = False
+
+
+@dataclass
+class _ChannelCall:
+    applied: str  # the guard key less the guard
+    keys: list[str]
+    args: list[bytes | str | int]
+
+
+@dataclass
+class AppendPlan:
+    """The script calls of a batch of appends and where each append's replies are."""
+
+    calls: list[ScriptCall] = field(default_factory=list)
+    channels: list[str] = field(default_factory=list)  # of the channel calls, in order
+    places: list[list[tuple[str, int]]] = field(default_factory=list)  # per append
+    counted_at: list[int | None] = field(default_factory=list)  # per append
+
+    @classmethod
+    def of(
+        cls,
+        appends: Sequence[ChannelAppend],
+        parts: Callable[[str], ChannelParts],
+        counters_guard: Callable[[str], str],
+        *,
+        guard_ttl: int,
+        history_length: int,
+        new_epoch: Callable[[], str],
+    ) -> AppendPlan:
+        """The plan of ``appends``. ``parts`` gives a channel's names (and refuses a bad
+        one, ``ValueError``); ``counters_guard`` an event's counters guard key."""
+        plan = cls()
+        calls: dict[str, _ChannelCall] = {}
+        hashes: dict[str, int] = {}
+        guards: list[str] = []
+        counts: list[list[list[str | int]]] = []
+        for append in appends:
+            guard = append.guard or append.event.id
+            event_json = (
+                append.event_json if append.event_json is not None else append.event.to_json()
+            )
+            places = []
+            for channel in append.channels:
+                call = calls.get(channel)
+                if call is None:
+                    applied, history, live, epoch, name = parts(channel)
+                    call = calls[channel] = _ChannelCall(
+                        applied,
+                        [history, live, epoch],
+                        [guard_ttl, history_length, name, new_epoch()],
+                    )
+                places.append((channel, len(call.keys) - 3))
+                call.keys.append(call.applied + guard)
+                call.args.append(event_json)
+            plan.places.append(places)
+            if append.counters:
+                plan.counted_at.append(len(guards))
+                guards.append(counters_guard(guard))
+                counts.append(_counts(append.counters, hashes))
+            else:
+                plan.counted_at.append(None)
+        plan.channels = list(calls)
+        plan.calls = [ScriptCall(APPEND_LUA, call.keys, call.args) for call in calls.values()]
+        if guards:
+            args = (guard_ttl, len(hashes), orjson.dumps(counts))
+            plan.calls.append(ScriptCall(COUNT_LUA, [*hashes, *guards], args))
+        return plan
+
+    def results(self, replies: list[Any]) -> list[AppendResult]:
+        """The :class:`AppendResult` of each append, from the calls' replies."""
+        split = {
+            channel: _text(reply).split(" ")
+            for channel, reply in zip(self.channels, replies, strict=False)
+        }
+        flags = _text(replies[-1]) if len(replies) > len(self.channels) else ""
+        results = []
+        for places, counted_at in zip(self.places, self.counted_at, strict=True):
+            offsets: dict[str, str] = {}
+            epochs: dict[str, str] = {}
+            for channel, position in places:
+                values = split[channel]
+                offset = values[1 + position]
+                if offset != "-":
+                    offsets.setdefault(channel, offset)
+                    epochs.setdefault(channel, values[0])
+            counted = counted_at is not None and flags[counted_at] == "1"
+            results.append(AppendResult(bool(offsets) or counted, offsets, epochs, counted))
+        return results
+
+
+def _counts(counters: list[CounterIncrement], hashes: dict[str, int]) -> list[list[str | int]]:
+    """One event's increments, per counter hash in first-seen order: [index of the hash in
+    KEYS (1-based; ``hashes`` grows), ttl, field, amount, field, amount, ...].
+
+    The ttl is that of the hash's last increment with one: what setting it after each
+    increment, as each :class:`CounterIncrement` asks, leaves behind.
+    """
+    groups: dict[str, list[str | int]] = {}
+    for counter in counters:
+        group = groups.get(counter.key)
+        if group is None:
+            index = hashes.setdefault(counter.key, len(hashes) + 1)
+            group = groups[counter.key] = [index, "0"]
+        group += (counter.field, str(counter.amount))
+        if counter.ttl_seconds > 0:
+            group[1] = str(counter.ttl_seconds)
+    return list(groups.values())
+
+
+def _text(reply: Any) -> str:
+    return reply.decode() if isinstance(reply, bytes) else str(reply)
