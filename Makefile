@@ -2,7 +2,7 @@
 #   make run            the whole system locally (DEMO=1 adds demo traffic)
 #   make test           lint, type-check, the whole test suite, chart checks
 #   make bench          benchmarks (ONLY=<group> for one group)
-#   make chaos | soak   faults: nothing lost or doubled; SOAK_MINUTES (30) of traffic: memory
+#   make chaos | soak   faults: nothing lost or doubled (REDIS_MODE=standalone|cluster|sentinel); SOAK_MINUTES (30) of traffic: memory
 
 PYTHON ?= python3
 UV_VERSION := 0.13.8
@@ -11,6 +11,7 @@ VENV := .venv
 UV := $(shell command -v uv 2>/dev/null || echo $(TOOLS)/bin/uv)
 PYTEST_ARGS ?=
 SOAK_MINUTES ?= 30
+REDIS_MODE ?= standalone
 
 export UV_PYTHON_DOWNLOADS := never
 
@@ -61,7 +62,7 @@ bench: sync
 	$(VENV)/bin/python bench/run.py $(ONLY)
 
 chaos: sync
-	$(VENV)/bin/python tests/chaos/faults.py
+	$(VENV)/bin/python tests/chaos/faults.py --redis-mode $(REDIS_MODE)
 
 soak: sync
 	$(VENV)/bin/python tests/soak/soak.py --minutes $(SOAK_MINUTES)

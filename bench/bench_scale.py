@@ -1,4 +1,4 @@
-"""Scaling out: how Pulse holds up beyond one shard (and, later, beyond one Redis).
+"""Scaling out: how Pulse holds up beyond one shard and beyond one Redis.
 
 Each part is a function returning its figures; :func:`bench_scale` runs them in turn.
 
@@ -15,11 +15,29 @@ channel.
    scale.split_duplicated (events missing or doubled in those histories, both channels
    counted; goal 0 and 0), scale.lease_imbalance (the three live replicas' unfinished
    leases, largest minus smallest, once every event arrived; goal <= 1).
+
+Redis modes (:func:`redis_cluster_ratio`, :func:`redis_failover`): the whole stack (one
+replica of each service, the chaos suite's harness: an ops client on ``payments``, a
+client per account, a webhook receiver) with Redis as one server, then as a 3-master
+cluster with a replica each (appends acknowledged once a replica holds them). The same
+load in both: PULSE_BENCH_SCALE_PAYMENTS (600) payments posted at 100/s; the figure is
+payments ÷ seconds from the first POST until every payment's events are everywhere
+(channel histories, clients, audit trail, webhooks). Then the chaos suite's round "kill -9
+redis master" (200 payments at 20/s, a master killed two seconds in, its replica promoted)
+on a cluster and on a sentinel group (two replicas of each service).
+
+-> scale.cluster_ratio (cluster payments/s ÷ standalone; goal >= 0.8),
+   scale.cluster_failover_lost / _duplicated (goal 0 and 0), scale.cluster_failover_s
+   (seconds from the kill until every sink has every payment), scale.sentinel_failover_lost
+   (goal 0).
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
+import random
+import sys
 import tempfile
 import time
 import uuid
@@ -45,6 +63,11 @@ from pulse_dev.stream_scaling import (
 from pulse_dev.stream_store import StreamShape
 from pulse_dev.testing import channel_history
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests" / "chaos"))
+from faults import ACCOUNTS, run_chaos, settle  # the chaos suite's modules
+from harness import Ledger, Poster, Stack, Topology, WatchingClient, running
+from redis_modes import RedisMode
+
 if TYPE_CHECKING:
     from collections.abc import Callable
 
@@ -53,6 +76,8 @@ STEPS = 3  # updates of each payment after its creation
 # PULSE_BENCH_SCALE_SECONDS: how long payments are written while the replicas change.
 SECONDS = float(os.environ.get("PULSE_BENCH_SCALE_SECONDS", "30"))
 SETTLE = 120.0
+THROUGHPUT_PAYMENTS = int(os.environ.get("PULSE_BENCH_SCALE_PAYMENTS", "600"))
+THROUGHPUT_RATE = 100.0
 
 
 def stream_split() -> dict[str, float]:
@@ -148,8 +173,61 @@ def _splitter(endpoint: str, table: str) -> Callable[[], None]:
     return split
 
 
+async def _throughput(mode: RedisMode, work: Path) -> float:
+    """Payments per second through the whole stack with Redis in ``mode``."""
+    stack = Stack(work / mode, Topology(1, 1, 1, 1), redis_mode=mode)
+    clients = [
+        WatchingClient.ops("ops", stack.gateway_urls),
+        *(WatchingClient.owner(account, stack.gateway_urls) for account in ACCOUNTS),
+    ]
+    poster = Poster(stack.ingest_url, ACCOUNTS, random.Random(11))
+    async with running(stack, clients, ACCOUNTS) as rig:
+        ledger = Ledger(stack, clients, rig.receiver)
+        started = time.monotonic()
+        payments = await poster.post(THROUGHPUT_PAYMENTS, THROUGHPUT_RATE, mode)
+        seconds = await settle(ledger, payments, started)
+    if seconds is None:
+        raise RuntimeError(f"{mode}: the payments never all arrived; logs in {work / mode}")
+    rate = len(payments) / seconds
+    print(f"redis {mode}: {len(payments)} payments everywhere in {seconds:.1f} s: {rate:.1f}/s")
+    return rate
+
+
+def redis_cluster_ratio() -> dict[str, float]:
+    """The same load with one Redis and with a 3-master cluster (module docstring)."""
+    work = Path(tempfile.mkdtemp(prefix="pulse-bench-redis-"))
+    print(
+        f"redis modes: {THROUGHPUT_PAYMENTS} payments at {THROUGHPUT_RATE:g}/s through the "
+        f"whole stack, standalone Redis then a 3-master cluster; logs in {work}"
+    )
+    standalone = asyncio.run(_throughput("standalone", work))
+    cluster = asyncio.run(_throughput("cluster", work))
+    return {"scale.cluster_ratio": round(cluster / standalone, 3)}
+
+
+def redis_failover() -> dict[str, float]:
+    """A master killed under load, in a cluster and in a sentinel group."""
+    work = Path(tempfile.mkdtemp(prefix="pulse-bench-failover-"))
+    figures: dict[str, float] = {}
+    for mode in ("cluster", "sentinel"):
+        report = asyncio.run(
+            run_chaos(work / mode, only=["kill -9 redis master"], rate=20.0, redis_mode=mode)
+        )
+        print(f"redis {mode} failover (logs in {work / mode}):\n{report.table()}")
+        (round_,) = report.rounds
+        figures[f"scale.{mode}_failover_lost"] = report.lost
+        if mode == "cluster":
+            figures["scale.cluster_failover_duplicated"] = report.duplicated
+            figures["scale.cluster_failover_s"] = round(round_.recover_s or float("nan"), 1)
+    return figures
+
+
 # The parts of the group, in the order they run; each returns its own figures.
-PARTS: tuple[Callable[[], dict[str, float]], ...] = (stream_split,)
+PARTS: tuple[Callable[[], dict[str, float]], ...] = (
+    stream_split,
+    redis_cluster_ratio,
+    redis_failover,
+)
 
 
 def bench_scale() -> dict[str, float]:

@@ -20,9 +20,13 @@ Groups (each in bench/bench_<group>.py):
           gateway.deliveries_per_s (>= 100,000),
           gateway.rss_kb_per_conn (<= 20), gateway.reconnect_missed (0)
   scale   three stream-processor replicas on an emulator stream of four shards that splits
-          five times while payments flow, through a SIGKILL and a new replica
+          five times while payments flow, through a SIGKILL and a new replica; the whole
+          stack with a 3-master Redis Cluster vs. one Redis, same load; a Redis master
+          killed under load in a cluster and in a sentinel group
           -> scale.shards (>= 4), scale.split_lost (0), scale.split_duplicated (0),
-             scale.lease_imbalance (<= 1)
+             scale.lease_imbalance (<= 1), scale.cluster_ratio (>= 0.8),
+             scale.cluster_failover_lost (0), scale.cluster_failover_duplicated (0),
+             scale.cluster_failover_s, scale.sentinel_failover_lost (0)
   redis   channel appends/s on a master with one replica, WAIT 0 vs WAIT 1
           (PULSE_REDIS_WAIT_REPLICAS): batches as the stream processor sends them, and
           single appends as the workers do -> redis.batch_wait1_ratio, redis.single_wait1_ratio

@@ -10,10 +10,15 @@ retried until accepted) and, two seconds in, injects one fault:
   replica keeps consuming);
 - kill -9 of a gateway process: its clients reconnect to the other gateway with
   ``since``/``epoch`` and must recover; the killed one is restarted;
-- Redis killed and restarted. Redis runs with ``appendonly yes``, ``appendfsync always``:
-  the promise "nothing lost" holds for a Redis that keeps its data. An empty Redis loses
-  history, counters and guards by definition; the gateway then answers ``recovered:false``
-  with a new epoch (covered by the gateway's own tests), and no suite can claim otherwise;
+- with ``--redis-mode cluster`` or ``sentinel``: kill -9 of a Redis master (in a cluster,
+  the one serving the ``payments`` channel) while payments flow; its replica is promoted
+  and the old master rejoins as a replica. The services acknowledge an append only once a
+  replica holds it (``PULSE_REDIS_WAIT_REPLICAS=1``), so nothing acknowledged is lost;
+- standalone only: Redis killed and restarted. Redis runs with ``appendonly yes``,
+  ``appendfsync always``: the promise "nothing lost" holds for a Redis that keeps its
+  data. An empty Redis loses history, counters and guards by definition; the gateway then
+  answers ``recovered:false`` with a new epoch (covered by the gateway's own tests), and
+  no suite can claim otherwise;
 - the AWS emulator frozen for 10 s (SIGSTOP / SIGCONT): an AWS outage. A *restart* of the
   emulator is skipped and printed as such: moto keeps every table, stream and queue in
   memory, so a restart is the loss of the whole account, which no AWS outage is.
@@ -58,6 +63,7 @@ from harness import (
     running,
     say,
 )
+from redis_modes import MODES, RedisMode
 
 ACCOUNTS = [f"chaos-{c}" for c in "abcdef"]
 SETTLE_TIMEOUT_SECONDS = 150.0
@@ -71,6 +77,7 @@ class Fault:
     name: str
     inject: Inject | None
     skipped: str = ""
+    modes: tuple[RedisMode, ...] = MODES  # the Redis modes the fault applies to
 
 
 @dataclass
@@ -114,17 +121,25 @@ async def _kill_gateway(stack: Stack) -> str:
 
 
 async def _restart_redis(stack: Stack) -> str:
-    stack.redis.kill()
+    server = stack.redis.server
+    server.kill()
     await asyncio.sleep(1.0)
-    await asyncio.to_thread(stack.redis.start)
+    await asyncio.to_thread(server.start)
     return "redis-server kill -9, restarted from its AOF"
 
 
 async def _restart_redis_empty(stack: Stack) -> str:
-    stack.redis.kill()
-    await asyncio.to_thread(stack.redis.forget)
-    await asyncio.to_thread(stack.redis.start)
+    server = stack.redis.server
+    server.kill()
+    await asyncio.to_thread(server.forget)
+    await asyncio.to_thread(server.start)
     return "redis-server kill -9, restarted empty"
+
+
+async def _kill_redis_master(stack: Stack) -> str:
+    done = await asyncio.to_thread(stack.redis.kill_master)
+    await asyncio.to_thread(stack.redis.heal)
+    return done + "; the old master restarted as a replica"
 
 
 async def _pause_aws(stack: Stack) -> str:
@@ -142,7 +157,8 @@ FAULTS = [
     Fault("kill -9 fraud-worker", _kill_fraud_worker),
     Fault("kill -9 notify-worker", _kill_notify_worker),
     Fault("kill -9 ws-gateway", _kill_gateway),
-    Fault("restart redis (AOF)", _restart_redis),
+    Fault("restart redis (AOF)", _restart_redis, modes=("standalone",)),
+    Fault("kill -9 redis master", _kill_redis_master, modes=("cluster", "sentinel")),
     Fault(
         "restart aws-emulator",
         None,
@@ -196,7 +212,7 @@ class ChaosReport:
         return "\n".join(lines)
 
 
-async def _settle(ledger: Ledger, payments: list[Posted], since: float) -> float | None:
+async def settle(ledger: Ledger, payments: list[Posted], since: float) -> float | None:
     """Seconds from ``since`` until every sink holds every payment's events; None if never."""
     deadline = since + SETTLE_TIMEOUT_SECONDS
     tally = Tally()
@@ -253,7 +269,7 @@ async def _round(
     unrecovered = sum(len(c.not_recovered) for c in rig.clients)
     notes = [await fault.inject(rig.stack)]
     result.payments = await posting
-    result.recover_s = await _settle(ledger, result.payments, fault_at)
+    result.recover_s = await settle(ledger, result.payments, fault_at)
     if dead := rig.stack.dead():
         notes.append(f"exited on their own: {', '.join(dead)}")
     if reconnects := sum(c.reconnects for c in rig.clients) - reconnects:
@@ -294,13 +310,18 @@ async def run_chaos(
     rate: float = 40.0,
     only: list[str] | None = None,
     data_loss: bool = False,
+    redis_mode: RedisMode = "standalone",
 ) -> ChaosReport:
-    """Run every fault in turn against a fresh stack under ``workdir``; the report."""
-    stack = Stack(workdir)
+    """Run every fault of ``redis_mode`` in turn against a fresh stack under ``workdir``
+    (whose Redis runs in that mode); the report."""
+    stack = Stack(workdir, redis_mode=redis_mode)
     clients = _clients(stack)
     poster = Poster(stack.ingest_url, ACCOUNTS, random.Random(7))
-    faults = [f for f in FAULTS if not only or any(o in f.name for o in only)]
-    faults += [DATA_LOSS] if data_loss else []
+    faults = [
+        f for f in FAULTS if redis_mode in f.modes and (not only or any(o in f.name for o in only))
+    ]
+    if data_loss and redis_mode == "standalone":
+        faults.append(DATA_LOSS)
     async with running(stack, clients, ACCOUNTS) as rig:
         ledger = Ledger(stack, clients, rig.receiver)
         rounds = [
@@ -319,6 +340,13 @@ def main() -> int:
     parser.add_argument("--rate", type=float, default=40.0, help="payments per second")
     parser.add_argument("--only", action="append", help="run faults whose name contains this")
     parser.add_argument(
+        "--redis-mode",
+        choices=MODES,
+        default="standalone",
+        help="run Redis as one server (AOF), a 3-master cluster or a sentinel group; "
+        "cluster and sentinel add the fault 'kill -9 redis master'",
+    )
+    parser.add_argument(
         "--data-loss",
         action="store_true",
         help="also restart Redis empty (expected to fail: shows what loss looks like)",
@@ -332,11 +360,12 @@ def main() -> int:
             rate=args.rate,
             only=args.only,
             data_loss=args.data_loss,
+            redis_mode=args.redis_mode,
         )
     )
     say(
-        f"\nchaos: {len(report.rounds)} faults in {time.monotonic() - started:.0f}s; "
-        f"logs in {workdir}"
+        f"\nchaos ({args.redis_mode} Redis): {len(report.rounds)} faults in "
+        f"{time.monotonic() - started:.0f}s; logs in {workdir}"
     )
     say("lost / duplicated count deliveries: one event at one sink, missing or extra\n")
     say(report.table())

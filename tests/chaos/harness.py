@@ -33,20 +33,19 @@ from typing import TYPE_CHECKING, Any, Final, Self
 
 import aiohttp
 import orjson
-import redis.asyncio as aioredis
 from aiohttp import web
+from redis_modes import RedisDeployment, RedisMode
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake
 
 from pulse.auth import issue_token
 from pulse.channels import ChannelKeys
-from pulse.clients import aws_client
+from pulse.clients import RedisClient, aws_client
 from pulse.settings import DEV_JWT_SECRET, PulseSettings
 from pulse.topology import apply_topology
 from pulse_dev.emulators import (
     AWS_TEST_CREDENTIALS,
     free_port,
-    redis_server_binary,
     stop_process,
     wait_for_port,
 )
@@ -107,65 +106,6 @@ def parse_with_workdir(
 
 
 # -- dependencies ---------------------------------------------------------------------------
-
-
-class RedisServer:
-    """A ``redis-server`` on a fixed port, persisting every write to its append-only file
-    (``appendfsync always``), so killing and restarting it loses nothing."""
-
-    def __init__(self, workdir: Path, port: int | None = None) -> None:
-        self.workdir = workdir
-        self.port = port or free_port()
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def start(self) -> None:
-        binary = redis_server_binary()
-        if binary is None:
-            raise RuntimeError("no redis-server binary found")
-        self.workdir.mkdir(parents=True, exist_ok=True)
-        argv = [
-            binary,
-            "--port",
-            str(self.port),
-            "--bind",
-            "127.0.0.1",
-            "--dir",
-            str(self.workdir),
-            "--save",
-            "",
-            "--appendonly",
-            "yes",
-            "--appendfsync",
-            "always",
-        ]
-        with (self.workdir / "redis.log").open("ab") as out:
-            self.proc = subprocess.Popen(
-                argv, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
-            )
-        wait_for_port(self.port)
-
-    def kill(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
-
-    def forget(self) -> None:
-        """Delete the append-only file: the next start is an empty Redis."""
-        for path in self.workdir.glob("appendonly*"):
-            if path.is_dir():
-                for part in path.iterdir():
-                    part.unlink()
-                path.rmdir()
-            else:
-                path.unlink()
-
-    def stop(self) -> None:
-        if self.proc is not None:
-            stop_process(self.proc)
 
 
 class AwsEmulator:
@@ -230,12 +170,18 @@ class Topology:
 class Stack:
     """Every Pulse process, started and restarted by name (``fraud-worker-1``, …)."""
 
-    def __init__(self, workdir: Path, topology: Topology | None = None) -> None:
+    def __init__(
+        self,
+        workdir: Path,
+        topology: Topology | None = None,
+        *,
+        redis_mode: RedisMode = "standalone",
+    ) -> None:
         self.workdir = workdir
         workdir.mkdir(parents=True, exist_ok=True)
         self.topology = topology or Topology()
         self.prefix = f"chaos{uuid.uuid4().hex[:6]}-"
-        self.redis = RedisServer(workdir / "redis")
+        self.redis = RedisDeployment(workdir, redis_mode, f"pulse:{self.prefix}")
         self.aws = AwsEmulator(workdir)
         self.replicas: dict[str, Replica] = {}
         self.processes: dict[str, ServiceProcess] = {}
@@ -272,7 +218,7 @@ class Stack:
         return {
             **AWS_TEST_CREDENTIALS,
             "AWS_ENDPOINT_URL": self.aws.url,
-            "REDIS_URL": self.redis.url,
+            **self.redis.env(),
             "PULSE_RESOURCE_PREFIX": self.prefix,
             "PULSE_REDIS_PREFIX": f"pulse:{self.prefix}",
             "PULSE_LOG_LEVEL": "info",
@@ -280,13 +226,7 @@ class Stack:
         }
 
     def settings(self) -> PulseSettings:
-        env = self.base_env()
-        return PulseSettings(
-            redis_url=env["REDIS_URL"],
-            aws_endpoint_url=env["AWS_ENDPOINT_URL"],
-            resource_prefix=self.prefix,
-            redis_prefix=env["PULSE_REDIS_PREFIX"],
-        )
+        return self.redis.settings(self.base_env())
 
     # -- lifecycle ----------------------------------------------------------------------
     async def start(self) -> None:
@@ -376,8 +316,9 @@ class Stack:
 
     def dependency_pids(self) -> dict[str, int]:
         """The emulator's and Redis's processes (their memory is reported, not judged)."""
-        procs = {"(aws-emulator)": self.aws.proc, "(redis)": self.redis.proc}
-        return {n: p.pid for n, p in procs.items() if p is not None and p.poll() is None}
+        aws = self.aws.proc
+        pids = {"(aws-emulator)": aws.pid} if aws is not None and aws.poll() is None else {}
+        return pids | self.redis.pids()
 
     def lease_owners(self) -> dict[str, str]:
         """Shard id → the worker id holding its lease (from the leases table)."""
@@ -389,8 +330,9 @@ class Stack:
             if "leaseOwner" in i and i.get("checkpoint", {}).get("S") != "SHARD_END"
         }
 
-    def redis_client(self) -> aioredis.Redis:
-        return aioredis.Redis.from_url(self.redis.url, socket_connect_timeout=5)
+    def redis_client(self) -> RedisClient:
+        """A client of this stack's Redis, in its mode (the caller closes it)."""
+        return self.redis.client(self.settings())
 
 
 # -- payments -------------------------------------------------------------------------------
@@ -739,7 +681,7 @@ class Ledger:
         self._seen_read: dict[str, int] = {}
         self.keys_prefix = f"pulse:{stack.prefix}"
 
-    async def _history(self, redis: aioredis.Redis, channel: str) -> dict[tuple[str, str], int]:
+    async def _history(self, redis: RedisClient, channel: str) -> dict[tuple[str, str], int]:
         """(payment id, event type) → entries in the channel's history stream."""
         counts: Counter[tuple[str, str]] = Counter()
         entries = stream_entries(await redis.xrange(ChannelKeys(self.keys_prefix).history(channel)))
@@ -907,7 +849,7 @@ class Ledger:
             tally.redelivered += posts[p.payment_id] - distinct
 
     async def _check_history(
-        self, redis: aioredis.Redis, payments: list[Posted], tally: Tally
+        self, redis: RedisClient, payments: list[Posted], tally: Tally
     ) -> None:
         feed = await self._history(redis, "payments")
         accounts: dict[str, dict[tuple[str, str], int]] = {}

@@ -32,9 +32,10 @@ async def test_every_event_of_the_new_epoch_reaches_a_subscribed_client(tmp_path
         poster = Poster(stack.ingest_url, ["acct-1", "acct-2"], random.Random(1))
         posting = asyncio.create_task(poster.post(200, 20, "data loss"))
         await asyncio.sleep(3)
-        stack.redis.kill()
-        stack.redis.forget()
-        await asyncio.to_thread(stack.redis.start)
+        server = stack.redis.server
+        server.kill()
+        server.forget()
+        await asyncio.to_thread(server.start)
         await posting
         redis = stack.redis_client()
         history_key = ChannelKeys(f"pulse:{stack.prefix}").history("payments")
