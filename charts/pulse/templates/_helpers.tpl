@@ -137,6 +137,7 @@ PULSE_REDIS_TLS_CA_FILE: {{ include "pulse.redisCaFile" . | quote }}
 {{- end }}
 PULSE_REDIS_WAIT_REPLICAS: {{ .Values.redis.waitReplicas | quote }}
 PULSE_REDIS_WAIT_TIMEOUT_MS: {{ .Values.redis.waitTimeoutMs | quote }}
+PULSE_CHANNEL_GUARD_TTL_SECONDS: {{ .Values.redis.channelGuardTtlSeconds | quote }}
 PULSE_LOG_LEVEL: {{ .Values.logging.level | quote }}
 PULSE_LOG_FORMAT: {{ .Values.logging.format | quote }}
 {{- end }}

@@ -12,6 +12,7 @@ from pulse.channels import (
     is_valid_channel,
 )
 from pulse.events import PAYMENT_CREATED, new_event
+from pulse.settings import PulseSettings
 from pulse_dev.testing import stream_entries
 
 
@@ -226,3 +227,14 @@ async def test_append_many_applies_each_once_in_order_as_append_would(
     assert await async_redis.xlen(publisher.keys.history("payments")) == 5
     assert await publisher.append_many([]) == []
     await pubsub.aclose()  # type: ignore[no-untyped-call]  # unannotated in redis-py
+
+
+async def test_a_service_publishers_guards_live_as_long_as_its_setting_says(
+    async_redis: aioredis.Redis, prefix: str
+) -> None:
+    settings = PulseSettings(redis_prefix=prefix, channel_guard_ttl_seconds=3600)
+    publisher = ChannelPublisher.of(async_redis, settings)
+    event = new_event(type=PAYMENT_CREATED, source="/test", data={"payment_id": "p-ttl"})
+    await publisher.append(event, ["payments"])
+    ttl = await async_redis.ttl(publisher.keys.applied("payments", event.id))
+    assert 3590 <= ttl <= 3600

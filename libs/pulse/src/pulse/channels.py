@@ -173,8 +173,14 @@ class ChannelPublisher:
 
     @classmethod
     def of(cls, redis: RedisClient, settings: PulseSettings) -> ChannelPublisher:
-        """A service's publisher: its Redis prefix and ``PULSE_REDIS_WAIT_*`` settings."""
-        return cls(redis, settings.redis_prefix, replication=Replication.of(settings))
+        """A service's publisher: its Redis prefix, guard lifetime and ``PULSE_REDIS_WAIT_*``
+        settings."""
+        return cls(
+            redis,
+            settings.redis_prefix,
+            guard_ttl_seconds=settings.channel_guard_ttl_seconds,
+            replication=Replication.of(settings),
+        )
 
     async def append(
         self,

@@ -83,6 +83,11 @@ class PulseSettings(BaseSettings):
     # sentinel). 0: no WAIT. Fewer in PULSE_REDIS_WAIT_TIMEOUT_MS: a retryable failure.
     redis_wait_replicas: int = Field(default=0, ge=0, le=16)
     redis_wait_timeout_ms: int = Field(default=1000, ge=1, le=60_000)
+    # PULSE_CHANNEL_GUARD_TTL_SECONDS: how long a channel append's once-per-event guards
+    # live. A replay of an event older than this (a dead-letter queue redriven later, a stream
+    # replayed from an old checkpoint) would append it again. The guards are most of Redis's
+    # memory at high rates: see docs/scaling.md.
+    channel_guard_ttl_seconds: int = Field(default=7 * 24 * 3600, ge=60)
     redis_mode: Literal["standalone", "cluster", "sentinel"] = "standalone"
     # Comma-separated redis:// or rediss:// URLs (port 26379 unless given), all one scheme.
     redis_sentinels: Annotated[tuple[str, ...], NoDecode] = ()
