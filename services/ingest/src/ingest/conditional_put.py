@@ -18,7 +18,10 @@ only those:
   the client's own ``ClientError`` class, so :mod:`pulse.aws_errors` maps it as before.
 
 Not re-run per call: the ``before-call`` handlers (botocore's add a Lambda recursion header
-and an API-version header, neither of which applies here).
+and an API-version header, neither of which applies here); and with botocore's default
+``User-Agent`` its list of SDK features lacks the one endpoint resolution adds (``m/…P``:
+account-id endpoints). Ingest's client has a fixed ``User-Agent``: its requests are the
+very ones ``put_item`` sends, which its tests hold it to.
 """
 
 from __future__ import annotations
