@@ -1,10 +1,10 @@
 """PutItem of a new item, its request built here and sent through botocore's own endpoint.
 
-Of the CPU ``put_item`` costs, a fifth goes on work whose result is the same for every
-payment or that the body does not need: resolving the endpoint rules (a dozen parameters
-looked up per call), walking the API model to serialise the item, the events around
-the parameters. :class:`ConditionalPut` keeps the rest of botocore as it is and skips
-only those:
+Of the instructions ``put_item`` runs, nearly a fifth (3.2 → 2.6 million per call) go on
+work whose result is the same for every payment or that the body does not need: resolving
+the endpoint rules (a dozen parameters looked up per call), walking the API model to
+serialise the item, the events around the parameters and the call. :class:`ConditionalPut`
+keeps the rest of botocore as it is and skips only those:
 
 - the request (URL, headers, ``User-Agent``, the signing context the endpoint rules chose)
   is the one botocore builds for the table: captured once, from the client's own
@@ -17,8 +17,9 @@ only those:
   standard mode, the retry quota) and sent on its connection pool; an error answer raises
   the client's own ``ClientError`` class, so :mod:`pulse.aws_errors` maps it as before.
 
-Not re-run per call: the ``before-call`` handlers (botocore's add a Lambda recursion header
-and an API-version header, neither of which applies here); and with botocore's default
+Not run per call: the ``before-call`` handlers (botocore's add a Lambda recursion header and
+an API-version header, neither of which applies here) and the ``after-call`` ones (botocore
+has none for DynamoDB); and with botocore's default
 ``User-Agent`` its list of SDK features lacks the one endpoint resolution adds (``m/…P``:
 account-id endpoints). Ingest's client has a fixed ``User-Agent``: its requests are the
 very ones ``put_item`` sends, which its tests hold it to.
