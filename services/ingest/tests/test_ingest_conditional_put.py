@@ -3,6 +3,7 @@ keeps botocore's signing, retries and errors."""
 
 from __future__ import annotations
 
+import threading
 import uuid
 from typing import Any
 
@@ -113,6 +114,35 @@ def test_items_are_written_and_a_second_write_is_a_failed_condition(
     with pytest.raises(ClientError) as refused:
         put(items[0])
     assert isinstance(as_pulse_error(refused.value, "put"), ConditionFailedError)
+
+
+def test_a_put_item_of_another_thread_during_the_capture_is_sent(
+    topology: TopologyOutputs, stack_settings: PulseSettings
+) -> None:
+    """The request is captured from the first call's own ``put_item``; another thread's
+    ``put_item`` on the same client meanwhile is sent as usual, not taken for it."""
+    table = stack_settings.names.payments_table
+    ddb = aws_client("dynamodb", stack_settings, parameter_validation=False)
+    put = ConditionalPut(ddb, table, NEW_PAYMENT)
+    capturing, other_done = threading.Event(), threading.Event()
+    first = threading.Thread(target=put, args=(random_payment_item(),))
+
+    def hold_the_capture(**_: Any) -> None:  # runs before the capture's before-call
+        if threading.current_thread() is first and not other_done.is_set():
+            capturing.set()
+            other_done.wait(timeout=30)
+
+    ddb.meta.events.register("before-parameter-build.dynamodb.PutItem", hold_the_capture)
+    first.start()
+    assert capturing.wait(timeout=30)
+    other = random_payment_item()
+    ddb.put_item(TableName=table, Item=other, ConditionExpression=NEW_PAYMENT)
+    other_done.set()
+    first.join()
+
+    key = {"payment_id": other["payment_id"]}
+    assert ddb.get_item(TableName=table, Key=key, ConsistentRead=True).get("Item") == other
+    assert ddb.scan(TableName=table, ConsistentRead=True)["Count"] == 2
 
 
 def test_a_missing_table_is_retryable(stack_settings: PulseSettings) -> None:

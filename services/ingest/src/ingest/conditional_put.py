@@ -38,7 +38,7 @@ __all__ = ["ConditionalPut", "put_item_body"]
 
 _OPERATION: Final = "PutItem"
 _BEFORE_CALL: Final = "before-call.dynamodb.PutItem"
-_CAPTURE_ID: Final = "pulse-ingest-capture-put-item"
+_CAPTURE_ID: Final = "pulse-ingest-conditional-put"
 
 
 def put_item_body(table: str, item: dict[str, Any], condition: str) -> bytes:
@@ -88,24 +88,31 @@ class ConditionalPut:
     def _capture(self) -> dict[str, Any]:
         """The request botocore builds for this table, taken at ``before-call`` and not
         sent (a handler that answers ``before-call`` ends the call there, as botocore's
-        Stubber does)."""
+        Stubber does). Only this thread's call is taken: a ``put_item`` another thread makes
+        on the client meanwhile goes on as usual."""
         with self._lock:
             if self._request is not None:
                 return self._request
             captured: dict[str, Any] = {}
+            ours = threading.get_ident()
 
-            def capture(params: dict[str, Any], **_: Any) -> tuple[AWSResponse, dict[str, Any]]:
+            def capture(
+                params: dict[str, Any], **_: Any
+            ) -> tuple[AWSResponse, dict[str, Any]] | None:
+                if threading.get_ident() != ours:
+                    return None
                 captured.update(params)
                 return AWSResponse(params["url"], 200, HTTPHeaders(), None), {}
 
             events = self._ddb.meta.events
-            events.register_first(_BEFORE_CALL, capture, unique_id=_CAPTURE_ID)
+            capture_id = f"{_CAPTURE_ID}-{id(self)}"
+            events.register_first(_BEFORE_CALL, capture, unique_id=capture_id)
             try:
                 self._ddb.put_item(
                     TableName=self._table, Item={}, ConditionExpression=self._condition
                 )
             finally:
-                events.unregister(_BEFORE_CALL, unique_id=_CAPTURE_ID)
+                events.unregister(_BEFORE_CALL, unique_id=capture_id)
             captured.pop("body", None)
             self._request = captured
             return captured
