@@ -3,9 +3,19 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from decimal import Decimal
 
-from ingest.records import created_payment, iso_timestamp, new_item
-from ingest.validation import parse_payment_request, request_hash
+from hypothesis import given
+from hypothesis import strategies as st
+
+from ingest.records import created_payment, iso_timestamp, new_payment, payment_item
+from ingest.validation import (
+    COUNTRY_CODES,
+    CURRENCY_CODES,
+    PaymentRequest,
+    parse_payment_request,
+    request_hash,
+)
 from pulse.payments import item_from_image, payment_from_item
 
 
@@ -20,13 +30,15 @@ def test_new_item_matches_the_contract_and_reads_back_as_the_payment() -> None:
         b'"country":"DE","metadata":{"order":"42"}}'
     )
     now = datetime(2026, 1, 1, tzinfo=UTC)
-    item = new_item(
-        request,
-        payment_id="p-1",
-        request_hash=request_hash(request),
-        traceparent="00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
-        idempotency_key="k",
-        now=now,
+    item = payment_item(
+        new_payment(
+            request,
+            payment_id="p-1",
+            request_hash=request_hash(request),
+            traceparent="00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            idempotency_key="k",
+            now=now,
+        )
     )
     assert item["amount"] == {"S": "12.50"}
     assert item["metadata"] == {"M": {"order": {"S": "42"}}}
@@ -68,3 +80,34 @@ def test_a_replay_shows_the_payment_as_first_created() -> None:
     assert payment["updated_at"] == "2026-01-01T00:00:00.000Z"
     assert "fraud_score" not in payment
     assert "request_hash" not in payment
+
+
+_ids = st.from_regex(r"[A-Za-z0-9_.@-]{1,128}", fullmatch=True)
+_requests = st.builds(
+    PaymentRequest,
+    account_id=_ids,
+    amount=st.decimals(min_value=Decimal("0.01"), max_value=Decimal(10**6), places=2).map(str),
+    currency=st.sampled_from(CURRENCY_CODES),
+    merchant_id=_ids,
+    country=st.none() | st.sampled_from(COUNTRY_CODES),
+    metadata=st.none()
+    | st.dictionaries(st.text(min_size=1, max_size=64), st.text(max_size=256), max_size=20),
+)
+
+
+@given(_requests, st.none() | st.text(min_size=1), st.datetimes(timezones=st.just(UTC)))
+def test_the_payment_is_what_its_item_reads_back_as(
+    request: PaymentRequest, key: str | None, now: datetime
+) -> None:
+    """The response to a creation is built from the payment written, not read back from
+    its item: the two are the same."""
+    payment = new_payment(
+        request,
+        payment_id="p-1",
+        request_hash=request_hash(request),
+        traceparent="00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+        idempotency_key=key,
+        now=now,
+    )
+    assert item_from_image(payment_item(payment)) == payment
+    assert created_payment(payment) == created_payment(item_from_image(payment_item(payment)))

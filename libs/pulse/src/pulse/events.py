@@ -14,6 +14,8 @@ from typing import Any, Final
 import orjson
 from pydantic import BaseModel, ConfigDict, Field
 
+from pulse.ids import uuid4
+
 __all__ = [
     "FRAUD_DECISION",
     "NOTIFICATION",
@@ -104,7 +106,7 @@ def new_event(
     traceparent: str | None = None,
 ) -> CloudEvent:
     return CloudEvent(
-        id=id or str(uuid.uuid4()),
+        id=id or str(uuid4()),
         source=source,
         type=type,
         subject=subject,
@@ -116,4 +118,4 @@ def new_event(
 
 def new_traceparent() -> str:
     """A fresh W3C traceparent (sampled)."""
-    return f"00-{uuid.uuid4().hex}-{uuid.uuid4().hex[:16]}-01"
+    return f"00-{uuid4().hex}-{uuid4().hex[:16]}-01"

@@ -1,4 +1,5 @@
-"""The payment item ingest writes, and the creation response rebuilt from it. Pure."""
+"""The payment ingest writes (as plain values, and as the DynamoDB item), and the creation
+response rebuilt from it. Pure."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from pulse.payments import IMMUTABLE_FIELDS, PENDING, payment_from_item
 if TYPE_CHECKING:
     from ingest.validation import PaymentRequest
 
-__all__ = ["created_payment", "iso_timestamp", "new_item"]
+__all__ = ["created_payment", "iso_timestamp", "new_payment", "payment_item"]
 
 
 def iso_timestamp(ts: datetime) -> str:
@@ -19,7 +20,7 @@ def iso_timestamp(ts: datetime) -> str:
     return ts.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-def new_item(
+def new_payment(
     request: PaymentRequest,
     *,
     payment_id: str,
@@ -28,30 +29,36 @@ def new_item(
     idempotency_key: str | None,
     now: datetime,
 ) -> dict[str, Any]:
-    """The DynamoDB item (attribute-value form) of a new PENDING payment."""
+    """A new PENDING payment as stored, in plain values: strings, and the metadata's map of
+    strings (what :func:`pulse.payments.item_from_image` reads back from its item)."""
     created = iso_timestamp(now)
-    item: dict[str, Any] = {"payment_id": {"S": payment_id}}
-    for name, value in canonical_request(request).items():
-        if name == "metadata":
-            item[name] = {"M": {k: {"S": v} for k, v in value.items()}}
-        else:
-            item[name] = {"S": value}
-    item.update(
+    payment: dict[str, Any] = {"payment_id": payment_id, **canonical_request(request)}
+    payment.update(
         {
-            "status": {"S": PENDING},
-            "created_at": {"S": created},
-            "updated_at": {"S": created},
-            "request_hash": {"S": request_hash},
-            "traceparent": {"S": traceparent},
+            "status": PENDING,
+            "created_at": created,
+            "updated_at": created,
+            "request_hash": request_hash,
+            "traceparent": traceparent,
         }
     )
     if idempotency_key is not None:
-        item["idempotency_key"] = {"S": idempotency_key}
-    return item
+        payment["idempotency_key"] = idempotency_key
+    return payment
+
+
+def payment_item(payment: dict[str, Any]) -> dict[str, Any]:
+    """The DynamoDB item (attribute-value form) of a payment from :func:`new_payment`."""
+    return {
+        name: {"M": {k: {"S": v} for k, v in value.items()}}
+        if isinstance(value, dict)
+        else {"S": value}
+        for name, value in payment.items()
+    }
 
 
 def created_payment(item: dict[str, Any]) -> dict[str, Any]:
-    """The payment as first created, from a deserialised item.
+    """The payment as first created, from a deserialised item (or :func:`new_payment`).
 
     Replays answer with this too: the immutable fields, status PENDING and the stored
     ``created_at`` as ``updated_at`` — the first response again, whatever happened since.

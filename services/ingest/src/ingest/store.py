@@ -2,28 +2,35 @@
 
 boto3 is synchronous; every call runs in the event loop's default executor
 (``asyncio.to_thread``), which :func:`ingest.server.serve` bounds to
-``aws_concurrency`` threads — the same size as the client's connection pool.
+``aws_concurrency`` threads — the same size as the client's connection pool. The PutItem
+of every payment goes through :class:`ingest.conditional_put.ConditionalPut` (its body
+built here, the rest botocore's); the other calls through the client's methods.
 """
 
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 import orjson
 
+from ingest.conditional_put import ConditionalPut
 from pulse.aws_errors import AWS_ERRORS, as_pulse_error
 from pulse.errors import ConditionFailedError
 from pulse.logging import get_logger
 from pulse.payments import item_from_image
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from pulse.settings import ResourceNames
 
 __all__ = ["PaymentStore"]
 
 
 log = get_logger("ingest.store")
+
+NEW_PAYMENT: Final = "attribute_not_exists(payment_id)"
 
 
 class PaymentStore:
@@ -33,15 +40,22 @@ class PaymentStore:
         self._ddb = ddb
         self._payments = names.payments_table
         self._events = names.events_table
+        self._put_new = ConditionalPut(ddb, self._payments, NEW_PAYMENT)
 
     async def _call(self, method: str, **kwargs: Any) -> Any:
-        """One DynamoDB call; a failure as Pulse's error of its kind (:mod:`pulse.aws_errors`):
-        throttling, an unreachable endpoint or a missing table is a :class:`RetryableError`
-        (the API answers 503), a failed condition a :class:`ConditionFailedError`."""
+        """One DynamoDB call of the client's ``method``."""
+        return await self._run(method, getattr(self._ddb, method), **kwargs)
+
+    @staticmethod
+    async def _run(what: str, call: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """``call`` in the executor; a failure as Pulse's error of its kind
+        (:mod:`pulse.aws_errors`): throttling, an unreachable endpoint or a missing table is
+        a :class:`RetryableError` (the API answers 503), a failed condition a
+        :class:`ConditionFailedError`."""
         try:
-            return await asyncio.to_thread(getattr(self._ddb, method), **kwargs)
+            return await asyncio.to_thread(call, *args, **kwargs)
         except AWS_ERRORS as exc:
-            raise as_pulse_error(exc, f"DynamoDB {method}") from exc
+            raise as_pulse_error(exc, f"DynamoDB {what}") from exc
 
     async def put_new(self, item: dict[str, Any]) -> bool:
         """Write ``item`` unless its payment id exists; ``False`` if it does (nothing written).
@@ -49,12 +63,7 @@ class PaymentStore:
         Raises :class:`RetryableError` when DynamoDB is throttling or unreachable.
         """
         try:
-            await self._call(
-                "put_item",
-                TableName=self._payments,
-                Item=item,
-                ConditionExpression="attribute_not_exists(payment_id)",
-            )
+            await self._run("put_item", self._put_new, item)
         except ConditionFailedError:
             return False
         return True

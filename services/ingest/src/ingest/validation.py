@@ -30,6 +30,7 @@ from pydantic import (
     field_validator,
 )
 
+from pulse.ids import uuid4
 from pulse.problems import FieldError, bad_request, unprocessable
 
 __all__ = [
@@ -331,7 +332,7 @@ def parse_idempotency_key(value: str | None) -> str | None:
 def payment_id_for_key(key: str | None) -> str:
     """The payment id: determined by the idempotency key, random without one."""
     if key is None:
-        return str(uuid.uuid4())
+        return str(uuid4())
     return str(uuid.uuid5(_PAYMENT_NAMESPACE, key))
 
 
