@@ -7,7 +7,10 @@ in Redis, so every replica of a service draws on one budget. Set from a rate and
 
 The count lives in Redis (an ``INCRBY`` with an expiry, one script on one key, so it runs
 alike on a server, a sentinel-watched master or a cluster), in windows aligned to the
-clock, so the reset time is known without asking. A replica does not ask Redis for every
+clock, so the reset time is known without asking. (The ``limits`` library's Redis storage
+did this count before Pulse spoke Cluster and Sentinel; its cluster and sentinel storages
+open clients of their own that a service can neither share, close nor point at its CA and
+sentinel password, so the one three-line script lives here.) A replica does not ask Redis for every
 request: it reserves a few requests of a caller's budget at once
 (:meth:`Quota.reservation`: 1 for small quotas, at most 16, a twentieth of the limit) and
 spends them locally, so a busy caller costs one round trip per reservation. Reservations
