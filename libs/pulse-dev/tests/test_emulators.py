@@ -17,3 +17,10 @@ def test_a_redis_can_be_started_when_none_answers(tmp_path: Path) -> None:
     finally:
         assert stop_process(proc) == 0
     assert not list(tmp_path.glob("*.rdb"))  # it keeps nothing on disk
+
+
+def test_free_port_never_hands_out_a_port_twice() -> None:
+    """Ports picked before their servers bind them (a cluster's, then the services') must
+    not collide, even though none is bound yet."""
+    ports = [free_port() for _ in range(300)]
+    assert len(set(ports)) == len(ports)
