@@ -55,6 +55,9 @@ async def serve(lifecycle: Lifecycle) -> None:
                 # Close every connection with 1001 so clients reconnect elsewhere, then stop.
                 await gateway.close_all_within(settings.shutdown_grace_seconds)
     finally:
+        # Ends the presence upkeep too when serving failed to start (a port already in use):
+        # the process must exit with the error, not wait for a signal.
+        lifecycle.stopping.set()
         await presence_upkeep
         await hub.close()
         await redis.aclose()
