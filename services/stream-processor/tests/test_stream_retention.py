@@ -12,26 +12,21 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
-import redis
 
-from pulse.clients import aws_client
 from pulse.settings import PulseSettings
 from pulse.topology import TopologyOutputs
-from pulse_dev.stream_emulation import emulator_fixture, split_shards
+from pulse_dev.stream_emulation import emulator_fixture
 from pulse_dev.stream_scaling import (
     DeliveryReport,
-    PaymentScript,
+    StackStream,
     StreamReplicas,
     delivery_report,
-    described_shards,
     lease_counts,
-    lease_items,
 )
 from pulse_dev.stream_store import StreamShape
-from pulse_dev.testing import channel_history, until
+from pulse_dev.testing import until
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -41,31 +36,17 @@ RETENTION = 8.0  # seconds a record, and a closed shard, stays in the stream
 aws_endpoint = emulator_fixture(StreamShape(shards=2, retention_seconds=RETENTION))
 
 
-class Stream:
+class Stream(StackStream):
     """The payments stream of this test's stack: writes, splits, shards, leases, history."""
 
-    def __init__(self, settings: PulseSettings, topology: TopologyOutputs, redis_url: str):
-        self.settings = settings
-        self.ddb = aws_client("dynamodb", settings)
-        self.streams = aws_client("dynamodbstreams", settings)
-        self.redis = redis.Redis.from_url(redis_url)
-        self.arn = topology.stream_arns[settings.names.payments_table]
-        self.script = PaymentScript(self.ddb, settings.names.payments_table)
-
-    def split(self) -> None:
-        split_shards(self.settings.aws_endpoint_url or "", table=self.settings.names.payments_table)
-
     def listed(self) -> set[str]:
-        return {shard["ShardId"] for shard in described_shards(self.streams, self.arn)}
-
-    def leases(self) -> list[dict[str, Any]]:
-        return lease_items(self.ddb, self.settings.names.leases_table)
+        return {shard["ShardId"] for shard in self.shards()}
 
     def report(self, payment_ids: list[str] | None = None) -> DeliveryReport:
         """The ``payments`` channel against the payments written (or those given)."""
         marks = self.script.marks
         expected = marks if payment_ids is None else {p: marks[p] for p in payment_ids}
-        history = channel_history(self.redis, self.settings.redis_prefix, "payments")
+        history = self.history("payments")
         return delivery_report(history, expected)
 
     def wait_delivered(self, payment_ids: list[str]) -> None:
@@ -73,8 +54,9 @@ class Stream:
 
     def wait_held(self, worker: str) -> None:
         """Until ``worker`` holds a lease of every open shard."""
-        shards = described_shards(self.streams, self.arn)
-        opened = [s for s in shards if "EndingSequenceNumber" not in s["SequenceNumberRange"]]
+        opened = [
+            s for s in self.shards() if "EndingSequenceNumber" not in s["SequenceNumberRange"]
+        ]
         until(lambda: lease_counts(self.leases(), [worker])[worker] == len(opened), timeout=30.0)
 
 

@@ -15,28 +15,26 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import redis
 
 from pulse.clients import aws_client
 from pulse.settings import PulseSettings
 from pulse.topology import TopologyOutputs
 from pulse_dev.stream_emulation import emulator_fixture, split_shards
 from pulse_dev.stream_scaling import (
-    PaymentScript,
     SplitRunHooks,
+    StackStream,
     StreamReplicas,
     delivery_report,
     described_shards,
     lease_counts,
     lease_imbalance,
-    lease_items,
     lineage_violations,
     run_through_splits,
     split_run_problems,
     unread_leases,
 )
 from pulse_dev.stream_store import StreamShape
-from pulse_dev.testing import channel_history, until
+from pulse_dev.testing import until
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -47,33 +45,13 @@ STEPS = 3  # updates after its creation each payment goes through
 aws_endpoint = emulator_fixture(StreamShape(shards=4, iterator_seconds=1.0))
 
 
-class Run:
+class Run(StackStream):
     """Payments written straight into the table, split and checked through this test's
     stack."""
-
-    def __init__(self, settings: PulseSettings, topology: TopologyOutputs, redis_url: str):
-        self.settings = settings
-        self.ddb = aws_client("dynamodb", settings)
-        self.streams = aws_client("dynamodbstreams", settings)
-        self.redis = redis.Redis.from_url(redis_url)
-        self.arn = topology.stream_arns[settings.names.payments_table]
-        self.script = PaymentScript(self.ddb, settings.names.payments_table)
 
     def write(self) -> None:
         self.script.create(4)
         self.script.advance([p for p, marks in self.script.marks.items() if len(marks) <= STEPS])
-
-    def split(self) -> None:
-        split_shards(self.settings.aws_endpoint_url or "", table=self.settings.names.payments_table)
-
-    def shards(self) -> int:
-        return len(described_shards(self.streams, self.arn))
-
-    def leases(self) -> list[dict[str, Any]]:
-        return lease_items(self.ddb, self.settings.names.leases_table)
-
-    def history(self, channel: str) -> list[dict[str, Any]]:
-        return channel_history(self.redis, self.settings.redis_prefix, channel)
 
     def delivered(self) -> bool:
         report = delivery_report(self.history("payments"), self.script.marks)
@@ -89,7 +67,9 @@ def test_replicas_share_a_splitting_stream_through_a_crash_and_a_join(
 ) -> None:
     run = Run(stack_settings, topology, redis_url)
     replicas = StreamReplicas(stack_env, tmp_path)
-    hooks = SplitRunHooks(run.write, run.split, run.shards, run.leases, run.delivered)
+    hooks = SplitRunHooks(
+        run.write, run.split, lambda: len(run.shards()), run.leases, run.delivered
+    )
     try:
         outcome = run_through_splits(replicas, hooks, seconds=12.0, settle=60.0)
         payments = delivery_report(run.history("payments"), run.script.marks)
@@ -141,7 +121,7 @@ def test_children_start_when_their_parent_ends_without_waiting_for_a_listing(
 
         until(every_child_read_and_balanced, timeout=30.0)
         items = run.leases()
-        assert run.shards() == 12
+        assert len(run.shards()) == 12
         assert sum(lease_counts(items, live).values()) == 8  # the children, all held
         assert lineage_violations(items) == []
         assert replicas.stop() == dict.fromkeys(live, 0)

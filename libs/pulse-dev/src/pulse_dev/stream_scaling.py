@@ -30,16 +30,22 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final
 
+import redis
 from prometheus_client.parser import text_string_to_metric_families
 
+from pulse.clients import aws_client
 from pulse.payments import APPROVED, DECLINED, REVIEW
 from pulse_dev.emulators import free_port
 from pulse_dev.payments_fixtures import CREATED_AT, pending_payment, put_payment
-from pulse_dev.testing import ServiceProcess
+from pulse_dev.stream_emulation import split_shards
+from pulse_dev.testing import ServiceProcess, channel_history
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Mapping, Sequence
     from pathlib import Path
+
+    from pulse.settings import PulseSettings
+    from pulse.topology import TopologyOutputs
 
 __all__ = [
     "SHARD_END",
@@ -48,6 +54,7 @@ __all__ = [
     "PaymentScript",
     "SplitRunHooks",
     "SplitRunOutcome",
+    "StackStream",
     "StreamReplicas",
     "delivery_report",
     "described_shards",
@@ -217,6 +224,31 @@ def lease_items(ddb: Any, table: str) -> list[dict[str, Any]]:
         if "LastEvaluatedKey" not in page:
             return items
         kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+
+
+class StackStream:
+    """A test stack's payments stream: payments written straight into its table, its shards
+    split, listed and leased, and the channel history they reach."""
+
+    def __init__(self, settings: PulseSettings, topology: TopologyOutputs, redis_url: str) -> None:
+        self.settings = settings
+        self.ddb = aws_client("dynamodb", settings)
+        self.streams = aws_client("dynamodbstreams", settings)
+        self.redis = redis.Redis.from_url(redis_url)
+        self.arn = topology.stream_arns[settings.names.payments_table]
+        self.script = PaymentScript(self.ddb, settings.names.payments_table)
+
+    def split(self) -> None:
+        split_shards(self.settings.aws_endpoint_url or "", table=self.settings.names.payments_table)
+
+    def shards(self) -> list[dict[str, Any]]:
+        return described_shards(self.streams, self.arn)
+
+    def leases(self) -> list[dict[str, Any]]:
+        return lease_items(self.ddb, self.settings.names.leases_table)
+
+    def history(self, channel: str) -> list[dict[str, Any]]:
+        return channel_history(self.redis, self.settings.redis_prefix, channel)
 
 
 def lease_counts(items: Iterable[Mapping[str, Any]], workers: Iterable[str]) -> dict[str, int]:
