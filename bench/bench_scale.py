@@ -46,24 +46,18 @@ import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import redis
-
-from pulse.clients import aws_client
 from pulse.settings import PulseSettings
 from pulse.topology import apply_topology
 from pulse_dev.emulators import AWS_TEST_CREDENTIALS, free_port, start_redis, stop_process
-from pulse_dev.stream_emulation import running_emulator, split_shards
+from pulse_dev.stream_emulation import running_emulator
 from pulse_dev.stream_scaling import (
-    PaymentScript,
     SplitRunHooks,
+    StackStream,
     StreamReplicas,
     delivery_report,
-    described_shards,
-    lease_items,
     run_through_splits,
 )
 from pulse_dev.stream_store import StreamShape
-from pulse_dev.testing import channel_history
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests" / "chaos"))
 from faults import ACCOUNTS, run_chaos, settle  # the chaos suite's modules
@@ -115,23 +109,14 @@ def stream_split() -> dict[str, float]:
                 "PULSE_LOG_LEVEL": "info",
             }
             os.environ.update(env)
-            return _split_run(PulseSettings(), env, endpoint, work)
+            return _split_run(PulseSettings(), env, work)
     finally:
         stop_process(own_redis)
 
 
-def _split_run(
-    settings: PulseSettings, env: dict[str, str], endpoint: str, work: Path
-) -> dict[str, float]:
-    outputs = apply_topology(settings)
-    names = settings.names
-    ddb = aws_client("dynamodb", settings)
-    streams = aws_client("dynamodbstreams", settings)
-    client = redis.Redis.from_url(env["REDIS_URL"])
-    script = PaymentScript(ddb, names.payments_table)
-
-    def history(channel: str) -> list[dict[str, object]]:
-        return channel_history(client, settings.redis_prefix, channel)
+def _split_run(settings: PulseSettings, env: dict[str, str], work: Path) -> dict[str, float]:
+    stream = StackStream(settings, apply_topology(settings), env["REDIS_URL"])
+    script, history = stream.script, stream.history
 
     def write() -> None:
         script.create(4)
@@ -144,9 +129,9 @@ def _split_run(
 
     hooks = SplitRunHooks(
         write=write,
-        split=_splitter(endpoint, names.payments_table),
-        shards=lambda: len(described_shards(streams, outputs.stream_arns[names.payments_table])),
-        leases=lambda: lease_items(ddb, names.leases_table),
+        split=stream.split,
+        shards=lambda: len(stream.shards()),
+        leases=stream.leases,
         delivered=delivered,
     )
     replicas = StreamReplicas(env, work)
@@ -160,7 +145,7 @@ def _split_run(
         stopped = replicas.stop()
     finally:
         replicas.close()
-        client.close()
+        stream.redis.close()
     events = reports[0].expected
     print(
         f"stream split: {len(script.marks)} payments, {events} events, {outcome.splits} splits;"
@@ -176,13 +161,6 @@ def _split_run(
         "scale.split_duplicated": sum(r.duplicated for r in reports),
         "scale.lease_imbalance": outcome.imbalance,
     }
-
-
-def _splitter(endpoint: str, table: str) -> Callable[[], None]:
-    def split() -> None:
-        split_shards(endpoint, table=table)
-
-    return split
 
 
 def _at_clients(clients: list[WatchingClient], payments: list[Posted]) -> bool:
