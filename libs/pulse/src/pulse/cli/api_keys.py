@@ -8,8 +8,8 @@ from datetime import UTC, datetime
 import click
 
 from pulse.api_keys import SCOPES, ApiKey, ApiKeyTable, new_api_key
+from pulse.cli.target import aws, settings
 from pulse.errors import PulseError
-from pulse.settings import PulseSettings
 
 __all__ = ["keys"]
 
@@ -29,10 +29,7 @@ def keys() -> None:
 
 
 def _table() -> ApiKeyTable:
-    from pulse.clients import aws_client  # noqa: PLC0415 - boto3 only for these commands
-
-    settings = PulseSettings()
-    return ApiKeyTable(aws_client("dynamodb", settings), settings.names.api_keys_table)
+    return ApiKeyTable(aws("dynamodb"), settings().names.api_keys_table)
 
 
 def _now() -> str:

@@ -2,14 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import click
 
 from pulse.blocklists import BLOCKLIST_KINDS, blocklist_key
-from pulse.clients import blocking_redis_client
-from pulse.errors import ConfigurationError
-from pulse.settings import PulseSettings, load_settings
+from pulse.cli.target import sync_redis
 
 __all__ = ["fraud"]
 
@@ -30,14 +26,6 @@ def _blocklist_ids(accounts: tuple[str, ...], merchants: tuple[str, ...]) -> dic
     return ids
 
 
-def _sync_redis() -> tuple[Any, str]:
-    try:
-        settings = load_settings(PulseSettings)
-    except ConfigurationError as exc:
-        raise click.ClickException(str(exc)) from exc
-    return blocking_redis_client(settings), settings.redis_prefix
-
-
 _ACCOUNT_OPTION = click.option(
     "--account", "accounts", multiple=True, help="Account id (repeatable)."
 )
@@ -52,7 +40,7 @@ _MERCHANT_OPTION = click.option(
 def block(accounts: tuple[str, ...], merchants: tuple[str, ...]) -> None:
     """Decline every further payment of these accounts or to these merchants."""
     ids = _blocklist_ids(accounts, merchants)
-    client, prefix = _sync_redis()
+    client, prefix = sync_redis()
     with client:
         for kind, values in ids.items():
             if values:
@@ -66,7 +54,7 @@ def block(accounts: tuple[str, ...], merchants: tuple[str, ...]) -> None:
 def unblock(accounts: tuple[str, ...], merchants: tuple[str, ...]) -> None:
     """Take accounts or merchants off the blocklists."""
     ids = _blocklist_ids(accounts, merchants)
-    client, prefix = _sync_redis()
+    client, prefix = sync_redis()
     with client:
         for kind, values in ids.items():
             if values:
@@ -77,7 +65,7 @@ def unblock(accounts: tuple[str, ...], merchants: tuple[str, ...]) -> None:
 @fraud.command(name="list")
 def list_blocked() -> None:
     """Print the blocked accounts and merchants, one `kind id` line each."""
-    client, prefix = _sync_redis()
+    client, prefix = sync_redis()
     with client:
         for kind in BLOCKLIST_KINDS:
             for member in sorted(client.smembers(blocklist_key(prefix, kind))):

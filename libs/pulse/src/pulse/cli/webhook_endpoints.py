@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from pulse.settings import PulseSettings
+from pulse.cli.target import aws, settings
 
 __all__ = ["webhooks"]
 
@@ -22,16 +22,10 @@ def webhooks() -> None:
     """
 
 
-def _aws(service: str) -> Any:
-    from pulse.clients import aws_client  # noqa: PLC0415
-
-    return aws_client(service, PulseSettings())
-
-
 def _webhook_names() -> Any:
     from pulse.topology import WebhookNames  # noqa: PLC0415
 
-    return WebhookNames.from_prefix(PulseSettings().resource_prefix)
+    return WebhookNames.from_prefix(settings().resource_prefix)
 
 
 @webhooks.command(name="add")
@@ -52,9 +46,9 @@ def webhooks_add(account: str, url: str) -> None:
     endpoint_id = f"ep_{uuid.uuid4().hex}"
     secret = "whsec_" + base64.b64encode(secrets.token_bytes(24)).decode()
     parameter = names.secret_parameter(endpoint_id)
-    _aws("ssm").put_parameter(Name=parameter, Value=secret, Type="SecureString", Overwrite=True)
+    aws("ssm").put_parameter(Name=parameter, Value=secret, Type="SecureString", Overwrite=True)
     now = datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-    _aws("dynamodb").put_item(
+    aws("dynamodb").put_item(
         TableName=names.table,
         Item={
             "account_id": {"S": account},
@@ -73,7 +67,7 @@ def webhooks_add(account: str, url: str) -> None:
 def webhooks_list(account: str | None) -> None:
     """Print endpoints, one `account endpoint url` line each."""
     names = _webhook_names()
-    ddb = _aws("dynamodb")
+    ddb = aws("dynamodb")
     if account is None:
         pages = ddb.get_paginator("scan").paginate(TableName=names.table)
     else:
@@ -97,7 +91,7 @@ def webhooks_list(account: str | None) -> None:
 def webhooks_remove(account: str, endpoint_id: str) -> None:
     """Remove an endpoint and its secret; deliveries already queued for it are dropped."""
     names = _webhook_names()
-    got = _aws("dynamodb").delete_item(
+    got = aws("dynamodb").delete_item(
         TableName=names.table,
         Key={"account_id": {"S": account}, "endpoint_id": {"S": endpoint_id}},
         ReturnValues="ALL_OLD",
@@ -105,7 +99,7 @@ def webhooks_remove(account: str, endpoint_id: str) -> None:
     if not got.get("Attributes"):
         click.echo(f"no endpoint {endpoint_id} for account {account}", err=True)
         sys.exit(1)
-    ssm = _aws("ssm")
+    ssm = aws("ssm")
     with contextlib.suppress(ssm.exceptions.ParameterNotFound):
         ssm.delete_parameter(Name=names.secret_parameter(endpoint_id))
     click.echo(f"removed {endpoint_id}")
