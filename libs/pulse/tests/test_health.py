@@ -8,6 +8,7 @@ from typing import Any
 import orjson
 import pytest
 import redis.asyncio as aioredis
+from prometheus_client import REGISTRY
 from structlog.testing import capture_logs
 
 from pulse.channels import ChannelKeys
@@ -205,3 +206,19 @@ async def test_the_channel_keeps_a_bounded_history(
     (call,) = reporter.publisher.script_calls([reporter.appending(reporter.event([], 5.0))])
     assert keys.history("health") in call.keys
     assert call.args[1] == HISTORY_LENGTH
+
+
+async def test_a_report_redis_refuses_is_counted_and_said_once(settings: PulseSettings) -> None:
+    unreachable = aioredis.Redis.from_url("redis://127.0.0.1:1/0")  # nothing listens there
+    reporter = HealthReporter.of(unreachable, settings)
+    before = REGISTRY.get_sample_value("pulse_health_publishes_total", {"outcome": "failed"})
+    with capture_logs() as logs:
+        for _ in range(3):
+            event = await reporter.report()  # never raises: the next report follows
+            assert event.type == HEALTH
+    after = REGISTRY.get_sample_value("pulse_health_publishes_total", {"outcome": "failed"})
+    assert (after or 0) - (before or 0) == 3
+    refusals = [line for line in logs if line["event"] == "health report not published"]
+    assert [line["log_level"] for line in refusals] == ["warning", "debug", "debug"]
+    assert [line["event"] for line in logs].count("health") == 3  # the summary all the same
+    await unreachable.aclose()

@@ -192,6 +192,7 @@ class HealthReporter:
         self.interval = interval
         self._probes: list[HealthProbe] = []
         self._failing: set[int] = set()  # probes whose last read failed (logged once)
+        self._unpublished = False  # the last append failed (logged once)
         self._last_read: float | None = None
         self._totals = {"processed": 0.0, "failures": 0.0}
 
@@ -223,10 +224,11 @@ class HealthReporter:
             self._totals["processed"] += throughput.get("messages_per_s", 0) * elapsed
             self._totals["failures"] += throughput.get("failures_per_s", 0) * elapsed
             merged["throughput"] = {k: round(v, 3) for k, v in throughput.items()}
+        interval = self.interval
         data = {
             "service": self.service,
             "instance": self.instance,
-            "interval_seconds": self.interval,
+            "interval_seconds": int(interval) if float(interval).is_integer() else interval,
             "measured_at": iso_time(now),
             **merged,
         }
@@ -251,9 +253,14 @@ class HealthReporter:
             await self.publisher.append_many([self.appending(event)])
         except Exception as exc:
             PUBLISHES.labels("failed").inc()
-            log.warning("health report not published", error=f"{type(exc).__name__}: {exc}")
+            # Said once per run of failures (Redis down for a while is not news each time).
+            (log.debug if self._unpublished else log.warning)(
+                "health report not published", error=f"{type(exc).__name__}: {exc}"
+            )
+            self._unpublished = True
         else:
             PUBLISHES.labels("ok").inc()
+            self._unpublished = False
         totals = {name: round(value) for name, value in self._totals.items()}
         log.info("health", **summary_fields(event.data, totals))
         return event
