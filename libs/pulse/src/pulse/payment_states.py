@@ -125,9 +125,14 @@ REVIEW_DECISIONS: Final = Counter(
     ["decision", "actor_kind"],
 )
 ActorKind = Literal["operator", "cli", "system"]
-for _decision in (APPROVED, DECLINED):
-    for _kind in ("operator", "cli", "system"):
-        REVIEW_DECISIONS.labels(_decision, _kind)
+for _decision, _kind in (
+    (APPROVED, "operator"),
+    (DECLINED, "operator"),
+    (APPROVED, "cli"),
+    (DECLINED, "cli"),
+    (DECLINED, "system"),  # the timeout only declines
+):
+    REVIEW_DECISIONS.labels(_decision, _kind)
 
 
 class IllegalTransitionError(PermanentError):
