@@ -32,7 +32,9 @@ REVIEWED = FraudDecision(decision="REVIEW", score=55, reasons=("amount_above_rev
 
 @pytest.fixture
 def decisions(topology: TopologyOutputs, stack_settings: PulseSettings) -> DecisionStore:
-    return DecisionStore(aws_client("dynamodb", stack_settings), stack_settings.names.payments_table)
+    return DecisionStore(
+        aws_client("dynamodb", stack_settings), stack_settings.names.payments_table
+    )
 
 
 def _in_review(decisions: DecisionStore, ddb: Any, *, hours_ago: float) -> str:
@@ -59,7 +61,7 @@ def _sweeper(
 
 
 def _item(decisions: DecisionStore, payment_id: str) -> dict[str, Any]:
-    ddb = decisions.transitions._ddb  # noqa: SLF001 - the same client, to read back
+    ddb = decisions.transitions._ddb
     return dict(
         ddb.get_item(
             TableName=decisions.table, Key={"payment_id": {"S": payment_id}}, ConsistentRead=True
@@ -145,12 +147,9 @@ def test_two_worker_processes_decline_an_overdue_payment_exactly_once(
             PULSE_REVIEW_TIMEOUT_SECONDS=str(TIMEOUT),
             PULSE_REVIEW_SWEEP_INTERVAL_SECONDS="0.5",
         ).start(wait_port=port)
-    for port in ports:
-        until(lambda port=port: readyz(port))
-    for payment_id in overdue:
-        until(lambda p=payment_id: _item(decisions, p)["status"]["S"] == "DECLINED")
+    until(lambda: all(readyz(port) for port in ports))
+    until(lambda: all(_item(decisions, p)["status"]["S"] == "DECLINED" for p in overdue))
     # Both kept sweeping for a while (many rounds each); each payment declined once.
-    until(lambda: all(_metric_sum(port, ROUNDS) >= 4 for port in ports))  # noqa: PLR2004
+    until(lambda: all(_metric_sum(port, ROUNDS) >= 4 for port in ports))
     assert sum(_metric_sum(port, SYSTEM_DECLINES) for port in ports) == len(overdue)
     assert decisions.transitions.review_queue(limit=10).payments == []
-

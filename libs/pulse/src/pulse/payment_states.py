@@ -301,9 +301,13 @@ class PaymentTransitions:
         except AWS_ERRORS as exc:
             if classify_aws_error(exc) is AwsErrorKind.CONDITION_FAILED:
                 stored = getattr(exc, "response", {}).get("Item")
-                return TransitionResult(False, item_from_image(stored) if stored else None)
+                return TransitionResult(
+                    applied=False, payment=item_from_image(stored) if stored else None
+                )
             raise as_pulse_error(exc, f"UpdateItem {self.table}", delay=2.0) from exc
-        return TransitionResult(True, item_from_image(response.get("Attributes") or {}))
+        return TransitionResult(
+            applied=True, payment=item_from_image(response.get("Attributes") or {})
+        )
 
     def review(
         self,

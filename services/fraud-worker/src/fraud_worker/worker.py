@@ -3,9 +3,9 @@
 For each message: parse the CloudEvent; under the idempotency guard (one owner per event id,
 a completed event id is skipped) record the payment in the account's activity (Redis),
 apply the rules, write the decision with a conditional UpdateItem, and send non-approved
-decisions to the ``alerts`` channel. Beside the queue, the review-timeout sweep declines
-payments left in REVIEW too long (:mod:`fraud_worker.review_timeout`). The consumer runtime deletes the message once this
-returns; a malformed message is dead-lettered.
+decisions to the ``alerts`` channel. The consumer runtime deletes the message once this
+returns; a malformed message is dead-lettered. Beside the queue, the review-timeout sweep
+declines payments left in REVIEW too long (:mod:`fraud_worker.review_timeout`).
 """
 
 from __future__ import annotations

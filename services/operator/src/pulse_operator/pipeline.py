@@ -1,10 +1,10 @@
 """An ``EventPipeline`` spec, mapped to the topology :func:`pulse.topology.apply_topology` applies.
 
 The spec's field names follow AWS Controllers for Kubernetes (``tableName``, ``keySchema``,
-``streamSpecification``, ``timeToLive``, ``globalSecondaryIndexes``, ``queueName``, ``visibilityTimeout``,
-``messageRetentionPeriod``, ``filterPolicy``, ...), typed, so moving to ACK on EKS is
-mechanical. The CRD's OpenAPI schema already refuses most bad input; :func:`to_topology`
-checks what a schema cannot say (one HASH key, unique names, the delivery mode Pulse's
+``streamSpecification``, ``timeToLive``, ``globalSecondaryIndexes``, ``queueName``,
+``visibilityTimeout``, ``messageRetentionPeriod``, ``filterPolicy``, ...), typed, so moving
+to ACK on EKS is mechanical. The CRD's OpenAPI schema already refuses most bad input;
+:func:`to_topology` checks what a schema cannot say (one HASH key, unique names, the delivery mode Pulse's
 workers need) and raises :class:`InvalidPipelineError`, a permanent error.
 
 Every name is prefixed with ``spec.resourcePrefix`` so two pipelines can share an account.
