@@ -5,7 +5,8 @@ The spec's field names follow AWS Controllers for Kubernetes (``tableName``, ``k
 ``visibilityTimeout``, ``messageRetentionPeriod``, ``filterPolicy``, ...), typed, so moving
 to ACK on EKS is mechanical. The CRD's OpenAPI schema already refuses most bad input;
 :func:`to_topology` checks what a schema cannot say (one HASH key, unique names, the
-delivery mode Pulse's workers need, indexes projecting every attribute) and raises :class:`InvalidPipelineError`, a permanent error.
+delivery mode Pulse's workers need, indexes projecting every attribute) and raises
+:class:`InvalidPipelineError`, a permanent error.
 
 Every name is prefixed with ``spec.resourcePrefix`` so two pipelines can share an account.
 """
