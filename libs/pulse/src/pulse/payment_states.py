@@ -70,6 +70,7 @@ __all__ = [
     "encode_cursor",
     "transition",
     "update_request",
+    "why_not_reviewed",
 ]
 
 
@@ -241,6 +242,17 @@ class TransitionResult:
 
     applied: bool
     payment: dict[str, Any] | None
+
+
+def why_not_reviewed(payment_id: str, payment: Mapping[str, Any]) -> str:
+    """Why a review of ``payment`` (as stored) was refused: the status it has, and who
+    decided it when that was a review."""
+    by = payment.get("reviewed_by")
+    decided = f" (decided by {by} at {payment.get('reviewed_at')})" if by else ""
+    return (
+        f"payment {payment_id} is {payment.get('status')}{decided}; "
+        "only a payment in REVIEW can be reviewed"
+    )
 
 
 @dataclass(frozen=True)

@@ -47,7 +47,7 @@ from pulse.errors import RetryableError
 from pulse.events import new_traceparent, utc_now
 from pulse.logging import event_context, get_logger
 from pulse.metrics import http_metrics_middleware
-from pulse.payment_states import Reviewer
+from pulse.payment_states import Reviewer, why_not_reviewed
 from pulse.payments import payment_from_item
 from pulse.problems import Problem, not_found
 from pulse.service import Lifecycle, serving_api
@@ -298,15 +298,8 @@ class PaymentsApi:
 
 
 def _not_in_review(payment_id: str, payment: dict[str, Any]) -> Problem:
-    status = payment.get("status")
-    by = payment.get("reviewed_by")
-    decided = f" (decided by {by} at {payment.get('reviewed_at')})" if by else ""
-    return Problem(
-        409,
-        "not-in-review",
-        "Payment not in review",
-        f"payment {payment_id} is {status}{decided}; only a payment in REVIEW can be reviewed",
-    )
+    detail = why_not_reviewed(payment_id, payment)
+    return Problem(409, "not-in-review", "Payment not in review", detail)
 
 
 def _allowed(request: web.Request, action: Action) -> Principal:
