@@ -26,6 +26,8 @@ from aiohttp import hdrs, web
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Iterable
 
+    Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
 __all__ = ["ALLOWED_HEADERS", "EXPOSED_HEADERS", "Cors"]
 
 ALLOWED_METHODS: Final = "GET, POST, OPTIONS"
@@ -44,11 +46,7 @@ class Cors:
         self._origins = frozenset(origins)
 
     @web.middleware
-    async def middleware(
-        self,
-        request: web.Request,
-        handler: Callable[[web.Request], Awaitable[web.StreamResponse]],
-    ) -> web.StreamResponse:
+    async def middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
         origin = request.headers.get(hdrs.ORIGIN)
         if origin is None or origin not in self._origins:
             return await handler(request)
