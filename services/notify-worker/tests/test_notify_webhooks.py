@@ -21,6 +21,7 @@ from pulse.settings import PulseSettings
 from pulse.topology import TopologyOutputs, WebhookNames
 from pulse_dev.testing import (
     FAST_REDELIVERY_ENV,
+    LOCAL_WEBHOOK_RECEIVERS_ENV,
     ServiceProcess,
     eventually,
     free_port,
@@ -91,6 +92,13 @@ def _add_endpoint(env: dict[str, str], account: str, url: str) -> tuple[str, str
     assert result.exit_code == 0, result.output
     lines = dict(line.split(": ", 1) for line in result.output.splitlines())
     return lines["endpoint"], lines["secret"]
+
+
+@pytest.fixture
+def stack_env(stack_env: dict[str, str]) -> dict[str, str]:
+    """The test's stack, whose receivers listen on loopback over http: the CLI registers
+    them and the workers deliver to them."""
+    return {**stack_env, **LOCAL_WEBHOOK_RECEIVERS_ENV}
 
 
 @pytest.fixture
@@ -241,3 +249,44 @@ async def test_a_worker_killed_mid_delivery_is_replaced_and_the_webhook_id_repea
             assert second.stop() == 0
         finally:
             release.set()
+
+
+async def test_an_internal_target_is_refused_at_delivery_and_dead_lettered_at_once(
+    topology: TopologyOutputs,
+    stack_settings: PulseSettings,
+    stack_env: dict[str, str],
+    service_process: Any,
+    receiver: tuple[Receiver, str],
+) -> None:
+    """Registered where loopback was allowed, delivered by a worker where it is not: the
+    delivery is refused before any connection, dead-lettered with the reason, not retried."""
+    hooks, base = receiver
+    url = f"{base}/inside".replace("127.0.0.1", "localhost")
+    _endpoint, hooks.secrets["inside"] = _add_endpoint(stack_env, "acct-i", url)
+    worker = _start_worker(service_process, PULSE_WEBHOOK_ALLOWED_NETWORKS="")
+    sqs = aws_client("sqs", stack_settings)
+    names = WebhookNames.from_prefix(stack_settings.resource_prefix)
+    sqs.send_message(
+        QueueUrl=topology.queue_urls[stack_settings.names.notify_queue],
+        MessageBody=_updated("ev-i", "acct-i", "APPROVED"),
+    )
+
+    def dead() -> list[dict[str, Any]]:
+        got = sqs.receive_message(
+            QueueUrl=topology.queue_urls[names.dlq], MessageAttributeNames=["All"]
+        )
+        return list(got.get("Messages", []))
+
+    (dead_letter,) = await eventually(dead)
+    error = dead_letter["MessageAttributes"]["error"]["StringValue"]
+    assert "127.0.0.1 is loopback" in error
+    assert "PULSE_WEBHOOK_ALLOWED_NETWORKS" in error
+    await eventually(lambda: queue_depth(sqs, topology.queue_urls[names.queue]) == 0)
+    assert worker.stop() == 0
+    refusals = [
+        line
+        for line in worker.logs().splitlines()
+        if line.startswith("{") and orjson.loads(line).get("event") == "webhook target refused"
+    ]
+    assert len(refusals) == 1  # one attempt: a refusal is not retried
+    assert hooks.hits["inside"] == []

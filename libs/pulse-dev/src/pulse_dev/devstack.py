@@ -30,6 +30,7 @@ from pulse.settings import PulseSettings
 from pulse.topology import apply_topology
 from pulse_dev.emulators import (
     AWS_TEST_CREDENTIALS,
+    LOCAL_WEBHOOK_RECEIVERS_ENV,
     emulator_argv,
     free_port,
     redis_answers,
@@ -249,6 +250,7 @@ def _base_env(config: DevStackConfig) -> dict[str, str]:
             "PULSE_LOG_FORMAT": "json" if config.json_logs else "console",
             "PULSE_LOG_LEVEL": config.log_level,
             "PYTHONUNBUFFERED": "1",
+            **LOCAL_WEBHOOK_RECEIVERS_ENV,  # webhooks to receivers on this machine, over http
         }
     )
     env.update(config.extra_env)
@@ -262,6 +264,7 @@ def _operator_env(config: DevStackConfig) -> str:
         **AWS_TEST_CREDENTIALS,
         "PULSE_RESOURCE_PREFIX": config.resource_prefix,
         "PULSE_REDIS_PREFIX": config.redis_prefix,
+        **LOCAL_WEBHOOK_RECEIVERS_ENV,  # `pulse webhooks add` of a receiver on this machine
     }
     return " ".join(f"{k}={v}" for k, v in env.items())
 

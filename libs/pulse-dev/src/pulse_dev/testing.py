@@ -17,7 +17,8 @@ Loaded by the repository's root ``conftest.py``. Nothing here mocks AWS or Redis
   :func:`channel_history` is a channel's history as events;
 - ``async_redis`` (per test) is an asyncio client of the test Redis;
 - :func:`readyz` reads a service's readiness; :data:`FAST_REDELIVERY_ENV` makes a worker's
-  dropped message come back within seconds;
+  dropped message come back within seconds; :data:`LOCAL_WEBHOOK_RECEIVERS_ENV` lets webhooks
+  reach a receiver of the test (on loopback, over http);
 - :func:`status_and_text` is a GET over aiohttp; :func:`assert_metrics_on_ops_port_only`
   checks a service whose metrics have a port of their own;
 - :func:`serving` serves an aiohttp app of the test (a webhook receiver, a JWKS);
@@ -56,6 +57,7 @@ from pulse.settings import PulseSettings
 from pulse.topology import TopologyOutputs, apply_topology, pulse_spec
 from pulse_dev.emulators import (
     AWS_TEST_CREDENTIALS,
+    LOCAL_WEBHOOK_RECEIVERS_ENV,
     free_port,
     redis_answers,
     start_moto,
@@ -86,6 +88,7 @@ __all__ = [
     "CREATED_AT",
     "FAST_REDELIVERY_ENV",
     "GATEWAY_SECRET",
+    "LOCAL_WEBHOOK_RECEIVERS_ENV",
     "GatewayFactory",
     "RunningGateway",
     "ServiceProcess",

@@ -37,6 +37,7 @@ from prometheus_client import Counter, Histogram
 from pulse.errors import PermanentError, RetryableError
 from pulse.events import CloudEvent
 from pulse.logging import event_context, get_logger
+from pulse.webhook_targets import TargetRefused, post_webhook
 
 if TYPE_CHECKING:
     from notify_worker.endpoints import EndpointDirectory, SecretStore
@@ -256,11 +257,15 @@ class WebhookDeliverer:
         headers = signature_headers(secret, str(delivery.event["id"]), int(time.time()), body)
         start = time.perf_counter()
         try:
-            async with self._session.post(
-                delivery.url, data=body, headers=headers, timeout=self._timeout
-            ) as response:
-                status = response.status
-                await response.read()
+            status = (
+                await post_webhook(
+                    self._session, delivery.url, body, headers, timeout=self._timeout
+                )
+            ).status
+        except TargetRefused as exc:
+            DELIVERIES.labels("failed").inc()
+            log.warning("webhook target refused", reason=str(exc))
+            raise
         except (aiohttp.ClientError, TimeoutError) as exc:
             REQUEST_DURATION.labels("error").observe(time.perf_counter() - start)
             self._retry_or_give_up(f"{type(exc).__name__}: {exc}", attempt)
