@@ -4,6 +4,14 @@ Pure: no I/O. Amounts are judged by their *decimal text*. The body is parsed wit
 standard ``json`` module keeping every JSON number as its raw text (:class:`JsonNumber`), so
 ``0.30000000000000004`` is seen with its sixteen decimals and refused, and ``12.50`` is
 exactly twelve and a half; a float is never involved.
+
+How many decimals a currency has comes from the Unicode CLDR's currency data, through Babel
+(:func:`currency_digits`). Pulse keeps every amount to two places, so an amount may have at
+most two decimal places, and none but zeros in a currency without a minor unit (JPY, KRW,
+…: ``1500`` or ``1500.00``, never ``1500.50``); in a currency with three (BHD, KWD, …) the
+third is refused too.
+
+No message names a regular expression: refusals say in words what is allowed.
 """
 
 from __future__ import annotations
@@ -18,6 +26,7 @@ from typing import Annotated, Any, Final
 
 import orjson
 import pycountry
+from babel.numbers import get_currency_precision
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -43,6 +52,7 @@ __all__ = [
     "PaymentRequest",
     "amount_pattern",
     "canonical_request",
+    "currency_digits",
     "parse_idempotency_key",
     "parse_json",
     "parse_payment_id",
@@ -65,6 +75,12 @@ CURRENCY_CODES: Final = tuple(sorted({c.alpha_3 for c in pycountry.currencies} -
 COUNTRY_CODES: Final = tuple(sorted(c.alpha_2 for c in pycountry.countries))
 _CURRENCIES: Final = frozenset(CURRENCY_CODES)
 _COUNTRIES: Final = frozenset(COUNTRY_CODES)
+# Decimal places of each currency's minor unit (CLDR's ``digits``): 0 for JPY, 3 for BHD.
+_DIGITS: Final = {code: get_currency_precision(code) for code in CURRENCY_CODES}
+# Decimal places Pulse keeps of any amount (stored, in events and responses).
+_PLACES: Final = 2
+# What the identifier pattern allows, in words, for the refusals.
+_ID_WORDS: Final = "must be 1 to 128 letters, digits or the characters _ . @ -"
 
 # Plain decimal notation, optionally negative (so "-5" gets "must be greater than 0").
 _DECIMAL_TEXT: Final = re.compile(r"-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?")
@@ -155,7 +171,8 @@ def _amount_schema() -> dict[str, Any]:
     return {
         "description": (
             "A decimal string or JSON number in plain notation (no exponent), greater than 0, "
-            "with at most two decimal places, at most the configured maximum."
+            "with at most two decimal places (a whole number in a currency without a minor "
+            "unit, such as JPY), at most the configured maximum."
         ),
         "anyOf": [
             {"type": "string", "pattern": amount_pattern(DEFAULT_MAX_AMOUNT)},
@@ -170,23 +187,41 @@ def _amount_schema() -> dict[str, Any]:
     }
 
 
+def currency_digits(currency: str) -> int:
+    """Decimal places of the currency's minor unit (CLDR, through Babel): EUR 2, JPY 0,
+    BHD 3; 2 for a code Pulse does not take."""
+    return _DIGITS.get(currency, _PLACES)
+
+
 def _decimal_from_text(text: str) -> Decimal:
     if len(text) > _MAX_AMOUNT_TEXT or not _DECIMAL_TEXT.fullmatch(text):
         raise ValueError("amount must be a decimal in plain notation, such as 12.50")
     try:
-        value = Decimal(text)
+        return Decimal(text)
     except InvalidOperation:  # pragma: no cover - the pattern admits only decimals
         raise ValueError("amount must be a decimal in plain notation, such as 12.50") from None
+
+
+def _check_places(value: Decimal, currency: str | None) -> None:
+    """Refuse decimals the currency does not have, or that Pulse does not keep."""
     exponent = value.as_tuple().exponent
-    if isinstance(exponent, int) and exponent < -2:  # noqa: PLR2004 - two decimal places
-        raise ValueError("amount must have at most 2 decimal places")
-    return value
+    places = -exponent if isinstance(exponent, int) and exponent < 0 else 0
+    digits = currency_digits(currency) if currency else _PLACES
+    if digits == 0 and value != value.to_integral_value():
+        raise ValueError(f"amount must be a whole number: {currency} has no minor unit")
+    if places > _PLACES:
+        note = (
+            f" (Pulse keeps amounts to {_PLACES} places; {currency} has {digits})"
+            if digits > _PLACES
+            else ""
+        )
+        raise ValueError(f"amount must have at most {_PLACES} decimal places{note}")
 
 
 Identifier = Annotated[
     StrictStr,
     StringConstraints(min_length=1, max_length=128, pattern=ID_PATTERN),
-]
+]  # a refusal says _ID_WORDS, not the pattern (_message)
 MetadataKey = Annotated[str, StringConstraints(min_length=1, max_length=MAX_METADATA_KEY_LENGTH)]
 MetadataValue = Annotated[StrictStr, StringConstraints(max_length=MAX_METADATA_VALUE_LENGTH)]
 
@@ -197,11 +232,12 @@ class PaymentRequest(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, title="PaymentRequest")
 
     account_id: Identifier = Field(description="The paying account; used in channel names.")
-    amount: Annotated[Decimal, WithJsonSchema(_amount_schema())]
+    # The currency is validated first: the amount's decimals depend on it.
     currency: Annotated[
         StrictStr,
         WithJsonSchema({"type": "string", "enum": list(CURRENCY_CODES), "examples": ["EUR"]}),
     ] = Field(description="ISO 4217 currency code, upper case.")
+    amount: Annotated[Decimal, WithJsonSchema(_amount_schema())]
     merchant_id: Identifier = Field(description="The merchant being paid.")
     country: Annotated[
         StrictStr | None,
@@ -243,6 +279,7 @@ class PaymentRequest(BaseModel):
         maximum = Decimal(context.get("max_amount", DEFAULT_MAX_AMOUNT))
         if value > maximum:
             raise ValueError(f"amount must be at most {maximum}")
+        _check_places(value, info.data.get("currency"))
         return value.quantize(_CENT)
 
     @field_validator("currency")
@@ -272,6 +309,8 @@ def _message(error: Any) -> str:
         return "field required"
     if kind == "model_type":
         return "the body must be a JSON object"
+    if kind == "string_pattern_mismatch":  # only identifiers have a pattern
+        return _ID_WORDS
     message = str(error["msg"])
     return message.removeprefix("Value error, ")
 
