@@ -11,7 +11,9 @@ import orjson
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from jsonschema import Draft202012Validator
 
+from ingest.openapi import openapi_document
 from ingest.validation import (
     DEFAULT_MAX_AMOUNT,
     amount_pattern,
@@ -204,6 +206,31 @@ def test_three_decimal_currencies_are_kept_to_two_places(currency: str) -> None:
         f"amount must have at most 2 decimal places (Pulse keeps amounts to 2 places; "
         f"{currency} has 3)"
     )
+
+
+@pytest.mark.parametrize(
+    ("amount", "currency"),
+    [
+        *[("12.50", "EUR"), (12.5, "EUR"), ("1500", "JPY"), ("1500.00", "JPY"), (1500, "KRW")],
+        *[("12.50", "JPY"), (12.5, "JPY"), ("0.5", "KRW"), ("12.505", "EUR")],
+    ],
+)
+def test_the_published_schema_says_what_validation_does(amount: object, currency: str) -> None:
+    schema = openapi_document()["components"]["schemas"]["PaymentRequest"]
+    request = {**BASE, "amount": amount, "currency": currency}
+    published = Draft202012Validator(schema).is_valid(request)
+    try:
+        parse_payment_request(json.dumps(request).encode())
+    except Problem:
+        accepted = False
+    else:
+        accepted = True
+    assert published == accepted
+
+
+@given(st.from_regex(amount_pattern(Decimal(1000), whole=True), fullmatch=True))
+def test_whole_amounts_matching_the_published_pattern_are_accepted(text: str) -> None:
+    assert parse_payment_request(body(amount=text, currency="JPY"), max_amount=Decimal(1000))
 
 
 def test_a_bad_currency_leaves_the_amount_judged_by_two_places() -> None:

@@ -48,9 +48,11 @@ __all__ = [
     "DEFAULT_MAX_AMOUNT",
     "IDEMPOTENCY_KEY_PATTERN",
     "ID_PATTERN",
+    "WHOLE_AMOUNT_CURRENCIES",
     "JsonNumber",
     "PaymentRequest",
     "amount_pattern",
+    "amount_schema",
     "canonical_request",
     "currency_digits",
     "parse_idempotency_key",
@@ -60,6 +62,7 @@ __all__ = [
     "parse_traceparent",
     "payment_id_for_key",
     "request_hash",
+    "whole_amount_rule",
 ]
 
 DEFAULT_MAX_AMOUNT: Final = Decimal("1000000.00")
@@ -77,6 +80,8 @@ _CURRENCIES: Final = frozenset(CURRENCY_CODES)
 _COUNTRIES: Final = frozenset(COUNTRY_CODES)
 # Decimal places of each currency's minor unit (CLDR's ``digits``): 0 for JPY, 3 for BHD.
 _DIGITS: Final = {code: get_currency_precision(code) for code in CURRENCY_CODES}
+# Currencies without a minor unit: their amounts are whole (JPY, KRW, …).
+WHOLE_AMOUNT_CURRENCIES: Final = tuple(code for code in CURRENCY_CODES if _DIGITS[code] == 0)
 # Decimal places Pulse keeps of any amount (stored, in events and responses).
 _PLACES: Final = 2
 # What the identifier pattern allows, in words, for the refusals.
@@ -149,22 +154,37 @@ def _json_error(exc: Exception) -> str:
     return f"the body is not valid JSON: {exc}"
 
 
-def amount_pattern(max_amount: Decimal) -> str:
-    """A regular expression for amount strings in ``(0, max_amount]``.
+def amount_pattern(max_amount: Decimal, *, whole: bool = False) -> str:
+    """A regular expression for amount strings in ``(0, max_amount]`` (``whole``: with no
+    fraction but zeros, as for a currency without a minor unit).
 
     Exact when ``max_amount`` is a power of ten (the default); otherwise it bounds the number
     of integer digits and the server checks the rest.
     """
     integer = max_amount.to_integral_value()
     digits = len(str(int(integer)))
-    fraction = r"0\.(?:0[1-9]|[1-9][0-9]?)"
+    places = r"(?:\.00?)?" if whole else r"(?:\.[0-9]{1,2})?"
+    below_one = "" if whole else r"0\.(?:0[1-9]|[1-9][0-9]?)|"
     if max_amount == integer and str(int(integer)) == "1" + "0" * (digits - 1):
-        body = (
-            rf"{fraction}|[1-9][0-9]{{0,{digits - 2}}}(?:\.[0-9]{{1,2}})?|{int(integer)}(?:\.00?)?"
-        )
+        body = rf"{below_one}[1-9][0-9]{{0,{digits - 2}}}{places}|{int(integer)}(?:\.00?)?"
     else:
-        body = rf"{fraction}|[1-9][0-9]{{0,{digits - 1}}}(?:\.[0-9]{{1,2}})?"
+        body = rf"{below_one}[1-9][0-9]{{0,{digits - 1}}}{places}"
     return rf"^(?:{body})$"
+
+
+def amount_schema(max_amount: Decimal, *, whole: bool = False) -> dict[str, Any]:
+    """The JSON Schema of an amount up to ``max_amount`` (``whole``: no fraction)."""
+    return {
+        "anyOf": [
+            {"type": "string", "pattern": amount_pattern(max_amount, whole=whole)},
+            {
+                "type": "number",
+                "exclusiveMinimum": 0,
+                "maximum": float(max_amount),
+                "multipleOf": 1 if whole else 0.01,
+            },
+        ]
+    }
 
 
 def _amount_schema() -> dict[str, Any]:
@@ -174,16 +194,20 @@ def _amount_schema() -> dict[str, Any]:
             "with at most two decimal places (a whole number in a currency without a minor "
             "unit, such as JPY), at most the configured maximum."
         ),
-        "anyOf": [
-            {"type": "string", "pattern": amount_pattern(DEFAULT_MAX_AMOUNT)},
-            {
-                "type": "number",
-                "exclusiveMinimum": 0,
-                "maximum": float(DEFAULT_MAX_AMOUNT),
-                "multipleOf": 0.01,
-            },
-        ],
+        **amount_schema(DEFAULT_MAX_AMOUNT),
         "examples": ["12.50"],
+    }
+
+
+def whole_amount_rule(max_amount: Decimal) -> dict[str, Any]:
+    """The request schema's rule that a currency without a minor unit takes whole amounts
+    (JSON Schema ``if``/``then``, in the request's ``allOf``)."""
+    return {
+        "if": {
+            "properties": {"currency": {"enum": list(WHOLE_AMOUNT_CURRENCIES)}},
+            "required": ["currency"],
+        },
+        "then": {"properties": {"amount": amount_schema(max_amount, whole=True)}},
     }
 
 
@@ -229,7 +253,12 @@ MetadataValue = Annotated[StrictStr, StringConstraints(max_length=MAX_METADATA_V
 class PaymentRequest(BaseModel):
     """The body of ``POST /v1/payments``. Unknown fields are refused so typos are caught."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, title="PaymentRequest")
+    model_config = ConfigDict(
+        extra="forbid",
+        frozen=True,
+        title="PaymentRequest",
+        json_schema_extra={"allOf": [whole_amount_rule(DEFAULT_MAX_AMOUNT)]},
+    )
 
     account_id: Identifier = Field(description="The paying account; used in channel names.")
     # The currency is validated first: the amount's decimals depend on it.
