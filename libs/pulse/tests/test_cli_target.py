@@ -75,6 +75,10 @@ def _dead_pid() -> int:
     return int(done.stdout)
 
 
+def _with_prefix(settings: PulseSettings, prefix: str) -> PulseSettings:
+    return settings.model_copy(update={"resource_prefix": prefix})
+
+
 def _run(args: list[str], **env: str | None) -> Result:
     return CliRunner().invoke(main, args, env={**_CLEAN_ENV, **env})
 
@@ -136,18 +140,12 @@ def test_a_stale_stack_file_is_ignored(in_checkout: Path, stack_settings: PulseS
 def test_the_environment_names_the_stack_before_any_stack_file(
     in_checkout: Path, stack_settings: PulseSettings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    _stack(replace_prefix(stack_settings, "filed-"), pid=os.getpid()).write(
-        in_checkout / STACK_FILE
-    )
+    _stack(_with_prefix(stack_settings, "filed-"), pid=os.getpid()).write(in_checkout / STACK_FILE)
     # stack_settings put this test's stack in the environment: it wins.
     assert settings().resource_prefix == stack_settings.resource_prefix
     for name in STACK_VARIABLES:
         monkeypatch.delenv(name, raising=False)
     assert settings().resource_prefix == "filed-"
-
-
-def replace_prefix(settings: PulseSettings, prefix: str) -> PulseSettings:
-    return settings.model_copy(update={"resource_prefix": prefix})
 
 
 def test_no_credentials_is_one_line_saying_what_to_set(in_checkout: Path) -> None:
