@@ -33,8 +33,8 @@ if TYPE_CHECKING:
     from pulse.settings import PulseSettings, ResourceNames
 
 __all__ = [
-    "QueueSpec",
     "FAILURE_READS",
+    "QueueSpec",
     "StreamFailureNames",
     "TableSpec",
     "TopologyOutputs",
