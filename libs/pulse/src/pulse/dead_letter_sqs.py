@@ -25,7 +25,10 @@ explicitly) and follows the task with ``ListMessageMoveTasks`` until it ends. Wh
 endpoint lacks the action (:func:`~pulse.dead_letters.lacks_action`: the local emulator),
 or with a maximum (a move task cannot stop at a count), it moves them itself in batches of
 10: receive (hidden ``hold_seconds``), ``SendMessageBatch`` to the source, then
-``DeleteMessageBatch`` of what was sent — send before delete, so a redrive killed at any
+``DeleteMessageBatch`` of what was sent. Like a move task it moves only what the queue held
+when it started: a message dead-lettered again meanwhile (one whose cause is not fixed comes
+back at once) is left there, else the two would pass it back and forth for ever. Send
+before delete, so a redrive killed at any
 point loses nothing: a message sent but not deleted shows again in the dead-letter queue and
 a second redrive sends it again, a duplicate its receiver's idempotency absorbs (a FIFO
 source drops it outright within five minutes: its deduplication id is fixed).
@@ -92,6 +95,10 @@ def move_task_progress(task: dict[str, Any]) -> RedriveProgress:
         method="move-task",
         done=status in _MOVE_TASK_ENDED,
     )
+
+
+def _sent_after(message: SqsMessage, moment: datetime) -> bool:
+    return message.sent_at is not None and message.sent_at > moment
 
 
 @contextmanager
@@ -236,17 +243,24 @@ class DeadLetterQueues:
     ) -> RedriveProgress:
         """Receive → send → delete, ten at a time (see the module's docstring)."""
         url, source = self.url(queue.name), self.url(queue.source)
+        started = datetime.now(UTC)
         expected, _ = self.counts(queue)
         if max_messages is not None:
             expected = min(expected, max_messages)
         moved = 0
-        while max_messages is None or moved < max_messages:
-            room = MAX_BATCH if max_messages is None else min(MAX_BATCH, max_messages - moved)
-            batch = self._receive(queue.name, url, room)
-            if not batch:
-                break
-            moved += self._send_then_delete(queue, url, source, batch)
-            on_progress(RedriveProgress(moved, max(expected, moved), "receive-send-delete"))
+        later: list[SqsMessage] = []  # dead-lettered since it started: held, not moved
+        try:
+            while max_messages is None or moved < max_messages:
+                room = MAX_BATCH if max_messages is None else min(MAX_BATCH, max_messages - moved)
+                batch = self._receive(queue.name, url, room)
+                earlier = [m for m in batch if not _sent_after(m, started)]
+                later += [m for m in batch if _sent_after(m, started)]
+                if not earlier:
+                    break
+                moved += self._send_then_delete(queue, url, source, earlier)
+                on_progress(RedriveProgress(moved, max(expected, moved), "receive-send-delete"))
+        finally:
+            Visibility(self._sqs, url, queue.name).release(later)
         final = RedriveProgress(moved, max(expected, moved), "receive-send-delete", done=True)
         on_progress(final)
         return final
