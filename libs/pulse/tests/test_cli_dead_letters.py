@@ -24,7 +24,7 @@ from pulse.dead_letter_sqs import DeadLetterQueues
 from pulse.dead_letters import dead_letter_queues, find_queue
 from pulse.settings import PulseSettings
 from pulse.topology import TopologyOutputs, WebhookNames
-from pulse_dev.testing import queue_depth, until
+from pulse_dev.testing import KilledBeforeDelete, queue_depth, until
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -232,25 +232,6 @@ def test_redrive_sends_back_to_the_source_and_a_fifo_queue_keeps_groups_and_orde
     assert {e for *_, e in received} == {"HTTP 503"}
 
 
-class CrashAfterSend:
-    """The real SQS client, except that the ``crash_on``-th ``DeleteMessageBatch`` never
-    happens: the process dies (as SIGKILL would) after its batch was sent to the source."""
-
-    def __init__(self, sqs: Any, crash_on: int) -> None:
-        self._sqs = sqs
-        self._deletes = 0
-        self._crash_on = crash_on
-
-    def delete_message_batch(self, **kwargs: Any) -> Any:
-        self._deletes += 1
-        if self._deletes == self._crash_on:
-            raise KeyboardInterrupt  # not an AWS error: nothing catches it
-        return self._sqs.delete_message_batch(**kwargs)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._sqs, name)
-
-
 def test_a_redrive_killed_between_send_and_delete_loses_nothing(
     stack_settings: PulseSettings, queue_topology: TopologyOutputs
 ) -> None:
@@ -259,7 +240,7 @@ def test_a_redrive_killed_between_send_and_delete_loses_nothing(
     sqs = aws_client("sqs", stack_settings)
     queue = find_queue(_queues(stack_settings), "fraud-dlq")
     with pytest.raises(KeyboardInterrupt):
-        DeadLetterQueues(CrashAfterSend(sqs, crash_on=2), hold_seconds=1).redrive(
+        DeadLetterQueues(KilledBeforeDelete(sqs, die_on=2), hold_seconds=1).redrive(
             queue, max_messages=None
         )
     names = stack_settings.names

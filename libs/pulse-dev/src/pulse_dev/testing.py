@@ -86,6 +86,7 @@ __all__ = [
     "FAST_REDELIVERY_ENV",
     "GATEWAY_SECRET",
     "GatewayFactory",
+    "KilledBeforeDelete",
     "RunningGateway",
     "ServiceProcess",
     "WorkQueue",
@@ -156,6 +157,26 @@ class WorkQueue:
             topology.queue_urls[names.fraud_queue],
             topology.queue_urls[names.fraud_dlq],
         )
+
+
+class KilledBeforeDelete:
+    """A real SQS client whose ``die_on``-th ``DeleteMessageBatch`` never happens: the
+    process dies there (``KeyboardInterrupt``, which nothing catches), as a SIGKILL would
+    between sending a batch on and deleting it (``pulse dlq redrive``)."""
+
+    def __init__(self, sqs: Any, die_on: int) -> None:
+        self._sqs = sqs
+        self._deletes = 0
+        self._die_on = die_on
+
+    def delete_message_batch(self, **kwargs: Any) -> Any:
+        self._deletes += 1
+        if self._deletes == self._die_on:
+            raise KeyboardInterrupt
+        return self._sqs.delete_message_batch(**kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._sqs, name)
 
 
 def queue_depth(sqs: Any, queue_url: str) -> int:
