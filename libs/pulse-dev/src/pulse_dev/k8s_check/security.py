@@ -60,6 +60,10 @@ ACTIONS = {
     "change_message_visibility": "sqs:ChangeMessageVisibility",
     "change_message_visibility_batch": "sqs:ChangeMessageVisibility",
     "send_message": "sqs:SendMessage",
+    "send_message_batch": "sqs:SendMessage",
+    "purge_queue": "sqs:PurgeQueue",
+    "start_message_move_task": "sqs:StartMessageMoveTask",
+    "list_message_move_tasks": "sqs:ListMessageMoveTasks",
     "get_queue_url": "sqs:GetQueueUrl",
     "get_queue_attributes": "sqs:GetQueueAttributes",
     "set_queue_attributes": "sqs:SetQueueAttributes",
@@ -90,6 +94,8 @@ API_KEYS_TABLE = "table/pulse-api-keys"
 SHARED_CODE = {
     "fraud-worker": [SharedCode("libs/pulse/src/pulse/consumer/*.py")],
     "notify-worker": [SharedCode("libs/pulse/src/pulse/consumer/*.py")],
+    # its replay queue (stream-replays, failed records redriven) runs on the consumer
+    "stream-processor": [SharedCode("libs/pulse/src/pulse/consumer/*.py")],
     "operator": [SharedCode("libs/pulse/src/pulse/topology.py")],
     # The door of the API (pulse.credentials) reads a key and stamps its last use.
     "ingest": [
@@ -111,11 +117,21 @@ COMMAND_POLICIES = {
             )
         ],
     ),
+    # reads, redrives and purges the dead-letter queues (and releases what it read)
+    "k8s/iam/dlq-admin.json": (
+        "pulse dlq",
+        [
+            SharedCode("libs/pulse/src/pulse/dead_letter_sqs.py"),
+            SharedCode("libs/pulse/src/pulse/consumer/visibility.py", ("Visibility.release",)),
+        ],
+    ),
 }
 # The only actions that may be granted on every resource (they name none).
 UNSCOPED_ACTIONS = {"sns:ListTopics", "cloudwatch:GetMetricStatistics"}
+# A call (``sqs.send_message(``), a method handed to a thread (``to_thread(sqs.send_message,``)
+# or a name in quotes (a paginator's).
 CALL = re.compile(
-    r"\.(" + "|".join(sorted(ACTIONS, key=len, reverse=True)) + r")\("
+    r"\.(" + "|".join(sorted(ACTIONS, key=len, reverse=True)) + r")\s*[(,)]"
     r"|[\"'](" + "|".join(ACTIONS) + r")[\"']"
 )
 
