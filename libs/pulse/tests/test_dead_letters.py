@@ -28,6 +28,7 @@ from pulse.dead_letters import (
 )
 from pulse.errors import PermanentError
 from pulse.settings import ResourceNames
+from pulse_dev.testing import aws_client_error
 
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 
@@ -62,11 +63,7 @@ def test_a_queue_is_found_by_label_or_full_name_and_an_unknown_one_lists_the_kno
 
 
 def _client_error(code: str, status: int) -> ClientError:
-    response: Any = {
-        "Error": {"Code": code, "Message": "m"},
-        "ResponseMetadata": {"HTTPStatusCode": status},
-    }
-    return ClientError(response, "StartMessageMoveTask")
+    return aws_client_error(code, status, "StartMessageMoveTask")
 
 
 @pytest.mark.parametrize(

@@ -18,6 +18,7 @@ from pulse.errors import PermanentError
 from pulse.settings import PulseSettings
 from pulse.topology import StreamFailureNames, TopologyOutputs
 from pulse_dev.testing import (
+    ServiceProcess,
     channel_history,
     free_port,
     pending_payment,
@@ -111,7 +112,14 @@ class Stack:
         )
 
 
-FAST = {"PULSE_POLL_INTERVAL_SECONDS": "0.05", "PULSE_MAX_RETRY_DELAY_SECONDS": "0.1"}
+def _processor(service_process: Any, **env: str) -> ServiceProcess:
+    """A stream processor process, quick to poll and to retry, started."""
+    port = free_port()
+    env = {"PULSE_POLL_INTERVAL_SECONDS": "0.05", "PULSE_MAX_RETRY_DELAY_SECONDS": "0.1", **env}
+    process: ServiceProcess = service_process(
+        "stream_processor", PULSE_HTTP_PORT=str(port), **env
+    ).start(wait_port=port)
+    return process
 
 
 def _set_aside_while_redis_is_down(
@@ -119,14 +127,9 @@ def _set_aside_while_redis_is_down(
 ) -> list[str]:
     """Run the processor without Redis until every record is in stream-failures; check what
     ``pulse dlq show`` says of them; return copies of the failure messages."""
-    port = free_port()
-    broken = service_process(
-        "stream_processor",
-        **FAST,
-        REDIS_URL=f"redis://127.0.0.1:{free_port()}/0",
-        PULSE_HTTP_PORT=str(port),
-        PULSE_MAX_RETRIES="1",
-    ).start(wait_port=port)
+    broken = _processor(
+        service_process, REDIS_URL=f"redis://127.0.0.1:{free_port()}/0", PULSE_MAX_RETRIES="1"
+    )
     until(lambda: queue_depth(stack.sqs, stack.failures_url) == 4, timeout=60)
     assert broken.stop() == 0
     assert stack.subjects("payments") == []
@@ -172,14 +175,9 @@ def test_failed_records_are_redriven_and_applied_once_however_often(
     saved = _set_aside_while_redis_is_down(stack, service_process, good, poison)
 
     # 2. the cause fixed (Redis back), the processor running: redrive, applied once
-    port = free_port()
-    processor = service_process(
-        "stream_processor",
-        **FAST,
-        PULSE_HTTP_PORT=str(port),
-        PULSE_SQS_WAIT_TIME_SECONDS="1",
-        PULSE_SQS_MAX_BACKOFF_SECONDS="1",
-    ).start(wait_port=port)
+    processor = _processor(
+        service_process, PULSE_SQS_WAIT_TIME_SECONDS="1", PULSE_SQS_MAX_BACKOFF_SECONDS="1"
+    )
     try:
         redriven = CliRunner().invoke(main, ["dlq", "redrive", "stream-failures"])
         assert redriven.exit_code == 0, redriven.output

@@ -48,6 +48,7 @@ import orjson
 import pytest
 import redis.asyncio as aioredis
 from aiohttp import web
+from botocore.exceptions import ClientError
 
 from pulse.auth import issue_token
 from pulse.channels import ChannelKeys
@@ -91,6 +92,7 @@ __all__ = [
     "ServiceProcess",
     "WorkQueue",
     "assert_metrics_on_ops_port_only",
+    "aws_client_error",
     "channel_history",
     "eventually",
     "free_port",
@@ -157,6 +159,15 @@ class WorkQueue:
             topology.queue_urls[names.fraud_queue],
             topology.queue_urls[names.fraud_dlq],
         )
+
+
+def aws_client_error(code: str, status: int = 400, operation: str = "PutItem") -> ClientError:
+    """The ``ClientError`` botocore raises when AWS answers ``status`` with error ``code``."""
+    response: Any = {
+        "Error": {"Code": code, "Message": "m"},
+        "ResponseMetadata": {"HTTPStatusCode": status},
+    }
+    return ClientError(response, operation)
 
 
 class KilledBeforeDelete:
