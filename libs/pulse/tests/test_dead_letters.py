@@ -11,7 +11,7 @@ import pytest
 from botocore.exceptions import ClientError
 
 from pulse.consumer import SqsMessage
-from pulse.dead_letter_sqs import RedriveProgress, move_task_progress
+from pulse.dead_letter_sqs import RedriveProgress, move_task_progress, our_move_task
 from pulse.dead_letters import (
     DeadLetterQueue,
     QueueState,
@@ -321,3 +321,16 @@ def test_a_dead_letter_queue_knows_its_kind() -> None:
     queue = DeadLetterQueue("p-webhooks-dlq.fifo", "webhooks-dlq.fifo", "p-webhooks.fifo", "dlq")
     assert queue.fifo
     assert queue.source_label == "webhooks.fifo"
+
+
+def test_the_move_task_followed_is_the_one_just_started() -> None:
+    earlier = {"Status": "COMPLETED", "StartedTimestamp": 1_000_000}
+    running = {"Status": "RUNNING", "TaskHandle": "h-2", "StartedTimestamp": 5_000_000}
+    ended = {"Status": "COMPLETED", "StartedTimestamp": 5_000_000}
+    asked = 4_990_000
+    assert our_move_task([running, earlier], "h-2", asked) is running
+    # ended before it was first listed: no handle any more, but started since it was asked
+    assert our_move_task([ended, earlier], "h-2", asked) is ended
+    # not listed yet: an older task is not taken for it
+    assert our_move_task([earlier], "h-2", asked) is None
+    assert our_move_task([], "h-2", asked) is None

@@ -61,11 +61,13 @@ __all__ = [
     "DeadLetterQueues",
     "RedriveProgress",
     "move_task_progress",
+    "our_move_task",
 ]
 
 HOLD_SECONDS: Final = 30  # how long a message read or being moved stays hidden
 _MOVE_TASK_POLL_SECONDS: Final = 2.0
 _MOVE_TASK_ENDED: Final = frozenset({"COMPLETED", "FAILED", "CANCELLED"})
+_CLOCK_SKEW_MS: Final = 60_000
 
 Method = Literal["move-task", "receive-send-delete"]
 
@@ -99,6 +101,22 @@ def move_task_progress(task: dict[str, Any]) -> RedriveProgress:
 
 def _sent_after(message: SqsMessage, moment: datetime) -> bool:
     return message.sent_at is not None and message.sent_at > moment
+
+
+def our_move_task(
+    results: list[dict[str, Any]], handle: str, asked_ms: int
+) -> dict[str, Any] | None:
+    """The task just started among ``ListMessageMoveTasks``' results (most recent first):
+    the one with its handle (listed only while it runs), else the most recent one started
+    since it was asked for (``asked_ms``, local clock, a minute's skew allowed: one task at
+    a time runs per queue); None while it is not listed yet."""
+    for task in results:
+        if handle and task.get("TaskHandle") == handle:
+            return task
+    for task in results:
+        if int(task.get("StartedTimestamp", 0)) >= asked_ms - _CLOCK_SKEW_MS:
+            return task
+    return None
 
 
 @contextmanager
@@ -213,23 +231,23 @@ class DeadLetterQueues:
     ) -> RedriveProgress | None:
         """Redrive by ``StartMessageMoveTask``; None if the endpoint lacks the action."""
         source_arn, destination_arn = self._arn(queue.name), self._arn(queue.source)
+        asked_ms = int(time.time() * 1000)
         try:
-            self._sqs.start_message_move_task(SourceArn=source_arn, DestinationArn=destination_arn)
+            started = self._sqs.start_message_move_task(
+                SourceArn=source_arn, DestinationArn=destination_arn
+            )
         except ClientError as exc:
             if lacks_action(exc):
                 return None
             raise as_pulse_error(exc, f"StartMessageMoveTask {queue.name}") from exc
         except AWS_ERRORS as exc:
             raise as_pulse_error(exc, f"StartMessageMoveTask {queue.name}") from exc
+        handle = str(started.get("TaskHandle", ""))
         while True:
             with _aws(f"ListMessageMoveTasks {queue.name}"):
-                tasks = self._sqs.list_message_move_tasks(SourceArn=source_arn, MaxResults=1)
-            results = tasks.get("Results") or []
-            progress = (
-                move_task_progress(results[0])  # the most recent: the one just started
-                if results
-                else RedriveProgress(0, None, "move-task")
-            )
+                tasks = self._sqs.list_message_move_tasks(SourceArn=source_arn, MaxResults=10)
+            task = our_move_task(tasks.get("Results") or [], handle, asked_ms)
+            progress = move_task_progress(task) if task else RedriveProgress(0, None, "move-task")
             on_progress(progress)
             if progress.done:
                 return progress

@@ -267,7 +267,7 @@ class DeadLetter:
             out.append(f"  from:     {self.source_queue}")
         out.append(f"  receives: {tries}")
         if self.body is not None:
-            pretty = orjson.dumps(self.body, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS)
+            pretty = orjson.dumps(self.body, option=orjson.OPT_INDENT_2)
             out += ["  " + line for line in pretty.decode().splitlines()]
         else:
             raw = self.raw
