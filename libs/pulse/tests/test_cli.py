@@ -13,7 +13,8 @@ def test_help_lists_every_command_once() -> None:
     listed = result.output.split("Commands:", 1)[1].splitlines()
     names = [line.split()[0] for line in listed if line.startswith("  ") and line.strip()]
     assert sorted(names) == sorted(set(names))
-    assert {"dev", "token", "load", "tail", "fraud", "keys", "webhooks", "review"} <= set(names)
+    expected = {"dev", "token", "load", "tail", "fraud", "keys", "webhooks", "review", "dlq"}
+    assert expected <= set(names)
     assert set(names) == set(main.commands)
 
 

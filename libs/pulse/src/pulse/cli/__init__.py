@@ -1,9 +1,9 @@
 """The ``pulse`` command: operator tools for a running Pulse.
 
 Built in, and so inside every service image: ``token``, ``tail``, ``keys``, ``fraud``,
-``webhooks`` and ``review`` (one module each in this package). Other installed packages add commands
-through the ``pulse.commands`` entry-point group: the development package ``pulse-dev``
-(installed by ``make run`` / ``make test``, never in an image) adds ``dev`` and ``load``.
+``webhooks``, ``review`` and ``dlq`` (one module each in this package). Other installed
+packages add commands through the ``pulse.commands`` entry-point group: the development
+package ``pulse-dev`` (installed by ``make run`` / ``make test``, never in an image) adds ``dev`` and ``load``.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ import click
 from pulse.cli import target
 from pulse.cli.api_keys import keys
 from pulse.cli.blocklists import fraud
+from pulse.cli.dead_letters import dlq
 from pulse.cli.review import review
 from pulse.cli.tailing import tail
 from pulse.cli.tokens import token
@@ -61,7 +62,7 @@ def main() -> None:
     """Pulse: a self-reporting, real-time event pipeline."""
 
 
-for _command in (token, tail, keys, fraud, webhooks, review):
+for _command in (token, tail, keys, fraud, webhooks, review, dlq):
     main.add_command(_command)
 for _entry in entry_points(group=ENTRY_POINT_GROUP):
     main.add_command(_entry.load(), _entry.name)
