@@ -173,7 +173,7 @@ async def test_the_client_opens_from_history_and_goes_on_live_with_no_gap_or_dup
         }
         await page.add_script_tag(content=script, type="module")
         await publishing
-        await page.wait_for_function(f"window.received.includes({total - 1})")
+        await page.wait_for_function(f"(window.received || []).includes({total - 1})")
         received: list[int] = await page.evaluate("window.received")
         first = received[0]
         # The newest 20 stored when it opened, then everything after them: in order, once.
@@ -216,7 +216,7 @@ async def test_a_client_whose_token_function_gives_a_refused_token_says_why_and_
     await page.goto(f"{gateway.http}/healthz")
     script = _REJECTED_PAGE % {"tokens": orjson.dumps(tokens).decode()}
     await page.add_script_tag(content=script, type="module")
-    await page.wait_for_function("window.states.some((s) => s.state === 'live')")
+    await page.wait_for_function("(window.states || []).some((s) => s.state === 'live')")
     states = await page.evaluate("window.states")
     rejected = [(s["reason"], s["message"]) for s in states if s["state"] == "rejected"]
     assert rejected == [

@@ -326,9 +326,11 @@ async def test_the_health_panels_show_what_the_pipeline_reports_and_drop_silent_
 
 
 async def test_a_missing_bad_or_expired_token_is_explained_and_a_pasted_one_goes_live(
-    browser: Browser, gateways: GatewayFactory
+    browser: Browser, gateways: GatewayFactory, async_redis: aioredis.Redis
 ) -> None:
     gateway = gateways.start(PULSE_TOKEN_GRACE_SECONDS="0")
+    (payment_id,) = _ids(1)
+    await Pipeline(async_redis, gateway).created(payment_id)
     context = await _context(browser)
     badge = "connection-state"
     cases = [
@@ -343,7 +345,12 @@ async def test_a_missing_bad_or_expired_token_is_explained_and_a_pasted_one_goes
         await expect(page.get_by_test_id(badge)).to_have_text(says)
         await expect(page.get_by_test_id("token-message")).to_contain_text(because)
         assert errors == []
-        await page.close()
+    # The last page (an account's token) takes an operator's: live, and the feed opens full.
+    await page.get_by_test_id("token-input").fill(gateway.token("ops-1", ["ops"]))
+    await page.get_by_test_id("token-submit").click()
+    await expect(page.get_by_test_id(badge)).to_have_text("live", timeout=10_000)
+    await expect(page.get_by_test_id("feed-row")).to_have_attribute("data-payment-id", payment_id)
+    await page.close()
 
     # The page shown an expired token takes a pasted one and goes live, without reloading.
     page, errors = await _open(context, f"{gateway.http}/#token={cases[1][0]}")

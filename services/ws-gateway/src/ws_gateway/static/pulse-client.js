@@ -151,13 +151,14 @@ export class PulseClient extends EventTarget {
         await this.rejected(response);
         return false;
       }
-      this.historyWanted.delete(channel);
       if (response.status === 403 || response.status === 404) {
+        // Refused (kept wanted: another token may read it); its subscription is refused too.
         const problem = await response.json().catch(() => ({}));
         const code = response.status === 403 ? "forbidden" : "unknown_channel";
         this.refused({ channel, code, message: problem.detail || response.statusText });
         continue;
       }
+      this.historyWanted.delete(channel);
       if (!response.ok) continue; // subscribe without it: live events only
       const body = await response.json();
       let offset = body.offset;
