@@ -1,6 +1,7 @@
 """Headless Chromium for the browser tests (Playwright driving Debian's ``/usr/bin/chromium``,
 installed by ``scripts/browser-tools.sh``; never a browser download of Playwright's own), and
-the folder their screenshots are kept in.
+the folder their screenshots are kept in. A pytest plugin (the root ``conftest.py``): the
+``browser`` fixture is a Chromium of the test's own.
 
 Screenshots go to ``.artifacts/<suite>/`` under the directory the tests run from (the
 repository root; ``PULSE_TEST_ARTIFACTS`` moves it). The folder is git-ignored: open the
@@ -14,6 +15,7 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Final
 
+import pytest
 from playwright.async_api import async_playwright
 
 if TYPE_CHECKING:
@@ -21,7 +23,7 @@ if TYPE_CHECKING:
 
     from playwright.async_api import Browser
 
-__all__ = ["CHROMIUM", "CHROMIUM_ARGS", "artefacts", "chromium"]
+__all__ = ["CHROMIUM", "CHROMIUM_ARGS", "artefacts", "browser", "chromium"]
 
 CHROMIUM: Final = "/usr/bin/chromium"
 CHROMIUM_ARGS: Final = (
@@ -51,3 +53,9 @@ def artefacts(suite: str) -> Path:
     folder = Path(os.environ.get("PULSE_TEST_ARTIFACTS", ".artifacts")) / suite
     folder.mkdir(parents=True, exist_ok=True)
     return folder
+
+
+@pytest.fixture
+async def browser() -> AsyncIterator[Browser]:
+    async with chromium() as launched:
+        yield launched
