@@ -11,6 +11,7 @@ from __future__ import annotations
 import ast
 import asyncio
 import inspect
+import re
 import time
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -204,6 +205,8 @@ async def test_the_console_recovers_what_it_missed_while_the_gateway_was_down(
     # The gateway dies; events keep coming meanwhile.
     gateway.kill()
     await expect(state).to_have_text("reconnecting")
+    why = page.get_by_test_id("connection-why")
+    await expect(why).to_have_text(re.compile("^(connection lost|cannot connect)$"))
     await pipeline.updated(first, "APPROVED")
     await pipeline.created(second)
     gateway.start()
@@ -214,6 +217,7 @@ async def test_the_console_recovers_what_it_missed_while_the_gateway_was_down(
     await expect(second_status).to_have_text("PENDING")
     assert await page.locator("#gap").is_hidden()
     await expect(state).to_have_text("live", timeout=10_000)
+    await expect(why).to_be_hidden()
     await pipeline.updated(second, "DECLINED")
     await expect(second_status).to_have_text("DECLINED")
     await expect(page.get_by_test_id("feed-row")).to_have_count(2)

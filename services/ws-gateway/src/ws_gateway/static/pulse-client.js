@@ -331,11 +331,12 @@ export class PulseClient extends EventTarget {
       }
       if (this.stopped) return;
     }
-    this.retry();
+    this.retry({ reason: closeReason(event.code, refusedToken !== null), message: event.reason || "" });
   }
 
-  retry() {
-    this.setState(this.everConnected ? "reconnecting" : "connecting");
+  // ``detail``: why, for the state event ({reason, message}; see closeReason).
+  retry(detail = {}) {
+    this.setState(this.everConnected ? "reconnecting" : "connecting", detail);
     // Full jitter, as Pulse's services back off: a wait drawn from the whole window, which
     // doubles per attempt up to the cap, so clients dropped together do not return together.
     const cap = Math.min(this.backoffMaxMs, this.backoffMinMs * 2 ** this.attempt);
@@ -352,6 +353,25 @@ export function tokenClaims(token) {
     return JSON.parse(atob(payload));
   } catch (err) {
     return null;
+  }
+}
+
+// Why a connection closed, in a word or two, from its close code (docs: ws-gateway README).
+function closeReason(code, beforeOpen) {
+  if (beforeOpen) return "cannot connect";
+  switch (code) {
+    case 1001:
+      return "gateway going away";
+    case 4000:
+      return "no pong";
+    case 4001:
+      return "token expired";
+    case 4008:
+      return "slow consumer";
+    case 4029:
+      return "too many requests";
+    default:
+      return "connection lost";
   }
 }
 

@@ -48,6 +48,9 @@ export function showState(state, detail = {}) {
   badge.textContent = badgeText(state, detail);
   badge.dataset.state = state;
   badge.title = detail.message || "";
+  // While it is trying again, why it had to (the close code's meaning).
+  const retrying = (state === "connecting" || state === "reconnecting") && detail.reason;
+  byId("state-why").textContent = retrying ? detail.reason : "";
 }
 
 export function describeToken(claims) {
