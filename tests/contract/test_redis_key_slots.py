@@ -21,8 +21,10 @@ from fraud_worker.rules import PaymentFacts
 from notify_worker.webhooks import rate_key
 from pulse.channels import ChannelAppend, ChannelKeys, ChannelPublisher, CounterIncrement
 from pulse.events import PAYMENT_CREATED, new_event
+from pulse.health import HealthReporter
 from pulse.idempotency import IdempotencyGuard
 from pulse.replication import ScriptCall
+from pulse.settings import PulseSettings
 from stream_processor.stats import StatsKeys, counter_increments
 from ws_gateway.presence import PresenceKeys
 
@@ -31,7 +33,7 @@ CLIENT = aioredis.Redis.from_url("redis://127.0.0.1:1/0")
 
 prefixes = st.from_regex(r"[^{}\x00]{1,64}", fullmatch=True)
 ids = st.text(min_size=1, max_size=40)
-channels = st.sampled_from(["payments", "alerts", "stats"]) | st.from_regex(
+channels = st.sampled_from(["payments", "alerts", "stats", "health"]) | st.from_regex(
     r"account:[A-Za-z0-9_.@-]{1,128}", fullmatch=True
 )
 
@@ -68,6 +70,15 @@ def test_an_append_to_many_channels_with_counters_is_one_slot_per_call(
     for name in names:
         (mine,) = [c for c in calls if keys.live(name) in c.keys]
         assert slots(mine.keys) == slots([keys.history(name)])
+
+
+@given(prefixes, ids)
+def test_a_health_report_is_one_call_on_the_health_channels_slot(prefix: str, service: str) -> None:
+    reporter = HealthReporter.of(CLIENT, PulseSettings(redis_prefix=prefix, service_name=service))
+    event = reporter.event([{"connections": 1}], 5.0)
+    (call,) = reporter.publisher.script_calls([reporter.appending(event)])
+    assert_one_slot_each([call])
+    assert slots(call.keys) == slots([ChannelKeys(prefix).history("health")])
 
 
 @given(prefixes, ids)

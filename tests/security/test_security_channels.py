@@ -27,6 +27,7 @@ FOREIGN = (
     "account:bob",
     "payments",
     "alerts",
+    "health",
     "account:Alice",
     "account:alice\n",
     "account:bob\n",
@@ -115,6 +116,8 @@ async def test_ops_reads_any_account_and_a_plain_user_only_stats(
         ("stats", plain, 200),
         ("payments", plain, 403),
         ("alerts", plain, 403),
+        ("health", ops, 200),
+        ("health", plain, 403),
         ("account:bob", plain, 403),
     ):
         async with http.get(_url(gateway.http, channel, "history"), headers=headers) as resp:

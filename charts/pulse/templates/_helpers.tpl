@@ -140,6 +140,7 @@ PULSE_REDIS_WAIT_TIMEOUT_MS: {{ .Values.redis.waitTimeoutMs | quote }}
 PULSE_CHANNEL_GUARD_TTL_SECONDS: {{ .Values.redis.channelGuardTtlSeconds | quote }}
 PULSE_LOG_LEVEL: {{ .Values.logging.level | quote }}
 PULSE_LOG_FORMAT: {{ .Values.logging.format | quote }}
+PULSE_HEALTH_INTERVAL_SECONDS: {{ include "pulse.number" .Values.health.intervalSeconds | quote }}
 {{- end }}
 
 {{/* A number as plain text: whole numbers without a fraction or an exponent (1e+06). */}}

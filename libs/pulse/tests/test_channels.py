@@ -16,7 +16,9 @@ from pulse.settings import PulseSettings
 from pulse_dev.testing import stream_entries
 
 
-@pytest.mark.parametrize("name", ["payments", "alerts", "stats", "account:A-1", "account:x@y.z"])
+@pytest.mark.parametrize(
+    "name", ["payments", "alerts", "stats", "health", "account:A-1", "account:x@y.z"]
+)
 def test_design_channels_are_valid(name: str) -> None:
     assert is_valid_channel(name)
 

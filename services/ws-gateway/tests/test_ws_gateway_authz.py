@@ -22,9 +22,11 @@ TABLE = [
     (OPS, "payments", ALLOWED, FORBIDDEN),
     (OPS, "alerts", ALLOWED, FORBIDDEN),
     (OPS, "stats", ALLOWED, FORBIDDEN),
+    (OPS, "health", ALLOWED, FORBIDDEN),
     (OPS, "account:alice", ALLOWED, ALLOWED),
     (ALICE, "payments", FORBIDDEN, FORBIDDEN),
     (ALICE, "alerts", FORBIDDEN, FORBIDDEN),
+    (ALICE, "health", FORBIDDEN, FORBIDDEN),
     (VIEWER, "payments", FORBIDDEN, FORBIDDEN),
     (ALICE, "stats", ALLOWED, FORBIDDEN),
     (ALICE, "account:alice", ALLOWED, ALLOWED),
@@ -58,10 +60,11 @@ def test_publishing_to_a_channel(
 
 
 def test_an_account_id_like_the_sub_but_for_another_channel_is_not_a_bypass() -> None:
-    # sub "payments" must not open the ops-only channel named "payments"
-    claims = Claims(sub="payments", roles=frozenset(), exp=0)
-    assert authorize(claims, Operation.SUBSCRIBE, "payments") is Access.FORBIDDEN
-    assert authorize(claims, Operation.SUBSCRIBE, "account:payments") is Access.ALLOWED
+    # sub "payments" must not open the ops-only channel named "payments", nor "health" its own
+    for name in ("payments", "health"):
+        claims = Claims(sub=name, roles=frozenset(), exp=0)
+        assert authorize(claims, Operation.SUBSCRIBE, name) is Access.FORBIDDEN
+        assert authorize(claims, Operation.SUBSCRIBE, f"account:{name}") is Access.ALLOWED
 
 
 @pytest.mark.parametrize(

@@ -61,6 +61,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "ALERTS",
+    "HEALTH",
     "PAYMENTS",
     "STATS",
     "AppendResult",
@@ -77,6 +78,7 @@ __all__ = [
 PAYMENTS: Final = "payments"
 ALERTS: Final = "alerts"
 STATS: Final = "stats"
+HEALTH: Final = "health"
 _ACCOUNT_RE: Final = re.compile(r"account:[A-Za-z0-9_.@-]{1,128}")
 _PARTS_KEPT: Final = 100_000  # channels whose key names a publisher keeps made
 
@@ -86,8 +88,9 @@ def account_channel(account_id: str) -> str:
 
 
 def is_valid_channel(channel: str) -> bool:
-    """True for the channel names of the design: payments, alerts, stats, account:{id}."""
-    return channel in (PAYMENTS, ALERTS, STATS) or bool(_ACCOUNT_RE.fullmatch(channel))
+    """True for the channel names of the design: payments, alerts, stats, health,
+    account:{id}."""
+    return channel in (PAYMENTS, ALERTS, STATS, HEALTH) or bool(_ACCOUNT_RE.fullmatch(channel))
 
 
 @dataclass(frozen=True)

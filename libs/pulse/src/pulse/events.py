@@ -18,12 +18,14 @@ from pulse.ids import uuid4
 
 __all__ = [
     "FRAUD_DECISION",
+    "HEALTH",
     "NOTIFICATION",
     "PAYMENT_CREATED",
     "PAYMENT_DELETED",
     "PAYMENT_UPDATED",
     "STATS",
     "CloudEvent",
+    "iso_time",
     "new_event",
     "stable_event_id",
     "utc_now",
@@ -35,6 +37,7 @@ PAYMENT_DELETED: Final = "pulse.payment.deleted"
 FRAUD_DECISION: Final = "pulse.fraud.decision"
 NOTIFICATION: Final = "pulse.notification"
 STATS: Final = "pulse.stats"
+HEALTH: Final = "pulse.health"
 
 # Namespace for the name-based (v5) UUIDs that make event ids deterministic.
 _EVENT_NAMESPACE: Final = uuid.UUID("6f1c9c1e-8d55-4c0b-9a7e-5b0f3c2d4e11")
@@ -59,7 +62,8 @@ def utc_now() -> datetime:
     return datetime.now(UTC)
 
 
-def _iso(ts: datetime) -> str:
+def iso_time(ts: datetime) -> str:
+    """``ts`` as events carry times: ISO 8601 in UTC, to the millisecond, ``Z``."""
     return ts.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
@@ -110,7 +114,7 @@ def new_event(
         source=source,
         type=type,
         subject=subject,
-        time=_iso(time or utc_now()),
+        time=iso_time(time or utc_now()),
         data=data,
         traceparent=traceparent,
     )

@@ -233,7 +233,7 @@ class IdempotencyGuard:
         """
         got = await self.acquire(idempotency_key, payload)
         if isinstance(got, Outcome):
-            log.info("already done: result replayed", idempotency_key=idempotency_key)
+            log.debug("already done: result replayed", idempotency_key=idempotency_key)
             return got
         claim = got
 

@@ -78,12 +78,17 @@ class StageMetrics:
 
     The labelled series are looked up once, here: ``labels()`` takes a lock and a dict
     lookup on every call, and a stage records several series per message.
+
+    ``succeeded`` and ``failed`` (retried or dead-lettered) count the messages this process
+    handled, as plain integers the health report reads (:class:`pulse.health.Throughput`).
     """
 
     OUTCOMES = ("success", "retry", "dlq")
 
     def __init__(self, stage: str) -> None:
         self.stage = stage
+        self.succeeded = 0
+        self.failed = 0
         self.received = _RECEIVED.labels(stage)
         self.in_progress = _IN_PROGRESS.labels(stage)
         self._last = _LAST_PROCESSED.labels(stage)
@@ -103,7 +108,10 @@ class StageMetrics:
         processed.inc(count)
         for _ in range(count):
             duration.observe(seconds)
-        if outcome == "success" and count:
+        if outcome != "success":
+            self.failed += count
+        elif count:
+            self.succeeded += count
             self._last.set(time.time())
 
     def observe_age(self, seconds: float) -> None:

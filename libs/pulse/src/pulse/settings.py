@@ -114,6 +114,10 @@ class PulseSettings(BaseSettings):
     # only). Unset: the ops routes share PULSE_HTTP_PORT.
     ops_port: int | None = Field(default=None, ge=1, le=65535)
     shutdown_grace_seconds: float = Field(default=20.0, gt=0, le=600)
+    # PULSE_HEALTH_INTERVAL_SECONDS: how often a service that measures the pipeline (stream
+    # processor, workers, gateway) appends its ``pulse.health`` event to channel ``health``
+    # and logs its one-line summary (pulse.health). 0 turns the reports off.
+    health_interval_seconds: float = Field(default=5.0, ge=0, le=3600)
 
     # HS256 secret for connection tokens (gateway verifies, ``pulse token`` issues).
     jwt_secret: SecretStr = Field(default=SecretStr(DEV_JWT_SECRET), min_length=32)

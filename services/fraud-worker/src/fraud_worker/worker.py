@@ -28,6 +28,7 @@ from pulse.events import (
     stable_event_id,
     utc_now,
 )
+from pulse.health import HealthReporter
 from pulse.idempotency import IdempotencyGuard, canonical_event, guard_for
 from pulse.logging import event_context, get_logger
 from pulse.metrics import StageMetrics
@@ -97,7 +98,7 @@ class FraudWorker:
                 event.id, canonical_event(event), lambda: self._decide(event)
             )
             if outcome.replayed:
-                log.info("event already handled", result=outcome.result.decode())
+                log.debug("event already handled", result=outcome.result.decode())
 
     async def _decide(self, event: CloudEvent) -> bytes:
         """Decide and write; returns the decision as the idempotency record's result."""
@@ -111,7 +112,7 @@ class FraudWorker:
             self._decisions.write, payment.payment_id, decision, decided_at
         )
         if result.written:
-            log.info(
+            log.debug(
                 "payment decided",
                 decision=decision.decision,
                 score=decision.score,
@@ -119,7 +120,7 @@ class FraudWorker:
             )
             await self._alert(event, payment, decision, decided_at)
             return decision.decision.encode()
-        log.info("payment already decided", status=result.stored_status)
+        log.debug("payment already decided", status=result.stored_status)
         if result.stored is not None:
             # A crash between the write and the alert: the alert is still owed (the channel
             # guard makes this a no-op when it was sent).
@@ -138,7 +139,7 @@ class FraudWorker:
         alert = decision_event(event, payment, decision, decided_at)
         appended = await self._publisher.append(alert, [ALERTS])
         if appended.applied:
-            log.info("fraud alert sent", decision=decision.decision, alert_id=alert.id)
+            log.debug("fraud alert sent", decision=decision.decision, alert_id=alert.id)
 
 
 async def serve(lifecycle: Lifecycle) -> None:
@@ -178,8 +179,9 @@ async def serve(lifecycle: Lifecycle) -> None:
         guard=guard_for(redis, settings, "fraud"),
         decision_delay_seconds=settings.decision_delay_seconds,
     )
+    health = HealthReporter.of(redis, settings)
     try:
-        async with serving_ops(lifecycle):
+        async with serving_ops(lifecycle), health.running(lifecycle.stopping):
             await consume(
                 lifecycle,
                 sqs,
@@ -187,6 +189,7 @@ async def serve(lifecycle: Lifecycle) -> None:
                 worker.handle,
                 stage_metrics=StageMetrics("fraud"),
                 settings=settings,
+                health=health,
             )
     finally:
         await redis.aclose()

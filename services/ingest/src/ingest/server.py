@@ -185,7 +185,7 @@ class PaymentsApi:
             for _ in range(2):
                 if await self._store.put_new(item):
                     PAYMENTS_CREATED.labels("created").inc()
-                    log.info(
+                    log.debug(
                         "payment created", account_id=body.account_id, principal=principal.label
                     )
                     return self._created(created_payment(payment), traceparent)
@@ -205,7 +205,7 @@ class PaymentsApi:
                 "this Idempotency-Key was already used with a different request body",
             )
         PAYMENTS_CREATED.labels("replayed").inc()
-        log.info("payment replayed")
+        log.debug("payment replayed")
         original_trace = str(stored.get("traceparent") or traceparent)
         return self._created(created_payment(stored), original_trace, replayed=True)
 

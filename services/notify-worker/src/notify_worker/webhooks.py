@@ -245,7 +245,7 @@ class WebhookDeliverer:
         secret = await self._secrets.secret(delivery.secret_parameter)
         if secret is None:
             DELIVERIES.labels("dropped").inc()
-            log.info("endpoint removed: delivery dropped")
+            log.debug("endpoint removed: delivery dropped")
             return
         while not await self._allowed(delivery.endpoint_id):
             # Wait for the next second holding the message (the heartbeat keeps it hidden):
@@ -269,7 +269,7 @@ class WebhookDeliverer:
         verdict = delivery_verdict(status)
         if verdict == "delivered":
             DELIVERIES.labels("delivered").inc()
-            log.info("webhook delivered", status=status, attempt=attempt)
+            log.debug("webhook delivered", status=status, attempt=attempt)
         elif verdict == "retry":
             self._retry_or_give_up(f"HTTP {status}", attempt)
         else:

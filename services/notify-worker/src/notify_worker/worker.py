@@ -21,6 +21,7 @@ from pulse.channels import ChannelPublisher
 from pulse.clients import aws_client, redis_client
 from pulse.consumer import SqsMessage, consume
 from pulse.events import PAYMENT_UPDATED
+from pulse.health import HealthReporter
 from pulse.idempotency import IdempotencyGuard, canonical_event, guard_for
 from pulse.logging import event_context, get_logger
 from pulse.metrics import StageMetrics
@@ -61,13 +62,13 @@ class NotifyWorker:
                 event.id, canonical_event(event), lambda: self._send(notification)
             )
             if outcome.replayed:
-                log.info("event already handled", notification_id=notification.id)
+                log.debug("event already handled", notification_id=notification.id)
 
     async def _send(self, notification: CloudEvent) -> bytes:
         """Hand the notification to every notifier; its id is the idempotency result."""
         for notifier in self._notifiers:
             delivered = await notifier.notify(notification)
-            log.info(
+            log.debug(
                 "notification sent"
                 if delivered
                 else "notification not sent (sent before or no destination)",
@@ -114,8 +115,9 @@ async def serve(lifecycle: Lifecycle) -> None:
         timeout_seconds=settings.webhook_timeout_seconds,
         max_attempts=settings.webhook_max_attempts,
     )
+    health = HealthReporter.of(redis, settings)
     try:
-        async with serving_ops(lifecycle):
+        async with serving_ops(lifecycle), health.running(lifecycle.stopping):
             await asyncio.gather(
                 consume(
                     lifecycle,
@@ -124,6 +126,7 @@ async def serve(lifecycle: Lifecycle) -> None:
                     worker.handle,
                     stage_metrics=StageMetrics("notify"),
                     settings=settings,
+                    health=health,
                 ),
                 consume(
                     lifecycle,
@@ -133,6 +136,7 @@ async def serve(lifecycle: Lifecycle) -> None:
                     stage_metrics=StageMetrics("webhooks"),
                     settings=settings,
                     check_name="sqs_webhooks",
+                    health=health,
                 ),
             )
     finally:

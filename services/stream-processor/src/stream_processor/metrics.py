@@ -125,3 +125,7 @@ class IteratorAges:
 
     def max(self) -> float:
         return max(self._ages.values(), default=0.0)
+
+    def by_shard(self) -> dict[str, float]:
+        """Each shard's age, in seconds (a copy)."""
+        return dict(self._ages)

@@ -48,6 +48,7 @@ from stream_processor.metrics import (
     SHARDS_OWNED,
     IteratorAges,
 )
+from stream_processor.shard_health import ShardHealth
 from stream_processor.shard_reader import ShardOutcome, ShardReader
 
 if TYPE_CHECKING:
@@ -144,6 +145,7 @@ class StreamProcessor:
         self._relisted_for: set[str] = set()  # unlisted leases a listing was made for
         self._wake = asyncio.Event()  # start the next round now
         self.ages = IteratorAges()
+        self.shard_health = ShardHealth(self.ages)  # the shards read, for the health report
 
     @property
     def held(self) -> dict[str, HeldLease]:
@@ -303,7 +305,7 @@ class StreamProcessor:
             streams=self._streams,
             leases=self._leases,
             effects=self._effects,
-            ages=self.ages,
+            health=self.shard_health,
             settings=self._settings,
             stopping=self._stopping,
             shard=partial(self._listed_shard, held.shard_id),

@@ -6,7 +6,8 @@
   logged, and sent to the failure queue at once (:meth:`~RecordOutcomes.events_or_set_aside`).
 - :meth:`~RecordOutcomes.processed`: events whose effects all succeeded and are
   checkpointed — ``pulse_stream_records_processed_total``, the batch duration, the stage
-  metrics, and one ``event processed`` line per event.
+  metrics, the shard's count in the health report, and one ``event processed`` line per
+  event (at debug).
 - :meth:`~RecordOutcomes.set_aside`: a record sent whole to the failure queue
   (:mod:`stream_processor.failures`) with the error, as the retry policy decided
   (:mod:`stream_processor.retry_policy`).
@@ -37,6 +38,7 @@ from stream_processor.retry_policy import MALFORMED
 if TYPE_CHECKING:
     from stream_processor.failures import FailureQueue
     from stream_processor.retry_policy import SetAside
+    from stream_processor.shard_health import ShardHealth
 
 __all__ = ["RecordOutcomes"]
 
@@ -60,12 +62,20 @@ def _event_fields(event_id: str, trace_id: str | None, payment_id: str | None) -
 
 class RecordOutcomes:
     """The outcomes of one shard's records; ``failures`` is None where there is no queue
-    (records set aside are then only logged)."""
+    (records set aside are then only logged), ``health`` where nothing reports them."""
 
-    def __init__(self, *, shard_id: str, stream_arn: str, failures: FailureQueue | None) -> None:
+    def __init__(
+        self,
+        *,
+        shard_id: str,
+        stream_arn: str,
+        failures: FailureQueue | None,
+        health: ShardHealth | None = None,
+    ) -> None:
         self.shard_id = shard_id
         self._stream_arn = stream_arn
         self._failure_queue = failures
+        self._health = health
 
     def events(self, records: list[dict[str, Any]]) -> tuple[list[ProcessedEvent], list[Malformed]]:
         """The events of ``records``, and the records that can never become one."""
@@ -115,18 +125,20 @@ class RecordOutcomes:
         for name, count in by_name.items():
             RECORDS_PROCESSED.labels(name).inc(count)
         STAGE.observe("success", elapsed, len(processed))
+        if self._health is not None:
+            self._health.applied(self.shard_id, len(processed))
         for p in processed:
             if p.created_epoch is not None:
                 STAGE.observe_age(now - p.created_epoch)
         # One logger for the batch, the event's ids passed as fields (what event_context
         # would bind): per record, only the line itself is left — nothing at all when the
-        # level is above info.
+        # level is above debug.
         log = _log()
-        if not log.is_enabled_for(logging.INFO):
+        if not log.is_enabled_for(logging.DEBUG):
             return
         for p in processed:
             event = p.event
-            log.info(
+            log.debug(
                 "event processed",
                 type=event.type,
                 sequence_number=p.sequence_number,

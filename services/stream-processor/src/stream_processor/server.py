@@ -10,7 +10,9 @@ from typing import TYPE_CHECKING, Any, Final
 from pulse.channels import ChannelPublisher
 from pulse.clients import aws_client, redis_client
 from pulse.collector import BATCH_YOUNG_THRESHOLD, settle_collector
+from pulse.consumer.health import UnconsumedQueueHealth
 from pulse.errors import RetryableError
+from pulse.health import HealthReporter, Throughput
 from pulse.logging import get_logger
 from pulse.service import (
     Lifecycle,
@@ -26,7 +28,7 @@ from stream_processor.form_body import encode_sns_forms_fast
 from stream_processor.get_records import read_records_with_orjson
 from stream_processor.lease_renewer import RENEWAL_THREADS
 from stream_processor.leases import LeaseTable
-from stream_processor.metrics import ITERATOR_AGE
+from stream_processor.metrics import ITERATOR_AGE, STAGE
 from stream_processor.processor import StreamProcessor
 from stream_processor.settings import StreamProcessorSettings, load_stream_processor_settings
 from stream_processor.stats import StatsKeys
@@ -162,10 +164,17 @@ async def _process(
         renewals=LeaseTable(renewal_ddb, names.leases_table, settings.worker_id),
     )
     ITERATOR_AGE.set_function(processor.ages.max)
+    health = HealthReporter.of(redis, settings)
+    health.add(
+        Throughput(STAGE),
+        processor.shard_health,
+        UnconsumedQueueHealth(sqs, failures.url(), "failures"),
+    )
     _log().info("stream processor started", worker_id=settings.worker_id, topic=topic_arn)
     stats_task = asyncio.create_task(stats.run(lifecycle.stopping), name="stats")
     try:
-        await processor.run()
+        async with health.running(lifecycle.stopping):
+            await processor.run()
     finally:
         lifecycle.stopping.set()
         await stats_task

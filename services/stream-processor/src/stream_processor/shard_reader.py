@@ -56,8 +56,8 @@ if TYPE_CHECKING:
     from stream_processor.failures import FailureQueue
     from stream_processor.leases import HeldLease, LeaseTable
     from stream_processor.lineage import Shard
-    from stream_processor.metrics import IteratorAges
     from stream_processor.settings import StreamProcessorSettings
+    from stream_processor.shard_health import ShardHealth
 
 __all__ = ["ShardOutcome", "ShardReader"]
 
@@ -107,7 +107,7 @@ class ShardReader:
         streams: Any,
         leases: LeaseTable,
         effects: BatchEffects,
-        ages: IteratorAges,
+        health: ShardHealth,
         settings: StreamProcessorSettings,
         stopping: asyncio.Event,
         shard: Callable[[], Shard | None],
@@ -115,7 +115,8 @@ class ShardReader:
         failures: FailureQueue | None = None,
     ) -> None:
         """``shard()`` is the shard as last listed (None: no longer listed); ``relist()``
-        asks for the shards to be listed again."""
+        asks for the shards to be listed again; ``health`` gets the shard's iterator age
+        and the records applied."""
         self.shard_id = lease.shard_id
         self._shard = shard
         self._relist = relist
@@ -130,10 +131,10 @@ class ShardReader:
             stream_arn=stream_arn,
             streams=streams,
             batch_size=settings.batch_size,
-            ages=ages,
+            ages=health.ages,
         )
         self._outcomes = RecordOutcomes(
-            shard_id=self.shard_id, stream_arn=stream_arn, failures=failures
+            shard_id=self.shard_id, stream_arn=stream_arn, failures=failures, health=health
         )
         self._policy = RetryPolicy.from_settings(settings)
         self._failures = 0  # consecutive failed reads or batches (the backoff's exponent)

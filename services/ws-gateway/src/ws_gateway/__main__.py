@@ -8,8 +8,10 @@ from pulse.auth import TokenVerifier
 from pulse.channels import ChannelKeys
 from pulse.clients import pubsub_client, redis_client
 from pulse.collector import settle_collector
+from pulse.health import HealthReporter
 from pulse.logging import get_logger
 from pulse.service import Lifecycle, run_service, serving_api
+from ws_gateway.health import Connections, E2eLatency
 from ws_gateway.history import ChannelHistory
 from ws_gateway.live import LiveHub
 from ws_gateway.presence import Presence
@@ -27,23 +29,30 @@ async def serve(lifecycle: Lifecycle) -> None:
     redis = redis_client(settings)
     lifecycle.add_check("redis", redis.ping)
     history = ChannelHistory(redis, keys, batch_size=settings.replay_batch_size)
+    latency = E2eLatency()
     # The pub/sub connection gets a client of its own, without redis-py's health checks; its
     # name lets an operator (and the gap-fill test) find it in CLIENT LIST.
     hub = LiveHub(
         pubsub_client(settings, client_name=f"{settings.redis_prefix}ws-gateway-live"),
         keys,
         history,
+        latency=latency,
     )
     await hub.start()
     verifier = TokenVerifier.from_settings(settings)
     presence = Presence(redis, keys, lease_seconds=settings.presence_lease_seconds)
     presence_upkeep = asyncio.create_task(presence.run(lifecycle.stopping), name="presence")
     gateway = Gateway(settings, lifecycle, hub, history, verifier=verifier, presence=presence)
+    health = HealthReporter.of(redis, settings)
+    health.add(latency, Connections(gateway.clients))
     try:
         # The ops routes (/healthz, /readyz, /metrics) are mounted by serving_api: on the
         # public port, or /metrics on PULSE_OPS_PORT alone when that is set. A listen queue of
         # 2,048 absorbs bursts of thousands of connects while the loop is busy fanning out.
-        async with serving_api(gateway.app(), lifecycle, backlog=2048):
+        async with (
+            serving_api(gateway.app(), lifecycle, backlog=2048),
+            health.running(lifecycle.stopping),
+        ):
             log.info("ws-gateway listening", host=settings.http_host, port=settings.http_port)
             # What start-up made (modules, classes, settings) lives as long as the process:
             # keep it out of every later garbage collection. A full collection scans every

@@ -12,7 +12,7 @@ from __future__ import annotations
 import enum
 from typing import TYPE_CHECKING
 
-from pulse.channels import ALERTS, PAYMENTS, STATS, is_valid_channel
+from pulse.channels import ALERTS, HEALTH, PAYMENTS, STATS, is_valid_channel
 from ws_gateway.protocol import ErrorCode, FrameError
 
 if TYPE_CHECKING:
@@ -41,7 +41,8 @@ class Operation(enum.Enum):
 def authorize(claims: Claims, op: Operation, channel: str) -> Access:
     """May the holder of ``claims`` do ``op`` on ``channel``?
 
-    Reading (subscribing, history, presence): ``payments`` and ``alerts`` need role ``ops``;
+    Reading (subscribing, history, presence): ``payments``, ``alerts`` and ``health`` need
+    role ``ops``;
     ``stats`` is open to any authenticated user; ``account:{id}`` needs ``sub == id`` or
     role ``ops``. Publishing: only to ``account:`` channels the token may read (the system
     feeds carry only what the pipeline appends). Any other name is unknown.
@@ -52,7 +53,7 @@ def authorize(claims: Claims, op: Operation, channel: str) -> Access:
         return Access.FORBIDDEN
     if channel == STATS or claims.is_ops:
         return Access.ALLOWED
-    if channel in (PAYMENTS, ALERTS):
+    if channel in (PAYMENTS, ALERTS, HEALTH):
         return Access.FORBIDDEN
     account_id = channel.removeprefix(_ACCOUNT_PREFIX)
     return Access.ALLOWED if account_id == claims.sub else Access.FORBIDDEN

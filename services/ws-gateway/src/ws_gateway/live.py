@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections import deque
 from typing import TYPE_CHECKING, Any
 
@@ -52,6 +53,7 @@ if TYPE_CHECKING:
     from pulse.channels import ChannelKeys
     from pulse.clients import RedisClient
     from ws_gateway.fanout import Subscriber
+    from ws_gateway.health import E2eLatency
     from ws_gateway.history import ChannelHistory
     from ws_gateway.live_links import LiveLink
 
@@ -69,6 +71,7 @@ class LiveHub:
         *,
         subscribe_timeout: float = 5.0,
         ping_interval: float = 30.0,
+        latency: E2eLatency | None = None,
     ) -> None:
         # ``redis`` must be a client of its own, with health checks off (a pub/sub connection
         # is read only by its reader task: redis-py would otherwise read a PING reply from
@@ -94,6 +97,7 @@ class LiveHub:
         self._fill_task: asyncio.Task[None] | None = None
         self._subscribe_timeout = subscribe_timeout
         self._ping_interval = ping_interval
+        self._latency = latency  # samples the live fan-outs' end-to-end latency
         self._subscribers: dict[str, ChannelFanout] = {}
         self._channel_of: dict[bytes, str] = {}  # live key -> channel, for those subscribed
         # Frames received during this pass of the event loop, per channel, fanned out at its end.
@@ -255,11 +259,13 @@ class LiveHub:
             if held is not None:  # a gap fill began after these arrived: they wait for it
                 held.extend(frames)
             else:
-                self._publish(channel, frames)
+                self._publish(channel, frames, live=True)
 
-    def _publish(self, channel: str, frames: list[str]) -> None:
+    def _publish(self, channel: str, frames: list[str], *, live: bool = False) -> None:
         """Hand ``frames`` to the channel's subscribers, dropping those not newer than the
-        last delivered (frames without an offset, presence and ephemeral, always go)."""
+        last delivered (frames without an offset, presence and ephemeral, always go).
+        ``live``: straight from pub/sub (not a replay or a gap fill), so their end-to-end
+        latency is sampled."""
         fanout = self._subscribers.get(channel)
         if fanout is None:
             return
@@ -276,6 +282,8 @@ class LiveHub:
             self._last[channel] = last
         if fresh:
             MESSAGES_SENT.inc(fanout.deliver(channel, fresh))
+            if live and self._latency is not None:
+                self._latency.fanned_out(fresh, time.time())
 
     def _confirm(self, link: LiveLink, live_key: bytes) -> None:
         channel = self._channel_of.get(live_key)

@@ -91,6 +91,8 @@ SHARED_CODE = {
     "fraud-worker": [SharedCode("libs/pulse/src/pulse/consumer/*.py")],
     "notify-worker": [SharedCode("libs/pulse/src/pulse/consumer/*.py")],
     "operator": [SharedCode("libs/pulse/src/pulse/topology.py")],
+    # Its failure queue and that queue's DLQ in the health report.
+    "stream-processor": [SharedCode("libs/pulse/src/pulse/consumer/health.py")],
     # The door of the API (pulse.credentials) reads a key and stamps its last use.
     "ingest": [
         SharedCode("libs/pulse/src/pulse/credentials.py"),

@@ -33,6 +33,11 @@ a FIFO DLQ keeps the group id.
 Depth: every ``depth_poll_seconds`` the queue's depth and its dead-letter queue's depth are
 read into the gauges ``pulse_sqs_queue_depth{queue}`` and ``pulse_sqs_dlq_depth{queue}``.
 
+Health: :attr:`SqsConsumer.health` is the consumer's probe for the health report
+(:mod:`pulse.health`): the queue's and its dead-letter queue's depth, messages in flight and
+oldest message's age, measured as :mod:`pulse.consumer.health` says; :func:`consume` adds it
+and the stage's throughput to a worker's reporter.
+
 Batching window: when a receive returns fewer messages than it asked for, the next receive
 waits ``batch_window_seconds`` (default 0.1 s), so a trickle of messages is fetched in
 batches rather than one ``ReceiveMessage`` per message — Lambda's
@@ -51,8 +56,8 @@ stopping process for the rest of a 20 s poll.
 
 The package, one module a part: ``runtime`` (the receive loop, slots, drain, applying each
 outcome), ``outcome`` (the policy), ``message``, ``long_poll``, ``deletes``, ``visibility``,
-``dead_letter``, ``heartbeat``, ``depth``, ``metrics``, ``settings``, ``limits`` (SQS's
-quotas) and ``lifecycle`` (:func:`consume`: a worker's consumer with its readiness check).
+``dead_letter``, ``heartbeat``, ``depth``, ``health``, ``metrics``, ``settings``, ``limits``
+(SQS's quotas) and ``lifecycle`` (:func:`consume`: a worker's consumer with its readiness check).
 """
 
 from __future__ import annotations

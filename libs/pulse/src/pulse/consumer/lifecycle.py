@@ -6,11 +6,13 @@ import asyncio
 from typing import TYPE_CHECKING, Any
 
 from pulse.consumer.runtime import SqsConsumer
+from pulse.health import Throughput
 from pulse.service import retry_until_found
 
 if TYPE_CHECKING:
     from pulse.consumer.message import MessageHandler
     from pulse.consumer.settings import SqsConsumerSettings
+    from pulse.health import HealthReporter
     from pulse.metrics import StageMetrics
     from pulse.service import Lifecycle
 
@@ -39,12 +41,14 @@ async def consume(
     stage_metrics: StageMetrics,
     settings: SqsConsumerSettings,
     check_name: str = "sqs",
+    health: HealthReporter | None = None,
 ) -> None:
     """Run a :class:`SqsConsumer` on ``queue_name`` until ``lifecycle.stopping`` is set.
 
     Adds a readiness check named ``check_name`` (``GetQueueAttributes`` on the queue) and
     waits for the queue to exist before consuming, so a worker started before its topology
-    waits for it.
+    waits for it. With ``health``, the queue, its dead-letter queue and the stage's
+    throughput are in its reports once the queue is found.
     """
     found: list[str] = []
 
@@ -79,4 +83,6 @@ async def consume(
         heartbeat_seconds=settings.heartbeat_seconds,
         depth_poll_seconds=settings.sqs_depth_poll_seconds,
     )
+    if health is not None:
+        health.add(consumer.health, Throughput(stage_metrics))
     await consumer.run(lifecycle.stopping)

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 from pulse.consumer.dead_letter import DeadLetters
 from pulse.consumer.deletes import DeleteBatcher
 from pulse.consumer.depth import poll_depths
+from pulse.consumer.health import ConsumerHealth
 from pulse.consumer.heartbeat import CURRENT, Heartbeat, InFlight
 from pulse.consumer.limits import MAX_BATCH
 from pulse.consumer.long_poll import Receiver
@@ -90,6 +91,8 @@ class SqsConsumer:
             interval=heartbeat,
         )
         self._receive_count = RECEIVE_COUNT.labels(name)
+        # The queue and its DLQ in the health report (pulse.health): add it to a reporter.
+        self.health = ConsumerHealth(sqs_client, queue_url, self._dead_letters, self._in_flight)
         self._fifo = name.endswith(".fifo")
         self._group_tails: dict[str, InFlight] = {}
 
@@ -167,6 +170,7 @@ class SqsConsumer:
         age = message.age_seconds()
         if age is not None:
             self._metrics.observe_age(age)
+        self.health.received(age)
         state = InFlight(message, asyncio.get_running_loop().time())
         group = message.attributes.get("MessageGroupId") if self._fifo else None
         if group is not None:
