@@ -128,6 +128,42 @@ async def test_payment_travels_from_api_to_both_websockets(stack: DevStackProces
             await ws.close()
 
 
+async def test_an_operators_review_flows_to_the_payments_channel(stack: DevStackProcess) -> None:
+    ops = await _open(stack, "ops-1", ["ops"])
+    try:
+        assert (await _subscribe(ops, "payments"))["op"] == "subscribed"
+        # above the review amount (5000 EUR): the fraud worker holds it for an operator
+        body = {"account_id": "R", "amount": "6000.00", "currency": "EUR", "merchant_id": "m-1"}
+        bearer = {
+            "Authorization": f"Bearer {issue_token(DEV_JWT_SECRET, sub='ops-1', roles=['ops'])}"
+        }
+        async with aiohttp.ClientSession(headers=bearer) as http:
+            async with http.post(f"{stack.ingest_url}/v1/payments", json=body) as resp:
+                assert resp.status == 201
+                payment_id = (await resp.json())["payment_id"]
+            held = await _events_for(ops, payment_id, {"pulse.payment.updated"})
+            assert held[-1]["event"]["data"]["status"] == "REVIEW"
+            assert held[-1]["event"]["data"].get("reviewed_by") is None
+            async with http.get(f"{stack.ingest_url}/v1/payments?status=REVIEW") as resp:
+                queue = await resp.json()
+            assert payment_id in [p["payment_id"] for p in queue["items"]]
+
+            review = {"decision": "APPROVED", "note": "known customer"}
+            url = f"{stack.ingest_url}/v1/payments/{payment_id}/review"
+            async with http.post(url, json=review) as resp:
+                assert resp.status == 200
+            frames = await _events_for(ops, payment_id, {"pulse.payment.updated"})
+            data = frames[-1]["event"]["data"]
+            assert (data["old_status"], data["status"]) == ("REVIEW", "APPROVED")
+            assert data["reviewed_by"] == "ops-1"
+            assert data["review_note"] == "known customer"
+            assert data["reviewed_at"]
+            async with http.post(url, json={"decision": "DECLINED"}) as resp:
+                assert resp.status == 409
+    finally:
+        await ops.close()
+
+
 def test_sigterm_stops_every_process(stack: DevStackProcess) -> None:
     assert stack.stop() == 0
     still_listening = [p for p in stack.ports if _port_open(p)]

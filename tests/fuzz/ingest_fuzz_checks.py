@@ -1,15 +1,26 @@
 """Schemathesis checks for the ingest API, loaded by the CLI through ``SCHEMATHESIS_HOOKS``.
 
 The built-in ``positive_data_acceptance`` treats every 4xx to a schema-valid request as a bug.
-One refusal of a schema-valid ``POST /v1/payments`` is state, not schema: an
-``Idempotency-Key`` already used with another body gets 422 ``idempotency-key-reused``, as
-the spec documents. The generator reuses short keys (``"0"``) across bodies all the time, so
-this check runs the built-in one and lets that single documented refusal through; any other
-refusal of valid data still fails the run.
+Two refusals of schema-valid requests are state, not schema, as the spec documents: an
+``Idempotency-Key`` already used with another body gets 422 ``idempotency-key-reused`` (the
+generator reuses short keys such as ``"0"`` across bodies all the time), and a listing
+``cursor`` the API did not return gets 400 ``invalid-cursor`` (a cursor is opaque: any string
+fits its schema). This check runs the built-in one and lets those two documented refusals
+through; any other refusal of valid data still fails the run.
+
+Loading this module also serialises ``compile`` in the schemathesis process: CPython 3.11
+keeps the AST conversion's recursion-depth bookkeeping in state shared by threads, so two
+workers whose generators describe a filter lambda at once (hypothesis parses its source
+with ``ast.parse``) can fail with ``SystemError: AST constructor recursion depth mismatch``
+— a crash of the tool, not a finding about the API. Query parameters with a type other than
+string (the review listing's ``limit``) make such filters.
 """
 
 from __future__ import annotations
 
+import builtins
+import functools
+import threading
 from typing import TYPE_CHECKING, Any
 
 import schemathesis
@@ -20,6 +31,20 @@ if TYPE_CHECKING:
     from schemathesis import Case, CheckContext, Response
 
 KEY_REUSED = "https://pulse.dev/problems/idempotency-key-reused"
+INVALID_CURSOR = "https://pulse.dev/problems/invalid-cursor"
+STATEFUL_REFUSALS = {(422, KEY_REUSED), (400, INVALID_CURSOR)}
+
+_COMPILING = threading.RLock()
+_compile = builtins.compile
+
+
+@functools.wraps(_compile)
+def _compile_alone(*args: Any, **kwargs: Any) -> Any:
+    with _COMPILING:
+        return _compile(*args, **kwargs)
+
+
+builtins.compile = _compile_alone
 
 
 @schemathesis.check
@@ -29,7 +54,7 @@ def positive_data_accepted_unless_key_reused(
     try:
         return positive_data_acceptance(ctx, response, case)
     except RejectedPositiveData:
-        if response.status_code == 422 and _problem_type(response) == KEY_REUSED:
+        if (response.status_code, _problem_type(response)) in STATEFUL_REFUSALS:
             return None
         raise
 

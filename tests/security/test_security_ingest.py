@@ -105,7 +105,14 @@ def _key(keys: ApiKeyTable, account: str, *scopes: str) -> tuple[str, str]:
 async def test_every_v1_route_needs_a_bearer_and_the_rest_stays_open(start: Any) -> None:
     api = start()
     payment = f"/v1/payments/{uuid.uuid4()}"
-    for method, path in (("POST", "/v1/payments"), ("GET", payment), ("GET", f"{payment}/events")):
+    routes = (
+        ("POST", "/v1/payments"),
+        ("GET", payment),
+        ("GET", f"{payment}/events"),
+        ("GET", "/v1/payments?status=REVIEW"),
+        ("POST", f"{payment}/review"),
+    )
+    for method, path in routes:
         status, problem, headers = await api.call(method, path)
         assert status == 401, (method, path)
         assert headers["Content-Type"].startswith("application/problem+json")

@@ -77,7 +77,10 @@ def test_ingest_needs_what_the_door_calls_on_the_key_table_and_no_more() -> None
     needs = service_needs(ROOT, "ingest")
     assert needs.problems == []
     assert needs.on_resource == {
-        "table/pulse-api-keys": {"dynamodb:GetItem", "dynamodb:UpdateItem"}
+        "table/pulse-api-keys": {"dynamodb:GetItem", "dynamodb:UpdateItem"},
+        # the review endpoints: a payment's move, the review queue's index
+        "table/pulse-payments": {"dynamodb:UpdateItem"},
+        "table/pulse-payments/index/review-queue": {"dynamodb:Query"},
     }
     # creating and listing keys is `pulse keys`' part: it stays out of ingest's role
     assert "dynamodb:Scan" not in needs.actions
@@ -127,3 +130,17 @@ def test_the_key_commands_policy_covers_create_list_and_revoke() -> None:
     }
     admin = json.loads((ROOT / "k8s/iam/api-keys-admin.json").read_text())
     assert policy_problems("keys", "a.json", admin, needs.actions, needs.on_resource) == []
+
+
+def test_the_review_commands_policy_covers_deciding_and_listing_and_no_more() -> None:
+    needs = Needs()
+    for shared in COMMAND_POLICIES["k8s/iam/review-admin.json"][1]:
+        needs.add(ROOT, shared)
+    assert needs.on_resource == {
+        "table/pulse-payments": {"dynamodb:UpdateItem"},
+        "table/pulse-payments/index/review-queue": {"dynamodb:Query"},
+    }
+    admin = json.loads((ROOT / "k8s/iam/review-admin.json").read_text())
+    assert policy_problems("review", "r.json", admin, needs.actions, needs.on_resource) == []
+    granted = {a for s in admin["Statement"] for a in s["Action"]}
+    assert granted == {"dynamodb:UpdateItem", "dynamodb:Query"}

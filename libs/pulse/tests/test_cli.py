@@ -8,7 +8,7 @@ from pulse.settings import DEV_JWT_SECRET
 def test_help_lists_every_command() -> None:
     result = CliRunner().invoke(main, ["--help"])
     assert result.exit_code == 0
-    for command in ("dev", "token", "load", "tail", "fraud", "webhooks"):
+    for command in ("dev", "token", "load", "tail", "fraud", "webhooks", "review"):
         assert f"  {command} " in result.output
 
 

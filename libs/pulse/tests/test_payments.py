@@ -29,10 +29,15 @@ ITEM = {
     "fraud_score": Decimal(55),
     "fraud_reasons": ["velocity"],
     "decided_at": "2026-01-01T12:00:01.000Z",
+    "reviewed_by": "ops-1",
+    "review_note": "known customer",
+    "reviewed_at": "2026-01-01T12:05:00.000Z",
     # bookkeeping that is never shown
     "request_hash": "abc",
     "traceparent": "00-" + "1" * 32 + "-" + "2" * 16 + "-01",
     "idempotency_key": "k-1",
+    "review_queue": "REVIEW",
+    "review_since": "2026-01-01T12:00:01.000Z",
 }
 
 
@@ -53,6 +58,9 @@ def test_what_a_payment_keeps_for_ever_is_its_creation() -> None:
         "fraud_score",
         "fraud_reasons",
         "decided_at",
+        "reviewed_by",
+        "review_note",
+        "reviewed_at",
     }
 
 

@@ -109,3 +109,41 @@ def test_the_stream_failure_queue_is_declared_with_a_dlq_and_not_subscribed(
     assert redrive["deadLetterTargetArn"] == out.queue_arns[failures.dlq]
     assert failures.queue not in out.subscription_arns  # fed by the stream processor only
     assert apply_topology(stack_settings).changes == []
+
+
+def _review_index(ddb: object, table: str) -> list[tuple[str, str]]:
+    described = ddb.describe_table(TableName=table)["Table"]  # type: ignore[attr-defined]
+    indexes = {i["IndexName"]: i for i in described.get("GlobalSecondaryIndexes", [])}
+    return [(k["AttributeName"], k["KeyType"]) for k in indexes["review-queue"]["KeySchema"]]
+
+
+def test_the_payments_table_has_the_review_queue_index(stack_settings: PulseSettings) -> None:
+    apply_topology(stack_settings)
+    ddb = aws_client("dynamodb", stack_settings)
+    assert _review_index(ddb, stack_settings.names.payments_table) == [
+        ("review_queue", "HASH"),
+        ("review_since", "RANGE"),
+    ]
+
+
+def test_an_index_is_added_to_a_table_made_before_it_once(stack_settings: PulseSettings) -> None:
+    from dataclasses import replace  # noqa: PLC0415
+
+    from pulse.topology import TopologySpec, pulse_spec  # noqa: PLC0415
+
+    full = pulse_spec(stack_settings.names)
+    payments = full.tables[0]
+    older = TopologySpec([replace(payments, indexes=())], full.topic_name, [])
+    apply_topology(stack_settings, older)
+    ddb = aws_client("dynamodb", stack_settings)
+    described = ddb.describe_table(TableName=payments.name)["Table"]
+    assert not described.get("GlobalSecondaryIndexes")
+
+    upgraded = apply_topology(stack_settings, replace(older, tables=[payments]))
+    assert upgraded.changes == [f"created index {payments.name}/review-queue"]
+    assert _review_index(ddb, payments.name) == [
+        ("review_queue", "HASH"),
+        ("review_since", "RANGE"),
+    ]
+    again = apply_topology(stack_settings, replace(older, tables=[payments]))
+    assert again.changes == []

@@ -18,7 +18,7 @@ from pulse.auth import issue_token
 from pulse.clients import aws_client
 from pulse.settings import DEV_JWT_SECRET, PulseSettings
 from pulse.topology import TopologyOutputs
-from pulse_dev.testing import ServiceProcess, free_port
+from pulse_dev.testing import ServiceProcess, free_port, put_in_review
 
 PROBLEM = "application/problem+json"
 TRACEPARENT = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
@@ -371,6 +371,7 @@ async def test_openapi_describes_the_api_and_responses_conform(
         "/v1/payments",
         "/v1/payments/{payment_id}",
         "/v1/payments/{payment_id}/events",
+        "/v1/payments/{payment_id}/review",
         "/openapi.json",
         "/healthz",
         "/readyz",
@@ -385,6 +386,17 @@ async def test_openapi_describes_the_api_and_responses_conform(
         jsonschema.validate(await resp.json(), _resolver_schema(spec, "PaymentEvents"))
     _, problem, _ = await _post(http, ingest, {**BODY, "amount": "-1"})
     jsonschema.validate(problem, _resolver_schema(spec, "ProblemDocument"))
+    # the review desk's answers: a page of the queue, a decided payment
+    table = ingest.settings.names.payments_table
+    in_review = put_in_review(ingest.ddb, table)
+    async with http.get(f"{ingest.url}/v1/payments?status=REVIEW") as resp:
+        page = await resp.json()
+    assert [p["payment_id"] for p in page["items"]] == [in_review]
+    jsonschema.validate(page, _resolver_schema(spec, "PaymentPage"))
+    review = {"decision": "DECLINED", "note": "card reported stolen"}
+    jsonschema.validate(review, _resolver_schema(spec, "ReviewRequest"))
+    async with http.post(f"{ingest.url}/v1/payments/{in_review}/review", json=review) as resp:
+        jsonschema.validate(await resp.json(), _resolver_schema(spec, "Payment"))
     # the published request schema accepts what the server accepts, and refuses what it refuses
     request_schema = _resolver_schema(spec, "PaymentRequest")
     jsonschema.validate(BODY, request_schema)

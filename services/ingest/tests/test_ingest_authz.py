@@ -43,6 +43,13 @@ ALICE_WRITE_KEY = Principal("api_key", "alice", frozenset({PAYMENTS_WRITE}), key
         (OPS_JWT, Action.CREATE, "bob", Verdict.ALLOW),
         (OPS_JWT, Action.READ, "bob", Verdict.ALLOW),
         (OPS_JWT, Action.READ, None, Verdict.ALLOW),
+        # reviewing is for operators only: no account, no key, whatever its scopes
+        (OPS_JWT, Action.REVIEW, None, Verdict.ALLOW),
+        (OPS_JWT, Action.REVIEW, "bob", Verdict.ALLOW),
+        (ALICE_JWT, Action.REVIEW, None, Verdict.FORBIDDEN),
+        (ALICE_JWT, Action.REVIEW, "alice", Verdict.FORBIDDEN),
+        (ALICE_KEY, Action.REVIEW, None, Verdict.FORBIDDEN),
+        (ALICE_KEY, Action.REVIEW, "alice", Verdict.FORBIDDEN),
     ],
 )
 def test_who_may_do_what(
@@ -51,5 +58,6 @@ def test_who_may_do_what(
     assert authorize(principal, action, account) is verdict
 
 
-def test_every_action_has_its_scope() -> None:
-    assert {a.scope for a in Action} == SCOPES
+def test_every_scope_grants_an_action_and_reviewing_none() -> None:
+    assert {a.scope for a in Action} == {*SCOPES, None}
+    assert Action.REVIEW.scope is None

@@ -74,6 +74,17 @@ def test_prefix_defaults_and_outputs_config_map() -> None:
         (("topic",), {}, "spec.topic.name is required"),
         (("deletionPolicy",), "Orphan", "Retain or Delete"),
         (("tables",), [], "at least one table"),
+        (
+            ("tables", 0, "globalSecondaryIndexes", 0, "projection"),
+            {"projectionType": "KEYS_ONLY"},
+            "projectionType must be ALL",
+        ),
+        (
+            ("tables", 0, "globalSecondaryIndexes", 0, "keySchema"),
+            [{"attributeName": "a", "keyType": "RANGE"}],
+            r"globalSecondaryIndexes\[0\].keySchema needs exactly one HASH key",
+        ),
+        (("tables", 0, "globalSecondaryIndexes", 0, "indexName"), "", "indexName is required"),
     ],
 )
 def test_invalid_specs_are_refused_with_the_field_named(

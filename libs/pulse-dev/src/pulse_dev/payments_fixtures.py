@@ -4,7 +4,8 @@ A test of the stream processor writes a PENDING payment into the payments table 
 would (:func:`pending_payment`, :func:`put_payment`); a test of the fraud worker also sends
 the ``pulse.payment.created`` event the stream processor would make of it
 (:func:`payment_created`); a test of the notify worker sends ``pulse.payment.updated``
-events (:func:`payment_updated` of :func:`updated_payment`). Re-exported by
+events (:func:`payment_updated` of :func:`updated_payment`); a test of the review of payments
+puts some in REVIEW as the fraud worker would (:func:`put_in_review`). Re-exported by
 :mod:`pulse_dev.testing`.
 """
 
@@ -13,17 +14,28 @@ from __future__ import annotations
 import uuid
 from typing import TYPE_CHECKING, Any, Final
 
-from pulse.events import PAYMENT_CREATED, PAYMENT_UPDATED, CloudEvent, new_event, stable_event_id
-from pulse.payments import PENDING, payment_from_item
+from pulse.events import (
+    PAYMENT_CREATED,
+    PAYMENT_UPDATED,
+    CloudEvent,
+    iso_timestamp,
+    new_event,
+    stable_event_id,
+    utc_now,
+)
+from pulse.payment_states import PaymentTransitions, Trigger, transition
+from pulse.payments import PENDING, REVIEW, payment_from_item
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
+    from datetime import datetime
 
 __all__ = [
     "CREATED_AT",
     "payment_created",
     "payment_updated",
     "pending_payment",
+    "put_in_review",
     "put_payment",
     "updated_payment",
 ]
@@ -73,6 +85,27 @@ def put_payment(ddb: Any, table: str, payment: Mapping[str, str]) -> dict[str, s
         ConditionExpression="attribute_not_exists(payment_id)",
     )
     return dict(payment)
+
+
+def put_in_review(
+    ddb: Any,
+    table: str,
+    *,
+    entered: datetime | None = None,
+    reasons: tuple[str, ...] = ("amount_above_review_limit",),
+    **payment: Any,
+) -> str:
+    """A new payment (:func:`pending_payment` of ``payment``) that the fraud worker put in
+    REVIEW at ``entered`` (now unless given), through the same move; its id."""
+    new = put_payment(ddb, table, pending_payment(**payment))
+    moved = PaymentTransitions(ddb, table).apply(
+        new["payment_id"],
+        transition(PENDING, REVIEW, Trigger.FRAUD_DECISION),
+        at=iso_timestamp(entered or utc_now()),
+        record={"fraud_score": 55, "fraud_reasons": list(reasons)},
+    )
+    assert moved.applied
+    return new["payment_id"]
 
 
 def payment_created(payment: Mapping[str, str]) -> CloudEvent:

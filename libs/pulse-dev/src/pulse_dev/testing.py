@@ -68,6 +68,7 @@ from pulse_dev.payments_fixtures import (
     payment_created,
     payment_updated,
     pending_payment,
+    put_in_review,
     put_payment,
     updated_payment,
 )
@@ -97,6 +98,7 @@ __all__ = [
     "payment_created",
     "payment_updated",
     "pending_payment",
+    "put_in_review",
     "put_payment",
     "queue_depth",
     "readyz",

@@ -25,7 +25,7 @@ __all__ = [
     "PAYMENT_UPDATED",
     "STATS",
     "CloudEvent",
-    "iso_time",
+    "iso_timestamp",
     "new_event",
     "stable_event_id",
     "utc_now",
@@ -62,8 +62,9 @@ def utc_now() -> datetime:
     return datetime.now(UTC)
 
 
-def iso_time(ts: datetime) -> str:
-    """``ts`` as events carry times: ISO 8601 in UTC, to the millisecond, ``Z``."""
+def iso_timestamp(ts: datetime) -> str:
+    """``ts`` as ISO-8601 UTC with milliseconds (``2026-01-01T12:00:00.000Z``): the form of
+    every time a payment or an event carries, so such times compare as strings."""
     return ts.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
@@ -114,7 +115,7 @@ def new_event(
         source=source,
         type=type,
         subject=subject,
-        time=iso_time(time or utc_now()),
+        time=iso_timestamp(time or utc_now()),
         data=data,
         traceparent=traceparent,
     )

@@ -34,7 +34,7 @@ from prometheus_client import Counter
 
 from pulse.channels import HEALTH as HEALTH_CHANNEL
 from pulse.channels import ChannelAppend, ChannelPublisher
-from pulse.events import HEALTH, iso_time, new_event, utc_now
+from pulse.events import HEALTH, iso_timestamp, new_event, utc_now
 from pulse.logging import get_logger
 from pulse.service import sleep_unless_stopped
 
@@ -229,7 +229,7 @@ class HealthReporter:
             "service": self.service,
             "instance": self.instance,
             "interval_seconds": int(interval) if float(interval).is_integer() else interval,
-            "measured_at": iso_time(now),
+            "measured_at": iso_timestamp(now),
             **merged,
         }
         return new_event(type=HEALTH, source=self.source, data=data, time=now)

@@ -23,6 +23,7 @@ __all__ = [
     "PUBLIC_FIELDS",
     "REVIEW",
     "Payment",
+    "PaymentStatus",
     "format_amount",
     "item_from_image",
     "payment_from_item",
@@ -33,6 +34,7 @@ APPROVED: Final = "APPROVED"
 REVIEW: Final = "REVIEW"
 DECLINED: Final = "DECLINED"
 FINAL_STATUSES: Final = frozenset({APPROVED, REVIEW, DECLINED})
+PaymentStatus = Literal["PENDING", "APPROVED", "REVIEW", "DECLINED"]
 
 _DESERIALIZER = TypeDeserializer()
 
@@ -42,7 +44,8 @@ class Payment(BaseModel):
 
     # The docstring is the schema's description in the OpenAPI document. ``frozen`` fields
     # are set at creation and never change; the others (status and the fraud decision)
-    # change as the payment moves on. Bookkeeping stored beside them in the table (the
+    # change as the payment moves on (pulse.payment_states: the fraud decision, then a
+    # review of a payment held in REVIEW). Bookkeeping stored beside them in the table (the
     # request hash, the traceparent, the idempotency key) is not part of a payment.
 
     model_config = ConfigDict(title="Payment")
@@ -58,12 +61,19 @@ class Payment(BaseModel):
     merchant_id: str = Field(frozen=True)
     country: str | None = Field(default=None, frozen=True)
     metadata: dict[str, str] | None = Field(default=None, frozen=True)
-    status: Literal["PENDING", "APPROVED", "REVIEW", "DECLINED"]
+    status: PaymentStatus
     created_at: str = Field(frozen=True, description="ISO-8601 UTC with milliseconds.")
     updated_at: str
     fraud_score: float | None = None
     fraud_reasons: list[str] | None = None
     decided_at: str | None = None
+    reviewed_by: str | None = Field(
+        default=None,
+        description="Who decided the payment held in REVIEW: an operator's token subject, "
+        "`cli:<user>` for `pulse review`, `system:review-timeout` for the timeout sweep.",
+    )
+    review_note: str | None = Field(default=None, description="Why, in the reviewer's words.")
+    reviewed_at: str | None = Field(default=None, description="ISO-8601 UTC with milliseconds.")
 
 
 # The model's fields, in order, as the item and event conversions below walk them.

@@ -37,6 +37,7 @@ __all__ = [
     "CredentialSettings",
     "PulseSettings",
     "ResourceNames",
+    "comma_separated",
     "load_settings",
 ]
 
@@ -57,6 +58,14 @@ class ResourceNames:
         self.notify_queue = f"{prefix}notify"
         self.notify_dlq = f"{prefix}notify-dlq"
         self.api_keys_table = f"{prefix}api-keys"
+
+
+def comma_separated(value: Any) -> Any:
+    """A setting's comma-separated text as a tuple, blank parts dropped (a ``before``
+    validator of a ``NoDecode`` tuple field); other values as they are."""
+    if isinstance(value, str):
+        return tuple(part.strip() for part in value.split(",") if part.strip())
+    return value
 
 
 class PulseSettings(BaseSettings):
@@ -133,12 +142,7 @@ class PulseSettings(BaseSettings):
             )
         return url
 
-    @field_validator("redis_sentinels", mode="before")
-    @classmethod
-    def _comma_separated(cls, value: Any) -> Any:
-        if isinstance(value, str):
-            return tuple(part.strip() for part in value.split(",") if part.strip())
-        return value
+    _sentinel_list = field_validator("redis_sentinels", mode="before")(comma_separated)
 
     @field_validator("redis_sentinels")
     @classmethod

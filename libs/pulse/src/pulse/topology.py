@@ -1,7 +1,8 @@
 """Pulse's AWS resources, declared as data and applied idempotently.
 
 :func:`apply_topology` creates what is missing and updates what drifted: the payments table
-(stream NEW_AND_OLD_IMAGES), the events (audit) table with TTL, the stream processor's lease
+(stream NEW_AND_OLD_IMAGES, and the sparse review-queue index of payments in REVIEW,
+:mod:`pulse.payment_states`), the events (audit) table with TTL, the stream processor's lease
 table, the SNS topic, each SQS queue with its DLQ and redrive policy and the policy that lets
 the topic send to it, and the filtered raw-delivery subscriptions. Applying the same spec
 twice changes nothing: the second run reports no changes.
@@ -27,11 +28,13 @@ from pulse.aws_errors import AWS_ERRORS, AwsErrorKind, as_pulse_error, classify_
 from pulse.clients import aws_client
 from pulse.errors import RetryableError
 from pulse.logging import get_logger
+from pulse.payment_states import REVIEW_INDEX, REVIEW_QUEUE, REVIEW_SINCE
 
 if TYPE_CHECKING:
     from pulse.settings import PulseSettings, ResourceNames
 
 __all__ = [
+    "IndexSpec",
     "QueueSpec",
     "StreamFailureNames",
     "TableSpec",
@@ -47,12 +50,26 @@ log = get_logger("pulse.topology")
 
 
 @dataclass(frozen=True)
+class IndexSpec:
+    """A global secondary index (string keys, every attribute projected).
+
+    Indexes are added to an existing table (one UpdateTable each, as DynamoDB allows),
+    never changed or removed: an index of the same name is taken as it is.
+    """
+
+    name: str
+    hash_key: str
+    range_key: str | None = None
+
+
+@dataclass(frozen=True)
 class TableSpec:
     name: str
     hash_key: str
     range_key: str | None = None
     stream_view_type: str | None = None  # NEW_AND_OLD_IMAGES, or None for no stream
     ttl_attribute: str | None = None
+    indexes: tuple[IndexSpec, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -131,7 +148,12 @@ def default_spec(names: ResourceNames) -> TopologySpec:
     """Pulse's standard topology under ``names``' prefix."""
     return TopologySpec(
         tables=[
-            TableSpec(names.payments_table, "payment_id", stream_view_type="NEW_AND_OLD_IMAGES"),
+            TableSpec(
+                names.payments_table,
+                "payment_id",
+                stream_view_type="NEW_AND_OLD_IMAGES",
+                indexes=(IndexSpec(REVIEW_INDEX, REVIEW_QUEUE, REVIEW_SINCE),),
+            ),
             TableSpec(names.events_table, "payment_id", "sk", ttl_attribute="expires_at"),
             TableSpec(names.leases_table, "leaseKey"),
         ],
@@ -193,6 +215,7 @@ class _Applier:
             desc = self._create_table(spec)
         self._wait_active(spec.name)
         self._ensure_stream(spec, desc)
+        self._ensure_indexes(spec)
         self._ensure_ttl(spec)
         self.out.table_names[spec.name] = spec.name
         desc = self.ddb.describe_table(TableName=spec.name)["Table"]
@@ -200,17 +223,16 @@ class _Applier:
             self.out.stream_arns[spec.name] = desc["LatestStreamArn"]
 
     def _create_table(self, spec: TableSpec) -> dict[str, Any]:
-        keys = [{"AttributeName": spec.hash_key, "KeyType": "HASH"}]
-        attrs = [{"AttributeName": spec.hash_key, "AttributeType": "S"}]
-        if spec.range_key:
-            keys.append({"AttributeName": spec.range_key, "KeyType": "RANGE"})
-            attrs.append({"AttributeName": spec.range_key, "AttributeType": "S"})
         kwargs: dict[str, Any] = {
             "TableName": spec.name,
-            "KeySchema": keys,
-            "AttributeDefinitions": attrs,
+            "KeySchema": _key_schema(spec.hash_key, spec.range_key),
+            "AttributeDefinitions": _attributes(
+                spec.hash_key, spec.range_key, *(k for i in spec.indexes for k in _keys(i))
+            ),
             "BillingMode": "PAY_PER_REQUEST",
         }
+        if spec.indexes:
+            kwargs["GlobalSecondaryIndexes"] = [_index(i) for i in spec.indexes]
         if spec.stream_view_type:
             kwargs["StreamSpecification"] = {
                 "StreamEnabled": True,
@@ -221,11 +243,26 @@ class _Applier:
         return desc
 
     def _wait_active(self, name: str, timeout: float = 60.0) -> None:
+        """Until the table and its indexes are ACTIVE (a new index first fills from the
+        table); a RetryableError after ``timeout``, and the next apply waits again."""
         deadline = time.monotonic() + timeout
-        while self.ddb.describe_table(TableName=name)["Table"]["TableStatus"] != "ACTIVE":
+        while not _active(self.ddb.describe_table(TableName=name)["Table"]):
             if time.monotonic() > deadline:
                 raise RetryableError(f"table {name} not ACTIVE after {timeout:.0f}s", delay=5)
             time.sleep(0.5)
+
+    def _ensure_indexes(self, spec: TableSpec) -> None:
+        for index in spec.indexes:
+            desc = self.ddb.describe_table(TableName=spec.name)["Table"]
+            if any(i["IndexName"] == index.name for i in desc.get("GlobalSecondaryIndexes", [])):
+                continue
+            self.ddb.update_table(
+                TableName=spec.name,
+                AttributeDefinitions=_attributes(*_keys(index)),
+                GlobalSecondaryIndexUpdates=[{"Create": _index(index)}],
+            )
+            self.out.changes.append(f"created index {spec.name}/{index.name}")
+            self._wait_active(spec.name)
 
     def _ensure_stream(self, spec: TableSpec, desc: dict[str, Any]) -> None:
         current = desc.get("StreamSpecification") or {}
@@ -367,6 +404,36 @@ class _Applier:
                     )
                     self.out.changes.append(f"updated subscription {spec.name}: {key}")
         self.out.subscription_arns[spec.name] = str(sub_arn)
+
+
+def _keys(index: IndexSpec) -> tuple[str, ...]:
+    return (index.hash_key, index.range_key) if index.range_key else (index.hash_key,)
+
+
+def _key_schema(hash_key: str, range_key: str | None) -> list[dict[str, str]]:
+    keys = [{"AttributeName": hash_key, "KeyType": "HASH"}]
+    if range_key:
+        keys.append({"AttributeName": range_key, "KeyType": "RANGE"})
+    return keys
+
+
+def _attributes(*names: str | None) -> list[dict[str, str]]:
+    """The attribute definitions of key attributes (strings), each once."""
+    return [{"AttributeName": n, "AttributeType": "S"} for n in dict.fromkeys(names) if n]
+
+
+def _index(index: IndexSpec) -> dict[str, Any]:
+    return {
+        "IndexName": index.name,
+        "KeySchema": _key_schema(index.hash_key, index.range_key),
+        "Projection": {"ProjectionType": "ALL"},
+    }
+
+
+def _active(table: dict[str, Any]) -> bool:
+    return table["TableStatus"] == "ACTIVE" and all(
+        i.get("IndexStatus", "ACTIVE") == "ACTIVE" for i in table.get("GlobalSecondaryIndexes", [])
+    )
 
 
 def _same_attr(current: str | None, wanted: str) -> bool:

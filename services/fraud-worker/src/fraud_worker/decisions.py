@@ -1,24 +1,31 @@
 """Writing a fraud decision back to the payments table, once.
 
-The write is conditional on the payment still being PENDING: a replayed message finds the
-condition false and changes nothing. The traceparent written by ingest is left in place.
+The write is the payment's move out of PENDING (:mod:`pulse.payment_states`): conditional
+on the payment still being PENDING, so a replayed message finds the condition false and
+changes nothing. A REVIEW decision also puts the payment in the review queue. The
+traceparent written by ingest is left in place.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from decimal import Decimal
+from typing import TYPE_CHECKING, Any
 
 from fraud_worker.rules import FraudDecision
-from pulse.aws_errors import AWS_ERRORS, AwsErrorKind, as_pulse_error, classify_aws_error
-from pulse.payments import PENDING
+from pulse.payment_states import PaymentTransitions, Trigger, transition
+from pulse.payments import PENDING, REVIEW
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
 
 __all__ = ["DecisionStore", "WriteResult"]
 
 
 @dataclass(frozen=True)
 class WriteResult:
-    """``written`` False: the payment was not PENDING; ``stored`` is what it held then."""
+    """``written`` False: the payment was not PENDING; ``stored`` is the fraud decision it
+    held then (None: none, or no such payment) and ``stored_status`` its status."""
 
     written: bool
     stored: FraudDecision | None = None
@@ -26,10 +33,11 @@ class WriteResult:
 
 
 class DecisionStore:
-    """Conditional UpdateItem of a payment's status and fraud attributes (blocking calls)."""
+    """The fraud decision's conditional UpdateItem (blocking calls)."""
 
     def __init__(self, ddb: Any, table: str) -> None:
         self._ddb = ddb
+        self.transitions = PaymentTransitions(ddb, table)
         self.table = table
 
     def write(self, payment_id: str, decision: FraudDecision, decided_at: str) -> WriteResult:
@@ -39,43 +47,31 @@ class DecisionStore:
         unreachable or the table does not exist yet, and
         :class:`~pulse.errors.PermanentError` for a request it refuses.
         """
-        try:
-            self._ddb.update_item(
-                TableName=self.table,
-                Key={"payment_id": {"S": payment_id}},
-                UpdateExpression=(
-                    "SET #s = :status, fraud_score = :score, fraud_reasons = :reasons, "
-                    "decided_at = :now, updated_at = :now"
-                ),
-                ConditionExpression="#s = :pending",
-                ExpressionAttributeNames={"#s": "status"},
-                ExpressionAttributeValues={
-                    ":status": {"S": decision.decision},
-                    ":score": {"N": str(decision.score)},
-                    ":reasons": {"L": [{"S": r} for r in decision.reasons]},
-                    ":now": {"S": decided_at},
-                    ":pending": {"S": PENDING},
-                },
-                ReturnValuesOnConditionCheckFailure="ALL_OLD",
-            )
-        except AWS_ERRORS as exc:
-            if classify_aws_error(exc) is AwsErrorKind.CONDITION_FAILED:
-                item: Any = getattr(exc, "response", {}).get("Item") or {}
-                return _already_decided(item)
-            raise as_pulse_error(exc, f"UpdateItem {self.table}", delay=2.0) from exc
-        return WriteResult(written=True)
+        move = transition(PENDING, decision.decision, Trigger.FRAUD_DECISION)
+        result = self.transitions.apply(
+            payment_id,
+            move,
+            at=decided_at,
+            record={"fraud_score": decision.score, "fraud_reasons": list(decision.reasons)},
+        )
+        if result.applied:
+            return WriteResult(written=True)
+        return _already_decided(result.payment or {})
 
     def check(self) -> None:
         self._ddb.describe_table(TableName=self.table)
 
 
-def _already_decided(item: dict[str, Any]) -> WriteResult:
-    status = item.get("status", {}).get("S")
-    if "fraud_score" not in item or status is None:
+def _already_decided(item: Mapping[str, Any]) -> WriteResult:
+    """What the fraud worker decided before, from the stored payment: its status, unless a
+    review moved it on since (then the decision was REVIEW)."""
+    status = item.get("status")
+    score = item.get("fraud_score")
+    if status is None or not isinstance(score, Decimal | int):
         return WriteResult(written=False, stored_status=status)
     stored = FraudDecision(
-        decision=status,
-        score=int(item["fraud_score"]["N"]),
-        reasons=tuple(r.get("S", "") for r in item.get("fraud_reasons", {}).get("L", [])),
+        decision=REVIEW if "reviewed_at" in item else str(status),
+        score=int(score),
+        reasons=tuple(str(r) for r in item.get("fraud_reasons") or ()),
     )
     return WriteResult(written=False, stored=stored, stored_status=status)

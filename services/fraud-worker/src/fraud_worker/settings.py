@@ -62,6 +62,11 @@ class FraudSettings(SqsConsumerSettings):
     blocked_merchants: frozenset[str] = frozenset()
     blocked_countries: frozenset[str] = frozenset()
 
+    # A payment in REVIEW longer than this is declined by the review-timeout sweep, which
+    # runs every sweep interval on one replica at a time (fraud_worker.review_timeout).
+    review_timeout_seconds: float = Field(default=86400.0, gt=0, le=90 * 24 * 3600)
+    review_sweep_interval_seconds: float = Field(default=60.0, gt=0, le=24 * 3600)
+
     # Test hook: seconds to wait between scoring and writing the decision (0 in production).
     decision_delay_seconds: float = Field(default=0.0, ge=0, le=60)
 

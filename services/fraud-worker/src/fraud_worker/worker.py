@@ -4,16 +4,19 @@ For each message: parse the CloudEvent; under the idempotency guard (one owner p
 a completed event id is skipped) record the payment in the account's activity (Redis),
 apply the rules, write the decision with a conditional UpdateItem, and send non-approved
 decisions to the ``alerts`` channel. The consumer runtime deletes the message once this
-returns; a malformed message is dead-lettered.
+returns; a malformed message is dead-lettered. Beside the queue, the review-timeout sweep
+declines payments left in REVIEW too long (:mod:`fraud_worker.review_timeout`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from typing import TYPE_CHECKING
 
 from fraud_worker.activity import AccountActivityStore
 from fraud_worker.decisions import DecisionStore
+from fraud_worker.review_timeout import ReviewTimeoutSweep
 from fraud_worker.rules import FraudDecision, PaymentFacts, RiskLimits, evaluate
 from fraud_worker.settings import FraudSettings, load_fraud_settings
 from pulse.blocklists import adopt_earlier_blocklists
@@ -180,6 +183,22 @@ async def serve(lifecycle: Lifecycle) -> None:
         decision_delay_seconds=settings.decision_delay_seconds,
     )
     health = HealthReporter.of(redis, settings)
+    sweep = ReviewTimeoutSweep(
+        decisions.transitions,
+        IdempotencyGuard(
+            redis,
+            settings.redis_prefix,
+            "sweep",
+            lease_seconds=settings.idempotency_lease_seconds,
+            # a round completed half an interval ago makes the other replicas skip theirs
+            completed_ttl_seconds=settings.review_sweep_interval_seconds / 2,
+            replication=Replication.of(settings),
+        ),
+        timeout_seconds=settings.review_timeout_seconds,
+        interval_seconds=settings.review_sweep_interval_seconds,
+        lease_seconds=settings.idempotency_lease_seconds,
+    )
+    sweeping = asyncio.create_task(sweep.run(lifecycle.stopping))
     try:
         async with serving_ops(lifecycle), health.running(lifecycle.stopping):
             await consume(
@@ -192,4 +211,7 @@ async def serve(lifecycle: Lifecycle) -> None:
                 health=health,
             )
     finally:
+        sweeping.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await sweeping
         await redis.aclose()

@@ -1,6 +1,7 @@
 """Who may do what to which account's payments: one decision, for every route. Pure.
 
-- ``ops`` (a JWT role) may do everything;
+- ``ops`` (a JWT role) may do everything, and only ``ops`` may list and decide payments
+  held in REVIEW (an API key acts for its account, never as an operator);
 - any other principal acts for one account (a JWT's ``sub``, an API key's account) within
   its scopes: ``payments:write`` to create, ``payments:read`` to read payments and their
   audit trails;
@@ -26,10 +27,12 @@ __all__ = ["Action", "Verdict", "authorize"]
 class Action(enum.Enum):
     CREATE = "create"  # POST /v1/payments
     READ = "read"  # GET /v1/payments/{id}, GET /v1/payments/{id}/events
+    REVIEW = "review"  # GET /v1/payments?status=REVIEW, POST /v1/payments/{id}/review
 
     @property
-    def scope(self) -> str:
-        return _SCOPES[self]
+    def scope(self) -> str | None:
+        """The API-key scope the action needs; None: no scope grants it (operators only)."""
+        return _SCOPES.get(self)
 
 
 _SCOPES: Final = {Action.CREATE: PAYMENTS_WRITE, Action.READ: PAYMENTS_READ}
@@ -49,6 +52,8 @@ def authorize(principal: Principal, action: Action, account_id: str | None = Non
     """
     if principal.is_ops:
         return Verdict.ALLOW
+    if action.scope is None:
+        return Verdict.FORBIDDEN
     if action.scope not in principal.scopes:
         return Verdict.MISSING_SCOPE
     if account_id is None or account_id == principal.account_id:

@@ -2,26 +2,30 @@
 
 from __future__ import annotations
 
+import copy
 from typing import TYPE_CHECKING, Any, Final
 
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.json_schema import models_json_schema
 
 from ingest.validation import (
+    DEFAULT_LISTING_LIMIT,
     DEFAULT_MAX_AMOUNT,
     IDEMPOTENCY_KEY_PATTERN,
+    MAX_LISTING_LIMIT,
     PaymentRequest,
+    ReviewRequest,
     amount_pattern,
 )
 from pulse.api_keys import PAYMENTS_READ, PAYMENTS_WRITE
 from pulse.events import CloudEvent  # noqa: TC001 - pydantic resolves field types at runtime
-from pulse.payments import Payment
+from pulse.payments import REVIEW, Payment
 from pulse.problems import PROBLEM_BASE, PROBLEM_CONTENT_TYPE, ProblemDocument
 
 if TYPE_CHECKING:
     from decimal import Decimal
 
-__all__ = ["PaymentEvents", "openapi_document"]
+__all__ = ["PaymentEvents", "PaymentPage", "openapi_document"]
 
 _REF = "#/components/schemas/{model}"
 
@@ -35,12 +39,25 @@ class PaymentEvents(BaseModel):
     events: list[CloudEvent]
 
 
+class PaymentPage(BaseModel):
+    """One page of payments in REVIEW, oldest first."""
+
+    model_config = ConfigDict(title="PaymentPage")
+
+    items: list[Payment]
+    next_cursor: str | None = Field(
+        description="Pass as `cursor` for the next page; null on the last page."
+    )
+
+
 def _schemas() -> dict[str, Any]:
     _, top = models_json_schema(
         [
             (PaymentRequest, "validation"),
+            (ReviewRequest, "validation"),
             (Payment, "serialization"),
             (PaymentEvents, "serialization"),
+            (PaymentPage, "serialization"),
             (ProblemDocument, "serialization"),
         ],
         ref_template=_REF,
@@ -102,17 +119,21 @@ BEARER_SCHEME: Final = {
 }
 
 
-def _secured(operation: dict[str, Any], scope: str) -> dict[str, Any]:
+def _secured(operation: dict[str, Any], scope: str | None) -> dict[str, Any]:
     """``operation`` behind the bearer credential: its refusals, and the RateLimit fields on
-    every answer the principal's budget was spent on."""
+    every answer the principal's budget was spent on. ``scope`` None: operators only."""
     responses: dict[str, Any] = operation["responses"]
     for answer in responses.values():
         answer.setdefault("headers", {}).update(_RATELIMIT_HEADERS)
+    forbidden = (
+        f"The credential lacks the scope {scope}, or may not act for this account."
+        if scope is not None
+        else "Operators only (a JWT with role ops); an API key never may."
+    )
     refusals = {
         "401": _problem("No bearer credential, or a malformed, expired or revoked one.")
         | {"headers": dict(_CHALLENGE)},
-        "403": _problem(f"The credential lacks the scope {scope}, or may not act for this account.")
-        | {"headers": {**_CHALLENGE, **_RATELIMIT_HEADERS}},
+        "403": _problem(forbidden) | {"headers": {**_CHALLENGE, **_RATELIMIT_HEADERS}},
         "429": _problem(
             "Over the caller's budget, or too many refused credentials from this address."
         )
@@ -180,6 +201,77 @@ def _create_operation(max_body_bytes: int, max_amount: Decimal) -> dict[str, Any
     }
 
 
+_LIST_IN_REVIEW: Final = {
+    "operationId": "listPaymentsInReview",
+    "summary": "Payments waiting in REVIEW, oldest first",
+    "description": "Payments the fraud worker held for an operator's decision, the one "
+    "waiting longest first, a page at a time. Read from an index, so a payment decided a "
+    "moment ago may still be listed once.",
+    "parameters": [
+        {
+            "name": "status",
+            "in": "query",
+            "required": True,
+            "description": "Only REVIEW can be listed.",
+            "schema": {"type": "string", "enum": [REVIEW]},
+        },
+        {
+            "name": "limit",
+            "in": "query",
+            "required": False,
+            "schema": {
+                "type": "integer",
+                "minimum": 1,
+                "maximum": MAX_LISTING_LIMIT,
+                "default": DEFAULT_LISTING_LIMIT,
+            },
+        },
+        {
+            "name": "cursor",
+            "in": "query",
+            "required": False,
+            "description": "The `next_cursor` of the previous page.",
+            "schema": {"type": "string"},
+        },
+    ],
+    "responses": {
+        "200": _json("A page of payments in REVIEW.", _ref("PaymentPage")),
+        "400": _problem("A cursor this API did not return."),
+        "422": _problem("A missing or unknown status, a limit out of range, an unknown parameter."),
+        "500": _problem("Unexpected error."),
+        "503": _problem("DynamoDB unavailable."),
+    },
+}
+
+
+def _review_operation(max_body_bytes: int, not_found: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "operationId": "reviewPayment",
+        "summary": "Approve or decline a payment held in REVIEW",
+        "description": "An operator's decision on a payment in REVIEW, made once: a payment "
+        "not in REVIEW (already decided, by an operator or the review timeout) is 409 and "
+        "keeps its decision. The payment records who decided (`reviewed_by`: the token's "
+        "subject), why (`review_note`) and when (`reviewed_at`), and its update flows as "
+        f"`pulse.payment.updated`. Bodies larger than {max_body_bytes} bytes get 413.",
+        "parameters": [_PAYMENT_ID],
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": _ref("ReviewRequest")}},
+        },
+        "responses": {
+            "200": _json("The payment, decided.", _ref("Payment")),
+            "400": _problem("Malformed JSON."),
+            "404": not_found,
+            "409": _problem("The payment is not in REVIEW: it keeps the decision it has."),
+            "413": _problem("The body is larger than the limit."),
+            "415": _problem("The body is not application/json."),
+            "422": _problem("A decision other than APPROVED or DECLINED, or a bad note."),
+            "500": _problem("Unexpected error."),
+            "503": _problem("DynamoDB unavailable."),
+        },
+    }
+
+
 _METRICS_PATH: Final = {
     "get": {
         "operationId": "getMetrics",
@@ -217,14 +309,15 @@ def openapi_document(
         "info": {
             "title": "Pulse ingest API",
             "version": "1.0.0",
-            "description": "Create and read payments, and read a payment's audit trail. "
-            "Every /v1/ operation needs `Authorization: Bearer <JWT or API key>`; an account "
-            "acts only on its own payments. Errors are RFC 9457 problem details "
-            "(application/problem+json).",
+            "description": "Create and read payments, read a payment's audit trail, and "
+            "(operators) list and decide payments held in REVIEW. Every /v1/ operation needs "
+            "`Authorization: Bearer <JWT or API key>`; an account acts only on its own "
+            "payments. Errors are RFC 9457 problem details (application/problem+json).",
         },
         "paths": {
             "/v1/payments": {
-                "post": _secured(_create_operation(max_body_bytes, max_amount), PAYMENTS_WRITE)
+                "post": _secured(_create_operation(max_body_bytes, max_amount), PAYMENTS_WRITE),
+                "get": _secured(copy.deepcopy(_LIST_IN_REVIEW), None),
             },
             "/v1/payments/{payment_id}": {
                 "get": _secured(
@@ -257,6 +350,9 @@ def openapi_document(
                     },
                     PAYMENTS_READ,
                 )
+            },
+            "/v1/payments/{payment_id}/review": {
+                "post": _secured(_review_operation(max_body_bytes, not_found), None)
             },
             "/openapi.json": {
                 "get": {

@@ -3,21 +3,18 @@ response rebuilt from it. Pure."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from ingest.validation import canonical_request
+from pulse.events import iso_timestamp
 from pulse.payments import IMMUTABLE_FIELDS, PENDING, payment_from_item
 
 if TYPE_CHECKING:
+    from datetime import datetime
+
     from ingest.validation import PaymentRequest
 
 __all__ = ["created_payment", "iso_timestamp", "new_payment", "payment_item"]
-
-
-def iso_timestamp(ts: datetime) -> str:
-    """ISO-8601 UTC with milliseconds and ``Z``: ``2026-01-01T12:00:00.000Z``."""
-    return ts.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def new_payment(

@@ -1,6 +1,8 @@
-"""The ingest HTTP API (aiohttp): create and read payments, the audit trail, the OpenAPI spec.
+"""The ingest HTTP API (aiohttp): create and read payments, the audit trail, the review of
+payments held in REVIEW, the OpenAPI spec.
 
-Every ``/v1/`` request passes :class:`ingest.access.AccessControl` (credential, failed-
+Browsers of ``PULSE_CORS_ORIGINS`` pass :class:`ingest.cors.Cors` first. Every ``/v1/``
+request passes :class:`ingest.access.AccessControl` (credential, failed-
 credential limit, the principal's budget); handlers ask :func:`ingest.authz.authorize` what
 the principal may do, parse with :mod:`ingest.validation`, build items with
 :mod:`ingest.records` and talk to DynamoDB only through :class:`ingest.store.PaymentStore`.
@@ -19,6 +21,7 @@ from aiohttp import web
 
 from ingest.access import PRINCIPAL, AccessControl
 from ingest.authz import Action, Verdict, authorize
+from ingest.cors import Cors
 from ingest.metrics import PAYMENTS_CREATED, PAYMENTS_REJECTED, REJECTION_REASONS
 from ingest.openapi import openapi_document
 from ingest.records import created_payment, new_payment, payment_item
@@ -29,6 +32,8 @@ from ingest.validation import (
     parse_idempotency_key,
     parse_payment_id,
     parse_payment_request,
+    parse_review_listing,
+    parse_review_request,
     parse_traceparent,
     payment_id_for_key,
     request_hash,
@@ -42,6 +47,7 @@ from pulse.errors import RetryableError
 from pulse.events import new_traceparent, utc_now
 from pulse.logging import event_context, get_logger
 from pulse.metrics import http_metrics_middleware
+from pulse.payment_states import Reviewer, why_not_reviewed
 from pulse.payments import payment_from_item
 from pulse.problems import Problem, not_found
 from pulse.service import Lifecycle, serving_api
@@ -135,18 +141,22 @@ class PaymentsApi:
         self._settings = settings
         self._store = store
 
+    async def _body(self, request: web.Request) -> bytes:
+        """The raw JSON body: 415 if it is not JSON, 413 if it is too large."""
+        limit = self._settings.max_body_bytes
+        _require_json(request.content_type)
+        length = request.content_length
+        if length is not None and length > limit:
+            raise _too_large(f"the body is {length} bytes; at most {limit} are accepted")
+        try:
+            return await request.read()
+        except web.HTTPRequestEntityTooLarge:
+            raise _too_large(f"the body is larger than {limit} bytes") from None
+
     async def _parse(self, request: web.Request) -> tuple[PaymentRequest, str | None]:
         """The validated body and idempotency key; counts and re-raises every refusal."""
-        limit = self._settings.max_body_bytes
         try:
-            _require_json(request.content_type)
-            length = request.content_length
-            if length is not None and length > limit:
-                raise _too_large(f"the body is {length} bytes; at most {limit} are accepted")
-            try:
-                raw = await request.read()
-            except web.HTTPRequestEntityTooLarge:
-                raise _too_large(f"the body is larger than {limit} bytes") from None
+            raw = await self._body(request)
             key = parse_idempotency_key(request.headers.get(IDEMPOTENCY_HEADER))
             body = parse_payment_request(raw, max_amount=self._settings.max_amount)
         except Problem as problem:
@@ -257,12 +267,52 @@ class PaymentsApi:
             raise not_found(f"no payment {payment_id}")
         return _json({"payment_id": payment_id, "events": events})
 
+    async def list_in_review(self, request: web.Request) -> web.Response:
+        """``GET /v1/payments?status=REVIEW&limit=&cursor=``: payments waiting for an
+        operator's decision, oldest first (operators only)."""
+        _allowed(request, Action.REVIEW)
+        listing = parse_review_listing(request.query)
+        page = await self._store.review_queue(listing.limit, listing.cursor)
+        return _json(
+            {
+                "items": [payment_from_item(p) for p in page.payments],
+                "next_cursor": page.next_cursor,
+            }
+        )
+
+    async def review(self, request: web.Request) -> web.Response:
+        """``POST /v1/payments/{payment_id}/review``: an operator approves or declines a
+        payment held in REVIEW, once (:mod:`pulse.payment_states`)."""
+        principal = _allowed(request, Action.REVIEW)
+        payment_id = self._payment_id(request)
+        body = parse_review_request(await self._body(request))
+        reviewer = Reviewer.operator(principal.account_id)
+        result = await self._store.review(payment_id, body.decision, reviewer, body.note)
+        if result.payment is None:
+            raise not_found(f"no payment {payment_id}")
+        if not result.applied:
+            raise _not_in_review(payment_id, result.payment)
+        with event_context(None, None, payment_id=payment_id):
+            log.info("payment reviewed", decision=body.decision, reviewed_by=reviewer.name)
+        return _json(payment_from_item(result.payment))
+
+
+def _not_in_review(payment_id: str, payment: dict[str, Any]) -> Problem:
+    detail = why_not_reviewed(payment_id, payment)
+    return Problem(409, "not-in-review", "Payment not in review", detail)
+
 
 def _allowed(request: web.Request, action: Action) -> Principal:
-    """The request's principal, if it has the scope ``action`` needs; else 403."""
+    """The request's principal, if it may do ``action`` at all; else 403 (the scope a key
+    lacks, or an operators' action)."""
     principal: Principal = request[PRINCIPAL]
-    if authorize(principal, action) is Verdict.MISSING_SCOPE:
+    verdict = authorize(principal, action)
+    if verdict is Verdict.MISSING_SCOPE and action.scope is not None:
         raise insufficient_scope(action.scope)
+    if verdict is not Verdict.ALLOW:
+        raise Problem(
+            403, "forbidden", "Forbidden", "only operators (role ops) may list and review payments"
+        )
     return principal
 
 
@@ -280,6 +330,7 @@ def create_app(
         # access outside problem_middleware: its RateLimit fields reach every answer.
         middlewares=[
             http_metrics_middleware(settings.service_name),
+            Cors(settings.cors_origins).middleware,  # preflights need no credential
             access.middleware,
             problem_middleware,
         ],
@@ -297,8 +348,10 @@ def create_app(
         return web.Response(body=spec, content_type="application/json")
 
     app.router.add_post("/v1/payments", api.create)
+    app.router.add_get("/v1/payments", api.list_in_review)
     app.router.add_get("/v1/payments/{payment_id}", api.get)
     app.router.add_get("/v1/payments/{payment_id}/events", api.events)
+    app.router.add_post("/v1/payments/{payment_id}/review", api.review)
     app.router.add_get("/openapi.json", openapi)
     return app
 

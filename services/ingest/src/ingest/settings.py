@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from decimal import Decimal
+from typing import Annotated
+from urllib.parse import urlsplit
 
-from pydantic import Field
-from pydantic_settings import SettingsConfigDict
+from pydantic import Field, field_validator
+from pydantic_settings import NoDecode, SettingsConfigDict
 
-from pulse.settings import CredentialSettings, load_settings
+from pulse.settings import CredentialSettings, comma_separated, load_settings
 
 __all__ = ["IngestSettings", "load_ingest_settings"]
 
@@ -47,6 +49,27 @@ class IngestSettings(CredentialSettings):
     # How long an API key read from the table is trusted: a revoked key is refused by every
     # replica within this time.
     api_key_cache_seconds: float = Field(default=5.0, ge=0, le=10)
+    # Browser origins (scheme://host[:port]) whose pages may call the API (CORS), comma-
+    # separated: the console on the gateway's origin. Empty: no cross-origin call.
+    cors_origins: Annotated[tuple[str, ...], NoDecode] = ()
+
+    _cors_list = field_validator("cors_origins", mode="before")(comma_separated)
+
+    @field_validator("cors_origins")
+    @classmethod
+    def _origins(cls, origins: tuple[str, ...]) -> tuple[str, ...]:
+        for origin in origins:
+            parts = urlsplit(origin)
+            if (
+                parts.scheme not in {"http", "https"}
+                or not parts.hostname
+                or origin != f"{parts.scheme}://{parts.netloc}"
+            ):
+                raise ValueError(
+                    "each origin is scheme://host[:port] with no path, "
+                    f"such as http://127.0.0.1:8090 (got {origin!r})"
+                )
+        return origins
 
 
 def load_ingest_settings() -> IngestSettings:

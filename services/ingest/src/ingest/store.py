@@ -18,11 +18,13 @@ from ingest.conditional_put import ConditionalPut
 from pulse.aws_errors import AWS_ERRORS, as_pulse_error
 from pulse.errors import ConditionFailedError
 from pulse.logging import get_logger
+from pulse.payment_states import PaymentTransitions
 from pulse.payments import item_from_image
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
+    from pulse.payment_states import Reviewer, ReviewPage, TransitionResult
     from pulse.settings import ResourceNames
 
 __all__ = ["PaymentStore"]
@@ -34,13 +36,14 @@ NEW_PAYMENT: Final = "attribute_not_exists(payment_id)"
 
 
 class PaymentStore:
-    """Payments and their audit trail in DynamoDB."""
+    """Payments, their audit trail and their review in DynamoDB."""
 
     def __init__(self, ddb: Any, names: ResourceNames) -> None:
         self._ddb = ddb
         self._payments = names.payments_table
         self._events = names.events_table
         self._put_new = ConditionalPut(ddb, self._payments, NEW_PAYMENT)
+        self._transitions = PaymentTransitions(ddb, self._payments)
 
     async def _call(self, method: str, **kwargs: Any) -> Any:
         """One DynamoDB call of the client's ``method``."""
@@ -99,6 +102,18 @@ class PaymentStore:
                 break
             kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
         return events[:limit]
+
+    async def review(
+        self, payment_id: str, decision: str, reviewer: Reviewer, note: str | None
+    ) -> TransitionResult:
+        """Decide a payment in REVIEW, once (:meth:`PaymentTransitions.review`)."""
+        return await asyncio.to_thread(
+            self._transitions.review, payment_id, decision, reviewer, note
+        )
+
+    async def review_queue(self, limit: int, cursor: str | None) -> ReviewPage:
+        """Payments in REVIEW, oldest first (:meth:`PaymentTransitions.review_queue`)."""
+        return await asyncio.to_thread(self._transitions.review_queue, limit=limit, cursor=cursor)
 
     async def check_tables(self) -> None:
         """Readiness: both tables exist and are ACTIVE; raises otherwise."""

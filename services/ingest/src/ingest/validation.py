@@ -14,7 +14,7 @@ import re
 import uuid
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
-from typing import Annotated, Any, Final
+from typing import TYPE_CHECKING, Annotated, Any, Final, TypeVar
 
 import orjson
 import pycountry
@@ -31,7 +31,12 @@ from pydantic import (
 )
 
 from pulse.ids import uuid4
+from pulse.payment_states import InvalidCursorError, decode_cursor
+from pulse.payments import APPROVED, DECLINED, REVIEW
 from pulse.problems import FieldError, bad_request, unprocessable
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
 
 __all__ = [
     "COUNTRY_CODES",
@@ -41,12 +46,16 @@ __all__ = [
     "ID_PATTERN",
     "JsonNumber",
     "PaymentRequest",
+    "ReviewListing",
+    "ReviewRequest",
     "amount_pattern",
     "canonical_request",
     "parse_idempotency_key",
     "parse_json",
     "parse_payment_id",
     "parse_payment_request",
+    "parse_review_listing",
+    "parse_review_request",
     "parse_traceparent",
     "payment_id_for_key",
     "request_hash",
@@ -57,6 +66,10 @@ ID_PATTERN: Final = r"^[A-Za-z0-9_.@-]{1,128}$"
 MAX_METADATA_ENTRIES: Final = 20
 MAX_METADATA_KEY_LENGTH: Final = 64
 MAX_METADATA_VALUE_LENGTH: Final = 256
+MAX_REVIEW_NOTE_LENGTH: Final = 1000
+REVIEW_DECISIONS: Final = (APPROVED, DECLINED)
+DEFAULT_LISTING_LIMIT: Final = 50
+MAX_LISTING_LIMIT: Final = 100
 # Printable ASCII; HTTP strips surrounding blanks, so the first and last are not blank.
 IDEMPOTENCY_KEY_PATTERN: Final = r"^[!-~](?:[ -~]{0,253}[!-~])?$"
 
@@ -74,6 +87,7 @@ _TRACEPARENT: Final = re.compile(r"00-([0-9a-f]{32})-([0-9a-f]{16})-[0-9a-f]{2}"
 # Namespace of payment ids derived from idempotency keys: the same key, the same payment.
 _PAYMENT_NAMESPACE: Final = uuid.UUID("4b2d7f0e-3c1a-5e9b-8d6f-2a7c9e1b5d30")
 _CENT: Final = Decimal("0.01")
+ModelT = TypeVar("ModelT", bound=BaseModel)
 
 
 @dataclass(frozen=True, slots=True)
@@ -276,6 +290,18 @@ def _message(error: Any) -> str:
     return message.removeprefix("Value error, ")
 
 
+def _validated(model: type[ModelT], data: Any, context: dict[str, Any] | None = None) -> ModelT:
+    """``data`` as ``model``; a 422 problem with one entry per bad field otherwise."""
+    try:
+        return model.model_validate(data, context=context)
+    except ValidationError as exc:
+        errors = [
+            FieldError(field=_field_name(err["loc"]), message=_message(err))
+            for err in exc.errors(include_url=False)
+        ]
+        raise unprocessable(errors) from None
+
+
 def parse_payment_request(
     raw: bytes, *, max_amount: Decimal = DEFAULT_MAX_AMOUNT
 ) -> PaymentRequest:
@@ -284,15 +310,70 @@ def parse_payment_request(
     Raises :class:`~pulse.problems.Problem`: 400 for malformed JSON, 422 with one entry per
     bad field otherwise.
     """
-    data = parse_json(raw)
-    try:
-        return PaymentRequest.model_validate(data, context={"max_amount": max_amount})
-    except ValidationError as exc:
-        errors = [
-            FieldError(field=_field_name(err["loc"]), message=_message(err))
-            for err in exc.errors(include_url=False)
-        ]
-        raise unprocessable(errors) from None
+    return _validated(PaymentRequest, parse_json(raw), {"max_amount": max_amount})
+
+
+class ReviewRequest(BaseModel):
+    """The body of ``POST /v1/payments/{payment_id}/review``: an operator's decision."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, title="ReviewRequest")
+
+    decision: Annotated[
+        StrictStr,
+        WithJsonSchema({"type": "string", "enum": list(REVIEW_DECISIONS)}),
+    ] = Field(description="APPROVED or DECLINED.")
+    note: Annotated[StrictStr, StringConstraints(max_length=MAX_REVIEW_NOTE_LENGTH)] | None = Field(
+        default=None,
+        description=f"Why, in at most {MAX_REVIEW_NOTE_LENGTH} characters; kept on the "
+        "payment as review_note.",
+    )
+
+    @field_validator("decision")
+    @classmethod
+    def _decision(cls, value: str) -> str:
+        if value not in REVIEW_DECISIONS:
+            raise ValueError("decision must be APPROVED or DECLINED")
+        return value
+
+
+def parse_review_request(raw: bytes) -> ReviewRequest:
+    """Parse and validate a review body: 400 for malformed JSON, 422 for bad fields."""
+    return _validated(ReviewRequest, parse_json(raw))
+
+
+@dataclass(frozen=True)
+class ReviewListing:
+    """The query of ``GET /v1/payments?status=REVIEW&limit=&cursor=``."""
+
+    limit: int
+    cursor: str | None
+
+
+def parse_review_listing(query: Mapping[str, str]) -> ReviewListing:
+    """The listing's query parameters; a 422 problem naming each bad one (a cursor not made
+    by this API is 400)."""
+    errors = []
+    status = query.get("status")
+    if status != REVIEW:
+        message = "field required" if status is None else "only status=REVIEW can be listed"
+        errors.append(FieldError(field="status", message=message))
+    limit_text = query.get("limit", str(DEFAULT_LISTING_LIMIT))
+    digits = limit_text.isascii() and limit_text.isdigit() and len(limit_text) <= 6  # noqa: PLR2004
+    limit = int(limit_text) if digits else 0
+    if not 1 <= limit <= MAX_LISTING_LIMIT:
+        message = f"limit must be a whole number from 1 to {MAX_LISTING_LIMIT}"
+        errors.append(FieldError(field="limit", message=message))
+    unknown = sorted(set(query) - {"status", "limit", "cursor"})
+    errors += [FieldError(field=name, message="unknown parameter") for name in unknown]
+    if errors:
+        raise unprocessable(errors)
+    cursor = query.get("cursor") or None
+    if cursor is not None:
+        try:
+            decode_cursor(cursor)
+        except InvalidCursorError as exc:
+            raise bad_request("invalid-cursor", "Invalid cursor", str(exc)) from None
+    return ReviewListing(limit, cursor)
 
 
 def canonical_request(request: PaymentRequest) -> dict[str, Any]:

@@ -1,11 +1,12 @@
 """An ``EventPipeline`` spec, mapped to the topology :func:`pulse.topology.apply_topology` applies.
 
 The spec's field names follow AWS Controllers for Kubernetes (``tableName``, ``keySchema``,
-``streamSpecification``, ``timeToLive``, ``queueName``, ``visibilityTimeout``,
-``messageRetentionPeriod``, ``filterPolicy``, ...), typed, so moving to ACK on EKS is
-mechanical. The CRD's OpenAPI schema already refuses most bad input; :func:`to_topology`
-checks what a schema cannot say (one HASH key, unique names, the delivery mode Pulse's
-workers need) and raises :class:`InvalidPipelineError`, a permanent error.
+``streamSpecification``, ``timeToLive``, ``globalSecondaryIndexes``, ``queueName``,
+``visibilityTimeout``, ``messageRetentionPeriod``, ``filterPolicy``, ...), typed, so moving
+to ACK on EKS is mechanical. The CRD's OpenAPI schema already refuses most bad input;
+:func:`to_topology` checks what a schema cannot say (one HASH key, unique names, the
+delivery mode Pulse's workers need, indexes projecting every attribute) and raises
+:class:`InvalidPipelineError`, a permanent error.
 
 Every name is prefixed with ``spec.resourcePrefix`` so two pipelines can share an account.
 """
@@ -16,7 +17,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
 from pulse.errors import PermanentError
-from pulse.topology import QueueSpec, TableSpec, TopologySpec
+from pulse.topology import IndexSpec, QueueSpec, TableSpec, TopologySpec
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -56,16 +57,34 @@ def _get(obj: Mapping[str, Any], key: str, kind: type, default: Any, where: str)
     raise InvalidPipelineError(msg)
 
 
-def _table(raw: Mapping[str, Any], prefix: str, where: str) -> TableSpec:
-    name = _get(raw, "tableName", str, None, where)
-    if not name:
-        raise InvalidPipelineError(f"{where}.tableName is required")
+def _key_schema(raw: Mapping[str, Any], where: str) -> tuple[str, str | None]:
+    """The HASH key and the RANGE key (or None) of a ``keySchema``."""
     keys = _get(raw, "keySchema", list, [], where)
     hashes = [k.get("attributeName") for k in keys if k.get("keyType") == "HASH"]
     ranges = [k.get("attributeName") for k in keys if k.get("keyType") == "RANGE"]
     if len(hashes) != 1 or len(ranges) > 1 or len(keys) != len(hashes) + len(ranges):
         msg = f"{where}.keySchema needs exactly one HASH key and at most one RANGE key"
         raise InvalidPipelineError(msg)
+    return hashes[0], ranges[0] if ranges else None
+
+
+def _index(raw: Mapping[str, Any], where: str) -> IndexSpec:
+    name = _get(raw, "indexName", str, None, where)
+    if not name:
+        raise InvalidPipelineError(f"{where}.indexName is required")
+    projection = _get(raw, "projection", dict, {}, where).get("projectionType", "ALL")
+    if projection != "ALL":
+        msg = f"{where}.projection.projectionType must be ALL (Pulse reads whole items)"
+        raise InvalidPipelineError(msg)
+    hash_key, range_key = _key_schema(raw, where)
+    return IndexSpec(name=name, hash_key=hash_key, range_key=range_key)
+
+
+def _table(raw: Mapping[str, Any], prefix: str, where: str) -> TableSpec:
+    name = _get(raw, "tableName", str, None, where)
+    if not name:
+        raise InvalidPipelineError(f"{where}.tableName is required")
+    hash_key, range_key = _key_schema(raw, where)
     stream = _get(raw, "streamSpecification", dict, {}, where)
     view = None
     if _get(stream, "streamEnabled", bool, default=False, where=f"{where}.streamSpecification"):
@@ -80,12 +99,18 @@ def _table(raw: Mapping[str, Any], prefix: str, where: str) -> TableSpec:
         ttl_attribute = ttl.get("attributeName")
         if not ttl_attribute:
             raise InvalidPipelineError(f"{where}.timeToLive.attributeName is required when enabled")
+    indexes = tuple(
+        _index(index, f"{where}.globalSecondaryIndexes[{i}]")
+        for i, index in enumerate(_get(raw, "globalSecondaryIndexes", list, [], where))
+    )
+    _unique([i.name for i in indexes], f"{where}: index")
     return TableSpec(
         name=prefix + name,
-        hash_key=hashes[0],
-        range_key=ranges[0] if ranges else None,
+        hash_key=hash_key,
+        range_key=range_key,
         stream_view_type=view,
         ttl_attribute=ttl_attribute,
+        indexes=indexes,
     )
 
 

@@ -87,16 +87,32 @@ class SharedCode:
 
 API_KEYS = "libs/pulse/src/pulse/api_keys.py"
 API_KEYS_TABLE = "table/pulse-api-keys"
+# A payment's moves (the fraud decision, reviews, the review timeout) and the review queue:
+# the update on the table, the query on its index.
+PAYMENT_STATES = [
+    SharedCode(
+        "libs/pulse/src/pulse/payment_states.py",
+        ("PaymentTransitions.apply",),
+        "table/pulse-payments",
+    ),
+    SharedCode(
+        "libs/pulse/src/pulse/payment_states.py",
+        ("PaymentTransitions.review_queue",),
+        "table/pulse-payments/index/review-queue",
+    ),
+]
 SHARED_CODE = {
-    "fraud-worker": [SharedCode("libs/pulse/src/pulse/consumer/*.py")],
+    "fraud-worker": [SharedCode("libs/pulse/src/pulse/consumer/*.py"), *PAYMENT_STATES],
     "notify-worker": [SharedCode("libs/pulse/src/pulse/consumer/*.py")],
     "operator": [SharedCode("libs/pulse/src/pulse/topology.py")],
     # Its failure queue and that queue's DLQ in the health report.
     "stream-processor": [SharedCode("libs/pulse/src/pulse/consumer/health.py")],
-    # The door of the API (pulse.credentials) reads a key and stamps its last use.
+    # The door of the API (pulse.credentials) reads a key and stamps its last use; the
+    # review endpoints decide and list payments in REVIEW.
     "ingest": [
         SharedCode("libs/pulse/src/pulse/credentials.py"),
         SharedCode(API_KEYS, ("ApiKeyTable.get", "ApiKeyTable.touch"), API_KEYS_TABLE),
+        *PAYMENT_STATES,
     ],
 }
 # Policies for the AWS identity of a person running a command (never a pod's role; hence not
@@ -113,6 +129,7 @@ COMMAND_POLICIES = {
             )
         ],
     ),
+    "k8s/iam/review-admin.json": ("pulse review", PAYMENT_STATES),
 }
 # The only actions that may be granted on every resource (they name none).
 UNSCOPED_ACTIONS = {"sns:ListTopics", "cloudwatch:GetMetricStatistics"}

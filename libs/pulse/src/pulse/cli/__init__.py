@@ -1,7 +1,7 @@
 """The ``pulse`` command: operator tools for a running Pulse.
 
-Built in, and so inside every service image: ``token``, ``tail``, ``keys``, ``fraud`` and
-``webhooks`` (one module each in this package). Other installed packages add commands
+Built in, and so inside every service image: ``token``, ``tail``, ``keys``, ``fraud``,
+``webhooks`` and ``review`` (one module each in this package). Other installed packages add commands
 through the ``pulse.commands`` entry-point group: the development package ``pulse-dev``
 (installed by ``make run`` / ``make test``, never in an image) adds ``dev`` and ``load``.
 """
@@ -15,6 +15,7 @@ import click
 
 from pulse.cli.api_keys import keys
 from pulse.cli.blocklists import fraud
+from pulse.cli.review import review
 from pulse.cli.tailing import tail
 from pulse.cli.tokens import token
 from pulse.cli.webhook_endpoints import webhooks
@@ -47,7 +48,7 @@ def main() -> None:
     """Pulse: a self-reporting, real-time event pipeline."""
 
 
-for _command in (token, tail, keys, fraud, webhooks):
+for _command in (token, tail, keys, fraud, webhooks, review):
     main.add_command(_command)
 for _entry in entry_points(group=ENTRY_POINT_GROUP):
     main.add_command(_entry.load(), _entry.name)
