@@ -14,6 +14,7 @@ import inspect
 import re
 import time
 import uuid
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from importlib import resources
 from pathlib import Path
@@ -27,10 +28,20 @@ from playwright.async_api import Browser, BrowserContext, Page, ViewportSize, ex
 from pydantic import ValidationError
 
 from fraud_worker import rules as fraud_rules
+from pulse.auth import issue_token
 from pulse.channels import ALERTS, PAYMENTS, STATS, ChannelPublisher
+from pulse.clients import aws_client
 from pulse.events import FRAUD_DECISION, PAYMENT_CREATED, PAYMENT_UPDATED, new_event
+from pulse.settings import PulseSettings
+from pulse.topology import TopologyOutputs
 from pulse_dev.browser import artefacts
-from pulse_dev.testing import GatewayFactory, RunningGateway
+from pulse_dev.testing import (
+    GATEWAY_SECRET,
+    GatewayFactory,
+    RunningGateway,
+    free_port,
+    put_in_review,
+)
 from ws_gateway.settings import GatewaySettings
 
 pytestmark = pytest.mark.timeout(90)
@@ -460,6 +471,134 @@ async def test_the_console_fits_a_phone_and_a_1280_px_screen(
         await page.screenshot(path=str(SHOTS / f"console-{name}.png"), full_page=True)
         assert errors == []
         await context.close()
+
+
+@dataclass
+class Ingest:
+    """A real ingest process (moto, the test's tables) the console calls from the browser."""
+
+    url: str
+    ddb: Any
+    table: str
+    token: str
+
+    def in_review(self, *reasons: str) -> str:
+        return put_in_review(self.ddb, self.table, reasons=reasons)
+
+    async def payment(self, payment_id: str) -> dict[str, Any]:
+        headers = {"Authorization": f"Bearer {self.token}"}
+        async with (
+            aiohttp.ClientSession(headers=headers) as http,
+            http.get(f"{self.url}/v1/payments/{payment_id}") as response,
+        ):
+            assert response.status == 200
+            return dict(await response.json())
+
+    async def review(self, payment_id: str, decision: str) -> None:
+        headers = {"Authorization": f"Bearer {self.token}"}
+        url = f"{self.url}/v1/payments/{payment_id}/review"
+        async with (
+            aiohttp.ClientSession(headers=headers) as http,
+            http.post(url, json={"decision": decision, "note": "by the API"}) as response,
+        ):
+            assert response.status == 200
+
+
+@pytest.fixture
+def console_port() -> int:
+    """The console's port, chosen before ingest starts: ingest's CORS setting names it."""
+    return free_port()
+
+
+@pytest.fixture
+async def ingest(
+    topology: TopologyOutputs,
+    stack_settings: PulseSettings,
+    service_process: Any,
+    console_port: int,
+) -> Ingest:
+    port = free_port()
+    service_process(
+        "ingest",
+        PULSE_HTTP_PORT=str(port),
+        PULSE_JWT_SECRET=GATEWAY_SECRET,  # the gateway's tokens are ingest's too
+        PULSE_CORS_ORIGINS=f"http://127.0.0.1:{console_port}",
+    ).start(wait_port=port)
+    return Ingest(
+        f"http://127.0.0.1:{port}",
+        aws_client("dynamodb", stack_settings),
+        stack_settings.names.payments_table,
+        issue_token(GATEWAY_SECRET, sub="ops-api", roles=["ops"]),
+    )
+
+
+async def test_the_review_desk_decides_through_ingest_and_shows_the_decision_s_event(
+    browser: Browser,
+    gateways: GatewayFactory,
+    ingest: Ingest,
+    console_port: int,
+    async_redis: aioredis.Redis,
+) -> None:
+    gateway = gateways.start(port=console_port, PULSE_CONSOLE_INGEST_URL=ingest.url)
+    pipeline = Pipeline(async_redis, gateway)
+    approve = ingest.in_review("amount_above_review_limit", "country_mismatch")
+    taken = ingest.in_review("velocity_count_review")
+    # Held and decided before the page opened: in the feed's history, not on the desk.
+    (done,) = _ids(1)
+    await pipeline.updated(done, "REVIEW")
+    await pipeline.updated(done, "APPROVED", old_status="REVIEW", reviewed_by="ops-0")
+    context = await _context(browser)
+    page, errors = await _open(context, f"{gateway.http}/#token={gateway.token('ops-1', ['ops'])}")
+    await expect(page.get_by_test_id("connection-state")).to_have_text("live")
+
+    # Listed from ingest, oldest first, with the reasons in words.
+    rows = page.get_by_test_id("review-row")
+    await expect(rows).to_have_count(2)
+    assert await rows.evaluate_all("rows => rows.map(r => r.dataset.paymentId)") == [
+        approve,
+        taken,
+    ]
+    done_row = page.locator(f'[data-testid="feed-row"][data-payment-id="{done}"] .status')
+    await expect(done_row).to_have_text("APPROVED")
+    row = page.locator(f'[data-testid="review-row"][data-payment-id="{approve}"]')
+    await expect(row).to_contain_text("The amount is above the review limit for its currency.")
+    await expect(row).to_contain_text("another country than the account's recent payments")
+
+    # Approved from the page: ingest accepts it, but the row waits for the pipeline's event.
+    await row.get_by_test_id("review-note").fill("known customer")
+    await row.get_by_test_id("review-approve").click()
+    await expect(row).to_contain_text("waiting for the pipeline's event")
+    await expect(row.get_by_test_id("review-status")).to_have_text("REVIEW")
+    decided = await ingest.payment(approve)
+    assert (decided["status"], decided["reviewed_by"]) == ("APPROVED", "ops-1")
+    assert decided["review_note"] == "known customer"
+    await pipeline.updated(approve, "APPROVED", old_status="REVIEW", **_decision(decided))
+    await expect(row.get_by_test_id("review-status")).to_have_text("APPROVED")
+    await expect(row).to_contain_text("by ops-1")
+    await expect(row).to_contain_text("known customer")
+    await expect(row.get_by_test_id("review-approve")).to_have_count(0)
+
+    # Someone decided the other one first: the page's click is refused, in words.
+    await ingest.review(taken, "APPROVED")
+    other = page.locator(f'[data-testid="review-row"][data-payment-id="{taken}"]')
+    await other.get_by_test_id("review-decline").click()
+    await expect(other.get_by_test_id("review-error")).to_contain_text("Already decided")
+    await expect(other.get_by_test_id("review-decline")).to_be_disabled()
+
+    # A payment put in REVIEW while the page is open arrives with its event.
+    arriving = ingest.in_review("amount_above_review_limit")
+    now_in_review = await ingest.payment(arriving)
+    await pipeline.updated(arriving, "REVIEW", **_decision(now_in_review))
+    await expect(rows).to_have_count(3)
+    await page.screenshot(path=str(SHOTS / "review-desk-1280.png"), full_page=True)
+    assert errors == []
+    await context.close()
+
+
+def _decision(payment: dict[str, Any]) -> dict[str, Any]:
+    """The fields of ``payment`` a ``pulse.payment.updated`` event carries beyond the basics."""
+    keys = ("fraud_score", "fraud_reasons", "reviewed_by", "review_note", "reviewed_at")
+    return {k: payment[k] for k in keys if payment.get(k) is not None}
 
 
 def _reason_codes_the_rules_emit() -> set[str]:

@@ -157,7 +157,7 @@ export class AmountChart {
           width: 2,
           value: (_u, v) => (v === null || v === undefined ? "–" : money(v, c)),
         })),
-        [timeAxis(clockMinute), valueAxis("amount created per minute", (v) => number(v))],
+        [timeAxis(clockMinute), valueAxis("amount per minute", (v) => number(v))],
         [xs, ...columns],
       );
     } else {

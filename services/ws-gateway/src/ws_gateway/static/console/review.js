@@ -25,7 +25,7 @@ export class ReviewDesk {
     this.body = byId("review-rows");
     this.rows = new Map(); // payment id -> {tr, data}
     this.latest = new Map(); // payment id -> newest payment data seen on the feed
-    this.pending = []; // REVIEW / decided payments from the feed, not drawn yet
+    this.pending = new Map(); // payment id -> its newest data not drawn yet (list and feed)
     this.loading = null;
   }
 
@@ -116,7 +116,8 @@ export class ReviewDesk {
     for (const payment of items) {
       const newer = this.latest.get(payment.payment_id);
       // The feed may have seen the decision before the list was read.
-      this.pending.push(newer && (newer.updated_at || "") >= (payment.updated_at || "") ? newer : payment);
+      const current = newer && (newer.updated_at || "") >= (payment.updated_at || "") ? newer : payment;
+      this.pending.set(payment.payment_id, current);
     }
     this.say(cursor ? `Showing the oldest ${items.length} payments in review.` : "");
     this.flush();
@@ -128,12 +129,16 @@ export class ReviewDesk {
     if (!data.payment_id || event.type === "pulse.payment.deleted") return;
     this.latest.set(data.payment_id, data);
     if (this.latest.size > MAX_REMEMBERED) this.latest.delete(this.latest.keys().next().value);
-    if (this.enabled && (data.status === "REVIEW" || this.rows.has(data.payment_id))) this.pending.push(data);
+    const id = data.payment_id;
+    // REVIEW payments, and any later news of one (drawn or not yet).
+    if (this.enabled && (data.status === "REVIEW" || this.rows.has(id) || this.pending.has(id))) {
+      this.pending.set(id, data);
+    }
   }
 
   flush() {
-    if (!this.pending.length) return;
-    for (const data of this.pending) {
+    if (!this.pending.size) return;
+    for (const data of this.pending.values()) {
       const known = this.rows.get(data.payment_id);
       if (known) {
         const changed = known.data.status !== data.status;
@@ -146,7 +151,7 @@ export class ReviewDesk {
         this.body.append(entry.tr);
       }
     }
-    this.pending = [];
+    this.pending.clear();
     for (const [id, entry] of this.rows) {
       if (this.rows.size <= MAX_ROWS) break;
       entry.tr.remove();
@@ -191,7 +196,7 @@ export class ReviewDesk {
 
   actions(entry) {
     const note = el("input", {
-      class: "note",
+      class: "decision-note",
       testid: "review-note",
       placeholder: "note (optional)",
       maxlength: "500",
