@@ -13,6 +13,7 @@ from typing import Final
 
 import click
 
+from pulse.cli import target
 from pulse.cli.api_keys import keys
 from pulse.cli.blocklists import fraud
 from pulse.cli.review import review
@@ -39,11 +40,23 @@ class _PulseGroup(click.Group):
             )
         return super().resolve_command(ctx, args)
 
+    def invoke(self, ctx: click.Context) -> object:
+        """Run the command; what the operator fixes in the environment (credentials, region,
+        an endpoint or Redis that does not answer) is one line saying what to set."""
+        try:
+            return super().invoke(ctx)
+        except Exception as exc:
+            line = target.explain(exc)
+            if line is None:
+                raise
+            raise click.ClickException(line) from None
+
 
 @click.group(
     cls=_PulseGroup,
     context_settings={"help_option_names": ["-h", "--help"], "show_default": True},
 )
+@click.version_option(package_name="pulse", prog_name="pulse", message="%(prog)s %(version)s")
 def main() -> None:
     """Pulse: a self-reporting, real-time event pipeline."""
 
