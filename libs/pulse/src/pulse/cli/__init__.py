@@ -3,7 +3,8 @@
 Built in, and so inside every service image: ``token``, ``tail``, ``keys``, ``fraud``,
 ``webhooks``, ``review`` and ``dlq`` (one module each in this package). Other installed
 packages add commands through the ``pulse.commands`` entry-point group: the development
-package ``pulse-dev`` (installed by ``make run`` / ``make test``, never in an image) adds ``dev`` and ``load``.
+package ``pulse-dev`` (installed by ``make run`` / ``make test``, never in an image) adds
+``dev`` and ``load``.
 """
 
 from __future__ import annotations
