@@ -148,6 +148,7 @@ async def test_reconcile_creates_reports_and_repairs(
         f"{p}webhooks-dlq.fifo",
         f"{p}stream-failures",
         f"{p}stream-failures-dlq",
+        f"{p}stream-replays",
     }
     (ready,) = status["conditions"]
     assert (ready["type"], ready["status"], ready["reason"]) == ("Ready", "True", "Reconciled")
@@ -354,7 +355,7 @@ async def test_a_kubernetes_refusal_is_kubernetes_rejected_not_aws_rejected(
     assert (cond["status"], cond["reason"]) == ("False", "KubernetesRejected")
     assert cond["message"].startswith("write outputs ConfigMap: ConfigMap p-outputs: HTTP 403")
     assert events.posted == [("Warning", "KubernetesRejected", cond["message"])]
-    assert len(queue_names(stack_settings)) == 8  # AWS did its part
+    assert len(queue_names(stack_settings)) == 9  # AWS did its part
 
     # refused again: the condition holds, no second Event
     status = merged({}, patch)
@@ -410,7 +411,7 @@ async def test_deletion_honours_the_policy(
         assert (kind, reason) == ("Normal", "Retained")
         assert deleted == []
         assert len(table_names(stack_settings)) == 5
-        assert len(queue_names(stack_settings)) == 8
+        assert len(queue_names(stack_settings)) == 9
     else:
         assert (kind, reason) == ("Normal", "Deleted")
         assert message.startswith(f"deleted {len(deleted)} AWS resource(s)")

@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from pulse.cli.target import aws, settings
+from pulse.cli.target import aws, settings, settings_of
 from pulse.errors import ConfigurationError
 
 __all__ = ["webhooks"]
@@ -38,8 +38,7 @@ class _RefusedUrl(click.ClickException):
 def _check_target(url: str) -> None:
     """Refuse a URL the notify worker would refuse by its look alone (scheme, a literal
     internal address), under PULSE_WEBHOOK_ALLOW_HTTP / PULSE_WEBHOOK_ALLOWED_NETWORKS as
-    this command's environment sets them; the worker checks again, resolving, at delivery."""
-    from pulse.settings import load_settings  # noqa: PLC0415
+    the target stack sets them; the worker checks again, resolving, at delivery."""
     from pulse.webhook_targets import (  # noqa: PLC0415
         SsrfPolicy,
         TargetRefused,
@@ -48,7 +47,7 @@ def _check_target(url: str) -> None:
     )
 
     try:
-        check_url(url, SsrfPolicy.from_settings(load_settings(WebhookTargetSettings)))
+        check_url(url, SsrfPolicy.from_settings(settings_of(WebhookTargetSettings)))
     except TargetRefused as exc:
         raise _RefusedUrl(f"--url refused: {exc}") from exc
     except ConfigurationError as exc:
