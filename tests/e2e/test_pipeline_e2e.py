@@ -36,14 +36,9 @@ def _port_open(port: int) -> bool:
 
 @pytest.fixture(scope="module")
 def stack(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevStackProcess]:
-    proc = DevStackProcess(
-        tmp_path_factory.mktemp("e2e") / "pulse-dev.log",
-        redis_url=redis_url,
-        prefix=f"e2e{os.getpid()}-",
-    )
-    proc.start()
-    yield proc
-    proc.kill()
+    workdir = tmp_path_factory.mktemp("e2e")
+    with DevStackProcess.running(workdir, redis_url=redis_url, prefix=f"e2e{os.getpid()}-") as proc:
+        yield proc
 
 
 async def _open(stack: DevStackProcess, sub: str, roles: list[str]) -> ClientConnection:

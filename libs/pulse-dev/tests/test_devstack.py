@@ -31,14 +31,9 @@ pytestmark = pytest.mark.timeout(300)
 
 @pytest.fixture(scope="module")
 def stack(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevStackProcess]:
-    proc = DevStackProcess(
-        tmp_path_factory.mktemp("devstack") / "pulse-dev.log",
-        redis_url=redis_url,
-        prefix=f"fh{os.getpid()}-",
-    )
-    proc.start()
-    yield proc
-    proc.kill()
+    workdir = tmp_path_factory.mktemp("devstack")
+    with DevStackProcess.running(workdir, redis_url=redis_url, prefix=f"fh{os.getpid()}-") as proc:
+        yield proc
 
 
 def _pid(stack: DevStackProcess) -> int:

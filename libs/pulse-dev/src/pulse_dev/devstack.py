@@ -24,7 +24,7 @@ import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
 import aiohttp
 
@@ -43,6 +43,9 @@ from pulse_dev.emulators import (
     redis_server_argv,
     redis_server_binary,
 )
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
 
 __all__ = [
     "DevStackConfig",
@@ -566,3 +569,14 @@ class DevStackProcess:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait()
+
+    @classmethod
+    @contextlib.contextmanager
+    def running(cls, workdir: Path, *, redis_url: str, prefix: str) -> Iterator[DevStackProcess]:
+        """A started stack working in ``workdir`` (its log and .run/ there), killed after."""
+        proc = cls(workdir / "pulse-dev.log", redis_url=redis_url, prefix=prefix)
+        proc.start()
+        try:
+            yield proc
+        finally:
+            proc.kill()

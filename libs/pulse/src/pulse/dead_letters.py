@@ -172,10 +172,11 @@ class QueueState:
 
 
 def format_age(seconds: float | None) -> str:
-    """``-`` (unknown), ``42s``, ``3m 05s``, ``2h 07m``, ``3d 04h``."""
+    """A wait as a person says it: ``-`` (unknown), ``42s``, ``3m 05s``, ``2h 07m``,
+    ``3d 04h`` (a clock a little ahead reads as ``0s``, never negative)."""
     if seconds is None:
         return "-"
-    whole = int(seconds)
+    whole = max(0, int(seconds))
     minutes, secs = divmod(whole, 60)
     hours, mins = divmod(minutes, 60)
     days, hrs = divmod(hours, 24)
