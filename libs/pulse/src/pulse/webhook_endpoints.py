@@ -63,6 +63,7 @@ __all__ = [
     "EndpointPage",
     "InvalidCursorError",
     "InvalidField",
+    "InvalidFields",
     "NewEndpoint",
     "RotatedSecret",
     "SigningSecrets",
@@ -71,6 +72,7 @@ __all__ = [
     "WebhookEndpointSettings",
     "WebhookEndpoints",
     "accepts",
+    "check_fields",
     "is_endpoint_id",
     "previous_secret_parameter",
     "query_account_endpoints",
@@ -128,6 +130,19 @@ class UrlRefused(InvalidField):
         super().__init__("url", str(refused))
         self.reason = refused.reason
         self.setting = refused.setting
+
+
+class InvalidFields(PulseError):  # noqa: N818 - a refusal of input, named for what it is
+    """Every field of a request that cannot be taken (:class:`InvalidField` each)."""
+
+    def __init__(self, errors: Sequence[InvalidField]) -> None:
+        super().__init__("; ".join(str(e) for e in errors))
+        self.errors = list(errors)
+
+    @property
+    def url_refused(self) -> UrlRefused | None:
+        """The URL's refusal by the SSRF policy, if it is one of the errors."""
+        return next((e for e in self.errors if isinstance(e, UrlRefused)), None)
 
 
 class InvalidCursorError(ValueError):
@@ -294,12 +309,40 @@ _OPTIONAL_TEXT: Final = (
     "secret_rotated_at",
     "previous_secret_expires_at",
 )
-# What PATCH may change: the field and its check (the URL's needs the policy: apart).
-_CHANGES: Final = {
+
+
+def _disabled(value: object) -> bool:
+    if not isinstance(value, bool):
+        raise InvalidField("disabled", "must be true or false")
+    return value
+
+
+# The fields a request may set, and the check of each (the URL's takes the policy).
+_CHECKS: Final = {
     "description": validate_description,
     "event_types": validate_event_types,
     "schedule": validate_schedule,
+    "disabled": _disabled,
 }
+
+
+def check_fields(values: Mapping[str, Any], policy: SsrfPolicy) -> dict[str, Any]:
+    """``values`` (``url``, ``description``, ``event_types``, ``schedule``, ``disabled``) as
+    stored; :class:`InvalidFields` naming every one that cannot be taken, an unknown name
+    among them."""
+    checked: dict[str, Any] = {}
+    errors: list[InvalidField] = []
+    for name, value in values.items():
+        if name != "url" and name not in _CHECKS:
+            errors.append(InvalidField(name, "unknown field"))
+            continue
+        try:
+            checked[name] = validate_url(value, policy) if name == "url" else _CHECKS[name](value)
+        except InvalidField as exc:
+            errors.append(exc)
+    if errors:
+        raise InvalidFields(errors)
+    return checked
 
 
 @dataclass(frozen=True)
@@ -465,17 +508,23 @@ class WebhookEndpoints:
         now: datetime,
     ) -> NewEndpoint:
         """Register an endpoint of ``account_id``: its secret first (a row without one would
-        have its deliveries dropped), then its row. :class:`InvalidField` for a bad field."""
+        have its deliveries dropped), then its row. :class:`InvalidFields` for bad fields."""
+        fields = check_fields(
+            {
+                "url": url,
+                "description": description,
+                "event_types": event_types,
+                "schedule": schedule,
+            },
+            self.policy,
+        )
         endpoint_id = f"{ENDPOINT_PREFIX}{uuid.uuid4().hex}"
         endpoint = WebhookEndpoint(
             account_id=account_id,
             endpoint_id=endpoint_id,
-            url=validate_url(url, self.policy),
             secret_parameter=self._names.secret_parameter(endpoint_id),
             created_at=_stamp(now),
-            description=validate_description(description),
-            event_types=validate_event_types(event_types),
-            schedule=validate_schedule(schedule),
+            **fields,
         )
         secret = new_secret()
         self._put_secret(endpoint.secret_parameter, secret)
@@ -562,19 +611,9 @@ class WebhookEndpoints:
     ) -> WebhookEndpoint | None:
         """Apply ``changes`` (``url``, ``description``, ``event_types``, ``schedule``: None
         clears the last three; ``disabled``: a bool, False also clears the reason); the
-        endpoint as it now stands, or None if it was removed meanwhile."""
-        values: dict[str, Any] = {}
-        for name, value in changes.items():
-            if name == "url":
-                values[name] = validate_url(value, self.policy)
-            elif name == "disabled":
-                if not isinstance(value, bool):
-                    raise InvalidField("disabled", "must be true or false")
-                values[name] = value
-            elif name in _CHANGES:
-                values[name] = _CHANGES[name](value)
-            else:
-                raise InvalidField(name, "cannot be changed")
+        endpoint as it now stands, or None if it was removed meanwhile.
+        :class:`InvalidFields` for bad fields."""
+        values = check_fields(changes, self.policy)
         if values.get("disabled") is False:
             values["disabled_reason"] = None
         values["updated_at"] = _stamp(now)

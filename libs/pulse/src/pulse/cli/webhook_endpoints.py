@@ -108,7 +108,7 @@ def webhooks_add(
     schedule: str | None,
 ) -> None:
     """Register an endpoint; prints its id and signing secret (shown only here)."""
-    from pulse.webhook_endpoints import InvalidField  # noqa: PLC0415
+    from pulse.webhook_endpoints import InvalidFields  # noqa: PLC0415
 
     try:
         made = _endpoints().create(
@@ -119,8 +119,8 @@ def webhooks_add(
             schedule=schedule,
             now=_now(),
         )
-    except InvalidField as exc:
-        raise _refused(exc) from exc
+    except InvalidFields as exc:
+        raise _refused(exc.url_refused or exc.errors[0]) from exc
     click.echo(f"endpoint: {made.endpoint.endpoint_id}")
     click.echo(f"secret: {made.secret}")
 
