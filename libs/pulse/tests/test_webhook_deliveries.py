@@ -148,9 +148,16 @@ def test_replays_and_tests_are_queued_for_the_one_endpoint_each_time_asked(
     ids = [trail.update(f"ev-q{i}", "acct-q", T0 + timedelta(seconds=i)) for i in range(2)]
     endpoint = endpoints.create("acct-q", "https://hooks.example.com/q", now=T0).endpoint
     endpoints.create("acct-q", "https://hooks.example.com/other", now=T0)
-    window = {"since": T0, "until": T0 + timedelta(minutes=1), "limit": 10}
-    replay(queue, trail.ddb, trail.table, endpoint, **window)
-    replay(queue, trail.ddb, trail.table, endpoint, **window)  # asked again: sent again
+    for _ in range(2):  # asked again: sent again
+        replay(
+            queue,
+            trail.ddb,
+            trail.table,
+            endpoint,
+            since=T0,
+            until=T0 + timedelta(minutes=1),
+            limit=10,
+        )
     test = send_test(queue, endpoint, now=T0)
 
     messages = _queued(stack_settings, topology)

@@ -161,16 +161,18 @@ def accepts(event_types: Iterable[str] | None, event_type: str) -> bool:
 
 def validate_url(url: object, policy: SsrfPolicy) -> str:
     """``url`` if it may be registered: a string of at most :data:`MAX_URL_LENGTH` printable
-    ASCII characters the SSRF policy lets through."""
+    ASCII characters the SSRF policy lets through (:class:`UrlRefused` for a string that is
+    not one, :class:`InvalidField` for no string or a length out of bounds)."""
     if not isinstance(url, str) or not url:
         raise InvalidField("url", "must be a non-empty string")
     if len(url) > MAX_URL_LENGTH:
         raise InvalidField("url", f"must be at most {MAX_URL_LENGTH} characters")
     if not url.isascii() or any(c <= " " or c == "\x7f" for c in url):
-        raise InvalidField(
-            "url",
-            "must be printable ASCII without spaces (percent-encode the rest; an "
-            "international host name in its xn-- form)",
+        raise UrlRefused(
+            TargetRefused(
+                "a URL is printable ASCII without spaces (percent-encode the rest; an "
+                "international host name in its xn-- form)"
+            )
         )
     try:
         check_url(url, policy)
