@@ -555,17 +555,9 @@ class WebhookEndpoints:
         if not is_endpoint_id(endpoint_id):
             return None
         if account_id is None:
-            found = self._call(
-                f"find webhook endpoint {endpoint_id}",
-                self._ddb.query,
-                TableName=self._table,
-                IndexName=ENDPOINT_INDEX,
-                KeyConditionExpression="endpoint_id = :e",
-                ExpressionAttributeValues={":e": {"S": endpoint_id}},
-            ).get("Items", [])
-            if not found:
+            account_id = self._owner(endpoint_id)
+            if account_id is None:
                 return None
-            account_id = str(found[0]["account_id"]["S"])
         got = self._call(
             f"read webhook endpoint {endpoint_id}",
             self._ddb.get_item,
@@ -575,6 +567,19 @@ class WebhookEndpoints:
         )
         item = got.get("Item")
         return WebhookEndpoint.from_item(item) if item else None
+
+    def _owner(self, endpoint_id: str) -> str | None:
+        """The account of ``endpoint_id``, from the endpoint index (eventually consistent:
+        an endpoint registered a moment ago may not be found yet)."""
+        found = self._call(
+            f"find webhook endpoint {endpoint_id}",
+            self._ddb.query,
+            TableName=self._table,
+            IndexName=ENDPOINT_INDEX,
+            KeyConditionExpression="endpoint_id = :e",
+            ExpressionAttributeValues={":e": {"S": endpoint_id}},
+        ).get("Items", [])
+        return str(found[0]["account_id"]["S"]) if found else None
 
     def account_endpoints(self, account_id: str) -> list[WebhookEndpoint]:
         """Every endpoint of ``account_id`` (consistent read), by endpoint id."""
