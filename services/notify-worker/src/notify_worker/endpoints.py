@@ -94,9 +94,3 @@ class SecretStore:
         overlap the one it replaced; empty if the endpoint was removed."""
         found = await self._reads.get(name)
         return () if found is None else found.valid(time.time())
-
-    async def secret(self, name: str) -> str | None:
-        """The current secret, or None if the parameter does not exist (the endpoint was
-        removed)."""
-        found = await self._reads.get(name)
-        return None if found is None else found.current
