@@ -265,3 +265,15 @@ def test_an_item_round_trips() -> None:
     )
     assert WebhookEndpoint.from_item(endpoint.to_item()) == endpoint
     assert WebhookEndpoint.from_item(_endpoint().to_item()) == _endpoint()
+
+
+def test_a_disabled_endpoint_says_why_until_it_is_enabled_again(store: WebhookEndpoints) -> None:
+    endpoint = store.create("acct-d", URL, now=NOW).endpoint
+    disabled = store.disable(endpoint, "failing since 2026-11-29", now=NOW)
+    assert disabled is not None
+    assert (disabled.disabled, disabled.disabled_reason) == (True, "failing since 2026-11-29")
+    assert not disabled.accepts(NOTIFICATION)
+    enabled = store.update(disabled, {"disabled": False}, now=NOW)
+    assert enabled is not None
+    assert (enabled.disabled, enabled.disabled_reason) == (False, None)
+    assert enabled.accepts(NOTIFICATION)
