@@ -1,12 +1,14 @@
 """Schemathesis checks for the ingest API, loaded by the CLI through ``SCHEMATHESIS_HOOKS``.
 
 The built-in ``positive_data_acceptance`` treats every 4xx to a schema-valid request as a bug.
-Two refusals of schema-valid requests are state, not schema, as the spec documents: an
-``Idempotency-Key`` already used with another body gets 422 ``idempotency-key-reused`` (the
-generator reuses short keys such as ``"0"`` across bodies all the time), and a listing
-``cursor`` the API did not return gets 400 ``invalid-cursor`` (a cursor is opaque: any string
-fits its schema). This check runs the built-in one and lets those two documented refusals
-through; any other refusal of valid data still fails the run.
+Some refusals of schema-valid requests are state or policy, not schema, as the spec
+documents: an ``Idempotency-Key`` already used with another body gets 422
+``idempotency-key-reused`` (the generator reuses short keys such as ``"0"`` across bodies all
+the time), a listing ``cursor`` the API did not return gets 400 ``invalid-cursor`` (a cursor
+is opaque: any string fits its schema), and a webhook endpoint's URL the SSRF guard refuses,
+a schedule croniter refuses or a replay window that ends before it starts get 422 of their
+own types. This check runs the built-in one and lets those documented refusals through; any
+other refusal of valid data still fails the run.
 
 Loading this module also serialises ``compile`` in the schemathesis process: CPython 3.11
 keeps the AST conversion's recursion-depth bookkeeping in state shared by threads, so two
@@ -30,9 +32,20 @@ from schemathesis.specs.openapi.checks import positive_data_acceptance
 if TYPE_CHECKING:
     from schemathesis import Case, CheckContext, Response
 
-KEY_REUSED = "https://pulse.dev/problems/idempotency-key-reused"
-INVALID_CURSOR = "https://pulse.dev/problems/invalid-cursor"
-STATEFUL_REFUSALS = {(422, KEY_REUSED), (400, INVALID_CURSOR)}
+PROBLEMS = "https://pulse.dev/problems/"
+KEY_REUSED = PROBLEMS + "idempotency-key-reused"
+INVALID_CURSOR = PROBLEMS + "invalid-cursor"
+STATEFUL_REFUSALS = {
+    (422, KEY_REUSED),
+    (400, INVALID_CURSOR),
+    # Webhook endpoints: what a JSON Schema cannot say, as the spec documents. A URL the
+    # SSRF guard refuses (another scheme, a literal internal address: the generator's URLs
+    # are mostly those), a cron expression croniter refuses, a replay whose since is not
+    # before its until (or now).
+    (422, PROBLEMS + "webhook-url-refused"),
+    (422, PROBLEMS + "invalid-schedule"),
+    (422, PROBLEMS + "invalid-replay-window"),
+}
 
 _COMPILING = threading.RLock()
 _compile = builtins.compile

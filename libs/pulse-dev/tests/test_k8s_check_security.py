@@ -81,9 +81,31 @@ def test_ingest_needs_what_the_door_calls_on_the_key_table_and_no_more() -> None
         # the review endpoints: a payment's move, the review queue's index
         "table/pulse-payments": {"dynamodb:UpdateItem"},
         "table/pulse-payments/index/review-queue": {"dynamodb:Query"},
+        # the webhook endpoints API: the endpoints (an operator lists every account's with a
+        # Scan), the index by endpoint id, their secrets, tests and replays queued, the audit
+        # trail of an account
+        "table/pulse-webhooks": {
+            "dynamodb:DeleteItem",
+            "dynamodb:GetItem",
+            "dynamodb:PutItem",
+            "dynamodb:Query",
+            "dynamodb:Scan",
+            "dynamodb:UpdateItem",
+        },
+        "table/pulse-webhooks/index/endpoint-id": {"dynamodb:Query"},
+        "parameter/pulse-webhooks/ep_1/secret": {
+            "ssm:DeleteParameter",
+            "ssm:GetParameters",
+            "ssm:PutParameter",
+        },
+        "pulse-webhooks.fifo": {"sqs:GetQueueUrl", "sqs:SendMessage"},
+        "table/pulse-events/index/account-time": {"dynamodb:Query"},
     }
-    # creating and listing keys is `pulse keys`' part: it stays out of ingest's role
-    assert "dynamodb:Scan" not in needs.actions
+    # creating and listing keys is `pulse keys`' part: it stays out of ingest's role, whose
+    # one Scan is of the webhooks table
+    policy = json.loads((ROOT / "k8s/iam/ingest-policy.json").read_text())
+    scanned = [s["Resource"] for s in policy["Statement"] if "dynamodb:Scan" in s["Action"]]
+    assert scanned == [["arn:aws:dynamodb:REGION:ACCOUNT_ID:table/pulse-webhooks"]]
 
 
 def test_a_policy_granting_getitem_only_elsewhere_fails_for_the_key_table() -> None:

@@ -9,6 +9,7 @@ from pulse.api_keys import (
     PAYMENTS_READ,
     PAYMENTS_WRITE,
     SCOPES,
+    WEBHOOKS_MANAGE,
     ApiKey,
     ApiKeyTable,
     new_api_key,
@@ -63,7 +64,13 @@ def test_a_wrong_secret_does_not_match() -> None:
 
 
 def test_scopes_must_be_known_and_not_empty() -> None:
-    assert new_api_key("a", name="", now=NOW).key.scopes == SCOPES
+    # managing webhooks is asked for by name: a key has the payment scopes by default
+    assert new_api_key("a", name="", now=NOW).key.scopes == {PAYMENTS_READ, PAYMENTS_WRITE}
+    assert new_api_key("a", name="", scopes=SCOPES, now=NOW).key.scopes == {
+        PAYMENTS_READ,
+        PAYMENTS_WRITE,
+        WEBHOOKS_MANAGE,
+    }
     assert new_api_key("a", name="", scopes=frozenset({PAYMENTS_READ}), now=NOW).key.scopes == {
         PAYMENTS_READ
     }

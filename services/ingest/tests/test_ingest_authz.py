@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from ingest.authz import Action, Verdict, authorize
-from pulse.api_keys import PAYMENTS_READ, PAYMENTS_WRITE, SCOPES
+from pulse.api_keys import DEFAULT_SCOPES, PAYMENTS_READ, PAYMENTS_WRITE, SCOPES
 from pulse.credentials import Principal
 
 ALICE_JWT = Principal("jwt", "alice", SCOPES)
@@ -13,6 +13,7 @@ OPS_JWT = Principal("jwt", "ops-1", SCOPES, frozenset({"ops"}))
 ALICE_KEY = Principal("api_key", "alice", SCOPES, key_id="k1")
 ALICE_READ_KEY = Principal("api_key", "alice", frozenset({PAYMENTS_READ}), key_id="k2")
 ALICE_WRITE_KEY = Principal("api_key", "alice", frozenset({PAYMENTS_WRITE}), key_id="k3")
+ALICE_PAYMENTS_KEY = Principal("api_key", "alice", DEFAULT_SCOPES, key_id="k4")
 
 
 @pytest.mark.parametrize(
@@ -50,6 +51,14 @@ ALICE_WRITE_KEY = Principal("api_key", "alice", frozenset({PAYMENTS_WRITE}), key
         (ALICE_JWT, Action.REVIEW, "alice", Verdict.FORBIDDEN),
         (ALICE_KEY, Action.REVIEW, None, Verdict.FORBIDDEN),
         (ALICE_KEY, Action.REVIEW, "alice", Verdict.FORBIDDEN),
+        # webhook endpoints: the account's own with webhooks:manage (a JWT has it), another
+        # account's look absent, a key with the payment scopes alone may not
+        (ALICE_JWT, Action.MANAGE_WEBHOOKS, "alice", Verdict.ALLOW),
+        (ALICE_KEY, Action.MANAGE_WEBHOOKS, "alice", Verdict.ALLOW),
+        (ALICE_JWT, Action.MANAGE_WEBHOOKS, "bob", Verdict.NOT_FOUND),
+        (ALICE_PAYMENTS_KEY, Action.MANAGE_WEBHOOKS, "alice", Verdict.MISSING_SCOPE),
+        (ALICE_PAYMENTS_KEY, Action.MANAGE_WEBHOOKS, None, Verdict.MISSING_SCOPE),
+        (OPS_JWT, Action.MANAGE_WEBHOOKS, "bob", Verdict.ALLOW),
     ],
 )
 def test_who_may_do_what(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from notify_worker.webhooks import Delivery, delivery_verdict, sign, signature_headers
@@ -54,3 +56,25 @@ def test_a_delivery_round_trips_and_garbage_is_permanent() -> None:
     assert Delivery.from_json(delivery.to_json()) == delivery
     with pytest.raises(PermanentError):
         Delivery.from_json(b"{}")
+
+
+def test_during_a_rotation_each_secret_verifies_with_a_standard_webhooks_receiver() -> None:
+    from standardwebhooks.webhooks import Webhook, WebhookVerificationError  # noqa: PLC0415
+
+    new, old = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", "whsec_" + "QUFBQUFBQUFBQUFBQUFBQQ=="
+    body = b'{"id": "evt-1"}'
+    now = int(time.time())
+    headers = signature_headers((new, old), "evt-1", now, body)
+    assert headers["webhook-signature"] == " ".join(
+        (sign(new, "evt-1", now, body), sign(old, "evt-1", now, body))
+    )
+    # the official library, configured with either secret, accepts the request
+    assert Webhook(new).verify(body, headers) == {"id": "evt-1"}
+    assert Webhook(old).verify(body, headers) == {"id": "evt-1"}
+    with pytest.raises(WebhookVerificationError):
+        Webhook("whsec_" + "QkJCQkJCQkJCQkJCQkJCQg==").verify(body, headers)
+    # once the overlap is over, only the new one signs
+    after = signature_headers((new,), "evt-1", now, body)
+    assert Webhook(new).verify(body, after) == {"id": "evt-1"}
+    with pytest.raises(WebhookVerificationError):
+        Webhook(old).verify(body, after)

@@ -199,6 +199,8 @@ def test_audit_item_is_keyed_by_payment_and_stream_position() -> None:
     assert item["time"] == {"S": event.time}
     assert orjson.loads(item["event"]["S"]) == orjson.loads(event.to_json())
     assert item["expires_at"] == {"N": "1800000000"}
+    # in the index of the account's events by time (webhook replays read it)
+    assert item["account_id"] == {"S": "acct-1"}
 
 
 def test_lease_items_are_read_in_kcl_layout() -> None:

@@ -10,9 +10,11 @@ A fast hash is the right one here: the secret carries 256 random bits, so neithe
 dictionary nor a brute-force search of the hash can find it (slow password hashes protect
 secrets people chose). The stored and the offered hashes are compared in constant time.
 
-Scopes limit what a key may do: ``payments:write`` (create payments) and ``payments:read``
-(read payments and their audit trails), always for the key's own account. A key created
-without ``--scope`` has both.
+Scopes limit what a key may do, always for the key's own account: ``payments:write``
+(create payments), ``payments:read`` (read payments and their audit trails) and
+``webhooks:manage`` (register, change, remove, test and replay its webhook endpoints, and
+rotate their signing secrets). A key created without ``--scope`` has the two payment scopes
+(:data:`DEFAULT_SCOPES`): managing webhooks is asked for by name.
 """
 
 from __future__ import annotations
@@ -28,9 +30,11 @@ from pulse.aws_errors import AWS_ERRORS, AwsErrorKind, as_pulse_error, classify_
 
 __all__ = [
     "API_KEY_PREFIX",
+    "DEFAULT_SCOPES",
     "PAYMENTS_READ",
     "PAYMENTS_WRITE",
     "SCOPES",
+    "WEBHOOKS_MANAGE",
     "ApiKey",
     "ApiKeyTable",
     "NewApiKey",
@@ -41,7 +45,10 @@ __all__ = [
 API_KEY_PREFIX: Final = "psk_"
 PAYMENTS_WRITE: Final = "payments:write"
 PAYMENTS_READ: Final = "payments:read"
-SCOPES: Final = frozenset({PAYMENTS_WRITE, PAYMENTS_READ})
+WEBHOOKS_MANAGE: Final = "webhooks:manage"
+SCOPES: Final = frozenset({PAYMENTS_WRITE, PAYMENTS_READ, WEBHOOKS_MANAGE})
+# A key's scopes unless others are asked for.
+DEFAULT_SCOPES: Final = frozenset({PAYMENTS_WRITE, PAYMENTS_READ})
 _KEY_ID_BYTES: Final = 8
 _SECRET_BYTES: Final = 32
 _FORMAT: Final = re.compile(r"psk_([0-9a-f]{16})_([A-Za-z0-9_-]{43})")
@@ -115,7 +122,7 @@ class NewApiKey:
 
 
 def new_api_key(
-    account_id: str, *, name: str, scopes: frozenset[str] = SCOPES, now: str
+    account_id: str, *, name: str, scopes: frozenset[str] = DEFAULT_SCOPES, now: str
 ) -> NewApiKey:
     """A new key for ``account_id``; ``ValueError`` for an empty or unknown scope."""
     unknown = scopes - SCOPES

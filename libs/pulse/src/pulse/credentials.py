@@ -4,7 +4,7 @@ Two kinds of credential travel as ``Authorization: Bearer <credential>`` (RFC 67
 
 - a **JWT** (:class:`~pulse.auth.TokenVerifier`: one pinned algorithm, ``exp`` required):
   ``sub`` is the account, ``roles: ["ops"]`` makes an operator. It may do everything its
-  account may (both scopes);
+  account may (every scope);
 - an **API key** (``psk_…``, :mod:`pulse.api_keys`): bound to one account, limited to its
   scopes.
 

@@ -2,7 +2,8 @@
 
 :func:`apply_topology` creates what is missing and updates what drifted: the payments table
 (stream NEW_AND_OLD_IMAGES, and the sparse review-queue index of payments in REVIEW,
-:mod:`pulse.payment_states`), the events (audit) table with TTL, the stream processor's lease
+:mod:`pulse.payment_states`), the events (audit) table with TTL and its index of an account's
+events by time (webhook replays, :mod:`pulse.webhook_deliveries`), the stream processor's lease
 table, the SNS topic, each SQS queue with its DLQ and redrive policy and the policy that lets
 the topic send to it, and the filtered raw-delivery subscriptions. Applying the same spec
 twice changes nothing: the second run reports no changes.
@@ -35,6 +36,8 @@ if TYPE_CHECKING:
     from pulse.settings import PulseSettings, ResourceNames
 
 __all__ = [
+    "AUDIT_ACCOUNT_INDEX",
+    "ENDPOINT_INDEX",
     "FAILURE_READS",
     "IndexSpec",
     "QueueSpec",
@@ -49,6 +52,12 @@ __all__ = [
 ]
 
 log = get_logger("pulse.topology")
+
+# The events table's index of an account's events by time (hash ``account_id``, range
+# ``time``), for webhook replays: rows written before it existed carry no ``account_id``.
+AUDIT_ACCOUNT_INDEX = "account-time"
+# The webhooks table's index by endpoint id alone, for operators (who name no account).
+ENDPOINT_INDEX = "endpoint-id"
 
 
 @dataclass(frozen=True)
@@ -165,7 +174,13 @@ def default_spec(names: ResourceNames) -> TopologySpec:
                 stream_view_type="NEW_AND_OLD_IMAGES",
                 indexes=(IndexSpec(REVIEW_INDEX, REVIEW_QUEUE, REVIEW_SINCE),),
             ),
-            TableSpec(names.events_table, "payment_id", "sk", ttl_attribute="expires_at"),
+            TableSpec(
+                names.events_table,
+                "payment_id",
+                "sk",
+                ttl_attribute="expires_at",
+                indexes=(IndexSpec(AUDIT_ACCOUNT_INDEX, "account_id", "time"),),
+            ),
             TableSpec(names.leases_table, "leaseKey"),
         ],
         topic_name=names.topic,
@@ -181,10 +196,11 @@ def pulse_spec(names: ResourceNames) -> TopologySpec:
     stream processor's failure and replay queues and ingest's API keys.
 
     The webhooks table (hash ``account_id``, range ``endpoint_id``) lists each account's
-    endpoints; the FIFO queue carries one delivery per event and endpoint. The failure
-    queue keeps what it holds for 14 days, and is the dead-letter queue of the replay queue
-    (declared after it, so the failure queue's own attributes are set first). The API-keys
-    table (hash ``key_id``) holds the merchant backends' keys, hashed (:mod:`pulse.api_keys`).
+    endpoints, and its index ``endpoint-id`` finds one by its id alone; the FIFO queue
+    carries one delivery per event and endpoint. The failure queue keeps what it holds for
+    14 days, and is the dead-letter queue of the replay queue (declared after it, so the
+    failure queue's own attributes are set first). The API-keys table (hash ``key_id``)
+    holds the merchant backends' keys, hashed (:mod:`pulse.api_keys`).
     """
     base = default_spec(names)
     hooks = WebhookNames.from_prefix(names.prefix)
@@ -192,7 +208,12 @@ def pulse_spec(names: ResourceNames) -> TopologySpec:
     return TopologySpec(
         tables=[
             *base.tables,
-            TableSpec(hooks.table, "account_id", "endpoint_id"),
+            TableSpec(
+                hooks.table,
+                "account_id",
+                "endpoint_id",
+                indexes=(IndexSpec(ENDPOINT_INDEX, "endpoint_id"),),
+            ),
             TableSpec(names.api_keys_table, "key_id"),
         ],
         topic_name=base.topic_name,

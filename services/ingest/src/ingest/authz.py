@@ -1,14 +1,15 @@
-"""Who may do what to which account's payments: one decision, for every route. Pure.
+"""Who may do what to which account's payments and webhook endpoints: one decision, for
+every route. Pure.
 
 - ``ops`` (a JWT role) may do everything, and only ``ops`` may list and decide payments
   held in REVIEW (an API key acts for its account, never as an operator);
 - any other principal acts for one account (a JWT's ``sub``, an API key's account) within
   its scopes: ``payments:write`` to create, ``payments:read`` to read payments and their
-  audit trails;
-- a missing scope is 403 whatever the payment (nothing about it is read first);
-- creating for another account is 403; reading another account's payment is 404, exactly
-  as for an id that does not exist, so payment ids cannot be probed (OWASP API1, broken
-  object-level authorization).
+  audit trails, ``webhooks:manage`` for everything about its webhook endpoints;
+- a missing scope is 403 whatever the payment or endpoint (nothing about it is read first);
+- creating a payment for another account is 403; reading another account's payment, or
+  touching its endpoint, is 404, exactly as for an id that does not exist, so ids cannot
+  be probed (OWASP API1, broken object-level authorization).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from __future__ import annotations
 import enum
 from typing import TYPE_CHECKING, Final
 
-from pulse.api_keys import PAYMENTS_READ, PAYMENTS_WRITE
+from pulse.api_keys import PAYMENTS_READ, PAYMENTS_WRITE, WEBHOOKS_MANAGE
 
 if TYPE_CHECKING:
     from pulse.credentials import Principal
@@ -28,6 +29,7 @@ class Action(enum.Enum):
     CREATE = "create"  # POST /v1/payments
     READ = "read"  # GET /v1/payments/{id}, GET /v1/payments/{id}/events
     REVIEW = "review"  # GET /v1/payments?status=REVIEW, POST /v1/payments/{id}/review
+    MANAGE_WEBHOOKS = "manage_webhooks"  # /v1/webhook-endpoints and below
 
     @property
     def scope(self) -> str | None:
@@ -35,7 +37,11 @@ class Action(enum.Enum):
         return _SCOPES.get(self)
 
 
-_SCOPES: Final = {Action.CREATE: PAYMENTS_WRITE, Action.READ: PAYMENTS_READ}
+_SCOPES: Final = {
+    Action.CREATE: PAYMENTS_WRITE,
+    Action.READ: PAYMENTS_READ,
+    Action.MANAGE_WEBHOOKS: WEBHOOKS_MANAGE,
+}
 
 
 class Verdict(enum.Enum):
@@ -46,7 +52,7 @@ class Verdict(enum.Enum):
 
 
 def authorize(principal: Principal, action: Action, account_id: str | None = None) -> Verdict:
-    """May ``principal`` do ``action`` to a payment of ``account_id``?
+    """May ``principal`` do ``action`` to a payment (or endpoint) of ``account_id``?
 
     With ``account_id`` None (the payment is not read yet) only the scope is checked.
     """

@@ -11,6 +11,7 @@ from pydantic.json_schema import models_json_schema
 from ingest.validation import (
     DEFAULT_LISTING_LIMIT,
     DEFAULT_MAX_AMOUNT,
+    ID_PATTERN,
     IDEMPOTENCY_KEY_PATTERN,
     MAX_LISTING_LIMIT,
     PaymentRequest,
@@ -18,10 +19,22 @@ from ingest.validation import (
     amount_schema,
     whole_amount_rule,
 )
-from pulse.api_keys import PAYMENTS_READ, PAYMENTS_WRITE
+from ingest.webhooks_api import (
+    DEFAULT_ENDPOINT_LIMIT,
+    MAX_ENDPOINT_LIMIT,
+    RFC3339_PATTERN,
+)
+from pulse.api_keys import PAYMENTS_READ, PAYMENTS_WRITE, WEBHOOKS_MANAGE
 from pulse.events import CloudEvent  # noqa: TC001 - pydantic resolves field types at runtime
 from pulse.payments import REVIEW, Payment
 from pulse.problems import PROBLEM_BASE, PROBLEM_CONTENT_TYPE, ProblemDocument
+from pulse.webhook_deliveries import WEBHOOK_TEST
+from pulse.webhook_endpoints import (
+    ENDPOINT_ID_PATTERN,
+    MAX_DESCRIPTION_LENGTH,
+    MAX_URL_LENGTH,
+    WEBHOOK_EVENT_TYPES,
+)
 
 if TYPE_CHECKING:
     from decimal import Decimal
@@ -116,7 +129,8 @@ BEARER_SCHEME: Final = {
     "type": "http",
     "scheme": "bearer",
     "description": 'A JWT (`sub` is the account; `roles: ["ops"]` an operator) or an API key '
-    "(`psk_…`, from `pulse keys create`; scopes `payments:write`, `payments:read`).",
+    "(`psk_…`, from `pulse keys create`; scopes `payments:write`, `payments:read`, "
+    "`webhooks:manage`).",
 }
 
 
@@ -273,6 +287,377 @@ def _review_operation(max_body_bytes: int, not_found: dict[str, Any]) -> dict[st
     }
 
 
+# -- webhook endpoints -----------------------------------------------------------------
+def _nullable(schema: dict[str, Any]) -> dict[str, Any]:
+    return {"anyOf": [schema, {"type": "null"}]}
+
+
+_TIME: Final = {"type": "string", "format": "date-time"}
+_EVENT_TYPES: Final = {
+    "type": "array",
+    "minItems": 1,
+    "items": {"type": "string", "enum": sorted(WEBHOOK_EVENT_TYPES)},
+    "description": "Send only events of these types; null (or left out): every type. "
+    + "; ".join(f"`{t}`: {what}" for t, what in sorted(WEBHOOK_EVENT_TYPES.items())),
+}
+_URL: Final = {
+    "type": "string",
+    "minLength": 1,
+    "maxLength": MAX_URL_LENGTH,
+    "description": "The receiver's https:// URL. Refused (422, type "
+    f"{PROBLEM_BASE}webhook-url-refused, the reason in words): another scheme, a URL that "
+    "is not printable ASCII, and a literal internal address (loopback, private, "
+    "link-local and the cloud metadata address, CGNAT, multicast, unspecified, reserved) "
+    "or `localhost`. Names are resolved, and refused the same way, at each delivery.",
+    "examples": ["https://hooks.example.com/pulse"],
+}
+_DESCRIPTION: Final = _nullable({"type": "string", "maxLength": MAX_DESCRIPTION_LENGTH})
+_SCHEDULE: Final = _nullable(
+    {
+        "type": "string",
+        "maxLength": MAX_DESCRIPTION_LENGTH,
+        "description": "A five-field cron expression (minute hour day-of-month month "
+        "day-of-week), checked by croniter; one it refuses is 422 "
+        f"{PROBLEM_BASE}invalid-schedule. Stored for delivery windows, not yet acted on.",
+        "examples": ["*/5 * * * *"],
+    }
+)
+_WEBHOOK_SCHEMAS: Final = {
+    "WebhookEndpoint": {
+        "title": "WebhookEndpoint",
+        "type": "object",
+        "required": [
+            "endpoint_id",
+            "account_id",
+            "url",
+            "description",
+            "event_types",
+            "disabled",
+            "disabled_reason",
+            "schedule",
+            "created_at",
+            "updated_at",
+            "secret_rotated_at",
+            "previous_secret_expires_at",
+        ],
+        "properties": {
+            "endpoint_id": {"type": "string", "pattern": ENDPOINT_ID_PATTERN},
+            "account_id": {"type": "string"},
+            "url": {"type": "string"},
+            "description": _nullable({"type": "string"}),
+            "event_types": _nullable({"type": "array", "items": {"type": "string"}}),
+            "disabled": {"type": "boolean"},
+            "disabled_reason": _nullable({"type": "string"}),
+            "schedule": _nullable({"type": "string"}),
+            "created_at": _TIME,
+            "updated_at": _TIME,
+            "secret_rotated_at": _nullable(_TIME),
+            "previous_secret_expires_at": _nullable(
+                {
+                    **_TIME,
+                    "description": "Until when the secret a rotation replaced still signs "
+                    "deliveries, beside the current one.",
+                }
+            ),
+        },
+    },
+    "WebhookEndpointWithSecret": {
+        "title": "WebhookEndpointWithSecret",
+        "allOf": [
+            {"$ref": _REF.format(model="WebhookEndpoint")},
+            {
+                "type": "object",
+                "required": ["secret"],
+                "properties": {
+                    "secret": {
+                        "type": "string",
+                        "pattern": "^whsec_[A-Za-z0-9+/]+=*$",
+                        "description": "The Standard Webhooks signing secret, shown only in "
+                        "this answer.",
+                    }
+                },
+            },
+        ],
+    },
+    "WebhookEndpointRequest": {
+        "title": "WebhookEndpointRequest",
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["url"],
+        "properties": {
+            "url": _URL,
+            "description": _DESCRIPTION,
+            "event_types": _nullable(_EVENT_TYPES),
+            "schedule": _SCHEDULE,
+            "account_id": {
+                "type": "string",
+                "pattern": ID_PATTERN,
+                "description": "Whose endpoint (default: the caller's account); only "
+                "operators name another account.",
+            },
+        },
+    },
+    "WebhookEndpointChanges": {
+        "title": "WebhookEndpointChanges",
+        "type": "object",
+        "additionalProperties": False,
+        "properties": {
+            "url": _URL,
+            "description": _DESCRIPTION,
+            "event_types": _nullable(_EVENT_TYPES),
+            "schedule": _SCHEDULE,
+            "disabled": {
+                "type": "boolean",
+                "description": "true: nothing is sent to it; false sends again.",
+            },
+        },
+    },
+    "WebhookEndpointPage": {
+        "title": "WebhookEndpointPage",
+        "type": "object",
+        "required": ["items", "next_cursor"],
+        "properties": {
+            "items": {"type": "array", "items": {"$ref": _REF.format(model="WebhookEndpoint")}},
+            "next_cursor": _nullable({"type": "string"}),
+        },
+    },
+    "WebhookTestQueued": {
+        "title": "WebhookTestQueued",
+        "type": "object",
+        "required": ["endpoint_id", "event_id", "type"],
+        "properties": {
+            "endpoint_id": {"type": "string"},
+            "event_id": {"type": "string", "description": "Its `webhook-id`."},
+            "type": {"type": "string", "enum": [WEBHOOK_TEST]},
+        },
+    },
+    "WebhookReplayRequest": {
+        "title": "WebhookReplayRequest",
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["since"],
+        "properties": {
+            "since": {**_TIME, "pattern": RFC3339_PATTERN},
+            "until": {
+                **_TIME,
+                "pattern": RFC3339_PATTERN,
+                "description": "Default: now. Both ends are included.",
+            },
+        },
+    },
+    "WebhookReplayQueued": {
+        "title": "WebhookReplayQueued",
+        "type": "object",
+        "required": ["endpoint_id", "since", "until", "queued", "max_events", "next_since"],
+        "properties": {
+            "endpoint_id": {"type": "string"},
+            "since": _TIME,
+            "until": _TIME,
+            "queued": {"type": "integer", "minimum": 0},
+            "max_events": {"type": "integer", "minimum": 1},
+            "next_since": _nullable(
+                {
+                    **_TIME,
+                    "description": "More events were left: replay again from this time.",
+                }
+            ),
+        },
+    },
+}
+_ENDPOINT_ID: Final = {
+    "name": "endpoint_id",
+    "in": "path",
+    "required": True,
+    "schema": {"type": "string", "pattern": ENDPOINT_ID_PATTERN},
+}
+_ENDPOINT_NOT_FOUND: Final = "No such endpoint, or one of another account (they look the same)."
+
+
+def _body(name: str) -> dict[str, Any]:
+    return {"required": True, "content": {"application/json": {"schema": _ref(name)}}}
+
+
+def _webhook_operation(
+    operation_id: str,
+    summary: str,
+    description: str,
+    answers: dict[str, Any],
+    *,
+    body: str | None = None,
+    path_id: bool = True,
+) -> dict[str, Any]:
+    """An operation of /v1/webhook-endpoints: its own answers, the common refusals, and the
+    scope webhooks:manage."""
+    responses: dict[str, Any] = dict(answers)
+    if path_id:
+        responses["404"] = _problem(_ENDPOINT_NOT_FOUND)
+    if body is not None:
+        responses.setdefault("422", _problem("Invalid fields (each named in `errors`)."))
+        responses["400"] = _problem("Malformed JSON.")
+        responses["413"] = _problem("The body is larger than the limit.")
+        responses["415"] = _problem("The body is not application/json.")
+    responses["500"] = _problem("Unexpected error.")
+    responses["503"] = _problem("DynamoDB, SSM or SQS unavailable; retry later.")
+    operation: dict[str, Any] = {
+        "operationId": operation_id,
+        "summary": summary,
+        "description": description,
+        "parameters": [_ENDPOINT_ID] if path_id else [],
+        "responses": responses,
+    }
+    if body is not None:
+        operation["requestBody"] = _body(body)
+    return _secured(operation, WEBHOOKS_MANAGE)
+
+
+def _webhook_paths() -> dict[str, Any]:
+    refused = _problem(
+        f"Invalid fields (each named in `errors`); type {PROBLEM_BASE}webhook-url-refused for "
+        f"a URL the SSRF guard refuses (the reason in words), {PROBLEM_BASE}invalid-schedule "
+        "for a cron expression croniter refuses."
+    )
+    disabled = _problem(f"The endpoint is disabled (type {PROBLEM_BASE}endpoint-disabled).")
+    base = "/v1/webhook-endpoints"
+    one = base + "/{endpoint_id}"
+    return {
+        base: {
+            "post": _webhook_operation(
+                "createWebhookEndpoint",
+                "Register a webhook endpoint",
+                "The account's events are POSTed to it, signed per the Standard Webhooks "
+                "spec. The answer carries the signing secret; it is never shown again.",
+                {
+                    "201": {
+                        "description": "Registered.",
+                        "headers": {"Location": {"schema": {"type": "string"}}},
+                        "content": {
+                            "application/json": {"schema": _ref("WebhookEndpointWithSecret")}
+                        },
+                    },
+                    "422": refused,
+                },
+                body="WebhookEndpointRequest",
+                path_id=False,
+            ),
+            "get": _webhook_operation(
+                "listWebhookEndpoints",
+                "List webhook endpoints",
+                "An account's own; an operator's every account's (or `account_id`'s), a "
+                "page at a time.",
+                {
+                    "200": _json("A page of endpoints.", _ref("WebhookEndpointPage")),
+                    "400": _problem("A cursor this API did not return."),
+                    "422": _problem(
+                        "A bad account id, a limit out of range, an unknown parameter."
+                    ),
+                },
+                path_id=False,
+            )
+            | {
+                "parameters": [
+                    {
+                        "name": "account_id",
+                        "in": "query",
+                        "required": False,
+                        "description": "Operators: only this account's. Accounts: their own.",
+                        "schema": {"type": "string", "pattern": ID_PATTERN},
+                    },
+                    {
+                        "name": "limit",
+                        "in": "query",
+                        "required": False,
+                        "schema": {
+                            "type": "integer",
+                            "minimum": 1,
+                            "maximum": MAX_ENDPOINT_LIMIT,
+                            "default": DEFAULT_ENDPOINT_LIMIT,
+                        },
+                    },
+                    {
+                        "name": "cursor",
+                        "in": "query",
+                        "required": False,
+                        "description": "The `next_cursor` of the previous page.",
+                        "schema": {"type": "string"},
+                    },
+                ]
+            },
+        },
+        one: {
+            "get": _webhook_operation(
+                "getWebhookEndpoint",
+                "Read a webhook endpoint",
+                "Everything but its secret.",
+                {"200": _json("The endpoint.", _ref("WebhookEndpoint"))},
+            ),
+            "patch": _webhook_operation(
+                "updateWebhookEndpoint",
+                "Change a webhook endpoint",
+                "The fields given change (a URL is checked again); null clears "
+                "`description`, `event_types` (every type again) and `schedule`; "
+                "`disabled: false` sends to a disabled endpoint again.",
+                {"200": _json("The endpoint, changed.", _ref("WebhookEndpoint")), "422": refused},
+                body="WebhookEndpointChanges",
+            ),
+            "delete": _webhook_operation(
+                "deleteWebhookEndpoint",
+                "Remove a webhook endpoint",
+                "With its secrets; deliveries already queued for it are dropped.",
+                {"204": {"description": "Removed."}},
+            ),
+        },
+        one + "/rotate-secret": {
+            "post": _webhook_operation(
+                "rotateWebhookSecret",
+                "Rotate a webhook endpoint's signing secret",
+                "A new secret, shown only in this answer. The old one keeps signing "
+                "deliveries beside the new one until `previous_secret_expires_at` "
+                "(PULSE_WEBHOOK_SECRET_OVERLAP_SECONDS, a day by default): `webhook-signature` "
+                "carries both, space-separated, so the receiver can switch to the new secret "
+                "at any time meanwhile.",
+                {
+                    "200": _json(
+                        "The endpoint and its new secret.", _ref("WebhookEndpointWithSecret")
+                    )
+                },
+            )
+        },
+        one + "/test": {
+            "post": _webhook_operation(
+                "testWebhookEndpoint",
+                "Send a test event",
+                f"Queues a `{WEBHOOK_TEST}` event for this endpoint alone, delivered like "
+                "any other (signed, retried, in order).",
+                {
+                    "202": _json("Queued.", _ref("WebhookTestQueued")),
+                    "409": disabled,
+                },
+            )
+        },
+        one + "/replay": {
+            "post": _webhook_operation(
+                "replayWebhookEvents",
+                "Send past events again",
+                "Queues the account's notifications from `since` to `until` (the audit "
+                "trail's payment updates) for this endpoint again, oldest first, with their "
+                "original ids (so `webhook-id` repeats and a receiver that drops duplicates "
+                "drops them), at most PULSE_WEBHOOK_REPLAY_MAX_EVENTS (1000) a request: "
+                "`next_since` says where to go on. `since` after `until` is 422 "
+                f"{PROBLEM_BASE}invalid-replay-window.",
+                {
+                    "202": _json("Queued.", _ref("WebhookReplayQueued")),
+                    "409": disabled,
+                    "422": _problem(
+                        f"Invalid fields, or {PROBLEM_BASE}invalid-replay-window: `since` "
+                        "not before `until` (or now)."
+                    ),
+                },
+                body="WebhookReplayRequest",
+            )
+        },
+    }
+
+
 _METRICS_PATH: Final = {
     "get": {
         "operationId": "getMetrics",
@@ -310,10 +695,11 @@ def openapi_document(
         "info": {
             "title": "Pulse ingest API",
             "version": "1.0.0",
-            "description": "Create and read payments, read a payment's audit trail, and "
-            "(operators) list and decide payments held in REVIEW. Every /v1/ operation needs "
-            "`Authorization: Bearer <JWT or API key>`; an account acts only on its own "
-            "payments. Errors are RFC 9457 problem details (application/problem+json).",
+            "description": "Create and read payments, read a payment's audit trail, "
+            "(operators) list and decide payments held in REVIEW, and manage webhook "
+            "endpoints. Every /v1/ operation needs `Authorization: Bearer <JWT or API key>`; "
+            "an account acts only on its own payments and endpoints. Errors are RFC 9457 "
+            "problem details (application/problem+json).",
         },
         "paths": {
             "/v1/payments": {
@@ -379,12 +765,14 @@ def openapi_document(
                     },
                 }
             },
+            **_webhook_paths(),
             **({"/metrics": _METRICS_PATH} if metrics else {}),
         },
         "components": {
             "securitySchemes": {"bearer": BEARER_SCHEME},
             "schemas": {
                 **schemas,
+                **copy.deepcopy(_WEBHOOK_SCHEMAS),
                 "Status": {
                     "type": "object",
                     "required": ["status"],

@@ -1,5 +1,5 @@
 """The ingest HTTP API (aiohttp): create and read payments, the audit trail, the review of
-payments held in REVIEW, the OpenAPI spec.
+payments held in REVIEW, webhook endpoints (:mod:`ingest.webhooks_api`), the OpenAPI spec.
 
 Browsers of ``PULSE_CORS_ORIGINS`` pass :class:`ingest.cors.Cors` first. Every ``/v1/``
 request passes :class:`ingest.access.AccessControl` (credential, failed-
@@ -19,9 +19,10 @@ from typing import TYPE_CHECKING, Any, Final
 import orjson
 from aiohttp import web
 
-from ingest.access import PRINCIPAL, AccessControl
+from ingest.access import AccessControl
 from ingest.authz import Action, Verdict, authorize
 from ingest.cors import Cors
+from ingest.handling import allowed, json_response, read_body, too_large
 from ingest.health import IngestThroughput
 from ingest.metrics import PAYMENTS_CREATED, PAYMENTS_REJECTED, REJECTION_REASONS
 from ingest.openapi import openapi_document
@@ -39,11 +40,12 @@ from ingest.validation import (
     payment_id_for_key,
     request_hash,
 )
+from ingest.webhooks_api import WebhookEndpointsApi
 from pulse.api_keys import ApiKeyTable
 from pulse.auth import TokenVerifier
 from pulse.clients import RedisClient, aws_client, redis_client
 from pulse.collector import BATCH_YOUNG_THRESHOLD, settle_collector
-from pulse.credentials import Authenticator, insufficient_scope
+from pulse.credentials import Authenticator
 from pulse.errors import RetryableError
 from pulse.events import new_traceparent, utc_now
 from pulse.health import HealthReporter
@@ -54,6 +56,9 @@ from pulse.payments import payment_from_item
 from pulse.problems import Problem, not_found
 from pulse.service import Lifecycle, serving_api
 from pulse.throttling import Quota, Throttle
+from pulse.topology import WebhookNames
+from pulse.webhook_deliveries import DeliveryQueue
+from pulse.webhook_endpoints import WebhookEndpoints
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
@@ -73,14 +78,10 @@ TRACEPARENT_HEADER: Final = "traceparent"
 
 def _from_http_exception(exc: web.HTTPException) -> Problem:
     if isinstance(exc, web.HTTPRequestEntityTooLarge):
-        return _too_large(exc.text or "")
+        return too_large(exc.text or "")
     problem = Problem.from_status(exc.status)
     problem.headers = dict(exc.headers)  # Problem.response() leaves the body's own out
     return problem
-
-
-def _too_large(detail: str) -> Problem:
-    return Problem(413, "payload-too-large", "Payload too large", detail)
 
 
 @web.middleware
@@ -110,32 +111,6 @@ async def problem_middleware(
         return Problem(500, "internal", "Internal server error").response()
 
 
-def _json(payload: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
-    return web.Response(
-        body=orjson.dumps(payload),
-        status=status,
-        content_type="application/json",
-        headers=headers,
-    )
-
-
-def _is_json(content_type: str) -> bool:
-    return content_type == "application/json" or (
-        content_type.startswith("application/") and content_type.endswith("+json")
-    )
-
-
-def _require_json(content_type: str) -> None:
-    if not _is_json(content_type):
-        raise Problem(
-            415,
-            "unsupported-media-type",
-            "Unsupported media type",
-            "send the payment as application/json",
-            headers={"Accept-Post": "application/json"},
-        )
-
-
 class PaymentsApi:
     """The handlers of ``/v1/payments``."""
 
@@ -143,22 +118,10 @@ class PaymentsApi:
         self._settings = settings
         self._store = store
 
-    async def _body(self, request: web.Request) -> bytes:
-        """The raw JSON body: 415 if it is not JSON, 413 if it is too large."""
-        limit = self._settings.max_body_bytes
-        _require_json(request.content_type)
-        length = request.content_length
-        if length is not None and length > limit:
-            raise _too_large(f"the body is {length} bytes; at most {limit} are accepted")
-        try:
-            return await request.read()
-        except web.HTTPRequestEntityTooLarge:
-            raise _too_large(f"the body is larger than {limit} bytes") from None
-
     async def _parse(self, request: web.Request) -> tuple[PaymentRequest, str | None]:
         """The validated body and idempotency key; counts and re-raises every refusal."""
         try:
-            raw = await self._body(request)
+            raw = await read_body(request, self._settings.max_body_bytes, "the payment")
             key = parse_idempotency_key(request.headers.get(IDEMPOTENCY_HEADER))
             body = parse_payment_request(raw, max_amount=self._settings.max_amount)
         except Problem as problem:
@@ -169,7 +132,7 @@ class PaymentsApi:
 
     async def create(self, request: web.Request) -> web.Response:
         """``POST /v1/payments``: one conditional PutItem; a refused put tells replay from reuse."""
-        principal = _allowed(request, Action.CREATE)
+        principal = allowed(request, Action.CREATE)
         body, key = await self._parse(request)
         if authorize(principal, Action.CREATE, body.account_id) is not Verdict.ALLOW:
             raise Problem(
@@ -231,7 +194,7 @@ class PaymentsApi:
         }
         if replayed:
             headers[REPLAYED_HEADER] = "true"
-        return _json(payment, status=201, headers=headers)
+        return json_response(payment, status=201, headers=headers)
 
     def _payment_id(self, request: web.Request) -> str:
         payment_id = parse_payment_id(request.match_info["payment_id"])
@@ -250,9 +213,9 @@ class PaymentsApi:
 
     async def get(self, request: web.Request) -> web.Response:
         """``GET /v1/payments/{payment_id}``."""
-        principal = _allowed(request, Action.READ)
+        principal = allowed(request, Action.READ)
         payment_id = self._payment_id(request)
-        return _json(payment_from_item(await self._readable(principal, payment_id)))
+        return json_response(payment_from_item(await self._readable(principal, payment_id)))
 
     async def events(self, request: web.Request) -> web.Response:
         """``GET /v1/payments/{payment_id}/events``: the audit trail, oldest first.
@@ -260,22 +223,22 @@ class PaymentsApi:
         Operators read any trail, a deleted payment's included; an account reads the trail
         of a payment it owns (which must still exist, to say whose it is).
         """
-        principal = _allowed(request, Action.READ)
+        principal = allowed(request, Action.READ)
         payment_id = self._payment_id(request)
         if not principal.is_ops:
             await self._readable(principal, payment_id)
         events = await self._store.events(payment_id, self._settings.max_audit_events)
         if not events and principal.is_ops and await self._store.get(payment_id) is None:
             raise not_found(f"no payment {payment_id}")
-        return _json({"payment_id": payment_id, "events": events})
+        return json_response({"payment_id": payment_id, "events": events})
 
     async def list_in_review(self, request: web.Request) -> web.Response:
         """``GET /v1/payments?status=REVIEW&limit=&cursor=``: payments waiting for an
         operator's decision, oldest first (operators only)."""
-        _allowed(request, Action.REVIEW)
+        allowed(request, Action.REVIEW)
         listing = parse_review_listing(request.query)
         page = await self._store.review_queue(listing.limit, listing.cursor)
-        return _json(
+        return json_response(
             {
                 "items": [payment_from_item(p) for p in page.payments],
                 "next_cursor": page.next_cursor,
@@ -285,9 +248,10 @@ class PaymentsApi:
     async def review(self, request: web.Request) -> web.Response:
         """``POST /v1/payments/{payment_id}/review``: an operator approves or declines a
         payment held in REVIEW, once (:mod:`pulse.payment_states`)."""
-        principal = _allowed(request, Action.REVIEW)
+        principal = allowed(request, Action.REVIEW)
         payment_id = self._payment_id(request)
-        body = parse_review_request(await self._body(request))
+        raw = await read_body(request, self._settings.max_body_bytes, "the decision")
+        body = parse_review_request(raw)
         reviewer = Reviewer.operator(principal.account_id)
         result = await self._store.review(payment_id, body.decision, reviewer, body.note)
         if result.payment is None:
@@ -296,7 +260,7 @@ class PaymentsApi:
             raise _not_in_review(payment_id, result.payment)
         with event_context(None, None, payment_id=payment_id):
             log.info("payment reviewed", decision=body.decision, reviewed_by=reviewer.name)
-        return _json(payment_from_item(result.payment))
+        return json_response(payment_from_item(result.payment))
 
 
 def _not_in_review(payment_id: str, payment: dict[str, Any]) -> Problem:
@@ -304,25 +268,14 @@ def _not_in_review(payment_id: str, payment: dict[str, Any]) -> Problem:
     return Problem(409, "not-in-review", "Payment not in review", detail)
 
 
-def _allowed(request: web.Request, action: Action) -> Principal:
-    """The request's principal, if it may do ``action`` at all; else 403 (the scope a key
-    lacks, or an operators' action)."""
-    principal: Principal = request[PRINCIPAL]
-    verdict = authorize(principal, action)
-    if verdict is Verdict.MISSING_SCOPE and action.scope is not None:
-        raise insufficient_scope(action.scope)
-    if verdict is not Verdict.ALLOW:
-        raise Problem(
-            403, "forbidden", "Forbidden", "only operators (role ops) may list and review payments"
-        )
-    return principal
-
-
 def create_app(
-    settings: IngestSettings, store: PaymentStore, access: AccessControl
+    settings: IngestSettings,
+    store: PaymentStore,
+    access: AccessControl,
+    webhooks: WebhookEndpointsApi,
 ) -> web.Application:
-    """The aiohttp application: API routes behind the access middleware, metrics and the
-    problem middleware.
+    """The aiohttp application: API routes (payments, webhook endpoints) behind the access
+    middleware, metrics and the problem middleware.
 
     The ops routes are mounted by :func:`pulse.service.serving_api`, which decides which of
     them the public port carries (``PULSE_OPS_PORT``).
@@ -354,6 +307,7 @@ def create_app(
     app.router.add_get("/v1/payments/{payment_id}", api.get)
     app.router.add_get("/v1/payments/{payment_id}/events", api.events)
     app.router.add_post("/v1/payments/{payment_id}/review", api.review)
+    webhooks.add_routes(app)
     app.router.add_get("/openapi.json", openapi)
     return app
 
@@ -395,7 +349,14 @@ async def serve(lifecycle: Lifecycle) -> None:
     access = AccessControl(
         authenticator, **throttles, trusted_proxy_hops=settings.trusted_proxy_hops
     )
-    app = create_app(settings, store, access)
+    hooks = WebhookNames.from_prefix(settings.resource_prefix)
+    webhooks = WebhookEndpointsApi(
+        settings,
+        WebhookEndpoints.of(ddb, aws_client("ssm", settings), hooks, settings),
+        DeliveryQueue(aws_client("sqs", settings), hooks.queue),
+        ddb,
+    )
+    app = create_app(settings, store, access, webhooks)
     # Modules and the client's service model live as long as the process; a request's
     # objects die young. The collector had taken about 4% of the CPU per payment, most of
     # it in full collections walking what start-up made.

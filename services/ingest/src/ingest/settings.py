@@ -10,12 +10,15 @@ from pydantic import Field, field_validator
 from pydantic_settings import NoDecode, SettingsConfigDict
 
 from pulse.settings import CredentialSettings, comma_separated, load_settings
+from pulse.webhook_endpoints import WebhookEndpointSettings
 
 __all__ = ["IngestSettings", "load_ingest_settings"]
 
 
-class IngestSettings(CredentialSettings):
-    """Typed, frozen settings of the ingest HTTP API."""
+class IngestSettings(CredentialSettings, WebhookEndpointSettings):
+    """Typed, frozen settings of the ingest HTTP API (the webhook endpoints' too:
+    ``PULSE_WEBHOOK_ALLOW_HTTP``, ``PULSE_WEBHOOK_ALLOWED_NETWORKS``,
+    ``PULSE_WEBHOOK_SECRET_OVERLAP_SECONDS``, ``PULSE_WEBHOOK_REPLAY_MAX_EVENTS``)."""
 
     model_config = SettingsConfigDict(
         env_prefix="PULSE_", frozen=True, extra="ignore", populate_by_name=True

@@ -1,20 +1,30 @@
-"""Where an account's webhooks go: its endpoints (DynamoDB) and their signing secrets (SSM).
+"""Where an account's webhooks go: its endpoints (DynamoDB) and their signing secrets (SSM),
+read through :mod:`pulse.webhook_endpoints` (the code ingest's endpoints API and
+``pulse webhooks`` write them with).
 
 Both are read through a short-lived cache (``cachetools.TTLCache``, bounded), so a burst of
-events for one account costs one query, while an endpoint added or removed with
-``pulse webhooks`` takes effect within the cache's lifetime. A failed read is Pulse's error
-of its kind (:mod:`pulse.aws_errors`): retried when AWS is throttling or unreachable.
+events for one account costs one query, while an endpoint added, changed or removed takes
+effect within the cache's lifetime. A secret is cached with the one a rotation replaced and
+that one's expiry, so the old secret stops signing when its overlap ends, not a cache
+lifetime later. A failed read is Pulse's error of its kind (:mod:`pulse.aws_errors`):
+retried when AWS is throttling or unreachable.
 """
 
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass
+import time
 from typing import TYPE_CHECKING, Any, Final, Generic, TypeVar
 
 from cachetools import TTLCache
 
-from pulse.aws_errors import AWS_ERRORS, AwsErrorKind, as_pulse_error, classify_aws_error
+from pulse.aws_errors import AWS_ERRORS, as_pulse_error
+from pulse.webhook_endpoints import (
+    SigningSecrets,
+    WebhookEndpoint,
+    query_account_endpoints,
+    read_signing_secrets,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -25,6 +35,8 @@ __all__ = ["Endpoint", "EndpointDirectory", "SecretStore"]
 _CACHE_ENTRIES: Final = 10_000
 _RETRY_SECONDS: Final = 2.0
 V = TypeVar("V")
+
+Endpoint = WebhookEndpoint
 
 
 class _CachedRead(Generic[V]):
@@ -50,13 +62,6 @@ class _CachedRead(Generic[V]):
         return value
 
 
-@dataclass(frozen=True)
-class Endpoint:
-    endpoint_id: str
-    url: str
-    secret_parameter: str
-
-
 class EndpointDirectory:
     """An account's endpoints from the webhooks table, cached for ``cache_seconds``."""
 
@@ -65,20 +70,12 @@ class EndpointDirectory:
         self._table = table
         self._reads = _CachedRead(self._query, "webhook endpoints of", cache_seconds)
 
-    def _query(self, account_id: str) -> list[Endpoint]:
-        pages = self._ddb.get_paginator("query").paginate(
-            TableName=self._table,
-            KeyConditionExpression="account_id = :a",
-            ExpressionAttributeValues={":a": {"S": account_id}},
-            ConsistentRead=True,
-        )
-        return [
-            Endpoint(i["endpoint_id"]["S"], i["url"]["S"], i["secret_parameter"]["S"])
-            for page in pages
-            for i in page.get("Items", [])
-        ]
+    def _query(self, account_id: str) -> list[WebhookEndpoint]:
+        return query_account_endpoints(self._ddb, self._table, account_id)
 
-    async def endpoints(self, account_id: str) -> list[Endpoint]:
+    async def endpoints(self, account_id: str) -> list[WebhookEndpoint]:
+        """Every endpoint of the account, disabled ones and their filters included: the
+        fan-out asks each whether it wants an event (:meth:`WebhookEndpoint.accepts`)."""
         return await self._reads.get(account_id)
 
 
@@ -89,15 +86,11 @@ class SecretStore:
         self._ssm = ssm
         self._reads = _CachedRead(self._read, "webhook secret", cache_seconds)
 
-    def _read(self, name: str) -> str | None:
-        try:
-            got = self._ssm.get_parameter(Name=name, WithDecryption=True)
-        except AWS_ERRORS as exc:
-            if classify_aws_error(exc) is AwsErrorKind.NOT_FOUND:
-                return None
-            raise
-        return str(got["Parameter"]["Value"])
+    def _read(self, name: str) -> SigningSecrets | None:
+        return read_signing_secrets(self._ssm, name)
 
-    async def secret(self, name: str) -> str | None:
-        """The secret, or None if the parameter does not exist (the endpoint was removed)."""
-        return await self._reads.get(name)
+    async def secrets(self, name: str) -> tuple[str, ...]:
+        """The secrets that sign a delivery now: the current one, and during a rotation's
+        overlap the one it replaced; empty if the endpoint was removed."""
+        found = await self._reads.get(name)
+        return () if found is None else found.valid(time.time())

@@ -3,14 +3,16 @@
 Two halves, joined by the FIFO queue ``{prefix}webhooks.fifo``:
 
 1. :class:`WebhookFanout` (a :class:`~notify_worker.notifiers.Notifier`): for each
-   notification, one delivery message per endpoint of the account (the endpoints table,
-   ``pulse webhooks add``), ``MessageGroupId`` = the endpoint id (so each endpoint gets its
+   notification, one delivery message (:mod:`pulse.webhook_deliveries`) per endpoint of the
+   account that wants it (enabled, the event type in its filter: :mod:`pulse.webhook_endpoints`),
+   ``MessageGroupId`` = the endpoint id (so each endpoint gets its
    events in order) and ``MessageDeduplicationId`` = a hash of event id and endpoint id (so a
    replayed notification is not queued twice within SQS's 5-minute window).
 2. :class:`WebhookDeliverer` (a handler of the FIFO queue): signs the event per the Standard
-   Webhooks spec (:func:`signature_headers`) with the endpoint's secret from SSM Parameter
-   Store (cached), waits for the per-endpoint rate limit (a Redis counter per endpoint and
-second; waiting does not spend an attempt), and POSTs it.
+   Webhooks spec (:func:`signature_headers`) with the endpoint's secrets from SSM Parameter
+   Store (cached; two during a secret rotation's overlap, one signature each), waits for
+   the per-endpoint rate limit (a Redis counter per endpoint and second; waiting does not
+   spend an attempt), and POSTs it.
    2xx: delivered. 5xx, 408, 429, a timeout or a connection error: retried with the
    runtime's growing backoff, the group waiting meanwhile; after ``max_attempts``, the
    dead-letter queue with the last error. Any other 4xx: the dead-letter queue at once.
@@ -27,7 +29,6 @@ import base64
 import hashlib
 import hmac
 import time
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 
 import aiohttp
@@ -37,9 +38,12 @@ from prometheus_client import Counter, Histogram
 from pulse.errors import PermanentError, RetryableError
 from pulse.events import CloudEvent
 from pulse.logging import event_context, get_logger
+from pulse.webhook_deliveries import Delivery, DeliveryQueue, delivery_entry
 from pulse.webhook_targets import TargetRefused, post_webhook
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     from notify_worker.endpoints import EndpointDirectory, SecretStore
     from pulse.clients import RedisClient
     from pulse.consumer import SqsMessage
@@ -58,7 +62,6 @@ __all__ = [
 log = get_logger("notify_worker.webhooks")
 
 SECRET_PREFIX: Final = "whsec_"  # noqa: S105 - the format's prefix, not a secret
-_MAX_BATCH: Final = 10
 
 DELIVERIES = Counter(
     "pulse_webhook_deliveries_total",
@@ -91,12 +94,16 @@ def sign(secret: str, msg_id: str, timestamp: int, body: bytes) -> str:
     return "v1," + base64.b64encode(digest).decode()
 
 
-def signature_headers(secret: str, msg_id: str, timestamp: int, body: bytes) -> dict[str, str]:
-    """The Standard Webhooks request headers."""
+def signature_headers(
+    secrets: str | Sequence[str], msg_id: str, timestamp: int, body: bytes
+) -> dict[str, str]:
+    """The Standard Webhooks request headers; ``webhook-signature`` carries one signature per
+    secret, space-separated (during a rotation's overlap: the new secret's and the old's)."""
+    keys = (secrets,) if isinstance(secrets, str) else tuple(secrets)
     return {
         "webhook-id": msg_id,
         "webhook-timestamp": str(timestamp),
-        "webhook-signature": sign(secret, msg_id, timestamp, body),
+        "webhook-signature": " ".join(sign(key, msg_id, timestamp, body) for key in keys),
         "content-type": "application/json",
     }
 
@@ -110,82 +117,25 @@ def delivery_verdict(status: int) -> str:
     return "failed"
 
 
-@dataclass(frozen=True)
-class Delivery:
-    """One event for one endpoint: the FIFO message body."""
-
-    endpoint_id: str
-    account_id: str
-    url: str
-    secret_parameter: str
-    event: dict[str, Any]
-
-    def to_json(self) -> bytes:
-        return orjson.dumps(self.__dict__)
-
-    @classmethod
-    def from_json(cls, raw: bytes) -> Delivery:
-        try:
-            data = orjson.loads(raw)
-            return cls(
-                endpoint_id=str(data["endpoint_id"]),
-                account_id=str(data["account_id"]),
-                url=str(data["url"]),
-                secret_parameter=str(data["secret_parameter"]),
-                event=dict(data["event"]),
-            )
-        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
-            raise PermanentError(f"not a webhook delivery: {type(exc).__name__}") from exc
-
-
 class WebhookFanout:
-    """Notifier: queues one delivery per endpoint of the notification's account."""
+    """Notifier: queues one delivery per endpoint of the notification's account that wants
+    it (enabled, and the type in its filter)."""
 
     def __init__(self, sqs: Any, queue_name: str, directory: EndpointDirectory) -> None:
-        self._sqs = sqs
-        self._queue_name = queue_name
-        self._queue_url: str | None = None
+        self._queue = DeliveryQueue(sqs, queue_name)
         self._directory = directory
-
-    async def _url(self) -> str:
-        if self._queue_url is None:
-            try:
-                got = await asyncio.to_thread(self._sqs.get_queue_url, QueueName=self._queue_name)
-            except Exception as exc:
-                raise RetryableError(f"webhook queue {self._queue_name}: {exc}", delay=2) from exc
-            self._queue_url = str(got["QueueUrl"])
-        return self._queue_url
 
     async def notify(self, notification: CloudEvent) -> bool:
         account_id = str(notification.data["account_id"])
         endpoints = await self._directory.endpoints(account_id)
+        endpoints = [e for e in endpoints if e.accepts(notification.type)]
         if not endpoints:
             return False
         event = notification.model_dump(mode="json", exclude_none=True)
         entries = [
-            {
-                "Id": str(i),
-                "MessageBody": Delivery(e.endpoint_id, account_id, e.url, e.secret_parameter, event)
-                .to_json()
-                .decode(),
-                "MessageGroupId": e.endpoint_id,
-                "MessageDeduplicationId": hashlib.sha256(
-                    f"{notification.id}|{e.endpoint_id}".encode()
-                ).hexdigest(),
-            }
-            for i, e in enumerate(endpoints)
+            delivery_entry(e, account_id, event, entry_id=str(i)) for i, e in enumerate(endpoints)
         ]
-        url = await self._url()
-        for start in range(0, len(entries), _MAX_BATCH):
-            chunk = entries[start : start + _MAX_BATCH]
-            try:
-                response = await asyncio.to_thread(
-                    self._sqs.send_message_batch, QueueUrl=url, Entries=chunk
-                )
-            except Exception as exc:
-                raise RetryableError(f"queue webhook deliveries: {exc}", delay=2) from exc
-            if response.get("Failed"):
-                raise RetryableError(f"queue webhook deliveries: {response['Failed'][:1]}")
+        await asyncio.to_thread(self._queue.send, entries)
         return True
 
 
@@ -243,8 +193,8 @@ class WebhookDeliverer:
         return bool(await self._rate_script(keys=[key], args=[self._rate]))
 
     async def _deliver(self, delivery: Delivery, attempt: int) -> None:
-        secret = await self._secrets.secret(delivery.secret_parameter)
-        if secret is None:
+        secrets = await self._secrets.secrets(delivery.secret_parameter)
+        if not secrets:
             DELIVERIES.labels("dropped").inc()
             log.debug("endpoint removed: delivery dropped")
             return
@@ -254,7 +204,7 @@ class WebhookDeliverer:
             RATE_LIMITED.inc()
             await asyncio.sleep(1.0 - time.time() % 1.0 + 0.005)
         body = orjson.dumps(delivery.event)
-        headers = signature_headers(secret, str(delivery.event["id"]), int(time.time()), body)
+        headers = signature_headers(secrets, str(delivery.event["id"]), int(time.time()), body)
         start = time.perf_counter()
         try:
             status = (

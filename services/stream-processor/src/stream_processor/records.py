@@ -217,11 +217,13 @@ def pad_sequence_number(sequence_number: str) -> str:
 def audit_item(
     event: CloudEvent, sequence_number: str, *, expires_at: int, event_json: bytes | None = None
 ) -> dict[str, Any]:
-    """The events-table row (attribute-value form) recording ``event``.
+    """The events-table row (attribute-value form) recording ``event``; its ``account_id``
+    (when the event names one) puts it in the index of an account's events by time that
+    webhook replays read (:data:`pulse.topology.AUDIT_ACCOUNT_INDEX`).
 
     ``event_json``: ``event.to_json()``, if the caller made it already.
     """
-    return {
+    item = {
         "payment_id": {"S": event.subject or ""},
         "sk": {"S": pad_sequence_number(sequence_number)},
         "event_id": {"S": event.id},
@@ -230,3 +232,7 @@ def audit_item(
         "event": {"S": (event.to_json() if event_json is None else event_json).decode()},
         "expires_at": {"N": str(expires_at)},
     }
+    account = _account_id(event)
+    if account is not None:
+        item["account_id"] = {"S": account}
+    return item

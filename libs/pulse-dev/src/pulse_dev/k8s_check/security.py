@@ -70,6 +70,9 @@ ACTIONS = {
     "create_queue": "sqs:CreateQueue",
     "delete_queue": "sqs:DeleteQueue",
     "get_parameter": "ssm:GetParameter",
+    "get_parameters": "ssm:GetParameters",
+    "put_parameter": "ssm:PutParameter",
+    "delete_parameter": "ssm:DeleteParameter",
     "get_parameters_by_path": "ssm:GetParametersByPath",
     "get_metric_statistics": "cloudwatch:GetMetricStatistics",
 }
@@ -105,19 +108,61 @@ PAYMENT_STATES = [
         "table/pulse-payments/index/review-queue",
     ),
 ]
+WEBHOOK_ENDPOINTS = "libs/pulse/src/pulse/webhook_endpoints.py"
+WEBHOOK_DELIVERIES = "libs/pulse/src/pulse/webhook_deliveries.py"
+WEBHOOKS_TABLE = "table/pulse-webhooks"
+WEBHOOK_SECRETS = "parameter/pulse-webhooks/ep_1/secret"
+# What the notify worker runs of the webhook library: an account's endpoints, an endpoint's
+# secrets, and queuing deliveries.
+WEBHOOK_READS = [
+    SharedCode(WEBHOOK_ENDPOINTS, ("query_account_endpoints",), WEBHOOKS_TABLE),
+    SharedCode(WEBHOOK_ENDPOINTS, ("read_signing_secrets",), WEBHOOK_SECRETS),
+    SharedCode(
+        WEBHOOK_DELIVERIES, ("DeliveryQueue._url", "DeliveryQueue.send"), "pulse-webhooks.fifo"
+    ),
+]
+# ingest's /v1/webhook-endpoints: the endpoints (the table, and its index for operators),
+# their secrets, test and replay deliveries, the audit trail's index of an account's events.
+WEBHOOK_MANAGEMENT = [
+    *WEBHOOK_READS,
+    SharedCode(
+        WEBHOOK_ENDPOINTS,
+        (
+            "WebhookEndpoints.create",
+            "WebhookEndpoints.get",
+            "WebhookEndpoints.page",
+            "WebhookEndpoints._set",
+            "WebhookEndpoints.delete",
+        ),
+        WEBHOOKS_TABLE,
+    ),
+    SharedCode(
+        WEBHOOK_ENDPOINTS, ("WebhookEndpoints._owner",), f"{WEBHOOKS_TABLE}/index/endpoint-id"
+    ),
+    SharedCode(
+        WEBHOOK_ENDPOINTS,
+        ("WebhookEndpoints._put_secret", "WebhookEndpoints._delete_parameter"),
+        WEBHOOK_SECRETS,
+    ),
+    SharedCode(
+        WEBHOOK_DELIVERIES, ("replay_notifications",), "table/pulse-events/index/account-time"
+    ),
+]
 SHARED_CODE = {
     "fraud-worker": [SharedCode("libs/pulse/src/pulse/consumer/*.py"), *PAYMENT_STATES],
-    "notify-worker": [SharedCode("libs/pulse/src/pulse/consumer/*.py")],
+    "notify-worker": [SharedCode("libs/pulse/src/pulse/consumer/*.py"), *WEBHOOK_READS],
     # its replay queue (stream-replays, failed records redriven) runs on the consumer, whose
     # health probe reads the failure queue and that queue's DLQ
     "stream-processor": [SharedCode("libs/pulse/src/pulse/consumer/*.py")],
     "operator": [SharedCode("libs/pulse/src/pulse/topology.py")],
     # The door of the API (pulse.credentials) reads a key and stamps its last use; the
-    # review endpoints decide and list payments in REVIEW.
+    # review endpoints decide and list payments in REVIEW; the webhook endpoints' routes
+    # manage endpoints and queue tests and replays.
     "ingest": [
         SharedCode("libs/pulse/src/pulse/credentials.py"),
         SharedCode(API_KEYS, ("ApiKeyTable.get", "ApiKeyTable.touch"), API_KEYS_TABLE),
         *PAYMENT_STATES,
+        *WEBHOOK_MANAGEMENT,
     ],
 }
 # Policies for the AWS identity of a person running a command (never a pod's role; hence not

@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 
 import click
 
-from pulse.api_keys import SCOPES, ApiKey, ApiKeyTable, new_api_key
+from pulse.api_keys import DEFAULT_SCOPES, SCOPES, ApiKey, ApiKeyTable, new_api_key
 from pulse.cli.target import aws, settings
 from pulse.errors import PulseError
 
@@ -24,7 +24,7 @@ def keys() -> None:
     A key is "psk_<key id>_<secret>", shown once when created; the table
     {PULSE_RESOURCE_PREFIX}api-keys keeps only a hash of the secret. A key acts for one
     account, limited to its scopes: payments:write (create payments), payments:read (read
-    payments and their audit trails).
+    payments and their audit trails), webhooks:manage (the account's webhook endpoints).
     """
 
 
@@ -49,13 +49,13 @@ def _fail(exc: PulseError) -> None:
     "scopes",
     multiple=True,
     type=click.Choice(sorted(SCOPES)),
-    help="What the key may do (repeatable). Default: every scope.",
+    help="What the key may do (repeatable). Default: payments:write and payments:read.",
 )
 def keys_create(account: str, name: str, scopes: tuple[str, ...]) -> None:
     """Make a key and print it, once: it cannot be shown again."""
     if not account.strip():
         raise click.BadParameter("must not be empty", param_hint="--account")
-    made = new_api_key(account, name=name, scopes=frozenset(scopes) or SCOPES, now=_now())
+    made = new_api_key(account, name=name, scopes=frozenset(scopes) or DEFAULT_SCOPES, now=_now())
     try:
         _table().put(made.key)
     except PulseError as exc:

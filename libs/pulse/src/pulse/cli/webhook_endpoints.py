@@ -1,57 +1,86 @@
-"""``pulse webhooks``: an account's webhook endpoints (DynamoDB rows, secrets in SSM)."""
+"""``pulse webhooks``: an account's webhook endpoints, on the code path of ingest's
+``/v1/webhook-endpoints`` (:mod:`pulse.webhook_endpoints`, :mod:`pulse.webhook_deliveries`)."""
 
 from __future__ import annotations
 
-import contextlib
 import sys
-from typing import Any
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from pulse.cli.target import aws, settings, settings_of
-from pulse.errors import ConfigurationError
+
+if TYPE_CHECKING:
+    from pulse.webhook_deliveries import DeliveryQueue
+    from pulse.webhook_endpoints import WebhookEndpoint, WebhookEndpoints
 
 __all__ = ["webhooks"]
 
 
-@click.group(short_help="Register, list and remove webhook endpoints.")
+@click.group(short_help="Register, list, test, replay and remove webhook endpoints.")
 def webhooks() -> None:
     """Manage webhook endpoints: events of an account POSTed, signed, to a third party.
 
     Endpoints live in the DynamoDB table {PULSE_RESOURCE_PREFIX}webhooks; each one's signing
-    secret (Standard Webhooks, "whsec_<base64>") in SSM Parameter Store.
+    secret (Standard Webhooks, "whsec_<base64>") in SSM Parameter Store. Account holders do
+    the same through ingest's /v1/webhook-endpoints.
     """
 
 
-def _webhook_names() -> Any:
-    from pulse.topology import WebhookNames  # noqa: PLC0415
-
-    return WebhookNames.from_prefix(settings().resource_prefix)
-
-
-class _RefusedUrl(click.ClickException):
+class _Refused(click.ClickException):
     """One line, exit code 2: bad input, as click's own usage errors."""
 
     exit_code = 2
 
 
-def _check_target(url: str) -> None:
-    """Refuse a URL the notify worker would refuse by its look alone (scheme, a literal
-    internal address), under PULSE_WEBHOOK_ALLOW_HTTP / PULSE_WEBHOOK_ALLOWED_NETWORKS as
-    the target stack sets them; the worker checks again, resolving, at delivery."""
-    from pulse.webhook_targets import (  # noqa: PLC0415
-        SsrfPolicy,
-        TargetRefused,
-        WebhookTargetSettings,
-        check_url,
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _endpoints() -> WebhookEndpoints:
+    """The endpoints of the target stack, under its URL policy (PULSE_WEBHOOK_ALLOW_HTTP,
+    PULSE_WEBHOOK_ALLOWED_NETWORKS) and secret overlap as that stack sets them."""
+    from pulse.topology import WebhookNames  # noqa: PLC0415 - boto3 only for these commands
+    from pulse.webhook_endpoints import (  # noqa: PLC0415
+        WebhookEndpoints,
+        WebhookEndpointSettings,
     )
 
-    try:
-        check_url(url, SsrfPolicy.from_settings(settings_of(WebhookTargetSettings)))
-    except TargetRefused as exc:
-        raise _RefusedUrl(f"--url refused: {exc}") from exc
-    except ConfigurationError as exc:
-        raise click.ClickException(str(exc)) from exc
+    names = WebhookNames.from_prefix(settings().resource_prefix)
+    options = settings_of(WebhookEndpointSettings)
+    return WebhookEndpoints.of(aws("dynamodb"), aws("ssm"), names, options)
+
+
+def _queue() -> DeliveryQueue:
+    from pulse.topology import WebhookNames  # noqa: PLC0415
+    from pulse.webhook_deliveries import DeliveryQueue  # noqa: PLC0415
+
+    return DeliveryQueue(aws("sqs"), WebhookNames.from_prefix(settings().resource_prefix).queue)
+
+
+def _endpoint(store: WebhookEndpoints, endpoint_id: str, account: str | None) -> WebhookEndpoint:
+    found = store.get(endpoint_id, account)
+    if found is None:
+        whose = f" for account {account}" if account is not None else ""
+        click.echo(f"no endpoint {endpoint_id}{whose}", err=True)
+        sys.exit(1)
+    return found
+
+
+def _refused(exc: Any) -> _Refused:
+    """An :class:`~pulse.webhook_endpoints.InvalidField` as the option it came from."""
+    option = {"event_types": "--event-type"}.get(exc.field, f"--{exc.field}")
+    verb = "refused" if exc.field == "url" else "invalid"
+    return _Refused(f"{option} {verb}: {exc.message}")
+
+
+_ENDPOINT = click.option(
+    "--endpoint", "endpoint_id", required=True, help="The endpoint id (ep_...)."
+)
+_ACCOUNT = click.option(
+    "--account", default=None, help="Its account (found from the endpoint id when left out)."
+)
 
 
 @webhooks.command(name="add")
@@ -61,72 +90,141 @@ def _check_target(url: str) -> None:
     required=True,
     help="The receiver's https:// URL (no internal address; see docs/security.md).",
 )
-def webhooks_add(account: str, url: str) -> None:
+@click.option("--description", default=None, help="What the endpoint is for.")
+@click.option(
+    "--event-type",
+    "event_types",
+    multiple=True,
+    help="Send only events of this type (repeatable; default: every type).",
+)
+@click.option(
+    "--schedule", default=None, help="A five-field cron expression (stored for later use)."
+)
+def webhooks_add(
+    account: str,
+    url: str,
+    description: str | None,
+    event_types: tuple[str, ...],
+    schedule: str | None,
+) -> None:
     """Register an endpoint; prints its id and signing secret (shown only here)."""
-    import base64  # noqa: PLC0415
-    import secrets  # noqa: PLC0415
-    import uuid  # noqa: PLC0415
-    from datetime import UTC, datetime  # noqa: PLC0415
+    from pulse.webhook_endpoints import InvalidFields  # noqa: PLC0415
 
-    _check_target(url)
-    names = _webhook_names()
-    endpoint_id = f"ep_{uuid.uuid4().hex}"
-    secret = "whsec_" + base64.b64encode(secrets.token_bytes(24)).decode()
-    parameter = names.secret_parameter(endpoint_id)
-    aws("ssm").put_parameter(Name=parameter, Value=secret, Type="SecureString", Overwrite=True)
-    now = datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-    aws("dynamodb").put_item(
-        TableName=names.table,
-        Item={
-            "account_id": {"S": account},
-            "endpoint_id": {"S": endpoint_id},
-            "url": {"S": url},
-            "secret_parameter": {"S": parameter},
-            "created_at": {"S": now},
-        },
-    )
-    click.echo(f"endpoint: {endpoint_id}")
-    click.echo(f"secret: {secret}")
+    try:
+        made = _endpoints().create(
+            account,
+            url,
+            description=description,
+            event_types=list(event_types) or None,
+            schedule=schedule,
+            now=_now(),
+        )
+    except InvalidFields as exc:
+        raise _refused(exc.url_refused or exc.errors[0]) from exc
+    click.echo(f"endpoint: {made.endpoint.endpoint_id}")
+    click.echo(f"secret: {made.secret}")
 
 
 @webhooks.command(name="list")
 @click.option("--account", default=None, help="Only this account's endpoints.")
 def webhooks_list(account: str | None) -> None:
-    """Print endpoints, one `account endpoint url` line each."""
-    names = _webhook_names()
-    ddb = aws("dynamodb")
-    if account is None:
-        pages = ddb.get_paginator("scan").paginate(TableName=names.table)
-    else:
-        pages = ddb.get_paginator("query").paginate(
-            TableName=names.table,
-            KeyConditionExpression="account_id = :a",
-            ExpressionAttributeValues={":a": {"S": account}},
-        )
-    rows = sorted(
-        (i["account_id"]["S"], i["endpoint_id"]["S"], i["url"]["S"])
-        for page in pages
-        for i in page.get("Items", [])
-    )
-    for row in rows:
-        click.echo(" ".join(row))
+    """Print endpoints, one `account endpoint url` line each (a disabled one ends in
+    `(disabled)`)."""
+    store = _endpoints()
+    found: list[WebhookEndpoint] = []
+    cursor: str | None = None
+    while True:
+        page = store.page(account, limit=100, cursor=cursor)
+        found += page.items
+        cursor = page.next_cursor
+        if cursor is None:
+            break
+    for e in sorted(found, key=lambda e: (e.account_id, e.endpoint_id)):
+        click.echo(f"{e.account_id} {e.endpoint_id} {e.url}" + " (disabled)" * e.disabled)
 
 
 @webhooks.command(name="remove")
-@click.option("--account", required=True)
-@click.option("--endpoint", "endpoint_id", required=True, help="The endpoint id (ep_...).")
-def webhooks_remove(account: str, endpoint_id: str) -> None:
+@_ACCOUNT
+@_ENDPOINT
+def webhooks_remove(account: str | None, endpoint_id: str) -> None:
     """Remove an endpoint and its secret; deliveries already queued for it are dropped."""
-    names = _webhook_names()
-    got = aws("dynamodb").delete_item(
-        TableName=names.table,
-        Key={"account_id": {"S": account}, "endpoint_id": {"S": endpoint_id}},
-        ReturnValues="ALL_OLD",
-    )
-    if not got.get("Attributes"):
-        click.echo(f"no endpoint {endpoint_id} for account {account}", err=True)
+    store = _endpoints()
+    endpoint = _endpoint(store, endpoint_id, account)
+    if store.delete(endpoint.account_id, endpoint.endpoint_id) is None:
+        click.echo(f"no endpoint {endpoint_id} for account {endpoint.account_id}", err=True)
         sys.exit(1)
-    ssm = aws("ssm")
-    with contextlib.suppress(ssm.exceptions.ParameterNotFound):
-        ssm.delete_parameter(Name=names.secret_parameter(endpoint_id))
     click.echo(f"removed {endpoint_id}")
+
+
+@webhooks.command(name="rotate-secret")
+@_ACCOUNT
+@_ENDPOINT
+def webhooks_rotate_secret(account: str | None, endpoint_id: str) -> None:
+    """A new signing secret, printed once; the old one keeps signing (beside it) for
+    PULSE_WEBHOOK_SECRET_OVERLAP_SECONDS."""
+    store = _endpoints()
+    rotated = store.rotate_secret(_endpoint(store, endpoint_id, account), now=_now())
+    if rotated is None:
+        click.echo(f"no endpoint {endpoint_id}", err=True)
+        sys.exit(1)
+    click.echo(f"secret: {rotated.secret}")
+    click.echo(f"previous secret valid until: {rotated.previous_valid_until or 'now'}")
+
+
+@webhooks.command(name="test")
+@_ACCOUNT
+@_ENDPOINT
+def webhooks_test(account: str | None, endpoint_id: str) -> None:
+    """Send the endpoint a pulse.webhook.test event (queued like any delivery)."""
+    from pulse.webhook_deliveries import WEBHOOK_TEST, send_test  # noqa: PLC0415
+
+    endpoint = _endpoint(_endpoints(), endpoint_id, account)
+    event = send_test(_queue(), endpoint, now=_now())
+    click.echo(f"queued {WEBHOOK_TEST} {event.id} for {endpoint_id}")
+
+
+class _Moment(click.ParamType[datetime]):
+    """An ISO 8601 time (2026-12-04T10:00:00Z, or a date); UTC without a zone."""
+
+    name = "time"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if isinstance(value, datetime):
+            return value
+        try:
+            return datetime.fromisoformat(str(value))
+        except ValueError:
+            self.fail(f"{value!r} is not an ISO 8601 time such as 2026-12-04T10:00:00Z", param, ctx)
+
+
+@webhooks.command(name="replay")
+@_ACCOUNT
+@_ENDPOINT
+@click.option("--since", required=True, type=_Moment(), help="From this time (ISO 8601).")
+@click.option("--until", default=None, type=_Moment(), help="Up to this time (default: now).")
+def webhooks_replay(
+    account: str | None, endpoint_id: str, since: datetime, until: datetime | None
+) -> None:
+    """Send the account's notifications of a time span to the endpoint again, with their
+    original ids (webhook-id), oldest first, at most PULSE_WEBHOOK_REPLAY_MAX_EVENTS."""
+    from pulse.webhook_deliveries import replay, replay_window  # noqa: PLC0415
+    from pulse.webhook_endpoints import InvalidField, WebhookEndpointSettings  # noqa: PLC0415
+
+    endpoint = _endpoint(_endpoints(), endpoint_id, account)
+    try:
+        start, end = replay_window(since, until, now=_now())
+    except InvalidField as exc:
+        raise _refused(exc) from exc
+    limit = settings_of(WebhookEndpointSettings).webhook_replay_max_events
+    done = replay(
+        _queue(),
+        aws("dynamodb"),
+        settings().names.events_table,
+        endpoint,
+        since=start,
+        until=end,
+        limit=limit,
+    )
+    click.echo(f"queued {len(done.events)} events for {endpoint_id}")
+    if done.next_since is not None:
+        click.echo(f"more after the first {limit}: run again with --since {done.next_since}")

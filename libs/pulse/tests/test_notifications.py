@@ -6,9 +6,9 @@ from typing import Any
 
 import pytest
 
-from notify_worker.notifications import notification_event, notification_text
 from pulse.errors import PermanentError
 from pulse.events import NOTIFICATION, PAYMENT_UPDATED, new_event, stable_event_id
+from pulse.notifications import notification_event, notification_text
 
 PAYMENT = {
     "payment_id": "p-1",

@@ -1,0 +1,317 @@
+"""Integration: webhook endpoints through ``python -m ingest`` (a real process, real moto):
+an account manages its own, an operator everyone's; a secret is shown once; another
+account's endpoint is 404; internal URLs are 422 with the reason; API keys need
+``webhooks:manage``; replays are bounded and keep the original ids."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import aiohttp
+import jsonschema
+import pytest
+
+from pulse.api_keys import DEFAULT_SCOPES, WEBHOOKS_MANAGE, ApiKeyTable, new_api_key
+from pulse.auth import issue_token
+from pulse.clients import aws_client
+from pulse.events import iso_timestamp, stable_event_id
+from pulse.settings import DEV_JWT_SECRET, PulseSettings
+from pulse.topology import TopologyOutputs, WebhookNames
+from pulse.webhook_deliveries import Delivery
+from pulse.webhook_endpoints import read_signing_secrets
+from pulse_dev.testing import free_port, payment_updated, updated_payment
+from stream_processor.records import audit_item
+
+OPS = issue_token(DEV_JWT_SECRET, sub="ops-ana", roles=["ops"])
+ALICE = issue_token(DEV_JWT_SECRET, sub="alice")
+BOB = issue_token(DEV_JWT_SECRET, sub="bob")
+PROBLEMS = "https://pulse.dev/problems/"
+URL = "https://hooks.example.com/pulse"
+BASE = "/v1/webhook-endpoints"
+REPLAY_MAX = 2
+
+
+@dataclass
+class Api:
+    url: str
+    http: aiohttp.ClientSession
+    settings: PulseSettings
+    spec: dict[str, Any]
+
+    async def call(
+        self, method: str, path: str, token: str = OPS, **kwargs: Any
+    ) -> tuple[int, Any]:
+        headers = {"Authorization": f"Bearer {token}"}
+        async with self.http.request(method, self.url + path, headers=headers, **kwargs) as resp:
+            body = await resp.json(content_type=None) if resp.status != 204 else None
+            return resp.status, body
+
+    async def create(self, token: str, **body: Any) -> dict[str, Any]:
+        status, made = await self.call("POST", BASE, token, json={"url": URL, **body})
+        assert status == 201, made
+        return dict(made)
+
+    def conforms(self, document: Any, schema: str) -> None:
+        ref = {"$ref": f"#/components/schemas/{schema}", "components": self.spec["components"]}
+        jsonschema.validate(document, ref)
+
+
+@pytest.fixture
+async def api(
+    topology: TopologyOutputs, stack_settings: PulseSettings, service_process: Any
+) -> AsyncIterator[Api]:
+    port = free_port()
+    service_process(
+        "ingest",
+        PULSE_HTTP_PORT=str(port),
+        PULSE_WEBHOOK_SECRET_OVERLAP_SECONDS="3600",
+        PULSE_WEBHOOK_REPLAY_MAX_EVENTS=str(REPLAY_MAX),
+    ).start(wait_port=port)
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=15)) as http:
+        async with http.get(f"http://127.0.0.1:{port}/openapi.json") as resp:
+            spec = await resp.json()
+        yield Api(f"http://127.0.0.1:{port}", http, stack_settings, spec)
+
+
+async def test_an_account_registers_an_endpoint_and_its_secret_is_shown_once(api: Api) -> None:
+    status, made = await api.call(
+        "POST",
+        BASE,
+        ALICE,
+        json={"url": URL, "description": "orders", "event_types": ["pulse.notification"]},
+    )
+    assert status == 201, made
+    api.conforms(made, "WebhookEndpointWithSecret")
+    endpoint_id = made["endpoint_id"]
+    assert made["account_id"] == "alice"
+    assert made["secret"].startswith("whsec_")
+    assert (made["url"], made["description"]) == (URL, "orders")
+    assert made["event_types"] == ["pulse.notification"]
+    assert made["disabled"] is False
+    # the secret is the one deliveries are signed with
+    ssm = aws_client("ssm", api.settings)
+    parameter = WebhookNames.from_prefix(api.settings.resource_prefix).secret_parameter(endpoint_id)
+    secrets = read_signing_secrets(ssm, parameter)
+    assert secrets is not None
+    assert secrets.current == made["secret"]
+
+    status, read = await api.call("GET", f"{BASE}/{endpoint_id}", ALICE)
+    assert status == 200
+    api.conforms(read, "WebhookEndpoint")
+    assert "secret" not in read
+    assert read == {k: v for k, v in made.items() if k != "secret"}
+    status, listed = await api.call("GET", BASE, ALICE)
+    assert status == 200
+    api.conforms(listed, "WebhookEndpointPage")
+    assert [e["endpoint_id"] for e in listed["items"]] == [endpoint_id]
+    assert all("secret" not in e for e in listed["items"])
+
+    status, changed = await api.call(
+        "PATCH",
+        f"{BASE}/{endpoint_id}",
+        ALICE,
+        json={"description": None, "event_types": None, "schedule": "*/5 * * * *"},
+    )
+    assert status == 200, changed
+    assert (changed["description"], changed["event_types"]) == (None, None)
+    assert changed["schedule"] == "*/5 * * * *"
+
+    status, rotated = await api.call("POST", f"{BASE}/{endpoint_id}/rotate-secret", ALICE)
+    assert status == 200, rotated
+    api.conforms(rotated, "WebhookEndpointWithSecret")
+    assert rotated["secret"].startswith("whsec_")
+    assert rotated["secret"] != made["secret"]
+    until = datetime.fromisoformat(rotated["previous_secret_expires_at"])
+    rotated_at = datetime.fromisoformat(rotated["secret_rotated_at"])
+    assert until - rotated_at == timedelta(hours=1)  # PULSE_WEBHOOK_SECRET_OVERLAP_SECONDS
+    secrets = read_signing_secrets(ssm, parameter)
+    assert secrets is not None
+    assert secrets.valid(rotated_at.timestamp()) == (rotated["secret"], made["secret"])
+
+    status, _ = await api.call("DELETE", f"{BASE}/{endpoint_id}", ALICE)
+    assert status == 204
+    status, problem = await api.call("GET", f"{BASE}/{endpoint_id}", ALICE)
+    assert (status, problem["type"]) == (404, PROBLEMS + "not-found")
+    assert read_signing_secrets(ssm, parameter) is None
+
+
+async def test_another_accounts_endpoint_is_404_and_an_operator_sees_every_account(
+    api: Api,
+) -> None:
+    alices = (await api.create(ALICE))["endpoint_id"]
+    bobs = (await api.create(BOB))["endpoint_id"]
+    path = f"{BASE}/{alices}"
+    for method, suffix, body in (
+        ("GET", "", None),
+        ("PATCH", "", {"disabled": True}),
+        ("DELETE", "", None),
+        ("POST", "/rotate-secret", None),
+        ("POST", "/test", None),
+        ("POST", "/replay", {"since": "2026-01-01T00:00:00Z"}),
+    ):
+        status, problem = await api.call(method, path + suffix, BOB, json=body)
+        assert (status, problem["type"]) == (404, PROBLEMS + "not-found"), (method, suffix)
+    status, listed = await api.call("GET", BASE, BOB)
+    assert [e["endpoint_id"] for e in listed["items"]] == [bobs]
+    status, problem = await api.call("GET", f"{BASE}?account_id=alice", BOB)
+    assert (status, problem["type"]) == (403, PROBLEMS + "forbidden")
+    status, problem = await api.call("POST", BASE, BOB, json={"url": URL, "account_id": "alice"})
+    assert status == 403
+    # nothing of Alice's changed
+    status, read = await api.call("GET", path, ALICE)
+    assert (status, read["disabled"]) == (200, False)
+
+    # an operator: every account's, one account's, any endpoint by its id alone
+    status, everyone = await api.call("GET", BASE)
+    assert {e["endpoint_id"] for e in everyone["items"]} == {alices, bobs}
+    status, only = await api.call("GET", f"{BASE}?account_id=alice")
+    assert [e["endpoint_id"] for e in only["items"]] == [alices]
+    status, read = await api.call("GET", path)
+    assert (status, read["account_id"]) == (200, "alice")
+    status, made = await api.call("POST", BASE, json={"url": URL, "account_id": "carol"})
+    assert (status, made["account_id"]) == (201, "carol")
+    seen, cursor = [], None
+    while True:
+        query = f"?limit=1&cursor={cursor}" if cursor else "?limit=1"
+        status, page = await api.call("GET", BASE + query)
+        assert status == 200, page
+        seen += [e["endpoint_id"] for e in page["items"]]
+        if (cursor := page["next_cursor"]) is None:
+            break
+    assert sorted(seen) == sorted({alices, bobs, made["endpoint_id"]})
+
+
+@pytest.mark.parametrize(
+    ("url", "words"),
+    [
+        ("https://169.254.169.254/latest/meta-data/", "the cloud metadata service"),
+        ("https://10.1.2.3/hook", "private (RFC 1918)"),
+        ("https://127.0.0.1:9000/hook", "loopback"),
+        ("https://localhost/hook", "loopback"),
+        ("http://hooks.example.com/hook", "http:// is refused"),
+        ("ftp://hooks.example.com/hook", "https:// URLs only"),
+    ],
+)
+async def test_an_internal_or_plain_url_is_422_with_the_reason(
+    api: Api, url: str, words: str
+) -> None:
+    status, problem = await api.call("POST", BASE, ALICE, json={"url": url})
+    assert status == 422
+    api.conforms(problem, "ProblemDocument")
+    assert problem["type"] == PROBLEMS + "webhook-url-refused"
+    assert words in problem["detail"]
+    assert [e["field"] for e in problem["errors"]] == ["url"]
+    assert "^" not in problem["detail"]  # words, not a pattern
+    status, listed = await api.call("GET", BASE, ALICE)
+    assert listed["items"] == []
+    # a change to such a URL is refused the same way
+    endpoint_id = (await api.create(ALICE))["endpoint_id"]
+    status, problem = await api.call("PATCH", f"{BASE}/{endpoint_id}", ALICE, json={"url": url})
+    assert (status, problem["type"]) == (422, PROBLEMS + "webhook-url-refused")
+
+
+@pytest.mark.parametrize(
+    ("body", "kind", "fields"),
+    [
+        ({"url": URL, "event_types": ["pulse.payment.deleted"]}, "validation", ["event_types"]),
+        ({"url": URL, "event_types": []}, "validation", ["event_types"]),
+        ({"url": URL, "schedule": "every monday"}, "invalid-schedule", ["schedule"]),
+        ({"url": URL, "secret": "whsec_mine"}, "validation", ["secret"]),
+        ({"description": "no url"}, "validation", ["url"]),
+        ({"url": 5}, "validation", ["url"]),
+        ({"url": "https://hooks.exämple.com/h"}, "webhook-url-refused", ["url"]),
+    ],
+)
+async def test_bad_fields_are_named(
+    api: Api, body: dict[str, Any], kind: str, fields: list[str]
+) -> None:
+    status, problem = await api.call("POST", BASE, ALICE, json=body)
+    assert (status, problem["type"]) == (422, PROBLEMS + kind), problem
+    assert [e["field"] for e in problem["errors"]] == fields
+
+
+async def test_api_keys_need_the_webhooks_scope(api: Api) -> None:
+    keys = ApiKeyTable(aws_client("dynamodb", api.settings), api.settings.names.api_keys_table)
+    payments = new_api_key("alice", name="backend", scopes=DEFAULT_SCOPES, now="t")
+    hooks = new_api_key("alice", name="hooks", scopes=frozenset({WEBHOOKS_MANAGE}), now="t")
+    keys.put(payments.key)
+    keys.put(hooks.key)
+    for method, body in (("POST", {"url": URL}), ("GET", None)):
+        status, problem = await api.call(method, BASE, payments.token, json=body)
+        assert (status, problem["type"]) == (403, PROBLEMS + "insufficient-scope")
+        assert "webhooks:manage" in problem["detail"]
+    status, made = await api.call("POST", BASE, hooks.token, json={"url": URL})
+    assert (status, made["account_id"]) == (201, "alice")
+    status, _ = await api.call("GET", f"{BASE}/{made['endpoint_id']}", hooks.token)
+    assert status == 200
+
+
+async def test_a_test_event_is_queued_for_that_endpoint_unless_disabled(
+    api: Api, topology: TopologyOutputs
+) -> None:
+    endpoint_id = (await api.create(ALICE))["endpoint_id"]
+    status, queued = await api.call("POST", f"{BASE}/{endpoint_id}/test", ALICE)
+    assert status == 202, queued
+    api.conforms(queued, "WebhookTestQueued")
+    (delivery,) = _deliveries(api, topology)
+    assert delivery.endpoint_id == endpoint_id
+    assert delivery.event["id"] == queued["event_id"]
+    assert delivery.event["type"] == "pulse.webhook.test"
+
+    await api.call("PATCH", f"{BASE}/{endpoint_id}", ALICE, json={"disabled": True})
+    for suffix, body in (("/test", None), ("/replay", {"since": "2026-01-01T00:00:00Z"})):
+        status, problem = await api.call("POST", f"{BASE}/{endpoint_id}{suffix}", ALICE, json=body)
+        assert (status, problem["type"]) == (409, PROBLEMS + "endpoint-disabled")
+
+
+async def test_a_replay_sends_the_original_ids_a_bounded_number_at_a_time(
+    api: Api, topology: TopologyOutputs
+) -> None:
+    ddb = aws_client("dynamodb", api.settings)
+    start = datetime.now(UTC) - timedelta(hours=1)
+    ids = []
+    for i in range(3):
+        data = updated_payment(account_id="alice", payment_id=f"p-{i}")
+        event = payment_updated(data, event_id=f"ev-replay-{i}")
+        at = iso_timestamp(start + timedelta(minutes=i))
+        row = audit_item(event.model_copy(update={"time": at}), str(i + 1), expires_at=2**31)
+        ddb.put_item(TableName=api.settings.names.events_table, Item=row)
+        ids.append(stable_event_id(event.id, "notification"))
+    endpoint_id = (await api.create(ALICE))["endpoint_id"]
+    since = iso_timestamp(start)
+
+    path = f"{BASE}/{endpoint_id}/replay"
+    status, done = await api.call("POST", path, ALICE, json={"since": since})
+    assert status == 202, done
+    api.conforms(done, "WebhookReplayQueued")
+    assert (done["queued"], done["max_events"]) == (REPLAY_MAX, REPLAY_MAX)
+    assert done["next_since"] == iso_timestamp(start + timedelta(minutes=2))
+    status, rest = await api.call("POST", path, ALICE, json={"since": done["next_since"]})
+    assert (status, rest["queued"], rest["next_since"]) == (202, 1, None)
+    assert [d.event["id"] for d in _deliveries(api, topology)] == ids
+
+    for body, kind in (
+        ({"since": since, "until": since}, "invalid-replay-window"),
+        ({"since": "2999-01-01T00:00:00Z"}, "invalid-replay-window"),
+        ({"since": "yesterday"}, "validation"),
+        ({"since": "2026-01-01T00:00:00"}, "validation"),  # no offset
+        ({"until": since}, "validation"),
+        ({"since": since, "limit": 5}, "validation"),
+    ):
+        status, problem = await api.call("POST", path, ALICE, json=body)
+        assert (status, problem["type"]) == (422, PROBLEMS + kind), body
+
+
+def _deliveries(api: Api, topology: TopologyOutputs) -> list[Delivery]:
+    sqs = aws_client("sqs", api.settings)
+    url = topology.queue_urls[WebhookNames.from_prefix(api.settings.resource_prefix).queue]
+    got: list[Delivery] = []
+    while True:
+        batch = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, VisibilityTimeout=60)
+        messages = batch.get("Messages", [])
+        if not messages:
+            return got
+        got += [Delivery.from_json(m["Body"].encode()) for m in messages]
