@@ -64,6 +64,25 @@ class PaymentPage(BaseModel):
     )
 
 
+def _page_parameters(maximum: int, default: int) -> list[dict[str, Any]]:
+    """The query parameters of a listing read a page at a time: ``limit`` and ``cursor``."""
+    return [
+        {
+            "name": "limit",
+            "in": "query",
+            "required": False,
+            "schema": {"type": "integer", "minimum": 1, "maximum": maximum, "default": default},
+        },
+        {
+            "name": "cursor",
+            "in": "query",
+            "required": False,
+            "description": "The `next_cursor` of the previous page.",
+            "schema": {"type": "string"},
+        },
+    ]
+
+
 def _schemas() -> dict[str, Any]:
     _, top = models_json_schema(
         [
@@ -230,24 +249,7 @@ _LIST_IN_REVIEW: Final = {
             "description": "Only REVIEW can be listed.",
             "schema": {"type": "string", "enum": [REVIEW]},
         },
-        {
-            "name": "limit",
-            "in": "query",
-            "required": False,
-            "schema": {
-                "type": "integer",
-                "minimum": 1,
-                "maximum": MAX_LISTING_LIMIT,
-                "default": DEFAULT_LISTING_LIMIT,
-            },
-        },
-        {
-            "name": "cursor",
-            "in": "query",
-            "required": False,
-            "description": "The `next_cursor` of the previous page.",
-            "schema": {"type": "string"},
-        },
+        *_page_parameters(MAX_LISTING_LIMIT, DEFAULT_LISTING_LIMIT),
     ],
     "responses": {
         "200": _json("A page of payments in REVIEW.", _ref("PaymentPage")),
@@ -562,24 +564,7 @@ def _webhook_paths() -> dict[str, Any]:
                         "description": "Operators: only this account's. Accounts: their own.",
                         "schema": {"type": "string", "pattern": ID_PATTERN},
                     },
-                    {
-                        "name": "limit",
-                        "in": "query",
-                        "required": False,
-                        "schema": {
-                            "type": "integer",
-                            "minimum": 1,
-                            "maximum": MAX_ENDPOINT_LIMIT,
-                            "default": DEFAULT_ENDPOINT_LIMIT,
-                        },
-                    },
-                    {
-                        "name": "cursor",
-                        "in": "query",
-                        "required": False,
-                        "description": "The `next_cursor` of the previous page.",
-                        "schema": {"type": "string"},
-                    },
+                    *_page_parameters(MAX_ENDPOINT_LIMIT, DEFAULT_ENDPOINT_LIMIT),
                 ]
             },
         },

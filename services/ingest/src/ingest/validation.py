@@ -62,6 +62,7 @@ __all__ = [
     "amount_schema",
     "canonical_request",
     "currency_digits",
+    "page_limit",
     "parse_idempotency_key",
     "parse_json",
     "parse_payment_id",
@@ -71,6 +72,7 @@ __all__ = [
     "parse_traceparent",
     "payment_id_for_key",
     "request_hash",
+    "unknown_parameters",
     "whole_amount_rule",
 ]
 
@@ -116,6 +118,27 @@ class JsonNumber:
     """A JSON number kept as the exact text the client sent."""
 
     text: str
+
+
+def page_limit(
+    query: Mapping[str, str], default: int, maximum: int, errors: list[FieldError]
+) -> int:
+    """The ``limit`` of a listing's page (``default`` when absent); a value that is not a
+    whole number from 1 to ``maximum`` is added to ``errors`` (and read as 0)."""
+    text = query.get("limit", str(default))
+    limit = int(text) if text.isascii() and text.isdigit() and len(text) <= 6 else 0  # noqa: PLR2004
+    if not 1 <= limit <= maximum:
+        errors.append(
+            FieldError(field="limit", message=f"limit must be a whole number from 1 to {maximum}")
+        )
+    return limit
+
+
+def unknown_parameters(query: Mapping[str, str], known: set[str]) -> list[FieldError]:
+    """One error per query parameter a listing does not take."""
+    return [
+        FieldError(field=name, message="unknown parameter") for name in sorted(set(query) - known)
+    ]
 
 
 def parse_json(raw: bytes) -> Any:
@@ -425,14 +448,8 @@ def parse_review_listing(query: Mapping[str, str]) -> ReviewListing:
     if status != REVIEW:
         message = "field required" if status is None else "only status=REVIEW can be listed"
         errors.append(FieldError(field="status", message=message))
-    limit_text = query.get("limit", str(DEFAULT_LISTING_LIMIT))
-    digits = limit_text.isascii() and limit_text.isdigit() and len(limit_text) <= 6  # noqa: PLR2004
-    limit = int(limit_text) if digits else 0
-    if not 1 <= limit <= MAX_LISTING_LIMIT:
-        message = f"limit must be a whole number from 1 to {MAX_LISTING_LIMIT}"
-        errors.append(FieldError(field="limit", message=message))
-    unknown = sorted(set(query) - {"status", "limit", "cursor"})
-    errors += [FieldError(field=name, message="unknown parameter") for name in unknown]
+    limit = page_limit(query, DEFAULT_LISTING_LIMIT, MAX_LISTING_LIMIT, errors)
+    errors += unknown_parameters(query, {"status", "limit", "cursor"})
     if errors:
         raise unprocessable(errors)
     cursor = query.get("cursor") or None

@@ -28,7 +28,7 @@ from aiohttp import web
 
 from ingest.authz import Action, Verdict, authorize
 from ingest.handling import allowed, json_response, read_body
-from ingest.validation import ID_PATTERN, parse_json
+from ingest.validation import ID_PATTERN, page_limit, parse_json, unknown_parameters
 from pulse.events import iso_timestamp, utc_now
 from pulse.logging import get_logger
 from pulse.problems import FieldError, Problem, bad_request, not_found, unprocessable
@@ -360,13 +360,8 @@ def _listing(query: Mapping[str, str]) -> tuple[str | None, int, str | None]:
     if account_id is not None and not _ID.fullmatch(account_id):
         message = "must be 1 to 128 letters, digits or the characters _ . @ -"
         errors.append(FieldError(field="account_id", message=message))
-    text = query.get("limit", str(DEFAULT_ENDPOINT_LIMIT))
-    limit = int(text) if text.isascii() and text.isdigit() and len(text) <= 6 else 0  # noqa: PLR2004
-    if not 1 <= limit <= MAX_ENDPOINT_LIMIT:
-        message = f"limit must be a whole number from 1 to {MAX_ENDPOINT_LIMIT}"
-        errors.append(FieldError(field="limit", message=message))
-    unknown = sorted(set(query) - {"account_id", "limit", "cursor"})
-    errors += [FieldError(field=name, message="unknown parameter") for name in unknown]
+    limit = page_limit(query, DEFAULT_ENDPOINT_LIMIT, MAX_ENDPOINT_LIMIT, errors)
+    errors += unknown_parameters(query, {"account_id", "limit", "cursor"})
     if errors:
         raise unprocessable(errors)
     return account_id, limit, query.get("cursor") or None
