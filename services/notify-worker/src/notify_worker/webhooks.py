@@ -1,20 +1,16 @@
-"""Signed webhooks to third parties: fan-out per endpoint, then ordered, rate-limited delivery.
+"""Signed webhooks to third parties: the signature, the delivery message, the fan-out.
 
 Two halves, joined by the FIFO queue ``{prefix}webhooks.fifo``:
 
 1. :class:`WebhookFanout` (a :class:`~notify_worker.notifiers.Notifier`): for each
    notification, one delivery message per endpoint of the account (the endpoints table,
-   ``pulse webhooks add``), ``MessageGroupId`` = the endpoint id (so each endpoint gets its
-   events in order) and ``MessageDeduplicationId`` = a hash of event id and endpoint id (so a
-   replayed notification is not queued twice within SQS's 5-minute window).
-2. :class:`WebhookDeliverer` (a handler of the FIFO queue): signs the event per the Standard
-   Webhooks spec (:func:`signature_headers`) with the endpoint's secret from SSM Parameter
-   Store (cached), waits for the per-endpoint rate limit (a Redis counter per endpoint and
-second; waiting does not spend an attempt), and POSTs it.
-   2xx: delivered. 5xx, 408, 429, a timeout or a connection error: retried with the
-   runtime's growing backoff, the group waiting meanwhile; after ``max_attempts``, the
-   dead-letter queue with the last error. Any other 4xx: the dead-letter queue at once.
-   An endpoint removed meanwhile (its secret gone): the delivery is dropped.
+   ``pulse webhooks add``), ``MessageGroupId`` = the endpoint id (so each endpoint's first
+   attempts are made one at a time, in the order queued) and ``MessageDeduplicationId`` = a
+   hash of event id and endpoint id (so a replayed notification is not queued twice within
+   SQS's 5-minute window).
+2. :class:`notify_worker.delivery.WebhookDeliverer` makes the attempts: each signed per the
+   Standard Webhooks spec (:func:`signature_headers`), counted per (endpoint, event) in the
+   attempt log, retried on the schedule, rate-limited per endpoint.
 
 ``webhook-id`` is the event id, so a receiver can drop the duplicates at-least-once
 delivery may bring.
@@ -26,53 +22,28 @@ import asyncio
 import base64
 import hashlib
 import hmac
-import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any, Final
 
-import aiohttp
 import orjson
-from prometheus_client import Counter, Histogram
 
 from pulse.errors import PermanentError, RetryableError
-from pulse.events import CloudEvent
-from pulse.logging import event_context, get_logger
 
 if TYPE_CHECKING:
-    from notify_worker.endpoints import EndpointDirectory, SecretStore
-    from pulse.clients import RedisClient
-    from pulse.consumer import SqsMessage
-    from pulse.topology import WebhookNames
+    from notify_worker.endpoints import EndpointDirectory
+    from pulse.events import CloudEvent
 
 __all__ = [
     "Delivery",
-    "WebhookDeliverer",
+    "QueueUrls",
     "WebhookFanout",
     "delivery_verdict",
-    "rate_key",
     "sign",
     "signature_headers",
 ]
 
-log = get_logger("notify_worker.webhooks")
-
 SECRET_PREFIX: Final = "whsec_"  # noqa: S105 - the format's prefix, not a secret
 _MAX_BATCH: Final = 10
-
-DELIVERIES = Counter(
-    "pulse_webhook_deliveries_total",
-    "Webhook delivery attempts by outcome (delivered, retry, failed, dropped)",
-    ["outcome"],
-)
-REQUEST_DURATION = Histogram(
-    "pulse_webhook_request_duration_seconds",
-    "Time of one webhook POST, by status class (or 'error')",
-    ["status_class"],
-    buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
-)
-RATE_LIMITED = Counter(
-    "pulse_webhook_rate_limited_total", "Deliveries postponed by the per-endpoint rate limit"
-)
 
 
 def _secret_key(secret: str) -> bytes:
@@ -111,30 +82,61 @@ def delivery_verdict(status: int) -> str:
 
 @dataclass(frozen=True)
 class Delivery:
-    """One event for one endpoint: the FIFO message body."""
+    """One event for one endpoint, and which attempt it is: the body of a message on the
+    FIFO queue (attempt 1, due at once) or on the retries queue (a later attempt, due at
+    ``due_at_ms``, Unix milliseconds)."""
 
     endpoint_id: str
     account_id: str
     url: str
     secret_parameter: str
     event: dict[str, Any]
+    attempt: int = 1
+    due_at_ms: int = 0
+
+    @property
+    def event_id(self) -> str:
+        return str(self.event.get("id", ""))
 
     def to_json(self) -> bytes:
-        return orjson.dumps(self.__dict__)
+        return orjson.dumps(asdict(self))
 
     @classmethod
     def from_json(cls, raw: bytes) -> Delivery:
         try:
             data = orjson.loads(raw)
-            return cls(
+            delivery = cls(
                 endpoint_id=str(data["endpoint_id"]),
                 account_id=str(data["account_id"]),
                 url=str(data["url"]),
                 secret_parameter=str(data["secret_parameter"]),
                 event=dict(data["event"]),
+                attempt=int(data.get("attempt", 1)),
+                due_at_ms=int(data.get("due_at_ms", 0)),
             )
         except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
             raise PermanentError(f"not a webhook delivery: {type(exc).__name__}") from exc
+        if delivery.attempt < 1 or not delivery.event_id:
+            raise PermanentError("not a webhook delivery: no event id, or attempt below 1")
+        return delivery
+
+
+class QueueUrls:
+    """Queue URLs by name, looked up once each (a failed lookup is retried later)."""
+
+    def __init__(self, sqs: Any) -> None:
+        self._sqs = sqs
+        self._urls: dict[str, str] = {}
+
+    async def url(self, name: str) -> str:
+        found = self._urls.get(name)
+        if found is None:
+            try:
+                got = await asyncio.to_thread(self._sqs.get_queue_url, QueueName=name)
+            except Exception as exc:
+                raise RetryableError(f"webhook queue {name}: {exc}", delay=2) from exc
+            found = self._urls[name] = str(got["QueueUrl"])
+        return found
 
 
 class WebhookFanout:
@@ -143,17 +145,8 @@ class WebhookFanout:
     def __init__(self, sqs: Any, queue_name: str, directory: EndpointDirectory) -> None:
         self._sqs = sqs
         self._queue_name = queue_name
-        self._queue_url: str | None = None
+        self._urls = QueueUrls(sqs)
         self._directory = directory
-
-    async def _url(self) -> str:
-        if self._queue_url is None:
-            try:
-                got = await asyncio.to_thread(self._sqs.get_queue_url, QueueName=self._queue_name)
-            except Exception as exc:
-                raise RetryableError(f"webhook queue {self._queue_name}: {exc}", delay=2) from exc
-            self._queue_url = str(got["QueueUrl"])
-        return self._queue_url
 
     async def notify(self, notification: CloudEvent) -> bool:
         account_id = str(notification.data["account_id"])
@@ -174,7 +167,7 @@ class WebhookFanout:
             }
             for i, e in enumerate(endpoints)
         ]
-        url = await self._url()
+        url = await self._urls.url(self._queue_name)
         for start in range(0, len(entries), _MAX_BATCH):
             chunk = entries[start : start + _MAX_BATCH]
             try:
@@ -186,99 +179,3 @@ class WebhookFanout:
             if response.get("Failed"):
                 raise RetryableError(f"queue webhook deliveries: {response['Failed'][:1]}")
         return True
-
-
-def rate_key(redis_prefix: str, endpoint_id: str, second: int) -> str:
-    """The endpoint's delivery counter of one second. Every Redis key of an endpoint carries
-    the hash tag ``{webhooks:{endpoint id}}`` (one node of a Redis Cluster per endpoint)."""
-    return f"{redis_prefix}{{webhooks:{endpoint_id}}}:rate:{second}"
-
-
-# KEYS[1] the endpoint's counter of this second; ARGV[1] limit -> 1 allowed, 0 over
-_RATE_LUA: Final = """
-local n = redis.call('INCR', KEYS[1])
-if n == 1 then redis.call('EXPIRE', KEYS[1], 2) end
-if n > tonumber(ARGV[1]) then return 0 end
-return 1
-"""
-
-
-class WebhookDeliverer:
-    """The FIFO queue's handler: one signed POST per delivery message (module doc)."""
-
-    def __init__(
-        self,
-        session: aiohttp.ClientSession,
-        secrets: SecretStore,
-        redis: RedisClient,
-        names: WebhookNames,
-        redis_prefix: str,
-        *,
-        rate_per_second: int,
-        timeout_seconds: float,
-        max_attempts: int,
-    ) -> None:
-        self._session = session
-        self._secrets = secrets
-        self._names = names
-        self._prefix = redis_prefix
-        self._rate = rate_per_second
-        self._timeout = aiohttp.ClientTimeout(total=timeout_seconds)
-        self._max_attempts = max_attempts
-        self._rate_script = redis.register_script(_RATE_LUA)
-
-    async def handle(self, message: SqsMessage) -> None:
-        delivery = Delivery.from_json(message.body)
-        event = delivery.event
-        try:
-            trace = CloudEvent.model_validate(event).trace_id
-        except ValueError as exc:  # pydantic's ValidationError is a ValueError
-            raise PermanentError(f"delivery without a CloudEvent: {exc}") from exc
-        with event_context(str(event.get("id")), trace, endpoint_id=delivery.endpoint_id):
-            await self._deliver(delivery, message.receive_count)
-
-    async def _allowed(self, endpoint_id: str) -> bool:
-        key = rate_key(self._prefix, endpoint_id, int(time.time()))
-        return bool(await self._rate_script(keys=[key], args=[self._rate]))
-
-    async def _deliver(self, delivery: Delivery, attempt: int) -> None:
-        secret = await self._secrets.secret(delivery.secret_parameter)
-        if secret is None:
-            DELIVERIES.labels("dropped").inc()
-            log.debug("endpoint removed: delivery dropped")
-            return
-        while not await self._allowed(delivery.endpoint_id):
-            # Wait for the next second holding the message (the heartbeat keeps it hidden):
-            # going back to the queue would spend one of its attempts.
-            RATE_LIMITED.inc()
-            await asyncio.sleep(1.0 - time.time() % 1.0 + 0.005)
-        body = orjson.dumps(delivery.event)
-        headers = signature_headers(secret, str(delivery.event["id"]), int(time.time()), body)
-        start = time.perf_counter()
-        try:
-            async with self._session.post(
-                delivery.url, data=body, headers=headers, timeout=self._timeout
-            ) as response:
-                status = response.status
-                await response.read()
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            REQUEST_DURATION.labels("error").observe(time.perf_counter() - start)
-            self._retry_or_give_up(f"{type(exc).__name__}: {exc}", attempt)
-            return
-        REQUEST_DURATION.labels(f"{status // 100}xx").observe(time.perf_counter() - start)
-        verdict = delivery_verdict(status)
-        if verdict == "delivered":
-            DELIVERIES.labels("delivered").inc()
-            log.debug("webhook delivered", status=status, attempt=attempt)
-        elif verdict == "retry":
-            self._retry_or_give_up(f"HTTP {status}", attempt)
-        else:
-            DELIVERIES.labels("failed").inc()
-            raise PermanentError(f"webhook refused: HTTP {status}")
-
-    def _retry_or_give_up(self, error: str, attempt: int) -> None:
-        if attempt >= self._max_attempts:
-            DELIVERIES.labels("failed").inc()
-            raise PermanentError(f"webhook failed after {attempt} attempts: {error}")
-        DELIVERIES.labels("retry").inc()
-        raise RetryableError(f"webhook attempt {attempt} failed: {error}")

@@ -101,9 +101,18 @@ PAYMENT_STATES = [
         "table/pulse-payments/index/review-queue",
     ),
 ]
+# The notify worker claims and records webhook attempts; reading the log is the readers' part.
+WEBHOOK_ATTEMPTS = SharedCode(
+    "libs/pulse/src/pulse/webhook_attempts.py",
+    tuple(
+        f"AttemptLog.{name}"
+        for name in ("claim", "renew", "release", "finish", "followed_up", "get")
+    ),
+    "table/pulse-webhook-attempts",
+)
 SHARED_CODE = {
     "fraud-worker": [SharedCode("libs/pulse/src/pulse/consumer/*.py"), *PAYMENT_STATES],
-    "notify-worker": [SharedCode("libs/pulse/src/pulse/consumer/*.py")],
+    "notify-worker": [SharedCode("libs/pulse/src/pulse/consumer/*.py"), WEBHOOK_ATTEMPTS],
     "operator": [SharedCode("libs/pulse/src/pulse/topology.py")],
     # Its failure queue and that queue's DLQ in the health report.
     "stream-processor": [SharedCode("libs/pulse/src/pulse/consumer/health.py")],

@@ -1,24 +1,31 @@
-"""``pulse webhooks``: an account's webhook endpoints (DynamoDB rows, secrets in SSM)."""
+"""``pulse webhooks``: an account's webhook endpoints (DynamoDB rows, secrets in SSM) and
+their attempt log."""
 
 from __future__ import annotations
 
 import contextlib
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any, Final
 
 import click
 
 from pulse.cli.target import aws, settings
 
+if TYPE_CHECKING:
+    from pulse.webhook_attempts import AttemptRecord
+
 __all__ = ["webhooks"]
 
+_EXCERPT_SHOWN: Final = 80
 
-@click.group(short_help="Register, list and remove webhook endpoints.")
+
+@click.group(short_help="Register, list and remove webhook endpoints; read their attempts.")
 def webhooks() -> None:
     """Manage webhook endpoints: events of an account POSTed, signed, to a third party.
 
     Endpoints live in the DynamoDB table {PULSE_RESOURCE_PREFIX}webhooks; each one's signing
-    secret (Standard Webhooks, "whsec_<base64>") in SSM Parameter Store.
+    secret (Standard Webhooks, "whsec_<base64>") in SSM Parameter Store; every attempt to
+    deliver an event in {PULSE_RESOURCE_PREFIX}webhook-attempts.
     """
 
 
@@ -103,3 +110,61 @@ def webhooks_remove(account: str, endpoint_id: str) -> None:
     with contextlib.suppress(ssm.exceptions.ParameterNotFound):
         ssm.delete_parameter(Name=names.secret_parameter(endpoint_id))
     click.echo(f"removed {endpoint_id}")
+
+
+@webhooks.command(name="attempts")
+@click.argument("endpoint_id")
+@click.option("--event", "event_id", default=None, help="Only this event's attempts.")
+@click.option(
+    "--status",
+    type=click.Choice(["failed", "succeeded"]),
+    default=None,
+    help="Only the attempts that failed, or that succeeded.",
+)
+@click.option("--limit", type=click.IntRange(1, 1000), default=50, help="Attempts shown.")
+@click.option("--cursor", default=None, help="Go on after a page (printed when there are more).")
+def webhooks_attempts(
+    endpoint_id: str, event_id: str | None, status: str | None, limit: int, cursor: str | None
+) -> None:
+    """Print an endpoint's delivery attempts, newest first, one a line: time, event,
+    attempt number, outcome, HTTP status, latency, then the error, what follows a failure
+    and the start of the answer."""
+    from pulse.webhook_attempts import AttemptLog  # noqa: PLC0415
+
+    log = AttemptLog(aws("dynamodb"), _webhook_names().attempts)
+    try:
+        page = log.query(
+            endpoint_id,
+            event_id=event_id,
+            status=status,
+            limit=limit,
+            cursor=cursor,
+        )
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--cursor") from exc
+    for record in page.items:
+        click.echo(_attempt_line(record))
+    if page.next_cursor:
+        click.echo(f"more: --cursor {page.next_cursor}", err=True)
+
+
+def _attempt_line(record: AttemptRecord) -> str:
+    seen = record.to_json()
+    parts = [
+        record.attempted_at,
+        record.event_id,
+        f"#{record.attempt}",
+        record.state,
+        str(record.status_code) if record.status_code is not None else "-",
+        f"{record.latency_ms}ms" if record.latency_ms is not None else "-",
+    ]
+    if record.error:
+        parts.append(f"error: {record.error}")
+    if record.next == "retry":
+        parts.append(f"next attempt at {seen['next_at']}")
+    elif record.next == "dead":
+        parts.append("dead-lettered")
+    if record.response:
+        excerpt = record.response[:_EXCERPT_SHOWN]
+        parts.append(f"response: {excerpt!r}")
+    return "  ".join(parts)
