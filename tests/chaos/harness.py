@@ -14,10 +14,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import base64
 import contextlib
-import hashlib
-import hmac
 import os
 import random
 import signal
@@ -51,6 +48,7 @@ from pulse_dev.emulators import (
 )
 from pulse_dev.load import random_payment
 from pulse_dev.testing import ServiceProcess, stream_entries
+from pulse_dev.webhook_receiver import verify_signature
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
@@ -546,16 +544,6 @@ class WatchingClient:
 
 
 # -- the webhook receiver -------------------------------------------------------------------
-
-
-def verify_signature(secret: str, headers: Any, body: bytes) -> bool:
-    """Standard Webhooks verification, written from the spec (not from Pulse's signer)."""
-    key = base64.b64decode(secret.removeprefix("whsec_"))
-    msg_id, timestamp = headers.get("webhook-id", ""), headers.get("webhook-timestamp", "")
-    signed = f"{msg_id}.{timestamp}.".encode() + body
-    expected = base64.b64encode(hmac.new(key, signed, hashlib.sha256).digest()).decode()
-    offered = [s.partition(",")[2] for s in headers.get("webhook-signature", "").split()]
-    return any(hmac.compare_digest(expected, s) for s in offered)
 
 
 class WebhookReceiver:

@@ -2,13 +2,15 @@
 
 The generic cell rate algorithm keeps one number per endpoint, its *theoretical arrival
 time* (TAT): the earliest moment the next request may go. A request at ``now`` goes if
-``TAT <= now`` and moves the TAT to ``now + 1/rate``; otherwise it waits ``TAT - now``.
-With no burst allowance, requests to one endpoint go out at least ``1/rate`` seconds
-apart (the interval is rounded up to the microsecond), so ``rate + 1`` of them span at
-least a second: no one-second window, wherever it starts, holds more than ``rate``. (The
-fixed per-second counter this replaces let up to twice the rate through across a second's
-boundary.) The cost is that a burst is spread out: ten events at once to an endpoint
-limited to 10/s take nine tenths of a second.
+``TAT <= now`` and moves the TAT to ``now + interval``; otherwise it waits ``TAT - now``.
+There is no burst allowance, and the interval is ``(1 s + 0.1 s) / rate``: any ``rate + 1``
+requests to one endpoint leave at least 1.1 s apart from first to last. So no one-second
+window holds more than ``rate`` of them — as they leave, and as the receiver sees them
+arrive, as long as the way there (a new connection, a busy process, the network) does not
+delay one of them by 0.1 s more than another. (The fixed per-second counter this replaces
+let up to twice the rate through across a second's boundary.) The price: an endpoint gets
+at most ``rate / 1.1`` requests a second, evenly spread — ten events at once to an endpoint
+limited to 10/s take a second.
 
 One Lua script on one key, ``{prefix}{webhooks:E}:gcra`` (the endpoint's hash tag: a single
 slot in a Redis Cluster), run by :class:`pulse.replication.ScriptRunner` in every Redis mode;
@@ -31,12 +33,16 @@ from pulse.replication import LuaScript, ScriptCall, ScriptRunner
 if TYPE_CHECKING:
     from pulse.clients import RedisClient
 
-__all__ = ["RATE_LIMITED", "EndpointRateLimit", "rate_key"]
+__all__ = ["IN_TRANSIT_MARGIN_US", "RATE_LIMITED", "EndpointRateLimit", "rate_key"]
 
 RATE_LIMITED = Counter(
     "pulse_webhook_rate_limited_total",
     "Webhook requests that waited for their endpoint's rate limit",
 )
+
+# How much later than another a request may arrive without a receiver's one-second window
+# ever holding more than the rate (module doc).
+IN_TRANSIT_MARGIN_US: Final = 100_000
 
 # KEYS[1] the endpoint's TAT (µs, Redis time); ARGV[1] the interval (µs)
 # -> 0: go now; else the µs to wait
@@ -64,7 +70,7 @@ class EndpointRateLimit:
     def __init__(self, redis: RedisClient, redis_prefix: str, *, rate_per_second: int) -> None:
         self._runner = ScriptRunner(redis)
         self._prefix = redis_prefix
-        self._interval_us = math.ceil(1_000_000 / rate_per_second)
+        self._interval_us = math.ceil((1_000_000 + IN_TRANSIT_MARGIN_US) / rate_per_second)
 
     def script_call(self, endpoint_id: str) -> ScriptCall:
         """The one script call of a turn (pure: nothing is sent)."""

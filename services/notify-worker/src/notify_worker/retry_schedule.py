@@ -3,7 +3,7 @@
 ``PULSE_WEBHOOK_RETRY_SCHEDULE`` lists the wait before each attempt, the first after the
 event was queued (it must be 0: first attempts go out at once, in their endpoint's order),
 each later one after the previous attempt failed: ``0,5s,5m,30m,2h,5h,10h,10h`` (Svix's
-schedule, the default) is eight attempts over about 28 hours. A wait is a number with an
+schedule, the default) is eight attempts over about 27 and a half hours. A wait is a number with an
 optional unit ``s``, ``m``, ``h`` or ``d`` (seconds without one).
 
 SQS delays a message by at most 15 minutes, so a longer wait is a chain of delayed
