@@ -69,6 +69,9 @@ WORKER_ENV: Final = {
     # Decisions come from the amount rules, not from the velocity of a handful of accounts.
     "PULSE_VELOCITY_REVIEW_COUNT": "1000000",
     "PULSE_VELOCITY_DECLINE_COUNT": "2000000",
+    # Webhook retries within the settle timeout, chained through 5 s delayed messages.
+    "PULSE_WEBHOOK_RETRY_SCHEDULE": "0,2s,4s,8s,15s,30s,60s",
+    "PULSE_WEBHOOK_RETRY_HOP_SECONDS": "5",
 }
 STREAM_ENV: Final = {"PULSE_FAILOVER_SECONDS": "6", "PULSE_MAX_RETRY_DELAY_SECONDS": "4"}
 # The suites are about faults, not throttling: ingest throttles, with budgets too large to
@@ -548,13 +551,15 @@ class WatchingClient:
 
 class WebhookReceiver:
     """An HTTP receiver, one URL per account, that checks every signature and records
-    each delivery's ``webhook-id`` and payment."""
+    each delivery's ``webhook-id`` and payment; while ``failing`` it answers 503."""
 
     def __init__(self) -> None:
         self.port = free_port()
         self.secrets: dict[str, str] = {}
         self.deliveries: list[tuple[str, str, str | None]] = []  # (account, webhook id, payment)
         self.bad_signatures = 0
+        self.failing = False  # set: every delivery is answered 503 and not recorded
+        self.refused = 0
         self._runner: web.AppRunner | None = None
 
     def url(self, account: str) -> str:
@@ -578,6 +583,9 @@ class WebhookReceiver:
         if secret is None or not verify_signature(secret, request.headers, body):
             self.bad_signatures += 1
             return web.Response(status=401)
+        if self.failing:
+            self.refused += 1
+            return web.Response(status=503)
         event = orjson.loads(body)
         payment = (event.get("data") or {}).get("payment_id")
         self.deliveries.append((account, request.headers["webhook-id"], payment))
