@@ -338,9 +338,10 @@ class WebhookDeliverer:
         that was done already)."""
         if record.followed_up:
             return
-        if record.next == NEXT_RETRY and record.next_at_ms is not None:
-            follow = replace(delivery, attempt=record.attempt + 1, due_at_ms=record.next_at_ms)
-            hop = hop_delay(record.next_at_ms / 1000, time.time(), self._max_hop)
+        if record.next == NEXT_RETRY:
+            due_ms = record.next_at_ms or int(time.time() * 1000)
+            follow = replace(delivery, attempt=record.attempt + 1, due_at_ms=due_ms)
+            hop = hop_delay(due_ms / 1000, time.time(), self._max_hop)
             await self._queues.schedule(follow, hop or 0)
             DELIVERIES.labels("retry").inc()
             log.info("webhook attempt failed: retry scheduled", error=record.error)
