@@ -30,7 +30,6 @@ from typing import TYPE_CHECKING, Any, Final, Self
 
 import aiohttp
 import orjson
-from aiohttp import web
 from redis_modes import RedisDeployment, RedisMode
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake
@@ -48,7 +47,7 @@ from pulse_dev.emulators import (
 )
 from pulse_dev.load import random_payment
 from pulse_dev.testing import ServiceProcess, stream_entries
-from pulse_dev.webhook_receiver import verify_signature
+from pulse_dev.webhook_receiver import ScriptedReceiver
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
@@ -549,47 +548,31 @@ class WatchingClient:
 # -- the webhook receiver -------------------------------------------------------------------
 
 
-class WebhookReceiver:
-    """An HTTP receiver, one URL per account, that checks every signature and records
-    each delivery's ``webhook-id`` and payment; while ``failing`` it answers 503."""
+class WebhookReceiver(ScriptedReceiver):
+    """The suites' receiver (:class:`pulse_dev.webhook_receiver.ScriptedReceiver`), one URL
+    per account: every signature checked, each delivery's ``webhook-id`` and payment kept;
+    204 to a delivery, 503 while ``failing``."""
 
     def __init__(self) -> None:
-        self.port = free_port()
-        self.secrets: dict[str, str] = {}
-        self.deliveries: list[tuple[str, str, str | None]] = []  # (account, webhook id, payment)
-        self.bad_signatures = 0
-        self.failing = False  # set: every delivery is answered 503 and not recorded
-        self.refused = 0
-        self._runner: web.AppRunner | None = None
+        super().__init__(self._answer)
+        self.failing = False
 
-    def url(self, account: str) -> str:
-        return f"http://127.0.0.1:{self.port}/hooks/{account}"
+    def _answer(self, _account: str, _webhook_id: str, _before: int) -> int:
+        return 503 if self.failing else 204
 
-    async def start(self) -> None:
-        app = web.Application()
-        app.router.add_post("/hooks/{account}", self._receive)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        await web.TCPSite(self._runner, "127.0.0.1", self.port).start()
+    @property
+    def deliveries(self) -> list[tuple[str, str, str | None]]:
+        """(account, webhook id, payment) of each delivery answered 204."""
+        return [(h.name, h.webhook_id, h.payment_id) for h in self.hits if h.status == 204]
 
-    async def stop(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
+    @property
+    def bad_signatures(self) -> int:
+        return sum(not h.verified for h in self.hits)
 
-    async def _receive(self, request: web.Request) -> web.Response:
-        account = request.match_info["account"]
-        body = await request.read()
-        secret = self.secrets.get(account)
-        if secret is None or not verify_signature(secret, request.headers, body):
-            self.bad_signatures += 1
-            return web.Response(status=401)
-        if self.failing:
-            self.refused += 1
-            return web.Response(status=503)
-        event = orjson.loads(body)
-        payment = (event.get("data") or {}).get("payment_id")
-        self.deliveries.append((account, request.headers["webhook-id"], payment))
-        return web.Response(status=204)
+    @property
+    def refused(self) -> int:
+        """Deliveries answered 503 (while ``failing``)."""
+        return sum(h.status == 503 for h in self.hits)
 
     async def register(self, stack: Stack, account: str) -> None:
         """``pulse webhooks add``, as an operator runs it; keeps the secret it prints."""

@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 import itertools
 import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
@@ -16,7 +18,7 @@ from notify_worker.endpoints import EndpointDirectory
 from notify_worker.webhooks import Delivery, WebhookFanout
 from pulse.cli import main as pulse_cli
 from pulse.clients import aws_client
-from pulse.events import NOTIFICATION, new_event, stable_event_id
+from pulse.events import NOTIFICATION, CloudEvent, new_event, stable_event_id
 from pulse.settings import PulseSettings
 from pulse.topology import TopologyOutputs, WebhookNames
 from pulse.webhook_attempts import (
@@ -53,6 +55,11 @@ def _notification_id(event_id: str) -> str:
     return stable_event_id(event_id, "notification")
 
 
+def _notification(account: str, payment: str, event_id: str | None = None) -> CloudEvent:
+    data = {"payment_id": payment, "account_id": account, "status": "APPROVED"}
+    return new_event(type=NOTIFICATION, source="/test", subject=payment, data=data, id=event_id)
+
+
 def _start_worker(service_process: Any, **env: str) -> ServiceProcess:
     """A notify worker that waits at most a second on an empty queue, up and listening."""
     port = free_port()
@@ -63,73 +70,82 @@ def _start_worker(service_process: Any, **env: str) -> ServiceProcess:
     return process.start(wait_port=port)
 
 
-def _post_updates(
-    settings: PulseSettings, topology: TopologyOutputs, ids: list[str], account: str
-) -> None:
-    sqs = aws_client("sqs", settings)
-    url = topology.queue_urls[settings.names.notify_queue]
-    for start in range(0, len(ids), 10):
-        entries = [
-            {"Id": str(i), "MessageBody": _updated(event_id, account)}
-            for i, event_id in enumerate(ids[start : start + 10])
-        ]
-        sqs.send_message_batch(QueueUrl=url, Entries=entries)
+@dataclass
+class Hooks:
+    """A test's stack as these tests drive it: the receiver, its endpoints, the workers,
+    the queues, the attempt log and what was dead-lettered (by event id)."""
 
+    settings: PulseSettings
+    env: dict[str, str]
+    topology: TopologyOutputs
+    spawn: Any  # the service_process factory
+    receiver: ScriptedReceiver
+    dead: dict[str, dict[str, str]] = field(default_factory=dict)
 
-class DeadLetters:
-    """What the webhooks' dead-letter queue received, by event id (kept as they come)."""
+    def __post_init__(self) -> None:
+        self.names = WebhookNames.from_prefix(self.settings.resource_prefix)
+        self.sqs = aws_client("sqs", self.settings)
+        self.log = AttemptLog(aws_client("dynamodb", self.settings), self.names.attempts)
 
-    def __init__(self, settings: PulseSettings, topology: TopologyOutputs) -> None:
-        self._sqs = aws_client("sqs", settings)
-        names = WebhookNames.from_prefix(settings.resource_prefix)
-        self._url = topology.queue_urls[names.dlq]
-        self.seen: dict[str, dict[str, str]] = {}
+    def endpoint(self, name: str, account: str) -> str:
+        """``pulse webhooks add`` for the receiver's URL ``name``; the endpoint id."""
+        endpoint, self.receiver.secrets[name] = register_endpoint(
+            self.env, account, self.receiver.url(name)
+        )
+        return endpoint
 
-    def read(self) -> dict[str, dict[str, str]]:
-        got = self._sqs.receive_message(
-            QueueUrl=self._url, MaxNumberOfMessages=10, MessageAttributeNames=["All"]
+    def worker(self, **env: str) -> ServiceProcess:
+        return _start_worker(self.spawn, **env)
+
+    def post_updates(self, events: list[str], account: str) -> list[str]:
+        """A payment update per event on the notify queue; their notification ids."""
+        url = self.topology.queue_urls[self.settings.names.notify_queue]
+        for start in range(0, len(events), 10):
+            entries = [
+                {"Id": str(i), "MessageBody": _updated(event_id, account)}
+                for i, event_id in enumerate(events[start : start + 10])
+            ]
+            self.sqs.send_message_batch(QueueUrl=url, Entries=entries)
+        return [_notification_id(e) for e in events]
+
+    def dead_letters(self) -> dict[str, dict[str, str]]:
+        """What the webhooks' dead-letter queue holds so far: attributes by event id."""
+        got = self.sqs.receive_message(
+            QueueUrl=self.topology.queue_urls[self.names.dlq],
+            MaxNumberOfMessages=10,
+            MessageAttributeNames=["All"],
         )
         for message in got.get("Messages", []):
             attributes = {k: v["StringValue"] for k, v in message["MessageAttributes"].items()}
-            self.seen[attributes["event_id"]] = attributes
-        return self.seen
+            self.dead[attributes["event_id"]] = attributes
+        return self.dead
 
-
-def _attempt_log(settings: PulseSettings) -> AttemptLog:
-    names = WebhookNames.from_prefix(settings.resource_prefix)
-    return AttemptLog(aws_client("dynamodb", settings), names.attempts)
-
-
-def _outcomes(log: AttemptLog, endpoint: str, event_id: str) -> list[tuple[int, str, str | None]]:
-    """An event's attempts, first first: (number, outcome, what followed)."""
-    items = log.query(endpoint, event_id=event_id).items
-    return [(r.attempt, r.state, r.next) for r in reversed(items)]
+    def outcomes(self, endpoint: str, event_id: str) -> list[tuple[int, str, str | None]]:
+        """An event's attempts, first first: (number, outcome, what followed)."""
+        items = self.log.query(endpoint, event_id=event_id).items
+        return [(r.attempt, r.state, r.next) for r in reversed(items)]
 
 
 @pytest.fixture
-async def receiver() -> Any:
-    hooks = ScriptedReceiver()
-    await hooks.start()
-    yield hooks
-    await hooks.stop()
-
-
-async def test_signed_deliveries_a_retried_event_and_a_refused_one(
+async def hooks(
     topology: TopologyOutputs,
     stack_settings: PulseSettings,
     stack_env: dict[str, str],
     service_process: Any,
-    receiver: ScriptedReceiver,
-) -> None:
-    hooks = receiver
+) -> AsyncIterator[Hooks]:
+    receiver = ScriptedReceiver()
+    await receiver.start()
+    yield Hooks(stack_settings, stack_env, topology, service_process, receiver)
+    await receiver.stop()
+
+
+async def test_signed_deliveries_a_retried_event_and_a_refused_one(hooks: Hooks) -> None:
+    got = hooks.receiver
     ids = [_notification_id(f"ev-{i}") for i in range(3)]
-    endpoints = {}
-    for name, account in (("flaky", "acct-w"), ("steady", "acct-w"), ("gone", "acct-x")):
-        endpoints[name], hooks.secrets[name] = register_endpoint(
-            stack_env, account, hooks.url(name)
-        )
+    flaky, _steady = hooks.endpoint("flaky", "acct-w"), hooks.endpoint("steady", "acct-w")
+    gone = hooks.endpoint("gone", "acct-x")
     listed = CliRunner().invoke(
-        pulse_cli, ["webhooks", "list", "--account", "acct-w"], env=stack_env
+        pulse_cli, ["webhooks", "list", "--account", "acct-w"], env=hooks.env
     )
     assert sorted(line.rsplit("/", 1)[-1] for line in listed.output.splitlines()) == [
         "flaky",
@@ -141,77 +157,65 @@ async def test_signed_deliveries_a_retried_event_and_a_refused_one(
             return 410
         return 500 if name == "flaky" and webhook_id == ids[0] and before < 2 else 200
 
-    hooks.answer = answer
-    worker = _start_worker(service_process, PULSE_WEBHOOK_RETRY_SCHEDULE="0,1s,1s")
-    sqs = aws_client("sqs", stack_settings)
-    notify_url = topology.queue_urls[stack_settings.names.notify_queue]
+    got.answer = answer
+    worker = hooks.worker(PULSE_WEBHOOK_RETRY_SCHEDULE="0,1s,1s")
     for i in range(3):  # one at a time, so the deliveries are queued in this order
-        sqs.send_message(QueueUrl=notify_url, MessageBody=_updated(f"ev-{i}", "acct-w"))
+        hooks.post_updates([f"ev-{i}"], "acct-w")
 
         def steady_delivered(count: int = i + 1) -> bool:
-            return len(hooks.delivered("steady")) == count
+            return len(got.delivered("steady")) == count
 
         await eventually(steady_delivered)
-    sqs.send_message(QueueUrl=notify_url, MessageBody=_updated("ev-x", "acct-x", "DECLINED"))
+    x_id = hooks.post_updates(["ev-x"], "acct-x")[0]
 
-    await eventually(lambda: len(hooks.delivered("flaky")) == 3)
-    assert hooks.delivered("steady") == ids
+    await eventually(lambda: len(got.delivered("flaky")) == 3)
+    assert got.delivered("steady") == ids
     # 500, 500, then 200 for the first event; every event tried first in its queued order.
-    assert hooks.first_tries("flaky") == ids
-    assert [h.status for h in hooks.of("flaky") if h.webhook_id == ids[0]] == [500, 500, 200]
-    assert hooks.tries("flaky") == {ids[0]: 3, ids[1]: 1, ids[2]: 1}
-    assert all(h.verified for h in hooks.hits)
-    log = _attempt_log(stack_settings)
-    assert _outcomes(log, endpoints["flaky"], ids[0]) == [
+    assert got.first_tries("flaky") == ids
+    assert [h.status for h in got.of("flaky") if h.webhook_id == ids[0]] == [500, 500, 200]
+    assert got.tries("flaky") == {ids[0]: 3, ids[1]: 1, ids[2]: 1}
+    assert all(h.verified for h in got.hits)
+    assert hooks.outcomes(flaky, ids[0]) == [
         (1, FAILED, NEXT_RETRY),
         (2, FAILED, NEXT_RETRY),
         (3, SUCCEEDED, None),
     ]
 
     # A 410 is not retried: one attempt, then the DLQ with the reason and the count.
-    dead = DeadLetters(stack_settings, topology)
-    x_id = _notification_id("ev-x")
-    await eventually(lambda: x_id in dead.read())
-    assert "HTTP 410" in dead.seen[x_id]["error"]
-    assert dead.seen[x_id]["attempts"] == "1"
-    assert dead.seen[x_id]["endpoint_id"] == endpoints["gone"]
-    assert [h.status for h in hooks.of("gone")] == [410]
+    await eventually(lambda: x_id in hooks.dead_letters())
+    assert "HTTP 410" in hooks.dead[x_id]["error"]
+    assert hooks.dead[x_id]["attempts"] == "1"
+    assert hooks.dead[x_id]["endpoint_id"] == gone
+    assert [h.status for h in got.of("gone")] == [410]
     assert worker.stop() == 0
 
 
 async def test_three_events_behind_a_failing_head_each_get_the_whole_schedule(
-    topology: TopologyOutputs,
-    stack_settings: PulseSettings,
-    stack_env: dict[str, str],
-    service_process: Any,
-    receiver: ScriptedReceiver,
+    hooks: Hooks,
 ) -> None:
     """The defect's reproducer: the receiver always answers 500. Each of three events for
     one endpoint gets all four attempts and is dead-lettered with its own count."""
-    hooks = receiver
-    hooks.answer = lambda *_: 500
-    endpoint, hooks.secrets["down"] = register_endpoint(stack_env, "acct-d", hooks.url("down"))
-    worker = _start_worker(service_process, PULSE_WEBHOOK_RETRY_SCHEDULE="0,1s,2s,3s")
-    ids = [_notification_id(f"ev-d{i}") for i in range(3)]
-    _post_updates(stack_settings, topology, [f"ev-d{i}" for i in range(3)], "acct-d")
+    got = hooks.receiver
+    got.answer = lambda *_: 500
+    endpoint = hooks.endpoint("down", "acct-d")
+    worker = hooks.worker(PULSE_WEBHOOK_RETRY_SCHEDULE="0,1s,2s,3s")
+    ids = hooks.post_updates([f"ev-d{i}" for i in range(3)], "acct-d")
 
-    dead = DeadLetters(stack_settings, topology)
-    await eventually(lambda: len(dead.read()) == 3, timeout=60)
-    assert sorted(dead.seen) == sorted(ids)
+    await eventually(lambda: len(hooks.dead_letters()) == 3, timeout=60)
+    assert sorted(hooks.dead) == sorted(ids)
     for event_id in ids:
-        assert dead.seen[event_id]["attempts"] == "4"
-        assert dead.seen[event_id]["error"] == "HTTP 500"
-    assert hooks.tries("down") == dict.fromkeys(ids, 4)
-    log = _attempt_log(stack_settings)
+        assert hooks.dead[event_id]["attempts"] == "4"
+        assert hooks.dead[event_id]["error"] == "HTTP 500"
+    assert got.tries("down") == dict.fromkeys(ids, 4)
     for event_id in ids:
-        assert _outcomes(log, endpoint, event_id) == [
+        assert hooks.outcomes(endpoint, event_id) == [
             (1, FAILED, NEXT_RETRY),
             (2, FAILED, NEXT_RETRY),
             (3, FAILED, NEXT_RETRY),
             (4, FAILED, NEXT_DEAD),
         ]
     shown = CliRunner().invoke(
-        pulse_cli, ["webhooks", "attempts", endpoint, "--event", ids[1]], env=stack_env
+        pulse_cli, ["webhooks", "attempts", endpoint, "--event", ids[1]], env=hooks.env
     )
     assert [line.split()[2:5] for line in shown.output.splitlines()] == [
         ["#4", "failed", "500"],
@@ -222,202 +226,144 @@ async def test_three_events_behind_a_failing_head_each_get_the_whole_schedule(
     assert worker.stop() == 0
 
 
-async def test_a_receiver_down_then_up_mid_schedule_gets_everything_once(
-    topology: TopologyOutputs,
-    stack_settings: PulseSettings,
-    stack_env: dict[str, str],
-    service_process: Any,
-) -> None:
-    hooks = ScriptedReceiver()  # not listening yet: connections are refused
-    endpoint, hooks.secrets["later"] = register_endpoint(stack_env, "acct-u", hooks.url("later"))
-    worker = _start_worker(service_process, PULSE_WEBHOOK_RETRY_SCHEDULE="0,1s,2s,4s,8s,16s")
-    events = [f"ev-u{i}" for i in range(3)]
-    ids = [_notification_id(e) for e in events]
-    _post_updates(stack_settings, topology, events, "acct-u")
-    log = _attempt_log(stack_settings)
+async def test_a_receiver_down_then_up_mid_schedule_gets_everything_once(hooks: Hooks) -> None:
+    got = hooks.receiver
+    await got.stop()  # not listening: connections are refused
+    endpoint = hooks.endpoint("later", "acct-u")
+    worker = hooks.worker(PULSE_WEBHOOK_RETRY_SCHEDULE="0,1s,2s,4s,8s,16s")
+    ids = hooks.post_updates([f"ev-u{i}" for i in range(3)], "acct-u")
 
     def failed_twice() -> bool:
-        failed = log.query(endpoint, status="failed").items
+        failed = hooks.log.query(endpoint, status="failed").items
         return all(sum(r.event_id == i for r in failed) >= 2 for i in ids)
 
     await eventually(failed_twice, timeout=30)
-    await hooks.start()
-    try:
-        await eventually(lambda: len(hooks.delivered("later")) == 3, timeout=40)
-        await asyncio.sleep(3)  # a second delivery would come now
-    finally:
-        await hooks.stop()
-    assert hooks.tries("later") == dict.fromkeys(ids, 1)  # every request it saw, once each
+    await got.start()
+    await eventually(lambda: len(got.delivered("later")) == 3, timeout=40)
+    await asyncio.sleep(3)  # a second delivery would come now
+    assert got.tries("later") == dict.fromkeys(ids, 1)  # every request it saw, once each
     for event_id in ids:
-        outcomes = _outcomes(log, endpoint, event_id)
+        outcomes = hooks.outcomes(endpoint, event_id)
         assert outcomes[-1][1:] == (SUCCEEDED, None)
         assert all(o[1:] == (FAILED, NEXT_RETRY) for o in outcomes[:-1])
         assert [o[0] for o in outcomes] == list(range(1, len(outcomes) + 1))
-    refused = log.query(endpoint, event_id=ids[0], status="failed").items
+    refused = hooks.log.query(endpoint, event_id=ids[0], status="failed").items
     assert all("ClientConnectorError" in (r.error or "") for r in refused)
-    assert not DeadLetters(stack_settings, topology).read()
+    assert not hooks.dead_letters()
     assert worker.stop() == 0
 
 
 async def test_first_attempts_keep_the_endpoints_order_and_a_failed_one_holds_none_back(
-    topology: TopologyOutputs,
-    stack_settings: PulseSettings,
-    stack_env: dict[str, str],
-    service_process: Any,
-    receiver: ScriptedReceiver,
+    hooks: Hooks,
 ) -> None:
     """The guarantee per endpoint (docs/design.md, "Webhooks"): first attempts in the order
     the fan-out queued the events, one at a time; an event that fails leaves that order for
     its retry schedule and the later events go on without it."""
-    hooks = receiver
-    for name in ("a", "b"):
-        _endpoint, hooks.secrets[name] = register_endpoint(stack_env, "acct-o", hooks.url(name))
-    events = [
-        new_event(
-            type=NOTIFICATION,
-            source="/test",
-            subject=f"p-{i}",
-            data={"payment_id": f"p-{i}", "account_id": "acct-o", "status": "APPROVED"},
-        )
-        for i in range(8)
-    ]
+    got = hooks.receiver
+    hooks.endpoint("a", "acct-o")
+    hooks.endpoint("b", "acct-o")
+    events = [_notification("acct-o", f"p-{i}") for i in range(8)]
     ids = [e.id for e in events]
-    hooks.answer = lambda name, webhook_id, before: (
+    got.answer = lambda name, webhook_id, before: (
         500 if name == "a" and webhook_id == ids[3] and before == 0 else 200
     )
-    workers = [
-        _start_worker(service_process, PULSE_WEBHOOK_RETRY_SCHEDULE="0,5s") for _ in range(2)
-    ]
-    names = WebhookNames.from_prefix(stack_settings.resource_prefix)
+    workers = [hooks.worker(PULSE_WEBHOOK_RETRY_SCHEDULE="0,5s") for _ in range(2)]
     directory = EndpointDirectory(
-        aws_client("dynamodb", stack_settings), names.table, cache_seconds=0
+        aws_client("dynamodb", hooks.settings), hooks.names.table, cache_seconds=0
     )
-    fanout = WebhookFanout(aws_client("sqs", stack_settings), names.queue, directory)
+    fanout = WebhookFanout(hooks.sqs, hooks.names.queue, directory)
     for event in events:  # queued one after the other, as the notify worker does
         assert await fanout.notify(event)
 
-    await eventually(lambda: len(hooks.delivered("a")) == 8 and len(hooks.delivered("b")) == 8)
-    assert hooks.first_tries("a") == ids
-    assert hooks.first_tries("b") == ids
-    assert hooks.delivered("b") == ids
-    a_ids = [h.webhook_id for h in hooks.of("a")]
+    await eventually(lambda: len(got.delivered("a")) == 8 and len(got.delivered("b")) == 8)
+    assert got.first_tries("a") == ids
+    assert got.first_tries("b") == ids
+    assert got.delivered("b") == ids
+    a_ids = [h.webhook_id for h in got.of("a")]
     assert a_ids == [*ids, ids[3]]  # its retry came after every later event's first attempt
-    assert all(h.verified for h in hooks.hits)
+    assert all(h.verified for h in got.hits)
     for worker in workers:
         assert worker.stop() == 0
 
 
-async def test_an_endpoint_gets_no_more_than_its_rate_in_any_second(
-    topology: TopologyOutputs,
-    stack_settings: PulseSettings,
-    stack_env: dict[str, str],
-    service_process: Any,
-    receiver: ScriptedReceiver,
-) -> None:
+async def test_an_endpoint_gets_no_more_than_its_rate_in_any_second(hooks: Hooks) -> None:
     """GCRA: every first attempt fails, so each event's retry runs at once on the retries
     queue, many at a time in two processes, beside first attempts: only the limit spaces
     them. Waiting spends no attempt: two attempts each are all the schedule allows."""
-    hooks = receiver
-    hooks.answer = lambda _name, _id, before: 503 if before == 0 else 200
-    _endpoint, hooks.secrets["busy"] = register_endpoint(stack_env, "acct-r", hooks.url("busy"))
+    got = hooks.receiver
+    got.answer = lambda _name, _id, before: 503 if before == 0 else 200
+    hooks.endpoint("busy", "acct-r")
     workers = [
-        _start_worker(
-            service_process, PULSE_WEBHOOK_RATE_PER_SECOND="4", PULSE_WEBHOOK_RETRY_SCHEDULE="0,0"
-        )
+        hooks.worker(PULSE_WEBHOOK_RATE_PER_SECOND="4", PULSE_WEBHOOK_RETRY_SCHEDULE="0,0")
         for _ in range(2)
     ]
-    events = [f"ev-r{i}" for i in range(12)]
-    _post_updates(stack_settings, topology, events, "acct-r")
-    await eventually(lambda: len(hooks.delivered("busy")) == 12, timeout=60)
-    ids = [_notification_id(e) for e in events]
-    assert hooks.tries("busy") == dict.fromkeys(ids, 2)
-    times = sorted(h.at for h in hooks.of("busy"))
+    ids = hooks.post_updates([f"ev-r{i}" for i in range(12)], "acct-r")
+    await eventually(lambda: len(got.delivered("busy")) == 12, timeout=60)
+    assert got.tries("busy") == dict.fromkeys(ids, 2)
+    times = sorted(h.at for h in got.of("busy"))
     busiest = max(sum(1 for u in times if t <= u < t + 1.0) for t in times)
     gaps = [round(b - a, 4) for a, b in itertools.pairwise(times)]
     assert busiest <= 4, f"{busiest} requests within one second: {gaps}"
-    assert not DeadLetters(stack_settings, topology).read()
+    assert not hooks.dead_letters()
     for worker in workers:
         assert worker.stop() == 0
 
 
-async def test_kill_9_of_a_worker_mid_schedule_loses_and_doubles_nothing(
-    topology: TopologyOutputs,
-    stack_settings: PulseSettings,
-    stack_env: dict[str, str],
-    service_process: Any,
-    receiver: ScriptedReceiver,
-) -> None:
+async def test_kill_9_of_a_worker_mid_schedule_loses_and_doubles_nothing(hooks: Hooks) -> None:
     """Two workers; the receiver fails until a worker was killed and replaced; then it
     takes everything. Each event is delivered once; each attempt number is made once (a
     POST in flight at the kill may be sent again: at most one request more in all)."""
-    hooks = receiver
+    got = hooks.receiver
     up = asyncio.Event()
-    hooks.answer = lambda *_: 200 if up.is_set() else 500
-    endpoint, hooks.secrets["k"] = register_endpoint(stack_env, "acct-k", hooks.url("k"))
+    got.answer = lambda *_: 200 if up.is_set() else 500
+    endpoint = hooks.endpoint("k", "acct-k")
     env = {**FAST_REDELIVERY_ENV, "PULSE_WEBHOOK_RETRY_SCHEDULE": "0,1s,1s,2s,2s,3s,3s,4s,5s,8s"}
-    first, second = (_start_worker(service_process, **env) for _ in range(2))
-    events = [f"ev-k{i}" for i in range(6)]
-    ids = [_notification_id(e) for e in events]
-    _post_updates(stack_settings, topology, events, "acct-k")
-    log = _attempt_log(stack_settings)
-    await eventually(lambda: len(log.query(endpoint, status="failed").items) >= 12, timeout=30)
+    first, second = hooks.worker(**env), hooks.worker(**env)
+    ids = hooks.post_updates([f"ev-k{i}" for i in range(6)], "acct-k")
+    await eventually(lambda: len(hooks.log.query(endpoint, status="failed").items) >= 12)
     first.kill()
-    replacement = _start_worker(service_process, **env)
+    replacement = hooks.worker(**env)
     await asyncio.sleep(2.0)
     up.set()
-    await eventually(lambda: len(set(hooks.delivered("k"))) == 6, timeout=60)
+    await eventually(lambda: len(set(got.delivered("k"))) == 6, timeout=60)
     await asyncio.sleep(4.0)  # past the visibility timeout: a copy left behind would come now
 
-    assert sorted(hooks.delivered("k")) == sorted(ids)  # each once
+    assert sorted(got.delivered("k")) == sorted(ids)  # each once
     records = 0
     for event_id in ids:
-        outcomes = _outcomes(log, endpoint, event_id)
+        outcomes = hooks.outcomes(endpoint, event_id)
         assert [o[0] for o in outcomes] == list(range(1, len(outcomes) + 1))
         assert outcomes[-1][1] == SUCCEEDED
         assert all(o[1] == FAILED for o in outcomes[:-1])
         records += len(outcomes)
-    assert records <= len(hooks.hits) <= records + 1
-    assert not DeadLetters(stack_settings, topology).read()
-    names = WebhookNames.from_prefix(stack_settings.resource_prefix)
-    sqs = aws_client("sqs", stack_settings)
-    assert queue_depth(sqs, topology.queue_urls[names.retries]) == 0
+    assert records <= len(got.hits) <= records + 1
+    assert not hooks.dead_letters()
+    assert queue_depth(hooks.sqs, hooks.topology.queue_urls[hooks.names.retries]) == 0
     assert second.stop() == 0
     assert replacement.stop() == 0
 
 
 async def test_copies_of_an_attempt_make_it_once_and_finish_what_a_dead_worker_left(
-    topology: TopologyOutputs,
-    stack_settings: PulseSettings,
-    stack_env: dict[str, str],
-    service_process: Any,
-    receiver: ScriptedReceiver,
+    hooks: Hooks,
 ) -> None:
     """What kill -9 can leave behind, made on purpose: copies of one attempt (a worker killed
     between sending a message and deleting the one it replaces, or before deleting a message
     it handled), and an attempt recorded as failed whose next attempt was never scheduled
     (killed between the two). Each attempt is made once, and the schedule goes on."""
-    hooks = receiver
-    endpoint, hooks.secrets["c"] = register_endpoint(stack_env, "acct-c", hooks.url("c"))
-    names = WebhookNames.from_prefix(stack_settings.resource_prefix)
-    sqs = aws_client("sqs", stack_settings)
-    log = _attempt_log(stack_settings)
+    got = hooks.receiver
+    endpoint = hooks.endpoint("c", "acct-c")
+    names, urls = hooks.names, hooks.topology.queue_urls
 
     def delivery(name: str, **fields: int) -> str:
-        event = new_event(
-            type=NOTIFICATION,
-            source="/test",
-            subject="p-c",
-            data={"payment_id": "p-c", "account_id": "acct-c", "status": "APPROVED"},
-            id=name,
-        ).model_dump(mode="json", exclude_none=True)
+        event = _notification("acct-c", "p-c", name).model_dump(mode="json", exclude_none=True)
         made = Delivery(
-            endpoint, "acct-c", hooks.url("c"), names.secret_parameter(endpoint), event, **fields
+            endpoint, "acct-c", got.url("c"), names.secret_parameter(endpoint), event, **fields
         )
         return made.to_json().decode()
 
     def first_attempt(name: str, copy: int) -> None:
-        sqs.send_message(
-            QueueUrl=topology.queue_urls[names.queue],
+        hooks.sqs.send_message(
+            QueueUrl=urls[names.queue],
             MessageBody=delivery(name),
             MessageGroupId=endpoint,
             MessageDeduplicationId=f"{name}-{copy}",
@@ -425,29 +371,29 @@ async def test_copies_of_an_attempt_make_it_once_and_finish_what_a_dead_worker_l
 
     # "left": its first attempt failed and was recorded; the worker died before the next
     # was scheduled, so the message comes back.
-    claim = log.claim(endpoint, "left", 1, account_id="acct-c", owner="dead", lease_seconds=5)
+    claim = hooks.log.claim(endpoint, "left", 1, account_id="acct-c", owner="dead", lease_seconds=5)
     assert isinstance(claim, Claim)
     failed = AttemptResult(503, 3, "", "HTTP 503")
-    assert log.finish(claim, failed, next_step=NEXT_RETRY, next_at_ms=int(time.time() * 1000))
+    now_ms = int(time.time() * 1000)
+    assert hooks.log.finish(claim, failed, next_step=NEXT_RETRY, next_at_ms=now_ms)
     first_attempt("left", 0)
     # "twice": a retry due in 2.5 s (each copy is chained once more), three copies;
     # "once": a first attempt, two copies.
-    due = int(time.time() * 1000) + 2500
     for _ in range(3):
-        sqs.send_message(
-            QueueUrl=topology.queue_urls[names.retries],
-            MessageBody=delivery("twice", attempt=2, due_at_ms=due),
+        hooks.sqs.send_message(
+            QueueUrl=urls[names.retries],
+            MessageBody=delivery("twice", attempt=2, due_at_ms=now_ms + 2500),
         )
     for copy in range(2):
         first_attempt("once", copy)
-    worker = _start_worker(service_process)
+    worker = hooks.worker()
 
-    await eventually(lambda: set(hooks.delivered("c")) == {"left", "twice", "once"})
+    await eventually(lambda: set(got.delivered("c")) == {"left", "twice", "once"})
     await asyncio.sleep(3.0)
-    assert hooks.tries("c") == {"left": 1, "twice": 1, "once": 1}
-    assert _outcomes(log, endpoint, "left") == [(1, FAILED, NEXT_RETRY), (2, SUCCEEDED, None)]
-    assert _outcomes(log, endpoint, "twice") == [(2, SUCCEEDED, None)]
-    assert _outcomes(log, endpoint, "once") == [(1, SUCCEEDED, None)]
+    assert got.tries("c") == {"left": 1, "twice": 1, "once": 1}
+    assert hooks.outcomes(endpoint, "left") == [(1, FAILED, NEXT_RETRY), (2, SUCCEEDED, None)]
+    assert hooks.outcomes(endpoint, "twice") == [(2, SUCCEEDED, None)]
+    assert hooks.outcomes(endpoint, "once") == [(1, SUCCEEDED, None)]
     assert worker.stop() == 0
 
 

@@ -45,13 +45,15 @@ def verify_signature(secret: str, headers: Mapping[str, str], body: bytes) -> bo
 @dataclass(frozen=True)
 class Hit:
     """One request: to which endpoint, its ``webhook-id``, the answer, whether the
-    signature held and the body's id matched, and when it came (``time.monotonic()``)."""
+    signature held and the body's id matched, when it came (``time.monotonic()``), and the
+    payment it is about."""
 
     name: str
     webhook_id: str
     status: int
     verified: bool
     at: float
+    payment_id: str | None = None  # the event's data.payment_id
 
 
 def _ok(_name: str, _webhook_id: str, _before: int) -> int:
@@ -66,6 +68,7 @@ class ScriptedReceiver:
         self.secrets: dict[str, str] = {}
         self.hits: list[Hit] = []
         self.port = free_port()
+        self._seen: Counter[tuple[str, str]] = Counter()
         self._runner: web.AppRunner | None = None
 
     def url(self, name: str) -> str:
@@ -90,14 +93,16 @@ class ScriptedReceiver:
         body = await request.read()
         webhook_id = request.headers.get("webhook-id", "")
         secret = self.secrets.get(name)
-        verified = (
-            secret is not None
-            and verify_signature(secret, request.headers, body)
-            and orjson.loads(body).get("id") == webhook_id
-        )
-        before = sum(1 for h in self.hits if h.name == name and h.webhook_id == webhook_id)
+        event: dict[str, Any] = {}
+        verified = secret is not None and verify_signature(secret, request.headers, body)
+        if verified:
+            event = orjson.loads(body)
+            verified = event.get("id") == webhook_id
+        before = self._seen[name, webhook_id]
+        self._seen[name, webhook_id] += 1
         status = self.answer(name, webhook_id, before) if verified else 401
-        self.hits.append(Hit(name, webhook_id, status, verified, time.monotonic()))
+        payment = (event.get("data") or {}).get("payment_id")
+        self.hits.append(Hit(name, webhook_id, status, verified, time.monotonic(), payment))
         return web.Response(status=status)
 
     def of(self, name: str) -> list[Hit]:
