@@ -31,7 +31,7 @@ from __future__ import annotations
 import base64
 import binascii
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any, Final
 
@@ -335,13 +335,9 @@ class AttemptLog:
             if classify_aws_error(exc) is AwsErrorKind.CONDITION_FAILED:
                 return None
             raise as_pulse_error(exc, f"record webhook attempt {r.attempt}", delay=2.0) from exc
-        return AttemptRecord(
-            endpoint_id=r.endpoint_id,
-            event_id=r.event_id,
-            attempt=r.attempt,
+        return replace(
+            r,
             state=state,
-            attempted_at=r.attempted_at,
-            account_id=r.account_id,
             status_code=result.status_code,
             latency_ms=result.latency_ms,
             response=result.response[:RESPONSE_EXCERPT_CHARS],
@@ -349,7 +345,7 @@ class AttemptLog:
             next=next_step,
             next_at_ms=next_at_ms,
             followed_up=next_step is None,
-            owner=r.owner,
+            lease_until_ms=0,
         )
 
     def followed_up(self, record: AttemptRecord) -> None:

@@ -108,7 +108,7 @@ class WebhookResponse:
     """What a receiver answered: its status, how long it took, the start of its body."""
 
     status: int
-    latency_seconds: float
+    latency: float  # seconds
     excerpt: str
 
 
@@ -142,21 +142,16 @@ class WebhookQueues:
 
     async def schedule(self, delivery: Delivery, delay_seconds: int) -> None:
         """Put ``delivery`` on the retries queue, ``delay_seconds`` (≤ 900) from now."""
-        url = await self._urls.url(self._names.retries)
-        try:
-            await asyncio.to_thread(
-                self._sqs.send_message,
-                QueueUrl=url,
-                MessageBody=delivery.to_json().decode(),
-                DelaySeconds=delay_seconds,
-            )
-        except Exception as exc:
-            raise RetryableError(f"schedule webhook attempt {delivery.attempt}: {exc}") from exc
+        await self._send(
+            f"schedule webhook attempt {delivery.attempt}",
+            QueueUrl=await self._urls.url(self._names.retries),
+            MessageBody=delivery.to_json().decode(),
+            DelaySeconds=delay_seconds,
+        )
 
     async def dead_letter(self, delivery: Delivery, *, attempts: int, error: str) -> None:
         """Send ``delivery`` to the FIFO dead-letter queue, grouped by endpoint; a copy sent
         again within SQS's five-minute deduplication window is dropped there."""
-        url = await self._urls.url(self._names.dlq)
         dedup = f"{delivery.event_id}|{delivery.endpoint_id}|dead".encode()
         attributes = {
             "error": {"DataType": "String", "StringValue": error[:1000] or "unknown"},
@@ -164,17 +159,20 @@ class WebhookQueues:
             "endpoint_id": {"DataType": "String", "StringValue": delivery.endpoint_id},
             "event_id": {"DataType": "String", "StringValue": delivery.event_id},
         }
+        await self._send(
+            "dead-letter webhook delivery",
+            QueueUrl=await self._urls.url(self._names.dlq),
+            MessageBody=delivery.to_json().decode(),
+            MessageAttributes=attributes,
+            MessageGroupId=delivery.endpoint_id,
+            MessageDeduplicationId=hashlib.sha256(dedup).hexdigest(),
+        )
+
+    async def _send(self, what: str, **request: Any) -> None:
         try:
-            await asyncio.to_thread(
-                self._sqs.send_message,
-                QueueUrl=url,
-                MessageBody=delivery.to_json().decode(),
-                MessageAttributes=attributes,
-                MessageGroupId=delivery.endpoint_id,
-                MessageDeduplicationId=hashlib.sha256(dedup).hexdigest(),
-            )
+            await asyncio.to_thread(self._sqs.send_message, **request)
         except Exception as exc:
-            raise RetryableError(f"dead-letter webhook delivery: {exc}") from exc
+            raise RetryableError(f"{what}: {exc}") from exc
 
 
 class WebhookDeliverer:
@@ -294,11 +292,11 @@ class WebhookDeliverer:
             REQUEST_DURATION.labels("error").observe(elapsed)
             error = f"{type(exc).__name__}: {exc}".rstrip(": ")
             return AttemptResult(None, round(elapsed * 1000), "", error)
-        REQUEST_DURATION.labels(f"{response.status // 100}xx").observe(response.latency_seconds)
+        REQUEST_DURATION.labels(f"{response.status // 100}xx").observe(response.latency)
         ok = delivery_verdict(response.status) == "delivered"
         return AttemptResult(
             response.status,
-            round(response.latency_seconds * 1000),
+            round(response.latency * 1000),
             response.excerpt,
             None if ok else f"HTTP {response.status}",
         )
