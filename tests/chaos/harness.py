@@ -41,6 +41,7 @@ from pulse.settings import DEV_JWT_SECRET, PulseSettings
 from pulse.topology import apply_topology
 from pulse_dev.emulators import (
     AWS_TEST_CREDENTIALS,
+    LOCAL_WEBHOOK_RECEIVERS_ENV,
     free_port,
     stop_process,
     wait_for_port,
@@ -223,6 +224,8 @@ class Stack:
             "PULSE_REDIS_PREFIX": f"pulse:{self.prefix}",
             "PULSE_LOG_LEVEL": "info",
             "PULSE_LOG_FORMAT": "json",
+            # the webhook receiver runs here, over http: registered and delivered to
+            **LOCAL_WEBHOOK_RECEIVERS_ENV,
         }
 
     def settings(self) -> PulseSettings:

@@ -1,7 +1,7 @@
 """End to end: the system started the way `make run` starts it, driven as a user drives it.
 
 `pulse dev` runs as a real process (emulator, topology, five services); the test talks to it
-only over HTTP and WebSocket sockets.
+only over HTTP and WebSocket sockets, and through the operator's console in headless Chromium.
 """
 
 from __future__ import annotations
@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import re
 import socket
 from collections.abc import Iterator
 from typing import Any
@@ -16,10 +17,12 @@ from typing import Any
 import aiohttp
 import orjson
 import pytest
+from playwright.async_api import Locator, expect
 from websockets.asyncio.client import ClientConnection, connect
 
 from pulse.auth import issue_token
 from pulse.settings import DEV_JWT_SECRET
+from pulse_dev.browser import artefacts, chromium
 from pulse_dev.devstack import DevStackProcess
 
 pytestmark = pytest.mark.timeout(240)
@@ -33,14 +36,9 @@ def _port_open(port: int) -> bool:
 
 @pytest.fixture(scope="module")
 def stack(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevStackProcess]:
-    proc = DevStackProcess(
-        tmp_path_factory.mktemp("e2e") / "pulse-dev.log",
-        redis_url=redis_url,
-        prefix=f"e2e{os.getpid()}-",
-    )
-    proc.start()
-    yield proc
-    proc.kill()
+    workdir = tmp_path_factory.mktemp("e2e")
+    with DevStackProcess.running(workdir, redis_url=redis_url, prefix=f"e2e{os.getpid()}-") as proc:
+        yield proc
 
 
 async def _open(stack: DevStackProcess, sub: str, roles: list[str]) -> ClientConnection:
@@ -162,6 +160,66 @@ async def test_an_operators_review_flows_to_the_payments_channel(stack: DevStack
                 assert resp.status == 409
     finally:
         await ops.close()
+
+
+async def test_the_console_follows_payments_and_approves_a_review_from_the_page(
+    stack: DevStackProcess,
+) -> None:
+    """The operator's console in headless Chromium on the whole pipeline: a payment posted by
+    the test appears and changes status; one in REVIEW approved from the page becomes
+    APPROVED through the pipeline; the health panels have numbers. Screenshot in
+    `.artifacts/console/`."""
+    ops = issue_token(DEV_JWT_SECRET, sub="ops-console", roles=["ops"])
+    bearer = {"Authorization": f"Bearer {issue_token(DEV_JWT_SECRET, sub='C')}"}
+    async with aiohttp.ClientSession(headers=bearer) as http, chromium() as browser:
+
+        async def pay(amount: str) -> str:
+            body = {"account_id": "C", "amount": amount, "currency": "EUR", "merchant_id": "m-1"}
+            async with http.post(f"{stack.ingest_url}/v1/payments", json=body) as resp:
+                assert resp.status == 201, await resp.text()
+                return str((await resp.json())["payment_id"])
+
+        before = await pay("12.50")  # from the history when the page opens
+        page = await browser.new_page(viewport={"width": 1280, "height": 900})
+        errors: list[str] = []
+        page.on("pageerror", lambda exc: errors.append(str(exc)))
+        await page.goto(f"http://127.0.0.1:{stack.gateway_port}/#token={ops}")
+        await expect(page.get_by_test_id("connection-state")).to_have_text("live")
+
+        def feed_status(payment_id: str) -> Locator:
+            row = page.locator(f'[data-testid="feed-row"][data-payment-id="{payment_id}"]')
+            return row.locator(".status")
+
+        await expect(feed_status(before)).to_have_text("APPROVED", timeout=30_000)
+        posted = await pay("20.00")
+        await expect(feed_status(posted)).to_have_text(re.compile("PENDING|APPROVED"))
+        await expect(feed_status(posted)).to_have_text("APPROVED", timeout=30_000)
+
+        # Above EUR's review limit: held for an operator, on the desk with its reason.
+        held = await pay("7500.00")
+        await expect(feed_status(held)).to_have_text("REVIEW", timeout=30_000)
+        row = page.locator(f'[data-testid="review-row"][data-payment-id="{held}"]')
+        await expect(row).to_contain_text("The amount is above the review limit for its currency.")
+        await row.get_by_test_id("review-note").fill("called the customer")
+        await row.get_by_test_id("review-approve").click()
+        await expect(row.get_by_test_id("review-status")).to_have_text("APPROVED", timeout=30_000)
+        await expect(row).to_contain_text("by ops-console")
+        await expect(feed_status(held)).to_have_text("APPROVED")
+        async with http.get(
+            f"{stack.ingest_url}/v1/payments/{held}",
+            headers={"Authorization": f"Bearer {ops}"},
+        ) as resp:
+            decided = await resp.json()
+        assert (decided["status"], decided["reviewed_by"]) == ("APPROVED", "ops-console")
+        assert decided["review_note"] == "called the customer"
+
+        # The pipeline reports on itself.
+        number = re.compile(r"^\d[\d,.]*$")
+        for testid in ("health-stream-lag", "health-queue-depth", "health-dlq-depth"):
+            await expect(page.get_by_test_id(testid)).to_have_text(number, timeout=30_000)
+        await expect(page.get_by_test_id("health-e2e-p99")).to_have_text(number)
+        await page.screenshot(path=str(artefacts("console") / "e2e-1280.png"), full_page=True)
+        assert errors == []
 
 
 def test_sigterm_stops_every_process(stack: DevStackProcess) -> None:

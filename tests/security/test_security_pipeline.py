@@ -35,7 +35,7 @@ from pulse.auth import issue_token
 from pulse.cli import main as pulse_cli
 from pulse.events import NOTIFICATION
 from pulse_dev.devstack import DevStackProcess
-from pulse_dev.testing import eventually, free_port
+from pulse_dev.testing import LOCAL_WEBHOOK_RECEIVERS_ENV, eventually, free_port
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -121,6 +121,7 @@ async def test_a_full_run_logs_no_secret_and_webhook_signatures_bind(
         cli_env = {
             "AWS_ENDPOINT_URL": f"http://127.0.0.1:{stack.emulator_port}",
             "PULSE_RESOURCE_PREFIX": stack.prefix,
+            **LOCAL_WEBHOOK_RECEIVERS_ENV,  # the receiver is this test's, on loopback
         }
         added = CliRunner().invoke(
             pulse_cli,

@@ -115,3 +115,25 @@ def test_the_topic_still_fans_out_to_its_filtered_queues(
         QueueUrl=topology.queue_urls[names.notify_queue], WaitTimeSeconds=0
     ).get("Messages", [])
     assert notify == []  # filtered out: it takes "updated" only
+
+
+def test_an_action_moto_lacks_answers_not_implemented_at_once(
+    stack_settings: PulseSettings, queue_topology: TopologyOutputs
+) -> None:
+    """501 NotImplemented, not moto's bare 500: a client tells a missing action from a fault,
+    and botocore does not retry it (pulse dlq redrive then moves the messages itself)."""
+    sqs = aws_client("sqs", stack_settings)
+    dlq_arn = queue_topology.queue_arns[stack_settings.names.fraud_dlq]
+    with pytest.raises(ClientError) as caught:
+        sqs.list_message_move_tasks(SourceArn=dlq_arn)
+    response = caught.value.response
+    assert response["Error"]["Code"] == "NotImplemented"
+    assert "list_message_move_tasks" in response["Error"]["Message"]
+    assert response["ResponseMetadata"]["HTTPStatusCode"] == 501
+    assert response["ResponseMetadata"]["RetryAttempts"] == 0
+    # an action of a query-protocol service is answered in XML the same way
+    with pytest.raises(ClientError) as xml:
+        aws_client("sns", stack_settings).get_data_protection_policy(
+            ResourceArn=queue_topology.topic_arn
+        )
+    assert xml.value.response["Error"]["Code"] == "NotImplemented"

@@ -144,3 +144,28 @@ def test_the_review_commands_policy_covers_deciding_and_listing_and_no_more() ->
     assert policy_problems("review", "r.json", admin, needs.actions, needs.on_resource) == []
     granted = {a for s in admin["Statement"] for a in s["Action"]}
     assert granted == {"dynamodb:UpdateItem", "dynamodb:Query"}
+
+
+def test_the_dead_letter_commands_policy_covers_read_redrive_and_purge() -> None:
+    needs = Needs()
+    for shared in COMMAND_POLICIES["k8s/iam/dlq-admin.json"][1]:
+        needs.add(ROOT, shared)
+    assert needs.problems == []
+    assert needs.actions >= {
+        "sqs:ReceiveMessage",
+        "sqs:SendMessage",
+        "sqs:DeleteMessage",
+        "sqs:ChangeMessageVisibility",
+        "sqs:StartMessageMoveTask",
+        "sqs:ListMessageMoveTasks",
+        "sqs:PurgeQueue",
+    }
+    admin = json.loads((ROOT / "k8s/iam/dlq-admin.json").read_text())
+    assert policy_problems("dlq", "d.json", admin, needs.actions) == []
+
+
+def test_a_method_handed_to_a_thread_counts_as_a_call() -> None:
+    source = "await asyncio.to_thread(self._sqs.send_message, QueueUrl=url)\n"
+    assert actions_called([source]) == {"sqs:SendMessage"}
+    assert actions_called(["self._sqs.send_message_batch(QueueUrl=u)"]) == {"sqs:SendMessage"}
+    assert actions_called(["self.send_messages_later()"]) == set()

@@ -2,12 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import pytest
-from botocore.exceptions import (
-    ClientError as BotoClientError,
-)
 from botocore.exceptions import (
     ConnectTimeoutError,
     EndpointConnectionError,
@@ -23,14 +18,7 @@ from pulse.errors import (
     ResourceNotFoundError,
     RetryableError,
 )
-
-
-def client_error(code: str, status: int = 400) -> BotoClientError:
-    response: Any = {
-        "Error": {"Code": code, "Message": "m"},
-        "ResponseMetadata": {"HTTPStatusCode": status},
-    }
-    return BotoClientError(response, "PutItem")
+from pulse_dev.testing import aws_client_error as client_error
 
 
 @pytest.mark.parametrize(

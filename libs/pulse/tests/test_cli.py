@@ -1,3 +1,5 @@
+from importlib.metadata import version
+
 from click.testing import CliRunner
 
 from pulse.auth import verify_token
@@ -5,11 +7,21 @@ from pulse.cli import main
 from pulse.settings import DEV_JWT_SECRET
 
 
-def test_help_lists_every_command() -> None:
+def test_help_lists_every_command_once() -> None:
     result = CliRunner().invoke(main, ["--help"])
     assert result.exit_code == 0
-    for command in ("dev", "token", "load", "tail", "fraud", "webhooks", "review"):
-        assert f"  {command} " in result.output
+    listed = result.output.split("Commands:", 1)[1].splitlines()
+    names = [line.split()[0] for line in listed if line.startswith("  ") and line.strip()]
+    assert sorted(names) == sorted(set(names))
+    expected = {"dev", "token", "load", "tail", "fraud", "keys", "webhooks", "review", "dlq"}
+    assert expected <= set(names)
+    assert set(names) == set(main.commands)
+
+
+def test_version_is_the_installed_package_version() -> None:
+    result = CliRunner().invoke(main, ["--version"])
+    assert result.exit_code == 0
+    assert result.output == f"pulse {version('pulse')}\n"
 
 
 def test_token_is_signed_with_the_configured_secret() -> None:

@@ -10,8 +10,8 @@ import pytest
 from click.testing import CliRunner
 
 from pulse.cli import main
-from pulse.cli.review import format_age
 from pulse.clients import aws_client
+from pulse.dead_letters import format_age
 from pulse.events import utc_now
 from pulse_dev.testing import pending_payment, put_in_review, put_payment
 
@@ -114,7 +114,7 @@ def test_approve_and_decline_decide_once_as_the_cli_user(
 
 @pytest.mark.parametrize(
     ("seconds", "text"),
-    [(0, "0s"), (45.9, "45s"), (725, "12m 05s"), (12000, "3h 20m"), (187200, "2d 4h")],
+    [(0, "0s"), (45.9, "45s"), (725, "12m 05s"), (12000, "3h 20m"), (187200, "2d 04h"), (-3, "0s")],
 )
 def test_waits_read_as_a_person_says_them(seconds: float, text: str) -> None:
     assert format_age(seconds) == text

@@ -75,6 +75,45 @@ def test_how_a_handler_ended_decides_the_outcome(
 
 
 @pytest.mark.parametrize(
+    ("receive_count", "error", "expected"),
+    [
+        # before the last receive: retried as usual
+        (4, RetryableError("redis down"), Outcome(Action.RETRY, 16)),
+        # on the last: dead-lettered now, with the error that SQS's move would not record
+        (
+            5,
+            RetryableError("redis down"),
+            Outcome(Action.DEAD_LETTER, reason="redis down (receive 5, the last the queue allows)"),
+        ),
+        (
+            6,
+            KeyError("amount"),
+            Outcome(
+                Action.DEAD_LETTER,
+                reason="KeyError: 'amount' (receive 6, the last the queue allows)",
+            ),
+        ),
+        (
+            5,
+            RuntimeError(),
+            Outcome(
+                Action.DEAD_LETTER, reason="RuntimeError (receive 5, the last the queue allows)"
+            ),
+        ),
+        (5, PermanentError("bad"), Outcome(Action.DEAD_LETTER, reason="bad")),
+        (5, None, ACK),
+    ],
+)
+def test_the_last_allowed_receive_dead_letters_with_the_error(
+    receive_count: int, error: Exception | None, expected: Outcome
+) -> None:
+    assert policy().after(receive_count, error, max_receives=5) == expected
+    # without a known redrive policy nothing changes
+    if expected.action is Action.DEAD_LETTER and not isinstance(error, PermanentError):
+        assert policy().after(receive_count, error).action is Action.RETRY
+
+
+@pytest.mark.parametrize(
     ("predecessor", "expected"),
     [
         (ACK, None),  # deleted: the next of its group may run

@@ -1,4 +1,5 @@
-"""A poison message is dead-lettered by the redrive policy while others keep flowing."""
+"""A poison message is dead-lettered on the last receive its queue allows, with its error,
+while others keep flowing."""
 
 from __future__ import annotations
 
@@ -36,10 +37,15 @@ async def test_a_poison_message_goes_to_the_dlq_after_max_receive_count(
         await asyncio.to_thread(sqs.send_message, QueueUrl=url, MessageBody=f"good-{i}")
         await asyncio.sleep(0.05)
     dead: list[str] = []
+    errors: list[str] = []
 
     def arrived() -> bool:
-        got = sqs.receive_message(QueueUrl=dlq_url, MaxNumberOfMessages=10)
-        dead.extend(m["Body"] for m in got.get("Messages", []))
+        got = sqs.receive_message(
+            QueueUrl=dlq_url, MaxNumberOfMessages=10, MessageAttributeNames=["All"]
+        )
+        for m in got.get("Messages", []):
+            dead.append(m["Body"])
+            errors.append(m["MessageAttributes"]["error"]["StringValue"])
         return bool(dead)
 
     await eventually(arrived)
@@ -47,5 +53,6 @@ async def test_a_poison_message_goes_to_the_dlq_after_max_receive_count(
     stopping.set()
     await asyncio.wait_for(task, 10)
     assert dead == ["poison"]
+    assert errors == ["always fails (receive 5, the last the queue allows)"]
     assert poison_attempts == [1, 2, 3, 4, 5]  # maxReceiveCount of the topology
     assert sorted(handled) == sorted(f"good-{i}" for i in range(10))

@@ -47,6 +47,30 @@ def test_bad_values_fail_naming_the_variable(
         load_settings(PulseSettings)
 
 
+@pytest.mark.parametrize(
+    ("var", "value", "words"),
+    [
+        ("PULSE_RESOURCE_PREFIX", "bad prefix!", "only letters, digits, '_', '.' and '-'"),
+        ("PULSE_REDIS_PREFIX", "pulse:{x}:", "must not contain { or }"),
+    ],
+)
+def test_a_refused_prefix_is_explained_in_words_not_a_pattern(
+    monkeypatch: pytest.MonkeyPatch, var: str, value: str, words: str
+) -> None:
+    monkeypatch.setenv(var, value)
+    with pytest.raises(ConfigurationError) as info:
+        load_settings(PulseSettings)
+    assert words in str(info.value)
+    assert "pattern" not in str(info.value)
+    assert "^" not in str(info.value)
+
+
+def test_overrides_take_precedence_over_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PULSE_RESOURCE_PREFIX", "from-env-")
+    loaded = load_settings(PulseSettings, resource_prefix="given-", aws_region="eu-west-1")
+    assert (loaded.resource_prefix, loaded.aws_region) == ("given-", "eu-west-1")
+
+
 def test_replicas_must_acknowledge_only_when_asked(monkeypatch: pytest.MonkeyPatch) -> None:
     assert Replication.of(load_settings(PulseSettings)) == Replication(0, 1000)
     monkeypatch.setenv("PULSE_REDIS_WAIT_REPLICAS", "1")

@@ -121,7 +121,7 @@ def test_webhook_tables_and_queues_are_created_unsubscribed(
 def test_the_stream_failure_queue_is_declared_with_a_dlq_and_not_subscribed(
     stack_settings: PulseSettings,
 ) -> None:
-    from pulse.topology import StreamFailureNames  # noqa: PLC0415
+    from pulse.topology import FAILURE_READS, StreamFailureNames  # noqa: PLC0415
 
     out = apply_topology(stack_settings)
     failures = StreamFailureNames.from_prefix(stack_settings.resource_prefix)
@@ -133,7 +133,17 @@ def test_the_stream_failure_queue_is_declared_with_a_dlq_and_not_subscribed(
     assert attrs["MessageRetentionPeriod"] == str(14 * 24 * 3600)
     redrive = json.loads(attrs["RedrivePolicy"])
     assert redrive["deadLetterTargetArn"] == out.queue_arns[failures.dlq]
+    assert redrive["maxReceiveCount"] == FAILURE_READS  # people read it; reading moves nothing
     assert failures.queue not in out.subscription_arns  # fed by the stream processor only
+    # the replay queue's dead-letter queue is the failure queue: what fails again goes back
+    replays = sqs.get_queue_attributes(
+        QueueUrl=out.queue_urls[failures.replays], AttributeNames=["All"]
+    )["Attributes"]
+    assert json.loads(replays["RedrivePolicy"]) == {
+        "deadLetterTargetArn": out.queue_arns[failures.queue],
+        "maxReceiveCount": 5,
+    }
+    assert failures.replays not in out.subscription_arns
     assert apply_topology(stack_settings).changes == []
 
 

@@ -10,13 +10,19 @@ from typing import Any
 import orjson
 import pytest
 import redis
+from click.testing import CliRunner
 
+from fraud_worker.activity import velocity_key
 from pulse.channels import ALERTS
+from pulse.cli import main
 from pulse.clients import aws_client
+from pulse.dead_letter_sqs import DeadLetterQueues
+from pulse.dead_letters import dead_letter_queues, find_queue
 from pulse.events import FRAUD_DECISION
 from pulse.settings import PulseSettings
 from pulse.topology import TopologyOutputs
 from pulse_dev.testing import (
+    KilledBeforeDelete,
     ServiceProcess,
     channel_history,
     free_port,
@@ -152,4 +158,44 @@ def test_a_garbage_body_lands_in_the_dlq_with_the_reason(stack: Stack) -> None:
     assert "not a CloudEvent" in messages[0]["MessageAttributes"]["error"]["StringValue"]
     stack.sqs.delete_message(QueueUrl=stack.dlq_url, ReceiptHandle=messages[0]["ReceiptHandle"])
     until(lambda: stack.depth(stack.queue_url) == 0)
+    assert stack.process.stop() == 0
+
+
+def test_a_poison_message_is_dead_lettered_redriven_once_fixed_and_decided_once(
+    stack: Stack,
+) -> None:
+    """The issue's scenario: poison → DLQ with its error → fix the cause → ``pulse dlq
+    redrive`` → applied exactly once, though the redrive was killed between send and delete
+    and run again (the message reached the worker twice)."""
+    payment = stack.put_pending("6000.00", account_id="acct-poison")  # REVIEW: one alert
+    payment_id = payment["payment_id"]
+    # The cause: the account's velocity window corrupted (a key of the wrong type).
+    velocity = velocity_key(stack.settings.redis_prefix, "acct-poison")
+    stack.redis.set(velocity, "not a sorted set")
+    stack.send_created(payment)
+    until(lambda: stack.depth(stack.dlq_url) == 1, timeout=60)  # five receives, then the DLQ
+    assert stack.item(payment_id)["status"]["S"] == "PENDING"
+    shown = CliRunner().invoke(main, ["dlq", "show", "fraud-dlq"])
+    assert shown.exit_code == 0, shown.output
+    assert "  error:    ResponseError: WRONGTYPE" in shown.output
+    assert "(receive 5, the last the queue allows)" in shown.output
+    assert "  receives: 5" in shown.output
+    assert f"(subject {payment_id})" in shown.output
+
+    stack.redis.delete(velocity)  # the cause fixed
+    queue = find_queue(dead_letter_queues(stack.settings.names), "fraud-dlq")
+    with pytest.raises(KeyboardInterrupt):  # sent on to the fraud queue, never deleted
+        DeadLetterQueues(KilledBeforeDelete(stack.sqs, die_on=1), hold_seconds=1).redrive(queue)
+    until(lambda: stack.item(payment_id)["status"]["S"] == "REVIEW")
+    until(lambda: stack.depth(stack.queue_url) == 0)
+    decided = stack.item(payment_id)
+    until(lambda: DeadLetterQueues(stack.sqs).counts(queue) == (1, 0))  # its hold ran out
+    again = CliRunner().invoke(main, ["dlq", "redrive", "fraud-dlq"])
+    assert again.exit_code == 0, again.output
+    assert "moved 1 message(s) from fraud-dlq to fraud" in again.output
+    until(lambda: stack.depth(stack.queue_url) == 0)  # handled (deleted after its handler)
+    assert stack.depth(stack.dlq_url) == 0
+    assert stack.item(payment_id) == decided  # decided once
+    assert [a["data"]["payment_id"] for a in stack.alerts()] == [payment_id]  # alerted once
+    assert stack.redis.zcard(velocity) == 1  # counted once in the account's window
     assert stack.process.stop() == 0

@@ -13,6 +13,7 @@ from ingest.validation import (
     COUNTRY_CODES,
     CURRENCY_CODES,
     PaymentRequest,
+    currency_digits,
     parse_payment_request,
     request_hash,
 )
@@ -83,15 +84,27 @@ def test_a_replay_shows_the_payment_as_first_created() -> None:
 
 
 _ids = st.from_regex(r"[A-Za-z0-9_.@-]{1,128}", fullmatch=True)
-_requests = st.builds(
-    PaymentRequest,
-    account_id=_ids,
-    amount=st.decimals(min_value=Decimal("0.01"), max_value=Decimal(10**6), places=2).map(str),
-    currency=st.sampled_from(CURRENCY_CODES),
-    merchant_id=_ids,
-    country=st.none() | st.sampled_from(COUNTRY_CODES),
-    metadata=st.none()
-    | st.dictionaries(st.text(min_size=1, max_size=64), st.text(max_size=256), max_size=20),
+
+# An amount valid in its currency: whole where the currency has no minor unit (JPY, AFN, …).
+_priced = st.sampled_from(CURRENCY_CODES).flatmap(
+    lambda code: st.tuples(
+        st.just(code),
+        st.decimals(
+            min_value=Decimal(1), max_value=Decimal(10**6), places=min(2, currency_digits(code))
+        ).map(str),
+    )
+)
+_requests = _priced.flatmap(
+    lambda priced: st.builds(
+        PaymentRequest,
+        account_id=_ids,
+        amount=st.just(priced[1]),
+        currency=st.just(priced[0]),
+        merchant_id=_ids,
+        country=st.none() | st.sampled_from(COUNTRY_CODES),
+        metadata=st.none()
+        | st.dictionaries(st.text(min_size=1, max_size=64), st.text(max_size=256), max_size=20),
+    )
 )
 
 

@@ -11,11 +11,14 @@ import orjson
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from jsonschema import Draft202012Validator
 
+from ingest.openapi import openapi_document
 from ingest.validation import (
     DEFAULT_MAX_AMOUNT,
     amount_pattern,
     canonical_request,
+    currency_digits,
     parse_idempotency_key,
     parse_payment_id,
     parse_payment_request,
@@ -167,6 +170,74 @@ def test_amount_pattern_for_powers_of_ten_is_exact(
     assert not any(re.fullmatch(pattern, text) for text in bad)
 
 
+def test_currency_digits_come_from_the_cldr_table() -> None:
+    assert [currency_digits(c) for c in ("EUR", "USD", "JPY", "KRW", "BHD", "KWD")] == [
+        2,
+        2,
+        0,
+        0,
+        3,
+        3,
+    ]
+
+
+@pytest.mark.parametrize("currency", ["JPY", "KRW", "CLP", "VND"])
+def test_currencies_without_a_minor_unit_refuse_fractions(currency: str) -> None:
+    for amount in ("1500", "1500.0", "1500.00", 1500):
+        request = parse_payment_request(body(amount=amount, currency=currency))
+        assert canonical_request(request)["amount"] == "1500.00"  # kept to two places
+    for amount in ("1500.50", "0.5", "1500.01"):
+        problem = problem_of(body(amount=amount, currency=currency))
+        assert problem.errors is not None
+        [error] = problem.errors
+        assert error.field == "amount"
+        assert error.message == f"amount must be a whole number: {currency} has no minor unit"
+
+
+@pytest.mark.parametrize("currency", ["BHD", "KWD", "OMR"])
+def test_three_decimal_currencies_are_kept_to_two_places(currency: str) -> None:
+    request = parse_payment_request(body(amount="1.25", currency=currency))
+    assert canonical_request(request)["amount"] == "1.25"
+    problem = problem_of(body(amount="1.255", currency=currency))
+    assert problem.errors is not None
+    [error] = problem.errors
+    assert error.field == "amount"
+    assert error.message == (
+        f"amount must have at most 2 decimal places (Pulse keeps amounts to 2 places; "
+        f"{currency} has 3)"
+    )
+
+
+@pytest.mark.parametrize(
+    ("amount", "currency"),
+    [
+        *[("12.50", "EUR"), (12.5, "EUR"), ("1500", "JPY"), ("1500.00", "JPY"), (1500, "KRW")],
+        *[("12.50", "JPY"), (12.5, "JPY"), ("0.5", "KRW"), ("12.505", "EUR")],
+    ],
+)
+def test_the_published_schema_says_what_validation_does(amount: object, currency: str) -> None:
+    schema = openapi_document()["components"]["schemas"]["PaymentRequest"]
+    request = {**BASE, "amount": amount, "currency": currency}
+    published = Draft202012Validator(schema).is_valid(request)
+    try:
+        parse_payment_request(json.dumps(request).encode())
+    except Problem:
+        accepted = False
+    else:
+        accepted = True
+    assert published == accepted
+
+
+@given(st.from_regex(amount_pattern(Decimal(1000), whole=True), fullmatch=True))
+def test_whole_amounts_matching_the_published_pattern_are_accepted(text: str) -> None:
+    assert parse_payment_request(body(amount=text, currency="JPY"), max_amount=Decimal(1000))
+
+
+def test_a_bad_currency_leaves_the_amount_judged_by_two_places() -> None:
+    assert fields_of(body(amount="12.50", currency="ZZZ")) == {"currency"}
+    assert fields_of(body(amount="12.505", currency="ZZZ")) == {"amount", "currency"}
+
+
 @pytest.mark.parametrize("currency", ["ABC", "eur", "EURO", "", 978, None, "XXX"])
 def test_unknown_currencies_are_refused(currency: object) -> None:
     assert fields_of(body(currency=currency)) == {"currency"}
@@ -199,6 +270,28 @@ def test_every_bad_field_is_reported_at_once() -> None:
 )
 def test_ids_must_be_short_safe_strings(account_id: object) -> None:
     assert fields_of(body(account_id=account_id)) == {"account_id"}
+
+
+@pytest.mark.parametrize("account_id", ["has space", "colon:inside", "ünïcode"])
+def test_refused_ids_are_explained_in_words_not_a_pattern(account_id: str) -> None:
+    problem = problem_of(body(account_id=account_id, merchant_id="m/1"))
+    assert problem.errors is not None
+    messages = {e.field: e.message for e in problem.errors}
+    expected = "must be 1 to 128 letters, digits or the characters _ . @ -"
+    assert messages == {"account_id": expected, "merchant_id": expected}
+
+
+def test_no_refusal_shows_a_regular_expression() -> None:
+    bad_bodies = [
+        body(account_id="a b", amount="1.234", currency="JPY", merchant_id="", country="de"),
+        body(amount="1e3", currency="eur", metadata={"k" * 65: "v"}),
+        b"{",
+    ]
+    for raw in bad_bodies:
+        problem = problem_of(raw)
+        texts = [problem.detail or "", *(e.message for e in problem.errors or [])]
+        for text in texts:  # what a pattern looks like: anchors, classes, groups, counts
+            assert not re.search(r"\^|\$$|\(\?|\]\{|\[A-|\\[dws.]|pattern", text), text
 
 
 def test_ids_may_use_the_whole_safe_alphabet() -> None:

@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
 import pytest
 from aiohttp import web
 from click.testing import CliRunner
@@ -32,6 +33,7 @@ from pulse.webhook_attempts import (
 )
 from pulse_dev.testing import (
     FAST_REDELIVERY_ENV,
+    LOCAL_WEBHOOK_RECEIVERS_ENV,
     ServiceProcess,
     eventually,
     free_port,
@@ -114,6 +116,7 @@ class Hooks:
             QueueUrl=self.topology.queue_urls[self.names.dlq],
             MaxNumberOfMessages=10,
             MessageAttributeNames=["All"],
+            VisibilityTimeout=0,  # looked at, not taken
         )
         for message in got.get("Messages", []):
             attributes = {k: v["StringValue"] for k, v in message["MessageAttributes"].items()}
@@ -124,6 +127,13 @@ class Hooks:
         """An event's attempts, first first: (number, outcome, what followed)."""
         items = self.log.query(endpoint, event_id=event_id).items
         return [(r.attempt, r.state, r.next) for r in reversed(items)]
+
+
+@pytest.fixture
+def stack_env(stack_env: dict[str, str]) -> dict[str, str]:
+    """The test's stack, whose receivers listen on loopback over http: the CLI registers
+    them and the workers deliver to them."""
+    return {**stack_env, **LOCAL_WEBHOOK_RECEIVERS_ENV}
 
 
 @pytest.fixture
@@ -223,6 +233,15 @@ async def test_three_events_behind_a_failing_head_each_get_the_whole_schedule(
         ["#2", "failed", "500"],
         ["#1", "failed", "500"],
     ]
+
+    # The receiver fixed, the dead letters sent back: one more attempt each, numbered on.
+    got.answer = lambda *_: 200
+    redriven = CliRunner().invoke(pulse_cli, ["dlq", "redrive", "webhooks-dlq.fifo"], env=hooks.env)
+    assert redriven.exit_code == 0, redriven.output
+    await eventually(lambda: sorted(got.delivered("down")) == sorted(ids), timeout=30)
+    for event_id in ids:
+        assert hooks.outcomes(endpoint, event_id)[-1] == (5, SUCCEEDED, None)
+    assert got.tries("down") == dict.fromkeys(ids, 5)
     assert worker.stop() == 0
 
 
@@ -448,3 +467,33 @@ async def test_a_worker_killed_mid_delivery_is_replaced_and_the_webhook_id_repea
             assert second.stop() == 0
         finally:
             release.set()
+
+
+async def test_an_internal_target_is_refused_at_delivery_and_dead_lettered_at_once(
+    hooks: Hooks,
+) -> None:
+    """Registered where loopback was allowed, delivered by a worker where it is not: the
+    delivery is refused before any connection, dead-lettered with the reason after its one
+    attempt (a refusal is not retried)."""
+    got = hooks.receiver
+    url = got.url("inside").replace("127.0.0.1", "localhost")
+    endpoint, got.secrets["inside"] = register_endpoint(hooks.env, "acct-i", url)
+    worker = hooks.worker(PULSE_WEBHOOK_ALLOWED_NETWORKS="")
+    (event_id,) = hooks.post_updates(["ev-i"], "acct-i")
+
+    await eventually(lambda: event_id in hooks.dead_letters())
+    error = hooks.dead[event_id]["error"]
+    assert "127.0.0.1 is loopback" in error
+    assert "PULSE_WEBHOOK_ALLOWED_NETWORKS" in error
+    assert hooks.dead[event_id]["attempts"] == "1"
+    assert hooks.outcomes(endpoint, event_id) == [(1, FAILED, NEXT_DEAD)]
+    fifo = hooks.topology.queue_urls[hooks.names.queue]
+    await eventually(lambda: queue_depth(hooks.sqs, fifo) == 0)
+    assert worker.stop() == 0
+    refusals = [
+        line
+        for line in worker.logs().splitlines()
+        if line.startswith("{") and orjson.loads(line).get("event") == "webhook target refused"
+    ]
+    assert len(refusals) == 1
+    assert got.of("inside") == []

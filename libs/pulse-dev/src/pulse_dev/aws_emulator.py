@@ -29,6 +29,7 @@ import threading
 import time
 from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any
+from xml.sax.saxutils import escape
 
 from pulse.collector import BATCH_YOUNG_THRESHOLD, settle_collector
 from pulse_dev.stream_emulation import (
@@ -46,7 +47,11 @@ __all__ = ["QueueAttributesView", "has_params_under", "main", "read_attribute_va
 
 
 def _stop(_signum: int, _frame: FrameType | None) -> None:
-    sys.exit(0)
+    # At once: everything is in memory, nothing to flush; a clean waitress shutdown would
+    # wait up to 5 s for the request threads that SQS long polls hold.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 def _read_retention_directly() -> None:
@@ -197,6 +202,45 @@ def _lock_sqs_receives() -> None:
             queue.wait_for_messages(min(1.0, remaining))  # type: ignore[arg-type]
 
     SQSBackend.receive_message = receive_message  # type: ignore[method-assign]
+
+
+def _answer_missing_actions_as_not_implemented() -> None:
+    """Answer an action moto does not implement with ``501 NotImplemented``, not a crash.
+
+    moto raises ``NotImplementedError``, which its server turns into a bare 500 — what a
+    client must take for a transient fault and retry. 501 with the error code
+    ``NotImplemented`` (an AWS error document in the request's protocol) says what it is:
+    a client can tell "this endpoint lacks the action" (``pulse dlq redrive`` then moves the
+    messages itself, as it would for another emulator answering ``InvalidAction``) from a
+    failure, and botocore does not retry it.
+    """
+    from moto.core.responses import BaseResponse  # noqa: PLC0415
+
+    call_action = BaseResponse.call_action
+
+    def answered(self: BaseResponse) -> Any:
+        try:
+            return call_action(self)
+        except NotImplementedError as exc:
+            return _not_implemented(self, str(exc))
+
+    BaseResponse.call_action = answered  # type: ignore[method-assign]
+
+
+def _not_implemented(response: Any, message: str) -> tuple[int, dict[str, str], str]:
+    """A 501 ``NotImplemented`` error in the protocol of ``response``'s request."""
+    content_type = str(response.headers.get("Content-Type", ""))
+    if "json" in content_type:
+        headers = {
+            "Content-Type": content_type,
+            "x-amzn-query-error": "NotImplemented;Sender",  # SQS's JSON protocol reads it
+        }
+        return 501, headers, json.dumps({"__type": "NotImplemented", "message": message})
+    body = (
+        "<ErrorResponse><Error><Type>Sender</Type><Code>NotImplemented</Code>"
+        f"<Message>{escape(message)}</Message></Error></ErrorResponse>"
+    )
+    return 501, {"Content-Type": "text/xml"}, body
 
 
 def _serialise_dynamodb_writes() -> None:
@@ -392,6 +436,7 @@ def main(argv: list[str] | None = None) -> None:
     _send_without_counting_messages()
     _fetch_backends_without_locking()
     _lock_sqs_receives()
+    _answer_missing_actions_as_not_implemented()
     _serialise_dynamodb_writes()
     _parse_query_forms_by_bisection()
     _parse_attribute_values_directly()

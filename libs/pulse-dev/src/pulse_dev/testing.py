@@ -17,7 +17,8 @@ Loaded by the repository's root ``conftest.py``. Nothing here mocks AWS or Redis
   :func:`channel_history` is a channel's history as events;
 - ``async_redis`` (per test) is an asyncio client of the test Redis;
 - :func:`readyz` reads a service's readiness; :data:`FAST_REDELIVERY_ENV` makes a worker's
-  dropped message come back within seconds;
+  dropped message come back within seconds; :data:`LOCAL_WEBHOOK_RECEIVERS_ENV` lets webhooks
+  reach a receiver of the test (on loopback, over http);
 - :func:`status_and_text` is a GET over aiohttp; :func:`assert_metrics_on_ops_port_only`
   checks a service whose metrics have a port of their own;
 - :func:`serving` serves an aiohttp app of the test (a webhook receiver, a JWKS);
@@ -48,6 +49,7 @@ import orjson
 import pytest
 import redis.asyncio as aioredis
 from aiohttp import web
+from botocore.exceptions import ClientError
 
 from pulse.auth import issue_token
 from pulse.channels import ChannelKeys
@@ -56,6 +58,7 @@ from pulse.settings import PulseSettings
 from pulse.topology import TopologyOutputs, apply_topology, pulse_spec
 from pulse_dev.emulators import (
     AWS_TEST_CREDENTIALS,
+    LOCAL_WEBHOOK_RECEIVERS_ENV,
     free_port,
     redis_answers,
     start_moto,
@@ -86,11 +89,14 @@ __all__ = [
     "CREATED_AT",
     "FAST_REDELIVERY_ENV",
     "GATEWAY_SECRET",
+    "LOCAL_WEBHOOK_RECEIVERS_ENV",
     "GatewayFactory",
+    "KilledBeforeDelete",
     "RunningGateway",
     "ServiceProcess",
     "WorkQueue",
     "assert_metrics_on_ops_port_only",
+    "aws_client_error",
     "channel_history",
     "eventually",
     "free_port",
@@ -158,6 +164,35 @@ class WorkQueue:
             topology.queue_urls[names.fraud_queue],
             topology.queue_urls[names.fraud_dlq],
         )
+
+
+def aws_client_error(code: str, status: int = 400, operation: str = "PutItem") -> ClientError:
+    """The ``ClientError`` botocore raises when AWS answers ``status`` with error ``code``."""
+    response: Any = {
+        "Error": {"Code": code, "Message": "m"},
+        "ResponseMetadata": {"HTTPStatusCode": status},
+    }
+    return ClientError(response, operation)
+
+
+class KilledBeforeDelete:
+    """A real SQS client whose ``die_on``-th ``DeleteMessageBatch`` never happens: the
+    process dies there (``KeyboardInterrupt``, which nothing catches), as a SIGKILL would
+    between sending a batch on and deleting it (``pulse dlq redrive``)."""
+
+    def __init__(self, sqs: Any, die_on: int) -> None:
+        self._sqs = sqs
+        self._deletes = 0
+        self._die_on = die_on
+
+    def delete_message_batch(self, **kwargs: Any) -> Any:
+        self._deletes += 1
+        if self._deletes == self._die_on:
+            raise KeyboardInterrupt
+        return self._sqs.delete_message_batch(**kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._sqs, name)
 
 
 def queue_depth(sqs: Any, queue_url: str) -> int:

@@ -71,6 +71,7 @@ def aws_client(
     user_agent: str | None = None,
     read_timeout: float = 30.0,
     max_attempts: int = 5,
+    session: boto3.session.Session | None = None,
 ) -> Any:
     """A boto3 client for ``service_name`` with standard retries and a bounded pool.
 
@@ -86,6 +87,8 @@ def aws_client(
 
     ``read_timeout`` (seconds) and ``max_attempts`` (the first try included) bound a call
     that must not hang for long, such as a lease renewal racing its deadline.
+
+    ``session`` gives the credentials (default: a new session, the standard chain).
     """
     config = Config(
         region_name=settings.aws_region,
@@ -96,7 +99,7 @@ def aws_client(
         parameter_validation=parameter_validation,
         user_agent=user_agent,
     )
-    session = boto3.session.Session()
+    session = session or boto3.session.Session()
     return session.client(  # type: ignore[call-overload]
         service_name, endpoint_url=settings.aws_endpoint_url, config=config
     )

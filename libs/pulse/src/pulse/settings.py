@@ -37,6 +37,7 @@ __all__ = [
     "CredentialSettings",
     "PulseSettings",
     "ResourceNames",
+    "SettingsT",
     "comma_separated",
     "load_settings",
 ]
@@ -85,7 +86,7 @@ class PulseSettings(BaseSettings):
     )
     # No braces: keys put their hash tag right after the prefix (``pulse:{ch:payments}:…``),
     # and Redis Cluster hashes the first ``{…}`` of a key.
-    redis_prefix: str = Field(default="pulse:", min_length=1, max_length=64, pattern=r"^[^{}]*$")
+    redis_prefix: str = Field(default="pulse:", min_length=1, max_length=64)
     # PULSE_REDIS_WAIT_REPLICAS: after the writes that must survive a failover (channel
     # appends and their guards, counters, idempotency completions, fraud activity), WAIT
     # until this many replicas acknowledged them (1 with a replica per master: cluster,
@@ -114,7 +115,7 @@ class PulseSettings(BaseSettings):
         default="us-east-1",
         validation_alias=AliasChoices("AWS_REGION", "AWS_DEFAULT_REGION", "PULSE_AWS_REGION"),
     )
-    resource_prefix: str = Field(default="pulse-", pattern=r"^[A-Za-z0-9_.-]{0,40}$")
+    resource_prefix: str = Field(default="pulse-", max_length=40)
 
     http_host: str = "0.0.0.0"
     http_port: int = Field(default=8080, ge=0, le=65535)
@@ -141,6 +142,20 @@ class PulseSettings(BaseSettings):
                 f"must be a redis://, rediss:// or unix:// URL (got {scheme or '?'}://…)"
             )
         return url
+
+    @field_validator("redis_prefix")
+    @classmethod
+    def _no_braces(cls, prefix: str) -> str:
+        if "{" in prefix or "}" in prefix:
+            raise ValueError("must not contain { or } (keys put their hash tag after it)")
+        return prefix
+
+    @field_validator("resource_prefix")
+    @classmethod
+    def _a_resource_name_part(cls, prefix: str) -> str:
+        if not all(c.isascii() and (c.isalnum() or c in "_.-") for c in prefix):
+            raise ValueError("may contain only letters, digits, '_', '.' and '-'")
+        return prefix
 
     _sentinel_list = field_validator("redis_sentinels", mode="before")(comma_separated)
 
@@ -235,10 +250,11 @@ class CredentialSettings(PulseSettings):
 SettingsT = TypeVar("SettingsT", bound=BaseSettings)
 
 
-def load_settings(cls: type[SettingsT]) -> SettingsT:
-    """Build ``cls`` from the environment; raise :class:`ConfigurationError` naming bad vars."""
+def load_settings(cls: type[SettingsT], **overrides: Any) -> SettingsT:
+    """Build ``cls`` from the environment, ``overrides`` (field names) taking precedence;
+    raise :class:`ConfigurationError` naming bad vars."""
     try:
-        return cls()
+        return cls(**overrides)
     except ValidationError as exc:
         problems = "; ".join(_problem(cls, err["loc"], err["msg"]) for err in exc.errors())
         raise ConfigurationError(f"invalid configuration: {problems}") from exc

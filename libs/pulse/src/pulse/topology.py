@@ -11,6 +11,7 @@ Without an explicit spec, :func:`apply_topology` applies :func:`pulse_spec`: the
 :func:`default_spec` plus the notify worker's webhook resources (:class:`WebhookNames`): the
 endpoints table, the FIFO queue of first attempts (grouped per endpoint) with its FIFO DLQ,
 the attempt log and the queue of scheduled retries; and the stream processor's failure queue
+and the replay queue whose dead-letter queue it is
 (:class:`StreamFailureNames`).
 
 The same code serves ``make run``, the tests and the Kubernetes operator.
@@ -36,6 +37,7 @@ if TYPE_CHECKING:
     from pulse.settings import PulseSettings, ResourceNames
 
 __all__ = [
+    "FAILURE_READS",
     "WEBHOOK_MAX_RECEIVES",
     "IndexSpec",
     "QueueSpec",
@@ -122,25 +124,34 @@ class WebhookNames:
 
 @dataclass(frozen=True)
 class StreamFailureNames:
-    """The stream processor's on-failure destination under one prefix.
+    """The stream processor's on-failure destination and its replays, under one prefix.
 
     ``queue`` receives, whole, the stream records whose effects could not be applied; it is
-    not subscribed to the topic. Its DLQ catches messages that whoever replays the failures
-    keeps failing to handle.
+    not subscribed to the topic. ``replays`` is where ``pulse dlq redrive stream-failures``
+    moves them: the stream processor consumes it and applies each record through its own
+    effects, and ``queue`` is its dead-letter queue, so a record that fails again goes back
+    there with the new error (and, being a dead-letter queue, ``queue`` can be redriven by
+    SQS's ``StartMessageMoveTask``). ``dlq`` is ``queue``'s own dead-letter queue: people
+    read ``queue`` (each look is a receive), so its redrive policy allows
+    :data:`FAILURE_READS` receives before a message is moved there.
     """
 
     queue: str
     dlq: str
+    replays: str
 
     @classmethod
     def from_prefix(cls, prefix: str) -> StreamFailureNames:
-        return cls(f"{prefix}stream-failures", f"{prefix}stream-failures-dlq")
+        return cls(
+            f"{prefix}stream-failures", f"{prefix}stream-failures-dlq", f"{prefix}stream-replays"
+        )
 
 
 _FAILURE_RETENTION_SECONDS = 14 * 24 * 3600  # SQS's longest: failures wait for a person
 # Receives of one webhook message before its queue's redrive dead-letters it (module doc of
 # pulse_spec): at the consumer's backoff (at most 300 s) about two hours of failing AWS.
 WEBHOOK_MAX_RECEIVES = 50
+FAILURE_READS = 1000  # SQS's highest maxReceiveCount: reading failures never moves them
 
 
 @dataclass(frozen=True)
@@ -186,7 +197,7 @@ def default_spec(names: ResourceNames) -> TopologySpec:
 
 def pulse_spec(names: ResourceNames) -> TopologySpec:
     """Everything Pulse's services need: :func:`default_spec`, the webhook resources, the
-    stream processor's failure queue and ingest's API keys.
+    stream processor's failure and replay queues and ingest's API keys.
 
     The webhooks table (hash ``account_id``, range ``endpoint_id``) lists each account's
     endpoints; the FIFO queue carries each event's first attempt per endpoint, the retries
@@ -196,8 +207,9 @@ def pulse_spec(names: ResourceNames) -> TopologySpec:
     :data:`WEBHOOK_MAX_RECEIVES` receives: a delivery's attempts are counted apart from SQS
     receives, so the redrive only catches a message that keeps failing for other reasons
     (AWS or Redis out of reach for hours, a bug). The failure queue keeps what it holds for
-    14 days. The API-keys table (hash ``key_id``) holds the merchant backends' keys, hashed
-    (:mod:`pulse.api_keys`).
+    14 days, and is the dead-letter queue of the replay queue (declared after it, so the
+    failure queue's own attributes are set first). The API-keys table (hash ``key_id``)
+    holds the merchant backends' keys, hashed (:mod:`pulse.api_keys`).
     """
     base = default_spec(names)
     hooks = WebhookNames.from_prefix(names.prefix)
@@ -236,6 +248,14 @@ def pulse_spec(names: ResourceNames) -> TopologySpec:
             QueueSpec(
                 failures.queue,
                 failures.dlq,
+                None,
+                message_retention_period=_FAILURE_RETENTION_SECONDS,
+                max_receive_count=FAILURE_READS,
+                dlq_message_retention_period=_FAILURE_RETENTION_SECONDS,
+            ),
+            QueueSpec(
+                failures.replays,
+                failures.queue,
                 None,
                 message_retention_period=_FAILURE_RETENTION_SECONDS,
                 dlq_message_retention_period=_FAILURE_RETENTION_SECONDS,

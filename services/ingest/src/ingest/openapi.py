@@ -15,7 +15,8 @@ from ingest.validation import (
     MAX_LISTING_LIMIT,
     PaymentRequest,
     ReviewRequest,
-    amount_pattern,
+    amount_schema,
+    whole_amount_rule,
 )
 from pulse.api_keys import PAYMENTS_READ, PAYMENTS_WRITE
 from pulse.events import CloudEvent  # noqa: TC001 - pydantic resolves field types at runtime
@@ -298,9 +299,9 @@ def openapi_document(
     to the internal ops port), so the document never promises a path the port lacks.
     """
     schemas = _schemas()
-    amount = schemas["PaymentRequest"]["properties"]["amount"]
-    amount["anyOf"][0]["pattern"] = amount_pattern(max_amount)
-    amount["anyOf"][1]["maximum"] = float(max_amount)
+    request = schemas["PaymentRequest"]
+    request["properties"]["amount"].update(amount_schema(max_amount))
+    request["allOf"] = [whole_amount_rule(max_amount)]
     not_found = _problem(
         "No such payment, one of another account (they look the same), or an id that is not a UUID."
     )

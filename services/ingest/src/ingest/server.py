@@ -22,6 +22,7 @@ from aiohttp import web
 from ingest.access import PRINCIPAL, AccessControl
 from ingest.authz import Action, Verdict, authorize
 from ingest.cors import Cors
+from ingest.health import IngestThroughput
 from ingest.metrics import PAYMENTS_CREATED, PAYMENTS_REJECTED, REJECTION_REASONS
 from ingest.openapi import openapi_document
 from ingest.records import created_payment, new_payment, payment_item
@@ -45,6 +46,7 @@ from pulse.collector import BATCH_YOUNG_THRESHOLD, settle_collector
 from pulse.credentials import Authenticator, insufficient_scope
 from pulse.errors import RetryableError
 from pulse.events import new_traceparent, utc_now
+from pulse.health import HealthReporter
 from pulse.logging import event_context, get_logger
 from pulse.metrics import http_metrics_middleware
 from pulse.payment_states import Reviewer, why_not_reviewed
@@ -398,8 +400,10 @@ async def serve(lifecycle: Lifecycle) -> None:
     # objects die young. The collector had taken about 4% of the CPU per payment, most of
     # it in full collections walking what start-up made.
     settle_collector(BATCH_YOUNG_THRESHOLD)
+    health = HealthReporter.of(throttle_redis, settings)
+    health.add(IngestThroughput())
     try:
-        async with serving_api(app, lifecycle):
+        async with serving_api(app, lifecycle), health.running(lifecycle.stopping):
             await lifecycle.stopping.wait()
             log.info("stopping: finishing in-flight requests")
     finally:

@@ -4,6 +4,14 @@ Pure: no I/O. Amounts are judged by their *decimal text*. The body is parsed wit
 standard ``json`` module keeping every JSON number as its raw text (:class:`JsonNumber`), so
 ``0.30000000000000004`` is seen with its sixteen decimals and refused, and ``12.50`` is
 exactly twelve and a half; a float is never involved.
+
+How many decimals a currency has comes from the Unicode CLDR's currency data, through Babel
+(:func:`currency_digits`). Pulse keeps every amount to two places, so an amount may have at
+most two decimal places, and none but zeros in a currency without a minor unit (JPY, KRW,
+…: ``1500`` or ``1500.00``, never ``1500.50``); in a currency with three (BHD, KWD, …) the
+third is refused too.
+
+No message names a regular expression: refusals say in words what is allowed.
 """
 
 from __future__ import annotations
@@ -18,6 +26,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Final, TypeVar
 
 import orjson
 import pycountry
+from babel.numbers import get_currency_precision
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -44,12 +53,15 @@ __all__ = [
     "DEFAULT_MAX_AMOUNT",
     "IDEMPOTENCY_KEY_PATTERN",
     "ID_PATTERN",
+    "WHOLE_AMOUNT_CURRENCIES",
     "JsonNumber",
     "PaymentRequest",
     "ReviewListing",
     "ReviewRequest",
     "amount_pattern",
+    "amount_schema",
     "canonical_request",
+    "currency_digits",
     "parse_idempotency_key",
     "parse_json",
     "parse_payment_id",
@@ -59,6 +71,7 @@ __all__ = [
     "parse_traceparent",
     "payment_id_for_key",
     "request_hash",
+    "whole_amount_rule",
 ]
 
 DEFAULT_MAX_AMOUNT: Final = Decimal("1000000.00")
@@ -78,6 +91,14 @@ CURRENCY_CODES: Final = tuple(sorted({c.alpha_3 for c in pycountry.currencies} -
 COUNTRY_CODES: Final = tuple(sorted(c.alpha_2 for c in pycountry.countries))
 _CURRENCIES: Final = frozenset(CURRENCY_CODES)
 _COUNTRIES: Final = frozenset(COUNTRY_CODES)
+# Decimal places of each currency's minor unit (CLDR's ``digits``): 0 for JPY, 3 for BHD.
+_DIGITS: Final = {code: get_currency_precision(code) for code in CURRENCY_CODES}
+# Currencies without a minor unit: their amounts are whole (JPY, KRW, …).
+WHOLE_AMOUNT_CURRENCIES: Final = tuple(code for code in CURRENCY_CODES if _DIGITS[code] == 0)
+# Decimal places Pulse keeps of any amount (stored, in events and responses).
+_PLACES: Final = 2
+# What the identifier pattern allows, in words, for the refusals.
+_ID_WORDS: Final = "must be 1 to 128 letters, digits or the characters _ . @ -"
 
 # Plain decimal notation, optionally negative (so "-5" gets "must be greater than 0").
 _DECIMAL_TEXT: Final = re.compile(r"-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?")
@@ -147,60 +168,98 @@ def _json_error(exc: Exception) -> str:
     return f"the body is not valid JSON: {exc}"
 
 
-def amount_pattern(max_amount: Decimal) -> str:
-    """A regular expression for amount strings in ``(0, max_amount]``.
+def amount_pattern(max_amount: Decimal, *, whole: bool = False) -> str:
+    """A regular expression for amount strings in ``(0, max_amount]`` (``whole``: with no
+    fraction but zeros, as for a currency without a minor unit).
 
     Exact when ``max_amount`` is a power of ten (the default); otherwise it bounds the number
     of integer digits and the server checks the rest.
     """
     integer = max_amount.to_integral_value()
     digits = len(str(int(integer)))
-    fraction = r"0\.(?:0[1-9]|[1-9][0-9]?)"
+    places = r"(?:\.00?)?" if whole else r"(?:\.[0-9]{1,2})?"
+    below_one = "" if whole else r"0\.(?:0[1-9]|[1-9][0-9]?)|"
     if max_amount == integer and str(int(integer)) == "1" + "0" * (digits - 1):
-        body = (
-            rf"{fraction}|[1-9][0-9]{{0,{digits - 2}}}(?:\.[0-9]{{1,2}})?|{int(integer)}(?:\.00?)?"
-        )
+        body = rf"{below_one}[1-9][0-9]{{0,{digits - 2}}}{places}|{int(integer)}(?:\.00?)?"
     else:
-        body = rf"{fraction}|[1-9][0-9]{{0,{digits - 1}}}(?:\.[0-9]{{1,2}})?"
+        body = rf"{below_one}[1-9][0-9]{{0,{digits - 1}}}{places}"
     return rf"^(?:{body})$"
+
+
+def amount_schema(max_amount: Decimal, *, whole: bool = False) -> dict[str, Any]:
+    """The JSON Schema of an amount up to ``max_amount`` (``whole``: no fraction)."""
+    return {
+        "anyOf": [
+            {"type": "string", "pattern": amount_pattern(max_amount, whole=whole)},
+            {
+                "type": "number",
+                "exclusiveMinimum": 0,
+                "maximum": float(max_amount),
+                "multipleOf": 1 if whole else 0.01,
+            },
+        ]
+    }
 
 
 def _amount_schema() -> dict[str, Any]:
     return {
         "description": (
             "A decimal string or JSON number in plain notation (no exponent), greater than 0, "
-            "with at most two decimal places, at most the configured maximum."
+            "with at most two decimal places (a whole number in a currency without a minor "
+            "unit, such as JPY), at most the configured maximum."
         ),
-        "anyOf": [
-            {"type": "string", "pattern": amount_pattern(DEFAULT_MAX_AMOUNT)},
-            {
-                "type": "number",
-                "exclusiveMinimum": 0,
-                "maximum": float(DEFAULT_MAX_AMOUNT),
-                "multipleOf": 0.01,
-            },
-        ],
+        **amount_schema(DEFAULT_MAX_AMOUNT),
         "examples": ["12.50"],
     }
+
+
+def whole_amount_rule(max_amount: Decimal) -> dict[str, Any]:
+    """The request schema's rule that a currency without a minor unit takes whole amounts
+    (JSON Schema ``if``/``then``, in the request's ``allOf``)."""
+    return {
+        "if": {
+            "properties": {"currency": {"enum": list(WHOLE_AMOUNT_CURRENCIES)}},
+            "required": ["currency"],
+        },
+        "then": {"properties": {"amount": amount_schema(max_amount, whole=True)}},
+    }
+
+
+def currency_digits(currency: str) -> int:
+    """Decimal places of the currency's minor unit (CLDR, through Babel): EUR 2, JPY 0,
+    BHD 3; 2 for a code Pulse does not take."""
+    return _DIGITS.get(currency, _PLACES)
 
 
 def _decimal_from_text(text: str) -> Decimal:
     if len(text) > _MAX_AMOUNT_TEXT or not _DECIMAL_TEXT.fullmatch(text):
         raise ValueError("amount must be a decimal in plain notation, such as 12.50")
     try:
-        value = Decimal(text)
+        return Decimal(text)
     except InvalidOperation:  # pragma: no cover - the pattern admits only decimals
         raise ValueError("amount must be a decimal in plain notation, such as 12.50") from None
+
+
+def _check_places(value: Decimal, currency: str | None) -> None:
+    """Refuse decimals the currency does not have, or that Pulse does not keep."""
     exponent = value.as_tuple().exponent
-    if isinstance(exponent, int) and exponent < -2:  # noqa: PLR2004 - two decimal places
-        raise ValueError("amount must have at most 2 decimal places")
-    return value
+    places = -exponent if isinstance(exponent, int) and exponent < 0 else 0
+    digits = currency_digits(currency) if currency else _PLACES
+    if digits == 0 and value != value.to_integral_value():
+        raise ValueError(f"amount must be a whole number: {currency} has no minor unit")
+    if places > _PLACES:
+        note = (
+            f" (Pulse keeps amounts to {_PLACES} places; {currency} has {digits})"
+            if digits > _PLACES
+            else ""
+        )
+        raise ValueError(f"amount must have at most {_PLACES} decimal places{note}")
 
 
 Identifier = Annotated[
     StrictStr,
     StringConstraints(min_length=1, max_length=128, pattern=ID_PATTERN),
-]
+]  # a refusal says _ID_WORDS, not the pattern (_message)
 MetadataKey = Annotated[str, StringConstraints(min_length=1, max_length=MAX_METADATA_KEY_LENGTH)]
 MetadataValue = Annotated[StrictStr, StringConstraints(max_length=MAX_METADATA_VALUE_LENGTH)]
 
@@ -208,14 +267,20 @@ MetadataValue = Annotated[StrictStr, StringConstraints(max_length=MAX_METADATA_V
 class PaymentRequest(BaseModel):
     """The body of ``POST /v1/payments``. Unknown fields are refused so typos are caught."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, title="PaymentRequest")
+    model_config = ConfigDict(
+        extra="forbid",
+        frozen=True,
+        title="PaymentRequest",
+        json_schema_extra={"allOf": [whole_amount_rule(DEFAULT_MAX_AMOUNT)]},
+    )
 
     account_id: Identifier = Field(description="The paying account; used in channel names.")
-    amount: Annotated[Decimal, WithJsonSchema(_amount_schema())]
+    # The currency is validated first: the amount's decimals depend on it.
     currency: Annotated[
         StrictStr,
         WithJsonSchema({"type": "string", "enum": list(CURRENCY_CODES), "examples": ["EUR"]}),
     ] = Field(description="ISO 4217 currency code, upper case.")
+    amount: Annotated[Decimal, WithJsonSchema(_amount_schema())]
     merchant_id: Identifier = Field(description="The merchant being paid.")
     country: Annotated[
         StrictStr | None,
@@ -257,6 +322,7 @@ class PaymentRequest(BaseModel):
         maximum = Decimal(context.get("max_amount", DEFAULT_MAX_AMOUNT))
         if value > maximum:
             raise ValueError(f"amount must be at most {maximum}")
+        _check_places(value, info.data.get("currency"))
         return value.quantize(_CENT)
 
     @field_validator("currency")
@@ -286,6 +352,8 @@ def _message(error: Any) -> str:
         return "field required"
     if kind == "model_type":
         return "the body must be a JSON object"
+    if kind == "string_pattern_mismatch":  # only identifiers have a pattern
+        return _ID_WORDS
     message = str(error["msg"])
     return message.removeprefix("Value error, ")
 

@@ -25,13 +25,17 @@ One attempt (:meth:`WebhookDeliverer.handle`):
    taken over about when its message comes back.
 4. The endpoint's turn under its rate limit (:mod:`notify_worker.rate_limit`); waiting
    holds the message and spends no attempt.
-5. The signed POST (no redirects followed; the first KiB of the answer kept).
+5. The signed POST, through the SSRF guard (:mod:`pulse.webhook_targets`: the address
+   checked when connecting, no redirects followed, the answer read up to a cap and its
+   first KiB kept). A refused target is a failed attempt no retry can help.
 6. The result recorded (status code, latency, excerpt, error), with what follows: nothing
    after a 2xx; after a 5xx, 408, 429, a timeout or a connection error the next attempt
    of the schedule (``PULSE_WEBHOOK_RETRY_SCHEDULE``) is sent to the retries queue; after
-   the schedule's last attempt, or any other status at once, the delivery goes to
-   ``{prefix}webhooks-dlq.fifo`` with the attributes ``error`` (the last error),
-   ``attempts`` (this event's own count), ``endpoint_id`` and ``event_id``.
+   the schedule's last attempt, or any other status or a refused target at once, the
+   delivery goes to ``{prefix}webhooks-dlq.fifo`` with the attributes ``error`` (the last
+   error), ``attempts`` (this event's own count), ``endpoint_id`` and ``event_id``. Its body
+   is the delivery as its next attempt, due at once: ``pulse dlq redrive webhooks-dlq.fifo``
+   sends it back to the FIFO queue for one more attempt, numbered on in the log.
 
 The attempt number lives in the message and the log, never in SQS's receive count, so an
 event gets the whole schedule whatever waits ahead of it. A first attempt that fails hands
@@ -46,7 +50,7 @@ import asyncio
 import contextlib
 import hashlib
 import time
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any, Final
 
 import aiohttp
@@ -61,14 +65,8 @@ from pulse.events import CloudEvent
 from pulse.health import instance_name
 from pulse.ids import uuid4
 from pulse.logging import event_context, get_logger
-from pulse.webhook_attempts import (
-    NEXT_DEAD,
-    NEXT_RETRY,
-    RESPONSE_EXCERPT_CHARS,
-    SENDING,
-    AttemptResult,
-    Taken,
-)
+from pulse.webhook_attempts import NEXT_DEAD, NEXT_RETRY, SENDING, AttemptResult, Taken
+from pulse.webhook_targets import TargetRefused, post_webhook
 
 if TYPE_CHECKING:
     from notify_worker.endpoints import SecretStore
@@ -78,7 +76,7 @@ if TYPE_CHECKING:
     from pulse.topology import WebhookNames
     from pulse.webhook_attempts import AttemptLog, AttemptRecord, Claim
 
-__all__ = ["WebhookDeliverer", "WebhookQueues", "WebhookResponse", "post_webhook"]
+__all__ = ["WebhookDeliverer", "WebhookQueues"]
 
 log = get_logger("notify_worker.delivery")
 
@@ -100,36 +98,6 @@ HOPS = Counter(
 )
 
 _FINISH_TRIES: Final = 3
-_EXCERPT_BYTES: Final = RESPONSE_EXCERPT_CHARS
-
-
-@dataclass(frozen=True)
-class WebhookResponse:
-    """What a receiver answered: its status, how long it took, the start of its body."""
-
-    status: int
-    latency: float  # seconds
-    excerpt: str
-
-
-async def post_webhook(
-    session: aiohttp.ClientSession,
-    url: str,
-    body: bytes,
-    headers: dict[str, str],
-    *,
-    timeout: aiohttp.ClientTimeout,  # noqa: ASYNC109 - aiohttp's own per-request limit
-) -> WebhookResponse:
-    """POST ``body``; redirects are not followed and at most the first KiB of the answer
-    is read. Raises aiohttp's errors and :class:`TimeoutError`."""
-    start = time.perf_counter()
-    async with session.post(
-        url, data=body, headers=headers, timeout=timeout, allow_redirects=False
-    ) as response:
-        excerpt = await response.content.read(_EXCERPT_BYTES)
-    return WebhookResponse(
-        response.status, time.perf_counter() - start, excerpt.decode("utf-8", "replace")
-    )
 
 
 class WebhookQueues:
@@ -150,9 +118,10 @@ class WebhookQueues:
         )
 
     async def dead_letter(self, delivery: Delivery, *, attempts: int, error: str) -> None:
-        """Send ``delivery`` to the FIFO dead-letter queue, grouped by endpoint; a copy sent
-        again within SQS's five-minute deduplication window is dropped there."""
-        dedup = f"{delivery.event_id}|{delivery.endpoint_id}|dead".encode()
+        """Send ``delivery`` to the FIFO dead-letter queue, grouped by endpoint, after
+        ``attempts`` attempts; a copy sent again within SQS's five-minute deduplication
+        window is dropped there."""
+        dedup = f"{delivery.event_id}|{delivery.endpoint_id}|dead|{attempts}".encode()
         attributes = {
             "error": {"DataType": "String", "StringValue": error[:1000] or "unknown"},
             "attempts": {"DataType": "Number", "StringValue": str(attempts)},
@@ -258,8 +227,8 @@ class WebhookDeliverer:
             with contextlib.suppress(Exception):
                 await asyncio.to_thread(self._attempts.release, claim)
             raise
-        result = await self._attempt(delivery, secret)
-        record = await self._finish(claim, delivery, result)
+        result, retryable = await self._attempt(delivery, secret)
+        record = await self._finish(claim, delivery, result, retryable=retryable)
         if record is None:
             log.warning("attempt taken over by another worker meanwhile")
         elif record.next is None:
@@ -278,8 +247,9 @@ class WebhookDeliverer:
         log.info("attempt made before: not made again", state=taken.record.state)
         await self._follow_up(delivery, taken.record)
 
-    async def _attempt(self, delivery: Delivery, secret: str) -> AttemptResult:
-        """The signed POST, as an :class:`AttemptResult`."""
+    async def _attempt(self, delivery: Delivery, secret: str) -> tuple[AttemptResult, bool]:
+        """The signed POST, through the SSRF guard (:mod:`pulse.webhook_targets`): what came
+        of it, and whether another attempt may fare better."""
         body = orjson.dumps(delivery.event)
         headers = signature_headers(secret, delivery.event_id, int(time.time()), body)
         start = time.perf_counter()
@@ -287,38 +257,41 @@ class WebhookDeliverer:
             response = await post_webhook(
                 self._session, delivery.url, body, headers, timeout=self._timeout
             )
+        except TargetRefused as exc:  # an address no retry makes acceptable
+            log.warning("webhook target refused", reason=str(exc))
+            return AttemptResult(None, 0, "", f"target refused: {exc}"), False
         except (aiohttp.ClientError, TimeoutError) as exc:
             elapsed = time.perf_counter() - start
             REQUEST_DURATION.labels("error").observe(elapsed)
             error = f"{type(exc).__name__}: {exc}".rstrip(": ")
-            return AttemptResult(None, round(elapsed * 1000), "", error)
-        REQUEST_DURATION.labels(f"{response.status // 100}xx").observe(response.latency)
-        ok = delivery_verdict(response.status) == "delivered"
-        return AttemptResult(
+            return AttemptResult(None, round(elapsed * 1000), "", error), True
+        REQUEST_DURATION.labels(f"{response.status // 100}xx").observe(response.latency_seconds)
+        verdict = delivery_verdict(response.status)
+        result = AttemptResult(
             response.status,
-            round(response.latency * 1000),
+            round(response.latency_seconds * 1000),
             response.excerpt,
-            None if ok else f"HTTP {response.status}",
+            None if verdict == "delivered" else f"HTTP {response.status}",
         )
+        return result, verdict == "retry"
 
     def _next_step(
-        self, delivery: Delivery, result: AttemptResult
+        self, delivery: Delivery, result: AttemptResult, *, retryable: bool
     ) -> tuple[str | None, int | None]:
         """What follows ``result``: (None, None) after a 2xx; ``retry`` and when; ``dead``."""
         if result.error is None:
             return None, None
-        retryable = result.status_code is None or delivery_verdict(result.status_code) == "retry"
         wait = self._schedule.after_failure(delivery.attempt) if retryable else None
         if wait is None:
             return NEXT_DEAD, None
         return NEXT_RETRY, int((time.time() + wait) * 1000)
 
     async def _finish(
-        self, claim: Claim, delivery: Delivery, result: AttemptResult
+        self, claim: Claim, delivery: Delivery, result: AttemptResult, *, retryable: bool
     ) -> AttemptRecord | None:
         """Record the attempt (a few tries: the request went out, its outcome must not be
         lost to a passing AWS error); None if the claim was taken over meanwhile."""
-        next_step, next_at = self._next_step(delivery, result)
+        next_step, next_at = self._next_step(delivery, result, retryable=retryable)
         tries = 0
         while True:
             try:
@@ -345,7 +318,8 @@ class WebhookDeliverer:
             log.info("webhook attempt failed: retry scheduled", error=record.error)
         else:
             error = record.error or "failed"
-            failed = replace(delivery, attempt=record.attempt, due_at_ms=0)
+            # As its next attempt, due at once: `pulse dlq redrive` gives it one more.
+            failed = replace(delivery, attempt=record.attempt + 1, due_at_ms=0)
             await self._queues.dead_letter(failed, attempts=record.attempt, error=error)
             DELIVERIES.labels("failed").inc()
             log.warning("webhook dead-lettered", attempts=record.attempt, error=error)

@@ -15,12 +15,14 @@ from notify_worker.retry_schedule import (
 )
 from pulse.consumer import SqsConsumerSettings
 from pulse.settings import load_settings
+from pulse.webhook_targets import WebhookTargetSettings
 
 __all__ = ["NotifySettings", "load_notify_settings"]
 
 
-class NotifySettings(SqsConsumerSettings):
-    """Typed, frozen settings of the notify worker."""
+class NotifySettings(SqsConsumerSettings, WebhookTargetSettings):
+    """Typed, frozen settings of the notify worker (the webhook targets' guard's too:
+    ``PULSE_WEBHOOK_ALLOW_HTTP``, ``PULSE_WEBHOOK_ALLOWED_NETWORKS``)."""
 
     model_config = SettingsConfigDict(
         env_prefix="PULSE_", frozen=True, extra="ignore", populate_by_name=True

@@ -30,6 +30,7 @@ from pulse.metrics import StageMetrics
 from pulse.service import redis_check, serving_ops
 from pulse.topology import WebhookNames
 from pulse.webhook_attempts import AttemptLog
+from pulse.webhook_targets import SsrfPolicy, guarded_connector
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -104,7 +105,10 @@ async def serve(lifecycle: Lifecycle) -> None:
         ],
         guard=guard_for(redis, settings, "notify"),
     )
-    session = aiohttp.ClientSession(headers={"user-agent": "pulse-webhooks/1"})
+    session = aiohttp.ClientSession(
+        headers={"user-agent": "pulse-webhooks/1"},
+        connector=guarded_connector(SsrfPolicy.from_settings(settings)),
+    )
     deliverer = WebhookDeliverer(
         session,
         SecretStore(

@@ -197,6 +197,25 @@ def _unique(names: list[str], what: str) -> None:
         seen.add(name)
 
 
+def _check_queue_names(queues: list[QueueSpec]) -> None:
+    """Each queue and each dead-letter queue declared once. A dead-letter queue may be another
+    declared queue (the stream failures are the replay queue's), then with that queue's
+    retention, or the two would undo each other's attributes on every reconcile."""
+    _unique([q.name for q in queues], "queue")
+    _unique([q.dlq_name for q in queues], "dead-letter queue")
+    declared = {q.name: q for q in queues}
+    for q in queues:
+        if q.dlq_name == q.name:
+            raise InvalidPipelineError(f"queue {q.name!r} cannot be its own dead-letter queue")
+        target = declared.get(q.dlq_name)
+        if target is not None and target.message_retention_period != q.dlq_message_retention_period:
+            msg = (
+                f"queue {q.name!r}: its dead-letter queue {q.dlq_name!r} is declared as a queue "
+                "too; give deadLetter.messageRetentionPeriod that queue's messageRetentionPeriod"
+            )
+            raise InvalidPipelineError(msg)
+
+
 def parse_pipeline(spec: Mapping[str, Any], *, name: str) -> Pipeline:
     """Map an ``EventPipeline``'s ``spec`` to a :class:`Pipeline`.
 
@@ -222,7 +241,7 @@ def parse_pipeline(spec: Mapping[str, Any], *, name: str) -> Pipeline:
     if not tables:
         raise InvalidPipelineError("spec.tables must declare at least one table")
     _unique([t.name for t in tables], "table")
-    _unique([n for q in queues for n in (q.name, q.dlq_name)], "queue")
+    _check_queue_names(queues)
     return Pipeline(
         topology=TopologySpec(tables=tables, topic_name=prefix + topic_name, queues=queues),
         resource_prefix=prefix,

@@ -37,7 +37,13 @@ from pulse.backoff import FullJitter
 from pulse.channels import ChannelAppend
 from pulse.errors import RetryableError
 from pulse.logging import get_logger
-from stream_processor.records import audit_item, channels_for, sns_attributes
+from stream_processor.records import (
+    audit_item,
+    channels_for,
+    event_from_record,
+    record_time,
+    sns_attributes,
+)
 from stream_processor.stats import counter_increments
 
 if TYPE_CHECKING:
@@ -86,6 +92,18 @@ class ProcessedEvent:
     sequence_number: str
     event_name: str
     created_epoch: float | None = None  # the record's ApproximateCreationDateTime
+
+    @classmethod
+    def of_record(cls, record: dict[str, Any]) -> ProcessedEvent:
+        """The event of a stream record, with its position; raises what
+        :func:`~stream_processor.records.event_from_record` raises."""
+        created = record_time(record)
+        return cls(
+            event_from_record(record),
+            str(record.get("dynamodb", {}).get("SequenceNumber", "")),
+            str(record.get("eventName")),
+            created.timestamp() if created else None,
+        )
 
     @cached_property
     def json(self) -> bytes:

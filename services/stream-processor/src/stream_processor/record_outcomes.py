@@ -32,7 +32,7 @@ from stream_processor.metrics import (
     RECORDS_PROCESSED,
     STAGE,
 )
-from stream_processor.records import MalformedRecordError, event_from_record, record_time
+from stream_processor.records import MALFORMED_ERRORS
 from stream_processor.retry_policy import MALFORMED
 
 if TYPE_CHECKING:
@@ -76,6 +76,8 @@ class RecordOutcomes:
         self._stream_arn = stream_arn
         self._failure_queue = failures
         self._health = health
+        # Positions of this shard's malformed records already sent (few: one per poison record)
+        self._malformed_sent: set[str] = set()
 
     def events(self, records: list[dict[str, Any]]) -> tuple[list[ProcessedEvent], list[Malformed]]:
         """The events of ``records``, and the records that can never become one."""
@@ -83,36 +85,31 @@ class RecordOutcomes:
         malformed: list[Malformed] = []
         for record in records:
             STAGE.received.inc()
-            sequence_number = str(record.get("dynamodb", {}).get("SequenceNumber", ""))
             try:
-                event = event_from_record(record)
-            except (MalformedRecordError, ArithmeticError, ValueError, KeyError, TypeError) as exc:
+                processed.append(ProcessedEvent.of_record(record))
+            except MALFORMED_ERRORS as exc:
                 # Retrying cannot fix a record's content: it goes to the failure queue now.
                 FAILURES.labels("malformed").inc()
                 _log().error(
                     "malformed stream record",
                     shard_id=self.shard_id,
-                    sequence_number=sequence_number,
+                    sequence_number=record.get("dynamodb", {}).get("SequenceNumber"),
                     error=f"{type(exc).__name__}: {exc}",
                 )
                 malformed.append((record, exc))
-                continue
-            created = record_time(record)
-            processed.append(
-                ProcessedEvent(
-                    event,
-                    sequence_number,
-                    str(record.get("eventName")),
-                    created.timestamp() if created else None,
-                )
-            )
         return processed, malformed
 
     async def events_or_set_aside(self, records: list[dict[str, Any]]) -> list[ProcessedEvent]:
-        """The events of ``records``; records that can never be one go to the failure queue."""
+        """The events of ``records``; records that can never be one go to the failure queue,
+        once: a batch read again after its effects failed does not send them again."""
         processed, malformed = self.events(records)
         for record, error in malformed:
+            position = str(record.get("dynamodb", {}).get("SequenceNumber", ""))
+            if position and position in self._malformed_sent:
+                continue
             await self.set_aside(record, error, MALFORMED)
+            if position:
+                self._malformed_sent.add(position)
         return processed
 
     def processed(self, processed: list[ProcessedEvent], started: float) -> None:

@@ -38,6 +38,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "EVENT_NAMES",
+    "MALFORMED_ERRORS",
     "SNS_TYPES",
     "SOURCE",
     "MalformedRecordError",
@@ -65,8 +66,19 @@ class MalformedRecordError(PermanentError):
     """A stream record this processor cannot turn into an event (never will, on retry)."""
 
 
+# What turning a record into its event raises for a record that can never become one (a
+# number that is no number, a missing or mistyped field): retrying cannot fix its content.
+MALFORMED_ERRORS: Final = (MalformedRecordError, ArithmeticError, ValueError, KeyError, TypeError)
+
+
 def _record_time(value: Any) -> datetime | None:
-    """``ApproximateCreationDateTime``: a datetime from boto3, epoch seconds in raw JSON."""
+    """``ApproximateCreationDateTime``: a datetime from boto3, epoch seconds in raw JSON,
+    ISO-8601 text in a failure message (:mod:`~stream_processor.failures`)."""
+    if isinstance(value, str):
+        try:
+            value = datetime.fromisoformat(value)
+        except ValueError:
+            return None
     if isinstance(value, datetime):
         return value if value.tzinfo else value.replace(tzinfo=UTC)
     if isinstance(value, int | float | Decimal):

@@ -1,4 +1,5 @@
-"""Wiring: clients, the ops HTTP app (/healthz, /readyz, /metrics) and the processor."""
+"""Wiring: clients, the ops HTTP app (/healthz, /readyz, /metrics), the processor and the
+consumer of the replay queue (failed records redriven by ``pulse dlq``, :mod:`.replays`)."""
 
 from __future__ import annotations
 
@@ -10,10 +11,12 @@ from typing import TYPE_CHECKING, Any, Final
 from pulse.channels import ChannelPublisher
 from pulse.clients import aws_client, redis_client
 from pulse.collector import BATCH_YOUNG_THRESHOLD, settle_collector
+from pulse.consumer import consume
 from pulse.consumer.health import UnconsumedQueueHealth
 from pulse.errors import RetryableError
 from pulse.health import HealthReporter, Throughput
 from pulse.logging import get_logger
+from pulse.metrics import StageMetrics
 from pulse.service import (
     Lifecycle,
     redis_check,
@@ -30,6 +33,7 @@ from stream_processor.lease_renewer import RENEWAL_THREADS
 from stream_processor.leases import LeaseTable
 from stream_processor.metrics import ITERATOR_AGE, STAGE
 from stream_processor.processor import StreamProcessor
+from stream_processor.replays import FailureReplays
 from stream_processor.settings import StreamProcessorSettings, load_stream_processor_settings
 from stream_processor.stats import StatsKeys
 from stream_processor.stats_publisher import StatsPublisher
@@ -172,9 +176,21 @@ async def _process(
     )
     _log().info("stream processor started", worker_id=settings.worker_id, topic=topic_arn)
     stats_task = asyncio.create_task(stats.run(lifecycle.stopping), name="stats")
+    replays = asyncio.create_task(
+        consume(
+            lifecycle,
+            sqs,
+            StreamFailureNames.from_prefix(settings.resource_prefix).replays,
+            FailureReplays(effects).handle,
+            stage_metrics=StageMetrics("replay"),
+            settings=settings,
+            check_name="replays",
+        ),
+        name="replays",
+    )
     try:
         async with health.running(lifecycle.stopping):
             await processor.run()
     finally:
         lifecycle.stopping.set()
-        await stats_task
+        await asyncio.gather(stats_task, replays)

@@ -8,7 +8,8 @@ import socket
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
-from pulse.settings import PulseSettings, load_settings
+from pulse.consumer.settings import SqsConsumerSettings
+from pulse.settings import load_settings
 
 __all__ = ["StreamProcessorSettings", "default_worker_id", "load_stream_processor_settings"]
 
@@ -18,8 +19,9 @@ def default_worker_id() -> str:
     return f"{socket.gethostname()}-{os.getpid()}"
 
 
-class StreamProcessorSettings(PulseSettings):
-    """Typed, frozen settings of the stream processor."""
+class StreamProcessorSettings(SqsConsumerSettings):
+    """Typed, frozen settings of the stream processor; the ``PULSE_SQS_*`` settings are its
+    replay queue's consumer's (``{resource prefix}stream-replays``)."""
 
     model_config = SettingsConfigDict(
         env_prefix="PULSE_", frozen=True, extra="ignore", populate_by_name=True

@@ -1,4 +1,4 @@
-"""The gateway's plain HTTP reads: a channel's history and presence, and the static files.
+"""The gateway's plain HTTP reads: a channel's history and presence, the console's files.
 
 The handlers take the verified claims from :func:`ws_gateway.http_auth.authenticated`, which
 has also authorised the route's ``{channel}`` by then.
@@ -7,7 +7,9 @@ has also authorised the route's ``{channel}`` by then.
 from __future__ import annotations
 
 from importlib import resources
+from pathlib import PurePosixPath
 from typing import TYPE_CHECKING, Any, Final
+from urllib.parse import urlsplit
 
 import orjson
 from aiohttp import web
@@ -17,13 +19,13 @@ from ws_gateway.offsets import StreamId
 from ws_gateway.presence import has_presence
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable
+    from importlib.resources.abc import Traversable
 
     from pulse.auth import Claims
     from ws_gateway.history import ChannelHistory
     from ws_gateway.presence import Presence
 
-__all__ = ["ChannelReads", "static_handler"]
+__all__ = ["ChannelReads", "StaticFiles"]
 
 _HISTORY_LIMIT_DEFAULT: Final = 100
 _HISTORY_LIMIT_MAX: Final = 1000
@@ -83,18 +85,76 @@ class ChannelReads:
         )
 
 
-def static_handler(
-    name: str, content_type: str
-) -> Callable[[web.Request], Awaitable[web.Response]]:
-    """A handler serving one file shipped in the package (read once, at start-up)."""
-    body = (resources.files("ws_gateway") / "static" / name).read_bytes()
+_CONTENT_TYPES: Final = {
+    ".html": "text/html",
+    ".js": "text/javascript",
+    ".css": "text/css",
+    ".json": "application/json",
+    ".md": "text/plain",
+    "": "text/plain",  # LICENSE
+}
 
-    async def handler(_request: web.Request) -> web.Response:
+
+def _static_files() -> dict[str, tuple[bytes, str]]:
+    """Every file shipped in the package's ``static`` folder: path below it → (bytes, type)."""
+    files: dict[str, tuple[bytes, str]] = {}
+
+    def walk(folder: Traversable, prefix: str) -> None:
+        for entry in folder.iterdir():
+            if entry.is_dir():
+                walk(entry, f"{prefix}{entry.name}/")
+                continue
+            suffix = PurePosixPath(entry.name).suffix
+            if suffix in _CONTENT_TYPES:
+                files[prefix + entry.name] = (entry.read_bytes(), _CONTENT_TYPES[suffix])
+
+    walk(resources.files("ws_gateway") / "static", "")
+    return files
+
+
+class StaticFiles:
+    """The console page, its modules, styles and vendored library, read once at start-up,
+    and the console's settings for the page (``/console/config.json``)."""
+
+    def __init__(self, console_ingest_url: str) -> None:
+        self._files = _static_files()
+        self._config = orjson.dumps({"ingest_url": console_ingest_url})
+        # The page talks to its own origin (HTTP and WebSocket) and to ingest, nothing else.
+        ingest = urlsplit(console_ingest_url)
+        ingest_origin = f" {ingest.scheme}://{ingest.netloc}" if console_ingest_url else ""
+        self._policy = (
+            "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+            f"connect-src 'self'{ingest_origin}; frame-ancestors 'none'; base-uri 'none'; "
+            "form-action 'self'"
+        )
+
+    async def console(self, _request: web.Request) -> web.Response:
+        """``GET /``: the operator's console."""
+        response = self._response("console.html")
+        response.headers["Content-Security-Policy"] = self._policy
+        return response
+
+    async def config(self, _request: web.Request) -> web.Response:
+        """``GET /console/config.json``: what the page needs to know of the gateway's settings
+        (no secret: the review desk calls ingest with the viewer's own token)."""
+        return web.Response(
+            body=self._config,
+            content_type="application/json",
+            headers={"Cache-Control": "no-cache"},
+        )
+
+    async def file(self, request: web.Request) -> web.Response:
+        """``GET /static/{path}``: one shipped file, 404 for any other path."""
+        path = request.match_info["path"]
+        if path not in self._files:
+            return problem(404, "not-found", "no such file")
+        return self._response(path)
+
+    def _response(self, path: str) -> web.Response:
+        body, content_type = self._files[path]
         return web.Response(
             body=body,
             content_type=content_type,
             charset="utf-8",
-            headers={"Cache-Control": "no-cache"},
+            headers={"Cache-Control": "no-cache", "X-Content-Type-Options": "nosniff"},
         )
-
-    return handler

@@ -2,11 +2,11 @@
 
 Routes: ``/ws`` (WebSocket, aiohttp's ``WebSocketResponse``), ``/sse`` (Server-Sent Events),
 ``/v1/channels/{channel}/history``, ``/v1/channels/{channel}/presence``
-(:mod:`ws_gateway.http_api`), ``/`` (the dashboard) and ``/healthz``, ``/readyz``,
-``/metrics``. Every route but the static ones and the ops routes is behind
-:func:`ws_gateway.http_auth.authenticated`. A WebSocket or SSE client is admitted within the
-process's connection limits, becomes a :class:`~ws_gateway.connection.ClientConnection` over
-its transport (:mod:`ws_gateway.transports`), and its frames are done by
+(:mod:`ws_gateway.http_api`), ``/`` (the console), ``/console/config.json``, ``/static/…``
+and ``/healthz``, ``/readyz``, ``/metrics``. Every route but the console's and the ops routes
+is behind :func:`ws_gateway.http_auth.authenticated`. A WebSocket or SSE client is admitted
+within the process's connection limits, becomes a :class:`~ws_gateway.connection.ClientConnection`
+over its transport (:mod:`ws_gateway.transports`), and its frames are done by
 :class:`~ws_gateway.commands.Commands`. Live frames never pass through here: the fan-out
 hands them to the connections (:mod:`ws_gateway.live`).
 """
@@ -28,7 +28,7 @@ from ws_gateway.authz import Operation
 from ws_gateway.commands import Commands
 from ws_gateway.connection import CLOSE_GOING_AWAY, CLOSE_RATE_LIMITED, ClientConnection
 from ws_gateway.heartbeat import HeartbeatWheel
-from ws_gateway.http_api import ChannelReads, static_handler
+from ws_gateway.http_api import ChannelReads, StaticFiles
 from ws_gateway.http_auth import authenticated, channel_refusal, problem
 from ws_gateway.linger import LingeringWebSocketResponse
 from ws_gateway.metrics import (
@@ -118,10 +118,10 @@ class Gateway:
             "/v1/channels/{channel}/presence",
             authenticated(self.verifier, channel_op=Operation.READ_PRESENCE)(reads.presence),
         )
-        app.router.add_get("/", static_handler("dashboard.html", "text/html"))
-        app.router.add_get(
-            "/static/pulse-client.js", static_handler("pulse-client.js", "text/javascript")
-        )
+        static = StaticFiles(self.settings.console_ingest_url)
+        app.router.add_get("/", static.console)
+        app.router.add_get("/console/config.json", static.config)
+        app.router.add_get("/static/{path:.+}", static.file)
         return app
 
     async def _run_heartbeats(self, _app: web.Application) -> AsyncIterator[None]:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from pydantic import Field
+from urllib.parse import urlsplit
+
+from pydantic import Field, field_validator
 from pydantic_settings import SettingsConfigDict
 
 from pulse.settings import CredentialSettings, load_settings
@@ -52,6 +54,23 @@ class GatewaySettings(CredentialSettings):
     # A connection's presence entry lives this long unless its gateway renews it (every
     # third of it); a dead gateway's users leave within about this time.
     presence_lease_seconds: float = Field(default=30.0, ge=0.5, le=3600)
+
+    # The ingest base URL the console's review desk calls from the browser (ingest must
+    # allow the gateway's origin in PULSE_CORS_ORIGINS); empty: the desk is not configured.
+    console_ingest_url: str = ""
+
+    @field_validator("console_ingest_url")
+    @classmethod
+    def _an_http_base_url(cls, url: str) -> str:
+        url = url.strip().rstrip("/")
+        if not url:
+            return ""
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError("must be an http:// or https:// URL (or empty)")
+        if parts.query or parts.fragment:
+            raise ValueError("must be a base URL without a query or fragment")
+        return url
 
 
 def load_gateway_settings() -> GatewaySettings:

@@ -60,6 +60,10 @@ ACTIONS = {
     "change_message_visibility": "sqs:ChangeMessageVisibility",
     "change_message_visibility_batch": "sqs:ChangeMessageVisibility",
     "send_message": "sqs:SendMessage",
+    "send_message_batch": "sqs:SendMessage",
+    "purge_queue": "sqs:PurgeQueue",
+    "start_message_move_task": "sqs:StartMessageMoveTask",
+    "list_message_move_tasks": "sqs:ListMessageMoveTasks",
     "get_queue_url": "sqs:GetQueueUrl",
     "get_queue_attributes": "sqs:GetQueueAttributes",
     "set_queue_attributes": "sqs:SetQueueAttributes",
@@ -113,9 +117,10 @@ WEBHOOK_ATTEMPTS = SharedCode(
 SHARED_CODE = {
     "fraud-worker": [SharedCode("libs/pulse/src/pulse/consumer/*.py"), *PAYMENT_STATES],
     "notify-worker": [SharedCode("libs/pulse/src/pulse/consumer/*.py"), WEBHOOK_ATTEMPTS],
+    # its replay queue (stream-replays, failed records redriven) runs on the consumer, whose
+    # health probe reads the failure queue and that queue's DLQ
+    "stream-processor": [SharedCode("libs/pulse/src/pulse/consumer/*.py")],
     "operator": [SharedCode("libs/pulse/src/pulse/topology.py")],
-    # Its failure queue and that queue's DLQ in the health report.
-    "stream-processor": [SharedCode("libs/pulse/src/pulse/consumer/health.py")],
     # The door of the API (pulse.credentials) reads a key and stamps its last use; the
     # review endpoints decide and list payments in REVIEW.
     "ingest": [
@@ -139,11 +144,21 @@ COMMAND_POLICIES = {
         ],
     ),
     "k8s/iam/review-admin.json": ("pulse review", PAYMENT_STATES),
+    # reads, redrives and purges the dead-letter queues (and releases what it read)
+    "k8s/iam/dlq-admin.json": (
+        "pulse dlq",
+        [
+            SharedCode("libs/pulse/src/pulse/dead_letter_sqs.py"),
+            SharedCode("libs/pulse/src/pulse/consumer/visibility.py", ("Visibility.release",)),
+        ],
+    ),
 }
 # The only actions that may be granted on every resource (they name none).
 UNSCOPED_ACTIONS = {"sns:ListTopics", "cloudwatch:GetMetricStatistics"}
+# A call (``sqs.send_message(``), a method handed to a thread (``to_thread(sqs.send_message,``)
+# or a name in quotes (a paginator's).
 CALL = re.compile(
-    r"\.(" + "|".join(sorted(ACTIONS, key=len, reverse=True)) + r")\("
+    r"\.(" + "|".join(sorted(ACTIONS, key=len, reverse=True)) + r")\s*[(,)]"
     r"|[\"'](" + "|".join(ACTIONS) + r")[\"']"
 )
 

@@ -15,12 +15,13 @@ from typing import Any
 import click
 
 from pulse.cli.target import aws, settings
+from pulse.dead_letters import format_age
 from pulse.errors import PulseError
 from pulse.events import utc_now
 from pulse.payment_states import REVIEW_SINCE, PaymentTransitions, Reviewer, why_not_reviewed
 from pulse.payments import APPROVED, DECLINED
 
-__all__ = ["format_age", "review"]
+__all__ = ["review"]
 
 _COLUMNS = ("PAYMENT", "ACCOUNT", "AMOUNT", "WAITING", "REASONS")
 
@@ -37,21 +38,6 @@ def review() -> None:
 
 def _transitions() -> PaymentTransitions:
     return PaymentTransitions(aws("dynamodb"), settings().names.payments_table)
-
-
-def format_age(seconds: float) -> str:
-    """A wait, readably: ``45s``, ``12m 05s``, ``3h 20m``, ``2d 4h``."""
-    whole = max(0, int(seconds))
-    days, rest = divmod(whole, 86400)
-    hours, rest = divmod(rest, 3600)
-    minutes, secs = divmod(rest, 60)
-    if days:
-        return f"{days}d {hours}h"
-    if hours:
-        return f"{hours}h {minutes:02d}m"
-    if minutes:
-        return f"{minutes}m {secs:02d}s"
-    return f"{secs}s"
 
 
 def _row(payment: dict[str, Any], now: datetime) -> tuple[str, ...]:

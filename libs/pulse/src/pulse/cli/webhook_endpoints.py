@@ -9,7 +9,8 @@ from typing import TYPE_CHECKING, Any, Final
 
 import click
 
-from pulse.cli.target import aws, settings
+from pulse.cli.target import aws, settings, settings_of
+from pulse.errors import ConfigurationError
 
 if TYPE_CHECKING:
     from pulse.webhook_attempts import AttemptRecord
@@ -35,20 +36,46 @@ def _webhook_names() -> Any:
     return WebhookNames.from_prefix(settings().resource_prefix)
 
 
+class _RefusedUrl(click.ClickException):
+    """One line, exit code 2: bad input, as click's own usage errors."""
+
+    exit_code = 2
+
+
+def _check_target(url: str) -> None:
+    """Refuse a URL the notify worker would refuse by its look alone (scheme, a literal
+    internal address), under PULSE_WEBHOOK_ALLOW_HTTP / PULSE_WEBHOOK_ALLOWED_NETWORKS as
+    the target stack sets them; the worker checks again, resolving, at delivery."""
+    from pulse.webhook_targets import (  # noqa: PLC0415
+        SsrfPolicy,
+        TargetRefused,
+        WebhookTargetSettings,
+        check_url,
+    )
+
+    try:
+        check_url(url, SsrfPolicy.from_settings(settings_of(WebhookTargetSettings)))
+    except TargetRefused as exc:
+        raise _RefusedUrl(f"--url refused: {exc}") from exc
+    except ConfigurationError as exc:
+        raise click.ClickException(str(exc)) from exc
+
+
 @webhooks.command(name="add")
 @click.option("--account", required=True, help="Account whose events are sent.")
-@click.option("--url", required=True, help="The receiver's URL (http or https).")
+@click.option(
+    "--url",
+    required=True,
+    help="The receiver's https:// URL (no internal address; see docs/security.md).",
+)
 def webhooks_add(account: str, url: str) -> None:
     """Register an endpoint; prints its id and signing secret (shown only here)."""
     import base64  # noqa: PLC0415
     import secrets  # noqa: PLC0415
     import uuid  # noqa: PLC0415
     from datetime import UTC, datetime  # noqa: PLC0415
-    from urllib.parse import urlsplit  # noqa: PLC0415
 
-    parts = urlsplit(url)
-    if parts.scheme not in {"http", "https"} or not parts.netloc:
-        raise click.BadParameter("must be an http(s) URL", param_hint="--url")
+    _check_target(url)
     names = _webhook_names()
     endpoint_id = f"ep_{uuid.uuid4().hex}"
     secret = "whsec_" + base64.b64encode(secrets.token_bytes(24)).decode()

@@ -9,9 +9,10 @@ handler ended — the outcome policy, pure and tabled in :mod:`pulse.consumer.ou
 - raised :class:`~pulse.errors.RetryableError` (or anything unexpected): the message's
   visibility is set to a backoff (the error's ``delay``, else Pulse's one backoff,
   :class:`~pulse.backoff.FullJitter`: a draw from ``[0, min(2**receive_count,
-  sqs_max_backoff_seconds)]`` seconds, rounded up) so it comes back later; the queue's
-  redrive policy (``maxReceiveCount``) moves a message that keeps failing to the dead-letter
-  queue;
+  sqs_max_backoff_seconds)]`` seconds, rounded up) so it comes back later; a message that
+  fails on the last receive the queue's redrive policy allows (``maxReceiveCount``) is
+  dead-lettered by the consumer as below, its last error as the reason (SQS's own move at
+  the next receive would record none; it remains the backstop for a worker that dies);
 - raised :class:`~pulse.errors.PermanentError`: the body goes to the dead-letter queue at
   once with the message attributes ``error`` giving the reason, ``source_queue`` and
   ``receive_count``, then the original is deleted.

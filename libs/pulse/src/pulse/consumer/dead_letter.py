@@ -1,4 +1,5 @@
-"""Dead-lettering: a message its handler refused for good goes to the dead-letter queue.
+"""Dead-lettering: a message its handler refused for good, or that failed on the last receive
+the queue's redrive policy allows, goes to the dead-letter queue.
 
 The body travels unchanged, with the message attributes ``error`` (the reason),
 ``source_queue`` and ``receive_count``, and as many of the original String and Number
@@ -41,7 +42,8 @@ def dead_letter_attributes(message: SqsMessage, reason: str, source_queue: str) 
 
 
 class DeadLetters:
-    """The dead-letter queue of one queue: as given, else the target of its RedrivePolicy."""
+    """The dead-letter queue of one queue: as given, else the target of its RedrivePolicy,
+    and the policy's ``maxReceiveCount``."""
 
     def __init__(
         self, sqs_client: Any, queue_url: str, queue_name: str, dlq_url: str | None = None
@@ -50,25 +52,42 @@ class DeadLetters:
         self._queue_url = queue_url
         self._queue_name = queue_name
         self._url = dlq_url
+        self._policy: dict[str, Any] | None = None  # the RedrivePolicy, once read
 
-    async def url(self) -> str | None:
-        """The dead-letter queue's URL; None if the queue has no redrive policy."""
-        if self._url is None:
+    async def _redrive_policy(self) -> dict[str, Any]:
+        """The queue's RedrivePolicy (``{}`` without one), read once."""
+        if self._policy is None:
             response = await asyncio.to_thread(
                 self._sqs.get_queue_attributes,
                 QueueUrl=self._queue_url,
                 AttributeNames=["RedrivePolicy"],
             )
             policy = (response.get("Attributes") or {}).get("RedrivePolicy")
-            if not policy:
+            self._policy = dict(json.loads(policy)) if policy else {}
+        return self._policy
+
+    async def url(self) -> str | None:
+        """The dead-letter queue's URL; None if the queue has no redrive policy."""
+        if self._url is None:
+            arn = (await self._redrive_policy()).get("deadLetterTargetArn")
+            if not arn:
                 return None
-            arn = str(json.loads(policy)["deadLetterTargetArn"])
-            parts = arn.split(":")
+            parts = str(arn).split(":")
             found = await asyncio.to_thread(
                 self._sqs.get_queue_url, QueueName=parts[5], QueueOwnerAWSAccountId=parts[4]
             )
             self._url = str(found["QueueUrl"])
         return self._url
+
+    async def max_receives(self) -> int | None:
+        """The redrive policy's ``maxReceiveCount``: a message failing on that receive is
+        dead-lettered by the consumer, with its error. None without a policy, or while it
+        cannot be read (the next failure asks again)."""
+        try:
+            count = (await self._redrive_policy()).get("maxReceiveCount")
+        except AWS_ERRORS:
+            return None
+        return int(count) if count is not None else None
 
     async def _require_url(self) -> str:
         dlq = await self.url()

@@ -16,6 +16,10 @@ ended, :class:`OutcomePolicy` answers with an :class:`Outcome`, and the runtime 
                                                               deletes it
     raised RetryableError(delay=d)               RETRY        hides it for d seconds
     raised RetryableError() or anything else     RETRY        hides it for the backoff
+    raised anything, on the last receive the     DEAD_LETTER  as a PermanentError, the last
+      queue's redrive policy allows                           error as the reason (SQS would
+      (receive count >= maxReceiveCount)                      move it at the next receive,
+                                                              without saying why)
     (dead-lettering it failed)                   RETRY        hides it for the backoff: the
                                                               redrive policy dead-letters it
                                                               in the end
@@ -38,7 +42,15 @@ from pulse.backoff import FullJitter
 from pulse.consumer.limits import MAX_VISIBILITY_SECONDS
 from pulse.errors import PermanentError, RetryableError
 
-__all__ = ["ACK", "BACKOFF_BASE_SECONDS", "RELEASE", "Action", "Outcome", "OutcomePolicy"]
+__all__ = [
+    "ACK",
+    "BACKOFF_BASE_SECONDS",
+    "RELEASE",
+    "Action",
+    "Outcome",
+    "OutcomePolicy",
+    "last_error",
+]
 
 # The backoff's window is BACKOFF_BASE_SECONDS * 2**receive_count: 2 s after a first receive.
 BACKOFF_BASE_SECONDS: Final = 1.0
@@ -90,6 +102,14 @@ ACK: Final = Outcome(Action.ACK)
 RELEASE: Final = Outcome(Action.RELEASE)
 
 
+def last_error(error: Exception, receive_count: int) -> str:
+    """The reason of a message dead-lettered after its last allowed receive failed."""
+    text = str(error)
+    kind = type(error).__name__
+    described = text if isinstance(error, RetryableError) and text else f"{kind}: {text}"
+    return f"{described.removesuffix(': ')} (receive {receive_count}, the last the queue allows)"
+
+
 @dataclass(frozen=True)
 class OutcomePolicy:
     """Turns how a handler ended into an :class:`Outcome` (see the module's table)."""
@@ -112,11 +132,18 @@ class OutcomePolicy:
         return RELEASE
 
     def after(
-        self, receive_count: int, error: Exception | None = None, *, stopped: str | None = None
+        self,
+        receive_count: int,
+        error: Exception | None = None,
+        *,
+        stopped: str | None = None,
+        max_receives: int | None = None,
     ) -> Outcome:
         """The outcome of a handler that raised ``error`` (None: it returned).
 
-        ``stopped`` is why the heartbeat cancelled the handler, if it did.
+        ``stopped`` is why the heartbeat cancelled the handler, if it did. ``max_receives``
+        is the queue's ``maxReceiveCount`` (None: no redrive policy, or not known): a failure
+        on that receive is the last, and the message is dead-lettered with its error.
         """
         if stopped is not None:
             return Outcome(Action.LEAVE, reason=stopped)
@@ -124,6 +151,8 @@ class OutcomePolicy:
             return ACK
         if isinstance(error, PermanentError):
             return Outcome(Action.DEAD_LETTER, reason=str(error) or type(error).__name__)
+        if max_receives is not None and receive_count >= max_receives:
+            return Outcome(Action.DEAD_LETTER, reason=last_error(error, receive_count))
         if isinstance(error, RetryableError):
             return self.retry(receive_count, error.delay)
         return self.retry(receive_count, reason=type(error).__name__)

@@ -225,7 +225,10 @@ class SqsConsumer:
             except Exception as exc:
                 error = exc
                 _log_failure(exc, message.receive_count)
-            outcome = self._policy.after(message.receive_count, error, stopped=stopped)
+            max_receives = await self._dead_letters.max_receives() if error else None
+            outcome = self._policy.after(
+                message.receive_count, error, stopped=stopped, max_receives=max_receives
+            )
         if outcome.action is Action.ACK:
             self._deletes.add(message)  # batched: nothing to wait for
         else:

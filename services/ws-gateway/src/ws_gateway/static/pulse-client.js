@@ -12,6 +12,18 @@
 // its last offset with nothing missed; becomes "live" shortly after). A channel whose
 // history no longer reaches back fires a "gap" event: refetch what you show from it.
 // Close code 4003 (forbidden) stops the client: it will not reconnect.
+//
+// Opening full: subscribe(channel, handler, { history: 100 }) hands the handler the newest
+// 100 stored events first (GET /v1/channels/{c}/history; their frames carry history: true),
+// then subscribes from the last of them with since + epoch, so live events follow with no
+// gap and no duplicate.
+//
+// Refused credentials: a browser cannot see why a WebSocket handshake failed, so when one
+// fails before opening the client asks the gateway's HTTP side with the same token. A
+// missing, invalid or expired token makes the state "rejected", with detail.reason
+// ("missing" / "invalid" / "expired") and detail.message (the gateway's words); with a fixed
+// token the client then waits for setToken(newToken). A channel the token may not read
+// fires "refused" ({channel, code, message}) and the others go live without it.
 
 export class PulseClient extends EventTarget {
   constructor({
@@ -21,6 +33,7 @@ export class PulseClient extends EventTarget {
     backoffMaxMs = 10000,
     pingIntervalMs = 20000,
     refreshLeadMs = 30000,
+    httpUrl = null,
   }) {
     super();
     this.url = url;
@@ -29,9 +42,14 @@ export class PulseClient extends EventTarget {
     this.backoffMaxMs = backoffMaxMs;
     this.pingIntervalMs = pingIntervalMs;
     this.refreshLeadMs = refreshLeadMs;
+    // The gateway's HTTP side (history, the credential check): by default the WebSocket
+    // URL's origin and path without its last "/ws".
+    this.httpUrl = httpUrl || httpBase(url);
     this.handlers = new Map(); // channel -> [handler]
+    this.historyWanted = new Map(); // channel -> how many stored events to start with
     this.positions = new Map(); // channel -> {offset, epoch}
     this.state = "idle";
+    this.stateDetail = {};
     this.ws = null;
     this.attempt = 0;
     this.everConnected = false;
@@ -39,7 +57,8 @@ export class PulseClient extends EventTarget {
     this.timers = {};
   }
 
-  subscribe(channel, handler) {
+  subscribe(channel, handler, { history = 0 } = {}) {
+    if (history > 0 && !this.positions.has(channel)) this.historyWanted.set(channel, history);
     if (!this.handlers.has(channel)) {
       this.handlers.set(channel, []);
       if (this.ws && this.ws.readyState === WebSocket.OPEN) this.sendSubscribe(channel);
@@ -58,12 +77,28 @@ export class PulseClient extends EventTarget {
     if (this.ws) this.ws.close(1000, "bye");
   }
 
+  // Use another token from now on (a string or a function): after a rejection the client
+  // starts again; on an open connection it reconnects with it, resuming every channel.
+  setToken(token) {
+    this.token = token;
+    this.attempt = 0;
+    if (this.ws) {
+      this.ws.close(1000, "new token"); // onClose reconnects
+    } else if (this.stopped) {
+      this.start();
+    } else {
+      this.clearTimers();
+      this.connect();
+    }
+  }
+
   // -- internals ----------------------------------------------------------------------
 
-  setState(state) {
-    if (state === this.state) return;
+  setState(state, detail = {}) {
+    if (state === this.state && detail.reason === this.stateDetail.reason) return;
     this.state = state;
-    this.dispatchEvent(new CustomEvent("state", { detail: { state } }));
+    this.stateDetail = detail;
+    this.dispatchEvent(new CustomEvent("state", { detail: { state, ...detail } }));
   }
 
   async currentToken() {
@@ -72,6 +107,7 @@ export class PulseClient extends EventTarget {
 
   async connect() {
     this.setState(this.everConnected ? "reconnecting" : "connecting");
+    const attempt = (this.connects = (this.connects || 0) + 1); // a newer connect() wins
     let token;
     try {
       token = await this.currentToken();
@@ -79,18 +115,89 @@ export class PulseClient extends EventTarget {
       this.retry();
       return;
     }
+    if (this.historyWanted.size && !(await this.loadHistory(token))) return;
+    if (this.stopped || attempt !== this.connects) return;
     const sep = this.url.includes("?") ? "&" : "?";
     const ws = new WebSocket(`${this.url}${sep}token=${encodeURIComponent(token)}`);
     this.ws = ws;
     this.pending = new Set(this.handlers.keys());
     this.allRecovered = true;
     ws.onopen = () => {
+      ws.opened = true;
       for (const channel of this.handlers.keys()) this.sendSubscribe(channel);
       this.timers.ping = setInterval(() => this.ping(), this.pingIntervalMs);
       this.scheduleRefresh(token);
     };
     ws.onmessage = (msg) => this.onFrame(JSON.parse(msg.data));
-    ws.onclose = (e) => this.onClose(e);
+    ws.onclose = (e) => this.onClose(e, ws.opened ? null : token);
+  }
+
+  // The newest stored events of each channel that asked for them, before its first
+  // subscription; false when the token was rejected (the client has stopped or retries).
+  async loadHistory(token) {
+    for (const [channel, limit] of this.historyWanted) {
+      if (this.positions.has(channel)) {
+        this.historyWanted.delete(channel); // it already has events: no history twice
+        continue;
+      }
+      const path = `/v1/channels/${encodeURIComponent(channel)}/history?limit=${limit}`;
+      let response;
+      try {
+        response = await this.httpGet(path, token);
+      } catch (err) {
+        return true; // unreachable: the WebSocket attempt will tell
+      }
+      if (response.status === 401) {
+        await this.rejected(response);
+        return false;
+      }
+      if (response.status === 403 || response.status === 404) {
+        // Refused (kept wanted: another token may read it); its subscription is refused too.
+        const problem = await response.json().catch(() => ({}));
+        const code = response.status === 403 ? "forbidden" : "unknown_channel";
+        this.refused({ channel, code, message: problem.detail || response.statusText });
+        continue;
+      }
+      this.historyWanted.delete(channel);
+      if (!response.ok) continue; // subscribe without it: live events only
+      const body = await response.json();
+      let offset = body.offset;
+      for (const { offset: at, event } of body.events) {
+        offset = at;
+        const frame = { op: "event", channel, offset: at, event, history: true };
+        for (const handler of this.handlers.get(channel) || []) handler(event, frame);
+      }
+      this.positions.set(channel, { offset, epoch: body.epoch });
+    }
+    return true;
+  }
+
+  httpGet(path, token) {
+    return fetch(`${this.httpUrl}${path}`, { headers: { Authorization: `Bearer ${token}` } });
+  }
+
+  // A 401 from the gateway: why, in its words; the client stops until setToken() unless
+  // its token is a function (which may give a fresh one: it retries).
+  async rejected(response) {
+    const problem = await response.json().catch(() => ({}));
+    const challenge = response.headers.get("WWW-Authenticate") || "";
+    const message = problem.detail || "the token was refused";
+    let reason = "invalid";
+    if (!challenge.includes("error=")) reason = "missing";
+    else if (/expired/i.test(message)) reason = "expired";
+    const detail = { reason, message };
+    if (typeof this.token === "function") {
+      this.retry();
+      this.setState("rejected", detail);
+      return;
+    }
+    this.stopped = true;
+    this.clearTimers();
+    this.setState("rejected", detail);
+  }
+
+  refused(detail) {
+    this.dispatchEvent(new CustomEvent("refused", { detail }));
   }
 
   sendSubscribe(channel) {
@@ -119,6 +226,11 @@ export class PulseClient extends EventTarget {
         break;
       case "error":
         this.dispatchEvent(new CustomEvent("error", { detail: frame }));
+        if (frame.channel && this.pending && this.pending.has(frame.channel)) {
+          // A subscription refused (forbidden, unknown, unavailable): the rest go live.
+          this.refused({ channel: frame.channel, code: frame.code, message: frame.message });
+          this.settle(frame.channel);
+        }
         break;
       default:
         this.dispatchEvent(new CustomEvent(frame.op, { detail: frame }));
@@ -133,7 +245,12 @@ export class PulseClient extends EventTarget {
       this.dispatchEvent(new CustomEvent("gap", { detail: frame }));
     }
     if (!resumed) this.positions.set(frame.channel, { offset: frame.offset, epoch: frame.epoch });
-    if (this.pending) this.pending.delete(frame.channel);
+    this.settle(frame.channel);
+  }
+
+  // ``channel`` has its answer (subscribed or refused); live once every channel has one.
+  settle(channel) {
+    if (this.pending) this.pending.delete(channel);
     if (this.pending && this.pending.size === 0) {
       this.pending = null;
       this.attempt = 0;
@@ -187,7 +304,9 @@ export class PulseClient extends EventTarget {
     this.timers = {};
   }
 
-  onClose(event) {
+  // ``refusedToken``: the token of a connection that closed before it opened (the handshake
+  // failed: refused credentials, a full gateway, or no gateway at all).
+  async onClose(event, refusedToken = null) {
     this.clearTimers();
     this.ws = null;
     if (this.stopped) {
@@ -196,14 +315,28 @@ export class PulseClient extends EventTarget {
     }
     if (event.code === 4003) {
       this.stopped = true;
-      this.setState("forbidden");
+      this.setState("forbidden", { reason: "forbidden", message: event.reason || "forbidden" });
       return;
     }
-    this.retry();
+    if (refusedToken !== null) {
+      // Ask the HTTP side why, with the same token; anything but a 401 means retry.
+      try {
+        const response = await this.httpGet("/v1/channels/stats/history?limit=1", refusedToken);
+        if (response.status === 401) {
+          await this.rejected(response);
+          return;
+        }
+      } catch (err) {
+        // nothing answers: retry as for any drop
+      }
+      if (this.stopped) return;
+    }
+    this.retry({ reason: closeReason(event.code, refusedToken !== null), message: event.reason || "" });
   }
 
-  retry() {
-    this.setState(this.everConnected ? "reconnecting" : "connecting");
+  // ``detail``: why, for the state event ({reason, message}; see closeReason).
+  retry(detail = {}) {
+    this.setState(this.everConnected ? "reconnecting" : "connecting", detail);
     // Full jitter, as Pulse's services back off: a wait drawn from the whole window, which
     // doubles per attempt up to the cap, so clients dropped together do not return together.
     const cap = Math.min(this.backoffMaxMs, this.backoffMinMs * 2 ** this.attempt);
@@ -213,11 +346,44 @@ export class PulseClient extends EventTarget {
   }
 }
 
-function tokenClaims(token) {
+// The claims of a JWT, read without verifying it (for display: the gateway verifies).
+export function tokenClaims(token) {
   try {
     const payload = token.split(".")[1].replace(/-/g, "+").replace(/_/g, "/");
     return JSON.parse(atob(payload));
   } catch (err) {
     return null;
+  }
+}
+
+// Why a connection closed, in a word or two, from its close code (docs: ws-gateway README).
+function closeReason(code, beforeOpen) {
+  if (beforeOpen) return "cannot connect";
+  switch (code) {
+    case 1001:
+      return "gateway going away";
+    case 4000:
+      return "no pong";
+    case 4001:
+      return "token expired";
+    case 4008:
+      return "slow consumer";
+    case 4029:
+      return "too many requests";
+    default:
+      return "connection lost";
+  }
+}
+
+function httpBase(wsUrl) {
+  try {
+    const url = new URL(wsUrl, globalThis.location ? location.href : undefined);
+    url.protocol = url.protocol === "wss:" ? "https:" : "http:";
+    url.pathname = url.pathname.replace(/\/ws\/?$/, "");
+    url.search = "";
+    url.hash = "";
+    return url.toString().replace(/\/$/, "");
+  } catch (err) {
+    return "";
   }
 }
