@@ -8,6 +8,10 @@ retried until accepted) and, two seconds in, injects one fault:
   as a new worker, while the second replica takes the lease over);
 - kill -9 of a fraud worker and of a notify worker (restarted a second later; the other
   replica keeps consuming);
+- webhooks mid-schedule: the webhook receiver answers 503 for about ten seconds, so the
+  round's deliveries fail and wait on their retry schedule (``WORKER_ENV`` shortens it),
+  and meanwhile a notify worker is killed with -9 and restarted; every event must still
+  reach the receiver, with one ``webhook-id`` each;
 - kill -9 of a gateway process: its clients reconnect to the other gateway with
   ``since``/``epoch`` and must recover; the killed one is restarted;
 - with ``--redis-mode cluster`` or ``sentinel``: kill -9 of a Redis master (in a cluster,
@@ -69,7 +73,7 @@ ACCOUNTS = [f"chaos-{c}" for c in "abcdef"]
 SETTLE_TIMEOUT_SECONDS = 150.0
 QUIET_SECONDS = 15.0
 
-Inject = Callable[[Stack], Awaitable[str]]
+Inject = Callable[[Rig], Awaitable[str]]
 
 
 @dataclass
@@ -97,57 +101,73 @@ async def _kill_and_restart(stack: Stack, name: str, down_seconds: float) -> str
     return f"killed {name}"
 
 
-async def _no_fault(_stack: Stack) -> str:
+async def _no_fault(_rig: Rig) -> str:
     return ""
 
 
-async def _kill_stream_processor(stack: Stack) -> str:
-    owners = await asyncio.to_thread(stack.lease_owners)
+async def _kill_stream_processor(rig: Rig) -> str:
+    owners = await asyncio.to_thread(rig.stack.lease_owners)
     holders = {owner.rsplit("-", 1)[0] for owner in owners.values()}
     name = min(holders) if holders else "stream-processor-a"
-    return await _kill_and_restart(stack, name, 0.5) + " (the lease holder)"
+    return await _kill_and_restart(rig.stack, name, 0.5) + " (the lease holder)"
 
 
-async def _kill_fraud_worker(stack: Stack) -> str:
-    return await _kill_and_restart(stack, "fraud-worker-1", 1.0)
+async def _kill_fraud_worker(rig: Rig) -> str:
+    return await _kill_and_restart(rig.stack, "fraud-worker-1", 1.0)
 
 
-async def _kill_notify_worker(stack: Stack) -> str:
-    return await _kill_and_restart(stack, "notify-worker-1", 1.0)
+async def _kill_notify_worker(rig: Rig) -> str:
+    return await _kill_and_restart(rig.stack, "notify-worker-1", 1.0)
 
 
-async def _kill_gateway(stack: Stack) -> str:
-    return await _kill_and_restart(stack, "ws-gateway-1", 2.0)
+async def _kill_notify_worker_mid_schedule(rig: Rig) -> str:
+    """The webhook receiver answers 503 while a notify worker is killed and restarted: the
+    round's webhooks are mid-schedule (WORKER_ENV's short one) when the worker dies."""
+    receiver = rig.receiver
+    receiver.failing = True
+    started = time.monotonic()
+    try:
+        await asyncio.sleep(3.0)  # the round's first attempts fail and wait for retries
+        note = await _kill_and_restart(rig.stack, "notify-worker-1", 1.0)
+        await asyncio.sleep(3.0)
+    finally:
+        receiver.failing = False
+    down = time.monotonic() - started
+    return f"{note} mid-schedule: the receiver answered 503 for {down:.0f} s ({receiver.refused}x)"
 
 
-async def _restart_redis(stack: Stack) -> str:
-    server = stack.redis.server
+async def _kill_gateway(rig: Rig) -> str:
+    return await _kill_and_restart(rig.stack, "ws-gateway-1", 2.0)
+
+
+async def _restart_redis(rig: Rig) -> str:
+    server = rig.stack.redis.server
     server.kill()
     await asyncio.sleep(1.0)
     await asyncio.to_thread(server.start)
     return "redis-server kill -9, restarted from its AOF"
 
 
-async def _restart_redis_empty(stack: Stack) -> str:
-    server = stack.redis.server
+async def _restart_redis_empty(rig: Rig) -> str:
+    server = rig.stack.redis.server
     server.kill()
     await asyncio.to_thread(server.forget)
     await asyncio.to_thread(server.start)
     return "redis-server kill -9, restarted empty"
 
 
-async def _kill_redis_master(stack: Stack) -> str:
-    done = await asyncio.to_thread(stack.redis.kill_master)
-    await asyncio.to_thread(stack.redis.heal)
+async def _kill_redis_master(rig: Rig) -> str:
+    done = await asyncio.to_thread(rig.stack.redis.kill_master)
+    await asyncio.to_thread(rig.stack.redis.heal)
     return done + "; the old master restarted as a replica"
 
 
-async def _pause_aws(stack: Stack) -> str:
-    stack.aws.pause()
+async def _pause_aws(rig: Rig) -> str:
+    rig.stack.aws.pause()
     try:
         await asyncio.sleep(10.0)
     finally:
-        stack.aws.resume()
+        rig.stack.aws.resume()
     return "moto frozen 10 s"
 
 
@@ -156,6 +176,7 @@ FAULTS = [
     Fault("kill -9 stream-processor", _kill_stream_processor),
     Fault("kill -9 fraud-worker", _kill_fraud_worker),
     Fault("kill -9 notify-worker", _kill_notify_worker),
+    Fault("webhooks 503 + kill notify", _kill_notify_worker_mid_schedule),
     Fault("kill -9 ws-gateway", _kill_gateway),
     Fault("restart redis (AOF)", _restart_redis, modes=("standalone",)),
     Fault("kill -9 redis master", _kill_redis_master, modes=("cluster", "sentinel")),
@@ -267,7 +288,7 @@ async def _round(
     fault_at = time.monotonic()
     reconnects = sum(c.reconnects for c in rig.clients)
     unrecovered = sum(len(c.not_recovered) for c in rig.clients)
-    notes = [await fault.inject(rig.stack)]
+    notes = [await fault.inject(rig)]
     result.payments = await posting
     result.recover_s = await settle(ledger, result.payments, fault_at)
     if dead := rig.stack.dead():

@@ -14,10 +14,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import base64
 import contextlib
-import hashlib
-import hmac
 import os
 import random
 import signal
@@ -33,7 +30,6 @@ from typing import TYPE_CHECKING, Any, Final, Self
 
 import aiohttp
 import orjson
-from aiohttp import web
 from redis_modes import RedisDeployment, RedisMode
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake
@@ -52,6 +48,7 @@ from pulse_dev.emulators import (
 )
 from pulse_dev.load import random_payment
 from pulse_dev.testing import ServiceProcess, stream_entries
+from pulse_dev.webhook_receiver import ScriptedReceiver
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
@@ -72,6 +69,9 @@ WORKER_ENV: Final = {
     # Decisions come from the amount rules, not from the velocity of a handful of accounts.
     "PULSE_VELOCITY_REVIEW_COUNT": "1000000",
     "PULSE_VELOCITY_DECLINE_COUNT": "2000000",
+    # Webhook retries within the settle timeout, chained through 5 s delayed messages.
+    "PULSE_WEBHOOK_RETRY_SCHEDULE": "0,2s,4s,8s,15s,30s,60s",
+    "PULSE_WEBHOOK_RETRY_HOP_SECONDS": "5",
 }
 STREAM_ENV: Final = {"PULSE_FAILOVER_SECONDS": "6", "PULSE_MAX_RETRY_DELAY_SECONDS": "4"}
 # The suites are about faults, not throttling: ingest throttles, with budgets too large to
@@ -551,52 +551,31 @@ class WatchingClient:
 # -- the webhook receiver -------------------------------------------------------------------
 
 
-def verify_signature(secret: str, headers: Any, body: bytes) -> bool:
-    """Standard Webhooks verification, written from the spec (not from Pulse's signer)."""
-    key = base64.b64decode(secret.removeprefix("whsec_"))
-    msg_id, timestamp = headers.get("webhook-id", ""), headers.get("webhook-timestamp", "")
-    signed = f"{msg_id}.{timestamp}.".encode() + body
-    expected = base64.b64encode(hmac.new(key, signed, hashlib.sha256).digest()).decode()
-    offered = [s.partition(",")[2] for s in headers.get("webhook-signature", "").split()]
-    return any(hmac.compare_digest(expected, s) for s in offered)
-
-
-class WebhookReceiver:
-    """An HTTP receiver, one URL per account, that checks every signature and records
-    each delivery's ``webhook-id`` and payment."""
+class WebhookReceiver(ScriptedReceiver):
+    """The suites' receiver (:class:`pulse_dev.webhook_receiver.ScriptedReceiver`), one URL
+    per account: every signature checked, each delivery's ``webhook-id`` and payment kept;
+    204 to a delivery, 503 while ``failing``."""
 
     def __init__(self) -> None:
-        self.port = free_port()
-        self.secrets: dict[str, str] = {}
-        self.deliveries: list[tuple[str, str, str | None]] = []  # (account, webhook id, payment)
-        self.bad_signatures = 0
-        self._runner: web.AppRunner | None = None
+        super().__init__(self._answer)
+        self.failing = False
 
-    def url(self, account: str) -> str:
-        return f"http://127.0.0.1:{self.port}/hooks/{account}"
+    def _answer(self, _account: str, _webhook_id: str, _before: int) -> int:
+        return 503 if self.failing else 204
 
-    async def start(self) -> None:
-        app = web.Application()
-        app.router.add_post("/hooks/{account}", self._receive)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        await web.TCPSite(self._runner, "127.0.0.1", self.port).start()
+    @property
+    def deliveries(self) -> list[tuple[str, str, str | None]]:
+        """(account, webhook id, payment) of each delivery answered 204."""
+        return [(h.name, h.webhook_id, h.payment_id) for h in self.hits if h.status == 204]
 
-    async def stop(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
+    @property
+    def bad_signatures(self) -> int:
+        return sum(not h.verified for h in self.hits)
 
-    async def _receive(self, request: web.Request) -> web.Response:
-        account = request.match_info["account"]
-        body = await request.read()
-        secret = self.secrets.get(account)
-        if secret is None or not verify_signature(secret, request.headers, body):
-            self.bad_signatures += 1
-            return web.Response(status=401)
-        event = orjson.loads(body)
-        payment = (event.get("data") or {}).get("payment_id")
-        self.deliveries.append((account, request.headers["webhook-id"], payment))
-        return web.Response(status=204)
+    @property
+    def refused(self) -> int:
+        """Deliveries answered 503 (while ``failing``)."""
+        return sum(h.status == 503 for h in self.hits)
 
     async def register(self, stack: Stack, account: str) -> None:
         """``pulse webhooks add``, as an operator runs it; keeps the secret it prints."""

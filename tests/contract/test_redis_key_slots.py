@@ -18,7 +18,7 @@ from redis.crc import key_slot
 
 from fraud_worker.activity import AccountActivityStore
 from fraud_worker.rules import PaymentFacts
-from notify_worker.webhooks import rate_key
+from notify_worker.rate_limit import EndpointRateLimit, rate_key
 from pulse.channels import ChannelAppend, ChannelKeys, ChannelPublisher, CounterIncrement
 from pulse.events import PAYMENT_CREATED, new_event
 from pulse.health import HealthReporter
@@ -120,10 +120,12 @@ def test_presence_scripts_and_their_live_channel_are_one_slot(prefix: str, name:
     assert slots(script_keys) == slots([ChannelKeys(prefix).history(name)])
 
 
-@given(prefixes, ids, st.integers(min_value=0, max_value=2**40))
-def test_a_webhook_endpoint_keeps_its_rate_counters_on_its_slot(
-    prefix: str, endpoint: str, second: int
+@given(prefixes, ids, st.integers(min_value=1, max_value=10_000))
+def test_a_webhook_endpoints_rate_limit_is_one_call_in_its_endpoints_slot(
+    prefix: str, endpoint: str, rate: int
 ) -> None:
-    assert slots([rate_key(prefix, endpoint, second), rate_key(prefix, endpoint, 0)]) == slots(
-        [rate_key(prefix, endpoint, 1)]
-    )
+    limit = EndpointRateLimit(CLIENT, prefix, rate_per_second=rate)
+    call = limit.script_call(endpoint)
+    assert_one_slot_each([call])
+    assert list(call.keys) == [rate_key(prefix, endpoint)]
+    assert rate_key(prefix, endpoint).startswith(f"{prefix}{{webhooks:")

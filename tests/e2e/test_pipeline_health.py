@@ -118,6 +118,7 @@ async def test_the_pipeline_reports_its_own_health(
                 for service, queue in [
                     ("fraud-worker", names.fraud_dlq),
                     ("notify-worker", hooks.dlq),
+                    ("notify-worker", hooks.retries_dlq),
                     ("stream-processor", f"{names.prefix}stream-failures-dlq"),
                 ]
             )
@@ -129,6 +130,8 @@ async def test_the_pipeline_reports_its_own_health(
             names.notify_dlq: "dlq",
             hooks.queue: "queue",
             hooks.dlq: "dlq",
+            hooks.retries: "queue",
+            hooks.retries_dlq: "dlq",
         }
         failures = reports.queue("stream-processor", f"{names.prefix}stream-failures")
         assert failures is not None

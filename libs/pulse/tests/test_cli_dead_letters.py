@@ -98,6 +98,7 @@ def test_list_shows_every_queue_with_depth_in_flight_and_oldest_age(
         "fraud-dlq",
         "notify-dlq",
         "webhooks-dlq.fifo",
+        "webhook-retries-dlq",
         "stream-failures-dlq",
         "stream-failures",
     }

@@ -39,6 +39,7 @@ def test_the_queues_come_from_the_topology_with_the_queue_each_serves() -> None:
         ("fraud-dlq", "fraud", "dlq", False),
         ("notify-dlq", "notify", "dlq", False),
         ("webhooks-dlq.fifo", "webhooks.fifo", "dlq", True),
+        ("webhook-retries-dlq", "webhook-retries", "dlq", False),
         ("stream-failures-dlq", "stream-failures", "dlq", False),
         # the failure queue is the replay queue's DLQ: redriven, its records are re-applied
         ("stream-failures", "stream-replays", "failures", False),
@@ -57,7 +58,7 @@ def test_a_queue_is_found_by_label_or_full_name_and_an_unknown_one_lists_the_kno
     assert "\n" not in message
     assert message == (
         "unknown queue 'fraud'; known: fraud-dlq, notify-dlq, webhooks-dlq.fifo, "
-        "stream-failures-dlq, stream-failures"
+        "webhook-retries-dlq, stream-failures-dlq, stream-failures"
     )
     assert isinstance(caught.value, PermanentError)
 

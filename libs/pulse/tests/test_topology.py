@@ -68,10 +68,10 @@ def test_subscriptions_route_by_event_type(stack_settings: PulseSettings) -> Non
     assert drain(names.notify_queue) == [{"kind": "updated"}]
 
 
-def test_webhook_table_and_fifo_queue_are_created_unsubscribed(
+def test_webhook_tables_and_queues_are_created_unsubscribed(
     stack_settings: PulseSettings,
 ) -> None:
-    from pulse.topology import WebhookNames  # noqa: PLC0415
+    from pulse.topology import WEBHOOK_MAX_RECEIVES, WebhookNames  # noqa: PLC0415
 
     out = apply_topology(stack_settings)
     hooks = WebhookNames.from_prefix(stack_settings.resource_prefix)
@@ -89,6 +89,32 @@ def test_webhook_table_and_fifo_queue_are_created_unsubscribed(
     assert json.loads(attrs["RedrivePolicy"])["deadLetterTargetArn"] == out.queue_arns[hooks.dlq]
     assert hooks.dlq.endswith(".fifo")
     assert hooks.queue not in out.subscription_arns  # fed by the notify worker, not the topic
+    # Attempts are counted apart from receives: the redrive is a last resort only.
+    assert json.loads(attrs["RedrivePolicy"])["maxReceiveCount"] == WEBHOOK_MAX_RECEIVES
+
+    retries = sqs.get_queue_attributes(
+        QueueUrl=out.queue_urls[hooks.retries], AttributeNames=["All"]
+    )["Attributes"]
+    assert "FifoQueue" not in retries  # a standard queue: per-message delays
+    redrive = json.loads(retries["RedrivePolicy"])
+    assert redrive == {
+        "deadLetterTargetArn": out.queue_arns[hooks.retries_dlq],
+        "maxReceiveCount": WEBHOOK_MAX_RECEIVES,
+    }
+    assert hooks.retries not in out.subscription_arns
+
+    table = ddb.describe_table(TableName=hooks.attempts)["Table"]
+    assert [(k["AttributeName"], k["KeyType"]) for k in table["KeySchema"]] == [
+        ("endpoint_id", "HASH"),
+        ("attempt_key", "RANGE"),
+    ]
+    (index,) = table["GlobalSecondaryIndexes"]
+    assert [(k["AttributeName"], k["KeyType"]) for k in index["KeySchema"]] == [
+        ("endpoint_id", "HASH"),
+        ("attempted_at", "RANGE"),
+    ]
+    ttl = ddb.describe_time_to_live(TableName=hooks.attempts)["TimeToLiveDescription"]
+    assert ttl["AttributeName"] == "expires_at"
     assert apply_topology(stack_settings).changes == []
 
 

@@ -40,7 +40,7 @@ def worker(
         "notify_worker", PULSE_HTTP_PORT=str(port), PULSE_SQS_WAIT_TIME_SECONDS="1"
     ).start(wait_port=port)
     ready = until(lambda: readyz(port))
-    assert set(ready["checks"]) == {"redis", "sqs", "sqs_webhooks"}
+    assert set(ready["checks"]) == {"redis", "sqs", "sqs_webhooks", "sqs_webhook_retries"}
     return process
 
 

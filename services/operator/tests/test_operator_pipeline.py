@@ -73,7 +73,7 @@ def test_prefix_defaults_and_outputs_config_map() -> None:
         (("queues", 1, "queueName"), "fraud", "declared twice"),
         (("queues", 1, "deadLetter", "queueName"), "fraud-dlq", "declared twice"),
         (("queues", 0, "deadLetter", "queueName"), "fraud", "its own dead-letter queue"),
-        (("queues", 4, "deadLetter", "messageRetentionPeriod"), 60, "messageRetentionPeriod"),
+        (("queues", 5, "deadLetter", "messageRetentionPeriod"), 60, "messageRetentionPeriod"),
         (("topic",), {}, "spec.topic.name is required"),
         (("deletionPolicy",), "Orphan", "Retain or Delete"),
         (("tables",), [], "at least one table"),

@@ -137,6 +137,7 @@ async def test_reconcile_creates_reports_and_repairs(
         f"{p}events",
         f"{p}leases",
         f"{p}webhooks",
+        f"{p}webhook-attempts",
         f"{p}api-keys",
     }
     assert queue_names(stack_settings) == {
@@ -146,6 +147,8 @@ async def test_reconcile_creates_reports_and_repairs(
         f"{p}notify-dlq",
         f"{p}webhooks.fifo",
         f"{p}webhooks-dlq.fifo",
+        f"{p}webhook-retries",
+        f"{p}webhook-retries-dlq",
         f"{p}stream-failures",
         f"{p}stream-failures-dlq",
         f"{p}stream-replays",
@@ -355,7 +358,7 @@ async def test_a_kubernetes_refusal_is_kubernetes_rejected_not_aws_rejected(
     assert (cond["status"], cond["reason"]) == ("False", "KubernetesRejected")
     assert cond["message"].startswith("write outputs ConfigMap: ConfigMap p-outputs: HTTP 403")
     assert events.posted == [("Warning", "KubernetesRejected", cond["message"])]
-    assert len(queue_names(stack_settings)) == 9  # AWS did its part
+    assert len(queue_names(stack_settings)) == 11  # AWS did its part
 
     # refused again: the condition holds, no second Event
     status = merged({}, patch)
@@ -410,8 +413,8 @@ async def test_deletion_honours_the_policy(
     if policy == "Retain":
         assert (kind, reason) == ("Normal", "Retained")
         assert deleted == []
-        assert len(table_names(stack_settings)) == 5
-        assert len(queue_names(stack_settings)) == 9
+        assert len(table_names(stack_settings)) == 6
+        assert len(queue_names(stack_settings)) == 11
     else:
         assert (kind, reason) == ("Normal", "Deleted")
         assert message.startswith(f"deleted {len(deleted)} AWS resource(s)")

@@ -10,8 +10,9 @@ twice changes nothing: the second run reports no changes.
 
 Without an explicit spec, :func:`apply_topology` applies :func:`pulse_spec`: the pipeline of
 :func:`default_spec` plus the notify worker's webhook resources (:class:`WebhookNames`): the
-endpoints table and the FIFO delivery queue (grouped per endpoint) with its FIFO DLQ; and the
-stream processor's failure queue and the replay queue whose dead-letter queue it is
+endpoints table, the FIFO queue of first attempts (grouped per endpoint) with its FIFO DLQ,
+the attempt log and the queue of scheduled retries; and the stream processor's failure queue
+and the replay queue whose dead-letter queue it is
 (:class:`StreamFailureNames`).
 
 The same code serves ``make run``, the tests and the Kubernetes operator.
@@ -31,6 +32,7 @@ from pulse.clients import aws_client
 from pulse.errors import RetryableError
 from pulse.logging import get_logger
 from pulse.payment_states import REVIEW_INDEX, REVIEW_QUEUE, REVIEW_SINCE
+from pulse.webhook_attempts import BY_TIME_INDEX
 
 if TYPE_CHECKING:
     from pulse.settings import PulseSettings, ResourceNames
@@ -39,6 +41,7 @@ __all__ = [
     "AUDIT_ACCOUNT_INDEX",
     "ENDPOINT_INDEX",
     "FAILURE_READS",
+    "WEBHOOK_MAX_RECEIVES",
     "IndexSpec",
     "QueueSpec",
     "StreamFailureNames",
@@ -100,15 +103,28 @@ class QueueSpec:
 
 @dataclass(frozen=True)
 class WebhookNames:
-    """The webhook resources under one prefix (``PULSE_RESOURCE_PREFIX``)."""
+    """The webhook resources under one prefix (``PULSE_RESOURCE_PREFIX``): the endpoints
+    table, the FIFO queue of first attempts and its FIFO DLQ (where deliveries that used up
+    their schedule go), the attempt log (:mod:`pulse.webhook_attempts`) and the queue of
+    scheduled retries with its own DLQ (for its redrive policy only)."""
 
     table: str
     queue: str
     dlq: str
+    attempts: str
+    retries: str
+    retries_dlq: str
 
     @classmethod
     def from_prefix(cls, prefix: str) -> WebhookNames:
-        return cls(f"{prefix}webhooks", f"{prefix}webhooks.fifo", f"{prefix}webhooks-dlq.fifo")
+        return cls(
+            table=f"{prefix}webhooks",
+            queue=f"{prefix}webhooks.fifo",
+            dlq=f"{prefix}webhooks-dlq.fifo",
+            attempts=f"{prefix}webhook-attempts",
+            retries=f"{prefix}webhook-retries",
+            retries_dlq=f"{prefix}webhook-retries-dlq",
+        )
 
     def secret_parameter(self, endpoint_id: str) -> str:
         """The SSM Parameter Store name of an endpoint's signing secret."""
@@ -141,6 +157,9 @@ class StreamFailureNames:
 
 
 _FAILURE_RETENTION_SECONDS = 14 * 24 * 3600  # SQS's longest: failures wait for a person
+# Receives of one webhook message before its queue's redrive dead-letters it (module doc of
+# pulse_spec): at the consumer's backoff (at most 300 s) about two hours of failing AWS.
+WEBHOOK_MAX_RECEIVES = 50
 FAILURE_READS = 1000  # SQS's highest maxReceiveCount: reading failures never moves them
 
 
@@ -197,7 +216,13 @@ def pulse_spec(names: ResourceNames) -> TopologySpec:
 
     The webhooks table (hash ``account_id``, range ``endpoint_id``) lists each account's
     endpoints, and its index ``endpoint-id`` finds one by its id alone; the FIFO queue
-    carries one delivery per event and endpoint. The failure queue keeps what it holds for
+    carries each event's first attempt per endpoint, the retries
+    queue its later attempts (chained delays), and the attempts table (hash
+    ``endpoint_id``, range ``attempt_key``, TTL ``expires_at``, index ``by-time``) logs and
+    claims every attempt (:mod:`pulse.webhook_attempts`). Their redrive policies allow
+    :data:`WEBHOOK_MAX_RECEIVES` receives: a delivery's attempts are counted apart from SQS
+    receives, so the redrive only catches a message that keeps failing for other reasons
+    (AWS or Redis out of reach for hours, a bug). The failure queue keeps what it holds for
     14 days, and is the dead-letter queue of the replay queue (declared after it, so the
     failure queue's own attributes are set first). The API-keys table (hash ``key_id``)
     holds the merchant backends' keys, hashed (:mod:`pulse.api_keys`).
@@ -214,12 +239,33 @@ def pulse_spec(names: ResourceNames) -> TopologySpec:
                 "endpoint_id",
                 indexes=(IndexSpec(ENDPOINT_INDEX, "endpoint_id"),),
             ),
+            TableSpec(
+                hooks.attempts,
+                "endpoint_id",
+                "attempt_key",
+                ttl_attribute="expires_at",
+                indexes=(IndexSpec(BY_TIME_INDEX, "endpoint_id", "attempted_at"),),
+            ),
             TableSpec(names.api_keys_table, "key_id"),
         ],
         topic_name=base.topic_name,
         queues=[
             *base.queues,
-            QueueSpec(hooks.queue, hooks.dlq, None, visibility_timeout=60, fifo=True),
+            QueueSpec(
+                hooks.queue,
+                hooks.dlq,
+                None,
+                visibility_timeout=60,
+                max_receive_count=WEBHOOK_MAX_RECEIVES,
+                fifo=True,
+            ),
+            QueueSpec(
+                hooks.retries,
+                hooks.retries_dlq,
+                None,
+                visibility_timeout=60,
+                max_receive_count=WEBHOOK_MAX_RECEIVES,
+            ),
             QueueSpec(
                 failures.queue,
                 failures.dlq,

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import hashlib
 import uuid
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import UTC
 from typing import TYPE_CHECKING, Any, Final, Protocol
 
@@ -75,30 +75,53 @@ class _Target(Protocol):
 
 @dataclass(frozen=True)
 class Delivery:
-    """One event for one endpoint: the FIFO message body."""
+    """One event for one endpoint, and which attempt it is: the body of a message on the
+    FIFO queue (attempt 1, due at once) or on the retries queue (a later attempt, due at
+    ``due_at_ms``, Unix milliseconds). ``request`` is the id of the test or replay that
+    asked for it ("" for the event's own delivery): a replay is a new series of attempts in
+    the attempt log, not a copy of the first one."""
 
     endpoint_id: str
     account_id: str
     url: str
     secret_parameter: str
     event: dict[str, Any]
+    attempt: int = 1
+    due_at_ms: int = 0
+    request: str = ""
+
+    @property
+    def event_id(self) -> str:
+        return str(self.event.get("id", ""))
+
+    @property
+    def series_id(self) -> str:
+        """Whose attempts these are in the attempt log: the event id, and for a test or a
+        replay ``{event id}@{request}`` (its own numbering, from attempt 1)."""
+        return f"{self.event_id}@{self.request}" if self.request else self.event_id
 
     def to_json(self) -> bytes:
-        return orjson.dumps(self.__dict__)
+        return orjson.dumps(asdict(self))
 
     @classmethod
     def from_json(cls, raw: bytes) -> Delivery:
         try:
             data = orjson.loads(raw)
-            return cls(
+            delivery = cls(
                 endpoint_id=str(data["endpoint_id"]),
                 account_id=str(data["account_id"]),
                 url=str(data["url"]),
                 secret_parameter=str(data["secret_parameter"]),
                 event=dict(data["event"]),
+                attempt=int(data.get("attempt", 1)),
+                due_at_ms=int(data.get("due_at_ms", 0)),
+                request=str(data.get("request", "")),
             )
         except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
             raise PermanentError(f"not a webhook delivery: {type(exc).__name__}") from exc
+        if delivery.attempt < 1 or not delivery.event_id:
+            raise PermanentError("not a webhook delivery: no event id, or attempt below 1")
+        return delivery
 
 
 def delivery_entry(
@@ -108,7 +131,7 @@ def delivery_entry(
     ``endpoint``; ``request`` (a test's or replay's id) makes it a new message for SQS."""
     dedup = f"{event['id']}|{endpoint.endpoint_id}" + (f"|{request}" if request else "")
     target = (endpoint.endpoint_id, account_id, endpoint.url, endpoint.secret_parameter)
-    body = Delivery(*target, event)
+    body = Delivery(*target, event, request=request)
     return {
         "Id": entry_id,
         "MessageBody": body.to_json().decode(),

@@ -2,9 +2,17 @@
 
 from __future__ import annotations
 
-from pydantic import Field
-from pydantic_settings import SettingsConfigDict
+from typing import Annotated, Any, Self
 
+from pydantic import Field, field_validator, model_validator
+from pydantic_settings import NoDecode, SettingsConfigDict
+
+from notify_worker.retry_schedule import (
+    DEFAULT_SCHEDULE,
+    SQS_MAX_DELAY_SECONDS,
+    RetrySchedule,
+    parse_delays,
+)
 from pulse.consumer import SqsConsumerSettings
 from pulse.settings import load_settings
 from pulse.webhook_targets import WebhookTargetSettings
@@ -23,15 +31,42 @@ class NotifySettings(SqsConsumerSettings, WebhookTargetSettings):
     service_name: str = "notify-worker"
     http_port: int = Field(default=9103, ge=0, le=65535)
 
-    # Webhooks: requests per second to one endpoint (over it, the delivery waits a second).
+    # Webhooks: requests per second to one endpoint, in any one-second window (GCRA: they go
+    # out at least 1/rate apart; a delivery waits for its turn without spending an attempt).
     webhook_rate_per_second: int = Field(default=10, ge=1, le=10_000)
     # One POST's time limit; a timeout is retried like a 5xx.
     webhook_timeout_seconds: float = Field(default=10.0, gt=0, le=120)
-    # Attempts of one delivery (retried on 5xx, 408, 429, timeouts) before the DLQ.
-    webhook_max_attempts: int = Field(default=5, ge=1, le=100)
+    # The wait before each attempt of one delivery (retried on 5xx, 408, 429, timeouts and
+    # connection errors), comma-separated with units s/m/h/d; then the DLQ
+    # (notify_worker.retry_schedule).
+    webhook_retry_schedule: Annotated[tuple[float, ...], NoDecode] = parse_delays(DEFAULT_SCHEDULE)
+    # Longest delay of one message of the retry chain (SQS allows 900 s at most).
+    webhook_retry_hop_seconds: int = Field(default=SQS_MAX_DELAY_SECONDS, ge=1, le=900)
+    # How long the attempt log keeps an attempt (DynamoDB TTL); longer than the schedule.
+    webhook_attempt_ttl_seconds: int = Field(default=30 * 86_400, ge=3600)
     # How long signing secrets (SSM) and an account's endpoints (DynamoDB) are cached.
     webhook_secret_cache_seconds: float = Field(default=300.0, ge=0, le=86_400)
     webhook_endpoint_cache_seconds: float = Field(default=10.0, ge=0, le=3600)
+
+    @field_validator("webhook_retry_schedule", mode="before")
+    @classmethod
+    def _schedule(cls, value: Any) -> Any:
+        delays = parse_delays(value) if isinstance(value, str) else value
+        RetrySchedule(tuple(delays))  # refuses a schedule that cannot run
+        return delays
+
+    @model_validator(mode="after")
+    def _attempts_outlive_the_schedule(self) -> Self:
+        # An attempt's record is also its claim: it must be there until the last attempt.
+        if self.webhook_attempt_ttl_seconds <= self.retry_schedule.total_seconds + 3600:
+            raise ValueError(
+                "PULSE_WEBHOOK_ATTEMPT_TTL_SECONDS must exceed the retry schedule by an hour"
+            )
+        return self
+
+    @property
+    def retry_schedule(self) -> RetrySchedule:
+        return RetrySchedule(self.webhook_retry_schedule)
 
 
 def load_notify_settings() -> NotifySettings:

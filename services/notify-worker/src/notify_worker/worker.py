@@ -12,11 +12,13 @@ from typing import TYPE_CHECKING
 
 import aiohttp
 
+from notify_worker.delivery import WebhookDeliverer, WebhookQueues
 from notify_worker.endpoints import EndpointDirectory, SecretStore
 from notify_worker.notifications import notification_event
 from notify_worker.notifiers import AccountChannelNotifier, Notifier
+from notify_worker.rate_limit import EndpointRateLimit
 from notify_worker.settings import NotifySettings, load_notify_settings
-from notify_worker.webhooks import WebhookDeliverer, WebhookFanout
+from notify_worker.webhooks import WebhookFanout
 from pulse.channels import ChannelPublisher
 from pulse.clients import aws_client, redis_client
 from pulse.consumer import SqsMessage, consume
@@ -27,6 +29,7 @@ from pulse.logging import event_context, get_logger
 from pulse.metrics import StageMetrics
 from pulse.service import redis_check, serving_ops
 from pulse.topology import WebhookNames
+from pulse.webhook_attempts import AttemptLog
 from pulse.webhook_targets import SsrfPolicy, guarded_connector
 
 if TYPE_CHECKING:
@@ -81,17 +84,16 @@ class NotifyWorker:
 
 
 async def serve(lifecycle: Lifecycle) -> None:
-    """Consume the notify queue and the webhook deliveries until SIGTERM, serving /healthz,
-    /readyz and /metrics."""
+    """Consume the notify queue, the webhooks' first attempts and their scheduled retries
+    until SIGTERM, serving /healthz, /readyz and /metrics."""
     settings = lifecycle.settings
     if not isinstance(settings, NotifySettings):
         settings = load_notify_settings()
     sqs = aws_client("sqs", settings)
+    ddb = aws_client("dynamodb", settings)
     hooks = WebhookNames.from_prefix(settings.resource_prefix)
     directory = EndpointDirectory(
-        aws_client("dynamodb", settings),
-        hooks.table,
-        cache_seconds=settings.webhook_endpoint_cache_seconds,
+        ddb, hooks.table, cache_seconds=settings.webhook_endpoint_cache_seconds
     )
     redis = redis_client(settings)
 
@@ -112,12 +114,15 @@ async def serve(lifecycle: Lifecycle) -> None:
         SecretStore(
             aws_client("ssm", settings), cache_seconds=settings.webhook_secret_cache_seconds
         ),
-        redis,
-        hooks,
-        settings.redis_prefix,
-        rate_per_second=settings.webhook_rate_per_second,
+        rate_limit=EndpointRateLimit(
+            redis, settings.redis_prefix, rate_per_second=settings.webhook_rate_per_second
+        ),
+        attempts=AttemptLog(ddb, hooks.attempts, ttl_seconds=settings.webhook_attempt_ttl_seconds),
+        queues=WebhookQueues(sqs, hooks),
+        schedule=settings.retry_schedule,
         timeout_seconds=settings.webhook_timeout_seconds,
-        max_attempts=settings.webhook_max_attempts,
+        max_hop_seconds=settings.webhook_retry_hop_seconds,
+        lease_seconds=settings.sqs_visibility_timeout,
     )
     health = HealthReporter.of(redis, settings)
     try:
@@ -132,15 +137,21 @@ async def serve(lifecycle: Lifecycle) -> None:
                     settings=settings,
                     health=health,
                 ),
-                consume(
-                    lifecycle,
-                    sqs,
-                    hooks.queue,
-                    deliverer.handle,
-                    stage_metrics=StageMetrics("webhooks"),
-                    settings=settings,
-                    check_name="sqs_webhooks",
-                    health=health,
+                *(
+                    consume(
+                        lifecycle,
+                        sqs,
+                        queue,
+                        deliverer.handle,
+                        stage_metrics=StageMetrics(stage),
+                        settings=settings,
+                        check_name=f"sqs_{stage}",
+                        health=health,
+                    )
+                    for queue, stage in (
+                        (hooks.queue, "webhooks"),
+                        (hooks.retries, "webhook_retries"),
+                    )
                 ),
             )
     finally:

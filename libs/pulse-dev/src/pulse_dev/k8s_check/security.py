@@ -148,9 +148,22 @@ WEBHOOK_MANAGEMENT = [
         WEBHOOK_DELIVERIES, ("replay_notifications",), "table/pulse-events/index/account-time"
     ),
 ]
+# The notify worker claims and records webhook attempts; reading the log is the readers' part.
+WEBHOOK_ATTEMPTS = SharedCode(
+    "libs/pulse/src/pulse/webhook_attempts.py",
+    tuple(
+        f"AttemptLog.{name}"
+        for name in ("claim", "renew", "release", "finish", "followed_up", "get")
+    ),
+    "table/pulse-webhook-attempts",
+)
 SHARED_CODE = {
     "fraud-worker": [SharedCode("libs/pulse/src/pulse/consumer/*.py"), *PAYMENT_STATES],
-    "notify-worker": [SharedCode("libs/pulse/src/pulse/consumer/*.py"), *WEBHOOK_READS],
+    "notify-worker": [
+        SharedCode("libs/pulse/src/pulse/consumer/*.py"),
+        *WEBHOOK_READS,
+        WEBHOOK_ATTEMPTS,
+    ],
     # its replay queue (stream-replays, failed records redriven) runs on the consumer, whose
     # health probe reads the failure queue and that queue's DLQ
     "stream-processor": [SharedCode("libs/pulse/src/pulse/consumer/*.py")],

@@ -1,30 +1,35 @@
 """``pulse webhooks``: an account's webhook endpoints, on the code path of ingest's
-``/v1/webhook-endpoints`` (:mod:`pulse.webhook_endpoints`, :mod:`pulse.webhook_deliveries`)."""
+``/v1/webhook-endpoints`` (:mod:`pulse.webhook_endpoints`, :mod:`pulse.webhook_deliveries`),
+and their attempt log (:mod:`pulse.webhook_attempts`)."""
 
 from __future__ import annotations
 
 import sys
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 import click
 
 from pulse.cli.target import aws, settings, settings_of
 
 if TYPE_CHECKING:
+    from pulse.webhook_attempts import AttemptRecord
     from pulse.webhook_deliveries import DeliveryQueue
     from pulse.webhook_endpoints import WebhookEndpoint, WebhookEndpoints
 
 __all__ = ["webhooks"]
 
+_EXCERPT_SHOWN: Final = 80
 
-@click.group(short_help="Register, list, test, replay and remove webhook endpoints.")
+
+@click.group(short_help="Register, test, replay and remove webhook endpoints; read attempts.")
 def webhooks() -> None:
     """Manage webhook endpoints: events of an account POSTed, signed, to a third party.
 
     Endpoints live in the DynamoDB table {PULSE_RESOURCE_PREFIX}webhooks; each one's signing
     secret (Standard Webhooks, "whsec_<base64>") in SSM Parameter Store. Account holders do
-    the same through ingest's /v1/webhook-endpoints.
+    the same through ingest's /v1/webhook-endpoints. Every attempt to deliver an event is
+    logged in {PULSE_RESOURCE_PREFIX}webhook-attempts (`pulse webhooks attempts`).
     """
 
 
@@ -228,3 +233,63 @@ def webhooks_replay(
     click.echo(f"queued {len(done.events)} events for {endpoint_id}")
     if done.next_since is not None:
         click.echo(f"more after the first {limit}: run again with --since {done.next_since}")
+
+
+@webhooks.command(name="attempts")
+@click.argument("endpoint_id")
+@click.option("--event", "event_id", default=None, help="Only this event's attempts.")
+@click.option(
+    "--status",
+    type=click.Choice(["failed", "succeeded"]),
+    default=None,
+    help="Only the attempts that failed, or that succeeded.",
+)
+@click.option("--limit", type=click.IntRange(1, 1000), default=50, help="Attempts shown.")
+@click.option("--cursor", default=None, help="Go on after a page (printed when there are more).")
+def webhooks_attempts(
+    endpoint_id: str, event_id: str | None, status: str | None, limit: int, cursor: str | None
+) -> None:
+    """Print an endpoint's delivery attempts, newest first, one a line: time, event,
+    attempt number, outcome, HTTP status, latency, then the error, what follows a failure
+    and the start of the answer."""
+    from pulse.topology import WebhookNames  # noqa: PLC0415
+    from pulse.webhook_attempts import AttemptLog  # noqa: PLC0415
+
+    names = WebhookNames.from_prefix(settings().resource_prefix)
+    log = AttemptLog(aws("dynamodb"), names.attempts)
+    try:
+        page = log.query(
+            endpoint_id,
+            event_id=event_id,
+            status=status,
+            limit=limit,
+            cursor=cursor,
+        )
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--cursor") from exc
+    for record in page.items:
+        click.echo(_attempt_line(record))
+    if page.next_cursor:
+        click.echo(f"more: --cursor {page.next_cursor}", err=True)
+
+
+def _attempt_line(record: AttemptRecord) -> str:
+    seen = record.to_json()
+    parts = [
+        record.attempted_at,
+        record.event_id,
+        f"#{record.attempt}",
+        record.state,
+        str(record.status_code) if record.status_code is not None else "-",
+        f"{record.latency_ms}ms" if record.latency_ms is not None else "-",
+    ]
+    if record.error:
+        parts.append(f"error: {record.error}")
+    if record.next == "retry":
+        parts.append(f"next attempt at {seen['next_at']}")
+    elif record.next == "dead":
+        parts.append("dead-lettered")
+    if record.response:
+        excerpt = record.response[:_EXCERPT_SHOWN]
+        parts.append(f"response: {excerpt!r}")
+    return "  ".join(parts)
