@@ -10,6 +10,13 @@ a schedule croniter refuses or a replay window that ends before it starts get 42
 own types. This check runs the built-in one and lets those documented refusals through; any
 other refusal of valid data still fails the run.
 
+The built-in ``negative_data_rejection`` counts a string's length in UTF-16 code units (the
+generator builds astral characters as two surrogates), JSON Schema in code points: a body
+made "one character too long" out of a surrogate pair arrives as a valid JSON string of the
+allowed length, which the API rightly accepts. The check here runs the built-in one and
+forgives exactly that: an accepted "negative" body whose JSON, as sent, holds a character
+beyond U+FFFF.
+
 Loading this module also serialises ``compile`` in the schemathesis process: CPython 3.11
 keeps the AST conversion's recursion-depth bookkeeping in state shared by threads, so two
 workers whose generators describe a filter lambda at once (hypothesis parses its source
@@ -22,12 +29,14 @@ from __future__ import annotations
 
 import builtins
 import functools
+import json
 import threading
 from typing import TYPE_CHECKING, Any
 
 import schemathesis
+from schemathesis.core.failures import AcceptedNegativeData
 from schemathesis.openapi.checks import RejectedPositiveData
-from schemathesis.specs.openapi.checks import positive_data_acceptance
+from schemathesis.specs.openapi.checks import negative_data_rejection, positive_data_acceptance
 
 if TYPE_CHECKING:
     from schemathesis import Case, CheckContext, Response
@@ -70,6 +79,31 @@ def positive_data_accepted_unless_key_reused(
         if (response.status_code, _problem_type(response)) in STATEFUL_REFUSALS:
             return None
         raise
+
+
+@schemathesis.check
+def negative_data_rejected_as_sent(
+    ctx: CheckContext, response: Response, case: Case[Any]
+) -> bool | None:
+    try:
+        return negative_data_rejection(ctx, response, case)
+    except AcceptedNegativeData:
+        if _sent_astral_character(response):
+            return None
+        raise
+
+
+def _sent_astral_character(response: Response) -> bool:
+    """Whether the request's JSON body, decoded as the API decodes it, holds a character
+    beyond U+FFFF (one code point, where the generator counted two surrogates)."""
+    body = response.request.body
+    if not isinstance(body, str | bytes) or not body:
+        return False
+    try:
+        text = json.dumps(json.loads(body), ensure_ascii=False)
+    except (ValueError, TypeError):
+        return False
+    return any(ord(char) > 0xFFFF for char in text)
 
 
 def _problem_type(response: Response) -> object:
