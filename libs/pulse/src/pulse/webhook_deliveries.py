@@ -72,6 +72,8 @@ _QUERY_PAGE: Final = 500
 # stream record is read within the stream's 24 hours, and its message waits on the notify
 # queue at most SQS's longest retention, 14 days.
 AUDIT_LAG: Final = timedelta(days=15)
+# The audit row's time is AWS's (the stream record's), an attempt's the worker's clock.
+_CLOCK_SKEW: Final = timedelta(minutes=5)
 
 
 class _Target(Protocol):
@@ -390,8 +392,8 @@ def recover(
     The attempt log keeps no event bodies: they are rebuilt from the audit trail, as a
     replay does. An event's audit row comes no later than its first attempt (the log's
     attempt 1 of the event, else the earliest attempt seen) and no earlier than
-    :data:`AUDIT_LAG` before it, so the trail is read newest first over that span and
-    stops as soon as every event is found."""
+    :data:`AUDIT_LAG` before it (give or take a few minutes of the clocks' skew), so the
+    trail is read newest first over that span and stops as soon as every event is found."""
     failed = dead_lettered(attempts.since(endpoint.endpoint_id, iso_timestamp(_utc(since))))
     first: dict[str, str] = {}
     for event_id, seen_at in failed.items():
@@ -402,7 +404,7 @@ def recover(
         return Recovery(len(failed), [], [])
     wanted = set(chosen)
     found: dict[str, CloudEvent] = {}
-    until = datetime.fromisoformat(max(first[e] for e in chosen))
+    until = datetime.fromisoformat(max(first[e] for e in chosen)) + _CLOCK_SKEW
     start = datetime.fromisoformat(min(first[e] for e in chosen)) - AUDIT_LAG
     rows = _audit_notifications(ddb, events_table, endpoint, start, until, newest_first=True)
     for _, notification in rows:
