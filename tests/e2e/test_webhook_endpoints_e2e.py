@@ -1,7 +1,8 @@
 """End to end: an account holder manages a webhook endpoint through ingest's API, and a real
 notify worker delivers to a real receiver that verifies every request with the Standard
 Webhooks library — a test event, a notification, both signatures while a rotated secret's
-overlap lasts, and a replay that repeats the original ``webhook-id``s.
+overlap lasts, and a replay that repeats the original ``webhook-id``s; and a notification
+the receiver refused until it was dead-lettered, recovered once with its ``webhook-id``.
 
 Ingest and the notify worker run as processes (``python -m``) on the emulator; the payment
 updates reach the notify queue and the audit trail as the stream processor sends and writes
@@ -10,6 +11,7 @@ them.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -59,6 +61,7 @@ class Received:
 @dataclass
 class Receiver:
     got: list[Received] = field(default_factory=list)
+    answer: int = 204  # the status it answers every request with
 
     async def handle(self, request: web.Request) -> web.Response:
         body = await request.read()
@@ -70,7 +73,7 @@ class Receiver:
                 dict(request.headers),
             )
         )
-        return web.Response(status=204)
+        return web.Response(status=self.answer)
 
     def ids(self) -> list[str]:
         return [r.webhook_id for r in self.got]
@@ -106,8 +109,17 @@ class Stack:
 
 
 @pytest.fixture
+def worker_env() -> dict[str, str]:
+    """More settings of the notify worker (a test parametrizes it)."""
+    return {}
+
+
+@pytest.fixture
 async def stack(
-    topology: TopologyOutputs, stack_settings: PulseSettings, service_process: Any
+    topology: TopologyOutputs,
+    stack_settings: PulseSettings,
+    service_process: Any,
+    worker_env: dict[str, str],
 ) -> AsyncIterator[Stack]:
     ingest_port, worker_port = free_port(), free_port()
     local = {**LOCAL_WEBHOOK_RECEIVERS_ENV, "PULSE_WEBHOOK_SECRET_OVERLAP_SECONDS": "3600"}
@@ -122,6 +134,7 @@ async def stack(
         PULSE_WEBHOOK_SECRET_CACHE_SECONDS="0",
         PULSE_WEBHOOK_ENDPOINT_CACHE_SECONDS="0",
         **local,
+        **worker_env,
     ).start(wait_port=worker_port)
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=15)) as http:
         yield Stack(
@@ -177,3 +190,45 @@ async def test_an_account_holders_endpoint_gets_tests_notifications_rotations_an
         assert receiver.ids() == [test["event_id"], first, second, first, second]
         assert all(r.verifies_with(second_secret) for r in receiver.got[3:])
         assert [r.type for r in receiver.got[3:]] == ["pulse.notification"] * 2
+
+
+@pytest.mark.parametrize("worker_env", [{"PULSE_WEBHOOK_RETRY_SCHEDULE": "0,1s"}])
+async def test_a_dead_lettered_notification_is_recovered_once_with_its_webhook_id(
+    stack: Stack,
+) -> None:
+    receiver = Receiver(answer=500)
+    app = web.Application()
+    app.router.add_post("/hook", receiver.handle)
+    async with serving(app) as base:
+        since = iso_timestamp(datetime.now(UTC) - timedelta(seconds=1))
+        made = await stack.call("POST", "/v1/webhook-endpoints", json={"url": f"{base}/hook"})
+        endpoint = made["endpoint_id"]
+        hooks = f"/v1/webhook-endpoints/{endpoint}"
+
+        # refused twice (the whole schedule), then dead-lettered, as the attempt log says
+        failed = stack.payment_update("ev-r1")
+
+        await eventually(lambda: len(receiver.got) == 2)
+        for _ in range(200):  # the second answer recorded, with what follows it
+            page = await stack.call("GET", f"{hooks}/attempts?event_id={failed}")
+            outcomes = [(a["attempt"], a["next"]) for a in page["items"]]
+            if outcomes == [(2, "dead"), (1, "retry")]:
+                break
+            await asyncio.sleep(0.1)
+        assert outcomes == [(2, "dead"), (1, "retry")]
+        assert receiver.ids() == [failed, failed]
+
+        # the receiver mended: recovery sends it once more, with the same webhook-id
+        receiver.answer = 204
+        done = await stack.call("POST", f"{hooks}/recover", json={"since": since})
+        assert (done["queued"], done["event_ids"]) == (1, [failed])
+        await eventually(lambda: len(receiver.got) == 3)
+        assert receiver.ids() == [failed] * 3
+        assert receiver.got[-1].verifies_with(made["secret"])
+        page = await stack.call("GET", f"{hooks}/attempts?status=succeeded")
+        assert [a["event_id"].partition("@")[0] for a in page["items"]] == [failed]
+
+        # recovered: asking again finds nothing left to send
+        again = await stack.call("POST", f"{hooks}/recover", json={"since": since})
+        assert (again["failed"], again["queued"]) == (0, 0)
+        assert len(receiver.got) == 3

@@ -82,8 +82,8 @@ def test_ingest_needs_what_the_door_calls_on_the_key_table_and_no_more() -> None
         "table/pulse-payments": {"dynamodb:UpdateItem"},
         "table/pulse-payments/index/review-queue": {"dynamodb:Query"},
         # the webhook endpoints API: the endpoints (an operator lists every account's with a
-        # Scan), the index by endpoint id, their secrets, tests and replays queued, the audit
-        # trail of an account
+        # Scan), the index by endpoint id, their secrets, tests, replays and recoveries
+        # queued, the audit trail of an account
         "table/pulse-webhooks": {
             "dynamodb:DeleteItem",
             "dynamodb:GetItem",
@@ -100,6 +100,10 @@ def test_ingest_needs_what_the_door_calls_on_the_key_table_and_no_more() -> None
         },
         "pulse-webhooks.fifo": {"sqs:GetQueueUrl", "sqs:SendMessage"},
         "table/pulse-events/index/account-time": {"dynamodb:Query"},
+        # the attempt log: a page of it (by event on the table, else by time), an event's
+        # first attempt, and recovery's read of every attempt since a time
+        "table/pulse-webhook-attempts": {"dynamodb:GetItem", "dynamodb:Query"},
+        "table/pulse-webhook-attempts/index/by-time": {"dynamodb:Query"},
     }
     # creating and listing keys is `pulse keys`' part: it stays out of ingest's role, whose
     # one Scan is of the webhooks table

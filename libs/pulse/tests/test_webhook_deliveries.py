@@ -1,6 +1,6 @@
 """What is queued for webhook delivery, against the real emulator: a replay's notifications
 rebuilt from the audit trail with their original ids, bounded; test events; the FIFO
-messages."""
+messages; recovery of dead-lettered events (``pulse webhooks recover``)."""
 
 from __future__ import annotations
 
@@ -9,11 +9,14 @@ from typing import Any
 
 import orjson
 import pytest
+from click.testing import CliRunner
 
+from pulse.cli import main
 from pulse.clients import aws_client
 from pulse.events import NOTIFICATION, CloudEvent, iso_timestamp, stable_event_id
 from pulse.settings import PulseSettings
 from pulse.topology import TopologyOutputs, WebhookNames
+from pulse.webhook_attempts import NEXT_RETRY, AttemptLog, AttemptResult, Claim
 from pulse.webhook_deliveries import (
     WEBHOOK_TEST,
     Delivery,
@@ -184,3 +187,49 @@ def test_a_replay_window_starts_before_it_ends() -> None:
         replay_window(T0, T0, now=T0)
     with pytest.raises(InvalidField, match="before now"):
         replay_window(T0 + timedelta(seconds=1), None, now=T0)
+
+
+def test_pulse_webhooks_recover_finds_an_event_whose_update_came_days_before_its_failure(
+    trail: Trail,
+    endpoints: WebhookEndpoints,
+    stack_settings: PulseSettings,
+    stack_env: dict[str, str],
+    topology: TopologyOutputs,
+) -> None:
+    now = datetime.now(UTC)
+    endpoint = endpoints.create("acct-r", "https://hooks.example.com/h", now=now).endpoint
+    # updated three days ago, first tried two days ago, dead-lettered an hour ago
+    late = trail.update("ev-late", "acct-r", now - timedelta(days=3))
+    trail.update("ev-fine", "acct-r", now - timedelta(days=3, minutes=-1))
+    log = AttemptLog(
+        aws_client("dynamodb", stack_settings),
+        WebhookNames.from_prefix(stack_settings.resource_prefix).attempts,
+    )
+    for attempt, at, step in ((1, timedelta(days=2), NEXT_RETRY), (2, timedelta(hours=1), "dead")):
+        claim = log.claim(
+            endpoint.endpoint_id,
+            late,
+            attempt,
+            account_id="acct-r",
+            owner="w",
+            lease_seconds=30,
+            now_ms=int((now - at).timestamp() * 1000),
+        )
+        assert isinstance(claim, Claim)
+        log.finish(claim, AttemptResult(502, 9, "", "HTTP 502"), next_step=step)
+
+    since = iso_timestamp(now - timedelta(hours=2))
+    args = ["webhooks", "recover", endpoint.endpoint_id, "--since", since]
+    recovered = CliRunner().invoke(main, args, env=stack_env)
+    assert recovered.exit_code == 0, recovered.output
+    assert recovered.output == f"queued 1 of 1 failed events for {endpoint.endpoint_id}\n  {late}\n"
+    (message,) = _queued(stack_settings, topology)
+    delivery = Delivery.from_json(message["Body"].encode())
+    assert (delivery.event_id, delivery.endpoint_id) == (late, endpoint.endpoint_id)
+    assert delivery.request  # its own series of attempts in the log
+
+    unknown = CliRunner().invoke(
+        main, ["webhooks", "recover", "ep_0", "--since", since], env=stack_env
+    )
+    assert unknown.exit_code == 1
+    assert "no endpoint ep_0" in unknown.output

@@ -377,6 +377,8 @@ async def test_openapi_describes_the_api_and_responses_conform(
         "/v1/webhook-endpoints/{endpoint_id}/rotate-secret",
         "/v1/webhook-endpoints/{endpoint_id}/test",
         "/v1/webhook-endpoints/{endpoint_id}/replay",
+        "/v1/webhook-endpoints/{endpoint_id}/attempts",
+        "/v1/webhook-endpoints/{endpoint_id}/recover",
         "/openapi.json",
         "/healthz",
         "/readyz",

@@ -1,7 +1,8 @@
 """Integration: webhook endpoints through ``python -m ingest`` (a real process, real moto):
 an account manages its own, an operator everyone's; a secret is shown once; another
 account's endpoint is 404; internal URLs are 422 with the reason; API keys need
-``webhooks:manage``; replays are bounded and keep the original ids."""
+``webhooks:manage``; replays are bounded and keep the original ids; the attempt log reads
+by page and filter; recovery sends the dead-lettered events again, once, with their ids."""
 
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from pulse.clients import aws_client
 from pulse.events import iso_timestamp, stable_event_id
 from pulse.settings import DEV_JWT_SECRET, PulseSettings
 from pulse.topology import TopologyOutputs, WebhookNames
+from pulse.webhook_attempts import AttemptLog, AttemptResult, Claim
 from pulse.webhook_deliveries import Delivery
 from pulse.webhook_endpoints import read_signing_secrets
 from pulse_dev.testing import free_port, payment_updated, updated_payment
@@ -262,7 +264,8 @@ async def test_a_test_event_is_queued_for_that_endpoint_unless_disabled(
     assert delivery.event["type"] == "pulse.webhook.test"
 
     await api.call("PATCH", f"{BASE}/{endpoint_id}", ALICE, json={"disabled": True})
-    for suffix, body in (("/test", None), ("/replay", {"since": "2026-01-01T00:00:00Z"})):
+    since = {"since": "2026-01-01T00:00:00Z"}
+    for suffix, body in (("/test", None), ("/replay", since), ("/recover", since)):
         status, problem = await api.call("POST", f"{BASE}/{endpoint_id}{suffix}", ALICE, json=body)
         assert (status, problem["type"]) == (409, PROBLEMS + "endpoint-disabled")
 
@@ -315,3 +318,139 @@ def _deliveries(api: Api, topology: TopologyOutputs) -> list[Delivery]:
         if not messages:
             return got
         got += [Delivery.from_json(m["Body"].encode()) for m in messages]
+
+
+def _attempt(
+    api: Api,
+    endpoint_id: str,
+    series: str,
+    attempt: int,
+    at: datetime,
+    *,
+    status: int,
+    next_step: str | None = None,
+) -> None:
+    """One attempt in the attempt log, written as the notify worker writes it (claim, then
+    the answer)."""
+    log = AttemptLog(
+        aws_client("dynamodb", api.settings),
+        WebhookNames.from_prefix(api.settings.resource_prefix).attempts,
+    )
+    claim = log.claim(
+        endpoint_id,
+        series,
+        attempt,
+        account_id="alice",
+        owner="test",
+        lease_seconds=30,
+        now_ms=int(at.timestamp() * 1000),
+    )
+    assert isinstance(claim, Claim)
+    error = None if status < 300 else f"HTTP {status}"
+    log.finish(claim, AttemptResult(status, 12, f"answer {status}", error), next_step=next_step)
+
+
+async def test_an_endpoints_attempts_are_read_newest_first_filtered_and_by_page(
+    api: Api,
+) -> None:
+    endpoint_id = (await api.create(ALICE))["endpoint_id"]
+    start = datetime.now(UTC) - timedelta(minutes=10)
+    _attempt(api, endpoint_id, "ev-a", 1, start, status=503, next_step="retry")
+    _attempt(api, endpoint_id, "ev-a", 2, start + timedelta(minutes=1), status=200)
+    _attempt(
+        api, endpoint_id, "ev-b", 1, start + timedelta(minutes=2), status=410, next_step="dead"
+    )
+    path = f"{BASE}/{endpoint_id}/attempts"
+
+    status, page = await api.call("GET", path, ALICE)
+    assert status == 200, page
+    api.conforms(page, "WebhookAttemptPage")
+    seen = [(a["event_id"], a["attempt"], a["status"], a["next"]) for a in page["items"]]
+    assert seen == [
+        ("ev-b", 1, "failed", "dead"),
+        ("ev-a", 2, "succeeded", None),
+        ("ev-a", 1, "failed", "retry"),
+    ]
+    assert page["next_cursor"] is None
+    assert (page["items"][0]["status_code"], page["items"][0]["error"]) == (410, "HTTP 410")
+
+    status, failed = await api.call("GET", path + "?status=failed", ALICE)
+    assert [a["event_id"] for a in failed["items"]] == ["ev-b", "ev-a"]
+    status, of_a = await api.call("GET", path + "?event_id=ev-a", ALICE)
+    assert [(a["event_id"], a["attempt"]) for a in of_a["items"]] == [("ev-a", 2), ("ev-a", 1)]
+
+    status, first = await api.call("GET", path + "?limit=2", ALICE)
+    assert [(a["event_id"], a["attempt"]) for a in first["items"]] == [("ev-b", 1), ("ev-a", 2)]
+    assert first["next_cursor"]
+    status, rest = await api.call("GET", path, ALICE, params={"cursor": first["next_cursor"]})
+    assert [(a["event_id"], a["attempt"]) for a in rest["items"]] == [("ev-a", 1)]
+
+    # another account's endpoint does not exist for it; an operator reads it
+    status, problem = await api.call("GET", path, BOB)
+    assert (status, problem["type"]) == (404, PROBLEMS + "not-found")
+    status, _ = await api.call("GET", path, OPS)
+    assert status == 200
+
+    for query, field in (("status=lost", "status"), ("limit=0", "limit"), ("since=x", "since")):
+        status, problem = await api.call("GET", f"{path}?{query}", ALICE)
+        assert (status, problem["type"]) == (422, PROBLEMS + "validation"), query
+        assert [e["field"] for e in problem["errors"]] == [field]
+        assert problem["errors"][0]["message"]
+    status, problem = await api.call("GET", path + "?cursor=nope", ALICE)
+    assert (status, problem["type"]) == (400, PROBLEMS + "invalid-cursor")
+
+
+async def test_recover_sends_the_dead_lettered_events_again_once_with_their_ids(
+    api: Api, topology: TopologyOutputs
+) -> None:
+    ddb = aws_client("dynamodb", api.settings)
+    endpoint_id = (await api.create(ALICE))["endpoint_id"]
+    start = datetime.now(UTC) - timedelta(hours=2)
+    notification = {}
+    for i, name in enumerate(("old", "dead", "later", "replayed", "fine")):
+        data = updated_payment(account_id="alice", payment_id=f"p-rec-{name}")
+        event = payment_updated(data, event_id=f"ev-rec-{name}")
+        at = iso_timestamp(start + timedelta(minutes=i))
+        row = audit_item(event.model_copy(update={"time": at}), str(i + 1), expires_at=2**31)
+        ddb.put_item(TableName=api.settings.names.events_table, Item=row)
+        notification[name] = stable_event_id(event.id, "notification")
+    since = start + timedelta(hours=1)
+    before, after = since - timedelta(minutes=30), since + timedelta(minutes=5)
+    # dead-lettered before `since`: not asked for
+    _attempt(api, endpoint_id, notification["old"], 1, before, status=500, next_step="dead")
+    # first tried before `since`, dead-lettered after it (twice in the log: sent once)
+    _attempt(api, endpoint_id, notification["dead"], 1, before, status=500, next_step="retry")
+    _attempt(api, endpoint_id, notification["dead"], 2, after, status=500, next_step="dead")
+    _attempt(api, endpoint_id, notification["later"], 1, after, status=503, next_step="dead")
+    # dead-lettered, then replayed with success: nothing to recover
+    _attempt(api, endpoint_id, notification["replayed"], 1, after, status=500, next_step="dead")
+    replayed = f"{notification['replayed']}@r1"
+    _attempt(api, endpoint_id, replayed, 1, after + timedelta(minutes=1), status=204)
+    _attempt(api, endpoint_id, notification["fine"], 1, after, status=200)
+    # a test event dead-lettered: the audit trail cannot rebuild it
+    _attempt(
+        api,
+        endpoint_id,
+        "ev-test@t1",
+        1,
+        after + timedelta(minutes=2),
+        status=500,
+        next_step="dead",
+    )
+
+    path = f"{BASE}/{endpoint_id}/recover"
+    status, done = await api.call("POST", path, ALICE, json={"since": iso_timestamp(since)})
+    assert status == 202, done
+    api.conforms(done, "WebhookRecoverQueued")
+    assert (done["failed"], done["queued"], done["max_events"]) == (3, 2, REPLAY_MAX)
+    assert done["event_ids"] == [notification["dead"], notification["later"]]
+    assert done["not_found"] == []  # the test event is the newest: past the limit of two
+    deliveries = _deliveries(api, topology)
+    assert [d.event["id"] for d in deliveries] == [notification["dead"], notification["later"]]
+    assert all(d.request and d.event["type"] == "pulse.notification" for d in deliveries)
+
+    status, problem = await api.call("POST", path, BOB, json={"since": iso_timestamp(since)})
+    assert (status, problem["type"]) == (404, PROBLEMS + "not-found")
+    for body in ({}, {"since": "yesterday"}, {"since": iso_timestamp(since), "until": "x"}):
+        status, problem = await api.call("POST", path, ALICE, json=body)
+        assert (status, problem["type"]) == (422, PROBLEMS + "validation"), body

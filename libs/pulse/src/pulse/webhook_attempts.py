@@ -24,7 +24,8 @@ An item is first the attempt's *claim*, then its record:
 
 :meth:`AttemptLog.query` is the log as a user reads it (``pulse webhooks attempts``, the
 endpoints API): an endpoint's attempts, newest first, optionally of one event or of one
-outcome, a page at a time. The class wraps a blocking boto3 client; async callers run it in
+outcome, a page at a time; :meth:`AttemptLog.since` every attempt from a time on, which
+recovery reads. The class wraps a blocking boto3 client; async callers run it in
 a thread.
 """
 
@@ -35,12 +36,15 @@ import binascii
 import time
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import orjson
 
 from pulse.aws_errors import AWS_ERRORS, AwsErrorKind, as_pulse_error, classify_aws_error
 from pulse.events import iso_timestamp
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
 
 __all__ = [
     "BY_TIME_INDEX",
@@ -440,6 +444,27 @@ class AttemptLog:
         records = [AttemptRecord.from_item(i) for i in items[:limit]]
         next_cursor = _cursor(items[limit - 1], by_time=event_id is None) if more else None
         return AttemptPage(records, next_cursor)
+
+    def since(self, endpoint_id: str, since: str) -> Iterator[AttemptRecord]:
+        """Every attempt to ``endpoint_id`` made at ``since`` (ISO-8601 UTC, as the log
+        writes ``attempted_at``) or later, newest first, read by the index ``by-time``."""
+        kwargs: dict[str, Any] = {
+            "TableName": self.table,
+            "IndexName": BY_TIME_INDEX,
+            "KeyConditionExpression": "endpoint_id = :e AND attempted_at >= :s",
+            "ExpressionAttributeValues": {":e": {"S": endpoint_id}, ":s": {"S": since}},
+            "ScanIndexForward": False,
+            "Limit": _MAX_PAGE,
+        }
+        while True:
+            try:
+                page = self._ddb.query(**kwargs)
+            except AWS_ERRORS as exc:
+                raise as_pulse_error(exc, f"read the attempts of {endpoint_id}") from exc
+            yield from (AttemptRecord.from_item(i) for i in page.get("Items", []))
+            if "LastEvaluatedKey" not in page:
+                return
+            kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
 
 
 def _cursor(item: dict[str, Any], *, by_time: bool) -> str:

@@ -15,8 +15,9 @@ Its deduplication id is a hash of the event and endpoint ids, so a notification 
 twice is queued once; a test or replay adds its request's id, so asking again sends again
 (SQS would otherwise drop a repeat within five minutes).
 
-A failed delivery's recovery (re-sending the events the attempt log says failed) queues
-through :meth:`DeliveryQueue.redeliver` like a replay.
+A recovery (:func:`recover`) queues the events whose latest attempt the attempt log says
+was dead-lettered again, rebuilt from the audit trail like a replay, through
+:meth:`DeliveryQueue.redeliver`.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from __future__ import annotations
 import hashlib
 import uuid
 from dataclasses import asdict, dataclass
-from datetime import UTC
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Final, Protocol
 
 import orjson
@@ -35,20 +36,25 @@ from pulse.events import PAYMENT_UPDATED, CloudEvent, iso_timestamp, new_event
 from pulse.logging import get_logger
 from pulse.notifications import notification_event
 from pulse.topology import AUDIT_ACCOUNT_INDEX
+from pulse.webhook_attempts import FAILED, NEXT_DEAD
 from pulse.webhook_endpoints import InvalidField, accepts
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable, Sequence
-    from datetime import datetime
+    from collections.abc import Iterable, Iterator, Sequence
 
+    from pulse.webhook_attempts import AttemptLog, AttemptRecord
     from pulse.webhook_endpoints import WebhookEndpoint
 
 __all__ = [
+    "AUDIT_LAG",
     "WEBHOOK_TEST",
     "Delivery",
     "DeliveryQueue",
+    "Recovery",
     "Replay",
+    "dead_lettered",
     "delivery_entry",
+    "recover",
     "replay",
     "replay_notifications",
     "replay_window",
@@ -62,6 +68,12 @@ WEBHOOK_TEST: Final = "pulse.webhook.test"
 TEST_SOURCE: Final = "/pulse/webhooks"
 _MAX_BATCH: Final = 10
 _QUERY_PAGE: Final = 500
+# How long before its first delivery attempt an event can have reached the audit trail: a
+# stream record is read within the stream's 24 hours, and its message waits on the notify
+# queue at most SQS's longest retention, 14 days.
+AUDIT_LAG: Final = timedelta(days=15)
+# The audit row's time is AWS's (the stream record's), an attempt's the worker's clock.
+_CLOCK_SKEW: Final = timedelta(minutes=5)
 
 
 class _Target(Protocol):
@@ -227,6 +239,26 @@ def replay_notifications(
     """The notifications ``endpoint`` would have been sent for its account's payment updates
     from ``since`` to ``until`` (both included), rebuilt from the audit trail with their
     original ids; at most ``limit``, the oldest first."""
+    found: list[CloudEvent] = []
+    for at, notification in _audit_notifications(ddb, events_table, endpoint, since, until):
+        if len(found) == limit:
+            return Replay(found, at)
+        found.append(notification)
+    return Replay(found, None)
+
+
+def _audit_notifications(
+    ddb: Any,
+    events_table: str,
+    endpoint: WebhookEndpoint,
+    since: datetime,
+    until: datetime,
+    *,
+    newest_first: bool = False,
+) -> Iterator[tuple[str, CloudEvent]]:
+    """Each notification ``endpoint`` accepts that its account's payment updates from
+    ``since`` to ``until`` made, once, with the time of its audit row (the audit trail read
+    by :data:`~pulse.topology.AUDIT_ACCOUNT_INDEX`)."""
     kwargs: dict[str, Any] = {
         "TableName": events_table,
         "IndexName": AUDIT_ACCOUNT_INDEX,
@@ -239,10 +271,9 @@ def replay_notifications(
             ":u": {"S": iso_timestamp(until)},
             ":updated": {"S": PAYMENT_UPDATED},
         },
-        "ScanIndexForward": True,
+        "ScanIndexForward": not newest_first,
         "Limit": _QUERY_PAGE,
     }
-    found: list[CloudEvent] = []
     seen: set[str] = set()
     while True:
         try:
@@ -255,12 +286,10 @@ def replay_notifications(
                 continue
             if not accepts(endpoint.event_types, notification.type):
                 continue
-            if len(found) == limit:
-                return Replay(found, str(row["time"]["S"]))
             seen.add(notification.id)
-            found.append(notification)
+            yield str(row["time"]["S"]), notification
         if "LastEvaluatedKey" not in page:
-            return Replay(found, None)
+            return
         kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
 
 
@@ -314,3 +343,75 @@ def replay(
     found = replay_notifications(ddb, events_table, endpoint, since=since, until=until, limit=limit)
     queue.redeliver(endpoint, found.events, request=uuid.uuid4().hex)
     return found
+
+
+@dataclass(frozen=True)
+class Recovery:
+    """What a recovery found and queued: ``failed``, the events whose latest attempt since
+    the given time was dead-lettered; ``events``, those queued again (oldest first, at most
+    the limit); ``missing``, those among the first ``limit`` the audit trail cannot rebuild
+    (test events, or events older than the audit trail keeps)."""
+
+    failed: int
+    events: list[CloudEvent]
+    missing: list[str]
+
+
+def dead_lettered(attempts: Iterable[AttemptRecord]) -> dict[str, str]:
+    """Of an endpoint's attempts, newest first: the events whose latest attempt failed for
+    good (``next`` ``dead``), each with the time of its earliest attempt among these. An
+    event's tests and replays count as its attempts (``{event id}@{request}``), so an event
+    re-sent since with success is not among them."""
+    latest: dict[str, AttemptRecord] = {}
+    earliest: dict[str, str] = {}
+    for record in attempts:
+        event_id = record.event_id.partition("@")[0]
+        latest.setdefault(event_id, record)
+        earliest[event_id] = min(earliest.get(event_id, record.attempted_at), record.attempted_at)
+    return {
+        event_id: earliest[event_id]
+        for event_id, record in latest.items()
+        if record.state == FAILED and record.next == NEXT_DEAD
+    }
+
+
+def recover(
+    queue: DeliveryQueue,
+    attempts: AttemptLog,
+    ddb: Any,
+    events_table: str,
+    endpoint: WebhookEndpoint,
+    *,
+    since: datetime,
+    limit: int,
+) -> Recovery:
+    """Queue again, once each and with their original ids, ``endpoint``'s events whose
+    latest attempt since ``since`` was dead-lettered (:func:`dead_lettered`, from the
+    attempt log by time), at most ``limit``, oldest first.
+
+    The attempt log keeps no event bodies: they are rebuilt from the audit trail, as a
+    replay does. An event's audit row comes no later than its first attempt (the log's
+    attempt 1 of the event, else the earliest attempt seen) and no earlier than
+    :data:`AUDIT_LAG` before it (give or take a few minutes of the clocks' skew), so the
+    trail is read newest first over that span and stops as soon as every event is found."""
+    failed = dead_lettered(attempts.since(endpoint.endpoint_id, iso_timestamp(_utc(since))))
+    first: dict[str, str] = {}
+    for event_id, seen_at in failed.items():
+        own = attempts.get(endpoint.endpoint_id, event_id, 1)
+        first[event_id] = min(own.attempted_at, seen_at) if own is not None else seen_at
+    chosen = sorted(first, key=lambda event_id: (first[event_id], event_id))[:limit]
+    if not chosen:
+        return Recovery(len(failed), [], [])
+    wanted = set(chosen)
+    found: dict[str, CloudEvent] = {}
+    until = datetime.fromisoformat(max(first[e] for e in chosen)) + _CLOCK_SKEW
+    start = datetime.fromisoformat(min(first[e] for e in chosen)) - AUDIT_LAG
+    rows = _audit_notifications(ddb, events_table, endpoint, start, until, newest_first=True)
+    for _, notification in rows:
+        if notification.id in wanted:
+            found[notification.id] = notification
+            if len(found) == len(wanted):
+                break
+    events = [found[e] for e in chosen if e in found]
+    queue.redeliver(endpoint, events, request=uuid.uuid4().hex)
+    return Recovery(len(failed), events, [e for e in chosen if e not in found])

@@ -20,7 +20,9 @@ from ingest.validation import (
     whole_amount_rule,
 )
 from ingest.webhooks_api import (
+    DEFAULT_ATTEMPT_LIMIT,
     DEFAULT_ENDPOINT_LIMIT,
+    MAX_ATTEMPT_LIMIT,
     MAX_ENDPOINT_LIMIT,
     RFC3339_PATTERN,
 )
@@ -28,6 +30,7 @@ from pulse.api_keys import PAYMENTS_READ, PAYMENTS_WRITE, WEBHOOKS_MANAGE
 from pulse.events import CloudEvent  # noqa: TC001 - pydantic resolves field types at runtime
 from pulse.payments import REVIEW, Payment
 from pulse.problems import PROBLEM_BASE, PROBLEM_CONTENT_TYPE, ProblemDocument
+from pulse.webhook_attempts import FAILED, NEXT_DEAD, NEXT_RETRY, SENDING, STATUSES, SUCCEEDED
 from pulse.webhook_deliveries import WEBHOOK_TEST
 from pulse.webhook_endpoints import (
     ENDPOINT_ID_PATTERN,
@@ -465,6 +468,104 @@ _WEBHOOK_SCHEMAS: Final = {
             ),
         },
     },
+    "WebhookAttempt": {
+        "title": "WebhookAttempt",
+        "type": "object",
+        "required": [
+            "endpoint_id",
+            "event_id",
+            "attempt",
+            "status",
+            "attempted_at",
+            "status_code",
+            "latency_ms",
+            "response",
+            "error",
+            "next",
+            "next_at",
+        ],
+        "properties": {
+            "endpoint_id": {"type": "string"},
+            "event_id": {
+                "type": "string",
+                "description": "The event's id (its `webhook-id`); a test's or replay's "
+                "attempts are `{event id}@{request id}`.",
+            },
+            "attempt": {"type": "integer", "minimum": 1},
+            "status": {
+                "type": "string",
+                "enum": [SENDING, SUCCEEDED, FAILED],
+                "description": "`sending` while the request is out.",
+            },
+            "attempted_at": _TIME,
+            "status_code": _nullable({"type": "integer"}),
+            "latency_ms": _nullable({"type": "integer", "minimum": 0}),
+            "response": _nullable(
+                {"type": "string", "description": "The start of the answer's body (capped)."}
+            ),
+            "error": _nullable({"type": "string"}),
+            "next": _nullable(
+                {
+                    "type": "string",
+                    "enum": [NEXT_RETRY, NEXT_DEAD],
+                    "description": "After a failure: retried at `next_at`, or dead-lettered.",
+                }
+            ),
+            "next_at": _nullable(_TIME),
+        },
+    },
+    "WebhookAttemptPage": {
+        "title": "WebhookAttemptPage",
+        "type": "object",
+        "required": ["items", "next_cursor"],
+        "properties": {
+            "items": {"type": "array", "items": {"$ref": _REF.format(model="WebhookAttempt")}},
+            "next_cursor": _nullable({"type": "string"}),
+        },
+    },
+    "WebhookRecoverRequest": {
+        "title": "WebhookRecoverRequest",
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["since"],
+        "properties": {"since": {**_TIME, "pattern": RFC3339_PATTERN}},
+    },
+    "WebhookRecoverQueued": {
+        "title": "WebhookRecoverQueued",
+        "type": "object",
+        "required": [
+            "endpoint_id",
+            "since",
+            "failed",
+            "queued",
+            "event_ids",
+            "not_found",
+            "max_events",
+        ],
+        "properties": {
+            "endpoint_id": {"type": "string"},
+            "since": _TIME,
+            "failed": {
+                "type": "integer",
+                "minimum": 0,
+                "description": "Events whose latest attempt since `since` was dead-lettered; "
+                "more than `max_events`: recover again once these were attempted.",
+            },
+            "queued": {"type": "integer", "minimum": 0},
+            "event_ids": {
+                "type": "array",
+                "items": {"type": "string"},
+                "description": "The events queued, oldest first (their `webhook-id`s).",
+            },
+            "not_found": {
+                "type": "array",
+                "items": {"type": "string"},
+                "description": "Failed events the audit trail cannot rebuild (test events, "
+                "or events older than it keeps): not queued.",
+            },
+            "max_events": {"type": "integer", "minimum": 1},
+        },
+    },
 }
 _ENDPOINT_ID: Final = {
     "name": "endpoint_id",
@@ -638,6 +739,58 @@ def _webhook_paths() -> dict[str, Any]:
                     ),
                 },
                 body="WebhookReplayRequest",
+            )
+        },
+        one + "/attempts": {
+            "get": _webhook_operation(
+                "listWebhookAttempts",
+                "Read an endpoint's delivery attempts",
+                "The attempt log, newest first: each attempt's time, outcome, status code, "
+                "latency, the start of the answer and the error; with `event_id`, that "
+                "event's attempts and those of its tests and replays. Kept "
+                "PULSE_WEBHOOK_ATTEMPT_TTL_SECONDS (30 days).",
+                {
+                    "200": _json("A page of attempts.", _ref("WebhookAttemptPage")),
+                    "400": _problem("A cursor this API did not return."),
+                    "422": _problem(
+                        "An unknown status, a limit out of range, an unknown parameter."
+                    ),
+                },
+            )
+            | {
+                "parameters": [
+                    _ENDPOINT_ID,
+                    {
+                        "name": "event_id",
+                        "in": "query",
+                        "required": False,
+                        "description": "Only this event's attempts.",
+                        "schema": {"type": "string", "minLength": 1},
+                    },
+                    {
+                        "name": "status",
+                        "in": "query",
+                        "required": False,
+                        "description": "Only the attempts that succeeded, or that failed.",
+                        "schema": {"type": "string", "enum": list(STATUSES)},
+                    },
+                    *_page_parameters(MAX_ATTEMPT_LIMIT, DEFAULT_ATTEMPT_LIMIT),
+                ]
+            },
+        },
+        one + "/recover": {
+            "post": _webhook_operation(
+                "recoverWebhookEvents",
+                "Send the failed events again",
+                "Queues again, once each and with their original ids, the events whose "
+                "latest attempt since `since` was dead-lettered (the attempt log, read by "
+                "time), rebuilt from the audit trail as a replay is; oldest first, at most "
+                "PULSE_WEBHOOK_REPLAY_MAX_EVENTS (1000) a request.",
+                {
+                    "202": _json("Queued.", _ref("WebhookRecoverQueued")),
+                    "409": disabled,
+                },
+                body="WebhookRecoverRequest",
             )
         },
     }

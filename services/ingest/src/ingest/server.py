@@ -57,6 +57,7 @@ from pulse.problems import Problem, not_found
 from pulse.service import Lifecycle, serving_api
 from pulse.throttling import Quota, Throttle
 from pulse.topology import WebhookNames
+from pulse.webhook_attempts import AttemptLog
 from pulse.webhook_deliveries import DeliveryQueue
 from pulse.webhook_endpoints import WebhookEndpoints
 
@@ -354,6 +355,7 @@ async def serve(lifecycle: Lifecycle) -> None:
         settings,
         WebhookEndpoints.of(ddb, aws_client("ssm", settings), hooks, settings),
         DeliveryQueue(aws_client("sqs", settings), hooks.queue),
+        AttemptLog(ddb, hooks.attempts),
         ddb,
     )
     app = create_app(settings, store, access, webhooks)

@@ -10,7 +10,11 @@ everyone's, through the code ``pulse webhooks`` runs (:mod:`pulse.webhook_endpoi
 - ``POST …/{endpoint_id}/test``: a ``pulse.webhook.test`` event, queued like any delivery;
 - ``POST …/{endpoint_id}/replay`` ``{since, until?}``: the account's notifications of that
   span again, with their original ids, at most ``PULSE_WEBHOOK_REPLAY_MAX_EVENTS`` a
-  request (the answer's ``next_since`` goes on).
+  request (the answer's ``next_since`` goes on);
+- ``GET …/{endpoint_id}/attempts?event_id=&status=&limit=&cursor=``: the attempt log, newest
+  first;
+- ``POST …/{endpoint_id}/recover`` ``{since}``: the events whose latest attempt since then
+  was dead-lettered, queued again with their original ids (bounded like a replay).
 
 Every route needs ``webhooks:manage`` (a JWT has it; an API key only if created with it).
 Another account's endpoint is 404, as one that does not exist. A URL the SSRF policy
@@ -32,7 +36,8 @@ from ingest.validation import ID_PATTERN, page_limit, parse_json, unknown_parame
 from pulse.events import iso_timestamp, utc_now
 from pulse.logging import get_logger
 from pulse.problems import FieldError, Problem, bad_request, not_found, unprocessable
-from pulse.webhook_deliveries import WEBHOOK_TEST, replay, replay_window, send_test
+from pulse.webhook_attempts import STATUSES
+from pulse.webhook_deliveries import WEBHOOK_TEST, recover, replay, replay_window, send_test
 from pulse.webhook_endpoints import InvalidCursorError, InvalidField, InvalidFields
 
 if TYPE_CHECKING:
@@ -40,11 +45,14 @@ if TYPE_CHECKING:
 
     from ingest.settings import IngestSettings
     from pulse.credentials import Principal
+    from pulse.webhook_attempts import AttemptLog
     from pulse.webhook_deliveries import DeliveryQueue
     from pulse.webhook_endpoints import WebhookEndpoint, WebhookEndpoints
 
 __all__ = [
+    "DEFAULT_ATTEMPT_LIMIT",
     "DEFAULT_ENDPOINT_LIMIT",
+    "MAX_ATTEMPT_LIMIT",
     "MAX_ENDPOINT_LIMIT",
     "RFC3339_PATTERN",
     "WebhookEndpointsApi",
@@ -54,6 +62,8 @@ log = get_logger("ingest.webhooks")
 
 DEFAULT_ENDPOINT_LIMIT: Final = 50
 MAX_ENDPOINT_LIMIT: Final = 100
+DEFAULT_ATTEMPT_LIMIT: Final = 50
+MAX_ATTEMPT_LIMIT: Final = 1000
 # RFC 3339 date-time, as JSON Schema's "date-time" format reads it.
 RFC3339_PATTERN: Final = (
     r"^[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt][0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]+)?"
@@ -124,11 +134,13 @@ class WebhookEndpointsApi:
         settings: IngestSettings,
         endpoints: WebhookEndpoints,
         queue: DeliveryQueue,
+        attempts: AttemptLog,
         ddb: Any,
     ) -> None:
         self._settings = settings
         self._endpoints = endpoints
         self._queue = queue
+        self._attempts = attempts
         self._ddb = ddb
 
     def add_routes(self, app: web.Application) -> None:
@@ -142,6 +154,8 @@ class WebhookEndpointsApi:
         app.router.add_post(one + "/rotate-secret", self.rotate_secret)
         app.router.add_post(one + "/test", self.test)
         app.router.add_post(one + "/replay", self.replay)
+        app.router.add_get(one + "/attempts", self.attempts)
+        app.router.add_post(one + "/recover", self.recover)
 
     async def _body(self, request: web.Request, what: str) -> dict[str, Any]:
         return _object(await read_body(request, self._settings.max_body_bytes, what))
@@ -348,6 +362,81 @@ class WebhookEndpointsApi:
                 "queued": len(done.events),
                 "max_events": limit,
                 "next_since": done.next_since,
+            },
+            status=202,
+        )
+
+    async def attempts(self, request: web.Request) -> web.Response:
+        """``GET …/{endpoint_id}/attempts?event_id=&status=&limit=&cursor=``: the endpoint's
+        attempts, newest first (of one event, and its tests and replays, with ``event_id``)."""
+        _, endpoint = await self._endpoint(request)
+        query = request.query
+        errors = unknown_parameters(query, {"event_id", "status", "limit", "cursor"})
+        status = query.get("status")
+        if status is not None and status not in STATUSES:
+            message = f"must be one of {', '.join(STATUSES)}"
+            errors.append(FieldError(field="status", message=message))
+        event_id = query.get("event_id")
+        if event_id is not None and not event_id:
+            errors.append(FieldError(field="event_id", message="must not be empty"))
+        limit = page_limit(query, DEFAULT_ATTEMPT_LIMIT, MAX_ATTEMPT_LIMIT, errors)
+        if errors:
+            raise unprocessable(errors)
+        try:
+            page = await asyncio.to_thread(
+                self._attempts.query,
+                endpoint.endpoint_id,
+                event_id=event_id,
+                status=status,
+                limit=limit,
+                cursor=query.get("cursor") or None,
+            )
+        except ValueError as exc:
+            raise bad_request("invalid-cursor", "Invalid cursor", str(exc)) from None
+        return json_response(
+            {"items": [r.to_json() for r in page.items], "next_cursor": page.next_cursor}
+        )
+
+    async def recover(self, request: web.Request) -> web.Response:
+        """``POST …/{endpoint_id}/recover`` ``{since}``: 202, the events whose latest attempt
+        since then was dead-lettered queued again, once each, with their original ids."""
+        principal, endpoint = await self._endpoint(request)
+        body = await self._body(request, "the recovery")
+        unknown = sorted(set(body) - {"since"})
+        if unknown:
+            raise unprocessable([FieldError(field=n, message="unknown field") for n in unknown])
+        since = _time(body, "since")
+        if since is None:
+            raise unprocessable([FieldError(field="since", message="field required")])
+        self._sendable(endpoint)
+        limit = self._settings.webhook_replay_max_events
+        done = await asyncio.to_thread(
+            recover,
+            self._queue,
+            self._attempts,
+            self._ddb,
+            self._settings.names.events_table,
+            endpoint,
+            since=since,
+            limit=limit,
+        )
+        log.info(
+            "webhook recovery queued",
+            endpoint_id=endpoint.endpoint_id,
+            failed=done.failed,
+            events=len(done.events),
+            missing=len(done.missing),
+            principal=principal.label,
+        )
+        return json_response(
+            {
+                "endpoint_id": endpoint.endpoint_id,
+                "since": iso_timestamp(since),
+                "failed": done.failed,
+                "queued": len(done.events),
+                "event_ids": [e.id for e in done.events],
+                "not_found": done.missing,
+                "max_events": limit,
             },
             status=202,
         )

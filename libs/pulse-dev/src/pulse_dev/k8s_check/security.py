@@ -112,6 +112,8 @@ WEBHOOK_ENDPOINTS = "libs/pulse/src/pulse/webhook_endpoints.py"
 WEBHOOK_DELIVERIES = "libs/pulse/src/pulse/webhook_deliveries.py"
 WEBHOOKS_TABLE = "table/pulse-webhooks"
 WEBHOOK_SECRETS = "parameter/pulse-webhooks/ep_1/secret"
+WEBHOOK_ATTEMPTS_CODE = "libs/pulse/src/pulse/webhook_attempts.py"
+ATTEMPTS_TABLE = "table/pulse-webhook-attempts"
 # What the notify worker runs of the webhook library: an account's endpoints, an endpoint's
 # secrets, and queuing deliveries.
 WEBHOOK_READS = [
@@ -122,7 +124,8 @@ WEBHOOK_READS = [
     ),
 ]
 # ingest's /v1/webhook-endpoints: the endpoints (the table, and its index for operators),
-# their secrets, test and replay deliveries, the audit trail's index of an account's events.
+# their secrets, test, replay and recovery deliveries, the audit trail's index of an
+# account's events, and reading the attempt log.
 WEBHOOK_MANAGEMENT = [
     *WEBHOOK_READS,
     SharedCode(
@@ -145,17 +148,25 @@ WEBHOOK_MANAGEMENT = [
         WEBHOOK_SECRETS,
     ),
     SharedCode(
-        WEBHOOK_DELIVERIES, ("replay_notifications",), "table/pulse-events/index/account-time"
+        WEBHOOK_DELIVERIES, ("_audit_notifications",), "table/pulse-events/index/account-time"
+    ),
+    # the attempt log as its readers read it: a page of it, and (recovery) every attempt
+    # from a time on, by the index by-time; an event's first attempt
+    SharedCode(WEBHOOK_ATTEMPTS_CODE, ("AttemptLog.query", "AttemptLog.get"), ATTEMPTS_TABLE),
+    SharedCode(
+        WEBHOOK_ATTEMPTS_CODE,
+        ("AttemptLog.query", "AttemptLog.since"),
+        f"{ATTEMPTS_TABLE}/index/by-time",
     ),
 ]
 # The notify worker claims and records webhook attempts; reading the log is the readers' part.
 WEBHOOK_ATTEMPTS = SharedCode(
-    "libs/pulse/src/pulse/webhook_attempts.py",
+    WEBHOOK_ATTEMPTS_CODE,
     tuple(
         f"AttemptLog.{name}"
         for name in ("claim", "renew", "release", "finish", "followed_up", "get")
     ),
-    "table/pulse-webhook-attempts",
+    ATTEMPTS_TABLE,
 )
 SHARED_CODE = {
     "fraud-worker": [SharedCode("libs/pulse/src/pulse/consumer/*.py"), *PAYMENT_STATES],
@@ -170,7 +181,7 @@ SHARED_CODE = {
     "operator": [SharedCode("libs/pulse/src/pulse/topology.py")],
     # The door of the API (pulse.credentials) reads a key and stamps its last use; the
     # review endpoints decide and list payments in REVIEW; the webhook endpoints' routes
-    # manage endpoints and queue tests and replays.
+    # manage endpoints, read their attempts and queue tests, replays and recoveries.
     "ingest": [
         SharedCode("libs/pulse/src/pulse/credentials.py"),
         SharedCode(API_KEYS, ("ApiKeyTable.get", "ApiKeyTable.touch"), API_KEYS_TABLE),

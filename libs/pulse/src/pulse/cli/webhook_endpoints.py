@@ -13,7 +13,7 @@ import click
 from pulse.cli.target import aws, settings, settings_of
 
 if TYPE_CHECKING:
-    from pulse.webhook_attempts import AttemptRecord
+    from pulse.webhook_attempts import AttemptLog, AttemptRecord
     from pulse.webhook_deliveries import DeliveryQueue
     from pulse.webhook_endpoints import WebhookEndpoint, WebhookEndpoints
 
@@ -22,7 +22,9 @@ __all__ = ["webhooks"]
 _EXCERPT_SHOWN: Final = 80
 
 
-@click.group(short_help="Register, test, replay and remove webhook endpoints; read attempts.")
+@click.group(
+    short_help="Register, test, replay and remove webhook endpoints; read attempts, recover."
+)
 def webhooks() -> None:
     """Manage webhook endpoints: events of an account POSTed, signed, to a third party.
 
@@ -235,6 +237,45 @@ def webhooks_replay(
         click.echo(f"more after the first {limit}: run again with --since {done.next_since}")
 
 
+@webhooks.command(name="recover")
+@click.argument("endpoint_id")
+@click.option("--since", required=True, type=_Moment(), help="Failed since this time (ISO 8601).")
+def webhooks_recover(endpoint_id: str, since: datetime) -> None:
+    """Send the endpoint again, once each and with their original ids (webhook-id), the
+    events whose latest attempt since --since was dead-lettered, oldest first, at most
+    PULSE_WEBHOOK_REPLAY_MAX_EVENTS (the code of POST /v1/webhook-endpoints/{id}/recover)."""
+    from pulse.webhook_deliveries import recover  # noqa: PLC0415
+    from pulse.webhook_endpoints import WebhookEndpointSettings  # noqa: PLC0415
+
+    endpoint = _endpoint(_endpoints(), endpoint_id, None)
+    limit = settings_of(WebhookEndpointSettings).webhook_replay_max_events
+    done = recover(
+        _queue(),
+        _attempt_log(),
+        aws("dynamodb"),
+        settings().names.events_table,
+        endpoint,
+        since=since,
+        limit=limit,
+    )
+    click.echo(f"queued {len(done.events)} of {done.failed} failed events for {endpoint_id}")
+    for event in done.events:
+        click.echo(f"  {event.id}")
+    if done.missing:
+        click.echo(f"not in the audit trail (not sent): {' '.join(done.missing)}", err=True)
+    if done.failed > limit:
+        click.echo(f"more than {limit}: run again once these were attempted", err=True)
+
+
+def _attempt_log() -> AttemptLog:
+    from pulse.topology import WebhookNames  # noqa: PLC0415
+    from pulse.webhook_attempts import AttemptLog  # noqa: PLC0415
+
+    return AttemptLog(
+        aws("dynamodb"), WebhookNames.from_prefix(settings().resource_prefix).attempts
+    )
+
+
 @webhooks.command(name="attempts")
 @click.argument("endpoint_id")
 @click.option("--event", "event_id", default=None, help="Only this event's attempts.")
@@ -252,13 +293,8 @@ def webhooks_attempts(
     """Print an endpoint's delivery attempts, newest first, one a line: time, event,
     attempt number, outcome, HTTP status, latency, then the error, what follows a failure
     and the start of the answer."""
-    from pulse.topology import WebhookNames  # noqa: PLC0415
-    from pulse.webhook_attempts import AttemptLog  # noqa: PLC0415
-
-    names = WebhookNames.from_prefix(settings().resource_prefix)
-    log = AttemptLog(aws("dynamodb"), names.attempts)
     try:
-        page = log.query(
+        page = _attempt_log().query(
             endpoint_id,
             event_id=event_id,
             status=status,
