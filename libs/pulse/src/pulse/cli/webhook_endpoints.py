@@ -22,9 +22,7 @@ __all__ = ["webhooks"]
 _EXCERPT_SHOWN: Final = 80
 
 
-@click.group(
-    short_help="Register, test, replay and remove webhook endpoints; read attempts, recover."
-)
+@click.group(short_help="Register, test, replay, recover and remove webhook endpoints.")
 def webhooks() -> None:
     """Manage webhook endpoints: events of an account POSTed, signed, to a third party.
 
