@@ -81,9 +81,12 @@ def test_the_banner_gives_the_console_with_an_operators_token(stack: DevStackPro
         assert _pasted(stack, command)[2] == "list"
 
 
-def test_pasted_commands_find_the_stack(stack: DevStackProcess) -> None:
-    keys = subprocess.run(
-        _pasted(stack, "keys"),
+def _in_another_terminal(
+    stack: DevStackProcess, argv: list[str]
+) -> subprocess.CompletedProcess[str]:
+    """``argv`` run from the stack's directory in a shell that names no stack."""
+    return subprocess.run(
+        argv,
         cwd=stack.workdir,
         env=_another_terminal(),
         capture_output=True,
@@ -91,20 +94,18 @@ def test_pasted_commands_find_the_stack(stack: DevStackProcess) -> None:
         timeout=60,
         check=False,
     )
+
+
+def test_pasted_commands_find_the_stack(stack: DevStackProcess) -> None:
+    keys = _in_another_terminal(stack, _pasted(stack, "keys"))
     assert keys.returncode == 0, keys.stderr
     assert "api key: psk_" in keys.stdout
     assert keys.stderr.startswith(
         f"pulse: the local stack of .run/stack.json (pid {_pid(stack)}), "
         f"endpoint http://127.0.0.1:{stack.emulator_port}: account 123456789012, "
     )
-    load = subprocess.run(
-        [sys.executable, "-m", "pulse.cli", "load", "--rate", "5", "--duration", "1"],
-        cwd=stack.workdir,
-        env=_another_terminal(),
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
+    load = _in_another_terminal(
+        stack, [sys.executable, "-m", "pulse.cli", "load", "--rate", "5", "--duration", "1"]
     )
     assert load.returncode == 0, load.stdout + load.stderr
     assert re.search(r"^201 Created +5$", load.stdout, re.MULTILINE), load.stdout
