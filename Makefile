@@ -10,6 +10,8 @@ TOOLS := .tools
 VENV := .venv
 UV := $(shell command -v uv 2>/dev/null || echo $(TOOLS)/bin/uv)
 PYTEST_ARGS ?=
+# Test processes: most tests wait on real servers, so two share two cores well.
+PYTEST_WORKERS ?= 2
 SOAK_MINUTES ?= 30
 REDIS_MODE ?= standalone
 
@@ -47,7 +49,7 @@ redis-tools:
 	bash scripts/redis-tools.sh
 
 unit: sync browser-tools redis-tools
-	$(VENV)/bin/pytest $(PYTEST_ARGS)
+	$(VENV)/bin/pytest -n $(PYTEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 k8s-check: sync
 	bash scripts/k8s-check.sh

@@ -5,4 +5,5 @@ pytest_plugins = [
     "pulse_dev.jwks",
     "pulse_dev.redis_fixtures",
     "pulse_dev.browser",
+    "pulse_dev.figures",
 ]

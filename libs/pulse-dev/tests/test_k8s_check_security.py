@@ -172,6 +172,25 @@ def test_the_review_commands_policy_covers_deciding_and_listing_and_no_more() ->
     assert granted == {"dynamodb:UpdateItem", "dynamodb:Query"}
 
 
+def test_the_webhook_commands_policy_is_what_the_endpoints_api_runs_and_no_more() -> None:
+    needs = Needs()
+    for shared in COMMAND_POLICIES["k8s/iam/webhooks-admin.json"][1]:
+        needs.add(ROOT, shared)
+    assert needs.problems == []
+    assert needs.on_resource["table/pulse-webhooks"] >= {
+        "dynamodb:PutItem",
+        "dynamodb:UpdateItem",
+        "dynamodb:DeleteItem",
+    }
+    assert "sqs:SendMessage" in needs.on_resource["pulse-webhooks.fifo"]
+    admin = json.loads((ROOT / "k8s/iam/webhooks-admin.json").read_text())
+    assert policy_problems("webhooks", "w.json", admin, needs.actions, needs.on_resource) == []
+    granted = {a for s in admin["Statement"] for a in s["Action"]}
+    assert granted == needs.actions
+    # nothing of the payments: the command manages endpoints, it does not touch money
+    assert not any("pulse-payments" in r for s in admin["Statement"] for r in s["Resource"])
+
+
 def test_the_dead_letter_commands_policy_covers_read_redrive_and_purge() -> None:
     needs = Needs()
     for shared in COMMAND_POLICIES["k8s/iam/dlq-admin.json"][1]:

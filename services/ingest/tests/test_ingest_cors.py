@@ -54,6 +54,17 @@ async def test_a_preflight_from_a_listed_origin_is_answered_without_a_credential
         assert "Origin" in resp.headers["Vary"]
 
 
+@pytest.mark.parametrize("method", ["PATCH", "DELETE"])
+async def test_a_page_may_change_and_remove_webhook_endpoints(
+    ingest: str, http: aiohttp.ClientSession, method: str
+) -> None:
+    preflight = {"Origin": CONSOLE, "Access-Control-Request-Method": method}
+    async with http.options(f"{ingest}/v1/webhook-endpoints/ep_1", headers=preflight) as resp:
+        assert resp.status == 204
+        allowed = {m.strip() for m in resp.headers["Access-Control-Allow-Methods"].split(",")}
+        assert method in allowed
+
+
 async def test_answers_to_a_listed_origin_carry_it_errors_included(
     ingest: str, http: aiohttp.ClientSession, stack_settings: Any
 ) -> None:

@@ -39,6 +39,7 @@ from pulse_dev.emulators import (
     LOCAL_WEBHOOK_RECEIVERS_ENV,
     emulator_argv,
     free_port,
+    owns_port,
     redis_answers,
     redis_server_argv,
     redis_server_binary,
@@ -474,7 +475,8 @@ def free_port_block(size: int) -> int:
         base = free_port()
         if base + size > 65535:  # noqa: PLR2004 - highest TCP port
             continue
-        if all(_bindable(p) for p in range(base, base + size)):
+        block = range(base, base + size)
+        if all(owns_port(p) for p in block) and all(_bindable(p) for p in block):
             return base
     raise RuntimeError(f"no block of {size} free ports found")
 

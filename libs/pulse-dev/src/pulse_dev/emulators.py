@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import shutil
 import signal
 import socket
@@ -25,6 +26,7 @@ __all__ = [
     "LOCAL_WEBHOOK_RECEIVERS_ENV",
     "emulator_argv",
     "free_port",
+    "owns_port",
     "local_redis",
     "redis_answers",
     "redis_server_argv",
@@ -49,6 +51,24 @@ LOCAL_WEBHOOK_RECEIVERS_ENV = {
 
 _HANDED_OUT: set[int] = set()
 _HANDED_OUT_LOCK = threading.Lock()
+# Under pytest-xdist several worker processes pick ports at once, and neither sees what the
+# other has handed out: each takes only the ports of its own stripes (runs of PORT_STRIPE).
+PORT_STRIPE = 64
+
+
+def _port_share() -> tuple[int, int]:
+    """(this process's index, how many processes share the ports): (0, 1) outside xdist."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+    count = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1") or 1)
+    if not worker.startswith("gw") or count < 2:  # noqa: PLR2004 - one process owns every port
+        return 0, 1
+    return int(worker[2:]) % count, count
+
+
+def owns_port(port: int) -> bool:
+    """Whether this process may hand out ``port`` (always, outside a parallel test run)."""
+    index, count = _port_share()
+    return (port // PORT_STRIPE) % count == index
 
 
 def free_port() -> int:
@@ -56,13 +76,14 @@ def free_port() -> int:
 
     Harnesses pick ports before their servers start (a Redis Cluster's twelve, then the
     services'); without the second condition the kernel may offer a port picked earlier
-    whose server has not bound it yet, and two servers then race for it."""
+    whose server has not bound it yet, and two servers then race for it. In a parallel test
+    run each worker takes ports from its own stripes only, for the same reason."""
     with _HANDED_OUT_LOCK:
         while True:
             with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
                 sock.bind(("127.0.0.1", 0))
                 port = int(sock.getsockname()[1])
-            if port not in _HANDED_OUT:
+            if port not in _HANDED_OUT and owns_port(port):
                 _HANDED_OUT.add(port)
                 return port
 

@@ -30,7 +30,8 @@ if TYPE_CHECKING:
 
 __all__ = ["ALLOWED_HEADERS", "EXPOSED_HEADERS", "Cors"]
 
-ALLOWED_METHODS: Final = "GET, POST, OPTIONS"
+# Every method the API answers to: PATCH and DELETE manage webhook endpoints.
+ALLOWED_METHODS: Final = "GET, POST, PATCH, DELETE, OPTIONS"
 ALLOWED_HEADERS: Final = "Authorization, Content-Type, Idempotency-Key, traceparent"
 EXPOSED_HEADERS: Final = (
     "Location, Idempotent-Replayed, traceparent, Retry-After, RateLimit, RateLimit-Policy, "

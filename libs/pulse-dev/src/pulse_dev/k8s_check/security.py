@@ -204,6 +204,8 @@ COMMAND_POLICIES = {
         ],
     ),
     "k8s/iam/review-admin.json": ("pulse review", PAYMENT_STATES),
+    # the same code as ingest's /v1/webhook-endpoints, run from an operator's terminal
+    "k8s/iam/webhooks-admin.json": ("pulse webhooks", WEBHOOK_MANAGEMENT),
     # reads, redrives and purges the dead-letter queues (and releases what it read)
     "k8s/iam/dlq-admin.json": (
         "pulse dlq",
