@@ -12,10 +12,12 @@ On the endpoint's row of ``{prefix}webhooks`` (:mod:`pulse.webhook_endpoints`):
 - Once ``failing_since`` is at least ``PULSE_WEBHOOK_DISABLE_AFTER_SECONDS`` old (five days
   by default; 0: never), the next failed attempt disables the endpoint with one conditional
   UpdateItem (:meth:`EndpointHealthTable.disable`): ``SET disabled = true, disabled_reason,
-  updated_at`` if ``failing_since <= :cutoff AND (attribute_not_exists(disabled) OR
-  disabled = false)``. Of every worker process racing to do it, exactly one wins; a success
-  that cleared ``failing_since`` meanwhile makes the condition fail, so an endpoint that
-  recovered is never disabled on stale evidence.
+  updated_at`` if ``failing_since = :seen AND failing_since <= :cutoff AND
+  (attribute_not_exists(disabled) OR disabled = false)`` (``:seen``: the ``failing_since``
+  the worker holds, so the reason names the very period it ends). Of every worker process
+  racing to do it, exactly one wins; a success that cleared ``failing_since`` meanwhile
+  makes the condition fail, so an endpoint that recovered is never disabled on stale
+  evidence.
 - ``disabled_announced`` (the ``failing_since`` whose disabling was announced): written
   after the announcement (:meth:`EndpointHealthTable.mark_announced`). The announcement is
   a :data:`~pulse.events.WEBHOOK_ENDPOINT_DISABLED` CloudEvent (:func:`endpoint_disabled_event`)
@@ -141,7 +143,8 @@ class EndpointHealthTable:
                 UpdateExpression="SET failing_since = if_not_exists(failing_since, :now)",
                 ConditionExpression="attribute_exists(endpoint_id)",
                 ExpressionAttributeValues={":now": {"S": iso_timestamp(now)}},
-                ReturnValues="UPDATED_NEW",
+                # ALL_NEW: UPDATED_NEW may leave out a value if_not_exists kept.
+                ReturnValues="ALL_NEW",
             )
         except AWS_ERRORS as exc:
             if classify_aws_error(exc) is AwsErrorKind.CONDITION_FAILED:

@@ -6,8 +6,10 @@ An endpoint is a row of ``{prefix}webhooks`` (hash ``account_id``, range ``endpo
 the index :data:`~pulse.topology.ENDPOINT_INDEX` by ``endpoint_id`` alone for operators, who name an
 endpoint without its account): its ``url``, a ``description``, the ``event_types`` it
 wants (absent: every type of :data:`WEBHOOK_EVENT_TYPES`), whether it is ``disabled``, a
-delivery ``schedule`` (a five-field cron expression; stored, not yet acted on), and the
-name of its secret's parameter. Ids read ``ep_<32 hex>``.
+delivery ``schedule`` (a five-field cron expression; stored, not yet acted on), the name of
+its secret's parameter, and ``failing_since`` (written by the notify worker, which disables
+an endpoint failing too long: :mod:`pulse.webhook_endpoint_health`). Ids read
+``ep_<32 hex>``.
 
 **Secrets** are Standard Webhooks secrets, ``whsec_<base64 of 24 random bytes>``, shown once
 (at creation, at rotation) and kept only as SecureString parameters:
