@@ -14,6 +14,7 @@ from pulse.settings import PulseSettings
 from pulse.topology import TopologyOutputs, WebhookNames
 from pulse.webhook_endpoint_health import (
     WEBHOOK_ENDPOINT_DISABLED,
+    Disabling,
     EndpointHealthTable,
     due_for_disabling,
     endpoint_disabled_event,
@@ -37,6 +38,22 @@ def stores(
 
 def _endpoint(store: WebhookEndpoints) -> WebhookEndpoint:
     return store.create("acct-h", "https://hooks.example.com/h", now=NOW).endpoint
+
+
+def _disable(table: EndpointHealthTable, endpoint_id: str, since: str, now: datetime) -> Disabling:
+    """Disable after five days."""
+    return table.disable("acct-h", endpoint_id, since, disable_after_seconds=5 * DAY, now=now)
+
+
+def _failing(
+    stores: tuple[WebhookEndpoints, EndpointHealthTable],
+) -> tuple[EndpointHealthTable, WebhookEndpoint, str]:
+    """A new endpoint, failing since NOW."""
+    store, table = stores
+    endpoint = _endpoint(store)
+    since = table.mark_failing("acct-h", endpoint.endpoint_id, now=NOW)
+    assert since is not None
+    return table, endpoint, since
 
 
 def _read(store: WebhookEndpoints, endpoint: WebhookEndpoint) -> WebhookEndpoint:
@@ -63,22 +80,13 @@ def test_failing_since_is_set_once_and_cleared_by_a_success(
 def test_one_caller_disables_and_the_announcement_is_due_until_recorded(
     stores: tuple[WebhookEndpoints, EndpointHealthTable],
 ) -> None:
-    store, table = stores
-    endpoint = _endpoint(store)
-    since = table.mark_failing("acct-h", endpoint.endpoint_id, now=NOW)
-    assert since is not None
+    table, endpoint, since = _failing(stores)
     early = NOW + timedelta(days=4)
-    assert not table.disable(
-        "acct-h", endpoint.endpoint_id, since, disable_after_seconds=5 * DAY, now=early
-    ).won
+    assert not _disable(table, endpoint.endpoint_id, since, early).won
 
     late = NOW + timedelta(days=5, seconds=1)
-    first = table.disable(
-        "acct-h", endpoint.endpoint_id, since, disable_after_seconds=5 * DAY, now=late
-    )
-    second = table.disable(
-        "acct-h", endpoint.endpoint_id, since, disable_after_seconds=5 * DAY, now=late
-    )
+    first = _disable(table, endpoint.endpoint_id, since, late)
+    second = _disable(table, endpoint.endpoint_id, since, late)
     assert (first.won, first.announce) == (True, True)
     # the loser finds no announcement recorded: its winner may have died before sending it
     assert (second.won, second.announce) == (False, True)
@@ -87,9 +95,7 @@ def test_one_caller_disables_and_the_announcement_is_due_until_recorded(
     assert table.pending_announcement("acct-h", endpoint.endpoint_id) == first.endpoint
 
     table.mark_announced(first.endpoint)
-    third = table.disable(
-        "acct-h", endpoint.endpoint_id, since, disable_after_seconds=5 * DAY, now=late
-    )
+    third = _disable(table, endpoint.endpoint_id, since, late)
     assert (third.won, third.announce) == (False, False)
     assert table.pending_announcement("acct-h", endpoint.endpoint_id) is None
 
@@ -97,26 +103,19 @@ def test_one_caller_disables_and_the_announcement_is_due_until_recorded(
 def test_a_success_in_between_or_a_stale_failing_since(
     stores: tuple[WebhookEndpoints, EndpointHealthTable],
 ) -> None:
-    store, table = stores
-    endpoint = _endpoint(store)
-    stale = table.mark_failing("acct-h", endpoint.endpoint_id, now=NOW)
-    assert stale is not None
+    table, endpoint, stale = _failing(stores)
     table.clear_failing("acct-h", endpoint.endpoint_id)  # a success
     later = NOW + timedelta(days=3)
     table.mark_failing("acct-h", endpoint.endpoint_id, now=later)
     six_days = NOW + timedelta(days=6)
-    kept = table.disable(
-        "acct-h", endpoint.endpoint_id, stale, disable_after_seconds=5 * DAY, now=six_days
-    )
+    kept = _disable(table, endpoint.endpoint_id, stale, six_days)
     assert (kept.won, kept.announce) == (False, False)
     assert kept.endpoint is not None
     assert not kept.endpoint.disabled
 
     # long enough since the newer one too: the stale one in hand disables by the newer one
     nine_days = NOW + timedelta(days=9)
-    done = table.disable(
-        "acct-h", endpoint.endpoint_id, stale, disable_after_seconds=5 * DAY, now=nine_days
-    )
+    done = _disable(table, endpoint.endpoint_id, stale, nine_days)
     assert done.won
     assert done.endpoint is not None
     assert done.endpoint.failing_since == iso_timestamp(later)

@@ -79,7 +79,8 @@ class Stack:
 
     def worker(self) -> ServiceProcess:
         port = free_port()
-        process: ServiceProcess = self.spawn("notify_worker", PULSE_HTTP_PORT=str(port), **FAST)
+        env = {**LOCAL_WEBHOOK_RECEIVERS_ENV, **FAST}
+        process: ServiceProcess = self.spawn("notify_worker", PULSE_HTTP_PORT=str(port), **env)
         return process.start(wait_port=port)
 
     def post_update(self) -> None:
@@ -135,11 +136,6 @@ class Stack:
 
 
 @pytest.fixture
-def stack_env(stack_env: dict[str, str]) -> dict[str, str]:
-    return {**stack_env, **LOCAL_WEBHOOK_RECEIVERS_ENV}
-
-
-@pytest.fixture
 async def stack(
     topology: TopologyOutputs,
     stack_settings: PulseSettings,
@@ -147,9 +143,10 @@ async def stack(
     service_process: Any,
     redis_url: str,
 ) -> AsyncIterator[Stack]:
-    receiver = ScriptedReceiver()
+    receiver = ScriptedReceiver()  # on loopback, over http: let through by the env below
     await receiver.start()
-    yield Stack(stack_settings, stack_env, topology, service_process, receiver, redis_url)
+    env = {**stack_env, **LOCAL_WEBHOOK_RECEIVERS_ENV}
+    yield Stack(stack_settings, env, topology, service_process, receiver, redis_url)
     await receiver.stop()
 
 

@@ -204,18 +204,18 @@ class EndpointHealthTable:
         except AWS_ERRORS as exc:
             if classify_aws_error(exc) is not AwsErrorKind.CONDITION_FAILED:
                 raise as_pulse_error(exc, f"disable webhook endpoint {endpoint_id}") from exc
-            return self._lost(account_id, endpoint_id, failing_since, disable_after_seconds, now)
+            read = self._read(account_id, endpoint_id)
+            return self._lost(read, failing_since, disable_after_seconds, now)
         return Disabling(WebhookEndpoint.from_item(got["Attributes"]), won=True, announce=True)
 
     def _lost(
         self,
-        account_id: str,
-        endpoint_id: str,
+        read: tuple[WebhookEndpoint, str] | None,
         failing_since: str,
         disable_after_seconds: int,
         now: datetime,
     ) -> Disabling:
-        read = self._read(account_id, endpoint_id)
+        """After a lost disabling write: the endpoint as read, and what is left to do."""
         if read is None:
             return Disabling(None, won=False, announce=False)
         endpoint, announced = read
@@ -227,8 +227,8 @@ class EndpointHealthTable:
             and due_for_disabling(since, now, disable_after_seconds)
         ):
             return self.disable(
-                account_id,
-                endpoint_id,
+                endpoint.account_id,
+                endpoint.endpoint_id,
                 since,
                 disable_after_seconds=disable_after_seconds,
                 now=now,
