@@ -82,6 +82,9 @@ class EndpointHealth:
         # Endpoints that failed here lately, and those whose failing_since was removed lately.
         self._failed: TTLCache[str, bool] = TTLCache(_REMEMBERED, clear_interval_seconds)
         self._cleared: TTLCache[str, bool] = TTLCache(_REMEMBERED, clear_interval_seconds)
+        # (endpoint, failing_since) of disablings known to be announced: no read per delivery
+        # held back for them.
+        self._announced: TTLCache[tuple[str, str], bool] = TTLCache(_REMEMBERED, 3600)
 
     async def _cached(self, delivery: Delivery) -> WebhookEndpoint | None:
         endpoints = await self._directory.endpoints(delivery.account_id)
@@ -93,12 +96,14 @@ class EndpointHealth:
         endpoint = await self._cached(delivery)
         if endpoint is None or not endpoint.disabled:
             return False
-        if disabled_automatically(endpoint):
+        known = (endpoint.endpoint_id, endpoint.failing_since or "")
+        if disabled_automatically(endpoint) and known not in self._announced:
             pending = await asyncio.to_thread(
                 self._table.pending_announcement, endpoint.account_id, endpoint.endpoint_id
             )
             if pending is not None:
                 await self._announce(pending)
+            self._announced[known] = True
         return True
 
     async def attempted(self, delivery: Delivery, *, failed: bool) -> None:
@@ -152,4 +157,5 @@ class EndpointHealth:
         await self._channel.notify(event)
         await self._fanout.notify(event, skip_endpoint=endpoint.endpoint_id)
         await asyncio.to_thread(self._table.mark_announced, endpoint)
+        self._announced[endpoint.endpoint_id, endpoint.failing_since or ""] = True
         log.info("webhook endpoint disabling announced", announcement_id=event.id)
