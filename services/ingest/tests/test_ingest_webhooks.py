@@ -23,6 +23,7 @@ from pulse.settings import DEV_JWT_SECRET, PulseSettings
 from pulse.topology import TopologyOutputs, WebhookNames
 from pulse.webhook_attempts import AttemptLog, AttemptResult, Claim
 from pulse.webhook_deliveries import Delivery
+from pulse.webhook_endpoint_health import EndpointHealthTable
 from pulse.webhook_endpoints import read_signing_secrets
 from pulse_dev.testing import free_port, payment_updated, updated_payment
 from stream_processor.records import audit_item
@@ -249,6 +250,36 @@ async def test_api_keys_need_the_webhooks_scope(api: Api) -> None:
     assert (status, made["account_id"]) == (201, "alice")
     status, _ = await api.call("GET", f"{BASE}/{made['endpoint_id']}", hooks.token)
     assert status == 200
+
+
+async def test_an_endpoint_disabled_for_failing_shows_why_and_patch_starts_it_afresh(
+    api: Api,
+) -> None:
+    endpoint_id = (await api.create(ALICE))["endpoint_id"]
+    table = EndpointHealthTable(
+        aws_client("dynamodb", api.settings),
+        WebhookNames.from_prefix(api.settings.resource_prefix).table,
+    )
+    now = datetime.now(UTC)
+    since = table.mark_failing("alice", endpoint_id, now=now - timedelta(days=6))
+    assert since is not None
+    assert table.disable("alice", endpoint_id, since, disable_after_seconds=432_000, now=now).won
+
+    status, shown = await api.call("GET", f"{BASE}/{endpoint_id}", ALICE)
+    assert status == 200
+    api.conforms(shown, "WebhookEndpoint")
+    assert (shown["disabled"], shown["failing_since"]) == (True, since)
+    assert shown["disabled_reason"].startswith(f"failing continuously since {since}")
+
+    status, patched = await api.call(
+        "PATCH", f"{BASE}/{endpoint_id}", ALICE, json={"disabled": False}
+    )
+    assert status == 200, patched
+    assert (patched["disabled"], patched["disabled_reason"], patched["failing_since"]) == (
+        False,
+        None,
+        None,
+    )
 
 
 async def test_a_test_event_is_queued_for_that_endpoint_unless_disabled(

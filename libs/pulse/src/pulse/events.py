@@ -24,6 +24,7 @@ __all__ = [
     "PAYMENT_DELETED",
     "PAYMENT_UPDATED",
     "STATS",
+    "WEBHOOK_ENDPOINT_DISABLED",
     "CloudEvent",
     "iso_timestamp",
     "new_event",
@@ -38,6 +39,7 @@ FRAUD_DECISION: Final = "pulse.fraud.decision"
 NOTIFICATION: Final = "pulse.notification"
 STATS: Final = "pulse.stats"
 HEALTH: Final = "pulse.health"
+WEBHOOK_ENDPOINT_DISABLED: Final = "pulse.webhook.endpoint_disabled"
 
 # Namespace for the name-based (v5) UUIDs that make event ids deterministic.
 _EVENT_NAMESPACE: Final = uuid.UUID("6f1c9c1e-8d55-4c0b-9a7e-5b0f3c2d4e11")

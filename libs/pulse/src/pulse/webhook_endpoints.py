@@ -6,8 +6,10 @@ An endpoint is a row of ``{prefix}webhooks`` (hash ``account_id``, range ``endpo
 the index :data:`~pulse.topology.ENDPOINT_INDEX` by ``endpoint_id`` alone for operators, who name an
 endpoint without its account): its ``url``, a ``description``, the ``event_types`` it
 wants (absent: every type of :data:`WEBHOOK_EVENT_TYPES`), whether it is ``disabled``, a
-delivery ``schedule`` (a five-field cron expression; stored, not yet acted on), and the
-name of its secret's parameter. Ids read ``ep_<32 hex>``.
+delivery ``schedule`` (a five-field cron expression; stored, not yet acted on), the name of
+its secret's parameter, and ``failing_since`` (written by the notify worker, which disables
+an endpoint failing too long: :mod:`pulse.webhook_endpoint_health`). Ids read
+``ep_<32 hex>``.
 
 **Secrets** are Standard Webhooks secrets, ``whsec_<base64 of 24 random bytes>``, shown once
 (at creation, at rotation) and kept only as SecureString parameters:
@@ -45,7 +47,7 @@ from pydantic_settings import SettingsConfigDict
 
 from pulse.aws_errors import AWS_ERRORS, AwsErrorKind, as_pulse_error, classify_aws_error
 from pulse.errors import PulseError
-from pulse.events import NOTIFICATION, iso_timestamp
+from pulse.events import NOTIFICATION, WEBHOOK_ENDPOINT_DISABLED, iso_timestamp
 from pulse.topology import ENDPOINT_INDEX
 from pulse.webhook_targets import SsrfPolicy, TargetRefused, WebhookTargetSettings, check_url
 
@@ -88,6 +90,8 @@ ENDPOINT_ID_PATTERN: Final = r"^ep_[0-9a-f]{32}$"
 # What the fan-out sends, and so what an endpoint's ``event_types`` may name.
 WEBHOOK_EVENT_TYPES: Final = {
     NOTIFICATION: "a payment's status changed (approved, declined, held for review, …)",
+    WEBHOOK_ENDPOINT_DISABLED: "another endpoint of the account failed continuously and "
+    "was disabled (PATCH it with disabled: false to send to it again)",
 }
 MAX_URL_LENGTH: Final = 2048
 MAX_DESCRIPTION_LENGTH: Final = 256
@@ -243,6 +247,8 @@ class WebhookEndpoint:
     updated_at: str | None = None
     secret_rotated_at: str | None = None
     previous_secret_expires_at: str | None = None
+    # Since when every attempt failed (none succeeded since): pulse.webhook_endpoint_health.
+    failing_since: str | None = None
 
     def accepts(self, event_type: str) -> bool:
         """Whether the fan-out sends it an event of ``event_type``: enabled, and the type in
@@ -264,6 +270,7 @@ class WebhookEndpoint:
             "updated_at": self.updated_at or self.created_at,
             "secret_rotated_at": self.secret_rotated_at,
             "previous_secret_expires_at": self.previous_secret_expires_at,
+            "failing_since": self.failing_since,
         }
 
     def to_item(self) -> dict[str, Any]:
@@ -310,6 +317,7 @@ _OPTIONAL_TEXT: Final = (
     "updated_at",
     "secret_rotated_at",
     "previous_secret_expires_at",
+    "failing_since",
 )
 
 
@@ -617,12 +625,14 @@ class WebhookEndpoints:
         self, endpoint: WebhookEndpoint, changes: Mapping[str, Any], *, now: datetime
     ) -> WebhookEndpoint | None:
         """Apply ``changes`` (``url``, ``description``, ``event_types``, ``schedule``: None
-        clears the last three; ``disabled``: a bool, False also clears the reason); the
+        clears the last three; ``disabled``: a bool, False also clears the reason and
+        ``failing_since``, a fresh start for the automatic disabling); the
         endpoint as it now stands, or None if it was removed meanwhile.
         :class:`InvalidFields` for bad fields."""
         values = check_fields(changes, self.policy)
         if values.get("disabled") is False:
             values["disabled_reason"] = None
+            values["failing_since"] = None
         values["updated_at"] = _stamp(now)
         return self._set(endpoint, values)
 
@@ -630,8 +640,8 @@ class WebhookEndpoints:
         self, endpoint: WebhookEndpoint, reason: str, *, now: datetime
     ) -> WebhookEndpoint | None:
         """Stop sending to ``endpoint`` (the fan-out skips it), saying why; PATCH
-        ``{"disabled": false}`` sends again. The seam of the automatic disabling of an
-        endpoint that keeps failing."""
+        ``{"disabled": false}`` sends again. (The notify worker's automatic disabling is
+        one conditional write of its own: :mod:`pulse.webhook_endpoint_health`.)"""
         return self._set(
             endpoint, {"disabled": True, "disabled_reason": reason, "updated_at": _stamp(now)}
         )

@@ -344,6 +344,7 @@ _WEBHOOK_SCHEMAS: Final = {
             "updated_at",
             "secret_rotated_at",
             "previous_secret_expires_at",
+            "failing_since",
         ],
         "properties": {
             "endpoint_id": {"type": "string", "pattern": ENDPOINT_ID_PATTERN},
@@ -362,6 +363,15 @@ _WEBHOOK_SCHEMAS: Final = {
                     **_TIME,
                     "description": "Until when the secret a rotation replaced still signs "
                     "deliveries, beside the current one.",
+                }
+            ),
+            "failing_since": _nullable(
+                {
+                    **_TIME,
+                    "description": "Since when every delivery attempt to the endpoint failed "
+                    "(null: the last one succeeded). Failing for "
+                    "PULSE_WEBHOOK_DISABLE_AFTER_SECONDS disables the endpoint; "
+                    'PATCH {"disabled": false} clears it.',
                 }
             ),
         },

@@ -15,7 +15,9 @@ One attempt (:meth:`WebhookDeliverer.handle`):
    (:func:`notify_worker.retry_schedule.hop_delay`). Delayed messages are not "in flight",
    so an endpoint down for hours with many events waiting meets no SQS quota.
 2. The endpoint's secrets (two during a rotation's overlap; an endpoint removed meanwhile:
-   the delivery is dropped).
+   the delivery is dropped). An endpoint disabled meanwhile (by PATCH, or automatically for
+   failing continuously: :mod:`notify_worker.endpoint_health`) is not attempted: the
+   delivery goes to the dead-letter queue as it is, with the error ``endpoint disabled``.
 3. The attempt is claimed in the attempt log (:class:`pulse.webhook_attempts.AttemptLog`):
    a conditional write of ``(endpoint, event, attempt number)``. A copy of a message that
    was already handled — a hop sent again because its worker died between sending and
@@ -37,6 +39,8 @@ One attempt (:meth:`WebhookDeliverer.handle`):
    error), ``attempts`` (this event's own count), ``endpoint_id`` and ``event_id``. Its body
    is the delivery as its next attempt, due at once: ``pulse dlq redrive webhooks-dlq.fifo``
    sends it back to the FIFO queue for one more attempt, numbered on in the log.
+7. The outcome kept on the endpoint (``failing_since``), which disables an endpoint failing
+   for ``PULSE_WEBHOOK_DISABLE_AFTER_SECONDS`` (:mod:`notify_worker.endpoint_health`).
 
 The attempt number lives in the message and the log, never in SQS's receive count, so an
 event gets the whole schedule whatever waits ahead of it. A first attempt that fails hands
@@ -72,6 +76,7 @@ from pulse.webhook_targets import TargetRefused, post_webhook
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
+    from notify_worker.endpoint_health import EndpointHealth
     from notify_worker.endpoints import SecretStore
     from notify_worker.rate_limit import EndpointRateLimit
     from notify_worker.retry_schedule import RetrySchedule
@@ -86,7 +91,8 @@ log = get_logger("notify_worker.delivery")
 DELIVERIES = Counter(
     "pulse_webhook_deliveries_total",
     "Webhook attempts by outcome: delivered, retry (another attempt scheduled), failed "
-    "(dead-lettered), dropped (endpoint removed)",
+    "(dead-lettered), dropped (endpoint removed), disabled (dead-lettered unattempted: its "
+    "endpoint is disabled)",
     ["outcome"],
 )
 REQUEST_DURATION = Histogram(
@@ -101,6 +107,7 @@ HOPS = Counter(
 )
 
 _FINISH_TRIES: Final = 3
+ENDPOINT_DISABLED: Final = "endpoint disabled"
 
 
 class WebhookQueues:
@@ -156,6 +163,7 @@ class WebhookDeliverer:
         secrets: SecretStore,
         *,
         rate_limit: EndpointRateLimit,
+        health: EndpointHealth,
         attempts: AttemptLog,
         queues: WebhookQueues,
         schedule: RetrySchedule,
@@ -166,6 +174,7 @@ class WebhookDeliverer:
         self._session = session
         self._secrets = secrets
         self._rate_limit = rate_limit
+        self._health = health
         self._attempts = attempts
         self._queues = queues
         self._schedule = schedule
@@ -198,6 +207,9 @@ class WebhookDeliverer:
         if not secrets:
             DELIVERIES.labels("dropped").inc()
             log.info("endpoint removed: delivery dropped")
+            return
+        if await self._health.disabled(delivery):
+            await self._hold_back(delivery)
             return
         claim = await asyncio.to_thread(
             self._attempts.claim,
@@ -239,6 +251,16 @@ class WebhookDeliverer:
             log.debug("webhook delivered", status=record.status_code)
         else:
             await self._follow_up(delivery, record)
+        if record is not None:
+            await self._health.attempted(delivery, failed=record.error is not None)
+
+    async def _hold_back(self, delivery: Delivery) -> None:
+        """Not attempted, its endpoint being disabled: dead-lettered as it is (this attempt,
+        due at once), so a recovery or a redrive sends it once the endpoint is enabled."""
+        held = replace(delivery, due_at_ms=0)
+        await self._queues.dead_letter(held, attempts=delivery.attempt - 1, error=ENDPOINT_DISABLED)
+        DELIVERIES.labels("disabled").inc()
+        log.info("endpoint disabled: delivery dead-lettered unattempted")
 
     async def _taken(self, delivery: Delivery, taken: Taken) -> None:
         """Another copy holds the attempt: wait for its lease, or finish what it left."""
@@ -249,6 +271,8 @@ class WebhookDeliverer:
             )
         log.info("attempt made before: not made again", state=taken.record.state)
         await self._follow_up(delivery, taken.record)
+        # Its maker may have died before keeping the outcome on the endpoint.
+        await self._health.attempted(delivery, failed=taken.record.error is not None)
 
     async def _attempt(
         self, delivery: Delivery, secrets: Sequence[str]

@@ -47,6 +47,9 @@ class NotifySettings(SqsConsumerSettings, WebhookTargetSettings):
     # How long signing secrets (SSM) and an account's endpoints (DynamoDB) are cached.
     webhook_secret_cache_seconds: float = Field(default=300.0, ge=0, le=86_400)
     webhook_endpoint_cache_seconds: float = Field(default=10.0, ge=0, le=3600)
+    # An endpoint whose every attempt failed for this long is disabled and its account told
+    # (pulse.webhook.endpoint_disabled); 0: never (notify_worker.endpoint_health).
+    webhook_disable_after_seconds: int = Field(default=5 * 86_400, ge=0)
 
     @field_validator("webhook_retry_schedule", mode="before")
     @classmethod

@@ -110,10 +110,14 @@ class WebhookFanout:
         self._queue = DeliveryQueue(sqs, queue_name)
         self._directory = directory
 
-    async def notify(self, notification: CloudEvent) -> bool:
+    async def notify(self, notification: CloudEvent, *, skip_endpoint: str | None = None) -> bool:
+        """Queue the deliveries; ``skip_endpoint`` is one endpoint not to send to (the one
+        an announcement is about)."""
         account_id = str(notification.data["account_id"])
         endpoints = await self._directory.endpoints(account_id)
-        endpoints = [e for e in endpoints if e.accepts(notification.type)]
+        endpoints = [
+            e for e in endpoints if e.accepts(notification.type) and e.endpoint_id != skip_endpoint
+        ]
         if not endpoints:
             return False
         event = notification.model_dump(mode="json", exclude_none=True)

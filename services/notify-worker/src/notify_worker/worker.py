@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 import aiohttp
 
 from notify_worker.delivery import WebhookDeliverer, WebhookQueues
+from notify_worker.endpoint_health import EndpointHealth
 from notify_worker.endpoints import EndpointDirectory, SecretStore
 from notify_worker.notifications import notification_event
 from notify_worker.notifiers import AccountChannelNotifier, Notifier
@@ -30,6 +31,7 @@ from pulse.metrics import StageMetrics
 from pulse.service import redis_check, serving_ops
 from pulse.topology import WebhookNames
 from pulse.webhook_attempts import AttemptLog
+from pulse.webhook_endpoint_health import EndpointHealthTable
 from pulse.webhook_targets import SsrfPolicy, guarded_connector
 
 if TYPE_CHECKING:
@@ -98,13 +100,9 @@ async def serve(lifecycle: Lifecycle) -> None:
     redis = redis_client(settings)
 
     lifecycle.add_check("redis", redis_check(redis))
-    worker = NotifyWorker(
-        [
-            AccountChannelNotifier(ChannelPublisher.of(redis, settings)),
-            WebhookFanout(sqs, hooks.queue, directory),
-        ],
-        guard=guard_for(redis, settings, "notify"),
-    )
+    channel = AccountChannelNotifier(ChannelPublisher.of(redis, settings))
+    fanout = WebhookFanout(sqs, hooks.queue, directory)
+    worker = NotifyWorker([channel, fanout], guard=guard_for(redis, settings, "notify"))
     session = aiohttp.ClientSession(
         headers={"user-agent": "pulse-webhooks/1"},
         connector=guarded_connector(SsrfPolicy.from_settings(settings)),
@@ -116,6 +114,13 @@ async def serve(lifecycle: Lifecycle) -> None:
         ),
         rate_limit=EndpointRateLimit(
             redis, settings.redis_prefix, rate_per_second=settings.webhook_rate_per_second
+        ),
+        health=EndpointHealth(
+            EndpointHealthTable(ddb, hooks.table),
+            directory,
+            channel=channel,
+            fanout=fanout,
+            disable_after_seconds=settings.webhook_disable_after_seconds,
         ),
         attempts=AttemptLog(ddb, hooks.attempts, ttl_seconds=settings.webhook_attempt_ttl_seconds),
         queues=WebhookQueues(sqs, hooks),

@@ -159,6 +159,11 @@ WEBHOOK_MANAGEMENT = [
         f"{ATTEMPTS_TABLE}/index/by-time",
     ),
 ]
+# The notify worker keeps each attempt's outcome on its endpoint and disables one that keeps
+# failing (pulse.webhook_endpoint_health: conditional updates, a consistent read).
+WEBHOOK_ENDPOINT_HEALTH = SharedCode(
+    "libs/pulse/src/pulse/webhook_endpoint_health.py", resource=WEBHOOKS_TABLE
+)
 # The notify worker claims and records webhook attempts; reading the log is the readers' part.
 WEBHOOK_ATTEMPTS = SharedCode(
     WEBHOOK_ATTEMPTS_CODE,
@@ -174,6 +179,7 @@ SHARED_CODE = {
         SharedCode("libs/pulse/src/pulse/consumer/*.py"),
         *WEBHOOK_READS,
         WEBHOOK_ATTEMPTS,
+        WEBHOOK_ENDPOINT_HEALTH,
     ],
     # its replay queue (stream-replays, failed records redriven) runs on the consumer, whose
     # health probe reads the failure queue and that queue's DLQ
