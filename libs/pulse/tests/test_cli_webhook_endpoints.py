@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+import orjson
 import pytest
 from click.testing import CliRunner
 
@@ -90,7 +91,7 @@ def test_an_endpoint_is_managed_from_the_terminal_on_the_apis_code_path(
         [
             *("webhooks", "add", "--account", "acct-c", "--url", url),
             *("--description", "orders", "--event-type", "pulse.notification"),
-            *("--schedule", "*/5 * * * *"),
+            *("--schedule", "*/5 * * * *", "--rate", "3"),
         ],
         env=stack_env,
     )
@@ -105,7 +106,12 @@ def test_an_endpoint_is_managed_from_the_terminal_on_the_apis_code_path(
     stored = store.get(endpoint, "acct-c")
     assert stored is not None
     assert (stored.description, stored.event_types) == ("orders", ("pulse.notification",))
-    assert stored.schedule == "*/5 * * * *"
+    assert (stored.schedule, stored.rate_per_second) == ("*/5 * * * *", 3)
+    shown = runner.invoke(main, ["webhooks", "show", "--endpoint", endpoint], env=stack_env)
+    assert shown.exit_code == 0, shown.output
+    as_json = orjson.loads(shown.output)
+    assert as_json == stored.public()
+    assert (as_json["schedule"], as_json["rate_per_second"]) == ("*/5 * * * *", 3)
 
     rotated = runner.invoke(
         main, ["webhooks", "rotate-secret", "--endpoint", endpoint], env=stack_env
@@ -153,6 +159,8 @@ def test_an_endpoint_is_managed_from_the_terminal_on_the_apis_code_path(
     [
         (["--event-type", "pulse.payment.deleted"], "--event-type invalid: unknown event type"),
         (["--schedule", "at noon"], "--schedule invalid: must be a cron expression"),
+        (["--schedule", "0 0 1 * *"], "--schedule invalid: its windows are up to 31.0 days apart"),
+        (["--rate", "0"], "--rate invalid: must be a whole number from 1 to 10000"),
     ],
 )
 def test_a_bad_option_is_one_line_naming_it(

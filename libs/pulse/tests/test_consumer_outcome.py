@@ -17,6 +17,7 @@ from pulse.consumer.outcome import (
 )
 from pulse.errors import (
     ConditionFailedError,
+    Hold,
     PermanentError,
     ResourceNotFoundError,
     RetryableError,
@@ -111,6 +112,13 @@ def test_the_last_allowed_receive_dead_letters_with_the_error(
     # without a known redrive policy nothing changes
     if expected.action is Action.DEAD_LETTER and not isinstance(error, PermanentError):
         assert policy().after(receive_count, error).action is Action.RETRY
+
+
+@pytest.mark.parametrize("receive_count", [4, 5, 1000])
+def test_a_hold_is_never_the_last_receive(receive_count: int) -> None:
+    """A held message waits its delay whatever its receive count: holds are not failures."""
+    held = Hold("endpoint outside its delivery window", delay=3600)
+    assert policy().after(receive_count, held, max_receives=5) == Outcome(Action.RETRY, 3600)
 
 
 @pytest.mark.parametrize(

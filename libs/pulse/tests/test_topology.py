@@ -71,7 +71,11 @@ def test_subscriptions_route_by_event_type(stack_settings: PulseSettings) -> Non
 def test_webhook_tables_and_queues_are_created_unsubscribed(
     stack_settings: PulseSettings,
 ) -> None:
-    from pulse.topology import WEBHOOK_MAX_RECEIVES, WebhookNames  # noqa: PLC0415
+    from pulse.topology import (  # noqa: PLC0415
+        SQS_MAX_RECEIVES,
+        WEBHOOK_MAX_RECEIVES,
+        WebhookNames,
+    )
 
     out = apply_topology(stack_settings)
     hooks = WebhookNames.from_prefix(stack_settings.resource_prefix)
@@ -89,8 +93,10 @@ def test_webhook_tables_and_queues_are_created_unsubscribed(
     assert json.loads(attrs["RedrivePolicy"])["deadLetterTargetArn"] == out.queue_arns[hooks.dlq]
     assert hooks.dlq.endswith(".fifo")
     assert hooks.queue not in out.subscription_arns  # fed by the notify worker, not the topic
-    # Attempts are counted apart from receives: the redrive is a last resort only.
-    assert json.loads(attrs["RedrivePolicy"])["maxReceiveCount"] == WEBHOOK_MAX_RECEIVES
+    # Attempts are counted apart from receives, and each hold outside a delivery window is
+    # a receive: the redrive is a last resort only, and held events outlast a 7-day closure.
+    assert json.loads(attrs["RedrivePolicy"])["maxReceiveCount"] == SQS_MAX_RECEIVES
+    assert int(attrs["MessageRetentionPeriod"]) == 14 * 24 * 3600
 
     retries = sqs.get_queue_attributes(
         QueueUrl=out.queue_urls[hooks.retries], AttributeNames=["All"]

@@ -69,6 +69,7 @@ def test_an_endpoint_is_registered_read_changed_and_removed(
             "description": None,
             "event_types": None,
             "schedule": "0 9-17 * * mon-fri",
+            "rate_per_second": 2,
             "disabled": True,
         },
         now=later,
@@ -76,7 +77,8 @@ def test_an_endpoint_is_registered_read_changed_and_removed(
     assert changed is not None
     assert changed.url == "https://hooks.example.com/v2"
     assert (changed.description, changed.event_types) == (None, None)
-    assert changed.schedule == "0 9-17 * * mon-fri"
+    assert (changed.schedule, changed.rate_per_second) == ("0 9-17 * * mon-fri", 2)
+    assert changed.public()["rate_per_second"] == 2
     assert changed.disabled
     assert changed.public()["updated_at"] == "2026-12-04T10:01:00.000Z"
     assert store.get(endpoint.endpoint_id, "acct-1") == changed
@@ -193,6 +195,10 @@ def test_without_an_overlap_the_old_secret_stops_at_once(
         ({"schedule": "every day"}, "schedule", "five fields"),
         ({"schedule": "* * * * * *"}, "schedule", "five fields"),
         ({"schedule": "61 * * * *"}, "schedule", "five fields"),
+        ({"schedule": "0 0 1 1 *"}, "schedule", "at most 7 days for a window"),
+        ({"rate_per_second": 0}, "rate_per_second", "from 1 to 10000"),
+        ({"rate_per_second": True}, "rate_per_second", "whole number"),
+        ({"rate_per_second": 1.5}, "rate_per_second", "whole number"),
         ({"description": "x" * 257}, "description", "at most 256"),
     ],
 )

@@ -216,12 +216,47 @@ async def test_an_internal_or_plain_url_is_422_with_the_reason(
     assert (status, problem["type"]) == (422, PROBLEMS + "webhook-url-refused")
 
 
+async def test_delivery_windows_and_a_rate_are_set_shown_and_refused_when_bad(api: Api) -> None:
+    """Window delivery: a schedule (business hours) and a rate at registration, shown in the
+    endpoint's JSON, changed and cleared by PATCH; a schedule whose windows are a month
+    apart is refused with the reason, the endpoint left as it was."""
+    made = await api.create(ALICE, schedule="* 9-17 * * 1-5", rate_per_second=5)
+    api.conforms(made, "WebhookEndpointWithSecret")
+    assert (made["schedule"], made["rate_per_second"]) == ("* 9-17 * * 1-5", 5)
+    path = f"{BASE}/{made['endpoint_id']}"
+    status, read = await api.call("GET", path, ALICE)
+    assert (status, read["schedule"], read["rate_per_second"]) == (200, "* 9-17 * * 1-5", 5)
+
+    status, problem = await api.call("PATCH", path, ALICE, json={"schedule": "0 0 1 * *"})
+    assert (status, problem["type"]) == (422, PROBLEMS + "invalid-schedule"), problem
+    assert "31.0 days apart" in problem["detail"]
+    assert "at most 7 days" in problem["detail"]
+    status, problem = await api.call("PATCH", path, ALICE, json={"rate_per_second": "fast"})
+    assert (status, [e["field"] for e in problem["errors"]]) == (422, ["rate_per_second"])
+    status, read = await api.call("GET", path, ALICE)
+    assert (read["schedule"], read["rate_per_second"]) == ("* 9-17 * * 1-5", 5)
+
+    changes = {"schedule": "*/5 * * * *", "rate_per_second": 100}
+    status, changed = await api.call("PATCH", path, ALICE, json=changes)
+    assert status == 200, changed
+    api.conforms(changed, "WebhookEndpoint")
+    assert (changed["schedule"], changed["rate_per_second"]) == ("*/5 * * * *", 100)
+    status, cleared = await api.call(
+        "PATCH", path, ALICE, json={"schedule": None, "rate_per_second": None}
+    )
+    assert (status, cleared["schedule"], cleared["rate_per_second"]) == (200, None, None)
+
+
 @pytest.mark.parametrize(
     ("body", "kind", "fields"),
     [
         ({"url": URL, "event_types": ["pulse.payment.deleted"]}, "validation", ["event_types"]),
         ({"url": URL, "event_types": []}, "validation", ["event_types"]),
         ({"url": URL, "schedule": "every monday"}, "invalid-schedule", ["schedule"]),
+        ({"url": URL, "schedule": "0 0 1 * *"}, "invalid-schedule", ["schedule"]),
+        ({"url": URL, "rate_per_second": 0}, "validation", ["rate_per_second"]),
+        ({"url": URL, "rate_per_second": 2.5}, "validation", ["rate_per_second"]),
+        ({"url": URL, "rate_per_second": 10_001}, "validation", ["rate_per_second"]),
         ({"url": URL, "secret": "whsec_mine"}, "validation", ["secret"]),
         ({"description": "no url"}, "validation", ["url"]),
         ({"url": 5}, "validation", ["url"]),

@@ -14,6 +14,7 @@ from notify_worker.rate_limit import (
     IN_TRANSIT_MARGIN_US,
     RATE_LIMITED,
     EndpointRateLimit,
+    interval_us,
     rate_key,
 )
 from pulse.replication import ScriptRunner
@@ -56,3 +57,18 @@ async def test_one_turn_per_interval_per_endpoint_on_a_redis_cluster(
     nodes = [async_redis_cluster.get_node_from_key(rate_key("pulse:", e)) for e in ENDPOINTS]
     assert len({node.name for node in nodes if node is not None}) == 3  # every master
     await _check(async_redis_cluster, "pulse:")
+
+
+async def test_an_endpoints_own_rate_sets_its_interval(
+    async_redis: aioredis.Redis, stack_prefix: str
+) -> None:
+    """A turn at the endpoint's own rate (here 1/s against a default of 5/s) waits its own,
+    longer interval; a turn without one keeps the default's."""
+    limit = EndpointRateLimit(async_redis, f"pulse:{stack_prefix}", rate_per_second=RATE)
+    runner = ScriptRunner(async_redis)
+    own = limit.script_call("ep_own", 1)
+    assert own.args == (interval_us(1),)
+    assert limit.script_call("ep_default").args == (INTERVAL_US,)
+    assert await runner.call(own, idempotent=True) == 0
+    wait = await runner.call(own, idempotent=True)
+    assert INTERVAL_US < wait <= interval_us(1)

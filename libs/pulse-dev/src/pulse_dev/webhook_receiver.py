@@ -121,12 +121,15 @@ class ScriptedReceiver:
         return Counter(h.webhook_id for h in self.of(name))
 
 
-def register_endpoint(env: dict[str, str], account: str, url: str) -> tuple[str, str]:
-    """``pulse webhooks add --account A --url U`` in ``env``: the endpoint id and secret."""
+def register_endpoint(
+    env: dict[str, str], account: str, url: str, *options: str
+) -> tuple[str, str]:
+    """``pulse webhooks add --account A --url U [options]`` in ``env``: the endpoint id and
+    secret."""
     from pulse.cli import main  # noqa: PLC0415 - the command, as an operator runs it
 
     result = CliRunner().invoke(
-        main, ["webhooks", "add", "--account", account, "--url", url], env=env
+        main, ["webhooks", "add", "--account", account, "--url", url, *options], env=env
     )
     if result.exit_code != 0:
         raise RuntimeError(f"pulse webhooks add failed: {result.output}")

@@ -4,10 +4,14 @@
     ├── RetryableError          -- transient: throttling, a dependency down, a timeout.
     │   │                          Workers leave the message for redelivery (optionally after
     │   │                          ``delay`` seconds); the stream processor retries the record.
-    │   └── ResourceNotFoundError -- an AWS resource (table, queue, topic, parameter) does not
-    │                              exist: not yet (the topology is being applied) or no longer.
-    │                              Retried like any transient failure; callers for whom absence
-    │                              is an answer (get-or-create, delete) catch it.
+    │   ├── ResourceNotFoundError -- an AWS resource (table, queue, topic, parameter) does not
+    │   │                          exist: not yet (the topology is being applied) or no longer.
+    │   │                          Retried like any transient failure; callers for whom absence
+    │   │                          is an answer (get-or-create, delete) catch it.
+    │   └── Hold                -- not a failure: the work must wait ``delay`` seconds (a
+    │                              webhook endpoint outside its delivery window). The message
+    │                              is hidden that long and never dead-lettered for its receive
+    │                              count.
     └── PermanentError          -- retrying cannot help: invalid input, a poison message.
         ├── ConditionFailedError -- a conditional write found its condition false: an answer
         │                          (someone else wrote first), caught by the writer.
@@ -22,6 +26,7 @@ from __future__ import annotations
 __all__ = [
     "ConditionFailedError",
     "ConfigurationError",
+    "Hold",
     "PermanentError",
     "PulseError",
     "ResourceNotFoundError",
@@ -43,6 +48,13 @@ class RetryableError(PulseError):
 
 class ResourceNotFoundError(RetryableError):
     """An AWS resource the call needs does not exist (yet)."""
+
+
+class Hold(RetryableError):  # noqa: N818 - a signal to wait, not an error
+    """The work may not be done yet: try again in ``delay`` seconds (required)."""
+
+    def __init__(self, message: str, *, delay: float) -> None:
+        super().__init__(message, delay=delay)
 
 
 class PermanentError(PulseError):

@@ -41,6 +41,8 @@ __all__ = [
     "AUDIT_ACCOUNT_INDEX",
     "ENDPOINT_INDEX",
     "FAILURE_READS",
+    "SQS_MAX_RECEIVES",
+    "WEBHOOK_FIFO_RECEIVES",
     "WEBHOOK_MAX_RECEIVES",
     "IndexSpec",
     "QueueSpec",
@@ -160,7 +162,14 @@ _FAILURE_RETENTION_SECONDS = 14 * 24 * 3600  # SQS's longest: failures wait for 
 # Receives of one webhook message before its queue's redrive dead-letters it (module doc of
 # pulse_spec): at the consumer's backoff (at most 300 s) about two hours of failing AWS.
 WEBHOOK_MAX_RECEIVES = 50
-FAILURE_READS = 1000  # SQS's highest maxReceiveCount: reading failures never moves them
+SQS_MAX_RECEIVES = 1000  # SQS's highest maxReceiveCount
+FAILURE_READS = SQS_MAX_RECEIVES  # reading failures never moves them
+# Receives of one first attempt (the webhooks FIFO queue): an endpoint outside its delivery
+# window holds its head message once per PULSE_WEBHOOK_WINDOW_RECHECK_SECONDS (an hour by
+# default), and each hold is a receive: a 7-day closure, the longest a schedule may have,
+# is 168 of them (pulse_spec's doc).
+WEBHOOK_FIFO_RECEIVES = SQS_MAX_RECEIVES
+_WEBHOOK_RETENTION_SECONDS = 14 * 24 * 3600  # SQS's longest: held events outlast a closure
 
 
 @dataclass(frozen=True)
@@ -219,13 +228,19 @@ def pulse_spec(names: ResourceNames) -> TopologySpec:
     carries each event's first attempt per endpoint, the retries
     queue its later attempts (chained delays), and the attempts table (hash
     ``endpoint_id``, range ``attempt_key``, TTL ``expires_at``, index ``by-time``) logs and
-    claims every attempt (:mod:`pulse.webhook_attempts`). Their redrive policies allow
-    :data:`WEBHOOK_MAX_RECEIVES` receives: a delivery's attempts are counted apart from SQS
-    receives, so the redrive only catches a message that keeps failing for other reasons
-    (AWS or Redis out of reach for hours, a bug). The failure queue keeps what it holds for
-    14 days, and is the dead-letter queue of the replay queue (declared after it, so the
-    failure queue's own attributes are set first). The API-keys table (hash ``key_id``)
-    holds the merchant backends' keys, hashed (:mod:`pulse.api_keys`).
+    claims every attempt (:mod:`pulse.webhook_attempts`). A delivery's attempts are counted
+    apart from SQS receives, so the redrive policies only catch a message that keeps failing
+    for other reasons (AWS or Redis out of reach for hours, a bug): the retries queue's
+    after :data:`WEBHOOK_MAX_RECEIVES` receives, the FIFO queue's after
+    :data:`WEBHOOK_FIFO_RECEIVES` (SQS's most), because its messages also wait there, one
+    receive per hold, while their endpoint is outside its delivery window
+    (:mod:`pulse.webhook_windows`). With a hold at most every hour, a 7-day closure (the
+    longest a schedule may have) is 168 receives: an event survives five of the longest,
+    or about 60 weeknights of business hours, before the redrive could touch it. The FIFO
+    queue keeps messages 14 days (SQS's most), longer than any closure. The failure queue
+    keeps what it holds for 14 days, and is the dead-letter queue of the replay queue
+    (declared after it, so the failure queue's own attributes are set first). The API-keys
+    table (hash ``key_id``) holds the merchant backends' keys, hashed (:mod:`pulse.api_keys`).
     """
     base = default_spec(names)
     hooks = WebhookNames.from_prefix(names.prefix)
@@ -256,7 +271,8 @@ def pulse_spec(names: ResourceNames) -> TopologySpec:
                 hooks.dlq,
                 None,
                 visibility_timeout=60,
-                max_receive_count=WEBHOOK_MAX_RECEIVES,
+                message_retention_period=_WEBHOOK_RETENTION_SECONDS,
+                max_receive_count=WEBHOOK_FIFO_RECEIVES,
                 fifo=True,
             ),
             QueueSpec(

@@ -6,10 +6,11 @@ An endpoint is a row of ``{prefix}webhooks`` (hash ``account_id``, range ``endpo
 the index :data:`~pulse.topology.ENDPOINT_INDEX` by ``endpoint_id`` alone for operators, who name an
 endpoint without its account): its ``url``, a ``description``, the ``event_types`` it
 wants (absent: every type of :data:`WEBHOOK_EVENT_TYPES`), whether it is ``disabled``, a
-delivery ``schedule`` (a five-field cron expression; stored, not yet acted on), the name of
-its secret's parameter, and ``failing_since`` (written by the notify worker, which disables
-an endpoint failing too long: :mod:`pulse.webhook_endpoint_health`). Ids read
-``ep_<32 hex>``.
+delivery ``schedule`` (a five-field cron expression: the windows it is sent in,
+:mod:`pulse.webhook_windows`; none: always), its ``rate_per_second`` (absent: the notify
+worker's ``PULSE_WEBHOOK_RATE_PER_SECOND``), the name of its secret's parameter, and
+``failing_since`` (written by the notify worker, which disables an endpoint failing too
+long: :mod:`pulse.webhook_endpoint_health`). Ids read ``ep_<32 hex>``.
 
 **Secrets** are Standard Webhooks secrets, ``whsec_<base64 of 24 random bytes>``, shown once
 (at creation, at rotation) and kept only as SecureString parameters:
@@ -50,6 +51,7 @@ from pulse.errors import PulseError
 from pulse.events import NOTIFICATION, WEBHOOK_ENDPOINT_DISABLED, iso_timestamp
 from pulse.topology import ENDPOINT_INDEX
 from pulse.webhook_targets import SsrfPolicy, TargetRefused, WebhookTargetSettings, check_url
+from pulse.webhook_windows import window_gap_refusal
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Mapping, Sequence
@@ -59,6 +61,7 @@ if TYPE_CHECKING:
 __all__ = [
     "ENDPOINT_ID_PATTERN",
     "MAX_DESCRIPTION_LENGTH",
+    "MAX_RATE_PER_SECOND",
     "MAX_URL_LENGTH",
     "SECRET_PREFIX",
     "WEBHOOK_EVENT_TYPES",
@@ -81,6 +84,7 @@ __all__ = [
     "read_signing_secrets",
     "validate_description",
     "validate_event_types",
+    "validate_rate",
     "validate_schedule",
 ]
 
@@ -95,6 +99,7 @@ WEBHOOK_EVENT_TYPES: Final = {
 }
 MAX_URL_LENGTH: Final = 2048
 MAX_DESCRIPTION_LENGTH: Final = 256
+MAX_RATE_PER_SECOND: Final = 10_000
 _SECRET_BYTES: Final = 24
 _ENDPOINT_ID: Final = re.compile(ENDPOINT_ID_PATTERN)
 _CRON_FIELDS: Final = 5
@@ -216,7 +221,8 @@ def validate_event_types(event_types: object) -> tuple[str, ...] | None:
 
 def validate_schedule(schedule: object) -> str | None:
     """A five-field cron expression (minute hour day-of-month month day-of-week) as given,
-    checked by ``croniter``; None stays None."""
+    checked by ``croniter``, whose windows are at most 7 days apart
+    (:func:`pulse.webhook_windows.window_gap_refusal`); None stays None."""
     if schedule is None:
         return None
     words = (
@@ -227,7 +233,22 @@ def validate_schedule(schedule: object) -> str | None:
         raise InvalidField("schedule", words)
     if len(schedule.split()) != _CRON_FIELDS or not croniter.is_valid(schedule):
         raise InvalidField("schedule", words)
+    refusal = window_gap_refusal(schedule)
+    if refusal is not None:
+        raise InvalidField("schedule", refusal)
     return schedule
+
+
+def validate_rate(rate: object) -> int | None:
+    """Requests a second to the endpoint at most: a whole number 1 to
+    :data:`MAX_RATE_PER_SECOND`; None (the worker's default) stays None."""
+    if rate is None:
+        return None
+    if isinstance(rate, bool) or not isinstance(rate, int) or not 1 <= rate <= MAX_RATE_PER_SECOND:
+        raise InvalidField(
+            "rate_per_second", f"must be a whole number from 1 to {MAX_RATE_PER_SECOND}, or null"
+        )
+    return rate
 
 
 @dataclass(frozen=True)
@@ -244,6 +265,7 @@ class WebhookEndpoint:
     disabled: bool = False
     disabled_reason: str | None = None
     schedule: str | None = None
+    rate_per_second: int | None = None
     updated_at: str | None = None
     secret_rotated_at: str | None = None
     previous_secret_expires_at: str | None = None
@@ -266,6 +288,7 @@ class WebhookEndpoint:
             "disabled": self.disabled,
             "disabled_reason": self.disabled_reason,
             "schedule": self.schedule,
+            "rate_per_second": self.rate_per_second,
             "created_at": self.created_at,
             "updated_at": self.updated_at or self.created_at,
             "secret_rotated_at": self.secret_rotated_at,
@@ -285,6 +308,8 @@ class WebhookEndpoint:
             item["event_types"] = {"L": [{"S": t} for t in self.event_types]}
         if self.disabled:
             item["disabled"] = {"BOOL": True}
+        if self.rate_per_second is not None:
+            item["rate_per_second"] = {"N": str(self.rate_per_second)}
         for name in _OPTIONAL_TEXT:
             value = getattr(self, name)
             if value is not None:
@@ -298,6 +323,7 @@ class WebhookEndpoint:
             return str(value["S"]) if value and "S" in value else None
 
         types = item.get("event_types")
+        rate = item.get("rate_per_second")
         return cls(
             account_id=str(item["account_id"]["S"]),
             endpoint_id=str(item["endpoint_id"]["S"]),
@@ -306,6 +332,7 @@ class WebhookEndpoint:
             created_at=text("created_at") or "",
             event_types=tuple(str(t["S"]) for t in types["L"]) if types else None,
             disabled=bool(item.get("disabled", {}).get("BOOL", False)),
+            rate_per_second=int(rate["N"]) if rate else None,
             **{name: text(name) for name in _OPTIONAL_TEXT},
         )
 
@@ -332,14 +359,15 @@ _CHECKS: Final = {
     "description": validate_description,
     "event_types": validate_event_types,
     "schedule": validate_schedule,
+    "rate_per_second": validate_rate,
     "disabled": _disabled,
 }
 
 
 def check_fields(values: Mapping[str, Any], policy: SsrfPolicy) -> dict[str, Any]:
-    """``values`` (``url``, ``description``, ``event_types``, ``schedule``, ``disabled``) as
-    stored; :class:`InvalidFields` naming every one that cannot be taken, an unknown name
-    among them."""
+    """``values`` (``url``, ``description``, ``event_types``, ``schedule``,
+    ``rate_per_second``, ``disabled``) as stored; :class:`InvalidFields` naming every one
+    that cannot be taken, an unknown name among them."""
     checked: dict[str, Any] = {}
     errors: list[InvalidField] = []
     for name, value in values.items():
@@ -515,6 +543,7 @@ class WebhookEndpoints:
         description: str | None = None,
         event_types: Sequence[str] | None = None,
         schedule: str | None = None,
+        rate_per_second: int | None = None,
         now: datetime,
     ) -> NewEndpoint:
         """Register an endpoint of ``account_id``: its secret first (a row without one would
@@ -525,6 +554,7 @@ class WebhookEndpoints:
                 "description": description,
                 "event_types": event_types,
                 "schedule": schedule,
+                "rate_per_second": rate_per_second,
             },
             self.policy,
         )
@@ -624,10 +654,10 @@ class WebhookEndpoints:
     def update(
         self, endpoint: WebhookEndpoint, changes: Mapping[str, Any], *, now: datetime
     ) -> WebhookEndpoint | None:
-        """Apply ``changes`` (``url``, ``description``, ``event_types``, ``schedule``: None
-        clears the last three; ``disabled``: a bool, False also clears the reason and
-        ``failing_since``, a fresh start for the automatic disabling); the
-        endpoint as it now stands, or None if it was removed meanwhile.
+        """Apply ``changes`` (``url``, ``description``, ``event_types``, ``schedule``,
+        ``rate_per_second``: None clears all but the first; ``disabled``: a bool, False also
+        clears the reason and ``failing_since``, a fresh start for the automatic disabling);
+        the endpoint as it now stands, or None if it was removed meanwhile.
         :class:`InvalidFields` for bad fields."""
         values = check_fields(changes, self.policy)
         if values.get("disabled") is False:

@@ -35,6 +35,7 @@ from pulse.webhook_deliveries import WEBHOOK_TEST
 from pulse.webhook_endpoints import (
     ENDPOINT_ID_PATTERN,
     MAX_DESCRIPTION_LENGTH,
+    MAX_RATE_PER_SECOND,
     MAX_URL_LENGTH,
     WEBHOOK_EVENT_TYPES,
 )
@@ -321,10 +322,24 @@ _SCHEDULE: Final = _nullable(
     {
         "type": "string",
         "maxLength": MAX_DESCRIPTION_LENGTH,
-        "description": "A five-field cron expression (minute hour day-of-month month "
-        "day-of-week), checked by croniter; one it refuses is 422 "
-        f"{PROBLEM_BASE}invalid-schedule. Stored for delivery windows, not yet acted on.",
-        "examples": ["*/5 * * * *"],
+        "description": "Delivery windows: a five-field cron expression (minute hour "
+        "day-of-month month day-of-week), read by croniter. The endpoint is sent events "
+        "during every minute (UTC) it matches: `*/5 * * * *` the minutes :00, :05, …; "
+        "`* 9-17 * * 1-5` business hours. Outside a window its events wait, in order, and "
+        "go out at its rate when the window opens. Null (or left out): always. One croniter "
+        "refuses, or whose windows are more than 7 days apart, is 422 "
+        f"{PROBLEM_BASE}invalid-schedule.",
+        "examples": ["*/5 * * * *", "* 9-17 * * 1-5"],
+    }
+)
+_RATE: Final = _nullable(
+    {
+        "type": "integer",
+        "minimum": 1,
+        "maximum": MAX_RATE_PER_SECOND,
+        "description": "Requests a second to the endpoint at most (in any one-second "
+        "window); null (or left out): the notify worker's PULSE_WEBHOOK_RATE_PER_SECOND.",
+        "examples": [5],
     }
 )
 _WEBHOOK_SCHEMAS: Final = {
@@ -340,6 +355,7 @@ _WEBHOOK_SCHEMAS: Final = {
             "disabled",
             "disabled_reason",
             "schedule",
+            "rate_per_second",
             "created_at",
             "updated_at",
             "secret_rotated_at",
@@ -355,6 +371,7 @@ _WEBHOOK_SCHEMAS: Final = {
             "disabled": {"type": "boolean"},
             "disabled_reason": _nullable({"type": "string"}),
             "schedule": _nullable({"type": "string"}),
+            "rate_per_second": _nullable({"type": "integer"}),
             "created_at": _TIME,
             "updated_at": _TIME,
             "secret_rotated_at": _nullable(_TIME),
@@ -404,6 +421,7 @@ _WEBHOOK_SCHEMAS: Final = {
             "description": _DESCRIPTION,
             "event_types": _nullable(_EVENT_TYPES),
             "schedule": _SCHEDULE,
+            "rate_per_second": _RATE,
             "account_id": {
                 "type": "string",
                 "pattern": ID_PATTERN,
@@ -421,6 +439,7 @@ _WEBHOOK_SCHEMAS: Final = {
             "description": _DESCRIPTION,
             "event_types": _nullable(_EVENT_TYPES),
             "schedule": _SCHEDULE,
+            "rate_per_second": _RATE,
             "disabled": {
                 "type": "boolean",
                 "description": "true: nothing is sent to it; false sends again.",
@@ -627,7 +646,7 @@ def _webhook_paths() -> dict[str, Any]:
     refused = _problem(
         f"Invalid fields (each named in `errors`); type {PROBLEM_BASE}webhook-url-refused for "
         f"a URL the SSRF guard refuses (the reason in words), {PROBLEM_BASE}invalid-schedule "
-        "for a cron expression croniter refuses."
+        "for a cron expression croniter refuses or whose windows are more than 7 days apart."
     )
     disabled = _problem(f"The endpoint is disabled (type {PROBLEM_BASE}endpoint-disabled).")
     base = "/v1/webhook-endpoints"
@@ -690,7 +709,8 @@ def _webhook_paths() -> dict[str, Any]:
                 "updateWebhookEndpoint",
                 "Change a webhook endpoint",
                 "The fields given change (a URL is checked again); null clears "
-                "`description`, `event_types` (every type again) and `schedule`; "
+                "`description`, `event_types` (every type again), `schedule` (always open) and "
+                "`rate_per_second` (the default rate); "
                 "`disabled: false` sends to a disabled endpoint again.",
                 {"200": _json("The endpoint, changed.", _ref("WebhookEndpoint")), "422": refused},
                 body="WebhookEndpointChanges",

@@ -32,7 +32,13 @@ from aiohttp import web
 
 from ingest.authz import Action, Verdict, authorize
 from ingest.handling import allowed, json_response, read_body
-from ingest.validation import ID_PATTERN, page_limit, parse_json, unknown_parameters
+from ingest.validation import (
+    ID_PATTERN,
+    JsonNumber,
+    page_limit,
+    parse_json,
+    unknown_parameters,
+)
 from pulse.events import iso_timestamp, utc_now
 from pulse.logging import get_logger
 from pulse.problems import FieldError, Problem, bad_request, not_found, unprocessable
@@ -72,13 +78,15 @@ RFC3339_PATTERN: Final = (
 _RFC3339: Final = re.compile(RFC3339_PATTERN)
 _FRACTION: Final = re.compile(r"\.[0-9]+")
 _ID: Final = re.compile(ID_PATTERN)
+_WHOLE: Final = re.compile(r"-?[0-9]{1,18}")
 _NO_STORE: Final = {"Cache-Control": "no-store"}  # answers that carry a secret
-_FIELDS: Final = frozenset({"url", "description", "event_types", "schedule"})
+_FIELDS: Final = frozenset({"url", "description", "event_types", "schedule", "rate_per_second"})
 
 
 def _endpoint_problem(exc: InvalidFields) -> Problem:
     """422: ``webhook-url-refused`` when the SSRF policy refused the URL (its reason in
-    words), ``invalid-schedule`` for a cron expression croniter refuses, else ``validation``;
+    words), ``invalid-schedule`` for a cron expression croniter refuses or whose windows are
+    more than 7 days apart, else ``validation``;
     every bad field listed."""
     errors = [FieldError(field=e.field, message=e.message) for e in exc.errors]
     refused = exc.url_refused
@@ -97,11 +105,21 @@ def _endpoint_problem(exc: InvalidFields) -> Problem:
     return unprocessable(errors)
 
 
+def _number(value: Any) -> Any:
+    """A JSON number as Python's: a whole one (``5``) an int, any other (``2.5``, ``1e3``)
+    a float, which the fields taking whole numbers refuse; anything else as it is."""
+    if not isinstance(value, JsonNumber):
+        return value
+    if _WHOLE.fullmatch(value.text):
+        return int(value.text)
+    return float(value.text)
+
+
 def _object(raw: bytes) -> dict[str, Any]:
     body = parse_json(raw)
     if not isinstance(body, dict):
         raise unprocessable([FieldError(field="(body)", message="the body must be a JSON object")])
-    return body
+    return {name: _number(value) for name, value in body.items()}
 
 
 def _time(body: Mapping[str, Any], name: str) -> datetime | None:
@@ -202,6 +220,7 @@ class WebhookEndpointsApi:
                 description=body.get("description"),
                 event_types=body.get("event_types"),
                 schedule=body.get("schedule"),
+                rate_per_second=body.get("rate_per_second"),
                 now=utc_now(),
             )
         except InvalidFields as exc:

@@ -14,11 +14,23 @@ One attempt (:meth:`WebhookDeliverer.handle`):
    hand is deleted: waits of hours are chains of delayed messages
    (:func:`notify_worker.retry_schedule.hop_delay`). Delayed messages are not "in flight",
    so an endpoint down for hours with many events waiting meets no SQS quota.
-2. The endpoint's secrets (two during a rotation's overlap; an endpoint removed meanwhile:
+2. The endpoint's delivery window (its ``schedule``, :mod:`pulse.webhook_windows`, read
+   through the :class:`~notify_worker.endpoints.EndpointDirectory` cache). Outside it the
+   delivery is held until the next opening, at most ``PULSE_WEBHOOK_WINDOW_RECHECK_SECONDS``
+   at a time (a changed schedule reaches waiting events within that time), and no attempt
+   is spent: a first attempt raises :class:`pulse.errors.Hold`, so the consumer hides the
+   message that long; SQS FIFO hands out no later message of a group while one is in
+   flight, so everything behind it waits too, in order, durably, in SQS. A retry is sent
+   to the retries queue again, due at the opening (chained like any long wait). Each hold
+   of a first attempt is a receive: the FIFO queue allows SQS's most, 1000
+   (:data:`pulse.topology.WEBHOOK_FIFO_RECEIVES`; a 7-day closure, the longest a schedule
+   may have, is 168 hourly holds), and a hold never counts as the last receive that
+   dead-letters a message (:mod:`pulse.consumer.outcome`).
+3. The endpoint's secrets (two during a rotation's overlap; an endpoint removed meanwhile:
    the delivery is dropped). An endpoint disabled meanwhile (by PATCH, or automatically for
    failing continuously: :mod:`notify_worker.endpoint_health`) is not attempted: the
    delivery goes to the dead-letter queue as it is, with the error ``endpoint disabled``.
-3. The attempt is claimed in the attempt log (:class:`pulse.webhook_attempts.AttemptLog`):
+4. The attempt is claimed in the attempt log (:class:`pulse.webhook_attempts.AttemptLog`):
    a conditional write of ``(endpoint, event, attempt number)``. A copy of a message that
    was already handled — a hop sent again because its worker died between sending and
    deleting, a message redelivered after a crash — finds the claim and makes no second
@@ -26,12 +38,14 @@ One attempt (:meth:`WebhookDeliverer.handle`):
    or the dead letter). The claim's lease is the consumer's visibility timeout, renewed on
    every heartbeat while the attempt runs, so a claim left ``sending`` by a dead worker is
    taken over about when its message comes back.
-4. The endpoint's turn under its rate limit (:mod:`notify_worker.rate_limit`); waiting
-   holds the message and spends no attempt.
-5. The signed POST, through the SSRF guard (:mod:`pulse.webhook_targets`: the address
+5. The endpoint's turn under its rate limit (:mod:`notify_worker.rate_limit`: its own
+   ``rate_per_second``, else ``PULSE_WEBHOOK_RATE_PER_SECOND``); waiting holds the message
+   and spends no attempt. So when a window opens, the events held behind it trickle out
+   at the endpoint's rate, in their order.
+6. The signed POST, through the SSRF guard (:mod:`pulse.webhook_targets`: the address
    checked when connecting, no redirects followed, the answer read up to a cap and its
    first KiB kept). A refused target is a failed attempt no retry can help.
-6. The result recorded (status code, latency, excerpt, error), with what follows: nothing
+7. The result recorded (status code, latency, excerpt, error), with what follows: nothing
    after a 2xx; after a 5xx, 408, 429, a timeout or a connection error the next attempt
    of the schedule (``PULSE_WEBHOOK_RETRY_SCHEDULE``) is sent to the retries queue; after
    the schedule's last attempt, or any other status or a refused target at once, the
@@ -39,7 +53,7 @@ One attempt (:meth:`WebhookDeliverer.handle`):
    error), ``attempts`` (this event's own count), ``endpoint_id`` and ``event_id``. Its body
    is the delivery as its next attempt, due at once: ``pulse dlq redrive webhooks-dlq.fifo``
    sends it back to the FIFO queue for one more attempt, numbered on in the log.
-7. The outcome kept on the endpoint (``failing_since``), which disables an endpoint failing
+8. The outcome kept on the endpoint (``failing_since``), which disables an endpoint failing
    for ``PULSE_WEBHOOK_DISABLE_AFTER_SECONDS`` (:mod:`notify_worker.endpoint_health`).
 
 The attempt number lives in the message and the log, never in SQS's receive count, so an
@@ -56,6 +70,7 @@ import contextlib
 import hashlib
 import time
 from dataclasses import replace
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Final
 
 import aiohttp
@@ -65,19 +80,20 @@ from prometheus_client import Counter, Histogram
 from notify_worker.retry_schedule import hop_delay
 from notify_worker.webhooks import Delivery, QueueUrls, delivery_verdict, signature_headers
 from pulse.consumer import on_heartbeat
-from pulse.errors import PermanentError, RetryableError
+from pulse.errors import Hold, PermanentError, RetryableError
 from pulse.events import CloudEvent
 from pulse.health import instance_name
 from pulse.ids import uuid4
 from pulse.logging import event_context, get_logger
 from pulse.webhook_attempts import NEXT_DEAD, NEXT_RETRY, SENDING, AttemptResult, Taken
 from pulse.webhook_targets import TargetRefused, post_webhook
+from pulse.webhook_windows import hold_seconds
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
     from notify_worker.endpoint_health import EndpointHealth
-    from notify_worker.endpoints import SecretStore
+    from notify_worker.endpoints import EndpointDirectory, SecretStore
     from notify_worker.rate_limit import EndpointRateLimit
     from notify_worker.retry_schedule import RetrySchedule
     from pulse.consumer import SqsMessage
@@ -100,6 +116,12 @@ REQUEST_DURATION = Histogram(
     "Time of one webhook POST, by status class (or 'error')",
     ["status_class"],
     buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+)
+HOLDS = Counter(
+    "pulse_webhook_window_holds_total",
+    "Webhook deliveries held because their endpoint was outside its delivery window, by "
+    "queue: webhooks (first attempts) or webhook_retries",
+    ["queue"],
 )
 HOPS = Counter(
     "pulse_webhook_retry_hops_total",
@@ -170,6 +192,8 @@ class WebhookDeliverer:
         timeout_seconds: float,
         max_hop_seconds: int,
         lease_seconds: float,
+        directory: EndpointDirectory,
+        window_recheck_seconds: int,
     ) -> None:
         self._session = session
         self._secrets = secrets
@@ -181,6 +205,8 @@ class WebhookDeliverer:
         self._timeout = aiohttp.ClientTimeout(total=timeout_seconds)
         self._lease = lease_seconds
         self._max_hop = max_hop_seconds
+        self._directory = directory
+        self._recheck = window_recheck_seconds
         self._instance = instance_name()
 
     async def handle(self, message: SqsMessage) -> None:
@@ -203,6 +229,9 @@ class WebhookDeliverer:
                 HOPS.inc()
                 return
             await asyncio.sleep(max(0.0, due - time.time()))
+        endpoint = await self._directory.endpoint(delivery.account_id, delivery.endpoint_id)
+        if endpoint is not None and await self._held(delivery, endpoint.schedule):
+            return
         secrets = await self._secrets.secrets(delivery.secret_parameter)
         if not secrets:
             DELIVERIES.labels("dropped").inc()
@@ -229,15 +258,37 @@ class WebhookDeliverer:
 
         unregister = on_heartbeat(renew)
         try:
-            await self._make(claim, delivery, secrets)
+            rate = endpoint.rate_per_second if endpoint is not None else None
+            await self._make(claim, delivery, secrets, rate)
         finally:
             if unregister is not None:
                 unregister()
 
-    async def _make(self, claim: Claim, delivery: Delivery, secrets: Sequence[str]) -> None:
-        """The claimed attempt: the endpoint's turn, the POST, its record, what follows."""
+    async def _held(self, delivery: Delivery, schedule: str | None) -> bool:
+        """Whether the delivery waits for its endpoint's window (module doc, step 2): a
+        first attempt raises :class:`Hold`; a retry is sent on, due at the opening."""
+        now = time.time()
+        wait = hold_seconds(schedule, datetime.fromtimestamp(now, UTC), self._recheck)
+        if wait is None:
+            return False
+        if not delivery.due_at_ms:
+            HOLDS.labels("webhooks").inc()
+            raise Hold(f"endpoint outside its delivery window: held {wait} s", delay=wait)
+        due_ms = int((now + wait) * 1000)
+        await self._queues.schedule(
+            replace(delivery, due_at_ms=due_ms), hop_delay(due_ms / 1000, now, self._max_hop) or 0
+        )
+        HOLDS.labels("webhook_retries").inc()
+        log.info("endpoint outside its delivery window: retry held", seconds=wait)
+        return True
+
+    async def _make(
+        self, claim: Claim, delivery: Delivery, secrets: Sequence[str], rate: int | None
+    ) -> None:
+        """The claimed attempt: the endpoint's turn (at its ``rate``, None: the default),
+        the POST, its record, what follows."""
         try:
-            await self._rate_limit.turn(delivery.endpoint_id)
+            await self._rate_limit.turn(delivery.endpoint_id, rate)
         except BaseException:
             with contextlib.suppress(Exception):
                 await asyncio.to_thread(self._attempts.release, claim)

@@ -78,6 +78,12 @@ class EndpointDirectory:
         fan-out asks each whether it wants an event (:meth:`WebhookEndpoint.accepts`)."""
         return await self._reads.get(account_id)
 
+    async def endpoint(self, account_id: str, endpoint_id: str) -> WebhookEndpoint | None:
+        """The endpoint as the cache last read it (None: removed): its delivery window and
+        rate, which a change reaches within the cache's lifetime."""
+        found = await self.endpoints(account_id)
+        return next((e for e in found if e.endpoint_id == endpoint_id), None)
+
 
 class SecretStore:
     """Signing secrets from SSM Parameter Store, cached for ``cache_seconds``."""

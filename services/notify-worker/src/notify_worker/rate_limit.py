@@ -10,7 +10,8 @@ arrive, as long as the way there (a new connection, a busy process, the network)
 delay one of them by 0.1 s more than another. (The fixed per-second counter this replaces
 let up to twice the rate through across a second's boundary.) The price: an endpoint gets
 at most ``rate / 1.1`` requests a second, evenly spread — ten events at once to an endpoint
-limited to 10/s take a second.
+limited to 10/s take a second. The rate is the endpoint's own (``rate_per_second``, set
+through the endpoints API) or else ``PULSE_WEBHOOK_RATE_PER_SECOND``, given with each turn.
 
 One Lua script on one key, ``{prefix}{webhooks:E}:gcra`` (the endpoint's hash tag: a single
 slot in a Redis Cluster), run by :class:`pulse.replication.ScriptRunner` in every Redis mode;
@@ -33,7 +34,13 @@ from pulse.replication import LuaScript, ScriptCall, ScriptRunner
 if TYPE_CHECKING:
     from pulse.clients import RedisClient
 
-__all__ = ["IN_TRANSIT_MARGIN_US", "RATE_LIMITED", "EndpointRateLimit", "rate_key"]
+__all__ = [
+    "IN_TRANSIT_MARGIN_US",
+    "RATE_LIMITED",
+    "EndpointRateLimit",
+    "interval_us",
+    "rate_key",
+]
 
 RATE_LIMITED = Counter(
     "pulse_webhook_rate_limited_total",
@@ -64,22 +71,32 @@ def rate_key(redis_prefix: str, endpoint_id: str) -> str:
     return f"{redis_prefix}{{webhooks:{endpoint_id}}}:gcra"
 
 
+def interval_us(rate_per_second: int) -> int:
+    """The GCRA interval of ``rate_per_second`` (module doc), in microseconds."""
+    return math.ceil((1_000_000 + IN_TRANSIT_MARGIN_US) / rate_per_second)
+
+
 class EndpointRateLimit:
-    """At most ``rate_per_second`` requests to one endpoint in any one-second window."""
+    """At most ``rate_per_second`` requests to one endpoint in any one-second window (or
+    the endpoint's own rate, given per turn)."""
 
     def __init__(self, redis: RedisClient, redis_prefix: str, *, rate_per_second: int) -> None:
         self._runner = ScriptRunner(redis)
         self._prefix = redis_prefix
-        self._interval_us = math.ceil((1_000_000 + IN_TRANSIT_MARGIN_US) / rate_per_second)
+        self._rate = rate_per_second
 
-    def script_call(self, endpoint_id: str) -> ScriptCall:
-        """The one script call of a turn (pure: nothing is sent)."""
+    def script_call(self, endpoint_id: str, rate: int | None = None) -> ScriptCall:
+        """The one script call of a turn at ``rate`` (None: the default; pure: nothing is
+        sent)."""
         key = rate_key(self._prefix, endpoint_id)
-        return ScriptCall(_GCRA_LUA, (key,), (self._interval_us,), durable=False)
+        interval = interval_us(rate or self._rate)
+        return ScriptCall(_GCRA_LUA, (key,), (interval,), durable=False)
 
-    async def turn(self, endpoint_id: str) -> None:
-        """Return when a request to ``endpoint_id`` may go (it is counted as gone)."""
-        call = self.script_call(endpoint_id)
+    async def turn(self, endpoint_id: str, rate: int | None = None) -> None:
+        """Return when a request to ``endpoint_id`` may go at ``rate`` requests a second
+        (None: the default rate); it is counted as gone. A changed rate applies from the
+        next turn: the TAT already set is kept."""
+        call = self.script_call(endpoint_id, rate)
         waited = False
         # Sent twice after a lost connection, a turn is at worst spent twice: the endpoint
         # gets fewer requests, never more.

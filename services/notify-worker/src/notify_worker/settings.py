@@ -44,6 +44,10 @@ class NotifySettings(SqsConsumerSettings, WebhookTargetSettings):
     webhook_retry_hop_seconds: int = Field(default=SQS_MAX_DELAY_SECONDS, ge=1, le=900)
     # How long the attempt log keeps an attempt (DynamoDB TTL); longer than the schedule.
     webhook_attempt_ttl_seconds: int = Field(default=30 * 86_400, ge=3600)
+    # Longest hold of a delivery outside its endpoint's delivery window before the window is
+    # looked at again (a changed schedule reaches waiting events within it); at most SQS's
+    # 12-hour visibility.
+    webhook_window_recheck_seconds: int = Field(default=3600, ge=1, le=43_200)
     # How long signing secrets (SSM) and an account's endpoints (DynamoDB) are cached.
     webhook_secret_cache_seconds: float = Field(default=300.0, ge=0, le=86_400)
     webhook_endpoint_cache_seconds: float = Field(default=10.0, ge=0, le=3600)

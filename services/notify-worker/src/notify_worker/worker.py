@@ -128,6 +128,8 @@ async def serve(lifecycle: Lifecycle) -> None:
         timeout_seconds=settings.webhook_timeout_seconds,
         max_hop_seconds=settings.webhook_retry_hop_seconds,
         lease_seconds=settings.sqs_visibility_timeout,
+        directory=directory,
+        window_recheck_seconds=settings.webhook_window_recheck_seconds,
     )
     health = HealthReporter.of(redis, settings)
     try:

@@ -75,7 +75,9 @@ def _endpoint(store: WebhookEndpoints, endpoint_id: str, account: str | None) ->
 
 def _refused(exc: Any) -> _Refused:
     """An :class:`~pulse.webhook_endpoints.InvalidField` as the option it came from."""
-    option = {"event_types": "--event-type"}.get(exc.field, f"--{exc.field}")
+    option = {"event_types": "--event-type", "rate_per_second": "--rate"}.get(
+        exc.field, f"--{exc.field}"
+    )
     verb = "refused" if exc.field == "url" else "invalid"
     return _Refused(f"{option} {verb}: {exc.message}")
 
@@ -103,14 +105,25 @@ _ACCOUNT = click.option(
     help="Send only events of this type (repeatable; default: every type).",
 )
 @click.option(
-    "--schedule", default=None, help="A five-field cron expression (stored for later use)."
+    "--schedule",
+    default=None,
+    help="Delivery windows: a five-field cron expression, in UTC (such as '* 9-17 * * 1-5'); "
+    "outside them events wait (default: always open).",
 )
-def webhooks_add(
+@click.option(
+    "--rate",
+    type=int,
+    default=None,
+    help="Requests a second to the endpoint at most (default: PULSE_WEBHOOK_RATE_PER_SECOND).",
+)
+def webhooks_add(  # click passes options by name
+    *,
     account: str,
     url: str,
     description: str | None,
     event_types: tuple[str, ...],
     schedule: str | None,
+    rate: int | None,
 ) -> None:
     """Register an endpoint; prints its id and signing secret (shown only here)."""
     from pulse.webhook_endpoints import InvalidFields  # noqa: PLC0415
@@ -122,6 +135,7 @@ def webhooks_add(
             description=description,
             event_types=list(event_types) or None,
             schedule=schedule,
+            rate_per_second=rate,
             now=_now(),
         )
     except InvalidFields as exc:
@@ -146,6 +160,18 @@ def webhooks_list(account: str | None) -> None:
             break
     for e in sorted(found, key=lambda e: (e.account_id, e.endpoint_id)):
         click.echo(f"{e.account_id} {e.endpoint_id} {e.url}" + " (disabled)" * e.disabled)
+
+
+@webhooks.command(name="show")
+@_ACCOUNT
+@_ENDPOINT
+def webhooks_show(account: str | None, endpoint_id: str) -> None:
+    """Print the endpoint as JSON, as GET /v1/webhook-endpoints/{id} shows it (its URL,
+    filter, schedule, rate_per_second, ...; never its secret)."""
+    import orjson  # noqa: PLC0415
+
+    endpoint = _endpoint(_endpoints(), endpoint_id, account)
+    click.echo(orjson.dumps(endpoint.public(), option=orjson.OPT_INDENT_2).decode())
 
 
 @webhooks.command(name="remove")

@@ -16,13 +16,17 @@ ended, :class:`OutcomePolicy` answers with an :class:`Outcome`, and the runtime 
                                                               deletes it
     raised RetryableError(delay=d)               RETRY        hides it for d seconds
     raised RetryableError() or anything else     RETRY        hides it for the backoff
-    raised anything, on the last receive the     DEAD_LETTER  as a PermanentError, the last
-      queue's redrive policy allows                           error as the reason (SQS would
+    raised anything but Hold, on the last        DEAD_LETTER  as a PermanentError, the last
+      receive the queue's redrive policy allows               error as the reason (SQS would
       (receive count >= maxReceiveCount)                      move it at the next receive,
                                                               without saying why)
     (dead-lettering it failed)                   RETRY        hides it for the backoff: the
                                                               redrive policy dead-letters it
                                                               in the end
+
+A :class:`~pulse.errors.Hold` is a wait, not a failure: it is never the "last receive"
+that dead-letters a message (a queue whose messages are held sets a high
+``maxReceiveCount``; SQS's own redrive still applies past it).
 
 The backoff is Pulse's one backoff, :class:`pulse.backoff.FullJitter`, with the message's
 receive count as the attempt: a delay drawn at random from ``[0, min(cap, 2**receive_count)]``
@@ -40,7 +44,7 @@ from typing import Final
 
 from pulse.backoff import FullJitter
 from pulse.consumer.limits import MAX_VISIBILITY_SECONDS
-from pulse.errors import PermanentError, RetryableError
+from pulse.errors import Hold, PermanentError, RetryableError
 
 __all__ = [
     "ACK",
@@ -151,7 +155,8 @@ class OutcomePolicy:
             return ACK
         if isinstance(error, PermanentError):
             return Outcome(Action.DEAD_LETTER, reason=str(error) or type(error).__name__)
-        if max_receives is not None and receive_count >= max_receives:
+        last = max_receives is not None and receive_count >= max_receives
+        if last and not isinstance(error, Hold):
             return Outcome(Action.DEAD_LETTER, reason=last_error(error, receive_count))
         if isinstance(error, RetryableError):
             return self.retry(receive_count, error.delay)

@@ -19,7 +19,7 @@ from pulse.consumer.long_poll import Receiver
 from pulse.consumer.metrics import RECEIVE_COUNT
 from pulse.consumer.outcome import Action, Outcome, OutcomePolicy
 from pulse.consumer.visibility import Visibility
-from pulse.errors import PermanentError, RetryableError
+from pulse.errors import Hold, PermanentError, RetryableError
 from pulse.logging import event_context, get_logger
 
 if TYPE_CHECKING:
@@ -303,7 +303,9 @@ def _uncancel() -> None:
 
 def _log_failure(error: Exception, attempt: int) -> None:
     """Log a handler's failure (a crash with its traceback)."""
-    if isinstance(error, RetryableError):
+    if isinstance(error, Hold):
+        log.info("message held", reason=str(error), delay=error.delay)
+    elif isinstance(error, RetryableError):
         log.warning("handler failed, will retry", error=str(error), attempt=attempt)
     elif not isinstance(error, PermanentError):  # dead-lettering logs its own line
         log.error("handler crashed, will retry", attempt=attempt, exc_info=error)
