@@ -2,7 +2,8 @@
 receiver. An endpoint whose schedule opens only in a coming minute (cron has minute
 resolution, so the test waits for it: under 80 s) is sent nothing before; its events wait
 in SQS, in order, spending no attempt, and come out when the window opens, in their order,
-at no more than the endpoint's own rate."""
+at no more than the endpoint's own rate. A retry that falls due outside the window waits
+too, until a changed schedule lets it go."""
 
 from __future__ import annotations
 
@@ -20,7 +21,9 @@ from pulse.clients import aws_client
 from pulse.events import NOTIFICATION, CloudEvent, iso_timestamp, new_event
 from pulse.settings import PulseSettings
 from pulse.topology import TopologyOutputs, WebhookNames
-from pulse.webhook_attempts import SUCCEEDED, AttemptLog
+from pulse.webhook_attempts import FAILED, NEXT_RETRY, SUCCEEDED, AttemptLog
+from pulse.webhook_endpoints import WebhookEndpoints
+from pulse.webhook_targets import SsrfPolicy
 from pulse_dev.testing import LOCAL_WEBHOOK_RECEIVERS_ENV, eventually, free_port
 from pulse_dev.webhook_receiver import ScriptedReceiver, register_endpoint
 
@@ -51,11 +54,12 @@ def _coming_minute(now: datetime) -> datetime:
     return minute if minute - now >= LEAD else minute + timedelta(minutes=1)
 
 
-def _holds(metrics_url: str) -> float:
-    """``pulse_webhook_window_holds_total{queue="webhooks"}`` as the worker exposes it."""
-    with urllib.request.urlopen(metrics_url, timeout=5) as response:  # noqa: S310 - local
+def _holds(port: int, queue: str = "webhooks") -> float:
+    """``pulse_webhook_window_holds_total{queue=…}`` as the worker on ``port`` exposes it."""
+    url = f"http://127.0.0.1:{port}/metrics"
+    with urllib.request.urlopen(url, timeout=5) as response:
         text = response.read().decode()
-    prefix = 'pulse_webhook_window_holds_total{queue="webhooks"} '
+    prefix = f'pulse_webhook_window_holds_total{{queue="{queue}"}} '
     return sum(
         float(line.removeprefix(prefix)) for line in text.splitlines() if line.startswith(prefix)
     )
@@ -98,7 +102,7 @@ async def test_window_delivery_holds_events_in_order_and_trickles_them_out_at_th
     ids = [e.id for e in events]
 
     # Closed: the worker takes the first event and holds it; nothing is sent or attempted.
-    await eventually(lambda: _holds(f"http://127.0.0.1:{port}/metrics") >= 1)
+    await eventually(lambda: _holds(port) >= 1)
     assert datetime.now(UTC) < opening, "the window opened before the test could look"
     attempts = AttemptLog(aws_client("dynamodb", stack_settings), names.attempts)
     assert receiver.hits == []
@@ -120,4 +124,59 @@ async def test_window_delivery_holds_events_in_order_and_trickles_them_out_at_th
     assert {(r.attempt, r.state) for r in records} == {(1, SUCCEEDED)}
     stamp = iso_timestamp(opening)
     assert all(r.attempted_at >= stamp for r in records), [r.attempted_at for r in records]
+    assert worker.stop() == 0
+
+
+async def test_a_retry_outside_the_window_waits_and_a_changed_schedule_lets_it_go(
+    topology: TopologyOutputs,
+    stack_settings: PulseSettings,
+    stack_env: dict[str, str],
+    service_process: Any,
+    receiver: ScriptedReceiver,
+) -> None:
+    """An event's first attempt fails; its endpoint's window closes before the retry is due:
+    the retry waits on the retries queue without an attempt. A PATCH that opens the
+    endpoint reaches it within PULSE_WEBHOOK_WINDOW_RECHECK_SECONDS, and it is delivered."""
+    receiver.answer = lambda _name, _id, before: 500 if before == 0 else 200
+    port = free_port()
+    worker = service_process(
+        "notify_worker",
+        PULSE_HTTP_PORT=str(port),
+        PULSE_SQS_WAIT_TIME_SECONDS="1",
+        PULSE_WEBHOOK_RETRY_SCHEDULE="0,5s",
+        PULSE_WEBHOOK_RETRY_HOP_SECONDS="1",
+        PULSE_WEBHOOK_ENDPOINT_CACHE_SECONDS="0",
+        PULSE_WEBHOOK_WINDOW_RECHECK_SECONDS="2",
+    ).start(wait_port=port)
+    endpoint_id, receiver.secrets["late"] = register_endpoint(
+        stack_env, "acct-late", receiver.url("late"), "--rate", str(RATE)
+    )
+    names = WebhookNames.from_prefix(stack_settings.resource_prefix)
+    ddb = aws_client("dynamodb", stack_settings)
+    endpoints = WebhookEndpoints(ddb, aws_client("ssm", stack_settings), names, policy=SsrfPolicy())
+    directory = EndpointDirectory(ddb, names.table, cache_seconds=0)
+    event = _notification("acct-late", "p-late")
+    assert await WebhookFanout(aws_client("sqs", stack_settings), names.queue, directory).notify(
+        event
+    )
+    attempts = AttemptLog(ddb, names.attempts)
+
+    def outcomes() -> list[tuple[int, str, str | None]]:
+        return sorted((r.attempt, r.state, r.next) for r in attempts.query(endpoint_id).items)
+
+    await eventually(lambda: outcomes() == [(1, FAILED, NEXT_RETRY)])
+    # Closed for the next half hour: one minute an hour, thirty minutes away.
+    closed_minute = (datetime.now(UTC).minute + 30) % 60
+    endpoint = endpoints.get(endpoint_id, "acct-late")
+    assert endpoint is not None
+    now = datetime.now(UTC)
+    assert endpoints.update(endpoint, {"schedule": f"{closed_minute} * * * *"}, now=now)
+
+    await eventually(lambda: _holds(port, "webhook_retries") >= 2)  # held, and held again
+    assert outcomes() == [(1, FAILED, NEXT_RETRY)]  # no attempt while closed
+    assert receiver.tries("late") == {event.id: 1}
+
+    assert endpoints.update(endpoint, {"schedule": None}, now=datetime.now(UTC))
+    await eventually(lambda: receiver.delivered("late") == [event.id])
+    assert outcomes() == [(1, FAILED, NEXT_RETRY), (2, SUCCEEDED, None)]
     assert worker.stop() == 0
