@@ -182,7 +182,12 @@ async def test_the_tail_resumes_after_the_gateway_comes_back(
         await asyncio.to_thread(until, lambda: len(printed()) == 4, 20)
     finally:
         tail.send_signal(signal.SIGINT)
-        code = tail.wait(20)
+        try:
+            code = tail.wait(20)
+        except subprocess.TimeoutExpired:
+            tail.kill()
+            tail.wait()
+            pytest.fail(f"pulse tail still ran 20 s after Ctrl-C:\n{err.read_text()}")
     # Every event once, in order, each in the viewer's zone (named) with its payment.
     assert [line.split()[1:] for line in printed()] == [
         ["JST", PAYMENT_CREATED, f"pay-{n}", "acct-007", "12.50", "EUR", "PENDING"]

@@ -163,7 +163,9 @@ class _Tail:
         """One connection: the exit code, or why it ended and a new one should follow."""
         sep = "&" if "?" in url else "?"
         try:
-            async with connect(f"{url}{sep}token={token}", open_timeout=10) as ws:
+            # Ctrl-C closes the connection first: a gateway slow to answer the close holds the
+            # exit up for close_timeout, not websockets' 10 s.
+            async with connect(f"{url}{sep}token={token}", open_timeout=10, close_timeout=2) as ws:
                 if self.connected:
                     self.note("reconnected")
                 self.connected = self.live = True
