@@ -21,6 +21,7 @@ from pulse.webhook_endpoints import (
     accepts,
     previous_secret_parameter,
     read_signing_secrets,
+    validate_rate,
 )
 from pulse.webhook_targets import SsrfPolicy
 
@@ -283,3 +284,9 @@ def test_a_disabled_endpoint_says_why_until_it_is_enabled_again(store: WebhookEn
     assert enabled is not None
     assert (enabled.disabled, enabled.disabled_reason) == (False, None)
     assert enabled.accepts(NOTIFICATION)
+
+
+def test_a_rate_written_as_a_whole_json_number_is_that_number() -> None:
+    # JSON Schema's "integer" is any number without a fraction: 12.0 is 12.
+    assert validate_rate(12.0) == 12
+    assert isinstance(validate_rate(12.0), int)

@@ -244,6 +244,9 @@ def validate_rate(rate: object) -> int | None:
     :data:`MAX_RATE_PER_SECOND`; None (the worker's default) stays None."""
     if rate is None:
         return None
+    # JSON has numbers, not integers: 10.0 is the whole number 10 (as JSON Schema says).
+    if isinstance(rate, float) and rate.is_integer():
+        rate = int(rate)
     if isinstance(rate, bool) or not isinstance(rate, int) or not 1 <= rate <= MAX_RATE_PER_SECOND:
         raise InvalidField(
             "rate_per_second", f"must be a whole number from 1 to {MAX_RATE_PER_SECOND}, or null"
