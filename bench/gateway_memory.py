@@ -34,7 +34,6 @@ import uuid
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from bench_gateway import CLIENT_PROCESSES, Client, _rss_kb, _split
 from pulse.auth import issue_token
@@ -165,7 +164,7 @@ def _run(n: int, *, traced: bool) -> tuple[int, int, int, list[Dump]]:
         args = [sys.executable, str(Path(__file__).resolve()), "--serve"]
     token = issue_token(DEV_JWT_SECRET, sub="bench", roles=["ops"], ttl_seconds=3600)
     with (work / "ws-gateway.log").open("ab") as log:
-        proc = subprocess.Popen(args, env=env, stdout=log, stderr=subprocess.STDOUT)  # noqa: S603
+        proc = subprocess.Popen(args, env=env, stdout=log, stderr=subprocess.STDOUT)
     try:
         wait_for_port(port, timeout=60.0)
         return asyncio.run(_hold(proc.pid, f"ws://127.0.0.1:{port}/ws?token={token}", n, snap))
