@@ -380,8 +380,8 @@ async def test_a_refresh_keeps_what_the_new_token_may_read_and_drops_the_rest(
     ]
     assert client.session.claims is fresh
     assert client.session.channels == ["account:carol"]
-    assert client.expiry is not None
-    client.expiry.cancel()
+    assert client.expires_at == fresh.exp + 1  # token_grace_seconds=1
+    client.disarm_expiry()
 
 
 async def test_a_refresh_for_another_subject_closes_with_4003(world: World) -> None:

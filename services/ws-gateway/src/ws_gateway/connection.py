@@ -14,6 +14,7 @@ from collections import deque
 from typing import TYPE_CHECKING, Final, Protocol
 
 from pulse.logging import get_logger
+from ws_gateway.expiry import ExpirySchedule
 from ws_gateway.metrics import CLIENT_CLOSES, SLOW_CONSUMER_CLOSES
 from ws_gateway.session import BufferOverflowError
 
@@ -76,12 +77,13 @@ class ClientConnection:
         "_backlog",
         "_close_task",
         "_drainer",
+        "_expiries",
         "_hub",
         "_limit",
         "_room",
         "closing",
         "conn_id",
-        "expiry",
+        "expires_at",
         "heard",
         "opened",
         "pinged",
@@ -99,13 +101,16 @@ class ClientConnection:
         hub: Lanes,
         queue_size: int,
         conn_id: str = "",
+        expiries: ExpirySchedule | None = None,
     ) -> None:
         self.conn_id = conn_id
         self._hub = hub
         self.sink = sink
         self.session = session
         self.closing = False
-        self.expiry: asyncio.TimerHandle | None = None
+        # The gateway's connections share one schedule (and a timer per deadline).
+        self._expiries = expiries if expiries is not None else ExpirySchedule()
+        self.expires_at: float | None = None  # token exp + grace, while armed
         self.publish_bucket: TokenBucket | None = None
         self._limit = queue_size
         # Created when the first frame has to wait; None again once the backlog is drained.
@@ -196,12 +201,19 @@ class ClientConnection:
 
     def arm_expiry(self, grace_seconds: float) -> None:
         """Close with 4001 once the session's token expired and ``grace_seconds`` passed."""
-        if self.expiry is not None:
-            self.expiry.cancel()
-        delay = self.session.claims.exp - time.time() + grace_seconds
-        self.expiry = asyncio.get_running_loop().call_later(
-            max(delay, 0.0), self.close, CLOSE_TOKEN_EXPIRED, "token expired"
-        )
+        self.disarm_expiry()
+        self.expires_at = self.session.claims.exp + grace_seconds
+        self._expiries.add(self, self.expires_at)
+
+    def disarm_expiry(self) -> None:
+        if self.expires_at is not None:
+            self._expiries.discard(self, self.expires_at)
+            self.expires_at = None
+
+    def expire(self) -> None:
+        """The token (and its grace) ran out: close with 4001."""
+        self.expires_at = None
+        self.close(CLOSE_TOKEN_EXPIRED, "token expired")
 
     def ping(self) -> None:
         self.sink.ping()

@@ -27,6 +27,7 @@ from pulse.metrics import http_metrics_middleware
 from ws_gateway.authz import Operation
 from ws_gateway.commands import Commands
 from ws_gateway.connection import CLOSE_GOING_AWAY, CLOSE_RATE_LIMITED, ClientConnection
+from ws_gateway.expiry import ExpirySchedule
 from ws_gateway.heartbeat import HeartbeatWheel
 from ws_gateway.http_api import ChannelReads, StaticFiles
 from ws_gateway.http_auth import authenticated, channel_refusal, problem
@@ -88,6 +89,7 @@ class Gateway:
         self._admitted = 0
         self._admitted_per_user: dict[str, int] = {}
         self.heartbeats = HeartbeatWheel(settings.ping_interval_seconds)
+        self.expiries = ExpirySchedule()
         self._handlers_done = asyncio.Event()
         self._handlers_done.set()
 
@@ -95,14 +97,16 @@ class Gateway:
         timed = http_metrics_middleware(self.settings.service_name)
 
         @web.middleware
-        async def metrics_except_streams(
+        def metrics_except_streams(
             request: web.Request,
             handler: Callable[[web.Request], Awaitable[web.StreamResponse]],
-        ) -> web.StreamResponse:
+        ) -> Awaitable[web.StreamResponse]:
             # A WebSocket or SSE "request" lasts as long as the connection: not a latency.
+            # Not a coroutine: the stream's handler is handed on, not awaited here, so no
+            # frame of this function is held for the life of every connection.
             if request.path in ("/ws", "/sse"):
-                return await handler(request)
-            return await timed(request, handler)
+                return handler(request)
+            return timed(request, handler)
 
         signed_in = authenticated(self.verifier)
         reads = ChannelReads(self.history, self.presence)
@@ -194,8 +198,7 @@ class Gateway:
         client.arm_expiry(self.settings.token_grace_seconds)
 
     async def _release(self, client: ClientConnection) -> None:
-        if client.expiry is not None:
-            client.expiry.cancel()
+        client.disarm_expiry()
         await client.stop_writing()
         await self.commands.drop_all(client)
         CONNECTIONS.dec()
@@ -206,54 +209,64 @@ class Gateway:
 
     # -- WebSocket ------------------------------------------------------------------------
 
-    async def websocket(self, request: web.Request, claims: Claims) -> web.StreamResponse:
-        """``GET /ws``: the WebSocket protocol (ws_gateway.protocol)."""
+    def websocket(self, request: web.Request, claims: Claims) -> Awaitable[web.StreamResponse]:
+        """``GET /ws``: the WebSocket protocol (ws_gateway.protocol).
+
+        Hands on the connection's coroutine rather than awaiting it: each coroutine awaiting
+        another holds a frame for as long as the connection lives."""
         refusal = self._admit(claims)
         if refusal is not None:
-            return refusal
+            return _answer(refusal)
+        return self._websocket(request, claims)
+
+    async def _websocket(self, request: web.Request, claims: Claims) -> web.StreamResponse:
+        """The admitted connection (:meth:`_admit`) until it ends; then it is let go."""
+        # try/finally rather than context managers: no generator objects per connection.
         try:
-            return await self._websocket(request, claims)
+            ws = self._websocket_response()
+            stream = await ws.prepare(request)
+            client = ClientConnection(
+                WebSocketSink(ws, request, stream),
+                self._session(claims),
+                hub=self.hub,
+                queue_size=self.settings.send_queue_size,
+                conn_id=self._conn_id(),
+                expiries=self.expiries,
+            )
+            ws.on_closed = client.leave_direct  # aiohttp closing by itself (the client's close)
+            self._open(client)
+            try:
+                client.wheel_slot = self.heartbeats.add(client)
+                try:
+                    await self._receive(ws, client)
+                finally:
+                    self.heartbeats.discard(client, client.wheel_slot)
+                await client.wait_closed()
+                await ws.linger()
+            finally:
+                await self._release(client)
+            return ws
         finally:
             self._let_go(claims)
 
-    async def _websocket(self, request: web.Request, claims: Claims) -> web.StreamResponse:
+    def _websocket_response(self) -> LingeringWebSocketResponse:
         s = self.settings
         # Pings come from the gateway's one heartbeat wheel, and are answered here.
-        ws = LingeringWebSocketResponse(
+        return LingeringWebSocketResponse(
             linger=s.close_timeout_seconds,
             autoping=False,
             max_msg_size=s.max_message_bytes,
             compress=s.ws_compression,
             timeout=s.close_timeout_seconds,
         )
-        stream = await ws.prepare(request)
-        client = ClientConnection(
-            WebSocketSink(ws, request, stream),
-            self._session(claims),
-            hub=self.hub,
-            queue_size=s.send_queue_size,
-            conn_id=self._conn_id(),
-        )
-        ws.on_closed = client.leave_direct  # aiohttp closing by itself (the client's close)
-        # try/finally rather than context managers: no generator objects per connection.
-        self._open(client)
-        try:
-            client.wheel_slot = self.heartbeats.add(client)
-            try:
-                await self._receive(ws, client)
-            finally:
-                self.heartbeats.discard(client, client.wheel_slot)
-            await client.wait_closed()
-            await ws.linger()
-        finally:
-            await self._release(client)
-        return ws
 
     async def _receive(self, ws: web.WebSocketResponse, client: ClientConnection) -> None:
         """The client's frames, until it closes (or is closed, or stops answering pings)."""
         s = self.settings
         bucket = TokenBucket(s.client_ops_per_second, s.client_ops_burst, time.monotonic())
-        async for msg in ws:
+        while True:
+            # ``receive`` rather than ``async for``: no ``__anext__`` frame held while idle.
+            msg = await ws.receive()
             client.heard = time.monotonic()
             if msg.type is WSMsgType.PONG:
                 continue
@@ -321,6 +334,7 @@ class Gateway:
             hub=self.hub,
             queue_size=self.settings.send_queue_size,
             conn_id=self._conn_id(),
+            expiries=self.expiries,
         )
         self._open(client)
         try:
@@ -341,3 +355,7 @@ class Gateway:
         finally:
             await self._release(client)
         return response
+
+
+async def _answer(response: web.StreamResponse) -> web.StreamResponse:
+    return response

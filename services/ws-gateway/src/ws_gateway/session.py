@@ -9,7 +9,7 @@ dropped, so history and live join with no gap and no duplicate.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from ws_gateway.authz import Operation, require
@@ -35,7 +35,8 @@ class BufferOverflowError(Exception):
 @dataclass(slots=True)
 class _ChannelState:
     pending: bool = True
-    buffer: list[str] = field(default_factory=list)
+    # Live frames held while pending; made by the first one, None once live.
+    buffer: list[str] | None = None
     # Live frames at or below this offset were already sent from history; None once passed.
     floor: StreamId | None = None
     presence: bool = False
@@ -76,8 +77,8 @@ class Session:
         state = self._channels[channel]
         state.pending = False
         state.floor = floor
-        buffered, state.buffer = state.buffer, []
-        return [f for f in buffered if self._passes_floor(state, f)]
+        buffered, state.buffer = state.buffer, None
+        return [f for f in buffered or () if self._passes_floor(state, f)]
 
     def is_live(self, channel: str, delivered: StreamId | None = None) -> bool:
         """Subscribed, past the replay, and past its floor: every live frame goes out.
@@ -106,9 +107,12 @@ class Session:
         if not state.presence and frame.startswith(PRESENCE_FRAME_PREFIX):
             return None
         if state.pending:
-            if len(state.buffer) >= self._buffer_limit:
+            buffer = state.buffer
+            if buffer is None:
+                buffer = state.buffer = []
+            if len(buffer) >= self._buffer_limit:
                 raise BufferOverflowError(channel)
-            state.buffer.append(frame)
+            buffer.append(frame)
             return None
         if state.floor is None or self._passes_floor(state, frame):
             return frame

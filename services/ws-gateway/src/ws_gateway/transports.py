@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from aiohttp.abc import AbstractStreamWriter
 
     from ws_gateway.connection import Lanes
+    from ws_gateway.expiry import ExpirySchedule
     from ws_gateway.fanout import DirectWriter
     from ws_gateway.session import Session
 
@@ -194,8 +195,11 @@ class SseConnection(ClientConnection):
         hub: Lanes,
         queue_size: int,
         conn_id: str = "",
+        expiries: ExpirySchedule | None = None,
     ) -> None:
-        super().__init__(sink, session, hub=hub, queue_size=queue_size, conn_id=conn_id)
+        super().__init__(
+            sink, session, hub=hub, queue_size=queue_size, conn_id=conn_id, expiries=expiries
+        )
         self._events = EventStream()
 
     def send_nowait(self, frame: str, channel: str | None = None) -> None:
