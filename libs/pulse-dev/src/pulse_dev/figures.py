@@ -45,7 +45,7 @@ def pytest_runtest_logreport(report: pytest.TestReport) -> None:
     figures = _session_config[0].stash.setdefault(FIGURES, {})
     for name, value in report.user_properties:
         if isinstance(name, str) and name.startswith(PREFIX):
-            figures[name] = int(value)
+            figures[name] = int(str(value))
 
 
 @pytest.hookimpl(wrapper=True, tryfirst=True)
