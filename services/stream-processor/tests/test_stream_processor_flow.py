@@ -8,6 +8,7 @@ Redis, audit rows, and the CloudEvents the fraud and notify queues receive.
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 import urllib.request
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -219,6 +220,10 @@ def test_changes_reach_channels_audit_trail_and_queues(stack: Stack) -> None:
     assert b'pulse_stream_records_processed_total{event_name="INSERT"} 3.0' in metrics
     assert b'pulse_stream_records_processed_total{event_name="MODIFY"} 1.0' in metrics
     assert b"pulse_stream_iterator_age_seconds" in metrics
+    # The hot path's duration, once per batch read: the inserts, the update, the delete.
+    live = re.search(rb"pulse_stream_live_publish_duration_seconds_count (\S+)", metrics)
+    assert live is not None
+    assert 3 <= float(live.group(1)) <= 5
 
     assert process.stop() == 0
     lines = [orjson.loads(line) for line in process.logs().splitlines() if line.startswith("{")]
