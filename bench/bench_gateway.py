@@ -1,5 +1,6 @@
-"""ws-gateway: connections held, fan-out latency, deliveries/s, memory per connection and a
-mass reconnect, against one real gateway process driven by client processes."""
+"""ws-gateway: connections held, fan-out latency, deliveries/s (written by the gateway, and
+read by the clients), memory per connection and a mass reconnect, against one real gateway
+process driven by client processes."""
 
 from __future__ import annotations
 
