@@ -44,7 +44,7 @@ from service_metrics import MetricsReading, histogram_quantile, read_metrics
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-RATE = 50.0
+RATE = 20.0
 DURATION = 20.0
 SETTLE = 10.0
 
