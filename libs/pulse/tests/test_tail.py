@@ -152,6 +152,10 @@ async def _lines(out: io.StringIO, count: int) -> None:
         await asyncio.sleep(0.05)
 
 
+def _ctrl_c_as_in_a_terminal() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 async def test_the_tail_resumes_after_the_gateway_comes_back(
     gateways: GatewayFactory, async_redis: aioredis.Redis, tmp_path: Path
 ) -> None:
@@ -164,7 +168,13 @@ async def test_the_tail_resumes_after_the_gateway_comes_back(
     argv += ["--token", gateway.token("ops-1", ["ops"], ttl=600), "--since", "0-0"]
     with out.open("wb") as stdout, err.open("wb") as stderr:
         tail = subprocess.Popen(
-            argv, stdout=stdout, stderr=stderr, env={**os.environ, "TZ": "Asia/Tokyo"}
+            argv,
+            stdout=stdout,
+            stderr=stderr,
+            env={**os.environ, "TZ": "Asia/Tokyo"},
+            # Ctrl-C as in a terminal, even when the tests run as a background job (whose
+            # children inherit SIGINT ignored, as the shell sets it for them)
+            preexec_fn=_ctrl_c_as_in_a_terminal,  # noqa: PLW1509 - one child, no fork race
         )
 
     def printed() -> list[str]:
