@@ -1,4 +1,8 @@
-"""Reads of a channel's bounded history (a Redis stream written by pulse.channels)."""
+"""Reads of a channel's bounded history (a Redis stream written by pulse.channels).
+
+Reading never leaves a key without a lifetime: the epoch a reader makes for a channel that
+has none lives the channel's lifetime (``PULSE_HISTORY``), as one made by an append does.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 from redis.exceptions import ResponseError
 
 from pulse.channels import channel_epoch
+from pulse.history_limits import HistoryLimits
 from ws_gateway.offsets import ZERO, StreamId, is_recovered
 from ws_gateway.protocol import event_frame
 
@@ -62,14 +67,23 @@ def _entry_id(entry: Any) -> StreamId | None:
 
 
 class ChannelHistory:
-    def __init__(self, redis: RedisClient, keys: ChannelKeys, *, batch_size: int) -> None:
+    def __init__(
+        self,
+        redis: RedisClient,
+        keys: ChannelKeys,
+        *,
+        batch_size: int,
+        limits: HistoryLimits | None = None,
+    ) -> None:
         self._redis = redis
         self._keys = keys
         self._batch = batch_size
+        self._limits = limits or HistoryLimits()
 
     async def snapshot(self, channel: str) -> HistorySnapshot:
         """The channel's epoch (made if Redis has none) and the extent of its stream."""
-        epoch = await channel_epoch(self._redis, self._keys, channel)
+        ttl = self._limits.of(channel).ttl_seconds
+        epoch = await channel_epoch(self._redis, self._keys, channel, ttl_seconds=ttl)
         try:
             info: dict[str, Any] = await self._redis.xinfo_stream(self._keys.history(channel))
         except ResponseError as exc:

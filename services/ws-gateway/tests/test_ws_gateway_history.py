@@ -1,0 +1,69 @@
+"""What the history says of a client's offset once a channel's history expired (real Redis).
+
+A channel idle for its lifetime loses every key: its stream, its epoch, its guards. The next
+append starts a new stream with a new epoch; an offset of the old one is ``recovered:false``
+whether the client sends its epoch or not, and one of the live history stays recoverable.
+"""
+
+import asyncio
+
+import pytest
+import redis.asyncio as aioredis
+
+from pulse.channels import ChannelKeys, ChannelPublisher
+from pulse.events import PAYMENT_CREATED, CloudEvent, new_event
+from pulse.history_limits import HistoryLimit, HistoryLimits
+from ws_gateway.history import ChannelHistory
+from ws_gateway.offsets import ZERO, StreamId
+
+CHANNEL = "account:alice"
+LIMITS = HistoryLimits(account=HistoryLimit(size=100, ttl_seconds=1))
+
+
+@pytest.fixture
+def keys(stack_prefix: str) -> ChannelKeys:
+    return ChannelKeys(f"pulse:{stack_prefix}")
+
+
+@pytest.fixture
+def publisher(async_redis: aioredis.Redis, keys: ChannelKeys) -> ChannelPublisher:
+    return ChannelPublisher(async_redis, keys.prefix, history=LIMITS)
+
+
+@pytest.fixture
+def history(async_redis: aioredis.Redis, keys: ChannelKeys) -> ChannelHistory:
+    return ChannelHistory(async_redis, keys, batch_size=10, limits=LIMITS)
+
+
+def payment(n: int) -> CloudEvent:
+    return new_event(type=PAYMENT_CREATED, source="/t", data={"payment_id": f"p{n}"})
+
+
+async def test_an_offset_of_an_expired_history_is_not_recovered(
+    publisher: ChannelPublisher, history: ChannelHistory
+) -> None:
+    old = await publisher.append(payment(1), [CHANNEL])
+    await publisher.append(payment(2), [CHANNEL])
+    seen, epoch = StreamId.parse(old.offsets[CHANNEL]), old.epochs[CHANNEL]
+    assert (await history.snapshot(CHANNEL)).recovers(seen, epoch)
+
+    await asyncio.sleep(1.1)  # the channel's lifetime, idle: p2 expired unseen
+    new = await publisher.append(payment(3), [CHANNEL])
+
+    snapshot = await history.snapshot(CHANNEL)
+    assert snapshot.epoch == new.epochs[CHANNEL] != epoch
+    assert not snapshot.recovers(seen, epoch)
+    assert not snapshot.recovers(seen)  # an older client that sends no epoch
+    assert snapshot.recovers(ZERO, snapshot.epoch)
+    latest = StreamId.parse(new.offsets[CHANNEL])
+    assert snapshot.recovers(latest, snapshot.epoch)
+
+
+async def test_a_reader_leaves_no_key_without_a_lifetime(
+    async_redis: aioredis.Redis, keys: ChannelKeys, history: ChannelHistory
+) -> None:
+    snapshot = await history.snapshot(CHANNEL)  # nobody wrote the channel: the reader's epoch
+    assert snapshot.latest == ZERO
+    assert 0 < await async_redis.pttl(keys.epoch(CHANNEL)) <= 1000
+    await asyncio.sleep(1.1)
+    assert [key async for key in async_redis.scan_iter(match=f"{keys.tag(CHANNEL)}*")] == []
