@@ -26,8 +26,7 @@ def test_pulse_history_changes_the_kinds_it_names_and_keeps_the_others(
 ) -> None:
     monkeypatch.setenv(
         "PULSE_HISTORY",
-        '{"account": {"size": 20, "ttl_seconds": 600},'
-        ' "default": {"size": 5, "ttl_seconds": 60}}',
+        '{"account": {"size": 20, "ttl_seconds": 600}, "default": {"size": 5, "ttl_seconds": 60}}',
     )
     limits = load_settings(PulseSettings).history
     assert limits.of("account:A") == HistoryLimit(size=20, ttl_seconds=600)
@@ -55,6 +54,6 @@ def test_a_bad_pulse_history_stops_the_process_naming_what_is_wrong(
     monkeypatch: pytest.MonkeyPatch, value: str, message: str
 ) -> None:
     monkeypatch.setenv("PULSE_HISTORY", value)
-    with pytest.raises(ConfigurationError, match="^invalid configuration: ") as raised:
+    with pytest.raises(ConfigurationError, match=r"^invalid configuration: ") as raised:
         load_settings(PulseSettings)
     assert message in str(raised.value)

@@ -20,7 +20,6 @@ from typing import Annotated, Any, Literal, Self, TypeVar
 from urllib.parse import urlsplit
 
 import orjson
-
 from pydantic import (
     AliasChoices,
     Field,
@@ -175,7 +174,8 @@ class PulseSettings(BaseSettings):
             except orjson.JSONDecodeError as exc:
                 raise ValueError(f"not JSON ({exc})") from None
             if not isinstance(value, dict):
-                raise ValueError('must be a JSON object, e.g. {"account": {"size": 100, …}}')
+                # A ValueError: pydantic reports it as this variable's error (not a TypeError).
+                raise ValueError('must be a JSON object, e.g. {"account": {"size": 100, …}}')  # noqa: TRY004
         return value
 
     @field_validator("redis_sentinels")
