@@ -380,9 +380,13 @@ class LiveHub:
         if channel not in self._subscribers:
             self._held.pop(channel, None)
             return
-        snapshot = await self._history.snapshot(channel)
         last = self._last.get(channel)
         epoch = self._epochs.get(channel)
+        snapshot = await self._history.snapshot(channel, last, epoch)
+        if last is not None and snapshot.carried == last:
+            # The channel expired idle and began a new epoch, whose events up to ``last``
+            # went out live: the same history goes on.
+            epoch = self._epochs[channel] = snapshot.epoch
         if epoch is not None and snapshot.epoch != epoch:
             # History is gone: say so explicitly, then deliver the new epoch from its start
             # (every event in it was appended after Redis came back, none was delivered).
