@@ -18,8 +18,11 @@ Gap fill: Redis pub/sub drops whatever is published while a subscription is down
 remembers the last offset it delivered per channel; when a subscription comes back it waits
 for Redis to confirm it, reads the channel's history after that offset and delivers it (live
 frames arriving meanwhile are held and joined by offset), so subscribers see no gap and no
-duplicate. If the channel's epoch changed (Redis lost its data), the gap cannot be filled:
-subscribers get a fresh ``subscribed`` frame with the new epoch and ``recovered:false``.
+duplicate. If the channel's epoch changed (Redis lost its data, or the channel expired idle
+before events the hub has not delivered), the gap cannot be filled: subscribers get a fresh
+``subscribed`` frame with the new epoch and ``recovered:false``. An epoch that changed under
+events the hub did deliver (the channel expired idle, then its new events came live) is the
+same history going on (:attr:`~ws_gateway.history.HistorySnapshot.carried`).
 
 A subscription comes back in one of two ways. A connection that drops and reconnects is
 resubscribed by redis-py (then :meth:`LiveHub._on_reconnect` runs). A subscription Redis
