@@ -5,7 +5,10 @@ Reads one JSON command per line on stdin, answers one JSON line on stdout:
   {"cmd":"latency","channel":C}            ms from the append to each event's arrival (kernel
                                            receive stamp) and to its read, on C since last call
   {"cmd":"sub","n":N,"channel":C}          subscribe the first N open connections to C too
-  {"cmd":"tally","channel":C}              deliveries on C and the last receipt time
+  {"cmd":"tally","channel":C}              deliveries on C: event frames this process read
+                                           (one per event per connection, however many
+                                           the gateway wrote in one send), the kernel's
+                                           arrival stamp of the newest and when it was read
   {"cmd":"recon_open","n":N,"channel":C}   N more connections on C that track offset + epoch
   {"cmd":"recon_drop"}                     close them
   {"cmd":"recon_back","expect":K,"timeout":T}  reconnect all at once with since + epoch,
@@ -256,8 +259,10 @@ class Pool:
         # the moment this process read the frame.
         self.latencies: dict[str, list[float]] = {}
         self.read_latencies: dict[str, list[float]] = {}
+        # Per channel, event frames read, and the newest one's arrival stamp and read time.
         self.tally: dict[str, int] = {}
-        self.last_receipt: dict[str, float] = {}
+        self.last_arrived: dict[str, float] = {}
+        self.last_read: dict[str, float] = {}
         self.recon: list[Recon] = []
         self.retries = 0
         self.reconnects = 0
@@ -348,7 +353,8 @@ class Pool:
             return
         channel = frame["channel"]
         self.tally[channel] = self.tally.get(channel, 0) + 1
-        self.last_receipt[channel] = now
+        self.last_arrived[channel] = max(arrived, self.last_arrived.get(channel, 0.0))
+        self.last_read[channel] = now
         sent = frame["event"]["data"]["t"]
         self.latencies.setdefault(channel, []).append((arrived - sent) * 1000)
         self.read_latencies.setdefault(channel, []).append((now - sent) * 1000)
@@ -488,7 +494,11 @@ async def handle(pool: Pool, cmd: dict[str, Any]) -> dict[str, Any]:  # noqa: PL
         return await pool.sub(cmd["n"], cmd["channel"])
     if name == "tally":
         ch = cmd["channel"]
-        return {"count": pool.tally.get(ch, 0), "last": pool.last_receipt.get(ch, 0.0)}
+        return {
+            "count": pool.tally.get(ch, 0),
+            "last_arrived": pool.last_arrived.get(ch, 0.0),
+            "last_read": pool.last_read.get(ch, 0.0),
+        }
     if name == "recon_open":
         return await recon_open(pool, cmd["n"], cmd["channel"])
     if name == "recon_drop":

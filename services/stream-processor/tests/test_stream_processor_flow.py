@@ -8,6 +8,7 @@ Redis, audit rows, and the CloudEvents the fraud and notify queues receive.
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 import urllib.request
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -153,6 +154,13 @@ def _live_frames(pubsub: Any, count: int, timeout: float = 10.0) -> list[dict[st
     return frames
 
 
+def _sample(metrics: bytes, name: str) -> float:
+    """The value of the unlabelled sample ``name`` in a ``/metrics`` answer."""
+    found = re.search(rb"^" + re.escape(name.encode()) + rb" (\S+)$", metrics, re.MULTILINE)
+    assert found is not None, name
+    return float(found.group(1))
+
+
 def test_changes_reach_channels_audit_trail_and_queues(stack: Stack) -> None:
     pubsub = stack.redis.pubsub()
     pubsub.ssubscribe(stack.keys.live("payments"))
@@ -219,6 +227,8 @@ def test_changes_reach_channels_audit_trail_and_queues(stack: Stack) -> None:
     assert b'pulse_stream_records_processed_total{event_name="INSERT"} 3.0' in metrics
     assert b'pulse_stream_records_processed_total{event_name="MODIFY"} 1.0' in metrics
     assert b"pulse_stream_iterator_age_seconds" in metrics
+    # The hot path's duration, once per batch read: the inserts, the update, the delete.
+    assert 3 <= _sample(metrics, "pulse_stream_live_publish_duration_seconds_count") <= 5
 
     assert process.stop() == 0
     lines = [orjson.loads(line) for line in process.logs().splitlines() if line.startswith("{")]

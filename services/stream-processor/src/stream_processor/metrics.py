@@ -25,6 +25,7 @@ __all__ = [
     "LEASES_DELETED",
     "LEASES_HELD",
     "LEASES_TAKEN",
+    "LIVE_PUBLISH_DURATION",
     "RECORDS_PROCESSED",
     "SHARDS_OWNED",
     "SHARD_ITERATOR_AGE",
@@ -46,6 +47,15 @@ BATCH_DURATION: Final = Histogram(
     "pulse_stream_batch_duration_seconds",
     "Time to apply one GetRecords batch: SNS, Redis, audit rows and the checkpoint",
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+)
+# Observed once per batch (never per record): with the events' own times (the record's
+# ``time``, the channel offset's milliseconds) it splits the stream's share of the end-to-end
+# latency into waiting to be read and the processor's own work.
+LIVE_PUBLISH_DURATION: Final = Histogram(
+    "pulse_stream_live_publish_duration_seconds",
+    "Time from a GetRecords answer until its batch's events are appended to their Redis "
+    "channels (the hot path; SNS and the audit rows follow)",
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
 )
 ITERATOR_AGE: Final = Gauge(
     "pulse_stream_iterator_age_seconds",

@@ -43,7 +43,7 @@ from pulse.service import sleep_unless_stopped
 from stream_processor.checkpoint_window import CheckpointWindow, InFlightBatch
 from stream_processor.leases import LeaseExpiredError, LeaseLostError
 from stream_processor.lineage import SHARD_END, last_sequence_number
-from stream_processor.metrics import CHECKPOINTS, FAILURES, STAGE
+from stream_processor.metrics import CHECKPOINTS, FAILURES, LIVE_PUBLISH_DURATION, STAGE
 from stream_processor.record_outcomes import RecordOutcomes
 from stream_processor.records import record_time
 from stream_processor.retry_policy import IsolateRecords, RetryBatch, RetryPolicy
@@ -273,6 +273,7 @@ class ShardReader:
                 self._settle_metrics(batch.item, succeeded=False)
                 await self._commit(keep=0)  # the batches before it finish (or fail) first
                 raise _BatchFailedError(exc, len(records)) from exc
+            LIVE_PUBLISH_DURATION.observe(time.perf_counter() - started)
             self._window.published(batch)
             task = asyncio.create_task(
                 self._propagate(batch), name=f"finish batch of {self.shard_id}"
