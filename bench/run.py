@@ -32,6 +32,9 @@ Groups (each in bench/bench_<group>.py):
   redis   channel appends/s on a master with one replica, WAIT 0 vs WAIT 1
           (PULSE_REDIS_WAIT_REPLICAS): batches as the stream processor sends them, and
           single appends as the workers do -> redis.batch_wait1_ratio, redis.single_wait1_ratio
+  history 1,000 idle account channels (a few payment events each, the default size, the
+          lifetime shortened): Redis memory per account before expiry, keys left after it
+          -> history.redis_bytes_per_idle_account, history.keys_left_after_ttl (0)
 
 Each group prints its setup, then its figures as ``name: value`` lines; the figures of every
 group run are repeated together on the last lines.
@@ -46,7 +49,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-GROUPS = ("ingest", "e2e", "stream", "workers", "gateway", "scale", "redis")
+GROUPS = ("ingest", "e2e", "stream", "workers", "gateway", "scale", "redis", "history")
 
 
 def _runner(group: str) -> Callable[[], dict[str, float]]:

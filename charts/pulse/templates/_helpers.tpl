@@ -138,6 +138,9 @@ PULSE_REDIS_TLS_CA_FILE: {{ include "pulse.redisCaFile" . | quote }}
 PULSE_REDIS_WAIT_REPLICAS: {{ .Values.redis.waitReplicas | quote }}
 PULSE_REDIS_WAIT_TIMEOUT_MS: {{ .Values.redis.waitTimeoutMs | quote }}
 PULSE_CHANNEL_GUARD_TTL_SECONDS: {{ .Values.redis.channelGuardTtlSeconds | quote }}
+{{- with .Values.redis.history }}
+PULSE_HISTORY: {{ toJson . | quote }}
+{{- end }}
 PULSE_LOG_LEVEL: {{ .Values.logging.level | quote }}
 PULSE_LOG_FORMAT: {{ .Values.logging.format | quote }}
 PULSE_HEALTH_INTERVAL_SECONDS: {{ include "pulse.number" .Values.health.intervalSeconds | quote }}

@@ -11,7 +11,8 @@ from pulse.channels import (
     channel_epoch,
     is_valid_channel,
 )
-from pulse.events import PAYMENT_CREATED, new_event
+from pulse.events import PAYMENT_CREATED, CloudEvent, new_event
+from pulse.history_limits import HistoryLimit, HistoryLimits
 from pulse.settings import PulseSettings
 from pulse_dev.testing import stream_entries
 
@@ -177,9 +178,9 @@ async def test_a_channel_keeps_its_epoch_until_its_data_is_lost(
     epoch = first.epochs["payments"]
     assert epoch
     assert second.epochs["payments"] == epoch
-    assert await channel_epoch(async_redis, keys, "payments") == epoch
+    assert await channel_epoch(async_redis, keys, "payments", ttl_seconds=60) == epoch
     # A reader of a channel nobody wrote yet creates its epoch; the next append keeps it.
-    fresh = await channel_epoch(async_redis, keys, "alerts")
+    fresh = await channel_epoch(async_redis, keys, "alerts", ttl_seconds=60)
     third = await publisher.append(new_event(type="t", source="/s", data={}), ["alerts"])
     assert third.epochs["alerts"] == fresh
     # Redis lost its data (restart without persistence): a new epoch, never the old one.
@@ -240,3 +241,102 @@ async def test_a_service_publishers_guards_live_as_long_as_its_setting_says(
     await publisher.append(event, ["payments"])
     ttl = await async_redis.ttl(publisher.keys.applied("payments", event.id))
     assert 3590 <= ttl <= 3600
+
+
+def payment(n: int) -> CloudEvent:
+    return new_event(type=PAYMENT_CREATED, source="/t", data={"payment_id": f"p{n}"})
+
+
+def short_lived(async_redis: aioredis.Redis, prefix: str, ttl: int = 1) -> ChannelPublisher:
+    """A publisher whose account channels live ``ttl`` seconds and keep 10 entries."""
+    settings = PulseSettings(
+        redis_prefix=prefix, history=HistoryLimits(account=HistoryLimit(size=10, ttl_seconds=ttl))
+    )
+    return ChannelPublisher.of(async_redis, settings)
+
+
+async def channel_keys(
+    async_redis: aioredis.Redis, publisher: ChannelPublisher, channel: str
+) -> list[bytes]:
+    """Every key of ``channel`` in Redis (its hash tag's)."""
+    return [key async for key in async_redis.scan_iter(match=f"{publisher.keys.tag(channel)}*")]
+
+
+async def expires_within(client: aioredis.Redis, key: str | bytes, ms: int) -> bool:
+    """``key`` expires within ``ms`` or already did: never a key left without an expiry."""
+    left = await client.pttl(key)
+    return left == -2 or 0 <= left <= ms
+
+
+async def test_an_idle_channel_leaves_no_key_behind_after_its_lifetime(
+    async_redis: aioredis.Redis, prefix: str
+) -> None:
+    publisher = short_lived(async_redis, prefix)
+    events = [payment(n) for n in range(3)]
+    await publisher.append_many([ChannelAppend(event, ["account:A"]) for event in events])
+    await publisher.append(events[0], ["account:A"])  # a replay renews its guard
+    # A reader's epoch of a channel nobody wrote lives the channel's lifetime too.
+    await channel_epoch(async_redis, publisher.keys, "account:B", ttl_seconds=1)
+    written = await channel_keys(async_redis, publisher, "account:A")
+    assert len(written) == 5  # stream, epoch, three guards
+    for key in written:
+        assert await expires_within(async_redis, key, 1000)
+    assert await expires_within(async_redis, publisher.keys.epoch("account:B"), 1000)
+
+    await asyncio.sleep(1.1)
+
+    assert await channel_keys(async_redis, publisher, "account:A") == []
+    assert await channel_keys(async_redis, publisher, "account:B") == []
+
+
+async def test_a_channel_in_use_keeps_its_entries_younger_than_its_lifetime(
+    async_redis: aioredis.Redis, prefix: str
+) -> None:
+    publisher = short_lived(async_redis, prefix, ttl=2)
+    first = await publisher.append(payment(1), ["account:A"])
+    await asyncio.sleep(1.2)
+    await publisher.append(payment(2), ["account:A"])
+    await asyncio.sleep(1.2)  # past the first append's lifetime, within the second's
+
+    history = stream_entries(await async_redis.xrange(publisher.keys.history("account:A")))
+    assert [orjson.loads(f[b"e"])["data"]["payment_id"] for _, f in history][-1] == "p2"
+    assert await async_redis.get(publisher.keys.epoch("account:A")) == (
+        first.epochs["account:A"].encode()
+    )
+    assert 0 < await async_redis.pttl(publisher.keys.history("account:A")) <= 2000
+
+
+async def test_a_renewed_channel_keeps_the_entries_younger_than_its_lifetime(
+    async_redis: aioredis.Redis, prefix: str
+) -> None:
+    publisher = short_lived(async_redis, prefix, ttl=2)
+    await publisher.append(payment(1), ["account:A"])
+    await asyncio.sleep(1.2)
+    await publisher.append(payment(2), ["account:A"])  # p1 is 1.2 s old: younger than 2 s
+
+    history = stream_entries(await async_redis.xrange(publisher.keys.history("account:A")))
+    assert [orjson.loads(f[b"e"])["data"]["payment_id"] for _, f in history] == ["p1", "p2"]
+
+
+async def test_each_kind_of_channel_keeps_its_own_number_of_entries(
+    async_redis: aioredis.Redis, prefix: str
+) -> None:
+    publisher = short_lived(async_redis, prefix, ttl=60)
+    await publisher.append_many(
+        [ChannelAppend(payment(n), ["payments", "account:A"]) for n in range(300)]
+    )
+    # MAXLEN ~ trims whole stream nodes (100 entries each): at most one node above the size.
+    assert await async_redis.xlen(publisher.keys.history("account:A")) <= 10 + 100
+    assert await async_redis.xlen(publisher.keys.history("payments")) == 300
+    assert 0 < await async_redis.ttl(publisher.keys.history("account:A")) <= 60
+    assert 86_300 < await async_redis.ttl(publisher.keys.history("payments")) <= 86_400
+
+
+async def test_guards_live_no_longer_than_their_channel(
+    async_redis: aioredis.Redis, prefix: str
+) -> None:
+    publisher = short_lived(async_redis, prefix, ttl=60)
+    event = payment(1)
+    await publisher.append(event, ["account:A", "payments"])
+    assert 0 < await async_redis.ttl(publisher.keys.applied("account:A", event.id)) <= 60
+    assert await async_redis.ttl(publisher.keys.applied("payments", event.id)) > 86_000

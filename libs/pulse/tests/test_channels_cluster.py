@@ -10,9 +10,10 @@ import orjson
 import pytest
 from redis.asyncio import RedisCluster
 
-from pulse.channels import ChannelAppend, ChannelPublisher, CounterIncrement
+from pulse.channels import ChannelAppend, ChannelPublisher, CounterIncrement, channel_epoch
 from pulse.errors import RetryableError
 from pulse.events import PAYMENT_CREATED, CloudEvent, new_event
+from pulse.history_limits import HistoryLimit, HistoryLimits
 from pulse.replication import Replication
 from pulse_dev.testing import stream_entries
 
@@ -107,3 +108,28 @@ async def test_appends_acknowledged_with_wait_survive_the_death_of_their_master(
         await asyncio.to_thread(group.heal)
     assert await history(cluster, publisher, channel) == [f"p{n}" for n in range(31)]
     assert await history(cluster, publisher, "payments") == [f"p{n}" for n in range(31)]
+
+
+async def expires_within(client: RedisCluster, key: str | bytes, ms: int) -> bool:
+    """``key`` expires within ``ms`` or already did: never a key left without an expiry."""
+    left = await client.pttl(key)
+    return left == -2 or 0 <= left <= ms
+
+
+async def test_idle_channels_on_every_node_leave_no_key_behind(cluster: RedisCluster) -> None:
+    limits = HistoryLimits(account=HistoryLimit(size=10, ttl_seconds=1))
+    publisher = ChannelPublisher(cluster, PREFIX, history=limits)
+    await publisher.append_many([ChannelAppend(payment(n), ACCOUNTS) for n in range(3)])
+    await channel_epoch(cluster, publisher.keys, "account:read-only", ttl_seconds=1)
+    written = [key async for key in cluster.scan_iter(match=f"{PREFIX}{{ch:*")]
+    assert len(written) == len(ACCOUNTS) * 5 + 1  # stream, epoch, 3 guards each; an epoch
+    for channel in ACCOUNTS:  # the script wrote only keys of the channel's own slot
+        mine = [key for key in written if key.startswith(publisher.keys.tag(channel).encode())]
+        assert len(mine) == 5
+        assert len({await cluster.cluster_keyslot(key) for key in mine}) == 1
+    for key in written:
+        assert await expires_within(cluster, key, 1000)
+
+    await asyncio.sleep(1.1)
+
+    assert [key async for key in cluster.scan_iter(match=f"{PREFIX}{{ch:*")] == []

@@ -110,7 +110,10 @@ class History:
     events: dict[str, list[int]] = field(default_factory=dict)
     during_read: Callable[[], object] = lambda: None
 
-    async def snapshot(self, channel: str) -> HistorySnapshot:
+    async def snapshot(
+        self, channel: str, since: StreamId | None = None, epoch: str | None = None
+    ) -> HistorySnapshot:
+        del since, epoch  # one epoch here, never carried over
         self.during_read()
         stored = self.events.get(channel, [])
         last = StreamId(stored[-1], 0) if stored else None

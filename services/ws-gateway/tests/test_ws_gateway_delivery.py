@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from pathlib import Path
 
@@ -11,6 +12,7 @@ from websockets.asyncio.client import ClientConnection, connect
 
 from pulse.channels import ChannelPublisher
 from pulse.events import PAYMENT_CREATED, CloudEvent, new_event
+from pulse.settings import PulseSettings
 from pulse_dev.emulators import start_redis, stop_process
 from pulse_dev.testing import GatewayFactory, RunningGateway, free_port, next_frame, send_frame
 
@@ -158,3 +160,35 @@ async def test_a_redis_restart_tells_subscribers_their_history_is_gone(
         await client.aclose()
         gateway.kill()
         stop_process(server)
+
+
+async def test_a_subscriber_across_an_idle_expiry_misses_nothing_and_recovers(
+    gateways: GatewayFactory, async_redis: aioredis.Redis
+) -> None:
+    """The channel expires idle while a client stays subscribed; its next events begin a new
+    epoch. A gap fill and a later resubscribe with the old epoch both go on where the client
+    is: no ``recovered:false``, nothing twice."""
+    history = '{"account": {"size": 100, "ttl_seconds": 2}}'
+    gateway = gateways.start(secret=SECRET, PULSE_HISTORY=history)
+    publisher = ChannelPublisher.of(
+        async_redis, PulseSettings(redis_prefix=gateway.prefix, history=history)
+    )
+    channel = f"account:{uuid.uuid4().hex[:8]}"
+    async with connect(_url(gateway, "ops")) as ws:
+        subscribed = await send_frame(ws, op="subscribe", channel=channel)
+        first = await _append(publisher, channel, 0)
+        assert await _event_ids(ws, 1) == [first.id]
+        await asyncio.sleep(2.1)  # idle for its lifetime: every key of the channel expires
+        renewed = await _append(publisher, channel, 1)
+        frame = await next_frame(ws)
+        assert frame["event"]["id"] == renewed.id
+        assert await _kill_live_connection(async_redis, gateway.prefix) == 1
+        during = (await _append(publisher, channel, 2)).id
+        assert await _event_ids(ws, 1) == [during]  # filled, no notice of a lost history
+    async with connect(_url(gateway, "ops")) as ws:
+        again = await send_frame(
+            ws, op="subscribe", channel=channel, since=frame["offset"], epoch=subscribed["epoch"]
+        )
+        assert again["recovered"] is True
+        assert again["epoch"] != subscribed["epoch"]
+        assert await _event_ids(ws, 1) == [during]

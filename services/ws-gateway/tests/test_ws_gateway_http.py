@@ -64,10 +64,17 @@ async def test_history_pages_forward_from_since_or_returns_the_newest(
     assert page["recovered"] is True
     assert [e["event"]["id"] for e in page["events"]] == [sent[3].id]
 
-    params["epoch"] = "another-epoch"
-    async with http.get(url, params=params, headers=_auth(account)) as resp:
+    # An offset of another epoch that names no entry here means nothing here.
+    stale_params = {**params, "since": "1-0", "epoch": "another-epoch"}
+    async with http.get(url, params=stale_params, headers=_auth(account)) as resp:
         stale = await resp.json()
     assert (stale["recovered"], stale["events"]) == (False, [])
+    # One that names an entry of this stream was received from it (a client subscribed while
+    # the channel expired idle and began this epoch): it goes on from there.
+    async with http.get(url, params={**params, "epoch": "older"}, headers=_auth(account)) as resp:
+        carried = await resp.json()
+    assert carried["recovered"] is True
+    assert [e["event"]["id"] for e in carried["events"]] == [sent[3].id]
 
 
 @pytest.mark.parametrize(

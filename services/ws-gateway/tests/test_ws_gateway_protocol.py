@@ -170,6 +170,7 @@ S = StreamId
         (S(5, 0), None, None, False, False),  # an offset of a stream that is gone
         (S(5, 0), S(1, 0), S(9, 0), False, True),  # nothing ever trimmed
         (ZERO, S(1, 0), S(9, 0), False, True),
+        (S(1, 0), S(5, 0), S(9, 0), False, False),  # of an earlier, expired stream
         (S(5, 0), S(3, 0), S(9, 0), True, True),  # trimmed, but not past since
         (S(5, 0), S(5, 0), S(9, 0), True, True),
         (S(5, 0), S(5, 1), S(9, 0), True, False),  # trimmed past since

@@ -15,9 +15,11 @@ from websockets.asyncio.client import ClientConnection, connect
 
 from pulse.channels import ChannelPublisher
 from pulse.events import PAYMENT_CREATED, new_event
+from pulse.history_limits import HistoryLimit, HistoryLimits
 from pulse_dev.testing import GatewayFactory, RunningGateway, next_frame
 
 SECRET = "ws-gateway-writes-secret-0123456789abcdef"
+SHORT_HISTORY = HistoryLimits(account=HistoryLimit(size=10, ttl_seconds=600))
 PING_INTERVAL = 0.5
 FRAME_TIMEOUT = 10.0  # a backed-up write path delivers late
 pytestmark = pytest.mark.timeout(60)
@@ -44,7 +46,7 @@ async def test_frames_that_waited_for_a_slow_reader_arrive_all_and_in_order(
 ) -> None:
     account = f"acct-{uuid.uuid4().hex[:8]}"
     channel = f"account:{account}"
-    publisher = ChannelPublisher(async_redis, gateway.prefix, history_length=10)
+    publisher = ChannelPublisher(async_redis, gateway.prefix, history=SHORT_HISTORY)
     blob = "x" * 200_000
     count = 60  # ~12 MB: more than the kernel's socket buffers, fewer frames than the limit
     # max_queue=1: the client stops reading after one frame until the test reads.

@@ -21,22 +21,26 @@ if TYPE_CHECKING:
 
 __all__ = ["AppendPlan", "AppendResult", "ChannelAppend", "ChannelParts", "CounterIncrement"]
 
-# (guard key less the guard, history, live, epoch, the channel name JSON-encoded)
-ChannelParts = tuple[str, str, str, str, bytes]
+# (guard key less the guard, history, live, epoch, the channel name JSON-encoded, then the
+# script's numbers: guard ttl seconds, max history length, lifetime seconds)
+ChannelParts = tuple[str, str, str, str, bytes, int, int, int]
 
 # One channel, its events in order. Returns "<epoch> <offset> <offset> ..." (one bulk reply:
 # far cheaper to read than an array), "-" for an event whose guard had been seen — after
 # renewing that guard's expiry: a write, so a WAIT after a retry covers whatever the first
 # attempt wrote (pulse.replication).
+# Then the channel's lifetime starts again for each of its keys: its entries older than the
+# lifetime go (XTRIM MINID ~ removes whole nodes only, never a younger entry), the stream
+# and the epoch expire after it, and the guards were given no longer (pulse.history_limits).
 # KEYS: history stream, live channel, epoch, then one guard per event
 # ARGV: guard ttl seconds, max history length, the channel name JSON-encoded (spliced into
-#       the frame), a new epoch token (used if the channel has none), then one event JSON
-#       per event
+#       the frame), a new epoch token (used if the channel has none), the channel's lifetime
+#       in seconds, then one event JSON per event
 APPEND_LUA: Final = LuaScript("""
 redis.call('SET', KEYS[3], ARGV[4], 'NX')
 local reply = {redis.call('GET', KEYS[3])}
 for i = 4, #KEYS do
-  local event = ARGV[i + 1]
+  local event = ARGV[i + 2]
   if redis.call('SET', KEYS[i], '1', 'NX', 'EX', ARGV[1]) == false then
     redis.call('EXPIRE', KEYS[i], ARGV[1])
     reply[i - 2] = '-'
@@ -47,6 +51,11 @@ for i = 4, #KEYS do
     reply[i - 2] = offset
   end
 end
+local now = redis.call('TIME')
+local oldest = (tonumber(now[1]) - tonumber(ARGV[5])) * 1000 + math.floor(now[2] / 1000)
+redis.call('XTRIM', KEYS[1], 'MINID', '~', string.format('%d', oldest))
+redis.call('EXPIRE', KEYS[1], ARGV[5])
+redis.call('EXPIRE', KEYS[3], ARGV[5])
 return table.concat(reply, ' ')
 """)
 
@@ -148,11 +157,11 @@ class AppendPlan:
         counters_guard: Callable[[str], str],
         *,
         guard_ttl: int,
-        history_length: int,
         new_epoch: Callable[[], str],
     ) -> AppendPlan:
-        """The plan of ``appends``. ``parts`` gives a channel's names (and refuses a bad
-        one, ``ValueError``); ``counters_guard`` an event's counters guard key."""
+        """The plan of ``appends``. ``parts`` gives a channel's names and numbers (and
+        refuses a bad name, ``ValueError``); ``counters_guard`` an event's counters guard
+        key, which lives ``guard_ttl`` seconds."""
         plan = cls()
         calls: dict[str, _ChannelCall] = {}
         hashes: dict[str, int] = {}
@@ -167,11 +176,11 @@ class AppendPlan:
             for channel in append.channels:
                 call = calls.get(channel)
                 if call is None:
-                    applied, history, live, epoch, name = parts(channel)
+                    applied, history, live, epoch, name, guards_ttl, size, ttl = parts(channel)
                     call = calls[channel] = _ChannelCall(
                         applied,
                         [history, live, epoch],
-                        [guard_ttl, history_length, name, new_epoch()],
+                        [guards_ttl, size, name, new_epoch(), ttl],
                     )
                 places.append((channel, len(call.keys) - 3))
                 call.keys.append(call.applied + guard)

@@ -6,12 +6,17 @@ channel, in order), which for each event, atomically,
 1. records the event id in the channel's once-per-event guard (``SET NX`` with a TTL) and
    skips the event if it was there — so a replay after a crash changes nothing on that
    channel;
-2. appends the event to the channel's stream (``XADD MAXLEN ~``), the stream entry id
-   being the channel offset;
+2. appends the event to the channel's stream (``XADD MAXLEN ~``, the size of the channel's
+   kind), the stream entry id being the channel offset;
 3. publishes the ready-to-send gateway frame
    ``{"op":"event","channel":C,"offset":O,"event":E}`` with ``SPUBLISH`` (sharded pub/sub,
    the gateway listens with ``SSUBSCRIBE``), so the gateway forwards bytes it never has to
-   re-serialise.
+   re-serialise;
+
+and then starts the channel's lifetime (``PULSE_HISTORY``, :mod:`pulse.history_limits`)
+again: entries older than it are trimmed, and the stream, the epoch and the guards expire
+after it. A channel idle for its lifetime leaves no key behind; one in use keeps every
+entry younger than its lifetime, up to its size.
 
 The counters the events move are applied by one more script call, under a guard per event
 of their own. Every call touches the keys of one hash tag only — one slot, so one node of a
@@ -25,10 +30,12 @@ Redis keys (all under the configurable prefix; :class:`ChannelKeys`):
 - ``{prefix}{ch:C}:history``         channel C's history stream
 - ``{prefix}{ch:C}:live``            its sharded pub/sub channel for live delivery
 - ``{prefix}{ch:C}:epoch``           its epoch: a random token set when the channel's history
-  begins (``SET NX``); if Redis loses its data the key is gone and the next append or
-  reader makes a new one, so a client holding an offset of the old epoch can tell its
-  offset means nothing any more
-- ``{prefix}{ch:C}:applied:{guard}`` its once-per-event guard
+  begins (``SET NX``); if Redis loses its data, or the idle channel's keys expire, the key
+  is gone and the next append or reader makes a new one (with the channel's lifetime), so a
+  client holding an offset of the old epoch can tell its offset means nothing any more
+- ``{prefix}{ch:C}:applied:{guard}`` its once-per-event guard, living the shorter of
+  ``PULSE_CHANNEL_GUARD_TTL_SECONDS`` and the channel's lifetime: an event replayed after
+  both appends again
 - ``{prefix}{stats}:{name}``         counter hashes, and ``{prefix}{stats}:applied:{guard}``
   their once-per-event guard
 """
@@ -49,6 +56,7 @@ from pulse._append_plan import (
     ChannelParts,
     CounterIncrement,
 )
+from pulse.history_limits import HistoryLimits
 from pulse.replication import Replication, ScriptRunner
 
 if TYPE_CHECKING:
@@ -143,15 +151,20 @@ def new_epoch() -> str:
     return uuid.uuid4().hex[:12]
 
 
+# An epoch made by a reader lives the channel's lifetime, as one made by an append does; an
+# existing one keeps its expiry (the stream's), so the epoch never outlives the history.
 _EPOCH_LUA: Final = """
-redis.call('SET', KEYS[1], ARGV[1], 'NX')
+redis.call('SET', KEYS[1], ARGV[1], 'NX', 'EX', ARGV[2])
 return redis.call('GET', KEYS[1])
 """
 
 
-async def channel_epoch(redis: RedisClient, keys: ChannelKeys, channel: str) -> str:
-    """The channel's current epoch, creating one if Redis has none (new channel, lost data)."""
-    value = await redis.eval(_EPOCH_LUA, 1, keys.epoch(channel), new_epoch())
+async def channel_epoch(
+    redis: RedisClient, keys: ChannelKeys, channel: str, *, ttl_seconds: int
+) -> str:
+    """The channel's current epoch, creating one that lives ``ttl_seconds`` if Redis has
+    none (new channel, expired channel, lost data)."""
+    value = await redis.eval(_EPOCH_LUA, 1, keys.epoch(channel), new_epoch(), ttl_seconds)
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
@@ -163,24 +176,25 @@ class ChannelPublisher:
         redis: RedisClient,
         prefix: str,
         *,
-        history_length: int = 10_000,
+        history: HistoryLimits | None = None,
         guard_ttl_seconds: int = 7 * 24 * 3600,
         replication: Replication | None = None,
     ) -> None:
         self.keys = ChannelKeys(prefix)
         self._counters_start = self.keys.counter("")
-        self._history_length = history_length
+        self._history = history or HistoryLimits()
         self._guard_ttl = guard_ttl_seconds
         self._runner = ScriptRunner(redis, replication)
         self._parts: dict[str, ChannelParts] = {}
 
     @classmethod
     def of(cls, redis: RedisClient, settings: PulseSettings) -> ChannelPublisher:
-        """A service's publisher: its Redis prefix, guard lifetime and ``PULSE_REDIS_WAIT_*``
-        settings."""
+        """A service's publisher: its Redis prefix, history limits, guard lifetime and
+        ``PULSE_REDIS_WAIT_*`` settings."""
         return cls(
             redis,
             settings.redis_prefix,
+            history=settings.history,
             guard_ttl_seconds=settings.channel_guard_ttl_seconds,
             replication=Replication.of(settings),
         )
@@ -232,14 +246,13 @@ class ChannelPublisher:
             self._channel_parts,
             self.keys.counters_applied,
             guard_ttl=self._guard_ttl,
-            history_length=self._history_length,
             new_epoch=new_epoch,
         )
 
     def _channel_parts(self, channel: str) -> ChannelParts:
-        """``channel``'s guard key less the guard, history, live and epoch keys, and its
-        name in JSON — made once per channel (a batch names the same few again and again);
-        ``ValueError`` for an invalid name."""
+        """``channel``'s guard key less the guard, history, live and epoch keys, its name in
+        JSON, its guards' TTL, history size and lifetime — made once per channel (a batch
+        names the same few again and again); ``ValueError`` for an invalid name."""
         parts = self._parts.get(channel)
         if parts is None:
             if not is_valid_channel(channel):
@@ -247,11 +260,15 @@ class ChannelPublisher:
             if len(self._parts) >= _PARTS_KEPT:
                 self._parts.clear()
             keys = self.keys
+            limit = self._history.of(channel)
             parts = self._parts[channel] = (
                 keys.applied(channel, ""),
                 keys.history(channel),
                 keys.live(channel),
                 keys.epoch(channel),
                 orjson.dumps(channel),
+                min(self._guard_ttl, limit.ttl_seconds),
+                limit.size,
+                limit.ttl_seconds,
             )
         return parts

@@ -18,8 +18,8 @@ logged once until it reads again; the others still report.
 
 Every report is a new event: the latest per source is the truth, so a report lost to a
 Redis hiccup is not retried (the next one follows), its once-per-event guard lives a minute,
-no ``WAIT`` for replicas is spent on it, and the channel keeps only
-:data:`HISTORY_LENGTH` entries.
+no ``WAIT`` for replicas is spent on it, and the channel keeps only the entries of its kind's
+history limit (``PULSE_HISTORY``: by default :data:`HISTORY_LENGTH`, for an hour).
 """
 
 from __future__ import annotations
@@ -35,6 +35,7 @@ from prometheus_client import Counter
 from pulse.channels import HEALTH as HEALTH_CHANNEL
 from pulse.channels import ChannelAppend, ChannelPublisher
 from pulse.events import HEALTH, iso_timestamp, new_event, utc_now
+from pulse.history_limits import DEFAULT_LIMITS
 from pulse.logging import get_logger
 from pulse.service import sleep_unless_stopped
 
@@ -58,8 +59,8 @@ __all__ = [
     "summary_fields",
 ]
 
-# Entries the ``health`` channel keeps: a few minutes of every process's reports.
-HISTORY_LENGTH: Final = 1000
+# Entries the ``health`` channel keeps by default: a few minutes of every process's reports.
+HISTORY_LENGTH: Final = DEFAULT_LIMITS["health"].size
 # A report's once-per-event guard: long enough for the append's own retries, no longer.
 _GUARD_TTL_SECONDS: Final = 60
 # Readings merged by joining lists, by adding numbers (per key), or taken as given.
@@ -203,7 +204,7 @@ class HealthReporter:
         publisher = ChannelPublisher(
             redis,
             settings.redis_prefix,
-            history_length=HISTORY_LENGTH,
+            history=settings.history,
             guard_ttl_seconds=_GUARD_TTL_SECONDS,
         )
         return cls(

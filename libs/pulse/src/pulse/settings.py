@@ -19,6 +19,7 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal, Self, TypeVar
 from urllib.parse import urlsplit
 
+import orjson
 from pydantic import (
     AliasChoices,
     Field,
@@ -31,6 +32,7 @@ from pydantic import (
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from pulse.errors import ConfigurationError
+from pulse.history_limits import HistoryLimits
 
 __all__ = [
     "DEV_JWT_SECRET",
@@ -98,6 +100,10 @@ class PulseSettings(BaseSettings):
     # replayed from an old checkpoint) would append it again. The guards are most of Redis's
     # memory at high rates: see docs/scaling.md.
     channel_guard_ttl_seconds: int = Field(default=7 * 24 * 3600, ge=60)
+    # PULSE_HISTORY: per kind of channel, how many entries its history keeps and how long
+    # an idle channel's keys live (a JSON object; pulse.history_limits). A channel's guards
+    # live no longer than the channel: the shorter of this lifetime and the guard TTL.
+    history: Annotated[HistoryLimits, NoDecode] = Field(default_factory=HistoryLimits)
     redis_mode: Literal["standalone", "cluster", "sentinel"] = "standalone"
     # Comma-separated redis:// or rediss:// URLs (port 26379 unless given), all one scheme.
     redis_sentinels: Annotated[tuple[str, ...], NoDecode] = ()
@@ -158,6 +164,19 @@ class PulseSettings(BaseSettings):
         return prefix
 
     _sentinel_list = field_validator("redis_sentinels", mode="before")(comma_separated)
+
+    @field_validator("history", mode="before")
+    @classmethod
+    def _history_json(cls, value: Any) -> Any:
+        if isinstance(value, str | bytes):
+            try:
+                value = orjson.loads(value)
+            except orjson.JSONDecodeError as exc:
+                raise ValueError(f"not JSON ({exc})") from None
+            if not isinstance(value, dict):
+                # A ValueError: pydantic reports it as this variable's error (not a TypeError).
+                raise ValueError('must be a JSON object, e.g. {"account": {"size": 100, …}}')  # noqa: TRY004
+        return value
 
     @field_validator("redis_sentinels")
     @classmethod

@@ -28,7 +28,9 @@ async def serve(lifecycle: Lifecycle) -> None:
     keys = ChannelKeys(settings.redis_prefix)
     redis = redis_client(settings)
     lifecycle.add_check("redis", redis.ping)
-    history = ChannelHistory(redis, keys, batch_size=settings.replay_batch_size)
+    history = ChannelHistory(
+        redis, keys, batch_size=settings.replay_batch_size, limits=settings.history
+    )
     latency = E2eLatency()
     # The pub/sub connection gets a client of its own, without redis-py's health checks; its
     # name lets an operator (and the gap-fill test) find it in CLIENT LIST.

@@ -70,7 +70,9 @@ class ChannelHub(Lanes, Protocol):
 class HistoryReader(Protocol):
     """The stored side of channels (:class:`~ws_gateway.history.ChannelHistory`)."""
 
-    async def snapshot(self, channel: str) -> HistorySnapshot: ...
+    async def snapshot(
+        self, channel: str, since: StreamId | None = None, epoch: str | None = None
+    ) -> HistorySnapshot: ...
 
     def frames_between(
         self, channel: str, after: StreamId, upto: StreamId
@@ -134,7 +136,7 @@ class Commands:
             # Listen first, then read history: whatever is published meanwhile is buffered
             # by the session and joined to the history by offset.
             await self._hub.add(channel, client)
-            snapshot = await self._history.snapshot(channel)
+            snapshot = await self._history.snapshot(channel, frame.since, frame.epoch)
         except Exception as exc:
             log.warning("subscribe failed", channel=channel, error=str(exc))
             if client.session.unsubscribe(channel):

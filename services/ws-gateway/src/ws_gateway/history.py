@@ -1,13 +1,24 @@
-"""Reads of a channel's bounded history (a Redis stream written by pulse.channels)."""
+"""Reads of a channel's bounded history (a Redis stream written by pulse.channels).
+
+Reading never leaves a key without a lifetime: the epoch a reader makes for a channel that
+has none lives the channel's lifetime (``PULSE_HISTORY``), as one made by an append does.
+
+A channel idle for its lifetime expires, and its next append begins a new epoch; a client
+subscribed all along received the new epoch's events live but still holds the old epoch.
+Its offset then names an entry of the current stream — offsets are entry ids, and a new
+stream's ids are all newer than any of an earlier one — so that offset is of this epoch
+whatever epoch the client sends (:attr:`HistorySnapshot.carried`), and it recovers.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from redis.exceptions import ResponseError
 
 from pulse.channels import channel_epoch
+from pulse.history_limits import HistoryLimits
 from ws_gateway.offsets import ZERO, StreamId, is_recovered
 from ws_gateway.protocol import event_frame
 
@@ -29,15 +40,23 @@ class HistorySnapshot:
     last_generated: StreamId | None
     trimmed: bool
     epoch: str = ""
+    # A client's offset sent with another epoch that names an entry of this stream: the
+    # client received it, so the offset is of this epoch (module doc).
+    carried: StreamId | None = None
 
     @property
     def latest(self) -> StreamId:
         """The channel's latest offset, ``0-0`` when it holds nothing."""
         return self.last or ZERO
 
+    def continues(self, since: StreamId, epoch: str | None = None) -> bool:
+        """Is ``since`` (sent with ``epoch``) an offset of this epoch: no epoch or this one,
+        or an entry of this stream (:attr:`carried`)?"""
+        return epoch is None or epoch == self.epoch or since == self.carried
+
     def recovers(self, since: StreamId, epoch: str | None = None) -> bool:
         """Does the history hold every entry after ``since``? Never across epochs."""
-        if epoch is not None and epoch != self.epoch:
+        if not self.continues(since, epoch):
             return False
         return is_recovered(
             since, first=self.first, last_generated=self.last_generated, trimmed=self.trimmed
@@ -50,7 +69,7 @@ class HistorySnapshot:
         epoch's events (its position would carry this epoch), so all of them are owed to it
         and it resumes from the epoch's start.
         """
-        return ZERO if epoch is not None and epoch != self.epoch else since
+        return since if self.continues(since, epoch) else ZERO
 
 
 def _text(value: object) -> str:
@@ -62,29 +81,45 @@ def _entry_id(entry: Any) -> StreamId | None:
 
 
 class ChannelHistory:
-    def __init__(self, redis: RedisClient, keys: ChannelKeys, *, batch_size: int) -> None:
+    def __init__(
+        self,
+        redis: RedisClient,
+        keys: ChannelKeys,
+        *,
+        batch_size: int,
+        limits: HistoryLimits | None = None,
+    ) -> None:
         self._redis = redis
         self._keys = keys
         self._batch = batch_size
+        self._limits = limits or HistoryLimits()
 
-    async def snapshot(self, channel: str) -> HistorySnapshot:
-        """The channel's epoch (made if Redis has none) and the extent of its stream."""
-        epoch = await channel_epoch(self._redis, self._keys, channel)
+    async def snapshot(
+        self, channel: str, since: StreamId | None = None, epoch: str | None = None
+    ) -> HistorySnapshot:
+        """The channel's epoch (made if Redis has none) and the extent of its stream; with
+        the ``since`` and ``epoch`` of a client, whether that offset is :attr:`carried`."""
+        ttl = self._limits.of(channel).ttl_seconds
+        current = await channel_epoch(self._redis, self._keys, channel, ttl_seconds=ttl)
         try:
             info: dict[str, Any] = await self._redis.xinfo_stream(self._keys.history(channel))
         except ResponseError as exc:
             if "no such key" not in str(exc).lower():
                 raise
             return HistorySnapshot(
-                first=None, last=None, last_generated=None, trimmed=False, epoch=epoch
+                first=None, last=None, last_generated=None, trimmed=False, epoch=current
             )
-        return HistorySnapshot(
-            epoch=epoch,
+        snapshot = HistorySnapshot(
+            epoch=current,
             first=_entry_id(info.get("first-entry")),
             last=_entry_id(info.get("last-entry")),
             last_generated=StreamId.parse(_text(info["last-generated-id"])),
             trimmed=int(info.get("entries-added", 0)) > int(info["length"]),
         )
+        if since is None or snapshot.continues(since, epoch) or since == ZERO:
+            return snapshot
+        named = await self._redis.xrange(self._keys.history(channel), str(since), str(since))
+        return replace(snapshot, carried=since) if named else snapshot
 
     async def frames_between(
         self, channel: str, after: StreamId, upto: StreamId

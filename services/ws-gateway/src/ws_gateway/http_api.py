@@ -50,8 +50,8 @@ class ChannelReads:
             return problem(400, "bad-request", "since must be an offset, limit an integer")
         if not 1 <= limit <= _HISTORY_LIMIT_MAX:
             return problem(400, "bad-request", f"limit must be 1 to {_HISTORY_LIMIT_MAX}")
-        snapshot = await self._history.snapshot(channel)
         epoch = request.query.get("epoch")
+        snapshot = await self._history.snapshot(channel, since, epoch)
         body: dict[str, Any] = {
             "channel": channel,
             "epoch": snapshot.epoch,
@@ -59,7 +59,7 @@ class ChannelReads:
         }
         if since is None:
             entries = await self._history.newest(channel, limit)
-        elif epoch is not None and epoch != snapshot.epoch:
+        elif not snapshot.continues(since, epoch):
             entries = []
             body["recovered"] = False
         else:

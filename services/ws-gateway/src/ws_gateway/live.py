@@ -18,8 +18,11 @@ Gap fill: Redis pub/sub drops whatever is published while a subscription is down
 remembers the last offset it delivered per channel; when a subscription comes back it waits
 for Redis to confirm it, reads the channel's history after that offset and delivers it (live
 frames arriving meanwhile are held and joined by offset), so subscribers see no gap and no
-duplicate. If the channel's epoch changed (Redis lost its data), the gap cannot be filled:
-subscribers get a fresh ``subscribed`` frame with the new epoch and ``recovered:false``.
+duplicate. If the channel's epoch changed (Redis lost its data, or the channel expired idle
+before events the hub has not delivered), the gap cannot be filled: subscribers get a fresh
+``subscribed`` frame with the new epoch and ``recovered:false``. An epoch that changed under
+events the hub did deliver (the channel expired idle, then its new events came live) is the
+same history going on (:attr:`~ws_gateway.history.HistorySnapshot.carried`).
 
 A subscription comes back in one of two ways. A connection that drops and reconnects is
 resubscribed by redis-py (then :meth:`LiveHub._on_reconnect` runs). A subscription Redis
@@ -380,9 +383,13 @@ class LiveHub:
         if channel not in self._subscribers:
             self._held.pop(channel, None)
             return
-        snapshot = await self._history.snapshot(channel)
         last = self._last.get(channel)
         epoch = self._epochs.get(channel)
+        snapshot = await self._history.snapshot(channel, last, epoch)
+        if last is not None and snapshot.carried == last:
+            # The channel expired idle and began a new epoch, whose events up to ``last``
+            # went out live: the same history goes on.
+            epoch = self._epochs[channel] = snapshot.epoch
         if epoch is not None and snapshot.epoch != epoch:
             # History is gone: say so explicitly, then deliver the new epoch from its start
             # (every event in it was appended after Redis came back, none was delivered).

@@ -81,12 +81,16 @@ def is_recovered(
 
     ``first`` is the oldest retained entry, ``last_generated`` the newest id ever added
     (None for a stream that does not exist) and ``trimmed`` says whether any entry was
-    ever removed. An offset from the future (a flushed Redis) is not recovered.
+    ever removed. An offset from the future (a flushed Redis) is not recovered, and
+    neither is one older than the first entry of a stream never trimmed: offsets are entry
+    ids, so it is one of an earlier stream of the channel (expired after its lifetime, or
+    lost), whose entries after it are gone. ``0-0`` (a client that has seen nothing) is
+    recovered while nothing was trimmed.
     """
     if last_generated is None:
         return since == ZERO
     if since > last_generated:
         return False
-    if since == last_generated or not trimmed:
+    if since == last_generated or (since == ZERO and not trimmed):
         return True
     return first is not None and first <= since
