@@ -3,6 +3,10 @@ installed by ``scripts/browser-tools.sh``; never a browser download of Playwrigh
 the folder their screenshots are kept in. A pytest plugin (the root ``conftest.py``): the
 ``browser`` fixture is a Chromium of the test's own.
 
+:data:`BLOCK_WEBSOCKETS` is an init script (``page.add_init_script``) for a network that
+blocks WebSockets: every one the page opens fails its handshake, as behind a proxy that
+refuses the upgrade, while plain HTTP (and Server-Sent Events) still goes through.
+
 Screenshots go to ``.artifacts/<suite>/`` under the directory the tests run from (the
 repository root; ``PULSE_TEST_ARTIFACTS`` moves it). The folder is git-ignored: open the
 PNGs after a run to see what the tests saw.
@@ -23,7 +27,7 @@ if TYPE_CHECKING:
 
     from playwright.async_api import Browser
 
-__all__ = ["CHROMIUM", "CHROMIUM_ARGS", "artefacts", "browser", "chromium"]
+__all__ = ["BLOCK_WEBSOCKETS", "CHROMIUM", "CHROMIUM_ARGS", "artefacts", "browser", "chromium"]
 
 CHROMIUM: Final = "/usr/bin/chromium"
 CHROMIUM_ARGS: Final = (
@@ -35,6 +39,29 @@ CHROMIUM_ARGS: Final = (
     "--disable-sync",
     "--no-first-run",
 )
+
+BLOCK_WEBSOCKETS: Final = """
+window.WebSocket = class BlockedWebSocket extends EventTarget {
+  static CONNECTING = 0;
+  static OPEN = 1;
+  static CLOSING = 2;
+  static CLOSED = 3;
+  constructor(url) {
+    super();
+    this.url = url;
+    this.readyState = 0;
+    setTimeout(() => {
+      this.readyState = 3;
+      if (this.onerror) this.onerror(new Event("error"));
+      if (this.onclose) this.onclose(new CloseEvent("close", { code: 1006 }));
+    }, 20);
+  }
+  send() {
+    throw new DOMException("the WebSocket is not open", "InvalidStateError");
+  }
+  close() {}
+};
+"""
 
 
 @contextlib.asynccontextmanager

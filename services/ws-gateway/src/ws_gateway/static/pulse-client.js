@@ -24,6 +24,15 @@
 // ("missing" / "invalid" / "expired") and detail.message (the gateway's words); with a fixed
 // token the client then waits for setToken(newToken). A channel the token may not read
 // fires "refused" ({channel, code, message}) and the others go live without it.
+//
+// Networks that block WebSockets: the client starts on a WebSocket, and when its upgrade
+// fails while the gateway's HTTP side answers, or it opens but no frame arrives within
+// fallbackAfterMs (3 s), it switches to Server-Sent Events (GET /sse) with the same
+// channels, each resumed from the offset and epoch it holds (Last-Event-ID cursor), so
+// nothing is missed or seen twice. On SSE it tries a WebSocket again after wsRetryMinMs
+// (30 s, doubling up to wsRetryMaxMs) and switches back, resuming again, once one answers.
+// client.transport is "websocket" or "sse"; a "transport" event ({transport}) tells a change.
+// fallback: false keeps it on WebSockets.
 
 export class PulseClient extends EventTarget {
   constructor({
@@ -34,6 +43,10 @@ export class PulseClient extends EventTarget {
     pingIntervalMs = 20000,
     refreshLeadMs = 30000,
     httpUrl = null,
+    fallback = true,
+    fallbackAfterMs = 3000,
+    wsRetryMinMs = 30000,
+    wsRetryMaxMs = 300000,
   }) {
     super();
     this.url = url;
@@ -45,6 +58,14 @@ export class PulseClient extends EventTarget {
     // The gateway's HTTP side (history, the credential check): by default the WebSocket
     // URL's origin and path without its last "/ws".
     this.httpUrl = httpUrl || httpBase(url);
+    this.fallback = fallback;
+    this.fallbackAfterMs = fallbackAfterMs;
+    this.wsRetryMinMs = wsRetryMinMs;
+    this.wsRetryMaxMs = wsRetryMaxMs;
+    this.transport = "websocket";
+    this.es = null; // the EventSource while on SSE
+    this.probes = 0; // WebSocket attempts made while on SSE (their backoff)
+    this.probeTimer = null;
     this.handlers = new Map(); // channel -> [handler]
     this.historyWanted = new Map(); // channel -> how many stored events to start with
     this.positions = new Map(); // channel -> {offset, epoch}
@@ -62,19 +83,26 @@ export class PulseClient extends EventTarget {
     if (!this.handlers.has(channel)) {
       this.handlers.set(channel, []);
       if (this.ws && this.ws.readyState === WebSocket.OPEN) this.sendSubscribe(channel);
+      if (this.es) this.reopen(); // an SSE stream names its channels: open it again with it
     }
     this.handlers.get(channel).push(handler);
   }
 
   start() {
     this.stopped = false;
+    if (this.transport === "sse") this.scheduleProbe(); // stopped while on SSE
     this.connect();
   }
 
   stop() {
     this.stopped = true;
     this.clearTimers();
+    clearTimeout(this.probeTimer);
     if (this.ws) this.ws.close(1000, "bye");
+    if (this.es) {
+      this.closeSse();
+      this.setState("idle");
+    }
   }
 
   // Use another token from now on (a string or a function): after a rejection the client
@@ -84,6 +112,8 @@ export class PulseClient extends EventTarget {
     this.attempt = 0;
     if (this.ws) {
       this.ws.close(1000, "new token"); // onClose reconnects
+    } else if (this.es) {
+      this.reopen();
     } else if (this.stopped) {
       this.start();
     } else {
@@ -105,8 +135,9 @@ export class PulseClient extends EventTarget {
     return typeof this.token === "function" ? await this.token() : this.token;
   }
 
-  async connect() {
-    this.setState(this.everConnected ? "reconnecting" : "connecting");
+  // ``quiet``: a switch of transport, not a reconnection (the state stays as it is).
+  async connect({ quiet = false } = {}) {
+    if (!quiet) this.setState(this.everConnected ? "reconnecting" : "connecting");
     const attempt = (this.connects = (this.connects || 0) + 1); // a newer connect() wins
     let token;
     try {
@@ -117,19 +148,146 @@ export class PulseClient extends EventTarget {
     }
     if (this.historyWanted.size && !(await this.loadHistory(token))) return;
     if (this.stopped || attempt !== this.connects) return;
-    const sep = this.url.includes("?") ? "&" : "?";
-    const ws = new WebSocket(`${this.url}${sep}token=${encodeURIComponent(token)}`);
-    this.ws = ws;
     this.pending = new Set(this.handlers.keys());
     this.allRecovered = true;
+    if (this.transport === "sse") this.openSse(token);
+    else this.openWebSocket(token);
+  }
+
+  wsUrl(token) {
+    const sep = this.url.includes("?") ? "&" : "?";
+    return `${this.url}${sep}token=${encodeURIComponent(token)}`;
+  }
+
+  openWebSocket(token) {
+    const ws = new WebSocket(this.wsUrl(token));
+    this.ws = ws;
     ws.onopen = () => {
       ws.opened = true;
       for (const channel of this.handlers.keys()) this.sendSubscribe(channel);
       this.timers.ping = setInterval(() => this.ping(), this.pingIntervalMs);
       this.scheduleRefresh(token);
     };
-    ws.onmessage = (msg) => this.onFrame(JSON.parse(msg.data));
-    ws.onclose = (e) => this.onClose(e, ws.opened ? null : token);
+    ws.onmessage = (msg) => {
+      if (!ws.framed) clearTimeout(this.timers.firstFrame);
+      ws.framed = true;
+      this.onFrame(JSON.parse(msg.data));
+    };
+    ws.onclose = (e) => {
+      if (!ws.abandoned) this.onClose(e, ws.opened ? null : token);
+    };
+    // A socket that opens (or hangs) but carries nothing: something on the way holds it.
+    if (this.fallback && this.handlers.size) {
+      this.timers.firstFrame = setTimeout(() => this.fallBack(ws), this.fallbackAfterMs);
+    }
+  }
+
+  // -- the SSE fallback ---------------------------------------------------------------
+
+  // The WebSocket ``ws`` carried nothing in time: leave it and go on over SSE.
+  fallBack(ws) {
+    if (ws !== this.ws || ws.framed || this.stopped) return;
+    ws.abandoned = true;
+    ws.close(1000, "falling back to SSE");
+    this.ws = null;
+    this.clearTimers();
+    this.useSse();
+  }
+
+  useSse() {
+    this.setTransport("sse");
+    this.probes = 0;
+    this.scheduleProbe();
+    this.connect({ quiet: true });
+  }
+
+  setTransport(transport) {
+    if (transport === this.transport) return;
+    this.transport = transport;
+    this.dispatchEvent(new CustomEvent("transport", { detail: { transport } }));
+  }
+
+  // Where every channel stands, as the SSE cursor: channel~epoch~offset, comma-separated.
+  cursor() {
+    const parts = [];
+    for (const channel of this.handlers.keys()) {
+      const position = this.positions.get(channel);
+      if (position) parts.push(`${channel}~${position.epoch}~${position.offset}`);
+    }
+    return parts.join(",");
+  }
+
+  // The client reopens the stream itself (never EventSource's own retry), so each new
+  // stream has a fresh token and resumes from the positions the handlers have seen.
+  openSse(token) {
+    const params = new URLSearchParams({ channels: [...this.handlers.keys()].join(","), token });
+    const cursor = this.cursor();
+    if (cursor) params.set("lastEventId", cursor);
+    const es = new EventSource(`${this.httpUrl}/sse?${params}`);
+    this.es = es;
+    es.onopen = () => {
+      es.opened = true;
+      this.scheduleRefresh(token);
+    };
+    es.onmessage = (msg) => this.onFrame(JSON.parse(msg.data));
+    es.onerror = () => {
+      es.close();
+      if (es === this.es) this.onClose({ code: 1006, reason: "" }, es.opened ? null : token);
+    };
+  }
+
+  closeSse() {
+    if (!this.es) return;
+    this.es.close();
+    this.es = null;
+  }
+
+  // Open the stream again, from the positions held (new channels, a new token).
+  reopen() {
+    this.closeSse();
+    this.clearTimers();
+    this.connect({ quiet: true });
+  }
+
+  scheduleProbe() {
+    clearTimeout(this.probeTimer);
+    const delay = Math.min(this.wsRetryMaxMs, this.wsRetryMinMs * 2 ** this.probes);
+    this.probes += 1;
+    this.probeTimer = setTimeout(() => this.probe(), delay);
+  }
+
+  // While on SSE: does a WebSocket get through now? One that answers a ping in time does,
+  // and the client moves back to WebSockets, every channel resumed where SSE left it.
+  async probe() {
+    if (this.stopped || this.transport !== "sse") return;
+    let token;
+    try {
+      token = await this.currentToken();
+    } catch (err) {
+      this.scheduleProbe();
+      return;
+    }
+    const ws = new WebSocket(this.wsUrl(token));
+    const done = (works) => {
+      if (ws.done) return;
+      ws.done = true;
+      clearTimeout(timer);
+      ws.onclose = null;
+      ws.close(1000, "probe");
+      if (this.stopped || this.transport !== "sse") return;
+      if (!works) {
+        this.scheduleProbe();
+        return;
+      }
+      this.closeSse();
+      this.clearTimers();
+      this.setTransport("websocket");
+      this.connect({ quiet: true });
+    };
+    const timer = setTimeout(() => done(false), this.fallbackAfterMs);
+    ws.onopen = () => ws.send('{"op":"ping"}');
+    ws.onmessage = () => done(true);
+    ws.onclose = () => done(false);
   }
 
   // The newest stored events of each channel that asked for them, before its first
@@ -284,6 +442,10 @@ export class PulseClient extends EventTarget {
     const inMs = Math.max((claims.exp - now - lead) * 1000, 1000);
     clearTimeout(this.timers.refresh);
     this.timers.refresh = setTimeout(async () => {
+      if (this.es) {
+        this.reopen(); // an SSE stream's token is in its URL: a new stream, resumed
+        return;
+      }
       try {
         const fresh = await this.token();
         if (this.ws && this.ws.readyState === WebSocket.OPEN) {
@@ -305,10 +467,12 @@ export class PulseClient extends EventTarget {
   }
 
   // ``refusedToken``: the token of a connection that closed before it opened (the handshake
-  // failed: refused credentials, a full gateway, or no gateway at all).
+  // failed: refused credentials, a full gateway, a network that blocks WebSockets, or no
+  // gateway at all). Both transports end here.
   async onClose(event, refusedToken = null) {
     this.clearTimers();
     this.ws = null;
+    this.es = null;
     if (this.stopped) {
       this.setState("idle");
       return;
@@ -324,6 +488,12 @@ export class PulseClient extends EventTarget {
         const response = await this.httpGet("/v1/channels/stats/history?limit=1", refusedToken);
         if (response.status === 401) {
           await this.rejected(response);
+          return;
+        }
+        if (this.stopped) return;
+        if (this.fallback && this.transport === "websocket") {
+          // The gateway answers HTTP but its WebSocket cannot be reached: SSE it is.
+          this.useSse();
           return;
         }
       } catch (err) {

@@ -3,7 +3,14 @@
 // panels, charts, feed and review desk draw what it hands them.
 
 import { PulseClient, tokenClaims } from "/static/pulse-client.js";
-import { askForToken, describeToken, hideTokenPanel, initialToken, showState } from "./auth.js";
+import {
+  askForToken,
+  describeToken,
+  hideTokenPanel,
+  initialToken,
+  showState,
+  showTransport,
+} from "./auth.js";
 import { AmountChart, RateChart, drawTotals } from "./charts.js";
 import { byId } from "./dom.js";
 import { AlertList, PaymentFeed } from "./feed.js";
@@ -103,6 +110,8 @@ async function main() {
     const scheme = location.protocol === "https:" ? "wss" : "ws";
     client = new PulseClient({ url: `${scheme}://${location.host}/ws`, token, backoffMaxMs: 5000 });
     window.pulse = client; // for the browser's console (and the browser tests)
+    showTransport(client.transport);
+    client.addEventListener("transport", (e) => showTransport(e.detail.transport));
     client.addEventListener("state", (e) => {
       const { state } = e.detail;
       if (notOps && (state === "live" || state === "recovered")) return; // still not an ops token

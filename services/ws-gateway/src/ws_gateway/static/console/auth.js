@@ -53,6 +53,13 @@ export function showState(state, detail = {}) {
   byId("state-why").textContent = retrying ? detail.reason : "";
 }
 
+// How events reach the page: "websocket", or "sse" where WebSockets are blocked.
+export function showTransport(transport) {
+  const label = byId("connection-transport");
+  label.textContent = transport;
+  label.dataset.transport = transport;
+}
+
 export function describeToken(claims) {
   const who = byId("who");
   if (!claims) {
