@@ -145,4 +145,4 @@ async def test_the_client_comes_back_to_websockets_when_they_get_through_and_mis
     await account.publish(range(60, 65))
     assert await _received(page, 64) == list(range(65))
     assert await page.evaluate("window.transports") == ["sse", "websocket"]
-    assert "reconnecting" not in await page.evaluate("window.states")
+    assert await page.evaluate("window.states") == ["connecting", "live"]  # live throughout

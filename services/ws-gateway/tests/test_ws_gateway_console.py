@@ -34,7 +34,7 @@ from pulse.clients import aws_client
 from pulse.events import FRAUD_DECISION, PAYMENT_CREATED, PAYMENT_UPDATED, new_event
 from pulse.settings import PulseSettings
 from pulse.topology import TopologyOutputs
-from pulse_dev.browser import artefacts
+from pulse_dev.browser import BLOCK_WEBSOCKETS, artefacts
 from pulse_dev.testing import (
     GATEWAY_SECRET,
     GatewayFactory,
@@ -166,6 +166,7 @@ async def test_the_console_opens_full_from_history_and_follows_live_without_gap_
     publishing = asyncio.create_task(publish_while_the_page_opens())
     page, errors = await _open(context, f"{gateway.http}/#token={gateway.token('ops-1', ['ops'])}")
     await expect(page.get_by_test_id("connection-state")).to_have_text("live")
+    await expect(page.get_by_test_id("connection-transport")).to_have_text("websocket")
     await publishing
     after = _ids(5)
     for payment_id in after:
@@ -232,6 +233,26 @@ async def test_the_console_recovers_what_it_missed_while_the_gateway_was_down(
     await pipeline.updated(second, "DECLINED")
     await expect(second_status).to_have_text("DECLINED")
     await expect(page.get_by_test_id("feed-row")).to_have_count(2)
+    assert errors == []
+    await context.close()
+
+
+async def test_where_websockets_are_blocked_the_console_follows_over_sse_and_says_so(
+    browser: Browser, gateway: RunningGateway, pipeline: Pipeline
+) -> None:
+    payment_id = _ids(1)[0]
+    context = await _context(browser)
+    await context.add_init_script(BLOCK_WEBSOCKETS)
+    page, errors = await _open(context, f"{gateway.http}/#token={gateway.token('ops-1', ['ops'])}")
+    await expect(page.get_by_test_id("connection-state")).to_have_text("live")
+    await expect(page.get_by_test_id("connection-transport")).to_have_text("sse")
+    await pipeline.created(payment_id)
+    status = page.locator(f'[data-testid="feed-row"][data-payment-id="{payment_id}"] .status')
+    await expect(status).to_have_text("PENDING")
+    await pipeline.updated(payment_id, "APPROVED")
+    await expect(status).to_have_text("APPROVED")
+    await expect(page.get_by_test_id("feed-row")).to_have_count(1)
+    await page.screenshot(path=str(SHOTS / "over-sse-1280.png"))
     assert errors == []
     await context.close()
 

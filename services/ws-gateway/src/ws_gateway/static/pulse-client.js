@@ -138,6 +138,7 @@ export class PulseClient extends EventTarget {
   // ``quiet``: a switch of transport, not a reconnection (the state stays as it is).
   async connect({ quiet = false } = {}) {
     if (!quiet) this.setState(this.everConnected ? "reconnecting" : "connecting");
+    this.switching = quiet && this.state === "live"; // stays live through it (see settle)
     const attempt = (this.connects = (this.connects || 0) + 1); // a newer connect() wins
     let token;
     try {
@@ -412,7 +413,9 @@ export class PulseClient extends EventTarget {
     if (this.pending && this.pending.size === 0) {
       this.pending = null;
       this.attempt = 0;
-      if (this.everConnected && this.allRecovered) {
+      if (this.switching && this.allRecovered) {
+        // Another transport (or a new SSE stream), every channel resumed: still just live.
+      } else if (this.everConnected && this.allRecovered) {
         this.setState("recovered");
         this.timers.live = setTimeout(() => this.setState("live"), 3000);
       } else {
