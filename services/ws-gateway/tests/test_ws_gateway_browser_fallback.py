@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import re
 import uuid
+from typing import TYPE_CHECKING
 
 import orjson
 import pytest
@@ -22,6 +23,9 @@ from pulse.channels import ChannelPublisher
 from pulse.events import PAYMENT_CREATED, new_event
 from pulse_dev.browser import BLOCK_WEBSOCKETS
 from pulse_dev.testing import GatewayFactory, RunningGateway
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -44,7 +48,8 @@ const pulse = new PulseClient({
 window.pulse = pulse;
 pulse.addEventListener("state", (e) => window.states.push(e.detail.state));
 pulse.addEventListener("transport", (e) => window.transports.push(e.detail.transport));
-pulse.subscribe(%(channel)s, (event) => window.received.push(event.data.n), { history: %(history)d });
+const keep = (event) => window.received.push(event.data.n);
+pulse.subscribe(%(channel)s, keep, { history: %(history)d });
 pulse.start();
 """
 
@@ -75,12 +80,16 @@ class Account:
 
 
 @pytest.fixture
-async def account(gateways: GatewayFactory, redis_url: str) -> Account:
+async def account(gateways: GatewayFactory, redis_url: str) -> AsyncIterator[Account]:
     gateway = gateways.start()
     redis = aioredis.Redis.from_url(redis_url)
     yield Account(redis, gateway)
     gateway.kill()
     await redis.aclose()
+
+
+def _held_silent(ws: WebSocketRoute) -> None:
+    """A routed WebSocket left alone: the page sees it open, and nothing ever arrives."""
 
 
 async def _received(page: Page, last: int) -> list[int]:
@@ -109,7 +118,7 @@ async def test_a_websocket_that_opens_but_never_carries_a_frame_is_left_for_sse(
     browser: Browser, account: Account
 ) -> None:
     page = await browser.new_page()
-    await page.route_web_socket(WS_ROUTE, lambda ws: None)  # held open, silent
+    await page.route_web_socket(WS_ROUTE, _held_silent)
     publishing = asyncio.create_task(account.publish(range(20), pause=0.05))
     await account.open(page)
     await page.wait_for_function("(window.states || []).includes('live')")
