@@ -48,7 +48,13 @@ from typing import TYPE_CHECKING
 
 from pulse.settings import PulseSettings
 from pulse.topology import apply_topology
-from pulse_dev.emulators import AWS_TEST_CREDENTIALS, free_port, start_redis, stop_process
+from pulse_dev.emulators import (
+    AWS_TEST_CREDENTIALS,
+    WHOLE_RUN_HISTORY_ENV,
+    free_port,
+    start_redis,
+    stop_process,
+)
 from pulse_dev.stream_emulation import running_emulator
 from pulse_dev.stream_scaling import (
     SplitRunHooks,
@@ -107,6 +113,7 @@ def stream_split() -> dict[str, float]:
                 "PULSE_RESOURCE_PREFIX": prefix,
                 "PULSE_REDIS_PREFIX": f"pulse:{prefix}",
                 "PULSE_LOG_LEVEL": "info",
+                **WHOLE_RUN_HISTORY_ENV,
             }
             os.environ.update(env)
             return _split_run(PulseSettings(), env, work)

@@ -42,6 +42,7 @@ from pulse.topology import apply_topology
 from pulse_dev.emulators import (
     AWS_TEST_CREDENTIALS,
     LOCAL_WEBHOOK_RECEIVERS_ENV,
+    WHOLE_RUN_HISTORY_ENV,
     free_port,
     stop_process,
     wait_for_port,
@@ -226,6 +227,8 @@ class Stack:
             "PULSE_LOG_FORMAT": "json",
             # the webhook receiver runs here, over http: registered and delivered to
             **LOCAL_WEBHOOK_RECEIVERS_ENV,
+            # every event of the run is checked in its account channel's history
+            **WHOLE_RUN_HISTORY_ENV,
         }
 
     def settings(self) -> PulseSettings:

@@ -183,7 +183,7 @@ def test_failed_records_are_redriven_and_applied_once_however_often(
         assert redriven.exit_code == 0, redriven.output
         assert "moved 4 message(s) from stream-failures to stream-replays" in redriven.output
         # the poison record failed again, at once (it can never be an event): back it came
-        until(lambda: stack.replays_done(failures_left=1), timeout=30)
+        until(lambda: stack.replays_done(failures_left=1), timeout=60)
         _assert_applied_once(stack, good)
         (back,) = _messages(stack.sqs, stack.failures_url)
         attributes = back["MessageAttributes"]
@@ -200,7 +200,7 @@ def test_failed_records_are_redriven_and_applied_once_however_often(
             stack.sqs.send_message(QueueUrl=stack.failures_url, MessageBody=body)
         twice = CliRunner().invoke(main, ["dlq", "redrive", "stream-failures"])
         assert twice.exit_code == 0, twice.output
-        until(lambda: stack.replays_done(failures_left=2), timeout=30)
+        until(lambda: stack.replays_done(failures_left=2), timeout=60)
         _assert_applied_once(stack, good)
         # the replayed events went on to the fraud worker's queue too (it deduplicates)
         fraud_url = topology.queue_urls[stack_settings.names.fraud_queue]

@@ -19,6 +19,7 @@ import pytest
 from pulse.clients import aws_client
 from pulse.settings import PulseSettings
 from pulse.topology import TopologyOutputs
+from pulse_dev.emulators import WHOLE_RUN_HISTORY_ENV
 from pulse_dev.stream_emulation import emulator_fixture, split_shards
 from pulse_dev.stream_scaling import (
     SplitRunHooks,
@@ -66,7 +67,7 @@ def test_replicas_share_a_splitting_stream_through_a_crash_and_a_join(
     tmp_path: Path,
 ) -> None:
     run = Run(stack_settings, topology, redis_url)
-    replicas = StreamReplicas(stack_env, tmp_path)
+    replicas = StreamReplicas({**stack_env, **WHOLE_RUN_HISTORY_ENV}, tmp_path)
     hooks = SplitRunHooks(
         run.write, run.split, lambda: len(run.shards()), run.leases, run.delivered
     )

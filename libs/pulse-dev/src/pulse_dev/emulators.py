@@ -24,6 +24,7 @@ from pathlib import Path
 __all__ = [
     "AWS_TEST_CREDENTIALS",
     "LOCAL_WEBHOOK_RECEIVERS_ENV",
+    "WHOLE_RUN_HISTORY_ENV",
     "emulator_argv",
     "free_port",
     "local_redis",
@@ -43,6 +44,9 @@ AWS_TEST_CREDENTIALS = {
     "AWS_REGION": "us-east-1",
     "AWS_DEFAULT_REGION": "us-east-1",
 }
+# For harnesses that check every event of a run in each account channel's history: the
+# default keeps an account channel's last 100 events (PULSE_HISTORY, pulse.history_limits).
+WHOLE_RUN_HISTORY_ENV = {"PULSE_HISTORY": '{"account": {"size": 100000, "ttl_seconds": 86400}}'}
 LOCAL_WEBHOOK_RECEIVERS_ENV = {
     "PULSE_WEBHOOK_ALLOW_HTTP": "true",
     "PULSE_WEBHOOK_ALLOWED_NETWORKS": "127.0.0.0/8,::1/128",
