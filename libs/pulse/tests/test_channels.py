@@ -247,6 +247,10 @@ def payment(n: int) -> CloudEvent:
     return new_event(type=PAYMENT_CREATED, source="/t", data={"payment_id": f"p{n}"})
 
 
+# Long enough that a loaded machine's pauses do not outlast it between two steps of a test.
+LIFETIME = 4
+
+
 def short_lived(async_redis: aioredis.Redis, prefix: str, ttl: int = 1) -> ChannelPublisher:
     """A publisher whose account channels live ``ttl`` seconds and keep 10 entries."""
     settings = PulseSettings(
@@ -271,19 +275,19 @@ async def expires_within(client: aioredis.Redis, key: str | bytes, ms: int) -> b
 async def test_an_idle_channel_leaves_no_key_behind_after_its_lifetime(
     async_redis: aioredis.Redis, prefix: str
 ) -> None:
-    publisher = short_lived(async_redis, prefix)
+    publisher = short_lived(async_redis, prefix, ttl=LIFETIME)
     events = [payment(n) for n in range(3)]
     await publisher.append_many([ChannelAppend(event, ["account:A"]) for event in events])
     await publisher.append(events[0], ["account:A"])  # a replay renews its guard
     # A reader's epoch of a channel nobody wrote lives the channel's lifetime too.
-    await channel_epoch(async_redis, publisher.keys, "account:B", ttl_seconds=1)
+    await channel_epoch(async_redis, publisher.keys, "account:B", ttl_seconds=LIFETIME)
     written = await channel_keys(async_redis, publisher, "account:A")
     assert len(written) == 5  # stream, epoch, three guards
     for key in written:
-        assert await expires_within(async_redis, key, 1000)
-    assert await expires_within(async_redis, publisher.keys.epoch("account:B"), 1000)
+        assert await expires_within(async_redis, key, LIFETIME * 1000)
+    assert await expires_within(async_redis, publisher.keys.epoch("account:B"), LIFETIME * 1000)
 
-    await asyncio.sleep(1.1)
+    await asyncio.sleep(LIFETIME + 0.1)
 
     assert await channel_keys(async_redis, publisher, "account:A") == []
     assert await channel_keys(async_redis, publisher, "account:B") == []
@@ -292,27 +296,27 @@ async def test_an_idle_channel_leaves_no_key_behind_after_its_lifetime(
 async def test_a_channel_in_use_keeps_its_entries_younger_than_its_lifetime(
     async_redis: aioredis.Redis, prefix: str
 ) -> None:
-    publisher = short_lived(async_redis, prefix, ttl=2)
+    publisher = short_lived(async_redis, prefix, ttl=LIFETIME)
     first = await publisher.append(payment(1), ["account:A"])
-    await asyncio.sleep(1.2)
+    await asyncio.sleep(0.6 * LIFETIME)
     await publisher.append(payment(2), ["account:A"])
-    await asyncio.sleep(1.2)  # past the first append's lifetime, within the second's
+    await asyncio.sleep(0.6 * LIFETIME)  # past the first append's lifetime, within the second's
 
     history = stream_entries(await async_redis.xrange(publisher.keys.history("account:A")))
     assert [orjson.loads(f[b"e"])["data"]["payment_id"] for _, f in history][-1] == "p2"
     assert await async_redis.get(publisher.keys.epoch("account:A")) == (
         first.epochs["account:A"].encode()
     )
-    assert 0 < await async_redis.pttl(publisher.keys.history("account:A")) <= 2000
+    assert 0 < await async_redis.pttl(publisher.keys.history("account:A")) <= LIFETIME * 1000
 
 
 async def test_a_renewed_channel_keeps_the_entries_younger_than_its_lifetime(
     async_redis: aioredis.Redis, prefix: str
 ) -> None:
-    publisher = short_lived(async_redis, prefix, ttl=2)
+    publisher = short_lived(async_redis, prefix, ttl=LIFETIME)
     await publisher.append(payment(1), ["account:A"])
-    await asyncio.sleep(1.2)
-    await publisher.append(payment(2), ["account:A"])  # p1 is 1.2 s old: younger than 2 s
+    await asyncio.sleep(0.6 * LIFETIME)
+    await publisher.append(payment(2), ["account:A"])  # p1 is younger than its lifetime
 
     history = stream_entries(await async_redis.xrange(publisher.keys.history("account:A")))
     assert [orjson.loads(f[b"e"])["data"]["payment_id"] for _, f in history] == ["p1", "p2"]

@@ -19,7 +19,9 @@ from ws_gateway.history import ChannelHistory
 from ws_gateway.offsets import ZERO, StreamId
 
 CHANNEL = "account:alice"
-LIMITS = HistoryLimits(account=HistoryLimit(size=100, ttl_seconds=1))
+# Long enough that a loaded machine's pauses do not outlast it between two steps of a test.
+LIFETIME = 3
+LIMITS = HistoryLimits(account=HistoryLimit(size=100, ttl_seconds=LIFETIME))
 
 
 @pytest.fixture
@@ -55,7 +57,7 @@ async def test_an_offset_of_an_expired_history_is_not_recovered(
     seen, epoch = StreamId.parse(old.offsets[CHANNEL]), old.epochs[CHANNEL]
     assert (await history.snapshot(CHANNEL)).recovers(seen, epoch)
 
-    await asyncio.sleep(1.1)  # the channel's lifetime, idle: p2 expired unseen
+    await asyncio.sleep(LIFETIME + 0.1)  # the channel's lifetime, idle: p2 expired unseen
     new = await publisher.append(payment(3), [CHANNEL])
 
     snapshot = await history.snapshot(CHANNEL, seen, epoch)
@@ -73,8 +75,8 @@ async def test_a_reader_leaves_no_key_without_a_lifetime(
 ) -> None:
     snapshot = await history.snapshot(CHANNEL)  # nobody wrote the channel: the reader's epoch
     assert snapshot.latest == ZERO
-    assert await expires_within(async_redis, keys.epoch(CHANNEL), 1000)
-    await asyncio.sleep(1.1)
+    assert await expires_within(async_redis, keys.epoch(CHANNEL), LIFETIME * 1000)
+    await asyncio.sleep(LIFETIME + 0.1)
     assert [key async for key in async_redis.scan_iter(match=f"{keys.tag(CHANNEL)}*")] == []
 
 
@@ -82,7 +84,7 @@ async def test_a_client_subscribed_across_the_expiry_recovers_with_its_old_epoch
     publisher: ChannelPublisher, history: ChannelHistory
 ) -> None:
     old = await publisher.append(payment(1), [CHANNEL])
-    await asyncio.sleep(1.1)  # idle for its lifetime; the client stays subscribed
+    await asyncio.sleep(LIFETIME + 0.1)  # idle for its lifetime; the client stays subscribed
     new = [await publisher.append(payment(n), [CHANNEL]) for n in (2, 3)]
     # It received p2 live (an entry of the new stream) and still holds the old epoch.
     seen, epoch = StreamId.parse(new[0].offsets[CHANNEL]), old.epochs[CHANNEL]
