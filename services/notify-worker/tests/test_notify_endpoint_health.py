@@ -30,8 +30,8 @@ class Recorder:
     shown: WebhookEndpoint = ENDPOINT
     calls: list[str] = field(default_factory=list)
 
-    async def endpoints(self, _account_id: str) -> list[WebhookEndpoint]:
-        return [self.shown]
+    async def endpoint(self, _account_id: str, _endpoint_id: str) -> WebhookEndpoint | None:
+        return self.shown
 
     def mark_failing(self, _account: str, _endpoint: str, *, now: datetime) -> str:
         self.calls.append("mark_failing")

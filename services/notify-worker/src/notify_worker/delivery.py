@@ -237,7 +237,7 @@ class WebhookDeliverer:
             DELIVERIES.labels("dropped").inc()
             log.info("endpoint removed: delivery dropped")
             return
-        if await self._health.disabled(delivery):
+        if await self._health.disabled(endpoint):
             await self._hold_back(delivery)
             return
         claim = await asyncio.to_thread(

@@ -86,14 +86,10 @@ class EndpointHealth:
         # held back for them.
         self._announced: TTLCache[tuple[str, str], bool] = TTLCache(_REMEMBERED, 3600)
 
-    async def _cached(self, delivery: Delivery) -> WebhookEndpoint | None:
-        endpoints = await self._directory.endpoints(delivery.account_id)
-        return next((e for e in endpoints if e.endpoint_id == delivery.endpoint_id), None)
-
-    async def disabled(self, delivery: Delivery) -> bool:
-        """Whether the delivery's endpoint is disabled (as cached): then it is not attempted.
-        Sends the announcement of an automatic disabling that was not recorded as sent."""
-        endpoint = await self._cached(delivery)
+    async def disabled(self, endpoint: WebhookEndpoint | None) -> bool:
+        """Whether a delivery's endpoint (as the worker's cache shows it) is disabled: then
+        the delivery is not attempted. Sends the announcement of an automatic disabling that
+        was not recorded as sent."""
         if endpoint is None or not endpoint.disabled:
             return False
         known = (endpoint.endpoint_id, endpoint.failing_since or "")
@@ -108,7 +104,7 @@ class EndpointHealth:
 
     async def attempted(self, delivery: Delivery, *, failed: bool) -> None:
         """Keep the outcome of an attempt on its endpoint (module doc)."""
-        endpoint = await self._cached(delivery)
+        endpoint = await self._directory.endpoint(delivery.account_id, delivery.endpoint_id)
         if failed:
             await self._failed_attempt(delivery, endpoint)
         else:
