@@ -132,6 +132,23 @@ class Stage:
     inside: tuple[Histogram, ...] = ()
 
 
+def _to_the_client(event: str, seen: Callable[[Trip], Seen]) -> tuple[Stage, ...]:
+    """The stages every event goes through once its stream record exists: the stream poll
+    and the processor, the gateway, the client; and the whole way from the POST."""
+    return (
+        Stage(
+            "stream poll + processor -> Redis append (offset)",
+            lambda p: seen(p).appended - seen(p).recorded,
+            (PROCESSOR,),
+        ),
+        Stage(
+            "Redis pub/sub -> gateway fan-out -> client read",
+            lambda p: seen(p).read - seen(p).appended,
+        ),
+        Stage(f"POST -> {event} at the client", lambda p: seen(p).read - p.posted),
+    )
+
+
 CREATED_STAGES: Final = (
     Stage(
         "POST -> ingest stamps the payment (created_at)", lambda p: p.created.created_at - p.posted
@@ -140,16 +157,7 @@ CREATED_STAGES: Final = (
         "DynamoDB PutItem -> stream record (time)",
         lambda p: p.created.recorded - p.created.created_at,
     ),
-    Stage(
-        "stream poll + processor -> Redis append (offset)",
-        lambda p: p.created.appended - p.created.recorded,
-        (PROCESSOR,),
-    ),
-    Stage(
-        "Redis pub/sub -> gateway fan-out -> client read",
-        lambda p: p.created.read - p.created.appended,
-    ),
-    Stage("POST -> created at the client", lambda p: p.created.read - p.posted),
+    *_to_the_client("created", lambda p: p.created),
 )
 UPDATED_STAGES: Final = (
     Stage(
@@ -161,16 +169,7 @@ UPDATED_STAGES: Final = (
         "conditional UpdateItem -> stream record (time)",
         lambda p: p.updated.recorded - p.updated.decided,
     ),
-    Stage(
-        "stream poll + processor -> Redis append (offset)",
-        lambda p: p.updated.appended - p.updated.recorded,
-        (PROCESSOR,),
-    ),
-    Stage(
-        "Redis pub/sub -> gateway fan-out -> client read",
-        lambda p: p.updated.read - p.updated.appended,
-    ),
-    Stage("POST -> updated at the client", lambda p: p.updated.read - p.posted),
+    *_to_the_client("updated", lambda p: p.updated),
 )
 _NAME_WIDTH: Final = 68
 
