@@ -3,6 +3,8 @@ does, fail over when a master is killed, and, secured, want the CA and the passw
 
 from __future__ import annotations
 
+import os
+import signal
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -15,6 +17,7 @@ from redis.backoff import NoBackoff
 from redis.exceptions import AuthenticationError
 
 from pulse_dev.redis_fixtures import SECURE_REDIS_PASSWORD
+from pulse_dev.redis_nodes import wait_until
 from pulse_dev.redis_servers import RedisClusterGroup, SentinelGroup, TlsFiles
 
 KEY = "payment:{acct-42}"
@@ -127,6 +130,30 @@ async def test_sentinels_find_the_master_and_promote_the_replica_when_it_dies(
         group.heal()
     assert group.master() is not old_master
     assert old_master.client().role()[0] == "slave"
+
+
+def test_a_pause_of_the_master_after_a_heal_fails_over_to_a_replica_holding_everything(
+    redis_sentinel: SentinelGroup,
+) -> None:
+    """A healed node rejoins unpromotable (``replica-priority 0``) and is made promotable
+    again only once it holds the master's data: when the master then seems down (here it is
+    paused past the sentinels' down-after), the node promoted has every acknowledged key."""
+    group = redis_sentinel
+    killed = group.kill_master()
+    group.wait_for_failover()
+    group.heal()
+    assert killed.client().config_get("replica-priority") == {"replica-priority": "100"}
+    master = group.master()
+    master.client().set(KEY, "acknowledged")
+    assert master.client().wait(1, 5000) == 1
+    assert master.process is not None
+    os.kill(master.process.pid, signal.SIGSTOP)
+    try:
+        wait_until(lambda: group.master() is killed, 30, "a failover to the healed node")
+    finally:
+        os.kill(master.process.pid, signal.SIGCONT)
+    group.wait_until_healthy()
+    assert killed.client().get(KEY) == "acknowledged"
 
 
 async def test_secure_cluster_wants_the_ca_and_the_password(

@@ -307,6 +307,9 @@ def _config(node: RedisNode, lines: Sequence[str]) -> str:
             "logfile redis.log",
             'save ""',
             "appendonly no",
+            # a replica's sync starts at once (not after Redis's 5 s wait for others): the
+            # window in which a restarted replica holds nothing stays short
+            "repl-diskless-sync-delay 0",
             *(auth if node.password else []),
             *(cluster if node.bus_port else []),
             *(["tls-cluster yes"] if node.bus_port and node.tls else []),

@@ -45,9 +45,12 @@ __all__ = [
 ]
 
 _FORM_TIMEOUT: Final = 60.0
-# Sentinel: a master silent for 1 s is down; a failover that stalls is retried after 5 s.
-_DOWN_AFTER_MS: Final = 1000
+# Sentinel: a master silent for 2 s is down; a failover that stalls is retried after 5 s.
+# Not 1 s: a loaded machine pauses a process (a sentinel or the master) for over a second
+# now and then, and each such pause was a failover nobody caused.
+_DOWN_AFTER_MS: Final = 2000
 _FAILOVER_TIMEOUT_MS: Final = 5000
+_REPLICA_PRIORITY: Final = 100  # Redis's default: a replica sentinels may promote
 
 
 def _group_dir(workdir: Path, kind: str) -> Path:
@@ -356,16 +359,25 @@ class SentinelGroup:
 
     def heal(self, timeout: float = _FORM_TIMEOUT) -> None:
         """Restart every killed node (an old master comes back as a replica of the current
-        one) and wait until healthy."""
+        one) and wait until healthy.
+
+        A restarted node holds nothing until its first sync from the master ends, yet the
+        sentinels would promote it meanwhile (a failover then takes every key with it:
+        the master resyncs from the empty node). So it comes back with ``replica-priority
+        0``, which sentinels never promote, and gets the default 100 once in sync."""
         master = self.master()
-        for node in self.data_nodes:
-            if not node.alive:
-                node.start(options=["--replicaof", master.host, str(master.port)])
+        restarted = [node for node in self.data_nodes if not node.alive]
+        for node in restarted:
+            node.start(
+                options=["--replicaof", master.host, str(master.port), "--replica-priority", "0"]
+            )
         for node in self.sentinels:
             if not node.alive:
                 node.start()
         self._killed = None
         self.wait_until_healthy(timeout)
+        for node in restarted:
+            node.client().config_set("replica-priority", _REPLICA_PRIORITY)
 
     def flushall(self) -> None:
         """Delete every key (FLUSHALL on the master)."""
