@@ -40,7 +40,9 @@ TIMEOUT = 90.0
 
 def _fill(sqs: Any, url: str) -> None:
     # A leftover from the last phase would skew the next (PurgeQueue allows one a minute).
-    while got := sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10).get("Messages"):
+    while got := sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=1).get(
+        "Messages"
+    ):
         entries = [{"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(got)]
         sqs.delete_message_batch(QueueUrl=url, Entries=entries)
     body = '{"specversion":"1.0","type":"bench","id":"%s"}'

@@ -87,6 +87,7 @@ def _queued(stack_settings: PulseSettings, topology: TopologyOutputs) -> list[di
             MaxNumberOfMessages=10,
             AttributeNames=["MessageGroupId"],
             VisibilityTimeout=60,
+            WaitTimeSeconds=1,  # not the queue's 20 s: the last, empty receive ends the read
         ).get("Messages", [])
         if not batch:
             return got

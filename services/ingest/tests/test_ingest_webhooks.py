@@ -379,7 +379,9 @@ def _deliveries(api: Api, topology: TopologyOutputs) -> list[Delivery]:
     url = topology.queue_urls[WebhookNames.from_prefix(api.settings.resource_prefix).queue]
     got: list[Delivery] = []
     while True:
-        batch = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, VisibilityTimeout=60)
+        batch = sqs.receive_message(
+            QueueUrl=url, MaxNumberOfMessages=10, VisibilityTimeout=60, WaitTimeSeconds=1
+        )
         messages = batch.get("Messages", [])
         if not messages:
             return got

@@ -208,7 +208,9 @@ async def test_reconcile_creates_reports_and_repairs(
     assert (health["oldestMessageAgeSeconds"], health["lag"]) == (None, "unknown")
 
     # once the fraud queue is drained every queue is empty: the lag is a known 0
-    while msgs := sqs.receive_message(QueueUrl=fraud_url, MaxNumberOfMessages=10).get("Messages"):
+    while msgs := sqs.receive_message(
+        QueueUrl=fraud_url, MaxNumberOfMessages=10, WaitTimeSeconds=1
+    ).get("Messages"):
         for m in msgs:
             sqs.delete_message(QueueUrl=fraud_url, ReceiptHandle=m["ReceiptHandle"])
     drained = kopf.Patch()
