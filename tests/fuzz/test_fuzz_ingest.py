@@ -34,7 +34,7 @@ from pulse_dev.testing import free_port
 
 pytestmark = pytest.mark.timeout(300)
 
-EXAMPLES = 140  # per operation and phase: 900 to 2,000 requests a run
+EXAMPLES = 80  # per operation and phase: 2,000 to 2,500 requests a run
 MIN_REQUESTS = 1_000
 MAX_RUNS = 3
 HOOKS_DIR = Path(__file__).resolve().parent
