@@ -52,6 +52,18 @@ DESKTOP: ViewportSize = {"width": 1280, "height": 900}
 PHONE: ViewportSize = {"width": 390, "height": 844}
 CREATED_AT = "2026-01-15T10:00:00.000Z"  # 11:00:00 in Paris (CET, winter)
 
+# Every text the page draws on a canvas (uPlot draws its axes there), kept from the start.
+_DRAWN_TEXT = """
+window.drawnText = [];
+(() => {
+  const fillText = CanvasRenderingContext2D.prototype.fillText;
+  CanvasRenderingContext2D.prototype.fillText = function (text, ...rest) {
+    if (window.drawnText.length < 10000) window.drawnText.push(String(text));
+    return fillText.call(this, text, ...rest);
+  };
+})();
+"""
+
 
 def _payment(payment_id: str, status: str, **extra: Any) -> dict[str, Any]:
     return {
@@ -152,7 +164,14 @@ async def test_the_console_opens_full_from_history_and_follows_live_without_gap_
                 "APPROVED": {"EUR": {"count": 29, "amount": "362.50", "amount_minor": 36250}},
                 "DECLINED": {"EUR": {"count": 1, "amount": "12.50", "amount_minor": 1250}},
             },
-            "series": [],
+            "series": [
+                {
+                    "minute": "2026-01-15T10:00Z",
+                    "events": 60,
+                    "created": {"EUR": {"count": 30, "amount": "375.00", "amount_minor": 37500}},
+                    "statuses": {},
+                }
+            ],
         }
     )
     during = _ids(40)
@@ -163,6 +182,7 @@ async def test_the_console_opens_full_from_history_and_follows_live_without_gap_
             await asyncio.sleep(0.02)
 
     context = await _context(browser)
+    await context.add_init_script(_DRAWN_TEXT)
     publishing = asyncio.create_task(publish_while_the_page_opens())
     page, errors = await _open(context, f"{gateway.http}/#token={gateway.token('ops-1', ['ops'])}")
     await expect(page.get_by_test_id("connection-state")).to_have_text("live")
@@ -192,6 +212,18 @@ async def test_the_console_opens_full_from_history_and_follows_live_without_gap_
     # The newest counters at once, from the stats history.
     totals = page.locator('[data-testid="totals-row"][data-currency="EUR"]')
     await expect(totals).to_contain_text("€375.00")
+
+    # Rates per second and amounts per currency, in charts with axes, units and legends.
+    await expect(page.get_by_test_id("rate-now")).to_have_text(re.compile(r"^[1-9][\d.,]*$"))
+    rate_legend = page.locator("#chart-rate .u-legend .u-label")
+    await expect(rate_legend).to_have_text(["time", "created", "approved", "review", "declined"])
+    await expect(page.locator("#chart-amounts .u-legend .u-label")).to_have_text(["time", "EUR"])
+    await page.locator("#chart-rate .u-over").hover()  # the legend shows the values there
+    created_value = page.locator("#chart-rate .u-legend .u-series").nth(1).locator(".u-value")
+    await expect(created_value).to_have_text(re.compile(r"^\d[\d.,]*/s$"))
+    drawn: list[str] = await page.evaluate("window.drawnText")
+    for label in ("time (CET)", "events per second", "amount per minute"):
+        assert label in drawn, label  # axis titles, drawn on the charts' canvases
 
     # Live updates keep coming to the rows already shown.
     await pipeline.updated(during[0], "REVIEW")
@@ -339,6 +371,11 @@ async def test_the_health_panels_show_what_the_pipeline_reports_and_drop_silent_
     dlq = page.get_by_test_id("health-dlq-depth")
     await expect(dlq).to_have_text("5")  # fraud-dlq 3 + notify-dlq 0 + stream-failures 2
     await expect(page.get_by_test_id("health-e2e-p99")).to_have_text("250")
+    await expect(page.locator("#health-e2e-p50")).to_have_text("40")
+    # How long the oldest message has waited: of the work queues, and of each DLQ.
+    await expect(page.locator("#health-queue-oldest")).to_have_text("5 s")  # fraud's 4.5 s
+    fraud_dlq = page.locator('[data-testid="health-dlq-row"][data-queue="fraud-dlq"]')
+    await expect(fraud_dlq).to_contain_text("oldest 10 min")
     await expect(page.get_by_test_id("health-connections")).to_have_text("5")
     fraud = page.locator('[data-testid="health-throughput-row"][data-service="fraud-worker"]')
     await expect(fraud).to_contain_text("fraud-worker (2 processes)")
