@@ -104,6 +104,13 @@ def test_pasted_commands_find_the_stack(stack: DevStackProcess) -> None:
         f"pulse: the local stack of .run/stack.json (pid {_pid(stack)}), "
         f"endpoint http://127.0.0.1:{stack.emulator_port}: account 123456789012, "
     )
+    # The other pasted commands act on the same stack: its queues, its payments table.
+    dlq = _in_another_terminal(stack, _pasted(stack, "dlq"))
+    assert dlq.returncode == 0, dlq.stderr
+    assert "fraud-dlq" in dlq.stdout
+    review = _in_another_terminal(stack, _pasted(stack, "review"))
+    assert review.returncode == 0, review.stderr
+    assert review.stdout == "no payment is waiting for review\n"
     load = _in_another_terminal(
         stack, [sys.executable, "-m", "pulse.cli", "load", "--rate", "5", "--duration", "1"]
     )
