@@ -649,6 +649,15 @@ async def test_the_review_desk_decides_through_ingest_and_shows_the_decision_s_e
     await pipeline.updated(arriving, "REVIEW", **_decision(now_in_review))
     await expect(rows).to_have_count(3)
     await page.screenshot(path=str(SHOTS / "review-desk-1280.png"), full_page=True)
+
+    # ... and declined from the page: declined in ingest, shown so when its event arrives.
+    declining = page.locator(f'[data-testid="review-row"][data-payment-id="{arriving}"]')
+    await declining.get_by_test_id("review-decline").click()
+    await expect(declining).to_contain_text("waiting for the pipeline's event")
+    declined = await ingest.payment(arriving)
+    assert (declined["status"], declined["reviewed_by"]) == ("DECLINED", "ops-1")
+    await pipeline.updated(arriving, "DECLINED", old_status="REVIEW", **_decision(declined))
+    await expect(declining.get_by_test_id("review-status")).to_have_text("DECLINED")
     assert errors == []
     await context.close()
 
