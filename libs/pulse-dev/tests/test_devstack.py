@@ -17,10 +17,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
+from playwright.async_api import expect
 
 from pulse.auth import verify_token
 from pulse.cli.target import STACK_VARIABLES, LocalStack
 from pulse.settings import DEV_JWT_SECRET
+from pulse_dev.browser import chromium
 from pulse_dev.devstack import DevStackProcess
 
 if TYPE_CHECKING:
@@ -70,7 +72,8 @@ def test_the_stack_file_records_the_stack(stack: DevStackProcess) -> None:
 
 
 def test_the_banner_gives_the_console_with_an_operators_token(stack: DevStackProcess) -> None:
-    found = re.search(rf"http://127\.0\.0\.1:{stack.gateway_port}/\?token=(\S+)", stack.logs())
+    # In the fragment: the browser keeps it, never sends it to the gateway in a request line.
+    found = re.search(rf"http://127\.0\.0\.1:{stack.gateway_port}/#token=(\S+)", stack.logs())
     assert found is not None, stack.logs()
     claims = verify_token(found.group(1), DEV_JWT_SECRET)
     assert "ops" in claims.roles
@@ -79,6 +82,16 @@ def test_the_banner_gives_the_console_with_an_operators_token(stack: DevStackPro
     assert Path(stack.workdir, tail[0]).is_file()  # the virtual environment's pulse
     for command in ("review", "dlq"):
         assert _pasted(stack, command)[2] == "list"
+
+
+async def test_the_banners_console_url_opens_the_console_live(stack: DevStackProcess) -> None:
+    found = re.search(r"console +(http://\S+)", stack.logs())
+    assert found is not None, stack.logs()
+    async with chromium() as browser:
+        page = await browser.new_page()
+        await page.goto(found.group(1))
+        await expect(page.get_by_test_id("connection-state")).to_have_text("live")
+        assert "token=" not in page.url  # taken out of the address bar
 
 
 def _in_another_terminal(
@@ -104,6 +117,13 @@ def test_pasted_commands_find_the_stack(stack: DevStackProcess) -> None:
         f"pulse: the local stack of .run/stack.json (pid {_pid(stack)}), "
         f"endpoint http://127.0.0.1:{stack.emulator_port}: account 123456789012, "
     )
+    # The other pasted commands act on the same stack: its queues, its payments table.
+    dlq = _in_another_terminal(stack, _pasted(stack, "dlq"))
+    assert dlq.returncode == 0, dlq.stderr
+    assert "fraud-dlq" in dlq.stdout
+    review = _in_another_terminal(stack, _pasted(stack, "review"))
+    assert review.returncode == 0, review.stderr
+    assert review.stdout == "no payment is waiting for review\n"
     load = _in_another_terminal(
         stack, [sys.executable, "-m", "pulse.cli", "load", "--rate", "5", "--duration", "1"]
     )
@@ -148,7 +168,13 @@ def test_ctrl_c_stops_everything_quietly(stack: DevStackProcess) -> None:
     assert code == 0, after
     for noise in ("Traceback", "Task was destroyed", "Exception ignored", "Could not connect"):
         assert noise not in after, after
+    # Each group stopped within its grace, none killed: the services (3 s), then the
+    # emulator (1 s), within 5 s in all.
+    assert "did not stop within" not in after, after
     assert after.rstrip().endswith("stopped")
+    # At make run's level (info) the payments pulse load sent were not logged one by one
+    # (their lines are at debug): the banner stays in view.
+    assert [line for line in stack.logs().splitlines() if "payment_id=" in line] == []
     assert not stack.stack_file.exists()
     assert all(_port_closed(port) for port in stack.ports)
 

@@ -297,3 +297,87 @@ def test_a_redrive_process_killed_midway_loses_nothing(
     arrived = bodies_in(sqs, source_url)
     assert sorted(set(arrived)) == sorted(b.decode() for b in bodies)
     assert len(arrived) - len(bodies) <= 10  # at most the batch in flight, twice
+
+
+class WithMoveTasks:
+    """The emulator's SQS client with the two actions it lacks, ``StartMessageMoveTask`` and
+    ``ListMessageMoveTasks``, answered as SQS answers them: the task moves every message of
+    the source to the destination (for real, on the emulator), is listed RUNNING with its
+    handle first, then COMPLETED without it."""
+
+    def __init__(self, sqs: Any) -> None:
+        self._sqs = sqs
+        self.started: list[dict[str, str]] = []
+        self._listed = 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._sqs, name)
+
+    def _url(self, arn: str) -> str:
+        return str(self._sqs.get_queue_url(QueueName=arn.rsplit(":", 1)[1])["QueueUrl"])
+
+    def start_message_move_task(self, **request: str) -> dict[str, str]:
+        self.started.append(request)
+        return {"TaskHandle": "task-1"}
+
+    def list_message_move_tasks(self, *, SourceArn: str, MaxResults: int) -> dict[str, Any]:  # noqa: N803 - boto3's names
+        [task] = self.started
+        assert SourceArn == task["SourceArn"]
+        assert MaxResults >= 1
+        self._listed += 1
+        started = {"StartedTimestamp": int(time.time() * 1000), "SourceArn": SourceArn}
+        if self._listed == 1:
+            self.moved = self._move(self._url(SourceArn), self._url(task["DestinationArn"]))
+            running = {"Status": "RUNNING", "TaskHandle": "task-1"}
+            return {"Results": [{**started, **running, "ApproximateNumberOfMessagesMoved": 0}]}
+        done = {"Status": "COMPLETED", "ApproximateNumberOfMessagesMoved": self.moved}
+        return {"Results": [{**started, **done}]}
+
+    def _move(self, source: str, destination: str) -> int:
+        moved = 0
+        while got := self._sqs.receive_message(
+            QueueUrl=source, MaxNumberOfMessages=10, MessageAttributeNames=["All"]
+        ).get("Messages", []):
+            entries = [
+                {
+                    "Id": str(i),
+                    "MessageBody": m["Body"],
+                    "MessageAttributes": m.get("MessageAttributes", {}),
+                }
+                for i, m in enumerate(got)
+            ]
+            self._sqs.send_message_batch(QueueUrl=destination, Entries=entries)
+            self._sqs.delete_message_batch(
+                QueueUrl=source,
+                Entries=[
+                    {"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(got)
+                ],
+            )
+            moved += len(got)
+        return moved
+
+
+def test_where_sqs_has_move_tasks_the_redrive_is_one_and_follows_it_to_its_end(
+    stack_settings: PulseSettings, queue_topology: TopologyOutputs
+) -> None:
+    bodies = [_event(f"m{i}") for i in range(12)]
+    dead_letter(stack_settings, queue_topology, bodies, "redis down")
+    sqs = WithMoveTasks(aws_client("sqs", stack_settings))
+    names = stack_settings.names
+    seen: list[Any] = []
+    final = DeadLetterQueues(sqs).redrive(
+        find_queue(_queues(stack_settings), "fraud-dlq"), on_progress=seen.append, poll_seconds=0
+    )
+    # SQS was asked to move the DLQ's messages to the queue it serves, and the redrive
+    # followed that task (not a batch of its own) until it completed.
+    assert sqs.started == [
+        {
+            "SourceArn": queue_topology.queue_arns[names.fraud_dlq],
+            "DestinationArn": queue_topology.queue_arns[names.fraud_queue],
+        }
+    ]
+    assert {p.method for p in seen} == {"move-task"}
+    assert (seen[0].done, final.done, final.moved) == (False, True, 12)
+    assert queue_depth(sqs, queue_topology.queue_urls[names.fraud_dlq]) == 0
+    arrived = bodies_in(sqs, queue_topology.queue_urls[names.fraud_queue])
+    assert sorted(arrived) == sorted(b.decode() for b in bodies)

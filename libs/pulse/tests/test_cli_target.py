@@ -166,6 +166,34 @@ def test_the_environment_names_the_stack_before_any_stack_file(
     assert settings().resource_prefix == "filed-"
 
 
+def test_without_a_stack_the_standard_chain_says_whose_account_and_region_it_changes(
+    in_checkout: Path, stack_settings: PulseSettings
+) -> None:
+    # An operator's shell: no stack file, nothing of a stack exported, an AWS profile with
+    # credentials and a region (and, here, an endpoint: the emulator stands in for AWS).
+    profile = in_checkout / "aws-config"
+    profile.write_text(
+        "[default]\n"
+        "region = eu-west-3\n"
+        f"endpoint_url = {stack_settings.aws_endpoint_url}\n"
+        "aws_access_key_id = testing\n"
+        "aws_secret_access_key = testing\n"
+    )
+    result = _run(["dlq", "list"], AWS_CONFIG_FILE=str(profile))
+    announced, *rest = result.output.splitlines()
+    assert announced == (
+        f"pulse: AWS: account {MOTO_ACCOUNT}, region eu-west-3, resource prefix 'pulse-'"
+    )
+    # Nothing of Pulse in that region: said in one line, after whose AWS it is.
+    assert result.exit_code == 1, result.output
+    assert rest == [
+        (
+            "Error: queue pulse-fraud-dlq does not exist: apply the topology (make run does; "
+            "on Kubernetes, the chart's topology job or the operator)"
+        )
+    ]
+
+
 def test_no_credentials_is_one_line_saying_what_to_set(in_checkout: Path) -> None:
     line = _one_line_error(_run(["keys", "list"], AWS_REGION="eu-west-1"))
     assert line == (

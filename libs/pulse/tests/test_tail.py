@@ -156,15 +156,17 @@ def _ctrl_c_as_in_a_terminal() -> None:
     signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
-async def test_the_tail_resumes_after_the_gateway_comes_back(
+async def test_the_tail_resumes_each_channel_from_its_own_offset_after_the_gateway_comes_back(
     gateways: GatewayFactory, async_redis: aioredis.Redis, tmp_path: Path
 ) -> None:
     gateway = gateways.start()
-    channel = f"account:{uuid.uuid4().hex[:8]}"
+    first, second = (f"account:{uuid.uuid4().hex[:8]}" for _ in range(2))
     publisher = ChannelPublisher(async_redis, gateway.prefix)
     out, err = tmp_path / "tail.out", tmp_path / "tail.err"
-    await publisher.append(_payment_event(0), [channel])
-    argv = [sys.executable, "-m", "pulse.cli", "tail", "--url", gateway.ws, "--channel", channel]
+    await publisher.append(_payment_event(0), [first])
+    await publisher.append(_payment_event(10), [second])
+    argv = [sys.executable, "-m", "pulse.cli", "tail", "--url", gateway.ws]
+    argv += ["--channel", first, "--channel", second]
     argv += ["--token", gateway.token("ops-1", ["ops"], ttl=600), "--since", "0-0"]
     with out.open("wb") as stdout, err.open("wb") as stderr:
         tail = subprocess.Popen(
@@ -181,15 +183,16 @@ async def test_the_tail_resumes_after_the_gateway_comes_back(
         return out.read_text().splitlines()
 
     try:
-        await asyncio.to_thread(until, lambda: len(printed()) == 1, 20)  # replayed
+        await asyncio.to_thread(until, lambda: len(printed()) == 2, 20)  # replayed
         gateway.kill()
-        for n in (1, 2):  # appended while no gateway runs: only in the channel's history
+        # Appended while no gateway runs, interleaved: only in each channel's history.
+        for n, channel in ((11, second), (1, first), (2, first), (12, second)):
             await publisher.append(_payment_event(n), [channel])
         await asyncio.to_thread(until, lambda: "reconnecting" in err.read_text(), 20)
         gateway.start()
-        await asyncio.to_thread(until, lambda: len(printed()) == 3, 30)
-        await publisher.append(_payment_event(3), [channel])
-        await asyncio.to_thread(until, lambda: len(printed()) == 4, 20)
+        await asyncio.to_thread(until, lambda: len(printed()) == 6, 30)
+        await publisher.append(_payment_event(3), [first])
+        await asyncio.to_thread(until, lambda: len(printed()) == 7, 20)
     finally:
         tail.send_signal(signal.SIGINT)
         try:
@@ -198,11 +201,15 @@ async def test_the_tail_resumes_after_the_gateway_comes_back(
             tail.kill()
             tail.wait()
             pytest.fail(f"pulse tail still ran 20 s after Ctrl-C:\n{err.read_text()}")
-    # Every event once, in order, each in the viewer's zone (named) with its payment.
-    assert [line.split()[1:] for line in printed()] == [
-        ["JST", PAYMENT_CREATED, f"pay-{n}", "acct-007", "12.50", "EUR", "PENDING"]
-        for n in range(4)
-    ]
+    # Every event of each channel once, in order, each in the viewer's zone (named) with
+    # its channel and payment.
+    lines = [line.split()[1:] for line in printed()]
+    for channel, numbers in ((first, [0, 1, 2, 3]), (second, [10, 11, 12])):
+        assert [words for words in lines if words[1] == channel] == [
+            ["JST", channel, PAYMENT_CREATED, f"pay-{n}", "acct-007", "12.50", "EUR", "PENDING"]
+            for n in numbers
+        ]
+    assert "history no longer reaches" not in err.read_text()
     assert "reconnected" in err.read_text()
     assert "Traceback" not in err.read_text()
     assert code == 0

@@ -14,6 +14,7 @@ import pytest
 from fraud_worker.decisions import DecisionStore
 from fraud_worker.review_timeout import ReviewTimeoutSweep
 from fraud_worker.rules import FraudDecision
+from fraud_worker.settings import FraudSettings
 from pulse.clients import aws_client
 from pulse.events import iso_timestamp, utc_now
 from pulse.idempotency import IdempotencyGuard
@@ -46,7 +47,10 @@ def _in_review(decisions: DecisionStore, ddb: Any, *, hours_ago: float) -> str:
 
 
 def _sweeper(
-    decisions: DecisionStore, redis: aioredis.Redis, settings: PulseSettings
+    decisions: DecisionStore,
+    redis: aioredis.Redis,
+    settings: PulseSettings,
+    timeout_seconds: float = TIMEOUT,
 ) -> ReviewTimeoutSweep:
     guard = IdempotencyGuard(
         redis, settings.redis_prefix, "sweep", lease_seconds=30, completed_ttl_seconds=30
@@ -54,7 +58,7 @@ def _sweeper(
     return ReviewTimeoutSweep(
         decisions.transitions,
         guard,
-        timeout_seconds=TIMEOUT,
+        timeout_seconds=timeout_seconds,
         interval_seconds=60,
         lease_seconds=30,
     )
@@ -120,6 +124,18 @@ async def test_two_sweepers_racing_decline_an_overdue_payment_once(
     assert _item(decisions, again)["status"]["S"] == "DECLINED"
     # ... and one completed a moment ago makes the next round skip too.
     assert await first.round() is None
+
+
+async def test_by_default_a_payment_waits_24_hours_for_a_decision(
+    decisions: DecisionStore, stack_settings: PulseSettings, async_redis: aioredis.Redis
+) -> None:
+    ddb = aws_client("dynamodb", stack_settings)
+    a_day_ago = _in_review(decisions, ddb, hours_ago=24.5)
+    this_morning = _in_review(decisions, ddb, hours_ago=23.5)
+    default = FraudSettings().review_timeout_seconds
+    assert await _sweeper(decisions, async_redis, stack_settings, default).sweep() == 1
+    assert _item(decisions, a_day_ago)["status"]["S"] == "DECLINED"
+    assert _item(decisions, this_morning)["status"]["S"] == "REVIEW"
 
 
 def _metric_sum(port: int, pattern: str) -> float:

@@ -1,9 +1,10 @@
 """The operator's console (``GET /``) in a real headless Chromium (Playwright, system Chromium).
 
 Each test runs a real gateway process on the test Redis and appends the events the pipeline
-would (``ChannelPublisher``, as the stream processor and workers do); the page is driven only
-through its stable ``data-testid`` attributes. Screenshots are kept in ``.artifacts/console/``
-(git-ignored; ``pulse_dev.browser.artefacts``).
+would (:class:`pulse_dev.console_page.PipelineEvents`, as the stream processor and workers
+do); the page is driven only through its stable ``data-testid`` attributes. Screenshots are
+kept in ``.artifacts/console/`` (git-ignored; ``pulse_dev.browser.artefacts``). The health
+panels and the review desk are in ``test_ws_gateway_console_desk.py``.
 """
 
 from __future__ import annotations
@@ -13,99 +14,45 @@ import asyncio
 import inspect
 import re
 import time
-import uuid
-from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
 from importlib import resources
 from pathlib import Path
-from typing import Any
 
 import aiohttp
 import orjson
 import pytest
 import redis.asyncio as aioredis
-from playwright.async_api import Browser, BrowserContext, Page, ViewportSize, expect
+from playwright.async_api import Browser, expect
 from pydantic import ValidationError
 
 from fraud_worker import rules as fraud_rules
-from pulse.auth import issue_token
-from pulse.channels import ALERTS, PAYMENTS, STATS, ChannelPublisher
-from pulse.clients import aws_client
-from pulse.events import FRAUD_DECISION, PAYMENT_CREATED, PAYMENT_UPDATED, new_event
-from pulse.settings import PulseSettings
-from pulse.topology import TopologyOutputs
 from pulse_dev.browser import BLOCK_WEBSOCKETS, artefacts
-from pulse_dev.testing import (
-    GATEWAY_SECRET,
-    GatewayFactory,
-    RunningGateway,
-    free_port,
-    put_in_review,
+from pulse_dev.console_page import (
+    DESKTOP,
+    PHONE,
+    PipelineEvents,
+    new_ids,
+    open_page,
+    viewer_context,
 )
+from pulse_dev.testing import GatewayFactory, RunningGateway
 from ws_gateway.settings import GatewaySettings
 
 pytestmark = pytest.mark.timeout(90)
 
 SHOTS = artefacts("console")
 STATIC = Path(str(resources.files("ws_gateway") / "static"))
-DESKTOP: ViewportSize = {"width": 1280, "height": 900}
-PHONE: ViewportSize = {"width": 390, "height": 844}
-CREATED_AT = "2026-01-15T10:00:00.000Z"  # 11:00:00 in Paris (CET, winter)
 
-
-def _payment(payment_id: str, status: str, **extra: Any) -> dict[str, Any]:
-    return {
-        "payment_id": payment_id,
-        "account_id": "acct-1",
-        "amount": "12.50",
-        "currency": "EUR",
-        "merchant_id": "m-1",
-        "status": status,
-        "created_at": CREATED_AT,
-        "updated_at": CREATED_AT,
-        **extra,
-    }
-
-
-class Pipeline:
-    """Appends events to a gateway's channels as the pipeline's services would."""
-
-    def __init__(self, redis: aioredis.Redis, gateway: RunningGateway) -> None:
-        self.publisher = ChannelPublisher(redis, gateway.prefix)
-
-    async def created(self, payment_id: str, **extra: Any) -> None:
-        data = _payment(payment_id, "PENDING", **extra)
-        event = new_event(type=PAYMENT_CREATED, source="/tests", subject=payment_id, data=data)
-        await self.publisher.append(event, [PAYMENTS])
-
-    async def updated(
-        self, payment_id: str, status: str, old_status: str = "PENDING", **extra: Any
-    ) -> None:
-        data = {**_payment(payment_id, status, **extra), "old_status": old_status}
-        event = new_event(type=PAYMENT_UPDATED, source="/tests", subject=payment_id, data=data)
-        await self.publisher.append(event, [PAYMENTS])
-
-    async def alert(self, payment_id: str, decision: str, reasons: list[str]) -> None:
-        data = {
-            "payment_id": payment_id,
-            "account_id": "acct-1",
-            "decision": decision,
-            "score": 85,
-            "reasons": reasons,
-            "amount": "25000.00",
-            "currency": "EUR",
-        }
-        await self.publisher.append(
-            new_event(type=FRAUD_DECISION, source="/tests", data=data), [ALERTS]
-        )
-
-    async def stats(self, data: dict[str, Any]) -> None:
-        event = new_event(type="pulse.stats", source="/tests", data=data)
-        await self.publisher.append(event, [STATS])
-
-    async def health(self, source: str, data: dict[str, Any]) -> None:
-        event = new_event(type="pulse.health", source=source, data=data)
-        await self.publisher.append(event, ["health"])
+# Every text the page draws on a canvas (uPlot draws its axes there), kept from the start.
+_DRAWN_TEXT = """
+window.drawnText = [];
+(() => {
+  const fillText = CanvasRenderingContext2D.prototype.fillText;
+  CanvasRenderingContext2D.prototype.fillText = function (text, ...rest) {
+    if (window.drawnText.length < 10000) window.drawnText.push(String(text));
+    return fillText.call(this, text, ...rest);
+  };
+})();
+"""
 
 
 @pytest.fixture
@@ -114,32 +61,14 @@ async def gateway(gateways: GatewayFactory) -> RunningGateway:
 
 
 @pytest.fixture
-async def pipeline(async_redis: aioredis.Redis, gateway: RunningGateway) -> Pipeline:
-    return Pipeline(async_redis, gateway)
-
-
-async def _context(browser: Browser, viewport: ViewportSize = DESKTOP) -> BrowserContext:
-    # A viewer in Paris with a British locale: times read "11:00:00", labelled "CET".
-    return await browser.new_context(viewport=viewport, locale="en-GB", timezone_id="Europe/Paris")
-
-
-async def _open(context: BrowserContext, url: str) -> tuple[Page, list[str]]:
-    """The page at ``url`` and the list its script errors go to (asserted empty by callers)."""
-    page = await context.new_page()
-    errors: list[str] = []
-    page.on("pageerror", lambda exc: errors.append(str(exc)))
-    await page.goto(url)
-    return page, errors
-
-
-def _ids(n: int) -> list[str]:
-    return [str(uuid.uuid4()) for _ in range(n)]
+async def pipeline(async_redis: aioredis.Redis, gateway: RunningGateway) -> PipelineEvents:
+    return PipelineEvents(async_redis, gateway)
 
 
 async def test_the_console_opens_full_from_history_and_follows_live_without_gap_or_duplicate(
-    browser: Browser, gateway: RunningGateway, pipeline: Pipeline
+    browser: Browser, gateway: RunningGateway, pipeline: PipelineEvents
 ) -> None:
-    before = _ids(30)
+    before = new_ids(30)
     for n, payment_id in enumerate(before):
         await pipeline.created(payment_id)
         await pipeline.updated(payment_id, "DECLINED" if n == 0 else "APPROVED")
@@ -152,23 +81,33 @@ async def test_the_console_opens_full_from_history_and_follows_live_without_gap_
                 "APPROVED": {"EUR": {"count": 29, "amount": "362.50", "amount_minor": 36250}},
                 "DECLINED": {"EUR": {"count": 1, "amount": "12.50", "amount_minor": 1250}},
             },
-            "series": [],
+            "series": [
+                {
+                    "minute": "2026-01-15T10:00Z",
+                    "events": 60,
+                    "created": {"EUR": {"count": 30, "amount": "375.00", "amount_minor": 37500}},
+                    "statuses": {},
+                }
+            ],
         }
     )
-    during = _ids(40)
+    during = new_ids(40)
 
     async def publish_while_the_page_opens() -> None:
         for payment_id in during:
             await pipeline.created(payment_id)
             await asyncio.sleep(0.02)
 
-    context = await _context(browser)
+    context = await viewer_context(browser)
+    await context.add_init_script(_DRAWN_TEXT)
     publishing = asyncio.create_task(publish_while_the_page_opens())
-    page, errors = await _open(context, f"{gateway.http}/#token={gateway.token('ops-1', ['ops'])}")
+    page, errors = await open_page(
+        context, f"{gateway.http}/#token={gateway.token('ops-1', ['ops'])}"
+    )
     await expect(page.get_by_test_id("connection-state")).to_have_text("live")
     await expect(page.get_by_test_id("connection-transport")).to_have_text("websocket")
     await publishing
-    after = _ids(5)
+    after = new_ids(5)
     for payment_id in after:
         await pipeline.created(payment_id)
 
@@ -193,6 +132,18 @@ async def test_the_console_opens_full_from_history_and_follows_live_without_gap_
     totals = page.locator('[data-testid="totals-row"][data-currency="EUR"]')
     await expect(totals).to_contain_text("€375.00")
 
+    # Rates per second and amounts per currency, in charts with axes, units and legends.
+    await expect(page.get_by_test_id("rate-now")).to_have_text(re.compile(r"^[1-9][\d.,]*$"))
+    rate_legend = page.locator("#chart-rate .u-legend .u-label")
+    await expect(rate_legend).to_have_text(["time", "created", "approved", "review", "declined"])
+    await expect(page.locator("#chart-amounts .u-legend .u-label")).to_have_text(["time", "EUR"])
+    await page.locator("#chart-rate .u-over").hover()  # the legend shows the values there
+    created_value = page.locator("#chart-rate .u-legend .u-series").nth(1).locator(".u-value")
+    await expect(created_value).to_have_text(re.compile(r"^\d[\d.,]*/s$"))
+    drawn: list[str] = await page.evaluate("window.drawnText")
+    for label in ("time (CET)", "events per second", "amount per minute"):
+        assert label in drawn, label  # axis titles, drawn on the charts' canvases
+
     # Live updates keep coming to the rows already shown.
     await pipeline.updated(during[0], "REVIEW")
     row = page.locator(f'[data-testid="feed-row"][data-payment-id="{during[0]}"] .status')
@@ -203,11 +154,13 @@ async def test_the_console_opens_full_from_history_and_follows_live_without_gap_
 
 
 async def test_the_console_recovers_what_it_missed_while_the_gateway_was_down(
-    browser: Browser, gateway: RunningGateway, pipeline: Pipeline
+    browser: Browser, gateway: RunningGateway, pipeline: PipelineEvents
 ) -> None:
-    first, second = _ids(2)
-    context = await _context(browser)
-    page, errors = await _open(context, f"{gateway.http}/#token={gateway.token('ops-1', ['ops'])}")
+    first, second = new_ids(2)
+    context = await viewer_context(browser)
+    page, errors = await open_page(
+        context, f"{gateway.http}/#token={gateway.token('ops-1', ['ops'])}"
+    )
     state = page.get_by_test_id("connection-state")
     await expect(state).to_have_text("live")
     await pipeline.created(first)
@@ -238,12 +191,14 @@ async def test_the_console_recovers_what_it_missed_while_the_gateway_was_down(
 
 
 async def test_where_websockets_are_blocked_the_console_follows_over_sse_and_says_so(
-    browser: Browser, gateway: RunningGateway, pipeline: Pipeline
+    browser: Browser, gateway: RunningGateway, pipeline: PipelineEvents
 ) -> None:
-    payment_id = _ids(1)[0]
-    context = await _context(browser)
+    payment_id = new_ids(1)[0]
+    context = await viewer_context(browser)
     await context.add_init_script(BLOCK_WEBSOCKETS)
-    page, errors = await _open(context, f"{gateway.http}/#token={gateway.token('ops-1', ['ops'])}")
+    page, errors = await open_page(
+        context, f"{gateway.http}/#token={gateway.token('ops-1', ['ops'])}"
+    )
     await expect(page.get_by_test_id("connection-state")).to_have_text("live")
     await expect(page.get_by_test_id("connection-transport")).to_have_text("sse")
     await pipeline.created(payment_id)
@@ -257,117 +212,13 @@ async def test_where_websockets_are_blocked_the_console_follows_over_sse_and_say
     await context.close()
 
 
-def _measured(seconds_ago: float = 0.0) -> str:
-    at = datetime.now(UTC) - timedelta(seconds=seconds_ago)
-    return at.isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-def _health(service: str, instance: str, interval: float = 5, **figures: Any) -> dict[str, Any]:
-    return {
-        "service": service,
-        "instance": instance,
-        "interval_seconds": interval,
-        "measured_at": _measured(figures.pop("seconds_ago", 0.0)),
-        **figures,
-    }
-
-
-def _queue(name: str, role: str, depth: int, oldest: float | None = None) -> dict[str, Any]:
-    return {"name": name, "role": role, "depth": depth, "in_flight": 0, "oldest_age_s": oldest}
-
-
-async def test_the_health_panels_show_what_the_pipeline_reports_and_drop_silent_sources(
-    browser: Browser, gateway: RunningGateway, pipeline: Pipeline
-) -> None:
-    # In the history before the page opens: a processor, two replicas of the fraud worker
-    # (measuring the same queues), the notify worker, two gateways — and a processor that
-    # stopped reporting a minute ago, whose huge lag must not show.
-    processor = "/pulse/stream-processor/h-1"
-    failures = [_queue("stream-failures", "failures", 2, 30.0)]
-    shards = [
-        {"shard_id": "shard-a", "iterator_age_ms": 1500, "records_per_s": 40.0},
-        {"shard_id": "shard-b", "iterator_age_ms": 250, "records_per_s": 12.5},
-    ]
-    await pipeline.health(
-        processor,
-        _health(
-            "stream-processor",
-            "h-1",
-            shards=shards,
-            queues=failures,
-            throughput={"messages_per_s": 52.5, "failures_per_s": 0.0},
-        ),
-    )
-    gone = {"shard_id": "shard-a", "iterator_age_ms": 999_999, "records_per_s": 0.0}
-    await pipeline.health(
-        "/pulse/stream-processor/old",
-        _health("stream-processor", "old", shards=[gone], seconds_ago=60),
-    )
-    for instance, depth, rate in (("f-1", 7, 10.0), ("f-2", 9, 12.0)):
-        await pipeline.health(
-            f"/pulse/fraud-worker/{instance}",
-            _health(
-                "fraud-worker",
-                instance,
-                queues=[_queue("fraud", "queue", depth, 4.5), _queue("fraud-dlq", "dlq", 3, 600)],
-                throughput={"messages_per_s": rate, "failures_per_s": 0.5},
-            ),
-        )
-    await pipeline.health(
-        "/pulse/notify-worker/n-1",
-        _health(
-            "notify-worker",
-            "n-1",
-            queues=[_queue("notify", "queue", 4, 1.0), _queue("notify-dlq", "dlq", 0)],
-            throughput={"messages_per_s": 8.0, "failures_per_s": 0.0},
-        ),
-    )
-    for instance, p99, clients in (("g-1", 180.5, 3), ("g-2", 250.0, 2)):
-        e2e = {"p50": 40.0, "p99": p99, "samples": 300, "window_s": 60}
-        await pipeline.health(
-            f"/pulse/ws-gateway/{instance}",
-            _health("ws-gateway", instance, e2e_ms=e2e, connections=clients),
-        )
-
-    context = await _context(browser)
-    page, errors = await _open(context, f"{gateway.http}/#token={gateway.token('ops-1', ['ops'])}")
-    await expect(page.get_by_test_id("connection-state")).to_have_text("live")
-    lag = page.get_by_test_id("health-stream-lag")
-    await expect(lag).to_have_text("1,500")  # ms, the larger shard's; the silent one is gone
-    await expect(page.get_by_test_id("health-shard-row")).to_have_count(2)
-    await expect(page.get_by_test_id("health-queue-depth")).to_have_text("13")  # fraud 9 + notify 4
-    dlq = page.get_by_test_id("health-dlq-depth")
-    await expect(dlq).to_have_text("5")  # fraud-dlq 3 + notify-dlq 0 + stream-failures 2
-    await expect(page.get_by_test_id("health-e2e-p99")).to_have_text("250")
-    await expect(page.get_by_test_id("health-connections")).to_have_text("5")
-    fraud = page.locator('[data-testid="health-throughput-row"][data-service="fraud-worker"]')
-    await expect(fraud).to_contain_text("fraud-worker (2 processes)")
-    await expect(fraud).to_contain_text("22/s")
-
-    # Live: the processor's next report moves the lag; a second notify worker with a 1 s
-    # interval shows a deeper notify DLQ (the largest figure of a queue counts), and drops
-    # out three intervals after it falls silent.
-    later = _health("stream-processor", "h-1", shards=shards[1:], queues=failures)
-    await pipeline.health(processor, later)
-    await expect(lag).to_have_text("250")
-    await pipeline.health(
-        "/pulse/notify-worker/n-2",
-        _health("notify-worker", "n-2", interval=1, queues=[_queue("notify-dlq", "dlq", 10)]),
-    )
-    await expect(dlq).to_have_text("15")
-    await page.screenshot(path=str(SHOTS / "health-1280.png"))
-    await expect(dlq).to_have_text("5", timeout=10_000)
-    assert errors == []
-    await context.close()
-
-
 async def test_a_missing_bad_or_expired_token_is_explained_and_a_pasted_one_goes_live(
     browser: Browser, gateways: GatewayFactory, async_redis: aioredis.Redis
 ) -> None:
     gateway = gateways.start(PULSE_TOKEN_GRACE_SECONDS="0")
-    (payment_id,) = _ids(1)
-    await Pipeline(async_redis, gateway).created(payment_id)
-    context = await _context(browser)
+    (payment_id,) = new_ids(1)
+    await PipelineEvents(async_redis, gateway).created(payment_id)
+    context = await viewer_context(browser)
     badge = "connection-state"
     cases = [
         ("", "no token", "No token yet"),
@@ -377,7 +228,7 @@ async def test_a_missing_bad_or_expired_token_is_explained_and_a_pasted_one_goes
     ]
     for token, says, because in cases:
         url = f"{gateway.http}/#token={token}" if token else gateway.http
-        page, errors = await _open(context, url)
+        page, errors = await open_page(context, url)
         await expect(page.get_by_test_id(badge)).to_have_text(says)
         await expect(page.get_by_test_id("token-message")).to_contain_text(because)
         assert errors == []
@@ -389,7 +240,7 @@ async def test_a_missing_bad_or_expired_token_is_explained_and_a_pasted_one_goes
     await page.close()
 
     # The page shown an expired token takes a pasted one and goes live, without reloading.
-    page, errors = await _open(context, f"{gateway.http}/#token={cases[1][0]}")
+    page, errors = await open_page(context, f"{gateway.http}/#token={cases[1][0]}")
     await expect(page.get_by_test_id(badge)).to_have_text("token rejected: expired")
     await page.screenshot(path=str(SHOTS / "token-expired-1280.png"))
     assert "token=" not in page.url  # taken out of the address bar
@@ -422,16 +273,18 @@ new PerformanceObserver((list) => {
 
 
 async def test_at_50_payments_a_second_the_page_runs_no_task_over_200_ms(
-    browser: Browser, gateway: RunningGateway, pipeline: Pipeline
+    browser: Browser, gateway: RunningGateway, pipeline: PipelineEvents
 ) -> None:
     rate, seconds = 50, 6
-    context = await _context(browser)
+    context = await viewer_context(browser)
     await context.add_init_script(_LONG_TASKS)
-    page, errors = await _open(context, f"{gateway.http}/#token={gateway.token('ops-1', ['ops'])}")
+    page, errors = await open_page(
+        context, f"{gateway.http}/#token={gateway.token('ops-1', ['ops'])}"
+    )
     await expect(page.get_by_test_id("connection-state")).to_have_text("live")
 
     # Each payment is created and decided (two events), one in ten with an alert.
-    ids = _ids(rate * seconds)
+    ids = new_ids(rate * seconds)
     started = time.monotonic()
     for n, payment_id in enumerate(ids):
         await pipeline.created(payment_id)
@@ -460,15 +313,15 @@ async def test_at_50_payments_a_second_the_page_runs_no_task_over_200_ms(
 
 
 async def test_the_console_fits_a_phone_and_a_1280_px_screen(
-    browser: Browser, gateway: RunningGateway, pipeline: Pipeline
+    browser: Browser, gateway: RunningGateway, pipeline: PipelineEvents
 ) -> None:
-    for payment_id in _ids(5):
+    for payment_id in new_ids(5):
         await pipeline.created(payment_id)
         await pipeline.alert(payment_id, "REVIEW", ["country_mismatch"])
     token = gateway.token("ops-1", ["ops"])
     for name, viewport in (("phone", PHONE), ("1280", DESKTOP)):
-        context = await _context(browser, viewport)
-        page, errors = await _open(context, f"{gateway.http}/#token={token}")
+        context = await viewer_context(browser, viewport)
+        page, errors = await open_page(context, f"{gateway.http}/#token={token}")
         await expect(page.get_by_test_id("connection-state")).to_have_text("live")
         await expect(page.get_by_test_id("feed-row")).to_have_count(5)
         # Nothing wider than the screen: no sideways scrolling of the page itself.
@@ -492,134 +345,6 @@ async def test_the_console_fits_a_phone_and_a_1280_px_screen(
         await page.screenshot(path=str(SHOTS / f"console-{name}.png"), full_page=True)
         assert errors == []
         await context.close()
-
-
-@dataclass
-class Ingest:
-    """A real ingest process (moto, the test's tables) the console calls from the browser."""
-
-    url: str
-    ddb: Any
-    table: str
-    token: str
-
-    def in_review(self, *reasons: str) -> str:
-        return put_in_review(self.ddb, self.table, reasons=reasons)
-
-    async def payment(self, payment_id: str) -> dict[str, Any]:
-        headers = {"Authorization": f"Bearer {self.token}"}
-        async with (
-            aiohttp.ClientSession(headers=headers) as http,
-            http.get(f"{self.url}/v1/payments/{payment_id}") as response,
-        ):
-            assert response.status == 200
-            return dict(await response.json())
-
-    async def review(self, payment_id: str, decision: str) -> None:
-        headers = {"Authorization": f"Bearer {self.token}"}
-        url = f"{self.url}/v1/payments/{payment_id}/review"
-        async with (
-            aiohttp.ClientSession(headers=headers) as http,
-            http.post(url, json={"decision": decision, "note": "by the API"}) as response,
-        ):
-            assert response.status == 200
-
-
-@pytest.fixture
-def console_port() -> int:
-    """The console's port, chosen before ingest starts: ingest's CORS setting names it."""
-    return free_port()
-
-
-@pytest.fixture
-async def ingest(
-    topology: TopologyOutputs,
-    stack_settings: PulseSettings,
-    service_process: Any,
-    console_port: int,
-) -> Ingest:
-    port = free_port()
-    service_process(
-        "ingest",
-        PULSE_HTTP_PORT=str(port),
-        PULSE_JWT_SECRET=GATEWAY_SECRET,  # the gateway's tokens are ingest's too
-        PULSE_CORS_ORIGINS=f"http://127.0.0.1:{console_port}",
-    ).start(wait_port=port)
-    return Ingest(
-        f"http://127.0.0.1:{port}",
-        aws_client("dynamodb", stack_settings),
-        stack_settings.names.payments_table,
-        issue_token(GATEWAY_SECRET, sub="ops-api", roles=["ops"]),
-    )
-
-
-async def test_the_review_desk_decides_through_ingest_and_shows_the_decision_s_event(
-    browser: Browser,
-    gateways: GatewayFactory,
-    ingest: Ingest,
-    console_port: int,
-    async_redis: aioredis.Redis,
-) -> None:
-    gateway = gateways.start(port=console_port, PULSE_CONSOLE_INGEST_URL=ingest.url)
-    pipeline = Pipeline(async_redis, gateway)
-    approve = ingest.in_review("amount_above_review_limit", "country_mismatch")
-    taken = ingest.in_review("velocity_count_review")
-    # Held and decided before the page opened: in the feed's history, not on the desk.
-    (done,) = _ids(1)
-    await pipeline.updated(done, "REVIEW")
-    await pipeline.updated(done, "APPROVED", old_status="REVIEW", reviewed_by="ops-0")
-    context = await _context(browser)
-    page, errors = await _open(context, f"{gateway.http}/#token={gateway.token('ops-1', ['ops'])}")
-    await expect(page.get_by_test_id("connection-state")).to_have_text("live")
-
-    # Listed from ingest, oldest first, with the reasons in words.
-    rows = page.get_by_test_id("review-row")
-    await expect(rows).to_have_count(2)
-    assert await rows.evaluate_all("rows => rows.map(r => r.dataset.paymentId)") == [
-        approve,
-        taken,
-    ]
-    done_row = page.locator(f'[data-testid="feed-row"][data-payment-id="{done}"] .status')
-    await expect(done_row).to_have_text("APPROVED")
-    row = page.locator(f'[data-testid="review-row"][data-payment-id="{approve}"]')
-    await expect(row).to_contain_text("The amount is above the review limit for its currency.")
-    await expect(row).to_contain_text("another country than the account's recent payments")
-
-    # Approved from the page: ingest accepts it, but the row waits for the pipeline's event.
-    await row.get_by_test_id("review-note").fill("known customer")
-    await row.get_by_test_id("review-approve").click()
-    await expect(row).to_contain_text("waiting for the pipeline's event")
-    await expect(row.get_by_test_id("review-status")).to_have_text("REVIEW")
-    decided = await ingest.payment(approve)
-    assert (decided["status"], decided["reviewed_by"]) == ("APPROVED", "ops-1")
-    assert decided["review_note"] == "known customer"
-    await pipeline.updated(approve, "APPROVED", old_status="REVIEW", **_decision(decided))
-    await expect(row.get_by_test_id("review-status")).to_have_text("APPROVED")
-    await expect(row).to_contain_text("by ops-1")
-    await expect(row).to_contain_text("known customer")
-    await expect(row.get_by_test_id("review-approve")).to_have_count(0)
-
-    # Someone decided the other one first: the page's click is refused, in words.
-    await ingest.review(taken, "APPROVED")
-    other = page.locator(f'[data-testid="review-row"][data-payment-id="{taken}"]')
-    await other.get_by_test_id("review-decline").click()
-    await expect(other.get_by_test_id("review-error")).to_contain_text("Already decided")
-    await expect(other.get_by_test_id("review-decline")).to_be_disabled()
-
-    # A payment put in REVIEW while the page is open arrives with its event.
-    arriving = ingest.in_review("amount_above_review_limit")
-    now_in_review = await ingest.payment(arriving)
-    await pipeline.updated(arriving, "REVIEW", **_decision(now_in_review))
-    await expect(rows).to_have_count(3)
-    await page.screenshot(path=str(SHOTS / "review-desk-1280.png"), full_page=True)
-    assert errors == []
-    await context.close()
-
-
-def _decision(payment: dict[str, Any]) -> dict[str, Any]:
-    """The fields of ``payment`` a ``pulse.payment.updated`` event carries beyond the basics."""
-    keys = ("fraud_score", "fraud_reasons", "reviewed_by", "review_note", "reviewed_at")
-    return {k: payment[k] for k in keys if payment.get(k) is not None}
 
 
 def _reason_codes_the_rules_emit() -> set[str]:

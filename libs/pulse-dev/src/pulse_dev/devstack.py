@@ -355,7 +355,7 @@ def _banner(config: DevStackConfig, settings: PulseSettings, stack_file: Path) -
         [
             "",
             "Pulse is running.",
-            f"  console         {gateway}/?token={ops}",
+            f"  console         {gateway}/#token={ops}",
             f"  ingest API      {ingest}   (OpenAPI: {ingest}/openapi.json)",
             f"  WebSocket       {gateway.replace('http', 'ws', 1)}/ws?token=<token>",
             f"  AWS emulator    http://127.0.0.1:{config.emulator_port}",
