@@ -224,6 +224,30 @@ def test_an_unreachable_endpoint_is_one_line(in_checkout: Path) -> None:
     assert "AWS_ENDPOINT_URL" in line
 
 
+@pytest.mark.parametrize(
+    ("args", "missing"),
+    [
+        (["review", "approve", "p-1"], "UpdateItem"),
+        (["keys", "create", "--account", "a-1"], "PutItem"),
+        (["webhooks", "list"], "Scan"),
+    ],
+)
+def test_tables_not_there_yet_are_one_line_saying_to_apply_the_topology(
+    in_checkout: Path, aws_endpoint: str, args: list[str], missing: str
+) -> None:
+    result = _run(
+        args,
+        AWS_ENDPOINT_URL=aws_endpoint,
+        AWS_ACCESS_KEY_ID="testing",
+        AWS_SECRET_ACCESS_KEY="testing",
+        AWS_REGION="us-east-1",
+        PULSE_RESOURCE_PREFIX="never-applied-",
+    )
+    line = _one_line_error(result)
+    assert line.startswith(f"Error: {missing}: "), line
+    assert "apply the topology (make run does" in line
+
+
 def test_an_unreachable_redis_is_one_line(in_checkout: Path) -> None:
     port = free_port()
     line = _one_line_error(

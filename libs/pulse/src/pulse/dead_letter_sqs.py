@@ -49,7 +49,7 @@ from pulse.consumer.limits import MAX_BATCH
 from pulse.consumer.message import SqsMessage
 from pulse.consumer.visibility import Visibility
 from pulse.dead_letters import QueueState, lacks_action, oldest_age_seconds, resend_entry
-from pulse.errors import PermanentError, ResourceNotFoundError
+from pulse.errors import PermanentError, TopologyMissingError
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
@@ -137,13 +137,13 @@ class DeadLetterQueues:
         self._urls: dict[str, str] = {}
 
     def url(self, name: str) -> str:
-        """The queue's URL; :class:`ResourceNotFoundError` saying to apply the topology."""
+        """The queue's URL; :class:`TopologyMissingError` saying to apply the topology."""
         if name not in self._urls:
             try:
                 self._urls[name] = str(self._sqs.get_queue_url(QueueName=name)["QueueUrl"])
             except AWS_ERRORS as exc:
                 if classify_aws_error(exc) is AwsErrorKind.NOT_FOUND:
-                    raise ResourceNotFoundError(
+                    raise TopologyMissingError(
                         f"queue {name} does not exist: apply the topology "
                         "(make run does; on Kubernetes, the chart's topology job or the operator)"
                     ) from exc

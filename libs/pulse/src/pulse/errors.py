@@ -31,6 +31,7 @@ __all__ = [
     "PulseError",
     "ResourceNotFoundError",
     "RetryableError",
+    "TopologyMissingError",
 ]
 
 
@@ -48,6 +49,11 @@ class RetryableError(PulseError):
 
 class ResourceNotFoundError(RetryableError):
     """An AWS resource the call needs does not exist (yet)."""
+
+
+class TopologyMissingError(ResourceNotFoundError):
+    """A table or queue of Pulse's topology does not exist; the message names it and says
+    how to apply the topology (the CLI prints it as it is)."""
 
 
 class Hold(RetryableError):  # noqa: N818 - a signal to wait, not an error

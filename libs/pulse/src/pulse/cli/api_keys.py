@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import sys
 from datetime import UTC, datetime
+from typing import NoReturn
 
 import click
 
 from pulse.api_keys import DEFAULT_SCOPES, SCOPES, ApiKey, ApiKeyTable, new_api_key
-from pulse.cli.target import aws, settings
+from pulse.cli.target import aws, explain, settings
 from pulse.errors import PulseError
 
 __all__ = ["keys"]
@@ -36,9 +37,8 @@ def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
-def _fail(exc: PulseError) -> None:
-    click.echo(f"error: {exc}", err=True)
-    sys.exit(1)
+def _fail(exc: PulseError) -> NoReturn:
+    raise click.ClickException(explain(exc) or str(exc)) from None
 
 
 @keys.command(name="create")
@@ -91,7 +91,6 @@ def keys_list(account: str | None) -> None:
         found = _table().list(account)
     except PulseError as exc:
         _fail(exc)
-        return
     for key in found:
         click.echo(_row(key))
 
@@ -105,7 +104,6 @@ def keys_revoke(key_id: str) -> None:
         key = _table().revoke(key_id, now=_now())
     except PulseError as exc:
         _fail(exc)
-        return
     if key is None:
         click.echo(f"no API key {key_id}", err=True)
         sys.exit(1)

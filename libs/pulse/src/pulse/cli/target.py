@@ -30,7 +30,7 @@ from urllib.parse import urlsplit
 
 import click
 
-from pulse.errors import ConfigurationError
+from pulse.errors import ConfigurationError, TopologyMissingError
 from pulse.settings import PulseSettings, SettingsT, load_settings
 
 if TYPE_CHECKING:
@@ -356,9 +356,11 @@ def explain(exc: BaseException) -> str | None:
 
 
 def _explain_one(exc: BaseException) -> str | None:
+    if isinstance(exc, TopologyMissingError):
+        return str(exc)
     module = type(exc).__module__
     if module.startswith("botocore"):
-        return _explain_aws(exc)
+        return _explain_aws(exc) or _explain_missing(exc)
     if module.startswith("redis"):
         return _explain_redis(exc)
     return None
@@ -385,6 +387,27 @@ def _explain_aws(exc: BaseException) -> str | None:
             "or set AWS_ENDPOINT_URL to a running emulator (unset it for AWS)"
         )
     return None
+
+
+def _explain_missing(exc: BaseException) -> str | None:
+    """A table, index or queue that does not exist: the topology was never applied (or the
+    prefix names another one)."""
+    from pulse.aws_errors import AwsErrorKind, classify_aws_error  # noqa: PLC0415 - as above
+
+    if classify_aws_error(exc) is not AwsErrorKind.NOT_FOUND:
+        return None
+    operation = getattr(exc, "operation_name", "") or "the call"
+    return (
+        f"{operation}: {_aws_message(exc)}: apply the topology (make run does; on "
+        "Kubernetes, the chart's topology job or the operator), or set "
+        "PULSE_RESOURCE_PREFIX to the prefix of the tables and queues in use"
+    )
+
+
+def _aws_message(exc: BaseException) -> str:
+    """The message AWS gave with an error response (what is missing, in its words)."""
+    error = getattr(exc, "response", {}).get("Error", {})
+    return str(error.get("Message") or error.get("Code") or exc)
 
 
 def _explain_redis(exc: BaseException) -> str | None:
