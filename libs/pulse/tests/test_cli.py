@@ -1,5 +1,6 @@
 from importlib.metadata import version
 
+import pytest
 from click.testing import CliRunner
 
 from pulse.auth import verify_token
@@ -128,3 +129,22 @@ def test_webhooks_add_list_remove(
         main, ["webhooks", "add", "--account", "a", "--url", "ftp://x"], env=stack_env
     )
     assert bad.exit_code == 2
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["keys", "create", "--account", "a/b"],
+        ["keys", "list", "--account", ""],
+        ["fraud", "block", "--account", "ok-1", "--account", "a b"],
+        ["fraud", "unblock", "--merchant", "m:1"],
+        ["webhooks", "add", "--account", "a/b", "--url", "https://example.com/hook"],
+        ["webhooks", "list", "--account", "é"],
+    ],
+)
+def test_ids_ingest_would_refuse_are_refused_before_anything_is_done(args: list[str]) -> None:
+    # No AWS endpoint or Redis is given: a command that went on would fail another way.
+    result = CliRunner().invoke(main, args, env={"REDIS_URL": "redis://127.0.0.1:1/0"})
+    assert result.exit_code == 2, result.output
+    assert "must be 1 to 128 letters, digits or the characters _ . @ -" in result.output
+    assert "Traceback" not in result.output

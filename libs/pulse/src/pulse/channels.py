@@ -42,7 +42,6 @@ Redis keys (all under the configurable prefix; :class:`ChannelKeys`):
 
 from __future__ import annotations
 
-import re
 import uuid
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final
@@ -57,6 +56,7 @@ from pulse._append_plan import (
     CounterIncrement,
 )
 from pulse.history_limits import HistoryLimits
+from pulse.identifiers import is_identifier
 from pulse.replication import Replication, ScriptRunner
 
 if TYPE_CHECKING:
@@ -87,7 +87,6 @@ PAYMENTS: Final = "payments"
 ALERTS: Final = "alerts"
 STATS: Final = "stats"
 HEALTH: Final = "health"
-_ACCOUNT_RE: Final = re.compile(r"account:[A-Za-z0-9_.@-]{1,128}")
 _PARTS_KEPT: Final = 100_000  # channels whose key names a publisher keeps made
 
 
@@ -98,7 +97,10 @@ def account_channel(account_id: str) -> str:
 def is_valid_channel(channel: str) -> bool:
     """True for the channel names of the design: payments, alerts, stats, health,
     account:{id}."""
-    return channel in (PAYMENTS, ALERTS, STATS, HEALTH) or bool(_ACCOUNT_RE.fullmatch(channel))
+    if channel in (PAYMENTS, ALERTS, STATS, HEALTH):
+        return True
+    account = channel.removeprefix("account:")
+    return account != channel and is_identifier(account)
 
 
 @dataclass(frozen=True)

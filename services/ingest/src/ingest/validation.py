@@ -39,6 +39,7 @@ from pydantic import (
     field_validator,
 )
 
+from pulse.identifiers import ID_PATTERN, ID_WORDS
 from pulse.ids import uuid4
 from pulse.payment_states import InvalidCursorError, decode_cursor
 from pulse.payments import APPROVED, DECLINED, REVIEW
@@ -77,7 +78,6 @@ __all__ = [
 ]
 
 DEFAULT_MAX_AMOUNT: Final = Decimal("1000000.00")
-ID_PATTERN: Final = r"^[A-Za-z0-9_.@-]{1,128}$"
 MAX_METADATA_ENTRIES: Final = 20
 MAX_METADATA_KEY_LENGTH: Final = 64
 MAX_METADATA_VALUE_LENGTH: Final = 256
@@ -99,8 +99,6 @@ _DIGITS: Final = {code: get_currency_precision(code) for code in CURRENCY_CODES}
 WHOLE_AMOUNT_CURRENCIES: Final = tuple(code for code in CURRENCY_CODES if _DIGITS[code] == 0)
 # Decimal places Pulse keeps of any amount (stored, in events and responses).
 _PLACES: Final = 2
-# What the identifier pattern allows, in words, for the refusals.
-_ID_WORDS: Final = "must be 1 to 128 letters, digits or the characters _ . @ -"
 
 # Plain decimal notation, optionally negative (so "-5" gets "must be greater than 0").
 _DECIMAL_TEXT: Final = re.compile(r"-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?")
@@ -282,7 +280,7 @@ def _check_places(value: Decimal, currency: str | None) -> None:
 Identifier = Annotated[
     StrictStr,
     StringConstraints(min_length=1, max_length=128, pattern=ID_PATTERN),
-]  # a refusal says _ID_WORDS, not the pattern (_message)
+]  # a refusal says ID_WORDS, not the pattern (_message)
 MetadataKey = Annotated[str, StringConstraints(min_length=1, max_length=MAX_METADATA_KEY_LENGTH)]
 MetadataValue = Annotated[StrictStr, StringConstraints(max_length=MAX_METADATA_VALUE_LENGTH)]
 
@@ -376,7 +374,7 @@ def _message(error: Any) -> str:
     if kind == "model_type":
         return "the body must be a JSON object"
     if kind == "string_pattern_mismatch":  # only identifiers have a pattern
-        return _ID_WORDS
+        return ID_WORDS
     message = str(error["msg"])
     return message.removeprefix("Value error, ")
 

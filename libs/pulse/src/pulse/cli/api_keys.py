@@ -9,6 +9,7 @@ from typing import NoReturn
 import click
 
 from pulse.api_keys import DEFAULT_SCOPES, SCOPES, ApiKey, ApiKeyTable, new_api_key
+from pulse.cli.arguments import identifiers
 from pulse.cli.target import aws, explain, settings
 from pulse.errors import PulseError
 
@@ -42,7 +43,9 @@ def _fail(exc: PulseError) -> NoReturn:
 
 
 @keys.command(name="create")
-@click.option("--account", required=True, help="The account the key acts for.")
+@click.option(
+    "--account", required=True, callback=identifiers, help="The account the key acts for."
+)
 @click.option("--name", default="", help="What the key is for (shown by `pulse keys list`).")
 @click.option(
     "--scope",
@@ -53,8 +56,6 @@ def _fail(exc: PulseError) -> NoReturn:
 )
 def keys_create(account: str, name: str, scopes: tuple[str, ...]) -> None:
     """Make a key and print it, once: it cannot be shown again."""
-    if not account.strip():
-        raise click.BadParameter("must not be empty", param_hint="--account")
     made = new_api_key(account, name=name, scopes=frozenset(scopes) or DEFAULT_SCOPES, now=_now())
     try:
         _table().put(made.key)
@@ -81,7 +82,7 @@ def _row(key: ApiKey) -> str:
 
 
 @keys.command(name="list")
-@click.option("--account", default=None, help="Only this account's keys.")
+@click.option("--account", default=None, callback=identifiers, help="Only this account's keys.")
 def keys_list(account: str | None) -> None:
     """Print the keys, oldest first: id, account, scopes, created, last used, state, name.
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from pulse.blocklists import BLOCKLIST_KINDS, blocklist_key
+from pulse.cli.arguments import identifiers
 from pulse.cli.target import sync_redis
 
 __all__ = ["fraud"]
@@ -27,10 +28,14 @@ def _blocklist_ids(accounts: tuple[str, ...], merchants: tuple[str, ...]) -> dic
 
 
 _ACCOUNT_OPTION = click.option(
-    "--account", "accounts", multiple=True, help="Account id (repeatable)."
+    "--account", "accounts", multiple=True, callback=identifiers, help="Account id (repeatable)."
 )
 _MERCHANT_OPTION = click.option(
-    "--merchant", "merchants", multiple=True, help="Merchant id (repeatable)."
+    "--merchant",
+    "merchants",
+    multiple=True,
+    callback=identifiers,
+    help="Merchant id (repeatable).",
 )
 
 

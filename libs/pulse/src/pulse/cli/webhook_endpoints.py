@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 import click
 
+from pulse.cli.arguments import identifiers
 from pulse.cli.target import aws, settings, settings_of
 
 if TYPE_CHECKING:
@@ -86,12 +87,17 @@ _ENDPOINT = click.option(
     "--endpoint", "endpoint_id", required=True, help="The endpoint id (ep_...)."
 )
 _ACCOUNT = click.option(
-    "--account", default=None, help="Its account (found from the endpoint id when left out)."
+    "--account",
+    default=None,
+    callback=identifiers,
+    help="Its account (found from the endpoint id when left out).",
 )
 
 
 @webhooks.command(name="add")
-@click.option("--account", required=True, help="Account whose events are sent.")
+@click.option(
+    "--account", required=True, callback=identifiers, help="Account whose events are sent."
+)
 @click.option(
     "--url",
     required=True,
@@ -145,7 +151,9 @@ def webhooks_add(  # click passes options by name
 
 
 @webhooks.command(name="list")
-@click.option("--account", default=None, help="Only this account's endpoints.")
+@click.option(
+    "--account", default=None, callback=identifiers, help="Only this account's endpoints."
+)
 def webhooks_list(account: str | None) -> None:
     """Print endpoints, one `account endpoint url` line each (a disabled one ends in
     `(disabled)`)."""
