@@ -393,12 +393,13 @@ async def _demo_traffic(
         while not stopping.is_set():
             payment = traffic.next_payment()
             with contextlib.suppress(aiohttp.ClientError, OSError, TimeoutError):
-                await session.post(
+                async with session.post(
                     url,
                     json=payment,
                     headers=tokens.headers(payment["account_id"]),
                     timeout=aiohttp.ClientTimeout(5),
-                )
+                ):
+                    pass  # the answer is not looked at: the console shows what happened
             await sleep_unless_stopped(stopping, interval)
 
 
@@ -445,8 +446,10 @@ async def run_dev_stack(config: DevStackConfig, out: TextIO = sys.stdout) -> int
     finally:
         stack.stopping.set()
         _remove_stack_file(stack_file)
-        if demo is not None:
-            await demo
+        if demo is not None:  # a request in flight is dropped: Ctrl-C waits for none
+            demo.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await demo
         stack.say("stopping…")
         await stack.stop_all()
         stack.say("stopped")
