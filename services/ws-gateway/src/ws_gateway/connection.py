@@ -245,6 +245,10 @@ class ClientConnection:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._close_task
 
+    def peer_closed(self) -> None:
+        """The client closed, or the connection failed: no frame may be written any more."""
+        self._stop()
+
     def _stop(self) -> None:
         """No more frames: the connection is closing."""
         if not self.closing:
