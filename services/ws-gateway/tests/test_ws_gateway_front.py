@@ -1,0 +1,141 @@
+"""The one port: WebSocket upgrades and HTTP requests, also one after the other on one connection.
+
+A connection's first request decides who reads it (the gateway's WebSocket protocol for
+``GET /ws``, aiohttp for the rest); an HTTP client may also send its upgrade on a connection
+kept alive after other requests. These tests speak HTTP/1.1 on one raw TCP connection and
+the WebSocket protocol with websockets' sans-I/O client over it, so the connection is
+certainly the same one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import aiohttp
+import orjson
+import pytest
+from websockets.client import ClientProtocol
+from websockets.frames import Frame, Opcode
+from websockets.http11 import Response
+from websockets.uri import parse_uri
+
+from pulse_dev.testing import GatewayFactory, RunningGateway
+
+SECRET = "ws-gateway-front-secret-0123456789abcdef"
+pytestmark = pytest.mark.timeout(60)
+
+
+@pytest.fixture(scope="module")
+def gateway(module_gateways: GatewayFactory) -> RunningGateway:
+    return module_gateways.start(secret=SECRET)
+
+
+async def _http_get(
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, path: str
+) -> tuple[int, bytes]:
+    """One GET on a kept-alive connection: its status and body."""
+    writer.write(f"GET {path} HTTP/1.1\r\nHost: gateway\r\n\r\n".encode())
+    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+    status = int(head.split(b" ", 2)[1])
+    length = next(
+        int(line.split(b":", 1)[1])
+        for line in head.split(b"\r\n")
+        if line.lower().startswith(b"content-length:")
+    )
+    return status, await asyncio.wait_for(reader.readexactly(length), 10)
+
+
+class _Client:
+    """websockets' sans-I/O client over an asyncio stream."""
+
+    def __init__(self, url: str, reader: asyncio.StreamReader, writer: asyncio.StreamWriter):
+        self.protocol = ClientProtocol(parse_uri(url))
+        self.reader = reader
+        self.writer = writer
+
+    def flush(self) -> None:
+        for data in self.protocol.data_to_send():
+            if data:
+                self.writer.write(data)
+
+    async def event(self) -> Response | Frame:
+        while True:
+            events = self.protocol.events_received()
+            if events:
+                event = events[0]
+                assert len(events) == 1, events
+                assert isinstance(event, Response | Frame)
+                return event
+            data = await asyncio.wait_for(self.reader.read(65536), 10)
+            if not data:
+                self.protocol.receive_eof()
+            else:
+                self.protocol.receive_data(data)
+
+    async def handshake(self) -> Response:
+        self.protocol.send_request(self.protocol.connect())
+        self.flush()
+        response = await self.event()
+        assert isinstance(response, Response)
+        return response
+
+    async def ask(self, **frame: object) -> dict[str, object]:
+        self.protocol.send_text(orjson.dumps(frame))
+        self.flush()
+        reply = await self.event()
+        assert isinstance(reply, Frame)
+        assert reply.opcode is Opcode.TEXT
+        answer: dict[str, object] = orjson.loads(reply.data)
+        return answer
+
+
+async def _connections(gateway: RunningGateway) -> float:
+    async with aiohttp.ClientSession() as http, http.get(f"{gateway.http}/metrics") as resp:
+        text = await resp.text()
+    line = next(x for x in text.splitlines() if x.startswith("pulse_ws_connections "))
+    return float(line.rsplit(" ", 1)[1])
+
+
+async def test_an_upgrade_after_http_requests_on_a_kept_alive_connection_is_served(
+    gateway: RunningGateway,
+) -> None:
+    reader, writer = await asyncio.open_connection("127.0.0.1", gateway.port)
+    try:
+        assert (await _http_get(reader, writer, "/healthz"))[0] == 200
+        assert (await _http_get(reader, writer, "/console/config.json"))[0] == 200
+
+        client = _Client(gateway.ws_url("kept-alive"), reader, writer)
+        assert (await client.handshake()).status_code == 101
+        assert await client.ask(op="ping") == {"op": "pong"}
+        subscribed = await client.ask(op="subscribe", channel="account:kept-alive")
+        assert subscribed["op"] == "subscribed"
+
+        client.protocol.send_close(1000)
+        client.flush()
+        close = await client.event()
+        assert isinstance(close, Frame)
+        assert close.opcode is Opcode.CLOSE
+    finally:
+        writer.close()
+    # the connection's place and subscription are given back
+    async with asyncio.timeout(20):
+        while await _connections(gateway) != 0:
+            await asyncio.sleep(0.1)
+
+
+async def test_a_refused_upgrade_after_an_http_request_is_the_same_problem_as_a_first_one(
+    gateway: RunningGateway,
+) -> None:
+    bad = f"{gateway.ws}?token=not-a-jwt"
+    for warm_up in (False, True):
+        reader, writer = await asyncio.open_connection("127.0.0.1", gateway.port)
+        try:
+            if warm_up:
+                assert (await _http_get(reader, writer, "/healthz"))[0] == 200
+            response = await _Client(bad, reader, writer).handshake()
+        finally:
+            writer.close()
+        assert response.status_code == 401, warm_up
+        assert response.headers["Content-Type"] == "application/problem+json"
+        assert "invalid_token" in response.headers["WWW-Authenticate"]
+        assert orjson.loads(response.body)["detail"] == "the token is not valid"
