@@ -39,7 +39,8 @@ from websockets.datastructures import Headers
 from websockets.extensions.permessage_deflate import ServerPerMessageDeflateFactory
 from websockets.frames import CloseCode, Frame, Opcode
 from websockets.http11 import Request, Response
-from websockets.protocol import State
+from websockets.protocol import Protocol as FrameProtocol
+from websockets.protocol import Side, State
 from websockets.server import ServerProtocol
 
 from ws_gateway.heartbeat import PING_FRAME
@@ -110,7 +111,8 @@ class WebSocketConnection(asyncio.Protocol):
     def __init__(self, gateway: Doorkeeper) -> None:
         self._gateway = gateway
         s = gateway.settings
-        self._ws = ServerProtocol(
+        # The handshake's protocol; once the connection is open, a frame protocol.
+        self._ws: FrameProtocol = ServerProtocol(
             extensions=_DEFLATE if s.ws_compression else None,
             max_size=s.max_message_bytes,
             logger=_FRAMES_LOG,
@@ -181,15 +183,26 @@ class WebSocketConnection(asyncio.Protocol):
         if isinstance(admitted, web.Response):
             self._refuse(_as_response(admitted))
             return
-        ws = self._ws
-        response = ws.accept(request)
+        handshake = self._ws
+        if not isinstance(handshake, ServerProtocol):
+            raise TypeError("the handshake is over")
+        response = handshake.accept(request)
         transport = self._transport
         if response.status_code != 101 or transport is None:  # noqa: PLR2004
             gateway.let_go(admitted)
             self._refuse(response)
             return
-        ws.send_response(response)
+        handshake.send_response(response)
         self._flush()
+        # The open connection's frames go through a protocol of their own: the handshake's
+        # keeps the request (its headers, the token) for as long as it lives.
+        frames = FrameProtocol(
+            Side.SERVER,
+            max_size=gateway.settings.max_message_bytes,
+            logger=_FRAMES_LOG,
+        )
+        frames.extensions = handshake.extensions  # permessage-deflate, if negotiated
+        self._ws = frames
         self._worker = None
         self.client = gateway.open_websocket(self, admitted)
         transport.resume_reading()
@@ -199,7 +212,8 @@ class WebSocketConnection(asyncio.Protocol):
 
     def _refuse(self, response: Response) -> None:
         self._worker = None
-        self._ws.send_response(response)  # then FIN, and the client's bytes are dropped
+        if isinstance(self._ws, ServerProtocol):
+            self._ws.send_response(response)  # then FIN, and the client's bytes are dropped
         self._flush()
         if self._transport is not None:
             self._transport.resume_reading()  # to see the client close
