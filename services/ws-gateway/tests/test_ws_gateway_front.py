@@ -1,10 +1,11 @@
-"""The one port: WebSocket upgrades and HTTP requests, also one after the other on one connection.
+"""The one port and the gateway's WebSocket protocol, frame by frame.
 
 A connection's first request decides who reads it (the gateway's WebSocket protocol for
 ``GET /ws``, aiohttp for the rest); an HTTP client may also send its upgrade on a connection
 kept alive after other requests. These tests speak HTTP/1.1 on one raw TCP connection and
 the WebSocket protocol with websockets' sans-I/O client over it, so the connection is
-certainly the same one.
+certainly the same one, and the frames are exactly the ones sent: a fragmented message is
+one message, checked as UTF-8 and against the size limit as a whole.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import aiohttp
 import orjson
 import pytest
 from websockets.client import ClientProtocol
-from websockets.frames import Frame, Opcode
+from websockets.frames import Close, Frame, Opcode
 from websockets.http11 import Response
 from websockets.uri import parse_uri
 
@@ -52,6 +53,7 @@ class _Client:
         self.protocol = ClientProtocol(parse_uri(url))
         self.reader = reader
         self.writer = writer
+        self.pending: list[object] = []
 
     def flush(self) -> None:
         for data in self.protocol.data_to_send():
@@ -59,18 +61,18 @@ class _Client:
                 self.writer.write(data)
 
     async def event(self) -> Response | Frame:
-        while True:
-            events = self.protocol.events_received()
-            if events:
-                event = events[0]
-                assert len(events) == 1, events
-                assert isinstance(event, Response | Frame)
-                return event
+        """The next handshake response or frame from the server."""
+        while not self.pending:
             data = await asyncio.wait_for(self.reader.read(65536), 10)
-            if not data:
-                self.protocol.receive_eof()
-            else:
+            if data:
                 self.protocol.receive_data(data)
+            else:
+                self.protocol.receive_eof()
+            self.pending.extend(self.protocol.events_received())
+            assert data or self.pending, "the server closed without a frame"
+        event = self.pending.pop(0)
+        assert isinstance(event, Response | Frame)
+        return event
 
     async def handshake(self) -> Response:
         self.protocol.send_request(self.protocol.connect())
@@ -82,6 +84,9 @@ class _Client:
     async def ask(self, **frame: object) -> dict[str, object]:
         self.protocol.send_text(orjson.dumps(frame))
         self.flush()
+        return await self.reply()
+
+    async def reply(self) -> dict[str, object]:
         reply = await self.event()
         assert isinstance(reply, Frame)
         assert reply.opcode is Opcode.TEXT
@@ -139,3 +144,51 @@ async def test_a_refused_upgrade_after_an_http_request_is_the_same_problem_as_a_
         assert response.headers["Content-Type"] == "application/problem+json"
         assert "invalid_token" in response.headers["WWW-Authenticate"]
         assert orjson.loads(response.body)["detail"] == "the token is not valid"
+
+
+async def _opened(gateway: RunningGateway, sub: str) -> _Client:
+    reader, writer = await asyncio.open_connection("127.0.0.1", gateway.port)
+    client = _Client(gateway.ws_url(sub), reader, writer)
+    assert (await client.handshake()).status_code == 101
+    return client
+
+
+async def _close_code(client: _Client) -> int:
+    """The code of the server's close frame (data frames before it are skipped)."""
+    while True:
+        frame = await client.event()
+        assert isinstance(frame, Frame)
+        if frame.opcode is Opcode.CLOSE:
+            return Close.parse(frame.data).code
+
+
+async def test_a_fragmented_message_is_one_message_checked_as_a_whole(
+    gateway: RunningGateway,
+) -> None:
+    client = await _opened(gateway, "fragments")
+    try:
+        # a character split between two fragments: valid text once joined
+        text = '{"op":"ping","note":"café"}'.encode()
+        cut = text.index("é".encode()) + 1
+        client.protocol.send_text(text[:cut], fin=False)
+        client.protocol.send_continuation(text[cut:], fin=True)
+        client.flush()
+        assert await client.reply() == {"op": "pong"}
+        # bytes that are not UTF-8, in the second fragment: 1007
+        client.protocol.send_text(b'{"op":"ping","note":"', fin=False)
+        client.protocol.send_continuation(b'\xff"}', fin=True)
+        client.flush()
+        assert await _close_code(client) == 1007
+    finally:
+        client.writer.close()
+
+    client = await _opened(gateway, "fragments")
+    try:
+        # fragments each under the limit (64 KB), together over it: 1009
+        client.protocol.send_text(b'{"op":"ping","pad":"' + b"x" * 30_000, fin=False)
+        for fin in (False, True):
+            client.protocol.send_continuation(b"x" * 30_000, fin=fin)
+        client.flush()
+        assert await _close_code(client) == 1009
+    finally:
+        client.writer.close()
