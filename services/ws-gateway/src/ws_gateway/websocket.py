@@ -43,6 +43,9 @@ from websockets.protocol import Protocol as FrameProtocol
 from websockets.protocol import Side, State
 from websockets.server import ServerProtocol
 
+from pulse.logging import get_logger
+from pulse.problems import Problem
+from ws_gateway.connection import CLOSE_INTERNAL_ERROR
 from ws_gateway.heartbeat import PING_FRAME
 from ws_gateway.metrics import MESSAGES_SENT
 from ws_gateway.ratelimit import TokenBucket
@@ -58,6 +61,7 @@ if TYPE_CHECKING:
 
 __all__ = ["Doorkeeper", "HandedOver", "WebSocketConnection", "request_bytes"]
 
+log = get_logger("ws_gateway.server")  # see ws_gateway.connection
 # Messages waiting for the gateway before the connection's socket is not read any more.
 _INBOX_LIMIT: Final = 16
 # websockets logs every connection's open and close at info: not lines an operator needs.
@@ -179,7 +183,11 @@ class WebSocketConnection(asyncio.Protocol):
 
     async def _handshake(self, request: Request, early: Sequence[object]) -> None:
         gateway = self._gateway
-        admitted = await gateway.admit_websocket(request)
+        try:
+            admitted = await gateway.admit_websocket(request)
+        except Exception:  # a fault of ours: answered as an HTTP route's would be
+            log.exception("websocket handshake failed")
+            admitted = Problem.from_status(500, "the handshake failed").response()
         if isinstance(admitted, web.Response):
             self._refuse(_as_response(admitted))
             return
@@ -287,7 +295,11 @@ class WebSocketConnection(asyncio.Protocol):
                 transport = self._transport
                 if len(inbox) < _INBOX_LIMIT and transport is not None:
                     transport.resume_reading()
-                await self._gateway.on_message(client, bucket, inbox.popleft())
+                try:
+                    await self._gateway.on_message(client, bucket, inbox.popleft())
+                except Exception:  # a fault of ours: the client is told, not left hanging
+                    log.exception("client message failed", sub=client.session.claims.sub)
+                    client.close(CLOSE_INTERNAL_ERROR, "internal error")
                 if client.closing:
                     inbox.clear()
         finally:
