@@ -21,6 +21,7 @@ from websockets.http11 import Response
 from websockets.uri import parse_uri
 
 from pulse_dev.testing import GatewayFactory, RunningGateway
+from ws_gateway.front import FrontDoor
 
 SECRET = "ws-gateway-front-secret-0123456789abcdef"
 pytestmark = pytest.mark.timeout(60)
@@ -29,6 +30,87 @@ pytestmark = pytest.mark.timeout(60)
 @pytest.fixture(scope="module")
 def gateway(module_gateways: GatewayFactory) -> RunningGateway:
     return module_gateways.start(secret=SECRET)
+
+
+class _Recorder(asyncio.Protocol):
+    """A protocol the front door may hand a connection to: what it was given."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.transport: asyncio.BaseTransport | None = None
+        self.data = b""
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        self.data += data
+
+
+class _Transport(asyncio.Transport):
+    def __init__(self) -> None:
+        super().__init__()
+        self.protocol: asyncio.BaseProtocol | None = None
+
+    def set_protocol(self, protocol: asyncio.BaseProtocol) -> None:
+        self.protocol = protocol
+
+    def get_protocol(self) -> asyncio.BaseProtocol:
+        assert self.protocol is not None
+        return self.protocol
+
+
+def _door(chunks: list[bytes], *, eof: bool = False) -> tuple[_Transport, _Recorder | None]:
+    """Feed ``chunks`` to a front door; the transport and the protocol it went to, if any."""
+    transport = _Transport()
+    door = FrontDoor(lambda: _Recorder("http"), lambda: _Recorder("websocket"))
+    transport.set_protocol(door)
+    door.connection_made(transport)
+    for chunk in chunks:  # as a transport does: to its protocol of the moment
+        protocol = transport.get_protocol()
+        assert isinstance(protocol, asyncio.Protocol)
+        protocol.data_received(chunk)
+    if eof:
+        door.eof_received()
+    chosen = transport.protocol
+    if chosen is door:
+        return transport, None
+    assert isinstance(chosen, _Recorder)
+    assert chosen.transport is transport
+    return transport, chosen
+
+
+@pytest.mark.parametrize(
+    ("request_line", "goes_to"),
+    [
+        (b"GET /ws?token=t HTTP/1.1", "websocket"),
+        (b"GET /ws HTTP/1.1", "websocket"),
+        (b"GET /wsx HTTP/1.1", "http"),
+        (b"GET /sse?channels=stats HTTP/1.1", "http"),
+        (b"POST /ws HTTP/1.1", "http"),
+        (b"HEAD /ws HTTP/1.1", "http"),
+        (b"GET / HTTP/1.1", "http"),
+    ],
+)
+def test_the_first_request_line_decides_who_serves_the_connection(
+    request_line: bytes, goes_to: str
+) -> None:
+    head = request_line + b"\r\nHost: gateway\r\n\r\n"
+    # one byte at a time: nothing is decided before the line is whole, nothing is lost
+    _, chosen = _door([head[i : i + 1] for i in range(len(head))])
+    assert chosen is not None
+    assert (chosen.name, chosen.data) == (goes_to, head)
+
+
+def test_a_connection_without_a_request_line_goes_to_aiohttp_whole() -> None:
+    _, waiting = _door([b"GET /ws?token=" + b"t" * 100])
+    assert waiting is None  # still reading the line
+    _, endless = _door([b"GET /ws?token=" + b"t" * 9000])
+    assert endless is not None
+    assert endless.name == "http"  # aiohttp refuses a line that long
+    _, cut_short = _door([b"GET /w"], eof=True)
+    assert cut_short is not None
+    assert (cut_short.name, cut_short.data) == ("http", b"GET /w")
 
 
 async def _http_get(

@@ -51,8 +51,8 @@ class FrontDoor(asyncio.Protocol):
         if end < 0 and len(head) < _MAX_SNIFF:
             self._head = head
             return
-        line = head[:end] if end >= 0 else head
-        upgrade = line.startswith(_WEBSOCKET_LINE) and line[7:8] in (b" ", b"?")
+        # A line with no end within the limit is nobody's upgrade: aiohttp refuses it.
+        upgrade = end >= 0 and head.startswith(_WEBSOCKET_LINE) and head[7:8] in (b" ", b"?")
         self._hand_over(self._websocket if upgrade else self._http, head)
 
     def eof_received(self) -> bool:
