@@ -47,7 +47,8 @@ TOP_SITES = 60
 # Allocation sites are put in a component by the first frame of the traceback (innermost
 # first) whose file matches one of these, in order.
 COMPONENTS = (
-    ("ws_gateway/", "ws_gateway (connection, session, sink, wheel)"),
+    ("ws_gateway/", "ws_gateway (WebSocket protocol, connection, session, wheel)"),
+    ("websockets/", "websockets (sans-I/O protocol: handshake, frame parser)"),
     ("aiohttp/_websocket", "aiohttp WebSocket reader/writer"),
     ("aiohttp/web_ws", "aiohttp WebSocketResponse"),
     ("aiohttp/web_protocol", "aiohttp RequestHandler (the HTTP protocol)"),

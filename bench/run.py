@@ -20,7 +20,7 @@ Groups (each in bench/bench_<group>.py):
           gateway.fanout_p99_ms (<= 100), gateway.fanout_read_p50_ms / _p99_ms,
           gateway.deliveries_per_s (written, >= 100,000), gateway.deliveries_read_per_s (read
           by the clients; a delivery is one event frame to one connection),
-          gateway.rss_kb_per_conn (<= 20), gateway.reconnect_missed (0)
+          gateway.rss_kb_per_conn (<= 10), gateway.reconnect_missed (0)
   scale   three stream-processor replicas on an emulator stream of four shards that splits
           five times while payments flow, through a SIGKILL and a new replica; the whole
           stack with a 3-master Redis Cluster vs. one Redis, same load; a Redis master

@@ -35,6 +35,7 @@ if TYPE_CHECKING:
     from pulse.settings import PulseSettings
 
 __all__ = [
+    "FrontDoor",
     "Lifecycle",
     "ReadinessCheck",
     "add_ops_routes",
@@ -50,6 +51,9 @@ __all__ = [
 ]
 
 ReadinessCheck = Callable[[], Awaitable[object]]
+# Given aiohttp's protocol factory, the factory of the listening socket's protocols (see
+# :func:`start_http_app`).
+FrontDoor = Callable[[Callable[[], asyncio.BaseProtocol]], Callable[[], asyncio.BaseProtocol]]
 T = TypeVar("T")
 log = get_logger("pulse.service")
 
@@ -117,19 +121,57 @@ async def start_http_app(
     *,
     shutdown_timeout: float = 10.0,
     backlog: int = 128,
+    front: FrontDoor | None = None,
 ) -> web.AppRunner:
     """Start ``app`` on ``host:port``; the caller awaits ``runner.cleanup()`` to stop it.
 
     ``backlog`` is the listen queue: a server that takes bursts of thousands of connections
     (the gateway) needs more than aiohttp's 128, or the kernel resets connects while the
-    event loop is busy.
+    event loop is busy. ``front``, if given, makes the protocol of every accepted
+    connection from aiohttp's protocol factory (``web.Server``): a service may serve some
+    connections itself and hand the others to aiohttp.
     """
     runner = web.AppRunner(app, access_log=None, shutdown_timeout=shutdown_timeout)
     await runner.setup()
-    site = web.TCPSite(runner, host, port, reuse_address=True, backlog=backlog)
+    site: web.BaseSite = (
+        web.TCPSite(runner, host, port, reuse_address=True, backlog=backlog)
+        if front is None
+        else _FrontSite(runner, host, port, backlog=backlog, front=front)
+    )
     await site.start()
     log.info("http listening", host=host, port=port)
     return runner
+
+
+class _FrontSite(web.BaseSite):
+    """A TCP site whose connections get ``front``'s protocols instead of aiohttp's."""
+
+    __slots__ = ("_front", "_host", "_port")
+
+    def __init__(
+        self, runner: web.AppRunner, host: str, port: int, *, backlog: int, front: FrontDoor
+    ) -> None:
+        super().__init__(runner, backlog=backlog)
+        self._host = host
+        self._port = port
+        self._front = front
+
+    @property
+    def name(self) -> str:
+        return f"http://{self._host}:{self._port}"
+
+    async def start(self) -> None:
+        await super().start()
+        server = self._runner.server
+        if server is None:
+            raise RuntimeError("the runner is not set up")
+        self._server = await asyncio.get_running_loop().create_server(
+            self._front(server),
+            self._host,
+            self._port,
+            backlog=self._backlog,
+            reuse_address=True,
+        )
 
 
 def ops_app(lifecycle: Lifecycle) -> web.Application:
@@ -201,6 +243,7 @@ async def serving_api(
     *,
     shutdown_timeout: float | None = None,
     backlog: int = 128,
+    front: FrontDoor | None = None,
 ) -> AsyncIterator[web.AppRunner]:
     """Serve the public ``app`` on ``PULSE_HTTP_PORT`` and the ops routes for the block.
 
@@ -210,7 +253,8 @@ async def serving_api(
     that internal port, next to its own ``/healthz`` and ``/readyz``, so the public port
     never exposes the metrics. Yields the API's runner; on exit the API stops first (its
     in-flight requests get ``shutdown_timeout``, default ``PULSE_SHUTDOWN_GRACE_SECONDS``),
-    then the ops port, so probes keep answering while the API drains.
+    then the ops port, so probes keep answering while the API drains. ``front``: see
+    :func:`start_http_app`.
     """
     settings = lifecycle.settings
     ops_port = settings.separate_ops_port
@@ -223,7 +267,12 @@ async def serving_api(
     try:
         grace = settings.shutdown_grace_seconds if shutdown_timeout is None else shutdown_timeout
         runner = await start_http_app(
-            app, settings.http_host, settings.http_port, shutdown_timeout=grace, backlog=backlog
+            app,
+            settings.http_host,
+            settings.http_port,
+            shutdown_timeout=grace,
+            backlog=backlog,
+            front=front,
         )
         try:
             yield runner

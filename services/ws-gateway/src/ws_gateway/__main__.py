@@ -11,6 +11,7 @@ from pulse.collector import settle_collector
 from pulse.health import HealthReporter
 from pulse.logging import get_logger
 from pulse.service import Lifecycle, run_service, serving_api
+from ws_gateway.front import front_door
 from ws_gateway.health import Connections, E2eLatency
 from ws_gateway.history import ChannelHistory
 from ws_gateway.live import LiveHub
@@ -51,8 +52,14 @@ async def serve(lifecycle: Lifecycle) -> None:
         # The ops routes (/healthz, /readyz, /metrics) are mounted by serving_api: on the
         # public port, or /metrics on PULSE_OPS_PORT alone when that is set. A listen queue of
         # 2,048 absorbs bursts of thousands of connects while the loop is busy fanning out.
+        # The front door serves WebSocket upgrades itself and hands the rest to aiohttp.
         async with (
-            serving_api(gateway.app(), lifecycle, backlog=2048),
+            serving_api(
+                gateway.app(),
+                lifecycle,
+                backlog=2048,
+                front=front_door(gateway.websocket_protocol),
+            ),
             health.running(lifecycle.stopping),
         ):
             log.info("ws-gateway listening", host=settings.http_host, port=settings.http_port)

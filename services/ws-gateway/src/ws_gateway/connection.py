@@ -29,6 +29,7 @@ __all__ = [
     "CLOSE_ABNORMAL",
     "CLOSE_FORBIDDEN",
     "CLOSE_GOING_AWAY",
+    "CLOSE_INTERNAL_ERROR",
     "CLOSE_RATE_LIMITED",
     "CLOSE_SLOW_CONSUMER",
     "CLOSE_TOKEN_EXPIRED",
@@ -38,6 +39,7 @@ __all__ = [
 
 CLOSE_GOING_AWAY: Final = 1001
 CLOSE_ABNORMAL: Final = 1006  # never sent: the connection is dropped without a close frame
+CLOSE_INTERNAL_ERROR: Final = 1011  # a fault of the gateway's while doing a client's message
 # 40xx: reconnecting may help (refresh the token first for 4001); 4003: do not reconnect.
 CLOSE_TOKEN_EXPIRED: Final = 4001
 CLOSE_FORBIDDEN: Final = 4003
@@ -244,6 +246,10 @@ class ClientConnection:
         if self._close_task is not None:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._close_task
+
+    def peer_closed(self) -> None:
+        """The client closed, or the connection failed: no frame may be written any more."""
+        self._stop()
 
     def _stop(self) -> None:
         """No more frames: the connection is closing."""

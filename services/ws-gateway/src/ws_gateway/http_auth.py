@@ -35,7 +35,13 @@ if TYPE_CHECKING:
     Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
     ClaimsHandler = Callable[[web.Request, Claims], Awaitable[web.StreamResponse]]
 
-__all__ = ["authenticated", "channel_refusal", "problem", "token_from_request"]
+__all__ = [
+    "authenticated",
+    "channel_refusal",
+    "problem",
+    "token_from_request",
+    "verify_token",
+]
 
 log = get_logger("ws_gateway.server")  # see ws_gateway.connection
 
@@ -93,7 +99,11 @@ def authenticated(
 
 async def _verify(verifier: Verifier, request: web.Request) -> Claims | web.Response:
     """The request's claims, or the response refusing it."""
-    token = token_from_request(request.query_string, request.headers)
+    return await verify_token(verifier, token_from_request(request.query_string, request.headers))
+
+
+async def verify_token(verifier: Verifier, token: str | None) -> Claims | web.Response:
+    """The claims of ``token`` (None: no token sent), or the response refusing it."""
     reason: CredentialReason = "missing"
     text = "send Authorization: Bearer <token> (or ?token=)"
     if token is not None:

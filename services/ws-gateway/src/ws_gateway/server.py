@@ -1,10 +1,12 @@
-"""The gateway's aiohttp application: routes, admission, the receive loop, start and stop.
+"""The gateway's routes, admission, what its clients' messages do, start and stop.
 
-Routes: ``/ws`` (WebSocket, aiohttp's ``WebSocketResponse``), ``/sse`` (Server-Sent Events),
+Routes: ``/ws`` (WebSocket: served by :mod:`ws_gateway.websocket`, which the front door of
+:mod:`ws_gateway.front` hands the connection to), ``/sse`` (Server-Sent Events),
 ``/v1/channels/{channel}/history``, ``/v1/channels/{channel}/presence``
 (:mod:`ws_gateway.http_api`), ``/`` (the console), ``/console/config.json``, ``/static/…``
 and ``/healthz``, ``/readyz``, ``/metrics``. Every route but the console's and the ops routes
-is behind :func:`ws_gateway.http_auth.authenticated`. A WebSocket or SSE client is admitted
+is behind :func:`ws_gateway.http_auth.authenticated` (a WebSocket's handshake verifies the
+same way, :meth:`Gateway.admit_websocket`). A WebSocket or SSE client is admitted
 within the process's connection limits, becomes a :class:`~ws_gateway.connection.ClientConnection`
 over its transport (:mod:`ws_gateway.transports`), and its frames are done by
 :class:`~ws_gateway.commands.Commands`. Live frames never pass through here: the fan-out
@@ -20,7 +22,7 @@ import time
 import uuid
 from typing import TYPE_CHECKING
 
-from aiohttp import WSMsgType, web
+from aiohttp import web
 
 from pulse.logging import get_logger
 from pulse.metrics import http_metrics_middleware
@@ -30,8 +32,13 @@ from ws_gateway.connection import CLOSE_GOING_AWAY, CLOSE_RATE_LIMITED, ClientCo
 from ws_gateway.expiry import ExpirySchedule
 from ws_gateway.heartbeat import HeartbeatWheel
 from ws_gateway.http_api import ChannelReads, StaticFiles
-from ws_gateway.http_auth import authenticated, channel_refusal, problem
-from ws_gateway.linger import LingeringWebSocketResponse
+from ws_gateway.http_auth import (
+    authenticated,
+    channel_refusal,
+    problem,
+    token_from_request,
+    verify_token,
+)
 from ws_gateway.metrics import (
     CONNECTION_DURATION,
     CONNECTIONS,
@@ -39,19 +46,22 @@ from ws_gateway.metrics import (
     RATE_LIMITED_OPS,
 )
 from ws_gateway.protocol import ErrorCode, FrameError, error_frame, resume_subscribe
-from ws_gateway.ratelimit import TokenBucket
 from ws_gateway.session import Session
 from ws_gateway.sse import Cursor
-from ws_gateway.transports import SseConnection, SseSink, WebSocketSink
+from ws_gateway.transports import SseConnection, SseSink
+from ws_gateway.websocket import HandedOver, WebSocketConnection, request_bytes
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Awaitable, Callable
+
+    from websockets.http11 import Request
 
     from pulse.auth import Claims, TokenVerifier
     from pulse.service import Lifecycle
     from ws_gateway.history import ChannelHistory
     from ws_gateway.live import LiveHub
     from ws_gateway.presence import Presence
+    from ws_gateway.ratelimit import TokenBucket
     from ws_gateway.settings import GatewaySettings
 
 __all__ = ["Gateway"]
@@ -92,6 +102,7 @@ class Gateway:
         self.expiries = ExpirySchedule()
         self._handlers_done = asyncio.Event()
         self._handlers_done.set()
+        self._endings: set[asyncio.Task[None]] = set()  # connections being released
 
     def app(self) -> web.Application:
         timed = http_metrics_middleware(self.settings.service_name)
@@ -112,7 +123,7 @@ class Gateway:
         reads = ChannelReads(self.history, self.presence)
         app = web.Application(middlewares=[metrics_except_streams])
         app.cleanup_ctx.append(self._run_heartbeats)
-        app.router.add_get("/ws", signed_in(self.websocket))
+        app.router.add_get("/ws", self.websocket, allow_head=False)
         app.router.add_get("/sse", signed_in(self.sse))
         app.router.add_get(
             "/v1/channels/{channel}/history",
@@ -209,86 +220,86 @@ class Gateway:
 
     # -- WebSocket ------------------------------------------------------------------------
 
-    def websocket(self, request: web.Request, claims: Claims) -> Awaitable[web.StreamResponse]:
-        """``GET /ws``: the WebSocket protocol (ws_gateway.protocol).
+    def websocket_protocol(self) -> WebSocketConnection:
+        """The protocol of a connection whose first request is ``GET /ws``
+        (:mod:`ws_gateway.front`)."""
+        return WebSocketConnection(self)
 
-        Hands on the connection's coroutine rather than awaiting it: each coroutine awaiting
-        another holds a frame for as long as the connection lives."""
-        refusal = self._admit(claims)
-        if refusal is not None:
-            return _answer(refusal)
-        return self._websocket(request, claims)
-
-    async def _websocket(self, request: web.Request, claims: Claims) -> web.StreamResponse:
-        """The admitted connection (:meth:`_admit`) until it ends; then it is let go."""
-        # try/finally rather than context managers: no generator objects per connection.
-        try:
-            ws = self._websocket_response()
-            stream = await ws.prepare(request)
-            client = ClientConnection(
-                WebSocketSink(ws, request, stream),
-                self._session(claims),
-                hub=self.hub,
-                queue_size=self.settings.send_queue_size,
-                conn_id=self._conn_id(),
-                expiries=self.expiries,
+    async def websocket(self, request: web.Request) -> web.StreamResponse:
+        """``GET /ws`` read by aiohttp: an upgrade on a kept-alive HTTP connection (the
+        front door sends a connection's first request there itself). The connection is
+        handed to the same protocol; aiohttp closes the socket when its handler returns,
+        so the handler waits for the connection's end."""
+        transport = request.transport
+        if transport is None:
+            raise web.HTTPBadRequest
+        connection = HandedOver(self, transport.get_protocol())
+        transport.set_protocol(connection)
+        connection.connection_made(transport)
+        connection.data_received(
+            request_bytes(
+                request.path_qs,
+                [(k.decode("latin-1"), v.decode("latin-1")) for k, v in request.raw_headers],
             )
-            ws.on_closed = client.leave_direct  # aiohttp closing by itself (the client's close)
-            self._open(client)
-            try:
-                client.wheel_slot = self.heartbeats.add(client)
-                try:
-                    await self._receive(ws, client)
-                finally:
-                    self.heartbeats.discard(client, client.wheel_slot)
-                await client.wait_closed()
-                await ws.linger()
-            finally:
-                await self._release(client)
-            return ws
-        finally:
-            self._let_go(claims)
-
-    def _websocket_response(self) -> LingeringWebSocketResponse:
-        s = self.settings
-        # Pings come from the gateway's one heartbeat wheel, and are answered here.
-        return LingeringWebSocketResponse(
-            linger=s.close_timeout_seconds,
-            autoping=False,
-            max_msg_size=s.max_message_bytes,
-            compress=s.ws_compression,
-            timeout=s.close_timeout_seconds,
         )
+        await connection.ended
+        return web.Response(status=499)  # never written: the connection is gone
 
-    async def _receive(self, ws: web.WebSocketResponse, client: ClientConnection) -> None:
-        """The client's frames, until it closes (or is closed, or stops answering pings)."""
+    async def admit_websocket(self, request: Request) -> Claims | web.Response:
+        _path, _, query = request.path.partition("?")
+        claims = await verify_token(self.verifier, token_from_request(query, request.headers))
+        if isinstance(claims, web.Response):
+            return claims
+        refusal = self._admit(claims)
+        return claims if refusal is None else refusal
+
+    def let_go(self, claims: Claims) -> None:
+        self._let_go(claims)
+
+    def open_websocket(self, sink: WebSocketConnection, claims: Claims) -> ClientConnection:
+        client = ClientConnection(
+            sink,
+            self._session(claims),
+            hub=self.hub,
+            queue_size=self.settings.send_queue_size,
+            conn_id=self._conn_id(),
+            expiries=self.expiries,
+        )
+        self._open(client)
+        client.wheel_slot = self.heartbeats.add(client)
+        return client
+
+    def end_websocket(self, client: ClientConnection, worker: asyncio.Task[None] | None) -> None:
+        task = asyncio.create_task(self._end_websocket(client, worker))
+        self._endings.add(task)
+        task.add_done_callback(self._endings.discard)
+
+    async def _end_websocket(
+        self, client: ClientConnection, worker: asyncio.Task[None] | None
+    ) -> None:
+        try:
+            self.heartbeats.discard(client, client.wheel_slot)
+            if worker is not None:  # a command in progress finishes first
+                await asyncio.wait([worker])
+            await self._release(client)
+        finally:
+            self._let_go(client.session.claims)
+
+    async def on_message(
+        self, client: ClientConnection, bucket: TokenBucket, data: str | bytes
+    ) -> None:
+        """One message from a WebSocket client, within its rate of client ops."""
         s = self.settings
-        bucket = TokenBucket(s.client_ops_per_second, s.client_ops_burst, time.monotonic())
-        while True:
-            # ``receive`` rather than ``async for``: no ``__anext__`` frame held while idle.
-            msg = await ws.receive()
-            client.heard = time.monotonic()
-            if msg.type is WSMsgType.PONG:
-                continue
-            if msg.type is WSMsgType.PING:
-                with contextlib.suppress(ConnectionError, RuntimeError):
-                    await ws.pong(msg.data)
-                continue
-            if msg.type not in (WSMsgType.TEXT, WSMsgType.BINARY):
-                return
-            if bucket.allow(time.monotonic()):
-                await self.commands.handle(client, msg.data)
-                continue
-            RATE_LIMITED_OPS.inc()
-            if bucket.refused_in_a_row > s.client_ops_burst:
-                # Stop reading: the close handshake reads (and drops) what the client
-                # still sends until its close frame, so it sees 4029, not a reset.
-                client.close(CLOSE_RATE_LIMITED, "too many requests")
-                return
-            if bucket.refused_in_a_row == 1:  # one error frame per burst of refusals
-                await client.send(
-                    error_frame(ErrorCode.RATE_LIMITED, "too many operations, slow down")
-                )
+        if bucket.allow(time.monotonic()):
+            await self.commands.handle(client, data)
+            return
+        RATE_LIMITED_OPS.inc()
+        if bucket.refused_in_a_row > s.client_ops_burst:
+            # The close handshake drops what the client still sends until its close
+            # frame, so it sees 4029, not a reset.
+            client.close(CLOSE_RATE_LIMITED, "too many requests")
+        elif bucket.refused_in_a_row == 1:  # one error frame per burst of refusals
+            await client.send(error_frame(ErrorCode.RATE_LIMITED, "too many operations, slow down"))
 
     # -- Server-Sent Events ---------------------------------------------------------------
 
@@ -355,7 +366,3 @@ class Gateway:
         finally:
             await self._release(client)
         return response
-
-
-async def _answer(response: web.StreamResponse) -> web.StreamResponse:
-    return response

@@ -1,7 +1,6 @@
 """Where a connection's frames go: a WebSocket or an SSE stream, behind one :class:`FrameSink`.
 
-:class:`WebSocketSink` writes a message framed once for every connection (:class:`FrameBytes`)
-straight to the transport, and hands the fan-out's direct lane that transport.
+A WebSocket connection is its own sink (:class:`~ws_gateway.websocket.WebSocketConnection`).
 :class:`SseSink` writes the SSE messages its :class:`SseConnection` made of the frames as they
 were queued, so every message's id is the resume cursor just after it.
 """
@@ -15,21 +14,18 @@ from typing import TYPE_CHECKING, Final, Protocol
 import orjson
 
 from ws_gateway.connection import ClientConnection
-from ws_gateway.heartbeat import PING_FRAME
 from ws_gateway.metrics import MESSAGES_SENT
 from ws_gateway.sse import EventStream, comment, message
-from ws_gateway.wire import FrameBytes
 
 if TYPE_CHECKING:
     from aiohttp import web
-    from aiohttp.abc import AbstractStreamWriter
 
     from ws_gateway.connection import Lanes
     from ws_gateway.expiry import ExpirySchedule
     from ws_gateway.fanout import DirectWriter
     from ws_gateway.session import Session
 
-__all__ = ["FrameSink", "SseConnection", "SseSink", "WebSocketSink"]
+__all__ = ["FrameSink", "SseConnection", "SseSink"]
 
 _SSE_KEEPALIVE_SECONDS: Final = 15.0
 
@@ -53,78 +49,6 @@ class FrameSink(Protocol):
 
     def abort(self) -> None:
         """Drop the connection without a close handshake: the peer is gone."""
-
-
-# The frame bytes of the message being delivered, shared by the connections it goes to.
-_FRAMES: Final = FrameBytes()
-
-
-class WebSocketSink:
-    """Writes text frames straight to the connection's transport when it can take them.
-
-    aiohttp's writer frames every message again for every connection and makes the caller
-    await; here a message is framed once (:class:`FrameBytes`) and written with
-    ``transport.write`` while the transport is below its high-water mark. With
-    permessage-deflate negotiated, frames differ per connection, so aiohttp writes them.
-    """
-
-    __slots__ = ("_direct", "_protocol", "_stream", "_transport", "ws")
-
-    def __init__(
-        self, ws: web.WebSocketResponse, request: web.BaseRequest, stream: AbstractStreamWriter
-    ) -> None:
-        self.ws = ws
-        self._protocol = request.protocol
-        self._transport = request.transport
-        self._stream = stream
-        self._direct = not ws.compress
-
-    def write_now(self, frame: str) -> bool:
-        transport = self._transport
-        if (
-            not self._direct
-            or self._protocol.writing_paused
-            or self.ws.closed  # our close frame is out: no data frame may follow it
-            or transport is None
-            or transport.is_closing()
-        ):
-            return False
-        transport.write(_FRAMES.of(frame))
-        MESSAGES_SENT.inc()
-        return True
-
-    def direct_writer(self) -> DirectWriter | None:
-        """The transport, while frames may be written to it with nothing in its buffer."""
-        transport = self._transport
-        if (
-            not self._direct
-            or self.ws.closed
-            or transport is None
-            or transport.is_closing()
-            or transport.get_write_buffer_size()
-        ):
-            return None
-        return transport
-
-    async def send(self, frame: str) -> None:
-        if self._direct and self._protocol.writing_paused:
-            await self._stream.drain()  # until the transport's buffer is below low water
-        if not self.write_now(frame):
-            await self.ws.send_str(frame)  # compressed, or closed: aiohttp frames it (or raises)
-            MESSAGES_SENT.inc()
-
-    async def close(self, code: int, reason: str) -> None:
-        await self.ws.close(code=code, message=reason.encode())
-
-    def ping(self) -> None:
-        transport = self._transport
-        if not self.ws.closed and transport is not None and not transport.is_closing():
-            transport.write(PING_FRAME)
-
-    def abort(self) -> None:
-        # The handler's receive loop sees the connection end and releases everything.
-        if self._transport is not None:
-            self._transport.close()
 
 
 class SseSink:
