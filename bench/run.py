@@ -4,7 +4,7 @@ Groups (each in bench/bench_<group>.py):
   ingest  requests/s through the ingest API (authenticated, throttled) vs. a bare conditional
           PutItem loop with the same concurrency against the same emulator, in the same run
           -> ingest.ratio (goal >= 0.8), ingest.cpu_us_per_request
-  e2e     the whole stack at 50 payments/s: POST -> pulse.payment.created at a WebSocket client
+  e2e     the whole stack at 20 payments/s: POST -> pulse.payment.created at a WebSocket client
           (p50, p99) and POST -> pulse.payment.updated (p99); above the figures, a stage
           breakdown of both paths from the times each event carries
           -> e2e.created_p50_ms (goal <= 150), e2e.created_p99_ms (<= 400),
