@@ -41,6 +41,7 @@ async def test_every_event_of_the_new_epoch_reaches_a_subscribed_client(tmp_path
         poster = Poster(stack.ingest_url, ACCOUNTS, random.Random(1))
         posting = asyncio.create_task(poster.post(200, 20, "data loss"))
         await asyncio.sleep(3)
+        epochs = [dict(owner.epochs) for owner in owners]
         server = stack.redis.server
         server.kill()
         server.forget()
@@ -62,7 +63,9 @@ async def test_every_event_of_the_new_epoch_reaches_a_subscribed_client(tmp_path
     delivered = {seen.event_id for seen in ops.seen}
     assert ops.not_recovered, "the client was not told that history was lost"
     assert new_epoch - delivered == set()
-    for owner, account in zip(owners, ACCOUNTS, strict=True):
+    for owner, account, before in zip(owners, ACCOUNTS, epochs, strict=True):
+        # told of the new epoch, and that nothing was lost
+        assert owner.epochs[f"account:{account}"] != before[f"account:{account}"], account
         assert owner.not_recovered == [], f"{account}: told recovered:false"
         assert len(recorded[account]) >= 50  # both epochs' events, 400 in all
         assert recorded[account] - {seen.event_id for seen in owner.seen} == set(), account

@@ -1,0 +1,81 @@
+"""The durable replay's rules (:func:`ws_gateway.durable.plan_replay`): pure, no I/O."""
+
+from __future__ import annotations
+
+from pulse.channels import new_epoch
+from ws_gateway.durable import DurableReplay, DurableRow, Unsettled, plan_replay
+from ws_gateway.history import HistorySnapshot
+from ws_gateway.offsets import ZERO, StreamId
+
+T0 = 1_733_000_000.0
+OLD = new_epoch(now=T0)
+NEW = new_epoch(now=T0 + 60)
+SETTLE = 5.0
+
+
+def rows(epoch: str, numbers: range, ms: int = 1000) -> list[DurableRow]:
+    return [DurableRow(StreamId(ms + n, 0), epoch, n, f'{{"n":{n}}}') for n in numbers]
+
+
+def held(epoch: str, first_number: int, first: StreamId | None) -> HistorySnapshot:
+    """Redis's stream of ``epoch``, its oldest entry ``first`` numbered ``first_number``."""
+    return HistorySnapshot(
+        first=first,
+        last=first,
+        last_generated=first,
+        trimmed=True,
+        epoch=epoch,
+        first_number=first_number,
+    )
+
+
+def plan(
+    found: list[DurableRow], since: StreamId, snapshot: HistorySnapshot, now: float = T0 + 120
+) -> DurableReplay | Unsettled | None:
+    return plan_replay(found, since, snapshot, now=now, settle_seconds=SETTLE)
+
+
+def test_a_trimmed_history_is_replayed_up_to_what_redis_holds() -> None:
+    found = rows(OLD, range(3, 11))  # the client saw 3; Redis holds 9 on
+    replay = plan(found, StreamId(1003, 0), held(OLD, 9, StreamId(1009, 0)))
+    assert isinstance(replay, DurableReplay)
+    assert [r.number for r in replay.rows] == [4, 5, 6, 7, 8]
+    assert replay.resume == StreamId(1008, 0)
+
+
+def test_a_hole_an_unknown_offset_or_a_gap_before_redis_is_not_recovered() -> None:
+    snapshot = held(OLD, 9, StreamId(1009, 0))
+    with_hole = [r for r in rows(OLD, range(3, 11)) if r.number != 6]  # a notification
+    assert plan(with_hole, StreamId(1003, 0), snapshot) is None
+    assert plan(rows(OLD, range(4, 11)), StreamId(1003, 0), snapshot) is None  # 3 has no row
+    short = rows(OLD, range(3, 7))  # rows 7 and 8 not (yet) written
+    assert plan(short, StreamId(1003, 0), snapshot) is None
+
+
+def test_a_lost_epoch_is_replayed_then_the_new_one_from_its_start_once_settled() -> None:
+    found = rows(OLD, range(3, 6)) + rows(NEW, range(1, 3), ms=5000)
+    new_whole = held(NEW, 1, StreamId(5001, 0))  # the new epoch is whole in Redis
+    replay = plan(found, StreamId(1003, 0), new_whole)
+    assert isinstance(replay, DurableReplay)
+    assert [r.number for r in replay.rows] == [4, 5]
+    assert replay.resume == ZERO
+    waiting = plan(found, StreamId(1003, 0), new_whole, now=T0 + 62)
+    assert waiting == Unsettled(3.0)
+
+
+def test_a_new_epoch_trimmed_too_is_joined_by_number() -> None:
+    found = rows(OLD, range(3, 5)) + rows(NEW, range(1, 8), ms=5000)
+    replay = plan(found, StreamId(1003, 0), held(NEW, 4, StreamId(5004, 0)))
+    assert isinstance(replay, DurableReplay)
+    assert [(r.epoch, r.number) for r in replay.rows] == [(OLD, 4), (NEW, 1), (NEW, 2), (NEW, 3)]
+    assert replay.resume == StreamId(5003, 0)
+    # A new epoch's rows begin at 1, or some are missing.
+    missing_first = rows(OLD, range(3, 5)) + rows(NEW, range(2, 8), ms=5000)
+    assert plan(missing_first, StreamId(1003, 0), held(NEW, 4, StreamId(5004, 0))) is None
+
+
+def test_an_epoch_ended_by_one_of_unknown_age_is_not_counted_on() -> None:
+    found = rows(OLD, range(3, 5))
+    assert isinstance(plan(found, StreamId(1003, 0), held(NEW, 1, None)), DurableReplay)
+    legacy = held("0123456789ab", 1, None)  # an older release's random token
+    assert plan(found, StreamId(1003, 0), legacy) is None
