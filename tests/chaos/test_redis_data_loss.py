@@ -4,10 +4,8 @@ The events appended before the crash are gone from Redis (history, counters, gua
 operator on ``payments`` is told so with ``recovered:false`` and a new epoch, and gets
 every event appended *after* Redis came back. An account's owner loses nothing: its
 channel's events are in the audit table with the place each had in the channel, so the
-gateway replays those it had not delivered and answers ``recovered:true``.
-
-The stack runs no notify worker: its ``pulse.notification`` s on account channels live in
-Redis only, and a gap that may hold one is answered ``recovered:false`` (the truth).
+gateway replays those it had not delivered and answers ``recovered:true`` — the payment
+events' audit rows and the notify worker's rows of its notifications alike.
 """
 
 from __future__ import annotations
@@ -32,7 +30,7 @@ ACCOUNTS = ["acct-1", "acct-2"]
 
 
 async def test_every_event_of_the_new_epoch_reaches_a_subscribed_client(tmp_path: Path) -> None:
-    stack = Stack(tmp_path, Topology(1, 1, 0, 1))
+    stack = Stack(tmp_path, Topology(1, 1, 1, 1))
     ops = WatchingClient(
         "ops", sub="ops", roles=["ops"], channels=["payments"], gateways=stack.gateway_urls
     )
@@ -67,7 +65,7 @@ async def test_every_event_of_the_new_epoch_reaches_a_subscribed_client(tmp_path
         # told of the new epoch, and that nothing was lost
         assert owner.epochs[f"account:{account}"] != before[f"account:{account}"], account
         assert owner.not_recovered == [], f"{account}: told recovered:false"
-        assert len(recorded[account]) >= 50  # both epochs' events, 400 in all
+        assert len(recorded[account]) >= 50  # both epochs' events: 400 payment events in all
         assert recorded[account] - {seen.event_id for seen in owner.seen} == set(), account
 
 

@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING, Any, Final, NamedTuple
 from pulse.audit_positions import ACCOUNT_EPOCH, ACCOUNT_NUMBER, ACCOUNT_OFFSET, sortable_offset
 from pulse.channels import epoch_started_ms
 from pulse.topology import AUDIT_OFFSET_INDEX
+from ws_gateway.metrics import DURABLE_READ_DURATION
 from ws_gateway.offsets import ZERO, StreamId
 from ws_gateway.protocol import event_frame
 
@@ -186,9 +187,10 @@ class DurableRecord:
         if not self.covers(channel) or since == ZERO or self._limit <= 0:
             return None
         for attempt in range(2):
-            rows = await asyncio.to_thread(
-                self._rows, channel[len(ACCOUNT_PREFIX) :], since, snapshot
-            )
+            with DURABLE_READ_DURATION.time():
+                rows = await asyncio.to_thread(
+                    self._rows, channel[len(ACCOUNT_PREFIX) :], since, snapshot
+                )
             if rows is None:
                 return None
             plan = plan_replay(rows, since, snapshot, now=time.time(), settle_seconds=self._settle)

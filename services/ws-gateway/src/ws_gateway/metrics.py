@@ -12,6 +12,7 @@ __all__ = [
     "CONNECTIONS",
     "CONNECTIONS_REFUSED",
     "CONNECTION_DURATION",
+    "DURABLE_READ_DURATION",
     "DURABLE_RECOVERIES",
     "GAP_FILLS",
     "MESSAGES_SENT",
@@ -66,6 +67,11 @@ DURABLE_RECOVERIES = Counter(
     "Account channel offsets older than the Redis history, by outcome: recovered from the "
     "audit table, refused (recovered:false) or failed (the read failed: recovered:false)",
     ["outcome"],
+)
+DURABLE_READ_DURATION = Histogram(
+    "pulse_ws_durable_read_duration_seconds",
+    "Reads of an account's audit rows in channel order for a recovery (one query, every page)",
+    buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
 )
 RATE_LIMITED_OPS = Counter(
     "pulse_ws_rate_limited_ops_total", "Client operations refused by the per-connection limit"
