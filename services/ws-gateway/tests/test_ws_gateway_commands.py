@@ -133,9 +133,13 @@ class History:
         ]
 
     async def durable_replay(
-        self, channel: str, since: StreamId, snapshot: HistorySnapshot
+        self,
+        channel: str,
+        since: StreamId,
+        snapshot: HistorySnapshot,
+        ended_by: float | None = None,
     ) -> None:
-        del channel, since, snapshot  # no durable record here
+        del channel, since, snapshot, ended_by  # no durable record here
 
 
 @dataclass

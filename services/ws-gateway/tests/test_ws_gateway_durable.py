@@ -27,7 +27,13 @@ from pulse.events import NOTIFICATION, PAYMENT_CREATED, CloudEvent, new_event
 from pulse.history_limits import HistoryLimit, HistoryLimits
 from pulse.settings import PulseSettings
 from pulse.topology import TopologyOutputs
-from pulse_dev.testing import GatewayFactory, RunningGateway, next_frame, send_frame
+from pulse_dev.testing import (
+    GATEWAY_SECRET,
+    GatewayFactory,
+    RunningGateway,
+    next_frame,
+    send_frame,
+)
 
 LIFETIME = 3
 LIMIT = 6
@@ -40,9 +46,12 @@ def gateway(
     gateways: GatewayFactory, stack_env: dict[str, str], topology: TopologyOutputs
 ) -> RunningGateway:
     del topology  # the events table and its index exist
+    # every setting of the test's stack (AWS emulator, Redis), as the gateway's environment
+    env: dict[str, Any] = {k: v for k, v in stack_env.items() if k != "PULSE_REDIS_PREFIX"}
     return gateways.start(
         prefix=stack_env["PULSE_REDIS_PREFIX"],
-        **{k: v for k, v in stack_env.items() if k != "PULSE_REDIS_PREFIX"},
+        secret=GATEWAY_SECRET,
+        **env,
         PULSE_HISTORY=orjson.dumps({"account": {"size": 100, "ttl_seconds": LIFETIME}}).decode(),
         PULSE_DURABLE_RECOVERY_LIMIT=str(LIMIT),
         PULSE_DURABLE_SETTLE_SECONDS="0.5",

@@ -63,6 +63,24 @@ def test_a_lost_epoch_is_replayed_then_the_new_one_from_its_start_once_settled()
     assert waiting == Unsettled(3.0)
 
 
+def test_epochs_known_to_have_ended_earlier_settle_from_then() -> None:
+    found = rows(OLD, range(3, 6))
+    new_whole = held(NEW, 1, None)  # made just now, when the gateway came to fill the gap
+    just_made = T0 + 60
+    assert plan(found, StreamId(1003, 0), new_whole, now=just_made) == Unsettled(SETTLE)
+    # Redis was back (the old epoch had ended) ten seconds before the new epoch was made.
+    replay = plan_replay(
+        found,
+        StreamId(1003, 0),
+        new_whole,
+        now=just_made,
+        settle_seconds=SETTLE,
+        ended_by=just_made - 10,
+    )
+    assert isinstance(replay, DurableReplay)
+    assert [r.number for r in replay.rows] == [4, 5]
+
+
 def test_a_new_epoch_trimmed_too_is_joined_by_number() -> None:
     found = rows(OLD, range(3, 5)) + rows(NEW, range(1, 8), ms=5000)
     replay = plan(found, StreamId(1003, 0), held(NEW, 4, StreamId(5004, 0)))

@@ -80,7 +80,11 @@ class HistoryReader(Protocol):
     ) -> AsyncIterator[list[str]]: ...
 
     async def durable_replay(
-        self, channel: str, since: StreamId, snapshot: HistorySnapshot
+        self,
+        channel: str,
+        since: StreamId,
+        snapshot: HistorySnapshot,
+        ended_by: float | None = None,
     ) -> DurableReplay | None: ...
 
 

@@ -86,10 +86,13 @@ def plan_replay(
     *,
     now: float,
     settle_seconds: float,
+    ended_by: float | None = None,
 ) -> DurableReplay | Unsettled | None:
     """The replay that recovers every event after ``since`` from ``rows`` (an account's rows
     from ``since`` on, in offset order) and the channel's Redis history as ``snapshot``
-    saw it; None when they cannot (module doc). Pure."""
+    saw it; None when they cannot (module doc). ``ended_by``: a time by which the epochs
+    before the current one are known to have ended (the gateway's gap fill: when Redis came
+    back), if earlier than the next epoch's start. Pure."""
     if not rows or rows[0].offset != since:
         return None
     run = _unbroken_run(rows, snapshot)
@@ -98,6 +101,8 @@ def plan_replay(
     replay, began = run
     resume = _resume(replay[-1] if replay else rows[0], snapshot, began)
     starts = [_started(epoch) for epoch in began]
+    if ended_by is not None:
+        starts = [ended_by if start is None else min(start, ended_by) for start in starts]
     if resume is None or None in starts:
         return None  # or an epoch of an older release: when it began is unknown
     settled_at = max((start + settle_seconds for start in starts if start is not None), default=0)
@@ -179,11 +184,16 @@ class DurableRecord:
         return channel.startswith(ACCOUNT_PREFIX)
 
     async def replay(
-        self, channel: str, since: StreamId, snapshot: HistorySnapshot
+        self,
+        channel: str,
+        since: StreamId,
+        snapshot: HistorySnapshot,
+        ended_by: float | None = None,
     ) -> DurableReplay | None:
         """The replay recovering every event of ``channel`` after ``since`` that ``snapshot``
         no longer holds, or None (too many, or not every one is in the durable record).
-        Waits, at most once, for an earlier epoch's rows to settle."""
+        Waits, at most once, for an earlier epoch's rows to settle (``ended_by``: as
+        :func:`plan_replay` takes it)."""
         if not self.covers(channel) or since == ZERO or self._limit <= 0:
             return None
         for attempt in range(2):
@@ -193,7 +203,14 @@ class DurableRecord:
                 )
             if rows is None:
                 return None
-            plan = plan_replay(rows, since, snapshot, now=time.time(), settle_seconds=self._settle)
+            plan = plan_replay(
+                rows,
+                since,
+                snapshot,
+                now=time.time(),
+                settle_seconds=self._settle,
+                ended_by=ended_by,
+            )
             if not isinstance(plan, Unsettled):
                 return plan
             if attempt == 0:

@@ -106,16 +106,20 @@ class ChannelHistory:
         self._durable = durable
 
     async def durable_replay(
-        self, channel: str, since: StreamId, snapshot: HistorySnapshot
+        self,
+        channel: str,
+        since: StreamId,
+        snapshot: HistorySnapshot,
+        ended_by: float | None = None,
     ) -> DurableReplay | None:
         """Every event of ``channel`` after ``since`` that ``snapshot`` no longer holds,
         from the durable record (:mod:`ws_gateway.durable`); None when it cannot say
         (not an account channel, more than the limit, an event only Redis held, the read
-        failed)."""
+        failed). ``ended_by``: see :func:`ws_gateway.durable.plan_replay`."""
         if self._durable is None or not self._durable.covers(channel):
             return None
         try:
-            replay = await self._durable.replay(channel, since, snapshot)
+            replay = await self._durable.replay(channel, since, snapshot, ended_by)
         except Exception as exc:  # recovered:false, as without the durable record
             DURABLE_RECOVERIES.labels("failed").inc()
             log.warning("durable recovery failed", channel=channel, error=str(exc))

@@ -100,6 +100,8 @@ class LiveHub:
         self._epochs: dict[str, str] = {}
         self._held: dict[str, list[str]] = {}
         self._stale: set[str] = set()  # held channels whose gap is not filled yet
+        # When each held channel was first held: Redis had lost whatever it lost by then.
+        self._held_since: dict[str, float] = {}
         self._fill_task: asyncio.Task[None] | None = None
         self._subscribe_timeout = subscribe_timeout
         self._ping_interval = ping_interval
@@ -193,7 +195,7 @@ class LiveHub:
         if subscribers:
             return
         del self._subscribers[channel]
-        for state in (self._ready, self._last, self._epochs, self._held):
+        for state in (self._ready, self._last, self._epochs, self._held, self._held_since):
             state.pop(channel, None)
         self._stale.discard(channel)
         live_key = self._live_key(channel)
@@ -344,6 +346,7 @@ class LiveHub:
         for channel in channels:
             if channel in self._subscribers:
                 self._held.setdefault(channel, [])
+                self._held_since.setdefault(channel, time.time())
                 self._stale.add(channel)
                 self._expect_confirmation(channel)
         if self._held and (self._fill_task is None or self._fill_task.done()):
@@ -385,6 +388,7 @@ class LiveHub:
         self._stale.discard(channel)
         if channel not in self._subscribers:
             self._held.pop(channel, None)
+            self._held_since.pop(channel, None)
             return
         last = self._last.get(channel)
         epoch = self._epochs.get(channel)
@@ -402,7 +406,10 @@ class LiveHub:
             log.warning("channel epoch changed; history lost", channel=channel)
             durable = None
             if last is not None:
-                durable = await self._history.durable_replay(channel, last, snapshot)
+                # Its earlier epochs ended by the time the hub held the channel: the first
+                # fill waits for their rows to settle, the others do not wait again.
+                ended_by = self._held_since.get(channel)
+                durable = await self._history.durable_replay(channel, last, snapshot, ended_by)
             if durable is not None:
                 self._publish(channel, durable.frames(channel))
             self._epochs[channel] = snapshot.epoch
@@ -420,6 +427,8 @@ class LiveHub:
         frames = self._held.pop(channel, [])
         if channel in self._stale:  # dropped again while this fill ran: another one follows
             self._held[channel] = []
+        else:
+            self._held_since.pop(channel, None)
         self._publish(channel, frames)
 
     async def _replay(self, channel: str, after: StreamId, upto: StreamId) -> None:
