@@ -369,9 +369,10 @@ async def test_positions_number_an_epochs_entries_and_a_replay_learns_its_own(
     # epoch and all, and a new epoch begins for the next event
     assert after_loss.positions[channel] == first[0].positions[channel]
     assert entries == []
-    assert await channel_epoch(
-        async_redis, publisher.keys, channel, ttl_seconds=60
-    ) != first[0].positions[channel].epoch
+    assert (
+        await channel_epoch(async_redis, publisher.keys, channel, ttl_seconds=60)
+        != first[0].positions[channel].epoch
+    )
 
 
 def test_an_epoch_token_tells_when_it_began() -> None:

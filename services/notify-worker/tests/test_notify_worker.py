@@ -23,6 +23,7 @@ from pulse_dev.testing import (
     payment_updated,
     queue_depth,
     readyz,
+    stream_entries,
     until,
     updated_payment,
 )
@@ -100,8 +101,8 @@ def test_a_status_change_notifies_the_account_once(
         Key={"payment_id": {"S": CHANNEL_EVENT_KEY + notification_id}, "sk": {"S": "0" * 40}},
     )["Item"]
     client = redis.Redis.from_url(redis_url)
-    ((offset, _),) = client.xrange(
-        ChannelKeys(stack_settings.redis_prefix).history(account_channel("acct-9"))
+    ((offset, _),) = stream_entries(
+        client.xrange(ChannelKeys(stack_settings.redis_prefix).history(account_channel("acct-9")))
     )
     client.close()
     assert row["account_id"]["S"] == "acct-9"

@@ -266,10 +266,10 @@ class AppendPlan:
 
 def _position(text: str) -> ChannelPosition | None:
     """``"<offset>/<number>/<epoch>"``; None for anything else (an older guard's "1")."""
-    parts = text.split("/")
-    if len(parts) != 3 or not parts[1].isdigit():
+    offset, _, rest = text.partition("/")
+    number, _, epoch = rest.partition("/")
+    if not number.isdigit() or not epoch or "/" in epoch:
         return None
-    offset, number, epoch = parts
     return ChannelPosition(epoch, offset, int(number))
 
 
