@@ -20,7 +20,7 @@ import pytest
 import redis.asyncio as aioredis
 from websockets.asyncio.client import connect
 
-from pulse.audit_positions import position_attributes
+from pulse.audit_positions import channel_event_item, position_attributes
 from pulse.channels import ChannelKeys, ChannelPosition, ChannelPublisher
 from pulse.clients import aws_client
 from pulse.events import NOTIFICATION, PAYMENT_CREATED, CloudEvent, new_event
@@ -74,24 +74,36 @@ class Account:
 
     async def pay(self, count: int = 1, *, durable: bool = True) -> None:
         for _ in range(count):
-            kind = PAYMENT_CREATED if durable else NOTIFICATION
-            event = new_event(type=kind, source="/t", subject=uuid.uuid4().hex, data={})
+            event = new_event(type=PAYMENT_CREATED, source="/t", subject=uuid.uuid4().hex, data={})
             result = await self._publisher.append(event, [self.channel])
             position = result.positions[self.channel]
             if durable:
-                self._ddb.put_item(
-                    TableName=self._table,
-                    Item={
+                self._put(
+                    {
                         "payment_id": {"S": event.subject or ""},
                         "sk": {"S": str(len(self.events)).zfill(40)},
                         "account_id": {"S": self.id},
                         "event_id": {"S": event.id},
                         "event": {"S": event.to_json().decode()},
                         **position_attributes(position),
-                    },
+                    }
                 )
             self.positions.append(position)
             self.events.append(event)
+
+    async def notify(self, *, durable: bool = True) -> None:
+        """A notification, with its row as the notify worker writes it (or, as an older
+        release did, none)."""
+        event = new_event(type=NOTIFICATION, source="/t", data={"account_id": self.id})
+        result = await self._publisher.append(event, [self.channel])
+        position = result.positions[self.channel]
+        if durable:
+            self._put(channel_event_item(event, self.id, position, expires_at=2**31))
+        self.positions.append(position)
+        self.events.append(event)
+
+    def _put(self, item: dict[str, Any]) -> None:
+        self._ddb.put_item(TableName=self._table, Item=item)
 
     def ids(self, start: int, end: int | None = None) -> list[str]:
         return [event.id for event in self.events[start:end]]
@@ -130,7 +142,9 @@ async def resume(
 async def test_a_trimmed_history_is_recovered_from_the_audit_table_then_goes_on_live(
     gateway: RunningGateway, account: Account
 ) -> None:
-    await account.pay(8)
+    await account.pay(4)
+    await account.notify()  # the notify worker's row puts it in its place
+    await account.pay(3)
     await account.trim(keep=2)
 
     subscribed, ids, (context, ws) = await resume(gateway, account, since=1, count=6)
@@ -200,7 +214,7 @@ async def test_beyond_the_limit_or_with_an_event_only_redis_held_it_is_not_recov
     assert subscribed["recovered"] is False  # LIMIT + 1 events missing from Redis
     assert ids == account.ids(-1)  # what Redis still holds is sent
 
-    await account.pay(1, durable=False)  # a notification: in Redis only
+    await account.notify(durable=False)  # appended by an older release: no row
     await account.pay(2)
     await account.trim(keep=1)
     start = len(account.events) - 4
