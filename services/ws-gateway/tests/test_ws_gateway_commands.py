@@ -137,9 +137,11 @@ class History:
         channel: str,
         since: StreamId,
         snapshot: HistorySnapshot,
+        *,
+        since_epoch: str | None = None,
         ended_by: float | None = None,
     ) -> None:
-        del channel, since, snapshot, ended_by  # no durable record here
+        del channel, since, snapshot, since_epoch, ended_by  # no durable record here
 
 
 @dataclass

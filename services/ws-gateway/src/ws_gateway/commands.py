@@ -84,6 +84,8 @@ class HistoryReader(Protocol):
         channel: str,
         since: StreamId,
         snapshot: HistorySnapshot,
+        *,
+        since_epoch: str | None = None,
         ended_by: float | None = None,
     ) -> DurableReplay | None: ...
 
@@ -178,7 +180,9 @@ class Commands:
         if frame.since is not None and not recovered:
             # Older than the Redis history: an account channel's events may still be in
             # the durable record (ws_gateway.durable).
-            durable = await self._history.durable_replay(channel, frame.since, snapshot)
+            durable = await self._history.durable_replay(
+                channel, frame.since, snapshot, since_epoch=frame.epoch
+            )
         await client.send(
             subscribed_frame(
                 channel, latest, recovered=recovered or durable is not None, epoch=snapshot.epoch

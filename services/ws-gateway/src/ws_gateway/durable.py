@@ -10,16 +10,19 @@ newer than any of an earlier one), so one query of the index
 in the order the client would have had them live. :func:`plan_replay` then decides whether
 those rows, joined to the Redis history, are *every* event after the offset:
 
-- the client's own last event must be among the rows (its number says where it was);
-- within an epoch, numbers follow one another: a hole is an event with no audit row — a
-  ``pulse.notification`` or another kind only Redis held — and recovery is refused
-  (``recovered:false``) rather than skip it;
-- a new epoch's rows start at number 1; the end of an earlier epoch cannot be counted
-  (Redis lost what would say where it ended), so its rows are trusted only once the next
-  epoch is ``settle`` old: an audit row is written right after its append, and a batch
-  whose rows fail is appended again (to the new epoch) before its rows are written;
-- the rows must reach the entry Redis still holds next (by number, in the current epoch),
-  or the end of an earlier epoch when the current one is still whole in Redis.
+- in the current epoch — the one Redis holds — every entry Redis no longer holds must have
+  its row, numbered one after another up to the oldest entry Redis holds (from the
+  client's own last event, whose row says where it was, or from 1 when the client's offset
+  is of an earlier epoch); a hole is an event with no row (still being written, or
+  appended by an older release) and recovery is refused (``recovered:false``) rather than
+  skip it;
+- an earlier epoch has ended: Redis lost what said where it ended, and an event of it
+  without a row is one whose writer failed before writing it — the stream processor's
+  batch or the notify worker's message is then done again, and with the guards gone (they
+  go with the epoch) appended again to a later epoch, which the client is sent whole. So
+  its rows after the client's offset are sent as they are, once the current epoch is
+  ``settle`` old (a row is written right after its append; ``ended_by`` can say that
+  earlier epochs ended sooner).
 
 More rows than the per-request limit (``PULSE_DURABLE_RECOVERY_LIMIT``) are not read:
 ``recovered:false``. Only ``account:`` channels: the ``payments`` feed would need an index
@@ -84,67 +87,51 @@ def plan_replay(
     since: StreamId,
     snapshot: HistorySnapshot,
     *,
+    since_epoch: str | None,
     now: float,
     settle_seconds: float,
     ended_by: float | None = None,
 ) -> DurableReplay | Unsettled | None:
-    """The replay that recovers every event after ``since`` from ``rows`` (an account's rows
-    from ``since`` on, in offset order) and the channel's Redis history as ``snapshot``
-    saw it; None when they cannot (module doc). ``ended_by``: a time by which the epochs
-    before the current one are known to have ended (the gateway's gap fill: when Redis came
-    back), if earlier than the next epoch's start. Pure."""
-    if not rows or rows[0].offset != since:
+    """The replay that recovers every event after ``since`` (of ``since_epoch``, if the
+    client said) from ``rows`` (an account's rows from ``since`` on, in offset order) and
+    the channel's Redis history as ``snapshot`` saw it; None when they cannot (module doc).
+    ``ended_by``: a time by which the epochs before the current one are known to have ended
+    (the gateway's gap fill: when Redis came back), if earlier than the current epoch's
+    start. Pure."""
+    own = rows[0] if rows and rows[0].offset == since else None
+    epoch = own.epoch if own is not None else since_epoch
+    if epoch is None:
         return None
-    run = _unbroken_run(rows, snapshot)
-    if run is None:
-        return None
-    replay, began = run
-    resume = _resume(replay[-1] if replay else rows[0], snapshot, began)
-    starts = [_started(epoch) for epoch in began]
-    if ended_by is not None:
-        starts = [ended_by if start is None else min(start, ended_by) for start in starts]
-    if resume is None or None in starts:
-        return None  # or an epoch of an older release: when it began is unknown
-    settled_at = max((start + settle_seconds for start in starts if start is not None), default=0)
-    if now < settled_at:
-        return Unsettled(settled_at - now)
-    return DurableReplay(replay, resume)
-
-
-def _resume(previous: DurableRow, snapshot: HistorySnapshot, began: list[str]) -> StreamId | None:
-    """Where Redis takes over after the last row ``previous``, or None if Redis no longer
-    holds what comes next. Adds the current epoch to ``began`` if it follows the rows'."""
-    if previous.epoch == snapshot.epoch:
-        # Redis must still hold the entry after the last row.
-        return previous.offset if snapshot.first_number <= previous.number + 1 else None
-    if snapshot.first_number != 1:
-        return None
-    # The current epoch is read from Redis from its start, which Redis still holds.
-    began.append(snapshot.epoch)
-    return ZERO
-
-
-def _unbroken_run(
-    rows: Sequence[DurableRow], snapshot: HistorySnapshot
-) -> tuple[list[DurableRow], list[str]] | None:
-    """The rows after ``rows[0]`` that Redis no longer holds, if they follow one another
-    (numbers in sequence within an epoch, a new epoch from 1), and the epochs that began
-    after an earlier one among them; None at a hole."""
-    previous = rows[0]
-    replay: list[DurableRow] = []
-    began: list[str] = []
-    for row in rows[1:]:
-        if row.epoch == snapshot.epoch and row.number >= snapshot.first_number:
-            break  # Redis holds it
-        if row.epoch != previous.epoch:
-            if row.number != 1:
-                return None
-            began.append(row.epoch)
-        elif row.number != previous.number + 1:
+    if epoch == snapshot.epoch:
+        # Within the live epoch every row must be there: a hole is an event lost for good.
+        if own is None:
             return None
-        replay.append(row)
-        previous = row
-    return replay, began
+        run = _numbered_run(rows[1:], snapshot, after=own.number)
+        return None if run is None else DurableReplay(run, run[-1].offset if run else since)
+    # ``since`` is of an ended epoch: whatever it appended after ``since`` either has its row
+    # or, its row never written, was appended again to a later epoch (module doc).
+    ended = [row for row in rows if row.offset > since and row.epoch != snapshot.epoch]
+    current = [row for row in rows if row.epoch == snapshot.epoch]
+    run = _numbered_run(current, snapshot, after=0)
+    start = _started(snapshot.epoch)
+    if ended_by is not None:
+        start = ended_by if start is None else min(start, ended_by)
+    if run is None or start is None:
+        return None  # or the current epoch is of an older release: its age is unknown
+    if now < start + settle_seconds:
+        return Unsettled(start + settle_seconds - now)
+    return DurableReplay(ended + run, run[-1].offset if run else ZERO)
+
+
+def _numbered_run(
+    rows: Sequence[DurableRow], snapshot: HistorySnapshot, *, after: int
+) -> list[DurableRow] | None:
+    """The current epoch's rows numbered ``after`` + 1 up to the oldest entry Redis holds,
+    every one of them; None if one is missing."""
+    run = [r for r in rows if r.epoch == snapshot.epoch and r.number < snapshot.first_number]
+    if [r.number for r in run] != list(range(after + 1, snapshot.first_number)):
+        return None
+    return run
 
 
 def _started(epoch: str) -> float | None:
@@ -188,6 +175,8 @@ class DurableRecord:
         channel: str,
         since: StreamId,
         snapshot: HistorySnapshot,
+        *,
+        since_epoch: str | None = None,
         ended_by: float | None = None,
     ) -> DurableReplay | None:
         """The replay recovering every event of ``channel`` after ``since`` that ``snapshot``
@@ -207,6 +196,7 @@ class DurableRecord:
                 rows,
                 since,
                 snapshot,
+                since_epoch=since_epoch,
                 now=time.time(),
                 settle_seconds=self._settle,
                 ended_by=ended_by,

@@ -110,16 +110,21 @@ class ChannelHistory:
         channel: str,
         since: StreamId,
         snapshot: HistorySnapshot,
+        *,
+        since_epoch: str | None = None,
         ended_by: float | None = None,
     ) -> DurableReplay | None:
         """Every event of ``channel`` after ``since`` that ``snapshot`` no longer holds,
         from the durable record (:mod:`ws_gateway.durable`); None when it cannot say
         (not an account channel, more than the limit, an event only Redis held, the read
-        failed). ``ended_by``: see :func:`ws_gateway.durable.plan_replay`."""
+        failed). ``since_epoch`` (the client's word) and ``ended_by``: see
+        :func:`ws_gateway.durable.plan_replay`."""
         if self._durable is None or not self._durable.covers(channel):
             return None
         try:
-            replay = await self._durable.replay(channel, since, snapshot, ended_by)
+            replay = await self._durable.replay(
+                channel, since, snapshot, since_epoch=since_epoch, ended_by=ended_by
+            )
         except Exception as exc:  # recovered:false, as without the durable record
             DURABLE_RECOVERIES.labels("failed").inc()
             log.warning("durable recovery failed", channel=channel, error=str(exc))

@@ -409,7 +409,9 @@ class LiveHub:
                 # Its earlier epochs ended by the time the hub held the channel: the first
                 # fill waits for their rows to settle, the others do not wait again.
                 ended_by = self._held_since.get(channel)
-                durable = await self._history.durable_replay(channel, last, snapshot, ended_by)
+                durable = await self._history.durable_replay(
+                    channel, last, snapshot, since_epoch=epoch, ended_by=ended_by
+                )
             if durable is not None:
                 self._publish(channel, durable.frames(channel))
             self._epochs[channel] = snapshot.epoch
