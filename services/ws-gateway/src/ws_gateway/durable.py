@@ -2,7 +2,8 @@
 (trimmed, expired, or lost with Redis), read from the audit table and replayed in channel
 order before the rest comes from Redis.
 
-Each audit row of a payment event carries where the event is in its account channel
+Each audit row of a payment event (and the notify worker's row of each notification it
+appends) carries where the event is in its account channel
 (:mod:`pulse.audit_positions`): its offset, its epoch and its number in that epoch's stream
 (1 for an epoch's first entry). Offsets grow across epochs (a new stream's entry ids are
 newer than any of an earlier one), so one query of the index
