@@ -11,6 +11,10 @@ lifetime shortened to LIFETIME seconds. Then:
   each account active within its lifetime holds in Redis;
 - ``history.keys_left_after_ttl``: once the channels have been idle for their lifetime
   (and a little more), the keys under those tags that ``SCAN`` still finds (goal: 0).
+
+Then recovery from the durable record (:mod:`history_durable`):
+``history.durable_recovered_ratio`` (goal 1.0) and ``history.durable_replay_ms_p99`` for a
+100-event gap, against a replay of as many events from Redis in the same run.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from typing import Final
 
 import redis.asyncio as aioredis
 
+from history_durable import bench_durable_recovery
 from pulse.channels import ChannelAppend, ChannelPublisher
 from pulse.events import PAYMENT_CREATED, new_event
 from pulse.history_limits import DEFAULT_LIMITS, HistoryLimit, HistoryLimits
@@ -98,6 +103,7 @@ def bench_history() -> dict[str, float]:
     finally:
         redis_proc.terminate()
         redis_proc.wait()
+    figures.update(bench_durable_recovery())
     for name, value in figures.items():
         print(f"{name}: {value:.3f}" if isinstance(value, float) else f"{name}: {value}")
     return figures

@@ -34,7 +34,11 @@ Groups (each in bench/bench_<group>.py):
           single appends as the workers do -> redis.batch_wait1_ratio, redis.single_wait1_ratio
   history 1,000 idle account channels (a few payment events each, the default size, the
           lifetime shortened): Redis memory per account before expiry, keys left after it
-          -> history.redis_bytes_per_idle_account, history.keys_left_after_ttl (0)
+          -> history.redis_bytes_per_idle_account, history.keys_left_after_ttl (0);
+          then 60 subscribers whose offsets predate their account's Redis history (trimmed,
+          expired, lost) recovered by a gateway from the audit table, 100 events each
+          -> history.durable_recovered_ratio (1.0), history.durable_replay_ms_p99 (against
+             history.redis_replay_ms_p99, the same replay from Redis)
 
 Each group prints its setup, then its figures as ``name: value`` lines; the figures of every
 group run are repeated together on the last lines.

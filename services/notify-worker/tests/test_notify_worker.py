@@ -10,7 +10,8 @@ import orjson
 import pytest
 import redis
 
-from pulse.channels import account_channel
+from pulse.audit_positions import ACCOUNT_NUMBER, ACCOUNT_OFFSET, CHANNEL_EVENT_KEY, sortable_offset
+from pulse.channels import ChannelKeys, account_channel
 from pulse.clients import aws_client
 from pulse.events import NOTIFICATION, stable_event_id
 from pulse.settings import PulseSettings
@@ -22,6 +23,7 @@ from pulse_dev.testing import (
     payment_updated,
     queue_depth,
     readyz,
+    stream_entries,
     until,
     updated_payment,
 )
@@ -65,6 +67,7 @@ def test_a_status_change_notifies_the_account_once(
     topology: TopologyOutputs,
     stack_settings: PulseSettings,
     history: Callable[[str], list[Any]],
+    redis_url: str,
 ) -> None:
     sqs = aws_client("sqs", stack_settings)
     url = topology.queue_urls[stack_settings.names.notify_queue]
@@ -90,6 +93,22 @@ def test_a_status_change_notifies_the_account_once(
     time.sleep(0.3)
     assert len(history(account_channel("acct-9"))) == 1
     assert history(account_channel("acct-8")) == []
+
+    # Its durable row, where the gateway finds it in its place in the channel.
+    notification_id = stable_event_id("ev-1", "notification")
+    row = aws_client("dynamodb", stack_settings).get_item(
+        TableName=stack_settings.names.events_table,
+        Key={"payment_id": {"S": CHANNEL_EVENT_KEY + notification_id}, "sk": {"S": "0" * 40}},
+    )["Item"]
+    client = redis.Redis.from_url(redis_url)
+    ((offset, _),) = stream_entries(
+        client.xrange(ChannelKeys(stack_settings.redis_prefix).history(account_channel("acct-9")))
+    )
+    client.close()
+    assert row["account_id"]["S"] == "acct-9"
+    assert row[ACCOUNT_OFFSET]["S"] == sortable_offset(offset.decode())
+    assert row[ACCOUNT_NUMBER]["N"] == "1"
+    assert "time" not in row  # not in the index webhook replays read
 
     lines = [orjson.loads(line) for line in worker.logs().splitlines() if line[:1] == "{"]
     sent = [line for line in lines if line.get("event") == "notification sent"]

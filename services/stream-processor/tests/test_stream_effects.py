@@ -5,16 +5,21 @@ from __future__ import annotations
 
 import time
 import uuid
+from dataclasses import replace
 
 import orjson
 import pytest
+import redis.asyncio as aioredis
 
+from pulse.audit_positions import ACCOUNT_EPOCH, ACCOUNT_NUMBER, ACCOUNT_OFFSET, sortable_offset
+from pulse.channels import ChannelPublisher, account_channel, channel_epoch
 from pulse.clients import aws_client
 from pulse.errors import ResourceNotFoundError, RetryableError
 from pulse.events import PAYMENT_CREATED, new_event
 from pulse.settings import PulseSettings
-from pulse.topology import TopologyOutputs
-from stream_processor.effects import AuditTrail, ProcessedEvent, TopicPublisher
+from pulse.topology import AUDIT_OFFSET_INDEX, TopologyOutputs
+from pulse_dev.testing import stream_entries
+from stream_processor.effects import AuditTrail, BatchEffects, ProcessedEvent, TopicPublisher
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -90,3 +95,58 @@ async def test_a_missing_audit_table_is_retryable_not_found(
         await audit.record(_processed(2))
     assert isinstance(raised.value, ResourceNotFoundError)
     assert raised.value.delay == 1.0
+
+
+def _account_events(account: str, count: int) -> list[ProcessedEvent]:
+    return [
+        ProcessedEvent(
+            new_event(
+                type=PAYMENT_CREATED,
+                source="/pulse/stream-processor",
+                subject=f"pay_{uuid.uuid4().hex}",
+                data={"amount": "1.00", "account_id": account},
+            ),
+            sequence_number=str(5000 + index),
+            event_name="INSERT",
+        )
+        for index in range(count)
+    ]
+
+
+async def test_audit_rows_keep_where_their_events_are_in_the_account_channel_across_a_retry(
+    topology: TopologyOutputs,
+    stack_settings: PulseSettings,
+    async_redis: aioredis.Redis,
+    stack_prefix: str,
+) -> None:
+    ddb = aws_client("dynamodb", stack_settings)
+    table = stack_settings.names.events_table
+    channels = ChannelPublisher(async_redis, f"pulse:{stack_prefix}")
+    effects = BatchEffects(
+        TopicPublisher(aws_client("sns", stack_settings), topology.topic_arn),
+        channels,
+        AuditTrail(ddb, table, ttl_days=1),
+    )
+    account = f"acct-{uuid.uuid4().hex[:8]}"
+    processed = _account_events(account, 4)
+    await effects.publish_live(processed)  # then the process dies: no audit rows
+    # The batch is read again from its checkpoint: the same records, new objects.
+    await effects.apply([replace(p, channel_positions={}) for p in processed])
+
+    history = channels.keys.history(account_channel(account))
+    entries = stream_entries(await async_redis.xrange(history))
+    rows = ddb.query(
+        TableName=table,
+        IndexName=AUDIT_OFFSET_INDEX,
+        KeyConditionExpression="account_id = :a",
+        ExpressionAttributeValues={":a": {"S": account}},
+    )["Items"]
+    assert [r["event_id"]["S"] for r in rows] == [p.event.id for p in processed]
+    assert [r[ACCOUNT_OFFSET]["S"] for r in rows] == [
+        sortable_offset(raw_id.decode()) for raw_id, _ in entries
+    ]
+    assert [int(r[ACCOUNT_NUMBER]["N"]) for r in rows] == [1, 2, 3, 4]
+    epoch = await channel_epoch(
+        async_redis, channels.keys, account_channel(account), ttl_seconds=60
+    )
+    assert {r[ACCOUNT_EPOCH]["S"] for r in rows} == {epoch}

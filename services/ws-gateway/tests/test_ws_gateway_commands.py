@@ -132,6 +132,17 @@ class History:
             ev(n, channel) for n in self.events.get(channel, []) if after < StreamId(n, 0) <= upto
         ]
 
+    async def durable_replay(
+        self,
+        channel: str,
+        since: StreamId,
+        snapshot: HistorySnapshot,
+        *,
+        since_epoch: str | None = None,
+        ended_by: float | None = None,
+    ) -> None:
+        del channel, since, snapshot, since_epoch, ended_by  # no durable record here
+
 
 @dataclass
 class Board:

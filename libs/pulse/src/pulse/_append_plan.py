@@ -19,16 +19,29 @@ if TYPE_CHECKING:
 
     from pulse.events import CloudEvent
 
-__all__ = ["AppendPlan", "AppendResult", "ChannelAppend", "ChannelParts", "CounterIncrement"]
+__all__ = [
+    "AppendPlan",
+    "AppendResult",
+    "ChannelAppend",
+    "ChannelParts",
+    "ChannelPosition",
+    "CounterIncrement",
+]
 
 # (guard key less the guard, history, live, epoch, the channel name JSON-encoded, then the
 # script's numbers: guard ttl seconds, max history length, lifetime seconds)
 ChannelParts = tuple[str, str, str, str, bytes, int, int, int]
 
-# One channel, its events in order. Returns "<epoch> <offset> <offset> ..." (one bulk reply:
-# far cheaper to read than an array), "-" for an event whose guard had been seen — after
-# renewing that guard's expiry: a write, so a WAIT after a retry covers whatever the first
-# attempt wrote (pulse.replication).
+# One channel, its events in order. Returns "<epoch> <position> <position> ..." (one bulk
+# reply: far cheaper to read than an array), where a position is "<offset>/<number>": the new
+# entry's id and its number in the epoch's stream (1 for the epoch's first entry: XINFO's
+# entries-added, which the gateway compares with the audit rows' to tell a complete durable
+# replay from one with a hole). The guard keeps the position it was given, with its epoch:
+# an event whose guard had been seen replies "-<position>/<epoch>" ("-" alone for a guard of
+# an older release) —
+# after renewing that guard's expiry: a write, so a WAIT after a retry covers whatever the
+# first attempt wrote (pulse.replication). A retried batch thus learns the positions the
+# first attempt gave, and its audit rows keep them.
 # Then the channel's lifetime starts again for each of its keys: its entries older than the
 # lifetime go (XTRIM MINID ~ removes whole nodes only, never a younger entry), the stream
 # and the epoch expire after it, and the guards were given no longer (pulse.history_limits).
@@ -39,16 +52,27 @@ ChannelParts = tuple[str, str, str, str, bytes, int, int, int]
 APPEND_LUA: Final = LuaScript("""
 redis.call('SET', KEYS[3], ARGV[4], 'NX')
 local reply = {redis.call('GET', KEYS[3])}
+local added = 0
+if redis.call('EXISTS', KEYS[1]) == 1 then
+  local info = redis.call('XINFO', 'STREAM', KEYS[1])
+  for j = 1, #info, 2 do
+    if info[j] == 'entries-added' then added = info[j + 1] end
+  end
+end
 for i = 4, #KEYS do
   local event = ARGV[i + 2]
-  if redis.call('SET', KEYS[i], '1', 'NX', 'EX', ARGV[1]) == false then
+  local seen = redis.call('GET', KEYS[i])
+  if seen then
     redis.call('EXPIRE', KEYS[i], ARGV[1])
-    reply[i - 2] = '-'
+    reply[i - 2] = seen == '1' and '-' or '-' .. seen
   else
     local offset = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[2], '*', 'e', event)
+    added = added + 1
+    local position = offset .. '/' .. added
+    redis.call('SET', KEYS[i], position .. '/' .. reply[1], 'EX', ARGV[1])
     redis.call('SPUBLISH', KEYS[2], '{"op":"event","channel":' .. ARGV[3] .. ',"offset":"' ..
                offset .. '","event":' .. event .. '}')
-    reply[i - 2] = offset
+    reply[i - 2] = position
   end
 end
 local now = redis.call('TIME')
@@ -119,18 +143,30 @@ class ChannelAppend:
     event_json: bytes | None = None  # ``event.to_json()``, if the caller has it already
 
 
+class ChannelPosition(NamedTuple):
+    """Where an event is in a channel: its epoch, its offset (the stream entry id) and its
+    number in that epoch's stream (1 for the epoch's first entry)."""
+
+    epoch: str
+    offset: str
+    number: int
+
+
 @dataclass(frozen=True)
 class AppendResult:
     """What an append did. ``applied``: something was applied by this call (a channel or
     the counters); False when the guard had been seen everywhere — a replay.
 
     ``offsets`` and ``epochs`` give, per channel appended to by this call, the new entry's
-    offset and the epoch it belongs to; ``counted``: the counters moved in this call."""
+    offset and the epoch it belongs to; ``counted``: the counters moved in this call.
+    ``positions``: per channel, where the event is — given by this call or, for a replay,
+    the one its guard kept (absent for a guard of an older release)."""
 
     applied: bool
     offsets: dict[str, str]
     epochs: dict[str, str] = field(default_factory=dict)
     counted: bool = False
+    positions: dict[str, ChannelPosition] = field(default_factory=dict)
 
 
 @dataclass
@@ -210,15 +246,31 @@ class AppendPlan:
         for places, counted_at in zip(self.places, self.counted_at, strict=True):
             offsets: dict[str, str] = {}
             epochs: dict[str, str] = {}
-            for channel, position in places:
+            positions: dict[str, ChannelPosition] = {}
+            for channel, place in places:
                 values = split[channel]
-                offset = values[1 + position]
-                if offset != "-":
-                    offsets.setdefault(channel, offset)
+                reply = values[1 + place]
+                seen = reply.startswith("-")
+                position = _position(reply[1:] if seen else f"{reply}/{values[0]}")
+                if position is not None:
+                    positions.setdefault(channel, position)
+                if not seen:
+                    offsets.setdefault(channel, position.offset if position else reply)
                     epochs.setdefault(channel, values[0])
             counted = counted_at is not None and flags[counted_at] == "1"
-            results.append(AppendResult(bool(offsets) or counted, offsets, epochs, counted))
+            results.append(
+                AppendResult(bool(offsets) or counted, offsets, epochs, counted, positions)
+            )
         return results
+
+
+def _position(text: str) -> ChannelPosition | None:
+    """``"<offset>/<number>/<epoch>"``; None for anything else (an older guard's "1")."""
+    offset, _, rest = text.partition("/")
+    number, _, epoch = rest.partition("/")
+    if not number.isdigit() or not epoch or "/" in epoch:
+        return None
+    return ChannelPosition(epoch, offset, int(number))
 
 
 def _counts(counters: list[CounterIncrement], hashes: dict[str, int]) -> list[list[str | int]]:

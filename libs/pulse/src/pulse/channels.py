@@ -42,6 +42,7 @@ Redis keys (all under the configurable prefix; :class:`ChannelKeys`):
 
 from __future__ import annotations
 
+import time
 import uuid
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final
@@ -53,6 +54,7 @@ from pulse._append_plan import (
     AppendResult,
     ChannelAppend,
     ChannelParts,
+    ChannelPosition,
     CounterIncrement,
 )
 from pulse.history_limits import HistoryLimits
@@ -75,10 +77,12 @@ __all__ = [
     "AppendResult",
     "ChannelAppend",
     "ChannelKeys",
+    "ChannelPosition",
     "ChannelPublisher",
     "CounterIncrement",
     "account_channel",
     "channel_epoch",
+    "epoch_started_ms",
     "is_valid_channel",
     "new_epoch",
 ]
@@ -148,9 +152,25 @@ class ChannelKeys:
         return self.counter(f"applied:{guard}")
 
 
-def new_epoch() -> str:
-    """A fresh epoch token (random, short, opaque to clients)."""
-    return uuid.uuid4().hex[:12]
+def new_epoch(now: float | None = None) -> str:
+    """A fresh epoch token (opaque to clients): the time it was made, in milliseconds as
+    11 hex digits (:func:`epoch_started_ms`), then 5 random ones."""
+    ms = int((time.time() if now is None else now) * 1000)
+    return f"{ms:011x}{uuid.uuid4().hex[:5]}"
+
+
+def epoch_started_ms(epoch: str) -> int | None:
+    """When an epoch made by :func:`new_epoch` began (ms since 1970); None for a token of
+    another form (an older release made random ones)."""
+    if len(epoch) != _EPOCH_LENGTH:
+        return None
+    try:
+        return int(epoch[:11], 16)
+    except ValueError:
+        return None
+
+
+_EPOCH_LENGTH: Final = 16
 
 
 # An epoch made by a reader lives the channel's lifetime, as one made by an append does; an

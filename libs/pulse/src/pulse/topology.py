@@ -39,6 +39,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "AUDIT_ACCOUNT_INDEX",
+    "AUDIT_OFFSET_INDEX",
     "ENDPOINT_INDEX",
     "FAILURE_READS",
     "SQS_MAX_RECEIVES",
@@ -61,6 +62,10 @@ log = get_logger("pulse.topology")
 # The events table's index of an account's events by time (hash ``account_id``, range
 # ``time``), for webhook replays: rows written before it existed carry no ``account_id``.
 AUDIT_ACCOUNT_INDEX = "account-time"
+# The events table's index of an account's events in channel order (hash ``account_id``,
+# range ``account_offset``), for the gateway's recovery from the durable record
+# (:mod:`pulse.audit_positions`): sparse, rows written before it have no offset.
+AUDIT_OFFSET_INDEX = "account-offset"
 # The webhooks table's index by endpoint id alone, for operators (who name no account).
 ENDPOINT_INDEX = "endpoint-id"
 
@@ -207,7 +212,10 @@ def default_spec(names: ResourceNames) -> TopologySpec:
                 "payment_id",
                 "sk",
                 ttl_attribute="expires_at",
-                indexes=(IndexSpec(AUDIT_ACCOUNT_INDEX, "account_id", "time"),),
+                indexes=(
+                    IndexSpec(AUDIT_ACCOUNT_INDEX, "account_id", "time"),
+                    IndexSpec(AUDIT_OFFSET_INDEX, "account_id", "account_offset"),
+                ),
             ),
             TableSpec(names.leases_table, "leaseKey"),
         ],

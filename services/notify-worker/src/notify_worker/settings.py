@@ -54,6 +54,9 @@ class NotifySettings(SqsConsumerSettings, WebhookTargetSettings):
     # An endpoint whose every attempt failed for this long is disabled and its account told
     # (pulse.webhook.endpoint_disabled); 0: never (notify_worker.endpoint_health).
     webhook_disable_after_seconds: int = Field(default=5 * 86_400, ge=0)
+    # Lifetime of the events-table rows of what only account channels carry (notifications,
+    # endpoint_disabled): the audit rows' (the stream processor's setting of the same name).
+    audit_ttl_days: int = Field(default=30, ge=1, le=3650)
 
     @field_validator("webhook_retry_schedule", mode="before")
     @classmethod

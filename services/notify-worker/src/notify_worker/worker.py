@@ -16,7 +16,7 @@ from notify_worker.delivery import WebhookDeliverer, WebhookQueues
 from notify_worker.endpoint_health import EndpointHealth
 from notify_worker.endpoints import EndpointDirectory, SecretStore
 from notify_worker.notifications import notification_event
-from notify_worker.notifiers import AccountChannelNotifier, Notifier
+from notify_worker.notifiers import AccountChannelNotifier, ChannelEventRecord, Notifier
 from notify_worker.rate_limit import EndpointRateLimit
 from notify_worker.settings import NotifySettings, load_notify_settings
 from notify_worker.webhooks import WebhookFanout
@@ -100,7 +100,10 @@ async def serve(lifecycle: Lifecycle) -> None:
     redis = redis_client(settings)
 
     lifecycle.add_check("redis", redis_check(redis))
-    channel = AccountChannelNotifier(ChannelPublisher.of(redis, settings))
+    channel = AccountChannelNotifier(
+        ChannelPublisher.of(redis, settings),
+        ChannelEventRecord(ddb, settings.names.events_table, ttl_days=settings.audit_ttl_days),
+    )
     fanout = WebhookFanout(sqs, hooks.queue, directory)
     worker = NotifyWorker([channel, fanout], guard=guard_for(redis, settings, "notify"))
     session = aiohttp.ClientSession(

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, Final, TypeVar
 
@@ -38,6 +38,7 @@ from pulse.channels import ChannelAppend
 from pulse.errors import RetryableError
 from pulse.logging import get_logger
 from stream_processor.records import (
+    account_channel_of,
     audit_item,
     channels_for,
     event_from_record,
@@ -49,7 +50,7 @@ from stream_processor.stats import counter_increments
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from pulse.channels import ChannelPublisher
+    from pulse.channels import ChannelPosition, ChannelPublisher
     from pulse.events import CloudEvent
     from stream_processor.stats import StatsKeys
 
@@ -86,12 +87,17 @@ def _retry_part_left(kind: type[_Retrying], max_attempts: int, wait: FullJitter)
 
 @dataclass(frozen=True)
 class ProcessedEvent:
-    """An event with the stream position of the record it came from."""
+    """An event with the stream position of the record it came from; once published live,
+    with where it is in its channels (:meth:`BatchEffects.publish_live` fills
+    ``channel_positions``, its audit row records the account channel's)."""
 
     event: CloudEvent
     sequence_number: str
     event_name: str
     created_epoch: float | None = None  # the record's ApproximateCreationDateTime
+    channel_positions: dict[str, ChannelPosition] = field(
+        default_factory=dict, compare=False, repr=False
+    )
 
     @classmethod
     def of_record(cls, record: dict[str, Any]) -> ProcessedEvent:
@@ -192,6 +198,11 @@ class TopicPublisher:
             )
 
 
+def _account_position(processed: ProcessedEvent) -> ChannelPosition | None:
+    channel = account_channel_of(processed.event)
+    return None if channel is None else processed.channel_positions.get(channel)
+
+
 class AuditTrail:
     """Writes one events-table row per event (replays overwrite the same row).
 
@@ -219,7 +230,11 @@ class AuditTrail:
         # One row per key: a batch may hold the same record twice only if it was replayed.
         rows = {
             p.sequence_number: audit_item(
-                p.event, p.sequence_number, expires_at=expires_at, event_json=p.json
+                p.event,
+                p.sequence_number,
+                expires_at=expires_at,
+                event_json=p.json,
+                position=_account_position(p),
             )
             for p in processed
         }
@@ -305,6 +320,8 @@ class BatchEffects:
             for p in processed
         ]
         results = await self._channels.append_many(appends)
+        for p, result in zip(processed, results, strict=True):
+            p.channel_positions.update(result.positions)
         counted = any(result.counted for result in results)
         if counted and self._on_counted is not None:
             self._on_counted()

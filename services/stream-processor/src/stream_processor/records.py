@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 from boto3.dynamodb.types import DYNAMODB_CONTEXT, Binary
 
+from pulse.audit_positions import position_attributes
 from pulse.channels import PAYMENTS, account_channel, is_valid_channel
 from pulse.errors import PermanentError
 from pulse.events import (
@@ -36,12 +37,15 @@ from pulse.payments import payment_from_item
 if TYPE_CHECKING:
     from collections.abc import Callable
 
+    from pulse.channels import ChannelPosition
+
 __all__ = [
     "EVENT_NAMES",
     "MALFORMED_ERRORS",
     "SNS_TYPES",
     "SOURCE",
     "MalformedRecordError",
+    "account_channel_of",
     "audit_item",
     "channels_for",
     "event_from_record",
@@ -182,13 +186,19 @@ def _account_id(event: CloudEvent) -> str | None:
     return account if isinstance(account, str) and account else None
 
 
+def account_channel_of(event: CloudEvent) -> str | None:
+    """The payment's account channel; None if the event names no account or its id is not
+    a valid channel name."""
+    account = _account_id(event)
+    if account is None or not is_valid_channel(account_channel(account)):
+        return None
+    return account_channel(account)
+
+
 def channels_for(event: CloudEvent) -> list[str]:
     """``payments`` and the payment's account channel (left out if the id is not a valid name)."""
-    channels = [PAYMENTS]
-    account = _account_id(event)
-    if account is not None and is_valid_channel(account_channel(account)):
-        channels.append(account_channel(account))
-    return channels
+    account = account_channel_of(event)
+    return [PAYMENTS] if account is None else [PAYMENTS, account]
 
 
 def sns_attributes(event: CloudEvent) -> dict[str, dict[str, str]]:
@@ -215,11 +225,18 @@ def pad_sequence_number(sequence_number: str) -> str:
 
 
 def audit_item(
-    event: CloudEvent, sequence_number: str, *, expires_at: int, event_json: bytes | None = None
+    event: CloudEvent,
+    sequence_number: str,
+    *,
+    expires_at: int,
+    event_json: bytes | None = None,
+    position: ChannelPosition | None = None,
 ) -> dict[str, Any]:
     """The events-table row (attribute-value form) recording ``event``; its ``account_id``
     (when the event names one) puts it in the index of an account's events by time that
-    webhook replays read (:data:`pulse.topology.AUDIT_ACCOUNT_INDEX`).
+    webhook replays read (:data:`pulse.topology.AUDIT_ACCOUNT_INDEX`), and ``position`` —
+    where the event is in its account channel — in the index of an account's events in
+    channel order that the gateway recovers from (:mod:`pulse.audit_positions`).
 
     ``event_json``: ``event.to_json()``, if the caller made it already.
     """
@@ -235,4 +252,6 @@ def audit_item(
     account = _account_id(event)
     if account is not None:
         item["account_id"] = {"S": account}
+        if position is not None:
+            item.update(position_attributes(position))
     return item

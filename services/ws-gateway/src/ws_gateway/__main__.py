@@ -6,11 +6,12 @@ import asyncio
 
 from pulse.auth import TokenVerifier
 from pulse.channels import ChannelKeys
-from pulse.clients import pubsub_client, redis_client
+from pulse.clients import aws_client, pubsub_client, redis_client
 from pulse.collector import settle_collector
 from pulse.health import HealthReporter
 from pulse.logging import get_logger
 from pulse.service import Lifecycle, run_service, serving_api
+from ws_gateway.durable import DurableRecord
 from ws_gateway.front import front_door
 from ws_gateway.health import Connections, E2eLatency
 from ws_gateway.history import ChannelHistory
@@ -29,8 +30,18 @@ async def serve(lifecycle: Lifecycle) -> None:
     keys = ChannelKeys(settings.redis_prefix)
     redis = redis_client(settings)
     lifecycle.add_check("redis", redis.ping)
+    durable = DurableRecord(
+        aws_client("dynamodb", settings, read_timeout=10.0, max_attempts=3),
+        settings.names.events_table,
+        limit=settings.durable_recovery_limit,
+        settle_seconds=settings.durable_settle_seconds,
+    )
     history = ChannelHistory(
-        redis, keys, batch_size=settings.replay_batch_size, limits=settings.history
+        redis,
+        keys,
+        batch_size=settings.replay_batch_size,
+        limits=settings.history,
+        durable=durable,
     )
     latency = E2eLatency()
     # The pub/sub connection gets a client of its own, without redis-py's health checks; its

@@ -45,6 +45,7 @@ if TYPE_CHECKING:
 
     from pulse.auth import Claims
     from ws_gateway.connection import ClientConnection
+    from ws_gateway.durable import DurableReplay
     from ws_gateway.fanout import Subscriber
     from ws_gateway.history import HistorySnapshot
     from ws_gateway.offsets import StreamId
@@ -77,6 +78,16 @@ class HistoryReader(Protocol):
     def frames_between(
         self, channel: str, after: StreamId, upto: StreamId
     ) -> AsyncIterator[list[str]]: ...
+
+    async def durable_replay(
+        self,
+        channel: str,
+        since: StreamId,
+        snapshot: HistorySnapshot,
+        *,
+        since_epoch: str | None = None,
+        ended_by: float | None = None,
+    ) -> DurableReplay | None: ...
 
 
 class PresenceBoard(Protocol):
@@ -145,16 +156,7 @@ class Commands:
             raise FrameError(
                 ErrorCode.UNAVAILABLE, "channel unavailable, retry later", channel
             ) from exc
-        latest = snapshot.latest
-        recovered = frame.since is not None and snapshot.recovers(frame.since, frame.epoch)
-        await client.send(
-            subscribed_frame(channel, latest, recovered=recovered, epoch=snapshot.epoch), channel
-        )
-        since = None if frame.since is None else snapshot.resume_from(frame.since, frame.epoch)
-        if since is not None and since < latest:
-            async for frames in self._history.frames_between(channel, since, latest):
-                for event in frames:
-                    await client.send(event, channel)
+        latest = await self._replay(client, frame, snapshot)
         if client.session.is_subscribed(channel):
             for event in client.session.complete_subscribe(channel, latest):
                 client.send_nowait(event, channel)
@@ -165,6 +167,38 @@ class Commands:
                     await self._presence.join(channel, client.conn_id, client.session.claims.sub)
                 except Exception as exc:  # presence is best effort; delivery goes on
                     log.warning("presence join failed", channel=channel, error=str(exc))
+
+    async def _replay(
+        self, client: ClientConnection, frame: Subscribe, snapshot: HistorySnapshot
+    ) -> StreamId:
+        """``subscribed``, then the events after ``since`` (from the durable record, then
+        from Redis) up to the channel's latest offset, which it returns."""
+        channel = frame.channel
+        latest = snapshot.latest
+        recovered = frame.since is not None and snapshot.recovers(frame.since, frame.epoch)
+        durable = None
+        if frame.since is not None and not recovered:
+            # Older than the Redis history: an account channel's events may still be in
+            # the durable record (ws_gateway.durable).
+            durable = await self._history.durable_replay(
+                channel, frame.since, snapshot, since_epoch=frame.epoch
+            )
+        await client.send(
+            subscribed_frame(
+                channel, latest, recovered=recovered or durable is not None, epoch=snapshot.epoch
+            ),
+            channel,
+        )
+        since = None if frame.since is None else snapshot.resume_from(frame.since, frame.epoch)
+        if durable is not None:
+            for event in durable.frames(channel):
+                await client.send(event, channel)
+            since = durable.resume
+        if since is not None and since < latest:
+            async for frames in self._history.frames_between(channel, since, latest):
+                for event in frames:
+                    await client.send(event, channel)
+        return latest
 
     async def unsubscribe(self, client: ClientConnection, frame: Unsubscribe) -> None:
         if not await self.drop(client, frame.channel):

@@ -19,6 +19,8 @@ from redis.exceptions import ResponseError
 
 from pulse.channels import channel_epoch
 from pulse.history_limits import HistoryLimits
+from pulse.logging import get_logger
+from ws_gateway.metrics import DURABLE_RECOVERIES
 from ws_gateway.offsets import ZERO, StreamId, is_recovered
 from ws_gateway.protocol import event_frame
 
@@ -27,8 +29,11 @@ if TYPE_CHECKING:
 
     from pulse.channels import ChannelKeys
     from pulse.clients import RedisClient
+    from ws_gateway.durable import DurableRecord, DurableReplay
 
 __all__ = ["ChannelHistory", "HistorySnapshot"]
+
+log = get_logger("ws_gateway.history")
 
 
 @dataclass(frozen=True)
@@ -43,6 +48,10 @@ class HistorySnapshot:
     # A client's offset sent with another epoch that names an entry of this stream: the
     # client received it, so the offset is of this epoch (module doc).
     carried: StreamId | None = None
+    # The number of the oldest entry held in the epoch's stream (1: the epoch's first; the
+    # next one to come when it holds none): where a durable replay must reach
+    # (:mod:`ws_gateway.durable`).
+    first_number: int = 1
 
     @property
     def latest(self) -> StreamId:
@@ -88,11 +97,40 @@ class ChannelHistory:
         *,
         batch_size: int,
         limits: HistoryLimits | None = None,
+        durable: DurableRecord | None = None,
     ) -> None:
         self._redis = redis
         self._keys = keys
         self._batch = batch_size
         self._limits = limits or HistoryLimits()
+        self._durable = durable
+
+    async def durable_replay(
+        self,
+        channel: str,
+        since: StreamId,
+        snapshot: HistorySnapshot,
+        *,
+        since_epoch: str | None = None,
+        ended_by: float | None = None,
+    ) -> DurableReplay | None:
+        """Every event of ``channel`` after ``since`` that ``snapshot`` no longer holds,
+        from the durable record (:mod:`ws_gateway.durable`); None when it cannot say
+        (not an account channel, more than the limit, an event only Redis held, the read
+        failed). ``since_epoch`` (the client's word) and ``ended_by``: see
+        :func:`ws_gateway.durable.plan_replay`."""
+        if self._durable is None or not self._durable.covers(channel):
+            return None
+        try:
+            replay = await self._durable.replay(
+                channel, since, snapshot, since_epoch=since_epoch, ended_by=ended_by
+            )
+        except Exception as exc:  # recovered:false, as without the durable record
+            DURABLE_RECOVERIES.labels("failed").inc()
+            log.warning("durable recovery failed", channel=channel, error=str(exc))
+            return None
+        DURABLE_RECOVERIES.labels("refused" if replay is None else "recovered").inc()
+        return replay
 
     async def snapshot(
         self, channel: str, since: StreamId | None = None, epoch: str | None = None
@@ -109,12 +147,14 @@ class ChannelHistory:
             return HistorySnapshot(
                 first=None, last=None, last_generated=None, trimmed=False, epoch=current
             )
+        added, length = int(info.get("entries-added", 0)), int(info["length"])
         snapshot = HistorySnapshot(
             epoch=current,
             first=_entry_id(info.get("first-entry")),
             last=_entry_id(info.get("last-entry")),
             last_generated=StreamId.parse(_text(info["last-generated-id"])),
-            trimmed=int(info.get("entries-added", 0)) > int(info["length"]),
+            trimmed=added > length,
+            first_number=added - length + 1,
         )
         if since is None or snapshot.continues(since, epoch) or since == ZERO:
             return snapshot

@@ -19,8 +19,11 @@ remembers the last offset it delivered per channel; when a subscription comes ba
 for Redis to confirm it, reads the channel's history after that offset and delivers it (live
 frames arriving meanwhile are held and joined by offset), so subscribers see no gap and no
 duplicate. If the channel's epoch changed (Redis lost its data, or the channel expired idle
-before events the hub has not delivered), the gap cannot be filled: subscribers get a fresh
-``subscribed`` frame with the new epoch and ``recovered:false``. An epoch that changed under
+before events the hub has not delivered), Redis cannot fill the gap: an account channel's
+subscribers get the events after the last delivered from the durable record
+(:mod:`ws_gateway.durable`), then a fresh ``subscribed`` frame with the new epoch and
+``recovered:true``; where that record cannot say (and on other channels) the frame says
+``recovered:false``. Either way the new epoch's events follow. An epoch that changed under
 events the hub did deliver (the channel expired idle, then its new events came live) is the
 same history going on (:attr:`~ws_gateway.history.HistorySnapshot.carried`).
 
@@ -97,6 +100,8 @@ class LiveHub:
         self._epochs: dict[str, str] = {}
         self._held: dict[str, list[str]] = {}
         self._stale: set[str] = set()  # held channels whose gap is not filled yet
+        # When each held channel was first held: Redis had lost whatever it lost by then.
+        self._held_since: dict[str, float] = {}
         self._fill_task: asyncio.Task[None] | None = None
         self._subscribe_timeout = subscribe_timeout
         self._ping_interval = ping_interval
@@ -190,7 +195,7 @@ class LiveHub:
         if subscribers:
             return
         del self._subscribers[channel]
-        for state in (self._ready, self._last, self._epochs, self._held):
+        for state in (self._ready, self._last, self._epochs, self._held, self._held_since):
             state.pop(channel, None)
         self._stale.discard(channel)
         live_key = self._live_key(channel)
@@ -341,6 +346,7 @@ class LiveHub:
         for channel in channels:
             if channel in self._subscribers:
                 self._held.setdefault(channel, [])
+                self._held_since.setdefault(channel, time.time())
                 self._stale.add(channel)
                 self._expect_confirmation(channel)
         if self._held and (self._fill_task is None or self._fill_task.done()):
@@ -382,6 +388,7 @@ class LiveHub:
         self._stale.discard(channel)
         if channel not in self._subscribers:
             self._held.pop(channel, None)
+            self._held_since.pop(channel, None)
             return
         last = self._last.get(channel)
         epoch = self._epochs.get(channel)
@@ -391,23 +398,39 @@ class LiveHub:
             # went out live: the same history goes on.
             epoch = self._epochs[channel] = snapshot.epoch
         if epoch is not None and snapshot.epoch != epoch:
-            # History is gone: say so explicitly, then deliver the new epoch from its start
-            # (every event in it was appended after Redis came back, none was delivered).
+            # History is gone. An account channel's events may be in the durable record:
+            # those after the last delivered go out first, then the new epoch is announced
+            # as recovered. Otherwise say it was lost. Either way the new epoch follows
+            # from its start (or from the durable replay's end).
             GAP_FILLS.labels("epoch_changed").inc()
             log.warning("channel epoch changed; history lost", channel=channel)
+            durable = None
+            if last is not None:
+                # Its earlier epochs ended by the time the hub held the channel: the first
+                # fill waits for their rows to settle, the others do not wait again.
+                ended_by = self._held_since.get(channel)
+                durable = await self._history.durable_replay(
+                    channel, last, snapshot, since_epoch=epoch, ended_by=ended_by
+                )
+            if durable is not None:
+                self._publish(channel, durable.frames(channel))
             self._epochs[channel] = snapshot.epoch
-            self._last[channel] = ZERO
-            frame = subscribed_frame(channel, ZERO, recovered=False, epoch=snapshot.epoch)
+            self._last[channel] = resume = ZERO if durable is None else durable.resume
+            frame = subscribed_frame(
+                channel, ZERO, recovered=durable is not None, epoch=snapshot.epoch
+            )
             fanout = self._subscribers.get(channel)
             for subscriber in fanout.everyone() if fanout is not None else ():
                 subscriber.deliver(channel, frame)
-            await self._replay(channel, ZERO, snapshot.latest)
+            await self._replay(channel, resume, snapshot.latest)
         elif last is not None and last < snapshot.latest:
             GAP_FILLS.labels("filled").inc()
             await self._replay(channel, last, snapshot.latest)
         frames = self._held.pop(channel, [])
         if channel in self._stale:  # dropped again while this fill ran: another one follows
             self._held[channel] = []
+        else:
+            self._held_since.pop(channel, None)
         self._publish(channel, frames)
 
     async def _replay(self, channel: str, after: StreamId, upto: StreamId) -> None:

@@ -12,6 +12,8 @@ __all__ = [
     "CONNECTIONS",
     "CONNECTIONS_REFUSED",
     "CONNECTION_DURATION",
+    "DURABLE_READ_DURATION",
+    "DURABLE_RECOVERIES",
     "GAP_FILLS",
     "MESSAGES_SENT",
     "RATE_LIMITED_OPS",
@@ -60,6 +62,17 @@ GAP_FILLS = Counter(
     "Channels caught up from history after the pub/sub connection came back",
     ["outcome"],
 )
+DURABLE_RECOVERIES = Counter(
+    "pulse_ws_durable_recoveries_total",
+    "Account channel offsets older than the Redis history, by outcome: recovered from the "
+    "audit table, refused (recovered:false) or failed (the read failed: recovered:false)",
+    ["outcome"],
+)
+DURABLE_READ_DURATION = Histogram(
+    "pulse_ws_durable_read_duration_seconds",
+    "Reads of an account's audit rows in channel order for a recovery (one query, every page)",
+    buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
 RATE_LIMITED_OPS = Counter(
     "pulse_ws_rate_limited_ops_total", "Client operations refused by the per-connection limit"
 )
@@ -70,6 +83,8 @@ CLIENT_CLOSES = Counter(
 
 for _outcome in ("filled", "epoch_changed"):
     GAP_FILLS.labels(_outcome)
+for _outcome in ("recovered", "refused", "failed"):
+    DURABLE_RECOVERIES.labels(_outcome)
 for _reason in RESUBSCRIBE_REASONS:
     REDIS_RESUBSCRIPTIONS.labels(_reason)
 for _outcome in ("ok", "refused"):

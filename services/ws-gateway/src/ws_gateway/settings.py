@@ -33,6 +33,12 @@ class GatewaySettings(CredentialSettings):
     max_connections_per_user: int = Field(default=50, ge=1, le=1_000_000)
     # History entries read per XRANGE call while replaying after ``since``.
     replay_batch_size: int = Field(default=500, ge=1, le=10_000)
+    # An account channel's events older than its Redis history are read from the audit
+    # table, at most this many per subscribe (beyond: recovered:false); 0 turns it off.
+    durable_recovery_limit: int = Field(default=1000, ge=0, le=100_000)
+    # How old the epoch after an earlier one must be before that earlier epoch's audit rows
+    # are counted on as complete (an audit row is written just after its Redis append).
+    durable_settle_seconds: float = Field(default=5.0, ge=0, le=300)
     # A quiet connection gets a protocol ping; one that stays silent for another interval
     # after it is dropped.
     ping_interval_seconds: float = Field(default=20.0, gt=0, le=600)

@@ -302,11 +302,18 @@ class Needs:
                 self.on_resource.setdefault(shared.resource, set()).update(called)
 
 
+# Services whose AWS calls are all in these modules: the rest of their code calls Redis's
+# publish and subscribe, which a scan by method name would take for SNS's.
+AWS_MODULES = {"ws-gateway": ("src/ws_gateway/durable.py", "src/ws_gateway/__main__.py")}
+
+
 def service_needs(root: Path, svc: str) -> Needs:
     """What the service's own code and the library code it runs call in AWS (nothing, unless
     some of it makes an AWS client)."""
     needs = Needs()
-    for path in sorted((root / "services" / svc).glob("src/**/*.py")):
+    service = root / "services" / svc
+    modules = [service / m for m in AWS_MODULES[svc]] if svc in AWS_MODULES else []
+    for path in modules or sorted(service.glob("src/**/*.py")):
         needs.add_module(path.read_text())
     for shared in SHARED_CODE.get(svc, []):
         needs.add(root, shared)

@@ -398,12 +398,15 @@ export class PulseClient extends EventTarget {
 
   onSubscribed(frame) {
     const position = this.positions.get(frame.channel);
-    const resumed = position && frame.recovered && position.epoch === frame.epoch;
+    // recovered:true is the gateway's word that every event after our offset follows, also
+    // across a new epoch (replayed from the durable record): keep the offset, take the epoch.
+    const resumed = position && frame.recovered;
     if (position && !resumed) {
       this.allRecovered = false;
       this.dispatchEvent(new CustomEvent("gap", { detail: frame }));
     }
-    if (!resumed) this.positions.set(frame.channel, { offset: frame.offset, epoch: frame.epoch });
+    if (resumed) position.epoch = frame.epoch;
+    else this.positions.set(frame.channel, { offset: frame.offset, epoch: frame.epoch });
     this.settle(frame.channel);
   }
 
