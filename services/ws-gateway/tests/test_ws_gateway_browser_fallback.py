@@ -38,6 +38,7 @@ import { PulseClient } from "/static/pulse-client.js";
 window.received = [];
 window.states = [];
 window.transports = [];
+window.refused = [];
 const pulse = new PulseClient({
   url: `ws://${location.host}/ws`,
   token: %(token)s,
@@ -48,8 +49,10 @@ const pulse = new PulseClient({
 window.pulse = pulse;
 pulse.addEventListener("state", (e) => window.states.push(e.detail.state));
 pulse.addEventListener("transport", (e) => window.transports.push(e.detail.transport));
+pulse.addEventListener("refused", (e) => window.refused.push([e.detail.channel, e.detail.code]));
 const keep = (event) => window.received.push(event.data.n);
 pulse.subscribe(%(channel)s, keep, { history: %(history)d });
+for (const other of %(others)s) pulse.subscribe(other, keep);
 pulse.start();
 """
 
@@ -69,12 +72,14 @@ class Account:
             await self.publisher.append(event, [self.channel])
             await asyncio.sleep(pause)
 
-    async def open(self, page: Page, history: int = 0) -> None:
+    async def open(self, page: Page, history: int = 0, others: tuple[str, ...] = ()) -> None:
+        """The page, subscribed to the account's channel (and ``others``), started."""
         await page.goto(f"{self.gateway.http}/healthz")
         script = _PAGE % {
             "token": orjson.dumps(self.gateway.token(self.id)).decode(),
             "channel": orjson.dumps(self.channel).decode(),
             "history": history,
+            "others": orjson.dumps(others).decode(),
         }
         await page.add_script_tag(content=script, type="module")
 
@@ -112,6 +117,20 @@ async def test_a_client_whose_websockets_fail_goes_on_over_sse_from_where_its_hi
     assert await _received(page, 29) == list(range(30))
     assert await page.evaluate("window.states") == ["connecting", "live"]
     assert await page.evaluate("window.transports") == ["sse"]
+
+
+async def test_over_sse_a_channel_the_token_may_not_read_is_refused_and_the_rest_go_live(
+    browser: Browser, account: Account
+) -> None:
+    page = await browser.new_page()
+    await page.add_init_script(BLOCK_WEBSOCKETS)
+    someone_else = "account:someone-else"
+    await account.open(page, others=(someone_else,))
+    await page.wait_for_function("(window.states || []).includes('live')")
+    assert await page.evaluate("pulse.transport") == "sse"
+    assert await page.evaluate("window.refused") == [[someone_else, "forbidden"]]
+    await account.publish(range(5))
+    assert await _received(page, 4) == list(range(5))
 
 
 async def test_a_websocket_that_opens_but_never_carries_a_frame_is_left_for_sse(

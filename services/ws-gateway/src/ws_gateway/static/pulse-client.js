@@ -23,7 +23,8 @@
 // missing, invalid or expired token makes the state "rejected", with detail.reason
 // ("missing" / "invalid" / "expired") and detail.message (the gateway's words); with a fixed
 // token the client then waits for setToken(newToken). A channel the token may not read
-// fires "refused" ({channel, code, message}) and the others go live without it.
+// fires "refused" ({channel, code, message}) and the others go live without it, over
+// either transport (an SSE stream is opened again without it).
 //
 // Networks that block WebSockets: the client starts on a WebSocket, and when its upgrade
 // fails while the gateway's HTTP side answers, or it opens but no frame arrives within
@@ -69,6 +70,7 @@ export class PulseClient extends EventTarget {
     this.handlers = new Map(); // channel -> [handler]
     this.historyWanted = new Map(); // channel -> how many stored events to start with
     this.positions = new Map(); // channel -> {offset, epoch}
+    this.refusedChannels = new Set(); // refused to the current token: left out of SSE streams
     this.state = "idle";
     this.stateDetail = {};
     this.ws = null;
@@ -110,6 +112,7 @@ export class PulseClient extends EventTarget {
   setToken(token) {
     this.token = token;
     this.attempt = 0;
+    this.refusedChannels.clear(); // another token may read them
     if (this.ws) {
       this.ws.close(1000, "new token"); // onClose reconnects
     } else if (this.es) {
@@ -149,7 +152,7 @@ export class PulseClient extends EventTarget {
     }
     if (this.historyWanted.size && !(await this.loadHistory(token))) return;
     if (this.stopped || attempt !== this.connects) return;
-    this.pending = new Set(this.handlers.keys());
+    this.pending = new Set(this.streamedChannels());
     this.allRecovered = true;
     if (this.transport === "sse") this.openSse(token);
     else this.openWebSocket(token);
@@ -208,10 +211,19 @@ export class PulseClient extends EventTarget {
     this.dispatchEvent(new CustomEvent("transport", { detail: { transport } }));
   }
 
+  // The channels a connection asks for. Over SSE one the token may not read would refuse the
+  // whole stream (403), so the channels refused to this token are left out; over a
+  // WebSocket each subscription is answered on its own, so each is asked for again.
+  streamedChannels() {
+    const channels = [...this.handlers.keys()];
+    if (this.transport !== "sse") return channels;
+    return channels.filter((channel) => !this.refusedChannels.has(channel));
+  }
+
   // Where every channel stands, as the SSE cursor: channel~epoch~offset, comma-separated.
   cursor() {
     const parts = [];
-    for (const channel of this.handlers.keys()) {
+    for (const channel of this.streamedChannels()) {
       const position = this.positions.get(channel);
       if (position) parts.push(`${channel}~${position.epoch}~${position.offset}`);
     }
@@ -221,7 +233,9 @@ export class PulseClient extends EventTarget {
   // The client reopens the stream itself (never EventSource's own retry), so each new
   // stream has a fresh token and resumes from the positions the handlers have seen.
   openSse(token) {
-    const params = new URLSearchParams({ channels: [...this.handlers.keys()].join(","), token });
+    const channels = this.streamedChannels();
+    if (!channels.length) return; // every channel refused: nothing to stream until setToken()
+    const params = new URLSearchParams({ channels: channels.join(","), token });
     const cursor = this.cursor();
     if (cursor) params.set("lastEventId", cursor);
     const es = new EventSource(`${this.httpUrl}/sse?${params}`);
@@ -356,7 +370,27 @@ export class PulseClient extends EventTarget {
   }
 
   refused(detail) {
+    if (detail.code === "forbidden" || detail.code === "unknown_channel") {
+      this.refusedChannels.add(detail.channel);
+    }
     this.dispatchEvent(new CustomEvent("refused", { detail }));
+  }
+
+  // An SSE stream that did not open: a channel the token may not read refuses it whole, so
+  // each one is asked about on the HTTP side; true when one was refused (fired "refused").
+  async findRefused(token) {
+    let found = false;
+    for (const channel of this.streamedChannels()) {
+      const path = `/v1/channels/${encodeURIComponent(channel)}/history?limit=1`;
+      const response = await this.httpGet(path, token);
+      if (response.status === 403 || response.status === 404) {
+        const problem = await response.json().catch(() => ({}));
+        const code = response.status === 403 ? "forbidden" : "unknown_channel";
+        this.refused({ channel, code, message: problem.detail || response.statusText });
+        found = true;
+      }
+    }
+    return found;
   }
 
   sendSubscribe(channel) {
@@ -500,6 +534,10 @@ export class PulseClient extends EventTarget {
         if (this.fallback && this.transport === "websocket") {
           // The gateway answers HTTP but its WebSocket cannot be reached: SSE it is.
           this.useSse();
+          return;
+        }
+        if (this.transport === "sse" && (await this.findRefused(refusedToken))) {
+          if (!this.stopped) this.connect({ quiet: true }); // the rest, at once
           return;
         }
       } catch (err) {
