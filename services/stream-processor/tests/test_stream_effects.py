@@ -24,16 +24,20 @@ from stream_processor.effects import AuditTrail, BatchEffects, ProcessedEvent, T
 pytestmark = pytest.mark.timeout(60)
 
 
-def _processed(count: int) -> list[ProcessedEvent]:
+def _processed(
+    count: int, *, account: str | None = None, first: int = 1000
+) -> list[ProcessedEvent]:
+    """``count`` created events (of ``account``, if given), stream positions from ``first``."""
+    data = {"amount": "1.00"} if account is None else {"amount": "1.00", "account_id": account}
     return [
         ProcessedEvent(
             new_event(
                 type=PAYMENT_CREATED,
                 source="/pulse/stream-processor",
                 subject=f"pay_{uuid.uuid4().hex}",
-                data={"amount": "1.00"},
+                data=data,
             ),
-            sequence_number=str(1000 + index),
+            sequence_number=str(first + index),
             event_name="INSERT",
         )
         for index in range(count)
@@ -97,22 +101,6 @@ async def test_a_missing_audit_table_is_retryable_not_found(
     assert raised.value.delay == 1.0
 
 
-def _account_events(account: str, count: int) -> list[ProcessedEvent]:
-    return [
-        ProcessedEvent(
-            new_event(
-                type=PAYMENT_CREATED,
-                source="/pulse/stream-processor",
-                subject=f"pay_{uuid.uuid4().hex}",
-                data={"amount": "1.00", "account_id": account},
-            ),
-            sequence_number=str(5000 + index),
-            event_name="INSERT",
-        )
-        for index in range(count)
-    ]
-
-
 async def test_audit_rows_keep_where_their_events_are_in_the_account_channel_across_a_retry(
     topology: TopologyOutputs,
     stack_settings: PulseSettings,
@@ -128,7 +116,7 @@ async def test_audit_rows_keep_where_their_events_are_in_the_account_channel_acr
         AuditTrail(ddb, table, ttl_days=1),
     )
     account = f"acct-{uuid.uuid4().hex[:8]}"
-    processed = _account_events(account, 4)
+    processed = _processed(4, account=account, first=5000)
     await effects.publish_live(processed)  # then the process dies: no audit rows
     # The batch is read again from its checkpoint: the same records, new objects.
     await effects.apply([replace(p, channel_positions={}) for p in processed])

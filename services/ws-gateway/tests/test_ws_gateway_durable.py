@@ -11,14 +11,16 @@ account and where the append put it (:mod:`pulse.audit_positions`).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
+from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
 import orjson
 import pytest
 import redis.asyncio as aioredis
-from websockets.asyncio.client import connect
+from websockets.asyncio.client import ClientConnection, connect
 
 from pulse.audit_positions import channel_event_item, position_attributes
 from pulse.channels import ChannelKeys, ChannelPosition, ChannelPublisher
@@ -124,19 +126,23 @@ def account(
     return Account(async_redis, gateway.prefix, stack_settings)
 
 
-async def resume(
+@contextlib.asynccontextmanager
+async def resumed(
     gateway: RunningGateway, account: Account, since: int, count: int
-) -> tuple[dict[str, Any], list[str], Any]:
-    """Subscribes after the ``since``-th event; the ``subscribed`` frame, the ids of the
-    next ``count`` events, and the open connection's context (closed by the caller)."""
+) -> AsyncIterator[tuple[dict[str, Any], list[str], ClientConnection]]:
+    """Subscribed after the ``since``-th event: the ``subscribed`` frame, the ids of the
+    next ``count`` events, and the connection (closed on leaving)."""
     position = account.positions[since]
-    context = connect(gateway.ws_url(account.id))
-    ws = await context.__aenter__()
-    subscribed = await send_frame(
-        ws, op="subscribe", channel=account.channel, since=position.offset, epoch=position.epoch
-    )
-    ids = [(await next_frame(ws, timeout=10))["event"]["id"] for _ in range(count)]
-    return subscribed, ids, (context, ws)
+    async with connect(gateway.ws_url(account.id)) as ws:
+        subscribed = await send_frame(
+            ws,
+            op="subscribe",
+            channel=account.channel,
+            since=position.offset,
+            epoch=position.epoch,
+        )
+        ids = [(await next_frame(ws, timeout=10))["event"]["id"] for _ in range(count)]
+        yield subscribed, ids, ws
 
 
 async def test_a_trimmed_history_is_recovered_from_the_audit_table_then_goes_on_live(
@@ -147,15 +153,12 @@ async def test_a_trimmed_history_is_recovered_from_the_audit_table_then_goes_on_
     await account.pay(3)
     await account.trim(keep=2)
 
-    subscribed, ids, (context, ws) = await resume(gateway, account, since=1, count=6)
-    try:
+    async with resumed(gateway, account, since=1, count=6) as (subscribed, ids, ws):
         assert subscribed["recovered"] is True
         assert ids == account.ids(2)  # four from the audit table, two from Redis
         await account.pay()
         assert (await next_frame(ws))["event"]["id"] == account.events[-1].id
         assert await send_frame(ws, op="ping") == {"op": "pong"}  # nothing twice in between
-    finally:
-        await context.__aexit__(None, None, None)
 
 
 async def test_an_expired_history_is_recovered_across_the_new_epoch(
@@ -166,14 +169,11 @@ async def test_an_expired_history_is_recovered_across_the_new_epoch(
     await account.pay(2)  # a new epoch
     assert account.positions[4].epoch != account.positions[0].epoch
 
-    subscribed, ids, (context, ws) = await resume(gateway, account, since=1, count=4)
-    try:
+    async with resumed(gateway, account, since=1, count=4) as (subscribed, ids, ws):
         assert subscribed["recovered"] is True
         assert subscribed["epoch"] == account.positions[4].epoch
         assert ids == account.ids(2)
         assert await send_frame(ws, op="ping") == {"op": "pong"}
-    finally:
-        await context.__aexit__(None, None, None)
 
 
 async def test_a_history_lost_with_redis_is_recovered_over_sse_too(
@@ -182,14 +182,11 @@ async def test_a_history_lost_with_redis_is_recovered_over_sse_too(
     await account.pay(5)
     await account.lose()
 
-    subscribed, ids, (context, ws) = await resume(gateway, account, since=1, count=3)
-    try:
+    async with resumed(gateway, account, since=1, count=3) as (subscribed, ids, ws):
         assert subscribed["recovered"] is True
         assert ids == account.ids(2)
         await account.pay()  # the new epoch goes on live
         assert (await next_frame(ws))["event"]["id"] == account.events[-1].id
-    finally:
-        await context.__aexit__(None, None, None)
 
     since = account.positions[1]
     cursor = f"{account.channel}~{since.epoch}~{since.offset}"
@@ -209,8 +206,8 @@ async def test_beyond_the_limit_or_with_an_event_only_redis_held_it_is_not_recov
 ) -> None:
     await account.pay(LIMIT + 3)
     await account.trim(keep=1)
-    subscribed, ids, (context, _) = await resume(gateway, account, since=0, count=1)
-    await context.__aexit__(None, None, None)
+    async with resumed(gateway, account, since=0, count=1) as (subscribed, ids, _):
+        pass
     assert subscribed["recovered"] is False  # LIMIT + 1 events missing from Redis
     assert ids == account.ids(-1)  # what Redis still holds is sent
 
@@ -218,8 +215,8 @@ async def test_beyond_the_limit_or_with_an_event_only_redis_held_it_is_not_recov
     await account.pay(2)
     await account.trim(keep=1)
     start = len(account.events) - 4
-    subscribed, ids, (context, _) = await resume(gateway, account, since=start, count=1)
-    await context.__aexit__(None, None, None)
+    async with resumed(gateway, account, since=start, count=1) as (subscribed, ids, _):
+        pass
     assert subscribed["recovered"] is False
     assert ids == account.ids(-1)
 

@@ -20,7 +20,7 @@ import contextlib
 import itertools
 import time
 import uuid
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 from aiohttp import web
 
@@ -67,6 +67,7 @@ if TYPE_CHECKING:
 __all__ = ["Gateway"]
 
 log = get_logger("ws_gateway.server")
+_Client = TypeVar("_Client", bound=ClientConnection)
 
 
 class Gateway:
@@ -201,12 +202,22 @@ class Gateway:
     def _conn_id(self) -> str:
         return f"{self._instance}-{next(self._next_conn)}"
 
-    def _open(self, client: ClientConnection) -> None:
-        """Count ``client`` and arm its token expiry; :meth:`_release` undoes it."""
+    def _open(self, kind: Callable[..., _Client], sink: object, claims: Claims) -> _Client:
+        """A connection of ``kind`` over ``sink`` for ``claims``, counted and its token
+        expiry armed; :meth:`_release` undoes it."""
+        client = kind(
+            sink,
+            self._session(claims),
+            hub=self.hub,
+            queue_size=self.settings.send_queue_size,
+            conn_id=self._conn_id(),
+            expiries=self.expiries,
+        )
         CONNECTIONS.inc()
         self.clients.add(client)
         self._handlers_done.clear()
         client.arm_expiry(self.settings.token_grace_seconds)
+        return client
 
     async def _release(self, client: ClientConnection) -> None:
         client.disarm_expiry()
@@ -257,15 +268,7 @@ class Gateway:
         self._let_go(claims)
 
     def open_websocket(self, sink: WebSocketConnection, claims: Claims) -> ClientConnection:
-        client = ClientConnection(
-            sink,
-            self._session(claims),
-            hub=self.hub,
-            queue_size=self.settings.send_queue_size,
-            conn_id=self._conn_id(),
-            expiries=self.expiries,
-        )
-        self._open(client)
+        client = self._open(ClientConnection, sink, claims)
         client.wheel_slot = self.heartbeats.add(client)
         return client
 
@@ -339,15 +342,7 @@ class Gateway:
         )
         await response.prepare(request)
         sink = SseSink(response)
-        client = SseConnection(
-            sink,
-            self._session(claims),
-            hub=self.hub,
-            queue_size=self.settings.send_queue_size,
-            conn_id=self._conn_id(),
-            expiries=self.expiries,
-        )
-        self._open(client)
+        client = self._open(SseConnection, sink, claims)
         try:
             for channel in dict.fromkeys(channels):
                 position = resume.positions.get(channel)

@@ -324,13 +324,8 @@ export class PulseClient extends EventTarget {
         await this.rejected(response);
         return false;
       }
-      if (response.status === 403 || response.status === 404) {
-        // Refused (kept wanted: another token may read it); its subscription is refused too.
-        const problem = await response.json().catch(() => ({}));
-        const code = response.status === 403 ? "forbidden" : "unknown_channel";
-        this.refused({ channel, code, message: problem.detail || response.statusText });
-        continue;
-      }
+      // Refused (kept wanted: another token may read it); its subscription is refused too.
+      if (await this.refusedBy(channel, response)) continue;
       this.historyWanted.delete(channel);
       if (!response.ok) continue; // subscribe without it: live events only
       const body = await response.json();
@@ -382,15 +377,18 @@ export class PulseClient extends EventTarget {
     let found = false;
     for (const channel of this.streamedChannels()) {
       const path = `/v1/channels/${encodeURIComponent(channel)}/history?limit=1`;
-      const response = await this.httpGet(path, token);
-      if (response.status === 403 || response.status === 404) {
-        const problem = await response.json().catch(() => ({}));
-        const code = response.status === 403 ? "forbidden" : "unknown_channel";
-        this.refused({ channel, code, message: problem.detail || response.statusText });
-        found = true;
-      }
+      if (await this.refusedBy(channel, await this.httpGet(path, token))) found = true;
     }
     return found;
+  }
+
+  // A channel's history answered 403 or 404: "refused" fired for it, in the gateway's words.
+  async refusedBy(channel, response) {
+    if (response.status !== 403 && response.status !== 404) return false;
+    const problem = await response.json().catch(() => ({}));
+    const code = response.status === 403 ? "forbidden" : "unknown_channel";
+    this.refused({ channel, code, message: problem.detail || response.statusText });
+    return true;
   }
 
   sendSubscribe(channel) {
