@@ -425,8 +425,10 @@ def run_through_splits(
 ) -> SplitRunOutcome:
     """Three replicas (``r1``-``r3``, started here) read while ``hooks.write`` runs for
     ``seconds``; meanwhile shards split five times, ``r2`` is killed (SIGKILL) and ``r4``
-    joins. Then wait up to ``settle`` seconds for every event and for balanced leases."""
+    joins. Then wait up to ``settle`` seconds for every event, and until every open shard
+    (the first ones, plus one per split) is held by a live replica with the leases balanced."""
     violations: set[str] = set()
+    first_shards = hooks.shards()
     stop = threading.Event()
 
     def write() -> None:
@@ -459,16 +461,19 @@ def run_through_splits(
     deadline = ended + settle
     delivered = _watch(hooks, violations, until=deadline, done=hooks.delivered)
     drained = time.monotonic()
+    splits = sum(1 for _, action in plan if action is hooks.split)
     while True:
         items = hooks.leases()
         counts = lease_counts(items, replicas.live)
         unread = unread_leases(items, replicas.live)
-        if (lease_imbalance(counts) <= 1 and not unread) or time.monotonic() >= deadline:
+        held = sum(counts.values()) >= first_shards + splits  # a child not yet leased: wait
+        balanced = lease_imbalance(counts) <= 1 and held and not unread
+        if balanced or time.monotonic() >= deadline:
             break
         _watch(hooks, violations, until=time.monotonic() + 0.5)
     return SplitRunOutcome(
         shards=hooks.shards(),
-        splits=sum(1 for _, action in plan if action is hooks.split),
+        splits=splits,
         counts=counts,
         imbalance=lease_imbalance(counts),
         unread=unread,
