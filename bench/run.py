@@ -17,7 +17,9 @@ Groups (each in bench/bench_<group>.py):
   gateway connections held, fan-out to every subscriber (until it arrives at each client's
           socket, and until each client read it), deliveries/s, memory per connection,
           mass reconnect -> gateway.connections (>= 10,000), gateway.fanout_p50_ms,
-          gateway.fanout_p99_ms (<= 100), gateway.fanout_read_p50_ms / _p99_ms,
+          gateway.fanout_p99_ms (<= 100), gateway.fanout_p99_floor_ratio (p99 against one
+          core sending to every subscriber in the same run: gateway.send_floor_us x the
+          connections), gateway.fanout_read_p50_ms / _p99_ms,
           gateway.deliveries_per_s (written, >= 100,000), gateway.deliveries_read_per_s (read
           by the clients; a delivery is one event frame to one connection),
           gateway.rss_kb_per_conn (<= 10), gateway.reconnect_missed (0)

@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
+import socket
+from contextlib import ExitStack
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
+import pytest
+
+from ws_gateway.burst import SocketBurst
 from ws_gateway.fanout import ChannelFanout, DirectWriter
 from ws_gateway.offsets import StreamId
 from ws_gateway.protocol import PRESENCE_FRAME_PREFIX
 from ws_gateway.wire import text_frame
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
 
 CHANNEL = "payments"
 
@@ -34,6 +43,12 @@ class Transport:
 
     def get_write_buffer_size(self) -> int:
         return self.backlog
+
+    def is_closing(self) -> bool:
+        return self.closed
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:  # noqa: ARG002
+        return default  # no socket: the burst leaves it to write()
 
 
 @dataclass(eq=False)
@@ -188,3 +203,132 @@ def test_promote_moves_a_plain_subscriber_before_any_delivery() -> None:
     fanout.promote(CHANNEL, plain, last)  # already direct: nothing changes
     fanout.promote(CHANNEL, new_sub(plain=True), last)  # not a subscriber: not added
     assert (len(fanout), fanout.direct_count) == (2, 1)
+
+
+# -- with a burst: the direct lane's writes go to the sockets themselves ------------------
+
+
+@dataclass(eq=False)
+class SocketTransport(Transport):
+    """A transport over one end of a real socket pair: what ``write`` is given stays in its
+    buffer (``log``); what the burst writes reaches the peer."""
+
+    sock: socket.socket | None = None
+    tls: bool = False
+
+    def get_write_buffer_size(self) -> int:
+        held = [what for kind, what in self.log if kind == "write"]
+        return self.backlog + sum(len(what) for what in held if isinstance(what, bytes))
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        if name == "socket":
+            return self.sock
+        if name == "sslcontext":
+            return object() if self.tls else None
+        return default
+
+
+@pytest.fixture
+def sockets() -> Iterator[list[tuple[socket.socket, socket.socket]]]:
+    with ExitStack() as stack:
+        made = []
+        for _ in range(600):  # enough for the burst to share the writes between threads
+            ours, peer = socket.socketpair()
+            for sock in (ours, peer):
+                stack.enter_context(sock)
+                sock.setblocking(False)
+            made.append((ours, peer))
+        yield made
+
+
+def on_socket(ours: socket.socket, **kwargs: Any) -> Sub:
+    return Sub(SocketTransport([], sock=ours, **kwargs), plain=True)
+
+
+def peer_frames(peer: socket.socket) -> list[str]:
+    data = b""
+    while True:
+        try:
+            chunk = peer.recv(1 << 20)
+        except BlockingIOError:
+            return _split_frames(data)
+        data += chunk
+
+
+def test_with_a_burst_each_frame_reaches_every_socket_once_in_order(
+    sockets: list[tuple[socket.socket, socket.socket]],
+) -> None:
+    burst = SocketBurst(3)
+    subs = [on_socket(ours) for ours, _ in sockets]
+    fanout = ChannelFanout(burst)
+    for sub in subs:
+        fanout.add(sub)
+    try:
+        assert fanout.deliver(CHANNEL, [event(0)]) == 0  # through their rules: then direct
+        assert fanout.deliver(CHANNEL, [event(1), event(2)]) == 2 * len(subs)
+        assert fanout.deliver(CHANNEL, [event(3)]) == len(subs)
+    finally:
+        burst.close()
+    for sub, (_, peer) in zip(subs, sockets, strict=True):
+        assert sub.log == [("deliver", event(0))]  # nothing went through write()
+        assert peer_frames(peer) == [event(1), event(2), event(3)]
+    assert fanout.direct_count == len(subs)
+
+
+def test_with_a_burst_a_transport_holding_bytes_closing_or_tls_is_written_through(
+    sockets: list[tuple[socket.socket, socket.socket]],
+) -> None:
+    burst = SocketBurst(2)
+    holding = on_socket(sockets[0][0], backlog=10)
+    closing = on_socket(sockets[1][0])
+    tls = on_socket(sockets[2][0], tls=True)
+    others = [on_socket(ours) for ours, _ in sockets[3:]]
+    fanout = joined_with(burst, holding, closing, tls, *others)
+    closing.transport.closed = True
+    closing.plain = False
+    try:
+        written = fanout.deliver(CHANNEL, [event(1)])
+    finally:
+        burst.close()
+    frame = ("write", text_frame(event(1).encode()))
+    assert holding.log[-1] == frame  # behind what its transport holds
+    assert tls.log[-1] == frame
+    assert frame not in closing.log  # closed: nothing written, and it left the lane
+    assert written == len(sockets) - 1
+    for _, peer in sockets[:3]:
+        assert peer_frames(peer) == []
+    assert all(peer_frames(peer) == [event(1)] for _, peer in sockets[3:])
+    assert closing not in fanout.everyone()[: fanout.direct_count]
+
+
+def test_with_a_burst_a_full_socket_gets_the_rest_through_its_transport_and_leaves_the_lane(
+    sockets: list[tuple[socket.socket, socket.socket]],
+) -> None:
+    burst = SocketBurst(2)
+    subs = [on_socket(ours) for ours, _ in sockets]
+    fanout = joined_with(burst, *subs)
+    full_ours, full_peer = sockets[7]
+    full_ours.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)  # less than the frame
+    big = event(1) + " " * 50_000
+    try:
+        fanout.deliver(CHANNEL, [big])
+    finally:
+        burst.close()
+    taken = full_peer.recv(1 << 20)
+    assert 0 < len(taken) < len(big)
+    rest = [what for kind, what in subs[7].log if kind == "write"]
+    assert len(rest) == 1
+    assert isinstance(rest[0], bytes)
+    assert taken + rest[0] == text_frame(big.encode())  # nothing lost, nothing twice
+    assert fanout.direct_count == len(subs) - 1  # its own rules apply from now on
+    fanout.deliver(CHANNEL, [event(2)])
+    assert subs[7].log[-1] == ("deliver", event(2))
+
+
+def joined_with(burst: SocketBurst, *subs: Sub) -> ChannelFanout:
+    """A fan-out with ``burst`` whose plain subscribers have joined the direct lane."""
+    fanout = ChannelFanout(burst)
+    for sub in subs:
+        fanout.add(sub)
+        fanout.promote(CHANNEL, sub, None)
+    return fanout

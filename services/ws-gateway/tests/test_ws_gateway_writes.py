@@ -1,10 +1,12 @@
 """The write path against a real gateway process: frames written straight to the transport,
-the backlog of a client that reads slowly, permessage-deflate, and the heartbeat wheel."""
+the backlog of a client that reads slowly, permessage-deflate, a fan-out written by several
+threads, and the heartbeat wheel."""
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import os
 import uuid
 
@@ -22,6 +24,7 @@ SECRET = "ws-gateway-writes-secret-0123456789abcdef"
 SHORT_HISTORY = HistoryLimits(account=HistoryLimit(size=10, ttl_seconds=600))
 PING_INTERVAL = 0.5
 FRAME_TIMEOUT = 10.0  # a backed-up write path delivers late
+THREADED_SUBSCRIBERS = 600  # above the size from which a fan-out's writes are shared
 pytestmark = pytest.mark.timeout(60)
 
 
@@ -33,6 +36,15 @@ def gateway(module_gateways: GatewayFactory) -> RunningGateway:
         PULSE_SEND_QUEUE_SIZE="64",
         PULSE_PING_INTERVAL_SECONDS=str(PING_INTERVAL),
         PULSE_WS_COMPRESSION="true",  # offered; clients that do not ask get plain frames
+    )
+
+
+@pytest.fixture(scope="module")
+def threaded_gateway(module_gateways: GatewayFactory) -> RunningGateway:
+    return module_gateways.start(
+        secret=SECRET,
+        PULSE_FANOUT_THREADS="3",
+        PULSE_MAX_CONNECTIONS_PER_USER=str(THREADED_SUBSCRIBERS),
     )
 
 
@@ -63,6 +75,38 @@ async def test_frames_that_waited_for_a_slow_reader_arrive_all_and_in_order(
             for _ in range(count)
         ]
     assert seen == list(range(count))
+
+
+async def test_a_fan_out_written_by_several_threads_reaches_every_subscriber_in_order(
+    threaded_gateway: RunningGateway, async_redis: aioredis.Redis
+) -> None:
+    account = f"acct-{uuid.uuid4().hex[:8]}"
+    channel = f"account:{account}"
+    publisher = ChannelPublisher(async_redis, threaded_gateway.prefix)
+    opening = asyncio.Semaphore(50)
+    async with contextlib.AsyncExitStack() as stack:
+
+        async def subscriber() -> ClientConnection:
+            async with opening:
+                url = threaded_gateway.ws_url(account)
+                ws = await stack.enter_async_context(connect(url, compression=None))
+                await _subscribe(ws, channel)
+                return ws
+
+        clients = await asyncio.gather(*(subscriber() for _ in range(THREADED_SUBSCRIBERS)))
+        count = 20
+        for n in range(count):
+            event = new_event(type=PAYMENT_CREATED, source="/tests", data={"n": n})
+            await publisher.append(event, [channel])
+
+        async def numbers(ws: ClientConnection) -> list[int]:
+            return [
+                (await next_frame(ws, timeout=FRAME_TIMEOUT))["event"]["data"]["n"]
+                for _ in range(count)
+            ]
+
+        seen = await asyncio.gather(*(numbers(ws) for ws in clients))
+    assert all(got == list(range(count)) for got in seen)
 
 
 async def test_a_client_with_permessage_deflate_gets_the_same_events(

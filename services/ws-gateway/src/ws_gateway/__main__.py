@@ -11,6 +11,7 @@ from pulse.collector import settle_collector
 from pulse.health import HealthReporter
 from pulse.logging import get_logger
 from pulse.service import Lifecycle, run_service, serving_api
+from ws_gateway.burst import SocketBurst, default_threads
 from ws_gateway.durable import DurableRecord
 from ws_gateway.front import front_door
 from ws_gateway.health import Connections, E2eLatency
@@ -44,6 +45,7 @@ async def serve(lifecycle: Lifecycle) -> None:
         durable=durable,
     )
     latency = E2eLatency()
+    burst = SocketBurst(settings.fanout_threads or default_threads())
     # The pub/sub connection gets a client of its own, without redis-py's health checks; its
     # name lets an operator (and the gap-fill test) find it in CLIENT LIST.
     hub = LiveHub(
@@ -51,6 +53,7 @@ async def serve(lifecycle: Lifecycle) -> None:
         keys,
         history,
         latency=latency,
+        burst=burst,
     )
     await hub.start()
     verifier = TokenVerifier.from_settings(settings)
@@ -90,6 +93,7 @@ async def serve(lifecycle: Lifecycle) -> None:
         await presence_upkeep
         await hub.close()
         await redis.aclose()
+        burst.close()
 
 
 def main() -> None:

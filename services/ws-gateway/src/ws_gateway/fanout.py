@@ -18,29 +18,39 @@ buffer (the client is not keeping up: its own rules take over) or when it says s
 
 Presence frames go to the subscribers that asked for them, so they always take the slow
 lane, in order with the frames around them.
+
+With a :class:`~ws_gateway.burst.SocketBurst`, the direct lane's writes to a big channel
+are shared by several threads: the sockets whose transport holds nothing unsent (and is not
+closing) are written by the burst, the others through their transport, behind what it holds.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
+from ws_gateway.burst import FAILED
 from ws_gateway.protocol import PRESENCE_FRAME_PREFIX
 from ws_gateway.wire import text_frame
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
 
+    from ws_gateway.burst import SocketBurst
     from ws_gateway.offsets import StreamId
 
 __all__ = ["ChannelFanout", "DirectWriter", "Subscriber"]
 
 
 class DirectWriter(Protocol):
-    """What the direct lane needs of a transport (asyncio's and uvloop's have both)."""
+    """What the direct lane needs of a transport (asyncio's and uvloop's have all of it)."""
 
     def write(self, data: bytes) -> None: ...
 
     def get_write_buffer_size(self) -> int: ...
+
+    def is_closing(self) -> bool: ...
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any: ...
 
 
 class Subscriber(Protocol):
@@ -57,11 +67,14 @@ class Subscriber(Protocol):
 class ChannelFanout:
     """The local subscribers of one channel, each in the direct or the slow lane."""
 
-    __slots__ = ("_direct", "_slow")
+    __slots__ = ("_burst", "_direct", "_slow")
 
-    def __init__(self) -> None:
-        self._direct: dict[Subscriber, DirectWriter] = {}
+    def __init__(self, burst: SocketBurst | None = None) -> None:
+        # Per direct subscriber: its transport and the transport's socket, for the burst
+        # (-1: none, or not one to write to directly).
+        self._direct: dict[Subscriber, tuple[DirectWriter, int]] = {}
         self._slow: set[Subscriber] = set()
+        self._burst = burst
 
     def __len__(self) -> int:
         return len(self._direct) + len(self._slow)
@@ -98,7 +111,8 @@ class ChannelFanout:
             writer = subscriber.direct_writer(channel, delivered)
             if writer is not None:
                 self._slow.discard(subscriber)
-                self._direct[subscriber] = writer
+                fd = _socket_fd(writer) if self._burst is not None else -1
+                self._direct[subscriber] = (writer, fd)
 
     def deliver(self, channel: str, frames: Iterable[str]) -> int:
         """Hand ``frames`` (in order) to every subscriber; the frames written directly."""
@@ -135,14 +149,30 @@ class ChannelFanout:
         )
         behind: list[Subscriber] = []
         lost = 0
-        for subscriber, writer in direct.items():
-            try:
-                writer.write(data)
-                if writer.get_write_buffer_size():
-                    behind.append(subscriber)  # the kernel did not take it all
-            except RuntimeError:  # the transport closed under us
-                behind.append(subscriber)
-                lost += 1
+        burst = self._burst
+        to_burst: list[Subscriber] = []
+        fds: list[int] = []
+        for subscriber, (writer, fd) in direct.items():
+            # Only a socket with nothing unsent before it, and still the transport's own.
+            if (
+                burst is not None
+                and fd >= 0
+                and not writer.is_closing()
+                and not writer.get_write_buffer_size()
+            ):
+                to_burst.append(subscriber)
+                fds.append(fd)
+                continue
+            lost += _write(writer, data, subscriber, behind)
+        if fds:
+            assert burst is not None
+            for i, sent in burst.write(data, fds):
+                subscriber = to_burst[i]
+                if sent == FAILED:  # reset or shut: the transport hears of it when it reads
+                    behind.append(subscriber)
+                    lost += 1
+                else:  # the rest waits in the transport, which writes it when it can
+                    lost += _write(direct[subscriber][0], data[sent:], subscriber, behind)
         written = (len(direct) - lost) * len(frames)
         for subscriber in behind:
             self.to_slow(subscriber)
@@ -154,3 +184,29 @@ class ChannelFanout:
             for frame in frames:
                 subscriber.deliver(channel, frame)
             self.promote(channel, subscriber, None)
+
+
+def _write(
+    writer: DirectWriter, data: bytes, subscriber: Subscriber, behind: list[Subscriber]
+) -> int:
+    """``data`` through ``writer``; ``subscriber`` joins ``behind`` if the kernel did not take
+    all of it or the transport is closed. Returns 1 if nothing was written (closed), else 0."""
+    try:
+        writer.write(data)
+    except RuntimeError:  # the transport closed under us
+        behind.append(subscriber)
+        return 1
+    if writer.get_write_buffer_size():
+        behind.append(subscriber)  # the kernel did not take it all
+    return 0
+
+
+def _socket_fd(writer: DirectWriter) -> int:
+    """The file descriptor of the plain TCP socket under ``writer``, or -1 (none, or TLS)."""
+    if writer.get_extra_info("sslcontext") is not None:
+        return -1
+    sock = writer.get_extra_info("socket")
+    try:
+        return int(sock.fileno()) if sock is not None else -1
+    except (OSError, ValueError):
+        return -1

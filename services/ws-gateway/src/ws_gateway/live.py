@@ -58,6 +58,7 @@ if TYPE_CHECKING:
 
     from pulse.channels import ChannelKeys
     from pulse.clients import RedisClient
+    from ws_gateway.burst import SocketBurst
     from ws_gateway.fanout import Subscriber
     from ws_gateway.health import E2eLatency
     from ws_gateway.history import ChannelHistory
@@ -78,6 +79,7 @@ class LiveHub:
         subscribe_timeout: float = 5.0,
         ping_interval: float = 30.0,
         latency: E2eLatency | None = None,
+        burst: SocketBurst | None = None,
     ) -> None:
         # ``redis`` must be a client of its own, with health checks off (a pub/sub connection
         # is read only by its reader task: redis-py would otherwise read a PING reply from
@@ -107,6 +109,7 @@ class LiveHub:
         self._ping_interval = ping_interval
         self._latency = latency  # samples the live fan-outs' end-to-end latency
         self._subscribers: dict[str, ChannelFanout] = {}
+        self._burst = burst  # writes big fan-outs from several threads
         self._channel_of: dict[bytes, str] = {}  # live key -> channel, for those subscribed
         # Frames received during this pass of the event loop, per channel, fanned out at its end.
         self._due: dict[str, list[str]] = {}
@@ -133,7 +136,7 @@ class LiveHub:
         """Deliver ``channel``'s live frames to ``subscriber``; returns once Redis listens."""
         subscribers = self._subscribers.get(channel)
         if subscribers is None:
-            subscribers = self._subscribers[channel] = ChannelFanout()
+            subscribers = self._subscribers[channel] = ChannelFanout(self._burst)
             live_key = self._live_key(channel)
             self._channel_of[live_key] = channel
             ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()

@@ -43,6 +43,10 @@ class GatewaySettings(CredentialSettings):
     # after it is dropped.
     ping_interval_seconds: float = Field(default=20.0, gt=0, le=600)
     close_timeout_seconds: float = Field(default=5.0, gt=0, le=60)
+    # Threads writing a big fan-out's frames (the event loop's among them): 0 is one per CPU
+    # the process may use (its affinity and cgroup CPU limit), at most 8; 1 writes them all
+    # from the event loop.
+    fanout_threads: int = Field(default=0, ge=0, le=64)
     # permessage-deflate costs CPU per client per message; off by default for fan-out.
     ws_compression: bool = False
 
