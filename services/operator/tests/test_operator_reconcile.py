@@ -80,6 +80,10 @@ def merged(status: dict[str, Any], patch: kopf.Patch) -> dict[str, Any]:
     return {**status, **patch.status}
 
 
+# The status of a pipeline whose generation 1 has been reconciled: the timer measures it.
+RECONCILED: dict[str, Any] = {"observedGeneration": 1}
+
+
 async def reconcile(
     op: PipelineOperator, spec: dict[str, Any], status: dict[str, Any], generation: int = 1
 ) -> kopf.Patch:
@@ -214,7 +218,9 @@ async def test_reconcile_creates_reports_and_repairs(
         for m in msgs:
             sqs.delete_message(QueueUrl=fraud_url, ReceiptHandle=m["ReceiptHandle"])
     drained = kopf.Patch()
-    await op.refresh(name="p", spec=spec, meta={"generation": 1}, status=health, patch=drained)
+    await op.refresh(
+        name="p", spec=spec, meta={"generation": 1}, status={**repaired, **health}, patch=drained
+    )
     assert (drained.status["oldestMessageAgeSeconds"], drained.status["lag"]) == (0, "0s")
 
 
@@ -445,6 +451,40 @@ def put_queue_age(
     aws_client("cloudwatch", settings).put_metric_data(Namespace="AWS/SQS", MetricData=[datum])
 
 
+async def test_a_spec_not_reconciled_yet_is_not_measured_or_called_degraded(
+    stack_settings: PulseSettings, stack_prefix: str
+) -> None:
+    """The status timer can fire while a new pipeline's queues are still being made, or
+    before an update's are: those are not drift, and no Degraded condition or Warning Event
+    may say so. Once the generation is reconciled the timer measures, and a queue missing
+    then is drift."""
+    events = RecordingEvents()
+    op = operator(stack_settings, events=events)
+    spec = pipeline_spec(stack_prefix)
+    for status in ({}, {"observedGeneration": 1}):  # never reconciled; an older generation
+        patch = kopf.Patch()
+        await op.refresh(
+            name="p", spec=spec, meta={"generation": 2}, status=status, patch=patch, ref=REF
+        )
+        assert patch.status == {}
+    assert events.posted == []
+
+    reconciled = await reconcile(op, spec, {}, generation=2)
+    sqs = aws_client("sqs", stack_settings)
+    sqs.delete_queue(QueueUrl=sqs.get_queue_url(QueueName=f"{stack_prefix}notify")["QueueUrl"])
+    patch = kopf.Patch()
+    with pytest.raises(kopf.TemporaryError, match="measure queues"):
+        await op.refresh(
+            name="p",
+            spec=spec,
+            meta={"generation": 2},
+            status=reconciled.status,
+            patch=patch,
+            ref=REF,
+        )
+    assert patch.status["conditions"][0]["reason"] == "Degraded"
+
+
 async def test_lag_comes_from_cloudwatch_when_it_has_a_datapoint(
     stack_settings: PulseSettings, stack_prefix: str
 ) -> None:
@@ -459,7 +499,7 @@ async def test_lag_comes_from_cloudwatch_when_it_has_a_datapoint(
     sqs.send_message(QueueUrl=sqs.get_queue_url(QueueName=f"{p}fraud")["QueueUrl"], MessageBody="m")
     put_queue_age(stack_settings, f"{p}fraud", 125.0)
     patch = kopf.Patch()
-    await op.refresh(name="p", spec=spec, meta={"generation": 1}, status={}, patch=patch)
+    await op.refresh(name="p", spec=spec, meta={"generation": 1}, status=RECONCILED, patch=patch)
     assert (patch.status["oldestMessageAgeSeconds"], patch.status["lag"]) == (125, "2m5s")
 
     # notify now holds a message too, and CloudWatch's only figure for it is an hour old:
@@ -471,7 +511,7 @@ async def test_lag_comes_from_cloudwatch_when_it_has_a_datapoint(
         stack_settings, f"{p}notify", 5.0, at=dt.datetime.now(dt.UTC) - dt.timedelta(hours=1)
     )
     patch = kopf.Patch()
-    await op.refresh(name="p", spec=spec, meta={"generation": 1}, status={}, patch=patch)
+    await op.refresh(name="p", spec=spec, meta={"generation": 1}, status=RECONCILED, patch=patch)
     by_queue = {q["queueName"]: q for q in patch.status["queues"]}
     assert by_queue[f"{p}fraud"]["oldestMessageAgeSeconds"] == 125
     assert by_queue[f"{p}notify"]["oldestMessageAgeSeconds"] is None

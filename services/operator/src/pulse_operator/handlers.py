@@ -191,7 +191,11 @@ class PipelineOperator:
         patch: kopf.Patch,
         ref: PipelineRef | None = None,
     ) -> None:
-        """Report queue depths, DLQ depths and the oldest message's age into status."""
+        """Report queue depths, DLQ depths and the oldest message's age into status, once
+        the pipeline's current spec has been reconciled (before that, a queue still being
+        made is not drift: the reconcile reports its own progress)."""
+        if (status or {}).get("observedGeneration") != (meta or {}).get("generation"):
+            return
         try:
             pipeline = parse_pipeline(spec, name=name)
         except InvalidPipelineError:
