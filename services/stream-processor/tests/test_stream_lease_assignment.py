@@ -69,6 +69,19 @@ def test_a_renewal_restarts_the_failover_clock() -> None:
     assert _plan(renewed, "a", observations, now=2 * FAILOVER - 1) == (["shard-0"], None)
 
 
+def test_when_a_lease_was_first_seen_outlives_its_renewals_and_owners() -> None:
+    # A listing decides a lease's shard is gone only if the lease was seen before it started.
+    observations = LeaseObservations()
+    assert not observations.seen_before("shard-0", 10.0)  # never seen
+    observations.observe(_leases("b", counter=5).values(), now=2.0)
+    observations.observe(_leases("c", counter=9).values(), now=7.0)  # renewed, stolen
+    assert observations.seen_before("shard-0", 2.5)
+    assert not observations.seen_before("shard-0", 2.0)  # seen in a scan at that moment
+    observations.observe([], now=8.0)  # the lease went: forgotten
+    observations.observe(_leases("c", counter=9).values(), now=9.0)
+    assert not observations.seen_before("shard-0", 8.5)
+
+
 def test_a_lease_first_seen_gets_the_full_failover_time() -> None:
     # A worker that just started has no history: it must not take a live lease at once.
     observations = LeaseObservations()

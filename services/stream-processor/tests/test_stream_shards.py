@@ -5,18 +5,23 @@ a second) and Redis. Three replicas read while payments are written and moved on
 split five times, one replica is killed (SIGKILL) and a fourth joins. Every payment's events
 must be in the channels' history once each, in the payment's order; no shard may be read
 before its parent ended; the three live replicas' lease counts end at most one apart. With
-listings an hour apart, children still start as soon as their parent ends.
+listings an hour apart, children still start as soon as their parent ends. A worker whose
+listing came just before a split, and whose lease scan just after another worker made the
+children's leases, reads those children rather than taking them for trimmed shards.
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
 from pathlib import Path
 from typing import Any
 
 import pytest
+from prometheus_client import REGISTRY
 
-from pulse.clients import aws_client
+from pulse.channels import ChannelPublisher
+from pulse.clients import aws_client, redis_client
 from pulse.settings import PulseSettings
 from pulse.topology import TopologyOutputs
 from pulse_dev.emulators import WHOLE_RUN_HISTORY_ENV
@@ -36,6 +41,10 @@ from pulse_dev.stream_scaling import (
 )
 from pulse_dev.stream_store import StreamShape
 from pulse_dev.testing import until
+from stream_processor.effects import AuditTrail, BatchEffects, TopicPublisher
+from stream_processor.leases import LeaseTable
+from stream_processor.processor import StreamProcessor, list_shards
+from stream_processor.settings import StreamProcessorSettings
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -212,3 +221,78 @@ def _renewal_gaps(
                 moved[shard_id] = now
         time.sleep(0.05)
     return {s: max(longest[s], time.monotonic() - moved[s]) for s in shard_ids}
+
+
+class SplitsAfterListing:
+    """A DynamoDB Streams client whose first complete listing is followed at once by a split
+    and by another worker listing the stream and making the new shards' leases: all of it
+    before the listing worker scans the lease table."""
+
+    def __init__(self, streams: Any, race: Any) -> None:
+        self._streams = streams
+        self._race = race
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._streams, name)
+
+    def describe_stream(self, **kwargs: Any) -> dict[str, Any]:
+        described: dict[str, Any] = self._streams.describe_stream(**kwargs)
+        race, self._race = self._race, None
+        if race is not None and not described["StreamDescription"].get("LastEvaluatedShardId"):
+            race()
+        return described
+
+
+def _trimmed_count() -> float:
+    return (
+        REGISTRY.get_sample_value("pulse_stream_failures_total", {"reason": "shard_trimmed"}) or 0.0
+    )
+
+
+async def test_children_split_between_a_listing_and_the_lease_scan_are_read_not_ended(
+    stack_settings: PulseSettings, topology: TopologyOutputs, redis_url: str
+) -> None:
+    run = Run(stack_settings, topology, redis_url)
+    settings = StreamProcessorSettings(
+        poll_interval_seconds=0.05, failover_seconds=3, worker_id="late-lister"
+    )
+    ddb = aws_client("dynamodb", settings)
+    streams = aws_client("dynamodbstreams", settings)
+    other = LeaseTable(ddb, settings.names.leases_table, "other-worker")
+
+    def race() -> None:
+        run.split()
+        for shard in list_shards(streams, run.arn):  # parents before their children
+            other.ensure(shard)
+        run.write()  # events in the children too
+
+    run.write()
+    redis = redis_client(settings)
+    stopping = asyncio.Event()
+    trimmed = _trimmed_count()
+    processor = StreamProcessor(
+        settings,
+        ddb=ddb,
+        streams=SplitsAfterListing(streams, race),
+        leases=LeaseTable(ddb, settings.names.leases_table, settings.worker_id),
+        effects=BatchEffects(
+            TopicPublisher(aws_client("sns", settings), topology.topic_arn),
+            ChannelPublisher(redis, settings.redis_prefix),
+            AuditTrail(ddb, settings.names.events_table, ttl_days=1),
+        ),
+        stopping=stopping,
+    )
+    task = asyncio.create_task(processor.run())
+    try:
+        deadline = time.monotonic() + 40
+        while not run.delivered() and time.monotonic() < deadline:
+            await asyncio.sleep(0.2)
+        report = delivery_report(run.history("payments"), run.script.marks)
+        assert report.exact, report
+        assert _trimmed_count() == trimmed  # no shard was given up as trimmed
+        assert lineage_violations(run.leases()) == []
+    finally:
+        stopping.set()
+        await asyncio.wait_for(task, 15)
+        await redis.aclose()
+        run.redis.close()

@@ -34,11 +34,13 @@ __all__ = ["LeaseObservations", "LeasePlan", "Sighting", "plan_leases"]
 
 @dataclass(frozen=True)
 class Sighting:
-    """A lease's counter and owner as last seen, and when the counter last changed."""
+    """A lease's counter and owner as last seen, when the counter last changed, and when
+    this worker first saw the lease at all."""
 
     counter: int
     owner: str | None
     since: float
+    first: float
 
 
 @dataclass
@@ -58,8 +60,14 @@ class LeaseObservations:
             ):
                 seen[lease.shard_id] = before
             else:
-                seen[lease.shard_id] = Sighting(lease.counter, lease.owner, now)
+                first = before.first if before is not None else now
+                seen[lease.shard_id] = Sighting(lease.counter, lease.owner, now, first)
         self.sightings = seen
+
+    def seen_before(self, shard_id: str, moment: float) -> bool:
+        """True if this worker saw ``shard_id``'s lease in a scan taken before ``moment``."""
+        sighting = self.sightings.get(shard_id)
+        return sighting is not None and sighting.first < moment
 
     def expired(self, lease: Lease, now: float, failover_seconds: float) -> bool:
         """True if ``lease`` has no owner or its counter stood still for the failover time."""

@@ -12,10 +12,12 @@ parent is read to the end, so:
 
 A shard the stream no longer lists (:func:`gone_shards`) was trimmed away, 24 hours after it
 closed. If its lease never reached ``SHARD_END`` its unread records are lost: it is treated
-as ended, so its children are not held up. Once its lease is at ``SHARD_END`` and each of its
-listed children has a lease of its own, nothing needs the lease any more and it is deleted —
-which keeps the lease table from growing with every split. (While the shard is still listed
-its lease must stay: it is what tells its children that their parent is done.)
+as ended, so its children are not held up. (Only a listing taken after the lease was first
+seen can say so: a lease made since the listing may be a new child of a split.) Once its
+lease is at ``SHARD_END`` and each of its listed children has a lease of its own, nothing
+needs the lease any more and it is deleted — which keeps the lease table from growing with
+every split. (While the shard is still listed its lease must stay: it is what tells its
+children that their parent is done.)
 
 A checkpoint is the sequence number of the last record whose effects all succeeded, or
 ``SHARD_END``; reading resumes ``AFTER_SEQUENCE_NUMBER`` it, or at ``TRIM_HORIZON`` when

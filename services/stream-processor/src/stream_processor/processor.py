@@ -181,6 +181,7 @@ class StreamProcessor:
         listing = (
             self._relist or loop.time() - self._listed_at >= self._settings.shard_refresh_seconds
         )
+        listed_from = loop.time()
         if listing:
             await self._list_shards()
         leases = await self._scan_leases(create_missing=listing)
@@ -189,7 +190,7 @@ class StreamProcessor:
         if listing:
             self._listed_at = now
             self._relist = False
-            await self._tidy(leases, now)
+            await self._tidy(leases, now, listed_from)
         else:
             self._relist_for_news(leases)
         listed = [s for s in self._shards.values() if s.shard_id in leases]
@@ -255,12 +256,19 @@ class StreamProcessor:
             self._relisted_for |= news
             self._request_listing()
 
-    async def _tidy(self, leases: dict[str, Lease], now: float) -> None:
-        """Deal with the leases of shards the stream no longer lists (after a listing)."""
+    async def _tidy(self, leases: dict[str, Lease], now: float, listed_from: float) -> None:
+        """Deal with the leases of shards the stream no longer lists (after a listing that
+        started at ``listed_from``)."""
         gone = gone_shards(self._shards.values(), {k: v.checkpoint for k, v in leases.items()})
         self._relisted_for.update(gone.unfinished)
         for shard_id in gone.unfinished:
             lease = leases[shard_id]
+            # A lease first seen after this listing started may be a child of a split the
+            # listing came too early for (another worker listed since and made its lease):
+            # not a trimmed shard. Only a listing made after it was seen can say it is gone.
+            if not self._observations.seen_before(shard_id, listed_from):
+                self._request_listing()
+                continue
             # A live holder's reader finds the shard missing and ends it itself.
             if shard_id in self._held or not self._observations.expired(
                 lease, now, self._settings.failover_seconds
