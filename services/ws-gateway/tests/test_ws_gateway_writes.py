@@ -48,6 +48,12 @@ def threaded_gateway(module_gateways: GatewayFactory) -> RunningGateway:
     )
 
 
+def _new_account() -> tuple[str, str]:
+    """A fresh account id and its channel."""
+    account = f"acct-{uuid.uuid4().hex[:8]}"
+    return account, f"account:{account}"
+
+
 async def _subscribe(ws: ClientConnection, channel: str) -> None:
     await ws.send(orjson.dumps({"op": "subscribe", "channel": channel}).decode())
     assert (await next_frame(ws, timeout=FRAME_TIMEOUT))["op"] == "subscribed"
@@ -56,8 +62,7 @@ async def _subscribe(ws: ClientConnection, channel: str) -> None:
 async def test_frames_that_waited_for_a_slow_reader_arrive_all_and_in_order(
     gateway: RunningGateway, async_redis: aioredis.Redis
 ) -> None:
-    account = f"acct-{uuid.uuid4().hex[:8]}"
-    channel = f"account:{account}"
+    account, channel = _new_account()
     publisher = ChannelPublisher(async_redis, gateway.prefix, history=SHORT_HISTORY)
     blob = "x" * 200_000
     count = 60  # ~12 MB: more than the kernel's socket buffers, fewer frames than the limit
@@ -80,8 +85,7 @@ async def test_frames_that_waited_for_a_slow_reader_arrive_all_and_in_order(
 async def test_a_fan_out_written_by_several_threads_reaches_every_subscriber_in_order(
     threaded_gateway: RunningGateway, async_redis: aioredis.Redis
 ) -> None:
-    account = f"acct-{uuid.uuid4().hex[:8]}"
-    channel = f"account:{account}"
+    account, channel = _new_account()
     publisher = ChannelPublisher(async_redis, threaded_gateway.prefix)
     opening = asyncio.Semaphore(50)
     async with contextlib.AsyncExitStack() as stack:
@@ -112,8 +116,7 @@ async def test_a_fan_out_written_by_several_threads_reaches_every_subscriber_in_
 async def test_a_client_with_permessage_deflate_gets_the_same_events(
     gateway: RunningGateway, async_redis: aioredis.Redis
 ) -> None:
-    account = f"acct-{uuid.uuid4().hex[:8]}"
-    channel = f"account:{account}"
+    account, channel = _new_account()
     publisher = ChannelPublisher(async_redis, gateway.prefix)
     async with (
         connect(gateway.ws_url(account)) as deflating,  # websockets offers deflate by default

@@ -27,6 +27,19 @@ def _nullable(schema: dict[str, Any]) -> dict[str, Any]:
     return {"anyOf": [schema, {"type": "null"}]}
 
 
+def _page(title: str, item: str) -> dict[str, Any]:
+    """A page of ``item`` objects, and the cursor of the next page (null on the last)."""
+    return {
+        "title": title,
+        "type": "object",
+        "required": ["items", "next_cursor"],
+        "properties": {
+            "items": {"type": "array", "items": ref(item)},
+            "next_cursor": _nullable({"type": "string"}),
+        },
+    }
+
+
 _TIME: Final = {"type": "string", "format": "date-time"}
 _EVENT_TYPES: Final = {
     "type": "array",
@@ -71,6 +84,14 @@ _RATE: Final = _nullable(
         "examples": [5],
     }
 )
+# The fields an endpoint is registered with and may change.
+_ENDPOINT_FIELDS: Final = {
+    "url": _URL,
+    "description": _DESCRIPTION,
+    "event_types": _nullable(_EVENT_TYPES),
+    "schedule": _SCHEDULE,
+    "rate_per_second": _RATE,
+}
 WEBHOOK_SCHEMAS: Final = {
     "WebhookEndpoint": {
         "title": "WebhookEndpoint",
@@ -146,11 +167,7 @@ WEBHOOK_SCHEMAS: Final = {
         "additionalProperties": False,
         "required": ["url"],
         "properties": {
-            "url": _URL,
-            "description": _DESCRIPTION,
-            "event_types": _nullable(_EVENT_TYPES),
-            "schedule": _SCHEDULE,
-            "rate_per_second": _RATE,
+            **_ENDPOINT_FIELDS,
             "account_id": {
                 "type": "string",
                 "pattern": ID_PATTERN,
@@ -164,26 +181,14 @@ WEBHOOK_SCHEMAS: Final = {
         "type": "object",
         "additionalProperties": False,
         "properties": {
-            "url": _URL,
-            "description": _DESCRIPTION,
-            "event_types": _nullable(_EVENT_TYPES),
-            "schedule": _SCHEDULE,
-            "rate_per_second": _RATE,
+            **_ENDPOINT_FIELDS,
             "disabled": {
                 "type": "boolean",
                 "description": "true: nothing is sent to it; false sends again.",
             },
         },
     },
-    "WebhookEndpointPage": {
-        "title": "WebhookEndpointPage",
-        "type": "object",
-        "required": ["items", "next_cursor"],
-        "properties": {
-            "items": {"type": "array", "items": ref("WebhookEndpoint")},
-            "next_cursor": _nullable({"type": "string"}),
-        },
-    },
+    "WebhookEndpointPage": _page("WebhookEndpointPage", "WebhookEndpoint"),
     "WebhookTestQueued": {
         "title": "WebhookTestQueued",
         "type": "object",
@@ -272,15 +277,7 @@ WEBHOOK_SCHEMAS: Final = {
             "next_at": _nullable(_TIME),
         },
     },
-    "WebhookAttemptPage": {
-        "title": "WebhookAttemptPage",
-        "type": "object",
-        "required": ["items", "next_cursor"],
-        "properties": {
-            "items": {"type": "array", "items": ref("WebhookAttempt")},
-            "next_cursor": _nullable({"type": "string"}),
-        },
-    },
+    "WebhookAttemptPage": _page("WebhookAttemptPage", "WebhookAttempt"),
     "WebhookRecoverRequest": {
         "title": "WebhookRecoverRequest",
         "type": "object",
