@@ -109,6 +109,7 @@ PAYMENT_STATES = [
     ),
 ]
 WEBHOOK_ENDPOINTS = "libs/pulse/src/pulse/webhook_endpoints.py"
+WEBHOOK_ENDPOINT_SECRETS = "libs/pulse/src/pulse/webhook_endpoint_secrets.py"
 WEBHOOK_DELIVERIES = "libs/pulse/src/pulse/webhook_deliveries.py"
 WEBHOOKS_TABLE = "table/pulse-webhooks"
 WEBHOOK_SECRETS = "parameter/pulse-webhooks/ep_1/secret"
@@ -118,7 +119,7 @@ ATTEMPTS_TABLE = "table/pulse-webhook-attempts"
 # secrets, and queuing deliveries.
 WEBHOOK_READS = [
     SharedCode(WEBHOOK_ENDPOINTS, ("query_account_endpoints",), WEBHOOKS_TABLE),
-    SharedCode(WEBHOOK_ENDPOINTS, ("read_signing_secrets",), WEBHOOK_SECRETS),
+    SharedCode(WEBHOOK_ENDPOINT_SECRETS, ("read_signing_secrets",), WEBHOOK_SECRETS),
     SharedCode(
         WEBHOOK_DELIVERIES, ("DeliveryQueue._url", "DeliveryQueue.send"), "pulse-webhooks.fifo"
     ),
