@@ -32,7 +32,7 @@ import aiohttp
 from pulse.api_keys import ApiKeyTable, new_api_key
 from pulse.clients import aws_client
 from pulse.settings import PulseSettings
-from pulse.topology import apply_topology
+from pulse.topology_apply import apply_topology
 from pulse_dev.emulators import (
     AWS_TEST_CREDENTIALS,
     free_port,

@@ -47,7 +47,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from pulse.settings import PulseSettings
-from pulse.topology import apply_topology
+from pulse.topology_apply import apply_topology
 from pulse_dev.emulators import (
     AWS_TEST_CREDENTIALS,
     WHOLE_RUN_HISTORY_ENV,

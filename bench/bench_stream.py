@@ -33,7 +33,8 @@ import redis
 from pulse.channels import ChannelKeys
 from pulse.clients import aws_client
 from pulse.settings import PulseSettings
-from pulse.topology import TopologyOutputs, apply_topology
+from pulse.topology import TopologyOutputs
+from pulse.topology_apply import apply_topology
 from pulse_dev.emulators import (
     AWS_TEST_CREDENTIALS,
     free_port,

@@ -38,7 +38,7 @@ from pulse.clients import aws_client
 from pulse.events import PAYMENT_CREATED, new_event
 from pulse.history_limits import HistoryLimit, HistoryLimits
 from pulse.settings import DEV_JWT_SECRET, PulseSettings
-from pulse.topology import apply_topology
+from pulse.topology_apply import apply_topology
 from pulse_dev.emulators import (
     AWS_TEST_CREDENTIALS,
     free_port,

@@ -38,7 +38,7 @@ from pulse.auth import issue_token
 from pulse.channels import ChannelKeys
 from pulse.clients import RedisClient, aws_client
 from pulse.settings import DEV_JWT_SECRET, PulseSettings
-from pulse.topology import apply_topology
+from pulse.topology_apply import apply_topology
 from pulse_dev.emulators import (
     AWS_TEST_CREDENTIALS,
     LOCAL_WEBHOOK_RECEIVERS_ENV,

@@ -2,7 +2,7 @@ import json
 
 from pulse.clients import aws_client
 from pulse.settings import PulseSettings
-from pulse.topology import apply_topology
+from pulse.topology_apply import apply_topology
 
 
 def test_apply_creates_everything_then_changes_nothing(stack_settings: PulseSettings) -> None:

@@ -33,7 +33,7 @@ from pulse.cli.target import STACK_FILE, LocalStack
 from pulse.logging import configure_logging
 from pulse.service import sleep_unless_stopped
 from pulse.settings import PulseSettings
-from pulse.topology import apply_topology
+from pulse.topology_apply import apply_topology
 from pulse_dev.emulators import (
     AWS_TEST_CREDENTIALS,
     LOCAL_WEBHOOK_RECEIVERS_ENV,

@@ -55,7 +55,8 @@ from pulse.auth import issue_token
 from pulse.channels import ChannelKeys
 from pulse.clients import aws_client
 from pulse.settings import PulseSettings
-from pulse.topology import TopologyOutputs, apply_topology, pulse_spec
+from pulse.topology import TopologyOutputs, pulse_spec
+from pulse.topology_apply import apply_topology
 from pulse_dev.emulators import (
     AWS_TEST_CREDENTIALS,
     LOCAL_WEBHOOK_RECEIVERS_ENV,

@@ -1,6 +1,6 @@
 """The operator's AWS edge: measure a pipeline's queues and delete its resources.
 
-Creating and updating is :func:`pulse.topology.apply_topology` (the code ``make run`` uses);
+Creating and updating is :func:`pulse.topology_apply.apply_topology` (the code ``make run`` uses);
 this module adds only what the operator needs on top. Blocking boto3 calls: run them
 through ``asyncio.to_thread``.
 """

@@ -1,9 +1,10 @@
 """kopf handlers for ``EventPipeline`` (pulse.dev/v1alpha1), thin over :class:`PipelineOperator`.
 
 - create, update and resume call one idempotent :meth:`PipelineOperator.reconcile`: the spec
-  becomes a :class:`~pulse.topology.TopologySpec` and :func:`~pulse.topology.apply_topology`
-  creates or repairs every resource; the resolved names go to ``status.outputs`` and to a
-  ConfigMap the services mount; the ``Ready`` condition says how it went.
+  becomes a :class:`~pulse.topology.TopologySpec` and
+  :func:`~pulse.topology_apply.apply_topology` creates or repairs every resource; the resolved
+  names go to ``status.outputs`` and to a ConfigMap the services mount; the ``Ready``
+  condition says how it went.
 - a timer (:meth:`~PipelineOperator.refresh`) reports queue depths, DLQ depths and the oldest
   message's age into status; a slower one re-applies the topology to repair drift.
 - delete (with kopf's finalizer) honours ``spec.deletionPolicy``: Retain (default) leaves
@@ -30,7 +31,7 @@ import kopf
 
 from pulse.errors import PermanentError, RetryableError
 from pulse.logging import get_logger
-from pulse.topology import apply_topology
+from pulse.topology_apply import apply_topology
 from pulse_operator.aws import delete_resources, measure_queues
 from pulse_operator.events import EventSink, KopfEvents, PipelineRef
 from pulse_operator.kube import (

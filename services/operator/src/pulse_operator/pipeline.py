@@ -1,4 +1,4 @@
-"""An ``EventPipeline`` spec, mapped to the topology :func:`pulse.topology.apply_topology` applies.
+"""An ``EventPipeline`` spec, mapped to the topology :mod:`pulse.topology_apply` applies.
 
 The spec's field names follow AWS Controllers for Kubernetes (``tableName``, ``keySchema``,
 ``streamSpecification``, ``timeToLive``, ``globalSecondaryIndexes``, ``queueName``,

@@ -185,7 +185,7 @@ SHARED_CODE = {
     # its replay queue (stream-replays, failed records redriven) runs on the consumer, whose
     # health probe reads the failure queue and that queue's DLQ
     "stream-processor": [SharedCode("libs/pulse/src/pulse/consumer/*.py")],
-    "operator": [SharedCode("libs/pulse/src/pulse/topology.py")],
+    "operator": [SharedCode("libs/pulse/src/pulse/topology_apply.py")],
     # The door of the API (pulse.credentials) reads a key and stamps its last use; the
     # review endpoints decide and list payments in REVIEW; the webhook endpoints' routes
     # manage endpoints, read their attempts and queue tests, replays and recoveries.
