@@ -1,6 +1,8 @@
 """Pulse's development tooling, apart from the runtime library ``pulse``.
 
-- :mod:`pulse_dev.devstack` — ``pulse dev`` / ``make run``: the whole system on one machine;
+- :mod:`pulse_dev.devstack` — ``pulse dev`` / ``make run``: the whole system on one machine
+  (its children spawned and stopped by :mod:`pulse_dev.devstack_children`;
+  :mod:`pulse_dev.devstack_process` runs it as a child process of a test or a benchmark);
 - :mod:`pulse_dev.load` — ``pulse load``: payments at a steady rate, latency percentiles;
 - :mod:`pulse_dev.aws_emulator` — moto in server mode behind waitress
   (``python -m pulse_dev.aws_emulator``), whose DynamoDB streams have shards that close and
@@ -11,6 +13,8 @@
   by default one shard that never splits), kept by :mod:`pulse_dev.stream_store`;
 - :mod:`pulse_dev.emulators` — starting and finding that emulator and a Redis;
 - :mod:`pulse_dev.testing` — the pytest plugin every test directory loads;
+  :mod:`pulse_dev.service_processes` holds the service and ws-gateway processes its
+  fixtures start;
 - :mod:`pulse_dev.redis_servers` — real Redis Cluster and Sentinel groups (nodes in
   :mod:`pulse_dev.redis_nodes`), with TLS and a password when asked, whose masters tests kill;
   :mod:`pulse_dev.redis_fixtures` is their pytest plugin, loaded beside ``testing``;

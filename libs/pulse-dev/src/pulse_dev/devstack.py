@@ -8,23 +8,23 @@ traffic (:class:`pulse_dev.load.DemoTraffic`), and on Ctrl-C / SIGTERM stops the
 then the emulator and Redis it started, and removes the stack file. Children also get SIGTERM
 from the kernel if this launcher dies (PR_SET_PDEATHSIG), so none is left; a stack file left
 by a killed launcher names a dead pid and is ignored.
+
+The children themselves (spawned, their output prefixed, stopped in order) are
+:class:`pulse_dev.devstack_children.DevStack`'s; ``pulse dev`` as a child process of a test
+or a benchmark is :class:`pulse_dev.devstack_process.DevStackProcess` (re-exported here).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
 import os
 import signal
-import socket
-import subprocess
 import sys
-import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, TextIO
+from typing import TextIO
 
 import aiohttp
 
@@ -34,19 +34,9 @@ from pulse.logging import configure_logging
 from pulse.service import sleep_unless_stopped
 from pulse.settings import PulseSettings
 from pulse.topology_apply import apply_topology
-from pulse_dev.emulators import (
-    AWS_TEST_CREDENTIALS,
-    LOCAL_WEBHOOK_RECEIVERS_ENV,
-    emulator_argv,
-    free_port,
-    owns_port,
-    redis_answers,
-    redis_server_argv,
-    redis_server_binary,
-)
-
-if TYPE_CHECKING:
-    from collections.abc import Iterator
+from pulse_dev.devstack_children import DevStack
+from pulse_dev.devstack_process import DevStackProcess, free_port_block
+from pulse_dev.emulators import AWS_TEST_CREDENTIALS, LOCAL_WEBHOOK_RECEIVERS_ENV
 
 __all__ = [
     "DevStackConfig",
@@ -56,14 +46,9 @@ __all__ = [
     "run_dev_stack",
 ]
 
-_COLOURS = ("\033[36m", "\033[35m", "\033[33m", "\033[32m", "\033[34m", "\033[31m", "\033[37m")
-_RESET = "\033[0m"
-_PR_SET_PDEATHSIG = 1
-# A service's shutdown grace in the local stack, and the launcher's wait for each group of
-# children (services, then the emulator and Redis) before it kills them: Ctrl-C is quick.
+# A service's shutdown grace in the local stack (the launcher's own waits for its children
+# are in pulse_dev.devstack_children): Ctrl-C is quick.
 _SERVICE_GRACE_SECONDS = 2
-_STOP_GRACE_SECONDS = 3.0
-_DEPENDENCY_GRACE_SECONDS = 1.0  # the emulator and Redis keep nothing: no reason to wait
 _TOKEN_TTL_SECONDS = 12 * 3600
 
 
@@ -111,173 +96,6 @@ class DevStackConfig:
             ServiceSpec("notify-worker", "notify_worker", self.ops_port_base + 2),
             ServiceSpec("ws-gateway", "ws_gateway", self.gateway_port),
         ]
-
-
-def _die_with_parent() -> None:  # runs in the child between fork and exec
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
-
-
-class _Child:
-    def __init__(
-        self, name: str, proc: asyncio.subprocess.Process, colour: str, *, dependency: bool
-    ) -> None:
-        self.name = name
-        self.proc = proc
-        self.colour = colour
-        self.dependency = dependency  # the emulator or Redis: stopped after the services
-        self.pump: asyncio.Task[None] | None = None
-
-
-class DevStack:
-    def __init__(self, config: DevStackConfig, out: TextIO = sys.stdout) -> None:
-        self.config = config
-        self.out = out
-        self.children: list[_Child] = []
-        self.stopping = asyncio.Event()
-        self.width = max(len(s.name) for s in config.services()) + 1
-
-    # -- output -----------------------------------------------------------------------
-    def say(self, text: str) -> None:
-        self.out.write(text + "\n")
-        self.out.flush()
-
-    def _prefix(self, child: _Child) -> str:
-        label = f"{child.name:<{self.width}}|"
-        return f"{child.colour}{label}{_RESET} " if self.config.colour else f"{label} "
-
-    async def _pump(self, child: _Child) -> None:
-        assert child.proc.stdout is not None
-        prefix = self._prefix(child)
-        async for line in child.proc.stdout:
-            self.out.write(prefix + line.decode(errors="replace"))
-        self.out.flush()
-
-    # -- processes --------------------------------------------------------------------
-    async def spawn(
-        self, name: str, argv: list[str], env: dict[str, str], *, dependency: bool = False
-    ) -> _Child:
-        proc = await asyncio.create_subprocess_exec(
-            *argv,
-            env=env,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.STDOUT,
-            start_new_session=True,
-            preexec_fn=_die_with_parent,
-        )
-        colour = _COLOURS[len(self.children) % len(_COLOURS)]
-        child = _Child(name, proc, colour, dependency=dependency)
-        child.pump = asyncio.create_task(self._pump(child))
-        self.children.append(child)
-        return child
-
-    async def stop_all(self, grace: float = _STOP_GRACE_SECONDS) -> None:
-        """Stop the services (SIGTERM, ``grace`` seconds before SIGKILL), then what they use:
-        the emulator and Redis, which the services may still call while they stop."""
-        await self._stop([c for c in self.children if not c.dependency], grace)
-        dependencies = [c for c in self.children if c.dependency]
-        await self._stop(dependencies, min(grace, _DEPENDENCY_GRACE_SECONDS))
-
-    async def _stop(self, children: list[_Child], grace: float) -> None:
-        for child in children:
-            if child.proc.returncode is None:
-                with contextlib.suppress(ProcessLookupError):
-                    child.proc.send_signal(signal.SIGTERM)
-        deadline = time.monotonic() + grace
-        for child in children:
-            remaining = max(deadline - time.monotonic(), 0.1)
-            try:
-                await asyncio.wait_for(child.proc.wait(), remaining)
-            except TimeoutError:
-                self.say(f"{child.name} did not stop within {grace:g} s; killing it")
-                with contextlib.suppress(ProcessLookupError):
-                    child.proc.kill()
-                await child.proc.wait()
-            if child.pump is not None:
-                with contextlib.suppress(asyncio.CancelledError):
-                    await child.pump
-
-    # -- dependencies -----------------------------------------------------------------
-    async def ensure_emulator(self, env: dict[str, str]) -> None:
-        port = self.config.emulator_port
-        if await _port_open(port):
-            self.say(f"AWS emulator: reusing the one on 127.0.0.1:{port}")
-            return
-        self.say(f"AWS emulator: starting moto server on 127.0.0.1:{port}")
-        await self.spawn("aws-emulator", emulator_argv(port), env, dependency=True)
-        try:
-            async with asyncio.timeout(30):
-                await _wait_port(port)
-        except TimeoutError:
-            raise RuntimeError(f"the AWS emulator did not listen on port {port} in 30 s") from None
-
-    async def ensure_redis(self, env: dict[str, str]) -> str:
-        if self.config.redis_url:
-            return self.config.redis_url
-        if redis_answers():
-            self.say("Redis: using the one on 127.0.0.1:6379")
-            return "redis://127.0.0.1:6379/0"
-        binary = redis_server_binary()
-        if binary is None:
-            raise RuntimeError(
-                "no Redis answers on 127.0.0.1:6379 and no redis-server binary was found; "
-                "install Redis or run `uv sync` to get the bundled one"
-            )
-        workdir = await asyncio.to_thread(_run_dir)
-        self.say("Redis: starting one on 127.0.0.1:6379")
-        await self.spawn("redis", redis_server_argv(binary, 6379, workdir), env, dependency=True)
-        try:
-            async with asyncio.timeout(30):
-                await _wait_port(6379)
-        except TimeoutError:
-            raise RuntimeError("redis-server did not listen on port 6379 in 30 s") from None
-        return "redis://127.0.0.1:6379/0"
-
-    async def wait_ready(self, spec: ServiceSpec) -> None:
-        """Poll the service's readiness endpoint until it answers 200."""
-        url = f"http://127.0.0.1:{spec.port}{spec.ready_path}"
-        async with aiohttp.ClientSession() as session:
-            while True:
-                self._check_children()
-                with contextlib.suppress(aiohttp.ClientError, OSError, TimeoutError):
-                    async with session.get(url, timeout=aiohttp.ClientTimeout(total=3)) as resp:
-                        if resp.status == 200:  # noqa: PLR2004 - HTTP OK
-                            return
-                await asyncio.sleep(0.2)
-
-    def _check_children(self) -> None:
-        for child in self.children:
-            if child.proc.returncode is not None:
-                raise RuntimeError(f"{child.name} exited with code {child.proc.returncode}")
-
-    async def watch(self) -> int:
-        """Wait for a stop signal or a child's death; the launcher's exit code."""
-        waits = {asyncio.create_task(c.proc.wait()): c for c in self.children}
-        stop = asyncio.create_task(self.stopping.wait())
-        done, _ = await asyncio.wait([*waits, stop], return_when=asyncio.FIRST_COMPLETED)
-        for task in [*waits, stop]:
-            task.cancel()
-        if stop in done:
-            return 0
-        dead = next(waits[t] for t in done if t in waits)
-        self.say(f"{dead.name} exited with code {dead.proc.returncode}; stopping the stack")
-        return 1
-
-
-async def _port_open(port: int) -> bool:
-    try:
-        _, writer = await asyncio.wait_for(asyncio.open_connection("127.0.0.1", port), 1.0)
-    except (OSError, TimeoutError):
-        return False
-    writer.close()
-    with contextlib.suppress(OSError):
-        await writer.wait_closed()
-    return True
-
-
-async def _wait_port(port: int) -> None:
-    while not await _port_open(port):  # noqa: ASYNC110 - polling another process's port
-        await asyncio.sleep(0.1)
 
 
 def _base_env(config: DevStackConfig) -> dict[str, str]:
@@ -456,12 +274,6 @@ async def run_dev_stack(config: DevStackConfig, out: TextIO = sys.stdout) -> int
     return code
 
 
-def _run_dir() -> str:
-    workdir = Path(".run")
-    workdir.mkdir(exist_ok=True)
-    return str(workdir.resolve())
-
-
 def _settings_from(env: dict[str, str]) -> PulseSettings:
     saved = dict(os.environ)
     try:
@@ -470,122 +282,3 @@ def _settings_from(env: dict[str, str]) -> PulseSettings:
     finally:
         os.environ.clear()
         os.environ.update(saved)
-
-
-def free_port_block(size: int) -> int:
-    """A base port followed by ``size - 1`` more free ports (for the workers' ops ports)."""
-    for _ in range(100):
-        base = free_port()
-        if base + size > 65535:  # noqa: PLR2004 - highest TCP port
-            continue
-        block = range(base, base + size)
-        if all(owns_port(p) for p in block) and all(_bindable(p) for p in block):
-            return base
-    raise RuntimeError(f"no block of {size} free ports found")
-
-
-def _bindable(port: int) -> bool:
-    """Whether a server could listen on ``port`` now: as servers do, with ``SO_REUSEADDR``,
-    so a port whose last connections wait out TIME_WAIT (thousands, after a benchmark's
-    clients) counts as free."""
-    with socket.socket() as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
-
-
-class DevStackProcess:
-    """``pulse dev`` as a child process on free ports, for tests and benchmarks.
-
-    ``start()`` returns once the launcher printed ``ready``; ``stop()`` sends SIGTERM and
-    returns the exit code.
-    """
-
-    def __init__(self, log_path: Path, *, redis_url: str | None = None, prefix: str = "") -> None:
-        self.log_path = log_path
-        # The launcher's working directory, where it keeps .run/ (its stack file).
-        self.workdir = log_path.parent
-        self.emulator_port, self.ingest_port, self.gateway_port = (free_port() for _ in range(3))
-        self.ops_port_base = free_port_block(3)
-        self.prefix = prefix or f"dev{os.getpid()}-"
-        self.redis_url = redis_url
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def ingest_url(self) -> str:
-        return f"http://127.0.0.1:{self.ingest_port}"
-
-    @property
-    def gateway_url(self) -> str:
-        return f"ws://127.0.0.1:{self.gateway_port}/ws"
-
-    @property
-    def stack_file(self) -> Path:
-        return self.workdir / STACK_FILE
-
-    @property
-    def ports(self) -> list[int]:
-        ops = self.ops_port_base
-        return [self.emulator_port, self.ingest_port, self.gateway_port, ops, ops + 1, ops + 2]
-
-    def start(self, *, timeout: float = 120.0, extra_args: list[str] | None = None) -> None:
-        argv = [
-            sys.executable,
-            "-m",
-            "pulse.cli",
-            "dev",
-            "--emulator-port",
-            str(self.emulator_port),
-            "--ingest-port",
-            str(self.ingest_port),
-            "--gateway-port",
-            str(self.gateway_port),
-            "--ops-port-base",
-            str(self.ops_port_base),
-            "--resource-prefix",
-            self.prefix,
-            "--redis-prefix",
-            f"pulse:{self.prefix}",
-            *(["--redis-url", self.redis_url] if self.redis_url else []),
-            *(extra_args or []),
-        ]
-        env = dict(os.environ)
-        env.pop("AWS_ENDPOINT_URL", None)
-        with self.log_path.open("wb") as out:
-            self.proc = subprocess.Popen(  # noqa: S603 - our own interpreter and CLI
-                argv, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=self.workdir
-            )
-        deadline = time.monotonic() + timeout
-        while b"\nready\n" not in self.log_path.read_bytes():
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                self.kill()
-                raise RuntimeError(f"pulse dev did not become ready:\n{self.logs()[-6000:]}")
-            time.sleep(0.2)
-
-    def logs(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-    def stop(self, timeout: float = 60.0, sig: signal.Signals = signal.SIGTERM) -> int:
-        """Send ``sig`` (SIGINT: Ctrl-C) and wait for the exit code."""
-        assert self.proc is not None
-        self.proc.send_signal(sig)
-        return self.proc.wait(timeout=timeout)
-
-    def kill(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
-
-    @classmethod
-    @contextlib.contextmanager
-    def running(cls, workdir: Path, *, redis_url: str, prefix: str) -> Iterator[DevStackProcess]:
-        """A started stack working in ``workdir`` (its log and .run/ there), killed after."""
-        proc = cls(workdir / "pulse-dev.log", redis_url=redis_url, prefix=prefix)
-        proc.start()
-        try:
-            yield proc
-        finally:
-            proc.kill()
