@@ -7,7 +7,7 @@ shards; three stream-processor replicas read it while payments are written strai
 the table and moved on through three updates each (rounds of four new payments with a
 50 ms breath between them: about 20 payments/s, 85 events/s, on a busy 2-core machine,
 where the emulator is what bounds it). Meanwhile shards split five times, one replica is
-killed with SIGKILL and a fourth joins (:func:`pulse_dev.stream_scaling.run_through_splits`).
+killed with SIGKILL and a fourth joins (:func:`pulse_dev.split_run.run_through_splits`).
 Then every event is looked for in the ``payments`` channel's history and in its account's
 channel.
 
@@ -55,13 +55,12 @@ from pulse_dev.emulators import (
     start_redis,
     stop_process,
 )
+from pulse_dev.split_run import SplitRunHooks, run_through_splits
 from pulse_dev.stream_emulation import running_emulator
 from pulse_dev.stream_scaling import (
-    SplitRunHooks,
     StackStream,
     StreamReplicas,
     delivery_report,
-    run_through_splits,
 )
 from pulse_dev.stream_store import StreamShape
 

@@ -27,16 +27,14 @@ from pulse.clients import aws_client
 from pulse.settings import DEV_JWT_SECRET, PulseSettings
 from pulse.topology import TopologyOutputs
 from pulse_dev.emulators import free_port
+from pulse_dev.split_run import SplitRunHooks, run_through_splits, split_run_problems
 from pulse_dev.stream_emulation import emulator_fixture, split_shards
 from pulse_dev.stream_scaling import (
     ExpectedEvents,
-    SplitRunHooks,
     StreamReplicas,
     delivery_report,
     described_shards,
     lease_items,
-    run_through_splits,
-    split_run_problems,
     type_mark,
 )
 from pulse_dev.stream_store import StreamShape

@@ -7,15 +7,14 @@ from typing import Any
 import pytest
 
 from pulse_dev.payments_fixtures import CREATED_AT
+from pulse_dev.split_run import SplitRunOutcome, split_run_problems
 from pulse_dev.stream_scaling import (
     SHARD_END,
     ExpectedEvents,
-    SplitRunOutcome,
     delivery_report,
     lease_counts,
     lease_imbalance,
     lineage_violations,
-    split_run_problems,
     step_mark,
     type_mark,
     unread_leases,

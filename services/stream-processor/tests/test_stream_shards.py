@@ -25,9 +25,9 @@ from pulse.clients import aws_client, redis_client
 from pulse.settings import PulseSettings
 from pulse.topology import TopologyOutputs
 from pulse_dev.emulators import WHOLE_RUN_HISTORY_ENV
+from pulse_dev.split_run import SplitRunHooks, run_through_splits, split_run_problems
 from pulse_dev.stream_emulation import emulator_fixture, split_shards
 from pulse_dev.stream_scaling import (
-    SplitRunHooks,
     StackStream,
     StreamReplicas,
     delivery_report,
@@ -35,8 +35,6 @@ from pulse_dev.stream_scaling import (
     lease_counts,
     lease_imbalance,
     lineage_violations,
-    run_through_splits,
-    split_run_problems,
     unread_leases,
 )
 from pulse_dev.stream_store import StreamShape

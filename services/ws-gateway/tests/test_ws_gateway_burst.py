@@ -6,11 +6,11 @@ from __future__ import annotations
 
 import os
 import socket
-from contextlib import ExitStack
 from typing import TYPE_CHECKING
 
 import pytest
 
+from pulse_dev.socket_pairs import read_available, socket_pairs
 from ws_gateway.burst import FAILED, SocketBurst, default_threads, usable_cpus
 
 if TYPE_CHECKING:
@@ -23,28 +23,8 @@ DATA = bytes(range(256)) * 2
 
 @pytest.fixture
 def pairs() -> Iterator[list[tuple[socket.socket, socket.socket]]]:
-    with ExitStack() as stack:
-        made = []
-        for _ in range(PAIRS):
-            ours, peer = socket.socketpair()
-            stack.enter_context(ours)
-            stack.enter_context(peer)
-            ours.setblocking(False)
-            peer.setblocking(False)
-            made.append((ours, peer))
+    with socket_pairs(PAIRS) as made:
         yield made
-
-
-def read_all(sock: socket.socket) -> bytes:
-    got = b""
-    while True:
-        try:
-            chunk = sock.recv(1 << 20)
-        except BlockingIOError:
-            return got
-        if not chunk:
-            return got
-        got += chunk
 
 
 def fill(sock: socket.socket) -> None:
@@ -65,7 +45,7 @@ def test_every_socket_gets_the_bytes_exactly_once(
     try:
         for _ in range(3):
             assert burst.write(DATA, [ours.fileno() for ours, _ in pairs]) == []
-            assert all(read_all(peer) == DATA for _, peer in pairs)
+            assert all(read_available(peer) == DATA for _, peer in pairs)
     finally:
         burst.close()
 
@@ -88,7 +68,7 @@ def test_sockets_that_took_less_are_reported_at_their_own_index(
     assert short == {**dict.fromkeys(full, 0), **dict.fromkeys(gone, FAILED)}
     for i, (_, peer) in enumerate(pairs):
         if i not in full | gone:
-            assert read_all(peer) == DATA
+            assert read_available(peer) == DATA
 
 
 def test_a_socket_with_room_for_part_reports_the_bytes_it_took() -> None:
@@ -102,7 +82,7 @@ def test_a_socket_with_room_for_part_reports_the_bytes_it_took() -> None:
         [(index, took)] = SocketBurst(1).write(data, [ours.fileno()])
         assert index == 0
         assert 0 < took < len(data)
-        assert read_all(peer).endswith(data[:took])
+        assert read_available(peer).endswith(data[:took])
 
 
 def test_after_close_the_callers_thread_writes_alone(
@@ -111,7 +91,7 @@ def test_after_close_the_callers_thread_writes_alone(
     burst = SocketBurst(3)
     burst.close()
     assert burst.write(DATA, [ours.fileno() for ours, _ in pairs]) == []
-    assert all(read_all(peer) == DATA for _, peer in pairs)
+    assert all(read_available(peer) == DATA for _, peer in pairs)
 
 
 def test_a_burst_needs_a_thread() -> None:

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import socket
-from contextlib import ExitStack
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from pulse_dev.socket_pairs import read_available, socket_pairs
 from ws_gateway.burst import SocketBurst
 from ws_gateway.fanout import ChannelFanout, DirectWriter
 from ws_gateway.offsets import StreamId
@@ -230,14 +230,7 @@ class SocketTransport(Transport):
 
 @pytest.fixture
 def sockets() -> Iterator[list[tuple[socket.socket, socket.socket]]]:
-    with ExitStack() as stack:
-        made = []
-        for _ in range(600):  # enough for the burst to share the writes between threads
-            ours, peer = socket.socketpair()
-            for sock in (ours, peer):
-                stack.enter_context(sock)
-                sock.setblocking(False)
-            made.append((ours, peer))
+    with socket_pairs(600) as made:  # enough for the burst to share the writes between threads
         yield made
 
 
@@ -246,13 +239,7 @@ def on_socket(ours: socket.socket, **kwargs: Any) -> Sub:
 
 
 def peer_frames(peer: socket.socket) -> list[str]:
-    data = b""
-    while True:
-        try:
-            chunk = peer.recv(1 << 20)
-        except BlockingIOError:
-            return _split_frames(data)
-        data += chunk
+    return _split_frames(read_available(peer))
 
 
 def test_with_a_burst_each_frame_reaches_every_socket_once_in_order(

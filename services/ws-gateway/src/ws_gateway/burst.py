@@ -82,10 +82,6 @@ class SocketBurst:
             ThreadPoolExecutor(threads - 1, thread_name_prefix="fanout") if threads > 1 else None
         )
 
-    @property
-    def threads(self) -> int:
-        return self._threads
-
     def write(self, data: bytes, fds: Sequence[int]) -> list[tuple[int, int]]:
         """Write ``data`` to every one of ``fds``; blocks until done. Returns, for each socket
         that did not take all of it, its index in ``fds`` and the bytes it took (0 when its

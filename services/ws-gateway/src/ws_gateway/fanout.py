@@ -153,19 +153,14 @@ class ChannelFanout:
         to_burst: list[Subscriber] = []
         fds: list[int] = []
         for subscriber, (writer, fd) in direct.items():
-            # Only a socket with nothing unsent before it, and still the transport's own.
-            if (
-                burst is not None
-                and fd >= 0
-                and not writer.is_closing()
-                and not writer.get_write_buffer_size()
-            ):
+            # Only a socket with nothing unsent before it, and still the transport's own
+            # (a socket is known only with a burst: see promote).
+            if fd >= 0 and not writer.is_closing() and not writer.get_write_buffer_size():
                 to_burst.append(subscriber)
                 fds.append(fd)
                 continue
             lost += _write(writer, data, subscriber, behind)
-        if fds:
-            assert burst is not None
+        if fds and burst is not None:
             for i, sent in burst.write(data, fds):
                 subscriber = to_burst[i]
                 if sent == FAILED:  # reset or shut: the transport hears of it when it reads
