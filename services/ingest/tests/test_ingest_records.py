@@ -8,15 +8,9 @@ from decimal import Decimal
 from hypothesis import given
 from hypothesis import strategies as st
 
+from ingest.amounts import COUNTRY_CODES, CURRENCY_CODES, currency_digits
 from ingest.records import created_payment, iso_timestamp, new_payment, payment_item
-from ingest.validation import (
-    COUNTRY_CODES,
-    CURRENCY_CODES,
-    PaymentRequest,
-    currency_digits,
-    parse_payment_request,
-    request_hash,
-)
+from ingest.validation import PaymentRequest, parse_payment_request, request_hash
 from pulse.payments import item_from_image, payment_from_item
 
 

@@ -1,4 +1,5 @@
-"""Unit tests of ingest.validation: bytes in, a PaymentRequest or a problem out."""
+"""Unit tests of ingest.validation (bytes in, a PaymentRequest or a problem out), with the
+amounts of ingest.amounts and the headers and ids of ingest.request_ids."""
 
 from __future__ import annotations
 
@@ -13,19 +14,15 @@ from hypothesis import given
 from hypothesis import strategies as st
 from jsonschema import Draft202012Validator
 
+from ingest.amounts import DEFAULT_MAX_AMOUNT, amount_pattern, currency_digits
 from ingest.openapi import openapi_document
-from ingest.validation import (
-    DEFAULT_MAX_AMOUNT,
-    amount_pattern,
-    canonical_request,
-    currency_digits,
+from ingest.request_ids import (
     parse_idempotency_key,
     parse_payment_id,
-    parse_payment_request,
     parse_traceparent,
     payment_id_for_key,
-    request_hash,
 )
+from ingest.validation import canonical_request, parse_payment_request, request_hash
 from pulse.problems import Problem
 
 BASE = {"account_id": "acct-001", "amount": "12.50", "currency": "EUR", "merchant_id": "m-01"}

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, Final
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.json_schema import models_json_schema
 
+from ingest.amounts import DEFAULT_MAX_AMOUNT, amount_schema, whole_amount_rule
 from ingest.openapi_parts import (
     REF_TEMPLATE,
     json_response,
@@ -24,15 +25,12 @@ from ingest.openapi_parts import (
 )
 from ingest.openapi_webhook_schemas import WEBHOOK_SCHEMAS
 from ingest.openapi_webhooks import webhook_paths
+from ingest.request_ids import IDEMPOTENCY_KEY_PATTERN
 from ingest.validation import (
     DEFAULT_LISTING_LIMIT,
-    DEFAULT_MAX_AMOUNT,
-    IDEMPOTENCY_KEY_PATTERN,
     MAX_LISTING_LIMIT,
     PaymentRequest,
     ReviewRequest,
-    amount_schema,
-    whole_amount_rule,
 )
 from pulse.api_keys import PAYMENTS_READ, PAYMENTS_WRITE
 from pulse.events import CloudEvent  # noqa: TC001 - pydantic resolves field types at runtime

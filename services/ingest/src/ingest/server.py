@@ -4,8 +4,9 @@ payments held in REVIEW, webhook endpoints (:mod:`ingest.webhooks_api`), the Ope
 Browsers of ``PULSE_CORS_ORIGINS`` pass :class:`ingest.cors.Cors` first. Every ``/v1/``
 request passes :class:`ingest.access.AccessControl` (credential, failed-
 credential limit, the principal's budget); handlers ask :func:`ingest.authz.authorize` what
-the principal may do, parse with :mod:`ingest.validation`, build items with
-:mod:`ingest.records` and talk to DynamoDB only through :class:`ingest.store.PaymentStore`.
+the principal may do, parse bodies and queries with :mod:`ingest.validation` and headers and
+ids with :mod:`ingest.request_ids`, build items with :mod:`ingest.records` and talk to
+DynamoDB only through :class:`ingest.store.PaymentStore`.
 Every error leaves as an RFC 9457 problem (:mod:`pulse.problems`); unexpected exceptions are
 logged with their traceback and answered with a bare 500 problem.
 """
@@ -27,17 +28,19 @@ from ingest.health import IngestThroughput
 from ingest.metrics import PAYMENTS_CREATED, PAYMENTS_REJECTED, REJECTION_REASONS
 from ingest.openapi import openapi_document
 from ingest.records import created_payment, new_payment, payment_item
+from ingest.request_ids import (
+    parse_idempotency_key,
+    parse_payment_id,
+    parse_traceparent,
+    payment_id_for_key,
+)
 from ingest.settings import IngestSettings, load_ingest_settings
 from ingest.store import PaymentStore
 from ingest.validation import (
     PaymentRequest,
-    parse_idempotency_key,
-    parse_payment_id,
     parse_payment_request,
     parse_review_listing,
     parse_review_request,
-    parse_traceparent,
-    payment_id_for_key,
     request_hash,
 )
 from ingest.webhooks_api import WebhookEndpointsApi

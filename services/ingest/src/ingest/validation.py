@@ -1,15 +1,11 @@
-"""Validation of a payment request: bytes in, a :class:`PaymentRequest` or a problem out.
+"""Validation of a payment request: bytes in, a :class:`PaymentRequest` or a problem out;
+also the review body and the review listing's query.
 
 Pure: no I/O. Amounts are judged by their *decimal text*. The body is parsed with the
 standard ``json`` module keeping every JSON number as its raw text (:class:`JsonNumber`), so
 ``0.30000000000000004`` is seen with its sixteen decimals and refused, and ``12.50`` is
-exactly twelve and a half; a float is never involved.
-
-How many decimals a currency has comes from the Unicode CLDR's currency data, through Babel
-(:func:`currency_digits`). Pulse keeps every amount to two places, so an amount may have at
-most two decimal places, and none but zeros in a currency without a minor unit (JPY, KRW,
-…: ``1500`` or ``1500.00``, never ``1500.50``); in a currency with three (BHD, KWD, …) the
-third is refused too.
+exactly twelve and a half; a float is never involved. The currencies, countries and the
+rules of an amount are in :mod:`ingest.amounts`.
 
 No message names a regular expression: refusals say in words what is allowed.
 """
@@ -18,15 +14,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
-import uuid
 from dataclasses import dataclass
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from typing import TYPE_CHECKING, Annotated, Any, Final, TypeVar
 
 import orjson
-import pycountry
-from babel.numbers import get_currency_precision
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -39,8 +31,16 @@ from pydantic import (
     field_validator,
 )
 
+from ingest.amounts import (
+    COUNTRY_CODES,
+    CURRENCY_CODES,
+    DEFAULT_MAX_AMOUNT,
+    amount_field_schema,
+    decimal_from_text,
+    kept_places,
+    whole_amount_rule,
+)
 from pulse.identifiers import ID_PATTERN, ID_WORDS
-from pulse.ids import uuid4
 from pulse.payment_states import InvalidCursorError, decode_cursor
 from pulse.payments import APPROVED, DECLINED, REVIEW
 from pulse.problems import FieldError, bad_request, unprocessable
@@ -49,35 +49,21 @@ if TYPE_CHECKING:
     from collections.abc import Mapping
 
 __all__ = [
-    "COUNTRY_CODES",
-    "CURRENCY_CODES",
-    "DEFAULT_MAX_AMOUNT",
-    "IDEMPOTENCY_KEY_PATTERN",
     "ID_PATTERN",
-    "WHOLE_AMOUNT_CURRENCIES",
     "JsonNumber",
     "PaymentRequest",
     "ReviewListing",
     "ReviewRequest",
-    "amount_pattern",
-    "amount_schema",
     "canonical_request",
-    "currency_digits",
     "page_limit",
-    "parse_idempotency_key",
     "parse_json",
-    "parse_payment_id",
     "parse_payment_request",
     "parse_review_listing",
     "parse_review_request",
-    "parse_traceparent",
-    "payment_id_for_key",
     "request_hash",
     "unknown_parameters",
-    "whole_amount_rule",
 ]
 
-DEFAULT_MAX_AMOUNT: Final = Decimal("1000000.00")
 MAX_METADATA_ENTRIES: Final = 20
 MAX_METADATA_KEY_LENGTH: Final = 64
 MAX_METADATA_VALUE_LENGTH: Final = 256
@@ -85,29 +71,8 @@ MAX_REVIEW_NOTE_LENGTH: Final = 1000
 REVIEW_DECISIONS: Final = (APPROVED, DECLINED)
 DEFAULT_LISTING_LIMIT: Final = 50
 MAX_LISTING_LIMIT: Final = 100
-# Printable ASCII; HTTP strips surrounding blanks, so the first and last are not blank.
-IDEMPOTENCY_KEY_PATTERN: Final = r"^[!-~](?:[ -~]{0,253}[!-~])?$"
-
-# ISO 4217 codes for real money: XTS (testing) and XXX (no currency) are not payable.
-CURRENCY_CODES: Final = tuple(sorted({c.alpha_3 for c in pycountry.currencies} - {"XTS", "XXX"}))
-COUNTRY_CODES: Final = tuple(sorted(c.alpha_2 for c in pycountry.countries))
 _CURRENCIES: Final = frozenset(CURRENCY_CODES)
 _COUNTRIES: Final = frozenset(COUNTRY_CODES)
-# Decimal places of each currency's minor unit (CLDR's ``digits``): 0 for JPY, 3 for BHD.
-_DIGITS: Final = {code: get_currency_precision(code) for code in CURRENCY_CODES}
-# Currencies without a minor unit: their amounts are whole (JPY, KRW, …).
-WHOLE_AMOUNT_CURRENCIES: Final = tuple(code for code in CURRENCY_CODES if _DIGITS[code] == 0)
-# Decimal places Pulse keeps of any amount (stored, in events and responses).
-_PLACES: Final = 2
-
-# Plain decimal notation, optionally negative (so "-5" gets "must be greater than 0").
-_DECIMAL_TEXT: Final = re.compile(r"-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?")
-_MAX_AMOUNT_TEXT: Final = 40
-_IDEMPOTENCY_KEY: Final = re.compile(IDEMPOTENCY_KEY_PATTERN)
-_TRACEPARENT: Final = re.compile(r"00-([0-9a-f]{32})-([0-9a-f]{16})-[0-9a-f]{2}")
-# Namespace of payment ids derived from idempotency keys: the same key, the same payment.
-_PAYMENT_NAMESPACE: Final = uuid.UUID("4b2d7f0e-3c1a-5e9b-8d6f-2a7c9e1b5d30")
-_CENT: Final = Decimal("0.01")
 ModelT = TypeVar("ModelT", bound=BaseModel)
 
 
@@ -189,94 +154,6 @@ def _json_error(exc: Exception) -> str:
     return f"the body is not valid JSON: {exc}"
 
 
-def amount_pattern(max_amount: Decimal, *, whole: bool = False) -> str:
-    """A regular expression for amount strings in ``(0, max_amount]`` (``whole``: with no
-    fraction but zeros, as for a currency without a minor unit).
-
-    Exact when ``max_amount`` is a power of ten (the default); otherwise it bounds the number
-    of integer digits and the server checks the rest.
-    """
-    integer = max_amount.to_integral_value()
-    digits = len(str(int(integer)))
-    places = r"(?:\.00?)?" if whole else r"(?:\.[0-9]{1,2})?"
-    below_one = "" if whole else r"0\.(?:0[1-9]|[1-9][0-9]?)|"
-    if max_amount == integer and str(int(integer)) == "1" + "0" * (digits - 1):
-        body = rf"{below_one}[1-9][0-9]{{0,{digits - 2}}}{places}|{int(integer)}(?:\.00?)?"
-    else:
-        body = rf"{below_one}[1-9][0-9]{{0,{digits - 1}}}{places}"
-    return rf"^(?:{body})$"
-
-
-def amount_schema(max_amount: Decimal, *, whole: bool = False) -> dict[str, Any]:
-    """The JSON Schema of an amount up to ``max_amount`` (``whole``: no fraction)."""
-    return {
-        "anyOf": [
-            {"type": "string", "pattern": amount_pattern(max_amount, whole=whole)},
-            {
-                "type": "number",
-                "exclusiveMinimum": 0,
-                "maximum": float(max_amount),
-                "multipleOf": 1 if whole else 0.01,
-            },
-        ]
-    }
-
-
-def _amount_schema() -> dict[str, Any]:
-    return {
-        "description": (
-            "A decimal string or JSON number in plain notation (no exponent), greater than 0, "
-            "with at most two decimal places (a whole number in a currency without a minor "
-            "unit, such as JPY), at most the configured maximum."
-        ),
-        **amount_schema(DEFAULT_MAX_AMOUNT),
-        "examples": ["12.50"],
-    }
-
-
-def whole_amount_rule(max_amount: Decimal) -> dict[str, Any]:
-    """The request schema's rule that a currency without a minor unit takes whole amounts
-    (JSON Schema ``if``/``then``, in the request's ``allOf``)."""
-    return {
-        "if": {
-            "properties": {"currency": {"enum": list(WHOLE_AMOUNT_CURRENCIES)}},
-            "required": ["currency"],
-        },
-        "then": {"properties": {"amount": amount_schema(max_amount, whole=True)}},
-    }
-
-
-def currency_digits(currency: str) -> int:
-    """Decimal places of the currency's minor unit (CLDR, through Babel): EUR 2, JPY 0,
-    BHD 3; 2 for a code Pulse does not take."""
-    return _DIGITS.get(currency, _PLACES)
-
-
-def _decimal_from_text(text: str) -> Decimal:
-    if len(text) > _MAX_AMOUNT_TEXT or not _DECIMAL_TEXT.fullmatch(text):
-        raise ValueError("amount must be a decimal in plain notation, such as 12.50")
-    try:
-        return Decimal(text)
-    except InvalidOperation:  # pragma: no cover - the pattern admits only decimals
-        raise ValueError("amount must be a decimal in plain notation, such as 12.50") from None
-
-
-def _check_places(value: Decimal, currency: str | None) -> None:
-    """Refuse decimals the currency does not have, or that Pulse does not keep."""
-    exponent = value.as_tuple().exponent
-    places = -exponent if isinstance(exponent, int) and exponent < 0 else 0
-    digits = currency_digits(currency) if currency else _PLACES
-    if digits == 0 and value != value.to_integral_value():
-        raise ValueError(f"amount must be a whole number: {currency} has no minor unit")
-    if places > _PLACES:
-        note = (
-            f" (Pulse keeps amounts to {_PLACES} places; {currency} has {digits})"
-            if digits > _PLACES
-            else ""
-        )
-        raise ValueError(f"amount must have at most {_PLACES} decimal places{note}")
-
-
 Identifier = Annotated[
     StrictStr,
     StringConstraints(min_length=1, max_length=128, pattern=ID_PATTERN),
@@ -301,7 +178,7 @@ class PaymentRequest(BaseModel):
         StrictStr,
         WithJsonSchema({"type": "string", "enum": list(CURRENCY_CODES), "examples": ["EUR"]}),
     ] = Field(description="ISO 4217 currency code, upper case.")
-    amount: Annotated[Decimal, WithJsonSchema(_amount_schema())]
+    amount: Annotated[Decimal, WithJsonSchema(amount_field_schema())]
     merchant_id: Identifier = Field(description="The merchant being paid.")
     country: Annotated[
         StrictStr | None,
@@ -327,9 +204,9 @@ class PaymentRequest(BaseModel):
     @classmethod
     def _amount_text(cls, value: Any) -> Decimal:
         if isinstance(value, JsonNumber):
-            return _decimal_from_text(value.text)
+            return decimal_from_text(value.text)
         if isinstance(value, str):
-            return _decimal_from_text(value)
+            return decimal_from_text(value)
         if isinstance(value, int) and not isinstance(value, bool):  # built in code, not JSON
             return Decimal(value)
         raise ValueError("amount must be a decimal string or a JSON number")
@@ -343,8 +220,7 @@ class PaymentRequest(BaseModel):
         maximum = Decimal(context.get("max_amount", DEFAULT_MAX_AMOUNT))
         if value > maximum:
             raise ValueError(f"amount must be at most {maximum}")
-        _check_places(value, info.data.get("currency"))
-        return value.quantize(_CENT)
+        return kept_places(value, info.data.get("currency"))
 
     @field_validator("currency")
     @classmethod
@@ -478,42 +354,3 @@ def request_hash(request: PaymentRequest) -> str:
     """SHA-256 (hex) of the canonical request: equal for bodies that mean the same payment."""
     canonical = orjson.dumps(canonical_request(request), option=orjson.OPT_SORT_KEYS)
     return hashlib.sha256(canonical).hexdigest()
-
-
-def parse_idempotency_key(value: str | None) -> str | None:
-    """The ``Idempotency-Key`` header, or ``None``; raises a 400 problem if malformed."""
-    if value is None:
-        return None
-    if not _IDEMPOTENCY_KEY.fullmatch(value):
-        raise bad_request(
-            "invalid-idempotency-key",
-            "Invalid Idempotency-Key",
-            "Idempotency-Key must be 1 to 255 printable ASCII characters",
-        )
-    return value
-
-
-def payment_id_for_key(key: str | None) -> str:
-    """The payment id: determined by the idempotency key, random without one."""
-    if key is None:
-        return str(uuid4())
-    return str(uuid.uuid5(_PAYMENT_NAMESPACE, key))
-
-
-def parse_traceparent(value: str | None) -> str | None:
-    """A valid W3C ``traceparent`` (version 00), lower-cased; ``None`` if absent or invalid."""
-    if value is None:
-        return None
-    candidate = value.strip().lower()
-    match = _TRACEPARENT.fullmatch(candidate)
-    if match is None or set(match.group(1)) == {"0"} or set(match.group(2)) == {"0"}:
-        return None
-    return candidate
-
-
-def parse_payment_id(value: str) -> str | None:
-    """The canonical form of a payment id, or ``None`` when it is not a UUID."""
-    try:
-        return str(uuid.UUID(value))
-    except ValueError:
-        return None
