@@ -20,6 +20,10 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from pulse_dev.forkserver import ForkedProcess
 
 __all__ = [
     "AWS_TEST_CREDENTIALS",
@@ -182,12 +186,11 @@ def start_redis(port: int, workdir: Path) -> subprocess.Popen[bytes]:
     return proc
 
 
-def stop_process(proc: subprocess.Popen[bytes], timeout: float = 10.0) -> int:
+def stop_process(proc: subprocess.Popen[bytes] | ForkedProcess, timeout: float = 10.0) -> int:
     if proc.poll() is None:
         proc.send_signal(signal.SIGTERM)
         try:
-            proc.wait(timeout)
+            return proc.wait(timeout)
         except subprocess.TimeoutExpired:
             proc.kill()
-            proc.wait()
-    return int(proc.returncode)
+    return proc.wait()

@@ -10,7 +10,10 @@ Loaded by the repository's root ``conftest.py``. Nothing here mocks AWS or Redis
 - ``topology`` applies Pulse's topology under that prefix (``queue_topology``: its topic and
   queues only);
 - :class:`ServiceProcess` runs ``python -m <package>`` as a real child process
-  (``service_process`` is a factory of them that kills each after the test);
+  (``service_process`` is a factory of them that kills each after the test); in the tests it
+  is forked from a process that has imported the services' libraries already
+  (``service_forkserver``, session: :mod:`pulse_dev.forkserver`), unless
+  ``PULSE_TEST_FORKSERVER=0``;
 - :func:`until` (:func:`eventually` in async tests) polls a condition; :func:`queue_depth`
   counts what an SQS queue still holds; :class:`WorkQueue` is a queue of the topology with
   its DLQ;
@@ -65,6 +68,8 @@ from pulse_dev.emulators import (
     stop_process,
     wait_for_port,
 )
+from pulse_dev.forkserver import Forkserver
+from pulse_dev.forkserver import enabled as forkserver_enabled
 from pulse_dev.payments_fixtures import (
     CREATED_AT,
     payment_created,
@@ -278,6 +283,22 @@ async def serving(app: web.Application) -> AsyncIterator[str]:
         yield f"http://127.0.0.1:{runner.addresses[0][1]}"
     finally:
         await runner.cleanup()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def service_forkserver() -> Iterator[Forkserver | None]:
+    """Services started by the tests are forked from one process that has imported their
+    libraries (:mod:`pulse_dev.forkserver`), unless ``PULSE_TEST_FORKSERVER=0``."""
+    if not forkserver_enabled():
+        yield None
+        return
+    forkserver = Forkserver()
+    ServiceProcess.forkserver = forkserver
+    try:
+        yield forkserver
+    finally:
+        ServiceProcess.forkserver = None
+        forkserver.close()
 
 
 @pytest.fixture(scope="session")
