@@ -115,6 +115,7 @@ class Seen:
     type: str
     payment_id: str | None
     status: str | None = None
+    offset: str = ""  # where the frame put it in its channel
 
 
 class WatchingClient:
@@ -231,7 +232,12 @@ class WatchingClient:
             data = event.get("data") or {}
             self.seen.append(
                 Seen(
-                    channel, event["id"], event["type"], data.get("payment_id"), data.get("status")
+                    channel,
+                    event["id"],
+                    event["type"],
+                    data.get("payment_id"),
+                    data.get("status"),
+                    frame["offset"],
                 )
             )
         elif op == "subscribed":

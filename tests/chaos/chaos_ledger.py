@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
-from typing import Final
+from typing import Any, Final
 
 import aiohttp
 import orjson
@@ -105,6 +105,37 @@ class Ledger:
             if payment:
                 counts[payment, event["type"]] += 1
         return counts
+
+    async def explain(self, missing: list[str]) -> list[str]:
+        """For each event a client missed ("<client> <channel> <payment> <type>"): where its
+        channel's history holds it, and the offsets the client read just before and after
+        it, with how often it reconnected (diagnostics of a round that did not settle)."""
+        lines: list[str] = []
+        redis = self.stack.redis_client()
+        try:
+            for where in missing:
+                name, *rest = where.split()
+                client = next((c for c in self.clients if c.name == name), None)
+                if client is None or len(rest) != 3:
+                    continue
+                channel, payment, kind = rest
+                key = ChannelKeys(self.keys_prefix).history(channel)
+                held = [
+                    entry_id.decode()
+                    for entry_id, fields in stream_entries(await redis.xrange(key))
+                    if _is(orjson.loads(fields[b"e"]), payment, kind)
+                ]
+                read = [_offset(s.offset) for s in client.seen if s.channel == channel]
+                line = f"{where}: in history at {held or 'no offset'}"
+                if held:
+                    at = _offset(held[0])
+                    before = [o for o in read if o < at][-2:]
+                    after = [o for o in read if o > at][:2]
+                    line += f"; the client read {before} before it and {after} after"
+                lines.append(f"{line}; {client.reconnects} reconnects")
+        finally:
+            await redis.aclose()
+        return lines
 
     async def counters(self) -> CounterReading:
         redis = self.stack.redis_client()
@@ -280,3 +311,12 @@ class Ledger:
                     f"history account:{p.account_id} {p.payment_id} {kind}",
                     mine.get((p.payment_id, kind), 0),
                 )
+
+
+def _is(event: dict[str, Any], payment: str, kind: str) -> bool:
+    return bool((event.get("data") or {}).get("payment_id") == payment and event["type"] == kind)
+
+
+def _offset(text: str) -> tuple[int, int]:
+    ms, _, seq = text.partition("-")
+    return int(ms), int(seq or 0)

@@ -243,6 +243,8 @@ async def settle(ledger: Ledger, payments: list[Posted], since: float) -> float 
             return time.monotonic() - since
         await asyncio.sleep(1.0)
     log(f"not settled: {tally.lost} missing, e.g. {tally.missing[:5]}")
+    for line in await ledger.explain(tally.missing):
+        log(f"  {line}")
     return None
 
 

@@ -27,6 +27,7 @@ from pulse.channels import ChannelKeys, ChannelPublisher
 from pulse.events import PAYMENT_CREATED, new_event
 from ws_gateway.history import ChannelHistory
 from ws_gateway.live import LiveHub
+from ws_gateway.live_links import ClusterMasters
 from ws_gateway.protocol import event_frame
 
 if TYPE_CHECKING:
@@ -143,6 +144,11 @@ def _resubscriptions(reason: str) -> float:
     return value or 0.0
 
 
+def _gap_fills(outcome: str) -> float:
+    value = REGISTRY.get_sample_value("pulse_ws_gap_fills_total", {"outcome": outcome})
+    return value or 0.0
+
+
 async def _until(predicate: Callable[[], bool]) -> None:
     """Wait (in a thread: the predicates ask Redis synchronously) until ``predicate()``."""
     async with asyncio.timeout(WAIT_SECONDS):
@@ -182,6 +188,63 @@ async def test_frames_published_during_a_failover_are_filled_from_history(
         assert _resubscriptions("node_lost") > resubscribed
     finally:
         await asyncio.to_thread(redis_cluster.heal)
+
+
+async def test_a_master_restarted_before_its_channels_move_loses_no_frame(
+    cluster: Cluster, redis_cluster: RedisClusterGroup, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The killed master comes back (as a replica) before the hub has learnt who replaced
+    it: the hub's connection to it reconnects and resubscribes there first, and only then
+    does the channel move to the new master. Frames published on the new master in between
+    reach the hub by neither connection: the move fills the gap again from history."""
+    channel = (await cluster.channel_per_master())[0]
+    inbox = Inbox()
+    await cluster.hub.add(channel, inbox)
+    before = await cluster.appends(channel, 0, 2)
+    assert await inbox.first_events(channel, 2) == before
+    await _until(lambda: _replicas_caught_up(redis_cluster.masters()))
+    reconnects = _resubscriptions("reconnect")
+
+    fills = _gap_fills("filled")
+    # The hub learns the new slot map only once its old connection is back on the restarted
+    # node and has filled the gap there (the order a quick restart makes).
+    refresh = ClusterMasters.refresh
+
+    async def refresh_after_the_reconnect(self: ClusterMasters) -> None:
+        async with asyncio.timeout(WAIT_SECONDS):
+            while _resubscriptions("reconnect") == reconnects or _gap_fills("filled") == fills:
+                await asyncio.sleep(0.005)
+        await refresh(self)
+
+    monkeypatch.setattr(ClusterMasters, "refresh", refresh_after_the_reconnect)
+    sent: list[str] = []
+    stop = asyncio.Event()
+
+    async def keep_appending() -> None:
+        n = 2
+        while not stop.is_set():
+            sent.append(await cluster.append(channel, n))
+            n += 1
+            await asyncio.sleep(0.002)
+
+    appending = asyncio.create_task(keep_appending())
+    redis_cluster.kill_master(cluster.keys.live(channel))
+    try:
+        await asyncio.to_thread(redis_cluster.wait_for_failover)
+    finally:
+        await asyncio.to_thread(redis_cluster.heal)
+    await _until(lambda: _resubscriptions("reconnect") > reconnects)
+    await asyncio.sleep(3.0)  # the move, then live frames from the new master
+    stop.set()
+    await appending
+    with contextlib.suppress(TimeoutError):  # the last one came: so did any before it
+        async with asyncio.timeout(10):
+            while sent[-1] not in inbox.events(channel):
+                await asyncio.sleep(0.1)
+    await asyncio.sleep(0.5)
+    got = inbox.events(channel)
+    assert [o for o in before + sent if o not in got] == []  # none missing
+    assert got == before + sent  # in order, none twice
 
 
 def _node_id(node: RedisNode) -> str:

@@ -83,7 +83,8 @@ class Lifecycle:
     async def readiness(self) -> tuple[bool, dict[str, str]]:
         """Run every check (each bounded to 2 s); ``(ok, {name: "ok" | error})``."""
         results: dict[str, str] = {}
-        for name, check in self.checks.items():
+        # A copy: a part that starts late (a queue's consumer) adds its check meanwhile.
+        for name, check in list(self.checks.items()):
             try:
                 await asyncio.wait_for(check(), timeout=2.0)
                 results[name] = "ok"

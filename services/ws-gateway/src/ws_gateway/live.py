@@ -69,6 +69,11 @@ __all__ = ["LiveHub"]
 log = get_logger("ws_gateway.live")
 
 
+class GapFillDeferredError(Exception):
+    """A channel's gap cannot be filled yet: its subscription and its history are on
+    different cluster nodes (a failover is being settled)."""
+
+
 class LiveHub:
     def __init__(
         self,
@@ -93,6 +98,7 @@ class LiveHub:
             started=self._started,
             on_reconnect=self._on_reconnect,
             listening=self._listening,
+            moved=self._moved,
         )
         self._keys = keys
         self._history = history
@@ -249,7 +255,9 @@ class LiveHub:
         kind = message["type"]
         if kind == "smessage":
             channel = self._channel_of.get(message["channel"])
-            if channel is not None:
+            # Only from the connection that carries the channel now: one it has left may be
+            # a restarted master not yet told of its successor, whose writes are void.
+            if channel is not None and self._links.of(channel) is link:
                 frame: str = message["data"].decode()
                 held = self._held.get(channel)
                 if held is not None:
@@ -362,6 +370,14 @@ class LiveHub:
             log.info("redis pub/sub reconnected", server=link.name, channels=len(link.channels))
             self._hold(link.channels)
 
+    def _moved(self, channel: str) -> None:
+        # Subscribed again on another node (its new master). A gap filled before was read
+        # before frames the old subscription no longer received; what it held came from
+        # the old node. The fill once the new one listens replays from the last delivered.
+        if channel in self._held:
+            self._held[channel] = []
+        self._hold([channel])
+
     def _lose(self, channels: Iterable[str], reason: str) -> None:
         """Redis dropped these channels' subscriptions: hold their frames, subscribe them
         again where they are served now, fill their gap once Redis listens."""
@@ -393,6 +409,7 @@ class LiveHub:
             self._held.pop(channel, None)
             self._held_since.pop(channel, None)
             return
+        await self._reads_where_it_listens(channel)
         last = self._last.get(channel)
         epoch = self._epochs.get(channel)
         snapshot = await self._history.snapshot(channel, last, epoch)
@@ -429,12 +446,31 @@ class LiveHub:
         elif last is not None and last < snapshot.latest:
             GAP_FILLS.labels("filled").inc()
             await self._replay(channel, last, snapshot.latest)
+        if channel in self._stale:
+            # Dropped again, or moved, while this fill ran: another fill follows, and what is
+            # held waits for it. Delivered now, a frame newer than the next gap would make
+            # the next fill skip the gap.
+            return
         frames = self._held.pop(channel, [])
-        if channel in self._stale:  # dropped again while this fill ran: another one follows
-            self._held[channel] = []
-        else:
-            self._held_since.pop(channel, None)
+        self._held_since.pop(channel, None)
         self._publish(channel, frames)
+
+    async def _reads_where_it_listens(self, channel: str) -> None:
+        """On a cluster, a gap is filled from the history on the node whose subscription
+        confirmed, so nothing published there after the read is missed. When the history
+        client's slot map names another node, it is read again; if the two still differ,
+        the subscription is moved to where Redis says the channel is served and the fill
+        waits for it (:class:`GapFillDeferredError`, retried)."""
+        link = self._links.of(channel)
+        if link is None or not self._links.servers.follows_slots:
+            return
+        if self._history.read_from(channel) == link.name:
+            return
+        await self._history.refresh_topology()
+        reads = self._history.read_from(channel)
+        if reads != link.name:
+            self._lose([channel], "moved")
+            raise GapFillDeferredError(f"subscribed on {link.name}, history served by {reads}")
 
     async def _replay(self, channel: str, after: StreamId, upto: StreamId) -> None:
         """Deliver the channel's stored events in ``(after, upto]`` to its subscribers."""

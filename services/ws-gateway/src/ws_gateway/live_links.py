@@ -195,7 +195,10 @@ class LiveLinks:
     """Which connection carries each subscribed channel, and moving the lost ones.
 
     ``started`` runs once per connection when it is up (the owner starts its reader);
-    ``listening`` says whether Redis confirmed a channel's latest ``SSUBSCRIBE``.
+    ``listening`` says whether Redis confirmed a channel's latest ``SSUBSCRIBE``; ``moved``
+    runs when a channel subscribed on one connection is given to another (the owner holds
+    its frames and fills its gap once the new connection listens: what was published
+    between the old subscription's last frame and the new one's first reached neither).
     """
 
     def __init__(
@@ -206,6 +209,7 @@ class LiveLinks:
         started: Callable[[LiveLink], None],
         on_reconnect: Callable[[LiveLink], None],
         listening: Callable[[str], bool],
+        moved: Callable[[str], None],
     ) -> None:
         self.servers = servers_for(redis)
         self._links: dict[str, LiveLink] = {}
@@ -217,6 +221,7 @@ class LiveLinks:
         self._started = started
         self._on_reconnect = on_reconnect
         self._listening = listening
+        self._moved = moved
 
     async def start(self) -> None:
         await self.servers.start()
@@ -238,7 +243,10 @@ class LiveLinks:
     async def attach(self, channel: str) -> LiveLink:
         """The connection for ``channel`` (it counts as carrying it from now), connected."""
         link = self._link(self.servers.server_for(self._live_key(channel)))
+        old = self._link_of.get(channel)
         self._assign(channel, link)
+        if old is not None and old is not link:
+            self._moved(channel)  # before any await: no reply of the old link counts now
         await link.open(self._started)
         return link
 
