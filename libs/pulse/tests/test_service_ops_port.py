@@ -6,6 +6,7 @@ the one a worker makes. Ingest's own process test is in services/ingest/tests.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 
 import aiohttp
@@ -83,3 +84,28 @@ async def test_a_worker_serves_its_ops_routes_on_the_ops_port_when_set(
         assert await _status(http, f"http://127.0.0.1:{ops_port}/metrics") == 200
         with pytest.raises(aiohttp.ClientConnectionError):
             await _status(http, f"http://127.0.0.1:{http_port}/healthz")
+
+
+async def test_readyz_answers_while_a_part_starting_late_adds_its_check(
+    http: aiohttp.ClientSession,
+) -> None:
+    """A worker's queue consumer adds its check once it starts, which may be while a probe's
+    checks run: the probe answers (503 until every check passes), never 500."""
+    port = free_port()
+    lifecycle = Lifecycle(PulseSettings(http_host="127.0.0.1", http_port=port))
+
+    async def slow_and_adding() -> None:
+        await asyncio.sleep(0.1)
+        lifecycle.add_check("queue", failing)
+
+    async def failing() -> None:
+        raise RuntimeError("queue not there yet")
+
+    lifecycle.add_check("redis", slow_and_adding)
+    async with serving_ops(lifecycle):
+        async with http.get(f"http://127.0.0.1:{port}/readyz") as resp:
+            first = (resp.status, (await resp.json())["checks"])
+        async with http.get(f"http://127.0.0.1:{port}/readyz") as resp:
+            second = (resp.status, (await resp.json())["checks"])
+    assert first == (200, {"redis": "ok"})
+    assert second == (503, {"redis": "ok", "queue": "RuntimeError: queue not there yet"})
