@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import Final
 
 import aiohttp
 import orjson
@@ -22,6 +22,7 @@ from chaos_stack import Stack
 from pulse.channels import ChannelKeys
 from pulse.clients import RedisClient, aws_client
 from pulse_dev.testing import stream_entries
+from ws_gateway.offsets import StreamId
 
 CREATED: Final = "pulse.payment.created"
 UPDATED: Final = "pulse.payment.updated"
@@ -95,16 +96,20 @@ class Ledger:
         self._seen_read: dict[str, int] = {}
         self.keys_prefix = f"pulse:{stack.prefix}"
 
-    async def _history(self, redis: RedisClient, channel: str) -> dict[tuple[str, str], int]:
-        """(payment id, event type) → entries in the channel's history stream."""
-        counts: Counter[tuple[str, str]] = Counter()
-        entries = stream_entries(await redis.xrange(ChannelKeys(self.keys_prefix).history(channel)))
-        for _id, fields in entries:
+    async def _entries(self, redis: RedisClient, channel: str) -> list[tuple[str, str, str]]:
+        """(offset, payment id, event type) of each payment event in the channel's history."""
+        key = ChannelKeys(self.keys_prefix).history(channel)
+        entries = []
+        for entry_id, fields in stream_entries(await redis.xrange(key)):
             event = orjson.loads(fields[b"e"])
             payment = (event.get("data") or {}).get("payment_id")
             if payment:
-                counts[payment, event["type"]] += 1
-        return counts
+                entries.append((entry_id.decode(), payment, event["type"]))
+        return entries
+
+    async def _history(self, redis: RedisClient, channel: str) -> dict[tuple[str, str], int]:
+        """(payment id, event type) → entries in the channel's history stream."""
+        return Counter((payment, kind) for _, payment, kind in await self._entries(redis, channel))
 
     async def explain(self, missing: list[str]) -> list[str]:
         """For each event a client missed ("<client> <channel> <payment> <type>"): where its
@@ -119,18 +124,17 @@ class Ledger:
                 if client is None or len(rest) != 3:
                     continue
                 channel, payment, kind = rest
-                key = ChannelKeys(self.keys_prefix).history(channel)
                 held = [
-                    entry_id.decode()
-                    for entry_id, fields in stream_entries(await redis.xrange(key))
-                    if _is(orjson.loads(fields[b"e"]), payment, kind)
+                    offset
+                    for offset, paid, typed in await self._entries(redis, channel)
+                    if (paid, typed) == (payment, kind)
                 ]
-                read = [_offset(s.offset) for s in client.seen if s.channel == channel]
+                read = [StreamId.parse(s.offset) for s in client.seen if s.channel == channel]
                 line = f"{where}: in history at {held or 'no offset'}"
                 if held:
-                    at = _offset(held[0])
-                    before = [o for o in read if o < at][-2:]
-                    after = [o for o in read if o > at][:2]
+                    at = StreamId.parse(held[0])
+                    before = [str(o) for o in read if o < at][-2:]
+                    after = [str(o) for o in read if o > at][:2]
                     line += f"; the client read {before} before it and {after} after"
                 lines.append(f"{line}; {client.reconnects} reconnects")
         finally:
@@ -311,12 +315,3 @@ class Ledger:
                     f"history account:{p.account_id} {p.payment_id} {kind}",
                     mine.get((p.payment_id, kind), 0),
                 )
-
-
-def _is(event: dict[str, Any], payment: str, kind: str) -> bool:
-    return bool((event.get("data") or {}).get("payment_id") == payment and event["type"] == kind)
-
-
-def _offset(text: str) -> tuple[int, int]:
-    ms, _, seq = text.partition("-")
-    return int(ms), int(seq or 0)

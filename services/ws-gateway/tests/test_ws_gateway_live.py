@@ -139,14 +139,16 @@ async def test_a_subscriber_gets_live_frames_of_channels_on_every_master(cluster
         assert await inbox.first_events(channel, 3) == sent[channel]
 
 
+def _count(metric: str, **labels: str) -> float:
+    return REGISTRY.get_sample_value(metric, labels) or 0.0
+
+
 def _resubscriptions(reason: str) -> float:
-    value = REGISTRY.get_sample_value("pulse_ws_redis_resubscriptions_total", {"reason": reason})
-    return value or 0.0
+    return _count("pulse_ws_redis_resubscriptions_total", reason=reason)
 
 
 def _gap_fills(outcome: str) -> float:
-    value = REGISTRY.get_sample_value("pulse_ws_gap_fills_total", {"outcome": outcome})
-    return value or 0.0
+    return _count("pulse_ws_gap_fills_total", outcome=outcome)
 
 
 async def _until(predicate: Callable[[], bool]) -> None:

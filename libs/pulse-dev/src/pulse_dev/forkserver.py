@@ -35,6 +35,7 @@ import importlib
 import json
 import os
 import runpy
+import signal
 import subprocess
 import sys
 import threading
@@ -118,10 +119,10 @@ class ForkedProcess:
             os.kill(self.pid, sig)
 
     def terminate(self) -> None:
-        self.send_signal(15)
+        self.send_signal(signal.SIGTERM)
 
     def kill(self) -> None:
-        self.send_signal(9)
+        self.send_signal(signal.SIGKILL)
 
 
 class Forkserver:

@@ -15,12 +15,12 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
-from redis.asyncio import RedisCluster
 from redis.exceptions import ResponseError
 
 from pulse.channels import channel_epoch
 from pulse.history_limits import HistoryLimits
 from pulse.logging import get_logger
+from ws_gateway.live_links import servers_for
 from ws_gateway.metrics import DURABLE_RECOVERIES
 from ws_gateway.offsets import ZERO, StreamId, is_recovered
 from ws_gateway.protocol import event_frame
@@ -101,24 +101,13 @@ class ChannelHistory:
         durable: DurableRecord | None = None,
     ) -> None:
         self._redis = redis
+        # Which node serves a key, as this client's slot map has it (a gap fill compares it
+        # with the node its subscription is on).
+        self.servers = servers_for(redis)
         self._keys = keys
         self._batch = batch_size
         self._limits = limits or HistoryLimits()
         self._durable = durable
-
-    def read_from(self, channel: str) -> str | None:
-        """The Redis Cluster node ``channel``'s history is read from, as this client's slot
-        map has it (None outside a cluster: one server)."""
-        if not isinstance(self._redis, RedisCluster):
-            return None
-        node = self._redis.get_node_from_key(self._keys.history(channel))
-        return None if node is None else str(node.name)
-
-    async def refresh_topology(self) -> None:
-        """Read a cluster's slot map again (after a failover it may name a node that no
-        longer serves a slot, and a restarted one may still answer as if it did)."""
-        if isinstance(self._redis, RedisCluster):
-            await self._redis.nodes_manager.initialize()
 
     async def durable_replay(
         self,

@@ -462,12 +462,14 @@ class LiveHub:
         the subscription is moved to where Redis says the channel is served and the fill
         waits for it (:class:`GapFillDeferredError`, retried)."""
         link = self._links.of(channel)
-        if link is None or not self._links.servers.follows_slots:
+        history = self._history.servers
+        if link is None or not history.follows_slots:
             return
-        if self._history.read_from(channel) == link.name:
+        key = self._live_key(channel)  # the history's hash tag: the same slot
+        if history.server_for(key) == link.name:
             return
-        await self._history.refresh_topology()
-        reads = self._history.read_from(channel)
+        await history.refresh()
+        reads = history.server_for(key)
         if reads != link.name:
             self._lose([channel], "moved")
             raise GapFillDeferredError(f"subscribed on {link.name}, history served by {reads}")
