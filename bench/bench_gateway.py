@@ -25,7 +25,7 @@ from pulse.settings import DEV_JWT_SECRET, PulseSettings
 from pulse_dev.emulators import free_port, redis_answers, start_redis, wait_for_port
 from pulse_dev.load import percentile
 from pulse_dev.testing import ServiceProcess
-from service_metrics import read_metrics, sample
+from service_metrics import MetricsReading, read_metrics, sample
 
 CONNECTIONS = 10_000
 CLIENT_PROCESSES = 3
@@ -47,6 +47,47 @@ def _rss_kb(pid: int) -> int:
         if line.startswith("VmRSS:"):
             return int(line.split()[1])
     raise RuntimeError("no VmRSS")
+
+
+GC_PAUSE = "pulse_gc_pause_seconds"
+LONG_PAUSE_S = 0.025
+
+
+def _gc_pauses(phase: str, before: MetricsReading, after: MetricsReading) -> tuple[float, float]:
+    """The gateway's garbage-collection pauses between two readings: their total in ms and
+    how many lasted longer than LONG_PAUSE_S (each held up every client); printed by
+    generation (2: full collections), with the bucket bounding the longest."""
+    total_ms = long = longest = 0.0
+    spent = []
+    for generation in ("0", "1", "2"):
+
+        def delta(series: str, generation: str = generation, **le: str) -> float:
+            name = f"{GC_PAUSE}_{series}"
+            return sample(after, name, generation=generation, **le) - sample(
+                before, name, generation=generation, **le
+            )
+
+        count, ms = delta("count"), delta("sum") * 1000
+        total_ms += ms
+        long += count - delta("bucket", le=str(LONG_PAUSE_S))
+        spent.append(f"{count:.0f} of generation {generation} in {ms:.0f} ms")
+        bounds = [
+            float(dict(pairs)["le"])
+            for (name, pairs), _ in after.items()
+            if name == f"{GC_PAUSE}_bucket" and dict(pairs)["generation"] == generation
+        ]
+        within = [b for b in bounds if delta("bucket", le=_le(b)) >= count]
+        longest = max(longest, min(within, default=0.0) if count else 0.0)
+    print(
+        f"garbage collection, {phase}: {'; '.join(spent)}; {long:.0f} pauses over "
+        f"{LONG_PAUSE_S * 1000:.0f} ms, the longest at most {longest * 1000:.0f} ms"
+    )
+    return total_ms, long
+
+
+def _le(bound: float) -> str:
+    """A bucket bound as prometheus_client writes it in the ``le`` label."""
+    return "+Inf" if bound == float("inf") else str(bound)
 
 
 class Client:
@@ -166,6 +207,7 @@ async def _measure(  # noqa: PLR0915
     try:
         await asyncio.sleep(1.0)
         rss0 = _rss_kb(pid)
+        gc_started = read_metrics(metrics_url)
         clients = [await Client.start(url) for _ in range(CLIENT_PROCESSES)]
 
         # Connections held (and subscribed to `stats`), and memory per connection.
@@ -188,6 +230,7 @@ async def _measure(  # noqa: PLR0915
         )
         await asyncio.sleep(2.0)
         rss_n = _rss_kb(pid)
+        gc_opened = read_metrics(metrics_url)
         figures["gateway.connections"] = float(held)
         figures["gateway.rss_kb_per_conn"] = (rss_n - rss0) / held if held else 0.0
         print(f"gateway RSS {rss0} kB idle, {rss_n} kB with {held} subscribed connections")
@@ -304,6 +347,11 @@ async def _measure(  # noqa: PLR0915
         )
         figures["gateway.reconnect_missed"] = float(missed)
         figures["gateway.reconnect_s"] = max(b["done_s"] for b in back)
+        gc_end = read_metrics(metrics_url)
+        _gc_pauses(f"opening {held} connections", gc_started, gc_opened)
+        serving_ms, serving_long = _gc_pauses("serving them (every phase since)", gc_opened, gc_end)
+        figures["gateway.gc_pause_serving_ms"] = serving_ms
+        figures["gateway.gc_pauses_over_25ms_serving"] = serving_long
     finally:
         for c in clients:
             c.kill()

@@ -7,7 +7,7 @@ import asyncio
 from pulse.auth import TokenVerifier
 from pulse.channels import ChannelKeys
 from pulse.clients import aws_client, pubsub_client, redis_client
-from pulse.collector import settle_collector
+from pulse.collector import Freezer, settle_collector
 from pulse.health import HealthReporter
 from pulse.logging import get_logger
 from pulse.service import Lifecycle, run_service, serving_api
@@ -81,9 +81,19 @@ async def serve(lifecycle: Lifecycle) -> None:
             # keep it out of every later garbage collection. A full collection scans every
             # tracked object, and with thousands of connections each one stalls every client.
             settle_collector()
+            # Connections live long too: what survives a collection is frozen every so often,
+            # so that full collections walk only what came since, not every connection.
+            freezer = None
+            if settings.gc_freeze_interval_seconds > 0:
+                freezer = asyncio.create_task(
+                    Freezer(settings.gc_freeze_interval_seconds).run(lifecycle.stopping),
+                    name="gc-freezer",
+                )
             try:
                 await lifecycle.stopping.wait()
             finally:
+                if freezer is not None:
+                    await freezer
                 # Close every connection with 1001 so clients reconnect elsewhere, then stop.
                 await gateway.close_all_within(settings.shutdown_grace_seconds)
     finally:

@@ -162,6 +162,12 @@ class WebSocketConnection(asyncio.Protocol):
             self._close_timer = None
         self.writing_paused = False
         self._wake_writer()
+        # Nothing is read any more. The frame protocol's parser is a generator holding the
+        # protocol, and the error that ended parsing (a reset, a frame too big) holds the
+        # parser's frame: closed and dropped, they let go of it, so the connection is freed
+        # by reference counts alone, even once frozen out of garbage collection (Freezer).
+        self._ws.parser.close()
+        self._ws.parser_exc = None
         client = self.client
         if client is None:
             if self._worker is not None:
@@ -171,6 +177,7 @@ class WebSocketConnection(asyncio.Protocol):
         if self._inbox is not None:
             self._inbox.clear()
         self._gateway.end_websocket(client, self._worker)
+        self.client = None  # the client refers to this connection (its sink) until released
 
     def pause_writing(self) -> None:
         self.writing_paused = True
