@@ -4,12 +4,15 @@ A connection's objects live as long as it does, so the gateway freezes them out 
 collections (``PULSE_GC_FREEZE_INTERVAL_SECONDS``). That is only safe if a connection, once
 closed, is freed by reference counting alone: garbage in a cycle among frozen objects stays
 until the frozen set doubles. These tests open connections, let them be frozen, end them in
-every way a connection ends, and read the gateway's own metrics.
+every way a connection ends (Server-Sent Events streams too), and read the gateway's own
+metrics.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
 
 import aiohttp
 import pytest
@@ -23,7 +26,9 @@ SECRET = "ws-gateway-collector-secret-0123456789abcdef"
 FREEZE_INTERVAL = 0.2
 PER_ENDING = 40  # connections ended each way
 MAX_MESSAGE_BYTES = 256
+USERS = 10
 pytestmark = pytest.mark.timeout(90)
+T = TypeVar("T")
 
 
 @pytest.fixture(scope="module")
@@ -55,10 +60,17 @@ async def _settled(gateway: RunningGateway, connections: int) -> dict[str, float
     return await _metrics(gateway)
 
 
-async def _subscribed(gateway: RunningGateway, n: int) -> list[ClientConnection]:
+@pytest.fixture(scope="module")
+def tokens(gateway: RunningGateway) -> list[str]:
+    """The tokens of USERS users, each used by many connections (the gateway keeps a cache
+    of the tokens it verified, warmed up before anything is counted)."""
+    return [gateway.token(f"user-{i}", roles=["ops"]) for i in range(USERS)]
+
+
+async def _subscribed(gateway: RunningGateway, tokens: list[str], n: int) -> list[ClientConnection]:
     clients = []
     for i in range(n):
-        ws = await connect(gateway.ws_url(f"user-{i % 20}", roles=["ops"]))
+        ws = await connect(f"{gateway.ws}?token={tokens[i % len(tokens)]}")
         assert (await send_frame(ws, op="subscribe", channel="stats"))["op"] == "subscribed"
         clients.append(ws)
     return clients
@@ -100,27 +112,66 @@ async def _frozen_back_to(gateway: RunningGateway, frozen: float) -> dict[str, f
     return now
 
 
-async def test_closed_connections_are_freed_though_frozen_and_leave_no_garbage_cycles(
+async def _freed_when_ended(
     gateway: RunningGateway,
+    opened: Callable[[int], Awaitable[list[T]]],
+    end: Callable[[list[T]], Awaitable[None]],
 ) -> None:
-    # Each way once first, so what the gateway makes once (caches, lazy imports) is made.
-    await _end_every_way(gateway, await _subscribed(gateway, 3))
+    """Open connections (``opened(n)``), let them be frozen, ``end`` them: the frozen set
+    goes back to where it was and no collection finds any of them in a cycle."""
+    # Once first, so what the gateway makes once (caches, lazy imports) is made.
+    await end(await opened(3 * USERS))
     before = await _settled(gateway, 0)
 
-    clients = await _subscribed(gateway, 3 * PER_ENDING)
+    clients = await opened(3 * PER_ENDING)
     held = await _settled(gateway, len(clients))
     # Frozen while open (well over ten tracked objects each)
     frozen = before["pulse_gc_frozen_objects"]
     assert held["pulse_gc_frozen_objects"] >= frozen + 10 * len(clients)
 
-    await _end_every_way(gateway, clients)
+    await end(clients)
     # Freed by their reference counts though frozen: the frozen set goes back to where it
-    # was (give or take a tracked object per connection: the token cache holds 20 users').
+    # was (give or take a tracked object per connection).
     after = await _frozen_back_to(gateway, frozen + len(clients))
     # And no collection found any of them in a cycle (one left so would be 10+ objects).
     collected = after["python_gc_objects_collected_total"]
     assert collected - held["python_gc_objects_collected_total"] < len(clients)
     assert after["pulse_gc_full_sweeps_total"] == before["pulse_gc_full_sweeps_total"]
+
+
+async def test_closed_websockets_are_freed_though_frozen_and_leave_no_garbage_cycles(
+    gateway: RunningGateway, tokens: list[str]
+) -> None:
+    await _freed_when_ended(
+        gateway,
+        lambda n: _subscribed(gateway, tokens, n),
+        lambda clients: _end_every_way(gateway, clients),
+    )
+
+
+async def test_closed_event_streams_are_freed_though_frozen_and_leave_no_garbage_cycles(
+    gateway: RunningGateway, tokens: list[str]
+) -> None:
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as http:
+
+        async def streams(n: int) -> list[aiohttp.ClientResponse]:
+            opened = []
+            for i in range(n):
+                resp = await http.get(
+                    f"{gateway.http}/sse",
+                    params={"channels": "stats", "token": tokens[i % len(tokens)]},
+                )
+                assert resp.status == 200
+                while not (await resp.content.readline()).startswith(b"data: "):
+                    pass  # up to the `subscribed` message
+                opened.append(resp)
+            return opened
+
+        async def hang_up(opened: list[aiohttp.ClientResponse]) -> None:
+            for resp in opened:
+                resp.close()  # the browser tab goes away: the TCP connection is closed
+
+        await _freed_when_ended(gateway, streams, hang_up)
 
 
 async def test_every_collection_pause_is_timed(gateway: RunningGateway) -> None:
