@@ -22,7 +22,6 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from pulse_dev.testing import GatewayFactory, RunningGateway, send_frame
 
-SECRET = "ws-gateway-collector-secret-0123456789abcdef"
 FREEZE_INTERVAL = 0.2
 PER_ENDING = 40  # connections ended each way
 MAX_MESSAGE_BYTES = 256
@@ -34,7 +33,6 @@ T = TypeVar("T")
 @pytest.fixture(scope="module")
 def gateway(module_gateways: GatewayFactory) -> RunningGateway:
     return module_gateways.start(
-        secret=SECRET,
         PULSE_GC_FREEZE_INTERVAL_SECONDS=str(FREEZE_INTERVAL),
         PULSE_MAX_MESSAGE_BYTES=str(MAX_MESSAGE_BYTES),
     )
