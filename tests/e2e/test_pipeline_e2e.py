@@ -18,6 +18,7 @@ import aiohttp
 import orjson
 import pytest
 from playwright.async_api import Locator, expect
+from prometheus_client.parser import text_string_to_metric_families
 from websockets.asyncio.client import ClientConnection, connect
 
 from pulse.auth import issue_token
@@ -220,6 +221,41 @@ async def test_the_console_follows_payments_and_approves_a_review_from_the_page(
         await expect(page.get_by_test_id("health-e2e-p99")).to_have_text(number)
         await page.screenshot(path=str(artefacts("console") / "e2e-1280.png"), full_page=True)
         assert errors == []
+
+
+async def test_every_service_times_its_garbage_collections(stack: DevStackProcess) -> None:
+    """Each service froze what its start-up made and times each collection since, so an
+    operator sees a process standing still in one (``pulse_gc_pause_seconds``)."""
+    ops = stack.ops_port_base
+    scrapes = {
+        "ingest": f"{stack.ingest_url}/metrics",
+        "ws-gateway": f"http://127.0.0.1:{stack.gateway_port}/metrics",
+        "stream-processor": f"http://127.0.0.1:{ops}/metrics",
+        "fraud-worker": f"http://127.0.0.1:{ops + 1}/metrics",
+        "notify-worker": f"http://127.0.0.1:{ops + 2}/metrics",
+    }
+    timed = {}
+    async with aiohttp.ClientSession() as http:
+        for service, url in scrapes.items():
+            async with http.get(url) as resp:
+                samples = [
+                    sample
+                    for family in text_string_to_metric_families(await resp.text())
+                    for sample in family.samples
+                ]
+            # A series per generation from the start (a service that collects rarely, its
+            # young threshold raised, may not have collected yet).
+            timed[service] = (
+                sorted(
+                    s.labels["generation"]
+                    for s in samples
+                    if s.name == "pulse_gc_pause_seconds_count"
+                ),
+                sum(s.value for s in samples if s.name == "pulse_gc_frozen_objects"),
+            )
+    assert all(
+        generations == ["0", "1", "2"] and frozen > 10_000 for generations, frozen in timed.values()
+    ), timed
 
 
 def test_sigterm_stops_every_process(stack: DevStackProcess) -> None:

@@ -22,6 +22,7 @@ from fraud_worker.settings import FraudSettings, load_fraud_settings
 from pulse.blocklists import adopt_earlier_blocklists
 from pulse.channels import ALERTS, ChannelPublisher
 from pulse.clients import aws_client, redis_client
+from pulse.collector import settle_collector
 from pulse.consumer import SqsMessage, consume
 from pulse.events import (
     FRAUD_DECISION,
@@ -198,6 +199,9 @@ async def serve(lifecycle: Lifecycle) -> None:
         interval_seconds=settings.review_sweep_interval_seconds,
         lease_seconds=settings.idempotency_lease_seconds,
     )
+    # What start-up made (modules, the clients' service models) lives as long as the
+    # process: frozen out of later collections, each of which is timed.
+    settle_collector()
     sweeping = asyncio.create_task(sweep.run(lifecycle.stopping))
     try:
         async with serving_ops(lifecycle), health.running(lifecycle.stopping):

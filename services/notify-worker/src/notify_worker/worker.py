@@ -22,6 +22,7 @@ from notify_worker.settings import NotifySettings, load_notify_settings
 from notify_worker.webhooks import WebhookFanout
 from pulse.channels import ChannelPublisher
 from pulse.clients import aws_client, redis_client
+from pulse.collector import settle_collector
 from pulse.consumer import SqsMessage, consume
 from pulse.events import PAYMENT_UPDATED
 from pulse.health import HealthReporter
@@ -135,6 +136,9 @@ async def serve(lifecycle: Lifecycle) -> None:
         window_recheck_seconds=settings.webhook_window_recheck_seconds,
     )
     health = HealthReporter.of(redis, settings)
+    # What start-up made (modules, the clients' service models) lives as long as the
+    # process: frozen out of later collections, each of which is timed.
+    settle_collector()
     try:
         async with serving_ops(lifecycle), health.running(lifecycle.stopping):
             await asyncio.gather(
