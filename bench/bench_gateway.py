@@ -22,7 +22,7 @@ from pulse.clients import redis_client
 from pulse.events import STATS as STATS_TYPE
 from pulse.events import new_event
 from pulse.settings import DEV_JWT_SECRET, PulseSettings
-from pulse_dev.emulators import free_port, redis_answers, start_redis, wait_for_port
+from pulse_dev.emulators import free_port, local_redis, stop_process
 from pulse_dev.load import percentile
 from pulse_dev.testing import ServiceProcess
 from service_metrics import MetricsReading, read_metrics, sample
@@ -366,14 +366,7 @@ async def _measure(  # noqa: PLR0915
 
 def bench_gateway() -> dict[str, float]:
     work = Path(tempfile.mkdtemp(prefix="pulse-bench-gw-"))
-    redis_proc = None
-    if redis_answers():
-        redis_url = "redis://127.0.0.1:6379/0"
-    else:
-        port = free_port()
-        redis_proc = start_redis(port, work)
-        wait_for_port(port)
-        redis_url = f"redis://127.0.0.1:{port}/0"
+    redis_url, redis_proc = local_redis(work)
     prefix = f"benchgw-{uuid.uuid4().hex[:8]}:"
     port = free_port()
     env = {
@@ -413,8 +406,7 @@ def bench_gateway() -> dict[str, float]:
     finally:
         gateway.kill()
         if redis_proc is not None:
-            redis_proc.kill()
-            redis_proc.wait()
+            stop_process(redis_proc)
     if os.environ.get("PULSE_BENCH_LOGS"):
         print(gateway.logs()[-4000:])
     for name, value in figures.items():
