@@ -7,7 +7,7 @@ frozen out of full collections every second). Each run opens N connections (defa
 10,000) subscribed to ``stats`` with the websockets client, then every second closes R of
 them (default 100) at random and opens as many, for S seconds (default 60). Printed from
 the gateway's own ``pulse_gc_pause_seconds`` over the churn: full collections and the time
-they took, the pauses over 25 ms (each one stalls every client), the frozen set, RSS.
+they took, the pauses over 25 ms (each one stalls every client), the Python heap, RSS.
 """
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ class Churned:
     full: float
     full_ms: float
     long: float
-    frozen: float
+    blocks: float
     sweeps: float
     rss_kb: int
 
@@ -100,7 +100,7 @@ async def _churn(port: int, pid: int, args: argparse.Namespace) -> Churned:
         full=_delta(before, after, f"{GC_PAUSE}_count", generation="2"),
         full_ms=_delta(before, after, f"{GC_PAUSE}_sum", generation="2") * 1000,
         long=long,
-        frozen=sample(after, "pulse_gc_frozen_objects"),
+        blocks=sample(after, "pulse_python_allocated_blocks"),
         sweeps=sample(after, "pulse_gc_full_sweeps_total"),
         rss_kb=_rss_kb(pid),
     )
@@ -144,7 +144,7 @@ def main() -> None:
             f"PULSE_GC_FREEZE_INTERVAL_SECONDS={interval}: {args.held} connections held, "
             f"{run.replaced} replaced in {args.seconds} s: {run.full:.0f} full collections "
             f"({run.full_ms:.0f} ms), {run.long:.0f} pauses over {LONG_PAUSE_S * 1000:.0f} ms; "
-            f"frozen objects {run.frozen:.0f}, sweeps {run.sweeps:.0f}, RSS {run.rss_kb} kB"
+            f"Python heap {run.blocks:.0f} blocks, sweeps {run.sweeps:.0f}, RSS {run.rss_kb} kB"
         )
     for interval, name in (("0", "cpython"), ("1", "frozen")):
         print(f"churn.{name}_pauses_over_25ms: {runs[interval].long:.0f}")

