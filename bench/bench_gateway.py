@@ -11,6 +11,7 @@ import sys
 import tempfile
 import time
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +26,7 @@ from pulse.settings import DEV_JWT_SECRET, PulseSettings
 from pulse_dev.emulators import free_port, local_redis, stop_process
 from pulse_dev.load import percentile
 from pulse_dev.testing import ServiceProcess
-from service_metrics import MetricsReading, read_metrics, sample
+from service_metrics import MetricsReading, histogram_quantile, read_metrics, sample
 
 CONNECTIONS = 10_000
 CLIENT_PROCESSES = 3
@@ -51,43 +52,49 @@ def _rss_kb(pid: int) -> int:
 
 GC_PAUSE = "pulse_gc_pause_seconds"
 LONG_PAUSE_S = 0.025
+GENERATIONS = ("0", "1", "2")
+
+
+@dataclass
+class GcPauses:
+    """The gateway's garbage-collection pauses between two readings of its metrics."""
+
+    counts: dict[str, float]  # by generation (2: full collections)
+    ms: dict[str, float]  # time paused, by generation
+    long: float  # pauses longer than LONG_PAUSE_S: each held up every client
+    longest_ms: float  # the upper bound of the bucket of the longest pause
+
+    @classmethod
+    def between(cls, before: MetricsReading, after: MetricsReading) -> GcPauses:
+        def delta(series: str, **labels: str) -> float:
+            name = f"{GC_PAUSE}_{series}"
+            return sample(after, name, **labels) - sample(before, name, **labels)
+
+        counts = {g: delta("count", generation=g) for g in GENERATIONS}
+        quick = sum(delta("bucket", generation=g, le=str(LONG_PAUSE_S)) for g in GENERATIONS)
+        longest = [
+            histogram_quantile(before, after, 1.0, GC_PAUSE, {"generation": g}) for g in GENERATIONS
+        ]
+        return cls(
+            counts=counts,
+            ms={g: delta("sum", generation=g) * 1000 for g in GENERATIONS},
+            long=sum(counts.values()) - quick,
+            longest_ms=max((q[0] * 1000 for q in longest if q is not None), default=0.0),
+        )
 
 
 def _gc_pauses(phase: str, before: MetricsReading, after: MetricsReading) -> tuple[float, float]:
-    """The gateway's garbage-collection pauses between two readings: their total in ms and
-    how many lasted longer than LONG_PAUSE_S (each held up every client); printed by
-    generation (2: full collections), with the bucket bounding the longest."""
-    total_ms = long = longest = 0.0
-    spent = []
-    for generation in ("0", "1", "2"):
-
-        def delta(series: str, generation: str = generation, **le: str) -> float:
-            name = f"{GC_PAUSE}_{series}"
-            return sample(after, name, generation=generation, **le) - sample(
-                before, name, generation=generation, **le
-            )
-
-        count, ms = delta("count"), delta("sum") * 1000
-        total_ms += ms
-        long += count - delta("bucket", le=str(LONG_PAUSE_S))
-        spent.append(f"{count:.0f} of generation {generation} in {ms:.0f} ms")
-        bounds = [
-            float(dict(pairs)["le"])
-            for (name, pairs), _ in after.items()
-            if name == f"{GC_PAUSE}_bucket" and dict(pairs)["generation"] == generation
-        ]
-        within = [b for b in bounds if delta("bucket", le=_le(b)) >= count]
-        longest = max(longest, min(within, default=0.0) if count else 0.0)
-    print(
-        f"garbage collection, {phase}: {'; '.join(spent)}; {long:.0f} pauses over "
-        f"{LONG_PAUSE_S * 1000:.0f} ms, the longest at most {longest * 1000:.0f} ms"
+    """Prints the gateway's garbage-collection pauses between two readings, by generation;
+    returns their total in ms and how many lasted longer than LONG_PAUSE_S."""
+    pauses = GcPauses.between(before, after)
+    spent = "; ".join(
+        f"{pauses.counts[g]:.0f} of generation {g} in {pauses.ms[g]:.0f} ms" for g in GENERATIONS
     )
-    return total_ms, long
-
-
-def _le(bound: float) -> str:
-    """A bucket bound as prometheus_client writes it in the ``le`` label."""
-    return "+Inf" if bound == float("inf") else str(bound)
+    print(
+        f"garbage collection, {phase}: {spent}; {pauses.long:.0f} pauses over "
+        f"{LONG_PAUSE_S * 1000:.0f} ms, the longest at most {pauses.longest_ms:.0f} ms"
+    )
+    return sum(pauses.ms.values()), pauses.long
 
 
 class Client:

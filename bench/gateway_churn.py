@@ -24,13 +24,13 @@ from pathlib import Path
 import orjson
 from websockets.asyncio.client import ClientConnection, connect
 
-from bench_gateway import GC_PAUSE, LONG_PAUSE_S, _rss_kb
+from bench_gateway import LONG_PAUSE_S, GcPauses, _rss_kb
 from pulse.auth import issue_token
 from pulse.channels import STATS
 from pulse.settings import DEV_JWT_SECRET
 from pulse_dev.emulators import free_port, local_redis, stop_process
 from pulse_dev.testing import ServiceProcess
-from service_metrics import MetricsReading, read_metrics, sample
+from service_metrics import read_metrics, sample
 
 USERS = 50  # tokens the connections share (the gateway caches verified tokens)
 OPEN_AT_ONCE = 100
@@ -47,10 +47,6 @@ class Churned:
     blocks: float
     sweeps: float
     rss_kb: int
-
-
-def _delta(before: MetricsReading, after: MetricsReading, name: str, **labels: str) -> float:
-    return sample(after, name, **labels) - sample(before, name, **labels)
 
 
 async def _opened(url: str) -> ClientConnection:
@@ -90,16 +86,12 @@ async def _churn(port: int, pid: int, args: argparse.Namespace) -> Churned:
         after = read_metrics(metrics)
     finally:
         await asyncio.gather(*(ws.close() for ws in held), return_exceptions=True)
-    long = 0.0
-    for generation in ("0", "1", "2"):
-        long += _delta(before, after, f"{GC_PAUSE}_count", generation=generation) - _delta(
-            before, after, f"{GC_PAUSE}_bucket", generation=generation, le=str(LONG_PAUSE_S)
-        )
+    pauses = GcPauses.between(before, after)
     return Churned(
         replaced=replaced,
-        full=_delta(before, after, f"{GC_PAUSE}_count", generation="2"),
-        full_ms=_delta(before, after, f"{GC_PAUSE}_sum", generation="2") * 1000,
-        long=long,
+        full=pauses.counts["2"],
+        full_ms=pauses.ms["2"],
+        long=pauses.long,
         blocks=sample(after, "pulse_python_allocated_blocks"),
         sweeps=sample(after, "pulse_gc_full_sweeps_total"),
         rss_kb=_rss_kb(pid),

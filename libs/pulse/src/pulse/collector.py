@@ -34,7 +34,6 @@ if TYPE_CHECKING:
 
 __all__ = [
     "BATCH_YOUNG_THRESHOLD",
-    "GC_PAUSE",
     "Freezer",
     "settle_collector",
 ]
@@ -45,7 +44,7 @@ __all__ = [
 # objects were promoted to the older generations and full collections followed.
 BATCH_YOUNG_THRESHOLD = 10_000
 
-GC_PAUSE = Histogram(
+_GC_PAUSE = Histogram(
     "pulse_gc_pause_seconds",
     "Time the process stood still in one cyclic garbage collection, by generation "
     "(2: a full collection)",
@@ -74,7 +73,7 @@ class _PauseTimer:
 
     def __init__(self) -> None:
         self._started = 0.0
-        self._by_generation = [GC_PAUSE.labels(generation=str(g)) for g in range(3)]
+        self._by_generation = [_GC_PAUSE.labels(generation=str(g)) for g in range(3)]
 
     def __call__(self, phase: str, info: dict[str, Any]) -> None:
         if phase == "start":
