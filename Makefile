@@ -17,7 +17,7 @@ REDIS_MODE ?= standalone
 
 export UV_PYTHON_DOWNLOADS := never
 
-.PHONY: run test lint fmt typecheck unit k8s-check browser-tools redis-tools bench chaos soak clean help sync
+.PHONY: run test lint fmt typecheck unit k8s-check browser-tools redis-tools peer-tools bench chaos soak clean help sync
 
 help:
 	@sed -n '2,5p' Makefile
@@ -48,6 +48,9 @@ browser-tools:
 redis-tools:
 	bash scripts/redis-tools.sh
 
+peer-tools:
+	bash scripts/peer-tools.sh
+
 unit: sync browser-tools redis-tools
 	$(VENV)/bin/pytest -n $(PYTEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
@@ -60,7 +63,7 @@ fmt: sync
 	$(VENV)/bin/ruff format .
 	$(VENV)/bin/ruff check --fix .
 
-bench: sync
+bench: sync peer-tools
 	$(VENV)/bin/python bench/run.py $(ONLY)
 
 chaos: sync

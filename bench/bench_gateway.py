@@ -170,9 +170,30 @@ def _send_floor_us(frame_bytes: int, pairs: int = 1000, rounds: int = 3) -> floa
                 sock.close()
 
 
-def _cpu_s(pid: int) -> float:
+def _per_event(replies: list[dict[str, Any]], events: int = FANOUT_EVENTS) -> str:
+    """Each event's arrival latencies, in the order they were appended: every client's list
+    holds its connections' deliveries event after event (the next is appended only once every
+    subscriber has the last)."""
+    per: list[list[float]] = [[] for _ in range(events)]
+    for reply in replies:
+        got = reply["latencies"]
+        each = len(got) // events if events else 0
+        for n in range(events if each else 0):
+            per[n].extend(got[n * each : (n + 1) * each])
+    return ", ".join(
+        f"{percentile(x, 50):.0f}/{percentile(x, 99):.0f}/{max(x):.0f}" for x in per if x
+    )
+
+
+def _cpu_times(pid: int) -> tuple[float, float]:
+    """A process's CPU seconds so far: in its own code, and in the kernel on its behalf."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    tick = os.sysconf("SC_CLK_TCK")
+    return int(fields[11]) / tick, int(fields[12]) / tick
+
+
+def _cpu_s(pid: int) -> float:
+    return sum(_cpu_times(pid))
 
 
 def _clients_cpu(clients: list[Client]) -> float:
@@ -250,18 +271,21 @@ async def _measure(  # noqa: PLR0915
             f" so {held} sends take at least {floor * held / 1000:.0f} ms of one core"
         )
         await _all(clients, "latency", channel=STATS)
-        cpu0, ccpu0 = _cpu_s(pid), _clients_cpu(clients)
+        (user0, kernel0), ccpu0 = _cpu_times(pid), _clients_cpu(clients)
         for seq in range(FANOUT_EVENTS):
             await _append(publisher, STATS, seq)
             await _wait_tally(clients, STATS, held * (seq + 1), FANOUT_WAIT)
             await asyncio.sleep(FANOUT_GAP)
+        user, kernel = _cpu_times(pid)
         print(
-            f"fan-out: CPU for {FANOUT_EVENTS * held} frames: gateway {_cpu_s(pid) - cpu0:.2f} s,"
-            f" client processes {_clients_cpu(clients) - ccpu0:.2f} s"
+            f"fan-out: CPU for {FANOUT_EVENTS * held} frames: gateway "
+            f"{user - user0 + kernel - kernel0:.2f} s ({kernel - kernel0:.2f} s of it in the "
+            f"kernel), client processes {_clients_cpu(clients) - ccpu0:.2f} s"
         )
         replies = await _all(clients, "latency", channel=STATS)
         lat = [x for r in replies for x in r["latencies"]]
         read = [x for r in replies for x in r["read_latencies"]]
+        print(f"fan-out, each event (p50/p99/max ms to arrive): {_per_event(replies)}")
         print(
             f"fan-out: {FANOUT_EVENTS} events to {held} subscribers, {len(lat)} of "
             f"{FANOUT_EVENTS * held} deliveries seen, max {max(lat, default=0):.0f} ms to arrive,"
@@ -371,22 +395,27 @@ async def _measure(  # noqa: PLR0915
     return figures
 
 
-def bench_gateway() -> dict[str, float]:
-    work = Path(tempfile.mkdtemp(prefix="pulse-bench-gw-"))
-    redis_url, redis_proc = local_redis(work)
-    prefix = f"benchgw-{uuid.uuid4().hex[:8]}:"
-    port = free_port()
-    env = {
+def gateway_env(port: int, prefix: str, redis_url: str, connections: int) -> dict[str, str]:
+    """The environment of a benchmarked gateway process on ``port``."""
+    return {
         "PULSE_HTTP_PORT": str(port),
         "PULSE_HTTP_HOST": "127.0.0.1",
         "PULSE_REDIS_PREFIX": prefix,
         "REDIS_URL": redis_url,
         "PULSE_LOG_LEVEL": "warning",
-        "PULSE_SEND_QUEUE_SIZE": "4096",
         # Every load client holds the one bench token: lift the per-user limit (50) above
         # the connections opened. The process-wide limit keeps its default (20,000).
-        "PULSE_MAX_CONNECTIONS_PER_USER": str(CONNECTIONS + RECONNECT_CLIENTS),
+        "PULSE_MAX_CONNECTIONS_PER_USER": str(connections),
     }
+
+
+def bench_gateway() -> dict[str, float]:
+    work = Path(tempfile.mkdtemp(prefix="pulse-bench-gw-"))
+    redis_url, redis_proc = local_redis(work)
+    prefix = f"benchgw-{uuid.uuid4().hex[:8]}:"
+    port = free_port()
+    env = gateway_env(port, prefix, redis_url, CONNECTIONS + RECONNECT_CLIENTS)
+    env["PULSE_SEND_QUEUE_SIZE"] = "4096"
     token = issue_token(DEV_JWT_SECRET, sub="bench", roles=["ops"], ttl_seconds=3600)
     url = f"ws://127.0.0.1:{port}/ws?token={token}"
     print(

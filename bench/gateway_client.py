@@ -2,6 +2,8 @@
 
 Reads one JSON command per line on stdin, answers one JSON line on stdout:
   {"cmd":"open","n":N,"channel":C}        open N connections subscribed to C
+                                           (with "by_url":true: only connected, the URL
+                                           names the channel, as Nchan's do)
   {"cmd":"latency","channel":C}            ms from the append to each event's arrival (kernel
                                            receive stamp) and to its read, on C since last call
   {"cmd":"sub","n":N,"channel":C}          subscribe the first N open connections to C too
@@ -83,6 +85,8 @@ def _client_frame(opcode: int, payload: bytes) -> bytes:
 SO_TIMESTAMPNS = 35
 _TIMESPEC = struct.Struct("@qq")
 _ANCILLARY = socket.CMSG_SPACE(_TIMESPEC.size)
+# How every event frame starts (ws_gateway.protocol.event_frame); its channel follows.
+_EVENT_HEAD = b'{"op":"event","channel":"'
 # The load connections' sockets are read in batches this often (see Pool.poll_forever).
 READ_INTERVAL_S = 0.002
 
@@ -255,10 +259,9 @@ class Pool:
             "Connection: Upgrade\r\nSec-WebSocket-Version: 13\r\n"
         )
         self.conns: list[RawWs] = []
-        # Per channel, ms from the publisher's clock to the kernel's arrival stamp, and to
-        # the moment this process read the frame.
-        self.latencies: dict[str, list[float]] = {}
-        self.read_latencies: dict[str, list[float]] = {}
+        # Per channel, the event frames read: payload, the kernel's arrival stamp, and the
+        # moment this process read it.
+        self.events: dict[str, list[tuple[bytes, float, float]]] = {}
         # Per channel, event frames read, and the newest one's arrival stamp and read time.
         self.tally: dict[str, int] = {}
         self.last_arrived: dict[str, float] = {}
@@ -314,9 +317,12 @@ class Pool:
                 await asyncio.sleep(_backoff(attempt))
         return await self._connect()
 
-    async def _open_one(self, channel: str, sem: asyncio.Semaphore) -> None:
+    async def _open_one(self, channel: str, sem: asyncio.Semaphore, *, by_url: bool) -> None:
         async with sem:
             conn = await self._connect_retrying()
+            if by_url:  # the URL names the channel (a server other than Pulse's)
+                self.conns.append(conn)
+                return
             msg = orjson.dumps({"op": "subscribe", "channel": channel}).decode()
             for attempt in range(SUBSCRIBE_TRIES):
                 reply = await conn.request_reply(msg)
@@ -329,10 +335,11 @@ class Pool:
                 await asyncio.sleep(_backoff(attempt))
         self.conns.append(conn)
 
-    async def open(self, n: int, channel: str) -> dict[str, Any]:
+    async def open(self, n: int, channel: str, *, by_url: bool = False) -> dict[str, Any]:
         sem = asyncio.Semaphore(OPEN_CONCURRENCY)
         results = await asyncio.gather(
-            *(self._open_one(channel, sem) for _ in range(n)), return_exceptions=True
+            *(self._open_one(channel, sem, by_url=by_url) for _ in range(n)),
+            return_exceptions=True,
         )
         errors = [repr(r) for r in results if isinstance(r, BaseException)]
         return {
@@ -344,20 +351,32 @@ class Pool:
         }
 
     def on_text(self, conn: RawWs, payload: bytes, arrived: float, now: float) -> None:
-        frame = orjson.loads(payload)
-        if frame.get("op") != "event":
-            if conn.replies is not None:
-                conn.replies.put_nowait(frame)
-            else:
-                self._control(conn, frame)
+        if payload.startswith(_EVENT_HEAD):
+            # Counted now, parsed when the latencies are asked for: this process shares the
+            # server's cores, so it does as little as it can while a fan-out is under way.
+            end = payload.find(b'"', len(_EVENT_HEAD))
+            channel = payload[len(_EVENT_HEAD) : end].decode()
+            self.tally[channel] = self.tally.get(channel, 0) + 1
+            if arrived > self.last_arrived.get(channel, 0.0):
+                self.last_arrived[channel] = arrived
+            self.last_read[channel] = now
+            self.events.setdefault(channel, []).append((payload, arrived, now))
             return
-        channel = frame["channel"]
-        self.tally[channel] = self.tally.get(channel, 0) + 1
-        self.last_arrived[channel] = max(arrived, self.last_arrived.get(channel, 0.0))
-        self.last_read[channel] = now
-        sent = frame["event"]["data"]["t"]
-        self.latencies.setdefault(channel, []).append((arrived - sent) * 1000)
-        self.read_latencies.setdefault(channel, []).append((now - sent) * 1000)
+        frame = orjson.loads(payload)
+        if conn.replies is not None:
+            conn.replies.put_nowait(frame)
+        else:
+            self._control(conn, frame)
+
+    def latencies(self, channel: str) -> tuple[list[float], list[float]]:
+        """Per event frame read on ``channel`` since the last call, in the order read: ms
+        from the publisher's time (the event's data "t") to its arrival, and to its read."""
+        arrivals, reads = [], []
+        for payload, arrived, now in self.events.pop(channel, []):
+            sent = orjson.loads(payload)["event"]["data"]["t"]
+            arrivals.append((arrived - sent) * 1000)
+            reads.append((now - sent) * 1000)
+        return arrivals, reads
 
     def _control(self, conn: RawWs, frame: dict[str, Any]) -> None:
         """A `subscribed` or error frame for a `sub` command."""
@@ -484,12 +503,10 @@ async def recon_back(pool: Pool, expect: int, wait_s: float) -> dict[str, Any]:
 async def handle(pool: Pool, cmd: dict[str, Any]) -> dict[str, Any]:  # noqa: PLR0911
     name = cmd["cmd"]
     if name == "open":
-        return await pool.open(cmd["n"], cmd["channel"])
+        return await pool.open(cmd["n"], cmd["channel"], by_url=cmd.get("by_url", False))
     if name == "latency":
-        return {
-            "latencies": pool.latencies.pop(cmd["channel"], []),
-            "read_latencies": pool.read_latencies.pop(cmd["channel"], []),
-        }
+        arrivals, reads = pool.latencies(cmd["channel"])
+        return {"latencies": arrivals, "read_latencies": reads}
     if name == "sub":
         return await pool.sub(cmd["n"], cmd["channel"])
     if name == "tally":

@@ -23,6 +23,12 @@ Groups (each in bench/bench_<group>.py):
           gateway.deliveries_per_s (written, >= 100,000), gateway.deliveries_read_per_s (read
           by the clients; a delivery is one event frame to one connection),
           gateway.rss_kb_per_conn (<= 10), gateway.reconnect_missed (0)
+  peer    the gateway's fan-out to 10,000 subscribers against Nchan (nginx's pub/sub module,
+          in C) with one worker and with one per usable CPU, on the same load clients, three
+          rounds with the servers in turn (nginx and the module: make peer-tools)
+          -> peer.pulse_p99_ms, peer.nchan_1_p99_ms, peer.nchan_<cpus>_p99_ms (medians of
+             the rounds), peer.pulse_vs_nchan_1_p99_ratio, peer.pulse_vs_nchan_<cpus>_p99_ratio
+             (goal <= 1: Pulse at least as fast as Nchan on the same machine)
   scale   three stream-processor replicas on an emulator stream of four shards that splits
           five times while payments flow, through a SIGKILL and a new replica; the whole
           stack with a 3-master Redis Cluster vs. one Redis, same load; a Redis master
@@ -55,7 +61,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-GROUPS = ("ingest", "e2e", "stream", "workers", "gateway", "scale", "redis", "history")
+GROUPS = ("ingest", "e2e", "stream", "workers", "gateway", "peer", "scale", "redis", "history")
 
 
 def _runner(group: str) -> Callable[[], dict[str, float]]:
