@@ -13,7 +13,7 @@ import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
@@ -27,6 +27,9 @@ from pulse_dev.emulators import free_port, local_redis, stop_process
 from pulse_dev.load import percentile
 from pulse_dev.testing import ServiceProcess
 from service_metrics import MetricsReading, histogram_quantile, read_metrics, sample
+
+if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable
 
 CONNECTIONS = 10_000
 CLIENT_PROCESSES = 3
@@ -185,6 +188,28 @@ def _per_event(replies: list[dict[str, Any]], events: int = FANOUT_EVENTS) -> st
     )
 
 
+async def fan_out(
+    clients: list[Client],
+    held: int,
+    publish: Callable[[int], Awaitable[None]],
+    events: int = FANOUT_EVENTS,
+) -> tuple[list[float], list[float]]:
+    """``events`` events published to `stats` (``publish(seq)``), each once the last reached
+    all ``held`` subscribers; every delivery's ms to arrive and until read (each event's
+    arrivals are printed)."""
+    await _all(clients, "latency", channel=STATS)
+    for seq in range(events):
+        await publish(seq)
+        await _wait_tally(clients, STATS, held * (seq + 1), FANOUT_WAIT)
+        await asyncio.sleep(FANOUT_GAP)
+    replies = await _all(clients, "latency", channel=STATS)
+    print(f"fan-out, each event (p50/p99/max ms to arrive): {_per_event(replies, events)}")
+    return (
+        [x for r in replies for x in r["latencies"]],
+        [x for r in replies for x in r["read_latencies"]],
+    )
+
+
 def _cpu_times(pid: int) -> tuple[float, float]:
     """A process's CPU seconds so far: in its own code, and in the kernel on its behalf."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
@@ -270,22 +295,20 @@ async def _measure(  # noqa: PLR0915
             f"fan-out floor: a {FANOUT_FRAME_BYTES}-byte loopback send costs {floor:.1f} us here,"
             f" so {held} sends take at least {floor * held / 1000:.0f} ms of one core"
         )
-        await _all(clients, "latency", channel=STATS)
         (user0, kernel0), ccpu0 = _cpu_times(pid), _clients_cpu(clients)
-        for seq in range(FANOUT_EVENTS):
+        gc_fanout = read_metrics(metrics_url)
+
+        async def publish(seq: int) -> None:
             await _append(publisher, STATS, seq)
-            await _wait_tally(clients, STATS, held * (seq + 1), FANOUT_WAIT)
-            await asyncio.sleep(FANOUT_GAP)
+
+        lat, read = await fan_out(clients, held, publish)
         user, kernel = _cpu_times(pid)
         print(
             f"fan-out: CPU for {FANOUT_EVENTS * held} frames: gateway "
             f"{user - user0 + kernel - kernel0:.2f} s ({kernel - kernel0:.2f} s of it in the "
             f"kernel), client processes {_clients_cpu(clients) - ccpu0:.2f} s"
         )
-        replies = await _all(clients, "latency", channel=STATS)
-        lat = [x for r in replies for x in r["latencies"]]
-        read = [x for r in replies for x in r["read_latencies"]]
-        print(f"fan-out, each event (p50/p99/max ms to arrive): {_per_event(replies)}")
+        _gc_pauses("during the fan-out", gc_fanout, read_metrics(metrics_url))
         print(
             f"fan-out: {FANOUT_EVENTS} events to {held} subscribers, {len(lat)} of "
             f"{FANOUT_EVENTS * held} deliveries seen, max {max(lat, default=0):.0f} ms to arrive,"

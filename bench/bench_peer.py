@@ -31,7 +31,7 @@ import tempfile
 import time
 import uuid
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import aiohttp
 
@@ -40,15 +40,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_gateway import (
     CLIENT_PROCESSES,
     FANOUT_FRAME_BYTES,
-    FANOUT_GAP,
-    FANOUT_WAIT,
     Client,
-    _all,
     _cpu_s,
-    _per_event,
     _send_floor_us,
     _split,
-    _wait_tally,
+    fan_out,
     gateway_env,
 )
 from pulse.auth import issue_token
@@ -62,6 +58,9 @@ from pulse_dev.load import percentile
 from pulse_dev.testing import ServiceProcess
 from ws_gateway.burst import usable_cpus
 from ws_gateway.protocol import event_frame
+
+if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable
 
 _JSON = {"Content-Type": "application/json"}
 NCHAN_MODULE = Path("/usr/lib/nginx/modules/ngx_nchan_module.so")
@@ -159,21 +158,13 @@ async def _fanout(
     clients: list[Client],
     held: int,
     events: int,
-    publish: Any,
-    cpu: Any,
+    publish: Callable[[int], Awaitable[None]],
+    cpu: Callable[[], float],
 ) -> dict[str, float]:
     """``events`` events, each once the last reached every subscriber; the figures."""
-    await _all(clients, "latency", channel=STATS)
     cpu0 = cpu()
-    for seq in range(events):
-        await publish(seq)
-        await _wait_tally(clients, STATS, held * (seq + 1), FANOUT_WAIT)
-        await asyncio.sleep(FANOUT_GAP)
+    lat, read = await fan_out(clients, held, publish, events)
     spent = cpu() - cpu0
-    replies = await _all(clients, "latency", channel=STATS)
-    lat = [x for r in replies for x in r["latencies"]]
-    read = [x for r in replies for x in r["read_latencies"]]
-    print(f"  each event (p50/p99/max ms to arrive): {_per_event(replies, events)}")
     return {
         "seen": float(len(lat)),
         "p50_ms": percentile(lat, 50),
