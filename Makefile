@@ -63,7 +63,8 @@ fmt: sync
 	$(VENV)/bin/ruff format .
 	$(VENV)/bin/ruff check --fix .
 
-bench: sync peer-tools
+# nginx with Nchan only for the groups that measure against it (all, or ONLY naming peer).
+bench: sync $(if $(ONLY),$(if $(filter peer,$(ONLY)),peer-tools),peer-tools)
 	$(VENV)/bin/python bench/run.py $(ONLY)
 
 chaos: sync
