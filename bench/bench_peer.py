@@ -120,7 +120,7 @@ class Nchan:
             stderr=(work / "stderr.log").open("wb"),
         )
         wait_for_port(self.port, timeout=10.0)
-        self.pids = [self.proc.pid, *_children(self.proc.pid)]
+        self.pids = [self.proc.pid, *_children(self.proc.pid, workers)]
 
     def cpu_s(self) -> float:
         return sum(_cpu_s(pid) for pid in self.pids)
@@ -145,12 +145,20 @@ def _nginx() -> str:
     return found
 
 
-def _children(pid: int) -> list[int]:
-    deadline = time.monotonic() + 5
+def _children(pid: int, count: int) -> list[int]:
+    """The processes whose parent is ``pid``, once there are ``count`` (nginx's workers)."""
+    deadline = time.monotonic() + 10
     while True:
-        kids = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
-        if kids or time.monotonic() > deadline:
-            return [int(k) for k in kids]
+        kids = []
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                ppid = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue  # gone meanwhile
+            if ppid == pid:
+                kids.append(int(stat.parent.name))
+        if len(kids) >= count or time.monotonic() > deadline:
+            return kids
         time.sleep(0.05)
 
 
