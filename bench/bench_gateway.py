@@ -21,7 +21,7 @@ from pulse.auth import issue_token
 from pulse.channels import ALERTS, PAYMENTS, STATS, ChannelPublisher
 from pulse.clients import redis_client
 from pulse.events import STATS as STATS_TYPE
-from pulse.events import new_event
+from pulse.events import CloudEvent, new_event
 from pulse.settings import DEV_JWT_SECRET, PulseSettings
 from pulse_dev.emulators import free_port, local_redis, stop_process
 from pulse_dev.load import percentile
@@ -180,8 +180,8 @@ def _per_event(replies: list[dict[str, Any]], events: int = FANOUT_EVENTS) -> st
     per: list[list[float]] = [[] for _ in range(events)]
     for reply in replies:
         got = reply["latencies"]
-        each = len(got) // events if events else 0
-        for n in range(events if each else 0):
+        each = len(got) // events
+        for n in range(events):
             per[n].extend(got[n * each : (n + 1) * each])
     return ", ".join(
         f"{percentile(x, 50):.0f}/{percentile(x, 99):.0f}/{max(x):.0f}" for x in per if x
@@ -238,13 +238,23 @@ async def _wait_tally(
         await asyncio.sleep(0.05)
 
 
-async def _append(publisher: ChannelPublisher, channel: str, seq: int) -> float:
-    t = time.time()
-    event = new_event(
-        type=STATS_TYPE, source="/pulse/bench", data={"t": t, "seq": seq}, subject="bench"
+def bench_event(seq: int) -> CloudEvent:
+    """A `stats` event whose data carries ``seq`` and "t", the publisher's time now."""
+    return new_event(
+        type=STATS_TYPE, source="/pulse/bench", data={"t": time.time(), "seq": seq}, subject="bench"
     )
-    await publisher.append(event, [channel])
-    return t
+
+
+async def _append(publisher: ChannelPublisher, channel: str, seq: int) -> None:
+    await publisher.append(bench_event(seq), [channel])
+
+
+async def close_clients(clients: list[Client]) -> None:
+    """End the load-client processes (the kernel closes their connections)."""
+    for c in clients:
+        c.kill()
+    for c in clients:
+        await c.proc.wait()
 
 
 async def _measure(  # noqa: PLR0915
@@ -407,10 +417,7 @@ async def _measure(  # noqa: PLR0915
         figures["gateway.gc_pause_serving_ms"] = serving_ms
         figures["gateway.gc_pauses_over_25ms_serving"] = serving_long
     finally:
-        for c in clients:
-            c.kill()
-        for c in clients:
-            await c.proc.wait()
+        await close_clients(clients)
         keys = [k async for k in redis.scan_iter(match=f"{prefix}*", count=1000)]
         if keys:
             await redis.delete(*keys)

@@ -41,17 +41,18 @@ from bench_gateway import (
     CLIENT_PROCESSES,
     FANOUT_FRAME_BYTES,
     Client,
+    _append,
     _cpu_s,
     _send_floor_us,
     _split,
+    bench_event,
+    close_clients,
     fan_out,
     gateway_env,
 )
 from pulse.auth import issue_token
 from pulse.channels import STATS, ChannelPublisher
 from pulse.clients import redis_client
-from pulse.events import STATS as STATS_TYPE
-from pulse.events import new_event
 from pulse.settings import DEV_JWT_SECRET, PulseSettings
 from pulse_dev.emulators import free_port, local_redis, stop_process, wait_for_port
 from pulse_dev.load import percentile
@@ -92,13 +93,11 @@ http {{
 """
 
 
-def _event_body(seq: int) -> tuple[float, bytes]:
+def _event_body(seq: int) -> bytes:
     """The frame Pulse's gateway would write for a `stats` event appended now."""
-    t = time.time()
-    event = new_event(
-        type=STATS_TYPE, source="/pulse/bench", data={"t": t, "seq": seq}, subject="bench"
-    )
-    return t, event_frame(STATS, f"{int(t * 1000)}-{seq}", event.to_json().decode()).encode()
+    event = bench_event(seq)
+    offset = f"{int(time.time() * 1000)}-{seq}"
+    return event_frame(STATS, offset, event.to_json().decode()).encode()
 
 
 class Nchan:
@@ -106,7 +105,6 @@ class Nchan:
 
     def __init__(self, work: Path, workers: int) -> None:
         self.port = free_port()
-        work.mkdir(parents=True, exist_ok=True)
         conf = work / "nginx.conf"
         _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
         conf.write_text(
@@ -126,20 +124,14 @@ class Nchan:
         return sum(_cpu_s(pid) for pid in self.pids)
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc)
 
 
 def _nginx() -> str:
     found = shutil.which("nginx") or shutil.which("nginx", path="/usr/sbin")
     if found is None or not NCHAN_MODULE.exists():
         raise SystemExit(
-            "gateway_peer: needs nginx with the Nchan module "
+            "bench_peer: needs nginx with the Nchan module "
             "(apt-get install nginx libnginx-mod-nchan, or make peer-tools)"
         )
     return found
@@ -198,13 +190,6 @@ async def _open(url: str, n: int, *, by_url: bool) -> tuple[list[Client], int]:
     return clients, held
 
 
-async def _close(clients: list[Client]) -> None:
-    for c in clients:
-        c.kill()
-    for c in clients:
-        await c.proc.wait()
-
-
 async def _pulse_round(work: Path, n: int, events: int) -> dict[str, float]:
     redis_url, redis_proc = local_redis(work)
     prefix = f"benchpeer-{uuid.uuid4().hex[:8]}:"
@@ -222,17 +207,11 @@ async def _pulse_round(work: Path, n: int, events: int) -> dict[str, float]:
         clients, held = await _open(f"ws://127.0.0.1:{port}/ws?token={token}", n, by_url=False)
 
         async def publish(seq: int) -> None:
-            event = new_event(
-                type=STATS_TYPE,
-                source="/pulse/bench",
-                data={"t": time.time(), "seq": seq},
-                subject="bench",
-            )
-            await publisher.append(event, [STATS])
+            await _append(publisher, STATS, seq)
 
         return await _fanout(clients, held, events, publish, lambda: _cpu_s(pid))
     finally:
-        await _close(clients)
+        await close_clients(clients)
         await redis.aclose()
         gateway.kill()
         if redis_proc is not None:
@@ -248,7 +227,7 @@ async def _nchan_round(work: Path, n: int, events: int, workers: int) -> dict[st
         async with aiohttp.ClientSession() as http:
 
             async def publish(seq: int) -> None:
-                _t, body = _event_body(seq)
+                body = _event_body(seq)
                 # With a text content type Nchan writes a text frame, as Pulse does.
                 async with http.post(
                     f"http://{base}/pub/{STATS}", data=body, headers=_JSON
@@ -258,7 +237,7 @@ async def _nchan_round(work: Path, n: int, events: int, workers: int) -> dict[st
 
             return await _fanout(clients, held, events, publish, nchan.cpu_s)
     finally:
-        await _close(clients)
+        await close_clients(clients)
         nchan.stop()
 
 

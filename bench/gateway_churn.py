@@ -24,7 +24,7 @@ from pathlib import Path
 import orjson
 from websockets.asyncio.client import ClientConnection, connect
 
-from bench_gateway import LONG_PAUSE_S, GcPauses, _rss_kb
+from bench_gateway import LONG_PAUSE_S, GcPauses, _rss_kb, gateway_env
 from pulse.auth import issue_token
 from pulse.channels import STATS
 from pulse.settings import DEV_JWT_SECRET
@@ -100,15 +100,8 @@ async def _churn(port: int, pid: int, args: argparse.Namespace) -> Churned:
 
 def _run(interval: str, redis_url: str, work: Path, args: argparse.Namespace) -> Churned:
     port = free_port()
-    env = {
-        "PULSE_HTTP_PORT": str(port),
-        "PULSE_HTTP_HOST": "127.0.0.1",
-        "PULSE_REDIS_PREFIX": f"benchchurn-{uuid.uuid4().hex[:8]}:",
-        "REDIS_URL": redis_url,
-        "PULSE_LOG_LEVEL": "warning",
-        "PULSE_MAX_CONNECTIONS_PER_USER": str(args.held),
-        "PULSE_GC_FREEZE_INTERVAL_SECONDS": interval,
-    }
+    env = gateway_env(port, f"benchchurn-{uuid.uuid4().hex[:8]}:", redis_url, args.held)
+    env["PULSE_GC_FREEZE_INTERVAL_SECONDS"] = interval
     gateway = ServiceProcess("ws_gateway", env, work / f"ws-gateway-{interval}.log")
     gateway.start(wait_port=port)
     try:
